@@ -1,0 +1,291 @@
+//! The daemon's HTTP routes. Every route is declared with `#[utoipa::path]` and registered
+//! through `utoipa-axum`, so the served OpenAPI document cannot miss a route.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use atoll_image::pull::PullEvent;
+use atoll_image::{ErrorKind, ImageDetail, ImageError, ImageService, ImageSummary, PruneReport, RemoveReport};
+
+use crate::types::*;
+
+/// JSON request bodies larger than this are refused (413).
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// What the handlers share.
+pub struct AppState {
+    pub images: Arc<ImageService>,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub insecure_registries: Vec<String>,
+    pub started: Instant,
+}
+
+type St = State<Arc<AppState>>;
+
+/// An error response: a status and the JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, e: &(dyn std::error::Error + 'static)) -> Self {
+        Self { status, body: ErrorBody::from_error(e) }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, body: ErrorBody { message: message.into(), causes: vec![] } }
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        let status = match e.kind() {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %ErrorBody::from_error(&e), "request failed");
+        }
+        Self::new(status, &e)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        Self { status: r.status(), body: ErrorBody { message: r.body_text(), causes: vec![] } }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request(r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Atoll API", description = "The API of `atoll daemon`, served on its unix socket under /v1.", version = "1"),
+    components(schemas(ErrorBody, PullEvent))
+)]
+struct ApiDoc;
+
+/// The router and the OpenAPI document describing it.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    let (router, api) = api_router().split_for_parts();
+    let doc = Arc::new(api);
+    router
+        .route("/v1/openapi.json", axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { Json((*doc).clone()) }
+        }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .with_state(state)
+}
+
+/// The OpenAPI document (also checked into the repository as `openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut api = api_router().split_for_parts().1;
+    api.paths.paths.insert(
+        "/v1/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .operation_id(Some("openapi"))
+                .summary(Some("This document."))
+                .response("200", utoipa::openapi::ResponseBuilder::new().description("The OpenAPI 3 document")),
+        ),
+    );
+    api
+}
+
+fn api_router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(version))
+        .routes(routes!(info))
+        .routes(routes!(list_images, remove_image))
+        .routes(routes!(inspect_image))
+        .routes(routes!(pull_image))
+        .routes(routes!(tag_image))
+        .routes(routes!(prune_images))
+        .routes(routes!(import_images))
+        .routes(routes!(login, logout))
+}
+
+async fn not_found() -> ApiError {
+    ApiError { status: StatusCode::NOT_FOUND, body: ErrorBody { message: "no such API route".into(), causes: vec![] } }
+}
+
+/// Daemon and API version.
+#[utoipa::path(get, path = "/v1/version", tag = "system", responses((status = 200, body = VersionInfo)))]
+async fn version() -> Json<VersionInfo> {
+    Json(VersionInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        api_version: "1".into(),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+    })
+}
+
+/// What this daemon is and holds.
+#[utoipa::path(get, path = "/v1/info", tag = "system", responses((status = 200, body = Info)))]
+async fn info(State(s): St) -> Json<Info> {
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        data_dir: s.data_dir.display().to_string(),
+        socket: s.socket.display().to_string(),
+        platform: atoll_image::Platform::host().to_string(),
+        images: s.images.list().len(),
+        insecure_registries: s.insecure_registries.clone(),
+        uptime_seconds: s.started.elapsed().as_secs(),
+    })
+}
+
+/// Images in the store, newest first.
+#[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, body = Vec<ImageSummary>)))]
+async fn list_images(State(s): St) -> Json<Vec<ImageSummary>> {
+    Json(s.images.list())
+}
+
+/// One image: its record, layers and config.
+#[utoipa::path(get, path = "/v1/images/inspect", tag = "images", params(ReferenceQuery),
+    responses((status = 200, body = ImageDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn inspect_image(State(s): St, q: Result<Query<ReferenceQuery>, QueryRejection>) -> ApiResult<Json<ImageDetail>> {
+    let Query(q) = q?;
+    Ok(Json(s.images.inspect(&q.reference)?))
+}
+
+/// Pulls an image. The response streams progress as newline-delimited JSON `PullEvent`s; the
+/// last is `done` or `error`. The pull continues if the client goes away.
+#[utoipa::path(post, path = "/v1/images/pull", tag = "images", request_body = PullRequest,
+    responses((status = 200, description = "Progress events, one JSON object per line", body = PullEvent, content_type = "application/x-ndjson"),
+              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn pull_image(State(s): St, req: Result<Json<PullRequest>, JsonRejection>) -> ApiResult<Response> {
+    let Json(req) = req?;
+    // Refuse malformed input before committing to a streamed 200.
+    req.reference.parse::<atoll_image::Reference>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
+    if let Some(p) = &req.platform {
+        p.parse::<atoll_image::Platform>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
+    let sink_tx = tx.clone();
+    let sink: atoll_image::pull::EventSink = Arc::new(move |e| {
+        let _ = sink_tx.send(e);
+    });
+    tokio::spawn(async move {
+        if let Err(e) = s.images.pull(&req.reference, req.platform.as_deref(), sink).await {
+            let body = ErrorBody::from_error(&e);
+            tracing::warn!(reference = %req.reference, error = %body, "pull failed");
+            let _ = tx.send(PullEvent::Error { message: body.message, causes: body.causes });
+        }
+    });
+    let stream = tokio_stream_from(rx).map(|e| {
+        let mut line = serde_json::to_vec(&e).expect("events serialise");
+        line.push(b'\n');
+        Ok::<_, Infallible>(bytes::Bytes::from(line))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Gives an image another name.
+#[utoipa::path(post, path = "/v1/images/tag", tag = "images", request_body = TagRequest,
+    responses((status = 204, description = "Tagged"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn tag_image(State(s): St, req: Result<Json<TagRequest>, JsonRejection>) -> ApiResult<StatusCode> {
+    let Json(req) = req?;
+    s.images.tag(&req.source, &req.target)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a tag, or an image and all its tags (`docker rmi` semantics).
+#[utoipa::path(delete, path = "/v1/images", tag = "images", params(RemoveQuery),
+    responses((status = 200, body = RemoveReport), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove_image(State(s): St, q: Result<Query<RemoveQuery>, QueryRejection>) -> ApiResult<Json<RemoveReport>> {
+    let Query(q) = q?;
+    Ok(Json(s.images.remove(&q.reference, q.force).await?))
+}
+
+/// Removes untagged images (or all unused ones) and unreferenced content.
+#[utoipa::path(post, path = "/v1/images/prune", tag = "images", params(PruneQuery),
+    responses((status = 200, body = PruneReport), (status = 400, body = ErrorBody)))]
+async fn prune_images(State(s): St, q: Result<Query<PruneQuery>, QueryRejection>) -> ApiResult<Json<PruneReport>> {
+    let Query(q) = q?;
+    Ok(Json(s.images.prune(q.all).await?))
+}
+
+/// Imports images from a tar archive in the request body: an OCI image layout or a
+/// `docker save` archive.
+#[utoipa::path(post, path = "/v1/images/import", tag = "images", params(ImportQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 200, body = Vec<ImageSummary>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn import_images(State(s): St, q: Result<Query<ImportQuery>, QueryRejection>, body: Body) -> ApiResult<Json<Vec<ImageSummary>>> {
+    let Query(q) = q?;
+    let tmp = tempfile::Builder::new()
+        .prefix("import-")
+        .suffix(".tar")
+        .tempfile_in(s.images.store().tmp_dir())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?;
+    let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
+        if let Err(e) = file.write_all(&chunk).await {
+            let status = if e.raw_os_error() == Some(28) { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR };
+            return Err(ApiError::new(status, &e));
+        }
+    }
+    file.flush().await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?;
+    Ok(Json(s.images.import(tmp.path(), q.name.as_deref()).await?))
+}
+
+/// Checks credentials against a registry and stores them for pulls.
+#[utoipa::path(post, path = "/v1/auth", tag = "auth", request_body = LoginRequest,
+    responses((status = 204, description = "Logged in"), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn login(State(s): St, req: Result<Json<LoginRequest>, JsonRejection>) -> ApiResult<StatusCode> {
+    let Json(req) = req?;
+    s.images.login(&req.registry, &req.username, &req.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Forgets the stored credentials of a registry.
+#[utoipa::path(delete, path = "/v1/auth", tag = "auth", params(LogoutQuery),
+    responses((status = 204, description = "Logged out"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn logout(State(s): St, q: Result<Query<LogoutQuery>, QueryRejection>) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    if s.images.logout(&q.registry)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError { status: StatusCode::NOT_FOUND, body: ErrorBody { message: format!("not logged in to {}", q.registry), causes: vec![] } })
+    }
+}

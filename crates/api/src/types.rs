@@ -1,0 +1,112 @@
+//! Wire types of the API that are not image-store types.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Every error response: the top-level message and the chain of causes under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub message: String,
+    pub causes: Vec<String>,
+}
+
+impl ErrorBody {
+    /// Builds the body from an error and its `source()` chain.
+    pub fn from_error(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut causes = Vec::new();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            causes.push(c.to_string());
+            cur = c.source();
+        }
+        Self { message: e.to_string(), causes }
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        for c in &self.causes {
+            write!(f, ": {c}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionInfo {
+    pub version: String,
+    pub api_version: String,
+    pub os: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Info {
+    pub version: String,
+    pub data_dir: String,
+    pub socket: String,
+    pub platform: String,
+    pub images: usize,
+    /// Registries spoken to over plain HTTP besides loopback.
+    pub insecure_registries: Vec<String>,
+    /// Seconds since the daemon started.
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PullRequest {
+    /// An image reference: `alpine`, `registry:5000/app:v1`, `name@sha256:…`.
+    pub reference: String,
+    /// `os/arch[/variant]` to pick from a multi-platform index; the host's by default.
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TagRequest {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    /// `HOST[:PORT]` of the registry.
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct ReferenceQuery {
+    /// An image reference, ID or ID prefix.
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct RemoveQuery {
+    /// An image reference, ID or ID prefix.
+    pub reference: String,
+    /// Remove even if the image has several tags or containers use it.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct PruneQuery {
+    /// Remove every image no container uses, not only untagged ones.
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct ImportQuery {
+    /// Repository name for images the archive gives only a tag (or nothing) for.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct LogoutQuery {
+    pub registry: String,
+}

@@ -1,0 +1,513 @@
+//! Command-line interface: parsing (clap) and the client commands, each a thin call to the API.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{CommandFactory, Parser, Subcommand};
+use futures_util::StreamExt;
+use hyper::Method;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use atoll_api::client::{Client, channel_body, q};
+use atoll_api::types::*;
+use atoll_image::pull::{LayerStatus, PullEvent};
+use atoll_image::{ImageDetail, ImageSummary, PruneReport, Reference, RemoveReport};
+use atoll_util::human_bytes;
+
+use crate::daemon::DaemonArgs;
+use crate::output::{ago, table};
+
+pub const DEFAULT_SOCKET: &str = "/run/atoll/atoll.sock";
+
+/// Atoll: turn the machines you own into one private cloud.
+#[derive(Debug, Parser)]
+#[command(name = "atoll", version, about, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "ATOLL_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Daemon(DaemonArgs),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Remove images.
+    Rmi(RmiArgs),
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Log in to a registry; the daemon checks and keeps the credentials for pulls.
+    Login(LoginArgs),
+    /// Forget a registry's credentials.
+    Logout { registry: String },
+    /// Show the daemon's version and state.
+    Info(JsonFlag),
+    /// Show client and daemon versions.
+    Version(JsonFlag),
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// Remove images.
+    Rm(RmiArgs),
+    /// Remove untagged images and unreferenced content.
+    Prune {
+        /// Remove every image that no container uses.
+        #[arg(short, long)]
+        all: bool,
+        /// Accepted for docker compatibility; prune never asks.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's details as JSON.
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import an OCI image layout directory, or a tarball of one or of `docker save`.
+    Import {
+        path: PathBuf,
+        /// Repository for images the archive names only by tag (or not at all), e.g. `localhost/app`.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// `NAME[:TAG]` or `NAME@DIGEST`.
+    reference: String,
+    /// Pick this platform from a multi-platform image: os/arch[/variant].
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Print only image IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Show full image IDs.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Show digests.
+    #[arg(long)]
+    digests: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    /// Remove even if the image has several tags or containers use it.
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// Registry `HOST[:PORT]` (docker.io if omitted).
+    registry: Option<String>,
+    #[arg(short, long)]
+    username: Option<String>,
+    /// The password (prefer --password-stdin: arguments are visible to other users).
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Command::Daemon(args) => crate::daemon::run(args, cli.socket).await?,
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => return pull(&client, a).await,
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images(&client, a).await?,
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => return rmi(&client, a).await,
+        Command::Tag { source, target } | Command::Image(ImageCommand::Tag { source, target }) => {
+            client.call(Method::POST, "/v1/images/tag", Some(&TagRequest { source, target })).await?;
+        }
+        Command::Image(ImageCommand::Prune { all, json, .. }) => {
+            let r: PruneReport = client.json(Method::POST, &format!("/v1/images/prune?all={all}"), None::<&()>).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for id in &r.images_deleted {
+                    println!("Deleted: {id}");
+                }
+                println!("Total reclaimed space: {}", human_bytes(r.gc.bytes_reclaimed));
+            }
+        }
+        Command::Image(ImageCommand::Inspect { images }) => return inspect(&client, images).await,
+        Command::Image(ImageCommand::Import { path, name, json }) => import(&client, path, name, json).await?,
+        Command::Login(a) => login(&client, a).await?,
+        Command::Logout { registry } => {
+            client.call(Method::DELETE, &format!("/v1/auth?registry={}", q(&registry)), None::<&()>).await?;
+            println!("Removed credentials for {registry}");
+        }
+        Command::Info(f) => {
+            let i: Info = client.json(Method::GET, "/v1/info", None::<&()>).await?;
+            if f.json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                println!("Version:      {}", i.version);
+                println!("Platform:     {}", i.platform);
+                println!("Data dir:     {}", i.data_dir);
+                println!("Socket:       {}", i.socket);
+                println!("Images:       {}", i.images);
+                println!("Uptime:       {}s", i.uptime_seconds);
+                if !i.insecure_registries.is_empty() {
+                    println!("Insecure registries: {}", i.insecure_registries.join(", "));
+                }
+            }
+        }
+        Command::Version(f) => {
+            let server = client.json::<VersionInfo>(Method::GET, "/v1/version", None::<&()>).await;
+            if f.json {
+                let v = serde_json::json!({
+                    "client": {"version": env!("CARGO_PKG_VERSION")},
+                    "server": server.as_ref().ok(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("Client: {}", env!("CARGO_PKG_VERSION"));
+            }
+            let s = server?;
+            if !f.json {
+                println!("Server: {} (API {}, {}/{})", s.version, s.api_version, s.os, s.arch);
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "atoll", &mut std::io::stdout());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short_id(id: &str, no_trunc: bool) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    if no_trunc { id.to_owned() } else { hex.chars().take(12).collect() }
+}
+
+async fn images(client: &Client, a: ImagesArgs) -> anyhow::Result<()> {
+    let list: Vec<ImageSummary> = client.json(Method::GET, "/v1/images", None::<&()>).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if a.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in &list {
+            if seen.insert(&i.id) {
+                println!("{}", short_id(&i.id, a.no_trunc));
+            }
+        }
+        return Ok(());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let mut rows = Vec::new();
+    for i in &list {
+        let digest = i.repo_digests.first().and_then(|d| d.split_once('@')).map_or("<none>".into(), |(_, d)| d.to_owned());
+        let mut push = |repo: String, tag: String| {
+            let mut row = vec![repo, tag];
+            if a.digests {
+                row.push(digest.clone());
+            }
+            row.extend([short_id(&i.id, a.no_trunc), ago(i.created.as_deref(), now), human_bytes(i.size)]);
+            rows.push(row);
+        };
+        if i.repo_tags.is_empty() {
+            push("<none>".into(), "<none>".into());
+        }
+        for t in &i.repo_tags {
+            let r: Reference = t.parse()?;
+            push(r.familiar_name(), r.tag().unwrap_or("<none>").to_owned());
+        }
+    }
+    let mut headers = vec!["REPOSITORY", "TAG"];
+    if a.digests {
+        headers.push("DIGEST");
+    }
+    headers.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    print!("{}", table(&headers, &rows));
+    Ok(())
+}
+
+async fn rmi(client: &Client, a: RmiArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for img in &a.images {
+        let path = format!("/v1/images?reference={}&force={}", q(img), a.force);
+        match client.json::<RemoveReport>(Method::DELETE, &path, None::<&()>).await {
+            Ok(r) => {
+                for t in &r.untagged {
+                    println!("Untagged: {t}");
+                }
+                for d in &r.deleted {
+                    println!("Deleted: {d}");
+                }
+            }
+            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
+}
+
+async fn inspect(client: &Client, images: Vec<String>) -> anyhow::Result<ExitCode> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    for img in &images {
+        match client.json::<ImageDetail>(Method::GET, &format!("/v1/images/inspect?reference={}", q(img)), None::<&()>).await {
+            Ok(d) => out.push(d),
+            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
+}
+
+async fn login(client: &Client, a: LoginArgs) -> anyhow::Result<()> {
+    let registry = a.registry.unwrap_or_else(|| "docker.io".into());
+    let prompt = |label: &str| -> anyhow::Result<String> {
+        eprint!("{label}: ");
+        std::io::stderr().flush()?;
+        let mut s = String::new();
+        std::io::stdin().read_line(&mut s)?;
+        Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    let username = match a.username {
+        Some(u) => u,
+        None => prompt("Username")?,
+    };
+    let password = match (a.password, a.password_stdin) {
+        (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
+        (Some(p), false) => p,
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s.trim_end_matches(['\n', '\r']).to_owned()
+        }
+        (None, false) => prompt("Password")?,
+    };
+    if username.is_empty() || password.is_empty() {
+        bail!("username and password must not be empty");
+    }
+    client.call(Method::POST, "/v1/auth", Some(&LoginRequest { registry: registry.clone(), username, password })).await?;
+    println!("Login Succeeded ({registry})");
+    Ok(())
+}
+
+/// Streams `path` to the daemon as a tar: a directory is archived on the fly, a file is sent as is.
+async fn import(client: &Client, path: PathBuf, name: Option<String>, json: bool) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+    let producer = std::thread::spawn(move || -> std::io::Result<()> {
+        struct ChanWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+        impl Write for ChanWriter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.blocking_send(Ok(Bytes::copy_from_slice(buf))).map_err(|_| std::io::Error::other("daemon closed the upload"))?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let w = std::io::BufWriter::with_capacity(1 << 20, ChanWriter(tx.clone()));
+        let result = if meta.is_dir() {
+            let mut b = tar::Builder::new(w);
+            b.follow_symlinks(false);
+            b.append_dir_all(".", &path).and_then(|_| b.into_inner()).and_then(|mut w| w.flush())
+        } else {
+            let mut w = w;
+            std::fs::File::open(&path).and_then(|mut f| std::io::copy(&mut f, &mut w)).and_then(|_| w.flush())
+        };
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+        }
+        result
+    });
+    let mut url = "/v1/images/import".to_owned();
+    if let Some(n) = &name {
+        url.push_str(&format!("?name={}", q(n)));
+    }
+    let resp = client.send_ok(Method::POST, &url, Some("application/x-tar"), channel_body(rx)).await;
+    let produced = producer.join().map_err(|_| anyhow::anyhow!("the archiving thread panicked"))?;
+    let resp = resp?;
+    produced.context("reading the archive to send")?;
+    use http_body_util::BodyExt;
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let list: Vec<ImageSummary> = serde_json::from_slice(&bytes)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for i in &list {
+            if i.repo_tags.is_empty() {
+                println!("Loaded image ID: {}", i.id);
+            }
+            for t in &i.repo_tags {
+                println!("Loaded image: {t}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn pull(client: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
+    let req = PullRequest { reference: a.reference.clone(), platform: a.platform.clone() };
+    let resp = client
+        .send_ok(Method::POST, "/v1/images/pull", Some("application/json"), atoll_api::client::full(serde_json::to_vec(&req)?))
+        .await?;
+    let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let mut ui = PullUi::new(tty);
+    let mut body = http_body_util::BodyDataStream::new(resp.into_body());
+    let mut buf: Vec<u8> = Vec::new();
+    let mut done: Option<PullEvent> = None;
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk.context("reading pull progress from the daemon")?);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let ev: PullEvent = serde_json::from_slice(&line).context("decoding a pull event")?;
+            match &ev {
+                PullEvent::Done { .. } | PullEvent::Error { .. } => done = Some(ev.clone()),
+                _ => {}
+            }
+            ui.event(&ev, a.quiet);
+        }
+    }
+    ui.finish();
+    match done {
+        Some(PullEvent::Done { id, reference, digest, size }) => {
+            if a.quiet {
+                println!("{id}");
+            } else {
+                println!("Digest: {digest}");
+                println!("Pulled {reference} ({id}, {})", human_bytes(size));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(PullEvent::Error { message, causes }) => {
+            eprintln!("Error: {}", ErrorBody { message, causes });
+            Ok(ExitCode::from(crate::exit::FAILED))
+        }
+        _ => bail!("the daemon ended the pull without a result (did it stop?)"),
+    }
+}
+
+/// Pull progress: live bars on a terminal, one line per finished layer otherwise.
+struct PullUi {
+    multi: Option<MultiProgress>,
+    bars: HashMap<String, ProgressBar>,
+    started: std::time::Instant,
+}
+
+impl PullUi {
+    fn new(tty: bool) -> Self {
+        Self { multi: tty.then(MultiProgress::new), bars: HashMap::new(), started: std::time::Instant::now() }
+    }
+
+    fn event(&mut self, ev: &PullEvent, quiet: bool) {
+        let short = |d: &str| d.strip_prefix("sha256:").unwrap_or(d).chars().take(12).collect::<String>();
+        match ev {
+            PullEvent::Resolved { reference, manifest_digest, platform, layers } => {
+                if quiet {
+                    return;
+                }
+                eprintln!("Pulling {reference} ({platform}, {} layers, manifest {})", layers.len(), short(manifest_digest));
+                if let Some(m) = &self.multi {
+                    let style = ProgressStyle::with_template("{prefix}: {msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
+                        .expect("valid template")
+                        .progress_chars("=> ");
+                    for l in layers {
+                        let bar = m.add(ProgressBar::new(l.size));
+                        bar.set_style(style.clone());
+                        bar.set_prefix(short(&l.digest));
+                        bar.set_message("Waiting");
+                        self.bars.insert(l.digest.clone(), bar);
+                    }
+                }
+            }
+            PullEvent::Progress { layer, current, total } => {
+                if let Some(bar) = self.bars.get(layer) {
+                    bar.set_length(*total);
+                    bar.set_position(*current);
+                    bar.set_message("Downloading");
+                }
+            }
+            PullEvent::Layer { layer, status, resumed_from } => {
+                let what = match (status, resumed_from) {
+                    (LayerStatus::Exists, _) => "Already exists".to_owned(),
+                    (LayerStatus::Pulled, Some(off)) => format!("Pull complete (resumed at {})", human_bytes(*off)),
+                    (LayerStatus::Pulled, None) => "Pull complete".to_owned(),
+                };
+                match self.bars.get(layer) {
+                    Some(bar) => {
+                        bar.set_position(bar.length().unwrap_or(0));
+                        bar.finish_with_message(what);
+                    }
+                    None if !quiet => eprintln!("{}: {what}", short(layer)),
+                    None => {}
+                }
+            }
+            PullEvent::Done { .. } | PullEvent::Error { .. } => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+        if self.multi.is_some() {
+            eprintln!("Finished in {:.1?}", self.started.elapsed().max(Duration::from_millis(1)));
+        }
+    }
+}

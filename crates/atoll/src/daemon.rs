@@ -1,0 +1,123 @@
+//! `atoll daemon`: takes the data dir lock, opens the stores, serves the API on the unix
+//! socket, and shuts down cleanly on SIGTERM/SIGINT.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use atoll_api::server::{AppState, router};
+use atoll_image::{ImageService, NoUsers, ServiceConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Where Atoll keeps its state, images and logs.
+    #[arg(long, default_value = "/var/lib/atoll", env = "ATOLL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Registry `HOST[:PORT]` to reach over plain HTTP (loopback registries always are). Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// A docker config.json whose `auths` are used for pulls [default: $DOCKER_CONFIG/config.json or ~/.docker/config.json].
+    #[arg(long, value_name = "PATH")]
+    pub docker_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The group whose members may use the socket, if it exists.
+fn atoll_gid() -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == "atoll").then(|| f.nth(1)?.parse().ok())?
+    })
+}
+
+async fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    let dir = path.parent().context("socket path has no parent directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating socket directory {}", dir.display()))?;
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!("another daemon is already listening on {}; stop it or pass another --socket", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    // Created with a tight umask so the socket is never world-accessible, not even briefly.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let bound = tokio::net::UnixListener::bind(path);
+    rustix::process::umask(old);
+    let listener = bound.with_context(|| format!("binding the API socket {}", path.display()))?;
+    if let Some(gid) = atoll_gid() {
+        rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid))).with_context(|| format!("giving {} to group atoll", path.display()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).with_context(|| format!("chmod 0660 {}", path.display()))?;
+    Ok(listener)
+}
+
+pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o711)).with_context(|| format!("chmod {}", data_dir.display()))?;
+    let lock = atoll_util::DirLock::acquire(&data_dir.join("daemon.lock")).context("locking the data dir")?;
+
+    let images = ImageService::open(
+        ServiceConfig {
+            data_dir: data_dir.clone(),
+            insecure_registries: args.insecure_registries.clone(),
+            docker_config: args.docker_config.clone().or_else(atoll_image::auth::Credentials::default_docker_config),
+        },
+        Arc::new(NoUsers),
+    )
+    .with_context(|| format!("opening the image store in {}", data_dir.display()))?;
+    let listener = bind_socket(&socket).await?;
+    let state = Arc::new(AppState {
+        images: Arc::new(images),
+        data_dir: data_dir.clone(),
+        socket: socket.clone(),
+        insecure_registries: args.insecure_registries,
+        started: Instant::now(),
+    });
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %data_dir.display(),
+        socket = %socket.display(),
+        lock = %lock.path().display(),
+        "atoll daemon ready"
+    );
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = which, "shutting down");
+    };
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.context("serving the API")?;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    Ok(())
+}

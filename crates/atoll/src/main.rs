@@ -1,0 +1,37 @@
+//! `atoll`: the CLI and, as `atoll daemon`, the daemon. Glue only: argument parsing, wiring of
+//! the library crates, and printing.
+
+mod cli;
+mod daemon;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// The operation failed (the daemon said why).
+    pub const FAILED: u8 = 1;
+    /// Invalid usage (clap uses 2 as well).
+    pub const USAGE: u8 = 2;
+    /// The daemon could not be reached.
+    pub const NO_DAEMON: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    let result = runtime.block_on(cli::run(args));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {}", output::chain(&e));
+            let code = match e.downcast_ref::<atoll_api::ClientError>() {
+                Some(atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. }) => exit::NO_DAEMON,
+                _ => exit::FAILED,
+            };
+            ExitCode::from(code)
+        }
+    }
+}

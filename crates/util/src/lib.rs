@@ -1,0 +1,143 @@
+//! Small IO helpers shared by every Atoll crate.
+//!
+//! Everything here is about not losing data: files are replaced atomically (temp file, fsync,
+//! rename, fsync of the directory), and a data directory is owned by one daemon at a time
+//! through an exclusive `flock`.
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, flock};
+
+/// Failures of the helpers in this crate. Each names the path it was working on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening lock file {path}")]
+    OpenLock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is locked by another process (is another atoll daemon using this data dir?)")]
+    Locked { path: PathBuf },
+}
+
+/// Writes `data` to `path` so that readers see either the old content or the new, never a mix,
+/// even across a crash: write a sibling temp file, fsync it, rename it over `path`, fsync the
+/// directory. `mode` is applied to the new file before it becomes visible.
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    let wrap = |source| Error::Write { path: path.to_owned(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{:016x}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        fastrand::u64(..)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(wrap)
+}
+
+/// fsyncs a directory so that renames and creations inside it survive a crash.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// True for the temp files [`atomic_write`] leaves behind when it is killed mid-write.
+pub fn is_atomic_write_leftover(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// An exclusive lock on a file, held for as long as the value lives (the kernel drops it when the
+/// process dies, so a `kill -9` never leaves a stale lock behind).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Takes the lock without waiting; fails with [`Error::Locked`] if another process holds it.
+    pub fn acquire(path: &Path) -> Result<Self, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| Error::OpenLock { path: path.to_owned(), source })?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Self { _file: file, path: path.to_owned() }),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                Err(Error::Locked { path: path.to_owned() })
+            }
+            Err(e) => Err(Error::OpenLock { path: path.to_owned(), source: e.into() }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Formats a byte count the way people read them: `0 B`, `1.5 KiB`, `12.3 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        atomic_write(&p, b"one", 0o600).unwrap();
+        atomic_write(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn second_lock_on_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let _held = DirLock::acquire(&p).unwrap();
+        let err = DirLock::acquire(&p).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn human_bytes_picks_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+    }
+}
