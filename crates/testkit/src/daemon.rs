@@ -1,0 +1,174 @@
+//! Drives the real `atoll` binary: a daemon in a temp dir, and CLI calls against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub struct Daemon {
+    pub bin: PathBuf,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// What a CLI call did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl Daemon {
+    /// Starts `atoll daemon` with its data dir and socket under `root`.
+    pub fn start(bin: &Path, root: &Path, args: &[&str]) -> Self {
+        let mut d = Self {
+            bin: bin.to_owned(),
+            data_dir: root.join("data"),
+            socket: root.join("run/atoll.sock"),
+            log: root.join("daemon.log"),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .arg("daemon")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(&self.args)
+            .env("ATOLL_LOG", "info,atoll_image=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let socket = self.socket.clone();
+        let log = self.log.clone();
+        let mut exited = None;
+        crate::wait_for(30, "the daemon's socket", || {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                exited = Some(status);
+                return true;
+            }
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        if let Some(status) = exited {
+            panic!(
+                "atoll daemon exited with {status} at start:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// `kill -9` the daemon.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&c),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        c.wait().unwrap().code()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Starts the daemon again after it was stopped.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "daemon still running");
+        self.spawn();
+    }
+
+    /// Runs `atoll ARGS` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        self.cli_env(args, &[])
+    }
+
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out: Output = Command::new(&self.bin)
+            .args(args)
+            .env("ATOLL_SOCKET", &self.socket)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `atoll ARGS`, panicking with its output (and the daemon's log) unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.cli(args);
+        assert!(
+            r.ok(),
+            "atoll {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            r.code,
+            r.stdout,
+            r.stderr,
+            self.log_text()
+        );
+        r.stdout
+    }
+
+    /// Runs `atoll ARGS`, panicking unless it fails.
+    pub fn fails(&self, args: &[&str]) -> Run {
+        let r = self.cli(args);
+        assert!(
+            !r.ok(),
+            "atoll {args:?} unexpectedly succeeded:\n{}",
+            r.stdout
+        );
+        r
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn images_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["images", "--json"])).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,52 @@
+//! Test support shared by the end-to-end tests and the benchmarks: build OCI images from
+//! `busybox-static` and generated content, run a real `docker-registry`, push with `skopeo`,
+//! drive the real `atoll` binary, and stall or cut connections deterministically.
+//!
+//! Missing tools are a failure, never a skip: `scripts/install-deps.sh` installs them.
+#![forbid(unsafe_code)]
+
+pub mod daemon;
+pub mod oci;
+pub mod proxy;
+pub mod registry;
+
+use std::path::PathBuf;
+
+/// Finds `tool` on PATH or panics with how to install it.
+pub fn require(tool: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+    {
+        let p = dir.join(tool);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{tool}` is not installed; run scripts/install-deps.sh (tests never skip for a missing tool)"
+    );
+}
+
+/// Waits for `cond` to hold, checking every few milliseconds, or panics after `secs` with `what`.
+/// This waits on an observable condition (a socket accepting, a file growing), never for a
+/// fixed time.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
