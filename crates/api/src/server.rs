@@ -120,8 +120,8 @@ struct ApiDoc;
 
 /// The router and the OpenAPI document describing it.
 pub fn router(state: Arc<AppState>) -> axum::Router {
-    let (router, api) = api_router().split_for_parts();
-    let doc = Arc::new(api);
+    let (router, _) = api_router().split_for_parts();
+    let doc = Arc::new(openapi());
     router
         .route(
             "/v1/openapi.json",
@@ -294,7 +294,11 @@ async fn remove_image(
     q: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> ApiResult<Json<RemoveReport>> {
     let Query(q) = q?;
-    Ok(Json(s.images.remove(&q.reference, q.force).await?))
+    Ok(Json(
+        s.images
+            .remove(&q.reference, q.force.unwrap_or(false))
+            .await?,
+    ))
 }
 
 /// Removes untagged images (or all unused ones) and unreferenced content.
@@ -305,7 +309,7 @@ async fn prune_images(
     q: Result<Query<PruneQuery>, QueryRejection>,
 ) -> ApiResult<Json<PruneReport>> {
     let Query(q) = q?;
-    Ok(Json(s.images.prune(q.all).await?))
+    Ok(Json(s.images.prune(q.all.unwrap_or(false)).await?))
 }
 
 /// Imports images from a tar archive in the request body: an OCI image layout or a

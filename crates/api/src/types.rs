@@ -81,28 +81,32 @@ pub struct LoginRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReferenceQuery {
     /// An image reference, ID or ID prefix.
     pub reference: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
     /// An image reference, ID or ID prefix.
     pub reference: String,
     /// Remove even if the image has several tags or containers use it.
     #[serde(default)]
-    pub force: bool,
+    pub force: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PruneQuery {
     /// Remove every image no container uses, not only untagged ones.
     #[serde(default)]
-    pub all: bool,
+    pub all: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
     /// Repository name for images the archive gives only a tag (or nothing) for.
     #[serde(default)]
@@ -110,6 +114,7 @@ pub struct ImportQuery {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogoutQuery {
     pub registry: String,
 }
