@@ -14,9 +14,7 @@ use crate::types::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot connect to the Atoll daemon at {socket}: is `atoll daemon` running? (set --socket or ATOLL_SOCKET to use another)"
-    )]
+    #[error("cannot connect to the Atoll daemon at {socket}: is `atoll daemon` running? (set --socket or ATOLL_SOCKET to use another)")]
     Connect {
         socket: PathBuf,
         #[source]
@@ -51,15 +49,11 @@ pub struct Client {
 }
 
 pub fn empty() -> ReqBody {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
 }
 
 pub fn full(data: Vec<u8>) -> ReqBody {
-    Full::new(Bytes::from(data))
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(Bytes::from(data)).map_err(|never| match never {}).boxed()
 }
 
 /// A request body fed from a channel of chunks (for uploads).
@@ -78,9 +72,7 @@ impl<S: futures_util::Stream<Item = std::io::Result<Bytes>>> MapOkFrame for S {}
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Self {
-            socket: socket.into(),
-        }
+        Self { socket: socket.into() }
     }
 
     pub fn socket(&self) -> &Path {
@@ -95,31 +87,19 @@ impl Client {
         content_type: Option<&str>,
         body: ReqBody,
     ) -> Result<Response<Incoming>, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| {
-                if source.kind() == std::io::ErrorKind::PermissionDenied {
-                    ClientError::Permission {
-                        socket: self.socket.clone(),
-                    }
-                } else {
-                    ClientError::Connect {
-                        socket: self.socket.clone(),
-                        source,
-                    }
-                }
-            })?;
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::Permission { socket: self.socket.clone() }
+            } else {
+                ClientError::Connect { socket: self.socket.clone(), source }
+            }
+        })?;
         let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(ClientError::Http)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(ClientError::Http)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "atoll");
+        let mut req = Request::builder().method(method).uri(path).header(hyper::header::HOST, "atoll");
         if let Some(ct) = content_type {
             req = req.header(hyper::header::CONTENT_TYPE, ct);
         }
@@ -140,54 +120,28 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(ClientError::Http)?
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.map_err(ClientError::Http)?.to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-            message: format!(
-                "the daemon answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            ),
+            message: format!("the daemon answered {status}: {}", String::from_utf8_lossy(&bytes)),
             causes: vec![],
         });
         Err(ClientError::Api { status, body })
     }
 
     /// A request with an optional JSON body whose JSON answer is decoded into `T`.
-    pub async fn json<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<T, ClientError> {
+    pub async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T, ClientError> {
         let bytes = self.call(method, path, body).await?;
         serde_json::from_slice(&bytes).map_err(ClientError::Decode)
     }
 
     /// Like [`Client::json`] but returns the raw answer (empty for 204).
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<Bytes, ClientError> {
+    pub async fn call(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<Bytes, ClientError> {
         let (ct, b) = match body {
-            Some(v) => (
-                Some("application/json"),
-                full(serde_json::to_vec(v).expect("serialises")),
-            ),
+            Some(v) => (Some("application/json"), full(serde_json::to_vec(v).expect("serialises"))),
             None => (None, empty()),
         };
         let resp = self.send_ok(method, path, ct, b).await?;
-        Ok(resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(ClientError::Http)?
-            .to_bytes())
+        Ok(resp.into_body().collect().await.map_err(ClientError::Http)?.to_bytes())
     }
 }
 

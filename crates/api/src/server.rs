@@ -19,9 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use atoll_image::pull::PullEvent;
-use atoll_image::{
-    ErrorKind, ImageDetail, ImageError, ImageService, ImageSummary, PruneReport, RemoveReport,
-};
+use atoll_image::{ErrorKind, ImageDetail, ImageError, ImageService, ImageSummary, PruneReport, RemoveReport};
 
 use crate::types::*;
 
@@ -48,20 +46,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, e: &(dyn std::error::Error + 'static)) -> Self {
-        Self {
-            status,
-            body: ErrorBody::from_error(e),
-        }
+        Self { status, body: ErrorBody::from_error(e) }
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            body: ErrorBody {
-                message: message.into(),
-                causes: vec![],
-            },
-        }
+        Self { status: StatusCode::BAD_REQUEST, body: ErrorBody { message: message.into(), causes: vec![] } }
     }
 }
 
@@ -83,13 +72,7 @@ impl From<ImageError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        Self {
-            status: r.status(),
-            body: ErrorBody {
-                message: r.body_text(),
-                causes: vec![],
-            },
-        }
+        Self { status: r.status(), body: ErrorBody { message: r.body_text(), causes: vec![] } }
     }
 }
 
@@ -109,11 +92,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "Atoll API",
-        description = "The API of `atoll daemon`, served on its unix socket under /v1.",
-        version = "1"
-    ),
+    info(title = "Atoll API", description = "The API of `atoll daemon`, served on its unix socket under /v1.", version = "1"),
     components(schemas(ErrorBody, PullEvent))
 )]
 struct ApiDoc;
@@ -145,10 +124,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             utoipa::openapi::path::OperationBuilder::new()
                 .operation_id(Some("openapi"))
                 .summary(Some("This document."))
-                .response(
-                    "200",
-                    utoipa::openapi::ResponseBuilder::new().description("The OpenAPI 3 document"),
-                ),
+                .response("200", utoipa::openapi::ResponseBuilder::new().description("The OpenAPI 3 document")),
         ),
     );
     api
@@ -168,13 +144,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        body: ErrorBody {
-            message: "no such API route".into(),
-            causes: vec![],
-        },
-    }
+    ApiError { status: StatusCode::NOT_FOUND, body: ErrorBody { message: "no such API route".into(), causes: vec![] } }
 }
 
 /// Daemon and API version.
@@ -211,10 +181,7 @@ async fn list_images(State(s): St) -> Json<Vec<ImageSummary>> {
 /// One image: its record, layers and config.
 #[utoipa::path(get, path = "/v1/images/inspect", tag = "images", params(ReferenceQuery),
     responses((status = 200, body = ImageDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn inspect_image(
-    State(s): St,
-    q: Result<Query<ReferenceQuery>, QueryRejection>,
-) -> ApiResult<Json<ImageDetail>> {
+async fn inspect_image(State(s): St, q: Result<Query<ReferenceQuery>, QueryRejection>) -> ApiResult<Json<ImageDetail>> {
     let Query(q) = q?;
     Ok(Json(s.images.inspect(&q.reference)?))
 }
@@ -224,18 +191,12 @@ async fn inspect_image(
 #[utoipa::path(post, path = "/v1/images/pull", tag = "images", request_body = PullRequest,
     responses((status = 200, description = "Progress events, one JSON object per line", body = PullEvent, content_type = "application/x-ndjson"),
               (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn pull_image(
-    State(s): St,
-    req: Result<Json<PullRequest>, JsonRejection>,
-) -> ApiResult<Response> {
+async fn pull_image(State(s): St, req: Result<Json<PullRequest>, JsonRejection>) -> ApiResult<Response> {
     let Json(req) = req?;
     // Refuse malformed input before committing to a streamed 200.
-    req.reference
-        .parse::<atoll_image::Reference>()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
+    req.reference.parse::<atoll_image::Reference>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
     if let Some(p) = &req.platform {
-        p.parse::<atoll_image::Platform>()
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
+        p.parse::<atoll_image::Platform>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
     let sink_tx = tx.clone();
@@ -243,17 +204,10 @@ async fn pull_image(
         let _ = sink_tx.send(e);
     });
     tokio::spawn(async move {
-        if let Err(e) = s
-            .images
-            .pull(&req.reference, req.platform.as_deref(), sink)
-            .await
-        {
+        if let Err(e) = s.images.pull(&req.reference, req.platform.as_deref(), sink).await {
             let body = ErrorBody::from_error(&e);
             tracing::warn!(reference = %req.reference, error = %body, "pull failed");
-            let _ = tx.send(PullEvent::Error {
-                message: body.message,
-                causes: body.causes,
-            });
+            let _ = tx.send(PullEvent::Error { message: body.message, causes: body.causes });
         }
     });
     let stream = tokio_stream_from(rx).map(|e| {
@@ -261,26 +215,17 @@ async fn pull_image(
         line.push(b'\n');
         Ok::<_, Infallible>(bytes::Bytes::from(line))
     });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }
 
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures_util::Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Gives an image another name.
 #[utoipa::path(post, path = "/v1/images/tag", tag = "images", request_body = TagRequest,
     responses((status = 204, description = "Tagged"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn tag_image(
-    State(s): St,
-    req: Result<Json<TagRequest>, JsonRejection>,
-) -> ApiResult<StatusCode> {
+async fn tag_image(State(s): St, req: Result<Json<TagRequest>, JsonRejection>) -> ApiResult<StatusCode> {
     let Json(req) = req?;
     s.images.tag(&req.source, &req.target)?;
     Ok(StatusCode::NO_CONTENT)
@@ -289,25 +234,15 @@ async fn tag_image(
 /// Removes a tag, or an image and all its tags (`docker rmi` semantics).
 #[utoipa::path(delete, path = "/v1/images", tag = "images", params(RemoveQuery),
     responses((status = 200, body = RemoveReport), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn remove_image(
-    State(s): St,
-    q: Result<Query<RemoveQuery>, QueryRejection>,
-) -> ApiResult<Json<RemoveReport>> {
+async fn remove_image(State(s): St, q: Result<Query<RemoveQuery>, QueryRejection>) -> ApiResult<Json<RemoveReport>> {
     let Query(q) = q?;
-    Ok(Json(
-        s.images
-            .remove(&q.reference, q.force.unwrap_or(false))
-            .await?,
-    ))
+    Ok(Json(s.images.remove(&q.reference, q.force.unwrap_or(false)).await?))
 }
 
 /// Removes untagged images (or all unused ones) and unreferenced content.
 #[utoipa::path(post, path = "/v1/images/prune", tag = "images", params(PruneQuery),
     responses((status = 200, body = PruneReport), (status = 400, body = ErrorBody)))]
-async fn prune_images(
-    State(s): St,
-    q: Result<Query<PruneQuery>, QueryRejection>,
-) -> ApiResult<Json<PruneReport>> {
+async fn prune_images(State(s): St, q: Result<Query<PruneQuery>, QueryRejection>) -> ApiResult<Json<PruneReport>> {
     let Query(q) = q?;
     Ok(Json(s.images.prune(q.all.unwrap_or(false)).await?))
 }
@@ -317,70 +252,46 @@ async fn prune_images(
 #[utoipa::path(post, path = "/v1/images/import", tag = "images", params(ImportQuery),
     request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 200, body = Vec<ImageSummary>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn import_images(
-    State(s): St,
-    q: Result<Query<ImportQuery>, QueryRejection>,
-    body: Body,
-) -> ApiResult<Json<Vec<ImageSummary>>> {
+async fn import_images(State(s): St, q: Result<Query<ImportQuery>, QueryRejection>, body: Body) -> ApiResult<Json<Vec<ImageSummary>>> {
     let Query(q) = q?;
     let tmp = tempfile::Builder::new()
         .prefix("import-")
         .suffix(".tar")
         .tempfile_in(s.images.store().tmp_dir())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?;
-    let mut file = tokio::fs::File::from_std(
-        tmp.reopen()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?,
-    );
+    let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
         if let Err(e) = file.write_all(&chunk).await {
-            let status = if e.raw_os_error() == Some(28) {
-                StatusCode::INSUFFICIENT_STORAGE
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
+            let status = if e.raw_os_error() == Some(28) { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR };
             return Err(ApiError::new(status, &e));
         }
     }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?;
+    file.flush().await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?;
     Ok(Json(s.images.import(tmp.path(), q.name.as_deref()).await?))
 }
 
 /// Checks credentials against a registry and stores them for pulls.
 #[utoipa::path(post, path = "/v1/auth", tag = "auth", request_body = LoginRequest,
     responses((status = 204, description = "Logged in"), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
-async fn login(
-    State(s): St,
-    req: Result<Json<LoginRequest>, JsonRejection>,
-) -> ApiResult<StatusCode> {
+async fn login(State(s): St, req: Result<Json<LoginRequest>, JsonRejection>) -> ApiResult<StatusCode> {
     let Json(req) = req?;
-    s.images
-        .login(&req.registry, &req.username, &req.password)
-        .await?;
+    s.images.login(&req.registry, &req.username, &req.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Forgets the stored credentials of a registry.
 #[utoipa::path(delete, path = "/v1/auth", tag = "auth", params(LogoutQuery),
     responses((status = 204, description = "Logged out"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn logout(
-    State(s): St,
-    q: Result<Query<LogoutQuery>, QueryRejection>,
-) -> ApiResult<StatusCode> {
+async fn logout(State(s): St, q: Result<Query<LogoutQuery>, QueryRejection>) -> ApiResult<StatusCode> {
     let Query(q) = q?;
     if s.images.logout(&q.registry)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError {
             status: StatusCode::NOT_FOUND,
-            body: ErrorBody {
-                message: format!("not logged in to {}", q.registry),
-                causes: vec![],
-            },
+            body: ErrorBody { message: format!("not logged in to {}", q.registry), causes: vec![] },
         })
     }
 }

@@ -19,10 +19,7 @@ impl ErrorBody {
             causes.push(c.to_string());
             cur = c.source();
         }
-        Self {
-            message: e.to_string(),
-            causes,
-        }
+        Self { message: e.to_string(), causes }
     }
 }
 

@@ -26,13 +26,7 @@ pub const DEFAULT_SOCKET: &str = "/run/atoll/atoll.sock";
 
 /// Atoll: turn the machines you own into one private cloud.
 #[derive(Debug, Parser)]
-#[command(
-    name = "atoll",
-    version,
-    about,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "atoll", version, about, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "ATOLL_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -172,47 +166,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images(&client, a).await?,
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => return rmi(&client, a).await,
         Command::Tag { source, target } | Command::Image(ImageCommand::Tag { source, target }) => {
-            client
-                .call(
-                    Method::POST,
-                    "/v1/images/tag",
-                    Some(&TagRequest { source, target }),
-                )
-                .await?;
+            client.call(Method::POST, "/v1/images/tag", Some(&TagRequest { source, target })).await?;
         }
         Command::Image(ImageCommand::Prune { all, json, .. }) => {
-            let r: PruneReport = client
-                .json(
-                    Method::POST,
-                    &format!("/v1/images/prune?all={all}"),
-                    None::<&()>,
-                )
-                .await?;
+            let r: PruneReport = client.json(Method::POST, &format!("/v1/images/prune?all={all}"), None::<&()>).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 for id in &r.images_deleted {
                     println!("Deleted: {id}");
                 }
-                println!(
-                    "Total reclaimed space: {}",
-                    human_bytes(r.gc.bytes_reclaimed)
-                );
+                println!("Total reclaimed space: {}", human_bytes(r.gc.bytes_reclaimed));
             }
         }
         Command::Image(ImageCommand::Inspect { images }) => return inspect(&client, images).await,
-        Command::Image(ImageCommand::Import { path, name, json }) => {
-            import(&client, path, name, json).await?
-        }
+        Command::Image(ImageCommand::Import { path, name, json }) => import(&client, path, name, json).await?,
         Command::Login(a) => login(&client, a).await?,
         Command::Logout { registry } => {
-            client
-                .call(
-                    Method::DELETE,
-                    &format!("/v1/auth?registry={}", q(&registry)),
-                    None::<&()>,
-                )
-                .await?;
+            client.call(Method::DELETE, &format!("/v1/auth?registry={}", q(&registry)), None::<&()>).await?;
             println!("Removed credentials for {registry}");
         }
         Command::Info(f) => {
@@ -232,9 +203,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Version(f) => {
-            let server = client
-                .json::<VersionInfo>(Method::GET, "/v1/version", None::<&()>)
-                .await;
+            let server = client.json::<VersionInfo>(Method::GET, "/v1/version", None::<&()>).await;
             if f.json {
                 let v = serde_json::json!({
                     "client": {"version": env!("CARGO_PKG_VERSION")},
@@ -246,10 +215,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let s = server?;
             if !f.json {
-                println!(
-                    "Server: {} (API {}, {}/{})",
-                    s.version, s.api_version, s.os, s.arch
-                );
+                println!("Server: {} (API {}, {}/{})", s.version, s.api_version, s.os, s.arch);
             }
         }
         Command::Completions { shell } => {
@@ -261,11 +227,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn short_id(id: &str, no_trunc: bool) -> String {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    if no_trunc {
-        id.to_owned()
-    } else {
-        hex.chars().take(12).collect()
-    }
+    if no_trunc { id.to_owned() } else { hex.chars().take(12).collect() }
 }
 
 async fn images(client: &Client, a: ImagesArgs) -> anyhow::Result<()> {
@@ -286,21 +248,13 @@ async fn images(client: &Client, a: ImagesArgs) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc();
     let mut rows = Vec::new();
     for i in &list {
-        let digest = i
-            .repo_digests
-            .first()
-            .and_then(|d| d.split_once('@'))
-            .map_or("<none>".into(), |(_, d)| d.to_owned());
+        let digest = i.repo_digests.first().and_then(|d| d.split_once('@')).map_or("<none>".into(), |(_, d)| d.to_owned());
         let mut push = |repo: String, tag: String| {
             let mut row = vec![repo, tag];
             if a.digests {
                 row.push(digest.clone());
             }
-            row.extend([
-                short_id(&i.id, a.no_trunc),
-                ago(i.created.as_deref(), now),
-                human_bytes(i.size),
-            ]);
+            row.extend([short_id(&i.id, a.no_trunc), ago(i.created.as_deref(), now), human_bytes(i.size)]);
             rows.push(row);
         };
         if i.repo_tags.is_empty() {
@@ -324,10 +278,7 @@ async fn rmi(client: &Client, a: RmiArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for img in &a.images {
         let path = format!("/v1/images?reference={}&force={}", q(img), a.force);
-        match client
-            .json::<RemoveReport>(Method::DELETE, &path, None::<&()>)
-            .await
-        {
+        match client.json::<RemoveReport>(Method::DELETE, &path, None::<&()>).await {
             Ok(r) => {
                 for t in &r.untagged {
                     println!("Untagged: {t}");
@@ -336,40 +287,23 @@ async fn rmi(client: &Client, a: RmiArgs) -> anyhow::Result<ExitCode> {
                     println!("Deleted: {d}");
                 }
             }
-            Err(
-                e @ (atoll_api::ClientError::Connect { .. }
-                | atoll_api::ClientError::Permission { .. }),
-            ) => return Err(e.into()),
+            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
             Err(e) => {
                 eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
                 failed = true;
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(crate::exit::FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
 }
 
 async fn inspect(client: &Client, images: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     let mut failed = false;
     for img in &images {
-        match client
-            .json::<ImageDetail>(
-                Method::GET,
-                &format!("/v1/images/inspect?reference={}", q(img)),
-                None::<&()>,
-            )
-            .await
-        {
+        match client.json::<ImageDetail>(Method::GET, &format!("/v1/images/inspect?reference={}", q(img)), None::<&()>).await {
             Ok(d) => out.push(d),
-            Err(
-                e @ (atoll_api::ClientError::Connect { .. }
-                | atoll_api::ClientError::Permission { .. }),
-            ) => return Err(e.into()),
+            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
             Err(e) => {
                 eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
                 failed = true;
@@ -377,11 +311,7 @@ async fn inspect(client: &Client, images: Vec<String>) -> anyhow::Result<ExitCod
         }
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(if failed {
-        ExitCode::from(crate::exit::FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
 }
 
 async fn login(client: &Client, a: LoginArgs) -> anyhow::Result<()> {
@@ -410,37 +340,20 @@ async fn login(client: &Client, a: LoginArgs) -> anyhow::Result<()> {
     if username.is_empty() || password.is_empty() {
         bail!("username and password must not be empty");
     }
-    client
-        .call(
-            Method::POST,
-            "/v1/auth",
-            Some(&LoginRequest {
-                registry: registry.clone(),
-                username,
-                password,
-            }),
-        )
-        .await?;
+    client.call(Method::POST, "/v1/auth", Some(&LoginRequest { registry: registry.clone(), username, password })).await?;
     println!("Login Succeeded ({registry})");
     Ok(())
 }
 
 /// Streams `path` to the daemon as a tar: a directory is archived on the fly, a file is sent as is.
-async fn import(
-    client: &Client,
-    path: PathBuf,
-    name: Option<String>,
-    json: bool,
-) -> anyhow::Result<()> {
+async fn import(client: &Client, path: PathBuf, name: Option<String>, json: bool) -> anyhow::Result<()> {
     let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
     let producer = std::thread::spawn(move || -> std::io::Result<()> {
         struct ChanWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
         impl Write for ChanWriter {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0
-                    .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-                    .map_err(|_| std::io::Error::other("daemon closed the upload"))?;
+                self.0.blocking_send(Ok(Bytes::copy_from_slice(buf))).map_err(|_| std::io::Error::other("daemon closed the upload"))?;
                 Ok(buf.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -451,14 +364,10 @@ async fn import(
         let result = if meta.is_dir() {
             let mut b = tar::Builder::new(w);
             b.follow_symlinks(false);
-            b.append_dir_all(".", &path)
-                .and_then(|_| b.into_inner())
-                .and_then(|mut w| w.flush())
+            b.append_dir_all(".", &path).and_then(|_| b.into_inner()).and_then(|mut w| w.flush())
         } else {
             let mut w = w;
-            std::fs::File::open(&path)
-                .and_then(|mut f| std::io::copy(&mut f, &mut w))
-                .and_then(|_| w.flush())
+            std::fs::File::open(&path).and_then(|mut f| std::io::copy(&mut f, &mut w)).and_then(|_| w.flush())
         };
         if let Err(e) = &result {
             let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
@@ -469,17 +378,8 @@ async fn import(
     if let Some(n) = &name {
         url.push_str(&format!("?name={}", q(n)));
     }
-    let resp = client
-        .send_ok(
-            Method::POST,
-            &url,
-            Some("application/x-tar"),
-            channel_body(rx),
-        )
-        .await;
-    let produced = producer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the archiving thread panicked"))?;
+    let resp = client.send_ok(Method::POST, &url, Some("application/x-tar"), channel_body(rx)).await;
+    let produced = producer.join().map_err(|_| anyhow::anyhow!("the archiving thread panicked"))?;
     let resp = resp?;
     produced.context("reading the archive to send")?;
     use http_body_util::BodyExt;
@@ -501,17 +401,9 @@ async fn import(
 }
 
 async fn pull(client: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
-    let req = PullRequest {
-        reference: a.reference.clone(),
-        platform: a.platform.clone(),
-    };
+    let req = PullRequest { reference: a.reference.clone(), platform: a.platform.clone() };
     let resp = client
-        .send_ok(
-            Method::POST,
-            "/v1/images/pull",
-            Some("application/json"),
-            atoll_api::client::full(serde_json::to_vec(&req)?),
-        )
+        .send_ok(Method::POST, "/v1/images/pull", Some("application/json"), atoll_api::client::full(serde_json::to_vec(&req)?))
         .await?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let mut ui = PullUi::new(tty);
@@ -532,12 +424,7 @@ async fn pull(client: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
     }
     ui.finish();
     match done {
-        Some(PullEvent::Done {
-            id,
-            reference,
-            digest,
-            size,
-        }) => {
+        Some(PullEvent::Done { id, reference, digest, size }) => {
             if a.quiet {
                 println!("{id}");
             } else {
@@ -563,36 +450,17 @@ struct PullUi {
 
 impl PullUi {
     fn new(tty: bool) -> Self {
-        Self {
-            multi: tty.then(MultiProgress::new),
-            bars: HashMap::new(),
-            started: std::time::Instant::now(),
-        }
+        Self { multi: tty.then(MultiProgress::new), bars: HashMap::new(), started: std::time::Instant::now() }
     }
 
     fn event(&mut self, ev: &PullEvent, quiet: bool) {
-        let short = |d: &str| {
-            d.strip_prefix("sha256:")
-                .unwrap_or(d)
-                .chars()
-                .take(12)
-                .collect::<String>()
-        };
+        let short = |d: &str| d.strip_prefix("sha256:").unwrap_or(d).chars().take(12).collect::<String>();
         match ev {
-            PullEvent::Resolved {
-                reference,
-                manifest_digest,
-                platform,
-                layers,
-            } => {
+            PullEvent::Resolved { reference, manifest_digest, platform, layers } => {
                 if quiet {
                     return;
                 }
-                eprintln!(
-                    "Pulling {reference} ({platform}, {} layers, manifest {})",
-                    layers.len(),
-                    short(manifest_digest)
-                );
+                eprintln!("Pulling {reference} ({platform}, {} layers, manifest {})", layers.len(), short(manifest_digest));
                 if let Some(m) = &self.multi {
                     let style = ProgressStyle::with_template("{prefix}: {msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
                         .expect("valid template")
@@ -606,22 +474,14 @@ impl PullUi {
                     }
                 }
             }
-            PullEvent::Progress {
-                layer,
-                current,
-                total,
-            } => {
+            PullEvent::Progress { layer, current, total } => {
                 if let Some(bar) = self.bars.get(layer) {
                     bar.set_length(*total);
                     bar.set_position(*current);
                     bar.set_message("Downloading");
                 }
             }
-            PullEvent::Layer {
-                layer,
-                status,
-                resumed_from,
-            } => {
+            PullEvent::Layer { layer, status, resumed_from } => {
                 let what = match (status, resumed_from) {
                     (LayerStatus::Exists, _) => "Already exists".to_owned(),
                     (LayerStatus::Pulled, Some(off)) => {
@@ -649,10 +509,7 @@ impl PullUi {
             }
         }
         if self.multi.is_some() {
-            eprintln!(
-                "Finished in {:.1?}",
-                self.started.elapsed().max(Duration::from_millis(1))
-            );
+            eprintln!("Finished in {:.1?}", self.started.elapsed().max(Duration::from_millis(1)));
         }
     }
 }

@@ -35,13 +35,9 @@ pub enum LogFormat {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG").unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -58,20 +54,13 @@ fn atoll_gid() -> Option<u32> {
 }
 
 async fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    let dir = path
-        .parent()
-        .context("socket path has no parent directory")?;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating socket directory {}", dir.display()))?;
+    let dir = path.parent().context("socket path has no parent directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating socket directory {}", dir.display()))?;
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            bail!(
-                "another daemon is already listening on {}; stop it or pass another --socket",
-                path.display()
-            );
+            bail!("another daemon is already listening on {}; stop it or pass another --socket", path.display());
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     // Created with a tight umask so the socket is never world-accessible, not even briefly.
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
@@ -82,8 +71,7 @@ async fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
             .with_context(|| format!("giving {} to group atoll", path.display()))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).with_context(|| format!("chmod 0660 {}", path.display()))?;
     Ok(listener)
 }
 
@@ -91,21 +79,15 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data_dir = &args.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o711))
-        .with_context(|| format!("chmod {}", data_dir.display()))?;
-    let lock = atoll_util::DirLock::acquire(&data_dir.join("daemon.lock"))
-        .context("locking the data dir")?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o711)).with_context(|| format!("chmod {}", data_dir.display()))?;
+    let lock = atoll_util::DirLock::acquire(&data_dir.join("daemon.lock")).context("locking the data dir")?;
 
     let images = ImageService::open(
         ServiceConfig {
             data_dir: data_dir.clone(),
             insecure_registries: args.insecure_registries.clone(),
-            docker_config: args
-                .docker_config
-                .clone()
-                .or_else(atoll_image::auth::Credentials::default_docker_config),
+            docker_config: args.docker_config.clone().or_else(atoll_image::auth::Credentials::default_docker_config),
         },
         Arc::new(NoUsers),
     )
@@ -135,10 +117,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         };
         tracing::info!(signal = which, "shutting down");
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the API")?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.context("serving the API")?;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())

@@ -21,20 +21,14 @@ pub mod exit {
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = runtime.block_on(cli::run(args));
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {}", output::chain(&e));
             let code = match e.downcast_ref::<atoll_api::ClientError>() {
-                Some(
-                    atoll_api::ClientError::Connect { .. }
-                    | atoll_api::ClientError::Permission { .. },
-                ) => exit::NO_DAEMON,
+                Some(atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. }) => exit::NO_DAEMON,
                 _ => exit::FAILED,
             };
             ExitCode::from(code)

@@ -45,9 +45,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// "3 minutes ago", "2 days ago", from an RFC 3339 time.
 pub fn ago(rfc3339: Option<&str>, now: time::OffsetDateTime) -> String {
-    let Some(t) = rfc3339.and_then(|s| {
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-    }) else {
+    let Some(t) = rfc3339.and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()) else {
         return "N/A".into();
     };
     let secs = (now - t).whole_seconds();
@@ -76,10 +74,7 @@ mod tests {
     fn table_aligns_columns() {
         let t = table(
             &["REPOSITORY", "TAG", "SIZE"],
-            &[
-                vec!["alpine".into(), "latest".into(), "7.8 MiB".into()],
-                vec!["127.0.0.1:5000/x".into(), "v1".into(), "1 B".into()],
-            ],
+            &[vec!["alpine".into(), "latest".into(), "7.8 MiB".into()], vec!["127.0.0.1:5000/x".into(), "v1".into(), "1 B".into()]],
         );
         expect_test::expect![[r#"
             REPOSITORY         TAG      SIZE

@@ -36,35 +36,19 @@ fn a_second_daemon_on_the_same_data_dir_is_refused() {
         .arg(&d.socket)
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("already listening"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"), "{}", String::from_utf8_lossy(&out.stderr));
     d.ok(&["images"]);
 }
 
 #[test]
 fn the_cli_says_clearly_when_no_daemon_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["images"])
-        .env("ATOLL_SOCKET", dir.path().join("none.sock"))
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).args(["images"]).env("ATOLL_SOCKET", dir.path().join("none.sock")).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "exit code 3 means: no daemon");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot connect to the Atoll daemon") && err.contains("atoll daemon"),
-        "{err}"
-    );
+    assert!(err.contains("cannot connect to the Atoll daemon") && err.contains("atoll daemon"), "{err}");
     // --socket works as well as the environment variable.
-    let out = std::process::Command::new(BIN)
-        .arg("--socket")
-        .arg(dir.path().join("x.sock"))
-        .arg("info")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).arg("--socket").arg(dir.path().join("x.sock")).arg("info").output().unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
 
@@ -81,32 +65,13 @@ fn a_stale_socket_from_a_killed_daemon_is_replaced() {
 fn api_errors_are_json_with_a_cause_chain_and_the_right_status() {
     let (_dir, d) = daemon();
     // The caller's mistakes are 4xx, with a JSON body.
-    let r = d.http(
-        "POST",
-        "/v1/images/pull",
-        Some("application/json"),
-        b"{not json",
-    );
+    let r = d.http("POST", "/v1/images/pull", Some("application/json"), b"{not json");
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.json()["message"].as_str().unwrap().len() > 5);
-    let r = d.http(
-        "POST",
-        "/v1/images/pull",
-        Some("application/json"),
-        br#"{"reference":"UPPER/Case"}"#,
-    );
+    let r = d.http("POST", "/v1/images/pull", Some("application/json"), br#"{"reference":"UPPER/Case"}"#);
     assert_eq!(r.status, 400);
-    assert!(
-        r.json()["message"].as_str().unwrap().contains("lowercase"),
-        "{:?}",
-        r.json()
-    );
-    let r = d.http(
-        "POST",
-        "/v1/images/pull",
-        Some("text/plain"),
-        br#"{"reference":"x"}"#,
-    );
+    assert!(r.json()["message"].as_str().unwrap().contains("lowercase"), "{:?}", r.json());
+    let r = d.http("POST", "/v1/images/pull", Some("text/plain"), br#"{"reference":"x"}"#);
     assert_eq!(r.status, 415);
     let r = d.http("GET", "/v1/images/inspect?reference=nope", None, b"");
     assert_eq!(r.status, 404);
@@ -119,31 +84,14 @@ fn api_errors_are_json_with_a_cause_chain_and_the_right_status() {
     assert!(r.json()["message"].is_string());
     // Oversized JSON bodies are refused before they are read whole.
     let big = format!(r#"{{"reference":"{}"}}"#, "a".repeat(100 * 1024));
-    let r = d.http(
-        "POST",
-        "/v1/images/pull",
-        Some("application/json"),
-        big.as_bytes(),
-    );
+    let r = d.http("POST", "/v1/images/pull", Some("application/json"), big.as_bytes());
     assert_eq!(r.status, 413);
     // An unreachable registry is the upstream's failure, reported in the stream with its cause.
-    let r = d.http(
-        "POST",
-        "/v1/images/pull",
-        Some("application/json"),
-        br#"{"reference":"127.0.0.1:1/nothing:here"}"#,
-    );
+    let r = d.http("POST", "/v1/images/pull", Some("application/json"), br#"{"reference":"127.0.0.1:1/nothing:here"}"#);
     assert_eq!(r.status, 200);
-    let last: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&r.body).lines().last().unwrap()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&r.body).lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "error");
-    assert!(
-        last["causes"].as_array().unwrap().iter().any(|c| c
-            .as_str()
-            .unwrap()
-            .contains("cannot reach registry 127.0.0.1:1")),
-        "{last}"
-    );
+    assert!(last["causes"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().contains("cannot reach registry 127.0.0.1:1")), "{last}");
     // And the daemon is still up.
     d.ok(&["images"]);
 }
@@ -154,27 +102,11 @@ fn the_served_openapi_document_is_the_checked_in_one() {
     let r = d.http("GET", "/v1/openapi.json", None, b"");
     assert_eq!(r.status, 200);
     let served = r.json();
-    let checked_in: serde_json::Value =
-        serde_json::from_str(include_str!("../../api/openapi.json")).unwrap();
-    assert!(
-        served == checked_in,
-        "the served document differs from crates/api/openapi.json"
-    );
-    assert_eq!(
-        served["openapi"].as_str().unwrap().chars().next(),
-        Some('3')
-    );
-    for path in [
-        "/v1/images",
-        "/v1/images/pull",
-        "/v1/images/import",
-        "/v1/auth",
-        "/v1/info",
-    ] {
-        assert!(
-            served["paths"][path].is_object(),
-            "{path} missing from the OpenAPI document"
-        );
+    let checked_in: serde_json::Value = serde_json::from_str(include_str!("../../api/openapi.json")).unwrap();
+    assert!(served == checked_in, "the served document differs from crates/api/openapi.json");
+    assert_eq!(served["openapi"].as_str().unwrap().chars().next(), Some('3'));
+    for path in ["/v1/images", "/v1/images/pull", "/v1/images/import", "/v1/auth", "/v1/info"] {
+        assert!(served["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
 }
 
@@ -194,7 +126,6 @@ fn json_logs_when_asked() {
     assert_eq!(d.terminate(), Some(0));
     let log = d.log_text();
     let first = log.lines().next().expect("a log line");
-    let v: serde_json::Value =
-        serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    let v: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
     assert_eq!(v["message"], "atoll daemon ready");
 }

@@ -48,11 +48,7 @@ pub struct Credentials {
 
 /// The keys a registry may be filed under in a config file.
 fn keys(registry: &str) -> Vec<String> {
-    let mut k = vec![
-        registry.to_owned(),
-        format!("https://{registry}"),
-        format!("http://{registry}"),
-    ];
+    let mut k = vec![registry.to_owned(), format!("https://{registry}"), format!("http://{registry}")];
     if registry == crate::reference::DEFAULT_REGISTRY {
         k.push("https://index.docker.io/v1/".into());
         k.push("index.docker.io".into());
@@ -61,27 +57,16 @@ fn keys(registry: &str) -> Vec<String> {
 }
 
 fn read_config(path: &Path) -> ConfigFile {
-    std::fs::read(path)
-        .ok()
-        .and_then(|d| serde_json::from_slice(&d).ok())
-        .unwrap_or_default()
+    std::fs::read(path).ok().and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or_default()
 }
 
 fn decode(e: &AuthEntry) -> Option<Credential> {
     if let (Some(u), Some(p)) = (&e.username, &e.password) {
-        return Some(Credential {
-            username: u.clone(),
-            password: p.clone(),
-        });
+        return Some(Credential { username: u.clone(), password: p.clone() });
     }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(e.auth.as_deref()?.trim())
-        .ok()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(e.auth.as_deref()?.trim()).ok()?;
     let (u, p) = std::str::from_utf8(&raw).ok()?.split_once(':')?;
-    Some(Credential {
-        username: u.to_owned(),
-        password: p.to_owned(),
-    })
+    Some(Credential { username: u.to_owned(), password: p.to_owned() })
 }
 
 impl Credentials {
@@ -113,20 +98,10 @@ impl Credentials {
 
     pub fn store(&self, registry: &str, cred: &Credential) -> Result<(), AuthError> {
         let mut cfg = read_config(&self.own);
-        let auth = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", cred.username, cred.password));
-        cfg.auths.insert(
-            registry.to_owned(),
-            AuthEntry {
-                auth: Some(auth),
-                ..Default::default()
-            },
-        );
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", cred.username, cred.password));
+        cfg.auths.insert(registry.to_owned(), AuthEntry { auth: Some(auth), ..Default::default() });
         let data = serde_json::to_vec_pretty(&cfg).expect("serialises");
-        atoll_util::atomic_write(&self.own, &data, 0o600).map_err(|source| AuthError::Save {
-            path: self.own.clone(),
-            source,
-        })
+        atoll_util::atomic_write(&self.own, &data, 0o600).map_err(|source| AuthError::Save { path: self.own.clone(), source })
     }
 
     pub fn remove(&self, registry: &str) -> Result<bool, AuthError> {
@@ -134,12 +109,7 @@ impl Credentials {
         let removed = cfg.auths.remove(registry).is_some();
         if removed {
             let data = serde_json::to_vec_pretty(&cfg).expect("serialises");
-            atoll_util::atomic_write(&self.own, &data, 0o600).map_err(|source| {
-                AuthError::Save {
-                    path: self.own.clone(),
-                    source,
-                }
-            })?;
+            atoll_util::atomic_write(&self.own, &data, 0o600).map_err(|source| AuthError::Save { path: self.own.clone(), source })?;
         }
         Ok(removed)
     }
@@ -157,22 +127,11 @@ mod tests {
         let creds = Credentials::new(dir.path().join("auth.json"), Some(docker));
         assert_eq!(creds.get("docker.io").unwrap().username, "u");
         assert_eq!(creds.get("r.example").unwrap().password, "b");
-        creds
-            .store(
-                "r.example",
-                &Credential {
-                    username: "me".into(),
-                    password: "pw".into(),
-                },
-            )
-            .unwrap();
+        creds.store("r.example", &Credential { username: "me".into(), password: "pw".into() }).unwrap();
         assert_eq!(creds.get("r.example").unwrap().username, "me");
         assert!(creds.get("other.example").is_none());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("auth.json"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.path().join("auth.json")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

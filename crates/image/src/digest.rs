@@ -26,15 +26,11 @@ pub enum DigestError {
 impl Digest {
     /// The digest of `data`.
     pub fn of(data: &[u8]) -> Self {
-        Self {
-            hex: hex::encode(Sha256::digest(data)),
-        }
+        Self { hex: hex::encode(Sha256::digest(data)) }
     }
 
     pub fn from_hasher(h: Sha256) -> Self {
-        Self {
-            hex: hex::encode(h.finalize()),
-        }
+        Self { hex: hex::encode(h.finalize()) }
     }
 
     /// Builds a digest from its 64 hex digits (as found in store paths).
@@ -60,11 +56,7 @@ impl FromStr for Digest {
             return Err(DigestError::Malformed(s.to_owned()));
         };
         if algo != "sha256" {
-            if !algo.is_empty()
-                && algo
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b))
-            {
+            if !algo.is_empty() && algo.bytes().all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b)) {
                 return Err(DigestError::Algorithm(algo.to_owned()));
             }
             return Err(DigestError::Malformed(s.to_owned()));
@@ -72,9 +64,7 @@ impl FromStr for Digest {
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(DigestError::Malformed(s.to_owned()));
         }
-        Ok(Self {
-            hex: hex.to_owned(),
-        })
+        Ok(Self { hex: hex.to_owned() })
     }
 }
 
@@ -112,11 +102,7 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        Self { inner, hasher: Sha256::new(), count: 0 }
     }
 
     /// Reads what is left (tar archives may carry padding after their end marker, and it is
@@ -144,32 +130,17 @@ mod tests {
     fn parses_and_prints() {
         let d = Digest::of(b"hello");
         let s = d.to_string();
-        assert_eq!(
-            s,
-            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
+        assert_eq!(s, "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         assert_eq!(s.parse::<Digest>().unwrap(), d);
         assert_eq!(d.short(), "2cf24dba5fb0");
     }
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!(
-            "sha512:abcd".parse::<Digest>(),
-            Err(DigestError::Algorithm(_))
-        ));
-        assert!(matches!(
-            "sha256:ABCD".parse::<Digest>(),
-            Err(DigestError::Malformed(_))
-        ));
-        assert!(matches!(
-            "sha256:../../etc".parse::<Digest>(),
-            Err(DigestError::Malformed(_))
-        ));
-        assert!(matches!(
-            "nonsense".parse::<Digest>(),
-            Err(DigestError::Malformed(_))
-        ));
+        assert!(matches!("sha512:abcd".parse::<Digest>(), Err(DigestError::Algorithm(_))));
+        assert!(matches!("sha256:ABCD".parse::<Digest>(), Err(DigestError::Malformed(_))));
+        assert!(matches!("sha256:../../etc".parse::<Digest>(), Err(DigestError::Malformed(_))));
+        assert!(matches!("nonsense".parse::<Digest>(), Err(DigestError::Malformed(_))));
     }
 
     #[test]

@@ -22,9 +22,7 @@ use crate::store::{ImageRecord, LayerInfo, Store, StoreError};
 pub enum ImportError {
     #[error("reading the archive")]
     Read(#[source] io::Error),
-    #[error(
-        "the archive is neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)"
-    )]
+    #[error("the archive is neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)")]
     UnknownFormat,
     #[error("the archive lacks {0}")]
     Missing(String),
@@ -74,15 +72,10 @@ impl Members {
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let name = String::from_utf8_lossy(&entry.path_bytes())
-                .trim_start_matches("./")
-                .to_owned();
+            let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_owned();
             at.insert(name, (entry.raw_file_position(), entry.size()));
         }
-        Ok(Self {
-            file: File::open(path).map_err(ImportError::Read)?,
-            at,
-        })
+        Ok(Self { file: File::open(path).map_err(ImportError::Read)?, at })
     }
 
     fn has(&self, name: &str) -> bool {
@@ -90,27 +83,19 @@ impl Members {
     }
 
     fn open(&self, name: &str) -> Result<impl Read + Send + use<>, ImportError> {
-        let &(off, size) = self
-            .at
-            .get(name)
-            .ok_or_else(|| ImportError::Missing(name.to_owned()))?;
+        let &(off, size) = self.at.get(name).ok_or_else(|| ImportError::Missing(name.to_owned()))?;
         let mut f = self.file.try_clone().map_err(ImportError::Read)?;
         f.seek(SeekFrom::Start(off)).map_err(ImportError::Read)?;
         Ok(io::BufReader::with_capacity(256 * 1024, f.take(size)))
     }
 
     fn read_small(&self, name: &str) -> Result<Vec<u8>, ImportError> {
-        let &(_, size) = self
-            .at
-            .get(name)
-            .ok_or_else(|| ImportError::Missing(name.to_owned()))?;
+        let &(_, size) = self.at.get(name).ok_or_else(|| ImportError::Missing(name.to_owned()))?;
         if size > crate::store::MAX_METADATA_BLOB {
             return Err(ImportError::Missing(format!("{name} of a sane size")));
         }
         let mut out = Vec::new();
-        self.open(name)?
-            .read_to_end(&mut out)
-            .map_err(ImportError::Read)?;
+        self.open(name)?.read_to_end(&mut out).map_err(ImportError::Read)?;
         Ok(out)
     }
 
@@ -150,10 +135,7 @@ pub fn import_archive(
 }
 
 fn json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ImportError> {
-    serde_json::from_slice(bytes).map_err(|source| ImportError::Json {
-        what: what.to_owned(),
-        source,
-    })
+    serde_json::from_slice(bytes).map_err(|source| ImportError::Json { what: what.to_owned(), source })
 }
 
 fn store_err(what: impl Into<String>) -> impl FnOnce(StoreError) -> ImportError {
@@ -162,108 +144,52 @@ fn store_err(what: impl Into<String>) -> impl FnOnce(StoreError) -> ImportError 
 }
 
 /// Stores a layer blob and unpacks it, unless the store has them already.
-fn import_layer(
-    store: &Store,
-    members: &Members,
-    member: &str,
-    digest: &Digest,
-    diff_id: &Digest,
-) -> Result<(), ImportError> {
-    let layer_err = |source| ImportError::Layer {
-        digest: digest.clone(),
-        source,
-    };
+fn import_layer(store: &Store, members: &Members, member: &str, digest: &Digest, diff_id: &Digest) -> Result<(), ImportError> {
+    let layer_err = |source| ImportError::Layer { digest: digest.clone(), source };
     if !store.has_blob(digest) {
-        store
-            .copy_blob(members.open(member)?, digest)
-            .map_err(|e| layer_err(LayerError::Store(e)))?;
+        store.copy_blob(members.open(member)?, digest).map_err(|e| layer_err(LayerError::Store(e)))?;
     }
     if !store.has_layer(diff_id) {
-        let tmp = store
-            .layer_tmp()
-            .map_err(|e| layer_err(LayerError::Store(e)))?;
+        let tmp = store.layer_tmp().map_err(|e| layer_err(LayerError::Store(e)))?;
         let f = File::open(store.blob_path(digest)).map_err(ImportError::Read)?;
-        let info: LayerInfo = unpack_verified(
-            io::BufReader::with_capacity(256 * 1024, f),
-            &tmp.diff(),
-            diff_id,
-        )
-        .map_err(layer_err)?;
-        store
-            .commit_layer(tmp, diff_id, &info)
-            .map_err(|e| layer_err(LayerError::Store(e)))?;
+        let info: LayerInfo = unpack_verified(io::BufReader::with_capacity(256 * 1024, f), &tmp.diff(), diff_id).map_err(layer_err)?;
+        store.commit_layer(tmp, diff_id, &info).map_err(|e| layer_err(LayerError::Store(e)))?;
     }
     Ok(())
 }
 
-fn finish(
-    store: &Store,
-    manifest_bytes: &[u8],
-    manifest_digest: &Digest,
-    media_type: &str,
-    info: &manifest::ManifestInfo,
-    config: &oci_spec::image::ImageConfiguration,
-    diff_ids: &[Digest],
-    tags: Vec<Reference>,
-) -> Result<Imported, ImportError> {
-    store
-        .put_blob(manifest_bytes, Some(manifest_digest))
-        .map_err(store_err("the manifest"))?;
-    let sizes: Vec<u64> = diff_ids
-        .iter()
-        .map(|d| store.layer_info(d).map_or(0, |i| i.size))
-        .collect();
+/// A manifest whose config and layers are in the store, ready to be recorded.
+struct Complete<'a> {
+    bytes: &'a [u8],
+    digest: &'a Digest,
+    media_type: &'a str,
+    info: &'a manifest::ManifestInfo,
+    config: &'a oci_spec::image::ImageConfiguration,
+    diff_ids: &'a [Digest],
+}
+
+fn finish(store: &Store, c: Complete<'_>, tags: Vec<Reference>) -> Result<Imported, ImportError> {
+    store.put_blob(c.bytes, Some(c.digest)).map_err(store_err("the manifest"))?;
+    let sizes: Vec<u64> = c.diff_ids.iter().map(|d| store.layer_info(d).map_or(0, |i| i.size)).collect();
     let repo_digests: BTreeSet<String> = BTreeSet::new();
-    let record = manifest::image_record(
-        manifest_digest,
-        media_type,
-        info,
-        config,
-        diff_ids,
-        &sizes,
-        repo_digests,
-    );
-    store
-        .add_image(record.clone(), &tags)
-        .map_err(store_err("the image index"))?;
+    let record = manifest::image_record(c.digest, c.media_type, c.info, c.config, c.diff_ids, &sizes, repo_digests);
+    store.add_image(record.clone(), &tags).map_err(store_err("the image index"))?;
     Ok(Imported { record, tags })
 }
 
-fn import_oci(
-    store: &Store,
-    members: &Members,
-    name: Option<&Reference>,
-    wanted: &Platform,
-) -> Result<Vec<Imported>, ImportError> {
+fn import_oci(store: &Store, members: &Members, name: Option<&Reference>, wanted: &Platform) -> Result<Vec<Imported>, ImportError> {
     let index_bytes = members.read_small("index.json")?;
     let index: oci_spec::image::ImageIndex = json(&index_bytes, "index.json")?;
     let mut out = Vec::new();
     for desc in index.manifests() {
         let mut digest = manifest::to_digest(desc.digest())?;
         let annotations = desc.annotations().clone().unwrap_or_default();
-        let tag_ref = match (
-            annotations.get("io.containerd.image.name"),
-            annotations.get("org.opencontainers.image.ref.name"),
-        ) {
-            (Some(full), _) => {
-                Some(
-                    full.parse::<Reference>()
-                        .map_err(|source| ImportError::BadTag {
-                            tag: full.clone(),
-                            source,
-                        })?,
-                )
+        let tag_ref = match (annotations.get("io.containerd.image.name"), annotations.get("org.opencontainers.image.ref.name")) {
+            (Some(full), _) => Some(full.parse::<Reference>().map_err(|source| ImportError::BadTag { tag: full.clone(), source })?),
+            (None, Some(t)) if t.contains('/') => {
+                Some(t.parse::<Reference>().map_err(|source| ImportError::BadTag { tag: t.clone(), source })?)
             }
-            (None, Some(t)) if t.contains('/') => Some(t.parse::<Reference>().map_err(
-                |source| ImportError::BadTag {
-                    tag: t.clone(),
-                    source,
-                },
-            )?),
-            (None, Some(t)) => match name {
-                Some(n) => Some(n.with_tag(t)),
-                None => None,
-            },
+            (None, Some(t)) => name.map(|n| n.with_tag(t)),
             (None, None) => name.cloned(),
         };
         let mut bytes = read_verified(members, &digest)?;
@@ -281,24 +207,14 @@ fn import_oci(
         };
         let info = manifest::manifest_info(&m)?;
         let config_bytes = read_verified(members, &info.config)?;
-        store
-            .put_blob(&config_bytes, Some(&info.config))
-            .map_err(store_err("the config"))?;
+        store.put_blob(&config_bytes, Some(&info.config)).map_err(store_err("the config"))?;
         let config = manifest::parse_config(&config_bytes, &info.config)?;
         let diff_ids = manifest::diff_ids(&config, &digest, info.layers.len())?;
         for ((d, _, _), diff_id) in info.layers.iter().zip(&diff_ids) {
             import_layer(store, members, &Members::blob_name(d), d, diff_id)?;
         }
-        out.push(finish(
-            store,
-            &bytes,
-            &digest,
-            &media_type,
-            &info,
-            &config,
-            &diff_ids,
-            tag_ref.into_iter().collect(),
-        )?);
+        let c = Complete { bytes: &bytes, digest: &digest, media_type: &media_type, info: &info, config: &config, diff_ids: &diff_ids };
+        out.push(finish(store, c, tag_ref.into_iter().collect())?);
     }
     Ok(out)
 }
@@ -307,13 +223,7 @@ fn read_verified(members: &Members, d: &Digest) -> Result<Vec<u8>, ImportError> 
     let bytes = members.read_small(&Members::blob_name(d))?;
     let actual = Digest::of(&bytes);
     if actual != *d {
-        return Err(ImportError::Store {
-            what: format!("blob {d}"),
-            source: StoreError::DigestMismatch {
-                expected: d.clone(),
-                actual,
-            },
-        });
+        return Err(ImportError::Store { what: format!("blob {d}"), source: StoreError::DigestMismatch { expected: d.clone(), actual } });
     }
     Ok(bytes)
 }
@@ -332,19 +242,14 @@ fn import_docker(store: &Store, members: &Members) -> Result<Vec<Imported>, Impo
     let mut out = Vec::new();
     for e in entries {
         let config_bytes = members.read_small(&e.config)?;
-        let config_digest = store
-            .put_blob(&config_bytes, None)
-            .map_err(store_err("the config"))?;
+        let config_digest = store.put_blob(&config_bytes, None).map_err(store_err("the config"))?;
         let config = manifest::parse_config(&config_bytes, &config_digest)?;
         let diff_ids = manifest::diff_ids(&config, &config_digest, e.layers.len())?;
         let mut layers = Vec::new();
         for (member, diff_id) in e.layers.iter().zip(&diff_ids) {
             // Layer files are named arbitrarily; hash them to learn their digest.
             let mut head = [0u8; 4];
-            let n = members
-                .open(member)?
-                .read(&mut head)
-                .map_err(ImportError::Read)?;
+            let n = members.open(member)?.read(&mut head).map_err(ImportError::Read)?;
             let media = if head[..n].starts_with(&[0x1f, 0x8b]) {
                 "application/vnd.oci.image.layer.v1.tar+gzip"
             } else if head[..n] == [0x28, 0xb5, 0x2f, 0xfd] {
@@ -352,13 +257,9 @@ fn import_docker(store: &Store, members: &Members) -> Result<Vec<Imported>, Impo
             } else {
                 "application/vnd.oci.image.layer.v1.tar"
             };
-            let (digest, size) = crate::digest::HashingReader::new(members.open(member)?)
-                .finish()
-                .map_err(ImportError::Read)?;
+            let (digest, size) = crate::digest::HashingReader::new(members.open(member)?).finish().map_err(ImportError::Read)?;
             import_layer(store, members, member, &digest, diff_id)?;
-            layers.push(
-                serde_json::json!({"mediaType": media, "digest": digest.to_string(), "size": size}),
-            );
+            layers.push(serde_json::json!({"mediaType": media, "digest": digest.to_string(), "size": size}));
         }
         let manifest_json = serde_json::json!({
             "schemaVersion": 2,
@@ -374,24 +275,11 @@ fn import_docker(store: &Store, members: &Members) -> Result<Vec<Imported>, Impo
             .repo_tags
             .unwrap_or_default()
             .into_iter()
-            .map(|t| {
-                t.parse::<Reference>()
-                    .map_err(|source| ImportError::BadTag {
-                        tag: t.clone(),
-                        source,
-                    })
-            })
+            .map(|t| t.parse::<Reference>().map_err(|source| ImportError::BadTag { tag: t.clone(), source }))
             .collect::<Result<Vec<_>, _>>()?;
-        out.push(finish(
-            store,
-            &bytes,
-            &digest,
-            MEDIA_OCI_MANIFEST,
-            &info,
-            &config,
-            &diff_ids,
-            tags,
-        )?);
+        let c =
+            Complete { bytes: &bytes, digest: &digest, media_type: MEDIA_OCI_MANIFEST, info: &info, config: &config, diff_ids: &diff_ids };
+        out.push(finish(store, c, tags)?);
     }
     Ok(out)
 }

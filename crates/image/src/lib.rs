@@ -53,22 +53,16 @@ pub enum ImageError {
     #[error("no such image: {0}")]
     NotFound(String),
     #[error("{query:?} matches several images ({}); give more of the ID", candidates.iter().map(|d| d.short().to_owned()).collect::<Vec<_>>().join(", "))]
-    Ambiguous {
-        query: String,
-        candidates: Vec<Digest>,
-    },
+    Ambiguous { query: String, candidates: Vec<Digest> },
     #[error("image {image} is used by container(s) {}; remove them first or use --force", containers.join(", "))]
-    InUse {
-        image: String,
-        containers: Vec<String>,
-    },
+    InUse { image: String, containers: Vec<String> },
     #[error("image {image} has several tags ({}); remove them by name, or use --force", tags.join(", "))]
     MultipleTags { image: String, tags: Vec<String> },
     #[error("pulling {reference}")]
     Pull {
         reference: String,
         #[source]
-        source: pull::PullError,
+        source: Box<pull::PullError>,
     },
     #[error("importing the archive")]
     Import(#[source] import::ImportError),
@@ -91,17 +85,13 @@ impl ImageError {
         match self {
             Self::Reference(_) | Self::Platform(_) => ErrorKind::Invalid,
             Self::NotFound(_) => ErrorKind::NotFound,
-            Self::Ambiguous { .. } | Self::InUse { .. } | Self::MultipleTags { .. } => {
-                ErrorKind::Conflict
-            }
+            Self::Ambiguous { .. } | Self::InUse { .. } | Self::MultipleTags { .. } => ErrorKind::Conflict,
             Self::Pull { source, .. } if source.is_callers_fault() => ErrorKind::NotFound,
             Self::Pull { source, .. } if source.is_upstream() => ErrorKind::Upstream,
             Self::Login { source, .. } if source.is_callers_fault() => ErrorKind::Invalid,
             Self::Login { .. } => ErrorKind::Upstream,
             Self::Import(e) => match e {
-                import::ImportError::Store { .. } | import::ImportError::Read(_) => {
-                    ErrorKind::Internal
-                }
+                import::ImportError::Store { .. } | import::ImportError::Read(_) => ErrorKind::Internal,
                 _ => ErrorKind::Invalid,
             },
             _ => ErrorKind::Internal,
@@ -193,9 +183,7 @@ pub struct ImageService {
 
 impl std::fmt::Debug for ImageService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImageService")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
+        f.debug_struct("ImageService").field("store", &self.store).finish_non_exhaustive()
     }
 }
 
@@ -209,15 +197,8 @@ impl ImageService {
     pub fn open(cfg: ServiceConfig, users: Arc<dyn Users>) -> Result<Self, ImageError> {
         let store = Arc::new(Store::open(&cfg.data_dir.join("images"))?);
         let credentials = Credentials::new(cfg.data_dir.join("auth.json"), cfg.docker_config);
-        let registries = Registries::new(RegistryConfig {
-            insecure: cfg.insecure_registries,
-            credentials,
-        });
-        Ok(Self {
-            store,
-            registries,
-            users,
-        })
+        let registries = Registries::new(RegistryConfig { insecure: cfg.insecure_registries, credentials });
+        Ok(Self { store, registries, users })
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -228,10 +209,7 @@ impl ImageService {
         match self.store.resolve(query) {
             Ok(Some(d)) => Ok(d),
             Ok(None) => Err(ImageError::NotFound(query.to_owned())),
-            Err(candidates) => Err(ImageError::Ambiguous {
-                query: query.to_owned(),
-                candidates,
-            }),
+            Err(candidates) => Err(ImageError::Ambiguous { query: query.to_owned(), candidates }),
         }
     }
 
@@ -250,22 +228,15 @@ impl ImageService {
 
     pub fn list(&self) -> Vec<ImageSummary> {
         let tags = self.store.tags();
-        let mut out: Vec<ImageSummary> = self
-            .store
-            .images()
-            .iter()
-            .map(|r| self.summary(r, tags.get(&r.id).map_or(&[][..], |v| v)))
-            .collect();
+        let mut out: Vec<ImageSummary> =
+            self.store.images().iter().map(|r| self.summary(r, tags.get(&r.id).map_or(&[][..], |v| v))).collect();
         out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
         out
     }
 
     pub fn inspect(&self, query: &str) -> Result<ImageDetail, ImageError> {
         let id = self.resolve(query)?;
-        let r = self
-            .store
-            .image(&id)
-            .ok_or_else(|| ImageError::NotFound(query.to_owned()))?;
+        let r = self.store.image(&id).ok_or_else(|| ImageError::NotFound(query.to_owned()))?;
         let tags = self.store.tags();
         let config = self.store.read_metadata_blob(&r.id)?;
         Ok(ImageDetail {
@@ -289,20 +260,12 @@ impl ImageService {
     }
 
     /// Pulls an image; progress goes to `sink`.
-    pub async fn pull(
-        &self,
-        reference: &str,
-        platform: Option<&str>,
-        sink: pull::EventSink,
-    ) -> Result<ImageSummary, ImageError> {
+    pub async fn pull(&self, reference: &str, platform: Option<&str>, sink: pull::EventSink) -> Result<ImageSummary, ImageError> {
         let r: Reference = reference.parse()?;
         let p: Option<Platform> = platform.map(str::parse).transpose()?;
         let record = pull::pull(&self.store, &self.registries, &r, p.as_ref(), sink)
             .await
-            .map_err(|source| ImageError::Pull {
-                reference: r.to_string(),
-                source,
-            })?;
+            .map_err(|source| ImageError::Pull { reference: r.to_string(), source: Box::new(source) })?;
         let tags = self.store.tags();
         Ok(self.summary(&record, tags.get(&record.id).map_or(&[][..], |v| v)))
     }
@@ -324,10 +287,7 @@ impl ImageService {
     pub async fn remove(&self, query: &str, force: bool) -> Result<RemoveReport, ImageError> {
         let id = self.resolve(query)?;
         let tags: Vec<Reference> = self.store.tags().remove(&id).unwrap_or_default();
-        let by_tag = query
-            .parse::<Reference>()
-            .ok()
-            .filter(|r| r.digest().is_none() && tags.contains(r));
+        let by_tag = query.parse::<Reference>().ok().filter(|r| r.digest().is_none() && tags.contains(r));
         let mut report = RemoveReport::default();
         if let Some(t) = &by_tag {
             if tags.len() > 1 {
@@ -336,17 +296,11 @@ impl ImageService {
                 return Ok(report);
             }
         } else if tags.len() > 1 && !force {
-            return Err(ImageError::MultipleTags {
-                image: id.short().to_owned(),
-                tags: tags.iter().map(ToString::to_string).collect(),
-            });
+            return Err(ImageError::MultipleTags { image: id.short().to_owned(), tags: tags.iter().map(ToString::to_string).collect() });
         }
         let users = self.users.containers_using(&id);
         if !users.is_empty() && !force {
-            return Err(ImageError::InUse {
-                image: query.to_owned(),
-                containers: users,
-            });
+            return Err(ImageError::InUse { image: query.to_owned(), containers: users });
         }
         let _gc = self.store.gc_lock.write().await;
         report.untagged = self.store.remove_image(&id)?;
@@ -373,44 +327,24 @@ impl ImageService {
     }
 
     /// Imports the archive at `path` (blocking work runs on a blocking thread).
-    pub async fn import(
-        &self,
-        path: &Path,
-        name: Option<&str>,
-    ) -> Result<Vec<ImageSummary>, ImageError> {
+    pub async fn import(&self, path: &Path, name: Option<&str>) -> Result<Vec<ImageSummary>, ImageError> {
         let name: Option<Reference> = name.map(str::parse).transpose()?;
         let store = self.store.clone();
         let path = path.to_owned();
         let _gc = self.store.gc_lock.read().await;
-        let imported = tokio::task::spawn_blocking(move || {
-            import::import_archive(&store, &path, name.as_ref(), None)
-        })
-        .await?
-        .map_err(ImageError::Import)?;
+        let imported = tokio::task::spawn_blocking(move || import::import_archive(&store, &path, name.as_ref(), None))
+            .await?
+            .map_err(ImageError::Import)?;
         let tags = self.store.tags();
-        Ok(imported
-            .iter()
-            .map(|i| self.summary(&i.record, tags.get(&i.record.id).map_or(&[][..], |v| v)))
-            .collect())
+        Ok(imported.iter().map(|i| self.summary(&i.record, tags.get(&i.record.id).map_or(&[][..], |v| v))).collect())
     }
 
     /// Checks credentials against the registry and saves them.
-    pub async fn login(
-        &self,
-        registry: &str,
-        username: &str,
-        password: &str,
-    ) -> Result<(), ImageError> {
+    pub async fn login(&self, registry: &str, username: &str, password: &str) -> Result<(), ImageError> {
         let r: Reference = format!("{registry}/atoll-login-check").parse()?;
-        let cred = Credential {
-            username: username.to_owned(),
-            password: password.to_owned(),
-        };
+        let cred = Credential { username: username.to_owned(), password: password.to_owned() };
         let session = self.registries.session_with(&r, Some(cred.clone()));
-        session.ping().await.map_err(|source| ImageError::Login {
-            registry: registry.to_owned(),
-            source,
-        })?;
+        session.ping().await.map_err(|source| ImageError::Login { registry: registry.to_owned(), source })?;
         self.registries.credentials().store(r.registry(), &cred)?;
         Ok(())
     }

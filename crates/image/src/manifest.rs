@@ -6,9 +6,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::digest::Digest;
 use crate::platform::Platform;
-use crate::registry::{
-    MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
-};
+use crate::registry::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST};
 use crate::store::{ImageRecord, LayerRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,55 +18,34 @@ pub enum ManifestError {
         #[source]
         source: serde_json::Error,
     },
-    #[error(
-        "{digest} has media type {media_type:?}, which is neither an image manifest nor an index"
-    )]
+    #[error("{digest} has media type {media_type:?}, which is neither an image manifest nor an index")]
     MediaType { digest: Digest, media_type: String },
     #[error("no image for platform {wanted} in index {digest}; it has: {available}")]
-    NoPlatform {
-        wanted: Platform,
-        digest: Digest,
-        available: String,
-    },
+    NoPlatform { wanted: Platform, digest: Digest, available: String },
     #[error("descriptor digest {0:?} is not a sha256 digest")]
     Digest(String),
     #[error("manifest {digest} lists {layers} layers but its config lists {diff_ids} diff_ids")]
-    LayerCount {
-        digest: Digest,
-        layers: usize,
-        diff_ids: usize,
-    },
+    LayerCount { digest: Digest, layers: usize, diff_ids: usize },
 }
 
 /// What a fetched top-level document turned out to be.
 #[derive(Debug)]
 pub enum Document {
     Manifest(Box<ImageManifest>),
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
 }
 
 /// Decides between manifest and index by media type, then by the document's own fields.
-pub fn parse_document(
-    bytes: &[u8],
-    media_type: &str,
-    digest: &Digest,
-) -> Result<Document, ManifestError> {
+pub fn parse_document(bytes: &[u8], media_type: &str, digest: &Digest) -> Result<Document, ManifestError> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "mediaType")]
         media_type: Option<String>,
         manifests: Option<serde_json::Value>,
     }
-    let parse = |what, source| ManifestError::Parse {
-        what,
-        digest: digest.clone(),
-        source,
-    };
+    let parse = |what, source| ManifestError::Parse { what, digest: digest.clone(), source };
     let probe: Probe = serde_json::from_slice(bytes).map_err(|e| parse("manifest", e))?;
-    let mt = if media_type.is_empty()
-        || media_type == "application/json"
-        || media_type == "text/plain"
-    {
+    let mt = if media_type.is_empty() || media_type == "application/json" || media_type == "text/plain" {
         probe.media_type.clone().unwrap_or_default()
     } else {
         media_type.to_owned()
@@ -78,44 +55,27 @@ pub fn parse_document(
         MEDIA_OCI_MANIFEST | MEDIA_DOCKER_MANIFEST => false,
         "" => probe.manifests.is_some(),
         other => {
-            return Err(ManifestError::MediaType {
-                digest: digest.clone(),
-                media_type: other.to_owned(),
-            });
+            return Err(ManifestError::MediaType { digest: digest.clone(), media_type: other.to_owned() });
         }
     };
     if is_index {
-        Ok(Document::Index(
-            serde_json::from_slice(bytes).map_err(|e| parse("image index", e))?,
-        ))
+        Ok(Document::Index(Box::new(serde_json::from_slice(bytes).map_err(|e| parse("image index", e))?)))
     } else {
-        Ok(Document::Manifest(Box::new(
-            serde_json::from_slice(bytes).map_err(|e| parse("image manifest", e))?,
-        )))
+        Ok(Document::Manifest(Box::new(serde_json::from_slice(bytes).map_err(|e| parse("image manifest", e))?)))
     }
 }
 
 pub fn to_digest(d: &oci_spec::image::Digest) -> Result<Digest, ManifestError> {
-    d.to_string()
-        .parse()
-        .map_err(|_| ManifestError::Digest(d.to_string()))
+    d.to_string().parse().map_err(|_| ManifestError::Digest(d.to_string()))
 }
 
 /// Picks the manifest for `wanted` from an index. Entries without a platform, and attestation
 /// manifests (`unknown/unknown`), are skipped.
-pub fn pick_platform(
-    index: &ImageIndex,
-    wanted: &Platform,
-    digest: &Digest,
-) -> Result<(Digest, String), ManifestError> {
+pub fn pick_platform(index: &ImageIndex, wanted: &Platform, digest: &Digest) -> Result<(Digest, String), ManifestError> {
     let mut available = Vec::new();
     for m in index.manifests() {
         let Some(p) = m.platform() else { continue };
-        let candidate = Platform {
-            os: p.os().to_string(),
-            architecture: p.architecture().to_string(),
-            variant: p.variant().clone(),
-        };
+        let candidate = Platform { os: p.os().to_string(), architecture: p.architecture().to_string(), variant: p.variant().clone() };
         if candidate.os == "unknown" {
             continue;
         }
@@ -127,11 +87,7 @@ pub fn pick_platform(
     Err(ManifestError::NoPlatform {
         wanted: wanted.clone(),
         digest: digest.clone(),
-        available: if available.is_empty() {
-            "nothing".into()
-        } else {
-            available.join(", ")
-        },
+        available: if available.is_empty() { "nothing".into() } else { available.join(", ") },
     })
 }
 
@@ -149,39 +105,19 @@ pub fn manifest_info(m: &ImageManifest) -> Result<ManifestInfo, ManifestError> {
         .iter()
         .map(|l| Ok((to_digest(l.digest())?, l.size(), l.media_type().to_string())))
         .collect::<Result<_, ManifestError>>()?;
-    Ok(ManifestInfo {
-        config: to_digest(m.config().digest())?,
-        config_size: m.config().size(),
-        layers,
-    })
+    Ok(ManifestInfo { config: to_digest(m.config().digest())?, config_size: m.config().size(), layers })
 }
 
 pub fn parse_config(bytes: &[u8], digest: &Digest) -> Result<ImageConfiguration, ManifestError> {
-    serde_json::from_slice(bytes).map_err(|source| ManifestError::Parse {
-        what: "image config",
-        digest: digest.clone(),
-        source,
-    })
+    serde_json::from_slice(bytes).map_err(|source| ManifestError::Parse { what: "image config", digest: digest.clone(), source })
 }
 
 /// The diff_ids of a config, checked against the manifest's layer count.
-pub fn diff_ids(
-    config: &ImageConfiguration,
-    manifest: &Digest,
-    layers: usize,
-) -> Result<Vec<Digest>, ManifestError> {
-    let ids: Vec<Digest> = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| d.parse().map_err(|_| ManifestError::Digest(d.clone())))
-        .collect::<Result<_, _>>()?;
+pub fn diff_ids(config: &ImageConfiguration, manifest: &Digest, layers: usize) -> Result<Vec<Digest>, ManifestError> {
+    let ids: Vec<Digest> =
+        config.rootfs().diff_ids().iter().map(|d| d.parse().map_err(|_| ManifestError::Digest(d.clone()))).collect::<Result<_, _>>()?;
     if ids.len() != layers {
-        return Err(ManifestError::LayerCount {
-            digest: manifest.clone(),
-            layers,
-            diff_ids: ids.len(),
-        });
+        return Err(ManifestError::LayerCount { digest: manifest.clone(), layers, diff_ids: ids.len() });
     }
     Ok(ids)
 }
@@ -225,7 +161,5 @@ pub fn image_record(
 }
 
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

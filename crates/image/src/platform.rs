@@ -15,9 +15,7 @@ pub struct Platform {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid platform {0:?}: expected os/arch[/variant], for example linux/amd64 or linux/arm/v7"
-)]
+#[error("invalid platform {0:?}: expected os/arch[/variant], for example linux/amd64 or linux/arm/v7")]
 pub struct PlatformError(pub String);
 
 impl Platform {
@@ -33,11 +31,7 @@ impl Platform {
             "riscv64" => ("riscv64", None),
             other => (other, None),
         };
-        Self {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: variant.map(Into::into),
-        }
+        Self { os: "linux".into(), architecture: architecture.into(), variant: variant.map(Into::into) }
     }
 
     /// Does an index entry for `candidate` serve this platform? Variants are compared only when
@@ -61,19 +55,12 @@ impl FromStr for Platform {
     type Err = PlatformError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok =
-            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Self {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Self {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
+            [os, arch] if ok(os) && ok(arch) => Ok(Self { os: os.to_string(), architecture: arch.to_string(), variant: None }),
+            [os, arch, v] if ok(os) && ok(arch) && ok(v) => {
+                Ok(Self { os: os.to_string(), architecture: arch.to_string(), variant: Some(v.to_string()) })
+            }
             _ => Err(PlatformError(s.to_owned())),
         }
     }
@@ -108,9 +95,6 @@ mod tests {
         assert!(!v7.matches(&"linux/arm/v6".parse().unwrap()));
         assert!("linux".parse::<Platform>().is_err());
         assert!("linux/amd64/v1/x".parse::<Platform>().is_err());
-        assert_eq!(
-            Platform::host().to_string().split('/').next(),
-            Some("linux")
-        );
+        assert_eq!(Platform::host().to_string().split('/').next(), Some("linux"));
     }
 }

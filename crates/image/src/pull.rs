@@ -33,36 +33,15 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum PullEvent {
     /// The manifest is known: these layers will be fetched.
-    Resolved {
-        reference: String,
-        manifest_digest: String,
-        platform: String,
-        layers: Vec<LayerSize>,
-    },
+    Resolved { reference: String, manifest_digest: String, platform: String, layers: Vec<LayerSize> },
     /// Bytes of one layer so far.
-    Progress {
-        layer: String,
-        current: u64,
-        total: u64,
-    },
+    Progress { layer: String, current: u64, total: u64 },
     /// One layer is in the store.
-    Layer {
-        layer: String,
-        status: LayerStatus,
-        resumed_from: Option<u64>,
-    },
+    Layer { layer: String, status: LayerStatus, resumed_from: Option<u64> },
     /// The image is in the store and tagged.
-    Done {
-        id: String,
-        reference: String,
-        digest: String,
-        size: u64,
-    },
+    Done { id: String, reference: String, digest: String, size: u64 },
     /// The pull failed; nothing half-made was kept except resumable downloads.
-    Error {
-        message: String,
-        causes: Vec<String>,
-    },
+    Error { message: String, causes: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -114,9 +93,7 @@ impl PullError {
     /// Whether the user asked for something wrong (missing image, no access, wrong platform).
     pub fn is_callers_fault(&self) -> bool {
         match self {
-            Self::Manifest { source, .. } | Self::Config { source, .. } => {
-                source.is_callers_fault()
-            }
+            Self::Manifest { source, .. } | Self::Config { source, .. } => source.is_callers_fault(),
             Self::Document(ManifestError::NoPlatform { .. }) => true,
             _ => false,
         }
@@ -152,9 +129,7 @@ pub enum LayerError {
     Unpack(#[source] UnpackError),
     #[error("decompressing it")]
     Decompress(#[source] io::Error),
-    #[error(
-        "its unpacked content hashes to {actual}, not to the diff_id {expected} in the image config"
-    )]
+    #[error("its unpacked content hashes to {actual}, not to the diff_id {expected} in the image config")]
     DiffId { expected: Digest, actual: Digest },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -176,9 +151,7 @@ pub fn decompress<'a>(mut r: impl Read + Send + 'a) -> io::Result<Box<dyn Read +
     }
     let chained = Read::chain(io::Cursor::new(head[..n].to_vec()), r);
     Ok(if head[..n].starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(
-            io::BufReader::with_capacity(256 * 1024, chained),
-        ))
+        Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(256 * 1024, chained)))
     } else if head[..n] == [0x28, 0xb5, 0x2f, 0xfd] {
         Box::new(zstd::stream::read::Decoder::new(chained)?)
     } else {
@@ -187,32 +160,18 @@ pub fn decompress<'a>(mut r: impl Read + Send + 'a) -> io::Result<Box<dyn Read +
 }
 
 /// Decompresses and unpacks `reader` into `root`, checking the result against `diff_id`.
-pub fn unpack_verified(
-    reader: impl Read + Send,
-    root: &Path,
-    diff_id: &Digest,
-) -> Result<LayerInfo, LayerError> {
+pub fn unpack_verified(reader: impl Read + Send, root: &Path, diff_id: &Digest) -> Result<LayerInfo, LayerError> {
     let mut hr = HashingReader::new(decompress(reader).map_err(LayerError::Decompress)?);
     let stats = unpack_layer(&mut hr, root).map_err(LayerError::Unpack)?;
     let (actual, _) = hr.finish().map_err(LayerError::Decompress)?;
     if actual != *diff_id {
-        return Err(LayerError::DiffId {
-            expected: diff_id.clone(),
-            actual,
-        });
+        return Err(LayerError::DiffId { expected: diff_id.clone(), actual });
     }
-    Ok(LayerInfo {
-        size: stats.bytes,
-        entries: stats.entries,
-    })
+    Ok(LayerInfo { size: stats.bytes, entries: stats.entries })
 }
 
 /// Unpacks a layer from a blob already in the store (or any file) into the store.
-pub async fn unpack_into_store(
-    store: &Arc<Store>,
-    blob: std::path::PathBuf,
-    diff_id: &Digest,
-) -> Result<(), LayerError> {
+pub async fn unpack_into_store(store: &Arc<Store>, blob: std::path::PathBuf, diff_id: &Digest) -> Result<(), LayerError> {
     let tmp = store.layer_tmp()?;
     let root = tmp.diff();
     let id = diff_id.clone();
@@ -265,74 +224,41 @@ pub async fn pull(
     let session = registries.session(reference);
     let wanted = platform.cloned().unwrap_or_else(Platform::host);
     let manifest_ref = reference.manifest_ref();
-    let fetched = session
-        .manifest(&manifest_ref)
-        .await
-        .map_err(|source| PullError::Manifest {
-            reference: reference.to_string(),
-            source,
-        })?;
-    if let Some(expected) = reference.digest() {
-        if *expected != fetched.digest {
-            return Err(PullError::ManifestDigest {
-                expected: expected.clone(),
-                actual: fetched.digest,
-            });
-        }
+    let fetched =
+        session.manifest(&manifest_ref).await.map_err(|source| PullError::Manifest { reference: reference.to_string(), source })?;
+    if let Some(expected) = reference.digest()
+        && *expected != fetched.digest
+    {
+        return Err(PullError::ManifestDigest { expected: expected.clone(), actual: fetched.digest });
     }
     let mut repo_digests = BTreeSet::new();
     repo_digests.insert(reference.with_digest(fetched.digest.clone()).to_string());
-    let (bytes, media_type, digest, m) =
-        match manifest::parse_document(&fetched.bytes, &fetched.media_type, &fetched.digest)? {
-            Document::Manifest(m) => (fetched.bytes, fetched.media_type, fetched.digest, m),
-            Document::Index(index) => {
-                let (d, _) = manifest::pick_platform(&index, &wanted, &fetched.digest)?;
-                let inner = session.manifest(&d.to_string()).await.map_err(|source| {
-                    PullError::Manifest {
-                        reference: format!("{}@{d}", reference.name()),
-                        source,
-                    }
-                })?;
-                if inner.digest != d {
-                    return Err(PullError::ManifestDigest {
-                        expected: d,
-                        actual: inner.digest,
-                    });
-                }
-                let Document::Manifest(m) =
-                    manifest::parse_document(&inner.bytes, &inner.media_type, &inner.digest)?
-                else {
-                    return Err(ManifestError::MediaType {
-                        digest: inner.digest,
-                        media_type: "a nested index".into(),
-                    }
-                    .into());
-                };
-                repo_digests.insert(reference.with_digest(inner.digest.clone()).to_string());
-                (inner.bytes, inner.media_type, inner.digest, m)
+    let (bytes, media_type, digest, m) = match manifest::parse_document(&fetched.bytes, &fetched.media_type, &fetched.digest)? {
+        Document::Manifest(m) => (fetched.bytes, fetched.media_type, fetched.digest, m),
+        Document::Index(index) => {
+            let (d, _) = manifest::pick_platform(&index, &wanted, &fetched.digest)?;
+            let inner = session
+                .manifest(&d.to_string())
+                .await
+                .map_err(|source| PullError::Manifest { reference: format!("{}@{d}", reference.name()), source })?;
+            if inner.digest != d {
+                return Err(PullError::ManifestDigest { expected: d, actual: inner.digest });
             }
-        };
-    let info = manifest::manifest_info(&m)?;
-    let media_type = if media_type.is_empty() {
-        m.media_type()
-            .as_ref()
-            .map(|t| t.to_string())
-            .unwrap_or_default()
-    } else {
-        media_type
+            let Document::Manifest(m) = manifest::parse_document(&inner.bytes, &inner.media_type, &inner.digest)? else {
+                return Err(ManifestError::MediaType { digest: inner.digest, media_type: "a nested index".into() }.into());
+            };
+            repo_digests.insert(reference.with_digest(inner.digest.clone()).to_string());
+            (inner.bytes, inner.media_type, inner.digest, m)
+        }
     };
+    let info = manifest::manifest_info(&m)?;
+    let media_type = if media_type.is_empty() { m.media_type().as_ref().map(|t| t.to_string()).unwrap_or_default() } else { media_type };
 
     // Config: small, fetched whole and verified before it is stored.
     let config_bytes = match store.read_metadata_blob(&info.config) {
         Ok(b) => b,
         Err(_) => {
-            let b = session
-                .small_blob(&info.config)
-                .await
-                .map_err(|source| PullError::Config {
-                    digest: info.config.clone(),
-                    source,
-                })?;
+            let b = session.small_blob(&info.config).await.map_err(|source| PullError::Config { digest: info.config.clone(), source })?;
             store.put_blob(&b, Some(&info.config))?;
             b
         }
@@ -343,33 +269,19 @@ pub async fn pull(
         reference: reference.to_string(),
         manifest_digest: digest.to_string(),
         platform: wanted.to_string(),
-        layers: info
-            .layers
-            .iter()
-            .map(|(d, s, _)| LayerSize {
-                digest: d.to_string(),
-                size: *s,
-            })
-            .collect(),
+        layers: info.layers.iter().map(|(d, s, _)| LayerSize { digest: d.to_string(), size: *s }).collect(),
     });
 
     // Layers, a few at a time; the first failure cancels the rest.
     let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LAYERS));
     let mut set = tokio::task::JoinSet::new();
     for ((d, size, _), diff_id) in info.layers.iter().zip(&diff_ids) {
-        let job = LayerJob {
-            digest: d.clone(),
-            size: *size,
-            diff_id: diff_id.clone(),
-        };
-        let (store, session, sink, sem) =
-            (store.clone(), session.clone(), sink.clone(), sem.clone());
+        let job = LayerJob { digest: d.clone(), size: *size, diff_id: diff_id.clone() };
+        let (store, session, sink, sem) = (store.clone(), session.clone(), sink.clone(), sem.clone());
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore open");
             let digest = job.digest.clone();
-            fetch_layer(&store, &session, &job, &sink)
-                .await
-                .map_err(|source| PullError::Layer { digest, source })
+            fetch_layer(&store, &session, &job, &sink).await.map_err(|source| PullError::Layer { digest, source })
         });
     }
     while let Some(res) = set.join_next().await {
@@ -384,68 +296,31 @@ pub async fn pull(
         }
     }
 
-    let sizes: Vec<u64> = diff_ids
-        .iter()
-        .map(|d| store.layer_info(d).map_or(0, |i| i.size))
-        .collect();
+    let sizes: Vec<u64> = diff_ids.iter().map(|d| store.layer_info(d).map_or(0, |i| i.size)).collect();
     store.put_blob(&bytes, Some(&digest))?;
-    let record = manifest::image_record(
-        &digest,
-        &media_type,
-        &info,
-        &config,
-        &diff_ids,
-        &sizes,
-        repo_digests,
-    );
-    let tags: Vec<Reference> = reference
-        .tag()
-        .map(|t| reference.with_tag(t))
-        .into_iter()
-        .collect();
+    let record = manifest::image_record(&digest, &media_type, &info, &config, &diff_ids, &sizes, repo_digests);
+    let tags: Vec<Reference> = reference.tag().map(|t| reference.with_tag(t)).into_iter().collect();
     store.add_image(record.clone(), &tags)?;
-    sink(PullEvent::Done {
-        id: record.id.to_string(),
-        reference: reference.to_string(),
-        digest: digest.to_string(),
-        size: record.size,
-    });
+    sink(PullEvent::Done { id: record.id.to_string(), reference: reference.to_string(), digest: digest.to_string(), size: record.size });
     Ok(store.image(&record.id).unwrap_or(record))
 }
 
-async fn fetch_layer(
-    store: &Arc<Store>,
-    session: &Session,
-    job: &LayerJob,
-    sink: &EventSink,
-) -> Result<(), LayerError> {
+async fn fetch_layer(store: &Arc<Store>, session: &Session, job: &LayerJob, sink: &EventSink) -> Result<(), LayerError> {
     let lock = store.digest_lock(&job.digest);
     let _guard = lock.lock().await;
     let layer = job.digest.to_string();
     let have_layer = store.has_layer(&job.diff_id);
     if have_layer && store.has_blob(&job.digest) {
-        sink(PullEvent::Layer {
-            layer,
-            status: LayerStatus::Exists,
-            resumed_from: None,
-        });
+        sink(PullEvent::Layer { layer, status: LayerStatus::Exists, resumed_from: None });
         return Ok(());
     }
     if store.has_blob(&job.digest) {
         unpack_into_store(store, store.blob_path(&job.digest), &job.diff_id).await?;
-        sink(PullEvent::Layer {
-            layer,
-            status: LayerStatus::Exists,
-            resumed_from: None,
-        });
+        sink(PullEvent::Layer { layer, status: LayerStatus::Exists, resumed_from: None });
         return Ok(());
     }
     let resumed = download_layer(store, session, job, sink, !have_layer).await?;
-    sink(PullEvent::Layer {
-        layer,
-        status: LayerStatus::Pulled,
-        resumed_from: resumed,
-    });
+    sink(PullEvent::Layer { layer, status: LayerStatus::Pulled, resumed_from: resumed });
     Ok(())
 }
 
@@ -459,17 +334,8 @@ async fn download_layer(
     unpack: bool,
 ) -> Result<Option<u64>, LayerError> {
     let partial = store.ingest_path(&job.digest);
-    let write_err = |source| LayerError::Write {
-        path: partial.display().to_string(),
-        source,
-    };
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(&partial)
-        .await
-        .map_err(write_err)?;
+    let write_err = |source| LayerError::Write { path: partial.display().to_string(), source };
+    let mut file = tokio::fs::OpenOptions::new().create(true).read(true).append(true).open(&partial).await.map_err(write_err)?;
     let mut have = file.metadata().await.map_err(write_err)?.len();
     if have > job.size {
         file.set_len(0).await.map_err(write_err)?;
@@ -483,19 +349,7 @@ async fn download_layer(
         let tmp = store.layer_tmp()?;
         let root = tmp.diff();
         let diff_id = job.diff_id.clone();
-        Some((
-            tokio::task::spawn_blocking(move || {
-                unpack_verified(
-                    ChannelReader {
-                        rx,
-                        cur: Bytes::new(),
-                    },
-                    &root,
-                    &diff_id,
-                )
-            }),
-            tmp,
-        ))
+        Some((tokio::task::spawn_blocking(move || unpack_verified(ChannelReader { rx, cur: Bytes::new() }, &root, &diff_id)), tmp))
     } else {
         drop(rx);
         None
@@ -513,10 +367,10 @@ async fn download_layer(
                 break;
             }
             hasher.update(&buf[..n]);
-            if let Some(t) = &tx {
-                if t.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                    tx = None;
-                }
+            if let Some(t) = &tx
+                && t.send(Bytes::copy_from_slice(&buf[..n])).await.is_err()
+            {
+                tx = None;
             }
         }
     }
@@ -534,10 +388,7 @@ async fn download_layer(
                 continue;
             }
             Err(source) => {
-                return Err(LayerError::Fetch {
-                    attempts: attempt + 1,
-                    source,
-                });
+                return Err(LayerError::Fetch { attempts: attempt + 1, source });
             }
         };
         loop {
@@ -545,20 +396,14 @@ async fn download_layer(
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(source) => {
-                    let e = RegistryError::Body {
-                        registry: session.registry().to_owned(),
-                        source,
-                    };
+                    let e = RegistryError::Body { registry: session.registry().to_owned(), source };
                     if attempt + 1 < MAX_ATTEMPTS {
                         tracing::info!(layer = %job.digest, offset, error = %e, "download interrupted, resuming");
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt += 1;
                         continue 'download;
                     }
-                    return Err(LayerError::Fetch {
-                        attempts: attempt + 1,
-                        source: e,
-                    });
+                    return Err(LayerError::Fetch { attempts: attempt + 1, source: e });
                 }
             };
             let chunk = if skip > 0 {
@@ -579,20 +424,16 @@ async fn download_layer(
             file.write_all(&chunk).await.map_err(write_err)?;
             hasher.update(&chunk);
             offset += chunk.len() as u64;
-            if let Some(t) = &tx {
-                if t.send(chunk).await.is_err() {
-                    // The unpacker stopped: its error is reported below.
-                    tx = None;
-                    break 'download;
-                }
+            if let Some(t) = &tx
+                && t.send(chunk).await.is_err()
+            {
+                // The unpacker stopped: its error is reported below.
+                tx = None;
+                break 'download;
             }
             if last_progress.elapsed() >= PROGRESS_EVERY || offset == job.size {
                 last_progress = Instant::now();
-                sink(PullEvent::Progress {
-                    layer: job.digest.to_string(),
-                    current: offset,
-                    total: job.size,
-                });
+                sink(PullEvent::Progress { layer: job.digest.to_string(), current: offset, total: job.size });
             }
         }
         if offset < job.size {
@@ -602,10 +443,7 @@ async fn download_layer(
                 attempt += 1;
                 continue;
             }
-            return Err(LayerError::Truncated {
-                got: offset,
-                size: job.size,
-            });
+            return Err(LayerError::Truncated { got: offset, size: job.size });
         }
     }
     drop(tx);
@@ -620,9 +458,7 @@ async fn download_layer(
         // A hostile or corrupt layer. If the bytes were not even the right ones, say that.
         if offset == job.size && Digest::from_hasher(hasher.clone()) != job.digest {
             let _ = tokio::fs::remove_file(&partial).await;
-            return Err(LayerError::Digest {
-                actual: Digest::from_hasher(hasher),
-            });
+            return Err(LayerError::Digest { actual: Digest::from_hasher(hasher) });
         }
         return Err(e);
     }

@@ -70,39 +70,24 @@ impl Reference {
 
     /// The host to talk HTTP to: docker.io's API lives on registry-1.docker.io.
     pub fn api_host(&self) -> &str {
-        if self.registry == DEFAULT_REGISTRY {
-            "registry-1.docker.io"
-        } else {
-            &self.registry
-        }
+        if self.registry == DEFAULT_REGISTRY { "registry-1.docker.io" } else { &self.registry }
     }
 
     /// The same name with another tag and no digest.
     pub fn with_tag(&self, tag: &str) -> Self {
-        Self {
-            tag: Some(tag.to_owned()),
-            digest: None,
-            ..self.clone()
-        }
+        Self { tag: Some(tag.to_owned()), digest: None, ..self.clone() }
     }
 
     /// The same name pinned to a digest, without the tag.
     pub fn with_digest(&self, digest: Digest) -> Self {
-        Self {
-            tag: None,
-            digest: Some(digest),
-            ..self.clone()
-        }
+        Self { tag: None, digest: Some(digest), ..self.clone() }
     }
 
     /// The name as docker prints it: `alpine` for `docker.io/library/alpine`,
     /// `user/app` for `docker.io/user/app`, the full name otherwise.
     pub fn familiar_name(&self) -> String {
         if self.registry == DEFAULT_REGISTRY {
-            self.repository
-                .strip_prefix("library/")
-                .unwrap_or(&self.repository)
-                .to_owned()
+            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_owned()
         } else {
             self.name()
         }
@@ -136,9 +121,7 @@ impl serde::Serialize for Reference {
 
 impl<'de> serde::Deserialize<'de> for Reference {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -177,8 +160,7 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
+        && b.iter().all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
 }
 
 /// A registry host: DNS name or IPv4 with optional port, or a bracketed IPv6 address.
@@ -203,10 +185,10 @@ fn valid_domain(d: &str) -> bool {
             None => (d, None),
         }
     };
-    if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     if host.is_empty() && d.starts_with('[') {
         return true;
@@ -225,21 +207,13 @@ impl FromStr for Reference {
     type Err = ReferenceError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| ReferenceError::Invalid {
-            input: input.to_owned(),
-            reason,
-        };
+        let invalid = |reason| ReferenceError::Invalid { input: input.to_owned(), reason };
         if input.is_empty() {
             return Err(ReferenceError::Empty);
         }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => {
-                let digest = d
-                    .parse::<Digest>()
-                    .map_err(|source| ReferenceError::Digest {
-                        input: input.to_owned(),
-                        source,
-                    })?;
+                let digest = d.parse::<Digest>().map_err(|source| ReferenceError::Digest { input: input.to_owned(), source })?;
                 (r, Some(digest))
             }
             None => (input, None),
@@ -263,9 +237,7 @@ impl FromStr for Reference {
         // looks like a host (has '.' or ':', is 'localhost', or has upper-case letters).
         let (mut registry, mut repository) = match name.split_once('/') {
             Some((first, path))
-                if first.contains(['.', ':', '['])
-                    || first == "localhost"
-                    || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+                if first.contains(['.', ':', '[']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase()) =>
             {
                 (first.to_owned(), path.to_owned())
             }
@@ -275,39 +247,22 @@ impl FromStr for Reference {
             registry = DEFAULT_REGISTRY.to_owned();
         }
         if !valid_domain(&registry) {
-            return Err(invalid(
-                "registry must be a host name or address with an optional port",
-            ));
+            return Err(invalid("registry must be a host name or address with an optional port"));
         }
         if registry == DEFAULT_REGISTRY && !repository.contains('/') {
             repository = format!("library/{repository}");
         }
         if repository.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(ReferenceError::Uppercase {
-                input: input.to_owned(),
-            });
+            return Err(ReferenceError::Uppercase { input: input.to_owned() });
         }
         if !repository.split('/').all(valid_path_component) {
-            return Err(invalid(
-                "repository path components must be lowercase letters and digits, separated by '.', '_', '__' or '-'",
-            ));
+            return Err(invalid("repository path components must be lowercase letters and digits, separated by '.', '_', '__' or '-'"));
         }
         if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
-            return Err(ReferenceError::TooLong {
-                input: input.to_owned(),
-            });
+            return Err(ReferenceError::TooLong { input: input.to_owned() });
         }
-        let tag = if tag.is_none() && digest.is_none() {
-            Some("latest".to_owned())
-        } else {
-            tag
-        };
-        Ok(Self {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_owned()) } else { tag };
+        Ok(Self { registry, repository, tag, digest })
     }
 }
 
@@ -321,8 +276,7 @@ pub fn is_loopback_registry(registry: &str) -> bool {
     if host == "localhost" {
         return true;
     }
-    host.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
+    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -339,26 +293,14 @@ mod tests {
         assert_eq!(norm("alpine"), "docker.io/library/alpine:latest");
         assert_eq!(norm("alpine:3.20"), "docker.io/library/alpine:3.20");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(
-            norm("index.docker.io/library/alpine"),
-            "docker.io/library/alpine:latest"
-        );
+        assert_eq!(norm("index.docker.io/library/alpine"), "docker.io/library/alpine:latest");
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
-        assert_eq!(
-            norm("127.0.0.1:5000/team/app:v1"),
-            "127.0.0.1:5000/team/app:v1"
-        );
+        assert_eq!(norm("127.0.0.1:5000/team/app:v1"), "127.0.0.1:5000/team/app:v1");
         assert_eq!(norm("[::1]:5000/app"), "[::1]:5000/app:latest");
         assert_eq!(norm("ghcr.io/a/b/c:1.0-rc_1"), "ghcr.io/a/b/c:1.0-rc_1");
         let d = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
-        assert_eq!(
-            norm(&format!("alpine@{d}")),
-            format!("docker.io/library/alpine@{d}")
-        );
-        assert_eq!(
-            norm(&format!("alpine:3@{d}")),
-            format!("docker.io/library/alpine:3@{d}")
-        );
+        assert_eq!(norm(&format!("alpine@{d}")), format!("docker.io/library/alpine@{d}"));
+        assert_eq!(norm(&format!("alpine:3@{d}")), format!("docker.io/library/alpine:3@{d}"));
     }
 
     #[test]
@@ -372,28 +314,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        for bad in [
-            "",
-            "Alpine",
-            "alpine:",
-            "alpine:-x",
-            "a//b",
-            "a/../b",
-            "alpine@sha256:xyz",
-            "-a",
-            "a/b-",
-            "a:b:c",
-        ] {
-            assert!(
-                bad.parse::<Reference>().is_err(),
-                "{bad:?} should be rejected"
-            );
+        for bad in ["", "Alpine", "alpine:", "alpine:-x", "a//b", "a/../b", "alpine@sha256:xyz", "-a", "a/b-", "a:b:c"] {
+            assert!(bad.parse::<Reference>().is_err(), "{bad:?} should be rejected");
         }
         let long = format!("a/{}", "b".repeat(300));
-        assert!(matches!(
-            long.parse::<Reference>(),
-            Err(ReferenceError::TooLong { .. })
-        ));
+        assert!(matches!(long.parse::<Reference>(), Err(ReferenceError::TooLong { .. })));
     }
 
     #[test]

@@ -30,33 +30,14 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
-    #[error(
-        "registry {registry} asks for credentials for {repository}: run `atoll login {registry}`, or check the image name"
-    )]
-    Unauthorized {
-        registry: String,
-        repository: String,
-    },
-    #[error(
-        "registry {registry} refused the credentials for {repository}: run `atoll login {registry}` again"
-    )]
-    BadCredentials {
-        registry: String,
-        repository: String,
-    },
+    #[error("registry {registry} asks for credentials for {repository}: run `atoll login {registry}`, or check the image name")]
+    Unauthorized { registry: String, repository: String },
+    #[error("registry {registry} refused the credentials for {repository}: run `atoll login {registry}` again")]
+    BadCredentials { registry: String, repository: String },
     #[error("{what} not found in {registry}/{repository}")]
-    NotFound {
-        registry: String,
-        repository: String,
-        what: String,
-    },
+    NotFound { registry: String, repository: String, what: String },
     #[error("registry {registry} answered {status} for {url}{detail}")]
-    Status {
-        registry: String,
-        url: String,
-        status: StatusCode,
-        detail: String,
-    },
+    Status { registry: String, url: String, status: StatusCode, detail: String },
     #[error("getting a token from {realm}")]
     Token {
         realm: String,
@@ -66,14 +47,8 @@ pub enum RegistryError {
     #[error("the token service {realm} sent no token")]
     NoToken { realm: String },
     #[error("{what} from {registry} is larger than {limit} bytes")]
-    TooLarge {
-        registry: String,
-        what: String,
-        limit: u64,
-    },
-    #[error(
-        "{0} is a Docker schema 1 manifest, which is not supported: re-push the image with a current client"
-    )]
+    TooLarge { registry: String, what: String, limit: u64 },
+    #[error("{0} is a Docker schema 1 manifest, which is not supported: re-push the image with a current client")]
     Schema1(String),
     #[error("reading the response from {registry}")]
     Body {
@@ -88,9 +63,7 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Body { .. } => true,
-            Self::Status { status, .. } => {
-                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::Status { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
             Self::Token { source, .. } => source.is_transient(),
             _ => false,
         }
@@ -98,13 +71,7 @@ impl RegistryError {
 
     /// The caller named something that does not exist or is not theirs (vs. a broken registry).
     pub fn is_callers_fault(&self) -> bool {
-        matches!(
-            self,
-            Self::NotFound { .. }
-                | Self::Unauthorized { .. }
-                | Self::BadCredentials { .. }
-                | Self::Schema1(_)
-        )
+        matches!(self, Self::NotFound { .. } | Self::Unauthorized { .. } | Self::BadCredentials { .. } | Self::Schema1(_))
     }
 }
 
@@ -131,10 +98,7 @@ impl Registries {
             .read_timeout(Duration::from_secs(60))
             .build()
             .expect("TLS backend initialises");
-        Self {
-            http,
-            config: Arc::new(config),
-        }
+        Self { http, config: Arc::new(config) }
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -142,11 +106,7 @@ impl Registries {
     }
 
     fn scheme(&self, registry: &str) -> &'static str {
-        if is_loopback_registry(registry) || self.config.insecure.iter().any(|h| h == registry) {
-            "http"
-        } else {
-            "https"
-        }
+        if is_loopback_registry(registry) || self.config.insecure.iter().any(|h| h == registry) { "http" } else { "https" }
     }
 
     /// A session for one repository; it caches the bearer token it obtains.
@@ -219,26 +179,14 @@ impl Session {
 
     fn basic(&self) -> Option<String> {
         use base64::Engine as _;
-        self.cred.as_ref().map(|c| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{}:{}", c.username, c.password))
-            )
-        })
+        self.cred
+            .as_ref()
+            .map(|c| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))))
     }
 
     /// One GET with auth handling: on a 401, answer the challenge once and retry.
-    async fn get_once(
-        &self,
-        url: &str,
-        headers: &HeaderMap,
-    ) -> Result<reqwest::Response, RegistryError> {
-        let connect = |source| RegistryError::Connect {
-            registry: self.registry.clone(),
-            url: url.to_owned(),
-            source,
-        };
+    async fn get_once(&self, url: &str, headers: &HeaderMap) -> Result<reqwest::Response, RegistryError> {
+        let connect = |source| RegistryError::Connect { registry: self.registry.clone(), url: url.to_owned(), source };
         let mut answered = false;
         loop {
             let mut req = self.http.get(url).headers(headers.clone());
@@ -251,33 +199,20 @@ impl Session {
             }
             if answered {
                 return Err(if self.cred.is_some() {
-                    RegistryError::BadCredentials {
-                        registry: self.registry.clone(),
-                        repository: self.repository.clone(),
-                    }
+                    RegistryError::BadCredentials { registry: self.registry.clone(), repository: self.repository.clone() }
                 } else {
-                    RegistryError::Unauthorized {
-                        registry: self.registry.clone(),
-                        repository: self.repository.clone(),
-                    }
+                    RegistryError::Unauthorized { registry: self.registry.clone(), repository: self.repository.clone() }
                 });
             }
             answered = true;
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_challenge);
+            let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
             let header = match challenge {
                 Some((scheme, params)) if scheme == "bearer" => Some(self.token(&params).await?),
                 Some((scheme, _)) if scheme == "basic" => self.basic(),
                 _ => None,
             };
             let Some(header) = header else {
-                return Err(RegistryError::Unauthorized {
-                    registry: self.registry.clone(),
-                    repository: self.repository.clone(),
-                });
+                return Err(RegistryError::Unauthorized { registry: self.registry.clone(), repository: self.repository.clone() });
             };
             *self.auth.lock().unwrap() = Some(header);
         }
@@ -285,88 +220,45 @@ impl Session {
 
     /// Fetches a bearer token from the realm of a challenge (with credentials if we have them).
     async fn token(&self, params: &[(String, String)]) -> Result<String, RegistryError> {
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
-        let realm = get("realm").ok_or_else(|| RegistryError::Unauthorized {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-        })?;
-        let wrap = |source| RegistryError::Token {
-            realm: realm.clone(),
-            source: Box::new(source),
-        };
+        let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let realm = get("realm")
+            .ok_or_else(|| RegistryError::Unauthorized { registry: self.registry.clone(), repository: self.repository.clone() })?;
+        let wrap = |source| RegistryError::Token { realm: realm.clone(), source: Box::new(source) };
         let mut query: Vec<(String, String)> = Vec::new();
         if let Some(s) = get("service") {
             query.push(("service".into(), s));
         }
-        query.push((
-            "scope".into(),
-            get("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repository)),
-        ));
+        query.push(("scope".into(), get("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repository))));
         let mut req = self.http.get(&realm).query(&query);
         if let Some(b) = self.basic() {
             req = req.header(AUTHORIZATION, b);
         }
-        let resp = req.send().await.map_err(|source| {
-            wrap(RegistryError::Connect {
-                registry: self.registry.clone(),
-                url: realm.clone(),
-                source,
-            })
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| wrap(RegistryError::Connect { registry: self.registry.clone(), url: realm.clone(), source }))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(RegistryError::BadCredentials {
-                registry: self.registry.clone(),
-                repository: self.repository.clone(),
-            });
+            return Err(RegistryError::BadCredentials { registry: self.registry.clone(), repository: self.repository.clone() });
         }
         if !status.is_success() {
-            return Err(wrap(RegistryError::Status {
-                registry: self.registry.clone(),
-                url: realm.clone(),
-                status,
-                detail: String::new(),
-            }));
+            return Err(wrap(RegistryError::Status { registry: self.registry.clone(), url: realm.clone(), status, detail: String::new() }));
         }
         #[derive(serde::Deserialize)]
         struct Token {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let t: Token = resp.json().await.map_err(|source| {
-            wrap(RegistryError::Body {
-                registry: self.registry.clone(),
-                source,
-            })
-        })?;
-        let t =
-            t.token
-                .or(t.access_token)
-                .filter(|t| !t.is_empty())
-                .ok_or(RegistryError::NoToken {
-                    realm: realm.clone(),
-                })?;
+        let t: Token = resp.json().await.map_err(|source| wrap(RegistryError::Body { registry: self.registry.clone(), source }))?;
+        let t = t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or(RegistryError::NoToken { realm: realm.clone() })?;
         Ok(format!("Bearer {t}"))
     }
 
     /// GET with retries on transient failures; non-success statuses become errors.
-    async fn get(
-        &self,
-        url: &str,
-        headers: HeaderMap,
-        what: &str,
-    ) -> Result<reqwest::Response, RegistryError> {
+    async fn get(&self, url: &str, headers: HeaderMap, what: &str) -> Result<reqwest::Response, RegistryError> {
         let mut attempt = 0;
         loop {
-            let result = self
-                .get_once(url, &headers)
-                .await
-                .and_then(|resp| self.check(resp, url, what));
+            let result = self.get_once(url, &headers).await.and_then(|resp| self.check(resp, url, what));
             match result {
                 Err(e) if e.is_transient() && attempt + 1 < MAX_ATTEMPTS => {
                     tracing::debug!(error = %e, attempt, "transient registry error, retrying");
@@ -378,12 +270,7 @@ impl Session {
         }
     }
 
-    fn check(
-        &self,
-        resp: reqwest::Response,
-        url: &str,
-        what: &str,
-    ) -> Result<reqwest::Response, RegistryError> {
+    fn check(&self, resp: reqwest::Response, url: &str, what: &str) -> Result<reqwest::Response, RegistryError> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -395,12 +282,7 @@ impl Session {
                 what: what.to_owned(),
             });
         }
-        Err(RegistryError::Status {
-            registry: self.registry.clone(),
-            url: url.to_owned(),
-            status,
-            detail: String::new(),
-        })
+        Err(RegistryError::Status { registry: self.registry.clone(), url: url.to_owned(), status, detail: String::new() })
     }
 
     /// Checks that the registry accepts our credentials (for `atoll login`).
@@ -414,93 +296,49 @@ impl Session {
     pub async fn manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
         let url = format!("{}/{}/manifests/{reference}", self.base, self.repository);
         let mut headers = HeaderMap::new();
-        let accept = [
-            MEDIA_OCI_INDEX,
-            MEDIA_DOCKER_LIST,
-            MEDIA_OCI_MANIFEST,
-            MEDIA_DOCKER_MANIFEST,
-        ]
-        .join(", ");
+        let accept = [MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST, MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST].join(", ");
         headers.insert(ACCEPT, accept.parse().expect("valid header"));
-        let resp = self
-            .get(&url, headers, &format!("manifest {reference}"))
-            .await?;
+        let resp = self.get(&url, headers, &format!("manifest {reference}")).await?;
         let media_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or("").trim().to_owned())
             .unwrap_or_default();
-        let bytes = self
-            .read_limited(resp, &format!("manifest {reference}"))
-            .await?;
+        let bytes = self.read_limited(resp, &format!("manifest {reference}")).await?;
         if media_type.starts_with(MEDIA_DOCKER_V1) {
-            return Err(RegistryError::Schema1(format!(
-                "{}/{}:{reference}",
-                self.registry, self.repository
-            )));
+            return Err(RegistryError::Schema1(format!("{}/{}:{reference}", self.registry, self.repository)));
         }
-        Ok(FetchedManifest {
-            digest: Digest::of(&bytes),
-            bytes,
-            media_type,
-        })
+        Ok(FetchedManifest { digest: Digest::of(&bytes), bytes, media_type })
     }
 
     /// Fetches a small blob (an image config) whole.
     pub async fn small_blob(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
         let url = format!("{}/{}/blobs/{digest}", self.base, self.repository);
-        let resp = self
-            .get(&url, HeaderMap::new(), &format!("blob {digest}"))
-            .await?;
+        let resp = self.get(&url, HeaderMap::new(), &format!("blob {digest}")).await?;
         self.read_limited(resp, &format!("blob {digest}")).await
     }
 
     /// Starts streaming a blob from byte `offset`. Returns the response and how many leading
     /// bytes of its body to skip (a registry that ignores Range sends everything again).
-    pub async fn blob_from(
-        &self,
-        digest: &Digest,
-        offset: u64,
-    ) -> Result<(reqwest::Response, u64), RegistryError> {
+    pub async fn blob_from(&self, digest: &Digest, offset: u64) -> Result<(reqwest::Response, u64), RegistryError> {
         let url = format!("{}/{}/blobs/{digest}", self.base, self.repository);
         let mut headers = HeaderMap::new();
         if offset > 0 {
-            headers.insert(
-                RANGE,
-                format!("bytes={offset}-").parse().expect("valid header"),
-            );
+            headers.insert(RANGE, format!("bytes={offset}-").parse().expect("valid header"));
         }
-        let resp = self
-            .get_once(&url, &headers)
-            .await
-            .and_then(|r| self.check(r, &url, &format!("blob {digest}")))?;
-        let skip = if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
-            offset
-        } else {
-            0
-        };
+        let resp = self.get_once(&url, &headers).await.and_then(|r| self.check(r, &url, &format!("blob {digest}")))?;
+        let skip = if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT { offset } else { 0 };
         Ok((resp, skip))
     }
 
-    async fn read_limited(
-        &self,
-        mut resp: reqwest::Response,
-        what: &str,
-    ) -> Result<Vec<u8>, RegistryError> {
-        let too_large = || RegistryError::TooLarge {
-            registry: self.registry.clone(),
-            what: what.to_owned(),
-            limit: MAX_METADATA_BLOB,
-        };
+    async fn read_limited(&self, mut resp: reqwest::Response, what: &str) -> Result<Vec<u8>, RegistryError> {
+        let too_large = || RegistryError::TooLarge { registry: self.registry.clone(), what: what.to_owned(), limit: MAX_METADATA_BLOB };
         if resp.content_length().is_some_and(|n| n > MAX_METADATA_BLOB) {
             return Err(too_large());
         }
         let mut out = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|source| RegistryError::Body {
-            registry: self.registry.clone(),
-            source,
-        })? {
+        while let Some(chunk) = resp.chunk().await.map_err(|source| RegistryError::Body { registry: self.registry.clone(), source })? {
             if out.len() as u64 + chunk.len() as u64 > MAX_METADATA_BLOB {
                 return Err(too_large());
             }
@@ -516,16 +354,13 @@ mod tests {
 
     #[test]
     fn parses_bearer_challenge() {
-        let (s, p) = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#).unwrap();
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        )
+        .unwrap();
         assert_eq!(s, "bearer");
-        assert_eq!(
-            p[0],
-            ("realm".into(), "https://auth.docker.io/token".into())
-        );
-        assert_eq!(
-            p[2],
-            ("scope".into(), "repository:library/alpine:pull".into())
-        );
+        assert_eq!(p[0], ("realm".into(), "https://auth.docker.io/token".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:library/alpine:pull".into()));
         let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
         assert_eq!(s, "basic");
         assert_eq!(p.len(), 1);

@@ -55,9 +55,7 @@ pub enum StoreError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {0} is not in the store")]
     MissingBlob(Digest),
-    #[error(
-        "blob {digest} is {size} bytes, more than the {MAX_METADATA_BLOB}-byte limit for manifests and configs"
-    )]
+    #[error("blob {digest} is {size} bytes, more than the {MAX_METADATA_BLOB}-byte limit for manifests and configs")]
     BlobTooLarge { digest: Digest, size: u64 },
     #[error("writing blob {digest}")]
     WriteBlob {
@@ -154,9 +152,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("root", &self.root)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("root", &self.root).finish_non_exhaustive()
     }
 }
 
@@ -164,13 +160,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, clearing what a crash can leave behind:
     /// half-unpacked layers and temp files. Partial downloads are kept to be resumed.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for d in [
-            "blobs/sha256",
-            "ingest",
-            "layers/sha256",
-            "layers/tmp",
-            "tmp",
-        ] {
+        for d in ["blobs/sha256", "ingest", "layers/sha256", "layers/tmp", "tmp"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|source| StoreError::Create { path: p, source })?;
         }
@@ -182,27 +172,14 @@ impl Store {
         }
         let index_path = root.join("index.json");
         let index = match fs::read(&index_path) {
-            Ok(data) => serde_json::from_slice(&data).map_err(|source| StoreError::ParseIndex {
-                path: index_path.clone(),
-                source,
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Index {
-                version: INDEX_VERSION,
-                ..Default::default()
-            },
+            Ok(data) => serde_json::from_slice(&data).map_err(|source| StoreError::ParseIndex { path: index_path.clone(), source })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Index { version: INDEX_VERSION, ..Default::default() },
             Err(source) => {
-                return Err(StoreError::ReadIndex {
-                    path: index_path,
-                    source,
-                });
+                return Err(StoreError::ReadIndex { path: index_path, source });
             }
         };
-        let store = Self {
-            root: root.to_owned(),
-            index: Mutex::new(index),
-            digest_locks: Mutex::default(),
-            gc_lock: tokio::sync::RwLock::new(()),
-        };
+        let store =
+            Self { root: root.to_owned(), index: Mutex::new(index), digest_locks: Mutex::default(), gc_lock: tokio::sync::RwLock::new(()) };
         store.check_index();
         Ok(store)
     }
@@ -211,9 +188,8 @@ impl Store {
     fn check_index(&self) {
         let index = self.index.lock().unwrap();
         for img in index.images.values() {
-            let complete = self.has_blob(&img.manifest_digest)
-                && self.has_blob(&img.id)
-                && img.layers.iter().all(|l| self.has_layer(&l.diff_id));
+            let complete =
+                self.has_blob(&img.manifest_digest) && self.has_blob(&img.id) && img.layers.iter().all(|l| self.has_layer(&l.diff_id));
             if !complete {
                 tracing::warn!(image = %img.id, "image content is incomplete; pull it again");
             }
@@ -226,12 +202,7 @@ impl Store {
 
     /// A lock for work on one digest; hold the guard while downloading or unpacking it.
     pub fn digest_lock(&self, d: &Digest) -> Arc<tokio::sync::Mutex<()>> {
-        self.digest_locks
-            .lock()
-            .unwrap()
-            .entry(d.clone())
-            .or_default()
-            .clone()
+        self.digest_locks.lock().unwrap().entry(d.clone()).or_default().clone()
     }
 
     // ---- blobs ----
@@ -245,9 +216,7 @@ impl Store {
     }
 
     pub fn ingest_path(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("ingest")
-            .join(format!("{}.partial", d.hex()))
+        self.root.join("ingest").join(format!("{}.partial", d.hex()))
     }
 
     /// A scratch directory for imports, inside the data dir and cleared at open.
@@ -258,21 +227,14 @@ impl Store {
     /// Stores small content (manifest, config) after checking it against `expected`.
     pub fn put_blob(&self, data: &[u8], expected: Option<&Digest>) -> Result<Digest, StoreError> {
         let actual = Digest::of(data);
-        if let Some(e) = expected {
-            if *e != actual {
-                return Err(StoreError::DigestMismatch {
-                    expected: e.clone(),
-                    actual,
-                });
-            }
+        if let Some(e) = expected
+            && *e != actual
+        {
+            return Err(StoreError::DigestMismatch { expected: e.clone(), actual });
         }
         if !self.has_blob(&actual) {
-            atoll_util::atomic_write(&self.blob_path(&actual), data, 0o644).map_err(|e| {
-                StoreError::WriteBlob {
-                    digest: actual.clone(),
-                    source: io::Error::other(e),
-                }
-            })?;
+            atoll_util::atomic_write(&self.blob_path(&actual), data, 0o644)
+                .map_err(|e| StoreError::WriteBlob { digest: actual.clone(), source: io::Error::other(e) })?;
         }
         Ok(actual)
     }
@@ -286,41 +248,24 @@ impl Store {
                 return Err(StoreError::MissingBlob(d.clone()));
             }
             Err(source) => {
-                return Err(StoreError::ReadBlob {
-                    digest: d.clone(),
-                    source,
-                });
+                return Err(StoreError::ReadBlob { digest: d.clone(), source });
             }
         };
         if size > MAX_METADATA_BLOB {
-            return Err(StoreError::BlobTooLarge {
-                digest: d.clone(),
-                size,
-            });
+            return Err(StoreError::BlobTooLarge { digest: d.clone(), size });
         }
-        let data = fs::read(&path).map_err(|source| StoreError::ReadBlob {
-            digest: d.clone(),
-            source,
-        })?;
+        let data = fs::read(&path).map_err(|source| StoreError::ReadBlob { digest: d.clone(), source })?;
         let actual = Digest::of(&data);
         if actual != *d {
-            return Err(StoreError::DigestMismatch {
-                expected: d.clone(),
-                actual,
-            });
+            return Err(StoreError::DigestMismatch { expected: d.clone(), actual });
         }
         Ok(data)
     }
 
     /// Moves a fully downloaded and verified (by the caller) ingest file into the blob store.
     pub fn commit_ingest(&self, d: &Digest, partial: &Path) -> Result<(), StoreError> {
-        let wrap = |source| StoreError::WriteBlob {
-            digest: d.clone(),
-            source,
-        };
-        fs::File::open(partial)
-            .and_then(|f| f.sync_all())
-            .map_err(wrap)?;
+        let wrap = |source| StoreError::WriteBlob { digest: d.clone(), source };
+        fs::File::open(partial).and_then(|f| f.sync_all()).map_err(wrap)?;
         fs::rename(partial, self.blob_path(d)).map_err(wrap)?;
         atoll_util::fsync_dir(&self.root.join("blobs/sha256")).map_err(wrap)
     }
@@ -329,27 +274,17 @@ impl Store {
     /// under `expected` unless the bytes match it.
     pub fn copy_blob(&self, mut reader: impl Read, expected: &Digest) -> Result<u64, StoreError> {
         if self.has_blob(expected) {
-            return Ok(fs::metadata(self.blob_path(expected))
-                .map(|m| m.len())
-                .unwrap_or(0));
+            return Ok(fs::metadata(self.blob_path(expected)).map(|m| m.len()).unwrap_or(0));
         }
-        let wrap = |source| StoreError::WriteBlob {
-            digest: expected.clone(),
-            source,
-        };
-        let tmp = self
-            .tmp_dir()
-            .join(format!("blob-{:016x}", fastrand::u64(..)));
+        let wrap = |source| StoreError::WriteBlob { digest: expected.clone(), source };
+        let tmp = self.tmp_dir().join(format!("blob-{:016x}", fastrand::u64(..)));
         let result = (|| {
             let mut f = fs::File::create(&tmp).map_err(wrap)?;
             let mut hr = crate::digest::HashingReader::new(&mut reader);
             io::copy(&mut hr, &mut f).map_err(wrap)?;
             let (actual, n) = hr.finish().map_err(wrap)?;
             if actual != *expected {
-                return Err(StoreError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual,
-                });
+                return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
             }
             f.flush().map_err(wrap)?;
             self.commit_ingest(expected, &tmp)?;
@@ -382,35 +317,18 @@ impl Store {
 
     /// A fresh directory with an empty `diff/` to unpack into. Dropped unless committed.
     pub fn layer_tmp(&self) -> Result<LayerTmp, StoreError> {
-        let path = self
-            .root
-            .join("layers/tmp")
-            .join(format!("{:016x}", fastrand::u64(..)));
-        fs::create_dir_all(path.join("diff")).map_err(|source| StoreError::LayerTmp {
-            path: path.clone(),
-            source,
-        })?;
+        let path = self.root.join("layers/tmp").join(format!("{:016x}", fastrand::u64(..)));
+        fs::create_dir_all(path.join("diff")).map_err(|source| StoreError::LayerTmp { path: path.clone(), source })?;
         Ok(LayerTmp { path: Some(path) })
     }
 
     /// Makes an unpacked layer visible under its diff_id: write its info, flush the filesystem,
     /// rename into place. A crash before the rename leaves only a tmp dir that `open` removes.
-    pub fn commit_layer(
-        &self,
-        mut tmp: LayerTmp,
-        diff_id: &Digest,
-        info: &LayerInfo,
-    ) -> Result<(), StoreError> {
-        let wrap = |source| StoreError::CommitLayer {
-            diff_id: diff_id.clone(),
-            source,
-        };
+    pub fn commit_layer(&self, mut tmp: LayerTmp, diff_id: &Digest, info: &LayerInfo) -> Result<(), StoreError> {
+        let wrap = |source| StoreError::CommitLayer { diff_id: diff_id.clone(), source };
         let path = tmp.path.take().expect("uncommitted layer tmp");
         let result = (|| {
-            fs::write(
-                path.join("layer.json"),
-                serde_json::to_vec(info).map_err(io::Error::other)?,
-            )?;
+            fs::write(path.join("layer.json"), serde_json::to_vec(info).map_err(io::Error::other)?)?;
             let f = fs::File::open(&path)?;
             rustix::fs::syncfs(&f)?;
             let dest = self.layer_dir(diff_id);
@@ -430,13 +348,7 @@ impl Store {
     // ---- index ----
 
     pub fn images(&self) -> Vec<ImageRecord> {
-        self.index
-            .lock()
-            .unwrap()
-            .images
-            .values()
-            .cloned()
-            .collect()
+        self.index.lock().unwrap().images.values().cloned().collect()
     }
 
     /// Tags per image ID.
@@ -462,11 +374,7 @@ impl Store {
         if let Ok(r) = query.parse::<Reference>() {
             if let Some(d) = r.digest() {
                 let pinned = r.with_digest(d.clone()).to_string();
-                if let Some(img) = index
-                    .images
-                    .values()
-                    .find(|i| i.repo_digests.contains(&pinned))
-                {
+                if let Some(img) = index.images.values().find(|i| i.repo_digests.contains(&pinned)) {
                     return Ok(Some(img.id.clone()));
                 }
             } else if let Some(id) = index.tags.get(&r.to_string()) {
@@ -477,12 +385,7 @@ impl Store {
         if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let hits: Vec<Digest> = index
-            .images
-            .keys()
-            .filter(|id| id.hex().starts_with(hex))
-            .cloned()
-            .collect();
+        let hits: Vec<Digest> = index.images.keys().filter(|id| id.hex().starts_with(hex)).cloned().collect();
         match hits.len() {
             0 => Ok(None),
             1 => Ok(hits.into_iter().next()),
@@ -500,10 +403,7 @@ impl Store {
         let id = record.id.clone();
         index.images.insert(id.clone(), record);
         for t in tags {
-            index.tags.insert(
-                t.with_tag(t.tag().unwrap_or("latest")).to_string(),
-                id.clone(),
-            );
+            index.tags.insert(t.with_tag(t.tag().unwrap_or("latest")).to_string(), id.clone());
         }
         self.save(&index)
     }
@@ -528,12 +428,7 @@ impl Store {
     /// Removes an image and every tag pointing at it. Content goes at the next GC.
     pub fn remove_image(&self, id: &Digest) -> Result<Vec<String>, StoreError> {
         let mut index = self.index.lock().unwrap();
-        let tags: Vec<String> = index
-            .tags
-            .iter()
-            .filter(|(_, v)| *v == id)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let tags: Vec<String> = index.tags.iter().filter(|(_, v)| *v == id).map(|(k, _)| k.clone()).collect();
         for t in &tags {
             index.tags.remove(t);
         }
@@ -544,8 +439,7 @@ impl Store {
 
     fn save(&self, index: &Index) -> Result<(), StoreError> {
         let data = serde_json::to_vec_pretty(index).expect("index serialises");
-        atoll_util::atomic_write(&self.root.join("index.json"), &data, 0o600)
-            .map_err(StoreError::WriteIndex)
+        atoll_util::atomic_write(&self.root.join("index.json"), &data, 0o600).map_err(StoreError::WriteIndex)
     }
 
     // ---- garbage collection ----
@@ -580,10 +474,7 @@ impl Store {
             if Digest::from_hex(&name).is_ok_and(|d| layers.contains(&d)) {
                 continue;
             }
-            let size = Digest::from_hex(&name)
-                .ok()
-                .and_then(|d| self.layer_info(&d))
-                .map_or(0, |i| i.size);
+            let size = Digest::from_hex(&name).ok().and_then(|d| self.layer_info(&d)).map_or(0, |i| i.size);
             report.bytes_reclaimed += size;
             remove_path(&path)?;
             report.layers_removed += 1;
@@ -605,10 +496,7 @@ pub struct LayerTmp {
 
 impl LayerTmp {
     pub fn diff(&self) -> PathBuf {
-        self.path
-            .as_ref()
-            .expect("uncommitted layer tmp")
-            .join("diff")
+        self.path.as_ref().expect("uncommitted layer tmp").join("diff")
     }
 }
 
@@ -621,14 +509,8 @@ impl Drop for LayerTmp {
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, StoreError> {
-    let rd = fs::read_dir(dir).map_err(|source| StoreError::Create {
-        path: dir.to_owned(),
-        source,
-    })?;
-    Ok(rd
-        .filter_map(Result::ok)
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect())
+    let rd = fs::read_dir(dir).map_err(|source| StoreError::Create { path: dir.to_owned(), source })?;
+    Ok(rd.filter_map(Result::ok).map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect())
 }
 
 fn remove_path(p: &Path) -> Result<(), StoreError> {
@@ -638,10 +520,7 @@ fn remove_path(p: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     };
-    r.map_err(|source| StoreError::Remove {
-        path: p.to_owned(),
-        source,
-    })
+    r.map_err(|source| StoreError::Remove { path: p.to_owned(), source })
 }
 
 fn clear_dir(dir: &Path) -> Result<(), StoreError> {
@@ -707,9 +586,7 @@ mod tests {
             repo_digests: BTreeSet::new(),
             added: String::new(),
         };
-        store
-            .add_image(rec, &["localhost/x:1".parse().unwrap()])
-            .unwrap();
+        store.add_image(rec, &["localhost/x:1".parse().unwrap()]).unwrap();
         let report = store.gc(&BTreeSet::new()).unwrap();
         assert_eq!(report.blobs_removed, 1);
         assert!(store.has_blob(&cfg) && store.has_blob(&man) && !store.has_blob(&junk));

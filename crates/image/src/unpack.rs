@@ -32,17 +32,11 @@ pub enum UnpackError {
     Read(#[source] io::Error),
     #[error("entry {entry:?} climbs out of the layer with '..'; the layer is hostile or corrupt")]
     Escape { entry: String },
-    #[error(
-        "entry {entry:?} would be written through the symlink {link:?}; links are never followed while unpacking"
-    )]
+    #[error("entry {entry:?} would be written through the symlink {link:?}; links are never followed while unpacking")]
     ThroughSymlink { entry: String, link: String },
-    #[error(
-        "entry {entry:?} needs {parent:?} to be a directory, but the layer made it something else"
-    )]
+    #[error("entry {entry:?} needs {parent:?} to be a directory, but the layer made it something else")]
     NotADirectory { entry: String, parent: String },
-    #[error(
-        "hard link {entry:?} points at {target:?}, which is not a file placed earlier in this layer"
-    )]
+    #[error("hard link {entry:?} points at {target:?}, which is not a file placed earlier in this layer")]
     HardLinkTarget { entry: String, target: String },
     #[error("entry {entry:?} sets the xattr {name:?}, which layers may not set")]
     ForbiddenXattr { entry: String, name: String },
@@ -83,23 +77,14 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackStats, Unpac
     for entry in archive.entries().map_err(UnpackError::Read)? {
         let mut entry = entry.map_err(UnpackError::Read)?;
         let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions()
-            || kind.is_pax_local_extensions()
-            || kind.is_gnu_longname()
-            || kind.is_gnu_longlink()
-        {
+        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink() {
             continue;
         }
         let raw_path = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw_path).into_owned();
         stats.entries += 1;
-        let parts = clean_path(&raw_path).ok_or_else(|| UnpackError::Escape {
-            entry: name.clone(),
-        })?;
-        let create = |source| UnpackError::Create {
-            entry: name.clone(),
-            source,
-        };
+        let parts = clean_path(&raw_path).ok_or_else(|| UnpackError::Escape { entry: name.clone() })?;
+        let create = |source| UnpackError::Create { entry: name.clone(), source };
 
         let Some((last, parents)) = parts.split_last() else {
             // The layer root itself ("./"): keep its metadata for the end.
@@ -128,14 +113,8 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackStats, Unpac
             }
             let target = parent.join(OsStr::from_bytes(hidden));
             remove_existing(&target, false).map_err(create)?;
-            rustix::fs::mknodat(
-                CWD,
-                &target,
-                FileType::CharacterDevice,
-                Mode::empty(),
-                rustix::fs::makedev(0, 0),
-            )
-            .map_err(|e| create(e.into()))?;
+            rustix::fs::mknodat(CWD, &target, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
+                .map_err(|e| create(e.into()))?;
             stats.whiteouts += 1;
             continue;
         }
@@ -163,37 +142,23 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackStats, Unpac
                 stats.bytes += io::copy(&mut entry, &mut file).map_err(UnpackError::Read)?;
                 let uid = header.uid().unwrap_or(0);
                 let gid = header.gid().unwrap_or(0);
-                rustix::fs::fchown(&file, Some(uid_of(uid)), Some(gid_of(gid)))
-                    .map_err(|e| create(e.into()))?;
+                rustix::fs::fchown(&file, Some(uid_of(uid)), Some(gid_of(gid))).map_err(|e| create(e.into()))?;
                 // After chown, which clears set-id bits.
-                rustix::fs::fchmod(
-                    &file,
-                    Mode::from_raw_mode(header.mode().unwrap_or(0o644) & 0o7777),
-                )
-                .map_err(|e| create(e.into()))?;
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(header.mode().unwrap_or(0o644) & 0o7777)).map_err(|e| create(e.into()))?;
                 apply_xattrs(&path, &xattrs, &mut stats).map_err(create)?;
                 let t = timestamps(header.mtime().unwrap_or(0));
                 rustix::fs::futimens(&file, &t).map_err(|e| create(e.into()))?;
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default();
+                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
                 remove_existing(&path, false).map_err(create)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path).map_err(create)?;
                 set_owner_and_time(&path, &header, true).map_err(create)?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default();
+                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
                 let target_name = String::from_utf8_lossy(&target).into_owned();
-                let bad = || UnpackError::HardLinkTarget {
-                    entry: name.clone(),
-                    target: target_name.clone(),
-                };
+                let bad = || UnpackError::HardLinkTarget { entry: name.clone(), target: target_name.clone() };
                 let tparts = clean_path(&target).ok_or_else(bad)?;
                 let Some((tlast, tparents)) = tparts.split_last() else {
                     return Err(bad());
@@ -229,36 +194,17 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackStats, Unpac
                 apply_xattrs(&path, &xattrs, &mut stats).map_err(create)?;
             }
             other => {
-                return Err(UnpackError::UnsupportedType {
-                    entry: name,
-                    kind: other.as_byte(),
-                });
+                return Err(UnpackError::UnsupportedType { entry: name, kind: other.as_byte() });
             }
         }
     }
     // Directory metadata last, deepest first, so read-only directories and mtimes stick.
     for d in dirs.iter().rev() {
-        let wrap = |source| UnpackError::Create {
-            entry: d.path.display().to_string(),
-            source,
-        };
-        rustix::fs::chownat(
-            CWD,
-            &d.path,
-            Some(uid_of(d.uid)),
-            Some(gid_of(d.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| wrap(e.into()))?;
-        rustix::fs::chmod(&d.path, Mode::from_raw_mode(d.mode & 0o7777))
+        let wrap = |source| UnpackError::Create { entry: d.path.display().to_string(), source };
+        rustix::fs::chownat(CWD, &d.path, Some(uid_of(d.uid)), Some(gid_of(d.gid)), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| wrap(e.into()))?;
-        rustix::fs::utimensat(
-            CWD,
-            &d.path,
-            &timestamps(d.mtime),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| wrap(e.into()))?;
+        rustix::fs::chmod(&d.path, Mode::from_raw_mode(d.mode & 0o7777)).map_err(|e| wrap(e.into()))?;
+        rustix::fs::utimensat(CWD, &d.path, &timestamps(d.mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| wrap(e.into()))?;
     }
     Ok(stats)
 }
@@ -276,24 +222,12 @@ fn gid_of(id: u64) -> rustix::fs::Gid {
 }
 
 fn timestamps(mtime: u64) -> Timestamps {
-    let t = rustix::fs::Timespec {
-        tv_sec: mtime as i64,
-        tv_nsec: 0,
-    };
-    Timestamps {
-        last_access: t,
-        last_modification: t,
-    }
+    let t = rustix::fs::Timespec { tv_sec: mtime as i64, tv_nsec: 0 };
+    Timestamps { last_access: t, last_modification: t }
 }
 
 fn dir_meta(path: PathBuf, h: &tar::Header) -> DirMeta {
-    DirMeta {
-        path,
-        mode: h.mode().unwrap_or(0o755),
-        uid: h.uid().unwrap_or(0),
-        gid: h.gid().unwrap_or(0),
-        mtime: h.mtime().unwrap_or(0),
-    }
+    DirMeta { path, mode: h.mode().unwrap_or(0o755), uid: h.uid().unwrap_or(0), gid: h.gid().unwrap_or(0), mtime: h.mtime().unwrap_or(0) }
 }
 
 /// Splits a tar path into clean components: no empty or `.` parts, `..` resolved lexically.
@@ -321,28 +255,16 @@ fn ensure_parents(root: &Path, parents: &[&[u8]], entry: &str) -> Result<PathBuf
         match fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(UnpackError::ThroughSymlink {
-                    entry: entry.to_owned(),
-                    link: rel(root, &p),
-                });
+                return Err(UnpackError::ThroughSymlink { entry: entry.to_owned(), link: rel(root, &p) });
             }
             Ok(_) => {
-                return Err(UnpackError::NotADirectory {
-                    entry: entry.to_owned(),
-                    parent: rel(root, &p),
-                });
+                return Err(UnpackError::NotADirectory { entry: entry.to_owned(), parent: rel(root, &p) });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&p).map_err(|source| UnpackError::Create {
-                    entry: entry.to_owned(),
-                    source,
-                })?;
+                fs::create_dir(&p).map_err(|source| UnpackError::Create { entry: entry.to_owned(), source })?;
             }
             Err(source) => {
-                return Err(UnpackError::Create {
-                    entry: entry.to_owned(),
-                    source,
-                });
+                return Err(UnpackError::Create { entry: entry.to_owned(), source });
             }
         }
     }
@@ -378,26 +300,13 @@ fn remove_existing(path: &Path, new_is_dir: bool) -> io::Result<()> {
 }
 
 fn set_owner_and_time(path: &Path, h: &tar::Header, is_link: bool) -> io::Result<()> {
-    rustix::fs::chownat(
-        CWD,
-        path,
-        Some(uid_of(h.uid().unwrap_or(0))),
-        Some(gid_of(h.gid().unwrap_or(0))),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    let flags = if is_link {
-        AtFlags::SYMLINK_NOFOLLOW
-    } else {
-        AtFlags::empty()
-    };
+    rustix::fs::chownat(CWD, path, Some(uid_of(h.uid().unwrap_or(0))), Some(gid_of(h.gid().unwrap_or(0))), AtFlags::SYMLINK_NOFOLLOW)?;
+    let flags = if is_link { AtFlags::SYMLINK_NOFOLLOW } else { AtFlags::empty() };
     rustix::fs::utimensat(CWD, path, &timestamps(h.mtime().unwrap_or(0)), flags)?;
     Ok(())
 }
 
-fn collect_xattrs<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    name: &str,
-) -> Result<Vec<(String, Vec<u8>)>, UnpackError> {
+fn collect_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Vec<(String, Vec<u8>)>, UnpackError> {
     let mut out = Vec::new();
     let Some(exts) = entry.pax_extensions().map_err(UnpackError::Read)? else {
         return Ok(out);
@@ -409,27 +318,18 @@ fn collect_xattrs<R: Read>(
             continue;
         };
         if xname.starts_with("trusted.overlay.") {
-            return Err(UnpackError::ForbiddenXattr {
-                entry: name.to_owned(),
-                name: xname.to_owned(),
-            });
+            return Err(UnpackError::ForbiddenXattr { entry: name.to_owned(), name: xname.to_owned() });
         }
         out.push((xname.to_owned(), ext.value_bytes().to_vec()));
     }
     Ok(out)
 }
 
-fn apply_xattrs(
-    path: &Path,
-    xattrs: &[(String, Vec<u8>)],
-    stats: &mut UnpackStats,
-) -> io::Result<()> {
+fn apply_xattrs(path: &Path, xattrs: &[(String, Vec<u8>)], stats: &mut UnpackStats) -> io::Result<()> {
     for (name, value) in xattrs {
         match rustix::fs::lsetxattr(path, name.as_str(), value, XattrFlags::empty()) {
             Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::PERM => {
-                stats.xattrs_skipped += 1
-            }
+            Err(e) if e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::PERM => stats.xattrs_skipped += 1,
             Err(e) => return Err(e.into()),
         }
     }
@@ -446,10 +346,7 @@ mod tests {
 
     #[test]
     fn clean_path_contains() {
-        assert_eq!(
-            clean_path(b"/a/./b//c").unwrap(),
-            vec![&b"a"[..], b"b", b"c"]
-        );
+        assert_eq!(clean_path(b"/a/./b//c").unwrap(), vec![&b"a"[..], b"b", b"c"]);
         assert_eq!(clean_path(b"a/../b").unwrap(), vec![&b"b"[..]]);
         assert!(clean_path(b"../x").is_none());
         assert!(clean_path(b"a/../../x").is_none());

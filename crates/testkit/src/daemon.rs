@@ -42,11 +42,7 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(&self.bin)
             .arg("daemon")
             .arg("--data-dir")
@@ -72,10 +68,7 @@ impl Daemon {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
         });
         if let Some(status) = exited {
-            panic!(
-                "atoll daemon exited with {status} at start:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+            panic!("atoll daemon exited with {status} at start:\n{}", std::fs::read_to_string(log).unwrap_or_default());
         }
     }
 
@@ -94,11 +87,7 @@ impl Daemon {
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(&c),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
+        rustix::process::kill_process(rustix::process::Pid::from_child(&c), rustix::process::Signal::TERM).unwrap();
         c.wait().unwrap().code()
     }
 
@@ -150,11 +139,7 @@ impl Daemon {
     /// Runs `atoll ARGS`, panicking unless it fails.
     pub fn fails(&self, args: &[&str]) -> Run {
         let r = self.cli(args);
-        assert!(
-            !r.ok(),
-            "atoll {args:?} unexpectedly succeeded:\n{}",
-            r.stdout
-        );
+        assert!(!r.ok(), "atoll {args:?} unexpectedly succeeded:\n{}", r.stdout);
         r
     }
 
@@ -183,26 +168,16 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
 impl Daemon {
     /// Sends `method path` with `body` (and `content_type`) and reads the whole answer.
-    pub fn http(
-        &self,
-        method: &str,
-        path: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> RawResponse {
+    pub fn http(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> RawResponse {
         use std::io::{Read, Write};
         let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: atoll\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: atoll\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
         if let Some(ct) = content_type {
             req.push_str(&format!("Content-Type: {ct}\r\n"));
         }
@@ -211,35 +186,21 @@ impl Daemon {
         let _ = s.write_all(body);
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).unwrap();
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("HTTP header end");
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP header end");
         let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
         let status = headers.split(' ').nth(1).unwrap().parse().unwrap();
         let mut body = raw[split + 4..].to_vec();
-        if headers
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
+        if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
             body = dechunk(&body);
         }
-        RawResponse {
-            status,
-            headers,
-            body,
-        }
+        RawResponse { status, headers, body }
     }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(nl) = data.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..nl]).trim(), 16).unwrap_or(0);
+    while let Some(nl) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..nl]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }

@@ -15,17 +15,13 @@ use std::path::PathBuf;
 /// Finds `tool` on PATH or panics with how to install it.
 pub fn require(tool: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in
-        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-    {
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
         let p = dir.join(tool);
         if p.is_file() {
             return p;
         }
     }
-    panic!(
-        "`{tool}` is not installed; run scripts/install-deps.sh (tests never skip for a missing tool)"
-    );
+    panic!("`{tool}` is not installed; run scripts/install-deps.sh (tests never skip for a missing tool)");
 }
 
 /// Waits for `cond` to hold, checking every few milliseconds, or panics after `secs` with `what`.
@@ -34,19 +30,12 @@ pub fn require(tool: &str) -> PathBuf {
 pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -27,19 +27,10 @@ impl Default for LayerBuilder {
 
 impl LayerBuilder {
     pub fn new() -> Self {
-        Self {
-            tar: tar::Builder::new(Vec::new()),
-        }
+        Self { tar: tar::Builder::new(Vec::new()) }
     }
 
-    pub fn entry(
-        mut self,
-        name: &str,
-        kind: tar::EntryType,
-        link: Option<&str>,
-        data: &[u8],
-        mode: u32,
-    ) -> Self {
+    pub fn entry(mut self, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8], mode: u32) -> Self {
         let mut h = tar::Header::new_gnu();
         let raw = &mut h.as_old_mut().name;
         raw.fill(0);
@@ -75,13 +66,21 @@ impl LayerBuilder {
     pub fn hardlink(self, name: &str, target: &str) -> Self {
         self.entry(name, tar::EntryType::Link, Some(target), b"", 0o644)
     }
+    /// A file carrying one xattr in a PAX header.
+    pub fn xattr_file(mut self, name: &str, key: &str, value: &[u8]) -> Self {
+        let pax_key = format!("SCHILY.xattr.{key}");
+        self.tar.append_pax_extensions([(pax_key.as_str(), value)]).unwrap();
+        self.file(name, b"x")
+    }
+
+    /// The bare tar, uncompressed.
+    pub fn tar(self) -> Vec<u8> {
+        self.tar.into_inner().unwrap()
+    }
+
     /// `.wh.NAME` in `dir`: hides NAME of lower layers.
     pub fn whiteout(self, dir: &str, name: &str) -> Self {
-        let p = if dir.is_empty() {
-            format!(".wh.{name}")
-        } else {
-            format!("{dir}/.wh.{name}")
-        };
+        let p = if dir.is_empty() { format!(".wh.{name}") } else { format!("{dir}/.wh.{name}") };
         self.file(&p, b"")
     }
     /// `.wh..wh..opq` in `dir`: hides everything lower layers have in it.
@@ -93,32 +92,19 @@ impl LayerBuilder {
     pub fn busybox(self) -> Self {
         let bin = crate::require("busybox");
         let data = std::fs::read(&bin).unwrap();
-        let list = std::process::Command::new(&bin)
-            .arg("--list")
-            .output()
-            .unwrap();
-        let mut b = self
-            .dir("bin")
-            .exe("bin/busybox", &data)
-            .dir("etc")
-            .dir("tmp");
+        let list = std::process::Command::new(&bin).arg("--list").output().unwrap();
+        let mut b = self.dir("bin").exe("bin/busybox", &data).dir("etc").dir("tmp");
         for applet in String::from_utf8_lossy(&list.stdout).lines() {
             if applet != "busybox" && !applet.is_empty() {
                 b = b.symlink(&format!("bin/{applet}"), "busybox");
             }
         }
-        b.file(
-            "etc/passwd",
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-        )
-        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+        b.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+            .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
     }
 
     pub fn build(self, compression: Compression) -> Layer {
-        Layer {
-            tar: self.tar.into_inner().unwrap(),
-            compression,
-        }
+        Layer { tar: self.tar.into_inner().unwrap(), compression }
     }
 }
 
@@ -133,25 +119,13 @@ impl Layer {
     pub fn blob(&self) -> (Vec<u8>, &'static str, String) {
         let diff_id = digest(&self.tar);
         match self.compression {
-            Compression::None => (
-                self.tar.clone(),
-                "application/vnd.oci.image.layer.v1.tar",
-                diff_id,
-            ),
+            Compression::None => (self.tar.clone(), "application/vnd.oci.image.layer.v1.tar", diff_id),
             Compression::Gzip => {
                 let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 e.write_all(&self.tar).unwrap();
-                (
-                    e.finish().unwrap(),
-                    "application/vnd.oci.image.layer.v1.tar+gzip",
-                    diff_id,
-                )
+                (e.finish().unwrap(), "application/vnd.oci.image.layer.v1.tar+gzip", diff_id)
             }
-            Compression::Zstd => (
-                zstd::encode_all(&self.tar[..], 3).unwrap(),
-                "application/vnd.oci.image.layer.v1.tar+zstd",
-                diff_id,
-            ),
+            Compression::Zstd => (zstd::encode_all(&self.tar[..], 3).unwrap(), "application/vnd.oci.image.layer.v1.tar+zstd", diff_id),
         }
     }
 }
@@ -181,9 +155,7 @@ pub fn generated_layer(seed: u64, size: usize, files: usize, compression: Compre
 pub fn random_layer(seed: u64, size: usize) -> Layer {
     let mut rng = fastrand::Rng::with_seed(seed);
     let data: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
-    LayerBuilder::new()
-        .file("random.bin", &data)
-        .build(Compression::Gzip)
+    LayerBuilder::new().file("random.bin", &data).build(Compression::Gzip)
 }
 
 /// An image: layers plus config essentials.
@@ -197,13 +169,7 @@ pub struct Image {
 
 impl Image {
     pub fn new(layers: Vec<Layer>) -> Self {
-        Self {
-            layers,
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            variant: None,
-            cmd: vec!["/bin/sh".into()],
-        }
+        Self { layers, os: "linux".into(), architecture: "amd64".into(), variant: None, cmd: vec!["/bin/sh".into()] }
     }
 
     pub fn arch(mut self, arch: &str, variant: Option<&str>) -> Self {
@@ -224,9 +190,7 @@ pub fn digest(data: &[u8]) -> String {
 
 fn put_blob(layout: &Path, data: &[u8]) -> String {
     let d = digest(data);
-    let p = layout
-        .join("blobs/sha256")
-        .join(d.trim_start_matches("sha256:"));
+    let p = layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
     if !p.exists() {
         std::fs::write(p, data).unwrap();
     }
@@ -272,20 +236,12 @@ fn write_image(layout: &Path, img: &Image) -> serde_json::Value {
 
 fn init_layout(layout: &Path) {
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
 fn write_index(layout: &Path, manifests: Vec<serde_json::Value>) {
     let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec_pretty(&index).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(layout.join("index.json"), serde_json::to_vec_pretty(&index).unwrap()).unwrap();
 }
 
 /// Writes an OCI layout holding one image under `tag`; returns the manifest digest.

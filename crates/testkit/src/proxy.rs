@@ -24,13 +24,7 @@ impl StallProxy {
     pub fn start(upstream_port: u16, stall_after: Option<u64>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new((
-            Mutex::new(State {
-                stall_after,
-                ..Default::default()
-            }),
-            Condvar::new(),
-        ));
+        let shared = Arc::new((Mutex::new(State { stall_after, ..Default::default() }), Condvar::new()));
         let s = shared.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
@@ -45,9 +39,7 @@ impl StallProxy {
     pub fn wait_stalled(&self, secs: u64) {
         let (lock, cv) = &*self.shared;
         let guard = lock.lock().unwrap();
-        let (_g, timeout) = cv
-            .wait_timeout_while(guard, Duration::from_secs(secs), |st| !st.stalled)
-            .unwrap();
+        let (_g, timeout) = cv.wait_timeout_while(guard, Duration::from_secs(secs), |st| !st.stalled).unwrap();
         assert!(!timeout.timed_out(), "no connection stalled within {secs}s");
     }
 

@@ -31,32 +31,18 @@ impl Registry {
         if let Some(h) = htpasswd {
             let path = dir.path().join("htpasswd");
             std::fs::write(&path, h).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: atoll-test\n    path: {}\n",
-                path.display()
-            ));
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: atoll-test\n    path: {}\n", path.display()));
         }
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
-        let mut r = Self {
-            port,
-            storage,
-            config: cfg,
-            log: dir.path().join("registry.log"),
-            child: None,
-            _dir: dir,
-        };
+        let mut r = Self { port, storage, config: cfg, log: dir.path().join("registry.log"), child: None, _dir: dir };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
         let bin = crate::require("docker-registry");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(bin)
             .arg("serve")
             .arg(&self.config)
@@ -68,11 +54,9 @@ impl Registry {
         self.child = Some(child);
         let port = self.port;
         let log = self.log.clone();
-        crate::wait_for(
-            30,
-            &format!("docker-registry on port {port} (log: {})", log.display()),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        );
+        crate::wait_for(30, &format!("docker-registry on port {port} (log: {})", log.display()), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     pub fn host(&self) -> String {
@@ -96,33 +80,17 @@ impl Registry {
     /// Pushes an OCI layout's `tag` to `repo_tag` (`name:tag`) here. `format` is passed to
     /// skopeo (`v2s2` converts to Docker schema 2).
     pub fn push(&self, layout: &Path, tag: &str, repo_tag: &str, format: Option<&str>) {
-        push_to(
-            layout,
-            tag,
-            &format!("docker://{}/{repo_tag}", self.host()),
-            format,
-            None,
-        );
+        push_to(layout, tag, &format!("docker://{}/{repo_tag}", self.host()), format, None);
     }
 
     pub fn push_with_creds(&self, layout: &Path, tag: &str, repo_tag: &str, creds: &str) {
-        push_to(
-            layout,
-            tag,
-            &format!("docker://{}/{repo_tag}", self.host()),
-            None,
-            Some(creds),
-        );
+        push_to(layout, tag, &format!("docker://{}/{repo_tag}", self.host()), None, Some(creds));
     }
 
     /// Where the registry keeps a blob's bytes (to corrupt them on purpose).
     pub fn blob_data_path(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
-        self.storage
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
+        self.storage.join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
     }
 }
 
@@ -136,16 +104,8 @@ fn push_to(layout: &Path, tag: &str, dest: &str, format: Option<&str>, creds: Op
     if let Some(c) = creds {
         cmd.args(["--dest-creds", c]);
     }
-    let out = cmd
-        .arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(dest)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo copy to {dest} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.arg(format!("oci:{}:{tag}", layout.display())).arg(dest).output().unwrap();
+    assert!(out.status.success(), "skopeo copy to {dest} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Drop for Registry {

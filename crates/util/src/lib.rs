@@ -35,22 +35,11 @@ pub enum Error {
 /// even across a crash: write a sibling temp file, fsync it, rename it over `path`, fsync the
 /// directory. `mode` is applied to the new file before it becomes visible.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    let wrap = |source| Error::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let wrap = |source| Error::Write { path: path.to_owned(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{:016x}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        fastrand::u64(..)
-    ));
+    let tmp = dir.join(format!(".{}.tmp-{:016x}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), fastrand::u64(..)));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -90,22 +79,11 @@ impl DirLock {
             .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(|source| Error::OpenLock {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(|source| Error::OpenLock { path: path.to_owned(), source })?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(Self {
-                _file: file,
-                path: path.to_owned(),
-            }),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Locked {
-                path: path.to_owned(),
-            }),
-            Err(e) => Err(Error::OpenLock {
-                path: path.to_owned(),
-                source: e.into(),
-            }),
+            Ok(()) => Ok(Self { _file: file, path: path.to_owned() }),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Locked { path: path.to_owned() }),
+            Err(e) => Err(Error::OpenLock { path: path.to_owned(), source: e.into() }),
         }
     }
 
@@ -123,11 +101,7 @@ pub fn human_bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]
@@ -141,10 +115,7 @@ mod tests {
         atomic_write(&p, b"one", 0o600).unwrap();
         atomic_write(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 

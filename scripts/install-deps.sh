@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Atoll, its tests and its benchmarks need on Debian 12. Idempotent; run as root.
+set -euo pipefail
+
+packages=(
+  ca-certificates
+  busybox-static  # a real static userland for test and demo images
+  docker-registry # a real registry v2 for tests and the demo
+  skopeo          # pushes test images into that registry; benchmark peer
+  umoci           # benchmark peer (unpack)
+  runc crun       # OCI runtimes
+  nftables iproute2
+  apache2-utils   # htpasswd, for registry auth tests
+  hyperfine       # benchmarks
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps.sh: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "install-deps.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every check and test Atoll has: formatting, clippy, unit, property and end-to-end
+# tests against real components. Needs root (device nodes, overlayfs, runtimes). This is what
+# CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: the tests need root (mknod, overlayfs mounts, OCI runtimes): run with sudo" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+
+# The target dir lives outside the clone so a reused machine keeps its build; nothing depends on it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Sets up Atoll on this machine and runs it: installs dependencies, builds and installs the
+# binary, starts `atoll daemon` (data in /var/lib/atoll, API on /run/atoll/atoll.sock), and
+# shows it working offline: a busybox image is built locally, pushed to a local registry on
+# 127.0.0.1:5000, and pulled by Atoll with live progress.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "up.sh: run as root (the daemon manages images, mounts and networks)" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
+cargo build --release --locked -p atoll -p atoll-testkit
+install -m 0755 "$CARGO_TARGET_DIR/release/atoll" /usr/local/bin/atoll
+
+state=/var/lib/atoll
+mkdir -p /var/log/atoll
+export ATOLL_SOCKET=/run/atoll/atoll.sock
+if ! atoll info >/dev/null 2>&1; then
+  nohup atoll daemon --data-dir "$state" >>/var/log/atoll/daemon.log 2>&1 &
+  echo "started atoll daemon (pid $!, log /var/log/atoll/daemon.log)"
+  for _ in $(seq 1 300); do atoll info >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+atoll info
+
+# A local registry with a demo image, so the first run shows a real pull without internet.
+demo=/var/lib/atoll-demo
+mkdir -p "$demo"
+if ! curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then
+  cat >"$demo/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $demo/registry
+http:
+  addr: 127.0.0.1:5000
+YAML
+  nohup docker-registry serve "$demo/registry.yml" >>/var/log/atoll/demo-registry.log 2>&1 &
+  for _ in $(seq 1 300); do curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+rm -rf "$demo/layout"
+"$CARGO_TARGET_DIR/release/mkimage" busybox "$demo/layout" latest >/dev/null
+skopeo copy --quiet --dest-tls-verify=false "oci:$demo/layout:latest" docker://127.0.0.1:5000/demo/busybox:latest
+
+echo
+echo "+ atoll pull 127.0.0.1:5000/demo/busybox"
+atoll pull 127.0.0.1:5000/demo/busybox
+echo
+echo "+ atoll images"
+atoll images
+echo
+echo "Atoll is running. Try: atoll image inspect 127.0.0.1:5000/demo/busybox | less"
