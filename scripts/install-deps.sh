@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(
-  ca-certificates
+  ca-certificates curl openssl
   busybox-static  # a real static userland for test and demo images
   docker-registry # a real registry v2 for tests and the demo
   skopeo          # pushes test images into that registry; benchmark peer

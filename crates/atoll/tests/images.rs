@@ -456,3 +456,24 @@ fn credentials_from_a_docker_config_json() {
     e.daemon.ok(&["pull", &format!("{}/private:v1", e.registry.host())]);
     e.daemon.restart();
 }
+
+#[test]
+fn anonymous_bearer_token_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = atoll_testkit::token::TokenServer::start(dir.path());
+    let registry = Registry::start_with_tokens(&tokens);
+    let daemon = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    // Without a token the registry refuses: the auth is really on.
+    let r = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{}/v2/", registry.host()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "401");
+    let layout = dir.path().join("layout");
+    write_layout(&layout, "v1", &busybox_image());
+    registry.push(&layout, "v1", "tokened/app:v1", None);
+    let before = tokens.requests();
+    daemon.ok(&["pull", &format!("{}/tokened/app:v1", registry.host())]);
+    assert!(tokens.requests() > before, "the pull should have fetched a bearer token");
+}

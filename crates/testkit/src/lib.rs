@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod oci;
 pub mod proxy;
 pub mod registry;
+pub mod token;
 
 use std::path::PathBuf;
 

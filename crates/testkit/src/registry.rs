@@ -19,8 +19,24 @@ impl Registry {
         Self::start_with(None)
     }
 
+    /// Starts a registry that sends clients to `tokens` for bearer tokens.
+    pub fn start_with_tokens(tokens: &crate::token::TokenServer) -> Self {
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            tokens.realm(),
+            crate::token::SERVICE,
+            crate::token::ISSUER,
+            tokens.cert.display()
+        );
+        Self::start_config(None, Some(&auth))
+    }
+
     /// Starts a registry; with `htpasswd`, pulls need those basic-auth credentials.
     pub fn start_with(htpasswd: Option<&str>) -> Self {
+        Self::start_config(htpasswd, None)
+    }
+
+    fn start_config(htpasswd: Option<&str>, auth: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let storage = dir.path().join("storage");
@@ -32,6 +48,9 @@ impl Registry {
             let path = dir.path().join("htpasswd");
             std::fs::write(&path, h).unwrap();
             config.push_str(&format!("auth:\n  htpasswd:\n    realm: atoll-test\n    path: {}\n", path.display()));
+        }
+        if let Some(a) = auth {
+            config.push_str(a);
         }
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
