@@ -1,0 +1,314 @@
+//! OCI runtime bundle generation: `config.json` from the image config, the container spec and
+//! what the daemon resolved (identity, paths, limits). Pure: no IO. The result is a typed
+//! `oci_spec::runtime::Spec`, and tests snapshot it.
+//!
+//! Hardening by default: docker's capability set, no-new-privileges, masked and read-only
+//! `/proc` and `/sys` paths, the seccomp profile in `data/seccomp.json`, rlimits no higher than
+//! the host allows, memory/CPU/pids limits as cgroup resources.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use atoll_spec::container::parse_signal;
+use atoll_spec::{ContainerSpec, MountKind, NetworkMode};
+
+use crate::seccomp;
+use crate::user::Identity;
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Paths hidden from containers (docker's list).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths containers may read but not write.
+pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("no command: the image has no Entrypoint or Cmd, so give one after the image name")]
+    NoCommand,
+    #[error("the generated config is not a valid OCI runtime spec")]
+    Invalid(#[source] serde_json::Error),
+}
+
+/// The parts of an image config that shape a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDefaults {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub stop_signal: Option<String>,
+}
+
+impl ImageDefaults {
+    /// Reads the `config` object of an OCI image config.
+    pub fn from_config(config: &Value) -> Self {
+        let c = &config["config"];
+        let strings =
+            |v: &Value| v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        let opt = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+        Self {
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            env: strings(&c["Env"]),
+            workdir: opt(&c["WorkingDir"]),
+            user: opt(&c["User"]),
+            stop_signal: opt(&c["StopSignal"]),
+        }
+    }
+}
+
+/// The argv: docker's rules for combining Entrypoint and Cmd with their overrides.
+pub fn argv(spec: &ContainerSpec, image: &ImageDefaults) -> Result<Vec<String>, BundleError> {
+    let entrypoint: Vec<String> = match &spec.entrypoint {
+        Some(ep) => ep.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        None => image.entrypoint.clone(),
+    };
+    let cmd = match (&spec.cmd, &spec.entrypoint) {
+        (Some(c), _) => c.clone(),
+        // Setting --entrypoint drops the image's Cmd, as docker does.
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd.clone(),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() { Err(BundleError::NoCommand) } else { Ok(args) }
+}
+
+/// The environment: image, then spec (later keys win), plus PATH/HOME/HOSTNAME/TERM defaults.
+pub fn environment(spec: &ContainerSpec, image: &ImageDefaults, hostname: &str, home: &str) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut put = |kv: &str, env: &mut BTreeMap<String, String>| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if env.insert(k.to_owned(), v.to_owned()).is_none() {
+            order.push(k.to_owned());
+        }
+    };
+    put(&format!("PATH={DEFAULT_PATH}"), &mut env);
+    put(&format!("HOSTNAME={hostname}"), &mut env);
+    for kv in image.env.iter().chain(&spec.env) {
+        put(kv, &mut env);
+    }
+    if !env.contains_key("HOME") {
+        put(&format!("HOME={home}"), &mut env);
+    }
+    if spec.tty && !env.contains_key("TERM") {
+        put("TERM=xterm", &mut env);
+    }
+    order.into_iter().map(|k| format!("{k}={}", env[&k])).collect()
+}
+
+/// What the daemon resolved for one container.
+#[derive(Debug, Clone)]
+pub struct BundleInput<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub spec: &'a ContainerSpec,
+    pub image: &'a ImageDefaults,
+    pub identity: &'a Identity,
+    pub rootfs: PathBuf,
+    pub hostname: String,
+    /// Files bind-mounted read-only over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
+    pub etc_files: Vec<(PathBuf, &'static str)>,
+    /// Host paths for the spec's volume mounts, by target.
+    pub volume_sources: BTreeMap<String, PathBuf>,
+    pub cgroups_path: String,
+    /// RLIMIT_NOFILE and RLIMIT_NPROC (soft, hard), already clamped to the host's hard limits.
+    pub nofile: (u64, u64),
+    pub nproc: (u64, u64),
+    /// A static init to run as PID 1 for `--init` (mounted at /sbin/atoll-init).
+    pub init_binary: Option<PathBuf>,
+    /// Seccomp architectures for this host.
+    pub arch: &'static str,
+}
+
+/// Where `--init` is mounted inside the container.
+pub const INIT_PATH: &str = "/sbin/atoll-init";
+
+/// Builds the runtime config.
+pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, BundleError> {
+    let spec = input.spec;
+    let mut args = argv(spec, input.image)?;
+    if spec.init && input.init_binary.is_some() {
+        args.splice(0..0, [INIT_PATH.to_owned(), "--".to_owned()]);
+    }
+    let caps: Vec<String> = spec.capabilities().into_iter().collect();
+    let env = environment(spec, input.image, &input.hostname, &input.identity.home);
+    let cwd = spec.workdir.clone().or_else(|| input.image.workdir.clone()).unwrap_or_else(|| "/".into());
+
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ];
+    for (src, dst) in &input.etc_files {
+        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", "ro"]}));
+    }
+    if let (true, Some(init)) = (spec.init, &input.init_binary) {
+        mounts.push(json!({"destination": INIT_PATH, "type": "bind", "source": init, "options": ["rbind", "rprivate", "ro"]}));
+    }
+    for m in &spec.mounts {
+        let ro = if m.read_only { "ro" } else { "rw" };
+        match m.kind {
+            MountKind::Bind | MountKind::Volume => {
+                let source = match m.kind {
+                    MountKind::Bind => PathBuf::from(&m.source),
+                    _ => input.volume_sources.get(&m.target).cloned().unwrap_or_else(|| PathBuf::from(&m.source)),
+                };
+                let mut opts = vec!["rbind".to_owned(), ro.to_owned()];
+                opts.extend(m.options.iter().filter(|o| o.contains("private") || o.contains("slave") || o.contains("shared")).cloned());
+                if !opts.iter().any(|o| o.contains("private") || o.contains("slave") || o.contains("shared")) {
+                    opts.push("rprivate".into());
+                }
+                mounts.push(json!({"destination": m.target, "type": "bind", "source": source, "options": opts}));
+            }
+            MountKind::Tmpfs => {
+                let mut opts = vec!["nosuid".to_owned(), "nodev".to_owned()];
+                opts.extend(m.options.iter().cloned());
+                mounts.push(json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": opts}));
+            }
+        }
+    }
+
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    if spec.network == NetworkMode::None {
+        namespaces.push(json!({"type": "network"}));
+    }
+
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(m) = spec.resources.memory {
+        // Swap equal to the limit: the limit is a real ceiling, as tests and users expect.
+        resources["memory"] = json!({"limit": m, "swap": m});
+    }
+    if let Some(c) = spec.resources.cpus_milli {
+        resources["cpu"] = json!({"quota": c * 100, "period": 100_000});
+    }
+    if let Some(p) = spec.resources.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+
+    let stop_signal = spec.stop_signal.as_deref().or(input.image.stop_signal.as_deref()).and_then(|s| parse_signal(s).ok()).unwrap_or(15);
+    let config = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": spec.tty,
+            "user": {"uid": input.identity.uid, "gid": input.identity.gid, "additionalGids": input.identity.additional_gids},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []},
+            "rlimits": [
+                {"type": "RLIMIT_NOFILE", "soft": input.nofile.0, "hard": input.nofile.1},
+                {"type": "RLIMIT_NPROC", "soft": input.nproc.0, "hard": input.nproc.1},
+            ],
+            "noNewPrivileges": true,
+            "oomScoreAdj": 0,
+        },
+        "root": {"path": input.rootfs, "readonly": spec.read_only},
+        "hostname": input.hostname,
+        "mounts": mounts,
+        "annotations": {
+            "io.atoll.container.id": input.id,
+            "io.atoll.container.name": input.name,
+            "io.atoll.stop-signal": stop_signal.to_string(),
+        },
+        "linux": {
+            "namespaces": namespaces,
+            "resources": resources,
+            "cgroupsPath": input.cgroups_path,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": seccomp::profile(&spec.capabilities(), input.arch),
+        },
+    });
+    serde_json::from_value(config).map_err(BundleError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageDefaults {
+        ImageDefaults { entrypoint: vec![], cmd: vec!["/bin/sh".into()], env: vec!["PATH=/bin".into(), "A=1".into()], ..Default::default() }
+    }
+
+    #[test]
+    fn argv_follows_docker() {
+        let mut s = ContainerSpec { image: "x".into(), ..Default::default() };
+        let mut img = image();
+        assert_eq!(argv(&s, &img).unwrap(), vec!["/bin/sh"]);
+        img.entrypoint = vec!["/entry".into()];
+        assert_eq!(argv(&s, &img).unwrap(), vec!["/entry", "/bin/sh"]);
+        s.cmd = Some(vec!["run".into()]);
+        assert_eq!(argv(&s, &img).unwrap(), vec!["/entry", "run"]);
+        s.entrypoint = Some(vec!["".into()]);
+        assert_eq!(argv(&s, &img).unwrap(), vec!["run"]);
+        s.cmd = None;
+        assert!(matches!(argv(&s, &img), Err(BundleError::NoCommand)));
+    }
+
+    #[test]
+    fn env_merges_with_overrides_and_defaults() {
+        let s = ContainerSpec { image: "x".into(), env: vec!["A=2".into(), "B=3".into()], tty: true, ..Default::default() };
+        let env = environment(&s, &image(), "web", "/root");
+        assert_eq!(env, vec!["PATH=/bin", "HOSTNAME=web", "A=2", "B=3", "HOME=/root", "TERM=xterm"]);
+    }
+
+    #[test]
+    fn config_snapshot() {
+        let spec = ContainerSpec {
+            image: "x".into(),
+            env: vec!["K=V".into()],
+            mounts: vec![
+                atoll_spec::Mount::parse_volume("/srv:/data:ro").unwrap(),
+                atoll_spec::Mount::parse_tmpfs("/run:size=1m").unwrap(),
+            ],
+            resources: atoll_spec::container::Resources { memory: Some(64 << 20), cpus_milli: Some(500), pids_limit: Some(50) },
+            cap_drop: vec!["NET_RAW".into()],
+            ..Default::default()
+        };
+        let identity = Identity { uid: 0, gid: 0, additional_gids: vec![], home: "/root".into() };
+        let img = image();
+        let input = BundleInput {
+            id: "abc",
+            name: "web",
+            spec: &spec,
+            image: &img,
+            identity: &identity,
+            rootfs: "/var/lib/atoll/containers/abc/rootfs".into(),
+            hostname: "abc".into(),
+            etc_files: vec![("/var/lib/atoll/containers/abc/hosts".into(), "/etc/hosts")],
+            volume_sources: BTreeMap::new(),
+            cgroups_path: "/atoll/abc".into(),
+            nofile: (1024, 4096),
+            nproc: (4096, 4096),
+            init_binary: None,
+            arch: "x86_64",
+        };
+        let cfg = config(&input).unwrap();
+        let mut v = serde_json::to_value(&cfg).unwrap();
+        // The seccomp profile has its own test; keep this snapshot about the rest.
+        v["linux"]["seccomp"] = json!("<profile>");
+        expect_test::expect_file!["../tests/snapshots/config.json"].assert_eq(&(serde_json::to_string_pretty(&v).unwrap() + "\n"));
+    }
+}

@@ -1,0 +1,126 @@
+//! The daemon's side of a shim: start one, and talk to it over its socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::shim::{self, ExitStatus, ShimConfig, Started};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("starting the shim")]
+    Spawn(#[source] std::io::Error),
+    #[error("the shim did not report within {0:?}")]
+    Timeout(Duration),
+    #[error("the shim exited without reporting (see {log})")]
+    NoReport { log: PathBuf },
+    #[error("{0}")]
+    Start(String),
+    #[error("the shim is gone")]
+    Gone(#[source] std::io::Error),
+    #[error("the shim answered {0:?}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// How long a shim may take to create and start a container.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts `atoll shim` for `cfg` (detached in its own process group) and returns what it
+/// reported: the container's pid and start time.
+pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), DriverError> {
+    let log = cfg.state_dir.join("shim.log");
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(DriverError::Spawn)?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("shim")
+        .arg("--id")
+        .arg(&cfg.id)
+        .arg("--bundle")
+        .arg(&cfg.bundle)
+        .arg("--state-dir")
+        .arg(&cfg.state_dir)
+        .arg("--runtime")
+        .arg(&cfg.runtime)
+        .arg("--runtime-root")
+        .arg(&cfg.runtime_root)
+        .arg("--log-max-size")
+        .arg(cfg.log_max_size.to_string())
+        .arg("--log-max-files")
+        .arg(cfg.log_max_files.to_string())
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log_file)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(DriverError::Spawn)?;
+    let stdout = child.stdout.take().expect("piped");
+    // Reap the shim whenever it exits, so it never lingers as a zombie of the daemon.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    let mut line = String::new();
+    let mut reader = BufReader::new(stdout);
+    let read = reader.read_line(&mut line);
+    match tokio::time::timeout(START_TIMEOUT, read).await {
+        Err(_) => Err(DriverError::Timeout(START_TIMEOUT)),
+        Ok(Err(e)) => Err(DriverError::Spawn(e)),
+        Ok(Ok(0)) => Err(DriverError::NoReport { log }),
+        Ok(Ok(_)) => match serde_json::from_str::<Started>(&line) {
+            Ok(Started::Ok { pid, started_at }) => Ok((pid, started_at)),
+            Ok(Started::Failed { error }) => Err(DriverError::Start(error)),
+            Err(_) => Err(DriverError::Protocol(line)),
+        },
+    }
+}
+
+/// A connection-per-request client of one shim.
+#[derive(Debug, Clone)]
+pub struct ShimClient {
+    socket: PathBuf,
+}
+
+impl ShimClient {
+    pub fn new(state_dir: &Path) -> Self {
+        Self { socket: state_dir.join(shim::SOCKET) }
+    }
+
+    async fn request(&self, req: &str) -> Result<serde_json::Value, DriverError> {
+        let mut s = UnixStream::connect(&self.socket).await.map_err(DriverError::Gone)?;
+        s.write_all(req.as_bytes()).await.map_err(DriverError::Gone)?;
+        s.write_all(b"\n").await.map_err(DriverError::Gone)?;
+        let mut line = String::new();
+        let n = BufReader::new(s).read_line(&mut line).await.map_err(DriverError::Gone)?;
+        if n == 0 {
+            return Err(DriverError::Gone(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|_| DriverError::Protocol(line.clone()))?;
+        if let Some(e) = v["error"].as_str() {
+            return Err(DriverError::Refused(e.to_owned()));
+        }
+        Ok(v)
+    }
+
+    /// Is the shim alive and answering?
+    pub async fn alive(&self) -> bool {
+        self.request(r#"{"op":"state"}"#).await.is_ok()
+    }
+
+    pub async fn kill(&self, signal: i32) -> Result<(), DriverError> {
+        self.request(&format!(r#"{{"op":"kill","signal":{signal}}}"#)).await.map(|_| ())
+    }
+
+    /// Waits until the container exits. Errors if the shim goes away without saying.
+    pub async fn wait(&self) -> Result<ExitStatus, DriverError> {
+        let v = self.request(r#"{"op":"wait"}"#).await?;
+        serde_json::from_value(v.clone()).map_err(|_| DriverError::Protocol(v.to_string()))
+    }
+}
+
+/// Reads `exit.json` if the shim wrote one.
+pub fn read_exit(state_dir: &Path) -> Option<ExitStatus> {
+    serde_json::from_slice(&std::fs::read(state_dir.join(shim::EXIT_FILE)).ok()?).ok()
+}

@@ -1,0 +1,15 @@
+//! Running containers: OCI bundle generation with hardening defaults, the runtime probe, the
+//! shim (one small process per container that outlives the daemon), its client, container
+//! logs and overlay root filesystems.
+//!
+//! Pure modules: `bundle`, `seccomp`, `user`, and the parsing parts of `logs`. `shim` is a
+//! separate process (`atoll shim`); `driver` is the daemon's side of it.
+
+pub mod bundle;
+pub mod driver;
+pub mod logs;
+pub mod probe;
+pub mod rootfs;
+pub mod seccomp;
+pub mod shim;
+pub mod user;

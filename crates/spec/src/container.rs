@@ -1,0 +1,569 @@
+//! What a container should be: the options of `atoll run`, validated and normalised.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::HealthConfig;
+use crate::restart::RestartPolicy;
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+/// Every capability Linux knows (as of 6.x).
+pub const ALL_CAPS: &[&str] = &[
+    "CAP_AUDIT_CONTROL",
+    "CAP_AUDIT_READ",
+    "CAP_AUDIT_WRITE",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_KILL",
+    "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MKNOD",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_RAW",
+    "CAP_PERFMON",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYSLOG",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_NICE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_WAKE_ALARM",
+];
+
+/// Smallest memory limit accepted (docker's too): below it runtimes fail obscurely.
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid container name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    Name(String),
+    #[error("image must not be empty")]
+    NoImage,
+    #[error("invalid environment entry {0:?}: use KEY=VALUE (KEY without '=' or NUL)")]
+    Env(String),
+    #[error("invalid volume {0:?}: use SOURCE:TARGET[:ro|rw] with an absolute TARGET")]
+    Volume(String),
+    #[error("invalid tmpfs {0:?}: use TARGET[:OPTIONS] with an absolute TARGET")]
+    Tmpfs(String),
+    #[error("mount target {0:?} must be an absolute path other than /")]
+    MountTarget(String),
+    #[error("two mounts at {0:?}")]
+    DuplicateMount(String),
+    #[error("unknown capability {0:?}: use a name like NET_ADMIN or CAP_NET_ADMIN, or ALL")]
+    Capability(String),
+    #[error("memory limit {0} bytes is below the minimum of 6 MiB")]
+    Memory(u64),
+    #[error("invalid user {0:?}: use USER, UID, USER:GROUP or UID:GID")]
+    User(String),
+    #[error("working directory {0:?} must be an absolute path")]
+    Workdir(String),
+    #[error("invalid hostname {0:?}")]
+    Hostname(String),
+    #[error("invalid log option {0:?}: use max-size=SIZE or max-file=N (N >= 1)")]
+    LogOpt(String),
+    #[error("invalid stop signal {0:?}")]
+    Signal(String),
+    #[error("the health check needs a command")]
+    HealthCommand,
+    #[error("invalid label {0:?}: use KEY=VALUE")]
+    Label(String),
+    #[error("{0}")]
+    Unit(#[from] crate::units::UnitError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path.
+    Bind,
+    /// A named volume managed by Atoll.
+    Volume,
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Host path (bind), volume name (volume), empty (tmpfs).
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Extra mount options (tmpfs `size=64m`, `mode=1777`…).
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    /// `-v SOURCE:TARGET[:ro|rw]`: an absolute SOURCE is a bind mount, a name is a volume.
+    pub fn parse_volume(s: &str) -> Result<Self, SpecError> {
+        let err = || SpecError::Volume(s.to_owned());
+        let parts: Vec<&str> = s.split(':').collect();
+        let (source, target, mode) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, None),
+            [src, dst, mode] => (*src, *dst, Some(*mode)),
+            _ => return Err(err()),
+        };
+        let mut read_only = false;
+        let mut options = Vec::new();
+        if let Some(m) = mode {
+            for o in m.split(',') {
+                match o {
+                    "ro" => read_only = true,
+                    "rw" => read_only = false,
+                    "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "rshared" | "shared" => options.push(o.to_owned()),
+                    _ => return Err(err()),
+                }
+            }
+        }
+        if source.is_empty() || !target.starts_with('/') {
+            return Err(err());
+        }
+        let kind = if source.starts_with('/') {
+            MountKind::Bind
+        } else if valid_name(source) {
+            MountKind::Volume
+        } else {
+            return Err(err());
+        };
+        Ok(Self { kind, source: source.to_owned(), target: target.to_owned(), read_only, options })
+    }
+
+    /// `--tmpfs TARGET[:OPTIONS]`.
+    pub fn parse_tmpfs(s: &str) -> Result<Self, SpecError> {
+        let (target, opts) = s.split_once(':').unwrap_or((s, ""));
+        if !target.starts_with('/') {
+            return Err(SpecError::Tmpfs(s.to_owned()));
+        }
+        let options: Vec<String> = opts.split(',').filter(|o| !o.is_empty()).map(str::to_owned).collect();
+        let read_only = options.iter().any(|o| o == "ro");
+        Ok(Self { kind: MountKind::Tmpfs, source: String::new(), target: target.to_owned(), read_only, options })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A private network namespace with only loopback.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// Log rotation: the shim keeps at most `max_files` files of `max_size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogOptions {
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+impl Default for LogOptions {
+    /// 10 MiB × 3 files: bounded by default, unlike docker's json-file.
+    fn default() -> Self {
+        Self { max_size: 10 << 20, max_files: 3 }
+    }
+}
+
+impl LogOptions {
+    /// Applies one `--log-opt KEY=VALUE`.
+    pub fn apply(&mut self, opt: &str) -> Result<(), SpecError> {
+        let err = || SpecError::LogOpt(opt.to_owned());
+        match opt.split_once('=') {
+            Some(("max-size", v)) => {
+                let n = crate::units::parse_size(v).map_err(|_| err())?;
+                if n < 4096 {
+                    return Err(err());
+                }
+                self.max_size = n;
+            }
+            Some(("max-file", v)) => {
+                let n: u32 = v.parse().map_err(|_| err())?;
+                if n == 0 {
+                    return Err(err());
+                }
+                self.max_files = n;
+            }
+            _ => return Err(err()),
+        }
+        Ok(())
+    }
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Resources {
+    /// Bytes.
+    pub memory: Option<u64>,
+    /// Thousandths of a CPU.
+    pub cpus_milli: Option<u64>,
+    pub pids_limit: Option<i64>,
+}
+
+/// A container's desired state: `atoll run`'s options.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ContainerSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub image: String,
+    /// Replaces the image's Cmd.
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// Replaces the image's Entrypoint (`[""]` clears it).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// `KEY=VALUE`, added to (and overriding) the image's.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Replaces the image's health check.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+    /// Disables the image's health check.
+    #[serde(default)]
+    pub no_healthcheck: bool,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Run a minimal init as PID 1 that reaps zombies and forwards signals.
+    #[serde(default)]
+    pub init: bool,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub interactive: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Seconds between the stop signal and SIGKILL.
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
+    #[serde(default)]
+    pub log: LogOptions,
+    #[serde(default)]
+    pub network: NetworkMode,
+    /// Remove the container when it exits (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+/// Container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 characters.
+pub fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b[0].is_ascii_alphanumeric() && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+}
+
+/// Normalises `net_admin` / `CAP_NET_ADMIN` to `CAP_NET_ADMIN`; `ALL` stays `ALL`.
+pub fn normalize_cap(c: &str) -> Result<String, SpecError> {
+    let up = c.trim().to_ascii_uppercase();
+    if up == "ALL" {
+        return Ok(up);
+    }
+    let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
+    if ALL_CAPS.contains(&full.as_str()) { Ok(full) } else { Err(SpecError::Capability(c.to_owned())) }
+}
+
+/// Parses a signal name or number (`TERM`, `SIGTERM`, `15`) to its number.
+pub fn parse_signal(s: &str) -> Result<i32, SpecError> {
+    const NAMES: &[(&str, i32)] = &[
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ILL", 4),
+        ("TRAP", 5),
+        ("ABRT", 6),
+        ("BUS", 7),
+        ("FPE", 8),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("SEGV", 11),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("STKFLT", 16),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+        ("TSTP", 20),
+        ("TTIN", 21),
+        ("TTOU", 22),
+        ("URG", 23),
+        ("XCPU", 24),
+        ("XFSZ", 25),
+        ("VTALRM", 26),
+        ("PROF", 27),
+        ("WINCH", 28),
+        ("IO", 29),
+        ("PWR", 30),
+        ("SYS", 31),
+    ];
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) { Ok(n) } else { Err(SpecError::Signal(s.to_owned())) };
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    NAMES.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| SpecError::Signal(s.to_owned()))
+}
+
+/// Parses a docker env file: `KEY=VALUE` lines, `#` comments, blank lines; a bare `KEY` takes
+/// its value from `lookup` (the client's environment) and is dropped if unset.
+pub fn parse_env_file(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Vec<String>, SpecError> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        match l.split_once('=') {
+            Some((k, _)) if valid_env_key(k) => out.push(l.to_owned()),
+            None if valid_env_key(l.trim_end()) => {
+                if let Some(v) = lookup(l.trim_end()) {
+                    out.push(format!("{}={v}", l.trim_end()));
+                }
+            }
+            _ => return Err(SpecError::Env(line.to_owned())),
+        }
+    }
+    Ok(out)
+}
+
+fn valid_env_key(k: &str) -> bool {
+    !k.is_empty() && !k.contains(['=', '\0']) && !k.chars().any(char::is_whitespace)
+}
+
+impl ContainerSpec {
+    /// Checks everything that can be checked without IO.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(n) = &self.name
+            && !valid_name(n)
+        {
+            return Err(SpecError::Name(n.clone()));
+        }
+        if self.image.trim().is_empty() {
+            return Err(SpecError::NoImage);
+        }
+        for e in &self.env {
+            match e.split_once('=') {
+                Some((k, v)) if valid_env_key(k) && !v.contains('\0') => {}
+                _ => return Err(SpecError::Env(e.clone())),
+            }
+        }
+        let mut targets = BTreeSet::new();
+        for m in &self.mounts {
+            let t = m.target.trim_end_matches('/');
+            if !m.target.starts_with('/') || t.is_empty() || m.target.split('/').any(|c| c == "..") {
+                return Err(SpecError::MountTarget(m.target.clone()));
+            }
+            if !targets.insert(t.to_owned()) {
+                return Err(SpecError::DuplicateMount(m.target.clone()));
+            }
+            if m.kind == MountKind::Bind && !m.source.starts_with('/') {
+                return Err(SpecError::Volume(format!("{}:{}", m.source, m.target)));
+            }
+        }
+        for c in self.cap_add.iter().chain(&self.cap_drop) {
+            normalize_cap(c)?;
+        }
+        if let Some(m) = self.resources.memory
+            && m < MIN_MEMORY
+        {
+            return Err(SpecError::Memory(m));
+        }
+        if let Some(u) = &self.user {
+            let ok = !u.is_empty() && u.split(':').count() <= 2 && u.split(':').all(|p| !p.is_empty() && !p.contains(['/', '\0']));
+            if !ok {
+                return Err(SpecError::User(u.clone()));
+            }
+        }
+        if let Some(w) = &self.workdir
+            && !w.starts_with('/')
+        {
+            return Err(SpecError::Workdir(w.clone()));
+        }
+        if let Some(h) = &self.hostname {
+            let ok = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(SpecError::Hostname(h.clone()));
+            }
+        }
+        if let Some(s) = &self.stop_signal {
+            parse_signal(s)?;
+        }
+        if let Some(h) = &self.health
+            && h.argv().is_empty()
+        {
+            return Err(SpecError::HealthCommand);
+        }
+        if self.log.max_files == 0 || self.log.max_size < 4096 {
+            return Err(SpecError::LogOpt(format!("max-size={},max-file={}", self.log.max_size, self.log.max_files)));
+        }
+        Ok(())
+    }
+
+    /// The capability set after `--cap-add` / `--cap-drop`, applied to docker's defaults.
+    pub fn capabilities(&self) -> BTreeSet<String> {
+        let mut caps: BTreeSet<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+        let norm = |v: &[String]| v.iter().filter_map(|c| normalize_cap(c).ok()).collect::<Vec<_>>();
+        let (add, drop) = (norm(&self.cap_add), norm(&self.cap_drop));
+        if drop.iter().any(|c| c == "ALL") {
+            caps.clear();
+        }
+        for c in drop.iter().filter(|c| *c != "ALL") {
+            caps.remove(c);
+        }
+        if add.iter().any(|c| c == "ALL") {
+            caps.extend(ALL_CAPS.iter().map(|s| s.to_string()));
+        }
+        caps.extend(add.into_iter().filter(|c| c != "ALL"));
+        caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec { image: "busybox".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn volumes() {
+        let m = Mount::parse_volume("/srv/data:/data:ro").unwrap();
+        assert_eq!((m.kind, m.read_only), (MountKind::Bind, true));
+        let m = Mount::parse_volume("dbdata:/var/lib/db").unwrap();
+        assert_eq!(m.kind, MountKind::Volume);
+        for bad in ["/a", "/a:b", "/a:/b:xx", ":/b", "bad name:/x", "a:/b:c:d"] {
+            assert!(Mount::parse_volume(bad).is_err(), "{bad}");
+        }
+        let t = Mount::parse_tmpfs("/run:size=64m,mode=1777").unwrap();
+        assert_eq!(t.options, vec!["size=64m", "mode=1777"]);
+        assert!(Mount::parse_tmpfs("run").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut s = spec();
+        s.name = Some("-bad".into());
+        assert!(matches!(s.validate(), Err(SpecError::Name(_))));
+        let mut s = spec();
+        s.env = vec!["NOEQUALS".into()];
+        assert!(matches!(s.validate(), Err(SpecError::Env(_))));
+        let mut s = spec();
+        s.cap_add = vec!["NET_FLY".into()];
+        assert!(matches!(s.validate(), Err(SpecError::Capability(_))));
+        let mut s = spec();
+        s.resources.memory = Some(1024);
+        assert!(matches!(s.validate(), Err(SpecError::Memory(_))));
+        let mut s = spec();
+        s.mounts = vec![Mount::parse_tmpfs("/a").unwrap(), Mount::parse_tmpfs("/a/").unwrap()];
+        assert!(matches!(s.validate(), Err(SpecError::DuplicateMount(_))));
+        assert!(spec().validate().is_ok());
+    }
+
+    #[test]
+    fn capabilities_follow_docker() {
+        let mut s = spec();
+        assert_eq!(s.capabilities().len(), DEFAULT_CAPS.len());
+        s.cap_drop = vec!["all".into()];
+        s.cap_add = vec!["net_admin".into()];
+        assert_eq!(s.capabilities().into_iter().collect::<Vec<_>>(), vec!["CAP_NET_ADMIN"]);
+        s.cap_add = vec!["ALL".into()];
+        assert_eq!(s.capabilities().len(), ALL_CAPS.len());
+    }
+
+    #[test]
+    fn signals_and_log_opts() {
+        assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
+        assert_eq!(parse_signal("kill").unwrap(), 9);
+        assert_eq!(parse_signal("10").unwrap(), 10);
+        assert!(parse_signal("SIGNOPE").is_err());
+        let mut l = LogOptions::default();
+        l.apply("max-size=1m").unwrap();
+        l.apply("max-file=2").unwrap();
+        assert_eq!(l, LogOptions { max_size: 1 << 20, max_files: 2 });
+        assert!(l.apply("max-file=0").is_err());
+        assert!(l.apply("compress=true").is_err());
+    }
+
+    #[test]
+    fn env_files() {
+        let env = parse_env_file("# c\nA=1\n\nB\nC=x=y\n  D=\n", |k| (k == "B").then(|| "from-env".into())).unwrap();
+        assert_eq!(env, vec!["A=1", "B=from-env", "C=x=y", "D="]);
+        assert!(parse_env_file("=x\n", |_| None).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn volume_parser_never_panics(s in "\\PC{0,40}") {
+            let _ = Mount::parse_volume(&s);
+            let _ = Mount::parse_tmpfs(&s);
+        }
+
+        /// A spec that survives JSON keeps its meaning.
+        #[test]
+        fn spec_json_roundtrip(name in "[a-z][a-z0-9_.-]{0,10}", env in prop::collection::vec("[A-Z]{1,5}=[a-z]{0,5}", 0..4)) {
+            let s = ContainerSpec { name: Some(name), image: "busybox".into(), env, ..Default::default() };
+            s.validate().unwrap();
+            let back: ContainerSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            prop_assert_eq!(back, s);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The desired-state model: what a container should be, checked and normalised; and the pure
+//! state machines that decide restarts and health. No IO, no async, no clocks: callers pass
+//! the time in.
+#![forbid(unsafe_code)]
+
+pub mod container;
+pub mod health;
+pub mod restart;
+pub mod units;
+
+pub use container::{ContainerSpec, Mount, MountKind, NetworkMode, SpecError};
+pub use health::{HealthConfig, HealthOnFailure, HealthStatus, HealthTracker};
+pub use restart::{Backoff, RestartPolicy};
