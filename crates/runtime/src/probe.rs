@@ -32,7 +32,7 @@ impl fmt::Display for CgroupMode {
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 fn is_cgroup2(path: &str) -> bool {
-    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as i64 == CGROUP2_SUPER_MAGIC)
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type == CGROUP2_SUPER_MAGIC)
 }
 
 pub fn cgroup_mode() -> CgroupMode {
@@ -128,7 +128,7 @@ pub fn try_run(runtime: &Path, work: &Path) -> Result<(), String> {
         Ok(())
     } else {
         let text = String::from_utf8_lossy(&out.stderr);
-        Err(text.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("failed without a message").trim().to_owned())
+        Err(text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed without a message").trim().to_owned())
     }
 }
 
