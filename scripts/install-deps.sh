@@ -9,6 +9,7 @@ packages=(
   skopeo          # pushes test images into that registry; benchmark peer
   umoci           # benchmark peer (unpack)
   runc crun       # OCI runtimes
+  tini            # the static init behind --init
   nftables iproute2
   apache2-utils   # htpasswd, for registry auth tests
   hyperfine       # benchmarks

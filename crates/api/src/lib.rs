@@ -4,6 +4,7 @@
 //! this crate as `openapi.json`; a test fails when the two differ (`UPDATE_EXPECT=1` rewrites).
 
 pub mod client;
+pub mod containers;
 pub mod server;
 pub mod types;
 

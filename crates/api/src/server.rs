@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 
 use atoll_image::pull::PullEvent;
 use atoll_image::{ErrorKind, ImageDetail, ImageError, ImageService, ImageSummary, PruneReport, RemoveReport};
+use atoll_node::Engine;
 
 use crate::types::*;
 
@@ -29,6 +30,8 @@ pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// What the handlers share.
 pub struct AppState {
     pub images: Arc<ImageService>,
+    pub engine: Arc<Engine>,
+    pub runtime: RuntimeInfo,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub insecure_registries: Vec<String>,
@@ -54,15 +57,20 @@ impl ApiError {
     }
 }
 
+/// The HTTP status for an error of this kind.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
-        let status = match e.kind() {
-            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = status_of(e.kind());
         if status.is_server_error() {
             tracing::error!(error = %ErrorBody::from_error(&e), "request failed");
         }
@@ -141,6 +149,16 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(prune_images))
         .routes(routes!(import_images))
         .routes(routes!(login, logout))
+        .routes(routes!(crate::containers::create, crate::containers::list))
+        .routes(routes!(crate::containers::inspect, crate::containers::remove))
+        .routes(routes!(crate::containers::start))
+        .routes(routes!(crate::containers::stop))
+        .routes(routes!(crate::containers::restart))
+        .routes(routes!(crate::containers::kill))
+        .routes(routes!(crate::containers::wait))
+        .routes(routes!(crate::containers::top))
+        .routes(routes!(crate::containers::logs_route))
+        .routes(routes!(crate::containers::exec))
 }
 
 async fn not_found() -> ApiError {
@@ -167,6 +185,9 @@ async fn info(State(s): St) -> Json<Info> {
         socket: s.socket.display().to_string(),
         platform: atoll_image::Platform::host().to_string(),
         images: s.images.list().len(),
+        containers: s.engine.list(true).len(),
+        containers_running: s.engine.list(false).len(),
+        runtime: s.runtime.clone(),
         insecure_registries: s.insecure_registries.clone(),
         uptime_seconds: s.started.elapsed().as_secs(),
     })

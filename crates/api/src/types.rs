@@ -48,10 +48,27 @@ pub struct Info {
     pub socket: String,
     pub platform: String,
     pub images: usize,
+    pub containers: usize,
+    pub containers_running: usize,
+    pub runtime: RuntimeInfo,
     /// Registries spoken to over plain HTTP besides loopback.
     pub insecure_registries: Vec<String>,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
+}
+
+/// The OCI runtime the daemon picked, and why others were not.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RuntimeInfo {
+    pub name: String,
+    pub path: String,
+    pub version: String,
+    /// `v1`, `hybrid` or `v2`.
+    pub cgroup_mode: String,
+    /// Candidates that were not picked, with the reason.
+    pub rejected: Vec<String>,
+    /// The static init used for `--init`, if installed.
+    pub init: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -60,6 +60,76 @@ pub enum Command {
     Version(JsonFlag),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// Run a command in a new container.
+    Run(crate::containers::RunArgs),
+    /// Create a container without starting it.
+    Create(crate::containers::RunArgs),
+    /// List containers.
+    Ps(crate::containers::PsArgs),
+    /// Show a container's output.
+    Logs(crate::containers::LogsArgs),
+    /// Start stopped containers.
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop running containers (stop signal, then SIGKILL after the timeout).
+    Stop(crate::containers::StopArgs),
+    /// Restart containers.
+    Restart(crate::containers::StopArgs),
+    /// Send a signal to running containers.
+    Kill(crate::containers::KillArgs),
+    /// Remove containers.
+    Rm(crate::containers::RmArgs),
+    /// Run a command in a running container.
+    Exec(crate::containers::ExecArgs),
+    /// Show details of containers (or images) as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Wait for containers to stop and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show the processes of a container.
+    Top { container: String },
+    /// (internal) Supervise one container; started by the daemon.
+    #[command(hide = true)]
+    Shim(ShimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    bundle: PathBuf,
+    #[arg(long)]
+    state_dir: PathBuf,
+    #[arg(long)]
+    runtime: PathBuf,
+    #[arg(long)]
+    runtime_root: PathBuf,
+    #[arg(long)]
+    log_max_size: u64,
+    #[arg(long)]
+    log_max_files: u32,
+}
+
+impl ShimArgs {
+    pub fn config(&self) -> atoll_runtime::shim::ShimConfig {
+        atoll_runtime::shim::ShimConfig {
+            id: self.id.clone(),
+            bundle: self.bundle.clone(),
+            state_dir: self.state_dir.clone(),
+            runtime: self.runtime.clone(),
+            runtime_root: self.runtime_root.clone(),
+            log_max_size: self.log_max_size,
+            log_max_files: self.log_max_files,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +266,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("Data dir:     {}", i.data_dir);
                 println!("Socket:       {}", i.socket);
                 println!("Images:       {}", i.images);
+                println!("Containers:   {} ({} running)", i.containers, i.containers_running);
+                println!("Runtime:      {} ({}, {})", i.runtime.name, i.runtime.version, i.runtime.path);
+                println!("Cgroups:      {}", i.runtime.cgroup_mode);
+                for r in &i.runtime.rejected {
+                    println!("Not used:     {r}");
+                }
+                println!("Init:         {}", i.runtime.init.as_deref().unwrap_or("none (install tini for --init)"));
                 println!("Uptime:       {}s", i.uptime_seconds);
                 if !i.insecure_registries.is_empty() {
                     println!("Insecure registries: {}", i.insecure_registries.join(", "));
@@ -221,6 +298,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "atoll", &mut std::io::stdout());
         }
+        Command::Run(a) => return crate::containers::run(&client, a, true).await,
+        Command::Create(a) => return crate::containers::run(&client, a, false).await,
+        Command::Ps(a) => crate::containers::ps(&client, a).await?,
+        Command::Logs(a) => crate::containers::logs(&client, a).await?,
+        Command::Start { containers } => {
+            return crate::containers::each(&client, &containers, |c| format!("/v1/containers/{}/start", q(c)), Method::POST).await;
+        }
+        Command::Stop(a) => {
+            let t = a.time.map(|t| format!("?timeout={t}")).unwrap_or_default();
+            return crate::containers::each(&client, &a.containers, |c| format!("/v1/containers/{}/stop{t}", q(c)), Method::POST).await;
+        }
+        Command::Restart(a) => {
+            let t = a.time.map(|t| format!("?timeout={t}")).unwrap_or_default();
+            return crate::containers::each(&client, &a.containers, |c| format!("/v1/containers/{}/restart{t}", q(c)), Method::POST).await;
+        }
+        Command::Kill(a) => {
+            let s = q(&a.signal);
+            return crate::containers::each(&client, &a.containers, |c| format!("/v1/containers/{}/kill?signal={s}", q(c)), Method::POST)
+                .await;
+        }
+        Command::Rm(a) => {
+            let f = a.force;
+            return crate::containers::each(&client, &a.containers, |c| format!("/v1/containers/{}?force={f}", q(c)), Method::DELETE).await;
+        }
+        Command::Exec(a) => return crate::containers::exec(&client, a).await,
+        Command::Inspect { names } => return crate::containers::inspect(&client, names).await,
+        Command::Wait { containers } => return crate::containers::wait(&client, &containers).await,
+        Command::Top { container } => crate::containers::top(&client, &container).await?,
+        Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
 use atoll_api::server::{AppState, router};
-use atoll_image::{ImageService, NoUsers, ServiceConfig};
+use atoll_image::{ImageService, ServiceConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -26,6 +26,33 @@ pub struct DaemonArgs {
     /// A docker config.json whose `auths` are used for pulls [default: $DOCKER_CONFIG/config.json or ~/.docker/config.json].
     #[arg(long, value_name = "PATH")]
     pub docker_config: Option<PathBuf>,
+    /// OCI runtime to use, by name or path [default: the first of crun, runc that can run a container here].
+    #[arg(long, value_name = "NAME|PATH")]
+    pub runtime: Option<String>,
+    /// On SIGTERM/SIGINT, stop running containers before exiting (by default they keep running).
+    #[arg(long)]
+    pub stop_containers_on_exit: bool,
+}
+
+/// Probes the runtimes and says clearly what was picked and why.
+fn pick_runtime(args: &DaemonArgs) -> anyhow::Result<(atoll_runtime::probe::Runtime, Vec<atoll_runtime::probe::Rejected>)> {
+    let candidates: Vec<String> = match &args.runtime {
+        Some(r) => vec![r.clone()],
+        None => vec!["crun".into(), "runc".into()],
+    };
+    let work = args.data_dir.join("runtime/probe");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let (picked, rejected) = atoll_runtime::probe::probe(&candidates, &work);
+    for r in &rejected {
+        tracing::warn!(runtime = %r.name, reason = %r.reason, "runtime cannot run containers here");
+    }
+    match picked {
+        Some(rt) => Ok((rt, rejected)),
+        None => {
+            let why = rejected.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; ");
+            bail!("no OCI runtime can run containers on this host ({why}); install runc or crun (scripts/install-deps.sh does)")
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -83,18 +110,47 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o711)).with_context(|| format!("chmod {}", data_dir.display()))?;
     let lock = atoll_util::DirLock::acquire(&data_dir.join("daemon.lock")).context("locking the data dir")?;
 
+    let cgroup_mode = atoll_runtime::probe::cgroup_mode();
+    let (runtime, rejected) = pick_runtime(&args)?;
+    tracing::info!(runtime = %runtime.name, path = %runtime.path.display(), version = %runtime.version, cgroups = %cgroup_mode, "OCI runtime selected");
+    let users = Arc::new(atoll_node::EngineUsers::default());
     let images = ImageService::open(
         ServiceConfig {
             data_dir: data_dir.clone(),
             insecure_registries: args.insecure_registries.clone(),
             docker_config: args.docker_config.clone().or_else(atoll_image::auth::Credentials::default_docker_config),
         },
-        Arc::new(NoUsers),
+        users.clone(),
     )
     .with_context(|| format!("opening the image store in {}", data_dir.display()))?;
+    let images = Arc::new(images);
+    let init_binary = ["/usr/bin/tini-static", "/usr/bin/docker-init"].iter().map(PathBuf::from).find(|p| p.is_file());
+    let runtime_info = atoll_api::types::RuntimeInfo {
+        name: runtime.name.clone(),
+        path: runtime.path.display().to_string(),
+        version: runtime.version.clone(),
+        cgroup_mode: cgroup_mode.to_string(),
+        rejected: rejected.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect(),
+        init: init_binary.as_ref().map(|p| p.display().to_string()),
+    };
+    let engine = atoll_node::Engine::open(
+        atoll_node::EngineConfig {
+            data_dir: data_dir.clone(),
+            exe: std::env::current_exe().context("finding the atoll binary for shims")?,
+            runtime,
+            cgroup_mode,
+            init_binary,
+        },
+        images.clone(),
+    )
+    .await
+    .context("opening the container engine")?;
+    users.set(&engine);
     let listener = bind_socket(&socket).await?;
     let state = Arc::new(AppState {
-        images: Arc::new(images),
+        images,
+        engine: engine.clone(),
+        runtime: runtime_info,
         data_dir: data_dir.clone(),
         socket: socket.clone(),
         insecure_registries: args.insecure_registries,
@@ -118,6 +174,10 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         tracing::info!(signal = which, "shutting down");
     };
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.context("serving the API")?;
+    if args.stop_containers_on_exit {
+        tracing::info!("stopping containers");
+        engine.stop_all().await;
+    }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())

@@ -2,6 +2,7 @@
 //! the library crates, and printing.
 
 mod cli;
+mod containers;
 mod daemon;
 mod output;
 
@@ -17,10 +18,16 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The daemon could not be reached.
     pub const NO_DAEMON: u8 = 3;
+    /// `atoll run` could not create or start the container (docker uses 125 too).
+    pub const RUN_FAILED: u8 = 125;
 }
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // The shim stays small: no async runtime, no threads.
+    if let cli::Command::Shim(s) = &args.command {
+        return ExitCode::from(atoll_runtime::shim::run(s.config()) as u8);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = runtime.block_on(cli::run(args));
     match result {
@@ -29,6 +36,7 @@ fn main() -> ExitCode {
             eprintln!("Error: {}", output::chain(&e));
             let code = match e.downcast_ref::<atoll_api::ClientError>() {
                 Some(atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. }) => exit::NO_DAEMON,
+                _ if e.downcast_ref::<containers::RunFailed>().is_some() => exit::RUN_FAILED,
                 _ => exit::FAILED,
             };
             ExitCode::from(code)

@@ -125,7 +125,8 @@ fn json_logs_when_asked() {
     let mut d = Daemon::start(Path::new(BIN), dir.path(), &["--log-format", "json"]);
     assert_eq!(d.terminate(), Some(0));
     let log = d.log_text();
-    let first = log.lines().next().expect("a log line");
-    let v: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
-    assert_eq!(v["message"], "atoll daemon ready");
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().any(|v| v["message"] == "atoll daemon ready"), "{log}");
+    assert!(lines.iter().any(|v| v["message"] == "OCI runtime selected" && v["runtime"].is_string()), "{log}");
 }

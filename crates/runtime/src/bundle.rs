@@ -274,6 +274,32 @@ mod tests {
         assert_eq!(env, vec!["PATH=/bin", "HOSTNAME=web", "A=2", "B=3", "HOME=/root", "TERM=xterm"]);
     }
 
+    /// Keys sorted, and capability sets sorted: oci-spec keeps annotations in a HashMap and
+    /// capabilities in HashSets, whose order changes from run to run.
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                let sets = ["bounding", "effective", "permitted", "inheritable", "ambient"];
+                Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| match v {
+                            Value::Array(mut a) if sets.contains(&k.as_str()) => {
+                                a.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
+                                (k, Value::Array(a))
+                            }
+                            v => (k, sorted(v)),
+                        })
+                        .collect(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+
     #[test]
     fn config_snapshot() {
         let spec = ContainerSpec {
@@ -306,7 +332,7 @@ mod tests {
             arch: "x86_64",
         };
         let cfg = config(&input).unwrap();
-        let mut v = serde_json::to_value(&cfg).unwrap();
+        let mut v = sorted(serde_json::to_value(&cfg).unwrap());
         // The seccomp profile has its own test; keep this snapshot about the rest.
         v["linux"]["seccomp"] = json!("<profile>");
         expect_test::expect_file!["../tests/snapshots/config.json"].assert_eq(&(serde_json::to_string_pretty(&v).unwrap() + "\n"));

@@ -1,0 +1,350 @@
+//! Container routes: lifecycle, inspect and list, logs (NDJSON, optionally followed), exec
+//! (stdin in the request body, output streamed back), top.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use utoipa::{IntoParams, ToSchema};
+
+use atoll_node::{ContainerRecord, EngineError, ExecRequest, ProcessInfo};
+use atoll_runtime::logs::{self, Follower, LogLine};
+use atoll_spec::ContainerSpec;
+
+use crate::server::{ApiError, AppState};
+use crate::types::ErrorBody;
+
+type St = State<Arc<AppState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = crate::server::status_of(e.kind());
+        if status.is_server_error() {
+            tracing::error!(error = %ErrorBody::from_error(&e), "container request failed");
+        }
+        ApiError::new(status, &e)
+    }
+}
+
+/// A container as `ps` and `inspect` show it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContainerInfo {
+    #[serde(flatten)]
+    pub record: ContainerRecord,
+    /// `Up 3 minutes (healthy)`, `Exited (0) 5 seconds ago`…
+    pub status: String,
+}
+
+pub fn info(rec: ContainerRecord) -> ContainerInfo {
+    let status = rec.status_text(time::OffsetDateTime::now_utc());
+    ContainerInfo { record: rec, status }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreateQuery {
+    /// Start the container once created (default true).
+    pub start: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Include stopped containers.
+    pub all: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StopQuery {
+    /// Seconds to wait after the stop signal before SIGKILL.
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KillQuery {
+    /// Signal name or number (default KILL).
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// Kill a running container first.
+    pub force: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Keep streaming new lines until the container stops.
+    pub follow: Option<bool>,
+    /// Only the last N lines.
+    pub tail: Option<usize>,
+    /// Only lines at or after this RFC 3339 time.
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// `not-running` (default) or `next-exit`: wait for the end of the next run, even if the
+    /// container has not started yet.
+    pub condition: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WaitResponse {
+    pub exit_code: i32,
+}
+
+/// One event of an exec's output stream.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ExecEvent {
+    Stdout { data: String },
+    Stderr { data: String },
+    Exit { exit_code: i32 },
+}
+
+/// Creates a container from a spec (pulling its image if needed) and starts it.
+#[utoipa::path(post, path = "/v1/containers", tag = "containers", params(CreateQuery), request_body = ContainerSpec,
+    responses((status = 201, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn create(
+    State(s): St,
+    q: Result<Query<CreateQuery>, QueryRejection>,
+    spec: Result<Json<ContainerSpec>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ContainerInfo>)> {
+    let Query(q) = q?;
+    let Json(spec) = spec?;
+    let rec = s.engine.create(spec, q.start.unwrap_or(true)).await?;
+    Ok((StatusCode::CREATED, Json(info(rec))))
+}
+
+/// Containers, newest first.
+#[utoipa::path(get, path = "/v1/containers", tag = "containers", params(ListQuery),
+    responses((status = 200, body = Vec<ContainerInfo>), (status = 400, body = ErrorBody)))]
+pub async fn list(State(s): St, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult<Json<Vec<ContainerInfo>>> {
+    let Query(q) = q?;
+    Ok(Json(s.engine.list(q.all.unwrap_or(false)).into_iter().map(info).collect()))
+}
+
+/// One container, by name, ID or unique ID prefix.
+#[utoipa::path(get, path = "/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
+    responses((status = 200, body = ContainerInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn inspect(State(s): St, Path(id): Path<String>) -> ApiResult<Json<ContainerInfo>> {
+    Ok(Json(info(s.engine.get(&id)?)))
+}
+
+/// Starts a stopped container.
+#[utoipa::path(post, path = "/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
+    responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn start(State(s): St, Path(id): Path<String>) -> ApiResult<Json<ContainerInfo>> {
+    Ok(Json(info(s.engine.start(&id).await?)))
+}
+
+/// Stops a container: its stop signal, then SIGKILL after the timeout.
+#[utoipa::path(post, path = "/v1/containers/{id}/stop", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), StopQuery),
+    responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn stop(State(s): St, Path(id): Path<String>, q: Result<Query<StopQuery>, QueryRejection>) -> ApiResult<Json<ContainerInfo>> {
+    let Query(q) = q?;
+    Ok(Json(info(s.engine.stop(&id, q.timeout).await?)))
+}
+
+/// Stops and starts a container.
+#[utoipa::path(post, path = "/v1/containers/{id}/restart", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), StopQuery),
+    responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn restart(State(s): St, Path(id): Path<String>, q: Result<Query<StopQuery>, QueryRejection>) -> ApiResult<Json<ContainerInfo>> {
+    let Query(q) = q?;
+    Ok(Json(info(s.engine.restart(&id, q.timeout).await?)))
+}
+
+/// Sends a signal to a running container.
+#[utoipa::path(post, path = "/v1/containers/{id}/kill", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), KillQuery),
+    responses((status = 204, description = "Signalled"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn kill(State(s): St, Path(id): Path<String>, q: Result<Query<KillQuery>, QueryRejection>) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    let sig = atoll_spec::container::parse_signal(q.signal.as_deref().unwrap_or("KILL"))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
+    s.engine.kill(&id, sig).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Blocks until the container stops; returns its exit code.
+#[utoipa::path(post, path = "/v1/containers/{id}/wait", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), WaitQuery),
+    responses((status = 200, body = WaitResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn wait(State(s): St, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult<Json<WaitResponse>> {
+    let Query(q) = q?;
+    let next_exit = match q.condition.as_deref() {
+        None | Some("not-running") => false,
+        Some("next-exit") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                &std::io::Error::other(format!("unknown wait condition {other:?}: use not-running or next-exit")),
+            ));
+        }
+    };
+    Ok(Json(WaitResponse { exit_code: s.engine.wait(&id, next_exit).await? }))
+}
+
+/// Removes a container.
+#[utoipa::path(delete, path = "/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), RemoveQuery),
+    responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove(State(s): St, Path(id): Path<String>, q: Result<Query<RemoveQuery>, QueryRejection>) -> ApiResult<Json<ContainerInfo>> {
+    let Query(q) = q?;
+    Ok(Json(info(s.engine.remove(&id, q.force.unwrap_or(false)).await?)))
+}
+
+/// Processes running in a container.
+#[utoipa::path(get, path = "/v1/containers/{id}/top", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
+    responses((status = 200, body = Vec<ProcessInfo>), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn top(State(s): St, Path(id): Path<String>) -> ApiResult<Json<Vec<ProcessInfo>>> {
+    Ok(Json(s.engine.top(&id).await?))
+}
+
+fn ndjson_line<T: Serialize>(v: &T) -> bytes::Bytes {
+    let mut line = serde_json::to_vec(v).expect("serialises");
+    line.push(b'\n');
+    bytes::Bytes::from(line)
+}
+
+/// A container's output, one JSON `LogLine` per line. With `follow`, the stream goes on until
+/// the container stops (across log rotation).
+#[utoipa::path(get, path = "/v1/containers/{id}/logs", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), LogsQuery),
+    responses((status = 200, description = "Log lines", body = LogLine, content_type = "application/x-ndjson"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn logs_route(State(s): St, Path(id): Path<String>, q: Result<Query<LogsQuery>, QueryRejection>) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let (rec, mut changed) = s.engine.watch(&id)?;
+    let path = s.engine.log_path(&rec.id);
+    let io_err = |e: std::io::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e);
+    let (initial, end) = match (&q.tail, &q.since) {
+        (Some(n), _) => logs::tail_and_end(&path, *n).map_err(io_err)?,
+        (None, Some(since)) => {
+            let end = Follower::end_of(&path);
+            (logs::since(&path, since).map_err(io_err)?, end)
+        }
+        (None, None) => {
+            let end = Follower::end_of(&path);
+            (logs::since(&path, "").map_err(io_err)?, end)
+        }
+    };
+    let initial: Vec<LogLine> = match &q.since {
+        Some(since) if q.tail.is_some() => initial.into_iter().filter(|l| l.time.as_str() >= since.as_str()).collect(),
+        _ => initial,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
+    let engine = s.engine.clone();
+    let follow = q.follow.unwrap_or(false);
+    tokio::spawn(async move {
+        for l in &initial {
+            if tx.send(ndjson_line(l)).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        let mut f = Follower::new(&path, end);
+        loop {
+            let running = engine
+                .get(&rec.id)
+                .is_ok_and(|r| matches!(r.state, atoll_node::State::Running | atoll_node::State::Restarting | atoll_node::State::Created));
+            let lines = f.poll().unwrap_or_default();
+            for l in &lines {
+                if tx.send(ndjson_line(l)).await.is_err() {
+                    return;
+                }
+            }
+            if !running && lines.is_empty() {
+                // One last read: the shim may have flushed after the state changed.
+                for l in f.poll().unwrap_or_default() {
+                    let _ = tx.send(ndjson_line(&l)).await;
+                }
+                return;
+            }
+            if lines.is_empty() {
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}
+
+/// Runs a command in a running container. The body is one JSON `ExecRequest` line, then (with
+/// `interactive`) the bytes for the process's stdin. The response streams `ExecEvent`s; the
+/// last is `exit`.
+#[utoipa::path(post, path = "/v1/containers/{id}/exec", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
+    request_body(content = ExecRequest, description = "A JSON line, then stdin bytes", content_type = "application/octet-stream"),
+    responses((status = 200, description = "Output events", body = ExecEvent, content_type = "application/x-ndjson"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+    let mut stream = body.into_data_stream();
+    let mut head: Vec<u8> = Vec::new();
+    let rest = loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                head.extend_from_slice(&chunk);
+                if let Some(nl) = head.iter().position(|&b| b == b'\n') {
+                    break head.split_off(nl + 1);
+                }
+                if head.len() > crate::server::MAX_JSON_BODY {
+                    return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, &std::io::Error::other("exec request line too long")));
+                }
+            }
+            Some(Err(e)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, &e)),
+            None => break Vec::new(),
+        }
+    };
+    let req: ExecRequest = serde_json::from_slice(&head).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
+    let mut child = s.engine.exec(&id, &req)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&rest).await;
+            while let Some(Ok(chunk)) = stream.next().await {
+                if stdin.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    tokio::spawn(async move {
+        let (mut ob, mut eb) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+        let (mut o_open, mut e_open) = (true, true);
+        while o_open || e_open {
+            tokio::select! {
+                r = out.read(&mut ob), if o_open => match r {
+                    Ok(0) | Err(_) => o_open = false,
+                    Ok(n) => { let _ = tx.send(ndjson_line(&ExecEvent::Stdout { data: String::from_utf8_lossy(&ob[..n]).into_owned() })).await; }
+                },
+                r = err.read(&mut eb), if e_open => match r {
+                    Ok(0) | Err(_) => e_open = false,
+                    Ok(n) => { let _ = tx.send(ndjson_line(&ExecEvent::Stderr { data: String::from_utf8_lossy(&eb[..n]).into_owned() })).await; }
+                },
+            }
+        }
+        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+        let _ = tx.send(ndjson_line(&ExecEvent::Exit { exit_code: code })).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}

@@ -1,0 +1,549 @@
+//! Container commands of the CLI: `run`, `ps`, `logs`, `exec` and friends, with docker's flags.
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hyper::Method;
+
+use atoll_api::client::{Client, channel_body, q};
+use atoll_api::containers::{ContainerInfo, ExecEvent, WaitResponse};
+use atoll_node::{ExecRequest, ProcessInfo};
+use atoll_runtime::logs::{LogLine, Stream};
+use atoll_spec::container::{LogOptions, Resources, parse_env_file};
+use atoll_spec::units::{parse_cpus, parse_duration, parse_size};
+use atoll_spec::{ContainerSpec, HealthConfig, Mount, NetworkMode};
+
+use crate::output::table;
+
+/// `atoll run` could not create or start the container (exit code 125).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunFailed(pub String);
+
+#[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<std::path::PathBuf>,
+    /// Bind a host path (absolute SOURCE) or a named volume: SOURCE:TARGET[:ro].
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:TARGET[:ro]")]
+    volumes: Vec<String>,
+    /// Mount a tmpfs: TARGET[:OPTIONS].
+    #[arg(long, value_name = "TARGET[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// USER[:GROUP] (names from the image's /etc/passwd, or numbers).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Replace the image's entrypoint ("" clears it).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// no, always, on-failure[:N], unless-stopped.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Health probe, run with /bin/sh -c inside the container.
+    #[arg(long)]
+    health_cmd: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    health_interval: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    health_timeout: Option<String>,
+    #[arg(long)]
+    health_retries: Option<u32>,
+    #[arg(long, value_name = "DURATION")]
+    health_start_period: Option<String>,
+    /// What to do when the container turns unhealthy: none, restart, stop.
+    #[arg(long, value_name = "ACTION")]
+    health_on_failure: Option<String>,
+    /// Disable the image's health check.
+    #[arg(long)]
+    no_healthcheck: bool,
+    /// Memory limit (e.g. 256m).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// CPUs (e.g. 1.5).
+    #[arg(long)]
+    cpus: Option<String>,
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    #[arg(long)]
+    cap_add: Vec<String>,
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Run an init (tini) as PID 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    init: bool,
+    /// Allocate a terminal (not supported yet: use `atoll exec -i`).
+    #[arg(short, long)]
+    tty: bool,
+    /// Keep stdin open (not supported yet: use `atoll exec -i`).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Log rotation: max-size=SIZE, max-file=N.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opts: Vec<String>,
+    /// KEY=VALUE labels.
+    #[arg(short, long = "label")]
+    labels: Vec<String>,
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds between the stop signal and SIGKILL.
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// none (private, loopback only) or host.
+    #[arg(long, default_value = "none")]
+    network: String,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
+    let mut env = Vec::new();
+    for f in &a.env_files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading env file {}", f.display()))?;
+        env.extend(parse_env_file(&text, |k| std::env::var(k).ok()).with_context(|| format!("in env file {}", f.display()))?);
+    }
+    for e in &a.env {
+        match e.split_once('=') {
+            Some(_) => env.push(e.clone()),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    env.push(format!("{e}={v}"));
+                }
+            }
+        }
+    }
+    let mut mounts = Vec::new();
+    for v in &a.volumes {
+        mounts.push(Mount::parse_volume(v)?);
+    }
+    for t in &a.tmpfs {
+        mounts.push(Mount::parse_tmpfs(t)?);
+    }
+    let mut log = LogOptions::default();
+    for o in &a.log_opts {
+        for part in o.split(',') {
+            log.apply(part)?;
+        }
+    }
+    let health = match &a.health_cmd {
+        Some(cmd) => {
+            let mut h = HealthConfig::with_command(vec!["CMD-SHELL".into(), cmd.clone()]);
+            if let Some(i) = &a.health_interval {
+                h.interval = parse_duration(i)?;
+            }
+            if let Some(t) = &a.health_timeout {
+                h.timeout = parse_duration(t)?;
+            }
+            if let Some(r) = a.health_retries {
+                h.retries = r;
+            }
+            if let Some(s) = &a.health_start_period {
+                h.start_period = parse_duration(s)?;
+            }
+            if let Some(f) = &a.health_on_failure {
+                h.on_failure = serde_json::from_value(serde_json::json!(f))
+                    .map_err(|_| anyhow::anyhow!("--health-on-failure must be none, restart or stop"))?;
+            }
+            Some(h)
+        }
+        None => {
+            if a.health_interval.is_some() || a.health_on_failure.is_some() {
+                bail!("--health-interval and --health-on-failure need --health-cmd");
+            }
+            None
+        }
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let network = match a.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        other => bail!("--network {other:?}: only none and host exist so far (bridge networks come with the networking milestone)"),
+    };
+    if a.tty || a.interactive {
+        bail!("-t and -i are not supported by `atoll run` yet; run the container detached and use `atoll exec -i`");
+    }
+    Ok(ContainerSpec {
+        name: a.name.clone(),
+        image: a.image.clone(),
+        cmd: (!a.cmd.is_empty()).then(|| a.cmd.clone()),
+        entrypoint: a.entrypoint.as_ref().map(|e| if e.is_empty() { vec![String::new()] } else { vec![e.clone()] }),
+        env,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        mounts,
+        restart: a.restart.parse()?,
+        health,
+        no_healthcheck: a.no_healthcheck,
+        resources: Resources {
+            memory: a.memory.as_deref().map(parse_size).transpose()?,
+            cpus_milli: a.cpus.as_deref().map(parse_cpus).transpose()?,
+            pids_limit: a.pids_limit,
+        },
+        read_only: a.read_only,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        init: a.init,
+        tty: a.tty,
+        interactive: a.interactive,
+        labels,
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+        log,
+        network,
+        auto_remove: a.rm,
+    })
+}
+
+/// Reads NDJSON from a response body, calling `f` per decoded line.
+async fn each_line<T: serde::de::DeserializeOwned>(body: hyper::body::Incoming, mut f: impl FnMut(T)) -> anyhow::Result<()> {
+    let mut stream = http_body_util::BodyDataStream::new(body);
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk.context("reading from the daemon")?);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            f(serde_json::from_slice(&line).context("decoding a streamed line")?);
+        }
+    }
+    Ok(())
+}
+
+fn print_line(l: &LogLine, timestamps: bool) {
+    let text = if timestamps { format!("{} {}\n", l.time, l.line) } else { format!("{}\n", l.line) };
+    match l.stream {
+        Stream::Stdout => {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(text.as_bytes());
+            let _ = o.flush();
+        }
+        Stream::Stderr => {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+    }
+}
+
+pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<ExitCode> {
+    let spec = spec_of(&a)?;
+    let foreground = start && !a.detach;
+    let url = format!("/v1/containers?start={}", start && !foreground);
+    let created: ContainerInfo = match client.json(Method::POST, &url, Some(&spec)).await {
+        Ok(c) => c,
+        Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
+        Err(e) => return Err(RunFailed(crate::output::chain(&anyhow::Error::from(e))).into()),
+    };
+    let id = created.record.id.clone();
+    if !foreground {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Attach before starting (logs and wait), so no output and no exit can be missed, even
+    // with --rm removing the container the moment it exits.
+    let logs = client.send_ok(Method::GET, &format!("/v1/containers/{id}/logs?follow=true"), None, atoll_api::client::empty()).await?;
+    let wait_client = client.clone();
+    let wait_id = id.clone();
+    let waiter = tokio::spawn(async move {
+        wait_client.json::<WaitResponse>(Method::POST, &format!("/v1/containers/{wait_id}/wait?condition=next-exit"), None::<&()>).await
+    });
+    if let Err(e) = client.call(Method::POST, &format!("/v1/containers/{id}/start"), None::<&()>).await {
+        waiter.abort();
+        if a.rm {
+            let _ = client.call(Method::DELETE, &format!("/v1/containers/{id}?force=true"), None::<&()>).await;
+        }
+        return Err(RunFailed(crate::output::chain(&anyhow::Error::from(e))).into());
+    }
+    // Forward SIGINT/SIGTERM to the container, as docker does.
+    let sig_client = client.clone();
+    let sig_id = id.clone();
+    let forwarder = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+        loop {
+            let name = tokio::select! { _ = int.recv() => "INT", _ = term.recv() => "TERM" };
+            let _ = sig_client.call(Method::POST, &format!("/v1/containers/{sig_id}/kill?signal={name}"), None::<&()>).await;
+        }
+    });
+    each_line::<LogLine>(logs.into_body(), |l| print_line(&l, false)).await?;
+    let code = waiter.await.context("waiting for the container")??.exit_code;
+    forwarder.abort();
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Show stopped containers too.
+    #[arg(short, long)]
+    all: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
+    let list: Vec<ContainerInfo> = client.json(Method::GET, &format!("/v1/containers?all={}", a.all), None::<&()>).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let short = |id: &str| if a.no_trunc { id.to_owned() } else { id[..12].to_owned() };
+    if a.quiet {
+        for c in &list {
+            println!("{}", short(&c.record.id));
+        }
+        return Ok(());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            let r = &c.record;
+            let cmd = r.spec.cmd.as_ref().map(|c| c.join(" ")).unwrap_or_default();
+            let cmd = if !a.no_trunc && cmd.chars().count() > 20 {
+                format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
+            } else {
+                format!("\"{cmd}\"")
+            };
+            vec![short(&r.id), r.image.clone(), cmd, crate::output::ago(Some(&r.created), now), c.status.clone(), r.name.clone()]
+        })
+        .collect();
+    print!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows));
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Keep printing new output.
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines from the end ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Only output since a time (RFC 3339) or a duration ago (10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Prefix lines with their time.
+    #[arg(short, long)]
+    timestamps: bool,
+    container: String,
+}
+
+pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
+    let mut url = format!("/v1/containers/{}/logs?follow={}", q(&a.container), a.follow);
+    if a.tail != "all" {
+        let n: usize = a.tail.parse().with_context(|| format!("--tail {:?}: use a number or all", a.tail))?;
+        url.push_str(&format!("&tail={n}"));
+    }
+    if let Some(s) = &a.since {
+        let t = if s.contains('T') {
+            s.clone()
+        } else {
+            let ago = parse_duration(s)?;
+            atoll_runtime::logs::timestamp(time::OffsetDateTime::now_utc() - ago)
+        };
+        url.push_str(&format!("&since={}", q(&t)));
+    }
+    let resp = client.send_ok(Method::GET, &url, None, atoll_api::client::empty()).await?;
+    each_line::<LogLine>(resp.into_body(), |l| print_line(&l, a.timestamps)).await
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// Seconds to wait before SIGKILL.
+    #[arg(short = 't', long = "time")]
+    pub time: Option<u64>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KillArgs {
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// Kill running containers first.
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// Runs one request per container, printing the names that worked and the errors of the rest.
+pub async fn each(client: &Client, containers: &[String], url: impl Fn(&str) -> String, method: Method) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for c in containers {
+        match client.call(method.clone(), &url(c), None::<&()>).await {
+            Ok(_) => println!("{c}"),
+            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Pass stdin to the command.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a terminal (not supported yet).
+    #[arg(short, long)]
+    tty: bool,
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// UID[:GID].
+    #[arg(short, long)]
+    user: Option<String>,
+    container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
+    if a.tty {
+        bail!("-t is not supported by `atoll exec` yet; -i works without it");
+    }
+    let req = ExecRequest {
+        cmd: a.cmd.clone(),
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        interactive: a.interactive,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+    let mut head = serde_json::to_vec(&req)?;
+    head.push(b'\n');
+    tx.send(Ok(Bytes::from(head))).await.ok();
+    if a.interactive {
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    } else {
+        drop(tx);
+    }
+    let resp = client
+        .send_ok(Method::POST, &format!("/v1/containers/{}/exec", q(&a.container)), Some("application/octet-stream"), channel_body(rx))
+        .await?;
+    let mut code = None;
+    each_line::<ExecEvent>(resp.into_body(), |e| match e {
+        ExecEvent::Stdout { data } => {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(data.as_bytes());
+            let _ = o.flush();
+        }
+        ExecEvent::Stderr { data } => {
+            let _ = std::io::stderr().write_all(data.as_bytes());
+        }
+        ExecEvent::Exit { exit_code } => code = Some(exit_code),
+    })
+    .await?;
+    let code = code.context("the daemon ended the exec without an exit code")?;
+    let _ = std::io::stdin().is_terminal();
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// `inspect`: containers first, then images, like docker.
+pub async fn inspect(client: &Client, names: Vec<String>) -> anyhow::Result<ExitCode> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    for n in &names {
+        match client.json::<serde_json::Value>(Method::GET, &format!("/v1/containers/{}", q(n)), None::<&()>).await {
+            Ok(v) => out.push(v),
+            Err(atoll_api::ClientError::Api { status, .. }) if status == hyper::StatusCode::NOT_FOUND => {
+                match client.json::<serde_json::Value>(Method::GET, &format!("/v1/images/inspect?reference={}", q(n)), None::<&()>).await {
+                    Ok(v) => out.push(v),
+                    Err(_) => {
+                        eprintln!("Error: no such container or image: {n}");
+                        failed = true;
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
+}
+
+pub async fn wait(client: &Client, containers: &[String]) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for c in containers {
+        match client.json::<WaitResponse>(Method::POST, &format!("/v1/containers/{}/wait", q(c)), None::<&()>).await {
+            Ok(w) => println!("{}", w.exit_code),
+            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
+}
+
+pub async fn top(client: &Client, container: &str) -> anyhow::Result<()> {
+    let procs: Vec<ProcessInfo> = client.json(Method::GET, &format!("/v1/containers/{}/top", q(container)), None::<&()>).await?;
+    let rows: Vec<Vec<String>> = procs
+        .iter()
+        .map(|p| {
+            let t = p.cpu_seconds as u64;
+            vec![p.pid.to_string(), p.uid.to_string(), format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60), p.command.clone()]
+        })
+        .collect();
+    print!("{}", table(&["PID", "UID", "TIME", "CMD"], &rows));
+    Ok(())
+}
