@@ -232,14 +232,7 @@ pub async fn logs_route(State(s): St, Path(id): Path<String>, q: Result<Query<Lo
     let io_err = |e: std::io::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e);
     let (initial, end) = match (&q.tail, &q.since) {
         (Some(n), _) => logs::tail_and_end(&path, *n).map_err(io_err)?,
-        (None, Some(since)) => {
-            let end = Follower::end_of(&path);
-            (logs::since(&path, since).map_err(io_err)?, end)
-        }
-        (None, None) => {
-            let end = Follower::end_of(&path);
-            (logs::since(&path, "").map_err(io_err)?, end)
-        }
+        (None, since) => logs::since_and_end(&path, since.as_deref().unwrap_or("")).map_err(io_err)?,
     };
     let initial: Vec<LogLine> = match &q.since {
         Some(since) if q.tail.is_some() => initial.into_iter().filter(|l| l.time.as_str() >= since.as_str()).collect(),

@@ -250,6 +250,12 @@ impl Engine {
     async fn readopt(&self, slot: &Arc<Slot>, boot: Option<&str>) {
         let rec = slot.get();
         let dir = self.state_dir(&rec.id);
+        if rec.state == State::Exited && rec.spec.restart.restart_on_daemon_start(rec.stopped_by_user) {
+            // Docker's rule: `always` (and `unless-stopped` unless the user stopped it) come back
+            // whenever the daemon starts.
+            self.spawn_start(slot.clone(), false, "daemon start");
+            return;
+        }
         if !matches!(rec.state, State::Running | State::Restarting) {
             return;
         }
@@ -265,18 +271,29 @@ impl Engine {
         tracing::info!(container = %rec.name, exit_code = exit.exit_code, rebooted, "container exited while the daemon was away");
         self.record_exit(slot, &exit);
         let rec = slot.get();
-        if rec.spec.restart.restart_on_daemon_start(rec.stopped_by_user)
-            || (!rebooted && rec.spec.restart.should_restart(exit.exit_code, rec.restart_count, rec.stopped_by_user))
-        {
-            let engine = self.arc();
-            let slot = slot.clone();
-            tokio::spawn(async move {
-                let _op = slot.op.lock().await;
-                if let Err(e) = engine.start_locked(&slot).await {
-                    tracing::warn!(container = %slot.get().name, error = %e, "restarting at daemon start failed");
-                }
-            });
+        if !rebooted && rec.spec.restart.should_restart(exit.exit_code, rec.restart_count, rec.stopped_by_user) {
+            // The policy would have restarted it had we been here.
+            self.spawn_start(slot.clone(), true, "restart policy");
+        } else if rec.spec.restart.restart_on_daemon_start(rec.stopped_by_user) {
+            self.spawn_start(slot.clone(), false, "daemon start");
         }
+    }
+
+    fn spawn_start(&self, slot: Arc<Slot>, count_restart: bool, why: &'static str) {
+        let engine = self.arc();
+        tokio::spawn(async move {
+            let _op = slot.op.lock().await;
+            if slot.get().is_running() {
+                return;
+            }
+            if count_restart {
+                let _ = engine.update(&slot, |r| r.restart_count += 1);
+            }
+            tracing::info!(container = %slot.get().name, why, "starting");
+            if let Err(e) = engine.start_locked(&slot).await {
+                tracing::warn!(container = %slot.get().name, error = %e, why, "start at daemon start failed");
+            }
+        });
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -218,8 +218,15 @@ pub fn files_oldest_first(path: &Path) -> Vec<PathBuf> {
 /// The last `n` lines, reading each file backwards from its end in blocks (never whole files),
 /// going into older rotated files only if needed.
 pub fn tail(path: &Path, n: usize) -> io::Result<Vec<LogLine>> {
+    tail_and_end(path, n).map(|(lines, _)| lines)
+}
+
+/// [`tail`], plus the length the current file had when it was read: following from there
+/// neither repeats nor skips a line.
+pub fn tail_and_end(path: &Path, n: usize) -> io::Result<(Vec<LogLine>, u64)> {
+    let mut end = 0;
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Follower::end_of(path)));
     }
     // Raw entries, newest first, until we have `n` final (F) entries.
     let mut raw_rev: Vec<Vec<u8>> = Vec::new();
@@ -231,6 +238,9 @@ pub fn tail(path: &Path, n: usize) -> io::Result<Vec<LogLine>> {
             Err(e) => return Err(e),
         };
         let mut pos = f.seek(SeekFrom::End(0))?;
+        if file == path {
+            end = pos;
+        }
         let mut carry: Vec<u8> = Vec::new();
         const BLOCK: u64 = 64 * 1024;
         while pos > 0 {
@@ -258,29 +268,49 @@ pub fn tail(path: &Path, n: usize) -> io::Result<Vec<LogLine>> {
         }
     }
     let mut j = Joiner::default();
-    Ok(raw_rev.iter().rev().filter_map(|l| j.feed(l)).collect())
+    Ok((raw_rev.iter().rev().filter_map(|l| j.feed(l)).collect(), end))
 }
 
 /// All lines with a time at or after `since` (RFC 3339 UTC text compares in time order).
 pub fn since(path: &Path, since: &str) -> io::Result<Vec<LogLine>> {
+    since_and_end(path, since).map(|(lines, _)| lines)
+}
+
+/// [`since`], plus how far into the current file it read (complete lines only), to follow
+/// from there.
+pub fn since_and_end(path: &Path, since: &str) -> io::Result<(Vec<LogLine>, u64)> {
     let mut j = Joiner::default();
     let mut out = Vec::new();
+    let mut end = 0;
     for file in files_oldest_first(path) {
         let f = match File::open(&file) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        for raw in BufReader::new(f).split(b'\n') {
-            let raw = raw?;
+        let current = file == path;
+        let mut consumed = 0u64;
+        let mut reader = BufReader::new(f);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            let n = reader.read_until(b'\n', &mut raw)?;
+            if n == 0 || raw.last() != Some(&b'\n') {
+                // EOF, or a line still being written: the follower takes it from here.
+                break;
+            }
+            consumed += n as u64;
             if raw.get(..since.len()).is_some_and(|t| t >= since.as_bytes())
                 && let Some(l) = j.feed(&raw)
             {
                 out.push(l);
             }
         }
+        if current {
+            end = consumed;
+        }
     }
-    Ok(out)
+    Ok((out, end))
 }
 
 #[cfg(test)]
@@ -434,16 +464,30 @@ impl Follower {
     }
 }
 
-/// `tail`, plus the current file's length when it was read (to follow from there).
-pub fn tail_and_end(path: &Path, n: usize) -> io::Result<(Vec<LogLine>, u64)> {
-    let end = Follower::end_of(path);
-    let lines = tail(path, n)?;
-    Ok((lines, end))
-}
-
 #[cfg(test)]
 mod follow_tests {
     use super::*;
+
+    /// Regression: `logs -f` took the follow offset before reading the initial lines, so lines
+    /// written in between came out twice. The offset must be where the initial read stopped.
+    #[test]
+    fn follow_resumes_exactly_where_the_initial_read_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("container.log");
+        let mut w = LogWriter::open(&p, 1 << 20, 2).unwrap();
+        w.write(Stream::Stdout, false, b"a", "2026-01-01T00:00:00Z").unwrap();
+        // A half-written line at the end must not be counted as read.
+        fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"2026-01-01T00:00:00Z stdout F b").unwrap();
+        let (lines, end) = since_and_end(&p, "").unwrap();
+        assert_eq!(lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["a"]);
+        fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"\n").unwrap();
+        w.write(Stream::Stdout, false, b"c", "2026-01-01T00:00:00Z").unwrap();
+        let mut f = Follower::new(&p, end);
+        assert_eq!(f.poll().unwrap().iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        let (t, tend) = tail_and_end(&p, 1).unwrap();
+        assert_eq!(t[0].line, "c");
+        assert_eq!(tend, Follower::end_of(&p));
+    }
 
     #[test]
     fn follower_sees_new_lines_across_rotation() {

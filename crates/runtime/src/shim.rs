@@ -98,13 +98,26 @@ pub fn run(cfg: ShimConfig) -> i32 {
     }
     match start(&cfg) {
         Ok((pid, pidfd, out, err)) => {
+            // The socket exists before we say "started": the daemon connects right away, and a
+            // refused connection would look like a dead shim.
+            let sock_path = cfg.state_dir.join(SOCKET);
+            let _ = fs::remove_file(&sock_path);
+            let listener = match UnixListener::bind(&sock_path) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = rustix::process::kill_process(pid, Signal::KILL);
+                    report(&Started::Failed { error: format!("binding {}: {e}", sock_path.display()) });
+                    return 1;
+                }
+            };
+            let _ = listener.set_nonblocking(true);
             report(&Started::Ok { pid: pid.as_raw_nonzero().get(), started_at: now() });
             // Detach from the daemon's pipe: the daemon reads until EOF.
             if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
                 let _ = rustix::stdio::dup2_stdout(&null);
                 let _ = rustix::stdio::dup2_stderr(&null);
             }
-            serve(&cfg, pid, pidfd, out, err)
+            serve(&cfg, pid, pidfd, out, err, listener)
         }
         Err(error) => {
             report(&Started::Failed { error });
@@ -182,15 +195,11 @@ fn exit_of(status: rustix::process::WaitStatus) -> (i32, Option<i32>) {
     }
 }
 
-fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd) -> i32 {
+fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd, listener: UnixListener) -> i32 {
     let log_path = cfg.state_dir.join(LOG_FILE);
     let mut log = LogWriter::open(&log_path, cfg.log_max_size, cfg.log_max_files).ok();
     let sock_path = cfg.state_dir.join(SOCKET);
-    let _ = fs::remove_file(&sock_path);
-    let listener = UnixListener::bind(&sock_path).ok();
-    if let Some(l) = &listener {
-        let _ = l.set_nonblocking(true);
-    }
+    let listener = Some(listener);
     let mut pipes: [Option<(File, Stream, LineSplitter)>; 2] = [
         Some((File::from(out), Stream::Stdout, LineSplitter::default())),
         Some((File::from(err), Stream::Stderr, LineSplitter::default())),

@@ -72,6 +72,18 @@ impl Daemon {
         }
     }
 
+    /// Wraps a daemon process started by hand with `--data-dir ROOT/data --socket ROOT/probe.sock`.
+    pub fn adopt(bin: &Path, root: &Path, child: Child) -> Self {
+        Self {
+            bin: bin.to_owned(),
+            data_dir: root.join("data"),
+            socket: root.join("probe.sock"),
+            log: root.join("daemon.log"),
+            args: Vec::new(),
+            child: Some(child),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("daemon running").id()
     }
@@ -208,4 +220,34 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[nl + 2 + size + 2..];
     }
     out
+}
+
+impl Daemon {
+    /// Imports a busybox-static image as `localhost/busybox:latest` (no registry needed).
+    pub fn import_busybox(&self, scratch: &Path) -> &'static str {
+        use crate::oci::{Compression, Image, LayerBuilder, write_layout};
+        let layout = scratch.join("busybox-layout");
+        if !layout.exists() {
+            write_layout(&layout, "latest", &Image::new(vec![LayerBuilder::new().busybox().build(Compression::Gzip)]));
+        }
+        self.ok(&["image", "import", layout.to_str().unwrap(), "--name", "localhost/busybox"]);
+        "localhost/busybox"
+    }
+
+    /// `inspect` of one container, as JSON.
+    pub fn container(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
+        v[0].clone()
+    }
+
+    /// Waits (on observable state, polling `inspect`) until `pred` holds for the container.
+    pub fn wait_container(&self, name: &str, secs: u64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        crate::wait_for(secs, &format!("{name}: {what}"), || {
+            let r = self.cli(&["inspect", name]);
+            last = serde_json::from_str::<serde_json::Value>(&r.stdout).ok().map(|v| v[0].clone()).unwrap_or_default();
+            pred(&last)
+        });
+        last
+    }
 }

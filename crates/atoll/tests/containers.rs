@@ -1,0 +1,693 @@
+//! End-to-end tests of containers: the real `atoll` binary, a real OCI runtime (whichever the
+//! daemon's probe picks; `every_installed_runtime_runs_a_container_or_says_why` covers each),
+//! real cgroups, namespaces, overlayfs and seccomp. Run as root.
+
+use std::path::Path;
+use std::time::Duration;
+
+use atoll_testkit::daemon::Daemon;
+use atoll_testkit::wait_for;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atoll");
+
+struct Env {
+    dir: tempfile::TempDir,
+    daemon: Daemon,
+    image: &'static str,
+}
+
+fn env() -> Env {
+    env_with(&[])
+}
+
+fn env_with(args: &[&str]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(Path::new(BIN), dir.path(), args);
+    let image = daemon.import_busybox(dir.path());
+    Env { dir, daemon, image }
+}
+
+fn state(c: &serde_json::Value) -> &str {
+    c["state"].as_str().unwrap_or("")
+}
+
+fn log_lines(e: &Env, name: &str) -> Vec<String> {
+    e.daemon.ok(&["logs", name]).lines().map(str::to_owned).collect()
+}
+
+/// Numbers printed one per line must run without a gap or a repeat.
+fn assert_no_gap(lines: &[String], what: &str) {
+    let nums: Vec<u64> = lines.iter().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(!nums.is_empty(), "{what}: no counter lines");
+    for w in nums.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "{what}: gap or repeat between {} and {}", w[0], w[1]);
+    }
+}
+
+#[test]
+fn run_in_the_foreground_streams_output_and_returns_the_exit_code() {
+    let e = env();
+    let out = e.daemon.cli(&["run", "--rm", e.image, "sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 7"]);
+    assert_eq!(out.code, Some(7), "{out:?}");
+    assert_eq!(out.stdout, "to-stdout\n");
+    assert_eq!(out.stderr, "to-stderr\n");
+    // --rm removed it.
+    wait_for(60, "the --rm container to go", || e.daemon.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    // Without --rm it stays, exited, with its code; `wait` reports it too.
+    let out = e.daemon.cli(&["run", "--name", "kept", e.image, "sh", "-c", "exit 3"]);
+    assert_eq!(out.code, Some(3));
+    let c = e.daemon.container("kept");
+    assert_eq!((state(&c), c["exit_code"].as_i64()), ("exited", Some(3)));
+    assert_eq!(e.daemon.ok(&["wait", "kept"]).trim(), "3");
+}
+
+#[test]
+fn detached_lifecycle_by_name_and_id_prefix() {
+    let e = env();
+    let id = e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "--hostname",
+        "box",
+        e.image,
+        "sh",
+        "-c",
+        "echo $GREETING from $(pwd) on $(hostname); sleep 300",
+    ]);
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 64);
+    wait_for(60, "the first log line", || e.daemon.cli(&["logs", "svc"]).stdout.contains("hi from /tmp on box"));
+    let ps = e.daemon.ok(&["ps"]);
+    assert!(ps.starts_with("CONTAINER ID") && ps.contains("svc") && ps.contains("Up "), "{ps}");
+    let listed: serde_json::Value = serde_json::from_str(&e.daemon.ok(&["ps", "--json"])).unwrap();
+    assert_eq!(listed[0]["name"], "svc");
+    // An ID prefix works wherever a name does.
+    let short = &id[..8];
+    assert_eq!(e.daemon.container(short)["name"], "svc");
+    e.daemon.ok(&["stop", "-t", "1", short]);
+    let c = e.daemon.container("svc");
+    assert_eq!(state(&c), "exited");
+    assert!(e.daemon.ok(&["ps"]).lines().count() == 1, "stopped containers are hidden without -a");
+    assert!(e.daemon.ok(&["ps", "-a"]).contains("Exited"));
+    e.daemon.ok(&["start", "svc"]);
+    assert_eq!(state(&e.daemon.container("svc")), "running");
+    let before = e.daemon.container("svc")["pid"].clone();
+    e.daemon.ok(&["restart", "-t", "1", "svc"]);
+    let after = e.daemon.container("svc");
+    assert_eq!(state(&after), "running");
+    assert_ne!(after["pid"], before, "restart runs a new process");
+    // rm refuses a running container without -f, with a message that says what to do.
+    let out = e.daemon.fails(&["rm", "svc"]);
+    assert!(out.stderr.contains("stop it first, or use --force"), "{}", out.stderr);
+    e.daemon.ok(&["rm", "-f", "svc"]);
+    assert!(e.daemon.ok(&["ps", "-aq"]).trim().is_empty());
+    assert_eq!(std::fs::read_dir(e.daemon.data_dir.join("containers")).unwrap().count(), 0, "rm leaves nothing behind");
+    let out = e.daemon.fails(&["inspect", "svc"]);
+    assert!(out.stderr.contains("no such container"), "{}", out.stderr);
+}
+
+#[test]
+fn stop_uses_the_stop_signal_then_sigkill_after_the_grace_period() {
+    let e = env();
+    // A container that exits cleanly on TERM...
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "polite",
+        e.image,
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    // ...one that ignores TERM...
+    e.daemon.ok(&["run", "-d", "--name", "stubborn", e.image, "sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done"]);
+    // ...and one whose stop signal is USR1.
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "custom",
+        "--stop-signal",
+        "USR1",
+        e.image,
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 5' USR1; echo ready; while true; do sleep 0.1; done",
+    ]);
+    // Signal only once the traps are installed.
+    for n in ["polite", "stubborn", "custom"] {
+        wait_for(60, "the trap to be set", || e.daemon.cli(&["logs", n]).stdout.contains("ready"));
+    }
+    e.daemon.ok(&["stop", "-t", "5", "polite"]);
+    let c = e.daemon.container("polite");
+    assert_eq!(c["exit_code"], 0);
+    assert!(e.daemon.ok(&["logs", "polite"]).contains("got-term"));
+    let started = std::time::Instant::now();
+    e.daemon.ok(&["stop", "-t", "1", "stubborn"]);
+    assert!(started.elapsed() >= Duration::from_millis(900), "SIGKILL came before the grace period");
+    assert_eq!(e.daemon.container("stubborn")["exit_code"], 137);
+    e.daemon.ok(&["stop", "custom"]);
+    assert_eq!(e.daemon.container("custom")["exit_code"], 5);
+    assert!(e.daemon.ok(&["logs", "custom"]).contains("got-usr1"));
+}
+
+#[test]
+fn kill_sends_signals_and_the_policy_does_not_undo_it() {
+    let e = env();
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "k",
+        "--restart",
+        "always",
+        e.image,
+        "sh",
+        "-c",
+        "trap 'echo usr2' USR2; echo ready; while true; do sleep 0.1; done",
+    ]);
+    // Signal only once the trap is installed.
+    wait_for(60, "the trap to be set", || e.daemon.cli(&["logs", "k"]).stdout.contains("ready"));
+    e.daemon.ok(&["kill", "-s", "USR2", "k"]);
+    wait_for(60, "the trap's output", || e.daemon.cli(&["logs", "k"]).stdout.contains("usr2"));
+    assert_eq!(state(&e.daemon.container("k")), "running", "USR2 is handled, not fatal");
+    e.daemon.ok(&["kill", "k"]);
+    let c = e.daemon.wait_container("k", 60, "exited", |c| state(c) == "exited");
+    assert_eq!(c["exit_code"], 137);
+    assert_eq!(c["restart_count"], 0, "a killed container is not restarted, even with --restart always");
+    let out = e.daemon.fails(&["kill", "k"]);
+    assert!(out.stderr.contains("is not running"), "{}", out.stderr);
+}
+
+#[test]
+fn exec_runs_commands_with_their_exit_code_env_workdir_user_and_stdin() {
+    let e = env();
+    e.daemon.ok(&["run", "-d", "--name", "x", e.image, "sleep", "300"]);
+    e.daemon.wait_container("x", 60, "running", |c| state(c) == "running");
+    let out = e.daemon.cli(&[
+        "exec",
+        "-e",
+        "A=b",
+        "-w",
+        "/etc",
+        "-u",
+        "65534:65534",
+        "x",
+        "sh",
+        "-c",
+        "echo $A $(pwd) $(id -u):$(id -g); echo oops >&2; exit 4",
+    ]);
+    assert_eq!(out.code, Some(4));
+    assert_eq!(out.stdout, "b /etc 65534:65534\n");
+    assert_eq!(out.stderr, "oops\n");
+    // -i passes stdin through.
+    let mut child = std::process::Command::new(BIN)
+        .args(["exec", "-i", "x", "sh", "-c", "tr a-z A-Z"])
+        .env("ATOLL_SOCKET", &e.daemon.socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
+    // top lists the processes.
+    let top = e.daemon.ok(&["top", "x"]);
+    assert!(top.starts_with("PID") && top.contains("sleep 300"), "{top}");
+    // exec in a stopped container is refused clearly.
+    e.daemon.ok(&["stop", "-t", "1", "x"]);
+    let out = e.daemon.fails(&["exec", "x", "true"]);
+    assert!(out.stderr.contains("is not running"), "{}", out.stderr);
+}
+
+#[test]
+fn restart_policies_restart_with_backoff_and_respect_limits() {
+    let e = env();
+    e.daemon.ok(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", e.image, "sh", "-c", "echo run; exit 3"]);
+    let c = e.daemon.wait_container("flaky", 60, "two restarts then exited", |c| state(c) == "exited" && c["restart_count"] == 2);
+    assert_eq!(c["exit_code"], 3);
+    assert_eq!(e.daemon.ok(&["logs", "flaky"]).matches("run").count(), 3, "one run plus two restarts");
+
+    e.daemon.ok(&["run", "-d", "--name", "clean", "--restart", "on-failure", e.image, "true"]);
+    let c = e.daemon.wait_container("clean", 60, "exited", |c| state(c) == "exited");
+    assert_eq!(c["restart_count"], 0, "on-failure leaves a clean exit alone");
+
+    e.daemon.ok(&["run", "-d", "--name", "forever", "--restart", "always", e.image, "sh", "-c", "echo tick; exit 0"]);
+    e.daemon.wait_container("forever", 60, "three restarts", |c| c["restart_count"].as_u64() >= Some(3));
+    e.daemon.ok(&["stop", "forever"]);
+    let c = e.daemon.container("forever");
+    assert!(matches!(state(&c), "exited"), "{c}");
+    let n = c["restart_count"].clone();
+    // Stopped by the user: it stays stopped.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(e.daemon.container("forever")["restart_count"], n);
+    assert_eq!(state(&e.daemon.container("forever")), "exited");
+}
+
+#[test]
+fn health_checks_report_states_and_act_on_failure() {
+    let e = env();
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "test -f /tmp/ready",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        e.image,
+        "sleep",
+        "300",
+    ]);
+    let c = e.daemon.wait_container("hc", 60, "starting", |c| c["health"]["status"] == "starting");
+    assert_eq!(state(&c), "running");
+    e.daemon.ok(&["exec", "hc", "touch", "/tmp/ready"]);
+    e.daemon.wait_container("hc", 60, "healthy", |c| c["health"]["status"] == "healthy");
+    assert!(e.daemon.ok(&["ps"]).contains("(healthy)"));
+    e.daemon.ok(&["exec", "hc", "rm", "/tmp/ready"]);
+    let c = e.daemon.wait_container("hc", 60, "unhealthy", |c| c["health"]["status"] == "unhealthy");
+    assert!(c["health"]["failing_streak"].as_u64() >= Some(2));
+    assert!(!c["health"]["log"].as_array().unwrap().is_empty());
+
+    // --health-on-failure restart: an unhealthy container gets a fresh start.
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sick",
+        "--health-cmd",
+        "false",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "--health-on-failure",
+        "restart",
+        e.image,
+        "sleep",
+        "300",
+    ]);
+    let first = e.daemon.wait_container("sick", 60, "running", |c| state(c) == "running")["started_at"].clone();
+    e.daemon.wait_container("sick", 60, "restarted for being unhealthy", |c| state(c) == "running" && c["started_at"] != first);
+    // --health-on-failure stop.
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stopme",
+        "--health-cmd",
+        "false",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "--health-on-failure",
+        "stop",
+        e.image,
+        "sleep",
+        "300",
+    ]);
+    e.daemon.wait_container("stopme", 60, "stopped for being unhealthy", |c| state(c) == "exited");
+}
+
+#[test]
+fn logs_rotate_within_bounds_and_tail_since_and_follow_work() {
+    let e = env();
+    // ~80 KB of output into 4 KiB x 2 files.
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=4k",
+        "--log-opt",
+        "max-file=2",
+        e.image,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done; sleep 300",
+    ]);
+    wait_for(60, "the last line", || e.daemon.cli(&["logs", "--tail", "1", "chatty"]).stdout == "line-1999\n");
+    let dir = e.daemon.data_dir.join("containers").join(e.daemon.container("chatty")["id"].as_str().unwrap());
+    let total: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|f| f.file_name().to_string_lossy().starts_with("container.log"))
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    assert!(total <= 2 * 4096, "logs use {total} bytes, beyond max-size x max-file");
+    let tail = e.daemon.ok(&["logs", "--tail", "3", "chatty"]);
+    assert_eq!(tail, "line-1997\nline-1998\nline-1999\n");
+    let ts = e.daemon.ok(&["logs", "-t", "--tail", "1", "chatty"]);
+    assert!(ts.contains('T') && ts.ends_with(" line-1999\n"), "{ts}");
+    assert_eq!(e.daemon.ok(&["logs", "--since", "2000-01-01T00:00:00Z", "--tail", "1", "chatty"]), "line-1999\n");
+    assert_eq!(e.daemon.ok(&["logs", "--since", "2999-01-01T00:00:00Z", "chatty"]), "");
+
+    // -f follows new lines across rotation, and stops when the container does.
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--log-opt",
+        "max-size=4k",
+        "--log-opt",
+        "max-file=2",
+        e.image,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 400 ]; do echo $i; i=$((i+1)); sleep 0.005; done",
+    ]);
+    let out = e.daemon.cli(&["logs", "-f", "slow"]);
+    assert!(out.ok());
+    let lines: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    assert_eq!(lines.last().map(String::as_str), Some("399"));
+    assert_no_gap(&lines, "logs -f across rotation");
+
+    // Long lines come back whole, and multi-byte characters are never cut.
+    let long = "é".repeat(20_000);
+    e.daemon.ok(&["run", "--name", "long", e.image, "sh", "-c", &format!("echo {long}")]);
+    assert_eq!(e.daemon.ok(&["logs", "long"]), format!("{long}\n"));
+}
+
+#[test]
+fn twenty_containers_survive_a_daemon_kill9_without_gaps_in_their_logs() {
+    let mut e = env();
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    for n in &names {
+        e.daemon.ok(&["run", "-d", "--name", n, e.image, "sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done"]);
+    }
+    for n in &names {
+        wait_for(60, "output", || e.daemon.cli(&["logs", "--tail", "1", n]).stdout.trim().parse::<u64>().is_ok_and(|v| v >= 3));
+    }
+    let ids: Vec<String> = names.iter().map(|n| e.daemon.container(n)["id"].as_str().unwrap().to_owned()).collect();
+    let containers_dir = e.daemon.data_dir.join("containers");
+    let log_len = |id: &str| std::fs::metadata(containers_dir.join(id).join("container.log")).map(|m| m.len()).unwrap_or(0);
+    e.daemon.kill9();
+    // While the daemon is dead the containers keep running and logging.
+    let before: Vec<u64> = ids.iter().map(|id| log_len(id)).collect();
+    wait_for(60, "every log to grow with the daemon dead", || ids.iter().zip(&before).all(|(id, b)| log_len(id) > b + 40));
+    e.daemon.start_again();
+    let ps: serde_json::Value = serde_json::from_str(&e.daemon.ok(&["ps", "--json"])).unwrap();
+    assert_eq!(ps.as_array().unwrap().len(), 20, "all 20 re-adopted as running");
+    for n in &names {
+        assert_no_gap(&log_lines(&e, n), n);
+    }
+    // And the re-adopted containers are fully controllable.
+    e.daemon.ok(&["stop", "-t", "1", "c0"]);
+    assert_eq!(e.daemon.container("c0")["exit_code"], 137);
+}
+
+#[test]
+fn exits_while_the_daemon_is_down_are_reported_with_their_codes() {
+    let mut e = env();
+    e.daemon.ok(&["run", "-d", "--name", "brief", e.image, "sh", "-c", "sleep 1; exit 42"]);
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--restart",
+        "on-failure",
+        e.image,
+        "sh",
+        "-c",
+        "if [ -f /tmp/x ]; then sleep 300; fi; touch /tmp/x; sleep 1; exit 9",
+    ]);
+    e.daemon.wait_container("brief", 60, "running", |c| state(c) == "running");
+    e.daemon.kill9();
+    // The exits happen while no daemon runs: the shims record them.
+    let exit_file = |n: &str| {
+        let dir = e.daemon.data_dir.join("containers");
+        std::fs::read_dir(&dir).unwrap().filter_map(Result::ok).any(|d| {
+            let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("container.json")).unwrap()).unwrap();
+            rec["name"] == n && d.path().join("exit.json").exists()
+        })
+    };
+    wait_for(60, "both exits recorded by the shims", || exit_file("brief") && exit_file("again"));
+    e.daemon.start_again();
+    let c = e.daemon.container("brief");
+    assert_eq!((state(&c), c["exit_code"].as_i64()), ("exited", Some(42)));
+    // The restart policy applies to exits the daemon missed.
+    e.daemon.wait_container("again", 60, "restarted", |c| state(c) == "running" && c["restart_count"] == 1);
+}
+
+#[test]
+fn sigterm_leaves_containers_running_unless_asked_to_stop_them() {
+    let mut e = env();
+    e.daemon.ok(&["run", "-d", "--name", "stay", e.image, "sleep", "300"]);
+    let pid = e.daemon.container("stay")["pid"].as_i64().unwrap();
+    assert_eq!(e.daemon.terminate(), Some(0));
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "SIGTERM to the daemon killed the container");
+    e.daemon.start_again();
+    assert_eq!(state(&e.daemon.container("stay")), "running");
+
+    // With --stop-containers-on-exit they are stopped, and unless-stopped ones come back.
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(Path::new(BIN), dir.path(), &["--stop-containers-on-exit"]);
+    let image = d.import_busybox(dir.path());
+    d.ok(&["run", "-d", "--name", "svc", "--restart", "unless-stopped", "--init", image, "sleep", "300"]);
+    d.ok(&["run", "-d", "--name", "plain", "--init", image, "sleep", "300"]);
+    let pid = d.container("svc")["pid"].as_i64().unwrap();
+    assert_eq!(d.terminate(), Some(0));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "--stop-containers-on-exit left it running");
+    d.start_again();
+    d.wait_container("svc", 60, "back after the daemon restart", |c| state(c) == "running");
+    assert_eq!(state(&d.container("plain")), "exited");
+}
+
+#[test]
+fn after_a_reboot_always_and_unless_stopped_containers_come_back() {
+    let mut e = env();
+    for (name, policy) in [("a", "always"), ("u", "unless-stopped"), ("n", "no"), ("s", "unless-stopped")] {
+        e.daemon.ok(&["run", "-d", "--name", name, "--restart", policy, e.image, "sleep", "300"]);
+    }
+    e.daemon.ok(&["stop", "-t", "1", "s"]);
+    let ids: Vec<(String, i64)> = ["a", "u", "n"]
+        .iter()
+        .map(|n| {
+            let c = e.daemon.container(n);
+            (c["id"].as_str().unwrap().to_owned(), c["pid"].as_i64().unwrap())
+        })
+        .collect();
+    e.daemon.kill9();
+    // A reboot: every shim and container gone, mounts gone, a new kernel boot.
+    for (id, pid) in &ids {
+        let dir = e.daemon.data_dir.join("containers").join(id);
+        let init: i32 = std::fs::read_to_string(dir.join("init.pid")).unwrap().trim().parse().unwrap();
+        assert_eq!(init as i64, *pid);
+        let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        wait_for(60, "the shim to notice", || !dir.join("shim.sock").exists());
+        let _ = std::fs::remove_file(dir.join("exit.json"));
+        let _ = std::process::Command::new("umount").arg("-l").arg(dir.join("rootfs")).status();
+        let rec_path = dir.join("container.json");
+        let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec_path).unwrap()).unwrap();
+        rec["boot_id"] = serde_json::json!("a-previous-boot");
+        std::fs::write(&rec_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    }
+    e.daemon.start_again();
+    e.daemon.wait_container("a", 60, "always: back", |c| state(c) == "running");
+    e.daemon.wait_container("u", 60, "unless-stopped: back", |c| state(c) == "running");
+    assert_eq!(state(&e.daemon.container("n")), "exited", "no: stays down");
+    assert_eq!(state(&e.daemon.container("s")), "exited", "unless-stopped but stopped: stays down");
+}
+
+#[test]
+fn containers_are_isolated_and_limited() {
+    let e = env();
+    let run = |args: &[&str]| {
+        let mut v = vec!["run", "--rm"];
+        v.extend_from_slice(args);
+        e.daemon.cli(&v)
+    };
+    // No host processes in view.
+    let out = run(&[e.image, "ps", "-o", "pid,comm"]);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.lines().count() <= 3, "sees too many processes:\n{}", out.stdout);
+    assert!(!out.stdout.contains("atoll"), "sees the daemon:\n{}", out.stdout);
+    // No mounting, no new namespaces, no writes to /proc/sys.
+    let out = run(&[
+        e.image,
+        "sh",
+        "-c",
+        "mount -t tmpfs none /mnt && echo MOUNTED; unshare -m true && echo UNSHARED; echo 1 > /proc/sys/vm/drop_caches && echo WROTE; true",
+    ]);
+    assert!(!out.stdout.contains("MOUNTED") && !out.stdout.contains("UNSHARED") && !out.stdout.contains("WROTE"), "{out:?}");
+    // Module loading is out of reach: CAP_SYS_MODULE (bit 16) is not even in the bounding set,
+    // no-new-privileges is set, and seccomp filters.
+    let out = run(&[e.image, "cat", "/proc/self/status"]);
+    let field = |k: &str| out.stdout.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_default().trim().to_owned();
+    let bnd = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
+    assert_eq!(bnd & (1 << 16), 0, "CAP_SYS_MODULE in the bounding set");
+    assert_eq!(bnd & (1 << 21), 0, "CAP_SYS_ADMIN in the bounding set");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2");
+    // Masked and read-only paths.
+    let out = run(&[e.image, "sh", "-c", "cat /proc/kcore | head -c 1 | wc -c; touch /proc/sysrq-trigger && echo TOUCHED; true"]);
+    assert_eq!(out.stdout.lines().next(), Some("0"), "{out:?}");
+    assert!(!out.stdout.contains("TOUCHED"));
+    // Memory: past the limit, the kernel kills it.
+    let out = run(&["--memory", "32m", e.image, "sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived ${#x}"]);
+    assert_eq!(out.code, Some(137), "{out:?}");
+    assert!(!out.stdout.contains("survived"));
+    // Pids: a fork storm stays under the limit.
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "forks",
+        "--pids-limit",
+        "8",
+        e.image,
+        "sh",
+        "-c",
+        "for i in $(seq 30); do sleep 300 & done; sleep 300",
+    ]);
+    e.daemon.wait_container("forks", 60, "running", |c| state(c) == "running");
+    let top = e.daemon.ok(&["top", "forks"]);
+    let procs = top.lines().count() - 1;
+    assert!(procs <= 8, "{procs} processes despite --pids-limit 8:\n{top}");
+    // Capabilities follow --cap-drop.
+    let out = run(&["--cap-drop", "ALL", e.image, "sh", "-c", "chown 65534 /tmp && echo CHOWNED; true"]);
+    assert!(!out.stdout.contains("CHOWNED"), "{out:?}");
+    // rlimits are clamped to what the host allows (raising them would fail here).
+    let host_hard = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let nofile = host_hard.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().nth(4).unwrap().to_owned();
+    let out = run(&[e.image, "sh", "-c", "ulimit -n"]);
+    let want = if nofile == "unlimited" { 1_048_576 } else { nofile.parse::<u64>().unwrap().min(1_048_576) };
+    assert_eq!(out.stdout.trim(), want.to_string());
+}
+
+#[test]
+fn read_only_rootfs_volumes_tmpfs_user_and_init() {
+    let e = env();
+    let host = e.dir.path().join("shared");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("in.txt"), "from host").unwrap();
+    let vol = format!("{}:/data", host.display());
+    let out = e.daemon.cli(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "-v",
+        &vol,
+        "--tmpfs",
+        "/scratch",
+        "-v",
+        "named:/vol",
+        e.image,
+        "sh",
+        "-c",
+        "cat /data/in.txt; echo out > /data/out.txt; echo t > /scratch/t && echo TMPFS-OK; touch /rootfile || echo RO-OK; echo v > /vol/v",
+    ]);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.contains("from host") && out.stdout.contains("TMPFS-OK") && out.stdout.contains("RO-OK"), "{out:?}");
+    assert_eq!(std::fs::read_to_string(host.join("out.txt")).unwrap(), "out\n");
+    // The named volume outlives the container.
+    let out = e.daemon.cli(&["run", "--rm", "-v", "named:/vol", e.image, "cat", "/vol/v"]);
+    assert_eq!(out.stdout, "v\n");
+    let ro = format!("{}:/data:ro", host.display());
+    let out = e.daemon.cli(&["run", "--rm", "-v", &ro, e.image, "sh", "-c", "touch /data/x || echo DENIED"]);
+    assert!(out.stdout.contains("DENIED"));
+    // --user by name from the image, and by number.
+    let out = e.daemon.cli(&["run", "--rm", "-u", "nobody", e.image, "id", "-u"]);
+    assert_eq!(out.stdout, "65534\n");
+    // --init runs tini as PID 1, which reaps zombies and forwards signals.
+    let out = e.daemon.cli(&["run", "--rm", "--init", e.image, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]);
+    assert!(out.stdout.starts_with("/sbin/atoll-init"), "{out:?}");
+    // Changes to the container filesystem survive a restart of the container.
+    e.daemon.ok(&["run", "-d", "--name", "keep", e.image, "sh", "-c", "echo x >> /state; sleep 300"]);
+    e.daemon.wait_container("keep", 60, "running", |c| state(c) == "running");
+    e.daemon.ok(&["restart", "-t", "1", "keep"]);
+    wait_for(60, "the second write", || e.daemon.cli(&["exec", "keep", "cat", "/state"]).stdout == "x\nx\n");
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
+    let e = env();
+    let out = e.daemon.cli(&["run", e.image, "/no/such/binary"]);
+    assert_eq!(out.code, Some(125), "{out:?}");
+    assert!(out.stderr.contains("/no/such/binary"), "the error should name the command: {}", out.stderr);
+    let out = e.daemon.cli(&["run", "--rm", "localhost/does-not-exist", "true"]);
+    assert_eq!(out.code, Some(125));
+    assert!(out.stderr.contains("localhost/does-not-exist"), "{}", out.stderr);
+    let out = e.daemon.fails(&["run", "--memory", "1k", e.image, "true"]);
+    assert!(out.stderr.contains("below the minimum"), "{}", out.stderr);
+    let out = e.daemon.fails(&["run", "--restart", "sometimes", e.image, "true"]);
+    assert!(out.stderr.contains("invalid restart policy"), "{}", out.stderr);
+    let out = e.daemon.fails(&["run", "-v", "relative:path", e.image, "true"]);
+    assert!(out.stderr.contains("invalid volume"), "{}", out.stderr);
+    e.daemon.ok(&["run", "-d", "--name", "dup", e.image, "sleep", "300"]);
+    let out = e.daemon.fails(&["run", "--name", "dup", e.image, "true"]);
+    assert!(out.stderr.contains("already used"), "{}", out.stderr);
+    // The image is in use: rmi refuses without -f.
+    let out = e.daemon.fails(&["rmi", e.image]);
+    assert!(out.stderr.contains("used by container(s) dup"), "{}", out.stderr);
+    // Bad API bodies are 4xx with JSON, and the daemon stays up.
+    let r = e.daemon.http("POST", "/v1/containers", Some("application/json"), br#"{"image": ""}"#);
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = e.daemon.http("POST", "/v1/containers/dup/kill?signal=NOPE", None, b"");
+    assert_eq!(r.status, 400);
+    e.daemon.ok(&["ps"]);
+    // Failed creates left no half-made containers behind.
+    let dirs = std::fs::read_dir(e.daemon.data_dir.join("containers")).unwrap().count();
+    let listed = serde_json::from_str::<serde_json::Value>(&e.daemon.ok(&["ps", "-a", "--json"])).unwrap().as_array().unwrap().len();
+    assert_eq!(dirs, listed);
+}
+
+#[test]
+fn every_installed_runtime_runs_a_container_or_says_why() {
+    let mut ran = Vec::new();
+    for rt in ["runc", "crun"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["daemon", "--runtime", rt, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--socket")
+            .arg(dir.path().join("probe.sock"))
+            .env("ATOLL_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let sock = dir.path().join("probe.sock");
+        let mut child = out;
+        let mut exited = None;
+        wait_for(60, "the daemon to serve or give up", || {
+            if let Ok(Some(s)) = child.try_wait() {
+                exited = Some(s);
+                return true;
+            }
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        if exited.is_some() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            assert!(err.contains("no OCI runtime can run containers") && err.contains(rt), "unclear refusal: {err}");
+            eprintln!("{rt} cannot run containers on this machine; the daemon says: {}", err.lines().last().unwrap_or_default());
+            continue;
+        }
+        let d = Daemon::adopt(Path::new(BIN), dir.path(), child);
+        let image = d.import_busybox(dir.path());
+        let info: serde_json::Value = serde_json::from_str(&d.ok(&["info", "--json"])).unwrap();
+        assert_eq!(info["runtime"]["name"], rt);
+        let out = d.cli(&["run", "--rm", image, "echo", "hello"]);
+        assert_eq!(out.stdout, "hello\n", "{rt}: {out:?}");
+        ran.push(rt);
+    }
+    assert!(!ran.is_empty(), "no runtime could run a container");
+}
