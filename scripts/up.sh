@@ -53,4 +53,13 @@ echo
 echo "+ atoll images"
 atoll images
 echo
-echo "Atoll is running. Try: atoll image inspect 127.0.0.1:5000/demo/busybox | less"
+echo "+ atoll run --rm 127.0.0.1:5000/demo/busybox"
+atoll run --rm 127.0.0.1:5000/demo/busybox
+echo
+echo "+ atoll run -d --name ticker --restart always 127.0.0.1:5000/demo/busybox sh -c '…'"
+atoll rm -f ticker >/dev/null 2>&1 || true
+atoll run -d --name ticker --restart always 127.0.0.1:5000/demo/busybox \
+  sh -c 'while true; do date; sleep 5; done' >/dev/null
+atoll ps
+echo
+echo "Atoll is running. Try: atoll logs -f ticker; atoll exec ticker ps; atoll inspect ticker"

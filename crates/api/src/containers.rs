@@ -148,11 +148,20 @@ pub async fn inspect(State(s): St, Path(id): Path<String>) -> ApiResult<Json<Con
     Ok(Json(info(s.engine.get(&id)?)))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StartQuery {
+    /// For `-i`/`-t` containers: hold the process until the first attach (up to 30 s), so the
+    /// attacher sees all of its output.
+    pub attach: Option<bool>,
+}
+
 /// Starts a stopped container.
-#[utoipa::path(post, path = "/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
+#[utoipa::path(post, path = "/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), StartQuery),
     responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn start(State(s): St, Path(id): Path<String>) -> ApiResult<Json<ContainerInfo>> {
-    Ok(Json(info(s.engine.start(&id).await?)))
+pub async fn start(State(s): St, Path(id): Path<String>, q: Result<Query<StartQuery>, QueryRejection>) -> ApiResult<Json<ContainerInfo>> {
+    let Query(q) = q?;
+    Ok(Json(info(s.engine.start(&id, q.attach.unwrap_or(false)).await?)))
 }
 
 /// Stops a container: its stop signal, then SIGKILL after the timeout.
@@ -306,38 +315,98 @@ pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult
         }
     };
     let req: ExecRequest = serde_json::from_slice(&head).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
-    let mut child = s.engine.exec(&id, &req)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        tokio::spawn(async move {
-            let _ = stdin.write_all(&rest).await;
-            while let Some(Ok(chunk)) = stream.next().await {
-                if stdin.write_all(&chunk).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    let proc = s.engine.exec(&id, &req)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    tokio::spawn(async move {
-        let (mut ob, mut eb) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
-        let (mut o_open, mut e_open) = (true, true);
-        while o_open || e_open {
-            tokio::select! {
-                r = out.read(&mut ob), if o_open => match r {
-                    Ok(0) | Err(_) => o_open = false,
-                    Ok(n) => { let _ = tx.send(ndjson_line(&ExecEvent::Stdout { data: String::from_utf8_lossy(&ob[..n]).into_owned() })).await; }
-                },
-                r = err.read(&mut eb), if e_open => match r {
-                    Ok(0) | Err(_) => e_open = false,
-                    Ok(n) => { let _ = tx.send(ndjson_line(&ExecEvent::Stderr { data: String::from_utf8_lossy(&eb[..n]).into_owned() })).await; }
-                },
-            }
+    let mut child = proc.child;
+    match proc.pty {
+        Some(master) => {
+            // One stream both ways: the terminal's output, and the body as its input.
+            let mut input =
+                tokio::fs::File::from_std(master.try_clone().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?);
+            tokio::spawn(async move {
+                let _ = input.write_all(&rest).await;
+                while let Some(Ok(chunk)) = stream.next().await {
+                    if input.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut output = tokio::fs::File::from_std(master);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                // EIO once the process side of the terminal is closed.
+                while let Ok(n) = output.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let _ = tx.send(ndjson_line(&ExecEvent::Stdout { data: String::from_utf8_lossy(&buf[..n]).into_owned() })).await;
+                }
+                let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+                let _ = tx.send(ndjson_line(&ExecEvent::Exit { exit_code: code })).await;
+            });
         }
-        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-        let _ = tx.send(ndjson_line(&ExecEvent::Exit { exit_code: code })).await;
-    });
+        None => {
+            if let Some(mut stdin) = child.stdin.take() {
+                tokio::spawn(async move {
+                    let _ = stdin.write_all(&rest).await;
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        if stdin.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            let mut out = child.stdout.take().expect("piped");
+            let mut err = child.stderr.take().expect("piped");
+            tokio::spawn(async move {
+                let (mut ob, mut eb) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+                let (mut o_open, mut e_open) = (true, true);
+                while o_open || e_open {
+                    tokio::select! {
+                        r = out.read(&mut ob), if o_open => match r {
+                            Ok(0) | Err(_) => o_open = false,
+                            Ok(n) => { let _ = tx.send(ndjson_line(&ExecEvent::Stdout { data: String::from_utf8_lossy(&ob[..n]).into_owned() })).await; }
+                        },
+                        r = err.read(&mut eb), if e_open => match r {
+                            Ok(0) | Err(_) => e_open = false,
+                            Ok(n) => { let _ = tx.send(ndjson_line(&ExecEvent::Stderr { data: String::from_utf8_lossy(&eb[..n]).into_owned() })).await; }
+                        },
+                    }
+                }
+                let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+                let _ = tx.send(ndjson_line(&ExecEvent::Exit { exit_code: code })).await;
+            });
+        }
+    }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}
+
+/// Attaches to a running container started with `-i` or `-t`: the request body goes to its
+/// stdin, and the response streams its output as frames of `[stream, 0, 0, 0, len: u32 BE]`
+/// then `len` bytes (stream 1 = stdout, 2 = stderr). Output produced before the first attach is
+/// replayed to it.
+#[utoipa::path(post, path = "/v1/containers/{id}/attach", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
+    request_body(content = Vec<u8>, description = "Bytes for the container's stdin", content_type = "application/octet-stream"),
+    responses((status = 200, description = "Output frames", content_type = "application/vnd.atoll.stream"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn attach(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+    let sock = s.engine.attach(&id).await?;
+    let (rd, mut wr) = sock.into_split();
+    let mut input = body.into_data_stream();
+    tokio::spawn(async move {
+        while let Some(Ok(chunk)) = input.next().await {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        // The client's stdin ended: so does the container's (for -i without -t).
+        let _ = wr.shutdown().await;
+    });
+    let stream = futures_util::stream::unfold((rd, vec![0u8; 32 * 1024]), |(mut rd, mut buf)| async move {
+        match rd.read(&mut buf).await {
+            Ok(n) if n > 0 => Some((Ok::<_, Infallible>(bytes::Bytes::copy_from_slice(&buf[..n])), (rd, buf))),
+            _ => None,
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/vnd.atoll.stream")], Body::from_stream(stream)).into_response())
 }

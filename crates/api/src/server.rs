@@ -159,6 +159,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::containers::top))
         .routes(routes!(crate::containers::logs_route))
         .routes(routes!(crate::containers::exec))
+        .routes(routes!(crate::containers::attach))
 }
 
 async fn not_found() -> ApiError {

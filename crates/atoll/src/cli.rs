@@ -116,6 +116,12 @@ pub struct ShimArgs {
     log_max_size: u64,
     #[arg(long)]
     log_max_files: u32,
+    #[arg(long)]
+    tty: bool,
+    #[arg(long)]
+    stdin: bool,
+    #[arg(long)]
+    wait_attach: bool,
 }
 
 impl ShimArgs {
@@ -128,6 +134,9 @@ impl ShimArgs {
             runtime_root: self.runtime_root.clone(),
             log_max_size: self.log_max_size,
             log_max_files: self.log_max_files,
+            tty: self.tty,
+            stdin: self.stdin,
+            wait_attach: self.wait_attach,
         }
     }
 }

@@ -98,10 +98,10 @@ pub struct RunArgs {
     /// Run an init (tini) as PID 1 that reaps zombies and forwards signals.
     #[arg(long)]
     init: bool,
-    /// Allocate a terminal (not supported yet: use `atoll exec -i`).
+    /// Allocate a terminal.
     #[arg(short, long)]
     tty: bool,
-    /// Keep stdin open (not supported yet: use `atoll exec -i`).
+    /// Keep stdin open and pass this terminal's input to the container.
     #[arg(short, long)]
     interactive: bool,
     /// Log rotation: max-size=SIZE, max-file=N.
@@ -190,9 +190,6 @@ fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
         "host" => NetworkMode::Host,
         other => bail!("--network {other:?}: only none and host exist so far (bridge networks come with the networking milestone)"),
     };
-    if a.tty || a.interactive {
-        bail!("-t and -i are not supported by `atoll run` yet; run the container detached and use `atoll exec -i`");
-    }
     Ok(ContainerSpec {
         name: a.name.clone(),
         image: a.image.clone(),
@@ -268,6 +265,9 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
+    if a.interactive || a.tty {
+        return run_attached(client, &id, a.interactive).await;
+    }
     // Attach before starting (logs and wait), so no output and no exit can be missed, even
     // with --rm removing the container the moment it exits.
     let logs = client.send_ok(Method::GET, &format!("/v1/containers/{id}/logs?follow=true"), None, atoll_api::client::empty()).await?;
@@ -297,6 +297,100 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
     each_line::<LogLine>(logs.into_body(), |l| print_line(&l, false)).await?;
     let code = waiter.await.context("waiting for the container")??.exit_code;
     forwarder.abort();
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Puts this process's terminal in raw mode while it lives (for `-t` sessions).
+struct RawMode {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl RawMode {
+    fn enable() -> Self {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return Self { saved: None };
+        }
+        let Ok(saved) = rustix::termios::tcgetattr(&stdin) else { return Self { saved: None } };
+        let mut raw = saved.clone();
+        raw.make_raw();
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw);
+        Self { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, t);
+        }
+    }
+}
+
+/// A channel body fed by this process's stdin (from a thread: stdin reads block).
+fn stdin_body(first: Option<Bytes>, forward: bool) -> atoll_api::client::ReqBody {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+    if let Some(b) = first {
+        let _ = tx.try_send(Ok(b));
+    }
+    if forward {
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    channel_body(rx)
+}
+
+/// `run -i` / `run -t`: start, attach (stdin up, output frames down), then the exit code.
+async fn run_attached(client: &Client, id: &str, interactive: bool) -> anyhow::Result<ExitCode> {
+    let wait_client = client.clone();
+    let wait_id = id.to_owned();
+    let waiter = tokio::spawn(async move {
+        wait_client.json::<WaitResponse>(Method::POST, &format!("/v1/containers/{wait_id}/wait?condition=next-exit"), None::<&()>).await
+    });
+    if let Err(e) = client.call(Method::POST, &format!("/v1/containers/{id}/start?attach=true"), None::<&()>).await {
+        waiter.abort();
+        return Err(RunFailed(crate::output::chain(&anyhow::Error::from(e))).into());
+    }
+    let raw = RawMode::enable();
+    let resp = client
+        .send_ok(Method::POST, &format!("/v1/containers/{id}/attach"), Some("application/octet-stream"), stdin_body(None, interactive))
+        .await;
+    if let Ok(resp) = resp {
+        let mut stream = http_body_util::BodyDataStream::new(resp.into_body());
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buf.extend_from_slice(&chunk);
+            while buf.len() >= 8 {
+                let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+                if buf.len() < 8 + len {
+                    break;
+                }
+                let data = &buf[8..8 + len];
+                if buf[0] == 2 {
+                    let _ = std::io::stderr().write_all(data);
+                } else {
+                    let mut o = std::io::stdout().lock();
+                    let _ = o.write_all(data);
+                    let _ = o.flush();
+                }
+                buf.drain(..8 + len);
+            }
+        }
+    }
+    drop(raw);
+    let code = waiter.await.context("waiting for the container")??.exit_code;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
@@ -428,7 +522,7 @@ pub struct ExecArgs {
     /// Pass stdin to the command.
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a terminal (not supported yet).
+    /// Allocate a terminal.
     #[arg(short, long)]
     tty: bool,
     #[arg(short, long = "env")]
@@ -444,41 +538,22 @@ pub struct ExecArgs {
 }
 
 pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
-    if a.tty {
-        bail!("-t is not supported by `atoll exec` yet; -i works without it");
-    }
+    let tty_size = rustix::termios::tcgetwinsize(std::io::stdout()).ok().filter(|w| w.ws_row > 0).map(|w| (w.ws_row, w.ws_col));
     let req = ExecRequest {
         cmd: a.cmd.clone(),
         env: a.env.clone(),
         workdir: a.workdir.clone(),
         user: a.user.clone(),
         interactive: a.interactive,
+        tty: a.tty,
+        tty_size,
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
     let mut head = serde_json::to_vec(&req)?;
     head.push(b'\n');
-    tx.send(Ok(Bytes::from(head))).await.ok();
-    if a.interactive {
-        std::thread::spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-    } else {
-        drop(tx);
-    }
-    let resp = client
-        .send_ok(Method::POST, &format!("/v1/containers/{}/exec", q(&a.container)), Some("application/octet-stream"), channel_body(rx))
-        .await?;
+    let _raw = if a.tty { Some(RawMode::enable()) } else { None };
+    let url = format!("/v1/containers/{}/exec", q(&a.container));
+    let resp =
+        client.send_ok(Method::POST, &url, Some("application/octet-stream"), stdin_body(Some(Bytes::from(head)), a.interactive)).await?;
     let mut code = None;
     each_line::<ExecEvent>(resp.into_body(), |e| match e {
         ExecEvent::Stdout { data } => {
@@ -493,7 +568,6 @@ pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     let code = code.context("the daemon ended the exec without an exit code")?;
-    let _ = std::io::stdin().is_terminal();
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

@@ -10,9 +10,10 @@ use atoll_testkit::wait_for;
 
 const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 
+/// Fields drop in order: the daemon (and its containers) before the directory they live in.
 struct Env {
-    dir: tempfile::TempDir,
     daemon: Daemon,
+    dir: tempfile::TempDir,
     image: &'static str,
 }
 
@@ -24,7 +25,7 @@ fn env_with(args: &[&str]) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(Path::new(BIN), dir.path(), args);
     let image = daemon.import_busybox(dir.path());
-    Env { dir, daemon, image }
+    Env { daemon, dir, image }
 }
 
 fn state(c: &serde_json::Value) -> &str {
@@ -690,4 +691,66 @@ fn every_installed_runtime_runs_a_container_or_says_why() {
         ran.push(rt);
     }
     assert!(!ran.is_empty(), "no runtime could run a container");
+}
+
+/// Runs `atoll ARGS` with `input` on stdin.
+fn cli_with_stdin(e: &Env, args: &[&str], input: &[u8]) -> atoll_testkit::daemon::Run {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .env("ATOLL_SOCKET", &e.daemon.socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    atoll_testkit::daemon::Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn interactive_and_terminal_runs_and_execs() {
+    let e = env();
+    // run -i: stdin flows in, EOF closes it, the exit code comes back.
+    let out = cli_with_stdin(&e, &["run", "-i", "--rm", e.image, "sh", "-c", "tr a-z A-Z; exit 5"], b"shout\n");
+    assert_eq!((out.code, out.stdout.as_str()), (Some(5), "SHOUT\n"), "{out:?}");
+    // run -t: the process has a terminal, and output printed at once is not lost.
+    let out = e.daemon.cli(&["run", "-t", "--rm", e.image, "sh", "-c", "tty; exit 3"]);
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stdout.starts_with("/dev/pts/"), "{out:?}");
+    // run -it: an interactive shell.
+    let out = cli_with_stdin(&e, &["run", "-it", "--rm", e.image, "sh"], b"echo $((6*7))\nexit 6\n");
+    assert_eq!(out.code, Some(6), "{out:?}");
+    assert!(out.stdout.contains("42"), "{out:?}");
+    // exec -t and exec -it in a running container.
+    e.daemon.ok(&["run", "-d", "--name", "bg", e.image, "sleep", "300"]);
+    e.daemon.wait_container("bg", 60, "running", |c| state(c) == "running");
+    let out = e.daemon.cli(&["exec", "-t", "bg", "sh", "-c", "tty; stty size"]);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.starts_with("/dev/pts/"), "{out:?}");
+    let out = cli_with_stdin(&e, &["exec", "-it", "bg", "sh"], b"echo $((6*7))\nexit 4\n");
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stdout.contains("42"), "{out:?}");
+}
+
+/// Regression: shim sockets were bound at `<data>/containers/<64 hex>/shim.sock`, which passes
+/// the 108-byte limit of socket paths under a long data dir.
+#[test]
+fn a_long_data_dir_path_does_not_break_shim_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("a-rather-long-directory-name-for-a-data-dir").join("and-another-level-to-be-sure");
+    std::fs::create_dir_all(&deep).unwrap();
+    let daemon = Daemon::start(Path::new(BIN), &deep, &[]);
+    let image = daemon.import_busybox(dir.path());
+    let out = daemon.cli(&["run", "-t", "--rm", image, "sh", "-c", "echo deep; exit 2"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stdout.contains("deep"));
+    daemon.ok(&["run", "-d", "--name", "d", image, "sleep", "300"]);
+    daemon.ok(&["stop", "-t", "1", "d"]);
+    assert_eq!(daemon.container("d")["exit_code"], 137);
 }

@@ -11,10 +11,11 @@ use atoll_testkit::registry::Registry;
 
 const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 
+/// Fields drop in order: the daemon before the registry and the directory.
 struct Env {
-    dir: tempfile::TempDir,
-    registry: Registry,
     daemon: Daemon,
+    registry: Registry,
+    dir: tempfile::TempDir,
 }
 
 fn env() -> Env {
@@ -25,7 +26,7 @@ fn env_with(htpasswd: Option<&str>, args: &[&str]) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start_with(htpasswd);
     let daemon = Daemon::start(Path::new(BIN), dir.path(), args);
-    Env { dir, registry, daemon }
+    Env { daemon, registry, dir }
 }
 
 fn busybox_image() -> Image {

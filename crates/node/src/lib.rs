@@ -134,11 +134,19 @@ struct Slot {
     op: tokio::sync::Mutex<()>,
     /// Consecutive restarts without a long-enough run, for the backoff.
     consecutive: Mutex<u32>,
+    /// The next start waits for an attacher before running the process.
+    attach_next: Mutex<bool>,
 }
 
 impl Slot {
     fn new(rec: ContainerRecord) -> Arc<Self> {
-        Arc::new(Self { rec: Mutex::new(rec), changed: watch::channel(0).0, op: tokio::sync::Mutex::new(()), consecutive: Mutex::new(0) })
+        Arc::new(Self {
+            rec: Mutex::new(rec),
+            changed: watch::channel(0).0,
+            op: tokio::sync::Mutex::new(()),
+            consecutive: Mutex::new(0),
+            attach_next: Mutex::new(false),
+        })
     }
 
     fn get(&self) -> ContainerRecord {
@@ -454,14 +462,16 @@ impl Engine {
         Ok(slot.get())
     }
 
-    /// Starts a stopped container (a running one is left as it is).
-    pub async fn start(&self, query: &str) -> Result<ContainerRecord, EngineError> {
+    /// Starts a stopped container (a running one is left as it is). With `attach`, the process
+    /// waits for the first attacher, so a foreground client sees all of its output.
+    pub async fn start(&self, query: &str, attach: bool) -> Result<ContainerRecord, EngineError> {
         let slot = self.slot(query)?;
         let _op = slot.op.lock().await;
         if slot.get().is_running() {
             return Ok(slot.get());
         }
         *slot.consecutive.lock().unwrap() = 0;
+        *slot.attach_next.lock().unwrap() = attach && (slot.get().spec.interactive || slot.get().spec.tty);
         self.start_locked(&slot).await?;
         Ok(slot.get())
     }
@@ -542,6 +552,9 @@ impl Engine {
             runtime_root: self.runtime_root(),
             log_max_size: rec.spec.log.max_size,
             log_max_files: rec.spec.log.max_files,
+            tty: rec.spec.tty,
+            stdin: rec.spec.interactive,
+            wait_attach: std::mem::take(&mut *slot.attach_next.lock().unwrap()),
         };
         let (pid, started_at) =
             driver::spawn_shim(&self.cfg.exe, &shim).await.map_err(|source| EngineError::Start { name: rec.name.clone(), source })?;
@@ -892,6 +905,15 @@ impl Engine {
         Ok(slot.get())
     }
 
+    /// Attaches to a running container's stdio through its shim.
+    pub async fn attach(&self, query: &str) -> Result<tokio::net::UnixStream, EngineError> {
+        let rec = self.get(query)?;
+        if !rec.is_running() {
+            return Err(EngineError::NotRunning(rec.name));
+        }
+        ShimClient::new(&self.state_dir(&rec.id)).attach().await.map_err(|source| EngineError::Signal { name: rec.name, source })
+    }
+
     /// A `runtime exec` command for `req` in container `rec` (not yet spawned).
     pub fn exec_command(&self, rec: &ContainerRecord, req: &ExecRequest) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.cfg.runtime.path);
@@ -902,6 +924,9 @@ impl Engine {
         if let Some(w) = &req.workdir {
             c.arg("--cwd").arg(w);
         }
+        if req.tty {
+            c.arg("--tty");
+        }
         for e in &req.env {
             c.arg("--env").arg(e);
         }
@@ -909,8 +934,10 @@ impl Engine {
         c
     }
 
-    /// Starts a process in a running container; the caller streams its output.
-    pub fn exec(&self, query: &str, req: &ExecRequest) -> Result<tokio::process::Child, EngineError> {
+    /// Starts a process in a running container; the caller streams its output. With `tty`,
+    /// the runtime runs on the slave side of a pty pair whose master comes back: the runtime
+    /// sees a real terminal and gives the process its own.
+    pub fn exec(&self, query: &str, req: &ExecRequest) -> Result<ExecProcess, EngineError> {
         let rec = self.get(query)?;
         if !rec.is_running() {
             return Err(EngineError::NotRunning(rec.name));
@@ -918,12 +945,23 @@ impl Engine {
         if req.cmd.is_empty() {
             return Err(EngineError::Spec(atoll_spec::SpecError::HealthCommand));
         }
+        let what = || format!("exec in {}", rec.name);
         let mut c = self.exec_command(&rec, req);
+        c.kill_on_drop(true);
+        if req.tty {
+            let (master, slave) = open_pty(req.tty_size).map_err(|source| EngineError::Exec { what: what(), source })?;
+            let io = |f: &std::fs::File| f.try_clone().map(std::process::Stdio::from);
+            let wrap = |source| EngineError::Exec { what: what(), source };
+            c.stdin(io(&slave).map_err(wrap)?).stdout(io(&slave).map_err(wrap)?).stderr(io(&slave).map_err(wrap)?);
+            let child = c.spawn().map_err(wrap)?;
+            drop(slave);
+            return Ok(ExecProcess { child, pty: Some(master) });
+        }
         c.stdin(if req.interactive { std::process::Stdio::piped() } else { std::process::Stdio::null() })
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        c.spawn().map_err(|source| EngineError::Exec { what: format!("exec in {}", rec.name), source })
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().map_err(|source| EngineError::Exec { what: what(), source })?;
+        Ok(ExecProcess { child, pty: None })
     }
 
     /// The processes of a container: (pid, uid, cpu seconds, command line).
@@ -981,6 +1019,32 @@ impl Engine {
     }
 }
 
+/// A started exec: its process, and the pty master for a terminal session.
+#[derive(Debug)]
+pub struct ExecProcess {
+    pub child: tokio::process::Child,
+    pub pty: Option<std::fs::File>,
+}
+
+/// A pty pair (master, slave) of `size` (rows, cols).
+fn open_pty(size: Option<(u16, u16)>) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
+    // The runtime's side is a plain byte pipe: only the container's own terminal should echo
+    // and translate.
+    let mut t = rustix::termios::tcgetattr(&slave)?;
+    t.make_raw();
+    rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t)?;
+    let (rows, cols) = size.unwrap_or((24, 80));
+    rustix::termios::tcsetwinsize(&master, rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 })?;
+    Ok((std::fs::File::from(master), std::fs::File::from(slave)))
+}
+
 /// `exec` options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ExecRequest {
@@ -995,6 +1059,12 @@ pub struct ExecRequest {
     /// Pass the request body to the process's stdin.
     #[serde(default)]
     pub interactive: bool,
+    /// Give the process a terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// Terminal size (rows, columns).
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

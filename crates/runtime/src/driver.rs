@@ -34,8 +34,18 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), DriverError> {
     let log = cfg.state_dir.join("shim.log");
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(DriverError::Spawn)?;
-    let mut child = tokio::process::Command::new(exe)
-        .arg("shim")
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("shim");
+    if cfg.tty {
+        cmd.arg("--tty");
+    }
+    if cfg.stdin {
+        cmd.arg("--stdin");
+    }
+    if cfg.wait_attach {
+        cmd.arg("--wait-attach");
+    }
+    let mut child = cmd
         .arg("--id")
         .arg(&cfg.id)
         .arg("--bundle")
@@ -80,16 +90,28 @@ pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), D
 /// A connection-per-request client of one shim.
 #[derive(Debug, Clone)]
 pub struct ShimClient {
-    socket: PathBuf,
+    dir: PathBuf,
 }
 
 impl ShimClient {
     pub fn new(state_dir: &Path) -> Self {
-        Self { socket: state_dir.join(shim::SOCKET) }
+        Self { dir: state_dir.to_owned() }
+    }
+
+    /// Connects through `/proc/self/fd/N/shim.sock`, N an open handle on the state dir: the
+    /// path stays short whatever the data dir (socket paths are limited to 108 bytes).
+    async fn connect(&self) -> Result<UnixStream, DriverError> {
+        use rustix::fs::{Mode, OFlags};
+        let dir = rustix::fs::open(&self.dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| DriverError::Gone(e.into()))?;
+        let path = format!("/proc/self/fd/{}/{}", std::os::fd::AsRawFd::as_raw_fd(&dir), shim::SOCKET);
+        let s = UnixStream::connect(&path).await.map_err(DriverError::Gone);
+        drop(dir);
+        s
     }
 
     async fn request(&self, req: &str) -> Result<serde_json::Value, DriverError> {
-        let mut s = UnixStream::connect(&self.socket).await.map_err(DriverError::Gone)?;
+        let mut s = self.connect().await?;
         s.write_all(req.as_bytes()).await.map_err(DriverError::Gone)?;
         s.write_all(b"\n").await.map_err(DriverError::Gone)?;
         let mut line = String::new();
@@ -102,6 +124,14 @@ impl ShimClient {
             return Err(DriverError::Refused(e.to_owned()));
         }
         Ok(v)
+    }
+
+    /// Attaches to the container: output frames come back on the stream, and what is written
+    /// to it goes to the container's stdin.
+    pub async fn attach(&self) -> Result<UnixStream, DriverError> {
+        let mut s = self.connect().await?;
+        s.write_all(b"{\"op\":\"attach\"}\n").await.map_err(DriverError::Gone)?;
+        Ok(s)
     }
 
     /// Is the shim alive and answering?

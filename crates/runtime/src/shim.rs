@@ -10,6 +10,13 @@
 //! Control protocol on `shim.sock`: one JSON line per request, one JSON line in reply.
 //! `{"op":"state"}` → `{"pid":N,"running":true}` or the exit status; `{"op":"kill","signal":N}`
 //! → `{"ok":true}`; `{"op":"wait"}` → the exit status, sent when the container exits.
+//! `{"op":"attach"}` turns the connection into a stream: output comes back as frames
+//! (`[stream, 0, 0, 0, len: u32 BE]` then `len` bytes; stream 1 = stdout, 2 = stderr), and
+//! bytes sent after the request line go to the container's stdin (for `-i` or `-t`). The first
+//! attacher also gets the output produced before it arrived (up to [`REPLAY_MAX`]).
+//!
+//! With `-t`, the runtime hands the pty master over `console.sock` (`--console-socket`); the
+//! shim then reads output from and writes input to the master.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -35,6 +42,27 @@ pub struct ShimConfig {
     pub runtime_root: PathBuf,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// The container has a terminal (`-t`).
+    pub tty: bool,
+    /// Keep the container's stdin open for attachers (`-i`).
+    pub stdin: bool,
+    /// Hold the container at `created` until the first attacher arrives (foreground `run -i/-t`
+    /// attaches before starting, so it sees all output), or [`ATTACH_WAIT`] passes.
+    pub wait_attach: bool,
+}
+
+/// How long a `wait_attach` container waits for its attacher before starting anyway.
+pub const ATTACH_WAIT: Duration = Duration::from_secs(30);
+
+/// Output kept for the first attacher.
+pub const REPLAY_MAX: usize = 64 * 1024;
+
+/// The container's stdio as the shim holds it.
+struct Io {
+    /// Output sources: pipes, or the pty master.
+    outputs: Vec<(File, Stream)>,
+    /// Where attachers' input goes: the stdin pipe, or the pty master.
+    input: Option<File>,
 }
 
 /// How a container ended, as `exit.json` and `wait` report it.
@@ -92,17 +120,24 @@ fn runtime(cfg: &ShimConfig) -> Command {
 pub fn run(cfg: ShimConfig) -> i32 {
     // Our own session, so nothing aimed at the daemon's process group or terminal reaches us.
     let _ = rustix::process::setsid();
+    // Sockets are bound relative to the state dir: socket paths are limited to 108 bytes, and
+    // a data dir plus a 64-digit ID can exceed that. (The shim is single-threaded: its working
+    // directory is its own.)
+    if let Err(e) = std::env::set_current_dir(&cfg.state_dir) {
+        report(&Started::Failed { error: format!("entering {}: {e}", cfg.state_dir.display()) });
+        return 1;
+    }
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         report(&Started::Failed { error: format!("becoming a child subreaper: {e}") });
         return 1;
     }
     match start(&cfg) {
-        Ok((pid, pidfd, out, err)) => {
+        Ok((pid, pidfd, io)) => {
             // The socket exists before we say "started": the daemon connects right away, and a
             // refused connection would look like a dead shim.
-            let sock_path = cfg.state_dir.join(SOCKET);
-            let _ = fs::remove_file(&sock_path);
-            let listener = match UnixListener::bind(&sock_path) {
+            let sock_path = Path::new(SOCKET);
+            let _ = fs::remove_file(sock_path);
+            let listener = match UnixListener::bind(sock_path) {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = rustix::process::kill_process(pid, Signal::KILL);
@@ -117,7 +152,7 @@ pub fn run(cfg: ShimConfig) -> i32 {
                 let _ = rustix::stdio::dup2_stdout(&null);
                 let _ = rustix::stdio::dup2_stderr(&null);
             }
-            serve(&cfg, pid, pidfd, out, err, listener)
+            serve(&cfg, pid, pidfd, io, listener)
         }
         Err(error) => {
             report(&Started::Failed { error });
@@ -126,37 +161,31 @@ pub fn run(cfg: ShimConfig) -> i32 {
     }
 }
 
-type Started3 = (Pid, OwnedFd, OwnedFd, OwnedFd);
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))
+}
 
-fn start(cfg: &ShimConfig) -> Result<Started3, String> {
-    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))?;
-    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))?;
-    let pid_file = cfg.state_dir.join(PID_FILE);
-    let _ = fs::remove_file(&pid_file);
-    let status = runtime(cfg)
-        .arg("create")
-        .arg("--bundle")
-        .arg(&cfg.bundle)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg(&cfg.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .status()
-        .map_err(|e| format!("running {} create: {e}", cfg.runtime.display()))?;
-    if !status.success() {
-        let why = runtime_error(&cfg.state_dir).unwrap_or_else(|| format!("exit status {status}"));
-        let _ = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        return Err(format!("the runtime could not create the container: {why}"));
+/// Receives the pty master the runtime sends over the console socket.
+fn receive_console(listener: &UnixListener) -> Result<OwnedFd, String> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let (conn, _) = listener.accept().map_err(|e| format!("accepting the console socket: {e}"))?;
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let mut name = [0u8; 256];
+    let mut iov = [io::IoSliceMut::new(&mut name)];
+    rustix::net::recvmsg(&conn, &mut iov, &mut anc, RecvFlags::CMSG_CLOEXEC).map_err(|e| format!("receiving the console: {e}"))?;
+    for msg in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg
+            && let Some(fd) = fds.next()
+        {
+            return Ok(fd);
+        }
     }
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
-        .trim()
-        .parse()
-        .map_err(|_| "bad pid file".to_owned())?;
-    let pid = Pid::from_raw(pid).ok_or("pid 0 in pid file")?;
-    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
+    Err("the runtime sent no console".into())
+}
+
+/// `runtime start`: the created container runs its process.
+fn runtime_start(cfg: &ShimConfig) -> Result<(), String> {
     let status = runtime(cfg)
         .arg("start")
         .arg(&cfg.id)
@@ -169,13 +198,95 @@ fn start(cfg: &ShimConfig) -> Result<Started3, String> {
         let _ = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
         return Err(format!("the runtime could not start the container: {why}"));
     }
-    Ok((pid, pidfd, out_r, err_r))
+    Ok(())
+}
+
+fn start(cfg: &ShimConfig) -> Result<(Pid, OwnedFd, Io), String> {
+    let pid_file = cfg.state_dir.join(PID_FILE);
+    let _ = fs::remove_file(&pid_file);
+    let mut create = runtime(cfg);
+    create.arg("create").arg("--bundle").arg(&cfg.bundle).arg("--pid-file").arg(&pid_file);
+    let mut outputs = Vec::new();
+    let mut input = None;
+    let mut console = None;
+    if cfg.tty {
+        // Relative, like shim.sock; the runtime runs in our working directory.
+        let path = PathBuf::from("console.sock");
+        let _ = fs::remove_file(&path);
+        let l = UnixListener::bind(&path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+        create.arg("--console-socket").arg(&path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        console = Some((l, path));
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        create.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        outputs.push((File::from(out_r), Stream::Stdout));
+        outputs.push((File::from(err_r), Stream::Stderr));
+        if cfg.stdin {
+            let (in_r, in_w) = pipe()?;
+            create.stdin(Stdio::from(in_r));
+            input = Some(File::from(in_w));
+        } else {
+            create.stdin(Stdio::null());
+        }
+    }
+    let status = create.arg(&cfg.id).status().map_err(|e| format!("running {} create: {e}", cfg.runtime.display()));
+    // Our copies of the child ends are closed with `create`.
+    drop(create);
+    let status = status?;
+    if !status.success() {
+        let why = runtime_error(&cfg.state_dir).unwrap_or_else(|| format!("exit status {status}"));
+        let _ = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        return Err(format!("the runtime could not create the container: {why}"));
+    }
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
+        .trim()
+        .parse()
+        .map_err(|_| "bad pid file".to_owned())?;
+    let pid = Pid::from_raw(pid).ok_or("pid 0 in pid file")?;
+    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
+    if let Some((l, path)) = console {
+        let master = receive_console(&l);
+        let _ = fs::remove_file(path);
+        let master = File::from(master.inspect_err(|_| {
+            let _ = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).status();
+        })?);
+        let _ = rustix::termios::tcsetwinsize(&master, rustix::termios::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 });
+        input = Some(master.try_clone().map_err(|e| format!("duplicating the console: {e}"))?);
+        outputs.push((master, Stream::Stdout));
+    }
+    if !cfg.wait_attach {
+        runtime_start(cfg)?;
+    }
+    Ok((pid, pidfd, Io { outputs, input }))
 }
 
 struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
     waiting: bool,
+    /// Streams output and feeds stdin.
+    attached: bool,
+    /// An attacher whose input ended: it still receives output, but is not read any more.
+    input_closed: bool,
+}
+
+/// Sends one output frame to an attacher; false if it is gone or stuck.
+fn send_frame(c: &mut UnixStream, stream: Stream, data: &[u8]) -> bool {
+    let mut frame = Vec::with_capacity(data.len() + 8);
+    frame.push(match stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    });
+    frame.extend_from_slice(&[0, 0, 0]);
+    frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    frame.extend_from_slice(data);
+    let _ = c.set_nonblocking(false);
+    let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+    let ok = c.write_all(&frame).is_ok();
+    let _ = c.set_nonblocking(true);
+    ok
 }
 
 #[derive(Deserialize)]
@@ -195,26 +306,34 @@ fn exit_of(status: rustix::process::WaitStatus) -> (i32, Option<i32>) {
     }
 }
 
-fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd, listener: UnixListener) -> i32 {
+fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListener) -> i32 {
     let log_path = cfg.state_dir.join(LOG_FILE);
     let mut log = LogWriter::open(&log_path, cfg.log_max_size, cfg.log_max_files).ok();
     let sock_path = cfg.state_dir.join(SOCKET);
-    let listener = Some(listener);
-    let mut pipes: [Option<(File, Stream, LineSplitter)>; 2] = [
-        Some((File::from(out), Stream::Stdout, LineSplitter::default())),
-        Some((File::from(err), Stream::Stderr, LineSplitter::default())),
-    ];
+    let mut pipes: Vec<Option<(File, Stream, LineSplitter)>> =
+        io.outputs.into_iter().map(|(f, s)| Some((f, s, LineSplitter::default()))).collect();
+    let mut input = io.input;
     let mut clients: Vec<Client> = Vec::new();
     let mut exit: Option<ExitStatus> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
+    // Output before the first attacher, replayed to it.
+    let mut replay: Option<Vec<(Stream, Vec<u8>)>> = (cfg.stdin || cfg.tty).then(Vec::new);
+    let mut replay_len = 0usize;
+    // Held at `created` until the first attacher (or the deadline).
+    let mut start_deadline = cfg.wait_attach.then(|| Instant::now() + ATTACH_WAIT);
+    let start_now = |deadline: &mut Option<Instant>| {
+        if deadline.take().is_some() && runtime_start(cfg).is_err() {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+    };
 
     loop {
         let done_draining = pipes.iter().all(Option::is_none) || drain_deadline.is_some_and(|d| Instant::now() >= d);
         if exit.is_some() && done_draining {
             break;
         }
-        // Build the poll set: pipes, pidfd (until exit), listener, clients.
+        // The poll set: outputs, pidfd (until exit), listener, clients.
         let mut fds: Vec<PollFd<'_>> = Vec::new();
         let mut kinds: Vec<(u8, usize)> = Vec::new();
         for (i, p) in pipes.iter().enumerate() {
@@ -227,16 +346,20 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd,
             fds.push(PollFd::new(&pidfd, PollFlags::IN));
             kinds.push((1, 0));
         }
-        if let Some(l) = &listener {
-            fds.push(PollFd::new(l, PollFlags::IN));
-            kinds.push((2, 0));
-        }
-        for (i, c) in clients.iter().enumerate() {
+        fds.push(PollFd::new(&listener, PollFlags::IN));
+        kinds.push((2, 0));
+        for (i, c) in clients.iter().enumerate().filter(|(_, c)| !c.input_closed) {
             fds.push(PollFd::new(&c.stream, PollFlags::IN));
             kinds.push((3, i));
         }
-        let timeout =
-            drain_deadline.map(|d| rustix::event::Timespec::try_from(d.saturating_duration_since(Instant::now())).unwrap_or_default());
+        if start_deadline.is_some_and(|d| Instant::now() >= d) {
+            start_now(&mut start_deadline);
+        }
+        let wake = match (drain_deadline, start_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = wake.map(|d| rustix::event::Timespec::try_from(d.saturating_duration_since(Instant::now())).unwrap_or_default());
         if poll(&mut fds, timeout.as_ref()).is_err() {
             continue;
         }
@@ -247,17 +370,28 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd,
             match kind {
                 0 => {
                     let Some((f, stream, splitter)) = pipes[i].as_mut() else { continue };
+                    let s = *stream;
                     match f.read(&mut buf) {
+                        // EIO: the pty's other side is closed.
                         Ok(0) | Err(_) => {
                             let ts = now();
-                            let s = *stream;
                             splitter.flush(|c, p| write_log(&mut log, s, p, c, &ts));
                             pipes[i] = None;
                         }
                         Ok(n) => {
                             let ts = now();
-                            let s = *stream;
                             splitter.push(&buf[..n], MAX_LINE, |c, p| write_log(&mut log, s, p, c, &ts));
+                            for (ci, c) in clients.iter_mut().enumerate() {
+                                if c.attached && !send_frame(&mut c.stream, s, &buf[..n]) {
+                                    closed_clients.push(ci);
+                                }
+                            }
+                            if let Some(r) = replay.as_mut()
+                                && replay_len + n <= REPLAY_MAX
+                            {
+                                r.push((s, buf[..n].to_vec()));
+                                replay_len += n;
+                            }
                         }
                     }
                 }
@@ -269,25 +403,57 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd,
                     }
                 }
                 2 => {
-                    if let Some(l) = &listener {
-                        while let Ok((stream, _)) = l.accept() {
-                            let _ = stream.set_nonblocking(true);
-                            clients.push(Client { stream, buf: Vec::new(), waiting: false });
-                        }
+                    while let Ok((stream, _)) = listener.accept() {
+                        let _ = stream.set_nonblocking(true);
+                        clients.push(Client { stream, buf: Vec::new(), waiting: false, attached: false, input_closed: false });
                     }
                 }
                 _ => {
                     let c = &mut clients[i];
                     match c.stream.read(&mut buf) {
+                        Ok(0) | Err(_) if c.attached => {
+                            // The attacher's input ended; it keeps getting output. Without a
+                            // terminal, its EOF is the container's (`echo x | atoll run -i …`).
+                            c.input_closed = true;
+                            if !cfg.tty {
+                                input = None;
+                            }
+                        }
                         Ok(0) | Err(_) => closed_clients.push(i),
+                        Ok(n) if c.attached => {
+                            if let Some(inp) = input.as_mut()
+                                && inp.write_all(&buf[..n]).is_err()
+                            {
+                                input = None;
+                            }
+                        }
                         Ok(n) => {
                             c.buf.extend_from_slice(&buf[..n]);
-                            if c.buf.len() > 4096 {
+                            if c.buf.len() > 4096 && !c.buf.contains(&b'\n') {
                                 closed_clients.push(i);
                                 continue;
                             }
-                            while let Some(nl) = c.buf.iter().position(|&b| b == b'\n') {
+                            while !c.attached
+                                && let Some(nl) = c.buf.iter().position(|&b| b == b'\n')
+                            {
                                 let line: Vec<u8> = c.buf.drain(..=nl).collect();
+                                if serde_json::from_slice::<Request>(&line).is_ok_and(|r| r.op == "attach") {
+                                    c.attached = true;
+                                    if let Some(r) = replay.take() {
+                                        for (s, data) in &r {
+                                            send_frame(&mut c.stream, *s, data);
+                                        }
+                                    }
+                                    // Bytes that came with the request line are stdin already.
+                                    let rest = std::mem::take(&mut c.buf);
+                                    if let Some(inp) = input.as_mut()
+                                        && !rest.is_empty()
+                                    {
+                                        let _ = inp.write_all(&rest);
+                                    }
+                                    start_now(&mut start_deadline);
+                                    break;
+                                }
                                 let reply = handle(&line, pid, exit.as_ref(), &mut c.waiting);
                                 if let Some(r) = reply {
                                     let _ = c.stream.set_nonblocking(false);
@@ -301,6 +467,7 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd,
             }
         }
         closed_clients.sort_unstable();
+        closed_clients.dedup();
         for i in closed_clients.into_iter().rev() {
             clients.remove(i);
         }

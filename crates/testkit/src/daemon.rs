@@ -164,9 +164,45 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Removes every container this daemon's data dir knows, even if the daemon is dead:
+    /// containers outlive daemons by design, so tests must not leave them running.
+    pub fn clean_up_containers(&mut self) {
+        if self.child.is_some() {
+            let ids = self.cli(&["ps", "-aq", "--no-trunc"]).stdout;
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.cli(&args);
+            }
+        }
+        self.kill9();
+        let Ok(dirs) = std::fs::read_dir(self.data_dir.join("containers")) else { return };
+        let dirs: Vec<PathBuf> = dirs.filter_map(Result::ok).map(|d| d.path()).collect();
+        for d in &dirs {
+            if let Some(pid) = std::fs::read_to_string(d.join("init.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok())
+                && d.join("shim.sock").exists()
+            {
+                // The pid namespace goes with its init; the shim then deletes the container.
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dirs.iter().any(|d| d.join("shim.sock").exists()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for d in &dirs {
+            let _ = Command::new("umount").arg("-l").arg(d.join("rootfs")).stderr(Stdio::null()).status();
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.kill9();
+        self.clean_up_containers();
     }
 }
 

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Benchmark: wall time of `atoll run --rm IMAGE true`, side by side in one run with the bare
+# OCI runtime on a prepared bundle and with `podman run --rm` where podman can run; daemon
+# idle RSS; shim memory with 50 running containers.
+# Usage: sudo bench/run.sh [RUNS]   (default 20). Prints Markdown for BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-20}"
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
+scripts/install-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
+cargo build --release --locked -q -p atoll -p atoll-testkit
+bin="$CARGO_TARGET_DIR/release"
+
+work="$(mktemp -d /var/tmp/atoll-bench-run.XXXXXX)"
+cleanup() {
+  ATOLL_SOCKET="$work/atoll.sock" "$bin/atoll" ps -aq 2>/dev/null | xargs -r "$bin/atoll" --socket "$work/atoll.sock" rm -f >/dev/null 2>&1 || true
+  kill "${daemon_pid:-}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  umount -R "$work"/data/containers/*/rootfs 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+export ATOLL_SOCKET="$work/atoll.sock"
+"$bin/atoll" daemon --data-dir "$work/data" >"$work/daemon.log" 2>&1 & daemon_pid=$!
+until "$bin/atoll" info >/dev/null 2>&1; do sleep 0.05; done
+runtime=$("$bin/atoll" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["runtime"]["path"])')
+"$bin/mkimage" busybox "$work/layout" latest >/dev/null
+"$bin/atoll" image import "$work/layout" --name localhost/busybox >/dev/null
+
+# A prepared bundle for the bare runtime: the same busybox rootfs, the runtime's own default spec.
+mkdir -p "$work/bundle/rootfs"
+umoci unpack --image "$work/layout:latest" "$work/umoci" >/dev/null
+cp -a "$work/umoci/rootfs/." "$work/bundle/rootfs/"
+(cd "$work/bundle" && "$runtime" spec)
+python3 - "$work/bundle/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true"]
+json.dump(c, open(p, "w"))
+PY
+
+cmds=(-n "atoll run --rm" "$bin/atoll run --rm localhost/busybox /bin/true"
+      -n "$(basename "$runtime") run (bare, prepared bundle)" "$runtime --root $work/bare run --bundle $work/bundle b\$\$")
+podman_note=""
+if command -v podman >/dev/null; then
+  podman load -q -i <(skopeo copy --quiet "oci:$work/layout:latest" docker-archive:/dev/stdout:localhost/busybox:latest) >/dev/null 2>&1 || true
+  if out=$(podman run --rm localhost/busybox /bin/true 2>&1); then
+    cmds+=(-n "podman run --rm" "podman run --rm localhost/busybox /bin/true")
+  else
+    podman_note="podman run fails here: $(echo "$out" | tail -1)"
+  fi
+else
+  podman_note="podman is not installed"
+fi
+
+hyperfine --runs "$runs" --warmup 2 --export-json "$work/run.json" --style basic "${cmds[@]}" >&2
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+idle_rss=$(rss_kib "$daemon_pid")
+
+for i in $(seq 1 50); do "$bin/atoll" run -d --name "s$i" localhost/busybox sleep 3600 >/dev/null; done
+shims=$(pgrep -f "atoll shim --id" || true)
+n=$(echo "$shims" | wc -w)
+rss_sum=0; pss_sum=0
+for p in $shims; do rss_sum=$((rss_sum + $(rss_kib "$p"))); pss_sum=$((pss_sum + $(pss_kib "$p"))); done
+busy_rss=$(rss_kib "$daemon_pid")
+
+python3 - "$work/run.json" "$runs" "$idle_rss" "$busy_rss" "$n" "$rss_sum" "$pss_sum" "$podman_note" <<'PY'
+import json, statistics, sys
+res = json.load(open(sys.argv[1]))["results"]
+runs, idle, busy, n, rss, pss, note = sys.argv[2:9]
+med = {r["command"]: statistics.median(r["times"]) for r in res}
+base = [c for c in med if "bare" in c][0]
+print(f"`{runs}` runs each after 2 warm-ups.\n")
+print("| command | median (ms) | min (ms) | max (ms) | ratio to bare runtime |")
+print("|---|---|---|---|---|")
+for r in res:
+    c = r["command"]
+    print(f"| {c} | {med[c]*1000:.1f} | {min(r['times'])*1000:.1f} | {max(r['times'])*1000:.1f} | {med[c]/med[base]:.2f}x |")
+if note:
+    print(f"\n{note}.")
+n = int(n)
+print(f"\n| memory | value |\n|---|---|")
+print(f"| daemon RSS, idle (no containers) | {int(idle)/1024:.1f} MiB |")
+print(f"| daemon RSS with {n} running containers | {int(busy)/1024:.1f} MiB |")
+print(f"| shim RSS, mean of {n} | {int(rss)/n/1024:.2f} MiB |")
+print(f"| shim PSS (proportional: shared pages split), mean of {n} | {int(pss)/n/1024:.2f} MiB |")
+PY
