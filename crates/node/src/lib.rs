@@ -320,13 +320,15 @@ impl Engine {
         self.cfg.data_dir.join("runtime").join(&self.cfg.runtime.name)
     }
 
+    /// Persists the record. Watchers are told first: they learn of a change as soon as it is
+    /// made, and what they see is at worst a moment ahead of the disk (re-adoption reconciles
+    /// after a crash).
     fn save(&self, slot: &Slot) -> Result<(), EngineError> {
+        slot.changed.send_modify(|v| *v += 1);
         let rec = slot.get();
         let data = serde_json::to_vec_pretty(&rec).expect("record serialises");
         atoll_util::atomic_write(&self.state_dir(&rec.id).join("container.json"), &data, 0o600)
-            .map_err(|source| EngineError::Save { id: rec.id.clone(), source })?;
-        slot.changed.send_modify(|v| *v += 1);
-        Ok(())
+            .map_err(|source| EngineError::Save { id: rec.id.clone(), source })
     }
 
     fn update(&self, slot: &Slot, f: impl FnOnce(&mut ContainerRecord)) -> Result<(), EngineError> {
@@ -541,8 +543,12 @@ impl Engine {
         };
         let spec = bundle::config(&input)?;
         let data = serde_json::to_vec_pretty(&spec).expect("spec serialises");
-        atoll_util::atomic_write(&dir.join("config.json"), &data, 0o600)
+        // Regenerated at every start: atomic, but not worth an fsync.
+        atoll_util::replace_file(&dir.join("config.json"), &data, 0o600)
             .map_err(|source| EngineError::Save { id: rec.id.clone(), source })?;
+        // The previous shim of this container (if it just exited) finishes with a runtime
+        // delete; a create before that would collide.
+        self.wait_shim_done(&rec.id).await;
         let _ = fs::remove_file(dir.join(atoll_runtime::shim::EXIT_FILE));
         let shim = ShimConfig {
             id: rec.id.clone(),
@@ -578,6 +584,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Waits until the shim of a container that exited is completely done: it answers
+    /// waiters, writes `exit.json`, deletes the runtime's state and removes its socket last.
+    /// A socket that outlives its shim (killed) is cleared, with the runtime's state.
+    async fn wait_shim_done(&self, id: &str) {
+        let sock = self.state_dir(id).join(atoll_runtime::shim::SOCKET);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while sock.exists() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if sock.exists() {
+            let _ = fs::remove_file(&sock);
+            let _ = tokio::process::Command::new(&self.cfg.runtime.path)
+                .arg("--root")
+                .arg(self.runtime_root())
+                .args(["delete", "--force", id])
+                .output()
+                .await;
+        }
+    }
+
     fn write_etc_files(&self, dir: &Path, hostname: &str, net: &NetworkMode) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
         let hosts = match net {
             NetworkMode::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
@@ -592,7 +618,7 @@ impl Engine {
         let mut out = Vec::new();
         for (name, content, target) in files {
             let p = dir.join(name);
-            fs::write(&p, content)?;
+            atoll_util::replace_file(&p, content.as_bytes(), 0o644).map_err(std::io::Error::other)?;
             out.push((p, target));
         }
         Ok(out)
@@ -890,16 +916,23 @@ impl Engine {
             }
         }
         let dir = self.state_dir(&rec.id);
+        if rec.state != State::Created {
+            self.wait_shim_done(&rec.id).await;
+        }
         rootfs::unmount(&dir.join("rootfs"))?;
-        let _ = tokio::process::Command::new(&self.cfg.runtime.path)
-            .arg("--root")
-            .arg(self.runtime_root())
-            .args(["delete", "--force", &rec.id])
-            .output()
-            .await;
+        // A shim that saw the exit deletes the runtime's state itself; otherwise do it here.
+        if slot.get().exit_unknown || slot.get().state == State::Created {
+            let _ = tokio::process::Command::new(&self.cfg.runtime.path)
+                .arg("--root")
+                .arg(self.runtime_root())
+                .args(["delete", "--force", &rec.id])
+                .output()
+                .await;
+        }
         self.slots.lock().unwrap().remove(&rec.id);
-        // Waiters learn it is gone.
-        let _ = self.update(&slot, |r| r.state = State::Exited);
+        // Waiters learn it is gone (no need to save a record about to be deleted).
+        slot.rec.lock().unwrap().state = State::Exited;
+        slot.changed.send_modify(|v| *v += 1);
         fs::remove_dir_all(&dir).map_err(EngineError::Prepare)?;
         tracing::info!(container = %rec.name, "removed");
         Ok(slot.get())

@@ -28,6 +28,8 @@ pub enum DriverError {
 
 /// How long a shim may take to create and start a container.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a shim may take to answer `state` or `kill`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts `atoll shim` for `cfg` (detached in its own process group) and returns what it
 /// reported: the container's pid and start time.
@@ -136,11 +138,14 @@ impl ShimClient {
 
     /// Is the shim alive and answering?
     pub async fn alive(&self) -> bool {
-        self.request(r#"{"op":"state"}"#).await.is_ok()
+        matches!(tokio::time::timeout(REQUEST_TIMEOUT, self.request(r#"{"op":"state"}"#)).await, Ok(Ok(_)))
     }
 
     pub async fn kill(&self, signal: i32) -> Result<(), DriverError> {
-        self.request(&format!(r#"{{"op":"kill","signal":{signal}}}"#)).await.map(|_| ())
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.request(&format!(r#"{{"op":"kill","signal":{signal}}}"#))).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(DriverError::Timeout(REQUEST_TIMEOUT)),
+        }
     }
 
     /// Waits until the container exits. Errors if the shim goes away without saying.

@@ -204,8 +204,15 @@ fn runtime_start(cfg: &ShimConfig) -> Result<(), String> {
 fn start(cfg: &ShimConfig) -> Result<(Pid, OwnedFd, Io), String> {
     let pid_file = cfg.state_dir.join(PID_FILE);
     let _ = fs::remove_file(&pid_file);
+    // `run --detach` creates and starts in one runtime invocation; `create` alone when the
+    // container must wait for its attacher.
     let mut create = runtime(cfg);
-    create.arg("create").arg("--bundle").arg(&cfg.bundle).arg("--pid-file").arg(&pid_file);
+    if cfg.wait_attach {
+        create.arg("create");
+    } else {
+        create.arg("run").arg("--detach");
+    }
+    create.arg("--bundle").arg(&cfg.bundle).arg("--pid-file").arg(&pid_file);
     let mut outputs = Vec::new();
     let mut input = None;
     let mut console = None;
@@ -255,9 +262,6 @@ fn start(cfg: &ShimConfig) -> Result<(Pid, OwnedFd, Io), String> {
         let _ = rustix::termios::tcsetwinsize(&master, rustix::termios::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 });
         input = Some(master.try_clone().map_err(|e| format!("duplicating the console: {e}"))?);
         outputs.push((master, Stream::Stdout));
-    }
-    if !cfg.wait_attach {
-        runtime_start(cfg)?;
     }
     Ok((pid, pidfd, Io { outputs, input }))
 }
@@ -475,13 +479,18 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListe
 
     let exit = exit.expect("loop ends after exit");
     let data = serde_json::to_vec(&exit).expect("serialises");
-    let _ = atoll_util::atomic_write(&cfg.state_dir.join(EXIT_FILE), &data, 0o644);
-    let _ = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    // Waiters first: the daemon records the exit itself. Then `exit.json`, before any other
+    // connection is closed: a client whose request we never read falls back to that file.
+    // The runtime's cleanup need not delay anyone. The socket goes last, so its absence means
+    // this shim is completely done (a new start of the container waits for it).
     let line = String::from_utf8_lossy(&data).into_owned();
     for c in clients.iter_mut().filter(|c| c.waiting) {
         let _ = c.stream.set_nonblocking(false);
         let _ = writeln!(c.stream, "{line}");
     }
+    let _ = atoll_util::atomic_write(&cfg.state_dir.join(EXIT_FILE), &data, 0o644);
+    drop(clients);
+    let _ = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
     let _ = fs::remove_file(&sock_path);
     0
 }

@@ -51,6 +51,22 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     result.map_err(wrap)
 }
 
+/// Replaces `path` atomically (temp file, rename) without fsync: readers never see a torn file,
+/// but a power loss may lose the update. For files regenerated on every use.
+pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp-{:016x}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), fastrand::u64(..)));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|source| Error::Write { path: path.to_owned(), source })
+}
+
 /// fsyncs a directory so that renames and creations inside it survive a crash.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
