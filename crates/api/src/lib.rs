@@ -2,6 +2,7 @@
 //!
 //! The OpenAPI document is generated from the route annotations in [`server`] and checked into
 //! this crate as `openapi.json`; a test fails when the two differ (`UPDATE_EXPECT=1` rewrites).
+#![forbid(unsafe_code)]
 
 pub mod client;
 pub mod containers;

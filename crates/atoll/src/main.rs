@@ -1,5 +1,6 @@
 //! `atoll`: the CLI and, as `atoll daemon`, the daemon. Glue only: argument parsing, wiring of
 //! the library crates, and printing.
+#![forbid(unsafe_code)]
 
 mod cli;
 mod containers;

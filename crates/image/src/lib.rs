@@ -4,6 +4,7 @@
 //! Layering: [`reference`], [`digest`], [`platform`] and [`manifest`] are pure; [`unpack`]
 //! touches only the directory it is given; [`store`] owns `<data-dir>/images`; [`registry`]
 //! is the only module that speaks HTTP; [`ImageService`] ties them together for the API.
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod digest;

@@ -10,6 +10,7 @@
 //! start, [`Engine::open`] re-adopts containers whose shims are alive, records exits that
 //! happened while the daemon was away, and brings back `always`/`unless-stopped` containers
 //! after a reboot.
+#![forbid(unsafe_code)]
 
 pub mod names;
 pub mod record;
@@ -481,7 +482,7 @@ impl Engine {
     async fn start_locked(&self, slot: &Arc<Slot>) -> Result<(), EngineError> {
         let result = self.start_inner(slot).await;
         if let Err(e) = &result {
-            let msg = atoll_util_chain(e);
+            let msg = error_chain(e);
             let _ = rootfs::unmount(&self.state_dir(&slot.get().id).join("rootfs"));
             let _ = self.update(slot, |r| {
                 r.error = Some(msg);
@@ -569,7 +570,7 @@ impl Engine {
         self.update(slot, |r| {
             r.state = State::Running;
             r.pid = Some(pid);
-            r.started_at = Some(to_rfc3339(&started_at));
+            r.started_at = Some(started_at);
             r.finished_at = None;
             r.exit_code = None;
             r.exit_unknown = false;
@@ -680,7 +681,7 @@ impl Engine {
             r.pid = None;
             r.exit_code = Some(exit.exit_code);
             r.exit_unknown = exit.unknown;
-            r.finished_at = Some(to_rfc3339(&exit.finished_at));
+            r.finished_at = Some(exit.finished_at.clone());
         });
     }
 
@@ -1108,12 +1109,8 @@ pub struct ProcessInfo {
     pub command: String,
 }
 
-/// The shim's timestamps have nanoseconds; records keep RFC 3339 as the rest of the API.
-fn to_rfc3339(ts: &str) -> String {
-    ts.to_owned()
-}
-
-fn atoll_util_chain(e: &dyn std::error::Error) -> String {
+/// `error: cause: cause`, for records and logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -4,6 +4,7 @@
 //!
 //! Pure modules: `bundle`, `seccomp`, `user`, and the parsing parts of `logs`. `shim` is a
 //! separate process (`atoll shim`); `driver` is the daemon's side of it.
+#![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod driver;
