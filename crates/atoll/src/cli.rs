@@ -83,6 +83,8 @@ pub enum Command {
     Rm(crate::containers::RmArgs),
     /// Run a command in a running container.
     Exec(crate::containers::ExecArgs),
+    /// Attach this terminal to a running container started with -i and/or -t.
+    Attach(crate::containers::AttachArgs),
     /// Show details of containers (or images) as JSON.
     Inspect {
         #[arg(required = true)]
@@ -332,6 +334,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return crate::containers::each(&client, &a.containers, |c| format!("/v1/containers/{}?force={f}", q(c)), Method::DELETE).await;
         }
         Command::Exec(a) => return crate::containers::exec(&client, a).await,
+        Command::Attach(a) => return crate::containers::attach(&client, a).await,
         Command::Inspect { names } => return crate::containers::inspect(&client, names).await,
         Command::Wait { containers } => return crate::containers::wait(&client, &containers).await,
         Command::Top { container } => crate::containers::top(&client, &container).await?,

@@ -363,34 +363,58 @@ async fn run_attached(client: &Client, id: &str, interactive: bool) -> anyhow::R
         waiter.abort();
         return Err(RunFailed(crate::output::chain(&anyhow::Error::from(e))).into());
     }
-    let raw = RawMode::enable();
-    let resp = client
-        .send_ok(Method::POST, &format!("/v1/containers/{id}/attach"), Some("application/octet-stream"), stdin_body(None, interactive))
-        .await;
-    if let Ok(resp) = resp {
-        let mut stream = http_body_util::BodyDataStream::new(resp.into_body());
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            buf.extend_from_slice(&chunk);
-            while buf.len() >= 8 {
-                let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-                if buf.len() < 8 + len {
-                    break;
-                }
-                let data = &buf[8..8 + len];
-                if buf[0] == 2 {
-                    let _ = std::io::stderr().write_all(data);
-                } else {
-                    let mut o = std::io::stdout().lock();
-                    let _ = o.write_all(data);
-                    let _ = o.flush();
-                }
-                buf.drain(..8 + len);
+    let _ = attach_stream(client, id, interactive).await;
+    let code = waiter.await.context("waiting for the container")??.exit_code;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Attaches this terminal to a running container until its output ends: stdin up (if
+/// `forward_stdin`), output frames down to stdout/stderr, raw mode while it lasts.
+async fn attach_stream(client: &Client, id: &str, forward_stdin: bool) -> anyhow::Result<()> {
+    let _raw = RawMode::enable();
+    let url = format!("/v1/containers/{}/attach", q(id));
+    let resp = client.send_ok(Method::POST, &url, Some("application/octet-stream"), stdin_body(None, forward_stdin)).await?;
+    let mut stream = http_body_util::BodyDataStream::new(resp.into_body());
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        buf.extend_from_slice(&chunk);
+        while buf.len() >= 8 {
+            let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+            if buf.len() < 8 + len {
+                break;
             }
+            let data = &buf[8..8 + len];
+            if buf[0] == 2 {
+                let _ = std::io::stderr().write_all(data);
+            } else {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(data);
+                let _ = o.flush();
+            }
+            buf.drain(..8 + len);
         }
     }
-    drop(raw);
-    let code = waiter.await.context("waiting for the container")??.exit_code;
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Do not pass this terminal's input to the container.
+    #[arg(long)]
+    no_stdin: bool,
+    pub container: String,
+}
+
+/// `atoll attach`: to a container started with `-i` and/or `-t`; exits with its exit code
+/// when it stops.
+pub async fn attach(client: &Client, a: AttachArgs) -> anyhow::Result<ExitCode> {
+    let info: ContainerInfo = client.json(Method::GET, &format!("/v1/containers/{}", q(&a.container)), None::<&()>).await?;
+    let (name, id) = (info.record.name.clone(), info.record.id.clone());
+    if !(info.record.spec.interactive || info.record.spec.tty) {
+        bail!("{name} was not started with -i or -t; use `atoll logs -f {name}` to follow its output");
+    }
+    attach_stream(client, &id, !a.no_stdin).await?;
+    let code = client.json::<WaitResponse>(Method::POST, &format!("/v1/containers/{id}/wait"), None::<&()>).await?.exit_code;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

@@ -738,6 +738,15 @@ fn interactive_and_terminal_runs_and_execs() {
     let out = cli_with_stdin(&e, &["exec", "-it", "bg", "sh"], b"echo $((6*7))\nexit 4\n");
     assert_eq!(out.code, Some(4), "{out:?}");
     assert!(out.stdout.contains("42"), "{out:?}");
+    // attach to a detached interactive container: the shell's output since it started, then
+    // ours; the container's exit code.
+    e.daemon.ok(&["run", "-dit", "--name", "later", e.image, "sh"]);
+    e.daemon.wait_container("later", 60, "running", |c| state(c) == "running");
+    let out = cli_with_stdin(&e, &["attach", "later"], b"echo $((2+3))\nexit 9\n");
+    assert_eq!(out.code, Some(9), "{out:?}");
+    assert!(out.stdout.contains('5'), "{out:?}");
+    let out = e.daemon.fails(&["attach", "bg"]);
+    assert!(out.stderr.contains("was not started with -i or -t"), "{}", out.stderr);
 }
 
 /// Regression: shim sockets were bound at `<data>/containers/<64 hex>/shim.sock`, which passes
