@@ -765,3 +765,32 @@ fn a_long_data_dir_path_does_not_break_shim_sockets() {
     daemon.ok(&["stop", "-t", "1", "d"]);
     assert_eq!(daemon.container("d")["exit_code"], 137);
 }
+
+#[test]
+fn the_image_stop_signal_and_healthcheck_apply() {
+    use atoll_testkit::oci::{Compression, Image, LayerBuilder, write_layout};
+    let e = env();
+    let layout = e.dir.path().join("configured");
+    let img = Image::new(vec![LayerBuilder::new().busybox().build(Compression::Gzip)])
+        .config("StopSignal", serde_json::json!("SIGUSR1"))
+        .config("Healthcheck", serde_json::json!({"Test": ["CMD-SHELL", "test -f /tmp/ok"], "Interval": 200_000_000u64, "Retries": 1}));
+    write_layout(&layout, "v1", &img);
+    e.daemon.ok(&["image", "import", layout.to_str().unwrap(), "--name", "localhost/configured"]);
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "localhost/configured:v1",
+        "sh",
+        "-c",
+        "trap 'exit 5' USR1; touch /tmp/ok; echo ready; while true; do sleep 0.1; done",
+    ]);
+    wait_for(60, "the trap to be set", || e.daemon.cli(&["logs", "c"]).stdout.contains("ready"));
+    e.daemon.wait_container("c", 60, "healthy by the image's HEALTHCHECK", |c| c["health"]["status"] == "healthy");
+    e.daemon.ok(&["stop", "-t", "10", "c"]);
+    assert_eq!(e.daemon.container("c")["exit_code"], 5, "the image's StopSignal (USR1) was not used");
+    // --no-healthcheck turns the image's check off.
+    e.daemon.ok(&["run", "-d", "--name", "nohc", "--no-healthcheck", "localhost/configured:v1", "sleep", "300"]);
+    assert!(e.daemon.container("nohc")["health"].is_null());
+}

@@ -165,11 +165,26 @@ pub struct Image {
     pub architecture: String,
     pub variant: Option<String>,
     pub cmd: Vec<String>,
+    /// Extra fields for the config's `config` object (StopSignal, Healthcheck, User…).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Image {
     pub fn new(layers: Vec<Layer>) -> Self {
-        Self { layers, os: "linux".into(), architecture: "amd64".into(), variant: None, cmd: vec!["/bin/sh".into()] }
+        Self {
+            layers,
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+            cmd: vec!["/bin/sh".into()],
+            extra: Default::default(),
+        }
+    }
+
+    /// Sets a field of the image config's `config` object.
+    pub fn config(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
     }
 
     pub fn arch(mut self, arch: &str, variant: Option<&str>) -> Self {
@@ -216,6 +231,9 @@ fn write_image(layout: &Path, img: &Image) -> serde_json::Value {
     });
     if let Some(v) = &img.variant {
         config["variant"] = serde_json::json!(v);
+    }
+    for (k, v) in &img.extra {
+        config["config"][k] = v.clone();
     }
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let config_digest = put_blob(layout, &config_bytes);
