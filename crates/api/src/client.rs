@@ -31,6 +31,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The daemon could not be reached at all (as opposed to refusing a request).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::Permission { .. })
+    }
+
     /// The HTTP status, for errors the daemon reported.
     pub fn status(&self) -> Option<StatusCode> {
         match self {

@@ -224,6 +224,22 @@ pub async fn top(State(s): St, Path(id): Path<String>) -> ApiResult<Json<Vec<Pro
     Ok(Json(s.engine.top(&id).await?))
 }
 
+/// In the background, writes `first` and then the rest of a request body into `w` (a process's
+/// stdin, a terminal, a shim connection), and shuts `w` down when the body ends.
+fn feed(first: Vec<u8>, mut body: axum::body::BodyDataStream, mut w: impl tokio::io::AsyncWrite + Unpin + Send + 'static) {
+    tokio::spawn(async move {
+        if w.write_all(&first).await.is_err() {
+            return;
+        }
+        while let Some(Ok(chunk)) = body.next().await {
+            if w.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+}
+
 fn ndjson_line<T: Serialize>(v: &T) -> bytes::Bytes {
     let mut line = serde_json::to_vec(v).expect("serialises");
     line.push(b'\n');
@@ -321,16 +337,8 @@ pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult
     match proc.pty {
         Some(master) => {
             // One stream both ways: the terminal's output, and the body as its input.
-            let mut input =
-                tokio::fs::File::from_std(master.try_clone().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?);
-            tokio::spawn(async move {
-                let _ = input.write_all(&rest).await;
-                while let Some(Ok(chunk)) = stream.next().await {
-                    if input.write_all(&chunk).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            let input = master.try_clone().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e))?;
+            feed(rest, stream, tokio::fs::File::from_std(input));
             let mut output = tokio::fs::File::from_std(master);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 32 * 1024];
@@ -346,15 +354,8 @@ pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult
             });
         }
         None => {
-            if let Some(mut stdin) = child.stdin.take() {
-                tokio::spawn(async move {
-                    let _ = stdin.write_all(&rest).await;
-                    while let Some(Ok(chunk)) = stream.next().await {
-                        if stdin.write_all(&chunk).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+            if let Some(stdin) = child.stdin.take() {
+                feed(rest, stream, stdin);
             }
             let mut out = child.stdout.take().expect("piped");
             let mut err = child.stderr.take().expect("piped");
@@ -391,17 +392,9 @@ pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult
     responses((status = 200, description = "Output frames", content_type = "application/vnd.atoll.stream"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn attach(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
     let sock = s.engine.attach(&id).await?;
-    let (rd, mut wr) = sock.into_split();
-    let mut input = body.into_data_stream();
-    tokio::spawn(async move {
-        while let Some(Ok(chunk)) = input.next().await {
-            if wr.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        // The client's stdin ended: so does the container's (for -i without -t).
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = sock.into_split();
+    // When the client's stdin ends, so does the container's (for -i without -t).
+    feed(Vec::new(), body.into_data_stream(), wr);
     let stream = futures_util::stream::unfold((rd, vec![0u8; 32 * 1024]), |(mut rd, mut buf)| async move {
         match rd.read(&mut buf).await {
             Ok(n) if n > 0 => Some((Ok::<_, Infallible>(bytes::Bytes::copy_from_slice(&buf[..n])), (rd, buf))),

@@ -107,16 +107,11 @@ struct ApiDoc;
 
 /// The router and the OpenAPI document describing it.
 pub fn router(state: Arc<AppState>) -> axum::Router {
-    let (router, _) = api_router().split_for_parts();
-    let doc = Arc::new(openapi());
+    let (router, doc) = parts();
+    // Serialised once; every request gets the same bytes.
+    let doc = bytes::Bytes::from(serde_json::to_vec(&doc).expect("the document serialises"));
     router
-        .route(
-            "/v1/openapi.json",
-            axum::routing::get(move || {
-                let doc = doc.clone();
-                async move { Json((*doc).clone()) }
-            }),
-        )
+        .route("/v1/openapi.json", axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
@@ -124,7 +119,12 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 
 /// The OpenAPI document (also checked into the repository as `openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut api = api_router().split_for_parts().1;
+    parts().1
+}
+
+/// The routes and the document describing them, including the document's own route.
+fn parts() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    let (router, mut api) = api_router().split_for_parts();
     api.paths.paths.insert(
         "/v1/openapi.json".into(),
         utoipa::openapi::path::PathItem::new(
@@ -135,7 +135,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 .response("200", utoipa::openapi::ResponseBuilder::new().description("The OpenAPI 3 document")),
         ),
     );
-    api
+    (router, api)
 }
 
 fn api_router() -> OpenApiRouter<Arc<AppState>> {

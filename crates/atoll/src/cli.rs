@@ -392,20 +392,19 @@ async fn images(client: &Client, a: ImagesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rmi(client: &Client, a: RmiArgs) -> anyhow::Result<ExitCode> {
+/// Runs `call` for each target, like docker's multi-target commands: an unreachable daemon
+/// ends it at once; any other failure is printed and the rest go on, and the exit code says
+/// whether any failed. `done` prints each success.
+pub async fn for_each<T>(
+    targets: &[String],
+    mut call: impl AsyncFnMut(&str) -> Result<T, atoll_api::ClientError>,
+    mut done: impl FnMut(&str, T),
+) -> anyhow::Result<ExitCode> {
     let mut failed = false;
-    for img in &a.images {
-        let path = format!("/v1/images?reference={}&force={}", q(img), a.force);
-        match client.json::<RemoveReport>(Method::DELETE, &path, None::<&()>).await {
-            Ok(r) => {
-                for t in &r.untagged {
-                    println!("Untagged: {t}");
-                }
-                for d in &r.deleted {
-                    println!("Deleted: {d}");
-                }
-            }
-            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
+    for t in targets {
+        match call(t).await {
+            Ok(v) => done(t, v),
+            Err(e) if e.is_unreachable() => return Err(e.into()),
             Err(e) => {
                 eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
                 failed = true;
@@ -415,21 +414,29 @@ async fn rmi(client: &Client, a: RmiArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
 }
 
+async fn rmi(client: &Client, a: RmiArgs) -> anyhow::Result<ExitCode> {
+    let call = async |img: &str| {
+        let path = format!("/v1/images?reference={}&force={}", q(img), a.force);
+        client.json::<RemoveReport>(Method::DELETE, &path, None::<&()>).await
+    };
+    for_each(&a.images, call, |_, r| {
+        for t in &r.untagged {
+            println!("Untagged: {t}");
+        }
+        for d in &r.deleted {
+            println!("Deleted: {d}");
+        }
+    })
+    .await
+}
+
 async fn inspect(client: &Client, images: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
-    let mut failed = false;
-    for img in &images {
-        match client.json::<ImageDetail>(Method::GET, &format!("/v1/images/inspect?reference={}", q(img)), None::<&()>).await {
-            Ok(d) => out.push(d),
-            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
-            Err(e) => {
-                eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
-                failed = true;
-            }
-        }
-    }
+    let call =
+        async |img: &str| client.json::<ImageDetail>(Method::GET, &format!("/v1/images/inspect?reference={}", q(img)), None::<&()>).await;
+    let code = for_each(&images, call, |_, d| out.push(d)).await?;
     println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
+    Ok(code)
 }
 
 async fn login(client: &Client, a: LoginArgs) -> anyhow::Result<()> {

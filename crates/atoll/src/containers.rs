@@ -257,7 +257,7 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
     let url = format!("/v1/containers?start={}", start && !foreground);
     let created: ContainerInfo = match client.json(Method::POST, &url, Some(&spec)).await {
         Ok(c) => c,
-        Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
+        Err(e) if e.is_unreachable() => return Err(e.into()),
         Err(e) => return Err(RunFailed(crate::output::chain(&anyhow::Error::from(e))).into()),
     };
     let id = created.record.id.clone();
@@ -527,18 +527,8 @@ pub struct RmArgs {
 
 /// Runs one request per container, printing the names that worked and the errors of the rest.
 pub async fn each(client: &Client, containers: &[String], url: impl Fn(&str) -> String, method: Method) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for c in containers {
-        match client.call(method.clone(), &url(c), None::<&()>).await {
-            Ok(_) => println!("{c}"),
-            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
-            Err(e) => {
-                eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
+    let call = async |c: &str| client.call(method.clone(), &url(c), None::<&()>).await;
+    crate::cli::for_each(containers, call, |c, _| println!("{c}")).await
 }
 
 #[derive(Debug, clap::Args)]
@@ -619,18 +609,8 @@ pub async fn inspect(client: &Client, names: Vec<String>) -> anyhow::Result<Exit
 }
 
 pub async fn wait(client: &Client, containers: &[String]) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for c in containers {
-        match client.json::<WaitResponse>(Method::POST, &format!("/v1/containers/{}/wait", q(c)), None::<&()>).await {
-            Ok(w) => println!("{}", w.exit_code),
-            Err(e @ (atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. })) => return Err(e.into()),
-            Err(e) => {
-                eprintln!("Error: {}", crate::output::chain(&anyhow::Error::from(e)));
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { ExitCode::from(crate::exit::FAILED) } else { ExitCode::SUCCESS })
+    let call = async |c: &str| client.json::<WaitResponse>(Method::POST, &format!("/v1/containers/{}/wait", q(c)), None::<&()>).await;
+    crate::cli::for_each(containers, call, |_, w| println!("{}", w.exit_code)).await
 }
 
 pub async fn top(client: &Client, container: &str) -> anyhow::Result<()> {

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("Error: {}", output::chain(&e));
             let code = match e.downcast_ref::<atoll_api::ClientError>() {
-                Some(atoll_api::ClientError::Connect { .. } | atoll_api::ClientError::Permission { .. }) => exit::NO_DAEMON,
+                Some(c) if c.is_unreachable() => exit::NO_DAEMON,
                 _ if e.downcast_ref::<containers::RunFailed>().is_some() => exit::RUN_FAILED,
                 _ => exit::FAILED,
             };

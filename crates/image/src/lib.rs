@@ -162,19 +162,6 @@ pub trait Users: Send + Sync {
     fn layers_in_use(&self) -> BTreeSet<Digest>;
 }
 
-/// No containers yet: nothing is in use.
-#[derive(Debug)]
-pub struct NoUsers;
-
-impl Users for NoUsers {
-    fn containers_using(&self, _: &Digest) -> Vec<String> {
-        Vec::new()
-    }
-    fn layers_in_use(&self) -> BTreeSet<Digest> {
-        BTreeSet::new()
-    }
-}
-
 /// Daemon-side image operations.
 pub struct ImageService {
     store: Arc<Store>,

@@ -30,7 +30,6 @@ use atoll_runtime::driver::{self, ShimClient};
 use atoll_runtime::probe::{CgroupMode, Runtime};
 use atoll_runtime::shim::{ExitStatus, ShimConfig};
 use atoll_runtime::{rootfs, user};
-use atoll_spec::container::parse_signal;
 use atoll_spec::health::ProbeResult;
 use atoll_spec::{Backoff, ContainerSpec, HealthOnFailure, HealthStatus, HealthTracker, NetworkMode};
 
@@ -504,14 +503,7 @@ impl Engine {
                 rec.layers.iter().rev().filter_map(|d| d.parse::<Digest>().ok()).map(|d| store.layer_diff(&d)).collect();
             rootfs::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &root)?;
         }
-        let config: serde_json::Value = rec
-            .image_id
-            .parse::<Digest>()
-            .ok()
-            .and_then(|d| store.read_metadata_blob(&d).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let image = ImageDefaults::from_config(&config);
+        let image = self.image_defaults(&rec);
         let user_spec = rec.spec.user.clone().or_else(|| image.user.clone()).unwrap_or_default();
         let identity = user::resolve(
             &user_spec,
@@ -566,7 +558,7 @@ impl Engine {
         let (pid, started_at) =
             driver::spawn_shim(&self.cfg.exe, &shim).await.map_err(|source| EngineError::Start { name: rec.name.clone(), source })?;
         let boot = boot_id();
-        let has_health = self.health_config(&rec).is_some();
+        let has_health = bundle::health_check(&rec.spec, &image).is_some();
         self.update(slot, |r| {
             r.state = State::Running;
             r.pid = Some(pid);
@@ -596,13 +588,18 @@ impl Engine {
         }
         if sock.exists() {
             let _ = fs::remove_file(&sock);
-            let _ = tokio::process::Command::new(&self.cfg.runtime.path)
-                .arg("--root")
-                .arg(self.runtime_root())
-                .args(["delete", "--force", id])
-                .output()
-                .await;
+            self.runtime_delete(id).await;
         }
+    }
+
+    /// `runtime delete --force`: drops whatever state the runtime keeps for the container.
+    async fn runtime_delete(&self, id: &str) {
+        let _ = tokio::process::Command::new(&self.cfg.runtime.path)
+            .arg("--root")
+            .arg(self.runtime_root())
+            .args(["delete", "--force", id])
+            .output()
+            .await;
     }
 
     fn write_etc_files(&self, dir: &Path, hostname: &str, net: &NetworkMode) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
@@ -625,33 +622,16 @@ impl Engine {
         Ok(out)
     }
 
-    fn health_config(&self, rec: &ContainerRecord) -> Option<atoll_spec::HealthConfig> {
-        if rec.spec.no_healthcheck {
-            return None;
-        }
-        if let Some(h) = &rec.spec.health {
-            return Some(h.clone());
-        }
-        // The image's HEALTHCHECK, if any.
-        let store = self.images.store();
+    /// What the container's image config says (empty if the image is gone from the store).
+    fn image_defaults(&self, rec: &ContainerRecord) -> ImageDefaults {
         let config: serde_json::Value = rec
             .image_id
             .parse::<Digest>()
             .ok()
-            .and_then(|d| store.read_metadata_blob(&d).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())?;
-        let hc = &config["config"]["Healthcheck"];
-        let test: Vec<String> = hc["Test"].as_array()?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
-        if test.is_empty() || test[0] == "NONE" {
-            return None;
-        }
-        let mut cfg = atoll_spec::HealthConfig::with_command(test);
-        let ns = |k: &str| hc[k].as_u64().filter(|n| *n > 0).map(Duration::from_nanos);
-        cfg.interval = ns("Interval").unwrap_or(cfg.interval);
-        cfg.timeout = ns("Timeout").unwrap_or(cfg.timeout);
-        cfg.start_period = ns("StartPeriod").unwrap_or(cfg.start_period);
-        cfg.retries = hc["Retries"].as_u64().filter(|n| *n > 0).map_or(cfg.retries, |n| n as u32);
-        Some(cfg)
+            .and_then(|d| self.images.store().read_metadata_blob(&d).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        ImageDefaults::from_config(&config)
     }
 
     fn spawn_monitor(&self, slot: Arc<Slot>) {
@@ -736,7 +716,7 @@ impl Engine {
 
     fn spawn_health(&self, slot: Arc<Slot>) {
         let rec = slot.get();
-        let Some(cfg) = self.health_config(&rec) else { return };
+        let Some(cfg) = bundle::health_check(&rec.spec, &self.image_defaults(&rec)) else { return };
         let engine = self.arc();
         let started = rec.started_at.clone();
         tokio::spawn(async move {
@@ -830,14 +810,7 @@ impl Engine {
     }
 
     fn stop_signal(&self, rec: &ContainerRecord) -> i32 {
-        let image_signal = rec
-            .image_id
-            .parse::<Digest>()
-            .ok()
-            .and_then(|d| self.images.store().read_metadata_blob(&d).ok())
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|c| c["config"]["StopSignal"].as_str().map(str::to_owned));
-        rec.spec.stop_signal.clone().or(image_signal).and_then(|s| parse_signal(&s).ok()).unwrap_or(15)
+        bundle::stop_signal(&rec.spec, &self.image_defaults(rec))
     }
 
     /// Waits until the container is no longer running; false on timeout.
@@ -923,12 +896,7 @@ impl Engine {
         rootfs::unmount(&dir.join("rootfs"))?;
         // A shim that saw the exit deletes the runtime's state itself; otherwise do it here.
         if slot.get().exit_unknown || slot.get().state == State::Created {
-            let _ = tokio::process::Command::new(&self.cfg.runtime.path)
-                .arg("--root")
-                .arg(self.runtime_root())
-                .args(["delete", "--force", &rec.id])
-                .output()
-                .await;
+            self.runtime_delete(&rec.id).await;
         }
         self.slots.lock().unwrap().remove(&rec.id);
         // Waiters learn it is gone (no need to save a record about to be deleted).

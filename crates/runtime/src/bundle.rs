@@ -54,6 +54,8 @@ pub struct ImageDefaults {
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub stop_signal: Option<String>,
+    /// The image's HEALTHCHECK (absent, or `NONE`: none).
+    pub healthcheck: Option<atoll_spec::HealthConfig>,
 }
 
 impl ImageDefaults {
@@ -70,8 +72,37 @@ impl ImageDefaults {
             workdir: opt(&c["WorkingDir"]),
             user: opt(&c["User"]),
             stop_signal: opt(&c["StopSignal"]),
+            healthcheck: healthcheck(&c["Healthcheck"]),
         }
     }
+}
+
+/// The image config's `Healthcheck` (durations in nanoseconds, zero meaning the default).
+fn healthcheck(hc: &Value) -> Option<atoll_spec::HealthConfig> {
+    let test: Vec<String> = hc["Test"].as_array()?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    if test.is_empty() || test[0] == "NONE" {
+        return None;
+    }
+    let mut cfg = atoll_spec::HealthConfig::with_command(test);
+    let ns = |k: &str| hc[k].as_u64().filter(|n| *n > 0).map(std::time::Duration::from_nanos);
+    cfg.interval = ns("Interval").unwrap_or(cfg.interval);
+    cfg.timeout = ns("Timeout").unwrap_or(cfg.timeout);
+    cfg.start_period = ns("StartPeriod").unwrap_or(cfg.start_period);
+    cfg.retries = hc["Retries"].as_u64().filter(|n| *n > 0).map_or(cfg.retries, |n| n as u32);
+    Some(cfg)
+}
+
+/// The signal `stop` sends: `--stop-signal`, else the image's, else SIGTERM.
+pub fn stop_signal(spec: &ContainerSpec, image: &ImageDefaults) -> i32 {
+    spec.stop_signal.as_deref().or(image.stop_signal.as_deref()).and_then(|s| parse_signal(s).ok()).unwrap_or(15)
+}
+
+/// The health check that applies: `--health-*`, else the image's, unless `--no-healthcheck`.
+pub fn health_check(spec: &ContainerSpec, image: &ImageDefaults) -> Option<atoll_spec::HealthConfig> {
+    if spec.no_healthcheck {
+        return None;
+    }
+    spec.health.clone().or_else(|| image.healthcheck.clone())
 }
 
 /// The argv: docker's rules for combining Entrypoint and Cmd with their overrides.
@@ -207,7 +238,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
         resources["pids"] = json!({"limit": p});
     }
 
-    let stop_signal = spec.stop_signal.as_deref().or(input.image.stop_signal.as_deref()).and_then(|s| parse_signal(s).ok()).unwrap_or(15);
+    let stop_signal = stop_signal(spec, input.image);
     let config = json!({
         "ociVersion": "1.0.2",
         "process": {
