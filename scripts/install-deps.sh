@@ -11,6 +11,8 @@ packages=(
   runc crun       # OCI runtimes
   tini            # the static init behind --init
   nftables iproute2
+  dnsmasq-base    # an upstream resolver in DNS tests; benchmark peer
+  wrk dnsperf     # network benchmarks
   apache2-utils   # htpasswd, for registry auth tests
   hyperfine       # benchmarks
 )

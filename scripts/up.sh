@@ -60,6 +60,16 @@ echo "+ atoll run -d --name ticker --restart always 127.0.0.1:5000/demo/busybox 
 atoll rm -f ticker >/dev/null 2>&1 || true
 atoll run -d --name ticker --restart always 127.0.0.1:5000/demo/busybox \
   sh -c 'while true; do date; sleep 5; done' >/dev/null
+echo
+echo "+ atoll run -d --name hello -p 8080:80 … httpd; curl http://127.0.0.1:8080/"
+atoll rm -f hello >/dev/null 2>&1 || true
+atoll run -d --name hello -p 8080:80 127.0.0.1:5000/demo/busybox \
+  sh -c 'mkdir -p /www && echo "hello from a container, published on :8080" > /www/index.html && exec httpd -f -p 80 -h /www' >/dev/null
+for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:8080/ 2>/dev/null && break; sleep 0.1; done
+echo
+echo "+ atoll run --rm 127.0.0.1:5000/demo/busybox nslookup hello   (service discovery)"
+atoll run --rm 127.0.0.1:5000/demo/busybox nslookup hello | grep -A1 '^Name'
+echo
 atoll ps
 echo
-echo "Atoll is running. Try: atoll logs -f ticker; atoll exec ticker ps; atoll inspect ticker"
+echo "Atoll is running. Try: atoll logs -f ticker; atoll exec ticker ps; atoll network ls; atoll port hello"

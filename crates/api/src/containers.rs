@@ -28,11 +28,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let status = crate::server::status_of(e.kind());
-        if status.is_server_error() {
-            tracing::error!(error = %ErrorBody::from_error(&e), "container request failed");
-        }
-        ApiError::new(status, &e)
+        ApiError::of_kind(e.kind(), &e)
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod containers;
+pub mod networks;
 pub mod server;
 pub mod types;
 

@@ -68,13 +68,20 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+impl ApiError {
+    /// The response for an error of `kind`; the daemon's own failures are logged.
+    pub fn of_kind(kind: ErrorKind, e: &(dyn std::error::Error + 'static)) -> Self {
+        let status = status_of(kind);
+        if status.is_server_error() {
+            tracing::error!(error = %ErrorBody::from_error(e), "request failed");
+        }
+        Self::new(status, e)
+    }
+}
+
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
-        let status = status_of(e.kind());
-        if status.is_server_error() {
-            tracing::error!(error = %ErrorBody::from_error(&e), "request failed");
-        }
-        Self::new(status, &e)
+        Self::of_kind(e.kind(), &e)
     }
 }
 
@@ -160,6 +167,11 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::containers::logs_route))
         .routes(routes!(crate::containers::exec))
         .routes(routes!(crate::containers::attach))
+        .routes(routes!(crate::networks::list, crate::networks::create))
+        .routes(routes!(crate::networks::inspect, crate::networks::remove))
+        .routes(routes!(crate::networks::prune))
+        .routes(routes!(crate::networks::connect))
+        .routes(routes!(crate::networks::disconnect))
 }
 
 async fn not_found() -> ApiError {
@@ -191,6 +203,14 @@ async fn info(State(s): St) -> Json<Info> {
         runtime: s.runtime.clone(),
         insecure_registries: s.insecure_registries.clone(),
         uptime_seconds: s.started.elapsed().as_secs(),
+        network: {
+            let nets = s.engine.networks();
+            NetworkInfo {
+                subnet_pool: nets.config().pool4.to_string(),
+                dns_upstreams: nets.config().upstreams.iter().map(|u| u.to_string()).collect(),
+                firewall_input_drop_chains: nets.firewall_warnings(),
+            }
+        },
     })
 }
 

@@ -55,6 +55,18 @@ pub struct Info {
     pub insecure_registries: Vec<String>,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
+    pub network: NetworkInfo,
+}
+
+/// How containers are networked on this host.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NetworkInfo {
+    /// Where new networks' IPv4 subnets come from.
+    pub subnet_pool: String,
+    /// Where names that are not containers' are resolved.
+    pub dns_upstreams: Vec<String>,
+    /// Other tables' `input` chains with a drop policy: published ports do not pass them.
+    pub firewall_input_drop_chains: Vec<String>,
 }
 
 /// The OCI runtime the daemon picked, and why others were not.

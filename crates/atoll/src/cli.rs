@@ -97,6 +97,19 @@ pub enum Command {
     },
     /// Show the processes of a container.
     Top { container: String },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(crate::networks::NetworkCommand),
+    /// Show a container's published ports.
+    Port { container: String, port: Option<String> },
+    /// (internal) Serve DNS for the networks; started by the daemon.
+    #[command(hide = true)]
+    Dns {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long, default_value_t = 53)]
+        port: u16,
+    },
     /// (internal) Supervise one container; started by the daemon.
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -288,6 +301,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if !i.insecure_registries.is_empty() {
                     println!("Insecure registries: {}", i.insecure_registries.join(", "));
                 }
+                println!("Subnet pool:  {}", i.network.subnet_pool);
+                println!(
+                    "DNS upstream: {}",
+                    if i.network.dns_upstreams.is_empty() { "none".into() } else { i.network.dns_upstreams.join(", ") }
+                );
+                for c in &i.network.firewall_input_drop_chains {
+                    println!(
+                        "Warning:      the input chain {c} drops by default, but published ports are forwarded and bypass it; publish on 127.0.0.1 or filter in a forward chain"
+                    );
+                }
             }
         }
         Command::Version(f) => {
@@ -338,6 +361,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { names } => return crate::containers::inspect(&client, names).await,
         Command::Wait { containers } => return crate::containers::wait(&client, &containers).await,
         Command::Top { container } => crate::containers::top(&client, &container).await?,
+        Command::Network(cmd) => return crate::networks::run(&client, cmd).await,
+        Command::Port { container, port } => crate::networks::port(&client, &container, port.as_deref()).await?,
+        Command::Dns { .. } => unreachable!("handled before the async runtime starts"),
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }
     Ok(ExitCode::SUCCESS)

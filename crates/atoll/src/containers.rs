@@ -115,9 +115,28 @@ pub struct RunArgs {
     /// Seconds between the stop signal and SIGKILL.
     #[arg(long)]
     stop_timeout: Option<u64>,
-    /// none (private, loopback only) or host.
-    #[arg(long, default_value = "none")]
-    network: String,
+    /// Networks to join (repeatable): a network's name, or none (private, loopback only) or
+    /// host (the host's own) [default: the default network, bridge].
+    #[arg(long = "network", visible_alias = "net", value_name = "NAME")]
+    networks: Vec<String>,
+    /// More names the container answers to on its first network (repeatable).
+    #[arg(long = "network-alias", visible_alias = "net-alias", value_name = "NAME")]
+    network_aliases: Vec<String>,
+    /// A fixed IPv4 address on the first network.
+    #[arg(long)]
+    ip: Option<std::net::Ipv4Addr>,
+    /// A fixed IPv6 address on the first network.
+    #[arg(long)]
+    ip6: Option<std::net::Ipv6Addr>,
+    /// Publish a container port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp] (repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
+    /// Publish every exposed port on a free host port.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// Ports the container listens on, for -P: PORT[-PORT][/PROTO] (repeatable).
+    #[arg(long)]
+    expose: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
@@ -185,11 +204,9 @@ fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         labels.insert(k.to_owned(), v.to_owned());
     }
-    let network = match a.network.as_str() {
-        "none" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        other => bail!("--network {other:?}: only none and host exist so far (bridge networks come with the networking milestone)"),
-    };
+    let (network, networks) = network_of(a)?;
+    let publish = a.publish.iter().map(|p| atoll_spec::network::parse_publish(p)).collect::<Result<Vec<_>, _>>()?.concat();
+    let expose = a.expose.iter().map(|p| atoll_spec::network::parse_expose(p)).collect::<Result<Vec<_>, _>>()?.concat();
     Ok(ContainerSpec {
         name: a.name.clone(),
         image: a.image.clone(),
@@ -219,8 +236,32 @@ fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
         stop_timeout: a.stop_timeout,
         log,
         network,
+        networks,
+        publish,
+        publish_all: a.publish_all,
+        expose,
         auto_remove: a.rm,
     })
+}
+
+/// `--network`, `--network-alias`, `--ip`, `--ip6` as a mode and attachments.
+fn network_of(a: &RunArgs) -> anyhow::Result<(NetworkMode, Vec<atoll_spec::NetworkAttachment>)> {
+    let special = a.networks.iter().find(|n| matches!(n.as_str(), "none" | "host"));
+    if let Some(mode) = special {
+        if a.networks.len() > 1 {
+            bail!("--network {mode} cannot be combined with other networks");
+        }
+        if !a.network_aliases.is_empty() || a.ip.is_some() || a.ip6.is_some() {
+            bail!("--network-alias, --ip and --ip6 need a bridge network, not --network {mode}");
+        }
+        return Ok((if mode == "host" { NetworkMode::Host } else { NetworkMode::None }, vec![]));
+    }
+    let names = if a.networks.is_empty() { vec![atoll_spec::DEFAULT_NETWORK.to_owned()] } else { a.networks.clone() };
+    let mut atts: Vec<atoll_spec::NetworkAttachment> = names.iter().map(|n| atoll_spec::NetworkAttachment::new(n)).collect();
+    atts[0].aliases = a.network_aliases.clone();
+    atts[0].ipv4 = a.ip;
+    atts[0].ipv6 = a.ip6;
+    Ok((NetworkMode::Bridge, atts))
 }
 
 /// Reads NDJSON from a response body, calling `f` per decoded line.
@@ -456,10 +497,11 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
             } else {
                 format!("\"{cmd}\"")
             };
-            vec![short(&r.id), r.image.clone(), cmd, crate::output::ago(Some(&r.created), now), c.status.clone(), r.name.clone()]
+            let ports = r.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+            vec![short(&r.id), r.image.clone(), cmd, crate::output::ago(Some(&r.created), now), c.status.clone(), ports, r.name.clone()]
         })
         .collect();
-    print!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows));
+    print!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows));
     Ok(())
 }
 

@@ -32,6 +32,21 @@ pub struct DaemonArgs {
     /// On SIGTERM/SIGINT, stop running containers before exiting (by default they keep running).
     #[arg(long)]
     pub stop_containers_on_exit: bool,
+    /// Where new networks' IPv4 subnets come from, a /24 each.
+    #[arg(long, value_name = "CIDR", default_value = "10.89.0.0/16")]
+    pub subnet_pool: ipnet::Ipv4Net,
+    /// Resolver for names that are not containers' (repeatable) [default: the nameservers of --resolv-conf].
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = parse_upstream)]
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// The host's resolver configuration (upstreams, and the search/options containers inherit).
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+}
+
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 /// Probes the runtimes and says clearly what was picked and why.
@@ -61,7 +76,7 @@ pub enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG").unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
@@ -142,6 +157,17 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
             init_binary,
         },
         images.clone(),
+        atoll_net::NetConfig {
+            data_dir: data_dir.clone(),
+            exe: std::env::current_exe().context("finding the atoll binary for the DNS server")?,
+            pool4: args.subnet_pool,
+            upstreams: if args.dns_upstreams.is_empty() {
+                atoll_net::read_upstreams(&args.resolv_conf)
+            } else {
+                args.dns_upstreams.clone()
+            },
+            resolv_conf: args.resolv_conf.clone(),
+        },
     )
     .await
     .context("opening the container engine")?;

@@ -5,6 +5,7 @@
 mod cli;
 mod containers;
 mod daemon;
+mod networks;
 mod output;
 
 use std::process::ExitCode;
@@ -28,6 +29,18 @@ fn main() -> ExitCode {
     // The shim stays small: no async runtime, no threads.
     if let cli::Command::Shim(s) = &args.command {
         return ExitCode::from(atoll_runtime::shim::run(s.config()) as u8);
+    }
+    // The DNS server: one thread, its own process so it outlives daemon restarts.
+    if let cli::Command::Dns { state, port } = &args.command {
+        daemon::init_logging(daemon::LogFormat::Text);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime starts");
+        return match rt.block_on(atoll_net::dns::serve(state.clone(), *port)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::from(exit::FAILED)
+            }
+        };
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = runtime.block_on(cli::run(args));

@@ -655,7 +655,9 @@ fn every_installed_runtime_runs_a_container_or_says_why() {
     let mut ran = Vec::new();
     for rt in ["runc", "crun"] {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(BIN)
+        let ns = atoll_testkit::daemon::Netns::new();
+        let out = ns
+            .command(BIN)
             .args(["daemon", "--runtime", rt, "--data-dir"])
             .arg(dir.path().join("data"))
             .arg("--socket")
@@ -684,7 +686,8 @@ fn every_installed_runtime_runs_a_container_or_says_why() {
             eprintln!("{rt} cannot run containers on this machine; the daemon says: {}", err.lines().last().unwrap_or_default());
             continue;
         }
-        let d = Daemon::adopt(Path::new(BIN), dir.path(), child);
+        let mut d = Daemon::adopt(Path::new(BIN), dir.path(), child);
+        d.netns = Some(ns);
         let image = d.import_busybox(dir.path());
         let info: serde_json::Value = serde_json::from_str(&d.ok(&["info", "--json"])).unwrap();
         assert_eq!(info["runtime"]["name"], rt);

@@ -25,7 +25,7 @@ fn env() -> Env {
 fn env_with(htpasswd: Option<&str>, args: &[&str]) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start_with(htpasswd);
-    let daemon = Daemon::start(Path::new(BIN), dir.path(), args);
+    let daemon = Daemon::start_on_host_network(Path::new(BIN), dir.path(), args);
     Env { daemon, registry, dir }
 }
 
@@ -463,7 +463,7 @@ fn anonymous_bearer_token_auth() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = atoll_testkit::token::TokenServer::start(dir.path());
     let registry = Registry::start_with_tokens(&tokens);
-    let daemon = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    let daemon = Daemon::start_on_host_network(Path::new(BIN), dir.path(), &[]);
     // Without a token the registry refuses: the auth is really on.
     let r = std::process::Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])

@@ -31,19 +31,7 @@ pub use store::{GcReport, ImageRecord, Store};
 use auth::{Credential, Credentials};
 use registry::{Registries, RegistryConfig};
 
-/// How an [`ImageError`] should be reported: whose fault it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request was malformed.
-    Invalid,
-    NotFound,
-    /// The request conflicts with the current state (in use, ambiguous).
-    Conflict,
-    /// A registry failed or refused.
-    Upstream,
-    /// Atoll's own fault (disk, bugs).
-    Internal,
-}
+pub use atoll_util::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

@@ -87,6 +87,8 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Network(#[from] atoll_net::NetError),
     #[error("saving the state of container {id}")]
     Save {
         id: String,
@@ -105,6 +107,7 @@ impl EngineError {
             Self::Spec(_) | Self::User(_) | Self::NoInit => K::Invalid,
             Self::Bundle(bundle::BundleError::NoCommand) => K::Invalid,
             Self::Image { source, .. } => source.kind(),
+            Self::Network(e) => e.kind(),
             Self::Rootfs(rootfs::RootfsError::TooManyLayers { .. }) => K::Invalid,
             // A runtime refusing a container is mostly the configuration's fault (bad
             // workdir, command not found in the image…).
@@ -157,6 +160,7 @@ impl Slot {
 pub struct Engine {
     cfg: EngineConfig,
     images: Arc<ImageService>,
+    nets: Arc<atoll_net::Networks>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     this: Weak<Engine>,
 }
@@ -228,12 +232,11 @@ fn clamp_rlimit(resource: rustix::process::Resource, want: u64) -> (u64, u64) {
 impl Engine {
     /// Opens the engine: loads every container record, re-adopts live shims, records exits
     /// that happened meanwhile and restarts what the policies ask for.
-    pub async fn open(cfg: EngineConfig, images: Arc<ImageService>) -> Result<Arc<Self>, EngineError> {
+    pub async fn open(cfg: EngineConfig, images: Arc<ImageService>, net: atoll_net::NetConfig) -> Result<Arc<Self>, EngineError> {
         let dir = cfg.data_dir.join("containers");
         fs::create_dir_all(&dir).map_err(EngineError::Prepare)?;
         fs::create_dir_all(cfg.data_dir.join("runtime")).map_err(EngineError::Prepare)?;
-        let engine = Arc::new_cyclic(|this| Self { cfg, images, slots: Mutex::default(), this: this.clone() });
-        let boot = boot_id();
+        let mut slots = Vec::new();
         for entry in fs::read_dir(&dir).map_err(EngineError::Prepare)?.flatten() {
             let path = entry.path();
             let rec: Option<ContainerRecord> = fs::read(path.join("container.json")).ok().and_then(|d| serde_json::from_slice(&d).ok());
@@ -244,11 +247,27 @@ impl Engine {
                 let _ = fs::remove_dir_all(&path);
                 continue;
             };
-            let slot = Slot::new(rec.clone());
-            engine.slots.lock().unwrap().insert(rec.id.clone(), slot.clone());
+            slots.push(Slot::new(rec));
+        }
+        // Networking first: a re-adopted container's namespace gets back what it is missing.
+        let owners = slots
+            .iter()
+            .map(|s| s.get())
+            .map(|r| atoll_net::OwnerInit { id: r.id, name: r.name, endpoints: r.endpoints, ports: r.ports })
+            .collect();
+        let nets = atoll_net::Networks::open(net, owners).await?;
+        let engine = Arc::new_cyclic(|this| Self { cfg, images, nets, slots: Mutex::default(), this: this.clone() });
+        let boot = boot_id();
+        for slot in slots {
+            engine.slots.lock().unwrap().insert(slot.get().id, slot.clone());
             engine.readopt(&slot, boot.as_deref()).await;
         }
         Ok(engine)
+    }
+
+    /// The host's container networks.
+    pub fn networks(&self) -> &Arc<atoll_net::Networks> {
+        &self.nets
     }
 
     fn arc(&self) -> Arc<Engine> {
@@ -382,8 +401,11 @@ impl Engine {
     }
 
     /// Creates a container (pulling its image if missing) and, if `start`, starts it.
-    pub async fn create(&self, spec: ContainerSpec, start: bool) -> Result<ContainerRecord, EngineError> {
+    pub async fn create(&self, mut spec: ContainerSpec, start: bool) -> Result<ContainerRecord, EngineError> {
         spec.validate()?;
+        if spec.network == NetworkMode::Bridge && spec.networks.is_empty() {
+            spec.networks.push(atoll_spec::NetworkAttachment::new(atoll_spec::DEFAULT_NETWORK));
+        }
         if spec.init && self.cfg.init_binary.is_none() {
             return Err(EngineError::NoInit);
         }
@@ -420,6 +442,22 @@ impl Engine {
             let _ = fs::remove_dir_all(&dir);
             return Err(EngineError::Prepare(e));
         }
+        let (endpoints, ports) = if spec.network == NetworkMode::Bridge {
+            let mut exposed = self.defaults_for(&detail.summary.id).exposed;
+            exposed.extend(spec.expose.iter().copied());
+            match self.nets.allocate(&id, &name, &spec.networks, &spec.publish, &exposed, spec.publish_all).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e.into());
+                }
+            }
+        } else {
+            Default::default()
+        };
+        for (a, e) in spec.networks.iter_mut().zip(&endpoints) {
+            a.network = e.network.clone();
+        }
         let rec = ContainerRecord {
             id: id.clone(),
             name,
@@ -439,21 +477,28 @@ impl Engine {
             health: None,
             boot_id: None,
             error: None,
+            endpoints,
+            ports,
         };
         let slot = Slot::new(rec);
         // Insert under the lock that checked the name, re-checking it (two creates may race).
-        {
+        let inserted = {
             let mut slots = self.slots.lock().unwrap();
             let n = slot.get().name;
             if slots.values().any(|s| s.rec.lock().unwrap().name == n) {
-                let _ = fs::remove_dir_all(&dir);
-                return Err(EngineError::NameTaken(n));
+                Err(EngineError::NameTaken(n))
+            } else {
+                slots.insert(id.clone(), slot.clone());
+                Ok(())
             }
-            slots.insert(id.clone(), slot.clone());
         }
-        if let Err(e) = self.save(&slot) {
+        .and_then(|()| self.save(&slot))
+        .inspect_err(|_| {
             self.slots.lock().unwrap().remove(&id);
             let _ = fs::remove_dir_all(&dir);
+        });
+        if let Err(e) = inserted {
+            let _ = self.nets.release(&id).await;
             return Err(e);
         }
         tracing::info!(container = %slot.get().name, id = %id, image = %slot.get().image, "created");
@@ -511,7 +556,8 @@ impl Engine {
             &read_in_root(&root, "etc/group").unwrap_or_default(),
         )?;
         let hostname = rec.spec.hostname.clone().unwrap_or_else(|| rec.id[..12].to_owned());
-        let etc = self.write_etc_files(&dir, &hostname, &rec.spec.network).map_err(EngineError::Prepare)?;
+        let netns = if rec.spec.network == NetworkMode::Bridge { Some(self.nets.activate(&rec.id).await?) } else { None };
+        let etc = self.write_etc_files(&dir, &hostname, &rec).await.map_err(EngineError::Prepare)?;
         let mut volume_sources = std::collections::BTreeMap::new();
         for m in rec.spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume) {
             let p = self.cfg.data_dir.join("volumes").join(&m.source).join("_data");
@@ -533,6 +579,7 @@ impl Engine {
             nproc: clamp_rlimit(rustix::process::Resource::Nproc, 1_048_576),
             init_binary: self.cfg.init_binary.clone(),
             arch: std::env::consts::ARCH,
+            netns,
         };
         let spec = bundle::config(&input)?;
         let data = serde_json::to_vec_pretty(&spec).expect("spec serialises");
@@ -602,12 +649,15 @@ impl Engine {
             .await;
     }
 
-    fn write_etc_files(&self, dir: &Path, hostname: &str, net: &NetworkMode) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
-        let hosts = match net {
-            NetworkMode::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
-            NetworkMode::None => format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+    async fn write_etc_files(&self, dir: &Path, hostname: &str, rec: &ContainerRecord) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
+        let host_resolv = || fs::read_to_string(&self.nets.config().resolv_conf).unwrap_or_default();
+        let (hosts, resolv) = match rec.spec.network {
+            NetworkMode::Host => (fs::read_to_string("/etc/hosts").unwrap_or_default(), host_resolv()),
+            NetworkMode::None => {
+                (format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"), host_resolv())
+            }
+            NetworkMode::Bridge => self.nets.etc_files(&rec.id, hostname).await,
         };
-        let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let files = [
             ("hosts", hosts, "/etc/hosts"),
             ("hostname", format!("{hostname}\n"), "/etc/hostname"),
@@ -624,8 +674,11 @@ impl Engine {
 
     /// What the container's image config says (empty if the image is gone from the store).
     fn image_defaults(&self, rec: &ContainerRecord) -> ImageDefaults {
-        let config: serde_json::Value = rec
-            .image_id
+        self.defaults_for(&rec.image_id)
+    }
+
+    fn defaults_for(&self, image_id: &str) -> ImageDefaults {
+        let config: serde_json::Value = image_id
             .parse::<Digest>()
             .ok()
             .and_then(|d| self.images.store().read_metadata_blob(&d).ok())
@@ -894,6 +947,9 @@ impl Engine {
             self.wait_shim_done(&rec.id).await;
         }
         rootfs::unmount(&dir.join("rootfs"))?;
+        if let Err(e) = self.nets.release(&rec.id).await {
+            tracing::warn!(container = %rec.name, error = %e, "tearing down the container's network");
+        }
         // A shim that saw the exit deletes the runtime's state itself; otherwise do it here.
         if slot.get().exit_unknown || slot.get().state == State::Created {
             self.runtime_delete(&rec.id).await;
@@ -904,6 +960,37 @@ impl Engine {
         slot.changed.send_modify(|v| *v += 1);
         fs::remove_dir_all(&dir).map_err(EngineError::Prepare)?;
         tracing::info!(container = %rec.name, "removed");
+        Ok(slot.get())
+    }
+
+    /// Connects a container to one more network (`atoll network connect`).
+    pub async fn connect(&self, query: &str, mut att: atoll_spec::NetworkAttachment) -> Result<ContainerRecord, EngineError> {
+        let slot = self.slot(query)?;
+        let _op = slot.op.lock().await;
+        let rec = slot.get();
+        if rec.spec.network != NetworkMode::Bridge {
+            let mode = if rec.spec.network == NetworkMode::Host { "host" } else { "none" };
+            return Err(atoll_spec::SpecError::NetworkModeConflict(mode.into()).into());
+        }
+        let e = self.nets.connect(&rec.id, &rec.name, &att).await?;
+        att.network = e.network.clone();
+        self.update(&slot, |r| {
+            r.endpoints.push(e);
+            r.spec.networks.push(att);
+        })?;
+        Ok(slot.get())
+    }
+
+    /// Disconnects a container from a network (`atoll network disconnect`).
+    pub async fn disconnect(&self, query: &str, network: &str) -> Result<ContainerRecord, EngineError> {
+        let slot = self.slot(query)?;
+        let _op = slot.op.lock().await;
+        let rec = slot.get();
+        let rest = self.nets.disconnect(&rec.id, network).await?;
+        self.update(&slot, |r| {
+            r.spec.networks.retain(|a| rest.iter().any(|e| e.network == a.network));
+            r.endpoints = rest;
+        })?;
         Ok(slot.get())
     }
 

@@ -54,6 +54,12 @@ pub struct ContainerRecord {
     pub boot_id: Option<String>,
     /// Why the last start failed.
     pub error: Option<String>,
+    /// Its places on bridge networks (addresses allocated at create, freed at remove).
+    #[serde(default)]
+    pub endpoints: Vec<atoll_net::Endpoint>,
+    /// Its published ports, host ports resolved.
+    #[serde(default)]
+    pub ports: Vec<atoll_net::PublishedPort>,
 }
 
 impl ContainerRecord {

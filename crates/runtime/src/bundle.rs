@@ -56,6 +56,8 @@ pub struct ImageDefaults {
     pub stop_signal: Option<String>,
     /// The image's HEALTHCHECK (absent, or `NONE`: none).
     pub healthcheck: Option<atoll_spec::HealthConfig>,
+    /// The image's `ExposedPorts` (what `-P` publishes).
+    pub exposed: Vec<atoll_spec::ExposedPort>,
 }
 
 impl ImageDefaults {
@@ -73,6 +75,10 @@ impl ImageDefaults {
             user: opt(&c["User"]),
             stop_signal: opt(&c["StopSignal"]),
             healthcheck: healthcheck(&c["Healthcheck"]),
+            exposed: c["ExposedPorts"]
+                .as_object()
+                .map(|m| m.keys().filter_map(|k| atoll_spec::network::parse_expose(k).ok()).flatten().collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -167,6 +173,8 @@ pub struct BundleInput<'a> {
     pub init_binary: Option<PathBuf>,
     /// Seccomp architectures for this host.
     pub arch: &'static str,
+    /// The network namespace to join (bridge networking); the engine made it.
+    pub netns: Option<PathBuf>,
 }
 
 /// Where `--init` is mounted inside the container.
@@ -222,8 +230,10 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
     }
 
     let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
-    if spec.network == NetworkMode::None {
-        namespaces.push(json!({"type": "network"}));
+    match (&spec.network, &input.netns) {
+        (NetworkMode::Host, _) => {}
+        (_, Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
+        (_, None) => namespaces.push(json!({"type": "network"})),
     }
 
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
@@ -361,6 +371,7 @@ mod tests {
             nproc: (4096, 4096),
             init_binary: None,
             arch: "x86_64",
+            netns: Some("/var/lib/atoll/netns/abc".into()),
         };
         let cfg = config(&input).unwrap();
         let mut v = sorted(serde_json::to_value(&cfg).unwrap());

@@ -103,10 +103,7 @@ impl ShimClient {
     /// Connects through `/proc/self/fd/N/shim.sock`, N an open handle on the state dir: the
     /// path stays short whatever the data dir (socket paths are limited to 108 bytes).
     async fn connect(&self) -> Result<UnixStream, DriverError> {
-        use rustix::fs::{Mode, OFlags};
-        let dir = rustix::fs::open(&self.dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| DriverError::Gone(e.into()))?;
-        let path = format!("/proc/self/fd/{}/{}", std::os::fd::AsRawFd::as_raw_fd(&dir), shim::SOCKET);
+        let (dir, path) = atoll_util::short_path_in(&self.dir, shim::SOCKET).map_err(DriverError::Gone)?;
         let s = UnixStream::connect(&path).await.map_err(DriverError::Gone);
         drop(dir);
         s

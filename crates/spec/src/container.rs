@@ -109,6 +109,20 @@ pub enum SpecError {
     Label(String),
     #[error("{0}")]
     Unit(#[from] crate::units::UnitError),
+    #[error("invalid published port {0:?}: use [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp], ports 1-65535, ranges as A-B")]
+    Publish(String),
+    #[error("invalid exposed port {0:?}: use PORT[-PORT][/tcp|udp]")]
+    Expose(String),
+    #[error("invalid network name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    NetworkName(String),
+    #[error("invalid network alias {0:?}: use a DNS name (letters, digits, '-', '_', dots between labels)")]
+    NetworkAlias(String),
+    #[error("invalid subnet {0:?}: give at most one IPv4 CIDR (/8 to /30) and one IPv6 CIDR (/48 to /120)")]
+    Subnet(String),
+    #[error("--network {0} cannot be combined with networks, aliases or published ports; use a bridge network")]
+    NetworkModeConflict(String),
+    #[error("network {0:?} is named twice")]
+    DuplicateNetwork(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -184,8 +198,10 @@ impl Mount {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// A private network namespace with only loopback.
+    /// The networks of `ContainerSpec::networks` (the default network if none is named).
     #[default]
+    Bridge,
+    /// A private network namespace with only loopback.
     None,
     /// The host's network namespace.
     Host,
@@ -297,6 +313,18 @@ pub struct ContainerSpec {
     pub log: LogOptions,
     #[serde(default)]
     pub network: NetworkMode,
+    /// The networks to join (bridge mode only); the engine fills in the default network.
+    #[serde(default)]
+    pub networks: Vec<crate::NetworkAttachment>,
+    /// `-p`: ports published on the host.
+    #[serde(default)]
+    pub publish: Vec<crate::PortSpec>,
+    /// `-P`: publish every exposed port (the image's and `--expose`) on a free host port.
+    #[serde(default)]
+    pub publish_all: bool,
+    /// `--expose`: more ports the container listens on.
+    #[serde(default)]
+    pub expose: Vec<crate::ExposedPort>,
     /// Remove the container when it exits (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
@@ -389,6 +417,29 @@ fn valid_env_key(k: &str) -> bool {
 
 impl ContainerSpec {
     /// Checks everything that can be checked without IO.
+    fn validate_network(&self) -> Result<(), SpecError> {
+        if self.network != NetworkMode::Bridge {
+            let bridged = !self.networks.is_empty() || !self.publish.is_empty() || self.publish_all;
+            if bridged {
+                let mode = if self.network == NetworkMode::Host { "host" } else { "none" };
+                return Err(SpecError::NetworkModeConflict(mode.into()));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for a in &self.networks {
+            a.validate()?;
+            if !seen.insert(a.network.as_str()) {
+                return Err(SpecError::DuplicateNetwork(a.network.clone()));
+            }
+        }
+        for p in &self.publish {
+            if p.container_port == 0 {
+                return Err(SpecError::Publish(p.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         if let Some(n) = &self.name
             && !valid_name(n)
@@ -445,6 +496,7 @@ impl ContainerSpec {
         if let Some(s) = &self.stop_signal {
             parse_signal(s)?;
         }
+        self.validate_network()?;
         if let Some(h) = &self.health
             && h.argv().is_empty()
         {

@@ -3,6 +3,62 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+/// A network namespace standing for one host: the daemon, its bridges, nftables table, DNS
+/// server and containers live in it, so tests in parallel never share (or touch the real
+/// host's) network state. Dropping it kills what still runs inside and deletes it.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!("atoll-t{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let ip = crate::require("ip");
+        let _ = Command::new(&ip).args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        assert!(Command::new(&ip).args(["netns", "add", &name]).status().unwrap().success(), "ip netns add {name}");
+        assert!(Command::new(&ip).args(["-n", &name, "link", "set", "lo", "up"]).status().unwrap().success());
+        Self { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// A command that runs `program` inside the namespace (network only: same mounts).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(crate::require("nsenter"));
+        c.arg(format!("--net={}", self.path().display())).arg("--").arg(program);
+        c
+    }
+
+    /// Runs `sh -c SCRIPT` inside the namespace; returns (success, stdout + stderr).
+    pub fn sh(&self, script: &str) -> (bool, String) {
+        let out = self.command("sh").arg("-c").arg(script).stdin(Stdio::null()).output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let ip = crate::require("ip");
+        if let Ok(out) = Command::new(&ip).args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        let _ = Command::new(&ip).args(["netns", "del", &self.name]).status();
+    }
+}
+
 pub struct Daemon {
     pub bin: PathBuf,
     pub data_dir: PathBuf,
@@ -10,6 +66,8 @@ pub struct Daemon {
     pub log: PathBuf,
     pub args: Vec<String>,
     child: Option<Child>,
+    /// The daemon's own network namespace (none for daemons started by hand).
+    pub netns: Option<Netns>,
 }
 
 /// What a CLI call did.
@@ -27,8 +85,20 @@ impl Run {
 }
 
 impl Daemon {
-    /// Starts `atoll daemon` with its data dir and socket under `root`.
+    /// Starts `atoll daemon` with its data dir and socket under `root`, in a network
+    /// namespace of its own.
     pub fn start(bin: &Path, root: &Path, args: &[&str]) -> Self {
+        Self::start_in(bin, root, args, Some(Netns::new()))
+    }
+
+    /// Starts the daemon in the test's own network namespace, to reach servers on its
+    /// loopback (registries, proxies). Such daemons must not start bridged containers: they
+    /// would share the host's network state with every other such daemon.
+    pub fn start_on_host_network(bin: &Path, root: &Path, args: &[&str]) -> Self {
+        Self::start_in(bin, root, args, None)
+    }
+
+    fn start_in(bin: &Path, root: &Path, args: &[&str], netns: Option<Netns>) -> Self {
         let mut d = Self {
             bin: bin.to_owned(),
             data_dir: root.join("data"),
@@ -36,14 +106,24 @@ impl Daemon {
             log: root.join("daemon.log"),
             args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
+            netns,
         };
         d.spawn();
         d
     }
 
+    /// The daemon's network namespace.
+    pub fn ns(&self) -> &Netns {
+        self.netns.as_ref().expect("the daemon runs in its own namespace")
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(&self.bin)
+        let mut cmd = match &self.netns {
+            Some(ns) => ns.command(&self.bin),
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .arg("daemon")
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -81,6 +161,7 @@ impl Daemon {
             log: root.join("daemon.log"),
             args: Vec::new(),
             child: Some(child),
+            netns: None,
         }
     }
 

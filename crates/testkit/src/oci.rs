@@ -101,11 +101,46 @@ impl LayerBuilder {
         }
         b.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
             .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+            .glibc_nss()
+            .netcheck()
+    }
+
+    /// `bin/netcheck` (this crate's UDP peer), when it has been built next to the running
+    /// test (`cargo test --workspace` builds it).
+    pub fn netcheck(self) -> Self {
+        match netcheck_binary() {
+            Some(p) => self.exe("bin/netcheck", &std::fs::read(p).unwrap()),
+            None => self,
+        }
+    }
+
+    /// The host's glibc NSS modules (and what they load), so the static busybox's
+    /// getaddrinfo can resolve names through /etc/hosts and DNS like a real distro image:
+    /// static glibc dlopens them at the first lookup, and crashes without them.
+    pub fn glibc_nss(self) -> Self {
+        let triple = format!("{}-linux-gnu", std::env::consts::ARCH);
+        let libs = ["libc.so.6", "libgcc_s.so.1", "libnss_dns.so.2", "libnss_files.so.2", "libresolv.so.2", "ld-linux-x86-64.so.2"];
+        let mut b = self.dir("lib").dir(&format!("lib/{triple}")).dir("lib64");
+        for l in libs {
+            let host = format!("/lib/{triple}/{l}");
+            if let Ok(data) = std::fs::read(&host) {
+                b = b.exe(&format!("lib/{triple}/{l}"), &data);
+            }
+        }
+        b.symlink("lib64/ld-linux-x86-64.so.2", &format!("/lib/{triple}/ld-linux-x86-64.so.2"))
+            .file("etc/nsswitch.conf", b"hosts: files dns\nservices: files\n")
+            .file("etc/services", b"http 80/tcp\nhttps 443/tcp\ndomain 53/tcp\ndomain 53/udp\n")
     }
 
     pub fn build(self, compression: Compression) -> Layer {
         Layer { tar: self.tar.into_inner().unwrap(), compression }
     }
+}
+
+/// The `netcheck` binary of this build (target/debug/netcheck), if built.
+pub fn netcheck_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).take(3).map(|d| d.join("netcheck")).find(|p| p.is_file())
 }
 
 /// A finished layer.

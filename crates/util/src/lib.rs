@@ -120,6 +120,29 @@ pub fn human_bytes(n: u64) -> String {
     if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// A short path to `name` inside `dir`, for unix sockets (limited to 108 bytes whatever the
+/// data dir): `/proc/self/fd/N/name`, valid while the returned handle on `dir` lives.
+pub fn short_path_in(dir: &Path, name: &str) -> io::Result<(std::os::fd::OwnedFd, PathBuf)> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}/{name}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+    Ok((fd, path))
+}
+
+/// How an error should be reported: whose fault it is (the API maps it to a status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request was malformed.
+    Invalid,
+    NotFound,
+    /// The request conflicts with the current state (in use, ambiguous).
+    Conflict,
+    /// A registry failed or refused.
+    Upstream,
+    /// Atoll's own fault (disk, bugs).
+    Internal,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

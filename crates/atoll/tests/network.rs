@@ -1,0 +1,400 @@
+//! End-to-end tests of networking: the real `atoll` binary with real bridges, veths, nftables
+//! and the DNS server, each daemon in its own network namespace standing for a host, and a
+//! second namespace wired to it by a veth standing for another host on the LAN. Run as root.
+
+use std::path::Path;
+
+use atoll_testkit::daemon::{Daemon, Netns};
+use atoll_testkit::wait_for;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atoll");
+const GET: &str = r#"printf 'GET / HTTP/1.0\r\n\r\n'"#;
+
+/// Fields drop in order: the daemon (and its containers) before the directory they live in.
+struct Env {
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+    image: &'static str,
+}
+
+fn env() -> Env {
+    env_with(&[])
+}
+
+fn env_with(args: &[&str]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(Path::new(BIN), dir.path(), args);
+    let image = daemon.import_busybox(dir.path());
+    Env { daemon, _dir: dir, image }
+}
+
+impl Env {
+    /// Runs `sh -c SCRIPT` in a new `--rm` container with extra `run` flags.
+    fn sh(&self, flags: &[&str], script: &str) -> atoll_testkit::daemon::Run {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags);
+        args.extend([self.image, "sh", "-c", script]);
+        self.daemon.cli(&args)
+    }
+
+    /// Starts a detached busybox httpd serving `body` on port 80.
+    fn web(&self, name: &str, flags: &[&str], body: &str) -> String {
+        let script = format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www");
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend(flags);
+        args.extend([self.image, "sh", "-c", &script]);
+        self.daemon.ok(&args);
+        let ip = self.ip(name, 0);
+        // Ready when it answers on its own address.
+        wait_for(30, &format!("{name} to serve"), || self.daemon.ns().sh(&format!("curl -s --max-time 2 http://{ip}/")).1.contains(body));
+        ip
+    }
+
+    fn ip(&self, name: &str, endpoint: usize) -> String {
+        self.daemon.container(name)["endpoints"][endpoint]["ipv4"].as_str().unwrap().to_owned()
+    }
+
+    fn ip6(&self, name: &str) -> String {
+        self.daemon.container(name)["endpoints"][0]["ipv6"].as_str().unwrap().to_owned()
+    }
+
+    fn netcheck(&self) -> String {
+        atoll_testkit::oci::netcheck_binary().expect("netcheck is built by cargo test --workspace").display().to_string()
+    }
+}
+
+/// A second "host": a namespace wired to the daemon's by a veth, 192.168.77.2 here and
+/// 192.168.77.1 on the daemon's side.
+fn lan_peer(e: &Env) -> Netns {
+    let peer = Netns::new();
+    let (host, p) = (e.daemon.ns().name.clone(), peer.name.clone());
+    let script = format!(
+        "ip link add lan0 netns {host} type veth peer name lan0 netns {p} && \
+         ip -n {host} addr add 192.168.77.1/24 dev lan0 && ip -n {host} link set lan0 up && \
+         ip -n {p} addr add 192.168.77.2/24 dev lan0 && ip -n {p} link set lan0 up && \
+         ip -n {p} route add default via 192.168.77.1"
+    );
+    let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    peer
+}
+
+#[test]
+fn containers_talk_by_name_over_tcp_udp_and_ipv6_and_other_networks_cannot_reach_them() {
+    let e = env();
+    e.daemon.ok(&["network", "create", "--ipv6", "front"]);
+    e.daemon.ok(&["network", "create", "back"]);
+    let web4 = e.web("web", &["--network", "front", "--network-alias", "www"], "hello-web");
+    let nc = e.netcheck();
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "echo",
+        "--network",
+        "front",
+        "-v",
+        &format!("{nc}:/bin/netcheck:ro"),
+        e.image,
+        "netcheck",
+        "udp-serve",
+        "9000",
+    ]);
+
+    // TCP by name and by alias.
+    let out = e.sh(&["--network", "front"], &format!("{GET} | nc web 80 && {GET} | nc www 80"));
+    assert_eq!(out.stdout.matches("hello-web").count(), 2, "{out:?}");
+    // UDP by name (getaddrinfo in the container, through Atoll's DNS).
+    let out = e.sh(&["--network", "front", "-v", &format!("{nc}:/bin/netcheck:ro")], "netcheck udp-ask echo 9000 ping-over-udp");
+    assert_eq!(out.stdout.trim(), "ping-over-udp", "{out:?}");
+    // IPv6: the AAAA record, then TCP and UDP to it.
+    let web6 = e.ip6("web");
+    let script = format!(
+        "ip6=$(nslookup -type=AAAA web | awk '/^Address: .*:/ {{print $2}}'); echo \"aaaa=$ip6\"; {GET} | nc $ip6 80; \
+         netcheck udp-ask $(nslookup -type=AAAA echo | awk '/^Address: .*:/ {{print $2}}') 9000 v6-udp"
+    );
+    let out = e.sh(&["--network", "front", "-v", &format!("{nc}:/bin/netcheck:ro")], &script);
+    assert!(out.stdout.contains(&format!("aaaa={web6}")) && out.stdout.contains("hello-web") && out.stdout.contains("v6-udp"), "{out:?}");
+    // The container's own files.
+    let out = e.sh(&["--network", "front", "--name", "files", "--hostname", "box"], "cat /etc/hostname /etc/hosts /etc/resolv.conf");
+    let gw = e.daemon.ok(&["network", "inspect", "front"]);
+    let gw: serde_json::Value = serde_json::from_str(&gw).unwrap();
+    let gw = gw[0]["gateway4"].as_str().unwrap();
+    assert!(
+        out.stdout.starts_with("box\n") && out.stdout.contains("box files") && out.stdout.contains(&format!("nameserver {gw}")),
+        "{out:?}"
+    );
+
+    // Another network sees neither the names nor the addresses.
+    let out = e.sh(&["--network", "back"], &format!("nslookup web; nc -w 2 {web4} 80 </dev/null && echo REACHED"));
+    assert!(out.stdout.contains("NXDOMAIN") || out.stderr.contains("NXDOMAIN") || !out.stdout.contains("Address: 10."), "{out:?}");
+    assert!(!out.stdout.contains("REACHED"), "isolation broken: {out:?}");
+    // Connected to both networks, a container sees both.
+    e.daemon.ok(&["network", "connect", "back", "echo"]);
+    let out = e.sh(&["--network", "back"], "nslookup echo | grep -c '^Address: 10.'");
+    assert_eq!(out.stdout.trim(), "1", "{out:?}");
+    e.daemon.ok(&["network", "disconnect", "back", "echo"]);
+    let out = e.sh(&["--network", "back"], "nslookup echo | grep -c '^Address: 10.'");
+    assert_eq!(out.stdout.trim(), "0", "{out:?}");
+}
+
+#[test]
+fn published_ports_answer_on_loopback_from_another_host_and_from_containers() {
+    let e = env();
+    let peer = lan_peer(&e);
+    e.web("pub", &["-p", "8080:80", "-p", "127.0.0.1:8081:80"], "published");
+    let nc = e.netcheck();
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        "9001:9000/udp",
+        "-v",
+        &format!("{nc}:/bin/netcheck:ro"),
+        e.image,
+        "netcheck",
+        "udp-serve",
+        "9000",
+    ]);
+    let ns = e.daemon.ns();
+
+    // The host itself, on loopback and on its LAN address.
+    for url in ["http://127.0.0.1:8080/", "http://127.0.0.1:8081/", "http://192.168.77.1:8080/"] {
+        let (ok, out) = ns.sh(&format!("curl -s --max-time 5 {url}"));
+        assert!(ok && out.contains("published"), "{url}: {out}");
+    }
+    // Another host: the public binding answers, the loopback one does not.
+    let (ok, out) = peer.sh("curl -s --max-time 5 http://192.168.77.1:8080/");
+    assert!(ok && out.contains("published"), "from the LAN: {out}");
+    let (ok, _) = peer.sh("curl -s --max-time 2 http://192.168.77.1:8081/");
+    assert!(!ok, "a port published on 127.0.0.1 answered another host");
+    let (ok, out) = peer.sh(&format!("{nc} udp-ask 192.168.77.1 9001 over-the-lan"));
+    assert!(ok && out.trim() == "over-the-lan", "UDP from the LAN: {out}");
+    // Other containers, on this network (hairpin) and on another one.
+    e.daemon.ok(&["network", "create", "other"]);
+    for net in ["bridge", "other"] {
+        let out = e.sh(&["--network", net], &format!("{GET} | nc 192.168.77.1 8080"));
+        assert!(out.stdout.contains("published"), "from a container on {net}: {out:?}");
+    }
+    // `ps` and `port` show the mappings; a second container cannot take the same port.
+    assert!(e.daemon.ok(&["ps"]).contains("0.0.0.0:8080->80/tcp"));
+    assert_eq!(e.daemon.ok(&["port", "pub", "80"]).lines().collect::<Vec<_>>(), ["0.0.0.0:8080", "127.0.0.1:8081"]);
+    let r = e.daemon.fails(&["run", "-d", "-p", "8080:80", e.image, "sleep", "1"]);
+    assert!(r.stderr.contains("8080/tcp is already published by container pub"), "{r:?}");
+    // -P picks free ports for the exposed ones.
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "auto",
+        "--expose",
+        "80",
+        "-P",
+        e.image,
+        "sh",
+        "-c",
+        "mkdir /w; echo auto > /w/index.html; exec httpd -f -p 80 -h /w",
+    ]);
+    let port = e.daemon.ok(&["port", "auto", "80"]);
+    let port: u16 = port.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!((32768..=60999).contains(&port));
+    wait_for(30, "the -P port to answer", || peer.sh(&format!("curl -s --max-time 2 http://192.168.77.1:{port}/")).1.contains("auto"));
+}
+
+#[test]
+fn internal_networks_have_no_way_out() {
+    let e = env();
+    let peer = lan_peer(&e);
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "outside\n").unwrap();
+    let mut server = peer.command("busybox").args(["httpd", "-f", "-p", "7777", "-h"]).arg(www.path()).spawn().unwrap();
+    wait_for(30, "the outside server", || peer.sh("curl -s --max-time 1 http://127.0.0.1:7777/").1.contains("outside"));
+
+    e.daemon.ok(&["network", "create", "--internal", "vault"]);
+    // A normal network goes out (NAT), an internal one does not, and resolves no outside names.
+    let out = e.sh(&[], &format!("{GET} | nc -w 3 192.168.77.2 7777"));
+    assert!(out.stdout.contains("outside"), "egress from the default network: {out:?}");
+    let out = e.sh(&["--network", "vault"], &format!("ip route; {GET} | nc -w 3 192.168.77.2 7777 && echo REACHED; nslookup example.org"));
+    assert!(!out.stdout.contains("REACHED") && !out.stdout.contains("default"), "internal network got out: {out:?}");
+    // Containers on it still find each other.
+    e.web("vaultweb", &["--network", "vault"], "inside");
+    let out = e.sh(&["--network", "vault"], &format!("{GET} | nc vaultweb 80"));
+    assert!(out.stdout.contains("inside"), "{out:?}");
+    let r = e.daemon.fails(&["run", "-d", "--network", "vault", "-p", "8000:80", e.image, "true"]);
+    assert!(r.stderr.contains("internal networks only"), "{r:?}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn atoll_links(ns: &Netns) -> Vec<String> {
+    let (_, out) = ns.sh("ip -br link");
+    out.lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").split('@').next().unwrap_or("").to_owned())
+        .filter(|n| n.starts_with("at-") || n.starts_with("av"))
+        .collect()
+}
+
+#[test]
+fn removing_everything_leaves_no_links_addresses_or_rules() {
+    let e = env();
+    e.daemon.ok(&["network", "create", "--ipv6", "n1"]);
+    e.daemon.ok(&["network", "create", "--internal", "n2"]);
+    e.web("a", &["--network", "n1", "-p", "8080:80"], "a");
+    e.web("b", &["--network", "n2"], "b");
+    e.daemon.ok(&["network", "connect", "n1", "b"]);
+    e.daemon.ok(&["run", "-d", "--name", "c", e.image, "sleep", "600"]);
+    let ns = e.daemon.ns();
+    assert_eq!(atoll_links(ns).len(), 7, "3 bridges and 4 veths: {:?}", atoll_links(ns));
+    assert!(ns.sh("nft list ruleset").1.contains("table inet atoll"));
+    // In use: refused, with the containers named.
+    let r = e.daemon.fails(&["network", "rm", "n1"]);
+    assert!(r.stderr.contains("in use by") && r.stderr.contains('a'), "{r:?}");
+
+    e.daemon.ok(&["rm", "-f", "a", "b", "c"]);
+    assert_eq!(e.daemon.ok(&["network", "prune"]).lines().skip(1).collect::<Vec<_>>().len(), 2);
+    e.daemon.fails(&["network", "rm", "bridge"]);
+    assert!(atoll_links(ns).is_empty(), "links left: {:?}", atoll_links(ns));
+    let (_, rules) = ns.sh("nft list ruleset");
+    assert!(!rules.contains("atoll"), "rules left:\n{rules}");
+    let (_, addrs) = ns.sh("ip -br addr");
+    assert!(!addrs.contains("10.89."), "addresses left:\n{addrs}");
+    assert_eq!(std::fs::read_dir(e.daemon.data_dir.join("netns")).unwrap().count(), 0, "namespaces left");
+}
+
+#[test]
+fn dns_and_published_ports_survive_the_daemon_being_killed_and_come_back_after_restart() {
+    let mut e = env();
+    e.web("web", &["-p", "8080:80"], "still-here");
+    e.daemon.ok(&["run", "-d", "--name", "client", e.image, "sleep", "600"]);
+    let client = e.daemon.container("client")["id"].as_str().unwrap().to_owned();
+    let gw = e.ip("web", 0).rsplit_once('.').unwrap().0.to_owned() + ".1";
+    let netns = e.daemon.data_dir.join("netns").join(&client);
+    // From the client container's own namespace, with its address as the source.
+    let lookup = |e: &Env| {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args(["busybox", "nslookup", "web", &gw])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &e.daemon.ns().sh("curl -s --max-time 5 http://127.0.0.1:8080/").1
+    };
+    let web = e.ip("web", 0);
+    let before = lookup(&e);
+    assert!(before.contains(&format!("Address: {web}")) && before.contains("still-here"), "{before}");
+
+    e.daemon.kill9();
+    let during = lookup(&e);
+    assert!(during.contains(&format!("Address: {web}")) && during.contains("still-here"), "with the daemon dead: {during}");
+
+    e.daemon.start_again();
+    let after = lookup(&e);
+    assert!(after.contains(&format!("Address: {web}")) && after.contains("still-here"), "after the restart: {after}");
+    // And new containers still get names.
+    let out = e.sh(&["--name", "late"], &format!("{GET} | nc web 80"));
+    assert!(out.stdout.contains("still-here"), "{out:?}");
+}
+
+#[test]
+fn restart_restores_flushed_rules_and_missing_links_and_removes_leftovers() {
+    let mut e = env();
+    let web = e.web("web", &["-p", "8080:80"], "restored");
+    let ns_name = e.daemon.ns().name.clone();
+    let veth = e.daemon.container("web")["endpoints"][0]["host_veth"].as_str().unwrap().to_owned();
+    e.daemon.kill9();
+    // Someone flushes every rule, deletes the container's veth, and leaves junk behind.
+    let script = format!(
+        "nft flush ruleset && ip -n {ns_name} link del {veth} && ip -n {ns_name} link add at-000000000000 type bridge && \
+         ip -n {ns_name} link add av00000000000 type veth peer name junkpeer"
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ip netns exec {ns_name} sh -c '{}'", script.replace('\'', "")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!e.daemon.ns().sh("curl -s --max-time 2 http://127.0.0.1:8080/").0);
+
+    e.daemon.start_again();
+    let ns = e.daemon.ns();
+    let (ok, out) = ns.sh("curl -s --max-time 5 http://127.0.0.1:8080/");
+    assert!(ok && out.contains("restored"), "published port after reconciliation: {out}");
+    let (ok, out) = ns.sh(&format!("curl -s --max-time 5 http://{web}/"));
+    assert!(ok && out.contains("restored"), "container address after reconciliation: {out}");
+    let links = atoll_links(ns);
+    assert!(!links.iter().any(|l| l.contains("000000")), "leftovers kept: {links:?}");
+    assert!(links.contains(&veth), "veth not restored: {links:?}");
+}
+
+#[test]
+fn addresses_are_allocated_once_freed_on_removal_and_kept_across_restarts() {
+    let mut e = env();
+    e.daemon.ok(&["network", "create", "--subnet", "10.200.0.0/29", "tiny"]);
+    // .1 is the gateway; .2 to .6 are usable.
+    e.daemon.ok(&["run", "-d", "--name", "fixed", "--network", "tiny", "--ip", "10.200.0.5", e.image, "sleep", "600"]);
+    let r = e.daemon.fails(&["run", "-d", "--network", "tiny", "--ip", "10.200.0.5", e.image, "sleep", "600"]);
+    assert!(r.stderr.contains("10.200.0.5 is already used"), "{r:?}");
+    let r = e.daemon.fails(&["run", "-d", "--network", "tiny", "--ip", "10.9.9.9", e.image, "true"]);
+    assert!(r.stderr.contains("not usable in network tiny"), "{r:?}");
+    for n in ["a", "b", "c", "d"] {
+        e.daemon.ok(&["create", "--name", n, "--network", "tiny", e.image, "true"]);
+    }
+    let ips: Vec<String> = ["a", "b", "c", "d", "fixed"].iter().map(|n| e.ip(n, 0)).collect();
+    assert_eq!(ips, ["10.200.0.2", "10.200.0.3", "10.200.0.4", "10.200.0.6", "10.200.0.5"]);
+    let r = e.daemon.fails(&["create", "--network", "tiny", e.image, "true"]);
+    assert!(r.stderr.contains("no free address left in network tiny"), "{r:?}");
+    // A restart changes nothing; a removal frees exactly its address.
+    e.daemon.kill9();
+    e.daemon.start_again();
+    e.daemon.fails(&["create", "--network", "tiny", e.image, "true"]);
+    e.daemon.ok(&["rm", "b"]);
+    e.daemon.ok(&["create", "--name", "e", "--network", "tiny", e.image, "true"]);
+    assert_eq!(e.ip("e", 0), "10.200.0.3");
+    // Overlapping subnets are refused.
+    let r = e.daemon.fails(&["network", "create", "--subnet", "10.200.0.0/24", "overlap"]);
+    assert!(r.stderr.contains("overlaps network tiny"), "{r:?}");
+    let ls: serde_json::Value = serde_json::from_str(&e.daemon.ok(&["network", "ls", "--json"])).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn names_that_are_not_containers_go_to_the_upstream_resolver() {
+    // dnsmasq stands for the host's resolver, inside the daemon's namespace.
+    let e = env_with(&["--dns-upstream", "127.0.0.1:5353"]);
+    let mut upstream = e
+        .daemon
+        .ns()
+        .command(atoll_testkit::require("dnsmasq"))
+        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--port=5353", "--listen-address=127.0.0.1", "--bind-interfaces"])
+        .args(["--address=/upstream.test/192.0.2.55", "--pid-file="])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    e.web("web", &[], "x");
+    let out = e.sh(&[], "nslookup upstream.test; nslookup web");
+    assert!(out.stdout.contains("Address: 192.0.2.55") && out.stdout.contains(&format!("Address: {}", e.ip("web", 0))), "{out:?}");
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+}
+
+#[test]
+fn a_host_firewall_dropping_input_is_named_because_published_ports_bypass_it() {
+    let e = env();
+    let peer = lan_peer(&e);
+    e.web("web", &["-p", "8080:80"], "forwarded");
+    let (ok, out) = e
+        .daemon
+        .ns()
+        .sh("nft add table inet hostfw && nft 'add chain inet hostfw input { type filter hook input priority 0; policy drop; }' && \
+         nft add rule inet hostfw input iif lo accept");
+    assert!(ok, "{out}");
+    let info = e.daemon.ok(&["info"]);
+    assert!(info.contains("Warning:") && info.contains("inet hostfw input"), "{info}");
+    // What the warning says: the port is forwarded, not delivered, so input's policy does not apply.
+    let (ok, out) = peer.sh("curl -s --max-time 5 http://192.168.77.1:8080/");
+    assert!(ok && out.contains("forwarded"), "{out}");
+    // Atoll never touched the other table.
+    let (_, rules) = e.daemon.ns().sh("nft list table inet hostfw");
+    assert!(rules.contains("policy drop") && rules.contains("iif \"lo\" accept"), "{rules}");
+}

@@ -1,0 +1,232 @@
+//! Links, addresses and routes over rtnetlink (no `ip` commands), on the host or inside a
+//! container's namespace, plus the few sysctls bridges need. The only module that talks
+//! netlink.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct LinkError {
+    pub what: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn err<E: std::error::Error + Send + Sync + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> LinkError {
+    let what = what.into();
+    move |e| LinkError { what, source: Box::new(e) }
+}
+
+/// A link as listed: index, name, kind ("bridge", "veth"…).
+#[derive(Debug, Clone)]
+pub struct LinkInfoSummary {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+}
+
+fn summarize(m: &LinkMessage) -> LinkInfoSummary {
+    let mut s = LinkInfoSummary { index: m.header.index, name: String::new(), kind: None };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => s.name = n.clone(),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        s.kind = Some(match k {
+                            InfoKind::Bridge => "bridge".into(),
+                            InfoKind::Veth => "veth".into(),
+                            other => format!("{other:?}").to_lowercase(),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// A netlink connection to one network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Netlink")
+    }
+}
+
+impl Netlink {
+    /// The namespace this process runs in. Needs a tokio runtime.
+    pub fn host() -> Result<Self, LinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(err("opening a netlink socket"))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// The namespace bound at `path`: the socket is opened by a thread inside it.
+    pub fn in_netns(path: &Path) -> Result<Self, LinkError> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle, _) = crate::netns::run_in(path, move || {
+            let _guard = rt.enter();
+            rtnetlink::new_connection()
+        })
+        .map_err(err(format!("opening a netlink socket in {}", path.display())))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    pub async fn links(&self) -> Result<Vec<LinkInfoSummary>, LinkError> {
+        let msgs: Vec<LinkMessage> = self.handle.link().get().execute().try_collect().await.map_err(err("listing links"))?;
+        Ok(msgs.iter().map(summarize).collect())
+    }
+
+    pub async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        match self.handle.link().get().match_name(name.to_owned()).execute().try_next().await {
+            Ok(m) => Ok(m.map(|m| m.header.index)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+            Err(e) => Err(err(format!("looking up link {name}"))(e)),
+        }
+    }
+
+    /// Deletes a link by name; a missing one is fine.
+    pub async fn delete(&self, name: &str) -> Result<(), LinkError> {
+        if let Some(i) = self.index(name).await? {
+            match self.handle.link().del(i).execute().await {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => {}
+                r => r.map_err(err(format!("deleting link {name}")))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an address without duplicate address detection (IPAM guarantees uniqueness, and
+    /// a tentative IPv6 address could not be used for a second or so). An existing one is kept.
+    pub async fn add_address(&self, index: u32, ip: IpAddr, prefix: u8) -> Result<(), LinkError> {
+        let mut req = self.handle.address().add(index, ip, prefix).replace();
+        req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        req.execute().await.map_err(err(format!("adding address {ip}/{prefix}")))
+    }
+
+    /// Creates the bridge if missing, with its gateway addresses, MAC and up. Returns its index.
+    pub async fn ensure_bridge(&self, name: &str, mac: [u8; 6], addrs: &[(IpAddr, u8)]) -> Result<u32, LinkError> {
+        let index = match self.index(name).await? {
+            Some(i) => i,
+            None => {
+                let msg = LinkBridge::new(name).address(mac.to_vec()).build();
+                match self.handle.link().add(msg).execute().await {
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {}
+                    r => r.map_err(err(format!("creating bridge {name}")))?,
+                }
+                self.index(name)
+                    .await?
+                    .ok_or_else(|| LinkError { what: format!("bridge {name} vanished after creation"), source: "not found".into() })?
+            }
+        };
+        if addrs.iter().any(|(ip, _)| ip.is_ipv4()) {
+            // Lets the host reach published ports on 127.0.0.1 through the bridge.
+            write_sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), "1")?;
+        }
+        for (ip, prefix) in addrs {
+            self.add_address(index, *ip, *prefix).await?;
+        }
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(err(format!("bringing up {name}")))?;
+        Ok(index)
+    }
+
+    /// Creates a veth pair: `host` enslaved to `bridge` and up, `peer` moved into the
+    /// namespace at `netns`.
+    pub async fn create_veth(&self, host: &str, peer: &str, bridge: u32, netns: &Path) -> Result<(), LinkError> {
+        self.delete(host).await?;
+        self.delete(peer).await?;
+        self.handle.link().add(LinkVeth::new(host, peer).build()).execute().await.map_err(err(format!("creating veth {host}")))?;
+        let host_index =
+            self.index(host).await?.ok_or_else(|| LinkError { what: format!("veth {host} vanished"), source: "not found".into() })?;
+        let fd = std::fs::File::open(netns).map_err(err(format!("opening {}", netns.display())))?;
+        let peer_index =
+            self.index(peer).await?.ok_or_else(|| LinkError { what: format!("veth {peer} vanished"), source: "not found".into() })?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(peer_index).setns_by_fd(fd.as_raw_fd()).build())
+            .execute()
+            .await
+            .map_err(err(format!("moving {peer} into the container's namespace")))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(host_index).controller(bridge).up().build())
+            .execute()
+            .await
+            .map_err(err(format!("attaching {host} to its bridge")))?;
+        Ok(())
+    }
+
+    /// Inside a container namespace: loopback up, `peer` renamed to `name` with its MAC,
+    /// addresses and (unless `None`) default routes.
+    pub async fn configure_interface(
+        &self,
+        peer: &str,
+        name: &str,
+        mac: [u8; 6],
+        addrs: &[(IpAddr, u8)],
+        gateway4: Option<Ipv4Addr>,
+        gateway6: Option<Ipv6Addr>,
+    ) -> Result<(), LinkError> {
+        if let Some(lo) = self.index("lo").await? {
+            self.handle.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(err("bringing up lo"))?;
+        }
+        let index = self
+            .index(peer)
+            .await?
+            .ok_or_else(|| LinkError { what: format!("{peer} is not in the namespace"), source: "not found".into() })?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).name(name.to_owned()).address(mac.to_vec()).up().build())
+            .execute()
+            .await
+            .map_err(err(format!("configuring {name}")))?;
+        for (ip, prefix) in addrs {
+            self.add_address(index, *ip, *prefix).await?;
+        }
+        if let Some(gw) = gateway4 {
+            let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(index).build();
+            self.handle.route().add(r).replace().execute().await.map_err(err(format!("adding the default route via {gw}")))?;
+        }
+        if let Some(gw) = gateway6 {
+            let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).output_interface(index).build();
+            self.handle.route().add(r).replace().execute().await.map_err(err(format!("adding the default route via {gw}")))?;
+        }
+        Ok(())
+    }
+}
+
+const fn libc_enodev() -> i32 {
+    19
+}
+
+const fn libc_eexist() -> i32 {
+    17
+}
+
+/// Writes `/proc/sys/<key>` in the current namespace.
+pub fn write_sysctl(key: &str, value: &str) -> Result<(), LinkError> {
+    let path = format!("/proc/sys/{key}");
+    if std::fs::read_to_string(&path).map(|v| v.trim() == value).unwrap_or(false) {
+        return Ok(());
+    }
+    std::fs::write(&path, value).map_err(err(format!("setting {key} = {value}")))
+}

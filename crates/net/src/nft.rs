@@ -1,0 +1,246 @@
+//! Atoll's nftables table, `inet atoll`: outbound NAT, published ports, isolation between
+//! networks and of `--internal` ones. [`render`] is pure (snapshot-tested); [`apply`] replaces
+//! the whole table in one `nft -f` transaction, so the kernel never sees half a ruleset and
+//! nothing outside the table is touched.
+//!
+//! Published ports are DNAT in `prerouting` (other hosts, containers) and `output` (the host
+//! itself, including 127.0.0.1 with `route_localnet` on the bridges). Forwarded packets never
+//! pass an `input` hook: a host firewall that filters only `input` does not see them, which
+//! [`input_drop_chains`] detects so the daemon can say so. A firewall that filters `forward`
+//! still applies, since every base chain on a hook must accept a packet.
+
+use std::fmt::Write;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Stdio};
+
+use atoll_spec::Protocol;
+use ipnet::{Ipv4Net, Ipv6Net};
+
+pub const TABLE: &str = "atoll";
+/// Every Atoll bridge's name starts with this (the isolation rule matches it as a wildcard).
+pub const BRIDGE_PREFIX: &str = "at-";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeRules {
+    pub bridge: String,
+    pub subnet4: Ipv4Net,
+    pub subnet6: Option<Ipv6Net>,
+    pub internal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRule {
+    /// None: every local address of both families.
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub protocol: Protocol,
+    pub target4: Ipv4Addr,
+    pub target6: Option<Ipv6Addr>,
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub bridges: Vec<BridgeRules>,
+    pub ports: Vec<PortRule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("running nft (install the nftables package)")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft refused the ruleset: {0}")]
+    Refused(String),
+}
+
+/// The `nft -f` script that replaces the table with `rules` (or deletes it when empty).
+pub fn render(rules: &Ruleset) -> String {
+    let mut s = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
+    if rules.bridges.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "table inet {TABLE} {{");
+    s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
+    s.push_str("\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
+    s.push_str("\tchain published {\n");
+    for p in &rules.ports {
+        let (proto, hp, cp) = (p.protocol, p.host_port, p.container_port);
+        match p.host_ip {
+            None => {
+                let _ = writeln!(s, "\t\tmeta nfproto ipv4 {proto} dport {hp} dnat ip to {}:{cp}", p.target4);
+                if let Some(t6) = p.target6 {
+                    let _ = writeln!(s, "\t\tmeta nfproto ipv6 ip6 daddr != ::1 {proto} dport {hp} dnat ip6 to [{t6}]:{cp}");
+                }
+            }
+            Some(IpAddr::V4(ip)) if ip.is_unspecified() => {
+                let _ = writeln!(s, "\t\tmeta nfproto ipv4 {proto} dport {hp} dnat ip to {}:{cp}", p.target4);
+            }
+            Some(IpAddr::V4(ip)) => {
+                let _ = writeln!(s, "\t\tip daddr {ip} {proto} dport {hp} dnat ip to {}:{cp}", p.target4);
+            }
+            Some(IpAddr::V6(ip)) => {
+                if let Some(t6) = p.target6 {
+                    let m = if ip.is_unspecified() { "ip6 daddr != ::1".to_owned() } else { format!("ip6 daddr {ip}") };
+                    let _ = writeln!(s, "\t\t{m} {proto} dport {hp} dnat ip6 to [{t6}]:{cp}");
+                }
+            }
+        }
+    }
+    s.push_str("\t}\n");
+    s.push_str("\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
+    for b in &rules.bridges {
+        let br = &b.bridge;
+        // The host reaching a published port on 127.0.0.1, and containers reaching one on
+        // their own network (hairpin): answer through the bridge, not around it.
+        let _ = writeln!(s, "\t\toifname \"{br}\" ip saddr 127.0.0.0/8 masquerade");
+        let _ = writeln!(s, "\t\tiifname \"{br}\" oifname \"{br}\" ct status dnat masquerade");
+        if !b.internal {
+            let _ = writeln!(s, "\t\tip saddr {} oifname != \"{br}\" masquerade", b.subnet4);
+            if let Some(v6) = b.subnet6 {
+                let _ = writeln!(s, "\t\tip6 saddr {v6} oifname != \"{br}\" masquerade");
+            }
+        }
+    }
+    s.push_str("\t}\n");
+    s.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n");
+    for b in rules.bridges.iter().filter(|b| b.internal) {
+        let _ = writeln!(s, "\t\tiifname \"{0}\" oifname != \"{0}\" drop", b.bridge);
+        let _ = writeln!(s, "\t\toifname \"{0}\" iifname != \"{0}\" drop", b.bridge);
+    }
+    s.push_str("\t\tct state established,related accept\n");
+    s.push_str("\t\tct status dnat accept\n");
+    s.push_str("\t\tiifname . oifname vmap { ");
+    let same: Vec<String> = rules.bridges.iter().map(|b| format!("\"{0}\" . \"{0}\" : accept", b.bridge)).collect();
+    s.push_str(&same.join(", "));
+    s.push_str(" }\n");
+    let _ = writeln!(s, "\t\tiifname \"{BRIDGE_PREFIX}*\" oifname \"{BRIDGE_PREFIX}*\" drop");
+    s.push_str("\t}\n}\n");
+    s
+}
+
+fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let Some(input) = stdin {
+        child.stdin.take().expect("piped").write_all(input.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if !out.status.success() {
+        return Err(NftError::Refused(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Replaces Atoll's table with `rules`, atomically.
+pub fn apply(rules: &Ruleset) -> Result<(), NftError> {
+    nft(&["-f", "-"], Some(&render(rules))).map(|_| ())
+}
+
+/// Base chains of other tables that hook `input` with a `drop` policy ("family table chain"):
+/// a host firewall whose input policy published ports do not pass through.
+pub fn input_drop_chains() -> Vec<String> {
+    let Ok(out) = nft(&["-j", "list", "chains"], None) else { return Vec::new() };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else { return Vec::new() };
+    let items = v.get("nftables").and_then(|n| n.as_array()).cloned().unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| i.get("chain"))
+        .filter(|c| c.get("hook").and_then(|h| h.as_str()) == Some("input") && c.get("policy").and_then(|p| p.as_str()) == Some("drop"))
+        .filter(|c| c.get("table").and_then(|t| t.as_str()) != Some(TABLE))
+        .map(|c| {
+            let f = |k: &str| c.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_owned();
+            format!("{} {} {}", f("family"), f("table"), f("name"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_ruleset_deletes_the_table() {
+        expect_test::expect![[r#"
+            table inet atoll
+            delete table inet atoll
+        "#]]
+        .assert_eq(&render(&Ruleset::default()));
+    }
+
+    #[test]
+    fn ruleset_snapshot() {
+        let rules = Ruleset {
+            bridges: vec![
+                BridgeRules {
+                    bridge: "at-0123456789ab".into(),
+                    subnet4: "10.89.0.0/24".parse().unwrap(),
+                    subnet6: Some("fd12:3456:789a::/64".parse().unwrap()),
+                    internal: false,
+                },
+                BridgeRules { bridge: "at-internal0001".into(), subnet4: "10.89.1.0/24".parse().unwrap(), subnet6: None, internal: true },
+            ],
+            ports: vec![
+                PortRule {
+                    host_ip: None,
+                    host_port: 8080,
+                    protocol: Protocol::Tcp,
+                    target4: "10.89.0.2".parse().unwrap(),
+                    target6: Some("fd12:3456:789a::2".parse().unwrap()),
+                    container_port: 80,
+                },
+                PortRule {
+                    host_ip: Some("127.0.0.1".parse().unwrap()),
+                    host_port: 5353,
+                    protocol: Protocol::Udp,
+                    target4: "10.89.0.3".parse().unwrap(),
+                    target6: None,
+                    container_port: 53,
+                },
+            ],
+        };
+        expect_test::expect![[r#"
+            table inet atoll
+            delete table inet atoll
+            table inet atoll {
+            	chain prerouting {
+            		type nat hook prerouting priority dstnat; policy accept;
+            		fib daddr type local jump published
+            	}
+            	chain output {
+            		type nat hook output priority -100; policy accept;
+            		fib daddr type local jump published
+            	}
+            	chain published {
+            		meta nfproto ipv4 tcp dport 8080 dnat ip to 10.89.0.2:80
+            		meta nfproto ipv6 ip6 daddr != ::1 tcp dport 8080 dnat ip6 to [fd12:3456:789a::2]:80
+            		ip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.89.0.3:53
+            	}
+            	chain postrouting {
+            		type nat hook postrouting priority srcnat; policy accept;
+            		oifname "at-0123456789ab" ip saddr 127.0.0.0/8 masquerade
+            		iifname "at-0123456789ab" oifname "at-0123456789ab" ct status dnat masquerade
+            		ip saddr 10.89.0.0/24 oifname != "at-0123456789ab" masquerade
+            		ip6 saddr fd12:3456:789a::/64 oifname != "at-0123456789ab" masquerade
+            		oifname "at-internal0001" ip saddr 127.0.0.0/8 masquerade
+            		iifname "at-internal0001" oifname "at-internal0001" ct status dnat masquerade
+            	}
+            	chain forward {
+            		type filter hook forward priority filter; policy accept;
+            		iifname "at-internal0001" oifname != "at-internal0001" drop
+            		oifname "at-internal0001" iifname != "at-internal0001" drop
+            		ct state established,related accept
+            		ct status dnat accept
+            		iifname . oifname vmap { "at-0123456789ab" . "at-0123456789ab" : accept, "at-internal0001" . "at-internal0001" : accept }
+            		iifname "at-*" oifname "at-*" drop
+            	}
+            }
+        "#]]
+        .assert_eq(&render(&rules));
+    }
+}

@@ -1,0 +1,297 @@
+//! Networks as the user asks for them: `--network`, `--network-alias`, `--ip`, `-p`, `--expose`,
+//! and `atoll network create`. Parsing and validation only; addresses are allocated by `net`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::SpecError;
+
+/// The network every container joins unless told otherwise (docker's name for it).
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+impl Protocol {
+    fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Self::Tcp),
+            "udp" => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// One `-p`: a host port (0: pick a free one) forwarded to a container port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PortSpec {
+    /// The host address to listen on; all of the host's addresses if absent.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub host_ip: Option<IpAddr>,
+    #[serde(default)]
+    pub host_port: u16,
+    pub container_port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host_ip {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
+            Some(ip) => write!(f, "{ip}:")?,
+            None => {}
+        }
+        if self.host_port != 0 {
+            write!(f, "{}:", self.host_port)?;
+        }
+        write!(f, "{}/{}", self.container_port, self.protocol)
+    }
+}
+
+/// A port range `A` or `A-B` (1..=65535, A <= B).
+fn parse_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+    (a != 0 && a <= b).then_some((a, b))
+}
+
+/// Parses `-p [IP:][HOST:]CONTAINER[/tcp|udp]`, with `A-B` ranges of equal length on both
+/// sides (or a host range for one container port, of which the first free is taken: not
+/// supported, so it is refused). IPv6 host addresses go in brackets: `[::1]:8080:80`.
+pub fn parse_publish(s: &str) -> Result<Vec<PortSpec>, SpecError> {
+    let err = || SpecError::Publish(s.to_owned());
+    let (rest, protocol) = match s.rsplit_once('/') {
+        Some((r, p)) => (r, Protocol::parse(p).ok_or_else(err)?),
+        None => (s, Protocol::Tcp),
+    };
+    let (host_ip, rest) = if let Some(r) = rest.strip_prefix('[') {
+        let (ip, r) = r.split_once("]:").ok_or_else(err)?;
+        (Some(IpAddr::V6(ip.parse::<Ipv6Addr>().map_err(|_| err())?)), r)
+    } else {
+        match rest.matches(':').count() {
+            2 => {
+                let (ip, r) = rest.split_once(':').ok_or_else(err)?;
+                let ip = if ip.is_empty() { None } else { Some(IpAddr::V4(ip.parse::<Ipv4Addr>().map_err(|_| err())?)) };
+                (ip, r)
+            }
+            0 | 1 => (None, rest),
+            _ => return Err(err()),
+        }
+    };
+    let (host, container) = match rest.split_once(':') {
+        Some((h, c)) => (if h.is_empty() { None } else { Some(parse_range(h).ok_or_else(err)?) }, parse_range(c).ok_or_else(err)?),
+        None => (None, parse_range(rest).ok_or_else(err)?),
+    };
+    let n = container.1 - container.0;
+    if let Some(h) = host
+        && h.1 - h.0 != n
+    {
+        return Err(err());
+    }
+    Ok((0..=n).map(|i| PortSpec { host_ip, host_port: host.map_or(0, |h| h.0 + i), container_port: container.0 + i, protocol }).collect())
+}
+
+/// A port the container listens on (`--expose`, or the image's `ExposedPorts`): published
+/// on a free host port by `-P`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExposedPort {
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Parses `--expose PORT[-PORT][/PROTO]`, also the image config's `"80/tcp"` keys.
+pub fn parse_expose(s: &str) -> Result<Vec<ExposedPort>, SpecError> {
+    let err = || SpecError::Expose(s.to_owned());
+    let (range, protocol) = match s.rsplit_once('/') {
+        Some((r, p)) => (r, Protocol::parse(p).ok_or_else(err)?),
+        None => (s, Protocol::Tcp),
+    };
+    let (a, b) = parse_range(range).ok_or_else(err)?;
+    Ok((a..=b).map(|port| ExposedPort { port, protocol }).collect())
+}
+
+/// A container's membership of one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NetworkAttachment {
+    /// Network name or ID.
+    pub network: String,
+    /// More names the container answers to on this network (`--network-alias`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// A fixed address (`--ip`); allocated from the subnet if absent.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub ipv4: Option<Ipv4Addr>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+impl NetworkAttachment {
+    pub fn new(network: &str) -> Self {
+        Self { network: network.to_owned(), aliases: Vec::new(), ipv4: None, ipv6: None }
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !valid_network_name(&self.network) {
+            return Err(SpecError::NetworkName(self.network.clone()));
+        }
+        for a in &self.aliases {
+            if !valid_dns_label(a) {
+                return Err(SpecError::NetworkAlias(a.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `atoll network create`'s options.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// IPv4 and/or IPv6 subnets in CIDR notation; allocated from the pools if absent.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// Give the network an IPv6 subnet (a ULA /64 unless one is in `subnets`).
+    #[serde(default)]
+    pub ipv6: bool,
+    /// No route out: containers reach each other only.
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl NetworkSpec {
+    /// Checks the name and subnets; returns the parsed subnets (at most one of each family).
+    pub fn validate(&self) -> Result<(Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>), SpecError> {
+        if !valid_network_name(&self.name) || matches!(self.name.as_str(), "none" | "host") {
+            return Err(SpecError::NetworkName(self.name.clone()));
+        }
+        let (mut v4, mut v6) = (None, None);
+        for s in &self.subnets {
+            let net: IpNet = s.parse().map_err(|_| SpecError::Subnet(s.clone()))?;
+            match net.trunc() {
+                IpNet::V4(n) if v4.is_none() && (8..=30).contains(&n.prefix_len()) => v4 = Some(n),
+                IpNet::V6(n) if v6.is_none() && (48..=120).contains(&n.prefix_len()) => v6 = Some(n),
+                _ => return Err(SpecError::Subnet(s.clone())),
+            }
+        }
+        Ok((v4, v6))
+    }
+}
+
+/// Network names follow container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_network_name(s: &str) -> bool {
+    crate::container::valid_name(s)
+}
+
+/// A name DNS can serve: letters, digits, '-', '_' and dots between labels of 1..=63.
+pub fn valid_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') && !l.starts_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p(s: &str) -> Vec<String> {
+        parse_publish(s).unwrap().iter().map(|p| format!("{:?}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol)).collect()
+    }
+
+    #[test]
+    fn publish_forms() {
+        assert_eq!(p("80"), ["None:0->80/tcp"]);
+        assert_eq!(p("8080:80"), ["None:8080->80/tcp"]);
+        assert_eq!(p("8080:80/udp"), ["None:8080->80/udp"]);
+        assert_eq!(p("127.0.0.1:8080:80"), ["Some(127.0.0.1):8080->80/tcp"]);
+        assert_eq!(p("127.0.0.1::80"), ["Some(127.0.0.1):0->80/tcp"]);
+        assert_eq!(p("[::1]:8080:80/TCP"), ["Some(::1):8080->80/tcp"]);
+        assert_eq!(p("8000-8001:9000-9001"), ["None:8000->9000/tcp", "None:8001->9001/tcp"]);
+        assert_eq!(p(":80"), ["None:0->80/tcp"]);
+    }
+
+    #[test]
+    fn publish_rejects() {
+        for bad in ["", "0", "x", "80/sctp", "70000", "1.2.3:80:80", "8000-8002:9000-9001", "9-8", "[::1:80:80", "a:b:c:d", "80:"] {
+            assert!(matches!(parse_publish(bad), Err(SpecError::Publish(_))), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn expose_forms() {
+        assert_eq!(parse_expose("80/udp").unwrap(), [ExposedPort { port: 80, protocol: Protocol::Udp }]);
+        assert_eq!(parse_expose("80-81").unwrap().len(), 2);
+        assert!(parse_expose("0").is_err());
+    }
+
+    #[test]
+    fn network_spec_subnets() {
+        let s = |subnets: &[&str]| NetworkSpec {
+            name: "n".into(),
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let (v4, v6) = s(&["10.1.2.3/24", "fd00:1::/64"]).validate().unwrap();
+        assert_eq!(v4.unwrap().to_string(), "10.1.2.0/24");
+        assert_eq!(v6.unwrap().to_string(), "fd00:1::/64");
+        for bad in [&["10.0.0.0/24", "10.1.0.0/24"][..], &["10.0.0.0/31"], &["nonsense"], &["fd00::/32"]] {
+            assert!(s(bad).validate().is_err(), "{bad:?}");
+        }
+        let named = |n: &str| NetworkSpec { name: n.into(), ..Default::default() }.validate().is_ok();
+        assert!(named("back-end_1"));
+        assert!(!named("host") && !named("none") && !named("-x") && !named(""));
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(valid_dns_label("db") && valid_dns_label("db.internal") && valid_dns_label("my_svc-1"));
+        assert!(!valid_dns_label("") && !valid_dns_label("a..b") && !valid_dns_label("-a") && !valid_dns_label("a b"));
+    }
+
+    proptest! {
+        /// Whatever the shape, a parsed `-p` prints back to something that parses to the same.
+        #[test]
+        fn publish_display_round_trips(ip in proptest::option::of(any::<[u8; 4]>()), host in 0u16..=65535, cport in 1u16..=65535, udp: bool) {
+            let spec = PortSpec {
+                host_ip: ip.map(|b| IpAddr::V4(Ipv4Addr::from(b))),
+                host_port: host,
+                container_port: cport,
+                protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+            };
+            let text = spec.to_string();
+            let text = if spec.host_ip.is_some() && host == 0 { text.replacen(':', "::", 1) } else { text };
+            prop_assert_eq!(parse_publish(&text).unwrap(), vec![spec]);
+        }
+
+        #[test]
+        fn publish_never_panics(s in "\\PC{0,24}") {
+            let _ = parse_publish(&s);
+        }
+    }
+}
