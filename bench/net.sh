@@ -32,16 +32,24 @@ trap cleanup EXIT
 
 ip netns add "$ns"
 ip -n "$ns" link set lo up
+# Tens of thousands of short connections per run: give the client every port, and reuse
+# TIME_WAIT ones, so no run is starved by the one before.
+in_ns sysctl -qw net.ipv4.ip_local_port_range="10000 65535" net.ipv4.tcp_tw_reuse=1
 export ATOLL_SOCKET="$work/atoll.sock"
 in_ns "$bin/atoll" daemon --data-dir "$work/data" >"$work/daemon.log" 2>&1 &
 until "$bin/atoll" info >/dev/null 2>&1; do sleep 0.05; done
 "$bin/mkimage" busybox "$work/layout" latest >/dev/null
 "$bin/atoll" image import "$work/layout" --name localhost/busybox >/dev/null
 
-"$bin/atoll" run -d --name web -p 8080:80 localhost/busybox sh -c \
-  'mkdir /www && echo hello > /www/index.html && head -c 16777216 /dev/zero > /www/big && exec httpd -f -p 80 -h /www' >/dev/null
-ip=$("$bin/atoll" inspect web | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["endpoints"][0]["ipv4"])')
-until in_ns curl -sf -o /dev/null "http://$ip/"; do sleep 0.05; done
+# A fresh server for every measurement: busybox httpd closes each connection itself, so the
+# TIME_WAIT sockets of one run (in the container's namespace) would slow the next.
+fresh_web() {
+  "$bin/atoll" rm -f web >/dev/null 2>&1 || true
+  "$bin/atoll" run -d --name web -p 8080:80 localhost/busybox sh -c \
+    'mkdir /www && echo hello > /www/index.html && head -c 16777216 /dev/zero > /www/big && exec httpd -f -p 80 -h /www' >/dev/null
+  ip=$("$bin/atoll" inspect web | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["endpoints"][0]["ipv4"])')
+  until in_ns curl -sf -o /dev/null "http://$ip/"; do sleep 0.05; done
+}
 
 # wrk: prints requests/s and transfer MiB/s.
 bench_wrk() {
@@ -54,12 +62,16 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] 
 
 declare -A conn thr
 for ((i = 0; i < rounds; i++)); do
-  for target in published direct; do
+  order="published direct"; [ $((i % 2)) = 1 ] && order="direct published"
+  for target in $order; do
+    fresh_web
     base="http://127.0.0.1:8080"; [ "$target" = direct ] && base="http://$ip"
     conn[$target]+="$(bench_wrk "$base/" 16 | cut -d' ' -f1)"$'\n'
     thr[$target]+="$(bench_wrk "$base/big" 4 | cut -d' ' -f2)"$'\n'
   done
 done
+
+"$bin/atoll" rm -f web >/dev/null
 
 # DNS: 20 containers with names; the same names in dnsmasq's hosts file.
 hosts="$work/hosts"; queries="$work/queries"; : >"$hosts"; : >"$queries"
@@ -81,7 +93,7 @@ in_ns dnsmasq --no-daemon --no-resolv --no-hosts --addn-hosts="$hosts" --port=53
   --bind-interfaces --pid-file= --cache-size=1000 2>/dev/null &
 until in_ns dnsperf -s 127.0.0.1 -p 5353 -d "$queries" -l 1 >/dev/null 2>&1; do sleep 0.05; done
 
-qps() { in_ns dnsperf -s "$1" -p "$2" -d "$queries" -l "$secs" -c 4 -q 200 2>/dev/null | awk '/Queries per second/ { print $4 }'; }
+qps() { in_ns dnsperf -s "$1" -p "$2" -d "$queries" -l "$secs" -c 4 -q 200 2>/dev/null | awk '/Queries per second/ { printf "%.0f\n", $4 }'; }
 lost() { in_ns dnsperf -s "$1" -p "$2" -d "$queries" -l 1 2>/dev/null | awk '/Queries lost/ { print $3 }'; }
 declare -A dns
 for ((i = 0; i < rounds; i++)); do

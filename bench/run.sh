@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: wall time of `atoll run --rm IMAGE true`, side by side in one run with the bare
-# OCI runtime on a prepared bundle and with `podman run --rm` where podman can run; daemon
+# OCI runtime on a prepared bundle (whose default spec has a network namespace with loopback
+# only: `--network none` is the like-for-like row; the default bridge network is shown too) and with `podman run --rm` where podman can run; daemon
 # idle RSS; shim memory with 50 running containers.
 # Usage: sudo bench/run.sh [RUNS]   (default 20). Prints Markdown for BENCHMARKS.md.
 set -euo pipefail
@@ -18,12 +19,18 @@ cleanup() {
   kill "${daemon_pid:-}" 2>/dev/null || true
   wait 2>/dev/null || true
   umount -R "$work"/data/containers/*/rootfs 2>/dev/null || true
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+# The daemon runs in a network namespace of its own: the host's network is not touched.
+ns="atoll-bench-run-$$"
+ip netns add "$ns"
+ip -n "$ns" link set lo up
 export ATOLL_SOCKET="$work/atoll.sock"
-"$bin/atoll" daemon --data-dir "$work/data" >"$work/daemon.log" 2>&1 & daemon_pid=$!
+nsenter --net="/run/netns/$ns" -- "$bin/atoll" daemon --data-dir "$work/data" >"$work/daemon.log" 2>&1 & daemon_pid=$!
 until "$bin/atoll" info >/dev/null 2>&1; do sleep 0.05; done
 runtime=$("$bin/atoll" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["runtime"]["path"])')
 "$bin/mkimage" busybox "$work/layout" latest >/dev/null
@@ -42,7 +49,8 @@ c["process"]["args"] = ["/bin/true"]
 json.dump(c, open(p, "w"))
 PY
 
-cmds=(-n "atoll run --rm" "$bin/atoll run --rm localhost/busybox /bin/true"
+cmds=(-n "atoll run --rm --network none" "$bin/atoll run --rm --network none localhost/busybox /bin/true"
+      -n "atoll run --rm (default bridge network)" "$bin/atoll run --rm localhost/busybox /bin/true"
       -n "$(basename "$runtime") run (bare, prepared bundle)" "$runtime --root $work/bare run --bundle $work/bundle b\$\$")
 podman_note=""
 if command -v podman >/dev/null; then

@@ -13,6 +13,7 @@ packages=(
   nftables iproute2
   dnsmasq-base    # an upstream resolver in DNS tests; benchmark peer
   wrk dnsperf     # network benchmarks
+  prometheus      # promtool checks /metrics
   apache2-utils   # htpasswd, for registry auth tests
   hyperfine       # benchmarks
 )

@@ -6,6 +6,8 @@
 
 pub mod client;
 pub mod containers;
+pub mod events;
+pub mod metrics;
 pub mod networks;
 pub mod server;
 pub mod types;

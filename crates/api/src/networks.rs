@@ -76,7 +76,9 @@ pub async fn list(State(s): St) -> Json<Vec<NetworkRecord>> {
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(State(s): St, spec: Result<Json<NetworkSpec>, JsonRejection>) -> ApiResult<(StatusCode, Json<NetworkRecord>)> {
     let Json(spec) = spec?;
-    Ok((StatusCode::CREATED, Json(s.engine.networks().create(&spec).await?)))
+    let n = s.engine.networks().create(&spec).await?;
+    s.network_event("create", &n);
+    Ok((StatusCode::CREATED, Json(n)))
 }
 
 /// A network and its containers.
@@ -92,13 +94,19 @@ pub async fn inspect(State(s): St, Path(name): Path<String>) -> ApiResult<Json<N
 #[utoipa::path(delete, path = "/v1/networks/{name}", tag = "networks", params(("name" = String, Path, description = "Name or ID prefix")),
     responses((status = 200, body = NetworkRecord), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove(State(s): St, Path(name): Path<String>) -> ApiResult<Json<NetworkRecord>> {
-    Ok(Json(s.engine.networks().remove(&name).await?))
+    let n = s.engine.networks().remove(&name).await?;
+    s.network_event("destroy", &n);
+    Ok(Json(n))
 }
 
 /// Removes every network without containers (except the default one).
 #[utoipa::path(post, path = "/v1/networks/prune", tag = "networks", responses((status = 200, body = PruneNetworksResponse)))]
 pub async fn prune(State(s): St) -> ApiResult<Json<PruneNetworksResponse>> {
-    Ok(Json(PruneNetworksResponse { removed: s.engine.networks().prune().await? }))
+    let removed = s.engine.networks().prune().await?;
+    for name in &removed {
+        s.engine.events().emit(atoll_node::events::Event::new("network", "destroy", "", &[("name", name.clone())]));
+    }
+    Ok(Json(PruneNetworksResponse { removed }))
 }
 
 /// Connects a container to the network (live, if it is running).

@@ -36,9 +36,23 @@ pub struct AppState {
     pub socket: PathBuf,
     pub insecure_registries: Vec<String>,
     pub started: Instant,
+    pub metrics: crate::metrics::DaemonMetrics,
 }
 
 type St = State<Arc<AppState>>;
+
+impl AppState {
+    /// Emits an image event (`pull`, `untag`, `delete`).
+    pub fn image_event(&self, action: &str, id: &str, name: &str) {
+        let e = atoll_node::events::Event::new("image", action, id, &[("name", name.to_owned())]);
+        self.engine.events().emit(e);
+    }
+
+    /// Emits a network event (`create`, `destroy`).
+    pub fn network_event(&self, action: &str, n: &atoll_net::NetworkRecord) {
+        self.engine.events().emit(atoll_node::events::Event::new("network", action, &n.id, &[("name", n.name.clone())]));
+    }
+}
 
 /// An error response: a status and the JSON error body.
 #[derive(Debug)]
@@ -52,7 +66,7 @@ impl ApiError {
         Self { status, body: ErrorBody::from_error(e) }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, body: ErrorBody { message: message.into(), causes: vec![] } }
     }
 }
@@ -120,6 +134,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     router
         .route("/v1/openapi.json", axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
 }
@@ -172,6 +187,9 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::networks::prune))
         .routes(routes!(crate::networks::connect))
         .routes(routes!(crate::networks::disconnect))
+        .routes(routes!(crate::events::events))
+        .routes(routes!(crate::metrics::metrics))
+        .routes(routes!(crate::metrics::stats))
 }
 
 async fn not_found() -> ApiError {
@@ -246,10 +264,17 @@ async fn pull_image(State(s): St, req: Result<Json<PullRequest>, JsonRejection>)
         let _ = sink_tx.send(e);
     });
     tokio::spawn(async move {
-        if let Err(e) = s.images.pull(&req.reference, req.platform.as_deref(), sink).await {
-            let body = ErrorBody::from_error(&e);
-            tracing::warn!(reference = %req.reference, error = %body, "pull failed");
-            let _ = tx.send(PullEvent::Error { message: body.message, causes: body.causes });
+        match s.images.pull(&req.reference, req.platform.as_deref(), sink).await {
+            Ok(img) => {
+                s.metrics.pull_done(Some(img.size));
+                s.image_event("pull", &img.id, &req.reference);
+            }
+            Err(e) => {
+                s.metrics.pull_done(None);
+                let body = ErrorBody::from_error(&e);
+                tracing::warn!(reference = %req.reference, error = %body, "pull failed");
+                let _ = tx.send(PullEvent::Error { message: body.message, causes: body.causes });
+            }
         }
     });
     let stream = tokio_stream_from(rx).map(|e| {
@@ -278,7 +303,14 @@ async fn tag_image(State(s): St, req: Result<Json<TagRequest>, JsonRejection>) -
     responses((status = 200, body = RemoveReport), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove_image(State(s): St, q: Result<Query<RemoveQuery>, QueryRejection>) -> ApiResult<Json<RemoveReport>> {
     let Query(q) = q?;
-    Ok(Json(s.images.remove(&q.reference, q.force.unwrap_or(false)).await?))
+    let report = s.images.remove(&q.reference, q.force.unwrap_or(false)).await?;
+    for t in &report.untagged {
+        s.image_event("untag", "", t);
+    }
+    for d in &report.deleted {
+        s.image_event("delete", d, &q.reference);
+    }
+    Ok(Json(report))
 }
 
 /// Removes untagged images (or all unused ones) and unreferenced content.

@@ -100,6 +100,10 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(crate::networks::NetworkCommand),
+    /// Stream lifecycle events (create, start, die, health, pull, network changes…).
+    Events(crate::containers::EventsArgs),
+    /// Show running containers' CPU, memory, network and disk use, live.
+    Stats(crate::containers::StatsArgs),
     /// Show a container's published ports.
     Port { container: String, port: Option<String> },
     /// (internal) Serve DNS for the networks; started by the daemon.
@@ -362,6 +366,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait { containers } => return crate::containers::wait(&client, &containers).await,
         Command::Top { container } => crate::containers::top(&client, &container).await?,
         Command::Network(cmd) => return crate::networks::run(&client, cmd).await,
+        Command::Events(a) => crate::containers::events(&client, a).await?,
+        Command::Stats(a) => crate::containers::stats(&client, a).await?,
         Command::Port { container, port } => crate::networks::port(&client, &container, port.as_deref()).await?,
         Command::Dns { .. } => unreachable!("handled before the async runtime starts"),
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),

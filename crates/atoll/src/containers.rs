@@ -529,13 +529,7 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
         url.push_str(&format!("&tail={n}"));
     }
     if let Some(s) = &a.since {
-        let t = if s.contains('T') {
-            s.clone()
-        } else {
-            let ago = parse_duration(s)?;
-            atoll_runtime::logs::timestamp(time::OffsetDateTime::now_utc() - ago)
-        };
-        url.push_str(&format!("&since={}", q(&t)));
+        url.push_str(&format!("&since={}", q(&time_arg(s)?)));
     }
     let resp = client.send_ok(Method::GET, &url, None, atoll_api::client::empty()).await?;
     each_line::<LogLine>(resp.into_body(), |l| print_line(&l, a.timestamps)).await
@@ -666,4 +660,159 @@ pub async fn top(client: &Client, container: &str) -> anyhow::Result<()> {
         .collect();
     print!("{}", table(&["PID", "UID", "TIME", "CMD"], &rows));
     Ok(())
+}
+
+/// A `--since`/`--until` value as RFC 3339: given so, as Unix seconds, or as a duration ago (`10m`).
+fn time_arg(s: &str) -> anyhow::Result<String> {
+    if s.contains('T') {
+        return Ok(s.to_owned());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).with_context(|| format!("time {s:?}"))?;
+        return Ok(atoll_runtime::logs::timestamp(t));
+    }
+    let ago = parse_duration(s).with_context(|| format!("{s:?}: use an RFC 3339 time, Unix seconds or a duration like 10m"))?;
+    Ok(atoll_runtime::logs::timestamp(time::OffsetDateTime::now_utc() - ago))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Replay events from this time: RFC 3339, Unix seconds, or a duration ago (10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Stop at this time (same forms); without it, events stream until interrupted.
+    #[arg(long)]
+    until: Option<String>,
+    /// KEY=VALUE (type, event, container, image, network, or an attribute), repeatable.
+    #[arg(short, long = "filter")]
+    filters: Vec<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `atoll events`: lifecycle events, as docker prints them (or JSON lines).
+pub async fn events(client: &Client, a: EventsArgs) -> anyhow::Result<()> {
+    let mut url = String::from("/v1/events?");
+    if let Some(s) = &a.since {
+        url.push_str(&format!("since={}&", q(&time_arg(s)?)));
+    }
+    if let Some(u) = &a.until {
+        url.push_str(&format!("until={}&", q(&time_arg(u)?)));
+    }
+    if !a.filters.is_empty() {
+        url.push_str(&format!("filters={}", q(&a.filters.join(","))));
+    }
+    let resp = client.send_ok(Method::GET, &url, None, atoll_api::client::empty()).await?;
+    let json = a.json;
+    each_line::<atoll_node::events::Event>(resp.into_body(), |e| {
+        if json {
+            println!("{}", serde_json::to_string(&e).expect("serialises"));
+        } else {
+            let attrs = e.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+            println!("{} {} {} {} ({attrs})", e.time, e.kind, e.action, e.id);
+        }
+    })
+    .await
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long)]
+    no_stream: bool,
+    /// One JSON array per sample.
+    #[arg(long)]
+    json: bool,
+    /// Only these containers (names or ID prefixes) [default: all running].
+    containers: Vec<String>,
+}
+
+/// One row of `atoll stats`, computed from two samples.
+#[derive(Debug, serde::Serialize)]
+struct StatsRow {
+    id: String,
+    name: String,
+    cpu_percent: f64,
+    memory_bytes: u64,
+    memory_limit_bytes: Option<u64>,
+    memory_percent: Option<f64>,
+    net_rx_bytes: u64,
+    net_tx_bytes: u64,
+    block_read_bytes: u64,
+    block_write_bytes: u64,
+    pids: u64,
+}
+
+/// `atoll stats`: live usage like `docker stats` (CPU from the difference of two samples).
+pub async fn stats(client: &Client, a: StatsArgs) -> anyhow::Result<()> {
+    use atoll_api::metrics::ContainerStats;
+    let sample = async || -> anyhow::Result<Vec<ContainerStats>> {
+        let all: Vec<ContainerStats> = client.json(Method::GET, "/v1/stats", None::<&()>).await?;
+        Ok(all
+            .into_iter()
+            .filter(|s| a.containers.is_empty() || a.containers.iter().any(|c| s.name == *c || s.id.starts_with(c.as_str())))
+            .collect())
+    };
+    let mut prev = sample().await?;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(if a.no_stream { 500 } else { 1000 })).await;
+        let now = sample().await?;
+        let rows: Vec<StatsRow> = now
+            .iter()
+            .map(|s| {
+                let before = prev.iter().find(|p| p.id == s.id);
+                let cpu_percent = before.map_or(0.0, |p| {
+                    let wall = (s.read_at_nano - p.read_at_nano).max(1) as f64;
+                    s.usage.cpu_ns.saturating_sub(p.usage.cpu_ns) as f64 / wall * 100.0
+                });
+                let u = &s.usage;
+                StatsRow {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    cpu_percent,
+                    memory_bytes: u.memory_bytes,
+                    memory_limit_bytes: u.memory_limit_bytes,
+                    memory_percent: u.memory_limit_bytes.map(|l| u.memory_bytes as f64 / l.max(1) as f64 * 100.0),
+                    net_rx_bytes: u.net_rx_bytes,
+                    net_tx_bytes: u.net_tx_bytes,
+                    block_read_bytes: u.block_read_bytes,
+                    block_write_bytes: u.block_write_bytes,
+                    pids: u.pids,
+                }
+            })
+            .collect();
+        if a.json {
+            println!("{}", serde_json::to_string(&rows)?);
+        } else {
+            let table_rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let limit = r.memory_limit_bytes.map_or_else(|| "no limit".to_owned(), atoll_util::human_bytes);
+                    vec![
+                        r.id[..12].to_owned(),
+                        r.name.clone(),
+                        format!("{:.2}%", r.cpu_percent),
+                        format!("{} / {limit}", atoll_util::human_bytes(r.memory_bytes)),
+                        r.memory_percent.map_or_else(|| "--".to_owned(), |p| format!("{p:.2}%")),
+                        format!("{} / {}", atoll_util::human_bytes(r.net_rx_bytes), atoll_util::human_bytes(r.net_tx_bytes)),
+                        format!("{} / {}", atoll_util::human_bytes(r.block_read_bytes), atoll_util::human_bytes(r.block_write_bytes)),
+                        r.pids.to_string(),
+                    ]
+                })
+                .collect();
+            if !a.no_stream {
+                // Redraw in place, as docker does.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!(
+                "{}",
+                table(&["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"], &table_rows)
+            );
+        }
+        if a.no_stream {
+            return Ok(());
+        }
+        prev = now;
+    }
 }

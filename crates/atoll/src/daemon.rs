@@ -181,6 +181,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         socket: socket.clone(),
         insecure_registries: args.insecure_registries,
         started: Instant::now(),
+        metrics: Default::default(),
     });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -224,6 +224,9 @@ pub struct Networks {
     cfg: NetConfig,
     state: tokio::sync::Mutex<State>,
     nl: Netlink,
+    /// The ruleset last applied, to skip `nft` when a change does not touch it (most
+    /// container starts); cleared by `reconcile`, which always rewrites the table.
+    applied: std::sync::Mutex<Option<nft::Ruleset>>,
 }
 
 impl std::fmt::Debug for Networks {
@@ -516,7 +519,7 @@ impl Networks {
             let endpoints = o.endpoints.into_iter().filter(|e| state.networks.contains_key(&e.network_id)).collect();
             state.owners.insert(o.id, Owner { name: o.name, endpoints, ports: o.ports, active: false });
         }
-        let this = Arc::new(Self { cfg, state: tokio::sync::Mutex::new(state), nl });
+        let this = Arc::new(Self { cfg, state: tokio::sync::Mutex::new(state), nl, applied: std::sync::Mutex::new(None) });
         if this.state.lock().await.find(DEFAULT_NETWORK).is_err() {
             this.create(&NetworkSpec { name: DEFAULT_NETWORK.into(), ipv6: true, ..Default::default() }).await?;
         }
@@ -528,6 +531,7 @@ impl Networks {
     /// deletes links and namespaces nobody owns, rewrites the nftables table and DNS.
     pub async fn reconcile(&self) -> Result<(), NetError> {
         let mut st = self.state.lock().await;
+        *self.applied.lock().unwrap() = None;
         let ids: Vec<String> = st.owners.keys().cloned().collect();
         for id in &ids {
             let path = self.netns_path(id);
@@ -584,11 +588,16 @@ impl Networks {
         if rules.bridges.iter().any(|b| !b.internal) {
             link::write_sysctl("net/ipv4/ip_forward", "1")?;
             if rules.bridges.iter().any(|b| !b.internal && b.subnet6.is_some()) {
-                link::write_sysctl("net/ipv6/conf/all/forwarding", "1")?;
+                link::enable_ipv6_forwarding()?;
             }
         }
-        nft::apply(&rules)?;
-        if !rules.ports.is_empty() {
+        let changed = self.applied.lock().unwrap().as_ref() != Some(&rules);
+        if changed {
+            *self.applied.lock().unwrap() = None;
+            nft::apply(&rules)?;
+            *self.applied.lock().unwrap() = Some(rules.clone());
+        }
+        if changed && !rules.ports.is_empty() {
             let chains = nft::input_drop_chains();
             if !chains.is_empty() {
                 tracing::warn!(

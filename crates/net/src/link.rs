@@ -222,6 +222,27 @@ const fn libc_eexist() -> i32 {
     17
 }
 
+/// Turns on IPv6 forwarding. Forwarding makes the kernel ignore router advertisements on
+/// interfaces with `accept_ra = 1`, which would silently cost a SLAAC host its IPv6 default
+/// route; those interfaces are set to 2 first (accept them even when forwarding).
+pub fn enable_ipv6_forwarding() -> Result<(), LinkError> {
+    if std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding").is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/sys/net/ipv6/conf") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "all" || name == "lo" || name.starts_with(crate::nft::BRIDGE_PREFIX) {
+                continue;
+            }
+            if std::fs::read_to_string(e.path().join("accept_ra")).is_ok_and(|v| v.trim() == "1") {
+                write_sysctl(&format!("net/ipv6/conf/{name}/accept_ra"), "2")?;
+            }
+        }
+    }
+    write_sysctl("net/ipv6/conf/all/forwarding", "1")
+}
+
 /// Writes `/proc/sys/<key>` in the current namespace.
 pub fn write_sysctl(key: &str, value: &str) -> Result<(), LinkError> {
     let path = format!("/proc/sys/{key}");

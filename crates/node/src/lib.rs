@@ -12,6 +12,7 @@
 //! after a reboot.
 #![forbid(unsafe_code)]
 
+pub mod events;
 pub mod names;
 pub mod record;
 
@@ -161,6 +162,7 @@ pub struct Engine {
     cfg: EngineConfig,
     images: Arc<ImageService>,
     nets: Arc<atoll_net::Networks>,
+    events: Arc<events::EventBus>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     this: Weak<Engine>,
 }
@@ -256,7 +258,8 @@ impl Engine {
             .map(|r| atoll_net::OwnerInit { id: r.id, name: r.name, endpoints: r.endpoints, ports: r.ports })
             .collect();
         let nets = atoll_net::Networks::open(net, owners).await?;
-        let engine = Arc::new_cyclic(|this| Self { cfg, images, nets, slots: Mutex::default(), this: this.clone() });
+        let events = Arc::new(events::EventBus::default());
+        let engine = Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), this: this.clone() });
         let boot = boot_id();
         for slot in slots {
             engine.slots.lock().unwrap().insert(slot.get().id, slot.clone());
@@ -268,6 +271,23 @@ impl Engine {
     /// The host's container networks.
     pub fn networks(&self) -> &Arc<atoll_net::Networks> {
         &self.nets
+    }
+
+    /// Resource usage of a running container (None if it is not running).
+    pub fn usage(&self, rec: &ContainerRecord) -> Option<atoll_runtime::stats::Usage> {
+        rec.is_running().then(|| atoll_runtime::stats::read_usage(self.cfg.cgroup_mode, &format!("/atoll/{}", rec.id), rec.pid))
+    }
+
+    /// Lifecycle events of this daemon.
+    pub fn events(&self) -> &Arc<events::EventBus> {
+        &self.events
+    }
+
+    /// Emits a container event carrying its name and image, plus `extra`.
+    fn emit(&self, rec: &ContainerRecord, action: &str, extra: &[(&str, String)]) {
+        let mut attrs = vec![("name", rec.name.clone()), ("image", rec.image.clone())];
+        attrs.extend(extra.iter().cloned());
+        self.events.emit(events::Event::new("container", action, &rec.id, &attrs));
     }
 
     fn arc(&self) -> Arc<Engine> {
@@ -502,6 +522,7 @@ impl Engine {
             return Err(e);
         }
         tracing::info!(container = %slot.get().name, id = %id, image = %slot.get().image, "created");
+        self.emit(&slot.get(), "create", &[]);
         if start {
             let _op = slot.op.lock().await;
             self.start_locked(&slot).await?;
@@ -619,6 +640,7 @@ impl Engine {
             r.health = has_health.then(HealthTracker::default);
         })?;
         tracing::info!(container = %rec.name, pid, "started");
+        self.emit(&rec, "start", &[]);
         self.spawn_monitor(slot.clone());
         self.spawn_health(slot.clone());
         Ok(())
@@ -716,6 +738,11 @@ impl Engine {
             r.exit_unknown = exit.unknown;
             r.finished_at = Some(exit.finished_at.clone());
         });
+        let mut extra = vec![("exitCode", exit.exit_code.to_string())];
+        if let Some(s) = exit.signal {
+            extra.push(("signal", s.to_string()));
+        }
+        self.emit(&slot.get(), "die", &extra);
     }
 
     async fn on_exit(&self, slot: &Arc<Slot>, exit: ExitStatus) {
@@ -761,6 +788,7 @@ impl Engine {
                 return;
             }
             let _ = engine.update(&slot, |r| r.restart_count += 1);
+            engine.emit(&slot.get(), "restart", &[("restartCount", slot.get().restart_count.to_string())]);
             if let Err(e) = engine.start_locked(&slot).await {
                 tracing::warn!(container = %slot.get().name, error = %e, "restart failed");
             }
@@ -794,6 +822,7 @@ impl Engine {
                 });
                 if let Some(status) = changed {
                     tracing::info!(container = %now_rec.name, health = %status, "health changed");
+                    engine.emit(&now_rec, "health_status", &[("healthStatus", status.to_string())]);
                     if status == HealthStatus::Unhealthy {
                         match cfg.on_failure {
                             HealthOnFailure::None => {}
@@ -833,7 +862,7 @@ impl Engine {
     pub async fn stop(&self, query: &str, timeout: Option<u64>) -> Result<ContainerRecord, EngineError> {
         let slot = self.slot(query)?;
         let _op = slot.op.lock().await;
-        self.stop_locked(&slot, timeout).await?;
+        self.stop_and_report(&slot, timeout).await?;
         Ok(slot.get())
     }
 
@@ -859,6 +888,16 @@ impl Engine {
         }
         let _ = client.kill(9).await;
         self.wait_exit(slot, KILL_GRACE).await;
+        Ok(())
+    }
+
+    /// `stop` with its event.
+    async fn stop_and_report(&self, slot: &Arc<Slot>, timeout: Option<u64>) -> Result<(), EngineError> {
+        let was_running = slot.get().is_running();
+        self.stop_locked(slot, timeout).await?;
+        if was_running {
+            self.emit(&slot.get(), "stop", &[]);
+        }
         Ok(())
     }
 
@@ -892,14 +931,16 @@ impl Engine {
         if matches!(signal, 9 | 15 | 2) {
             self.update(&slot, |r| r.stopped_by_user = true)?;
         }
+        self.emit(&rec, "kill", &[("signal", signal.to_string())]);
         ShimClient::new(&self.state_dir(&rec.id)).kill(signal).await.map_err(|source| EngineError::Signal { name: rec.name, source })
     }
 
     pub async fn restart(&self, query: &str, timeout: Option<u64>) -> Result<ContainerRecord, EngineError> {
         let slot = self.slot(query)?;
         let _op = slot.op.lock().await;
-        self.stop_locked(&slot, timeout).await?;
+        self.stop_and_report(&slot, timeout).await?;
         *slot.consecutive.lock().unwrap() = 0;
+        self.emit(&slot.get(), "restart", &[]);
         self.start_locked(&slot).await?;
         Ok(slot.get())
     }
@@ -960,6 +1001,7 @@ impl Engine {
         slot.changed.send_modify(|v| *v += 1);
         fs::remove_dir_all(&dir).map_err(EngineError::Prepare)?;
         tracing::info!(container = %rec.name, "removed");
+        self.emit(&rec, "destroy", &[]);
         Ok(slot.get())
     }
 
@@ -974,6 +1016,8 @@ impl Engine {
         }
         let e = self.nets.connect(&rec.id, &rec.name, &att).await?;
         att.network = e.network.clone();
+        let attrs = [("name", e.network.clone()), ("container", rec.id.clone()), ("containerName", rec.name.clone())];
+        self.events.emit(events::Event::new("network", "connect", &e.network_id, &attrs));
         self.update(&slot, |r| {
             r.endpoints.push(e);
             r.spec.networks.push(att);
@@ -987,6 +1031,10 @@ impl Engine {
         let _op = slot.op.lock().await;
         let rec = slot.get();
         let rest = self.nets.disconnect(&rec.id, network).await?;
+        if let Some(e) = rec.endpoints.iter().find(|e| !rest.contains(e)) {
+            let attrs = [("name", e.network.clone()), ("container", rec.id.clone()), ("containerName", rec.name.clone())];
+            self.events.emit(events::Event::new("network", "disconnect", &e.network_id, &attrs));
+        }
         self.update(&slot, |r| {
             r.spec.networks.retain(|a| rest.iter().any(|e| e.network == a.network));
             r.endpoints = rest;

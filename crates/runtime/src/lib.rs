@@ -13,4 +13,5 @@ pub mod probe;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;
+pub mod stats;
 pub mod user;
