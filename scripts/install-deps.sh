@@ -14,6 +14,7 @@ packages=(
   dnsmasq-base    # an upstream resolver in DNS tests; benchmark peer
   wrk dnsperf     # network benchmarks
   prometheus      # promtool checks /metrics
+  chromium chromium-driver  # dashboard tests in a real browser
   apache2-utils   # htpasswd, for registry auth tests
   hyperfine       # benchmarks
 )

@@ -19,7 +19,7 @@ state=/var/lib/atoll
 mkdir -p /var/log/atoll
 export ATOLL_SOCKET=/run/atoll/atoll.sock
 if ! atoll info >/dev/null 2>&1; then
-  nohup atoll daemon --data-dir "$state" >>/var/log/atoll/daemon.log 2>&1 &
+  nohup atoll daemon --data-dir "$state" --web 127.0.0.1:8420 >>/var/log/atoll/daemon.log 2>&1 &
   echo "started atoll daemon (pid $!, log /var/log/atoll/daemon.log)"
   for _ in $(seq 1 300); do atoll info >/dev/null 2>&1 && break; sleep 0.1; done
 fi
@@ -72,4 +72,5 @@ atoll run --rm 127.0.0.1:5000/demo/busybox nslookup hello | grep -A1 '^Name'
 echo
 atoll ps
 echo
+echo "Dashboard: $(atoll web token)   (the link carries the login token)"
 echo "Atoll is running. Try: atoll logs -f ticker; atoll exec ticker ps; atoll network ls; atoll port hello"

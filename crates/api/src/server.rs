@@ -37,6 +37,8 @@ pub struct AppState {
     pub insecure_registries: Vec<String>,
     pub started: Instant,
     pub metrics: crate::metrics::DaemonMetrics,
+    /// The dashboard's login link, when `--web` is on.
+    pub web_login: std::sync::Mutex<Option<String>>,
 }
 
 type St = State<Arc<AppState>>;
@@ -190,6 +192,19 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::events::events))
         .routes(routes!(crate::metrics::metrics))
         .routes(routes!(crate::metrics::stats))
+        .routes(routes!(web_login))
+}
+
+/// The dashboard's login link (with the token); 404 when the dashboard is off.
+#[utoipa::path(get, path = "/v1/web/login", tag = "system", responses((status = 200, body = WebLogin), (status = 404, body = ErrorBody)))]
+async fn web_login(State(s): St) -> ApiResult<Json<WebLogin>> {
+    match s.web_login.lock().unwrap().clone() {
+        Some(url) => Ok(Json(WebLogin { url })),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            body: ErrorBody { message: "the dashboard is off: start the daemon with --web ADDR:PORT".into(), causes: vec![] },
+        }),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -229,6 +244,7 @@ async fn info(State(s): St) -> Json<Info> {
                 firewall_input_drop_chains: nets.firewall_warnings(),
             }
         },
+        host: HostInfo::read(&s.data_dir),
     })
 }
 

@@ -56,6 +56,41 @@ pub struct Info {
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
     pub network: NetworkInfo,
+    pub host: HostInfo,
+}
+
+/// The host's capacity and what is free.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct HostInfo {
+    pub cpus: usize,
+    /// 1-minute load average.
+    pub load1: f64,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    /// The filesystem of the data dir.
+    pub disk_total_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub kernel: String,
+}
+
+impl HostInfo {
+    /// Reads /proc and statvfs(`data_dir`).
+    pub fn read(data_dir: &std::path::Path) -> Self {
+        let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kib = |k: &str| {
+            mem.lines().find_map(|l| l.strip_prefix(k)?.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0) * 1024
+        };
+        let (total, free) = rustix::fs::statvfs(data_dir).map(|s| (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize)).unwrap_or((0, 0));
+        Self {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            load1: std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0),
+            memory_total_bytes: kib("MemTotal:"),
+            memory_available_bytes: kib("MemAvailable:"),
+            disk_total_bytes: total,
+            disk_free_bytes: free,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        }
+    }
 }
 
 /// How containers are networked on this host.
@@ -143,4 +178,10 @@ pub struct ImportQuery {
 #[into_params(parameter_in = Query)]
 pub struct LogoutQuery {
     pub registry: String,
+}
+
+/// A login link to the dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebLogin {
+    pub url: String,
 }

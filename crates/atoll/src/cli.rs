@@ -104,6 +104,9 @@ pub enum Command {
     Events(crate::containers::EventsArgs),
     /// Show running containers' CPU, memory, network and disk use, live.
     Stats(crate::containers::StatsArgs),
+    /// The web dashboard.
+    #[command(subcommand)]
+    Web(WebCommand),
     /// Show a container's published ports.
     Port { container: String, port: Option<String> },
     /// (internal) Serve DNS for the networks; started by the daemon.
@@ -117,6 +120,12 @@ pub enum Command {
     /// (internal) Supervise one container; started by the daemon.
     #[command(hide = true)]
     Shim(ShimArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebCommand {
+    /// Print a login link for the dashboard (it carries the daemon's token: keep it private).
+    Token,
 }
 
 #[derive(Debug, clap::Args)]
@@ -368,6 +377,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Network(cmd) => return crate::networks::run(&client, cmd).await,
         Command::Events(a) => crate::containers::events(&client, a).await?,
         Command::Stats(a) => crate::containers::stats(&client, a).await?,
+        Command::Web(WebCommand::Token) => {
+            let l: WebLogin = client.json(Method::GET, "/v1/web/login", None::<&()>).await?;
+            println!("{}", l.url);
+        }
         Command::Port { container, port } => crate::networks::port(&client, &container, port.as_deref()).await?,
         Command::Dns { .. } => unreachable!("handled before the async runtime starts"),
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),

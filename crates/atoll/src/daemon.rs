@@ -41,6 +41,9 @@ pub struct DaemonArgs {
     /// The host's resolver configuration (upstreams, and the search/options containers inherit).
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// Serve the web dashboard (and /metrics) on this address, e.g. 127.0.0.1:8420 [default: off].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web: Option<std::net::SocketAddr>,
 }
 
 fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -182,6 +185,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registries,
         started: Instant::now(),
         metrics: Default::default(),
+        web_login: std::sync::Mutex::new(None),
     });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -200,7 +204,38 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         };
         tracing::info!(signal = which, "shutting down");
     };
+    // Both listeners stop on the same signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let web = match args.web {
+        Some(addr) => {
+            let token = atoll_web::load_or_create_token(&data_dir.join("web/token")).context("the dashboard's login token")?;
+            let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the dashboard to {addr}"))?;
+            let addr = tcp.local_addr().context("the dashboard's address")?;
+            *state.web_login.lock().unwrap() = Some(format!("http://{addr}/login?token={token}"));
+            // Plain HTTP for now: the cookie cannot be Secure (browsers would drop it); HTTPS
+            // comes with the gateway.
+            let auth = atoll_web::Auth::new(token, false);
+            let public = axum::Router::new().route("/metrics", axum::routing::get(atoll_api::metrics::metrics)).with_state(state.clone());
+            let app = atoll_web::router(auth, router(state.clone())).merge(public);
+            let mut rx = stop_rx.clone();
+            tracing::info!(address = %addr, "dashboard listening");
+            Some(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                axum::serve(tcp, app).with_graceful_shutdown(stop).await
+            }))
+        }
+        None => None,
+    };
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.context("serving the API")?;
+    if let Some(w) = web {
+        let _ = w.await;
+    }
     if args.stop_containers_on_exit {
         tracing::info!("stopping containers");
         engine.stop_all().await;

@@ -115,3 +115,17 @@ fn metrics_pass_promtool_with_per_container_series_and_stats_show_usage() {
     let table = d.ok(&["stats", "--no-stream", "busy"]);
     assert!(table.starts_with("CONTAINER ID") && table.contains("busy"), "{table}");
 }
+
+#[test]
+fn an_oom_kill_is_an_event_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    let image = d.import_busybox(dir.path());
+    // A string that doubles until the 8 MiB limit stops it.
+    let out = d.cli(&["run", "--name", "hog", "-m", "8m", image, "sh", "-c", "x=aaaaaaaa; while true; do x=\"$x$x\"; done"]);
+    assert_eq!(out.code, Some(137), "{out:?}");
+    assert_eq!(d.container("hog")["oom_killed"], true);
+    let events = d.ok(&["events", "--since", "1m", "--until", "0s", "--filter", "container=hog"]);
+    let actions: Vec<&str> = events.lines().map(|l| l.split_whitespace().nth(2).unwrap_or("")).collect();
+    assert!(actions.ends_with(&["oom", "die"]), "{events}");
+}

@@ -314,7 +314,13 @@ impl Engine {
             return;
         }
         let rebooted = rec.boot_id.as_deref() != boot;
-        let exit = driver::read_exit(&dir).unwrap_or(ExitStatus { exit_code: 255, signal: None, finished_at: now(), unknown: true });
+        let exit = driver::read_exit(&dir).unwrap_or(ExitStatus {
+            exit_code: 255,
+            signal: None,
+            finished_at: now(),
+            unknown: true,
+            oom_killed: false,
+        });
         tracing::info!(container = %rec.name, exit_code = exit.exit_code, rebooted, "container exited while the daemon was away");
         self.record_exit(slot, &exit);
         let rec = slot.get();
@@ -493,6 +499,7 @@ impl Engine {
             exit_code: None,
             exit_unknown: false,
             restart_count: 0,
+            oom_killed: false,
             stopped_by_user: false,
             health: None,
             boot_id: None,
@@ -719,7 +726,7 @@ impl Engine {
                 // A short-lived container can be gone before we ask: its exit file says how it ended.
                 Err(e) => driver::read_exit(&dir).unwrap_or_else(|| {
                     tracing::warn!(container = %slot.get().name, error = %e, "lost the shim and it left no exit status");
-                    ExitStatus { exit_code: 255, signal: None, finished_at: now(), unknown: true }
+                    ExitStatus { exit_code: 255, signal: None, finished_at: now(), unknown: true, oom_killed: false }
                 }),
             };
             engine.on_exit(&slot, exit).await;
@@ -736,8 +743,12 @@ impl Engine {
             r.pid = None;
             r.exit_code = Some(exit.exit_code);
             r.exit_unknown = exit.unknown;
+            r.oom_killed = exit.oom_killed;
             r.finished_at = Some(exit.finished_at.clone());
         });
+        if exit.oom_killed {
+            self.emit(&slot.get(), "oom", &[]);
+        }
         let mut extra = vec![("exitCode", exit.exit_code.to_string())];
         if let Some(s) = exit.signal {
             extra.push(("signal", s.to_string()));

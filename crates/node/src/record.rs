@@ -47,6 +47,9 @@ pub struct ContainerRecord {
     #[serde(default)]
     pub exit_unknown: bool,
     pub restart_count: u32,
+    /// The last run ended with the OOM killer killing a process of it.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// `stop` or `kill` ended it: restart policies leave it alone.
     pub stopped_by_user: bool,
     pub health: Option<HealthTracker>,

@@ -75,6 +75,9 @@ pub struct ExitStatus {
     /// Set when the shim could not observe the exit (it died, or the host rebooted).
     #[serde(default)]
     pub unknown: bool,
+    /// The kernel's OOM killer killed a process of the container.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// The shim's first (and only) line on stdout.
@@ -402,7 +405,9 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListe
                 1 => {
                     if let Ok(Some((_, status))) = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
                         let (exit_code, signal) = exit_of(status);
-                        exit = Some(ExitStatus { exit_code, signal, finished_at: now(), unknown: false });
+                        // Read before the runtime deletes the cgroup.
+                        let oom_killed = crate::stats::oom_killed(&format!("/atoll/{}", cfg.id));
+                        exit = Some(ExitStatus { exit_code, signal, finished_at: now(), unknown: false, oom_killed });
                         drain_deadline = Some(Instant::now() + Duration::from_secs(2));
                     }
                 }

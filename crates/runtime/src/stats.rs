@@ -110,6 +110,15 @@ pub fn read_usage(mode: CgroupMode, cgroups_path: &str, pid: Option<i32>) -> Usa
     u
 }
 
+/// Whether the OOM killer acted in the cgroup (v2 `memory.events` or v1 `memory.oom_control`).
+pub fn oom_killed(cgroups_path: &str) -> bool {
+    let rel = cgroups_path.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    [root.join(rel).join("memory.events"), root.join("memory").join(rel).join("memory.oom_control")]
+        .into_iter()
+        .any(|p| keyed(&read(p), "oom_kill").is_some_and(|n| n > 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -326,6 +326,11 @@ impl Daemon {
     }
 }
 
+/// Decodes a chunked HTTP/1.1 body.
+pub fn dechunk_bytes(data: &[u8]) -> Vec<u8> {
+    dechunk(data)
+}
+
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(nl) = data.windows(2).position(|w| w == b"\r\n") {

@@ -10,6 +10,7 @@ pub mod oci;
 pub mod proxy;
 pub mod registry;
 pub mod token;
+pub mod webdriver;
 
 use std::path::PathBuf;
 
