@@ -29,6 +29,16 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 const TTL: u32 = 5;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// At most this many forwarded queries in flight (each holds a socket): a container flooding
+/// unknown names has its excess dropped instead of exhausting the server's descriptors.
+const MAX_FORWARDS: usize = 512;
+/// At most this many TCP clients at once, per listener.
+const MAX_TCP: usize = 128;
+
+fn forwards() -> &'static Arc<tokio::sync::Semaphore> {
+    static S: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    S.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)))
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsConfig {
@@ -184,8 +194,11 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Shared) {
                 }
             }
             Some(Answer::Forward) => {
+                // Saturated: drop the query (the client retries), as a busy resolver would.
+                let Ok(permit) = forwards().clone().try_acquire_owned() else { continue };
                 let (sock, shared) = (sock.clone(), shared.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Some(r) = handle(&shared, local, from.ip(), &packet).await {
                         let _ = sock.send_to(&r, from).await;
                     }
@@ -197,10 +210,14 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Shared) {
 }
 
 async fn serve_tcp(listener: TcpListener, shared: Shared) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
     loop {
+        // Waits for a free slot before accepting: excess clients queue in the kernel's backlog.
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let Ok((mut conn, from)) = listener.accept().await else { continue };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let local = match conn.local_addr() {
                 Ok(a) => a.ip(),
                 Err(_) => return,
