@@ -398,3 +398,29 @@ fn a_host_firewall_dropping_input_is_named_because_published_ports_bypass_it() {
     let (_, rules) = e.daemon.ns().sh("nft list table inet hostfw");
     assert!(rules.contains("policy drop") && rules.contains("iif \"lo\" accept"), "{rules}");
 }
+
+#[test]
+fn publishing_host_port_53_leaves_containers_their_resolver() {
+    let e = env();
+    let peer = lan_peer(&e);
+    let nc = e.netcheck();
+    // A DNS-like service on host port 53 (a pihole, say).
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dnsapp",
+        "-p",
+        "53:9000/udp",
+        "-v",
+        &format!("{nc}:/bin/netcheck:ro"),
+        e.image,
+        "netcheck",
+        "udp-serve",
+        "9000",
+    ]);
+    wait_for(30, "port 53 to reach the container", || peer.sh(&format!("{nc} udp-ask 192.168.77.1 53 via-53")).1.trim() == "via-53");
+    // Containers still ask Atoll's resolver on their gateway and get names.
+    let out = e.sh(&[], "nslookup dnsapp");
+    assert!(out.stdout.contains(&format!("Address: {}", e.ip("dnsapp", 0))), "{out:?}");
+}

@@ -290,9 +290,12 @@ fn clashes(a: &PublishedPort, b: &PublishedPort) -> bool {
     a.protocol == b.protocol && a.host_port == b.host_port && (a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip)
 }
 
-/// Whether some other program holds the port (tested by binding it for a moment).
+/// Whether some other program holds the port (tested by binding it for a moment). Port 53 is
+/// held on the bridges' gateways by Atoll's own resolver, which a published 53 does not
+/// disturb (see `nft`), so it is tested on loopback instead of every address.
 fn port_free(p: &PublishedPort) -> bool {
-    let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let any = if p.host_port == 53 { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    let ip = p.host_ip.unwrap_or(any);
     let sa = SocketAddr::new(ip, p.host_port);
     match p.protocol {
         Protocol::Tcp => std::net::TcpListener::bind(sa).is_ok(),
@@ -447,7 +450,13 @@ impl State {
         let bridges = self
             .active_networks()
             .iter()
-            .map(|n| nft::BridgeRules { bridge: n.bridge.clone(), subnet4: n.subnet4, subnet6: n.subnet6, internal: n.internal })
+            .map(|n| nft::BridgeRules {
+                bridge: n.bridge.clone(),
+                gateway4: n.gateway4,
+                subnet4: n.subnet4,
+                subnet6: n.subnet6,
+                internal: n.internal,
+            })
             .collect();
         let mut ports = Vec::new();
         for o in self.owners.values().filter(|o| o.active) {

@@ -24,6 +24,8 @@ pub const BRIDGE_PREFIX: &str = "at-";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeRules {
     pub bridge: String,
+    /// The bridge's address, where Atoll's resolver listens.
+    pub gateway4: Ipv4Addr,
     pub subnet4: Ipv4Net,
     pub subnet6: Option<Ipv6Net>,
     pub internal: bool,
@@ -61,7 +63,13 @@ pub fn render(rules: &Ruleset) -> String {
         return s;
     }
     let _ = writeln!(s, "table inet {TABLE} {{");
-    s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
+    s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
+    // Containers' DNS queries to their gateway stay with Atoll's resolver, even when host
+    // port 53 is published (a pihole, say).
+    for b in &rules.bridges {
+        let _ = writeln!(s, "\t\tiifname \"{}\" ip daddr {} meta l4proto {{ tcp, udp }} th dport 53 return", b.bridge, b.gateway4);
+    }
+    s.push_str("\t\tfib daddr type local jump published\n\t}\n");
     s.push_str("\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
     s.push_str("\tchain published {\n");
     for p in &rules.ports {
@@ -179,11 +187,18 @@ mod tests {
             bridges: vec![
                 BridgeRules {
                     bridge: "at-0123456789ab".into(),
+                    gateway4: "10.89.0.1".parse().unwrap(),
                     subnet4: "10.89.0.0/24".parse().unwrap(),
                     subnet6: Some("fd12:3456:789a::/64".parse().unwrap()),
                     internal: false,
                 },
-                BridgeRules { bridge: "at-internal0001".into(), subnet4: "10.89.1.0/24".parse().unwrap(), subnet6: None, internal: true },
+                BridgeRules {
+                    bridge: "at-internal0001".into(),
+                    gateway4: "10.89.1.1".parse().unwrap(),
+                    subnet4: "10.89.1.0/24".parse().unwrap(),
+                    subnet6: None,
+                    internal: true,
+                },
             ],
             ports: vec![
                 PortRule {
@@ -210,6 +225,8 @@ mod tests {
             table inet atoll {
             	chain prerouting {
             		type nat hook prerouting priority dstnat; policy accept;
+            		iifname "at-0123456789ab" ip daddr 10.89.0.1 meta l4proto { tcp, udp } th dport 53 return
+            		iifname "at-internal0001" ip daddr 10.89.1.1 meta l4proto { tcp, udp } th dport 53 return
             		fib daddr type local jump published
             	}
             	chain output {
