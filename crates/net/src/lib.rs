@@ -642,7 +642,8 @@ impl Networks {
         let net = st.networks.get(&e.network_id).ok_or_else(|| NetError::NotFound(e.network.clone()))?;
         let bridge = self.ensure_bridge(net).await?;
         let path = self.netns_path(owner);
-        let peer = format!("ap{}", &e.host_veth[2..]);
+        // Created inside the container's namespace under its final name.
+        let peer = e.interface.clone();
         self.nl.create_veth(&e.host_veth, &peer, bridge, &path).await?;
         let inside = Netlink::in_netns(&path)?;
         let mut addrs = vec![(IpAddr::V4(e.ipv4), net.subnet4.prefix_len())];
