@@ -133,9 +133,13 @@ fn containers_talk_by_name_over_tcp_udp_and_ipv6_and_other_networks_cannot_reach
     e.daemon.ok(&["network", "connect", "back", "echo"]);
     let out = e.sh(&["--network", "back"], "nslookup echo | grep -c '^Address: 10.'");
     assert_eq!(out.stdout.trim(), "1", "{out:?}");
+    // Its /etc/hosts follows, live (the file is bind-mounted: rewritten in place).
+    let back_ip = e.ip("echo", 1);
+    assert!(e.daemon.ok(&["exec", "echo", "cat", "/etc/hosts"]).contains(&back_ip));
     e.daemon.ok(&["network", "disconnect", "back", "echo"]);
     let out = e.sh(&["--network", "back"], "nslookup echo | grep -c '^Address: 10.'");
     assert_eq!(out.stdout.trim(), "0", "{out:?}");
+    assert!(!e.daemon.ok(&["exec", "echo", "cat", "/etc/hosts"]).contains(&back_ip));
 }
 
 #[test]

@@ -1033,7 +1033,21 @@ impl Engine {
             r.endpoints.push(e);
             r.spec.networks.push(att);
         })?;
+        self.refresh_hosts(&slot.get()).await;
         Ok(slot.get())
+    }
+
+    /// Rewrites a running container's `/etc/hosts` after its addresses changed. In place, not
+    /// by rename: the file is bind-mounted, and a rename would leave the container the old one.
+    async fn refresh_hosts(&self, rec: &ContainerRecord) {
+        if !rec.is_running() {
+            return;
+        }
+        let hostname = rec.spec.hostname.clone().unwrap_or_else(|| rec.id[..12].to_owned());
+        let (hosts, _) = self.nets.etc_files(&rec.id, &hostname).await;
+        if let Err(e) = fs::write(self.state_dir(&rec.id).join("hosts"), hosts) {
+            tracing::warn!(container = %rec.name, error = %e, "updating /etc/hosts");
+        }
     }
 
     /// Disconnects a container from a network (`atoll network disconnect`).
@@ -1050,6 +1064,7 @@ impl Engine {
             r.spec.networks.retain(|a| rest.iter().any(|e| e.network == a.network));
             r.endpoints = rest;
         })?;
+        self.refresh_hosts(&slot.get()).await;
         Ok(slot.get())
     }
 
