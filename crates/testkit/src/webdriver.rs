@@ -12,13 +12,18 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// One HTTP exchange with `Connection: close`; returns the JSON body.
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    try_http(port, method, path, body).unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"))
+}
+
+/// One HTTP exchange; errors instead of panicking (for drop paths).
+fn try_http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<Value> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes())?;
     // chromedriver keeps the connection open: read the headers, then Content-Length bytes.
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];
@@ -26,8 +31,10 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
         if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break p;
         }
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed before the headers");
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::other("connection closed before the headers"));
+        }
         raw.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
@@ -36,7 +43,7 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
     match length {
         Some(len) => {
             while body.len() < len {
-                let n = s.read(&mut buf).unwrap();
+                let n = s.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
@@ -44,13 +51,13 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
             }
         }
         None => {
-            s.read_to_end(&mut body).unwrap();
+            s.read_to_end(&mut body)?;
         }
     }
     if head.contains("transfer-encoding: chunked") {
         body = crate::daemon::dechunk_bytes(&body);
     }
-    serde_json::from_slice(&body).unwrap_or(Value::Null)
+    Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 /// A chromedriver process and one browser session.
@@ -158,7 +165,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = http(self.port, "DELETE", &format!("/session/{}", self.session), None);
+        // Never panic here: a panic while a failed test unwinds aborts the process, and the
+        // daemon's own drop (which removes its containers) would not run.
+        let _ = try_http(self.port, "DELETE", &format!("/session/{}", self.session), None);
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
