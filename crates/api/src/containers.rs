@@ -236,7 +236,14 @@ fn feed(first: Vec<u8>, mut body: axum::body::BodyDataStream, mut w: impl tokio:
     });
 }
 
-fn ndjson_line<T: Serialize>(v: &T) -> bytes::Bytes {
+/// A streaming `application/x-ndjson` response of the lines sent on `rx`, ending when every
+/// sender is gone.
+pub(crate) fn ndjson_response(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+pub(crate) fn ndjson_line<T: Serialize>(v: &T) -> bytes::Bytes {
     let mut line = serde_json::to_vec(v).expect("serialises");
     line.push(b'\n');
     bytes::Bytes::from(line)
@@ -298,8 +305,7 @@ pub async fn logs_route(State(s): St, Path(id): Path<String>, q: Result<Query<Lo
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+    Ok(ndjson_response(rx))
 }
 
 /// Runs a command in a running container. The body is one JSON `ExecRequest` line, then (with
@@ -375,8 +381,7 @@ pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult
             });
         }
     }
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+    Ok(ndjson_response(rx))
 }
 
 /// Attaches to a running container started with `-i` or `-t`: the request body goes to its

@@ -2,19 +2,17 @@
 //! until a time or until the client goes away.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use atoll_node::events::Event;
 
+use crate::containers::ndjson_line;
 use crate::server::{ApiError, AppState};
 use crate::types::ErrorBody;
 
@@ -38,12 +36,6 @@ fn nanos(what: &str, s: &str) -> Result<i128, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("{what} {s:?} is not an RFC 3339 time: {e}")))
 }
 
-fn ndjson(e: &Event) -> bytes::Bytes {
-    let mut line = serde_json::to_vec(e).expect("serialises");
-    line.push(b'\n');
-    line.into()
-}
-
 /// Lifecycle events (create, start, die, stop, kill, restart, destroy, health_status, pull,
 /// delete, connect, disconnect…), one JSON `Event` per line.
 #[utoipa::path(get, path = "/v1/events", tag = "system", params(EventsQuery),
@@ -62,7 +54,7 @@ pub async fn events(State(s): St, q: Result<Query<EventsQuery>, QueryRejection>)
     tokio::spawn(async move {
         let before_until = |e: &Event| until.is_none_or(|u| e.time_nano <= u);
         for e in backlog.iter().filter(|e| e.matches(&filters) && before_until(e)) {
-            if tx.send(ndjson(e)).await.is_err() {
+            if tx.send(ndjson_line(e)).await.is_err() {
                 return;
             }
         }
@@ -82,7 +74,7 @@ pub async fn events(State(s): St, q: Result<Query<EventsQuery>, QueryRejection>)
                 r = next => match r {
                     None => return, // until reached
                     Some(Ok(e)) => {
-                        if e.matches(&filters) && before_until(&e) && tx.send(ndjson(&e)).await.is_err() {
+                        if e.matches(&filters) && before_until(&e) && tx.send(ndjson_line(&e)).await.is_err() {
                             return;
                         }
                     }
@@ -94,6 +86,5 @@ pub async fn events(State(s): St, q: Result<Query<EventsQuery>, QueryRejection>)
             }
         }
     });
-    let stream = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+    Ok(crate::containers::ndjson_response(out))
 }

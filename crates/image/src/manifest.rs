@@ -160,6 +160,4 @@ pub fn image_record(
     }
 }
 
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
+pub use atoll_util::now_rfc3339;

@@ -163,16 +163,19 @@ async fn handle(shared: &Shared, local: IpAddr, client: IpAddr, packet: &[u8]) -
     let cfg = shared.read().unwrap().clone();
     match answer(&cfg, local, client, &query) {
         Answer::Reply(m) => m.to_vec().ok(),
-        Answer::Forward => match forward(&cfg.upstreams, packet).await {
-            Some(r) => Some(r),
-            None => {
-                let mut m = Message::response(query.metadata.id, query.metadata.op_code);
-                m.queries = query.queries.clone();
-                m.metadata.response_code = ResponseCode::ServFail;
-                m.to_vec().ok()
-            }
-        },
+        Answer::Forward => forwarded(&cfg.upstreams, packet, &query).await,
     }
+}
+
+/// The upstream's reply to `packet`, or SERVFAIL when no upstream answers.
+async fn forwarded(upstreams: &[SocketAddr], packet: &[u8], query: &Message) -> Option<Vec<u8>> {
+    if let Some(r) = forward(upstreams, packet).await {
+        return Some(r);
+    }
+    let mut m = Message::response(query.metadata.id, query.metadata.op_code);
+    m.queries = query.queries.clone();
+    m.metadata.response_code = ResponseCode::ServFail;
+    m.to_vec().ok()
 }
 
 async fn serve_udp(sock: Arc<UdpSocket>, shared: Shared) {
@@ -183,28 +186,26 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Shared) {
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
-        let packet = buf[..n].to_vec();
-        let query = Message::from_vec(&packet);
+        let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+        let cfg = shared.read().unwrap().clone();
         // Local answers inline (the fast path); forwards on their own task.
-        let local_answer = query.as_ref().ok().map(|q| answer(&shared.read().unwrap().clone(), local, from.ip(), q));
-        match local_answer {
-            Some(Answer::Reply(m)) => {
+        match answer(&cfg, local, from.ip(), &query) {
+            Answer::Reply(m) => {
                 if let Ok(bytes) = m.to_vec() {
                     let _ = sock.send_to(&bytes, from).await;
                 }
             }
-            Some(Answer::Forward) => {
+            Answer::Forward => {
                 // Saturated: drop the query (the client retries), as a busy resolver would.
                 let Ok(permit) = forwards().clone().try_acquire_owned() else { continue };
-                let (sock, shared) = (sock.clone(), shared.clone());
+                let (sock, packet) = (sock.clone(), buf[..n].to_vec());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Some(r) = handle(&shared, local, from.ip(), &packet).await {
+                    if let Some(r) = forwarded(&cfg.upstreams, &packet, &query).await {
                         let _ = sock.send_to(&r, from).await;
                     }
                 });
             }
-            None => {}
         }
     }
 }

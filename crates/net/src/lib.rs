@@ -235,14 +235,6 @@ impl std::fmt::Debug for Networks {
     }
 }
 
-fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", fastrand::u8(..))).collect()
-}
-
 fn mac_string(mac: [u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -590,37 +582,40 @@ impl Networks {
 
     /// Brings the nftables table, the DNS server and the bridges of active networks in line.
     async fn sync(&self, st: &State) -> Result<(), NetError> {
-        for n in st.active_networks() {
-            self.ensure_bridge(n).await?;
-        }
         let rules = st.ruleset();
-        if rules.bridges.iter().any(|b| !b.internal) {
-            link::write_sysctl("net/ipv4/ip_forward", "1")?;
-            if rules.bridges.iter().any(|b| !b.internal && b.subnet6.is_some()) {
-                link::enable_ipv6_forwarding()?;
-            }
-        }
+        // The ruleset holds the set of active networks: when it is unchanged (most container
+        // starts and removals on a network already in use), so are the bridges, the sysctls
+        // and the table. `reconcile` clears `applied`, forcing all of it.
         let changed = self.applied.lock().unwrap().as_ref() != Some(&rules);
         if changed {
+            for n in st.active_networks() {
+                self.ensure_bridge(n).await?;
+            }
+            if rules.bridges.iter().any(|b| !b.internal) {
+                link::write_sysctl("net/ipv4/ip_forward", "1")?;
+                if rules.bridges.iter().any(|b| !b.internal && b.subnet6.is_some()) {
+                    link::enable_ipv6_forwarding()?;
+                }
+            }
             *self.applied.lock().unwrap() = None;
             nft::apply(&rules)?;
             *self.applied.lock().unwrap() = Some(rules.clone());
-        }
-        if changed && !rules.ports.is_empty() {
-            let chains = nft::input_drop_chains();
-            if !chains.is_empty() {
-                tracing::warn!(
-                    chains = %chains.join(", "),
-                    "a host firewall drops input by default, but published ports are forwarded and do not pass through input: \
-                     they are reachable from outside unless published on 127.0.0.1 or filtered in a forward chain"
-                );
+            if !rules.ports.is_empty() {
+                let chains = nft::input_drop_chains();
+                if !chains.is_empty() {
+                    tracing::warn!(
+                        chains = %chains.join(", "),
+                        "a host firewall drops input by default, but published ports are forwarded and do not pass through input: \
+                         they are reachable from outside unless published on 127.0.0.1 or filtered in a forward chain"
+                    );
+                }
             }
         }
         self.dns_sync(st).await?;
-        // Bridges of networks without endpoints go.
-        let active: BTreeSet<&str> = st.active_networks().iter().map(|n| n.bridge.as_str()).collect();
-        for n in st.networks.values() {
-            if !active.contains(n.bridge.as_str()) {
+        if changed {
+            // Bridges of networks without endpoints go.
+            let active: BTreeSet<&str> = rules.bridges.iter().map(|b| b.bridge.as_str()).collect();
+            for n in st.networks.values().filter(|n| !active.contains(n.bridge.as_str())) {
                 self.nl.delete(&n.bridge).await?;
             }
         }
@@ -740,7 +735,7 @@ impl Networks {
             }
             None => None,
         };
-        let id = random_hex(32);
+        let id = atoll_util::random_hex(32);
         let rec = NetworkRecord {
             bridge: format!("{}{}", nft::BRIDGE_PREFIX, &id[..12]),
             id: id.clone(),
@@ -752,7 +747,7 @@ impl Networks {
             gateway6: subnet6.map(ipam::gateway6),
             internal: spec.internal,
             labels: spec.labels.clone(),
-            created: now(),
+            created: atoll_util::now_rfc3339(),
         };
         self.save(&rec)?;
         st.networks.insert(id, rec.clone());

@@ -197,7 +197,7 @@ impl Users for EngineUsers {
 }
 
 fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    atoll_util::now_rfc3339()
 }
 
 fn boot_id() -> Option<String> {
@@ -445,7 +445,7 @@ impl Engine {
             }
             Err(e) => return Err(image_err(e)),
         };
-        let id: String = (0..4).map(|_| format!("{:016x}", fastrand::u64(..))).collect();
+        let id = atoll_util::random_hex(32);
         let name = {
             let slots = self.slots.lock().unwrap();
             let taken = |n: &str| slots.values().any(|s| s.rec.lock().unwrap().name == n);

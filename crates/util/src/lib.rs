@@ -129,6 +129,16 @@ pub fn short_path_in(dir: &Path, name: &str) -> io::Result<(std::os::fd::OwnedFd
     Ok((fd, path))
 }
 
+/// The current time, RFC 3339 (UTC), as records and events store it.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// `bytes` random bytes as lower-case hex (IDs, tokens).
+pub fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", fastrand::u8(..))).collect()
+}
+
 /// How an error should be reported: whose fault it is (the API maps it to a status code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -56,10 +56,6 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", fastrand::u8(..))).collect()
-}
-
 /// Compares without an early exit, so timing does not tell how much of a guess was right.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -74,7 +70,7 @@ pub fn load_or_create_token(path: &Path) -> Result<String, WebError> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
-            let t = random_hex(32);
+            let t = atoll_util::random_hex(32);
             atoll_util::atomic_write(path, t.as_bytes(), 0o600).map_err(|e| err(std::io::Error::other(e)))?;
             Ok(t)
         }
@@ -90,11 +86,11 @@ impl Auth {
         if !same(token.trim(), &self.token) {
             return None;
         }
-        let id = random_hex(32);
+        let id = atoll_util::random_hex(32);
         let mut s = self.sessions.lock().unwrap();
         let now = Instant::now();
         s.retain(|_, v| v.expires > now);
-        s.insert(id.clone(), Session { csrf: random_hex(32), expires: now + SESSION_TTL });
+        s.insert(id.clone(), Session { csrf: atoll_util::random_hex(32), expires: now + SESSION_TTL });
         Some(id)
     }
 
