@@ -5,7 +5,6 @@
 
 pub mod container;
 pub mod health;
-pub mod interpolate;
 pub mod network;
 pub mod restart;
 pub mod units;

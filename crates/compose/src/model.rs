@@ -1,0 +1,861 @@
+//! The normalised project: every short syntax rewritten to the long one (ports, volumes,
+//! depends_on, networks, healthcheck tests, string commands split like a shell), env files
+//! read into `environment`, resource names settled (`<project>_<network>`), references
+//! checked; keys Atoll does not support named in warnings. The JSON form is what
+//! `compose config` prints; [`Project`] is the same, typed, for planning.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value as J, json};
+
+use crate::load::{Loaded, ReadFn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("service {service:?}: {message}")]
+    Service { service: String, message: String },
+    #[error("reading the env file {path} of service {service:?}")]
+    EnvFile {
+        service: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the env file {path}")]
+    EnvFileSyntax {
+        path: PathBuf,
+        #[source]
+        source: crate::dotenv::DotenvError,
+    },
+    #[error("{kind} {name:?}: {message}")]
+    Resource { kind: &'static str, name: String, message: String },
+}
+
+/// Service keys Atoll runs as the specification says.
+const SUPPORTED: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "expose",
+    "volumes",
+    "networks",
+    "network_mode",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "user",
+    "working_dir",
+    "hostname",
+    "labels",
+    "read_only",
+    "cap_add",
+    "cap_drop",
+    "init",
+    "stop_signal",
+    "stop_grace_period",
+    "mem_limit",
+    "cpus",
+    "pids_limit",
+    "deploy",
+    "profiles",
+    "configs",
+    "secrets",
+    "container_name",
+    "tty",
+    "stdin_open",
+    "tmpfs",
+    "pull_policy",
+    "logging",
+];
+
+/// What to do instead, for unsupported keys real files use.
+fn hint(key: &str) -> &'static str {
+    match key {
+        "build" => "build the image elsewhere, push it to a registry and reference it with `image:`",
+        "links" | "external_links" => "services reach each other by name on their shared networks already",
+        "privileged" => "grant the capabilities the service needs with `cap_add`",
+        "devices" | "device_cgroup_rules" | "gpus" => "device access is not supported yet",
+        "extra_hosts" => "give the names to a service on a shared network, or use IP addresses",
+        "sysctls" | "ulimits" | "security_opt" | "shm_size" => "the container runs with Atoll's defaults",
+        "dns" | "dns_search" | "dns_opt" => "containers use Atoll's resolver, which forwards to the host's",
+        "container_name" => "",
+        _ => "it is ignored",
+    }
+}
+
+fn s(v: &J) -> Option<String> {
+    match v {
+        J::String(s) => Some(s.clone()),
+        J::Number(n) => Some(n.to_string()),
+        J::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn truthy(v: &J) -> bool {
+    match v {
+        J::Bool(b) => *b,
+        J::String(s) => matches!(s.as_str(), "true" | "True" | "TRUE"),
+        _ => false,
+    }
+}
+
+fn strings(v: &J) -> Vec<String> {
+    match v {
+        J::Array(a) => a.iter().filter_map(s).collect(),
+        J::Null => vec![],
+        other => s(other).into_iter().collect(),
+    }
+}
+
+/// A command as a list: strings are split like a shell (no expansion), as compose does.
+fn command(service: &str, v: &J) -> Result<J, ModelError> {
+    match v {
+        J::String(text) => shell_words::split(text)
+            .map(|w| json!(w))
+            .map_err(|e| ModelError::Service { service: service.to_owned(), message: format!("cannot split the command {text:?}: {e}") }),
+        J::Array(_) => Ok(json!(strings(v))),
+        _ => Ok(J::Null),
+    }
+}
+
+fn port(service: &str, v: &J) -> Result<Vec<J>, ModelError> {
+    let bad = |m: String| ModelError::Service { service: service.to_owned(), message: m };
+    let text = match v {
+        J::Object(o) => {
+            let target = o.get("target").and_then(s).ok_or_else(|| bad("a port needs a target".into()))?;
+            let published = o.get("published").and_then(s).unwrap_or_default();
+            let proto = o.get("protocol").and_then(s).unwrap_or_else(|| "tcp".into());
+            let ip = match o.get("host_ip").and_then(s) {
+                Some(ip) if ip.contains(':') => format!("[{ip}]:"),
+                Some(ip) if !ip.is_empty() => format!("{ip}:"),
+                _ if published.is_empty() => String::new(),
+                _ => ":".into(),
+            };
+            let host = if published.is_empty() { String::new() } else { format!("{published}:") };
+            if ip == ":" { format!("{host}{target}/{proto}") } else { format!("{ip}{host}{target}/{proto}") }
+        }
+        other => s(other).unwrap_or_default(),
+    };
+    let specs = atoll_spec::network::parse_publish(&text).map_err(|e| bad(e.to_string()))?;
+    Ok(specs
+        .into_iter()
+        .map(|p| {
+            let mut o = Map::new();
+            o.insert("mode".into(), json!("ingress"));
+            if let Some(ip) = p.host_ip {
+                o.insert("host_ip".into(), json!(ip.to_string()));
+            }
+            o.insert("target".into(), json!(p.container_port));
+            if p.host_port != 0 {
+                o.insert("published".into(), json!(p.host_port.to_string()));
+            }
+            o.insert("protocol".into(), json!(p.protocol.to_string()));
+            J::Object(o)
+        })
+        .collect())
+}
+
+fn volume(service: &str, v: &J) -> Result<J, ModelError> {
+    let bad = |m: String| ModelError::Service { service: service.to_owned(), message: m };
+    match v {
+        J::String(text) => {
+            let parts: Vec<&str> = text.split(':').collect();
+            let (source, target, mode) = match parts.as_slice() {
+                [t] => ("", *t, ""),
+                [s, t] => (*s, *t, ""),
+                [s, t, m] => (*s, *t, *m),
+                _ => return Err(bad(format!("invalid volume {text:?}: use [SOURCE:]TARGET[:MODE]"))),
+            };
+            let mut o = Map::new();
+            let kind = if source.is_empty() {
+                "volume"
+            } else if source.starts_with('/') {
+                "bind"
+            } else {
+                "volume"
+            };
+            o.insert("type".into(), json!(kind));
+            if !source.is_empty() {
+                o.insert("source".into(), json!(source));
+            }
+            o.insert("target".into(), json!(target));
+            let modes: Vec<&str> = mode.split(',').filter(|m| !m.is_empty()).collect();
+            if modes.contains(&"ro") {
+                o.insert("read_only".into(), json!(true));
+            }
+            if kind == "bind" {
+                o.insert("bind".into(), json!({"create_host_path": true}));
+            }
+            Ok(J::Object(o))
+        }
+        J::Object(o) => {
+            let mut o = o.clone();
+            if let Some(ro) = o.get("read_only") {
+                let ro = truthy(ro);
+                o.insert("read_only".into(), json!(ro));
+            }
+            if o.get("target").and_then(s).is_none() {
+                return Err(bad("a volume needs a target".into()));
+            }
+            Ok(J::Object(o))
+        }
+        _ => Err(bad("invalid volume entry".into())),
+    }
+}
+
+fn healthcheck(v: &J) -> J {
+    let mut o = v.as_object().cloned().unwrap_or_default();
+    match o.get("test") {
+        Some(J::String(t)) if t == "NONE" => {
+            o.insert("disable".into(), json!(true));
+        }
+        Some(J::String(t)) => {
+            let t = t.clone();
+            o.insert("test".into(), json!(["CMD-SHELL", t]));
+        }
+        Some(J::Array(a)) if a.first().and_then(J::as_str) == Some("NONE") => {
+            o.insert("disable".into(), json!(true));
+        }
+        _ => {}
+    }
+    if let Some(d) = o.get("disable") {
+        let d = truthy(d);
+        o.insert("disable".into(), json!(d));
+    }
+    if let Some(r) = o.get("retries").and_then(s) {
+        o.insert("retries".into(), json!(r.parse::<u64>().unwrap_or(3)));
+    }
+    J::Object(o)
+}
+
+fn kv_map(v: &J) -> Map<String, J> {
+    match v {
+        J::Object(o) => o.iter().map(|(k, v)| (k.clone(), s(v).map_or(J::Null, J::String))).collect(),
+        J::Array(a) => a
+            .iter()
+            .filter_map(s)
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_owned(), J::String(v.to_owned())),
+                None => (e, J::Null),
+            })
+            .collect(),
+        _ => Map::new(),
+    }
+}
+
+struct Ctx<'a> {
+    loaded: &'a Loaded,
+    read: ReadFn<'a>,
+    warnings: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn service(&mut self, name: &str, svc: &J, all: &Map<String, J>) -> Result<J, ModelError> {
+        let bad = |m: String| ModelError::Service { service: name.to_owned(), message: m };
+        let Some(src) = svc.as_object() else { return Err(bad("must be a mapping".into())) };
+        let mut out = Map::new();
+        for (k, v) in src {
+            if k.starts_with("x-") {
+                out.insert(k.clone(), v.clone());
+                continue;
+            }
+            if !SUPPORTED.contains(&k.as_str()) {
+                self.warnings.push(format!("service {name:?}: `{k}` is not supported; {}", hint(k)));
+                out.insert(k.clone(), v.clone());
+                continue;
+            }
+            let nv = match k.as_str() {
+                "command" | "entrypoint" => command(name, v)?,
+                "ports" => J::Array(v.as_array().into_iter().flatten().map(|p| port(name, p)).collect::<Result<Vec<_>, _>>()?.concat()),
+                "expose" => json!(strings(v)),
+                "volumes" => J::Array(v.as_array().into_iter().flatten().map(|m| volume(name, m)).collect::<Result<_, _>>()?),
+                "healthcheck" => healthcheck(v),
+                "labels" => J::Object(kv_map(v)),
+                "read_only" | "init" | "tty" | "stdin_open" => json!(truthy(v)),
+                "cap_add" | "cap_drop" | "profiles" | "tmpfs" => json!(strings(v)),
+                "mem_limit" | "cpus" | "stop_grace_period" | "restart" | "user" | "working_dir" | "hostname" | "stop_signal" => {
+                    s(v).map_or(J::Null, J::String)
+                }
+                "pids_limit" => s(v).and_then(|p| p.parse::<i64>().ok()).map_or(J::Null, |p| json!(p)),
+                "configs" | "secrets" => J::Array(
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| match e {
+                            J::String(src) => json!({ "source": src }),
+                            other => other.clone(),
+                        })
+                        .collect(),
+                ),
+                "depends_on" => {
+                    let mut deps = Map::new();
+                    let entries: Vec<(String, J)> = match v {
+                        J::Array(a) => a.iter().filter_map(s).map(|d| (d, json!({}))).collect(),
+                        J::Object(o) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        _ => vec![],
+                    };
+                    for (dep, spec) in entries {
+                        let condition = spec.get("condition").and_then(s).unwrap_or_else(|| "service_started".into());
+                        let required = spec.get("required").is_none_or(truthy);
+                        let restart = spec.get("restart").is_some_and(truthy);
+                        if !all.contains_key(&dep) {
+                            if required {
+                                return Err(bad(format!("depends on {dep:?}, which is not a service (or is disabled by a profile)")));
+                            }
+                            self.warnings.push(format!("service {name:?}: optional dependency {dep:?} is not defined; ignoring it"));
+                            continue;
+                        }
+                        deps.insert(dep, json!({"condition": condition, "required": required, "restart": restart}));
+                    }
+                    J::Object(deps)
+                }
+                "networks" => {
+                    let mut nets = Map::new();
+                    match v {
+                        J::Array(a) => a.iter().filter_map(s).for_each(|n| {
+                            nets.insert(n, J::Null);
+                        }),
+                        J::Object(o) => o.iter().for_each(|(k, v)| {
+                            nets.insert(k.clone(), v.clone());
+                        }),
+                        _ => {}
+                    }
+                    J::Object(nets)
+                }
+                "logging" => {
+                    let driver = v.get("driver").and_then(s).unwrap_or_else(|| "json-file".into());
+                    if !matches!(driver.as_str(), "json-file" | "local") {
+                        self.warnings.push(format!("service {name:?}: logging driver {driver:?} is not supported; logs are kept by Atoll"));
+                    }
+                    v.clone()
+                }
+                "deploy" => {
+                    if let Some(r) = v.get("replicas").and_then(s)
+                        && r != "1"
+                    {
+                        self.warnings.push(format!("service {name:?}: deploy.replicas {r} is not supported; one container runs"));
+                    }
+                    v.clone()
+                }
+                "network_mode" => {
+                    let mode = s(v).unwrap_or_default();
+                    if !matches!(mode.as_str(), "host" | "none" | "bridge") {
+                        self.warnings.push(format!(
+                            "service {name:?}: network_mode {mode:?} is not supported; put the services on a shared network instead"
+                        ));
+                    }
+                    J::String(mode)
+                }
+                _ => v.clone(),
+            };
+            if !nv.is_null() {
+                out.insert(k.clone(), nv);
+            }
+        }
+        // env_file under environment.
+        let mut env = Map::new();
+        if let Some(files) = src.get("env_file") {
+            let list: Vec<(String, bool)> = match files {
+                J::Array(a) => a
+                    .iter()
+                    .filter_map(|e| match e {
+                        J::Object(o) => Some((o.get("path").and_then(s)?, o.get("required").is_none_or(truthy))),
+                        other => s(other).map(|p| (p, true)),
+                    })
+                    .collect(),
+                other => s(other).map(|p| vec![(p, true)]).unwrap_or_default(),
+            };
+            for (path, required) in &list {
+                let p = Path::new(path);
+                match (self.read)(p) {
+                    Ok(text) => {
+                        let lookup = |k: &str| self.loaded.env.get(k).cloned();
+                        let pairs = crate::dotenv::parse(&text, &lookup)
+                            .map_err(|source| ModelError::EnvFileSyntax { path: p.to_owned(), source })?;
+                        env.extend(pairs.into_iter().map(|(k, v)| (k, J::String(v))));
+                    }
+                    Err(_) if !required => {}
+                    Err(source) => return Err(ModelError::EnvFile { service: name.to_owned(), path: p.to_owned(), source }),
+                }
+            }
+            out.insert("env_file".into(), json!(list.iter().map(|(p, r)| json!({"path": p, "required": r})).collect::<Vec<_>>()));
+        }
+        if let Some(e) = src.get("environment") {
+            for (k, v) in kv_map(e) {
+                let v = if v.is_null() { self.loaded.env.get(&k).map_or(J::Null, |x| J::String(x.clone())) } else { v };
+                env.insert(k, v);
+            }
+        }
+        if !env.is_empty() || src.contains_key("environment") {
+            out.insert("environment".into(), J::Object(env));
+        }
+        if !out.contains_key("networks") && !out.contains_key("network_mode") {
+            out.insert("networks".into(), json!({"default": null}));
+        }
+        if out.get("image").and_then(s).is_none() {
+            if src.contains_key("build") {
+                self.warnings.push(format!("service {name:?} has `build:` and no `image:`; `up` cannot run it until an image is pushed"));
+            } else {
+                return Err(bad("has neither `image` nor `build`".into()));
+            }
+        }
+        Ok(J::Object(out))
+    }
+}
+
+/// Normalises a loaded project into `compose config` JSON and the typed project.
+pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelError> {
+    let doc = loaded.doc.to_json();
+    let p = &loaded.name;
+    let mut ctx = Ctx { loaded, read, warnings: loaded.warnings.clone() };
+    let services_in = doc.get("services").and_then(J::as_object).cloned().unwrap_or_default();
+    let mut services = Map::new();
+    for (name, svc) in &services_in {
+        services.insert(name.clone(), ctx.service(name, svc, &services_in)?);
+    }
+
+    // Networks: named `<project>_<key>` unless `name:` or external.
+    let mut networks = doc.get("networks").and_then(J::as_object).cloned().unwrap_or_default();
+    let used: Vec<String> =
+        services.values().filter_map(|s| s.get("networks").and_then(J::as_object)).flat_map(|n| n.keys().cloned()).collect();
+    if used.iter().any(|n| n == "default") && !networks.contains_key("default") {
+        networks.insert("default".into(), json!({}));
+    }
+    for (svc, n) in services.iter().flat_map(|(s, v)| v.get("networks").and_then(J::as_object).into_iter().flatten().map(move |n| (s, n))) {
+        if !networks.contains_key(n.0) {
+            return Err(ModelError::Service { service: svc.clone(), message: format!("refers to the undefined network {:?}", n.0) });
+        }
+    }
+    for (key, net) in networks.iter_mut() {
+        let mut o = net.as_object().cloned().unwrap_or_default();
+        let external = o.get("external").is_some_and(truthy);
+        let name = o.get("name").and_then(s).unwrap_or_else(|| if external { key.clone() } else { format!("{p}_{key}") });
+        o.insert("name".into(), json!(name));
+        if external {
+            o.insert("external".into(), json!(true));
+        }
+        if let Some(i) = o.get("internal") {
+            let i = truthy(i);
+            o.insert("internal".into(), json!(i));
+        }
+        if let Some(d) = o.get("driver").and_then(s)
+            && d != "bridge"
+        {
+            ctx.warnings.push(format!("network {key:?}: driver {d:?} is not supported; a bridge network is used"));
+        }
+        if o.get("labels").is_some() {
+            let l = kv_map(&o["labels"]);
+            o.insert("labels".into(), J::Object(l));
+        }
+        *net = J::Object(o);
+    }
+
+    // Volumes: named `<project>_<key>` unless `name:` or external; references checked.
+    let mut volumes = doc.get("volumes").and_then(J::as_object).cloned().unwrap_or_default();
+    for (svc, v) in services.iter().flat_map(|(s, v)| v.get("volumes").and_then(J::as_array).into_iter().flatten().map(move |m| (s, m))) {
+        if v.get("type").and_then(J::as_str) == Some("volume")
+            && let Some(src) = v.get("source").and_then(s)
+            && !volumes.contains_key(&src)
+        {
+            return Err(ModelError::Service {
+                service: svc.clone(),
+                message: format!("refers to the undefined volume {src:?}: declare it under the top-level `volumes:`"),
+            });
+        }
+    }
+    for (key, vol) in volumes.iter_mut() {
+        let mut o = vol.as_object().cloned().unwrap_or_default();
+        let external = o.get("external").is_some_and(truthy);
+        let name = o.get("name").and_then(s).unwrap_or_else(|| if external { key.clone() } else { format!("{p}_{key}") });
+        o.insert("name".into(), json!(name));
+        if external {
+            o.insert("external".into(), json!(true));
+        }
+        if let Some(d) = o.get("driver").and_then(s)
+            && d != "local"
+        {
+            ctx.warnings.push(format!("volume {key:?}: driver {d:?} is not supported; a local volume is used"));
+        }
+        if o.contains_key("driver_opts") {
+            ctx.warnings.push(format!("volume {key:?}: driver_opts are not supported; bind-mount a host path instead"));
+        }
+        *vol = J::Object(o);
+    }
+
+    let mut files = BTreeMap::new();
+    for kind in ["configs", "secrets"] {
+        let mut section = doc.get(kind).and_then(J::as_object).cloned().unwrap_or_default();
+        for (key, item) in section.iter_mut() {
+            let mut o = item.as_object().cloned().unwrap_or_default();
+            if o.get("external").is_some_and(truthy) || !o.contains_key("file") {
+                ctx.warnings.push(format!("{} {key:?}: only `file:` sources are supported", &kind[..kind.len() - 1]));
+            }
+            o.entry("name").or_insert_with(|| json!(format!("{p}_{key}")));
+            *item = J::Object(o);
+        }
+        files.insert(kind, section);
+    }
+    for (svc, kind, r) in services.iter().flat_map(|(sn, v)| {
+        ["configs", "secrets"].into_iter().flat_map(move |k| v.get(k).and_then(J::as_array).into_iter().flatten().map(move |r| (sn, k, r)))
+    }) {
+        let src = r.get("source").and_then(s).unwrap_or_default();
+        if !files[kind].contains_key(&src) {
+            return Err(ModelError::Service {
+                service: svc.clone(),
+                message: format!("refers to the undefined {} {src:?}", &kind[..kind.len() - 1]),
+            });
+        }
+    }
+
+    let mut config = Map::new();
+    config.insert("name".into(), json!(p));
+    config.insert("services".into(), J::Object(services));
+    for (k, v) in [("networks", networks), ("volumes", volumes)] {
+        if !v.is_empty() {
+            config.insert(k.into(), J::Object(v));
+        }
+    }
+    for kind in ["configs", "secrets"] {
+        if !files[kind].is_empty() {
+            config.insert(kind.into(), J::Object(files[kind].clone()));
+        }
+    }
+    for (k, v) in doc.as_object().into_iter().flatten() {
+        if k.starts_with("x-") {
+            config.insert(k.clone(), v.clone());
+        }
+    }
+    let config = J::Object(config);
+    let typed: Typed = serde_json::from_value(config.clone()).map_err(|e| ModelError::Resource {
+        kind: "project",
+        name: p.clone(),
+        message: format!("normalised badly: {e}"),
+    })?;
+    Ok(Project {
+        name: p.clone(),
+        dir: loaded.dir.clone(),
+        services: typed.services,
+        networks: typed.networks,
+        volumes: typed.volumes,
+        configs: typed.configs,
+        secrets: typed.secrets,
+        config,
+        warnings: ctx.warnings,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct Typed {
+    #[serde(default)]
+    services: BTreeMap<String, Service>,
+    #[serde(default)]
+    networks: BTreeMap<String, Network>,
+    #[serde(default)]
+    volumes: BTreeMap<String, Volume>,
+    #[serde(default)]
+    configs: BTreeMap<String, FileSource>,
+    #[serde(default)]
+    secrets: BTreeMap<String, FileSource>,
+}
+
+/// A normalised project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub name: String,
+    pub dir: PathBuf,
+    pub services: BTreeMap<String, Service>,
+    pub networks: BTreeMap<String, Network>,
+    pub volumes: BTreeMap<String, Volume>,
+    pub configs: BTreeMap<String, FileSource>,
+    pub secrets: BTreeMap<String, FileSource>,
+    /// What `compose config` prints.
+    pub config: J,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Service {
+    pub image: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub environment: BTreeMap<String, Option<String>>,
+    pub ports: Vec<Port>,
+    pub expose: Vec<String>,
+    pub volumes: Vec<ServiceVolume>,
+    pub networks: BTreeMap<String, Option<ServiceNetwork>>,
+    pub network_mode: Option<String>,
+    pub depends_on: BTreeMap<String, Dependency>,
+    pub healthcheck: Option<Healthcheck>,
+    pub restart: Option<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, Option<String>>,
+    pub read_only: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub init: bool,
+    pub stop_signal: Option<String>,
+    pub stop_grace_period: Option<String>,
+    pub mem_limit: Option<String>,
+    pub cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub deploy: Option<Deploy>,
+    pub profiles: Vec<String>,
+    pub configs: Vec<FileRef>,
+    pub secrets: Vec<FileRef>,
+    pub container_name: Option<String>,
+    pub tty: bool,
+    pub stdin_open: bool,
+    pub tmpfs: Vec<String>,
+    pub pull_policy: Option<String>,
+    pub logging: Option<Logging>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Port {
+    pub target: u16,
+    #[serde(default)]
+    pub published: Option<String>,
+    #[serde(default)]
+    pub host_ip: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ServiceVolume {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+    pub tmpfs: Option<TmpfsOptions>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TmpfsOptions {
+    pub size: Option<J>,
+    pub mode: Option<J>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ServiceNetwork {
+    pub aliases: Vec<String>,
+    pub ipv4_address: Option<String>,
+    pub ipv6_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Dependency {
+    pub condition: String,
+    pub required: bool,
+    pub restart: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<u32>,
+    pub start_period: Option<String>,
+    pub disable: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Deploy {
+    pub resources: Option<Resources>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    pub limits: Option<Limits>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    pub cpus: Option<J>,
+    pub memory: Option<J>,
+    pub pids: Option<J>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FileRef {
+    pub source: String,
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Logging {
+    pub driver: Option<String>,
+    pub options: BTreeMap<String, J>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Network {
+    pub name: String,
+    pub external: bool,
+    pub internal: bool,
+    pub enable_ipv6: Option<J>,
+    pub ipam: Option<Ipam>,
+    pub labels: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Ipam {
+    pub config: Vec<IpamConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct IpamConfig {
+    pub subnet: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Volume {
+    pub name: String,
+    pub external: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FileSource {
+    pub name: String,
+    pub file: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{Options, load};
+
+    pub(crate) fn project(files: &[(&str, &str)]) -> Result<Project, String> {
+        let map: BTreeMap<PathBuf, String> = files.iter().map(|(p, t)| (PathBuf::from(p), (*t).to_owned())).collect();
+        let read = move |p: &Path| map.get(p).cloned().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound));
+        let opts = Options { workdir: "/p/app".into(), ..Default::default() };
+        let l = load(&opts, &read).map_err(|e| e.to_string())?;
+        normalise(&l, &read).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn config_prints_the_long_syntax() {
+        let p = project(&[
+            (
+                "/p/app/compose.yaml",
+                "services:\n  web:\n    image: nginx\n    command: sh -c 'echo \"a b\"'\n    ports: ['127.0.0.1:8080-8081:80-81/udp', 443]\n    volumes: ['data:/data:ro', './site:/srv', '/tmp']\n    depends_on: [db]\n    environment: [A=1, HOME]\n    env_file: web.env\n    healthcheck: {test: curl -f localhost}\n    build: .\n  db:\n    image: postgres\n    networks: {back: {aliases: [database]}}\nvolumes:\n  data:\nnetworks:\n  back: {internal: true}\n",
+            ),
+            ("/p/app/web.env", "A=0\nB=2\n"),
+        ])
+        .unwrap();
+        expect_test::expect![[r#"
+            name: app
+            networks:
+              back:
+                internal: true
+                name: app_back
+              default:
+                name: app_default
+            services:
+              db:
+                image: postgres
+                networks:
+                  back:
+                    aliases:
+                      - database
+              web:
+                build: .
+                command:
+                  - sh
+                  - "-c"
+                  - echo "a b"
+                depends_on:
+                  db:
+                    condition: service_started
+                    required: true
+                    restart: false
+                env_file:
+                  - path: /p/app/web.env
+                    required: true
+                environment:
+                  A: "1"
+                  B: "2"
+                  HOME: null
+                healthcheck:
+                  test:
+                    - CMD-SHELL
+                    - curl -f localhost
+                image: nginx
+                networks:
+                  default: null
+                ports:
+                  - host_ip: 127.0.0.1
+                    mode: ingress
+                    protocol: udp
+                    published: "8080"
+                    target: 80
+                  - host_ip: 127.0.0.1
+                    mode: ingress
+                    protocol: udp
+                    published: "8081"
+                    target: 81
+                  - mode: ingress
+                    protocol: tcp
+                    target: 443
+                volumes:
+                  - read_only: true
+                    source: data
+                    target: /data
+                    type: volume
+                  - bind:
+                      create_host_path: true
+                    source: /p/app/site
+                    target: /srv
+                    type: bind
+                  - target: /tmp
+                    type: volume
+            volumes:
+              data:
+                name: app_data
+        "#]]
+        .assert_eq(&crate::yaml::emit(&p.config));
+        assert_eq!(
+            p.warnings,
+            vec![
+                "service \"web\": `build` is not supported; build the image elsewhere, push it to a registry and reference it with `image:`"
+            ]
+        );
+    }
+
+    #[test]
+    fn undefined_references_are_errors() {
+        let e = project(&[("/p/app/compose.yaml", "services:\n  web:\n    image: x\n    volumes: ['data:/d']\n")]).unwrap_err();
+        assert!(e.contains("undefined volume \"data\""), "{e}");
+        let e = project(&[("/p/app/compose.yaml", "services:\n  web:\n    image: x\n    networks: [back]\n")]).unwrap_err();
+        assert!(e.contains("undefined network \"back\""), "{e}");
+        let e = project(&[("/p/app/compose.yaml", "services:\n  web:\n    image: x\n    depends_on: [db]\n")]).unwrap_err();
+        assert!(e.contains("depends on \"db\""), "{e}");
+        let e = project(&[("/p/app/compose.yaml", "services:\n  web:\n    env_file: missing.env\n    image: x\n")]).unwrap_err();
+        assert!(e.contains("missing.env"), "{e}");
+    }
+}
