@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod networks;
 pub mod server;
 pub mod types;
+pub mod volumes;
 
 pub use client::{Client, ClientError};
 pub use types::ErrorBody;

@@ -109,6 +109,11 @@ pub enum Command {
     Web(WebCommand),
     /// Show a container's published ports.
     Port { container: String, port: Option<String> },
+    /// Run compose projects: `up`, `down`, `ps`, `logs`, `config`…
+    Compose(crate::compose::ComposeArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(crate::volumes::VolumeCommand),
     /// (internal) Serve DNS for the networks; started by the daemon.
     #[command(hide = true)]
     Dns {
@@ -217,13 +222,13 @@ pub struct JsonFlag {
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
     /// `NAME[:TAG]` or `NAME@DIGEST`.
-    reference: String,
+    pub reference: String,
     /// Pick this platform from a multi-platform image: os/arch[/variant].
     #[arg(long)]
-    platform: Option<String>,
+    pub platform: Option<String>,
     /// Print only the image ID.
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -382,6 +387,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", l.url);
         }
         Command::Port { container, port } => crate::networks::port(&client, &container, port.as_deref()).await?,
+        Command::Compose(a) => return crate::compose::run(&client, a).await,
+        Command::Volume(c) => return crate::volumes::run(&client, c).await,
         Command::Dns { .. } => unreachable!("handled before the async runtime starts"),
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }
@@ -570,7 +577,7 @@ async fn import(client: &Client, path: PathBuf, name: Option<String>, json: bool
     Ok(())
 }
 
-async fn pull(client: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
+pub async fn pull(client: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
     let req = PullRequest { reference: a.reference.clone(), platform: a.platform.clone() };
     let resp = client
         .send_ok(Method::POST, "/v1/images/pull", Some("application/json"), atoll_api::client::full(serde_json::to_vec(&req)?))

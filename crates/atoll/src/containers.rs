@@ -265,7 +265,7 @@ fn network_of(a: &RunArgs) -> anyhow::Result<(NetworkMode, Vec<atoll_spec::Netwo
 }
 
 /// Reads NDJSON from a response body, calling `f` per decoded line.
-async fn each_line<T: serde::de::DeserializeOwned>(body: hyper::body::Incoming, mut f: impl FnMut(T)) -> anyhow::Result<()> {
+pub async fn each_line<T: serde::de::DeserializeOwned>(body: hyper::body::Incoming, mut f: impl FnMut(T)) -> anyhow::Result<()> {
     let mut stream = http_body_util::BodyDataStream::new(body);
     let mut buf: Vec<u8> = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -278,8 +278,8 @@ async fn each_line<T: serde::de::DeserializeOwned>(body: hyper::body::Incoming, 
     Ok(())
 }
 
-fn print_line(l: &LogLine, timestamps: bool) {
-    let text = if timestamps { format!("{} {}\n", l.time, l.line) } else { format!("{}\n", l.line) };
+pub fn print_line(l: &LogLine, timestamps: bool, prefix: &str) {
+    let text = if timestamps { format!("{prefix}{} {}\n", l.time, l.line) } else { format!("{prefix}{}\n", l.line) };
     match l.stream {
         Stream::Stdout => {
             let mut o = std::io::stdout().lock();
@@ -294,6 +294,25 @@ fn print_line(l: &LogLine, timestamps: bool) {
 
 pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<ExitCode> {
     let spec = spec_of(&a)?;
+    let how = RunHow { start, detach: a.detach, interactive: a.interactive, tty: a.tty, rm: a.rm };
+    run_spec(client, spec, how).await
+}
+
+/// How `run_spec` runs a container: `start` false only creates it; in the foreground (not
+/// `detach`) it streams the output (or attaches with `interactive`/`tty`) and exits with the
+/// container's code.
+#[derive(Debug, Clone, Copy)]
+pub struct RunHow {
+    pub start: bool,
+    pub detach: bool,
+    pub interactive: bool,
+    pub tty: bool,
+    pub rm: bool,
+}
+
+/// Creates a container from `spec` and runs it as `how` says (`atoll run`, `compose run`).
+pub async fn run_spec(client: &Client, spec: ContainerSpec, a: RunHow) -> anyhow::Result<ExitCode> {
+    let start = a.start;
     let foreground = start && !a.detach;
     let url = format!("/v1/containers?start={}", start && !foreground);
     let created: ContainerInfo = match client.json(Method::POST, &url, Some(&spec)).await {
@@ -335,7 +354,7 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
             let _ = sig_client.call(Method::POST, &format!("/v1/containers/{sig_id}/kill?signal={name}"), None::<&()>).await;
         }
     });
-    each_line::<LogLine>(logs.into_body(), |l| print_line(&l, false)).await?;
+    each_line::<LogLine>(logs.into_body(), |l| print_line(&l, false, "")).await?;
     let code = waiter.await.context("waiting for the container")??.exit_code;
     forwarder.abort();
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
@@ -532,7 +551,7 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
         url.push_str(&format!("&since={}", q(&time_arg(s)?)));
     }
     let resp = client.send_ok(Method::GET, &url, None, atoll_api::client::empty()).await?;
-    each_line::<LogLine>(resp.into_body(), |l| print_line(&l, a.timestamps)).await
+    each_line::<LogLine>(resp.into_body(), |l| print_line(&l, a.timestamps, "")).await
 }
 
 #[derive(Debug, clap::Args)]
@@ -567,8 +586,9 @@ pub async fn each(client: &Client, containers: &[String], url: impl Fn(&str) -> 
     crate::cli::for_each(containers, call, |c, _| println!("{c}")).await
 }
 
+/// The options of `exec` (and `compose exec`).
 #[derive(Debug, clap::Args)]
-pub struct ExecArgs {
+pub struct ExecOpts {
     /// Pass stdin to the command.
     #[arg(short, long)]
     interactive: bool,
@@ -582,28 +602,46 @@ pub struct ExecArgs {
     /// UID[:GID].
     #[arg(short, long)]
     user: Option<String>,
+}
+
+impl ExecOpts {
+    /// The request that runs `cmd` with these options, sized to this terminal.
+    pub fn request(&self, cmd: Vec<String>) -> ExecRequest {
+        let tty_size = rustix::termios::tcgetwinsize(std::io::stdout()).ok().filter(|w| w.ws_row > 0).map(|w| (w.ws_row, w.ws_col));
+        ExecRequest {
+            cmd,
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            interactive: self.interactive,
+            tty: self.tty,
+            tty_size,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    opts: ExecOpts,
     container: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
 }
 
 pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
-    let tty_size = rustix::termios::tcgetwinsize(std::io::stdout()).ok().filter(|w| w.ws_row > 0).map(|w| (w.ws_row, w.ws_col));
-    let req = ExecRequest {
-        cmd: a.cmd.clone(),
-        env: a.env.clone(),
-        workdir: a.workdir.clone(),
-        user: a.user.clone(),
-        interactive: a.interactive,
-        tty: a.tty,
-        tty_size,
-    };
+    let req = a.opts.request(a.cmd.clone());
+    exec_request(client, &a.container, req).await
+}
+
+/// Runs one exec request in `container`, relaying its output; exits with its code.
+pub async fn exec_request(client: &Client, container: &str, req: ExecRequest) -> anyhow::Result<ExitCode> {
     let mut head = serde_json::to_vec(&req)?;
     head.push(b'\n');
-    let _raw = if a.tty { Some(RawMode::enable()) } else { None };
-    let url = format!("/v1/containers/{}/exec", q(&a.container));
+    let _raw = if req.tty { Some(RawMode::enable()) } else { None };
+    let url = format!("/v1/containers/{}/exec", q(container));
     let resp =
-        client.send_ok(Method::POST, &url, Some("application/octet-stream"), stdin_body(Some(Bytes::from(head)), a.interactive)).await?;
+        client.send_ok(Method::POST, &url, Some("application/octet-stream"), stdin_body(Some(Bytes::from(head)), req.interactive)).await?;
     let mut code = None;
     each_line::<ExecEvent>(resp.into_body(), |e| match e {
         ExecEvent::Stdout { data } => {

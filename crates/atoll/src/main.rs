@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod compose;
 mod containers;
 mod daemon;
 mod networks;
 mod output;
+mod volumes;
 
 use std::process::ExitCode;
 

@@ -232,14 +232,6 @@ fn internal_networks_have_no_way_out() {
     let _ = server.wait();
 }
 
-fn atoll_links(ns: &Netns) -> Vec<String> {
-    let (_, out) = ns.sh("ip -br link");
-    out.lines()
-        .map(|l| l.split_whitespace().next().unwrap_or("").split('@').next().unwrap_or("").to_owned())
-        .filter(|n| n.starts_with("at-") || n.starts_with("av"))
-        .collect()
-}
-
 #[test]
 fn removing_everything_leaves_no_links_addresses_or_rules() {
     let e = env();
@@ -250,7 +242,7 @@ fn removing_everything_leaves_no_links_addresses_or_rules() {
     e.daemon.ok(&["network", "connect", "n1", "b"]);
     e.daemon.ok(&["run", "-d", "--name", "c", e.image, "sleep", "600"]);
     let ns = e.daemon.ns();
-    assert_eq!(atoll_links(ns).len(), 7, "3 bridges and 4 veths: {:?}", atoll_links(ns));
+    assert_eq!(ns.atoll_links().len(), 7, "3 bridges and 4 veths: {:?}", ns.atoll_links());
     assert!(ns.sh("nft list ruleset").1.contains("table inet atoll"));
     // In use: refused, with the containers named.
     let r = e.daemon.fails(&["network", "rm", "n1"]);
@@ -259,7 +251,7 @@ fn removing_everything_leaves_no_links_addresses_or_rules() {
     e.daemon.ok(&["rm", "-f", "a", "b", "c"]);
     assert_eq!(e.daemon.ok(&["network", "prune"]).lines().skip(1).collect::<Vec<_>>().len(), 2);
     e.daemon.fails(&["network", "rm", "bridge"]);
-    assert!(atoll_links(ns).is_empty(), "links left: {:?}", atoll_links(ns));
+    assert!(ns.atoll_links().is_empty(), "links left: {:?}", ns.atoll_links());
     let (_, rules) = ns.sh("nft list ruleset");
     assert!(!rules.contains("atoll"), "rules left:\n{rules}");
     let (_, addrs) = ns.sh("ip -br addr");
@@ -326,7 +318,7 @@ fn restart_restores_flushed_rules_and_missing_links_and_removes_leftovers() {
     assert!(ok && out.contains("restored"), "published port after reconciliation: {out}");
     let (ok, out) = ns.sh(&format!("curl -s --max-time 5 http://{web}/"));
     assert!(ok && out.contains("restored"), "container address after reconciliation: {out}");
-    let links = atoll_links(ns);
+    let links = ns.atoll_links();
     assert!(!links.iter().any(|l| l.contains("000000")), "leftovers kept: {links:?}");
     assert!(links.contains(&veth), "veth not restored: {links:?}");
 }

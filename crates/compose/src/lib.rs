@@ -11,5 +11,6 @@ pub mod interpolate;
 pub mod load;
 pub mod merge;
 pub mod model;
+pub mod plan;
 pub mod schema;
 pub mod yaml;

@@ -198,6 +198,19 @@ fn resolve_paths(doc: &mut Node, base: &Path, home: Option<&str>) {
                                     }
                                 }
                             }
+                            "build" => {
+                                let remote = |s: &str| s.contains("://") || s.starts_with("git@");
+                                let ctx = match &mut v.value {
+                                    Value::Str(_) => Some(&mut *v),
+                                    Value::Map(m) => m.iter_mut().find(|(k, _)| k == "context").map(|(_, c)| c),
+                                    _ => None,
+                                };
+                                if let Some(c) = ctx
+                                    && !c.as_str().is_some_and(remote)
+                                {
+                                    set_str(c, abs);
+                                }
+                            }
                             "extends" => {
                                 if let Some((_, f)) = map_entries(v).and_then(|m| m.iter_mut().find(|(k, _)| k == "file")) {
                                     set_str(f, abs);

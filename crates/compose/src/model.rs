@@ -784,7 +784,7 @@ mod tests {
                     aliases:
                       - database
               web:
-                build: .
+                build: /p/app
                 command:
                   - sh
                   - "-c"

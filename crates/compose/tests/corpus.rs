@@ -2,28 +2,14 @@
 //! and normalises; the variables they require are set here, as their READMEs ask.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use atoll_compose::load::{Options, load};
 use atoll_compose::model::normalise;
 
-fn compose_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            compose_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn every_corpus_file_normalises() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let mut files = Vec::new();
-    compose_files(&root, &mut files);
-    files.sort();
+    let files = atoll_testkit::compose_corpus();
     assert!(files.len() >= 51, "{} files", files.len());
     let environ: BTreeMap<String, String> =
         [("DOMAIN", "example.org"), ("DATABASE_PASSWORD", "pw"), ("DATABASE_ROOT_PASSWORD", "rootpw"), ("HOME", "/root")]

@@ -15,8 +15,9 @@
 pub mod events;
 pub mod names;
 pub mod record;
+pub mod volumes;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,8 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Network(#[from] atoll_net::NetError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
     #[error("saving the state of container {id}")]
     Save {
         id: String,
@@ -109,6 +112,7 @@ impl EngineError {
             Self::Bundle(bundle::BundleError::NoCommand) => K::Invalid,
             Self::Image { source, .. } => source.kind(),
             Self::Network(e) => e.kind(),
+            Self::Volume(e) => e.kind(),
             Self::Rootfs(rootfs::RootfsError::TooManyLayers { .. }) => K::Invalid,
             // A runtime refusing a container is mostly the configuration's fault (bad
             // workdir, command not found in the image…).
@@ -164,6 +168,7 @@ pub struct Engine {
     nets: Arc<atoll_net::Networks>,
     events: Arc<events::EventBus>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    volumes: volumes::Volumes,
     this: Weak<Engine>,
 }
 
@@ -259,7 +264,8 @@ impl Engine {
             .collect();
         let nets = atoll_net::Networks::open(net, owners).await?;
         let events = Arc::new(events::EventBus::default());
-        let engine = Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), this: this.clone() });
+        let volumes = volumes::Volumes::new(&cfg.data_dir);
+        let engine = Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), volumes, this: this.clone() });
         let boot = boot_id();
         for slot in slots {
             engine.slots.lock().unwrap().insert(slot.get().id, slot.clone());
@@ -271,6 +277,21 @@ impl Engine {
     /// The host's container networks.
     pub fn networks(&self) -> &Arc<atoll_net::Networks> {
         &self.nets
+    }
+
+    /// The containers (names) whose mounts name volume `name`.
+    pub fn volume_users(&self, name: &str) -> Vec<String> {
+        let uses = |r: &ContainerRecord| r.spec.mounts.iter().any(|m| m.kind == atoll_spec::MountKind::Volume && m.source == name);
+        self.list(true).into_iter().filter(uses).map(|r| r.name).collect()
+    }
+
+    pub fn volumes(&self) -> &volumes::Volumes {
+        &self.volumes
+    }
+
+    /// Removes a volume no container refers to.
+    pub fn remove_volume(&self, name: &str) -> Result<volumes::VolumeRecord, volumes::VolumeError> {
+        self.volumes.remove(name, &self.volume_users(name))
     }
 
     /// Resource usage of a running container (None if it is not running).
@@ -588,9 +609,8 @@ impl Engine {
         let etc = self.write_etc_files(&dir, &hostname, &rec).await.map_err(EngineError::Prepare)?;
         let mut volume_sources = std::collections::BTreeMap::new();
         for m in rec.spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume) {
-            let p = self.cfg.data_dir.join("volumes").join(&m.source).join("_data");
-            fs::create_dir_all(&p).map_err(EngineError::Prepare)?;
-            volume_sources.insert(m.target.clone(), p);
+            self.volumes.create(&m.source, BTreeMap::new())?;
+            volume_sources.insert(m.target.clone(), self.volumes.data_path(&m.source));
         }
         let input = BundleInput {
             id: &rec.id,

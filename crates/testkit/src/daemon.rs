@@ -33,6 +33,15 @@ impl Netns {
     }
 
     /// Runs `sh -c SCRIPT` inside the namespace; returns (success, stdout + stderr).
+    /// Atoll's links in this namespace (bridges `at-*`, host-side veths `av*`).
+    pub fn atoll_links(&self) -> Vec<String> {
+        let (_, out) = self.sh("ip -br link");
+        out.lines()
+            .map(|l| l.split_whitespace().next().unwrap_or("").split('@').next().unwrap_or("").to_owned())
+            .filter(|n| n.starts_with("at-") || n.starts_with("av"))
+            .collect()
+    }
+
     pub fn sh(&self, script: &str) -> (bool, String) {
         let out = self.command("sh").arg("-c").arg(script).stdin(Stdio::null()).output().unwrap();
         (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))

@@ -14,6 +14,24 @@ pub mod webdriver;
 
 use std::path::PathBuf;
 
+/// The compose files of the test corpora (`crates/compose/tests/corpus`), sorted.
+pub fn compose_corpus() -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/tests/corpus"), &mut out);
+    out.sort();
+    out
+}
+
 /// Finds `tool` on PATH or panics with how to install it.
 pub fn require(tool: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();

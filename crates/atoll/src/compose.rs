@@ -1,0 +1,789 @@
+//! `atoll compose …`: compose projects, driven from the client as docker compose does. The
+//! files, env files and environment are read here (they are the caller's); `atoll-compose`
+//! turns them into specs and a plan; the daemon's API does the rest. Containers, networks
+//! and volumes carry the `com.docker.compose.*` labels, which is how a later `up`, `ps` or
+//! `down` finds them again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use hyper::Method;
+
+use atoll_api::client::{Client, q};
+use atoll_api::containers::ContainerInfo;
+use atoll_api::volumes::{VolumeCreate, VolumeInfo};
+use atoll_compose::load::{Options, load};
+use atoll_compose::model::{Project, normalise};
+use atoll_compose::plan::{self, Action, Condition, Desired, DesiredService, Existing, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
+use atoll_net::NetworkRecord;
+use atoll_node::record::State;
+use atoll_runtime::logs::LogLine;
+use atoll_spec::{HealthStatus, RestartPolicy};
+
+use crate::output::table;
+
+#[derive(Debug, clap::Args)]
+pub struct ComposeArgs {
+    /// Compose file (repeat to merge several); default: compose.yaml, compose.yml,
+    /// docker-compose.yaml or docker-compose.yml here, or $COMPOSE_FILE.
+    #[arg(short = 'f', long = "file")]
+    files: Vec<PathBuf>,
+    /// Project name [default: `name:` in the file, or this directory's name].
+    #[arg(short = 'p', long = "project-name")]
+    project: Option<String>,
+    /// Env file for interpolation [default: .env in the project directory].
+    #[arg(long = "env-file")]
+    env_files: Vec<PathBuf>,
+    /// Enable services of this profile (repeatable; also $COMPOSE_PROFILES).
+    #[arg(long = "profile")]
+    profiles: Vec<String>,
+    #[command(subcommand)]
+    cmd: ComposeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ComposeCommand {
+    /// Create and start the services (and their networks and volumes); change only what
+    /// changed.
+    Up(UpArgs),
+    /// Stop and remove the project's containers and networks (and with -v its volumes).
+    Down(DownArgs),
+    /// List the project's containers.
+    Ps(PsArgs),
+    /// Show the services' output.
+    Logs(LogsArgs),
+    /// Start the services' existing containers.
+    Start { services: Vec<String> },
+    /// Stop the services' containers.
+    Stop(StopArgs),
+    /// Restart the services' containers.
+    Restart(StopArgs),
+    /// Pull the services' images.
+    Pull {
+        #[arg(short, long)]
+        quiet: bool,
+        services: Vec<String>,
+    },
+    /// Print the normalised project (interpolated, merged, long syntax).
+    #[command(visible_alias = "convert")]
+    Config(ConfigArgs),
+    /// Run a command in a service's running container.
+    Exec(ExecArgs),
+    /// Run a one-off command in a new container of a service.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    /// Return once the services are running (and healthy, where they have a health check);
+    /// implies --detach.
+    #[arg(long)]
+    wait: bool,
+    /// Recreate containers even if their configuration is unchanged.
+    #[arg(long)]
+    force_recreate: bool,
+    /// Remove containers of services no longer in the files.
+    #[arg(long)]
+    remove_orphans: bool,
+    /// When to pull images: always, missing or never [default: each service's pull_policy].
+    #[arg(long, value_parser = ["always", "missing", "never"])]
+    pull: Option<String>,
+    services: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DownArgs {
+    /// Also remove the project's named and anonymous volumes.
+    #[arg(short, long)]
+    volumes: bool,
+    /// Also remove containers of services no longer in the files.
+    #[arg(long)]
+    remove_orphans: bool,
+    /// Seconds to wait before SIGKILL.
+    #[arg(short = 't', long = "timeout")]
+    timeout: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PsArgs {
+    /// Include stopped containers (and one-off ones).
+    #[arg(short, long)]
+    all: bool,
+    #[arg(long)]
+    json: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    services: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct LogsArgs {
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines from the end of each container's log.
+    #[arg(short = 'n', long)]
+    tail: Option<usize>,
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Do not prefix lines with the service.
+    #[arg(long)]
+    no_log_prefix: bool,
+    services: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct StopArgs {
+    /// Seconds to wait before SIGKILL.
+    #[arg(short = 't', long = "timeout")]
+    timeout: Option<u64>,
+    services: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// Print JSON instead of YAML.
+    #[arg(long, value_parser = ["yaml", "json"], default_value = "yaml")]
+    format: String,
+    /// Only check the files; print nothing.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the service names, one per line.
+    #[arg(long)]
+    services: bool,
+    /// Print the volume names, one per line.
+    #[arg(long)]
+    volumes: bool,
+    /// Print the profile names, one per line.
+    #[arg(long)]
+    profiles: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// Accepted for docker compatibility (no terminal unless -t is given).
+    #[arg(short = 'T', long = "no-TTY")]
+    no_tty: bool,
+    #[command(flatten)]
+    opts: crate::containers::ExecOpts,
+    service: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Do not start the services it depends on.
+    #[arg(long)]
+    no_deps: bool,
+    /// Publish the service's ports too.
+    #[arg(long)]
+    service_ports: bool,
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(short, long)]
+    tty: bool,
+    /// Accepted for docker compatibility.
+    #[arg(short = 'T', long = "no-TTY")]
+    no_tty: bool,
+    service: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// Prints what happened to one resource, as docker compose does (to stderr).
+fn say(kind: &str, name: &str, what: &str) {
+    eprintln!(" {kind} {name}  {what}");
+}
+
+fn load_project(a: &ComposeArgs, services: &[String]) -> anyhow::Result<Project> {
+    let workdir = std::env::current_dir().context("finding the current directory")?;
+    let environ: BTreeMap<String, String> = std::env::vars().collect();
+    let mut files = a.files.clone();
+    if files.is_empty()
+        && let Some(f) = environ.get("COMPOSE_FILE").filter(|f| !f.is_empty())
+    {
+        files = f.split(':').map(PathBuf::from).collect();
+    }
+    let opts = Options {
+        files,
+        workdir,
+        project_name: a.project.clone(),
+        env_files: a.env_files.clone(),
+        profiles: a.profiles.clone(),
+        services: services.to_vec(),
+        environ,
+    };
+    let read = |p: &std::path::Path| std::fs::read_to_string(p);
+    let loaded = load(&opts, &read)?;
+    let project = normalise(&loaded, &read)?;
+    for w in &project.warnings {
+        eprintln!("warning: {w}");
+    }
+    for s in services {
+        if !project.services.contains_key(s) {
+            bail!("no such service: {s} (the project has {})", project.services.keys().cloned().collect::<Vec<_>>().join(", "));
+        }
+    }
+    Ok(project)
+}
+
+/// The project's containers, as the daemon has them.
+async fn containers(client: &Client, project: &str) -> anyhow::Result<Vec<ContainerInfo>> {
+    let all: Vec<ContainerInfo> = client.json(Method::GET, "/v1/containers?all=true", None::<&()>).await?;
+    Ok(all.into_iter().filter(|c| c.record.spec.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project)).collect())
+}
+
+fn service_of(c: &ContainerInfo) -> &str {
+    c.record.spec.labels.get(LABEL_SERVICE).map_or("", String::as_str)
+}
+
+fn is_oneoff(c: &ContainerInfo) -> bool {
+    c.record.spec.labels.get(LABEL_ONEOFF).is_some_and(|v| v == "True")
+}
+
+/// Exited on its own with 0 and not to be restarted: a finished one-shot job.
+fn completed(c: &ContainerInfo) -> bool {
+    let r = &c.record;
+    r.state == State::Exited && r.exit_code == Some(0) && !r.stopped_by_user && r.spec.restart == RestartPolicy::No
+}
+
+fn existing(list: &[ContainerInfo]) -> Vec<Existing> {
+    list.iter()
+        .map(|c| Existing {
+            id: c.record.id.clone(),
+            name: c.record.name.clone(),
+            service: service_of(c).to_owned(),
+            hash: c.record.spec.labels.get(plan::LABEL_HASH).cloned().unwrap_or_default(),
+            running: c.record.is_running() || completed(c),
+            oneoff: is_oneoff(c),
+        })
+        .collect()
+}
+
+pub async fn run(client: &Client, a: ComposeArgs) -> anyhow::Result<ExitCode> {
+    match &a.cmd {
+        ComposeCommand::Config(c) => return config(&a, c),
+        ComposeCommand::Up(u) => return up(client, &a, u).await,
+        ComposeCommand::Down(d) => return down(client, &a, d).await,
+        ComposeCommand::Ps(p) => return ps(client, &a, p).await,
+        ComposeCommand::Logs(l) => return logs(client, &a, l).await,
+        ComposeCommand::Start { services } => {
+            let project = load_project(&a, services)?;
+            let desired = plan::desired(&project)?;
+            let list = containers(client, &project.name).await?;
+            for s in selected(&desired, services) {
+                for c in list.iter().filter(|c| service_of(c) == s.name && !is_oneoff(c) && !c.record.is_running()) {
+                    client.call(Method::POST, &format!("/v1/containers/{}/start", c.record.id), None::<&()>).await?;
+                    say("Container", &c.record.name, "Started");
+                }
+            }
+        }
+        ComposeCommand::Stop(s) => {
+            let project = load_project(&a, &s.services)?;
+            let desired = plan::desired(&project)?;
+            stop_services(client, &project.name, &desired, &s.services, s.timeout).await?;
+        }
+        ComposeCommand::Restart(s) => {
+            let project = load_project(&a, &s.services)?;
+            let desired = plan::desired(&project)?;
+            let list = containers(client, &project.name).await?;
+            let t = s.timeout.map(|t| format!("?t={t}")).unwrap_or_default();
+            for svc in selected(&desired, &s.services) {
+                for c in list.iter().filter(|c| service_of(c) == svc.name && !is_oneoff(c)) {
+                    client.call(Method::POST, &format!("/v1/containers/{}/restart{t}", c.record.id), None::<&()>).await?;
+                    say("Container", &c.record.name, "Restarted");
+                }
+            }
+        }
+        ComposeCommand::Pull { quiet, services } => {
+            let project = load_project(&a, services)?;
+            let desired = plan::desired(&project)?;
+            for s in selected(&desired, services) {
+                pull(client, &s.spec.image, *quiet).await?;
+            }
+        }
+        ComposeCommand::Exec(e) => {
+            let project = load_project(&a, std::slice::from_ref(&e.service))?;
+            let list = containers(client, &project.name).await?;
+            let c = list
+                .iter()
+                .find(|c| service_of(c) == e.service && !is_oneoff(c) && c.record.is_running())
+                .with_context(|| format!("service {:?} is not running: start it with `atoll compose up -d {}`", e.service, e.service))?;
+            let _ = e.no_tty;
+            let req = e.opts.request(e.cmd.clone());
+            return crate::containers::exec_request(client, &c.record.id, req).await;
+        }
+        ComposeCommand::Run(r) => return run_oneoff(client, &a, r).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn selected<'a>(desired: &'a Desired, services: &[String]) -> impl Iterator<Item = &'a DesiredService> {
+    desired.services.iter().filter(move |s| services.is_empty() || services.contains(&s.name))
+}
+
+fn config(a: &ComposeArgs, c: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    let project = load_project(a, &[])?;
+    if c.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if c.services {
+        project.services.keys().for_each(|s| println!("{s}"));
+    } else if c.volumes {
+        project.volumes.keys().for_each(|v| println!("{v}"));
+    } else if c.profiles {
+        let all: BTreeSet<&String> = project.services.values().flat_map(|s| &s.profiles).collect();
+        all.iter().for_each(|p| println!("{p}"));
+    } else if c.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&project.config)?);
+    } else {
+        print!("{}", atoll_compose::yaml::emit(&project.config));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pull(client: &Client, image: &str, quiet: bool) -> anyhow::Result<()> {
+    let args = crate::cli::PullArgs { reference: image.to_owned(), platform: None, quiet };
+    let code = crate::cli::pull(client, args).await?;
+    if code != ExitCode::SUCCESS {
+        bail!("pulling {image} failed");
+    }
+    Ok(())
+}
+
+async fn image_present(client: &Client, image: &str) -> anyhow::Result<bool> {
+    match client.call(Method::GET, &format!("/v1/images/inspect?reference={}", q(image)), None::<&()>).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.status() == Some(hyper::StatusCode::NOT_FOUND) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Networks and volumes the services need: created if missing, checked if external.
+async fn ensure_resources(client: &Client, desired: &Desired, services: &BTreeSet<String>) -> anyhow::Result<()> {
+    let wanted = |net: &str| {
+        desired.services.iter().filter(|s| services.contains(&s.name)).any(|s| s.spec.networks.iter().any(|n| n.network == net))
+    };
+    let existing: Vec<NetworkRecord> = client.json(Method::GET, "/v1/networks", None::<&()>).await?;
+    for n in desired.networks.iter().filter(|n| wanted(&n.spec.name)) {
+        if existing.iter().any(|e| e.name == n.spec.name) {
+            continue;
+        }
+        if n.external {
+            bail!("network {} is declared external but does not exist: create it with `atoll network create {}`", n.spec.name, n.spec.name);
+        }
+        let _: NetworkRecord =
+            client.json(Method::POST, "/v1/networks", Some(&n.spec)).await.with_context(|| format!("creating network {}", n.spec.name))?;
+        say("Network", &n.spec.name, "Created");
+    }
+    let mounted = |v: &str| {
+        desired
+            .services
+            .iter()
+            .filter(|s| services.contains(&s.name))
+            .any(|s| s.spec.mounts.iter().any(|m| m.kind == atoll_spec::MountKind::Volume && m.source == v))
+    };
+    for v in desired.volumes.iter().filter(|v| mounted(&v.name)) {
+        if v.external {
+            client
+                .call(Method::GET, &format!("/v1/volumes/{}", q(&v.name)), None::<&()>)
+                .await
+                .with_context(|| format!("volume {} is declared external: create it with `atoll volume create {}`", v.name, v.name))?;
+            continue;
+        }
+        let resp = client
+            .send_ok(
+                Method::POST,
+                "/v1/volumes",
+                Some("application/json"),
+                atoll_api::client::full(serde_json::to_vec(&VolumeCreate { name: v.name.clone(), labels: v.labels.clone() })?),
+            )
+            .await?;
+        if resp.status() == hyper::StatusCode::CREATED {
+            say("Volume", &v.name, "Created");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `id` satisfies `cond`: reads the container, then each of its events, so no
+/// change is missed between a read and the wait.
+async fn wait_for(client: &Client, id: &str, cond: Condition) -> anyhow::Result<()> {
+    let filters = format!("type=container,container={id}");
+    let resp = client.send_ok(Method::GET, &format!("/v1/events?filters={}", q(&filters)), None, atoll_api::client::empty()).await?;
+    let mut body = http_body_util::BodyDataStream::new(resp.into_body());
+    loop {
+        let c: ContainerInfo = client.json(Method::GET, &format!("/v1/containers/{id}"), None::<&()>).await?;
+        let r = &c.record;
+        let health = r.health.as_ref().map(|h| h.status);
+        let done = match cond {
+            Condition::Started => r.state != State::Created || r.started_at.is_some(),
+            Condition::Healthy => match health {
+                Some(HealthStatus::Healthy) => true,
+                Some(HealthStatus::Unhealthy) => bail!("container {} is unhealthy", r.name),
+                _ if r.spec.health.is_none() && r.spec.no_healthcheck => bail!("container {} has no health check to wait for", r.name),
+                _ => false,
+            },
+            Condition::CompletedSuccessfully => match (r.state, r.exit_code) {
+                (State::Exited, Some(0)) => true,
+                (State::Exited, Some(code)) => bail!("container {} exited with code {code}", r.name),
+                _ => false,
+            },
+        };
+        if done {
+            return Ok(());
+        }
+        if matches!(cond, Condition::Healthy) && r.state == State::Exited {
+            bail!("container {} exited ({}) before it was healthy", r.name, r.exit_code.unwrap_or(-1));
+        }
+        // The next event of this container (any: start, die, health_status…).
+        use futures_util::StreamExt;
+        match body.next().await {
+            Some(chunk) => {
+                chunk.context("reading events from the daemon")?;
+            }
+            None => bail!("the daemon closed the event stream"),
+        }
+    }
+}
+
+async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
+    client.call(Method::DELETE, &format!("/v1/containers/{id}?force=true"), None::<&()>).await?;
+    Ok(())
+}
+
+async fn create(client: &Client, s: &DesiredService, start: bool) -> anyhow::Result<ContainerInfo> {
+    for d in &s.bind_dirs {
+        let p = std::path::Path::new(d);
+        if !p.exists() {
+            std::fs::create_dir_all(p).with_context(|| format!("creating the bind mount source {d} of service {}", s.name))?;
+        }
+    }
+    let c: ContainerInfo = client
+        .json(Method::POST, &format!("/v1/containers?start={start}"), Some(&s.spec))
+        .await
+        .with_context(|| format!("creating service {}", s.name))?;
+    Ok(c)
+}
+
+/// Brings `services` (all if empty) and their dependencies to the desired state.
+async fn converge(client: &Client, project: &Project, desired: &Desired, u: &UpArgs) -> anyhow::Result<BTreeSet<String>> {
+    let targets = if u.services.is_empty() {
+        desired.services.iter().map(|s| s.name.clone()).collect()
+    } else {
+        plan::with_dependencies(&desired.services, &u.services)
+    };
+    // Images first: a pull that fails changes nothing.
+    for s in desired.services.iter().filter(|s| targets.contains(&s.name)) {
+        let policy = u.pull.as_deref().unwrap_or(&s.pull_policy);
+        let pull_it = match policy {
+            "always" => true,
+            "never" => false,
+            _ => !image_present(client, &s.spec.image).await?,
+        };
+        if pull_it {
+            pull(client, &s.spec.image, false).await?;
+        }
+    }
+    ensure_resources(client, desired, &targets).await?;
+    let list = containers(client, &project.name).await?;
+    let (actions, orphans) = plan::reconcile(&desired.services, &existing(&list), &targets, u.force_recreate);
+    for o in &orphans {
+        if u.remove_orphans {
+            remove(client, &o.id).await?;
+            say("Container", &o.name, "Removed");
+        } else {
+            eprintln!("warning: found orphan container {} of service {:?}; remove it with --remove-orphans", o.name, o.service);
+        }
+    }
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut satisfied: BTreeSet<(String, String)> = BTreeSet::new();
+    for action in &actions {
+        let s = desired.services.iter().find(|s| s.name == action.service()).expect("planned from desired");
+        for dep in &s.depends_on {
+            let Some(id) = ids.get(&dep.service) else { continue };
+            if !satisfied.insert((dep.service.clone(), format!("{:?}", dep.condition))) {
+                continue;
+            }
+            let name = &desired.services.iter().find(|d| d.name == dep.service).expect("a service").spec.name;
+            let name = name.as_deref().unwrap_or(&dep.service);
+            match dep.condition {
+                Condition::Healthy => say("Container", name, "Waiting"),
+                Condition::CompletedSuccessfully => say("Container", name, "Waiting"),
+                Condition::Started => {}
+            }
+            wait_for(client, id, dep.condition)
+                .await
+                .with_context(|| format!("dependency {} of service {} failed", dep.service, s.name))?;
+            match dep.condition {
+                Condition::Healthy => say("Container", name, "Healthy"),
+                Condition::CompletedSuccessfully => say("Container", name, "Exited"),
+                Condition::Started => {}
+            }
+        }
+        let name = s.spec.name.clone().unwrap_or_default();
+        let id = match action {
+            Action::Keep { id, .. } => {
+                let done = list.iter().any(|c| &c.record.id == id && completed(c));
+                say("Container", &name, if done { "Completed" } else { "Running" });
+                id.clone()
+            }
+            Action::Start { id, .. } => {
+                client
+                    .call(Method::POST, &format!("/v1/containers/{id}/start"), None::<&()>)
+                    .await
+                    .with_context(|| format!("starting service {}", s.name))?;
+                say("Container", &name, "Started");
+                id.clone()
+            }
+            Action::Recreate { id, .. } => {
+                remove(client, id).await?;
+                let c = create(client, s, true).await?;
+                say("Container", &name, "Recreated");
+                c.record.id
+            }
+            Action::Create { .. } => {
+                let c = create(client, s, true).await?;
+                say("Container", &name, "Started");
+                c.record.id
+            }
+        };
+        ids.insert(s.name.clone(), id);
+    }
+    if u.wait {
+        for (svc, id) in &ids {
+            let s = desired.services.iter().find(|d| &d.name == svc).expect("a service");
+            let c: ContainerInfo = client.json(Method::GET, &format!("/v1/containers/{id}"), None::<&()>).await?;
+            if completed(&c) {
+                continue;
+            }
+            let cond = if s.spec.health.is_some() || c.record.health.is_some() { Condition::Healthy } else { Condition::Started };
+            wait_for(client, id, cond).await.with_context(|| format!("waiting for service {svc}"))?;
+            let c: ContainerInfo = client.json(Method::GET, &format!("/v1/containers/{id}"), None::<&()>).await?;
+            if !c.record.is_running() && !completed(&c) {
+                bail!("service {svc} is not running: {}", c.status);
+            }
+        }
+    }
+    Ok(targets)
+}
+
+async fn up(client: &Client, a: &ComposeArgs, u: &UpArgs) -> anyhow::Result<ExitCode> {
+    let project = load_project(a, &u.services)?;
+    let desired = plan::desired(&project)?;
+    let targets = converge(client, &project, &desired, u).await?;
+    if u.detach || u.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Attached: follow the services' output until ^C, then stop them (as docker compose does).
+    let services: Vec<String> = targets.into_iter().collect();
+    let follow = logs_of(client, &project.name, &services, true, None, false, true);
+    tokio::select! {
+        r = follow => r?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+            stop_services(client, &project.name, &desired, &services, None).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop_services(client: &Client, project: &str, desired: &Desired, services: &[String], timeout: Option<u64>) -> anyhow::Result<()> {
+    let list = containers(client, project).await?;
+    let t = timeout.map(|t| format!("?t={t}")).unwrap_or_default();
+    // Dependents first.
+    for s in selected(desired, services).collect::<Vec<_>>().into_iter().rev() {
+        for c in list.iter().filter(|c| service_of(c) == s.name && c.record.is_running()) {
+            client.call(Method::POST, &format!("/v1/containers/{}/stop{t}", c.record.id), None::<&()>).await?;
+            say("Container", &c.record.name, "Stopped");
+        }
+    }
+    Ok(())
+}
+
+async fn down(client: &Client, a: &ComposeArgs, d: &DownArgs) -> anyhow::Result<ExitCode> {
+    let project = load_project(a, &[])?;
+    let desired = plan::desired(&project)?;
+    let list = containers(client, &project.name).await?;
+    let known = |c: &ContainerInfo| is_oneoff(c) || project.services.contains_key(service_of(c));
+    // Dependents first, then the rest.
+    let order: Vec<&str> = desired.services.iter().rev().map(|s| s.name.as_str()).collect();
+    let mut doomed: Vec<&ContainerInfo> = list.iter().filter(|c| known(c) || d.remove_orphans).collect();
+    doomed.sort_by_key(|c| order.iter().position(|s| *s == service_of(c)).unwrap_or(usize::MAX));
+    let t = d.timeout.map(|t| format!("?t={t}")).unwrap_or_default();
+    for c in &doomed {
+        if c.record.is_running() {
+            client.call(Method::POST, &format!("/v1/containers/{}/stop{t}", c.record.id), None::<&()>).await?;
+            say("Container", &c.record.name, "Stopped");
+        }
+        remove(client, &c.record.id).await?;
+        say("Container", &c.record.name, "Removed");
+    }
+    for c in list.iter().filter(|c| !known(c) && !d.remove_orphans) {
+        eprintln!("warning: found orphan container {} of service {:?}; remove it with --remove-orphans", c.record.name, service_of(c));
+    }
+    let networks: Vec<NetworkRecord> = client.json(Method::GET, "/v1/networks", None::<&()>).await?;
+    for n in networks.iter().filter(|n| n.labels.get(LABEL_PROJECT) == Some(&project.name)) {
+        match client.call(Method::DELETE, &format!("/v1/networks/{}", q(&n.name)), None::<&()>).await {
+            Ok(_) => say("Network", &n.name, "Removed"),
+            Err(e) if e.status() == Some(hyper::StatusCode::CONFLICT) => eprintln!("warning: network {} is still in use: {e}", n.name),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if d.volumes {
+        let volumes: Vec<VolumeInfo> = client.json(Method::GET, "/v1/volumes", None::<&()>).await?;
+        let external: BTreeSet<&str> = desired.volumes.iter().filter(|v| v.external).map(|v| v.name.as_str()).collect();
+        for v in volumes
+            .iter()
+            .filter(|v| v.volume.labels.get(LABEL_PROJECT) == Some(&project.name) && !external.contains(v.volume.name.as_str()))
+        {
+            client.call(Method::DELETE, &format!("/v1/volumes/{}", q(&v.volume.name)), None::<&()>).await?;
+            say("Volume", &v.volume.name, "Removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ps(client: &Client, a: &ComposeArgs, p: &PsArgs) -> anyhow::Result<ExitCode> {
+    let project = load_project(a, &p.services)?;
+    let list: Vec<ContainerInfo> = containers(client, &project.name)
+        .await?
+        .into_iter()
+        .filter(|c| p.all || (c.record.is_running() && !is_oneoff(c)))
+        .filter(|c| p.services.is_empty() || p.services.iter().any(|s| s == service_of(c)))
+        .collect();
+    if p.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if p.quiet {
+        list.iter().for_each(|c| println!("{}", c.record.id));
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|c| {
+                let ports = c.record.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+                vec![c.record.name.clone(), c.record.image.clone(), service_of(c).to_owned(), c.status.clone(), ports]
+            })
+            .collect();
+        print!("{}", table(&["NAME", "IMAGE", "SERVICE", "STATUS", "PORTS"], &rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn logs(client: &Client, a: &ComposeArgs, l: &LogsArgs) -> anyhow::Result<ExitCode> {
+    let project = load_project(a, &l.services)?;
+    logs_of(client, &project.name, &l.services, l.follow, l.tail, l.timestamps, !l.no_log_prefix).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the output of the project's containers (of `services`, all if empty), each line
+/// prefixed with its container's name; with `follow`, all at once until they end.
+async fn logs_of(
+    client: &Client,
+    project: &str,
+    services: &[String],
+    follow: bool,
+    tail: Option<usize>,
+    timestamps: bool,
+    prefix: bool,
+) -> anyhow::Result<()> {
+    let list: Vec<ContainerInfo> = containers(client, project)
+        .await?
+        .into_iter()
+        .filter(|c| services.is_empty() || services.iter().any(|s| s == service_of(c)))
+        .collect();
+    let width = list.iter().map(|c| c.record.name.len()).max().unwrap_or(0);
+    let mut tasks = Vec::new();
+    for c in list {
+        let mut url = format!("/v1/containers/{}/logs?follow={follow}", c.record.id);
+        if let Some(n) = tail {
+            url.push_str(&format!("&tail={n}"));
+        }
+        let p = if prefix { format!("{:<width$} | ", c.record.name) } else { String::new() };
+        let client = client.clone();
+        let task = async move {
+            let resp = client.send_ok(Method::GET, &url, None, atoll_api::client::empty()).await?;
+            crate::containers::each_line::<LogLine>(resp.into_body(), |line| crate::containers::print_line(&line, timestamps, &p)).await
+        };
+        if follow {
+            tasks.push(tokio::spawn(task));
+        } else {
+            task.await?;
+        }
+    }
+    for t in tasks {
+        t.await.context("a log follower failed")??;
+    }
+    Ok(())
+}
+
+async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) -> anyhow::Result<ExitCode> {
+    let project = load_project(a, std::slice::from_ref(&r.service))?;
+    let desired = plan::desired(&project)?;
+    let s = desired.services.iter().find(|s| s.name == r.service).expect("checked by load_project");
+    if !r.no_deps {
+        let deps: Vec<String> = s.depends_on.iter().map(|d| d.service.clone()).collect();
+        if !deps.is_empty() {
+            let u = UpArgs { detach: true, wait: false, force_recreate: false, remove_orphans: false, pull: None, services: deps };
+            converge(client, &project, &desired, &u).await?;
+            for d in &s.depends_on {
+                let list = containers(client, &project.name).await?;
+                if let Some(c) = list.iter().find(|c| service_of(c) == d.service && !is_oneoff(c)) {
+                    wait_for(client, &c.record.id, d.condition).await.with_context(|| format!("dependency {} failed", d.service))?;
+                }
+            }
+        }
+    }
+    if !image_present(client, &s.spec.image).await? {
+        pull(client, &s.spec.image, false).await?;
+    }
+    let mut spec = s.spec.clone();
+    spec.name = Some(format!("{}-{}-run-{}", project.name, s.name, &atoll_util::random_hex(6)));
+    spec.labels.insert(LABEL_ONEOFF.into(), "True".into());
+    spec.labels.remove(plan::LABEL_HASH);
+    spec.restart = RestartPolicy::No;
+    if !r.cmd.is_empty() {
+        spec.cmd = Some(r.cmd.clone());
+    }
+    if let Some(e) = &r.entrypoint {
+        spec.entrypoint = Some(shell_words::split(e).with_context(|| format!("--entrypoint {e:?}"))?);
+    }
+    spec.env.extend(r.env.iter().cloned());
+    if r.user.is_some() {
+        spec.user = r.user.clone();
+    }
+    if r.workdir.is_some() {
+        spec.workdir = r.workdir.clone();
+    }
+    if !r.service_ports {
+        spec.publish.clear();
+    }
+    spec.auto_remove = r.rm;
+    spec.interactive = r.interactive;
+    spec.tty = r.tty;
+    let _ = r.no_tty;
+    for d in &s.bind_dirs {
+        std::fs::create_dir_all(d).with_context(|| format!("creating the bind mount source {d}"))?;
+    }
+    let how = crate::containers::RunHow { start: true, detach: r.detach, interactive: r.interactive, tty: r.tty, rm: r.rm };
+    crate::containers::run_spec(client, spec, how).await
+}

@@ -1,0 +1,252 @@
+//! End-to-end tests of `atoll compose`: the corpora through `compose config`, bad files, and
+//! a three-service app brought up, converged again and taken down against a real daemon
+//! (runc, bridges, nftables, the DNS server), in its own network namespace. Run as root.
+
+use std::path::{Path, PathBuf};
+
+use atoll_testkit::daemon::Daemon;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atoll");
+
+/// `config` needs no daemon.
+fn config(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .arg("compose")
+        .args(args)
+        .arg("config")
+        .current_dir(dir)
+        .env("ATOLL_SOCKET", "/nonexistent/atoll.sock")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// Creates a file for the test and removes it afterwards (unless it was there before).
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn ensure(path: &str) -> Self {
+        let p = PathBuf::from(path);
+        if p.exists() {
+            return Self(None);
+        }
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "").unwrap();
+        Self(Some(p))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_dir(p.parent().unwrap());
+        }
+    }
+}
+
+#[test]
+fn every_corpus_file_normalises_with_compose_config() {
+    let files = atoll_testkit::compose_corpus();
+    assert!(files.len() >= 51, "{} compose files", files.len());
+    // The Bluesky PDS reads its env file from /pds, as its installer sets it up.
+    let _pds = TempFile::ensure("/pds/pds.env");
+    let env = [("DOMAIN", "example.org"), ("DATABASE_PASSWORD", "pw"), ("DATABASE_ROOT_PASSWORD", "rootpw")];
+    let mut builds = 0;
+    for f in &files {
+        let out = config(f.parent().unwrap(), &["-f", f.to_str().unwrap()], &env);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{}: {stderr}", f.display());
+        assert!(stdout.starts_with("name: "), "{}: {stdout}", f.display());
+        if stdout.contains("\n    build:") {
+            builds += 1;
+            assert!(stderr.contains("`build` is not supported; build the image elsewhere, push it"), "{}: {stderr}", f.display());
+        }
+    }
+    assert!(builds >= 25, "only {builds} files with build:");
+}
+
+#[test]
+fn a_bad_file_names_file_line_and_the_expected_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, "services:\n  web:\n    image: nginx\n    ports:\n      - [80]\n").unwrap();
+    let out = config(dir.path(), &[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:5:", file.display())) && err.contains("services.web.ports[0]: expected a number, a string or a mapping"),
+        "{err}"
+    );
+
+    std::fs::write(&file, "services:\n  web:\n    image: ${TAG:?set TAG to the release}\n").unwrap();
+    let err = String::from_utf8_lossy(&config(dir.path(), &[], &[]).stderr).into_owned();
+    assert!(err.contains("compose.yaml:3") && err.contains("required variable TAG is missing a value: set TAG to the release"), "{err}");
+
+    // An alias bomb: refused at once, not expanded.
+    let mut bomb = String::from("x-a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..30 {
+        let p = i - 1;
+        bomb.push_str(&format!("x-a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+    }
+    bomb.push_str("services: {}\n");
+    std::fs::write(&file, bomb).unwrap();
+    let start = std::time::Instant::now();
+    let out = config(dir.path(), &[], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("alias bomb"), "{out:?}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+
+    std::fs::write(&file, "services:\n  web:\n    image: x\n    depends_on: [db]\n").unwrap();
+    let err = String::from_utf8_lossy(&config(dir.path(), &[], &[]).stderr).into_owned();
+    assert!(err.contains("service \"web\": depends on \"db\", which is not a service"), "{err}");
+}
+
+const APP: &str = r#"
+name: shop
+x-busybox: &busybox
+  image: localhost/busybox
+  pull_policy: never
+services:
+  web:
+    <<: *busybox
+    command: ["sh", "-c", "set -e; mkdir -p /www; cat /shared/migrated > /www/index.html; exec httpd -f -p 80 -h /www"]
+    ports: ["8080:80"]
+    volumes: [shared:/shared]
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+      db: {condition: service_healthy}
+  db:
+    <<: *busybox
+    command: ["sh", "-c", "sleep 2; mkdir -p /db; echo db-ok > /db/index.html; exec httpd -f -p 5432 -h /db"]
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /db/index.html"]
+      interval: 300ms
+      retries: 50
+  migrate:
+    <<: *busybox
+    command: ["sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc database 5432 | tail -n 1 > /shared/migrated"]
+    volumes: [shared:/shared]
+    depends_on:
+      db: {condition: service_healthy}
+networks:
+  default:
+    name: shop_default
+volumes:
+  shared: {}
+"#;
+
+#[test]
+fn a_three_service_app_comes_up_in_dependency_order_converges_and_goes_down_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    d.import_busybox(dir.path());
+    let app = dir.path().join("shop");
+    std::fs::create_dir(&app).unwrap();
+    // The migration reaches the db by an alias given in an override file.
+    std::fs::write(app.join("compose.yaml"), APP).unwrap();
+    std::fs::write(app.join("override.yaml"), "services:\n  db:\n    networks:\n      default:\n        aliases: [database]\n").unwrap();
+    let (f1, f2) = (app.join("compose.yaml"), app.join("override.yaml"));
+    let files = ["compose", "-f", f1.to_str().unwrap(), "-f", f2.to_str().unwrap()];
+    let cmd = |extra: &[&'static str]| -> Vec<String> { files.iter().copied().chain(extra.iter().copied()).map(str::to_owned).collect() };
+
+    let since = time_now();
+    let up = dcli(&d, &cmd(&["up", "-d", "--wait"]));
+    assert!(up.ok(), "{up:?}\n{}", d.log_text());
+
+    // Order: db healthy, then the migration ran to completion, then web started.
+    let events = d.ok(&["events", "--since", &since, "--until", "0s", "--filter", "type=container"]);
+    let pos = |action: &str, name: &str| {
+        let name = format!("name={name}");
+        events
+            .lines()
+            .position(|l| l.contains(&format!(" {action} ")) && l.contains(&name))
+            .unwrap_or_else(|| panic!("no {action} of {name} in\n{events}"))
+    };
+    let healthy = pos("health_status", "shop-db-1");
+    assert!(events.lines().nth(healthy).unwrap().contains("healthStatus=healthy"), "{events}");
+    let (migrate_start, migrate_die, web_start) =
+        (pos("start", "shop-migrate-1"), pos("die", "shop-migrate-1"), pos("start", "shop-web-1"));
+    assert!(healthy < migrate_start && migrate_die < web_start, "{events}");
+    assert_eq!(d.container("shop-migrate-1")["exit_code"], 0);
+
+    // By name (alias), through a shared volume, on a published port.
+    let (ok, body) = d.ns().sh("curl -s --max-time 5 http://127.0.0.1:8080/");
+    assert!(ok && body.trim() == "db-ok", "{body}");
+    let ps = dok(&d, &cmd(&["ps"]));
+    assert!(ps.contains("shop-web-1") && ps.contains("shop-db-1") && ps.contains("0.0.0.0:8080->80/tcp"), "{ps}");
+    assert!(!ps.contains("shop-migrate-1"), "a finished job is not running: {ps}");
+
+    // Again: nothing changes.
+    let ids = |names: &[&str]| names.iter().map(|n| d.container(n)["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let names = ["shop-db-1", "shop-migrate-1", "shop-web-1"];
+    let before = ids(&names);
+    let finished = d.container("shop-migrate-1")["finished_at"].clone();
+    let again = dcli(&d, &cmd(&["up", "-d"]));
+    assert!(again.ok(), "{again:?}");
+    assert_eq!(ids(&names), before);
+    assert_eq!(d.container("shop-migrate-1")["finished_at"], finished, "the migration ran again");
+    assert!(!again.stderr.contains("Created") && !again.stderr.contains("Recreated"), "{}", again.stderr);
+
+    // A changed service is recreated; the others stay.
+    std::fs::write(
+        &f2,
+        "services:\n  db:\n    networks:\n      default:\n        aliases: [database]\n  web:\n    environment: [COLOR=blue]\n",
+    )
+    .unwrap();
+    let changed = dcli(&d, &cmd(&["up", "-d", "--wait"]));
+    assert!(changed.ok() && changed.stderr.contains("shop-web-1  Recreated"), "{changed:?}");
+    let after = ids(&names);
+    assert_eq!((&after[0], &after[1]), (&before[0], &before[1]));
+    assert_ne!(after[2], before[2]);
+
+    // exec and logs by service.
+    assert_eq!(dok(&d, &cmd(&["exec", "web", "cat", "/shared/migrated"])).trim(), "db-ok");
+    let logs = dok(&d, &cmd(&["logs", "migrate"]));
+    assert!(logs.is_empty() || logs.contains("shop-migrate-1 |"), "{logs}");
+
+    // down -v: no container, network, volume or rule is left.
+    let down = dcli(&d, &cmd(&["down", "-v"]));
+    assert!(down.ok(), "{down:?}");
+    assert_eq!(d.ok(&["ps", "-a", "-q"]).trim(), "");
+    assert!(!d.ok(&["network", "ls", "-q"]).contains("shop"), "networks left");
+    assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "", "volumes left");
+    assert!(d.ns().atoll_links().is_empty(), "links left: {:?}", d.ns().atoll_links());
+    let (_, rules) = d.ns().sh("nft list ruleset");
+    assert!(!rules.contains("atoll"), "rules left:\n{rules}");
+}
+
+#[test]
+fn down_v_removes_the_projects_volumes_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    d.import_busybox(dir.path());
+    d.ok(&["volume", "create", "keepme"]);
+    d.ok(&["volume", "create", "shared-ext"]);
+    let app = dir.path().join("p");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(
+        app.join("compose.yaml"),
+        "services:\n  s:\n    image: localhost/busybox\n    command: [sleep, '600']\n    volumes: [own:/own, ext:/ext, /anon]\nvolumes:\n  own: {}\n  ext: {external: true, name: shared-ext}\n",
+    )
+    .unwrap();
+    let f = app.join("compose.yaml");
+    let f = f.to_str().unwrap();
+    d.ok(&["compose", "-f", f, "up", "-d"]);
+    let vols = d.ok(&["volume", "ls", "-q"]);
+    assert_eq!(vols.lines().count(), 4, "keepme, shared-ext, p_own and the anonymous one: {vols}");
+    d.ok(&["compose", "-f", f, "down", "-v"]);
+    let left: Vec<String> = d.ok(&["volume", "ls", "-q"]).lines().map(str::to_owned).collect();
+    assert_eq!(left, ["keepme", "shared-ext"]);
+}
+
+fn dcli(d: &Daemon, args: &[String]) -> atoll_testkit::daemon::Run {
+    d.cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn dok(d: &Daemon, args: &[String]) -> String {
+    d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn time_now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap()
+}
