@@ -95,8 +95,8 @@ pub struct LogsQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
-    /// `not-running` (default) or `next-exit`: wait for the end of the next run, even if the
-    /// container has not started yet.
+    /// `not-running` (default), `next-exit` (the end of the next run, even if the container
+    /// has not started yet) or `removed`.
     pub condition: Option<String>,
 }
 
@@ -192,17 +192,19 @@ pub async fn kill(State(s): St, Path(id): Path<String>, q: Result<Query<KillQuer
     responses((status = 200, body = WaitResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn wait(State(s): St, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult<Json<WaitResponse>> {
     let Query(q) = q?;
-    let next_exit = match q.condition.as_deref() {
-        None | Some("not-running") => false,
-        Some("next-exit") => true,
+    use atoll_node::WaitCondition as W;
+    let condition = match q.condition.as_deref() {
+        None | Some("not-running") => W::NotRunning,
+        Some("next-exit") => W::NextExit,
+        Some("removed") => W::Removed,
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                &std::io::Error::other(format!("unknown wait condition {other:?}: use not-running or next-exit")),
+                &std::io::Error::other(format!("unknown wait condition {other:?}: use not-running, next-exit or removed")),
             ));
         }
     };
-    Ok(Json(WaitResponse { exit_code: s.engine.wait(&id, next_exit).await? }))
+    Ok(Json(WaitResponse { exit_code: s.engine.wait(&id, condition).await? }))
 }
 
 /// Removes a container.

@@ -357,6 +357,15 @@ pub async fn run_spec(client: &Client, spec: ContainerSpec, a: RunHow) -> anyhow
     each_line::<LogLine>(logs.into_body(), |l| print_line(&l, false, "")).await?;
     let code = waiter.await.context("waiting for the container")??.exit_code;
     forwarder.abort();
+    if a.rm {
+        // Return once it is gone, as docker does (it may be already).
+        let gone = client.call(Method::POST, &format!("/v1/containers/{id}/wait?condition=removed"), None::<&()>).await;
+        if let Err(e) = gone
+            && e.status() != Some(hyper::StatusCode::NOT_FOUND)
+        {
+            return Err(e.into());
+        }
+    }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

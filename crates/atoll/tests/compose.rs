@@ -124,7 +124,7 @@ services:
       retries: 50
   migrate:
     <<: *busybox
-    command: ["sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc database 5432 | tail -n 1 > /shared/migrated"]
+    command: ["sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc db 5432 | tail -n 1 > /shared/migrated"]
     volumes: [shared:/shared]
     depends_on:
       db: {condition: service_healthy}
@@ -142,12 +142,12 @@ fn a_three_service_app_comes_up_in_dependency_order_converges_and_goes_down_clea
     d.import_busybox(dir.path());
     let app = dir.path().join("shop");
     std::fs::create_dir(&app).unwrap();
-    // The migration reaches the db by an alias given in an override file.
+    // The migration reaches the db by its service name; an override file gives it an alias.
     std::fs::write(app.join("compose.yaml"), APP).unwrap();
     std::fs::write(app.join("override.yaml"), "services:\n  db:\n    networks:\n      default:\n        aliases: [database]\n").unwrap();
     let (f1, f2) = (app.join("compose.yaml"), app.join("override.yaml"));
     let files = ["compose", "-f", f1.to_str().unwrap(), "-f", f2.to_str().unwrap()];
-    let cmd = |extra: &[&'static str]| -> Vec<String> { files.iter().copied().chain(extra.iter().copied()).map(str::to_owned).collect() };
+    let cmd = |extra: &[&str]| -> Vec<String> { files.iter().copied().chain(extra.iter().copied()).map(str::to_owned).collect() };
 
     let since = time_now();
     let up = dcli(&d, &cmd(&["up", "-d", "--wait"]));
@@ -199,8 +199,13 @@ fn a_three_service_app_comes_up_in_dependency_order_converges_and_goes_down_clea
     assert_eq!((&after[0], &after[1]), (&before[0], &before[1]));
     assert_ne!(after[2], before[2]);
 
-    // exec and logs by service.
+    // exec, run and logs by service; the alias from the override file resolves.
     assert_eq!(dok(&d, &cmd(&["exec", "web", "cat", "/shared/migrated"])).trim(), "db-ok");
+    let alias = dok(&d, &cmd(&["exec", "web", "sh", "-c", r"printf 'GET / HTTP/1.0\r\n\r\n' | nc database 5432 | tail -n 1"]));
+    assert_eq!(alias.trim(), "db-ok");
+    let run = dcli(&d, &cmd(&["run", "--rm", "migrate", "sh", "-c", "cat /shared/migrated; exit 3"]));
+    assert_eq!((run.code, run.stdout.trim()), (Some(3), "db-ok"), "{run:?}");
+    assert!(!dok(&d, &["ps".into(), "-a".into()]).contains("-run-"), "run --rm left its container");
     let logs = dok(&d, &cmd(&["logs", "migrate"]));
     assert!(logs.is_empty() || logs.contains("shop-migrate-1 |"), "{logs}");
 

@@ -122,6 +122,17 @@ impl EngineError {
     }
 }
 
+/// What `Engine::wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Not running (now, or after the current run).
+    NotRunning,
+    /// The end of the next run, even if it has not started yet.
+    NextExit,
+    /// The container is removed (`--rm` after its exit, or `rm`).
+    Removed,
+}
+
 /// Fixed facts about this host and how to run containers on it.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -979,16 +990,16 @@ impl Engine {
     /// Blocks until the container is not running and returns its exit code. With `next_exit`,
     /// waits for the end of the next run even if it has not started yet (for `run`, which
     /// attaches before starting).
-    pub async fn wait(&self, query: &str, next_exit: bool) -> Result<i32, EngineError> {
+    pub async fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32, EngineError> {
         let slot = self.slot(query)?;
         let mut rx = slot.changed.subscribe();
         let first = slot.get().started_at;
         loop {
             let rec = slot.get();
-            let done = if next_exit {
-                rec.state == State::Exited && rec.started_at != first
-            } else {
-                matches!(rec.state, State::Exited | State::Created)
+            let done = match condition {
+                WaitCondition::NextExit => rec.state == State::Exited && rec.started_at != first,
+                WaitCondition::NotRunning => matches!(rec.state, State::Exited | State::Created),
+                WaitCondition::Removed => !self.slots.lock().unwrap().contains_key(&rec.id),
             };
             if done {
                 return Ok(rec.exit_code.unwrap_or(0));
