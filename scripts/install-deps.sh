@@ -17,6 +17,8 @@ packages=(
   chromium chromium-driver  # dashboard tests in a real browser
   apache2-utils   # htpasswd, for registry auth tests
   hyperfine       # benchmarks
+  socat           # bridges the HTTP fuzzer's TCP to the API socket
+  e2fsprogs       # small filesystems for the full-disk tests
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -37,4 +39,11 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "install-deps.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1
+fi
+
+# The property-based HTTP fuzzer that checks the API against its OpenAPI document.
+schemathesis_version=4.32.5
+if ! schemathesis --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  echo "install-deps.sh: installing schemathesis $schemathesis_version (PyPI)"
+  python3 -m pip install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
 fi

@@ -20,5 +20,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+# Coverage-guided fuzzing of every parser of outside input, short mode (scripts/fuzz.sh 3600 for long runs).
+scripts/fuzz.sh "${ATOLL_FUZZ_SECONDS:-15}"
 # One closing line with the totals of every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$log"

@@ -63,8 +63,20 @@ pub struct ListQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StopQuery {
-    /// Seconds to wait after the stop signal before SIGKILL.
+    /// Seconds to wait after the stop signal before SIGKILL (at most a day).
+    #[param(maximum = 86400)]
     pub timeout: Option<u64>,
+}
+
+impl StopQuery {
+    fn checked(self) -> Result<Option<u64>, ApiError> {
+        match self.timeout {
+            Some(t) if t > atoll_spec::container::MAX_STOP_TIMEOUT => {
+                Err(ApiError::bad_request(format!("timeout {t} s is longer than a day ({} s)", atoll_spec::container::MAX_STOP_TIMEOUT)))
+            }
+            t => Ok(t),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -165,7 +177,7 @@ pub async fn start(State(s): St, Path(id): Path<String>, q: Result<Query<StartQu
     responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stop(State(s): St, Path(id): Path<String>, q: Result<Query<StopQuery>, QueryRejection>) -> ApiResult<Json<ContainerInfo>> {
     let Query(q) = q?;
-    Ok(Json(info(s.engine.stop(&id, q.timeout).await?)))
+    Ok(Json(info(s.engine.stop(&id, q.checked()?).await?)))
 }
 
 /// Stops and starts a container.
@@ -173,7 +185,7 @@ pub async fn stop(State(s): St, Path(id): Path<String>, q: Result<Query<StopQuer
     responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn restart(State(s): St, Path(id): Path<String>, q: Result<Query<StopQuery>, QueryRejection>) -> ApiResult<Json<ContainerInfo>> {
     let Query(q) = q?;
-    Ok(Json(info(s.engine.restart(&id, q.timeout).await?)))
+    Ok(Json(info(s.engine.restart(&id, q.checked()?).await?)))
 }
 
 /// Sends a signal to a running container.

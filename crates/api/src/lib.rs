@@ -9,6 +9,7 @@ pub mod containers;
 pub mod events;
 pub mod metrics;
 pub mod networks;
+pub mod serve;
 pub mod server;
 pub mod types;
 pub mod volumes;

@@ -223,7 +223,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                axum::serve(tcp, app).with_graceful_shutdown(stop).await
+                atoll_api::serve::serve(tcp, app, stop).await
             }))
         }
         None => None,
@@ -232,7 +232,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.context("serving the API")?;
+    atoll_api::serve::serve(listener, router(state), shutdown).await;
     if let Some(w) = web {
         let _ = w.await;
     }

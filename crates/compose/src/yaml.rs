@@ -353,7 +353,12 @@ fn emit_into(out: &mut String, v: &serde_json::Value, indent: usize, in_seq: boo
                 if !(i == 0 && in_seq) {
                     out.push_str(&pad);
                 }
-                let key = scalar(&J::String(k.clone()));
+                let mut key = scalar(&J::String(k.clone()));
+                // Implicit keys are limited to 1024 characters; longer ones take `? key`.
+                if key.len() > 1000 {
+                    let _ = writeln!(out, "? {key}");
+                    key = pad.clone();
+                }
                 match val {
                     J::Object(c) if !c.is_empty() => {
                         let _ = writeln!(out, "{key}:");
@@ -459,6 +464,14 @@ mod tests {
         let n = parse("ports: !reset []\nenv: !override {A: 1}\n", 0).unwrap();
         assert_eq!(n.get("ports").unwrap().tag, Some(Tag::Reset));
         assert_eq!(n.get("env").unwrap().tag, Some(Tag::Override));
+    }
+
+    /// Found by the `compose` fuzz target: `config` printed a 1200-character key as an
+    /// implicit key, which YAML limits to 1024.
+    #[test]
+    fn long_keys_are_emitted_as_explicit_keys() {
+        let v = serde_json::json!({ "x".repeat(1500): {"a": [1]}, "b": "x".repeat(2000) });
+        assert_eq!(j(&emit(&v)), v);
     }
 
     #[test]

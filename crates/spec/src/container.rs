@@ -70,6 +70,10 @@ pub const ALL_CAPS: &[&str] = &[
     "CAP_WAKE_ALARM",
 ];
 
+/// Longest stop timeout accepted (seconds): a day. Longer ones are mistakes, and would make
+/// a stop request wait for them.
+pub const MAX_STOP_TIMEOUT: u64 = 86_400;
+
 /// Smallest memory limit accepted (docker's too): below it runtimes fail obscurely.
 pub const MIN_MEMORY: u64 = 6 << 20;
 
@@ -101,6 +105,8 @@ pub enum SpecError {
     Hostname(String),
     #[error("invalid log option {0:?}: use max-size=SIZE or max-file=N (N >= 1)")]
     LogOpt(String),
+    #[error("stop timeout {0} s is longer than a day ({MAX_STOP_TIMEOUT} s)")]
+    StopTimeout(u64),
     #[error("invalid stop signal {0:?}")]
     Signal(String),
     #[error("the health check needs a command")]
@@ -470,6 +476,11 @@ impl ContainerSpec {
         }
         for c in self.cap_add.iter().chain(&self.cap_drop) {
             normalize_cap(c)?;
+        }
+        if let Some(t) = self.stop_timeout
+            && t > MAX_STOP_TIMEOUT
+        {
+            return Err(SpecError::StopTimeout(t));
         }
         if let Some(m) = self.resources.memory
             && m < MIN_MEMORY
