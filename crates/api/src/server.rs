@@ -87,7 +87,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 impl ApiError {
     /// The response for an error of `kind`; the daemon's own failures are logged.
     pub fn of_kind(kind: ErrorKind, e: &(dyn std::error::Error + 'static)) -> Self {
-        let status = status_of(kind);
+        // A full disk is not a bug of the daemon's: 507, with what to do.
+        let status = if crate::types::out_of_space(e) { StatusCode::INSUFFICIENT_STORAGE } else { status_of(kind) };
         if status.is_server_error() {
             tracing::error!(error = %ErrorBody::from_error(e), "request failed");
         }

@@ -19,9 +19,18 @@ impl ErrorBody {
             causes.push(c.to_string());
             cur = c.source();
         }
+        if out_of_space(e) {
+            causes.push(OUT_OF_SPACE_HINT.into());
+        }
         Self { message: e.to_string(), causes }
     }
 }
+
+/// Said after an error caused by a full disk.
+pub const OUT_OF_SPACE_HINT: &str = "the filesystem of Atoll's data dir is full: free space (atoll image prune, atoll volume prune, \
+     remove containers) and try again";
+
+pub use atoll_util::out_of_space;
 
 impl std::fmt::Display for ErrorBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

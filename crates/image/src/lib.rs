@@ -239,9 +239,22 @@ impl ImageService {
     pub async fn pull(&self, reference: &str, platform: Option<&str>, sink: pull::EventSink) -> Result<ImageSummary, ImageError> {
         let r: Reference = reference.parse()?;
         let p: Option<Platform> = platform.map(str::parse).transpose()?;
-        let record = pull::pull(&self.store, &self.registries, &r, p.as_ref(), sink)
-            .await
-            .map_err(|source| ImageError::Pull { reference: r.to_string(), source: Box::new(source) })?;
+        let record = match pull::pull(&self.store, &self.registries, &r, p.as_ref(), sink).await {
+            Ok(record) => record,
+            Err(source) => {
+                let e = ImageError::Pull { reference: r.to_string(), source: Box::new(source) };
+                if atoll_util::out_of_space(&e) {
+                    // What this pull downloaded is worth less than the space it holds: collect
+                    // unreferenced content (partial downloads included) so the disk is not left full.
+                    let _gc = self.store.gc_lock.write().await;
+                    match self.store.gc(&self.users.layers_in_use()) {
+                        Ok(report) => tracing::warn!(?report, "the disk filled up during a pull; collected unreferenced content"),
+                        Err(gc) => tracing::warn!(error = %gc, "the disk filled up during a pull; collecting failed too"),
+                    }
+                }
+                return Err(e);
+            }
+        };
         let tags = self.store.tags();
         Ok(self.summary(&record, tags.get(&record.id).map_or(&[][..], |v| v)))
     }

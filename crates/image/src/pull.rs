@@ -468,8 +468,10 @@ async fn download_layer(
         return Err(LayerError::Digest { actual });
     }
     store.commit_ingest(&job.digest, &partial)?;
+    atoll_util::crash_point("pull.blob-committed");
     if let Some((Ok(info), tmp)) = unpacked {
         store.commit_layer(tmp, &job.diff_id, &info)?;
+        atoll_util::crash_point("pull.layer-committed");
     }
     Ok(resumed)
 }

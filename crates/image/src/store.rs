@@ -395,6 +395,7 @@ impl Store {
 
     /// Adds or updates an image and points `tags` at it, in one atomic index write.
     pub fn add_image(&self, mut record: ImageRecord, tags: &[Reference]) -> Result<(), StoreError> {
+        atoll_util::crash_point("pull.before-index");
         let mut index = self.index.lock().unwrap();
         if let Some(old) = index.images.get(&record.id) {
             record.repo_digests.extend(old.repo_digests.iter().cloned());

@@ -329,6 +329,16 @@ impl Engine {
     async fn readopt(&self, slot: &Arc<Slot>, boot: Option<&str>) {
         let rec = slot.get();
         let dir = self.state_dir(&rec.id);
+        if !matches!(rec.state, State::Running | State::Restarting) {
+            let client = ShimClient::new(&dir);
+            if client.alive().await {
+                // The daemon died between spawning the shim and recording the start: the record
+                // never called it started, so undo the start and let record and kernel agree.
+                tracing::warn!(container = %rec.name, "stopping a container whose start was interrupted");
+                let _ = client.kill(9).await;
+                self.wait_shim_done(&rec.id).await;
+            }
+        }
         if rec.state == State::Exited && rec.spec.restart.restart_on_daemon_start(rec.stopped_by_user) {
             // Docker's rule: `always` (and `unless-stopped` unless the user stopped it) come back
             // whenever the daemon starts.
@@ -500,6 +510,7 @@ impl Engine {
             let _ = fs::remove_dir_all(&dir);
             return Err(EngineError::Prepare(e));
         }
+        atoll_util::crash_point("create.dir-made");
         let (endpoints, ports) = if spec.network == NetworkMode::Bridge {
             let mut exposed = self.defaults_for(&detail.summary.id).exposed;
             exposed.extend(spec.expose.iter().copied());
@@ -516,6 +527,7 @@ impl Engine {
         for (a, e) in spec.networks.iter_mut().zip(&endpoints) {
             a.network = e.network.clone();
         }
+        atoll_util::crash_point("create.allocated");
         let rec = ContainerRecord {
             id: id.clone(),
             name,
@@ -617,6 +629,7 @@ impl Engine {
         )?;
         let hostname = rec.spec.hostname.clone().unwrap_or_else(|| rec.id[..12].to_owned());
         let netns = if rec.spec.network == NetworkMode::Bridge { Some(self.nets.activate(&rec.id).await?) } else { None };
+        atoll_util::crash_point("start.network-up");
         let etc = self.write_etc_files(&dir, &hostname, &rec).await.map_err(EngineError::Prepare)?;
         let mut volume_sources = std::collections::BTreeMap::new();
         for m in rec.spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume) {
@@ -663,6 +676,7 @@ impl Engine {
         };
         let (pid, started_at) =
             driver::spawn_shim(&self.cfg.exe, &shim).await.map_err(|source| EngineError::Start { name: rec.name.clone(), source })?;
+        atoll_util::crash_point("start.shim-spawned");
         let boot = boot_id();
         let has_health = bundle::health_check(&rec.spec, &image).is_some();
         self.update(slot, |r| {
@@ -1030,9 +1044,11 @@ impl Engine {
             self.wait_shim_done(&rec.id).await;
         }
         rootfs::unmount(&dir.join("rootfs"))?;
+        atoll_util::crash_point("remove.unmounted");
         if let Err(e) = self.nets.release(&rec.id).await {
             tracing::warn!(container = %rec.name, error = %e, "tearing down the container's network");
         }
+        atoll_util::crash_point("remove.released");
         // A shim that saw the exit deletes the runtime's state itself; otherwise do it here.
         if slot.get().exit_unknown || slot.get().state == State::Created {
             self.runtime_delete(&rec.id).await;

@@ -99,6 +99,7 @@ impl Volumes {
         }
         let dir = self.dir.join(name);
         std::fs::create_dir_all(dir.join("_data")).map_err(Self::io(name))?;
+        atoll_util::crash_point("volume.dir-made");
         let rec = VolumeRecord { name: name.to_owned(), labels, created: atoll_util::now_rfc3339(), mountpoint: String::new() };
         let json = serde_json::to_vec_pretty(&rec).expect("serialises");
         atoll_util::atomic_write(&dir.join("meta.json"), &json, 0o644)

@@ -77,6 +77,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// The daemon's own network namespace (none for daemons started by hand).
     pub netns: Option<Netns>,
+    /// Extra environment for the daemon's next start (`ATOLL_CRASH_AT`…).
+    pub env: Vec<(String, String)>,
 }
 
 /// What a CLI call did.
@@ -116,6 +118,7 @@ impl Daemon {
             args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
             netns,
+            env: Vec::new(),
         };
         d.spawn();
         d
@@ -140,6 +143,7 @@ impl Daemon {
             .arg(&self.socket)
             .args(&self.args)
             .env("ATOLL_LOG", "info,atoll_image=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -171,6 +175,7 @@ impl Daemon {
             args: Vec::new(),
             child: Some(child),
             netns: None,
+            env: Vec::new(),
         }
     }
 
@@ -196,6 +201,11 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Whether the daemon process is still alive (it may have crashed on purpose).
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Starts the daemon again after it was stopped.

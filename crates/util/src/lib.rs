@@ -153,6 +153,46 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Fault injection for the crash-consistency tests: when the environment variable
+/// `ATOLL_CRASH_AT` is `NAME` or `NAME:N`, the process kills itself with SIGKILL the first (or
+/// the Nth) time it reaches `crash_point("NAME")`, exactly as `kill -9` would. Unset, it costs
+/// one load. The points are listed in ARCHITECTURE.md.
+pub fn crash_point(name: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static WANTED: OnceLock<Option<(String, u32)>> = OnceLock::new();
+    static SEEN: AtomicU32 = AtomicU32::new(0);
+    let wanted = WANTED.get_or_init(|| {
+        let v = std::env::var("ATOLL_CRASH_AT").ok()?;
+        let (n, count) = match v.rsplit_once(':') {
+            Some((n, c)) if c.parse::<u32>().is_ok() => (n.to_owned(), c.parse().unwrap_or(1)),
+            _ => (v, 1),
+        };
+        Some((n, count.max(1)))
+    });
+    if let Some((n, count)) = wanted
+        && n == name
+        && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *count
+    {
+        eprintln!("ATOLL_CRASH_AT: killing this process at {name}");
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+}
+
+/// Whether a full disk (or an exhausted quota) caused `e`, somewhere down its chain.
+pub fn out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
