@@ -517,58 +517,21 @@ async fn converge(client: &Client, project: &Project, desired: &Desired, u: &UpA
         }
     }
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
-    let mut satisfied: BTreeSet<(String, String)> = BTreeSet::new();
-    for action in &actions {
-        let s = desired.services.iter().find(|s| s.name == action.service()).expect("planned from desired");
-        for dep in &s.depends_on {
-            let Some(id) = ids.get(&dep.service) else { continue };
-            if !satisfied.insert((dep.service.clone(), format!("{:?}", dep.condition))) {
-                continue;
-            }
-            let name = &desired.services.iter().find(|d| d.name == dep.service).expect("a service").spec.name;
-            let name = name.as_deref().unwrap_or(&dep.service);
-            match dep.condition {
-                Condition::Healthy => say("Container", name, "Waiting"),
-                Condition::CompletedSuccessfully => say("Container", name, "Waiting"),
-                Condition::Started => {}
-            }
-            wait_for(client, id, dep.condition)
-                .await
-                .with_context(|| format!("dependency {} of service {} failed", dep.service, s.name))?;
-            match dep.condition {
-                Condition::Healthy => say("Container", name, "Healthy"),
-                Condition::CompletedSuccessfully => say("Container", name, "Exited"),
-                Condition::Started => {}
-            }
+    let satisfied = std::sync::Mutex::new(BTreeSet::new());
+    let mut pending: Vec<&Action> = actions.iter().collect();
+    // In waves, as docker compose does: every service whose dependencies are done starts at
+    // once. `desired` is in dependency order and has no cycles, so each wave has a service.
+    while !pending.is_empty() {
+        let planned: BTreeSet<&str> = pending.iter().map(|a| a.service()).collect();
+        let (wave, rest): (Vec<&Action>, Vec<&Action>) = pending
+            .into_iter()
+            .partition(|a| service(desired, a.service()).depends_on.iter().all(|d| !planned.contains(d.service.as_str())));
+        assert!(!wave.is_empty(), "depends_on cycles are refused by plan::desired");
+        let results = futures_util::future::join_all(wave.iter().map(|a| apply(client, desired, &list, &ids, &satisfied, a))).await;
+        for (a, r) in wave.iter().zip(results) {
+            ids.insert(a.service().to_owned(), r?);
         }
-        let name = s.spec.name.clone().unwrap_or_default();
-        let id = match action {
-            Action::Keep { id, .. } => {
-                let done = list.iter().any(|c| &c.record.id == id && completed(c));
-                say("Container", &name, if done { "Completed" } else { "Running" });
-                id.clone()
-            }
-            Action::Start { id, .. } => {
-                client
-                    .call(Method::POST, &format!("/v1/containers/{id}/start"), None::<&()>)
-                    .await
-                    .with_context(|| format!("starting service {}", s.name))?;
-                say("Container", &name, "Started");
-                id.clone()
-            }
-            Action::Recreate { id, .. } => {
-                remove(client, id).await?;
-                let c = create(client, s, true).await?;
-                say("Container", &name, "Recreated");
-                c.record.id
-            }
-            Action::Create { .. } => {
-                let c = create(client, s, true).await?;
-                say("Container", &name, "Started");
-                c.record.id
-            }
-        };
-        ids.insert(s.name.clone(), id);
+        pending = rest;
     }
     if u.wait {
         for (svc, id) in &ids {
@@ -586,6 +549,63 @@ async fn converge(client: &Client, project: &Project, desired: &Desired, u: &UpA
         }
     }
     Ok(targets)
+}
+
+fn service<'a>(desired: &'a Desired, name: &str) -> &'a DesiredService {
+    desired.services.iter().find(|s| s.name == name).expect("planned from desired")
+}
+
+/// Waits for one service's dependencies, then does what the plan says for it; returns its
+/// container's ID.
+async fn apply(
+    client: &Client,
+    desired: &Desired,
+    list: &[ContainerInfo],
+    ids: &BTreeMap<String, String>,
+    satisfied: &std::sync::Mutex<BTreeSet<(String, String)>>,
+    action: &Action,
+) -> anyhow::Result<String> {
+    let s = service(desired, action.service());
+    for dep in &s.depends_on {
+        let Some(id) = ids.get(&dep.service) else { continue };
+        let first = satisfied.lock().unwrap().insert((dep.service.clone(), format!("{:?}", dep.condition)));
+        let name = service(desired, &dep.service).spec.name.clone().unwrap_or_else(|| dep.service.clone());
+        let shown = first && dep.condition != Condition::Started;
+        if shown {
+            say("Container", &name, "Waiting");
+        }
+        wait_for(client, id, dep.condition).await.with_context(|| format!("dependency {} of service {} failed", dep.service, s.name))?;
+        if shown {
+            say("Container", &name, if dep.condition == Condition::Healthy { "Healthy" } else { "Exited" });
+        }
+    }
+    let name = s.spec.name.clone().unwrap_or_default();
+    Ok(match action {
+        Action::Keep { id, .. } => {
+            let done = list.iter().any(|c| &c.record.id == id && completed(c));
+            say("Container", &name, if done { "Completed" } else { "Running" });
+            id.clone()
+        }
+        Action::Start { id, .. } => {
+            client
+                .call(Method::POST, &format!("/v1/containers/{id}/start"), None::<&()>)
+                .await
+                .with_context(|| format!("starting service {}", s.name))?;
+            say("Container", &name, "Started");
+            id.clone()
+        }
+        Action::Recreate { id, .. } => {
+            remove(client, id).await?;
+            let c = create(client, s, true).await?;
+            say("Container", &name, "Recreated");
+            c.record.id
+        }
+        Action::Create { .. } => {
+            let c = create(client, s, true).await?;
+            say("Container", &name, "Started");
+            c.record.id
+        }
+    })
 }
 
 async fn up(client: &Client, a: &ComposeArgs, u: &UpArgs) -> anyhow::Result<ExitCode> {
