@@ -91,6 +91,12 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
+    /// Size of /dev/shm (e.g. 256m) [default: 64m].
+    #[arg(long)]
+    shm_size: Option<String>,
+    /// seccomp=unconfined, no-new-privileges[=true|false] (apparmor=… and label=… are accepted).
+    #[arg(long)]
+    security_opt: Vec<String>,
     #[arg(long)]
     cap_add: Vec<String>,
     #[arg(long)]
@@ -205,6 +211,10 @@ fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
         labels.insert(k.to_owned(), v.to_owned());
     }
     let (network, networks) = network_of(a)?;
+    let mut security = atoll_spec::Security::default();
+    for o in &a.security_opt {
+        security.apply(o)?;
+    }
     let publish = a.publish.iter().map(|p| atoll_spec::network::parse_publish(p)).collect::<Result<Vec<_>, _>>()?.concat();
     let expose = a.expose.iter().map(|p| atoll_spec::network::parse_expose(p)).collect::<Result<Vec<_>, _>>()?.concat();
     Ok(ContainerSpec {
@@ -241,6 +251,8 @@ fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
         publish_all: a.publish_all,
         expose,
         auto_remove: a.rm,
+        shm_size: a.shm_size.as_deref().map(parse_size).transpose()?,
+        security,
     })
 }
 

@@ -797,3 +797,30 @@ fn the_image_stop_signal_and_healthcheck_apply() {
     e.daemon.ok(&["run", "-d", "--name", "nohc", "--no-healthcheck", "localhost/configured:v1", "sleep", "300"]);
     assert!(e.daemon.container("nohc")["health"].is_null());
 }
+
+#[test]
+fn shm_size_and_security_opts_change_only_what_they_name() {
+    let e = env();
+    let d = &e.daemon;
+    let probe =
+        "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | tr -s '\\t ' ' '; df -k /dev/shm | tail -1 | awk '{print \"shm \" $2}'";
+    let defaults = d.ok(&["run", "--rm", "--network", "none", e.image, "sh", "-c", probe]);
+    assert!(defaults.contains("Seccomp: 2") && defaults.contains("NoNewPrivs: 1") && defaults.contains("shm 65536"), "{defaults}");
+    let flags = [
+        "--shm-size",
+        "128m",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "no-new-privileges=false",
+        "--security-opt",
+        "apparmor:unconfined",
+    ];
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    args.extend(flags);
+    args.extend([e.image, "sh", "-c", probe]);
+    let changed = d.ok(&args);
+    assert!(changed.contains("Seccomp: 0") && changed.contains("NoNewPrivs: 0") && changed.contains("shm 131072"), "{changed}");
+    let r = d.fails(&["run", "--rm", "--security-opt", "seccomp=/etc/profile.json", e.image, "true"]);
+    assert!(r.stderr.contains("unsupported security option"), "{r:?}");
+}

@@ -71,6 +71,8 @@ const SUPPORTED: &[&str] = &[
     "tmpfs",
     "pull_policy",
     "logging",
+    "shm_size",
+    "security_opt",
 ];
 
 /// What to do instead, for unsupported keys real files use.
@@ -81,7 +83,7 @@ fn hint(key: &str) -> &'static str {
         "privileged" => "grant the capabilities the service needs with `cap_add`",
         "devices" | "device_cgroup_rules" | "gpus" => "device access is not supported yet",
         "extra_hosts" => "give the names to a service on a shared network, or use IP addresses",
-        "sysctls" | "ulimits" | "security_opt" | "shm_size" => "the container runs with Atoll's defaults",
+        "sysctls" | "ulimits" => "the container runs with Atoll's defaults",
         "dns" | "dns_search" | "dns_opt" => "containers use Atoll's resolver, which forwards to the host's",
         "container_name" => "",
         _ => "it is ignored",
@@ -279,9 +281,9 @@ impl Ctx<'_> {
                 "labels" => J::Object(kv_map(v)),
                 "read_only" | "init" | "tty" | "stdin_open" => json!(truthy(v)),
                 "cap_add" | "cap_drop" | "profiles" | "tmpfs" => json!(strings(v)),
-                "mem_limit" | "cpus" | "stop_grace_period" | "restart" | "user" | "working_dir" | "hostname" | "stop_signal" => {
-                    s(v).map_or(J::Null, J::String)
-                }
+                "security_opt" => json!(strings(v)),
+                "mem_limit" | "cpus" | "stop_grace_period" | "restart" | "user" | "working_dir" | "hostname" | "stop_signal"
+                | "shm_size" => s(v).map_or(J::Null, J::String),
                 "pids_limit" => s(v).and_then(|p| p.parse::<i64>().ok()).map_or(J::Null, |p| json!(p)),
                 "configs" | "secrets" => J::Array(
                     v.as_array()
@@ -617,6 +619,8 @@ pub struct Service {
     pub tmpfs: Vec<String>,
     pub pull_policy: Option<String>,
     pub logging: Option<Logging>,
+    pub shm_size: Option<String>,
+    pub security_opt: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

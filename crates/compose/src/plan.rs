@@ -136,6 +136,12 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
         spec.resources.cpus_milli = Some(atoll_spec::units::parse_cpus(&c).map_err(|e| bad(name, e.to_string()))?);
     }
     spec.resources.pids_limit = limits.and_then(|l| l.pids.as_ref()).and_then(json_text).and_then(|p| p.parse().ok()).or(svc.pids_limit);
+    if let Some(s) = &svc.shm_size {
+        spec.shm_size = Some(atoll_spec::units::parse_size(s).map_err(|e| bad(name, e.to_string()))?);
+    }
+    for o in &svc.security_opt {
+        spec.security.apply(o).map_err(|e| bad(name, e.to_string()))?;
+    }
     if let Some(l) = &svc.logging {
         for (k, v) in &l.options {
             if let Some(v) = json_text(v)

@@ -191,11 +191,12 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
     let env = environment(spec, input.image, &input.hostname, &input.identity.home);
     let cwd = spec.workdir.clone().or_else(|| input.image.workdir.clone()).unwrap_or_else(|| "/".into());
 
+    let shm_size = format!("size={}k", spec.shm_size.unwrap_or(64 << 20).div_ceil(1024));
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", shm_size]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
@@ -249,7 +250,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
     }
 
     let stop_signal = stop_signal(spec, input.image);
-    let config = json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.tty,
@@ -262,7 +263,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
                 {"type": "RLIMIT_NOFILE", "soft": input.nofile.0, "hard": input.nofile.1},
                 {"type": "RLIMIT_NPROC", "soft": input.nproc.0, "hard": input.nproc.1},
             ],
-            "noNewPrivileges": true,
+            "noNewPrivileges": !spec.security.allow_new_privileges,
             "oomScoreAdj": 0,
         },
         "root": {"path": input.rootfs, "readonly": spec.read_only},
@@ -282,6 +283,11 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
             "seccomp": seccomp::profile(&spec.capabilities(), input.arch),
         },
     });
+    if spec.security.seccomp_unconfined
+        && let Some(linux) = config.get_mut("linux").and_then(|l| l.as_object_mut())
+    {
+        linux.remove("seccomp");
+    }
     serde_json::from_value(config).map_err(BundleError::Invalid)
 }
 

@@ -107,6 +107,10 @@ pub enum SpecError {
     LogOpt(String),
     #[error("stop timeout {0} s is longer than a day ({MAX_STOP_TIMEOUT} s)")]
     StopTimeout(u64),
+    #[error("unsupported security option {0:?}: use seccomp=unconfined, no-new-privileges[=true|false], apparmor=… or label=…")]
+    SecurityOpt(String),
+    #[error("shm size {0} bytes is below the minimum of 64 KiB")]
+    ShmSize(u64),
     #[error("invalid stop signal {0:?}")]
     Signal(String),
     #[error("the health check needs a command")]
@@ -252,6 +256,37 @@ impl LogOptions {
     }
 }
 
+/// The hardening defaults a container may opt out of (`--security-opt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Security {
+    /// `seccomp=unconfined`: no seccomp filter.
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
+    /// `no-new-privileges=false`: setuid binaries may raise privileges.
+    #[serde(default)]
+    pub allow_new_privileges: bool,
+}
+
+impl Security {
+    /// Applies one docker `--security-opt` (`=` or `:` between key and value). AppArmor and
+    /// SELinux options are accepted and have no effect: Atoll uses neither.
+    pub fn apply(&mut self, opt: &str) -> Result<(), SpecError> {
+        let err = || SpecError::SecurityOpt(opt.to_owned());
+        let (k, v) = match opt.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (k, v) {
+            ("seccomp", Some("unconfined")) => self.seccomp_unconfined = true,
+            ("no-new-privileges", None | Some("true")) => self.allow_new_privileges = false,
+            ("no-new-privileges", Some("false")) => self.allow_new_privileges = true,
+            ("apparmor" | "label", Some(_)) => {}
+            _ => return Err(err()),
+        }
+        Ok(())
+    }
+}
+
 /// Resource limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
@@ -317,6 +352,12 @@ pub struct ContainerSpec {
     pub stop_timeout: Option<u64>,
     #[serde(default)]
     pub log: LogOptions,
+    /// Size of `/dev/shm` in bytes (64 MiB if absent).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `--security-opt`s that change the defaults.
+    #[serde(default)]
+    pub security: Security,
     #[serde(default)]
     pub network: NetworkMode,
     /// The networks to join (bridge mode only); the engine fills in the default network.
@@ -477,6 +518,11 @@ impl ContainerSpec {
         for c in self.cap_add.iter().chain(&self.cap_drop) {
             normalize_cap(c)?;
         }
+        if let Some(s) = self.shm_size
+            && s < 64 << 10
+        {
+            return Err(SpecError::ShmSize(s));
+        }
         if let Some(t) = self.stop_timeout
             && t > MAX_STOP_TIMEOUT
         {
@@ -545,6 +591,20 @@ mod tests {
 
     fn spec() -> ContainerSpec {
         ContainerSpec { image: "busybox".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn security_options_docker_spells() {
+        let mut s = Security::default();
+        for o in ["seccomp=unconfined", "seccomp:unconfined", "apparmor:unconfined", "label=disable", "no-new-privileges:false"] {
+            s.apply(o).unwrap();
+        }
+        assert_eq!(s, Security { seccomp_unconfined: true, allow_new_privileges: true });
+        s.apply("no-new-privileges").unwrap();
+        assert!(!s.allow_new_privileges);
+        for bad in ["seccomp=/x.json", "privileged", "no-new-privileges=maybe", ""] {
+            assert!(Security::default().apply(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
