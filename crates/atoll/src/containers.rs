@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// seccomp=unconfined, no-new-privileges[=true|false] (apparmor=… and label=… are accepted).
     #[arg(long)]
     security_opt: Vec<String>,
+    /// Namespaced kernel parameter, KEY=VALUE (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*).
+    #[arg(long = "sysctl")]
+    sysctls: Vec<String>,
     #[arg(long)]
     cap_add: Vec<String>,
     #[arg(long)]
@@ -253,6 +256,11 @@ fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
         auto_remove: a.rm,
         shm_size: a.shm_size.as_deref().map(parse_size).transpose()?,
         security,
+        sysctls: a
+            .sysctls
+            .iter()
+            .map(|s| s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).with_context(|| format!("--sysctl {s:?}: use KEY=VALUE")))
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 

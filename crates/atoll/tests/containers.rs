@@ -824,3 +824,31 @@ fn shm_size_and_security_opts_change_only_what_they_name() {
     let r = d.fails(&["run", "--rm", "--security-opt", "seccomp=/etc/profile.json", e.image, "true"]);
     assert!(r.stderr.contains("unsupported security option"), "{r:?}");
 }
+
+#[test]
+fn namespaced_sysctls_are_set_and_others_refused() {
+    let e = env();
+    let d = &e.daemon;
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "--sysctl",
+        "kernel.shmmni=8192",
+        e.image,
+        "sh",
+        "-c",
+        "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni",
+    ]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["1", "8192"]);
+    for bad in [["--sysctl", "kernel.hostname=x"], ["--sysctl", "vm.swappiness=1"]] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(bad);
+        args.extend([e.image, "true"]);
+        let r = d.fails(&args);
+        assert!(r.stderr.contains("is not namespaced"), "{r:?}");
+    }
+    let r = d.fails(&["run", "--rm", "--network", "host", "--sysctl", "net.ipv4.ip_forward=1", e.image, "true"]);
+    assert!(r.stderr.contains("not with --network host"), "{r:?}");
+}

@@ -73,6 +73,8 @@ const SUPPORTED: &[&str] = &[
     "logging",
     "shm_size",
     "security_opt",
+    "sysctls",
+    "links",
 ];
 
 /// What to do instead, for unsupported keys real files use.
@@ -83,7 +85,7 @@ fn hint(key: &str) -> &'static str {
         "privileged" => "grant the capabilities the service needs with `cap_add`",
         "devices" | "device_cgroup_rules" | "gpus" => "device access is not supported yet",
         "extra_hosts" => "give the names to a service on a shared network, or use IP addresses",
-        "sysctls" | "ulimits" => "the container runs with Atoll's defaults",
+        "ulimits" => "the container runs with Atoll's defaults",
         "dns" | "dns_search" | "dns_opt" => "containers use Atoll's resolver, which forwards to the host's",
         "container_name" => "",
         _ => "it is ignored",
@@ -278,7 +280,8 @@ impl Ctx<'_> {
                 "expose" => json!(strings(v)),
                 "volumes" => J::Array(v.as_array().into_iter().flatten().map(|m| volume(name, m)).collect::<Result<_, _>>()?),
                 "healthcheck" => healthcheck(v),
-                "labels" => J::Object(kv_map(v)),
+                "labels" | "sysctls" => J::Object(kv_map(v)),
+                "links" => json!(strings(v)),
                 "read_only" | "init" | "tty" | "stdin_open" => json!(truthy(v)),
                 "cap_add" | "cap_drop" | "profiles" | "tmpfs" => json!(strings(v)),
                 "security_opt" => json!(strings(v)),
@@ -621,6 +624,9 @@ pub struct Service {
     pub logging: Option<Logging>,
     pub shm_size: Option<String>,
     pub security_opt: Vec<String>,
+    pub sysctls: BTreeMap<String, Option<String>>,
+    /// `SERVICE[:ALIAS]`: the alias becomes a name of SERVICE on the networks they share.
+    pub links: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -139,6 +139,7 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
     if let Some(s) = &svc.shm_size {
         spec.shm_size = Some(atoll_spec::units::parse_size(s).map_err(|e| bad(name, e.to_string()))?);
     }
+    spec.sysctls = svc.sysctls.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
     for o in &svc.security_opt {
         spec.security.apply(o).map_err(|e| bad(name, e.to_string()))?;
     }
@@ -228,10 +229,18 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
         Some("host") => spec.network = NetworkMode::Host,
         Some("none") => spec.network = NetworkMode::None,
         _ => {
+            // Legacy links name this service from another one: `web: {links: [db:database]}`.
+            let linked: Vec<&str> = p
+                .services
+                .values()
+                .flat_map(|o| o.links.iter())
+                .filter_map(|l| l.split_once(':').filter(|(s, _)| *s == name).map(|(_, alias)| alias))
+                .collect();
             for (key, opts) in &svc.networks {
                 let net = p.networks.get(key).map(|n| n.name.clone()).unwrap_or_else(|| key.clone());
                 let mut att = NetworkAttachment::new(&net);
                 att.aliases.push(name.to_owned());
+                att.aliases.extend(linked.iter().map(|a| (*a).to_owned()));
                 if let Some(o) = opts {
                     att.aliases.extend(o.aliases.iter().filter(|a| *a != name).cloned());
                     att.ipv4 = o.ipv4_address.as_deref().map(str::parse).transpose().map_err(|_| bad(name, "invalid ipv4_address"))?;
@@ -480,6 +489,19 @@ mod tests {
         assert_eq!(d.services[1].spec.cmd, Some(vec!["migrate".into(), "up".into()]));
         assert_eq!(d.networks.len(), 1);
         assert_eq!(d.volumes[0].name, "app_data");
+    }
+
+    #[test]
+    fn links_become_aliases_and_sysctls_pass_through() {
+        let p = project(
+            "services:\n  web: {image: x, links: ['db:database', 'cache'], sysctls: [net.core.somaxconn=1024]}\n  db: {image: y}\n  cache: {image: z}\n",
+        );
+        let d = desired(&p).unwrap();
+        let db = &d.services.iter().find(|s| s.name == "db").unwrap().spec;
+        assert_eq!(db.networks[0].aliases, ["db", "database"]);
+        let web = &d.services.iter().find(|s| s.name == "web").unwrap().spec;
+        assert_eq!(web.sysctls["net.core.somaxconn"], "1024");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
     #[test]

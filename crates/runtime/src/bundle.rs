@@ -281,6 +281,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "seccomp": seccomp::profile(&spec.capabilities(), input.arch),
+            "sysctl": spec.sysctls,
         },
     });
     if spec.security.seccomp_unconfined

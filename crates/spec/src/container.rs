@@ -109,6 +109,10 @@ pub enum SpecError {
     StopTimeout(u64),
     #[error("unsupported security option {0:?}: use seccomp=unconfined, no-new-privileges[=true|false], apparmor=… or label=…")]
     SecurityOpt(String),
+    #[error(
+        "sysctl {0:?} is not namespaced: a container may set net.* (not with --network host), kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.*"
+    )]
+    Sysctl(String),
     #[error("shm size {0} bytes is below the minimum of 64 KiB")]
     ShmSize(u64),
     #[error("invalid stop signal {0:?}")]
@@ -358,6 +362,9 @@ pub struct ContainerSpec {
     /// `--security-opt`s that change the defaults.
     #[serde(default)]
     pub security: Security,
+    /// Namespaced kernel parameters (`--sysctl net.ipv4.ip_forward=1`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
     #[serde(default)]
     pub network: NetworkMode,
     /// The networks to join (bridge mode only); the engine fills in the default network.
@@ -522,6 +529,16 @@ impl ContainerSpec {
             && s < 64 << 10
         {
             return Err(SpecError::ShmSize(s));
+        }
+        for (k, v) in &self.sysctls {
+            let ipc = matches!(k.as_str(), "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.shm_rmid_forced")
+                || matches!(k.as_str(), "kernel.msgmax" | "kernel.msgmnb" | "kernel.msgmni" | "kernel.sem")
+                || k.starts_with("fs.mqueue.");
+            let net = k.starts_with("net.") && self.network != NetworkMode::Host;
+            let well_formed = !k.contains(['/', '\0', ' ']) && !k.split('.').any(str::is_empty) && !v.contains(['\0', '\n']);
+            if !(ipc || net) || !well_formed {
+                return Err(SpecError::Sysctl(format!("{k}={v}")));
+            }
         }
         if let Some(t) = self.stop_timeout
             && t > MAX_STOP_TIMEOUT
