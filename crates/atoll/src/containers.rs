@@ -100,6 +100,12 @@ pub struct RunArgs {
     /// Namespaced kernel parameter, KEY=VALUE (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*).
     #[arg(long = "sysctl")]
     sysctls: Vec<String>,
+    /// An /etc/hosts entry, NAME:IP (IP may be host-gateway: the host on the container's network).
+    #[arg(long = "add-host")]
+    add_hosts: Vec<String>,
+    /// A resource limit, NAME=SOFT[:HARD] (nofile, nproc, memlock…; -1 is unlimited).
+    #[arg(long = "ulimit")]
+    ulimits: Vec<String>,
     #[arg(long)]
     cap_add: Vec<String>,
     #[arg(long)]
@@ -261,6 +267,8 @@ fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
             .iter()
             .map(|s| s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).with_context(|| format!("--sysctl {s:?}: use KEY=VALUE")))
             .collect::<anyhow::Result<_>>()?,
+        extra_hosts: a.add_hosts.clone(),
+        ulimits: a.ulimits.iter().map(|u| atoll_spec::Ulimit::parse(u)).collect::<Result<_, _>>()?,
     })
 }
 

@@ -852,3 +852,34 @@ fn namespaced_sysctls_are_set_and_others_refused() {
     let r = d.fails(&["run", "--rm", "--network", "host", "--sysctl", "net.ipv4.ip_forward=1", e.image, "true"]);
     assert!(r.stderr.contains("not with --network host"), "{r:?}");
 }
+
+#[test]
+fn add_host_and_ulimit() {
+    let e = env();
+    let d = &e.daemon;
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "db.local:10.1.2.3",
+        "--add-host",
+        "host.internal:host-gateway",
+        "--ulimit",
+        "nofile=1024:2048",
+        e.image,
+        "sh",
+        "-c",
+        "grep -E 'db.local|host.internal' /etc/hosts; echo soft=$(ulimit -n) hard=$(ulimit -Hn)",
+    ]);
+    let gateway = d.ok(&["network", "inspect", "bridge"]);
+    let gateway: serde_json::Value = serde_json::from_str(&gateway).unwrap();
+    let gateway = gateway[0]["gateway4"].as_str().unwrap().to_owned();
+    assert!(out.contains("10.1.2.3\tdb.local") && out.contains(&format!("{gateway}\thost.internal")), "{out}");
+    assert!(out.contains("soft=1024 hard=2048"), "{out}");
+    for bad in [["--ulimit", "nofile=10:5"], ["--ulimit", "bogus=1"], ["--add-host", "nocolon"], ["--add-host", "x:not-an-ip"]] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(bad);
+        args.extend([e.image, "true"]);
+        d.fails(&args);
+    }
+}

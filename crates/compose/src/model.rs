@@ -75,6 +75,8 @@ const SUPPORTED: &[&str] = &[
     "security_opt",
     "sysctls",
     "links",
+    "extra_hosts",
+    "ulimits",
 ];
 
 /// What to do instead, for unsupported keys real files use.
@@ -84,8 +86,6 @@ fn hint(key: &str) -> &'static str {
         "links" | "external_links" => "services reach each other by name on their shared networks already",
         "privileged" => "grant the capabilities the service needs with `cap_add`",
         "devices" | "device_cgroup_rules" | "gpus" => "device access is not supported yet",
-        "extra_hosts" => "give the names to a service on a shared network, or use IP addresses",
-        "ulimits" => "the container runs with Atoll's defaults",
         "dns" | "dns_search" | "dns_opt" => "containers use Atoll's resolver, which forwards to the host's",
         "container_name" => "",
         _ => "it is ignored",
@@ -282,6 +282,26 @@ impl Ctx<'_> {
                 "healthcheck" => healthcheck(v),
                 "labels" | "sysctls" => J::Object(kv_map(v)),
                 "links" => json!(strings(v)),
+                // `name: ip` mappings or `name:ip`/`name=ip` strings, as `name:ip` strings.
+                "extra_hosts" => match v {
+                    J::Object(o) => json!(o.iter().map(|(k, ip)| format!("{k}:{}", s(ip).unwrap_or_default())).collect::<Vec<_>>()),
+                    other => json!(strings(other)),
+                },
+                // `nofile: 65536` or `nofile: {soft, hard}`, as {soft, hard}.
+                "ulimits" => J::Object(
+                    v.as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, u)| {
+                            let (soft, hard) = match u {
+                                J::Object(o) => (o.get("soft").cloned().unwrap_or(J::Null), o.get("hard").cloned().unwrap_or(J::Null)),
+                                other => (other.clone(), other.clone()),
+                            };
+                            let num = |x: J| s(&x).and_then(|t| t.parse::<i64>().ok()).map_or(J::Null, |n| json!(n));
+                            (k.clone(), json!({"soft": num(soft), "hard": num(hard)}))
+                        })
+                        .collect(),
+                ),
                 "read_only" | "init" | "tty" | "stdin_open" => json!(truthy(v)),
                 "cap_add" | "cap_drop" | "profiles" | "tmpfs" => json!(strings(v)),
                 "security_opt" => json!(strings(v)),
@@ -627,6 +647,8 @@ pub struct Service {
     pub sysctls: BTreeMap<String, Option<String>>,
     /// `SERVICE[:ALIAS]`: the alias becomes a name of SERVICE on the networks they share.
     pub links: Vec<String>,
+    pub extra_hosts: Vec<String>,
+    pub ulimits: BTreeMap<String, atoll_spec::Ulimit>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

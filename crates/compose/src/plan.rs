@@ -139,6 +139,8 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
     if let Some(s) = &svc.shm_size {
         spec.shm_size = Some(atoll_spec::units::parse_size(s).map_err(|e| bad(name, e.to_string()))?);
     }
+    spec.extra_hosts = svc.extra_hosts.clone();
+    spec.ulimits = svc.ulimits.clone();
     spec.sysctls = svc.sysctls.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
     for o in &svc.security_opt {
         spec.security.apply(o).map_err(|e| bad(name, e.to_string()))?;
@@ -502,6 +504,19 @@ mod tests {
         let web = &d.services.iter().find(|s| s.name == "web").unwrap().spec;
         assert_eq!(web.sysctls["net.core.somaxconn"], "1024");
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn extra_hosts_and_ulimits_in_both_forms() {
+        let p = project(
+            "services:\n  a: {image: x, extra_hosts: ['h1:10.0.0.1', 'gw=host-gateway'], ulimits: {nproc: 512, nofile: {soft: 1024, hard: 4096}}}\n  b: {image: x, extra_hosts: {h2: 10.0.0.2}}\n",
+        );
+        let d = desired(&p).unwrap();
+        let a = &d.services.iter().find(|s| s.name == "a").unwrap().spec;
+        assert_eq!(a.extra_hosts, ["h1:10.0.0.1", "gw=host-gateway"]);
+        assert_eq!(a.ulimits["nproc"], atoll_spec::Ulimit { soft: 512, hard: 512 });
+        assert_eq!(a.ulimits["nofile"], atoll_spec::Ulimit { soft: 1024, hard: 4096 });
+        assert_eq!(d.services.iter().find(|s| s.name == "b").unwrap().spec.extra_hosts, ["h2:10.0.0.2"]);
     }
 
     #[test]

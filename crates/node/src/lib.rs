@@ -240,11 +240,41 @@ fn read_in_root(root: &Path, rel: &str) -> Option<String> {
 
 /// RLIMIT (soft, hard) for containers: `want`, but never above the host's hard limit (raising
 /// it needs CAP_SYS_RESOURCE, which a sandbox may lack).
-fn clamp_rlimit(resource: rustix::process::Resource, want: u64) -> (u64, u64) {
+fn clamp_rlimit(resource: rustix::process::Resource, want: (u64, u64)) -> (u64, u64) {
     let r = rustix::process::getrlimit(resource);
     let hard = r.maximum.unwrap_or(u64::MAX);
-    let v = want.min(hard);
-    (v, v)
+    (want.0.min(hard), want.1.min(hard))
+}
+
+/// A container's rlimits: nofile and nproc at 1048576 unless its `--ulimit`s say otherwise,
+/// each clamped to the host's hard limit.
+fn rlimits(spec: &ContainerSpec) -> BTreeMap<String, (u64, u64)> {
+    use rustix::process::Resource as R;
+    let resource = |name: &str| match name {
+        "as" => Some(R::As),
+        "core" => Some(R::Core),
+        "cpu" => Some(R::Cpu),
+        "data" => Some(R::Data),
+        "fsize" => Some(R::Fsize),
+        "locks" => Some(R::Locks),
+        "memlock" => Some(R::Memlock),
+        "msgqueue" => Some(R::Msgqueue),
+        "nice" => Some(R::Nice),
+        "nofile" => Some(R::Nofile),
+        "nproc" => Some(R::Nproc),
+        "rss" => Some(R::Rss),
+        "rtprio" => Some(R::Rtprio),
+        "rttime" => Some(R::Rttime),
+        "sigpending" => Some(R::Sigpending),
+        "stack" => Some(R::Stack),
+        _ => None,
+    };
+    let mut wanted: BTreeMap<String, (u64, u64)> =
+        [("nofile".to_owned(), (1_048_576, 1_048_576)), ("nproc".to_owned(), (1_048_576, 1_048_576))].into();
+    for (name, u) in &spec.ulimits {
+        wanted.insert(name.clone(), (atoll_spec::Ulimit::value(u.soft), atoll_spec::Ulimit::value(u.hard)));
+    }
+    wanted.into_iter().filter_map(|(name, want)| resource(&name).map(|r| (name, clamp_rlimit(r, want)))).collect()
 }
 
 impl Engine {
@@ -647,8 +677,7 @@ impl Engine {
             etc_files: etc,
             volume_sources,
             cgroups_path: format!("/atoll/{}", rec.id),
-            nofile: clamp_rlimit(rustix::process::Resource::Nofile, 1_048_576),
-            nproc: clamp_rlimit(rustix::process::Resource::Nproc, 1_048_576),
+            rlimits: rlimits(&rec.spec),
             init_binary: self.cfg.init_binary.clone(),
             arch: std::env::consts::ARCH,
             netns,
@@ -732,6 +761,7 @@ impl Engine {
             }
             NetworkMode::Bridge => self.nets.etc_files(&rec.id, hostname).await,
         };
+        let hosts = hosts + &self.extra_hosts(rec).await;
         let files = [
             ("hosts", hosts, "/etc/hosts"),
             ("hostname", format!("{hostname}\n"), "/etc/hostname"),
@@ -744,6 +774,26 @@ impl Engine {
             out.push((p, target));
         }
         Ok(out)
+    }
+
+    /// The `--add-host` lines of a container's `/etc/hosts`; `host-gateway` is the host's
+    /// address on its first network (127.0.0.1 with the host's network).
+    async fn extra_hosts(&self, rec: &ContainerRecord) -> String {
+        let mut gateway = None;
+        if rec.spec.network == NetworkMode::Host {
+            gateway = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        } else if let Some(e) = rec.endpoints.first() {
+            gateway = self.nets.list().await.into_iter().find(|n| n.id == e.network_id).map(|n| n.gateway4.into());
+        }
+        let mut out = String::new();
+        for h in &rec.spec.extra_hosts {
+            if let Ok((name, ip)) = atoll_spec::container::parse_extra_host(h)
+                && let Some(ip) = ip.or(gateway)
+            {
+                out.push_str(&format!("{ip}\t{name}\n"));
+            }
+        }
+        out
     }
 
     /// What the container's image config says (empty if the image is gone from the store).
@@ -1092,6 +1142,7 @@ impl Engine {
         }
         let hostname = rec.spec.hostname.clone().unwrap_or_else(|| rec.id[..12].to_owned());
         let (hosts, _) = self.nets.etc_files(&rec.id, &hostname).await;
+        let hosts = hosts + &self.extra_hosts(rec).await;
         if let Err(e) = fs::write(self.state_dir(&rec.id).join("hosts"), hosts) {
             tracing::warn!(container = %rec.name, error = %e, "updating /etc/hosts");
         }

@@ -166,9 +166,9 @@ pub struct BundleInput<'a> {
     /// Host paths for the spec's volume mounts, by target.
     pub volume_sources: BTreeMap<String, PathBuf>,
     pub cgroups_path: String,
-    /// RLIMIT_NOFILE and RLIMIT_NPROC (soft, hard), already clamped to the host's hard limits.
-    pub nofile: (u64, u64),
-    pub nproc: (u64, u64),
+    /// Resource limits by name (`nofile`, `nproc`, and the spec's `--ulimit`s): (soft, hard),
+    /// already clamped to the host's hard limits.
+    pub rlimits: BTreeMap<String, (u64, u64)>,
     /// A static init to run as PID 1 for `--init` (mounted at /sbin/atoll-init).
     pub init_binary: Option<PathBuf>,
     /// Seccomp architectures for this host.
@@ -259,10 +259,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
             "env": env,
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []},
-            "rlimits": [
-                {"type": "RLIMIT_NOFILE", "soft": input.nofile.0, "hard": input.nofile.1},
-                {"type": "RLIMIT_NPROC", "soft": input.nproc.0, "hard": input.nproc.1},
-            ],
+            "rlimits": input.rlimits.iter().map(|(name, (soft, hard))| json!({"type": format!("RLIMIT_{}", name.to_ascii_uppercase()), "soft": soft, "hard": hard})).collect::<Vec<_>>(),
             "noNewPrivileges": !spec.security.allow_new_privileges,
             "oomScoreAdj": 0,
         },
@@ -374,8 +371,7 @@ mod tests {
             etc_files: vec![("/var/lib/atoll/containers/abc/hosts".into(), "/etc/hosts")],
             volume_sources: BTreeMap::new(),
             cgroups_path: "/atoll/abc".into(),
-            nofile: (1024, 4096),
-            nproc: (4096, 4096),
+            rlimits: [("nofile".to_owned(), (1024, 4096)), ("nproc".to_owned(), (4096, 4096))].into(),
             init_binary: None,
             arch: "x86_64",
             netns: Some("/var/lib/atoll/netns/abc".into()),

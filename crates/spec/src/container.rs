@@ -113,6 +113,10 @@ pub enum SpecError {
         "sysctl {0:?} is not namespaced: a container may set net.* (not with --network host), kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.*"
     )]
     Sysctl(String),
+    #[error("invalid ulimit {0:?}: use NAME=SOFT[:HARD] with a name like nofile, nproc or memlock, -1 for unlimited, SOFT <= HARD")]
+    Ulimit(String),
+    #[error("invalid extra host {0:?}: use NAME:IP (or NAME:host-gateway)")]
+    ExtraHost(String),
     #[error("shm size {0} bytes is below the minimum of 64 KiB")]
     ShmSize(u64),
     #[error("invalid stop signal {0:?}")]
@@ -260,6 +264,73 @@ impl LogOptions {
     }
 }
 
+/// Resource limits a container's processes start with (setrlimit).
+pub const ULIMITS: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// One `--ulimit`: soft and hard values, -1 for unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+impl Ulimit {
+    /// Parses docker's `NAME=SOFT[:HARD]`.
+    pub fn parse(s: &str) -> Result<(String, Self), SpecError> {
+        let err = || SpecError::Ulimit(s.to_owned());
+        let (name, values) = s.split_once('=').ok_or_else(err)?;
+        let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+        let (soft, hard): (i64, i64) = (soft.trim().parse().map_err(|_| err())?, hard.trim().parse().map_err(|_| err())?);
+        let u = Self { soft, hard };
+        u.check(name).map_err(|_| err())?;
+        Ok((name.to_owned(), u))
+    }
+
+    /// The value as setrlimit takes it (-1 is RLIM_INFINITY).
+    pub fn value(v: i64) -> u64 {
+        u64::try_from(v).unwrap_or(u64::MAX)
+    }
+
+    fn check(&self, name: &str) -> Result<(), SpecError> {
+        let err = || SpecError::Ulimit(format!("{name}={}:{}", self.soft, self.hard));
+        if !ULIMITS.contains(&name) || self.soft < -1 || self.hard < -1 || Self::value(self.soft) > Self::value(self.hard) {
+            return Err(err());
+        }
+        Ok(())
+    }
+}
+
+/// Splits `--add-host NAME:IP` (or `NAME=IP`); IP may be `host-gateway`.
+pub fn parse_extra_host(s: &str) -> Result<(String, Option<std::net::IpAddr>), SpecError> {
+    let err = || SpecError::ExtraHost(s.to_owned());
+    let (name, ip) = s.split_once('=').or_else(|| s.split_once(':')).ok_or_else(err)?;
+    if !crate::network::valid_dns_label(name) {
+        return Err(err());
+    }
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    match ip {
+        "host-gateway" => Ok((name.to_owned(), None)),
+        _ => Ok((name.to_owned(), Some(ip.parse().map_err(|_| err())?))),
+    }
+}
+
 /// The hardening defaults a container may opt out of (`--security-opt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Security {
@@ -365,6 +436,13 @@ pub struct ContainerSpec {
     /// Namespaced kernel parameters (`--sysctl net.ipv4.ip_forward=1`).
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// `--add-host NAME:IP` lines for `/etc/hosts`; IP may be `host-gateway` (the host's
+    /// address on the container's first network).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`, by name (`nofile`…); -1 is unlimited.
+    #[serde(default)]
+    pub ulimits: BTreeMap<String, Ulimit>,
     #[serde(default)]
     pub network: NetworkMode,
     /// The networks to join (bridge mode only); the engine fills in the default network.
@@ -529,6 +607,15 @@ impl ContainerSpec {
             && s < 64 << 10
         {
             return Err(SpecError::ShmSize(s));
+        }
+        for (name, u) in &self.ulimits {
+            u.check(name)?;
+        }
+        for h in &self.extra_hosts {
+            let (_, ip) = parse_extra_host(h)?;
+            if ip.is_none() && self.network == NetworkMode::None {
+                return Err(SpecError::ExtraHost(format!("{h} (a container without a network has no host gateway)")));
+            }
         }
         for (k, v) in &self.sysctls {
             let ipc = matches!(k.as_str(), "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.shm_rmid_forced")

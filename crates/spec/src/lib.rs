@@ -9,7 +9,7 @@ pub mod network;
 pub mod restart;
 pub mod units;
 
-pub use container::{ContainerSpec, Mount, MountKind, NetworkMode, Security, SpecError};
+pub use container::{ContainerSpec, Mount, MountKind, NetworkMode, Security, SpecError, Ulimit};
 pub use health::{HealthConfig, HealthOnFailure, HealthStatus, HealthTracker};
 pub use network::{DEFAULT_NETWORK, ExposedPort, NetworkAttachment, NetworkSpec, PortSpec, Protocol};
 pub use restart::{Backoff, RestartPolicy};
