@@ -90,12 +90,15 @@ fn a_full_disk_fails_pulls_and_writes_clearly_and_everything_works_once_space_is
     let images = d.ok(&["images"]);
     assert!(images.contains("small") && !images.contains("big"), "{images}");
 
-    // A container that fills the disk gets ENOSPC itself; the daemon stays up. (Its message
-    // is printed after it frees the space: its log lives on the same full disk.)
-    let script = "err=$(dd if=/dev/zero of=/fill bs=1M count=100 2>&1); rc=$?; rm /fill; echo \"$err\" >&2; exit $rc";
+    // A container that fills the disk gets ENOSPC itself; the daemon stays up. Its log lives on
+    // the same disk: what it printed meanwhile is lost, and the log says so once it has room.
+    let script =
+        "echo before; cat /dev/zero > /fill; rc=$?; head -c 20000 /dev/zero | tr '\\0' x; echo; rm /fill; echo \"after rc=$rc\"; exit $rc";
     let run = d.cli(&["run", "--rm", "--network", "none", &small, "sh", "-c", script]);
     assert_ne!(run.code, Some(0));
-    assert!(run.stderr.contains("No space left on device"), "{run:?}");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("before") && all.contains("after rc=1"), "{run:?}");
+    assert!(all.contains("bytes of output were lost: the disk holding the log was full"), "{}", run.stderr);
     d.ok(&["ps", "-a"]);
 
     // A full disk refuses a new container cleanly: a clear error, nothing half-made.

@@ -98,6 +98,8 @@ fn utf8_cut(b: &[u8], max: usize) -> usize {
 }
 
 /// Appends entries to `container.log`, rotating to `.1`, `.2`… when it would pass `max_size`.
+/// An entry that cannot be written (a full disk) is dropped whole, never half-written; the
+/// next entry that can be is preceded by one saying how much was lost.
 #[derive(Debug)]
 pub struct LogWriter {
     path: PathBuf,
@@ -105,16 +107,18 @@ pub struct LogWriter {
     size: u64,
     max_size: u64,
     max_files: u32,
+    /// Bytes of entries dropped since the last successful write.
+    dropped: u64,
 }
 
 impl LogWriter {
     pub fn open(path: &Path, max_size: u64, max_files: u32) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(Self { path: path.to_owned(), file, size, max_size: max_size.max(4096), max_files: max_files.max(1) })
+        Ok(Self { path: path.to_owned(), file, size, max_size: max_size.max(4096), max_files: max_files.max(1), dropped: 0 })
     }
 
-    pub fn write(&mut self, stream: Stream, partial: bool, content: &[u8], ts: &str) -> io::Result<()> {
+    fn entry(stream: Stream, partial: bool, content: &[u8], ts: &str) -> Vec<u8> {
         let mut line = Vec::with_capacity(content.len() + ts.len() + 12);
         line.extend_from_slice(ts.as_bytes());
         line.push(b' ');
@@ -122,10 +126,32 @@ impl LogWriter {
         line.extend_from_slice(if partial { b" P " } else { b" F " });
         line.extend_from_slice(content);
         line.push(b'\n');
+        line
+    }
+
+    pub fn write(&mut self, stream: Stream, partial: bool, content: &[u8], ts: &str) -> io::Result<()> {
+        let line = Self::entry(stream, partial, content, ts);
+        if self.dropped > 0 {
+            let note = format!("[atoll: {} bytes of output were lost: the disk holding the log was full]", self.dropped);
+            if let Err(e) = self.append(&Self::entry(Stream::Stderr, false, note.as_bytes(), ts)) {
+                self.dropped += line.len() as u64;
+                return Err(e);
+            }
+            self.dropped = 0;
+        }
+        self.append(&line).inspect_err(|_| self.dropped += line.len() as u64)
+    }
+
+    /// Appends one whole entry, or nothing.
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
         if self.size > 0 && self.size + line.len() as u64 > self.max_size {
             self.rotate()?;
         }
-        self.file.write_all(&line)?;
+        if let Err(e) = self.file.write_all(line) {
+            // Undo a partial write, so readers never see half an entry.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += line.len() as u64;
         Ok(())
     }

@@ -504,7 +504,8 @@ fn write_log(log: &mut Option<LogWriter>, stream: Stream, partial: bool, content
     if let Some(w) = log
         && w.write(stream, partial, content, ts).is_err()
     {
-        // A full disk: drop lines rather than block the container on a full pipe.
+        // A full disk: drop the entry rather than block the container on a full pipe (the
+        // writer notes the loss once it can write again).
     }
 }
 
