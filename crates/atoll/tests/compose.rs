@@ -255,3 +255,35 @@ fn dok(d: &Daemon, args: &[String]) -> String {
 fn time_now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap()
 }
+
+#[test]
+fn up_in_the_foreground_streams_output_and_ctrl_c_stops_the_services() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    d.import_busybox(dir.path());
+    let app = dir.path().join("fg");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(
+        app.join("compose.yaml"),
+        "services:\n  talker:\n    image: localhost/busybox\n    command: [sh, -c, \"trap 'exit 0' TERM; echo hello-from-talker; while :; do sleep 1; done\"]\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["compose", "up"])
+        .current_dir(&app)
+        .env("ATOLL_SOCKET", &d.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("fg-talker-1") && line.contains("| hello-from-talker"), "{line:?}");
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    assert!(child.wait().unwrap().success());
+    let c = d.container("fg-talker-1");
+    assert_eq!(c["state"], "exited", "{c}");
+}
