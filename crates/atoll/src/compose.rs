@@ -441,7 +441,13 @@ async fn wait_for(client: &Client, id: &str, cond: Condition) -> anyhow::Result<
             Condition::Healthy => match health {
                 Some(HealthStatus::Healthy) => true,
                 Some(HealthStatus::Unhealthy) => bail!("container {} is unhealthy", r.name),
-                _ if r.spec.health.is_none() && r.spec.no_healthcheck => bail!("container {} has no health check to wait for", r.name),
+                // Running without a tracker: neither the service nor its image has a check.
+                None if r.state == State::Running => {
+                    bail!(
+                        "container {} has no health check to wait for: give the service a healthcheck, or depend on service_started",
+                        r.name
+                    )
+                }
                 _ => false,
             },
             Condition::CompletedSuccessfully => match (r.state, r.exit_code) {

@@ -287,3 +287,21 @@ fn up_in_the_foreground_streams_output_and_ctrl_c_stops_the_services() {
     let c = d.container("fg-talker-1");
     assert_eq!(c["state"], "exited", "{c}");
 }
+
+#[test]
+fn waiting_for_a_health_check_that_does_not_exist_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    d.import_busybox(dir.path());
+    let app = dir.path().join("nh");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(
+        app.join("compose.yaml"),
+        "services:\n  a: {image: localhost/busybox, command: [sleep, '600'], stop_signal: KILL}\n  b: {image: localhost/busybox, command: [sleep, '600'], depends_on: {a: {condition: service_healthy}}}\n",
+    )
+    .unwrap();
+    let f = app.join("compose.yaml");
+    let r = d.cli(&["compose", "-f", f.to_str().unwrap(), "up", "-d"]);
+    assert!(!r.ok() && r.stderr.contains("nh-a-1 has no health check to wait for"), "{r:?}");
+    d.ok(&["compose", "-f", f.to_str().unwrap(), "down"]);
+}
