@@ -49,6 +49,12 @@ fn info(s: &AppState, v: VolumeRecord) -> VolumeInfo {
     VolumeInfo { volume: v, used_by }
 }
 
+/// Every volume with its users, the containers read once.
+fn infos(s: &AppState) -> Vec<VolumeInfo> {
+    let mut users = s.engine.volume_users_all();
+    s.engine.volumes().list().into_iter().map(|v| VolumeInfo { used_by: users.remove(&v.name).unwrap_or_default(), volume: v }).collect()
+}
+
 fn event(s: &AppState, action: &str, name: &str) {
     s.engine.events().emit(atoll_node::events::Event::new("volume", action, name, &[("name", name.to_owned())]));
 }
@@ -56,7 +62,7 @@ fn event(s: &AppState, action: &str, name: &str) {
 /// Volumes, by name.
 #[utoipa::path(get, path = "/v1/volumes", tag = "volumes", responses((status = 200, body = Vec<VolumeInfo>)))]
 pub async fn list(State(s): St) -> Json<Vec<VolumeInfo>> {
-    Json(s.engine.volumes().list().into_iter().map(|v| info(&s, v)).collect())
+    Json(infos(&s))
 }
 
 /// Creates a volume (201), or returns the existing one of that name (200).
@@ -93,12 +99,11 @@ pub async fn remove(State(s): St, Path(name): Path<String>) -> ApiResult<Json<Vo
 #[utoipa::path(post, path = "/v1/volumes/prune", tag = "volumes", responses((status = 200, body = PruneVolumesResponse)))]
 pub async fn prune(State(s): St) -> ApiResult<Json<PruneVolumesResponse>> {
     let mut removed = Vec::new();
-    for v in s.engine.volumes().list() {
-        if s.engine.volume_users(&v.name).is_empty() {
-            s.engine.remove_volume(&v.name)?;
-            event(&s, "destroy", &v.name);
-            removed.push(v.name);
-        }
+    // `remove_volume` checks the users again: a container may have been created meanwhile.
+    for v in infos(&s).into_iter().filter(|v| v.used_by.is_empty()) {
+        s.engine.remove_volume(&v.volume.name)?;
+        event(&s, "destroy", &v.volume.name);
+        removed.push(v.volume.name);
     }
     Ok(Json(PruneVolumesResponse { removed }))
 }

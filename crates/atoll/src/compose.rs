@@ -274,7 +274,7 @@ fn existing(list: &[ContainerInfo]) -> Vec<Existing> {
             name: c.record.name.clone(),
             service: service_of(c).to_owned(),
             hash: c.record.spec.labels.get(plan::LABEL_HASH).cloned().unwrap_or_default(),
-            running: c.record.is_running() || completed(c),
+            settled: c.record.is_running() || completed(c),
             oneoff: is_oneoff(c),
         })
         .collect()
@@ -290,13 +290,8 @@ pub async fn run(client: &Client, a: ComposeArgs) -> anyhow::Result<ExitCode> {
         ComposeCommand::Start { services } => {
             let project = load_project(&a, services)?;
             let desired = plan::desired(&project)?;
-            let list = containers(client, &project.name).await?;
-            for s in selected(&desired, services) {
-                for c in list.iter().filter(|c| service_of(c) == s.name && !is_oneoff(c) && !c.record.is_running()) {
-                    client.call(Method::POST, &format!("/v1/containers/{}/start", c.record.id), None::<&()>).await?;
-                    say("Container", &c.record.name, "Started");
-                }
-            }
+            let pick = |c: &ContainerInfo| !is_oneoff(c) && !c.record.is_running();
+            act_on(client, &project.name, selected(&desired, services), pick, "start", "Started").await?;
         }
         ComposeCommand::Stop(s) => {
             let project = load_project(&a, &s.services)?;
@@ -306,14 +301,8 @@ pub async fn run(client: &Client, a: ComposeArgs) -> anyhow::Result<ExitCode> {
         ComposeCommand::Restart(s) => {
             let project = load_project(&a, &s.services)?;
             let desired = plan::desired(&project)?;
-            let list = containers(client, &project.name).await?;
-            let t = s.timeout.map(|t| format!("?t={t}")).unwrap_or_default();
-            for svc in selected(&desired, &s.services) {
-                for c in list.iter().filter(|c| service_of(c) == svc.name && !is_oneoff(c)) {
-                    client.call(Method::POST, &format!("/v1/containers/{}/restart{t}", c.record.id), None::<&()>).await?;
-                    say("Container", &c.record.name, "Restarted");
-                }
-            }
+            let action = format!("restart{}", s.timeout.map(|t| format!("?t={t}")).unwrap_or_default());
+            act_on(client, &project.name, selected(&desired, &s.services), |c| !is_oneoff(c), &action, "Restarted").await?;
         }
         ComposeCommand::Pull { quiet, services } => {
             let project = load_project(&a, services)?;
@@ -426,9 +415,9 @@ async fn ensure_resources(client: &Client, desired: &Desired, services: &BTreeSe
     Ok(())
 }
 
-/// Waits until `id` satisfies `cond`: reads the container, then each of its events, so no
-/// change is missed between a read and the wait.
-async fn wait_for(client: &Client, id: &str, cond: Condition) -> anyhow::Result<()> {
+/// Waits until `id` satisfies `cond`, and returns the container as it then is: reads the
+/// container, then each of its events, so no change is missed between a read and the wait.
+async fn wait_for(client: &Client, id: &str, cond: Condition) -> anyhow::Result<ContainerInfo> {
     let filters = format!("type=container,container={id}");
     let resp = client.send_ok(Method::GET, &format!("/v1/events?filters={}", q(&filters)), None, atoll_api::client::empty()).await?;
     let mut body = http_body_util::BodyDataStream::new(resp.into_body());
@@ -457,7 +446,7 @@ async fn wait_for(client: &Client, id: &str, cond: Condition) -> anyhow::Result<
             },
         };
         if done {
-            return Ok(());
+            return Ok(c);
         }
         if matches!(cond, Condition::Healthy) && r.state == State::Exited {
             bail!("container {} exited ({}) before it was healthy", r.name, r.exit_code.unwrap_or(-1));
@@ -541,14 +530,16 @@ async fn converge(client: &Client, project: &Project, desired: &Desired, u: &UpA
     }
     if u.wait {
         for (svc, id) in &ids {
-            let s = desired.services.iter().find(|d| &d.name == svc).expect("a service");
             let c: ContainerInfo = client.json(Method::GET, &format!("/v1/containers/{id}"), None::<&()>).await?;
             if completed(&c) {
                 continue;
             }
-            let cond = if s.spec.health.is_some() || c.record.health.is_some() { Condition::Healthy } else { Condition::Started };
-            wait_for(client, id, cond).await.with_context(|| format!("waiting for service {svc}"))?;
-            let c: ContainerInfo = client.json(Method::GET, &format!("/v1/containers/{id}"), None::<&()>).await?;
+            let cond = if service(desired, svc).spec.health.is_some() || c.record.health.is_some() {
+                Condition::Healthy
+            } else {
+                Condition::Started
+            };
+            let c = wait_for(client, id, cond).await.with_context(|| format!("waiting for service {svc}"))?;
             if !c.record.is_running() && !completed(&c) {
                 bail!("service {svc} is not running: {}", c.status);
             }
@@ -635,13 +626,27 @@ async fn up(client: &Client, a: &ComposeArgs, u: &UpArgs) -> anyhow::Result<Exit
 }
 
 async fn stop_services(client: &Client, project: &str, desired: &Desired, services: &[String], timeout: Option<u64>) -> anyhow::Result<()> {
-    let list = containers(client, project).await?;
-    let t = timeout.map(|t| format!("?t={t}")).unwrap_or_default();
+    let action = format!("stop{}", timeout.map(|t| format!("?t={t}")).unwrap_or_default());
     // Dependents first.
-    for s in selected(desired, services).collect::<Vec<_>>().into_iter().rev() {
-        for c in list.iter().filter(|c| service_of(c) == s.name && c.record.is_running()) {
-            client.call(Method::POST, &format!("/v1/containers/{}/stop{t}", c.record.id), None::<&()>).await?;
-            say("Container", &c.record.name, "Stopped");
+    let dependents_first = selected(desired, services).collect::<Vec<_>>().into_iter().rev();
+    act_on(client, project, dependents_first, |c| c.record.is_running(), &action, "Stopped").await
+}
+
+/// Posts `action` (`start`, `stop?t=…`…) to the containers of `services`, in that order, that
+/// `pick` chooses, saying `done` for each.
+async fn act_on<'a>(
+    client: &Client,
+    project: &str,
+    services: impl Iterator<Item = &'a DesiredService>,
+    pick: impl Fn(&ContainerInfo) -> bool,
+    action: &str,
+    done: &str,
+) -> anyhow::Result<()> {
+    let list = containers(client, project).await?;
+    for s in services {
+        for c in list.iter().filter(|c| service_of(c) == s.name && pick(c)) {
+            client.call(Method::POST, &format!("/v1/containers/{}/{action}", c.record.id), None::<&()>).await?;
+            say("Container", &c.record.name, done);
         }
     }
     Ok(())
@@ -771,8 +776,8 @@ async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) -> anyhow::Re
         if !deps.is_empty() {
             let u = UpArgs { detach: true, wait: false, force_recreate: false, remove_orphans: false, pull: None, services: deps };
             converge(client, &project, &desired, &u).await?;
+            let list = containers(client, &project.name).await?;
             for d in &s.depends_on {
-                let list = containers(client, &project.name).await?;
                 if let Some(c) = list.iter().find(|c| service_of(c) == d.service && !is_oneoff(c)) {
                     wait_for(client, &c.record.id, d.condition).await.with_context(|| format!("dependency {} failed", d.service))?;
                 }

@@ -92,7 +92,8 @@ fn hint(key: &str) -> &'static str {
     }
 }
 
-fn s(v: &J) -> Option<String> {
+/// A scalar as text (strings, numbers, booleans), as compose reads most values.
+pub(crate) fn text(v: &J) -> Option<String> {
     match v {
         J::String(s) => Some(s.clone()),
         J::Number(n) => Some(n.to_string()),
@@ -111,9 +112,9 @@ fn truthy(v: &J) -> bool {
 
 fn strings(v: &J) -> Vec<String> {
     match v {
-        J::Array(a) => a.iter().filter_map(s).collect(),
+        J::Array(a) => a.iter().filter_map(text).collect(),
         J::Null => vec![],
-        other => s(other).into_iter().collect(),
+        other => text(other).into_iter().collect(),
     }
 }
 
@@ -132,10 +133,10 @@ fn port(service: &str, v: &J) -> Result<Vec<J>, ModelError> {
     let bad = |m: String| ModelError::Service { service: service.to_owned(), message: m };
     let text = match v {
         J::Object(o) => {
-            let target = o.get("target").and_then(s).ok_or_else(|| bad("a port needs a target".into()))?;
-            let published = o.get("published").and_then(s).unwrap_or_default();
-            let proto = o.get("protocol").and_then(s).unwrap_or_else(|| "tcp".into());
-            let ip = match o.get("host_ip").and_then(s) {
+            let target = o.get("target").and_then(text).ok_or_else(|| bad("a port needs a target".into()))?;
+            let published = o.get("published").and_then(text).unwrap_or_default();
+            let proto = o.get("protocol").and_then(text).unwrap_or_else(|| "tcp".into());
+            let ip = match o.get("host_ip").and_then(text) {
                 Some(ip) if ip.contains(':') => format!("[{ip}]:"),
                 Some(ip) if !ip.is_empty() => format!("{ip}:"),
                 _ if published.is_empty() => String::new(),
@@ -144,7 +145,7 @@ fn port(service: &str, v: &J) -> Result<Vec<J>, ModelError> {
             let host = if published.is_empty() { String::new() } else { format!("{published}:") };
             if ip == ":" { format!("{host}{target}/{proto}") } else { format!("{ip}{host}{target}/{proto}") }
         }
-        other => s(other).unwrap_or_default(),
+        other => text(other).unwrap_or_default(),
     };
     let specs = atoll_spec::network::parse_publish(&text).map_err(|e| bad(e.to_string()))?;
     Ok(specs
@@ -204,7 +205,7 @@ fn volume(service: &str, v: &J) -> Result<J, ModelError> {
                 let ro = truthy(ro);
                 o.insert("read_only".into(), json!(ro));
             }
-            if o.get("target").and_then(s).is_none() {
+            if o.get("target").and_then(text).is_none() {
                 return Err(bad("a volume needs a target".into()));
             }
             Ok(J::Object(o))
@@ -232,7 +233,7 @@ fn healthcheck(v: &J) -> J {
         let d = truthy(d);
         o.insert("disable".into(), json!(d));
     }
-    if let Some(r) = o.get("retries").and_then(s) {
+    if let Some(r) = o.get("retries").and_then(text) {
         o.insert("retries".into(), json!(r.parse::<u64>().unwrap_or(3)));
     }
     J::Object(o)
@@ -240,10 +241,10 @@ fn healthcheck(v: &J) -> J {
 
 fn kv_map(v: &J) -> Map<String, J> {
     match v {
-        J::Object(o) => o.iter().map(|(k, v)| (k.clone(), s(v).map_or(J::Null, J::String))).collect(),
+        J::Object(o) => o.iter().map(|(k, v)| (k.clone(), text(v).map_or(J::Null, J::String))).collect(),
         J::Array(a) => a
             .iter()
-            .filter_map(s)
+            .filter_map(text)
             .map(|e| match e.split_once('=') {
                 Some((k, v)) => (k.to_owned(), J::String(v.to_owned())),
                 None => (e, J::Null),
@@ -284,7 +285,7 @@ impl Ctx<'_> {
                 "links" => json!(strings(v)),
                 // `name: ip` mappings or `name:ip`/`name=ip` strings, as `name:ip` strings.
                 "extra_hosts" => match v {
-                    J::Object(o) => json!(o.iter().map(|(k, ip)| format!("{k}:{}", s(ip).unwrap_or_default())).collect::<Vec<_>>()),
+                    J::Object(o) => json!(o.iter().map(|(k, ip)| format!("{k}:{}", text(ip).unwrap_or_default())).collect::<Vec<_>>()),
                     other => json!(strings(other)),
                 },
                 // `nofile: 65536` or `nofile: {soft, hard}`, as {soft, hard}.
@@ -297,7 +298,7 @@ impl Ctx<'_> {
                                 J::Object(o) => (o.get("soft").cloned().unwrap_or(J::Null), o.get("hard").cloned().unwrap_or(J::Null)),
                                 other => (other.clone(), other.clone()),
                             };
-                            let num = |x: J| s(&x).and_then(|t| t.parse::<i64>().ok()).map_or(J::Null, |n| json!(n));
+                            let num = |x: J| text(&x).and_then(|t| t.parse::<i64>().ok()).map_or(J::Null, |n| json!(n));
                             (k.clone(), json!({"soft": num(soft), "hard": num(hard)}))
                         })
                         .collect(),
@@ -306,8 +307,8 @@ impl Ctx<'_> {
                 "cap_add" | "cap_drop" | "profiles" | "tmpfs" => json!(strings(v)),
                 "security_opt" => json!(strings(v)),
                 "mem_limit" | "cpus" | "stop_grace_period" | "restart" | "user" | "working_dir" | "hostname" | "stop_signal"
-                | "shm_size" => s(v).map_or(J::Null, J::String),
-                "pids_limit" => s(v).and_then(|p| p.parse::<i64>().ok()).map_or(J::Null, |p| json!(p)),
+                | "shm_size" => text(v).map_or(J::Null, J::String),
+                "pids_limit" => text(v).and_then(|p| p.parse::<i64>().ok()).map_or(J::Null, |p| json!(p)),
                 "configs" | "secrets" => J::Array(
                     v.as_array()
                         .into_iter()
@@ -321,12 +322,12 @@ impl Ctx<'_> {
                 "depends_on" => {
                     let mut deps = Map::new();
                     let entries: Vec<(String, J)> = match v {
-                        J::Array(a) => a.iter().filter_map(s).map(|d| (d, json!({}))).collect(),
+                        J::Array(a) => a.iter().filter_map(text).map(|d| (d, json!({}))).collect(),
                         J::Object(o) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                         _ => vec![],
                     };
                     for (dep, spec) in entries {
-                        let condition = spec.get("condition").and_then(s).unwrap_or_else(|| "service_started".into());
+                        let condition = spec.get("condition").and_then(text).unwrap_or_else(|| "service_started".into());
                         let required = spec.get("required").is_none_or(truthy);
                         let restart = spec.get("restart").is_some_and(truthy);
                         if !all.contains_key(&dep) {
@@ -343,7 +344,7 @@ impl Ctx<'_> {
                 "networks" => {
                     let mut nets = Map::new();
                     match v {
-                        J::Array(a) => a.iter().filter_map(s).for_each(|n| {
+                        J::Array(a) => a.iter().filter_map(text).for_each(|n| {
                             nets.insert(n, J::Null);
                         }),
                         J::Object(o) => o.iter().for_each(|(k, v)| {
@@ -354,14 +355,14 @@ impl Ctx<'_> {
                     J::Object(nets)
                 }
                 "logging" => {
-                    let driver = v.get("driver").and_then(s).unwrap_or_else(|| "json-file".into());
+                    let driver = v.get("driver").and_then(text).unwrap_or_else(|| "json-file".into());
                     if !matches!(driver.as_str(), "json-file" | "local") {
                         self.warnings.push(format!("service {name:?}: logging driver {driver:?} is not supported; logs are kept by Atoll"));
                     }
                     v.clone()
                 }
                 "deploy" => {
-                    if let Some(r) = v.get("replicas").and_then(s)
+                    if let Some(r) = v.get("replicas").and_then(text)
                         && r != "1"
                     {
                         self.warnings.push(format!("service {name:?}: deploy.replicas {r} is not supported; one container runs"));
@@ -369,7 +370,7 @@ impl Ctx<'_> {
                     v.clone()
                 }
                 "network_mode" => {
-                    let mode = s(v).unwrap_or_default();
+                    let mode = text(v).unwrap_or_default();
                     if !matches!(mode.as_str(), "host" | "none" | "bridge") {
                         self.warnings.push(format!(
                             "service {name:?}: network_mode {mode:?} is not supported; put the services on a shared network instead"
@@ -390,11 +391,11 @@ impl Ctx<'_> {
                 J::Array(a) => a
                     .iter()
                     .filter_map(|e| match e {
-                        J::Object(o) => Some((o.get("path").and_then(s)?, o.get("required").is_none_or(truthy))),
-                        other => s(other).map(|p| (p, true)),
+                        J::Object(o) => Some((o.get("path").and_then(text)?, o.get("required").is_none_or(truthy))),
+                        other => text(other).map(|p| (p, true)),
                     })
                     .collect(),
-                other => s(other).map(|p| vec![(p, true)]).unwrap_or_default(),
+                other => text(other).map(|p| vec![(p, true)]).unwrap_or_default(),
             };
             for (path, required) in &list {
                 let p = Path::new(path);
@@ -423,7 +424,7 @@ impl Ctx<'_> {
         if !out.contains_key("networks") && !out.contains_key("network_mode") {
             out.insert("networks".into(), json!({"default": null}));
         }
-        if out.get("image").and_then(s).is_none() {
+        if out.get("image").and_then(text).is_none() {
             if src.contains_key("build") {
                 self.warnings.push(format!("service {name:?} has `build:` and no `image:`; `up` cannot run it until an image is pushed"));
             } else {
@@ -460,7 +461,7 @@ pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelErro
     for (key, net) in networks.iter_mut() {
         let mut o = net.as_object().cloned().unwrap_or_default();
         let external = o.get("external").is_some_and(truthy);
-        let name = o.get("name").and_then(s).unwrap_or_else(|| if external { key.clone() } else { format!("{p}_{key}") });
+        let name = o.get("name").and_then(text).unwrap_or_else(|| if external { key.clone() } else { format!("{p}_{key}") });
         o.insert("name".into(), json!(name));
         if external {
             o.insert("external".into(), json!(true));
@@ -469,7 +470,7 @@ pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelErro
             let i = truthy(i);
             o.insert("internal".into(), json!(i));
         }
-        if let Some(d) = o.get("driver").and_then(s)
+        if let Some(d) = o.get("driver").and_then(text)
             && d != "bridge"
         {
             ctx.warnings.push(format!("network {key:?}: driver {d:?} is not supported; a bridge network is used"));
@@ -485,7 +486,7 @@ pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelErro
     let mut volumes = doc.get("volumes").and_then(J::as_object).cloned().unwrap_or_default();
     for (svc, v) in services.iter().flat_map(|(s, v)| v.get("volumes").and_then(J::as_array).into_iter().flatten().map(move |m| (s, m))) {
         if v.get("type").and_then(J::as_str) == Some("volume")
-            && let Some(src) = v.get("source").and_then(s)
+            && let Some(src) = v.get("source").and_then(text)
             && !volumes.contains_key(&src)
         {
             return Err(ModelError::Service {
@@ -497,12 +498,12 @@ pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelErro
     for (key, vol) in volumes.iter_mut() {
         let mut o = vol.as_object().cloned().unwrap_or_default();
         let external = o.get("external").is_some_and(truthy);
-        let name = o.get("name").and_then(s).unwrap_or_else(|| if external { key.clone() } else { format!("{p}_{key}") });
+        let name = o.get("name").and_then(text).unwrap_or_else(|| if external { key.clone() } else { format!("{p}_{key}") });
         o.insert("name".into(), json!(name));
         if external {
             o.insert("external".into(), json!(true));
         }
-        if let Some(d) = o.get("driver").and_then(s)
+        if let Some(d) = o.get("driver").and_then(text)
             && d != "local"
         {
             ctx.warnings.push(format!("volume {key:?}: driver {d:?} is not supported; a local volume is used"));
@@ -529,7 +530,7 @@ pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelErro
     for (svc, kind, r) in services.iter().flat_map(|(sn, v)| {
         ["configs", "secrets"].into_iter().flat_map(move |k| v.get(k).and_then(J::as_array).into_iter().flatten().map(move |r| (sn, k, r)))
     }) {
-        let src = r.get("source").and_then(s).unwrap_or_default();
+        let src = r.get("source").and_then(text).unwrap_or_default();
         if !files[kind].contains_key(&src) {
             return Err(ModelError::Service {
                 service: svc.clone(),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use atoll_spec::{ContainerSpec, HealthConfig, Mount, MountKind, NetworkAttachment, NetworkMode, NetworkSpec, RestartPolicy};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Project, Service};
+use crate::model::{Project, Service, text};
 
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
 pub const LABEL_SERVICE: &str = "com.docker.compose.service";
@@ -86,14 +86,6 @@ fn duration_secs(service: &str, what: &str, s: &str) -> Result<std::time::Durati
     atoll_spec::units::parse_duration(s).map_err(|e| bad(service, format!("{what}: {e}")))
 }
 
-fn json_text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// The container name of a service: `container_name`, or `<project>-<service>-1`.
 pub fn container_name(project: &str, service: &str, svc: &Service) -> String {
     svc.container_name.clone().unwrap_or_else(|| format!("{project}-{service}-1"))
@@ -127,15 +119,15 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
     }
     // Resources: deploy.resources.limits wins over the older keys.
     let limits = svc.deploy.as_ref().and_then(|d| d.resources.as_ref()).and_then(|r| r.limits.as_ref());
-    let memory = limits.and_then(|l| l.memory.as_ref()).and_then(json_text).or_else(|| svc.mem_limit.clone());
+    let memory = limits.and_then(|l| l.memory.as_ref()).and_then(text).or_else(|| svc.mem_limit.clone());
     if let Some(m) = memory {
         spec.resources.memory = Some(atoll_spec::units::parse_size(&m).map_err(|e| bad(name, e.to_string()))?);
     }
-    let cpus = limits.and_then(|l| l.cpus.as_ref()).and_then(json_text).or_else(|| svc.cpus.clone());
+    let cpus = limits.and_then(|l| l.cpus.as_ref()).and_then(text).or_else(|| svc.cpus.clone());
     if let Some(c) = cpus.filter(|c| c != "0") {
         spec.resources.cpus_milli = Some(atoll_spec::units::parse_cpus(&c).map_err(|e| bad(name, e.to_string()))?);
     }
-    spec.resources.pids_limit = limits.and_then(|l| l.pids.as_ref()).and_then(json_text).and_then(|p| p.parse().ok()).or(svc.pids_limit);
+    spec.resources.pids_limit = limits.and_then(|l| l.pids.as_ref()).and_then(text).and_then(|p| p.parse().ok()).or(svc.pids_limit);
     if let Some(s) = &svc.shm_size {
         spec.shm_size = Some(atoll_spec::units::parse_size(s).map_err(|e| bad(name, e.to_string()))?);
     }
@@ -147,7 +139,7 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
     }
     if let Some(l) = &svc.logging {
         for (k, v) in &l.options {
-            if let Some(v) = json_text(v)
+            if let Some(v) = text(v)
                 && matches!(k.as_str(), "max-size" | "max-file")
             {
                 spec.log.apply(&format!("{k}={v}")).map_err(|e| bad(name, e.to_string()))?;
@@ -194,10 +186,10 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
             "tmpfs" => {
                 let mut options = Vec::new();
                 if let Some(t) = &v.tmpfs {
-                    if let Some(s) = t.size.as_ref().and_then(json_text) {
+                    if let Some(s) = t.size.as_ref().and_then(text) {
                         options.push(format!("size={s}"));
                     }
-                    if let Some(m) = t.mode.as_ref().and_then(json_text) {
+                    if let Some(m) = t.mode.as_ref().and_then(text) {
                         options.push(format!("mode={m}"));
                     }
                 }
@@ -386,13 +378,14 @@ pub struct Existing {
     pub name: String,
     pub service: String,
     pub hash: String,
-    pub running: bool,
+    /// Running, or a one-shot job that finished with 0: nothing to start.
+    pub settled: bool,
     pub oneoff: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Up to date and running.
+    /// Up to date and settled.
     Keep {
         service: String,
         id: String,
@@ -435,7 +428,7 @@ pub fn reconcile(
         actions.push(match current {
             None => Action::Create { service: d.name.clone() },
             Some(e) if force || e.hash != d.hash => Action::Recreate { service: d.name.clone(), id: e.id.clone() },
-            Some(e) if e.running => Action::Keep { service: d.name.clone(), id: e.id.clone() },
+            Some(e) if e.settled => Action::Keep { service: d.name.clone(), id: e.id.clone() },
             Some(e) => Action::Start { service: d.name.clone(), id: e.id.clone() },
         });
     }
@@ -531,10 +524,10 @@ mod tests {
         let d = desired(&project(APP)).unwrap();
         let hash = |n: &str| d.services.iter().find(|s| s.name == n).unwrap().hash.clone();
         let existing = vec![
-            Existing { id: "1".into(), name: "app-db-1".into(), service: "db".into(), hash: hash("db"), running: true, oneoff: false },
-            Existing { id: "2".into(), name: "app-web-1".into(), service: "web".into(), hash: "old".into(), running: true, oneoff: false },
-            Existing { id: "3".into(), name: "app-old-1".into(), service: "old".into(), hash: "x".into(), running: true, oneoff: false },
-            Existing { id: "4".into(), name: "app-web-run-1".into(), service: "web".into(), hash: "x".into(), running: true, oneoff: true },
+            Existing { id: "1".into(), name: "app-db-1".into(), service: "db".into(), hash: hash("db"), settled: true, oneoff: false },
+            Existing { id: "2".into(), name: "app-web-1".into(), service: "web".into(), hash: "old".into(), settled: true, oneoff: false },
+            Existing { id: "3".into(), name: "app-old-1".into(), service: "old".into(), hash: "x".into(), settled: true, oneoff: false },
+            Existing { id: "4".into(), name: "app-web-run-1".into(), service: "web".into(), hash: "x".into(), settled: true, oneoff: true },
         ];
         let (actions, orphans) = reconcile(&d.services, &existing, &BTreeSet::new(), false);
         assert_eq!(

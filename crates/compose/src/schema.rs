@@ -211,7 +211,7 @@ impl Checker<'_> {
         }
         match &n.value {
             Value::Map(entries) => self.check_map(n, entries, sch, path),
-            Value::Seq(items) => self.check_seq(n, items, sch, path),
+            Value::Seq(items) => self.check_seq(items, sch, path),
             Value::Str(s) => {
                 if let Some(p) = sch.get("pattern").and_then(J::as_str)
                     && !self.s.patterns[p].is_match(s)
@@ -298,7 +298,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn check_seq(&self, n: &Node, items: &[Node], sch: &J, path: &mut String) -> Result<(), SchemaError> {
+    fn check_seq(&self, items: &[Node], sch: &J, path: &mut String) -> Result<(), SchemaError> {
         if let Some(s) = sch.get("items") {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
@@ -315,7 +315,6 @@ impl Checker<'_> {
                 }
             }
         }
-        let _ = n;
         Ok(())
     }
 }

@@ -187,7 +187,7 @@ impl Builder {
         if self.nodes > MAX_NODES { Err(YamlError::TooManyNodes(line)) } else { Ok(()) }
     }
 
-    fn push_node(&mut self, node: Node) -> Result<(), YamlError> {
+    fn push_node(&mut self, node: Node) {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
@@ -196,7 +196,6 @@ impl Builder {
                 Some(k) => entries.push((k, node)),
             },
         }
-        Ok(())
     }
 
     fn finish(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
@@ -204,7 +203,8 @@ impl Builder {
             let n = node.count();
             self.anchors.insert(anchor, (node.clone(), n));
         }
-        self.push_node(node)
+        self.push_node(node);
+        Ok(())
     }
 
     fn end_map(&mut self, pos: Pos, anchor: usize, tag: Option<Tag>, entries: Vec<(Node, Node)>) -> Result<(), YamlError> {
@@ -257,12 +257,10 @@ impl Builder {
                 let n = self.anchors.get(&id).ok_or_else(unknown)?.1;
                 self.spend(n, pos.line)?;
                 let node = self.anchors[&id].0.clone();
-                self.push_node(node)
+                self.push_node(node);
+                Ok(())
             }
-            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) if self.stack.len() >= MAX_DEPTH => {
-                let _ = (anchor, tag);
-                Err(YamlError::TooDeep(pos.line))
-            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => Err(YamlError::TooDeep(pos.line)),
             Event::SequenceStart(anchor, tag) => {
                 self.spend(1, pos.line)?;
                 self.stack.push(Frame::Seq { pos, anchor, tag: tag_of(tag.as_ref()), items: Vec::new() });

@@ -322,8 +322,18 @@ impl Engine {
 
     /// The containers (names) whose mounts name volume `name`.
     pub fn volume_users(&self, name: &str) -> Vec<String> {
-        let uses = |r: &ContainerRecord| r.spec.mounts.iter().any(|m| m.kind == atoll_spec::MountKind::Volume && m.source == name);
-        self.list(true).into_iter().filter(uses).map(|r| r.name).collect()
+        self.volume_users_all().remove(name).unwrap_or_default()
+    }
+
+    /// For every volume some container mounts, those containers (names).
+    pub fn volume_users_all(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in self.list(true) {
+            for m in r.spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume) {
+                out.entry(m.source.clone()).or_default().push(r.name.clone());
+            }
+        }
+        out
     }
 
     pub fn volumes(&self) -> &volumes::Volumes {
