@@ -92,8 +92,10 @@ fn a_full_disk_fails_pulls_and_writes_clearly_and_everything_works_once_space_is
 
     // A container that fills the disk gets ENOSPC itself; the daemon stays up. Its log lives on
     // the same disk: what it printed meanwhile is lost, and the log says so once it has room.
+    // It prints 1 MB while the disk is full: far more than a pipe holds (64 KiB), so the writer
+    // blocks until the shim has read (and failed to store) most of it before `rm` frees space.
     let script =
-        "echo before; cat /dev/zero > /fill; rc=$?; head -c 20000 /dev/zero | tr '\\0' x; echo; rm /fill; echo \"after rc=$rc\"; exit $rc";
+        "echo before; cat /dev/zero > /fill; rc=$?; head -c 1000000 /dev/zero | tr '\\0' x; echo; rm /fill; echo \"after rc=$rc\"; exit $rc";
     let run = d.cli(&["run", "--rm", "--network", "none", &small, "sh", "-c", script]);
     assert_ne!(run.code, Some(0));
     let all = format!("{}{}", run.stdout, run.stderr);
