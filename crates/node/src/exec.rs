@@ -1,0 +1,161 @@
+//! Processes in running containers: attach to the main process, `exec` (with a pty for
+//! `-t`), and `top`.
+
+use std::fs;
+
+use atoll_runtime::driver::ShimClient;
+
+use crate::{ContainerRecord, Engine, EngineError};
+
+impl Engine {
+    /// Attaches to a running container's stdio through its shim.
+    pub async fn attach(&self, query: &str) -> Result<tokio::net::UnixStream, EngineError> {
+        let rec = self.get(query)?;
+        if !rec.is_running() {
+            return Err(EngineError::NotRunning(rec.name));
+        }
+        ShimClient::new(&self.state_dir(&rec.id)).attach().await.map_err(|source| EngineError::Signal { name: rec.name, source })
+    }
+
+    /// A `runtime exec` command for `req` in container `rec` (not yet spawned).
+    pub fn exec_command(&self, rec: &ContainerRecord, req: &ExecRequest) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.cfg.runtime.path);
+        c.arg("--root").arg(self.runtime_root()).arg("exec");
+        if let Some(u) = &req.user {
+            c.arg("--user").arg(u);
+        }
+        if let Some(w) = &req.workdir {
+            c.arg("--cwd").arg(w);
+        }
+        if req.tty {
+            c.arg("--tty");
+        }
+        for e in &req.env {
+            c.arg("--env").arg(e);
+        }
+        c.arg(&rec.id).args(&req.cmd);
+        c
+    }
+
+    /// Starts a process in a running container; the caller streams its output. With `tty`,
+    /// the runtime runs on the slave side of a pty pair whose master comes back: the runtime
+    /// sees a real terminal and gives the process its own.
+    pub fn exec(&self, query: &str, req: &ExecRequest) -> Result<ExecProcess, EngineError> {
+        let rec = self.get(query)?;
+        if !rec.is_running() {
+            return Err(EngineError::NotRunning(rec.name));
+        }
+        if req.cmd.is_empty() {
+            return Err(EngineError::Spec(atoll_spec::SpecError::HealthCommand));
+        }
+        let what = || format!("exec in {}", rec.name);
+        let mut c = self.exec_command(&rec, req);
+        c.kill_on_drop(true);
+        if req.tty {
+            let (master, slave) = open_pty(req.tty_size).map_err(|source| EngineError::Exec { what: what(), source })?;
+            let io = |f: &std::fs::File| f.try_clone().map(std::process::Stdio::from);
+            let wrap = |source| EngineError::Exec { what: what(), source };
+            c.stdin(io(&slave).map_err(wrap)?).stdout(io(&slave).map_err(wrap)?).stderr(io(&slave).map_err(wrap)?);
+            let child = c.spawn().map_err(wrap)?;
+            drop(slave);
+            return Ok(ExecProcess { child, pty: Some(master) });
+        }
+        c.stdin(if req.interactive { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().map_err(|source| EngineError::Exec { what: what(), source })?;
+        Ok(ExecProcess { child, pty: None })
+    }
+
+    /// The processes of a container: (pid, uid, cpu seconds, command line).
+    pub async fn top(&self, query: &str) -> Result<Vec<ProcessInfo>, EngineError> {
+        let rec = self.get(query)?;
+        if !rec.is_running() {
+            return Err(EngineError::NotRunning(rec.name));
+        }
+        let out = tokio::process::Command::new(&self.cfg.runtime.path)
+            .arg("--root")
+            .arg(self.runtime_root())
+            .args(["ps", "--format", "json", &rec.id])
+            .output()
+            .await
+            .map_err(|source| EngineError::Exec { what: "runtime ps".into(), source })?;
+        let pids: Vec<i32> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let ticks = 100.0;
+        Ok(pids
+            .into_iter()
+            .filter_map(|pid| {
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let after = stat.rsplit_once(')')?.1;
+                let f: Vec<&str> = after.split_whitespace().collect();
+                let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()?;
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let cmd = cmdline
+                    .split(|&b| b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Some(ProcessInfo { pid, uid, cpu_seconds: cpu, command: cmd })
+            })
+            .collect())
+    }
+}
+
+/// A started exec: its process, and the pty master for a terminal session.
+#[derive(Debug)]
+pub struct ExecProcess {
+    pub child: tokio::process::Child,
+    pub pty: Option<std::fs::File>,
+}
+
+/// A pty pair (master, slave) of `size` (rows, cols).
+fn open_pty(size: Option<(u16, u16)>) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
+    // The runtime's side is a plain byte pipe: only the container's own terminal should echo
+    // and translate.
+    let mut t = rustix::termios::tcgetattr(&slave)?;
+    t.make_raw();
+    rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t)?;
+    let (rows, cols) = size.unwrap_or((24, 80));
+    rustix::termios::tcsetwinsize(&master, rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 })?;
+    Ok((std::fs::File::from(master), std::fs::File::from(slave)))
+}
+
+/// `exec` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `UID[:GID]`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Pass the request body to the process's stdin.
+    #[serde(default)]
+    pub interactive: bool,
+    /// Give the process a terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// Terminal size (rows, columns).
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub uid: u32,
+    pub cpu_seconds: f64,
+    pub command: String,
+}
