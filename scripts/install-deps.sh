@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Atoll, its tests and its benchmarks need on Debian 12. Idempotent; run as root.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 packages=(
   ca-certificates curl openssl
@@ -36,8 +37,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Rust is not a Debian package here (Debian 12's is older than the workspace needs).
+need=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 if ! command -v cargo >/dev/null; then
-  echo "install-deps.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
+  echo "install-deps.sh: cargo not found; install a Rust toolchain >= $need (https://rustup.rs) first" >&2
+  exit 1
+fi
+have=$(cargo --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; then
+  echo "install-deps.sh: cargo $have is older than the workspace's rust-version $need: rustup update" >&2
   exit 1
 fi
 

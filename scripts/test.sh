@@ -5,10 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-  echo "test.sh: the tests need root (mknod, overlayfs mounts, OCI runtimes): run with sudo" >&2
-  exit 1
-fi
+# Root is needed (images, mounts, namespaces, runtimes): re-run through sudo if not root.
+source scripts/as-root.sh
 scripts/install-deps.sh
 
 # The target dir lives outside the clone so a reused machine keeps its build; nothing depends on it.

@@ -6,10 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-  echo "up.sh: run as root (the daemon manages images, mounts and networks)" >&2
-  exit 1
-fi
+# Root is needed (images, mounts, namespaces, runtimes): re-run through sudo if not root.
+source scripts/as-root.sh
 scripts/install-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
 cargo build --release --locked -p atoll -p atoll-testkit
