@@ -91,6 +91,8 @@ pub struct KillQuery {
 pub struct RemoveQuery {
     /// Kill a running container first.
     pub force: Option<bool>,
+    /// Also remove the container's anonymous volumes (docker's `v`).
+    pub v: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -224,7 +226,7 @@ pub async fn wait(State(s): St, Path(id): Path<String>, q: Result<Query<WaitQuer
     responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove(State(s): St, Path(id): Path<String>, q: Result<Query<RemoveQuery>, QueryRejection>) -> ApiResult<Json<ContainerInfo>> {
     let Query(q) = q?;
-    Ok(Json(info(s.engine.remove(&id, q.force.unwrap_or(false)).await?)))
+    Ok(Json(info(s.engine.remove(&id, q.force.unwrap_or(false), q.v.unwrap_or(false)).await?)))
 }
 
 /// Processes running in a container.
@@ -350,6 +352,7 @@ pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult
     let proc = s.engine.exec(&id, &req)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     let mut child = proc.child;
+    let log = proc.log;
     match proc.pty {
         Some(master) => {
             // One stream both ways: the terminal's output, and the body as its input.
@@ -365,7 +368,7 @@ pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult
                     }
                     let _ = tx.send(ndjson_line(&ExecEvent::Stdout { data: String::from_utf8_lossy(&buf[..n]).into_owned() })).await;
                 }
-                let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+                let code = log.exit_code(child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1));
                 let _ = tx.send(ndjson_line(&ExecEvent::Exit { exit_code: code })).await;
             });
         }
@@ -390,7 +393,7 @@ pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult
                         },
                     }
                 }
-                let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+                let code = log.exit_code(child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1));
                 let _ = tx.send(ndjson_line(&ExecEvent::Exit { exit_code: code })).await;
             });
         }

@@ -371,8 +371,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await;
         }
         Command::Rm(a) => {
-            let f = a.force;
-            return crate::containers::each(&client, &a.containers, |c| format!("/v1/containers/{}?force={f}", q(c)), Method::DELETE).await;
+            let (f, v) = (a.force, a.volumes);
+            return crate::containers::each(&client, &a.containers, |c| format!("/v1/containers/{}?force={f}&v={v}", q(c)), Method::DELETE)
+                .await;
         }
         Command::Exec(a) => return crate::containers::exec(&client, a).await,
         Command::Attach(a) => return crate::containers::attach(&client, a).await,

@@ -18,10 +18,22 @@ use atoll_spec::{ContainerSpec, HealthConfig, Mount, NetworkMode};
 
 use crate::output::table;
 
-/// `atoll run` could not create or start the container (exit code 125).
+/// `atoll run` could not create or start the container: exit code 125, or as docker does 127
+/// when the command does not exist and 126 when it cannot be run.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RunFailed(pub String);
+#[error("{message}")]
+pub struct RunFailed {
+    pub message: String,
+    pub code: u8,
+}
+
+impl RunFailed {
+    pub fn new(e: atoll_api::ClientError) -> Self {
+        let message = crate::output::chain(&anyhow::Error::from(e));
+        let code = atoll_runtime::failure::classify(&message).map_or(crate::exit::RUN_FAILED, |f| f.exit_code() as u8);
+        Self { message, code }
+    }
+}
 
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true)]
@@ -43,9 +55,15 @@ pub struct RunArgs {
     /// Read environment variables from a file.
     #[arg(long = "env-file", value_name = "FILE")]
     env_files: Vec<std::path::PathBuf>,
-    /// Bind a host path (absolute SOURCE) or a named volume: SOURCE:TARGET[:ro].
-    #[arg(short = 'v', long = "volume", value_name = "SOURCE:TARGET[:ro]")]
+    /// Bind a host path (absolute SOURCE), a named volume, or (no SOURCE) an anonymous one:
+    /// [SOURCE:]TARGET[:ro|rw|nocopy|rshared…]. An empty volume gets the image's content at
+    /// TARGET unless nocopy.
+    #[arg(short = 'v', long = "volume", value_name = "[SOURCE:]TARGET[:OPTS]")]
     volumes: Vec<String>,
+    /// Docker's long form: type=bind|volume|tmpfs,source=…,target=…[,readonly][,volume-nocopy]
+    /// [,bind-propagation=…][,tmpfs-size=…][,tmpfs-mode=…].
+    #[arg(long = "mount", value_name = "type=…,source=…,target=…")]
+    mount: Vec<String>,
     /// Mount a tmpfs: TARGET[:OPTIONS].
     #[arg(long, value_name = "TARGET[:OPTIONS]")]
     tmpfs: Vec<String>,
@@ -176,6 +194,9 @@ fn spec_of(a: &RunArgs) -> anyhow::Result<ContainerSpec> {
     let mut mounts = Vec::new();
     for v in &a.volumes {
         mounts.push(Mount::parse_volume(v)?);
+    }
+    for m in &a.mount {
+        mounts.push(Mount::parse_mount(m)?);
     }
     for t in &a.tmpfs {
         mounts.push(Mount::parse_tmpfs(t)?);
@@ -346,7 +367,7 @@ pub async fn run_spec(client: &Client, spec: ContainerSpec, a: RunHow) -> anyhow
     let created: ContainerInfo = match client.json(Method::POST, &url, Some(&spec)).await {
         Ok(c) => c,
         Err(e) if e.is_unreachable() => return Err(e.into()),
-        Err(e) => return Err(RunFailed(crate::output::chain(&anyhow::Error::from(e))).into()),
+        Err(e) => return Err(RunFailed::new(e).into()),
     };
     let id = created.record.id.clone();
     if !foreground {
@@ -367,9 +388,9 @@ pub async fn run_spec(client: &Client, spec: ContainerSpec, a: RunHow) -> anyhow
     if let Err(e) = client.call(Method::POST, &format!("/v1/containers/{id}/start"), None::<&()>).await {
         waiter.abort();
         if a.rm {
-            let _ = client.call(Method::DELETE, &format!("/v1/containers/{id}?force=true"), None::<&()>).await;
+            let _ = client.call(Method::DELETE, &format!("/v1/containers/{id}?force=true&v=true"), None::<&()>).await;
         }
-        return Err(RunFailed(crate::output::chain(&anyhow::Error::from(e))).into());
+        return Err(RunFailed::new(e).into());
     }
     // Forward SIGINT/SIGTERM to the container, as docker does.
     let sig_client = client.clone();
@@ -458,7 +479,7 @@ async fn run_attached(client: &Client, id: &str, interactive: bool) -> anyhow::R
     });
     if let Err(e) = client.call(Method::POST, &format!("/v1/containers/{id}/start?attach=true"), None::<&()>).await {
         waiter.abort();
-        return Err(RunFailed(crate::output::chain(&anyhow::Error::from(e))).into());
+        return Err(RunFailed::new(e).into());
     }
     let _ = attach_stream(client, id, interactive).await;
     let code = waiter.await.context("waiting for the container")??.exit_code;
@@ -547,7 +568,7 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
         .iter()
         .map(|c| {
             let r = &c.record;
-            let cmd = r.spec.cmd.as_ref().map(|c| c.join(" ")).unwrap_or_default();
+            let cmd = r.command_line();
             let cmd = if !a.no_trunc && cmd.chars().count() > 20 {
                 format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
             } else {
@@ -613,6 +634,9 @@ pub struct RmArgs {
     /// Kill running containers first.
     #[arg(short, long)]
     pub force: bool,
+    /// Also remove their anonymous volumes.
+    #[arg(short, long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }

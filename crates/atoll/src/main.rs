@@ -22,7 +22,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The daemon could not be reached.
     pub const NO_DAEMON: u8 = 3;
-    /// `atoll run` could not create or start the container (docker uses 125 too).
+    /// `atoll run` could not create or start the container (docker uses 125 too; 126 and 127
+    /// when the command cannot be run or does not exist).
     pub const RUN_FAILED: u8 = 125;
 }
 
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
             eprintln!("Error: {}", output::chain(&e));
             let code = match e.downcast_ref::<atoll_api::ClientError>() {
                 Some(c) if c.is_unreachable() => exit::NO_DAEMON,
-                _ if e.downcast_ref::<containers::RunFailed>().is_some() => exit::RUN_FAILED,
+                _ if let Some(r) = e.downcast_ref::<containers::RunFailed>() => r.code,
                 _ => exit::FAILED,
             };
             ExitCode::from(code)

@@ -527,13 +527,13 @@ fn containers_are_isolated_and_limited() {
     ]);
     assert!(!out.stdout.contains("MOUNTED") && !out.stdout.contains("UNSHARED") && !out.stdout.contains("WROTE"), "{out:?}");
     // Module loading is out of reach: CAP_SYS_MODULE (bit 16) is not even in the bounding set,
-    // no-new-privileges is set, and seccomp filters.
+    // and seccomp filters. no-new-privileges is docker's default: off.
     let out = run(&[e.image, "cat", "/proc/self/status"]);
     let field = |k: &str| out.stdout.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_default().trim().to_owned();
     let bnd = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
     assert_eq!(bnd & (1 << 16), 0, "CAP_SYS_MODULE in the bounding set");
     assert_eq!(bnd & (1 << 21), 0, "CAP_SYS_ADMIN in the bounding set");
-    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("NoNewPrivs:"), "0");
     assert_eq!(field("Seccomp:"), "2");
     // Masked and read-only paths.
     let out = run(&[e.image, "sh", "-c", "cat /proc/kcore | head -c 1 | wc -c; touch /proc/sysrq-trigger && echo TOUCHED; true"]);
@@ -621,7 +621,7 @@ fn read_only_rootfs_volumes_tmpfs_user_and_init() {
 fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     let e = env();
     let out = e.daemon.cli(&["run", e.image, "/no/such/binary"]);
-    assert_eq!(out.code, Some(125), "{out:?}");
+    assert_eq!(out.code, Some(127), "docker's code for a command not found: {out:?}");
     assert!(out.stderr.contains("/no/such/binary"), "the error should name the command: {}", out.stderr);
     let out = e.daemon.cli(&["run", "--rm", "localhost/does-not-exist", "true"]);
     assert_eq!(out.code, Some(125));
@@ -805,14 +805,14 @@ fn shm_size_and_security_opts_change_only_what_they_name() {
     let probe =
         "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | tr -s '\\t ' ' '; df -k /dev/shm | tail -1 | awk '{print \"shm \" $2}'";
     let defaults = d.ok(&["run", "--rm", "--network", "none", e.image, "sh", "-c", probe]);
-    assert!(defaults.contains("Seccomp: 2") && defaults.contains("NoNewPrivs: 1") && defaults.contains("shm 65536"), "{defaults}");
+    assert!(defaults.contains("Seccomp: 2") && defaults.contains("NoNewPrivs: 0") && defaults.contains("shm 65536"), "{defaults}");
     let flags = [
         "--shm-size",
         "128m",
         "--security-opt",
         "seccomp=unconfined",
         "--security-opt",
-        "no-new-privileges=false",
+        "no-new-privileges=true",
         "--security-opt",
         "apparmor:unconfined",
     ];
@@ -820,7 +820,7 @@ fn shm_size_and_security_opts_change_only_what_they_name() {
     args.extend(flags);
     args.extend([e.image, "sh", "-c", probe]);
     let changed = d.ok(&args);
-    assert!(changed.contains("Seccomp: 0") && changed.contains("NoNewPrivs: 0") && changed.contains("shm 131072"), "{changed}");
+    assert!(changed.contains("Seccomp: 0") && changed.contains("NoNewPrivs: 1") && changed.contains("shm 131072"), "{changed}");
     let r = d.fails(&["run", "--rm", "--security-opt", "seccomp=/etc/profile.json", e.image, "true"]);
     assert!(r.stderr.contains("unsupported security option"), "{r:?}");
 }

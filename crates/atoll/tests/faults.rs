@@ -94,8 +94,7 @@ fn a_full_disk_fails_pulls_and_writes_clearly_and_everything_works_once_space_is
     // the same disk: what it printed meanwhile is lost, and the log says so once it has room.
     // It prints 1 MB while the disk is full: far more than a pipe holds (64 KiB), so the writer
     // blocks until the shim has read (and failed to store) most of it before `rm` frees space.
-    let script =
-        "echo before; cat /dev/zero > /fill; rc=$?; head -c 1000000 /dev/zero | tr '\\0' x; echo; rm /fill; echo \"after rc=$rc\"; exit $rc";
+    let script = "echo before; cat /dev/zero > /fill; rc=$?; head -c 1000000 /dev/zero | tr '\\0' x; echo; rm /fill; echo \"after rc=$rc\"; exit $rc";
     let run = d.cli(&["run", "--rm", "--network", "none", &small, "sh", "-c", script]);
     assert_ne!(run.code, Some(0));
     let all = format!("{}{}", run.stdout, run.stderr);
@@ -279,6 +278,28 @@ fn killed_while_creating_starting_and_removing_containers_the_kernel_and_records
     d.ok(&["volume", "rm", "crashvol"]);
     let (_, rules) = d.ns().sh("nft list ruleset");
     assert!(!rules.contains("atoll"), "rules left:\n{rules}");
+}
+
+/// A volume being filled from the image when the daemon dies is emptied and filled again at
+/// the next start, never left half-made; a fill that finished is never redone.
+#[test]
+fn killed_while_filling_a_volume_from_the_image_the_next_start_fills_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    let image = d.import_busybox(dir.path());
+    crash_during(&mut d, "volume.filling", &["run", "-d", "--name", "filler", "-v", "filled:/etc", image, "sleep", "600"]);
+    let marker = d.data_dir.join("volumes/filled/filling");
+    assert!(marker.exists(), "the fill was under way");
+    assert_consistent(&d);
+    d.ok(&["start", "filler"]);
+    assert!(!marker.exists());
+    let ls = d.ok(&["exec", "filler", "ls", "/etc"]);
+    assert!(ls.contains("passwd") && ls.contains("group"), "{ls}");
+    d.ok(&["exec", "filler", "rm", "/etc/group"]);
+    d.ok(&["restart", "-t", "0", "filler"]);
+    assert!(!d.ok(&["exec", "filler", "ls", "/etc"]).contains("group"), "a finished fill is not redone");
+    d.ok(&["rm", "-f", "filler"]);
+    assert_consistent(&d);
 }
 
 #[test]

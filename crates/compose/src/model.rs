@@ -194,8 +194,16 @@ fn volume(service: &str, v: &J) -> Result<J, ModelError> {
             if modes.contains(&"ro") {
                 o.insert("read_only".into(), json!(true));
             }
+            let propagation = modes.iter().find(|m| matches!(**m, "rprivate" | "private" | "rslave" | "slave" | "rshared" | "shared"));
             if kind == "bind" {
-                o.insert("bind".into(), json!({"create_host_path": true}));
+                let mut b = json!({"create_host_path": true});
+                if let Some(p) = propagation {
+                    b["propagation"] = json!(p);
+                }
+                o.insert("bind".into(), b);
+            }
+            if kind == "volume" && modes.contains(&"nocopy") {
+                o.insert("volume".into(), json!({"nocopy": true}));
             }
             Ok(J::Object(o))
         }
@@ -672,6 +680,21 @@ pub struct ServiceVolume {
     pub target: String,
     pub read_only: bool,
     pub tmpfs: Option<TmpfsOptions>,
+    pub volume: Option<VolumeOptions>,
+    pub bind: Option<BindOptions>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct VolumeOptions {
+    /// Do not fill an empty volume with the image's content.
+    pub nocopy: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BindOptions {
+    pub propagation: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -173,7 +173,8 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
             "bind" => {
                 let src = v.source.clone().ok_or_else(|| bad(name, format!("the bind mount at {} needs a source", v.target)))?;
                 bind_dirs.push(src.clone());
-                Mount { kind: MountKind::Bind, source: src, target: v.target.clone(), read_only: v.read_only, options: vec![] }
+                let options = v.bind.as_ref().and_then(|b| b.propagation.clone()).into_iter().collect();
+                Mount { kind: MountKind::Bind, source: src, target: v.target.clone(), read_only: v.read_only, options }
             }
             "volume" => {
                 let source = match &v.source {
@@ -181,7 +182,9 @@ fn service_spec(p: &Project, name: &str, svc: &Service) -> Result<(ContainerSpec
                     // Anonymous: a stable name, so a recreated container finds its data again.
                     None => format!("{}_{name}_{}", p.name, &hex::encode(Sha256::digest(v.target.as_bytes()))[..12]),
                 };
-                Mount { kind: MountKind::Volume, source, target: v.target.clone(), read_only: v.read_only, options: vec![] }
+                let nocopy = v.volume.as_ref().is_some_and(|o| o.nocopy);
+                let options = if nocopy { vec![atoll_spec::container::NO_COPY.to_owned()] } else { vec![] };
+                Mount { kind: MountKind::Volume, source, target: v.target.clone(), read_only: v.read_only, options }
             }
             "tmpfs" => {
                 let mut options = Vec::new();
@@ -484,6 +487,19 @@ mod tests {
         assert_eq!(d.services[1].spec.cmd, Some(vec!["migrate".into(), "up".into()]));
         assert_eq!(d.networks.len(), 1);
         assert_eq!(d.volumes[0].name, "app_data");
+    }
+
+    /// Compose's `nocopy` (short `vol:/x:nocopy` and long `volume: {nocopy: true}`) and bind
+    /// propagation reach the container's mounts.
+    #[test]
+    fn volume_nocopy_and_bind_propagation_reach_the_mounts() {
+        let p = project(
+            "services:\n  s:\n    image: x\n    volumes: ['a:/a:nocopy', {type: volume, source: b, target: /b, volume: {nocopy: true}}, 'c:/c', '/srv:/srv:rshared']\nvolumes: {a: {}, b: {}, c: {}}\n",
+        );
+        let d = desired(&p).unwrap();
+        let m = &d.services[0].spec.mounts;
+        assert!(m[0].no_copy() && m[1].no_copy() && !m[2].no_copy());
+        assert_eq!(m[3].options, ["rshared"]);
     }
 
     #[test]

@@ -17,10 +17,15 @@ impl Engine {
         ShimClient::new(&self.state_dir(&rec.id)).attach().await.map_err(|source| EngineError::Signal { name: rec.name, source })
     }
 
-    /// A `runtime exec` command for `req` in container `rec` (not yet spawned).
-    pub fn exec_command(&self, rec: &ContainerRecord, req: &ExecRequest) -> tokio::process::Command {
+    /// A `runtime exec` command for `req` in container `rec` (not yet spawned); the runtime's
+    /// own messages go to `log` (JSON lines) when given.
+    pub fn exec_command(&self, rec: &ContainerRecord, req: &ExecRequest, log: Option<&ExecLog>) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.cfg.runtime.path);
-        c.arg("--root").arg(self.runtime_root()).arg("exec");
+        c.arg("--root").arg(self.runtime_root());
+        if let Some(l) = log {
+            c.arg(format!("--log={}", l.path.display())).arg("--log-format=json");
+        }
+        c.arg("exec");
         if let Some(u) = &req.user {
             c.arg("--user").arg(u);
         }
@@ -49,7 +54,8 @@ impl Engine {
             return Err(EngineError::Spec(atoll_spec::SpecError::HealthCommand));
         }
         let what = || format!("exec in {}", rec.name);
-        let mut c = self.exec_command(&rec, req);
+        let log = ExecLog { path: self.state_dir(&rec.id).join(format!("exec-{}.log", atoll_util::random_hex(8))) };
+        let mut c = self.exec_command(&rec, req, Some(&log));
         c.kill_on_drop(true);
         if req.tty {
             let (master, slave) = open_pty(req.tty_size).map_err(|source| EngineError::Exec { what: what(), source })?;
@@ -58,13 +64,13 @@ impl Engine {
             c.stdin(io(&slave).map_err(wrap)?).stdout(io(&slave).map_err(wrap)?).stderr(io(&slave).map_err(wrap)?);
             let child = c.spawn().map_err(wrap)?;
             drop(slave);
-            return Ok(ExecProcess { child, pty: Some(master) });
+            return Ok(ExecProcess { child, pty: Some(master), log });
         }
         c.stdin(if req.interactive { std::process::Stdio::piped() } else { std::process::Stdio::null() })
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let child = c.spawn().map_err(|source| EngineError::Exec { what: what(), source })?;
-        Ok(ExecProcess { child, pty: None })
+        Ok(ExecProcess { child, pty: None, log })
     }
 
     /// The processes of a container: (pid, uid, cpu seconds, command line).
@@ -104,11 +110,41 @@ impl Engine {
     }
 }
 
-/// A started exec: its process, and the pty master for a terminal session.
+/// A started exec: its process, the pty master for a terminal session, and the runtime's log.
 #[derive(Debug)]
 pub struct ExecProcess {
     pub child: tokio::process::Child,
     pub pty: Option<std::fs::File>,
+    pub log: ExecLog,
+}
+
+/// The runtime's log of one exec (`--log`, JSON lines), removed when dropped: it says why the
+/// runtime could not start the command, if it could not.
+#[derive(Debug)]
+pub struct ExecLog {
+    path: std::path::PathBuf,
+}
+
+impl ExecLog {
+    /// The exit code to report for an exec whose runtime exited with `code`: docker's 127 or
+    /// 126 when the runtime could not start the command, else `code`.
+    pub fn exit_code(&self, code: i32) -> i32 {
+        if code == 0 {
+            return 0;
+        }
+        let text = fs::read_to_string(&self.path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["level"] == "error")
+            .find_map(|v| v["msg"].as_str().and_then(atoll_runtime::failure::classify))
+            .map_or(code, |f| f.exit_code())
+    }
+}
+
+impl Drop for ExecLog {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// A pty pair (master, slave) of `size` (rows, cols).

@@ -16,12 +16,13 @@ pub mod events;
 mod exec;
 mod lifecycle;
 pub mod names;
+pub mod populate;
 pub mod record;
 mod start;
 mod supervise;
 pub mod volumes;
 
-pub use exec::{ExecProcess, ExecRequest, ProcessInfo};
+pub use exec::{ExecLog, ExecProcess, ExecRequest, ProcessInfo};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -78,6 +79,12 @@ pub enum EngineError {
         #[source]
         source: driver::DriverError,
     },
+    #[error("starting container {name} ({hint})", hint = atoll_runtime::failure::MOUNT_TYPE_HINT)]
+    StartMountType {
+        name: String,
+        #[source]
+        source: driver::DriverError,
+    },
     #[error("signalling container {name}")]
     Signal {
         name: String,
@@ -119,7 +126,7 @@ impl EngineError {
             Self::Rootfs(rootfs::RootfsError::TooManyLayers { .. }) => K::Invalid,
             // A runtime refusing a container is mostly the configuration's fault (bad
             // workdir, command not found in the image…).
-            Self::Start { .. } => K::Invalid,
+            Self::Start { .. } | Self::StartMountType { .. } => K::Invalid,
             _ => K::Internal,
         }
     }
@@ -255,6 +262,13 @@ impl Engine {
         let engine = Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), volumes, this: this.clone() });
         let boot = boot_id();
         for slot in slots {
+            let rec = slot.get();
+            if rec.path.is_empty()
+                && let Ok(argv) = bundle::argv(&rec.spec, &engine.image_defaults(&rec))
+            {
+                // Records made before they kept the command.
+                let _ = engine.update(&slot, |r| (r.path, r.args) = (argv[0].clone(), argv[1..].to_vec()));
+            }
             engine.slots.lock().unwrap().insert(slot.get().id, slot.clone());
             engine.readopt(&slot, boot.as_deref()).await;
         }

@@ -122,8 +122,9 @@ impl Engine {
         }
     }
 
-    /// Removes a container (killing it first with `force`).
-    pub async fn remove(&self, query: &str, force: bool) -> Result<ContainerRecord, EngineError> {
+    /// Removes a container (killing it first with `force`), and with `volumes` its anonymous
+    /// volumes that no other container uses (docker's `rm -v`; `run --rm` does it too).
+    pub async fn remove(&self, query: &str, force: bool, volumes: bool) -> Result<ContainerRecord, EngineError> {
         let slot = self.slot(query)?;
         let _op = slot.op.lock().await;
         let rec = slot.get();
@@ -158,6 +159,14 @@ impl Engine {
         fs::remove_dir_all(&dir).map_err(EngineError::Prepare)?;
         tracing::info!(container = %rec.name, "removed");
         self.emit(&rec, "destroy", &[]);
+        if volumes {
+            for m in rec.spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume) {
+                let anonymous = self.volumes.get(&m.source).is_ok_and(|v| v.labels.contains_key(crate::volumes::LABEL_ANONYMOUS));
+                if anonymous && let Err(e) = self.remove_volume(&m.source) {
+                    tracing::warn!(container = %rec.name, volume = %m.source, error = %e, "keeping an anonymous volume");
+                }
+            }
+        }
         Ok(slot.get())
     }
 

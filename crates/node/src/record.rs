@@ -63,11 +63,22 @@ pub struct ContainerRecord {
     /// Its published ports, host ports resolved.
     #[serde(default)]
     pub ports: Vec<atoll_net::PublishedPort>,
+    /// The program the container runs, and its arguments: the image's Entrypoint and Cmd
+    /// combined with the spec's by docker's rules (docker's `Path` and `Args`), fixed at create.
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 impl ContainerRecord {
     pub fn is_running(&self) -> bool {
         self.state == State::Running
+    }
+
+    /// The command line it runs, as `ps` shows it: `path args…` joined by spaces.
+    pub fn command_line(&self) -> String {
+        std::iter::once(&self.path).chain(&self.args).filter(|w| !w.is_empty()).cloned().collect::<Vec<_>>().join(" ")
     }
 
     /// `Up 5 minutes (healthy)`, `Exited (1) 2 seconds ago`, as `ps` shows.

@@ -105,7 +105,33 @@ impl Engine {
                 None => names::generate(taken),
             }
         };
+        let image = self.defaults_for(&detail.summary.id);
+        // No command is a mistake of the spec's: refused here, before anything is made.
+        let argv = bundle::argv(&spec, &image)?;
+        // Anonymous volumes: `-v /path`, and each image `VOLUME` nothing else is mounted at.
+        for target in &image.volumes {
+            let t = target.trim_end_matches('/');
+            if !spec.mounts.iter().any(|m| m.target.trim_end_matches('/') == t) {
+                spec.mounts.push(atoll_spec::Mount {
+                    kind: atoll_spec::MountKind::Volume,
+                    source: String::new(),
+                    target: t.to_owned(),
+                    read_only: false,
+                    options: vec![],
+                });
+            }
+        }
+        let mut anonymous = Vec::new();
+        for m in spec.mounts.iter_mut().filter(|m| m.is_anonymous()) {
+            m.source = atoll_util::random_hex(32);
+            anonymous.push(m.source.clone());
+        }
         let dir = self.state_dir(&id);
+        let undo_volumes = |volumes: &crate::volumes::Volumes| {
+            for v in &anonymous {
+                let _ = volumes.remove(v, &[]);
+            }
+        };
         let made = (|| {
             for d in ["rootfs", "upper", "work"] {
                 fs::create_dir_all(dir.join(d))?;
@@ -119,12 +145,21 @@ impl Engine {
             return Err(EngineError::Prepare(e));
         }
         atoll_util::crash_point("create.dir-made");
+        let anon_label: BTreeMap<String, String> = [(crate::volumes::LABEL_ANONYMOUS.to_owned(), String::new())].into();
+        for v in &anonymous {
+            if let Err(e) = self.volumes.create(v, anon_label.clone()) {
+                undo_volumes(&self.volumes);
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e.into());
+            }
+        }
         let (endpoints, ports) = if spec.network == NetworkMode::Bridge {
-            let mut exposed = self.defaults_for(&detail.summary.id).exposed;
+            let mut exposed = image.exposed.clone();
             exposed.extend(spec.expose.iter().copied());
             match self.nets.allocate(&id, &name, &spec.networks, &spec.publish, &exposed, spec.publish_all).await {
                 Ok(r) => r,
                 Err(e) => {
+                    undo_volumes(&self.volumes);
                     let _ = fs::remove_dir_all(&dir);
                     return Err(e.into());
                 }
@@ -158,6 +193,8 @@ impl Engine {
             error: None,
             endpoints,
             ports,
+            path: argv[0].clone(),
+            args: argv[1..].to_vec(),
         };
         let slot = Slot::new(rec);
         // Insert under the lock that checked the name, re-checking it (two creates may race).
@@ -174,6 +211,7 @@ impl Engine {
         .and_then(|()| self.save(&slot))
         .inspect_err(|_| {
             self.slots.lock().unwrap().remove(&id);
+            undo_volumes(&self.volumes);
             let _ = fs::remove_dir_all(&dir);
         });
         if let Err(e) = inserted {
@@ -207,9 +245,14 @@ impl Engine {
         let result = self.start_inner(slot).await;
         if let Err(e) = &result {
             let msg = error_chain(e);
+            // Docker's record of a command that cannot run: 127 (not found) or 126.
+            let failure = atoll_runtime::failure::classify(&msg);
             let _ = rootfs::unmount(&self.state_dir(&slot.get().id).join("rootfs"));
             let _ = self.update(slot, |r| {
                 r.error = Some(msg);
+                if let Some(f) = failure {
+                    r.exit_code = Some(f.exit_code());
+                }
                 if r.state == State::Restarting {
                     r.state = State::Exited;
                 }
@@ -242,6 +285,9 @@ impl Engine {
         let mut volume_sources = std::collections::BTreeMap::new();
         for m in rec.spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume) {
             self.volumes.create(&m.source, BTreeMap::new())?;
+            if !m.no_copy() {
+                self.populate(&rec, &m.source, &root, &m.target).await?;
+            }
             volume_sources.insert(m.target.clone(), self.volumes.data_path(&m.source));
         }
         let input = BundleInput {
@@ -281,8 +327,12 @@ impl Engine {
             stdin: rec.spec.interactive,
             wait_attach: std::mem::take(&mut *slot.attach_next.lock().unwrap()),
         };
-        let (pid, started_at) =
-            driver::spawn_shim(&self.cfg.exe, &shim).await.map_err(|source| EngineError::Start { name: rec.name.clone(), source })?;
+        let (pid, started_at) = driver::spawn_shim(&self.cfg.exe, &shim).await.map_err(|source| match &source {
+            driver::DriverError::Start(m) if atoll_runtime::failure::is_mount_type_mismatch(m) => {
+                EngineError::StartMountType { name: rec.name.clone(), source }
+            }
+            _ => EngineError::Start { name: rec.name.clone(), source },
+        })?;
         atoll_util::crash_point("start.shim-spawned");
         let boot = boot_id();
         let has_health = bundle::health_check(&rec.spec, &image).is_some();
@@ -328,6 +378,21 @@ impl Engine {
             .args(["delete", "--force", id])
             .output()
             .await;
+    }
+
+    /// Fills an empty volume from the image before the container first sees it (off the
+    /// async threads: an image directory can be large).
+    async fn populate(&self, rec: &ContainerRecord, volume: &str, root: &Path, target: &str) -> Result<(), EngineError> {
+        let (volumes, name, root, dest) = (self.volumes.clone(), volume.to_owned(), root.to_owned(), target.to_owned());
+        let filled = tokio::task::spawn_blocking(move || volumes.populate(&name, &root, &dest))
+            .await
+            .map_err(|e| EngineError::Prepare(std::io::Error::other(e)))??;
+        if let Some(c) = filled
+            && c.entries > 0
+        {
+            tracing::info!(container = %rec.name, volume, target, entries = c.entries, bytes = c.bytes, "filled the volume from the image");
+        }
+        Ok(())
     }
 
     pub(crate) async fn write_etc_files(

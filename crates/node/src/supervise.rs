@@ -65,7 +65,7 @@ impl Engine {
             let engine = self.arc();
             let id = rec.id.clone();
             tokio::spawn(async move {
-                if let Err(e) = engine.remove(&id, true).await {
+                if let Err(e) = engine.remove(&id, true, true).await {
                     tracing::warn!(container = %id, error = %e, "auto-remove failed");
                 }
             });
@@ -151,7 +151,7 @@ impl Engine {
 
     /// Runs the health probe once, with its timeout.
     pub(crate) async fn probe(&self, rec: &ContainerRecord, cfg: &atoll_spec::HealthConfig) -> Result<(i32, String), EngineError> {
-        let mut cmd = self.exec_command(rec, &ExecRequest { cmd: cfg.argv(), ..Default::default() });
+        let mut cmd = self.exec_command(rec, &ExecRequest { cmd: cfg.argv(), ..Default::default() }, None);
         cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
         let child = cmd.spawn().map_err(|source| EngineError::Exec { what: "the health probe".into(), source })?;
         match tokio::time::timeout(cfg.timeout, child.wait_with_output()).await {

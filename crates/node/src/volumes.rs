@@ -1,9 +1,12 @@
 //! Named volumes: a directory `<data>/volumes/<name>/_data` and a `meta.json` beside it
 //! (labels, creation time). Created explicitly (`volume create`, compose) or on first use by
-//! a container; removed only when no container refers to it.
+//! a container; removed only when no container refers to it. An empty volume is filled from
+//! the image on mount ([`Volumes::populate`]); a `filling` file beside `_data` marks a fill in
+//! progress, so one interrupted by a crash is redone, never left half-made.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,14 +49,20 @@ pub struct VolumeRecord {
     pub mountpoint: String,
 }
 
-#[derive(Debug)]
+/// Labels an anonymous volume (docker's label), so `rm -v` and `run --rm` know to remove it.
+pub const LABEL_ANONYMOUS: &str = "com.docker.volume.anonymous";
+
+#[derive(Debug, Clone)]
 pub struct Volumes {
     dir: PathBuf,
+    /// Held while a volume is filled from an image: two containers starting with the same
+    /// empty volume fill it once.
+    fill: Arc<Mutex<()>>,
 }
 
 impl Volumes {
     pub fn new(data_dir: &std::path::Path) -> Self {
-        Self { dir: data_dir.join("volumes") }
+        Self { dir: data_dir.join("volumes"), fill: Arc::default() }
     }
 
     fn check(name: &str) -> Result<(), VolumeError> {
@@ -112,6 +121,56 @@ impl Volumes {
         let mut out: Vec<VolumeRecord> = rd.flatten().filter_map(|e| self.get(&e.file_name().to_string_lossy()).ok()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Fills volume `name` with the image's content at `target` of `rootfs` if the volume is
+    /// empty (or an earlier fill was interrupted), as docker does when it mounts a volume:
+    /// `None` if it was left alone. A failed fill leaves the volume empty.
+    pub fn populate(&self, name: &str, rootfs: &Path, target: &str) -> Result<Option<crate::populate::Copied>, VolumeError> {
+        use crate::populate;
+        let io = Self::io;
+        let dir = self.dir.join(name);
+        let (data, marker) = (dir.join("_data"), dir.join("filling"));
+        let unfilled = || Ok::<bool, std::io::Error>(marker.exists() || populate::is_empty(&data)?);
+        if !unfilled().map_err(io(name))? {
+            return Ok(None);
+        }
+        let _one = self.fill.lock().unwrap_or_else(|p| p.into_inner());
+        if !unfilled().map_err(io(name))? {
+            return Ok(None);
+        }
+        let clear = || -> std::io::Result<()> {
+            for e in std::fs::read_dir(&data)? {
+                let p = e?.path();
+                if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p)? } else { std::fs::remove_file(&p)? }
+            }
+            std::fs::remove_file(&marker).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        };
+        if marker.exists() {
+            tracing::warn!(volume = name, "redoing a fill from the image that was interrupted");
+            clear().map_err(io(name))?;
+        }
+        let Some(src) = populate::open_image_dir(rootfs, target).map_err(io(name))? else { return Ok(None) };
+        if populate::fd_is_empty(&src).map_err(io(name))? {
+            populate::copy_ownership(&src, &data).map_err(io(name))?;
+            return Ok(None);
+        }
+        atoll_util::atomic_write(&marker, b"", 0o600).map_err(|e| io(name)(std::io::Error::other(e)))?;
+        atoll_util::crash_point("volume.filling");
+        let copied = populate::copy_tree(&src, &data).and_then(|c| {
+            // The data is durable before the marker goes: a crash after this never redoes a
+            // fill over what a container has since written.
+            rustix::fs::syncfs(std::fs::File::open(&data)?)?;
+            std::fs::remove_file(&marker)?;
+            atoll_util::fsync_dir(&dir)?;
+            Ok(c)
+        });
+        copied.map(Some).map_err(|e| {
+            if let Err(c) = clear() {
+                tracing::warn!(volume = name, error = %c, "clearing a failed fill; the next start redoes it");
+            }
+            io(name)(e)
+        })
     }
 
     /// Removes a volume and its data; `users` are the containers that refer to it.

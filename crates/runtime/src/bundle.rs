@@ -58,6 +58,9 @@ pub struct ImageDefaults {
     pub healthcheck: Option<atoll_spec::HealthConfig>,
     /// The image's `ExposedPorts` (what `-P` publishes).
     pub exposed: Vec<atoll_spec::ExposedPort>,
+    /// The image's `Volumes`: targets that get an anonymous volume unless the container
+    /// mounts something there.
+    pub volumes: Vec<String>,
 }
 
 impl ImageDefaults {
@@ -78,6 +81,10 @@ impl ImageDefaults {
             exposed: c["ExposedPorts"]
                 .as_object()
                 .map(|m| m.keys().filter_map(|k| atoll_spec::network::parse_expose(k).ok()).flatten().collect())
+                .unwrap_or_default(),
+            volumes: c["Volumes"]
+                .as_object()
+                .map(|m| m.keys().filter(|k| k.starts_with('/') && k.len() > 1).cloned().collect())
                 .unwrap_or_default(),
         }
     }
@@ -180,6 +187,109 @@ pub struct BundleInput<'a> {
 /// Where `--init` is mounted inside the container.
 pub const INIT_PATH: &str = "/sbin/atoll-init";
 
+/// Options of a tmpfs mount: docker's defaults (`noexec`, `nosuid`, `nodev`) under the
+/// user's, where a later flag wins over its opposite (`exec` over `noexec`) and a later
+/// `size=`/`mode=` over an earlier one (docker's `MergeTmpfsOptions`).
+pub fn tmpfs_options(user: &[String]) -> Vec<String> {
+    const PAIRS: &[(&str, &str)] = &[("exec", "noexec"), ("suid", "nosuid"), ("dev", "nodev"), ("rw", "ro"), ("atime", "noatime")];
+    let mut out: Vec<String> = Vec::new();
+    for o in ["noexec", "nosuid", "nodev"].iter().map(|s| s.to_string()).chain(user.iter().cloned()) {
+        let opposite = PAIRS.iter().find_map(|&(a, b)| {
+            if o == a {
+                Some(b)
+            } else if o == b {
+                Some(a)
+            } else {
+                None
+            }
+        });
+        let key = o.split_once('=').map(|(k, _)| format!("{k}="));
+        out.retain(|e| Some(e.as_str()) != opposite && *e != o && key.as_deref().is_none_or(|k| !e.starts_with(k)));
+        out.push(o);
+    }
+    out
+}
+
+/// Docker's namespaced defaults for a container with a network of its own — any user may
+/// bind ports below 1024 and send ICMP echo — under the user's `--sysctl`s.
+pub fn sysctls(spec: &ContainerSpec) -> BTreeMap<String, String> {
+    let mut out = spec.sysctls.clone();
+    if spec.network != NetworkMode::Host {
+        out.entry("net.ipv4.ip_unprivileged_port_start".into()).or_insert_with(|| "0".into());
+        out.entry("net.ipv4.ping_group_range".into()).or_insert_with(|| "0 2147483647".into());
+    }
+    out
+}
+
+/// The mount list, in the order the runtime makes them: the runtime's own filesystems
+/// (`/proc`, `/dev`…) unless the user mounts over them, then the user's mounts, Atoll's
+/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` and the init binary, sorted parents
+/// first (docker sorts by path depth, keeping the given order among equals), so no mount
+/// hides another; a user mount at one of Atoll's files replaces it.
+fn mounts(input: &BundleInput<'_>) -> Vec<Value> {
+    let spec = input.spec;
+    let shm_size = format!("size={}k", spec.shm_size.unwrap_or(64 << 20).div_ceil(1024));
+    let defaults = [
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", shm_size]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ];
+    let user_targets: Vec<&str> = spec.mounts.iter().map(|m| m.target.trim_end_matches('/')).collect();
+    let dev_mounted = user_targets.contains(&"/dev");
+    let mut out: Vec<Value> = defaults
+        .into_iter()
+        .filter(|m| {
+            let d = m["destination"].as_str().unwrap_or_default();
+            let replaced = user_targets.contains(&d) || (dev_mounted && d.starts_with("/dev/"));
+            !replaced
+        })
+        .collect();
+
+    // (depth, mount) for everything else, sorted stably by depth.
+    let depth = atoll_spec::container::path_depth;
+    let mut rest: Vec<(usize, Value)> = Vec::new();
+    for m in &spec.mounts {
+        let ro = if m.read_only { "ro" } else { "rw" };
+        let mount = match m.kind {
+            MountKind::Bind | MountKind::Volume => {
+                let source = match m.kind {
+                    MountKind::Bind => PathBuf::from(&m.source),
+                    _ => input.volume_sources.get(&m.target).cloned().unwrap_or_else(|| PathBuf::from(&m.source)),
+                };
+                let propagation = |o: &String| o.contains("private") || o.contains("slave") || o.contains("shared");
+                let mut opts = vec!["rbind".to_owned(), ro.to_owned()];
+                opts.extend(m.options.iter().filter(|o| propagation(o)).cloned());
+                if !m.options.iter().any(propagation) {
+                    opts.push("rprivate".into());
+                }
+                json!({"destination": m.target, "type": "bind", "source": source, "options": opts})
+            }
+            MountKind::Tmpfs => json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": tmpfs_options(&m.options)}),
+        };
+        rest.push((m.depth(), mount));
+    }
+    // Atoll's files are the container's own (as docker's are): writable unless the root is.
+    let own = if spec.read_only { "ro" } else { "rw" };
+    for (src, dst) in &input.etc_files {
+        if !user_targets.contains(dst) {
+            rest.push((depth(dst), json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", own]})));
+        }
+    }
+    if let (true, Some(init)) = (spec.init, &input.init_binary) {
+        rest.push((
+            depth(INIT_PATH),
+            json!({"destination": INIT_PATH, "type": "bind", "source": init, "options": ["rbind", "rprivate", "ro"]}),
+        ));
+    }
+    rest.sort_by_key(|(d, _)| *d);
+    out.extend(rest.into_iter().map(|(_, m)| m));
+    out
+}
+
 /// Builds the runtime config.
 pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, BundleError> {
     let spec = input.spec;
@@ -191,44 +301,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
     let env = environment(spec, input.image, &input.hostname, &input.identity.home);
     let cwd = spec.workdir.clone().or_else(|| input.image.workdir.clone()).unwrap_or_else(|| "/".into());
 
-    let shm_size = format!("size={}k", spec.shm_size.unwrap_or(64 << 20).div_ceil(1024));
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", shm_size]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
-    ];
-    for (src, dst) in &input.etc_files {
-        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", "ro"]}));
-    }
-    if let (true, Some(init)) = (spec.init, &input.init_binary) {
-        mounts.push(json!({"destination": INIT_PATH, "type": "bind", "source": init, "options": ["rbind", "rprivate", "ro"]}));
-    }
-    for m in &spec.mounts {
-        let ro = if m.read_only { "ro" } else { "rw" };
-        match m.kind {
-            MountKind::Bind | MountKind::Volume => {
-                let source = match m.kind {
-                    MountKind::Bind => PathBuf::from(&m.source),
-                    _ => input.volume_sources.get(&m.target).cloned().unwrap_or_else(|| PathBuf::from(&m.source)),
-                };
-                let mut opts = vec!["rbind".to_owned(), ro.to_owned()];
-                opts.extend(m.options.iter().filter(|o| o.contains("private") || o.contains("slave") || o.contains("shared")).cloned());
-                if !opts.iter().any(|o| o.contains("private") || o.contains("slave") || o.contains("shared")) {
-                    opts.push("rprivate".into());
-                }
-                mounts.push(json!({"destination": m.target, "type": "bind", "source": source, "options": opts}));
-            }
-            MountKind::Tmpfs => {
-                let mut opts = vec!["nosuid".to_owned(), "nodev".to_owned()];
-                opts.extend(m.options.iter().cloned());
-                mounts.push(json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": opts}));
-            }
-        }
-    }
+    let mounts = mounts(input);
 
     let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
     match (&spec.network, &input.netns) {
@@ -260,7 +333,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []},
             "rlimits": input.rlimits.iter().map(|(name, (soft, hard))| json!({"type": format!("RLIMIT_{}", name.to_ascii_uppercase()), "soft": soft, "hard": hard})).collect::<Vec<_>>(),
-            "noNewPrivileges": !spec.security.allow_new_privileges,
+            "noNewPrivileges": spec.security.no_new_privileges,
             "oomScoreAdj": 0,
         },
         "root": {"path": input.rootfs, "readonly": spec.read_only},
@@ -278,7 +351,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<oci_spec::runtime::Spec, Bundle
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "seccomp": seccomp::profile(&spec.capabilities(), input.arch),
-            "sysctl": spec.sysctls,
+            "sysctl": sysctls(spec),
         },
     });
     if spec.security.seccomp_unconfined
@@ -317,6 +390,76 @@ mod tests {
         let s = ContainerSpec { image: "x".into(), env: vec!["A=2".into(), "B=3".into()], tty: true, ..Default::default() };
         let env = environment(&s, &image(), "web", "/root");
         assert_eq!(env, vec!["PATH=/bin", "HOSTNAME=web", "A=2", "B=3", "HOME=/root", "TERM=xterm"]);
+    }
+
+    #[test]
+    fn tmpfs_options_follow_docker() {
+        let o = |v: &[&str]| tmpfs_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(o(&[]), ["noexec", "nosuid", "nodev"]);
+        assert_eq!(o(&["exec", "size=1m"]), ["nosuid", "nodev", "exec", "size=1m"]);
+        assert_eq!(o(&["size=1m", "mode=700", "size=2m", "noexec"]), ["nosuid", "nodev", "mode=700", "size=2m", "noexec"]);
+    }
+
+    #[test]
+    fn sysctls_default_as_docker_for_own_networks() {
+        let mut s = ContainerSpec { image: "x".into(), ..Default::default() };
+        s.sysctls.insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
+        let got = sysctls(&s);
+        assert_eq!(got["net.ipv4.ip_unprivileged_port_start"], "80");
+        assert_eq!(got["net.ipv4.ping_group_range"], "0 2147483647");
+        s.network = NetworkMode::Host;
+        s.sysctls.clear();
+        assert!(sysctls(&s).is_empty());
+    }
+
+    static ROOT: std::sync::LazyLock<Identity> =
+        std::sync::LazyLock::new(|| Identity { uid: 0, gid: 0, additional_gids: vec![], home: "/root".into() });
+
+    /// The input of container `abc` in `/var/lib/atoll` for `spec`.
+    fn input<'a>(spec: &'a ContainerSpec, img: &'a ImageDefaults, etc: &[&'static str]) -> BundleInput<'a> {
+        BundleInput {
+            id: "abc",
+            name: "web",
+            spec,
+            image: img,
+            identity: &ROOT,
+            rootfs: "/var/lib/atoll/containers/abc/rootfs".into(),
+            hostname: "abc".into(),
+            etc_files: etc.iter().map(|d| (PathBuf::from(format!("/var/lib/atoll/containers/abc{}", &d[4..])), *d)).collect(),
+            volume_sources: BTreeMap::new(),
+            cgroups_path: "/atoll/abc".into(),
+            rlimits: BTreeMap::new(),
+            init_binary: None,
+            arch: "x86_64",
+            netns: Some("/var/lib/atoll/netns/abc".into()),
+        }
+    }
+
+    fn destinations(user: &[&str], etc: &[&'static str]) -> Vec<String> {
+        let spec = ContainerSpec {
+            image: "x".into(),
+            mounts: user.iter().map(|m| atoll_spec::Mount::parse_volume(m).unwrap()).collect(),
+            ..Default::default()
+        };
+        let img = image();
+        let input = input(&spec, &img, etc);
+        mounts(&input).iter().map(|m| m["destination"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// `-v child:/data/sub -v parent:/data` mounted /data/sub first, then hid it under /data.
+    #[test]
+    fn mounts_are_made_parents_first_and_atolls_files_stay_visible() {
+        let d = destinations(&["child:/data/sub", "parent:/data", "etc:/etc"], &["/etc/hosts", "/etc/hostname"]);
+        let pos = |t: &str| d.iter().position(|x| x == t).unwrap();
+        assert!(pos("/data") < pos("/data/sub"));
+        assert!(pos("/etc") < pos("/etc/hosts") && pos("/etc") < pos("/etc/hostname"));
+        // A user's own file at one of Atoll's paths replaces Atoll's.
+        let d = destinations(&["/srv/hosts:/etc/hosts"], &["/etc/hosts"]);
+        assert_eq!(d.iter().filter(|x| *x == "/etc/hosts").count(), 1);
+        // Mounting over /dev replaces the runtime's /dev and everything under it.
+        let d = destinations(&["/srv/dev:/dev"], &[]);
+        assert!(!d.iter().any(|x| x.starts_with("/dev/")), "{d:?}");
+        assert_eq!(d.iter().filter(|x| *x == "/dev").count(), 1);
     }
 
     /// Keys sorted, and capability sets sorted: oci-spec keeps annotations in a HashMap and
@@ -358,24 +501,9 @@ mod tests {
             cap_drop: vec!["NET_RAW".into()],
             ..Default::default()
         };
-        let identity = Identity { uid: 0, gid: 0, additional_gids: vec![], home: "/root".into() };
         let img = image();
-        let input = BundleInput {
-            id: "abc",
-            name: "web",
-            spec: &spec,
-            image: &img,
-            identity: &identity,
-            rootfs: "/var/lib/atoll/containers/abc/rootfs".into(),
-            hostname: "abc".into(),
-            etc_files: vec![("/var/lib/atoll/containers/abc/hosts".into(), "/etc/hosts")],
-            volume_sources: BTreeMap::new(),
-            cgroups_path: "/atoll/abc".into(),
-            rlimits: [("nofile".to_owned(), (1024, 4096)), ("nproc".to_owned(), (4096, 4096))].into(),
-            init_binary: None,
-            arch: "x86_64",
-            netns: Some("/var/lib/atoll/netns/abc".into()),
-        };
+        let mut input = input(&spec, &img, &["/etc/hosts"]);
+        input.rlimits = [("nofile".to_owned(), (1024, 4096)), ("nproc".to_owned(), (4096, 4096))].into();
         let cfg = config(&input).unwrap();
         let mut v = sorted(serde_json::to_value(&cfg).unwrap());
         // The seccomp profile has its own test; keep this snapshot about the rest.

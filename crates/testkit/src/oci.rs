@@ -30,7 +30,12 @@ impl LayerBuilder {
         Self { tar: tar::Builder::new(Vec::new()) }
     }
 
-    pub fn entry(mut self, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8], mode: u32) -> Self {
+    pub fn entry(self, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8], mode: u32) -> Self {
+        self.entry_owned(name, kind, link, data, mode, (0, 0))
+    }
+
+    /// An entry owned by `(uid, gid)`.
+    pub fn entry_owned(mut self, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8], mode: u32, owner: (u64, u64)) -> Self {
         let mut h = tar::Header::new_gnu();
         let raw = &mut h.as_old_mut().name;
         raw.fill(0);
@@ -43,8 +48,8 @@ impl LayerBuilder {
         h.set_entry_type(kind);
         h.set_size(data.len() as u64);
         h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
+        h.set_uid(owner.0);
+        h.set_gid(owner.1);
         h.set_mtime(1_700_000_000);
         h.set_cksum();
         self.tar.append(&h, data).unwrap();
