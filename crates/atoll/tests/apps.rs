@@ -128,6 +128,8 @@ fn a_python_app_on_postgres_and_redis_behind_nginx_keeps_its_data_across_daemon_
     };
     let bodies =
         |v: &serde_json::Value| v["notes"].as_array().unwrap().iter().map(|n| n["body"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    // A field of each service's container, as JSON text.
+    let field = |d: &Daemon, f: &str| ["db", "cache", "app", "web"].map(|s| d.container(&format!("notes-{s}-1"))[f].to_string());
 
     let up = compose(&d, &["up", "-d", "--wait"]);
     assert!(up.ok(), "{up:?}\n{}", d.log_text());
@@ -146,14 +148,15 @@ fn a_python_app_on_postgres_and_redis_behind_nginx_keeps_its_data_across_daemon_
     assert_eq!(post(&d, "written while the daemon was away"), 3);
     d.start_again();
     assert_eq!(notes(&d)["posted"], 3);
-    for s in ["db", "cache", "app", "web"] {
-        assert_eq!(d.container(&format!("notes-{s}-1"))["state"], "running", "{s}");
-    }
+    assert_eq!(field(&d, "state"), ["running"; 4].map(|s| format!("{s:?}")), "after the daemon's restart");
     assert_eq!(health(&d, "notes-db-1"), "healthy");
 
     // Every container restarted: the data is in the volumes.
+    let started = field(&d, "started_at");
     let restarted = compose(&d, &["restart"]);
     assert!(restarted.ok(), "{restarted:?}");
+    let again = field(&d, "started_at");
+    assert!(started.iter().zip(&again).all(|(a, b)| a != b), "not every container restarted: {started:?} {again:?}");
     atoll_testkit::wait_for(120, "the app to answer through nginx after the restart", || {
         http(&d, "GET", &format!("{base}/notes"), None).0 == 200
     });
@@ -163,10 +166,12 @@ fn a_python_app_on_postgres_and_redis_behind_nginx_keeps_its_data_across_daemon_
     assert_eq!(post(&d, "after the restart"), 4);
 
     // Down (keeping the volumes) and up again: new containers, the same data, no second initdb.
+    let ids = field(&d, "id");
     let down = compose(&d, &["down"]);
     assert!(down.ok(), "{down:?}");
     let up = compose(&d, &["up", "-d", "--wait"]);
     assert!(up.ok(), "{up:?}\n{}", d.log_text());
+    assert!(ids.iter().zip(field(&d, "id")).all(|(a, b)| *a != b), "containers were not recreated");
     let v = notes(&d);
     assert_eq!(
         bodies(&v),
