@@ -190,3 +190,22 @@ fn a_python_app_on_postgres_and_redis_behind_nginx_keeps_its_data_across_daemon_
     assert!(down.ok(), "{down:?}");
     assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "", "volumes left");
 }
+
+/// Docker creates an anonymous volume for each path an image declares in `Volumes` that no
+/// mount covers (a database's data then lives outside the container's layer), keeps it when
+/// the container is removed, and removes it with a `run --rm` container.
+#[test]
+fn an_images_declared_volumes_become_anonymous_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    apps::import(&d, App::Redis);
+    d.ok(&["run", "-d", "--name", "r", "localhost/redis"]);
+    let volumes = d.ok(&["volume", "ls", "-q"]);
+    assert_eq!(volumes.lines().count(), 1, "one anonymous volume for the image's /data: {volumes:?}");
+    let info: serde_json::Value = serde_json::from_str(&d.ok(&["volume", "inspect", volumes.trim()])).unwrap();
+    assert_eq!(info[0]["used_by"], serde_json::json!(["r"]), "{info}");
+    d.ok(&["rm", "-f", "r"]);
+    assert_eq!(d.ok(&["volume", "ls", "-q"]), volumes, "removing the container keeps its anonymous volume");
+    d.ok(&["run", "--rm", "localhost/redis", "true"]);
+    assert_eq!(d.ok(&["volume", "ls", "-q"]), volumes, "run --rm removes the anonymous volume it made");
+}
