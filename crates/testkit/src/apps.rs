@@ -289,7 +289,7 @@ fn resolve(packages: &[&str]) -> Result<Versions, String> {
         .map_err(|e| format!("mmdebstrap: {e}"))?;
     let log = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!("mmdebstrap --simulate failed ({}):\n{}", out.status, tail(&log, 30)));
+        return Err(format!("mmdebstrap --simulate failed ({}):\n{}", out.status, tail(&log, 8)));
     }
     let versions = parse_simulation(&log);
     if versions.is_empty() {
