@@ -20,6 +20,7 @@ packages=(
   hyperfine       # benchmarks
   socat           # bridges the HTTP fuzzer's TCP to the API socket
   e2fsprogs       # small filesystems for the full-disk tests
+  mmdebstrap debian-archive-keyring  # real application images from Debian packages (tests/apps.rs)
 )
 
 if [ "$(id -u)" != 0 ]; then

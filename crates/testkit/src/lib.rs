@@ -1,10 +1,12 @@
 //! Test support shared by the end-to-end tests and the benchmarks: build OCI images from
-//! `busybox-static` and generated content, run a real `docker-registry`, push with `skopeo`,
+//! `busybox-static`, generated content and Debian packages (`apps`: PostgreSQL, Redis, nginx,
+//! a Python web app), run a real `docker-registry`, push with `skopeo`,
 //! drive the real `atoll` binary, and stall or cut connections deterministically.
 //!
 //! Missing tools are a failure, never a skip: `scripts/install-deps.sh` installs them.
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod daemon;
 pub mod oci;
 pub mod proxy;

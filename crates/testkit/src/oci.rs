@@ -252,6 +252,74 @@ fn put_blob(layout: &Path, data: &[u8]) -> String {
     d
 }
 
+/// A layer blob already in a layout: its descriptor and diff_id.
+pub struct LayerBlob {
+    pub descriptor: serde_json::Value,
+    pub diff_id: String,
+}
+
+/// Hashes what passes through to `inner`.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Compresses the tar at `tar` (zstd) into `layout`'s blobs as it streams, hashing both the tar
+/// (the diff_id) and the blob: for layers too big to hold in memory.
+pub fn put_tar_file(layout: &Path, tar: &Path) -> std::io::Result<LayerBlob> {
+    let tmp = layout.join("blobs/sha256/.ingest");
+    let file = Hashing { inner: std::io::BufWriter::new(std::fs::File::create(&tmp)?), sha: Sha256::new(), len: 0 };
+    let mut plain = Hashing { inner: zstd::stream::write::Encoder::new(file, 3)?, sha: Sha256::new(), len: 0 };
+    std::io::copy(&mut std::io::BufReader::new(std::fs::File::open(tar)?), &mut plain)?;
+    let diff_id = format!("sha256:{}", hex::encode(plain.sha.finalize()));
+    let mut file = plain.inner.finish()?;
+    file.flush()?;
+    let digest = hex::encode(file.sha.finalize());
+    std::fs::rename(&tmp, layout.join("blobs/sha256").join(&digest))?;
+    Ok(LayerBlob {
+        descriptor: serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": format!("sha256:{digest}"), "size": file.len}),
+        diff_id,
+    })
+}
+
+/// Writes an OCI layout holding one image under `tag` from layers already in its blobs and a
+/// whole image config (`rootfs` is filled in); returns the manifest digest.
+pub fn write_layout_with_config(layout: &Path, tag: &str, mut config: serde_json::Value, layers: &[LayerBlob]) -> String {
+    config["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()});
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = put_blob(layout, &config_bytes);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_bytes.len()},
+        "layers": layers.iter().map(|l| &l.descriptor).collect::<Vec<_>>(),
+    });
+    let mbytes = serde_json::to_vec(&manifest).unwrap();
+    let md = put_blob(layout, &mbytes);
+    let platform = serde_json::json!({"os": config["os"], "architecture": config["architecture"]});
+    write_index(
+        layout,
+        vec![serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mbytes.len(), "platform": platform,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        })],
+    );
+    md
+}
+
 /// Writes an image's blobs; returns the manifest descriptor (JSON).
 fn write_image(layout: &Path, img: &Image) -> serde_json::Value {
     let mut layer_descs = Vec::new();
@@ -292,7 +360,8 @@ fn write_image(layout: &Path, img: &Image) -> serde_json::Value {
     serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mbytes.len(), "platform": platform})
 }
 
-fn init_layout(layout: &Path) {
+/// Creates an empty OCI layout (`oci-layout` and `blobs/sha256`).
+pub fn init_layout(layout: &Path) {
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
