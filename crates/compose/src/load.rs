@@ -279,28 +279,36 @@ impl Loader<'_> {
         Ok(())
     }
 
-    /// Reads, parses, interpolates, resolves paths in and validates one file.
+    /// Reads, parses, interpolates, resolves paths in and validates one file. Several YAML
+    /// documents in it (`---`) are layers merged in order, as compose-go reads them.
     fn file(&mut self, path: &Path, base: &Path) -> Result<Node, LoadError> {
         let text = self.read(path)?;
         let index = self.files.len() as u32;
         self.files.push(path.to_owned());
-        let mut doc = crate::yaml::parse(&text, index).map_err(|source| LoadError::Yaml { path: path.to_owned(), source })?;
-        if doc.value == Value::Null {
-            doc.value = Value::Map(Vec::new());
+        let docs = crate::yaml::parse_stream(&text, index).map_err(|source| LoadError::Yaml { path: path.to_owned(), source })?;
+        let mut merged: Option<Node> = None;
+        for mut doc in docs {
+            if doc.value == Value::Null {
+                doc.value = Value::Map(Vec::new());
+            }
+            if !matches!(doc.value, Value::Map(_)) {
+                return Err(LoadError::NotAMapping { path: path.to_owned() });
+            }
+            self.interpolate_node(&mut doc, path)?;
+            resolve_paths(&mut doc, base, self.env.get("HOME").map(String::as_str));
+            crate::schema::validate(&doc).map_err(|source| LoadError::Schema {
+                path: path.to_owned(),
+                line: source.pos.line,
+                col: source.pos.col,
+                source,
+            })?;
+            self.include(&mut doc, path)?;
+            merged = Some(match merged {
+                None => doc,
+                Some(m) => merge_documents(m, doc),
+            });
         }
-        if !matches!(doc.value, Value::Map(_)) {
-            return Err(LoadError::NotAMapping { path: path.to_owned() });
-        }
-        self.interpolate_node(&mut doc, path)?;
-        resolve_paths(&mut doc, base, self.env.get("HOME").map(String::as_str));
-        crate::schema::validate(&doc).map_err(|source| LoadError::Schema {
-            path: path.to_owned(),
-            line: source.pos.line,
-            col: source.pos.col,
-            source,
-        })?;
-        self.include(&mut doc, path)?;
-        Ok(doc)
+        Ok(merged.expect("a stream has at least one document"))
     }
 
     fn include(&mut self, doc: &mut Node, path: &Path) -> Result<(), LoadError> {
@@ -578,6 +586,16 @@ mod tests {
         assert_eq!(load(&o, &read).unwrap().name, "named");
         o.project_name = Some("Bad Name".into());
         assert!(matches!(load(&o, &read), Err(LoadError::ProjectName(_))));
+    }
+
+    /// compose-go reads each `---` document of a file as a layer, merged in order.
+    #[test]
+    fn documents_of_one_file_merge_in_order() {
+        let read = fs(&[("/p/app/compose.yaml", "services:\n  web: {image: a, environment: [A=1]}\n---\nservices:\n  web:\n    environment: {B: 2}\n---\n")]);
+        let v = load(&opts(&[]), &read).unwrap().doc.to_json();
+        assert_eq!(v["services"]["web"], serde_json::json!({"image":"a","environment":{"A":"1","B":2}}));
+        let read = fs(&[("/p/app/compose.yaml", "services: {}\n---\n- a list\n")]);
+        assert!(matches!(load(&opts(&[]), &read), Err(LoadError::NotAMapping { .. })));
     }
 
     #[test]

@@ -96,6 +96,7 @@ fn hint(key: &str) -> &'static str {
 pub(crate) fn text(v: &J) -> Option<String> {
     match v {
         J::String(s) => Some(s.clone()),
+        J::Number(n) if n.is_f64() => n.as_f64().map(crate::yaml::float_text),
         J::Number(n) => Some(n.to_string()),
         J::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -878,6 +879,20 @@ mod tests {
                 "service \"web\": `build` is not supported; build the image elsewhere, push it to a registry and reference it with `image:`"
             ]
         );
+    }
+
+    /// go-yaml types `0755` as octal and `1_000` as 1000, and Go prints 1e6 as `1e+06`:
+    /// docker compose sets those values, so Atoll does too.
+    #[test]
+    fn numbers_used_as_text_read_as_docker_compose_reads_them() {
+        let p = project(&[(
+            "/p/app/compose.yaml",
+            "services:\n  s:\n    image: x\n    environment: {MODE: 0755, N: 1_000, BIG: 1e6, F: 1.50, H: 0x1F, T: 08:00}\n",
+        )])
+        .unwrap();
+        let env: Vec<(String, Option<String>)> = p.services["s"].environment.clone().into_iter().collect();
+        let want = [("BIG", "1e+06"), ("F", "1.5"), ("H", "31"), ("MODE", "493"), ("N", "1000"), ("T", "08:00")];
+        assert_eq!(env, want.map(|(k, v)| (k.to_owned(), Some(v.to_owned()))));
     }
 
     #[test]
