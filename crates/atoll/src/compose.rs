@@ -26,10 +26,16 @@ use crate::output::table;
 
 #[derive(Debug, clap::Args)]
 pub struct ComposeArgs {
-    /// Compose file (repeat to merge several); default: compose.yaml, compose.yml,
-    /// docker-compose.yaml or docker-compose.yml here, or $COMPOSE_FILE.
+    /// Compose file (repeat to merge several; `-` reads standard input); default:
+    /// $COMPOSE_FILE, else compose.yaml, compose.yml, docker-compose.yml or
+    /// docker-compose.yaml here or in the nearest parent directory, with its
+    /// compose.override.yml (…) merged over it.
     #[arg(short = 'f', long = "file")]
     files: Vec<PathBuf>,
+    /// The project directory: relative paths and .env are read from there [default: the
+    /// first file's directory].
+    #[arg(long = "project-directory")]
+    project_directory: Option<PathBuf>,
     /// Project name [default: `name:` in the file, or this directory's name].
     #[arg(short = 'p', long = "project-name")]
     project: Option<String>,
@@ -218,22 +224,25 @@ fn say(kind: &str, name: &str, what: &str) {
 fn load_project(a: &ComposeArgs, services: &[String]) -> anyhow::Result<Project> {
     let workdir = std::env::current_dir().context("finding the current directory")?;
     let environ: BTreeMap<String, String> = std::env::vars().collect();
-    let mut files = a.files.clone();
-    if files.is_empty()
-        && let Some(f) = environ.get("COMPOSE_FILE").filter(|f| !f.is_empty())
-    {
-        files = f.split(':').map(PathBuf::from).collect();
-    }
     let opts = Options {
-        files,
+        files: a.files.clone(),
         workdir,
+        project_directory: a.project_directory.clone(),
         project_name: a.project.clone(),
         env_files: a.env_files.clone(),
         profiles: a.profiles.clone(),
         services: services.to_vec(),
         environ,
     };
-    let read = |p: &std::path::Path| std::fs::read_to_string(p);
+    // `-f -`: standard input, read once however often the loader asks.
+    let stdin = std::sync::OnceLock::new();
+    let read = |p: &std::path::Path| {
+        if p == std::path::Path::new(atoll_compose::load::STDIN) {
+            let text = stdin.get_or_init(|| std::io::read_to_string(std::io::stdin()).map_err(|e| e.to_string()));
+            return text.clone().map_err(std::io::Error::other);
+        }
+        std::fs::read_to_string(p)
+    };
     let loaded = load(&opts, &read)?;
     let project = normalise(&loaded, &read)?;
     for w in &project.warnings {
