@@ -350,8 +350,7 @@ fn config(a: &ComposeArgs, c: &ConfigArgs) -> anyhow::Result<ExitCode> {
     } else if c.volumes {
         project.volumes.keys().for_each(|v| println!("{v}"));
     } else if c.profiles {
-        let all: BTreeSet<&String> = project.services.values().flat_map(|s| &s.profiles).collect();
-        all.iter().for_each(|p| println!("{p}"));
+        project.profiles.iter().for_each(|p| println!("{p}"));
     } else if c.format == "json" {
         println!("{}", serde_json::to_string_pretty(&project.config)?);
     } else {
@@ -511,7 +510,7 @@ async fn converge(client: &Client, project: &Project, desired: &Desired, u: &UpA
     }
     ensure_resources(client, desired, &targets).await?;
     let list = containers(client, &project.name).await?;
-    let (actions, orphans) = plan::reconcile(&desired.services, &existing(&list), &targets, u.force_recreate);
+    let (actions, orphans) = plan::reconcile(desired, &existing(&list), &targets, u.force_recreate);
     for o in &orphans {
         if u.remove_orphans {
             remove(client, &o.id).await?;
@@ -666,9 +665,12 @@ async fn down(client: &Client, a: &ComposeArgs, d: &DownArgs) -> anyhow::Result<
     let desired = plan::desired(&project)?;
     let list = containers(client, &project.name).await?;
     let known = |c: &ContainerInfo| is_oneoff(c) || project.services.contains_key(service_of(c));
+    // As docker compose: containers of services a profile disables are left alone (they are
+    // not orphans either); say how to take them down.
+    let disabled = |c: &ContainerInfo| !is_oneoff(c) && project.disabled.contains(service_of(c));
     // Dependents first, then the rest.
     let order: Vec<&str> = desired.services.iter().rev().map(|s| s.name.as_str()).collect();
-    let mut doomed: Vec<&ContainerInfo> = list.iter().filter(|c| known(c) || d.remove_orphans).collect();
+    let mut doomed: Vec<&ContainerInfo> = list.iter().filter(|c| known(c) || (d.remove_orphans && !disabled(c))).collect();
     doomed.sort_by_key(|c| order.iter().position(|s| *s == service_of(c)).unwrap_or(usize::MAX));
     let t = d.timeout.map(|t| format!("?t={t}")).unwrap_or_default();
     for c in &doomed {
@@ -679,8 +681,16 @@ async fn down(client: &Client, a: &ComposeArgs, d: &DownArgs) -> anyhow::Result<
         remove(client, &c.record.id).await?;
         say("Container", &c.record.name, "Removed");
     }
-    for c in list.iter().filter(|c| !known(c) && !d.remove_orphans) {
-        eprintln!("warning: found orphan container {} of service {:?}; remove it with --remove-orphans", c.record.name, service_of(c));
+    for c in list.iter().filter(|c| !known(c)) {
+        if disabled(c) {
+            eprintln!(
+                "warning: container {} of service {:?} is left: its profile is not enabled; add --profile (or COMPOSE_PROFILES='*') to take it down",
+                c.record.name,
+                service_of(c)
+            );
+        } else if !d.remove_orphans {
+            eprintln!("warning: found orphan container {} of service {:?}; remove it with --remove-orphans", c.record.name, service_of(c));
+        }
     }
     let networks: Vec<NetworkRecord> = client.json(Method::GET, "/v1/networks", None::<&()>).await?;
     for n in networks.iter().filter(|n| n.labels.get(LABEL_PROJECT) == Some(&project.name)) {

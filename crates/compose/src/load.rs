@@ -51,6 +51,10 @@ pub struct Loaded {
     /// The interpolation environment (`.env` under the process environment).
     pub env: BTreeMap<String, String>,
     pub doc: Node,
+    /// Every profile the files define (`config --profiles`).
+    pub profiles: BTreeSet<String>,
+    /// Services no active profile enables, with their profiles.
+    pub disabled: BTreeMap<String, Vec<String>>,
     pub warnings: Vec<String>,
 }
 
@@ -548,20 +552,45 @@ pub fn load(opts: &Options, read: ReadFn<'_>) -> Result<Loaded, LoadError> {
     strip_resets(&mut doc);
     l.extends(&mut doc, &files[0])?;
 
-    // Profiles.
-    let mut profiles: BTreeSet<String> = opts.profiles.iter().cloned().collect();
-    if let Some(p) = l.env.get("COMPOSE_PROFILES") {
-        profiles.extend(p.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned));
-    }
+    // Profiles: `--profile`, else COMPOSE_PROFILES; a service named on the command line
+    // enables its own profiles (and so every service of those), as docker compose does.
+    let mut active: BTreeSet<String> = if opts.profiles.is_empty() {
+        l.env
+            .get("COMPOSE_PROFILES")
+            .into_iter()
+            .flat_map(|p| p.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    } else {
+        opts.profiles.iter().cloned().collect()
+    };
+    let profiles_of = |svc: &Node| -> Vec<String> {
+        match svc.get("profiles").map(|p| &p.value) {
+            Some(Value::Seq(ps)) => ps.iter().filter_map(Node::scalar_text).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut defined = BTreeSet::new();
+    let mut disabled = BTreeMap::new();
     if let Some((_, services)) = map_entries(&mut doc).and_then(|m| m.iter_mut().find(|(k, _)| k == "services"))
         && let Value::Map(m) = &mut services.value
     {
+        for (name, svc) in m.iter() {
+            let ps = profiles_of(svc);
+            if opts.services.contains(name) {
+                active.extend(ps.iter().cloned());
+            }
+            defined.extend(ps);
+        }
         m.retain(|(name, svc)| {
-            let Some(Value::Seq(ps)) = svc.get("profiles").map(|p| &p.value) else { return true };
-            opts.services.contains(name)
-                || profiles.contains("*")
-                || ps.iter().filter_map(Node::scalar_text).any(|p| profiles.contains(&p))
-                || ps.is_empty()
+            let ps = profiles_of(svc);
+            let enabled = ps.is_empty() || active.contains("*") || ps.iter().any(|p| active.contains(p));
+            if !enabled {
+                disabled.insert(name.clone(), ps);
+            }
+            enabled
         });
     }
 
@@ -577,7 +606,7 @@ pub fn load(opts: &Options, read: ReadFn<'_>) -> Result<Loaded, LoadError> {
     for v in &l.unset {
         l.warnings.push(format!("the {v} variable is not set; using an empty string"));
     }
-    Ok(Loaded { name, dir, files: l.files, env: l.env, doc, warnings: l.warnings })
+    Ok(Loaded { name, dir, files: l.files, env: l.env, doc, profiles: defined, disabled, warnings: l.warnings })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! checked; keys Atoll does not support named in warnings. The JSON form is what
 //! `compose config` prints; [`Project`] is the same, typed, for planning.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -331,12 +331,20 @@ impl Ctx<'_> {
                         let condition = spec.get("condition").and_then(text).unwrap_or_else(|| "service_started".into());
                         let required = spec.get("required").is_none_or(truthy);
                         let restart = spec.get("restart").is_some_and(truthy);
+                        // As compose-go: an optional dependency a profile disables is left out;
+                        // any other missing one is an error.
                         if !all.contains_key(&dep) {
-                            if required {
-                                return Err(bad(format!("depends on {dep:?}, which is not a service (or is disabled by a profile)")));
+                            match self.loaded.disabled.get(&dep) {
+                                Some(_) if !required => continue,
+                                Some(ps) => {
+                                    return Err(bad(format!(
+                                        "depends on {dep:?}, which its profiles ({}) disable: enable one with --profile {}, or name {dep} on the command line too",
+                                        ps.join(", "),
+                                        ps[0]
+                                    )));
+                                }
+                                None => return Err(bad(format!("depends on {dep:?}, which is not a service"))),
                             }
-                            self.warnings.push(format!("service {name:?}: optional dependency {dep:?} is not defined; ignoring it"));
-                            continue;
                         }
                         deps.insert(dep, json!({"condition": condition, "required": required, "restart": restart}));
                     }
@@ -565,6 +573,8 @@ pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelErro
         message: format!("normalised badly: {e}"),
     })?;
     Ok(Project {
+        profiles: loaded.profiles.clone(),
+        disabled: loaded.disabled.keys().cloned().collect(),
         name: p.clone(),
         dir: loaded.dir.clone(),
         services: typed.services,
@@ -601,6 +611,10 @@ pub struct Project {
     pub volumes: BTreeMap<String, Volume>,
     pub configs: BTreeMap<String, FileSource>,
     pub secrets: BTreeMap<String, FileSource>,
+    /// Every profile the files define.
+    pub profiles: BTreeSet<String>,
+    /// Services of the files that no active profile enables: not orphans, not run.
+    pub disabled: BTreeSet<String>,
     /// What `compose config` prints.
     pub config: J,
     pub warnings: Vec<String>,
@@ -785,11 +799,71 @@ mod tests {
     use crate::load::{Options, load};
 
     pub(crate) fn project(files: &[(&str, &str)]) -> Result<Project, String> {
+        project_with(files, Options::default())
+    }
+
+    fn project_with(files: &[(&str, &str)], opts: Options) -> Result<Project, String> {
         let map: BTreeMap<PathBuf, String> = files.iter().map(|(p, t)| (PathBuf::from(p), (*t).to_owned())).collect();
         let read = move |p: &Path| map.get(p).cloned().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound));
-        let opts = Options { workdir: "/p/app".into(), ..Default::default() };
+        let opts = Options { workdir: "/p/app".into(), ..opts };
         let l = load(&opts, &read).map_err(|e| e.to_string())?;
         normalise(&l, &read).map_err(|e| e.to_string())
+    }
+
+    const PROFILED: &str = "services:\n  web: {image: x}\n  debug: {image: x, profiles: [debug], depends_on: [helper]}\n  helper: {image: x, profiles: [debug]}\n  admin: {image: x, profiles: [admin], depends_on: [db]}\n  db: {image: x, profiles: [dev]}\n  opt: {image: x, depends_on: {db: {condition: service_started, required: false}}}\n";
+
+    fn names(p: &Project) -> Vec<&str> {
+        p.services.keys().map(String::as_str).collect()
+    }
+
+    /// Issue 12: `up debug` where debug and its dependency helper both have the debug
+    /// profile: naming debug enables its profile, so helper too.
+    #[test]
+    fn a_service_named_on_the_command_line_enables_its_profiles() {
+        let files = [("/p/app/compose.yaml", PROFILED)];
+        let p = project(&files).unwrap();
+        assert_eq!(names(&p), ["opt", "web"]);
+        assert_eq!(p.profiles.iter().collect::<Vec<_>>(), ["admin", "debug", "dev"], "every profile the file defines");
+        assert_eq!(p.disabled.iter().collect::<Vec<_>>(), ["admin", "db", "debug", "helper"]);
+        assert!(p.services["opt"].depends_on.is_empty(), "an optional dependency a profile disables is left out");
+
+        let p = project_with(&files, Options { services: vec!["debug".into()], ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["debug", "helper", "opt", "web"]);
+        assert!(p.services["debug"].depends_on.contains_key("helper"));
+
+        // A dependency of another profile is not enabled (docker compose's documented rule):
+        // the error says how to enable it.
+        let e = project_with(&files, Options { services: vec!["admin".into()], ..Default::default() }).unwrap_err();
+        assert_eq!(
+            e,
+            "service \"admin\": depends on \"db\", which its profiles (dev) disable: enable one with --profile dev, or name db on the command line too"
+        );
+        let p = project_with(&files, Options { services: vec!["admin".into(), "db".into()], ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["admin", "db", "opt", "web"]);
+        assert!(p.services["opt"].depends_on.contains_key("db"), "enabled, the optional dependency counts");
+    }
+
+    #[test]
+    fn profile_flags_win_over_compose_profiles() {
+        let files = [("/p/app/compose.yaml", PROFILED)];
+        let environ: BTreeMap<String, String> = [("COMPOSE_PROFILES".to_owned(), "debug, dev".to_owned())].into();
+        let p = project_with(&files, Options { environ: environ.clone(), ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["db", "debug", "helper", "opt", "web"]);
+        let p = project_with(&files, Options { environ, profiles: vec!["dev".into()], ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["db", "opt", "web"]);
+        let p = project_with(&files, Options { profiles: vec!["*".into()], ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["admin", "db", "debug", "helper", "opt", "web"]);
+    }
+
+    /// compose-go refuses a dependency on a service no file defines, optional or not.
+    #[test]
+    fn an_undefined_optional_dependency_is_an_error() {
+        let e = project(&[(
+            "/p/app/compose.yaml",
+            "services:\n  a: {image: x, depends_on: {nope: {condition: service_started, required: false}}}\n",
+        )])
+        .unwrap_err();
+        assert_eq!(e, "service \"a\": depends on \"nope\", which is not a service");
     }
 
     #[test]
