@@ -352,9 +352,9 @@ fn config(a: &ComposeArgs, c: &ConfigArgs) -> anyhow::Result<ExitCode> {
     } else if c.profiles {
         project.profiles.iter().for_each(|p| println!("{p}"));
     } else if c.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&project.config)?);
+        println!("{}", serde_json::to_string_pretty(&atoll_compose::model::printable(&project.config))?);
     } else {
-        print!("{}", atoll_compose::yaml::emit(&project.config));
+        print!("{}", atoll_compose::yaml::emit(&atoll_compose::model::printable(&project.config)));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,10 +10,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 
 /// `config` needs no daemon.
 fn config(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    config_with(dir, args, &[], env)
+}
+
+/// `atoll compose GLOBAL… config ARGS…` in `dir`.
+fn config_with(dir: &Path, global: &[&str], args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(BIN)
         .arg("compose")
-        .args(args)
+        .args(global)
         .arg("config")
+        .args(args)
         .current_dir(dir)
         .env("ATOLL_SOCKET", "/nonexistent/atoll.sock")
         .envs(env.iter().copied())
@@ -99,6 +105,36 @@ fn a_bad_file_names_file_line_and_the_expected_shape() {
     std::fs::write(&file, "services:\n  web:\n    image: x\n    depends_on: [db]\n").unwrap();
     let err = String::from_utf8_lossy(&config(dir.path(), &[], &[]).stderr).into_owned();
     assert!(err.contains("service \"web\": depends on \"db\", which is not a service"), "{err}");
+}
+
+/// Issue 12, items 1, 2 and 4 through the binary: YAML that go-yaml reads (a flow sequence
+/// closed at its key's indentation, comments between healthcheck items), the override file
+/// beside the compose file found from a subdirectory, and `config` output (YAML and JSON)
+/// that loads again as the same project (`$$` stays a literal `$`).
+#[test]
+fn config_reads_what_docker_compose_reads_and_its_output_loads_as_the_same_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(app.join("src/deep")).unwrap();
+    std::fs::write(
+        app.join("compose.yaml"),
+        "services:\n  s:\n    image: busybox\n    command: [\n      \"echo\", \"$$GREETING\"\n    ]\n    healthcheck:\n      test: [\n        \"CMD\", # the binary\n        # its argument\n        \"true\"\n      ]\n    environment: {MODE: 0755}\n",
+    )
+    .unwrap();
+    std::fs::write(app.join("compose.override.yaml"), "services:\n  s:\n    environment: {FROM: override}\n").unwrap();
+    let out = config(&app.join("src/deep"), &[], &[]);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("- $$GREETING\n") && printed.contains("FROM: override\n") && printed.contains("MODE: \"493\"\n"), "{printed}");
+    assert!(printed.contains("- CMD\n") && printed.contains("- \"true\"\n"), "{printed}");
+    for format in ["yaml", "json"] {
+        let first = config_with(&app, &[], &["--format", format], &[]);
+        let again_file = dir.path().join(format!("again.{format}"));
+        std::fs::write(&again_file, &first.stdout).unwrap();
+        let again = config_with(&app, &["-f", again_file.to_str().unwrap()], &["--format", format], &[]);
+        assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+        assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&first.stdout), "{format}");
+    }
 }
 
 const APP: &str = r#"

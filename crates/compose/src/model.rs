@@ -419,8 +419,10 @@ impl Ctx<'_> {
                     Err(source) => return Err(ModelError::EnvFile { service: name.to_owned(), path: p.to_owned(), source }),
                 }
             }
-            out.insert("env_file".into(), json!(list.iter().map(|(p, r)| json!({"path": p, "required": r})).collect::<Vec<_>>()));
         }
+        // Inlined into `environment`, as docker compose's config does: printed, the files
+        // would be read again (or be missing) when the output is loaded.
+        out.remove("env_file");
         if let Some(e) = src.get("environment") {
             for (k, v) in kv_map(e) {
                 let v = if v.is_null() { self.loaded.env.get(&k).map_or(J::Null, |x| J::String(x.clone())) } else { v };
@@ -441,6 +443,18 @@ impl Ctx<'_> {
             }
         }
         Ok(J::Object(out))
+    }
+}
+
+/// The normalised project as `compose config` prints it, so that the output loaded again is
+/// the same project: every `$` of a value written `$$` (keys are not interpolated), as
+/// docker compose prints it.
+pub fn printable(config: &J) -> J {
+    match config {
+        J::String(s) => J::String(s.replace('$', "$$")),
+        J::Array(a) => J::Array(a.iter().map(printable).collect()),
+        J::Object(o) => J::Object(o.iter().map(|(k, v)| (k.clone(), printable(v))).collect()),
+        other => other.clone(),
     }
 }
 
@@ -902,9 +916,6 @@ mod tests {
                     condition: service_started
                     required: true
                     restart: false
-                env_file:
-                  - path: /p/app/web.env
-                    required: true
                 environment:
                   A: "1"
                   B: "2"
