@@ -196,6 +196,10 @@ struct RunArgs {
     /// Publish the service's ports too.
     #[arg(long)]
     service_ports: bool,
+    /// Give the container the service's network aliases (without it, the service's name
+    /// keeps answering with the service's own container only).
+    #[arg(long)]
+    use_aliases: bool,
     #[arg(short, long = "env")]
     env: Vec<String>,
     #[arg(long)]
@@ -299,6 +303,19 @@ pub async fn run(client: &Client, a: ComposeArgs) -> anyhow::Result<ExitCode> {
         ComposeCommand::Start { services } => {
             let project = load_project(&a, services)?;
             let desired = plan::desired(&project)?;
+            // As docker compose: `start` starts containers `up` (or `create`) made; it makes none.
+            let list = containers(client, &project.name).await?;
+            let missing: Vec<&str> = selected(&desired, services)
+                .filter(|s| !list.iter().any(|c| service_of(c) == s.name && !is_oneoff(c)))
+                .map(|s| s.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "service {} has no container to start: create it with `atoll compose up -d {}`",
+                    missing.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", "),
+                    missing.join(" ")
+                );
+            }
             let pick = |c: &ContainerInfo| !is_oneoff(c) && !c.record.is_running();
             act_on(client, &project.name, selected(&desired, services), pick, "start", "Started").await?;
         }
@@ -790,6 +807,11 @@ async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) -> anyhow::Re
     let project = load_project(a, std::slice::from_ref(&r.service))?;
     let desired = plan::desired(&project)?;
     let s = desired.services.iter().find(|s| s.name == r.service).expect("checked by load_project");
+    // As `up` would: the image, the dependencies (unless --no-deps), then the networks and
+    // volumes the service itself needs, so a project never brought up runs too.
+    if s.pull_policy == "always" || (s.pull_policy != "never" && !image_present(client, &s.spec.image).await?) {
+        pull(client, &s.spec.image, false).await?;
+    }
     if !r.no_deps {
         let deps: Vec<String> = s.depends_on.iter().map(|d| d.service.clone()).collect();
         if !deps.is_empty() {
@@ -803,9 +825,7 @@ async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) -> anyhow::Re
             }
         }
     }
-    if !image_present(client, &s.spec.image).await? {
-        pull(client, &s.spec.image, false).await?;
-    }
+    ensure_resources(client, &desired, &BTreeSet::from([s.name.clone()])).await?;
     let mut spec = s.spec.clone();
     spec.name = Some(format!("{}-{}-run-{}", project.name, s.name, &atoll_util::random_hex(6)));
     spec.labels.insert(LABEL_ONEOFF.into(), "True".into());
@@ -826,6 +846,9 @@ async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) -> anyhow::Re
     }
     if !r.service_ports {
         spec.publish.clear();
+    }
+    if !r.use_aliases {
+        spec.networks.iter_mut().for_each(|n| n.aliases.clear());
     }
     spec.auto_remove = r.rm;
     spec.interactive = r.interactive;
