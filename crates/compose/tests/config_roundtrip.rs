@@ -102,17 +102,12 @@ fn service(names: Vec<String>) -> impl Strategy<Value = J> {
             .prop_map(|v| json!(v.into_iter().map(|(k, v)| v.map_or(k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>())),
     ];
     let labels = prop::collection::btree_map("[a-z][a-z.]{0,6}", scalar(), 0..3);
-    let ports = prop::collection::vec(
-        prop::sample::select(vec![
-            json!("80"),
-            json!("8080:80"),
-            json!("127.0.0.1:8081:81/udp"),
-            json!(443),
-            json!({"target": 90, "published": "9090"}),
-        ]),
+    // Lists without repeats: the schema refuses those.
+    let ports = prop::sample::subsequence(
+        vec![json!("80"), json!("8080:80"), json!("127.0.0.1:8081:81/udp"), json!(443), json!({"target": 90, "published": "9090"})],
         0..3,
     );
-    let volumes = prop::collection::vec(prop::sample::select(vec!["data:/data", "./rel:/rel:ro", "/abs:/abs", "/anon", "../up:/up"]), 0..3);
+    let volumes = prop::sample::subsequence(vec!["data:/data", "./rel:/rel:ro", "/abs:/abs", "/anon", "../up:/up"], 0..3);
     let max = names.len().min(1);
     let deps = prop::sample::subsequence(names, 0..=max);
     let health = prop_oneof![
