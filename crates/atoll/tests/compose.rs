@@ -438,7 +438,7 @@ services:
     image: localhost/busybox
     pull_policy: never
     command: [sh, -c, "mkdir -p /www && echo db-ok > /www/index.html && exec httpd -f -p 80 -h /www"]
-    networks: [back]
+    networks: [back, db_only]
     stop_signal: KILL
     healthcheck: {test: [CMD-SHELL, "test -f /www/index.html"], interval: 200ms, retries: 50}
   app:
@@ -451,7 +451,7 @@ services:
     image: localhost/busybox
     pull_policy: never
     networks: [tools_only]
-networks: {back: {}, front: {}, tools_only: {}}
+networks: {back: {}, front: {}, tools_only: {}, db_only: {}}
 volumes: {data: {}}
 "#;
 
@@ -494,4 +494,10 @@ fn run_on_a_project_never_up_creates_what_the_service_needs() {
 
     let down = compose_in(&d, &app, &["down", "-v", "--remove-orphans", "-t", "0"]);
     assert!(down.ok(), "{down:?}");
+
+    // `up SERVICE` creates the networks its dependencies use too.
+    let up = compose_in(&d, &app, &["up", "-d", "--wait", "app"]);
+    assert!(up.ok(), "{up:?}");
+    assert!(d.ok(&["network", "ls", "-q"]).contains("nu_db_only"));
+    assert!(compose_in(&d, &app, &["down", "-v", "-t", "0"]).ok());
 }
