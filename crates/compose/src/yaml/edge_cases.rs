@@ -55,6 +55,10 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("a comment right after a key", "a: # nothing yet\n  b: 1\n", r#"{"a":{"b":1}}"#),
     ("a key with spaces and a value with #", "a b: c#d\n", r#"{"a b":"c#d"}"#),
     ("unicode", "ä: \"\\u00e9 \\U0001F600 é\"\n", r#"{"ä":"é 😀 é"}"#),
+    // libyaml-safer 0.3.0 panicked on these three (vendor/libyaml-safer/PATCHES.md).
+    ("a block scalar ending the file without a line break", "a: |\n  x", r#"{"a":"x"}"#),
+    ("a folded block ending the file without a line break", "- >-\n  x\n  y", r#"["x y"]"#),
+    ("a tag before a comma in a flow collection", "a: [!!str, x]\n", r#"{"a":["","x"]}"#),
 ];
 
 /// Text → the error it must give.
@@ -75,6 +79,7 @@ const REFUSED: &[(&str, &str, &str)] = &[
     ("a mapping as a key", "? {a: 1}\n: x\n", "line 1: a mapping key must be a scalar"),
     ("a merge of a scalar", "a:\n  <<: 1\n", "line 2: `<<` merges a mapping or a list of mappings"),
     ("a control character", "a: 1\nb: \u{7f}\n", "line 2 column 4: control characters are not allowed"),
+    ("a backslash ending the file in a double-quoted scalar", "a: \"x\\", "line 1 column 6: found unknown escape character"),
 ];
 
 #[test]
