@@ -24,6 +24,8 @@ use atoll_spec::{HealthStatus, RestartPolicy};
 
 use crate::output::table;
 
+mod run;
+
 #[derive(Debug, clap::Args)]
 pub struct ComposeArgs {
     /// Compose file (repeat to merge several; `-` reads standard input); default:
@@ -78,7 +80,7 @@ enum ComposeCommand {
     /// Run a command in a service's running container.
     Exec(ExecArgs),
     /// Run a one-off command in a new container of a service.
-    Run(RunArgs),
+    Run(run::RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,44 +181,6 @@ struct ExecArgs {
     opts: crate::containers::ExecOpts,
     service: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    cmd: Vec<String>,
-}
-
-#[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// Remove the container when it exits.
-    #[arg(long)]
-    rm: bool,
-    /// Run in the background and print the container ID.
-    #[arg(short, long)]
-    detach: bool,
-    /// Do not start the services it depends on.
-    #[arg(long)]
-    no_deps: bool,
-    /// Publish the service's ports too.
-    #[arg(long)]
-    service_ports: bool,
-    /// Give the container the service's network aliases (without it, the service's name
-    /// keeps answering with the service's own container only).
-    #[arg(long)]
-    use_aliases: bool,
-    #[arg(short, long = "env")]
-    env: Vec<String>,
-    #[arg(long)]
-    entrypoint: Option<String>,
-    #[arg(short, long)]
-    user: Option<String>,
-    #[arg(short, long)]
-    workdir: Option<String>,
-    #[arg(short, long)]
-    interactive: bool,
-    #[arg(short, long)]
-    tty: bool,
-    /// Accepted for docker compatibility.
-    #[arg(short = 'T', long = "no-TTY")]
-    no_tty: bool,
-    service: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
 }
 
@@ -348,7 +312,7 @@ pub async fn run(client: &Client, a: ComposeArgs) -> anyhow::Result<ExitCode> {
             let req = e.opts.request(e.cmd.clone());
             return crate::containers::exec_request(client, &c.record.id, req).await;
         }
-        ComposeCommand::Run(r) => return run_oneoff(client, &a, r).await,
+        ComposeCommand::Run(r) => return run::run_oneoff(client, &a, r).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -724,8 +688,14 @@ async fn down(client: &Client, a: &ComposeArgs, d: &DownArgs) -> anyhow::Result<
             .iter()
             .filter(|v| v.volume.labels.get(LABEL_PROJECT) == Some(&project.name) && !external.contains(v.volume.name.as_str()))
         {
-            client.call(Method::DELETE, &format!("/v1/volumes/{}", q(&v.volume.name)), None::<&()>).await?;
-            say("Volume", &v.volume.name, "Removed");
+            // A container `down` left (of a disabled profile) may still use it.
+            match client.call(Method::DELETE, &format!("/v1/volumes/{}", q(&v.volume.name)), None::<&()>).await {
+                Ok(_) => say("Volume", &v.volume.name, "Removed"),
+                Err(e) if e.status() == Some(hyper::StatusCode::CONFLICT) => {
+                    eprintln!("warning: volume {} is still in use: {e}", v.volume.name)
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -801,62 +771,4 @@ async fn logs_of(
         t.await.context("a log follower failed")??;
     }
     Ok(())
-}
-
-async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) -> anyhow::Result<ExitCode> {
-    let project = load_project(a, std::slice::from_ref(&r.service))?;
-    let desired = plan::desired(&project)?;
-    let s = desired.services.iter().find(|s| s.name == r.service).expect("checked by load_project");
-    // As `up` would: the image, the dependencies (unless --no-deps), then the networks and
-    // volumes the service itself needs, so a project never brought up runs too.
-    if s.pull_policy == "always" || (s.pull_policy != "never" && !image_present(client, &s.spec.image).await?) {
-        pull(client, &s.spec.image, false).await?;
-    }
-    if !r.no_deps {
-        let deps: Vec<String> = s.depends_on.iter().map(|d| d.service.clone()).collect();
-        if !deps.is_empty() {
-            let u = UpArgs { detach: true, wait: false, force_recreate: false, remove_orphans: false, pull: None, services: deps };
-            converge(client, &project, &desired, &u).await?;
-            let list = containers(client, &project.name).await?;
-            for d in &s.depends_on {
-                if let Some(c) = list.iter().find(|c| service_of(c) == d.service && !is_oneoff(c)) {
-                    wait_for(client, &c.record.id, d.condition).await.with_context(|| format!("dependency {} failed", d.service))?;
-                }
-            }
-        }
-    }
-    ensure_resources(client, &desired, &BTreeSet::from([s.name.clone()])).await?;
-    let mut spec = s.spec.clone();
-    spec.name = Some(format!("{}-{}-run-{}", project.name, s.name, &atoll_util::random_hex(6)));
-    spec.labels.insert(LABEL_ONEOFF.into(), "True".into());
-    spec.labels.remove(plan::LABEL_HASH);
-    spec.restart = RestartPolicy::No;
-    if !r.cmd.is_empty() {
-        spec.cmd = Some(r.cmd.clone());
-    }
-    if let Some(e) = &r.entrypoint {
-        spec.entrypoint = Some(shell_words::split(e).with_context(|| format!("--entrypoint {e:?}"))?);
-    }
-    spec.env.extend(r.env.iter().cloned());
-    if r.user.is_some() {
-        spec.user = r.user.clone();
-    }
-    if r.workdir.is_some() {
-        spec.workdir = r.workdir.clone();
-    }
-    if !r.service_ports {
-        spec.publish.clear();
-    }
-    if !r.use_aliases {
-        spec.networks.iter_mut().for_each(|n| n.aliases.clear());
-    }
-    spec.auto_remove = r.rm;
-    spec.interactive = r.interactive;
-    spec.tty = r.tty;
-    let _ = r.no_tty;
-    for d in &s.bind_dirs {
-        std::fs::create_dir_all(d).with_context(|| format!("creating the bind mount source {d}"))?;
-    }
-    let how = crate::containers::RunHow { start: true, detach: r.detach, interactive: r.interactive, tty: r.tty, rm: r.rm };
-    crate::containers::run_spec(client, spec, how).await
 }
