@@ -259,6 +259,20 @@ fn kv_map(v: &J) -> Map<String, J> {
     }
 }
 
+/// [`kv_map`] for a service's `key`, refusing an entry without a name (`=value`), which
+/// neither a container nor the mapping form (what `config` prints) can hold.
+fn named_kv_map(service: &str, key: &str, v: &J) -> Result<Map<String, J>, ModelError> {
+    let m = kv_map(v);
+    if let Some(value) = m.get("") {
+        let value = text(value).unwrap_or_default();
+        return Err(ModelError::Service {
+            service: service.to_owned(),
+            message: format!("the {key} entry \"={value}\" has no name: write NAME={value}"),
+        });
+    }
+    Ok(m)
+}
+
 struct Ctx<'a> {
     loaded: &'a Loaded,
     read: ReadFn<'a>,
@@ -286,7 +300,7 @@ impl Ctx<'_> {
                 "expose" => json!(strings(v)),
                 "volumes" => J::Array(v.as_array().into_iter().flatten().map(|m| volume(name, m)).collect::<Result<_, _>>()?),
                 "healthcheck" => healthcheck(v),
-                "labels" | "sysctls" => J::Object(kv_map(v)),
+                "labels" | "sysctls" => J::Object(named_kv_map(name, k, v)?),
                 "links" => json!(strings(v)),
                 // `name: ip` mappings or `name:ip`/`name=ip` strings, as `name:ip` strings.
                 "extra_hosts" => match v {
@@ -428,7 +442,7 @@ impl Ctx<'_> {
         // would be read again (or be missing) when the output is loaded.
         out.remove("env_file");
         if let Some(e) = src.get("environment") {
-            for (k, v) in kv_map(e) {
+            for (k, v) in named_kv_map(name, "environment", e)? {
                 let v = if v.is_null() { self.loaded.env.get(&k).map_or(J::Null, |x| J::String(x.clone())) } else { v };
                 env.insert(k, v);
             }
@@ -776,6 +790,16 @@ mod tests {
         let env: Vec<(String, Option<String>)> = p.services["s"].environment.clone().into_iter().collect();
         let want = [("BIG", "1e+06"), ("F", "1.5"), ("H", "31"), ("MODE", "493"), ("N", "1000"), ("T", "08:00")];
         assert_eq!(env, want.map(|(k, v)| (k.to_owned(), Some(v.to_owned()))));
+    }
+
+    /// Found by the compose fuzz target: `environment: ["=x"]` normalised to an empty key,
+    /// which `config` printed and the schema refused on reload.
+    #[test]
+    fn an_entry_without_a_name_is_refused() {
+        for key in ["environment", "labels", "sysctls"] {
+            let e = project(&[("/p/app/compose.yaml", &format!("services:\n  s:\n    image: x\n    {key}: ['=x']\n"))]).unwrap_err();
+            assert_eq!(e, format!("service \"s\": the {key} entry \"=x\" has no name: write NAME=x"));
+        }
     }
 
     #[test]
