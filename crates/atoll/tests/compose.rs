@@ -10,10 +10,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 
 /// `config` needs no daemon.
 fn config(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    config_with(dir, args, &[], env)
+}
+
+/// `atoll compose GLOBAL… config ARGS…` in `dir`.
+fn config_with(dir: &Path, global: &[&str], args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(BIN)
         .arg("compose")
-        .args(args)
+        .args(global)
         .arg("config")
+        .args(args)
         .current_dir(dir)
         .env("ATOLL_SOCKET", "/nonexistent/atoll.sock")
         .envs(env.iter().copied())
@@ -99,6 +105,47 @@ fn a_bad_file_names_file_line_and_the_expected_shape() {
     std::fs::write(&file, "services:\n  web:\n    image: x\n    depends_on: [db]\n").unwrap();
     let err = String::from_utf8_lossy(&config(dir.path(), &[], &[]).stderr).into_owned();
     assert!(err.contains("service \"web\": depends on \"db\", which is not a service"), "{err}");
+}
+
+/// Issue 12, items 1, 2 and 4 through the binary: YAML that go-yaml reads (a flow sequence
+/// closed at its key's indentation, comments between healthcheck items), the override file
+/// beside the compose file found from a subdirectory, and `config` output (YAML and JSON)
+/// that loads again as the same project (`$$` stays a literal `$`).
+#[test]
+fn config_reads_what_docker_compose_reads_and_its_output_loads_as_the_same_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(app.join("src/deep")).unwrap();
+    std::fs::write(
+        app.join("compose.yaml"),
+        "services:\n  s:\n    image: busybox\n    command: [\n      \"echo\", \"$$GREETING\"\n    ]\n    healthcheck:\n      test: [\n        \"CMD\", # the binary\n        # its argument\n        \"true\"\n      ]\n    environment: {MODE: 0755}\n",
+    )
+    .unwrap();
+    std::fs::write(app.join("compose.override.yaml"), "services:\n  s:\n    environment: {FROM: override}\n").unwrap();
+    let out = config(&app.join("src/deep"), &[], &[]);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("- $$GREETING\n") && printed.contains("FROM: override\n") && printed.contains("MODE: \"493\"\n"), "{printed}");
+    assert!(printed.contains("- CMD\n") && printed.contains("- \"true\"\n"), "{printed}");
+    // `-f -`: the file from standard input, the working directory as project directory.
+    let mut child = std::process::Command::new(BIN)
+        .args(["compose", "-f", "-", "config", "--services"])
+        .current_dir(&app)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"services:\n  from-stdin: {image: busybox}\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((out.status.success(), String::from_utf8_lossy(&out.stdout).as_ref()), (true, "from-stdin\n"));
+    for format in ["yaml", "json"] {
+        let first = config_with(&app, &[], &["--format", format], &[]);
+        let again_file = dir.path().join(format!("again.{format}"));
+        std::fs::write(&again_file, &first.stdout).unwrap();
+        let again = config_with(&app, &["-f", again_file.to_str().unwrap()], &["--format", format], &[]);
+        assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+        assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&first.stdout), "{format}");
+    }
 }
 
 const APP: &str = r#"
@@ -304,4 +351,153 @@ fn waiting_for_a_health_check_that_does_not_exist_fails_at_once() {
     let r = d.cli(&["compose", "-f", f.to_str().unwrap(), "up", "-d"]);
     assert!(!r.ok() && r.stderr.contains("nh-a-1 has no health check to wait for"), "{r:?}");
     d.ok(&["compose", "-f", f.to_str().unwrap(), "down"]);
+}
+
+/// `atoll compose ARGS…` run from `dir` (discovery starts there).
+fn compose_in(d: &Daemon, dir: &Path, args: &[&str]) -> atoll_testkit::daemon::Run {
+    let out = std::process::Command::new(BIN)
+        .arg("compose")
+        .args(args)
+        .current_dir(dir)
+        .env("ATOLL_SOCKET", &d.socket)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    atoll_testkit::daemon::Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const PROFILED: &str = r#"
+services:
+  web:
+    image: localhost/busybox
+    pull_policy: never
+    command: [sleep, "600"]
+    stop_signal: KILL
+  debug:
+    image: localhost/busybox
+    pull_policy: never
+    profiles: [debug]
+    command: [sleep, "600"]
+    stop_signal: KILL
+    depends_on: [helper]
+  helper:
+    image: localhost/busybox
+    pull_policy: never
+    profiles: [debug]
+    command: [sh, -c, "mkdir -p /www && echo \"helper-$$FROM\" > /www/index.html && exec httpd -f -p 80 -h /www"]
+    stop_signal: KILL
+"#;
+
+/// Issue 12, items 2 and 3: run from a subdirectory with no -f, the compose file is found in
+/// a parent and its override file merged; `up -d debug` enables debug's profile, so its
+/// dependency of the same profile comes up too; profiled services answer `ps`, `exec`, `stop`
+/// by name; `down` without the profile leaves them (and says so), with it removes them.
+#[test]
+fn up_of_a_profiled_service_brings_its_dependency_and_the_override_file_is_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    d.import_busybox(dir.path());
+    let app = dir.path().join("prof");
+    std::fs::create_dir_all(app.join("src/deep")).unwrap();
+    std::fs::write(app.join("compose.yaml"), PROFILED).unwrap();
+    std::fs::write(app.join("compose.override.yaml"), "services:\n  helper:\n    environment: [FROM=override]\n").unwrap();
+    let deep = app.join("src/deep");
+
+    let up = compose_in(&d, &deep, &["up", "-d", "debug"]);
+    assert!(up.ok(), "{up:?}\n{}", d.log_text());
+    assert_eq!(d.container("prof-helper-1")["state"], "running");
+    assert_eq!(d.container("prof-debug-1")["state"], "running");
+    assert!(d.cli(&["inspect", "prof-web-1"]).code != Some(0), "web was not asked for");
+    let got = compose_in(&d, &deep, &["exec", "debug", "wget", "-qO-", "http://helper/"]);
+    assert_eq!((got.code, got.stdout.trim()), (Some(0), "helper-override"), "{got:?}");
+    let ps = compose_in(&d, &deep, &["ps", "helper"]);
+    assert!(ps.ok() && ps.stdout.contains("prof-helper-1"), "{ps:?}");
+    let profiles = compose_in(&d, &deep, &["config", "--profiles"]);
+    assert_eq!(profiles.stdout, "debug\n", "{profiles:?}");
+
+    // Not an orphan for a later `up` of the other services, and left by a plain `down`.
+    let up_web = compose_in(&d, &deep, &["up", "-d"]);
+    assert!(up_web.ok() && !up_web.stderr.contains("orphan"), "{up_web:?}");
+    let stop = compose_in(&d, &deep, &["stop", "debug"]);
+    assert!(stop.ok() && stop.stderr.contains("prof-debug-1  Stopped"), "{stop:?}");
+    let down = compose_in(&d, &deep, &["down"]);
+    assert!(down.ok() && down.stderr.contains("container prof-helper-1 of service \"helper\" is left"), "{down:?}");
+    assert_eq!(d.container("prof-helper-1")["state"], "running");
+    let down = compose_in(&d, &deep, &["--profile", "debug", "down"]);
+    assert!(down.ok(), "{down:?}");
+    assert_eq!(d.ok(&["ps", "-a", "-q"]).trim(), "");
+}
+
+const NEVER_UP: &str = r#"
+services:
+  db:
+    image: localhost/busybox
+    pull_policy: never
+    command: [sh, -c, "mkdir -p /www && echo db-ok > /www/index.html && exec httpd -f -p 80 -h /www"]
+    networks: [back, db_only]
+    stop_signal: KILL
+    healthcheck: {test: [CMD-SHELL, "test -f /www/index.html"], interval: 200ms, retries: 50}
+  app:
+    image: localhost/busybox
+    pull_policy: never
+    networks: [back, front]
+    volumes: [data:/data]
+    depends_on: {db: {condition: service_healthy}}
+  tool:
+    image: localhost/busybox
+    pull_policy: never
+    networks: [tools_only]
+networks: {back: {}, front: {}, tools_only: {}, db_only: {}}
+volumes: {data: {}}
+"#;
+
+/// Issue 12, item 5: `run` on a project that was never up creates what the service needs
+/// (its networks, its volumes and, unless --no-deps, its dependencies), as `up` would;
+/// `exec` and `start` there fail saying what to run; a one-off container does not take the
+/// service's name on the network unless --use-aliases.
+#[test]
+fn run_on_a_project_never_up_creates_what_the_service_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    d.import_busybox(dir.path());
+    let app = dir.path().join("nu");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(app.join("compose.yaml"), NEVER_UP).unwrap();
+
+    let exec = compose_in(&d, &app, &["exec", "app", "true"]);
+    assert!(!exec.ok() && exec.stderr.contains("service \"app\" is not running: start it with `atoll compose up -d app`"), "{exec:?}");
+    let start = compose_in(&d, &app, &["start"]);
+    assert!(!start.ok() && start.stderr.contains("has no container to start: create it with `atoll compose up -d"), "{start:?}");
+
+    let run = compose_in(&d, &app, &["run", "--rm", "app", "sh", "-c", "wget -qO- http://db/ && touch /data/x && ls /data"]);
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), "db-ok\nx\n"), "{run:?}\n{}", d.log_text());
+    let nets = d.ok(&["network", "ls", "-q"]);
+    assert!(nets.contains("nu_back") && nets.contains("nu_front") && !nets.contains("nu_tools_only"), "{nets}");
+    assert!(d.ok(&["volume", "ls", "-q"]).contains("nu_data"));
+    assert_eq!(d.container("nu-db-1")["state"], "running", "the dependency was brought up");
+
+    // --no-deps: only the service's own network.
+    let run = compose_in(&d, &app, &["run", "--rm", "--no-deps", "tool", "true"]);
+    assert!(run.ok(), "{run:?}");
+    assert!(d.ok(&["network", "ls", "-q"]).contains("nu_tools_only"));
+
+    // A one-off db answers to no service name; with --use-aliases it does.
+    let id = compose_in(&d, &app, &["run", "-d", "--no-deps", "db", "sleep", "600"]);
+    assert!(id.ok(), "{id:?}");
+    assert_eq!(d.container(id.stdout.trim())["spec"]["networks"][0]["aliases"], serde_json::json!([]));
+    let id = compose_in(&d, &app, &["run", "-d", "--no-deps", "--use-aliases", "db", "sleep", "600"]);
+    assert_eq!(d.container(id.stdout.trim())["spec"]["networks"][0]["aliases"], serde_json::json!(["db"]));
+
+    let down = compose_in(&d, &app, &["down", "-v", "--remove-orphans", "-t", "0"]);
+    assert!(down.ok(), "{down:?}");
+
+    // `up SERVICE` creates the networks its dependencies use too.
+    let up = compose_in(&d, &app, &["up", "-d", "--wait", "app"]);
+    assert!(up.ok(), "{up:?}");
+    assert!(d.ok(&["network", "ls", "-q"]).contains("nu_db_only"));
+    assert!(compose_in(&d, &app, &["down", "-v", "-t", "0"]).ok());
 }

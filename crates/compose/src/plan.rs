@@ -76,6 +76,8 @@ pub struct Desired {
     pub services: Vec<DesiredService>,
     pub networks: Vec<DesiredNetwork>,
     pub volumes: Vec<DesiredVolume>,
+    /// Services of the files that profiles disable.
+    pub disabled: BTreeSet<String>,
 }
 
 fn bad(service: &str, message: impl Into<String>) -> PlanError {
@@ -371,7 +373,7 @@ pub fn desired(p: &Project) -> Result<Desired, PlanError> {
             }
         }
     }
-    Ok(Desired { services, networks, volumes })
+    Ok(Desired { services, networks, volumes, disabled: p.disabled.clone() })
 }
 
 /// A container of the project as the engine reports it.
@@ -417,16 +419,11 @@ impl Action {
 }
 
 /// Decides, per selected service (in dependency order), what `up` does; also returns the
-/// project's containers that belong to no service (orphans). One-off containers (`compose
-/// run`) are never orphans.
-pub fn reconcile(
-    desired: &[DesiredService],
-    existing: &[Existing],
-    selected: &BTreeSet<String>,
-    force: bool,
-) -> (Vec<Action>, Vec<Existing>) {
+/// project's containers that belong to no service of the files (orphans). One-off containers
+/// (`compose run`) are never orphans.
+pub fn reconcile(desired: &Desired, existing: &[Existing], selected: &BTreeSet<String>, force: bool) -> (Vec<Action>, Vec<Existing>) {
     let mut actions = Vec::new();
-    for d in desired.iter().filter(|d| selected.is_empty() || selected.contains(&d.name)) {
+    for d in desired.services.iter().filter(|d| selected.is_empty() || selected.contains(&d.name)) {
         let current = existing.iter().find(|e| e.service == d.name && !e.oneoff);
         actions.push(match current {
             None => Action::Create { service: d.name.clone() },
@@ -435,7 +432,9 @@ pub fn reconcile(
             Some(e) => Action::Start { service: d.name.clone(), id: e.id.clone() },
         });
     }
-    let orphans = existing.iter().filter(|e| !e.oneoff && !desired.iter().any(|d| d.name == e.service)).cloned().collect();
+    // A service a profile disables is still the project's: its container is no orphan.
+    let known = |e: &Existing| desired.services.iter().any(|d| d.name == e.service) || desired.disabled.contains(&e.service);
+    let orphans = existing.iter().filter(|e| !e.oneoff && !known(e)).cloned().collect();
     (actions, orphans)
 }
 
@@ -545,7 +544,7 @@ mod tests {
             Existing { id: "3".into(), name: "app-old-1".into(), service: "old".into(), hash: "x".into(), settled: true, oneoff: false },
             Existing { id: "4".into(), name: "app-web-run-1".into(), service: "web".into(), hash: "x".into(), settled: true, oneoff: true },
         ];
-        let (actions, orphans) = reconcile(&d.services, &existing, &BTreeSet::new(), false);
+        let (actions, orphans) = reconcile(&d, &existing, &BTreeSet::new(), false);
         assert_eq!(
             actions,
             vec![
@@ -555,7 +554,11 @@ mod tests {
             ]
         );
         assert_eq!(orphans.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["app-old-1"]);
-        let (actions, _) = reconcile(&d.services, &existing, &BTreeSet::new(), true);
+        let (actions, _) = reconcile(&d, &existing, &BTreeSet::new(), true);
+        // A service a profile disables is the project's: not an orphan.
+        let mut d2 = d.clone();
+        d2.disabled.insert("old".into());
+        assert!(reconcile(&d2, &existing, &BTreeSet::new(), false).1.is_empty());
         assert!(matches!(actions[0], Action::Recreate { .. }), "--force-recreate");
         assert_eq!(with_dependencies(&d.services, &["web".into()]).len(), 3);
     }

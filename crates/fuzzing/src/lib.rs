@@ -78,7 +78,8 @@ pub fn tar_layer(data: &[u8]) {
     assert_eq!(std::fs::read(outside.join("canary")).expect("canary"), b"untouched");
 }
 
-/// Compose files: loaded, normalised and planned, with an env file beside them.
+/// Compose files: loaded, normalised and planned, with an env file beside them; what `config`
+/// prints of them loads again as the same project.
 pub fn compose(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let read = |p: &Path| match p.to_str() {
@@ -89,10 +90,17 @@ pub fn compose(data: &[u8]) {
     let opts = atoll_compose::load::Options { workdir: "/p/app".into(), ..Default::default() };
     let Ok(loaded) = atoll_compose::load::load(&opts, &read) else { return };
     let Ok(project) = atoll_compose::model::normalise(&loaded, &read) else { return };
-    // What `config` prints parses back.
-    let printed = atoll_compose::yaml::emit(&project.config);
-    let again = atoll_compose::yaml::parse(&printed, 0).expect("config output is YAML");
-    assert_eq!(again.to_json(), project.config, "config output does not read back:\n{printed}");
+    // What `config` prints loads again as the same project.
+    let printed = atoll_compose::yaml::emit(&atoll_compose::model::printable(&project.config));
+    let reread = |p: &Path| match p.to_str() {
+        Some("/p/app/compose.yaml") => Ok(printed.clone()),
+        _ => read(p),
+    };
+    let again = atoll_compose::load::load(&opts, &reread)
+        .map_err(|e| e.to_string())
+        .and_then(|l| atoll_compose::model::normalise(&l, &reread).map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| panic!("config output does not load: {e}\n{printed}"));
+    assert_eq!(again.config, project.config, "config output loads as another project:\n{printed}");
     let _ = atoll_compose::plan::desired(&project);
 }
 

@@ -7,10 +7,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::{Map, Value as J, json};
 
 use crate::load::{Loaded, ReadFn};
+
+mod types;
+
+use types::Typed;
+pub use types::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -96,6 +100,7 @@ fn hint(key: &str) -> &'static str {
 pub(crate) fn text(v: &J) -> Option<String> {
     match v {
         J::String(s) => Some(s.clone()),
+        J::Number(n) if n.is_f64() => n.as_f64().map(crate::yaml::float_text),
         J::Number(n) => Some(n.to_string()),
         J::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -262,6 +267,20 @@ fn kv_map(v: &J) -> Map<String, J> {
     }
 }
 
+/// [`kv_map`] for a service's `key`, refusing an entry without a name (`=value`), which
+/// neither a container nor the mapping form (what `config` prints) can hold.
+fn named_kv_map(service: &str, key: &str, v: &J) -> Result<Map<String, J>, ModelError> {
+    let m = kv_map(v);
+    if let Some(value) = m.get("") {
+        let value = text(value).unwrap_or_default();
+        return Err(ModelError::Service {
+            service: service.to_owned(),
+            message: format!("the {key} entry \"={value}\" has no name: write NAME={value}"),
+        });
+    }
+    Ok(m)
+}
+
 struct Ctx<'a> {
     loaded: &'a Loaded,
     read: ReadFn<'a>,
@@ -289,7 +308,7 @@ impl Ctx<'_> {
                 "expose" => json!(strings(v)),
                 "volumes" => J::Array(v.as_array().into_iter().flatten().map(|m| volume(name, m)).collect::<Result<_, _>>()?),
                 "healthcheck" => healthcheck(v),
-                "labels" | "sysctls" => J::Object(kv_map(v)),
+                "labels" | "sysctls" => J::Object(named_kv_map(name, k, v)?),
                 "links" => json!(strings(v)),
                 // `name: ip` mappings or `name:ip`/`name=ip` strings, as `name:ip` strings.
                 "extra_hosts" => match v {
@@ -338,12 +357,20 @@ impl Ctx<'_> {
                         let condition = spec.get("condition").and_then(text).unwrap_or_else(|| "service_started".into());
                         let required = spec.get("required").is_none_or(truthy);
                         let restart = spec.get("restart").is_some_and(truthy);
+                        // As compose-go: an optional dependency a profile disables is left out;
+                        // any other missing one is an error.
                         if !all.contains_key(&dep) {
-                            if required {
-                                return Err(bad(format!("depends on {dep:?}, which is not a service (or is disabled by a profile)")));
+                            match self.loaded.disabled.get(&dep) {
+                                Some(_) if !required => continue,
+                                Some(ps) => {
+                                    return Err(bad(format!(
+                                        "depends on {dep:?}, which its profiles ({}) disable: enable one with --profile {}, or name {dep} on the command line too",
+                                        ps.join(", "),
+                                        ps[0]
+                                    )));
+                                }
+                                None => return Err(bad(format!("depends on {dep:?}, which is not a service"))),
                             }
-                            self.warnings.push(format!("service {name:?}: optional dependency {dep:?} is not defined; ignoring it"));
-                            continue;
                         }
                         deps.insert(dep, json!({"condition": condition, "required": required, "restart": restart}));
                     }
@@ -418,10 +445,12 @@ impl Ctx<'_> {
                     Err(source) => return Err(ModelError::EnvFile { service: name.to_owned(), path: p.to_owned(), source }),
                 }
             }
-            out.insert("env_file".into(), json!(list.iter().map(|(p, r)| json!({"path": p, "required": r})).collect::<Vec<_>>()));
         }
+        // Inlined into `environment`, as docker compose's config does: printed, the files
+        // would be read again (or be missing) when the output is loaded.
+        out.remove("env_file");
         if let Some(e) = src.get("environment") {
-            for (k, v) in kv_map(e) {
+            for (k, v) in named_kv_map(name, "environment", e)? {
                 let v = if v.is_null() { self.loaded.env.get(&k).map_or(J::Null, |x| J::String(x.clone())) } else { v };
                 env.insert(k, v);
             }
@@ -440,6 +469,18 @@ impl Ctx<'_> {
             }
         }
         Ok(J::Object(out))
+    }
+}
+
+/// The normalised project as `compose config` prints it, so that the output loaded again is
+/// the same project: every `$` of a value written `$$` (keys are not interpolated), as
+/// docker compose prints it.
+pub fn printable(config: &J) -> J {
+    match config {
+        J::String(s) => J::String(s.replace('$', "$$")),
+        J::Array(a) => J::Array(a.iter().map(printable).collect()),
+        J::Object(o) => J::Object(o.iter().map(|(k, v)| (k.clone(), printable(v))).collect()),
+        other => other.clone(),
     }
 }
 
@@ -572,6 +613,8 @@ pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelErro
         message: format!("normalised badly: {e}"),
     })?;
     Ok(Project {
+        profiles: loaded.profiles.clone(),
+        disabled: loaded.disabled.keys().cloned().collect(),
         name: p.clone(),
         dir: loaded.dir.clone(),
         services: typed.services,
@@ -584,234 +627,77 @@ pub fn normalise(loaded: &Loaded, read: ReadFn<'_>) -> Result<Project, ModelErro
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct Typed {
-    #[serde(default)]
-    services: BTreeMap<String, Service>,
-    #[serde(default)]
-    networks: BTreeMap<String, Network>,
-    #[serde(default)]
-    volumes: BTreeMap<String, Volume>,
-    #[serde(default)]
-    configs: BTreeMap<String, FileSource>,
-    #[serde(default)]
-    secrets: BTreeMap<String, FileSource>,
-}
-
-/// A normalised project.
-#[derive(Debug, Clone)]
-pub struct Project {
-    pub name: String,
-    pub dir: PathBuf,
-    pub services: BTreeMap<String, Service>,
-    pub networks: BTreeMap<String, Network>,
-    pub volumes: BTreeMap<String, Volume>,
-    pub configs: BTreeMap<String, FileSource>,
-    pub secrets: BTreeMap<String, FileSource>,
-    /// What `compose config` prints.
-    pub config: J,
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Service {
-    pub image: Option<String>,
-    pub command: Option<Vec<String>>,
-    pub entrypoint: Option<Vec<String>>,
-    pub environment: BTreeMap<String, Option<String>>,
-    pub ports: Vec<Port>,
-    pub expose: Vec<String>,
-    pub volumes: Vec<ServiceVolume>,
-    pub networks: BTreeMap<String, Option<ServiceNetwork>>,
-    pub network_mode: Option<String>,
-    pub depends_on: BTreeMap<String, Dependency>,
-    pub healthcheck: Option<Healthcheck>,
-    pub restart: Option<String>,
-    pub user: Option<String>,
-    pub working_dir: Option<String>,
-    pub hostname: Option<String>,
-    pub labels: BTreeMap<String, Option<String>>,
-    pub read_only: bool,
-    pub cap_add: Vec<String>,
-    pub cap_drop: Vec<String>,
-    pub init: bool,
-    pub stop_signal: Option<String>,
-    pub stop_grace_period: Option<String>,
-    pub mem_limit: Option<String>,
-    pub cpus: Option<String>,
-    pub pids_limit: Option<i64>,
-    pub deploy: Option<Deploy>,
-    pub profiles: Vec<String>,
-    pub configs: Vec<FileRef>,
-    pub secrets: Vec<FileRef>,
-    pub container_name: Option<String>,
-    pub tty: bool,
-    pub stdin_open: bool,
-    pub tmpfs: Vec<String>,
-    pub pull_policy: Option<String>,
-    pub logging: Option<Logging>,
-    pub shm_size: Option<String>,
-    pub security_opt: Vec<String>,
-    pub sysctls: BTreeMap<String, Option<String>>,
-    /// `SERVICE[:ALIAS]`: the alias becomes a name of SERVICE on the networks they share.
-    pub links: Vec<String>,
-    pub extra_hosts: Vec<String>,
-    pub ulimits: BTreeMap<String, atoll_spec::Ulimit>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Port {
-    pub target: u16,
-    #[serde(default)]
-    pub published: Option<String>,
-    #[serde(default)]
-    pub host_ip: Option<String>,
-    #[serde(default)]
-    pub protocol: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ServiceVolume {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub source: Option<String>,
-    pub target: String,
-    pub read_only: bool,
-    pub tmpfs: Option<TmpfsOptions>,
-    pub volume: Option<VolumeOptions>,
-    pub bind: Option<BindOptions>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct VolumeOptions {
-    /// Do not fill an empty volume with the image's content.
-    pub nocopy: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct BindOptions {
-    pub propagation: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct TmpfsOptions {
-    pub size: Option<J>,
-    pub mode: Option<J>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ServiceNetwork {
-    pub aliases: Vec<String>,
-    pub ipv4_address: Option<String>,
-    pub ipv6_address: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Dependency {
-    pub condition: String,
-    pub required: bool,
-    pub restart: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Healthcheck {
-    pub test: Vec<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub retries: Option<u32>,
-    pub start_period: Option<String>,
-    pub disable: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Deploy {
-    pub resources: Option<Resources>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Resources {
-    pub limits: Option<Limits>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Limits {
-    pub cpus: Option<J>,
-    pub memory: Option<J>,
-    pub pids: Option<J>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct FileRef {
-    pub source: String,
-    pub target: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Logging {
-    pub driver: Option<String>,
-    pub options: BTreeMap<String, J>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Network {
-    pub name: String,
-    pub external: bool,
-    pub internal: bool,
-    pub enable_ipv6: Option<J>,
-    pub ipam: Option<Ipam>,
-    pub labels: BTreeMap<String, Option<String>>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Ipam {
-    pub config: Vec<IpamConfig>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct IpamConfig {
-    pub subnet: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Volume {
-    pub name: String,
-    pub external: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct FileSource {
-    pub name: String,
-    pub file: Option<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::load::{Options, load};
 
     pub(crate) fn project(files: &[(&str, &str)]) -> Result<Project, String> {
+        project_with(files, Options::default())
+    }
+
+    fn project_with(files: &[(&str, &str)], opts: Options) -> Result<Project, String> {
         let map: BTreeMap<PathBuf, String> = files.iter().map(|(p, t)| (PathBuf::from(p), (*t).to_owned())).collect();
         let read = move |p: &Path| map.get(p).cloned().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound));
-        let opts = Options { workdir: "/p/app".into(), ..Default::default() };
+        let opts = Options { workdir: "/p/app".into(), ..opts };
         let l = load(&opts, &read).map_err(|e| e.to_string())?;
         normalise(&l, &read).map_err(|e| e.to_string())
+    }
+
+    const PROFILED: &str = "services:\n  web: {image: x}\n  debug: {image: x, profiles: [debug], depends_on: [helper]}\n  helper: {image: x, profiles: [debug]}\n  admin: {image: x, profiles: [admin], depends_on: [db]}\n  db: {image: x, profiles: [dev]}\n  opt: {image: x, depends_on: {db: {condition: service_started, required: false}}}\n";
+
+    fn names(p: &Project) -> Vec<&str> {
+        p.services.keys().map(String::as_str).collect()
+    }
+
+    /// Issue 12: `up debug` where debug and its dependency helper both have the debug
+    /// profile: naming debug enables its profile, so helper too.
+    #[test]
+    fn a_service_named_on_the_command_line_enables_its_profiles() {
+        let files = [("/p/app/compose.yaml", PROFILED)];
+        let p = project(&files).unwrap();
+        assert_eq!(names(&p), ["opt", "web"]);
+        assert_eq!(p.profiles.iter().collect::<Vec<_>>(), ["admin", "debug", "dev"], "every profile the file defines");
+        assert_eq!(p.disabled.iter().collect::<Vec<_>>(), ["admin", "db", "debug", "helper"]);
+        assert!(p.services["opt"].depends_on.is_empty(), "an optional dependency a profile disables is left out");
+
+        let p = project_with(&files, Options { services: vec!["debug".into()], ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["debug", "helper", "opt", "web"]);
+        assert!(p.services["debug"].depends_on.contains_key("helper"));
+
+        // A dependency of another profile is not enabled (docker compose's documented rule):
+        // the error says how to enable it.
+        let e = project_with(&files, Options { services: vec!["admin".into()], ..Default::default() }).unwrap_err();
+        assert_eq!(
+            e,
+            "service \"admin\": depends on \"db\", which its profiles (dev) disable: enable one with --profile dev, or name db on the command line too"
+        );
+        let p = project_with(&files, Options { services: vec!["admin".into(), "db".into()], ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["admin", "db", "opt", "web"]);
+        assert!(p.services["opt"].depends_on.contains_key("db"), "enabled, the optional dependency counts");
+    }
+
+    #[test]
+    fn profile_flags_win_over_compose_profiles() {
+        let files = [("/p/app/compose.yaml", PROFILED)];
+        let environ: BTreeMap<String, String> = [("COMPOSE_PROFILES".to_owned(), "debug, dev".to_owned())].into();
+        let p = project_with(&files, Options { environ: environ.clone(), ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["db", "debug", "helper", "opt", "web"]);
+        let p = project_with(&files, Options { environ, profiles: vec!["dev".into()], ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["db", "opt", "web"]);
+        let p = project_with(&files, Options { profiles: vec!["*".into()], ..Default::default() }).unwrap();
+        assert_eq!(names(&p), ["admin", "db", "debug", "helper", "opt", "web"]);
+    }
+
+    /// compose-go refuses a dependency on a service no file defines, optional or not.
+    #[test]
+    fn an_undefined_optional_dependency_is_an_error() {
+        let e = project(&[(
+            "/p/app/compose.yaml",
+            "services:\n  a: {image: x, depends_on: {nope: {condition: service_started, required: false}}}\n",
+        )])
+        .unwrap_err();
+        assert_eq!(e, "service \"a\": depends on \"nope\", which is not a service");
     }
 
     #[test]
@@ -850,9 +736,6 @@ mod tests {
                     condition: service_started
                     required: true
                     restart: false
-                env_file:
-                  - path: /p/app/web.env
-                    required: true
                 environment:
                   A: "1"
                   B: "2"
@@ -901,6 +784,30 @@ mod tests {
                 "service \"web\": `build` is not supported; build the image elsewhere, push it to a registry and reference it with `image:`"
             ]
         );
+    }
+
+    /// go-yaml types `0755` as octal and `1_000` as 1000, and Go prints 1e6 as `1e+06`:
+    /// docker compose sets those values, so Atoll does too.
+    #[test]
+    fn numbers_used_as_text_read_as_docker_compose_reads_them() {
+        let p = project(&[(
+            "/p/app/compose.yaml",
+            "services:\n  s:\n    image: x\n    environment: {MODE: 0755, N: 1_000, BIG: 1e6, F: 1.50, H: 0x1F, T: 08:00}\n",
+        )])
+        .unwrap();
+        let env: Vec<(String, Option<String>)> = p.services["s"].environment.clone().into_iter().collect();
+        let want = [("BIG", "1e+06"), ("F", "1.5"), ("H", "31"), ("MODE", "493"), ("N", "1000"), ("T", "08:00")];
+        assert_eq!(env, want.map(|(k, v)| (k.to_owned(), Some(v.to_owned()))));
+    }
+
+    /// Found by the compose fuzz target: `environment: ["=x"]` normalised to an empty key,
+    /// which `config` printed and the schema refused on reload.
+    #[test]
+    fn an_entry_without_a_name_is_refused() {
+        for key in ["environment", "labels", "sysctls"] {
+            let e = project(&[("/p/app/compose.yaml", &format!("services:\n  s:\n    image: x\n    {key}: ['=x']\n"))]).unwrap_err();
+            assert_eq!(e, format!("service \"s\": the {key} entry \"=x\" has no name: write NAME=x"));
+        }
     }
 
     #[test]

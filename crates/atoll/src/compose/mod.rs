@@ -24,12 +24,20 @@ use atoll_spec::{HealthStatus, RestartPolicy};
 
 use crate::output::table;
 
+mod run;
+
 #[derive(Debug, clap::Args)]
 pub struct ComposeArgs {
-    /// Compose file (repeat to merge several); default: compose.yaml, compose.yml,
-    /// docker-compose.yaml or docker-compose.yml here, or $COMPOSE_FILE.
+    /// Compose file (repeat to merge several; `-` reads standard input); default:
+    /// $COMPOSE_FILE, else compose.yaml, compose.yml, docker-compose.yml or
+    /// docker-compose.yaml here or in the nearest parent directory, with its
+    /// compose.override.yml (…) merged over it.
     #[arg(short = 'f', long = "file")]
     files: Vec<PathBuf>,
+    /// The project directory: relative paths and .env are read from there [default: the
+    /// first file's directory].
+    #[arg(long = "project-directory")]
+    project_directory: Option<PathBuf>,
     /// Project name [default: `name:` in the file, or this directory's name].
     #[arg(short = 'p', long = "project-name")]
     project: Option<String>,
@@ -72,7 +80,7 @@ enum ComposeCommand {
     /// Run a command in a service's running container.
     Exec(ExecArgs),
     /// Run a one-off command in a new container of a service.
-    Run(RunArgs),
+    Run(run::RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,40 +184,6 @@ struct ExecArgs {
     cmd: Vec<String>,
 }
 
-#[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// Remove the container when it exits.
-    #[arg(long)]
-    rm: bool,
-    /// Run in the background and print the container ID.
-    #[arg(short, long)]
-    detach: bool,
-    /// Do not start the services it depends on.
-    #[arg(long)]
-    no_deps: bool,
-    /// Publish the service's ports too.
-    #[arg(long)]
-    service_ports: bool,
-    #[arg(short, long = "env")]
-    env: Vec<String>,
-    #[arg(long)]
-    entrypoint: Option<String>,
-    #[arg(short, long)]
-    user: Option<String>,
-    #[arg(short, long)]
-    workdir: Option<String>,
-    #[arg(short, long)]
-    interactive: bool,
-    #[arg(short, long)]
-    tty: bool,
-    /// Accepted for docker compatibility.
-    #[arg(short = 'T', long = "no-TTY")]
-    no_tty: bool,
-    service: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    cmd: Vec<String>,
-}
-
 /// Prints what happened to one resource, as docker compose does (to stderr).
 fn say(kind: &str, name: &str, what: &str) {
     eprintln!(" {kind} {name}  {what}");
@@ -218,22 +192,25 @@ fn say(kind: &str, name: &str, what: &str) {
 fn load_project(a: &ComposeArgs, services: &[String]) -> anyhow::Result<Project> {
     let workdir = std::env::current_dir().context("finding the current directory")?;
     let environ: BTreeMap<String, String> = std::env::vars().collect();
-    let mut files = a.files.clone();
-    if files.is_empty()
-        && let Some(f) = environ.get("COMPOSE_FILE").filter(|f| !f.is_empty())
-    {
-        files = f.split(':').map(PathBuf::from).collect();
-    }
     let opts = Options {
-        files,
+        files: a.files.clone(),
         workdir,
+        project_directory: a.project_directory.clone(),
         project_name: a.project.clone(),
         env_files: a.env_files.clone(),
         profiles: a.profiles.clone(),
         services: services.to_vec(),
         environ,
     };
-    let read = |p: &std::path::Path| std::fs::read_to_string(p);
+    // `-f -`: standard input, read once however often the loader asks.
+    let stdin = std::sync::OnceLock::new();
+    let read = |p: &std::path::Path| {
+        if p == std::path::Path::new(atoll_compose::load::STDIN) {
+            let text = stdin.get_or_init(|| std::io::read_to_string(std::io::stdin()).map_err(|e| e.to_string()));
+            return text.clone().map_err(std::io::Error::other);
+        }
+        std::fs::read_to_string(p)
+    };
     let loaded = load(&opts, &read)?;
     let project = normalise(&loaded, &read)?;
     for w in &project.warnings {
@@ -290,6 +267,19 @@ pub async fn run(client: &Client, a: ComposeArgs) -> anyhow::Result<ExitCode> {
         ComposeCommand::Start { services } => {
             let project = load_project(&a, services)?;
             let desired = plan::desired(&project)?;
+            // As docker compose: `start` starts containers `up` (or `create`) made; it makes none.
+            let list = containers(client, &project.name).await?;
+            let missing: Vec<&str> = selected(&desired, services)
+                .filter(|s| !list.iter().any(|c| service_of(c) == s.name && !is_oneoff(c)))
+                .map(|s| s.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "service {} has no container to start: create it with `atoll compose up -d {}`",
+                    missing.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", "),
+                    missing.join(" ")
+                );
+            }
             let pick = |c: &ContainerInfo| !is_oneoff(c) && !c.record.is_running();
             act_on(client, &project.name, selected(&desired, services), pick, "start", "Started").await?;
         }
@@ -322,7 +312,7 @@ pub async fn run(client: &Client, a: ComposeArgs) -> anyhow::Result<ExitCode> {
             let req = e.opts.request(e.cmd.clone());
             return crate::containers::exec_request(client, &c.record.id, req).await;
         }
-        ComposeCommand::Run(r) => return run_oneoff(client, &a, r).await,
+        ComposeCommand::Run(r) => return run::run_oneoff(client, &a, r).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -341,12 +331,11 @@ fn config(a: &ComposeArgs, c: &ConfigArgs) -> anyhow::Result<ExitCode> {
     } else if c.volumes {
         project.volumes.keys().for_each(|v| println!("{v}"));
     } else if c.profiles {
-        let all: BTreeSet<&String> = project.services.values().flat_map(|s| &s.profiles).collect();
-        all.iter().for_each(|p| println!("{p}"));
+        project.profiles.iter().for_each(|p| println!("{p}"));
     } else if c.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&project.config)?);
+        println!("{}", serde_json::to_string_pretty(&atoll_compose::model::printable(&project.config))?);
     } else {
-        print!("{}", atoll_compose::yaml::emit(&project.config));
+        print!("{}", atoll_compose::yaml::emit(&atoll_compose::model::printable(&project.config)));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -502,7 +491,7 @@ async fn converge(client: &Client, project: &Project, desired: &Desired, u: &UpA
     }
     ensure_resources(client, desired, &targets).await?;
     let list = containers(client, &project.name).await?;
-    let (actions, orphans) = plan::reconcile(&desired.services, &existing(&list), &targets, u.force_recreate);
+    let (actions, orphans) = plan::reconcile(desired, &existing(&list), &targets, u.force_recreate);
     for o in &orphans {
         if u.remove_orphans {
             remove(client, &o.id).await?;
@@ -657,9 +646,12 @@ async fn down(client: &Client, a: &ComposeArgs, d: &DownArgs) -> anyhow::Result<
     let desired = plan::desired(&project)?;
     let list = containers(client, &project.name).await?;
     let known = |c: &ContainerInfo| is_oneoff(c) || project.services.contains_key(service_of(c));
+    // As docker compose: containers of services a profile disables are left alone (they are
+    // not orphans either); say how to take them down.
+    let disabled = |c: &ContainerInfo| !is_oneoff(c) && project.disabled.contains(service_of(c));
     // Dependents first, then the rest.
     let order: Vec<&str> = desired.services.iter().rev().map(|s| s.name.as_str()).collect();
-    let mut doomed: Vec<&ContainerInfo> = list.iter().filter(|c| known(c) || d.remove_orphans).collect();
+    let mut doomed: Vec<&ContainerInfo> = list.iter().filter(|c| known(c) || (d.remove_orphans && !disabled(c))).collect();
     doomed.sort_by_key(|c| order.iter().position(|s| *s == service_of(c)).unwrap_or(usize::MAX));
     let t = d.timeout.map(|t| format!("?t={t}")).unwrap_or_default();
     for c in &doomed {
@@ -670,8 +662,16 @@ async fn down(client: &Client, a: &ComposeArgs, d: &DownArgs) -> anyhow::Result<
         remove(client, &c.record.id).await?;
         say("Container", &c.record.name, "Removed");
     }
-    for c in list.iter().filter(|c| !known(c) && !d.remove_orphans) {
-        eprintln!("warning: found orphan container {} of service {:?}; remove it with --remove-orphans", c.record.name, service_of(c));
+    for c in list.iter().filter(|c| !known(c)) {
+        if disabled(c) {
+            eprintln!(
+                "warning: container {} of service {:?} is left: its profile is not enabled; add --profile (or COMPOSE_PROFILES='*') to take it down",
+                c.record.name,
+                service_of(c)
+            );
+        } else if !d.remove_orphans {
+            eprintln!("warning: found orphan container {} of service {:?}; remove it with --remove-orphans", c.record.name, service_of(c));
+        }
     }
     let networks: Vec<NetworkRecord> = client.json(Method::GET, "/v1/networks", None::<&()>).await?;
     for n in networks.iter().filter(|n| n.labels.get(LABEL_PROJECT) == Some(&project.name)) {
@@ -688,8 +688,14 @@ async fn down(client: &Client, a: &ComposeArgs, d: &DownArgs) -> anyhow::Result<
             .iter()
             .filter(|v| v.volume.labels.get(LABEL_PROJECT) == Some(&project.name) && !external.contains(v.volume.name.as_str()))
         {
-            client.call(Method::DELETE, &format!("/v1/volumes/{}", q(&v.volume.name)), None::<&()>).await?;
-            say("Volume", &v.volume.name, "Removed");
+            // A container `down` left (of a disabled profile) may still use it.
+            match client.call(Method::DELETE, &format!("/v1/volumes/{}", q(&v.volume.name)), None::<&()>).await {
+                Ok(_) => say("Volume", &v.volume.name, "Removed"),
+                Err(e) if e.status() == Some(hyper::StatusCode::CONFLICT) => {
+                    eprintln!("warning: volume {} is still in use: {e}", v.volume.name)
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -765,56 +771,4 @@ async fn logs_of(
         t.await.context("a log follower failed")??;
     }
     Ok(())
-}
-
-async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) -> anyhow::Result<ExitCode> {
-    let project = load_project(a, std::slice::from_ref(&r.service))?;
-    let desired = plan::desired(&project)?;
-    let s = desired.services.iter().find(|s| s.name == r.service).expect("checked by load_project");
-    if !r.no_deps {
-        let deps: Vec<String> = s.depends_on.iter().map(|d| d.service.clone()).collect();
-        if !deps.is_empty() {
-            let u = UpArgs { detach: true, wait: false, force_recreate: false, remove_orphans: false, pull: None, services: deps };
-            converge(client, &project, &desired, &u).await?;
-            let list = containers(client, &project.name).await?;
-            for d in &s.depends_on {
-                if let Some(c) = list.iter().find(|c| service_of(c) == d.service && !is_oneoff(c)) {
-                    wait_for(client, &c.record.id, d.condition).await.with_context(|| format!("dependency {} failed", d.service))?;
-                }
-            }
-        }
-    }
-    if !image_present(client, &s.spec.image).await? {
-        pull(client, &s.spec.image, false).await?;
-    }
-    let mut spec = s.spec.clone();
-    spec.name = Some(format!("{}-{}-run-{}", project.name, s.name, &atoll_util::random_hex(6)));
-    spec.labels.insert(LABEL_ONEOFF.into(), "True".into());
-    spec.labels.remove(plan::LABEL_HASH);
-    spec.restart = RestartPolicy::No;
-    if !r.cmd.is_empty() {
-        spec.cmd = Some(r.cmd.clone());
-    }
-    if let Some(e) = &r.entrypoint {
-        spec.entrypoint = Some(shell_words::split(e).with_context(|| format!("--entrypoint {e:?}"))?);
-    }
-    spec.env.extend(r.env.iter().cloned());
-    if r.user.is_some() {
-        spec.user = r.user.clone();
-    }
-    if r.workdir.is_some() {
-        spec.workdir = r.workdir.clone();
-    }
-    if !r.service_ports {
-        spec.publish.clear();
-    }
-    spec.auto_remove = r.rm;
-    spec.interactive = r.interactive;
-    spec.tty = r.tty;
-    let _ = r.no_tty;
-    for d in &s.bind_dirs {
-        std::fs::create_dir_all(d).with_context(|| format!("creating the bind mount source {d}"))?;
-    }
-    let how = crate::containers::RunHow { start: true, detach: r.detach, interactive: r.interactive, tty: r.tty, rm: r.rm };
-    crate::containers::run_spec(client, spec, how).await
 }

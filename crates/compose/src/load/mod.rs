@@ -6,12 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod discover;
+
+pub use discover::{DISCOVERY, OVERRIDES, STDIN};
+use discover::{add_env_files, find_files, project_dir};
+
 use crate::interpolate::{InterpolateError, interpolate};
 use crate::merge::{merge_documents, merge_services, strip_resets};
 use crate::yaml::{Node, Value, YamlError};
 
-/// The file names `compose` looks for, in order.
-pub const DISCOVERY: &[&str] = &["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
 const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// Reads a file; the CLI passes `std::fs::read_to_string`, tests a map.
@@ -19,9 +22,13 @@ pub type ReadFn<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// `-f` files, relative to `workdir` unless absolute; empty means discovery.
+    /// `-f` files, relative to `workdir` unless absolute (`-` is standard input); empty
+    /// means `$COMPOSE_FILE` or discovery.
     pub files: Vec<PathBuf>,
+    /// The process's working directory.
     pub workdir: PathBuf,
+    /// `--project-directory` [default: the first file's directory].
+    pub project_directory: Option<PathBuf>,
     /// `-p`.
     pub project_name: Option<String>,
     /// `--env-file`; empty means `<project dir>/.env` if it exists.
@@ -30,7 +37,7 @@ pub struct Options {
     pub profiles: Vec<String>,
     /// Services named on the command line: enabled whatever their profiles.
     pub services: Vec<String>,
-    /// The process environment.
+    /// The process environment (it wins over env files).
     pub environ: BTreeMap<String, String>,
 }
 
@@ -42,12 +49,16 @@ pub struct Loaded {
     /// The interpolation environment (`.env` under the process environment).
     pub env: BTreeMap<String, String>,
     pub doc: Node,
+    /// Every profile the files define (`config --profiles`).
+    pub profiles: BTreeSet<String>,
+    /// Services no active profile enables, with their profiles.
+    pub disabled: BTreeMap<String, Vec<String>>,
     pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("no compose file in {dir}: looked for {}; give one with -f", DISCOVERY.join(", "))]
+    #[error("no compose file in {dir} or its parents: looked for {}; give one with -f", DISCOVERY.join(", "))]
     NotFound { dir: PathBuf },
     #[error("reading {path}")]
     Read {
@@ -279,28 +290,36 @@ impl Loader<'_> {
         Ok(())
     }
 
-    /// Reads, parses, interpolates, resolves paths in and validates one file.
+    /// Reads, parses, interpolates, resolves paths in and validates one file. Several YAML
+    /// documents in it (`---`) are layers merged in order, as compose-go reads them.
     fn file(&mut self, path: &Path, base: &Path) -> Result<Node, LoadError> {
         let text = self.read(path)?;
         let index = self.files.len() as u32;
         self.files.push(path.to_owned());
-        let mut doc = crate::yaml::parse(&text, index).map_err(|source| LoadError::Yaml { path: path.to_owned(), source })?;
-        if doc.value == Value::Null {
-            doc.value = Value::Map(Vec::new());
+        let docs = crate::yaml::parse_stream(&text, index).map_err(|source| LoadError::Yaml { path: path.to_owned(), source })?;
+        let mut merged: Option<Node> = None;
+        for mut doc in docs {
+            if doc.value == Value::Null {
+                doc.value = Value::Map(Vec::new());
+            }
+            if !matches!(doc.value, Value::Map(_)) {
+                return Err(LoadError::NotAMapping { path: path.to_owned() });
+            }
+            self.interpolate_node(&mut doc, path)?;
+            resolve_paths(&mut doc, base, self.env.get("HOME").map(String::as_str));
+            crate::schema::validate(&doc).map_err(|source| LoadError::Schema {
+                path: path.to_owned(),
+                line: source.pos.line,
+                col: source.pos.col,
+                source,
+            })?;
+            self.include(&mut doc, path)?;
+            merged = Some(match merged {
+                None => doc,
+                Some(m) => merge_documents(m, doc),
+            });
         }
-        if !matches!(doc.value, Value::Map(_)) {
-            return Err(LoadError::NotAMapping { path: path.to_owned() });
-        }
-        self.interpolate_node(&mut doc, path)?;
-        resolve_paths(&mut doc, base, self.env.get("HOME").map(String::as_str));
-        crate::schema::validate(&doc).map_err(|source| LoadError::Schema {
-            path: path.to_owned(),
-            line: source.pos.line,
-            col: source.pos.col,
-            source,
-        })?;
-        self.include(&mut doc, path)?;
-        Ok(doc)
+        Ok(merged.expect("a stream has at least one document"))
     }
 
     fn include(&mut self, doc: &mut Node, path: &Path) -> Result<(), LoadError> {
@@ -418,31 +437,18 @@ impl Loader<'_> {
 
 /// Loads a project.
 pub fn load(opts: &Options, read: ReadFn<'_>) -> Result<Loaded, LoadError> {
-    let files: Vec<PathBuf> = if opts.files.is_empty() {
-        let found = DISCOVERY.iter().map(|n| opts.workdir.join(n)).find(|p| read(p).is_ok());
-        vec![found.ok_or_else(|| LoadError::NotFound { dir: opts.workdir.clone() })?]
-    } else {
-        opts.files.iter().map(|f| lexical_join(&opts.workdir, &f.to_string_lossy())).collect()
-    };
-    let dir = files[0].parent().unwrap_or(Path::new("/")).to_owned();
-
-    // The interpolation environment: the env files, under the process environment.
-    let env_files: Vec<PathBuf> = if opts.env_files.is_empty() {
-        let dotenv = dir.join(".env");
-        if read(&dotenv).is_ok() { vec![dotenv] } else { vec![] }
-    } else {
-        opts.env_files.iter().map(|f| lexical_join(&opts.workdir, &f.to_string_lossy())).collect()
-    };
-    let mut env = BTreeMap::new();
-    for f in &env_files {
-        let text = read(f).map_err(|source| LoadError::Read { path: f.clone(), source })?;
-        let lookup = |k: &str| opts.environ.get(k).cloned().or_else(|| env.get(k).cloned());
-        let pairs = crate::dotenv::parse(&text, &lookup).map_err(|source| LoadError::Dotenv { path: f.clone(), source })?;
-        env.extend(pairs);
+    // As docker compose: the process environment, then the `.env` of the working directory
+    // (it may set COMPOSE_FILE…), then, once the files are found, the project directory's.
+    let mut env = opts.environ.clone();
+    let early_dir = project_dir(opts, &opts.files);
+    add_env_files(opts, &early_dir, &mut env, read)?;
+    let (files, warnings) = find_files(opts, &early_dir, &env, read)?;
+    let dir = project_dir(opts, &files);
+    if dir != early_dir {
+        add_env_files(opts, &dir, &mut env, read)?;
     }
-    env.extend(opts.environ.iter().map(|(k, v)| (k.clone(), v.clone())));
 
-    let mut l = Loader { read, env, files: Vec::new(), warnings: Vec::new(), unset: BTreeSet::new(), include_stack: Vec::new() };
+    let mut l = Loader { read, env, files: Vec::new(), warnings, unset: BTreeSet::new(), include_stack: Vec::new() };
     let mut doc: Option<Node> = None;
     for f in &files {
         let d = l.file(f, &dir)?;
@@ -455,20 +461,45 @@ pub fn load(opts: &Options, read: ReadFn<'_>) -> Result<Loaded, LoadError> {
     strip_resets(&mut doc);
     l.extends(&mut doc, &files[0])?;
 
-    // Profiles.
-    let mut profiles: BTreeSet<String> = opts.profiles.iter().cloned().collect();
-    if let Some(p) = l.env.get("COMPOSE_PROFILES") {
-        profiles.extend(p.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned));
-    }
+    // Profiles: `--profile`, else COMPOSE_PROFILES; a service named on the command line
+    // enables its own profiles (and so every service of those), as docker compose does.
+    let mut active: BTreeSet<String> = if opts.profiles.is_empty() {
+        l.env
+            .get("COMPOSE_PROFILES")
+            .into_iter()
+            .flat_map(|p| p.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    } else {
+        opts.profiles.iter().cloned().collect()
+    };
+    let profiles_of = |svc: &Node| -> Vec<String> {
+        match svc.get("profiles").map(|p| &p.value) {
+            Some(Value::Seq(ps)) => ps.iter().filter_map(Node::scalar_text).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut defined = BTreeSet::new();
+    let mut disabled = BTreeMap::new();
     if let Some((_, services)) = map_entries(&mut doc).and_then(|m| m.iter_mut().find(|(k, _)| k == "services"))
         && let Value::Map(m) = &mut services.value
     {
+        for (name, svc) in m.iter() {
+            let ps = profiles_of(svc);
+            if opts.services.contains(name) {
+                active.extend(ps.iter().cloned());
+            }
+            defined.extend(ps);
+        }
         m.retain(|(name, svc)| {
-            let Some(Value::Seq(ps)) = svc.get("profiles").map(|p| &p.value) else { return true };
-            opts.services.contains(name)
-                || profiles.contains("*")
-                || ps.iter().filter_map(Node::scalar_text).any(|p| profiles.contains(&p))
-                || ps.is_empty()
+            let ps = profiles_of(svc);
+            let enabled = ps.is_empty() || active.contains("*") || ps.iter().any(|p| active.contains(p));
+            if !enabled {
+                disabled.insert(name.clone(), ps);
+            }
+            enabled
         });
     }
 
@@ -484,7 +515,7 @@ pub fn load(opts: &Options, read: ReadFn<'_>) -> Result<Loaded, LoadError> {
     for v in &l.unset {
         l.warnings.push(format!("the {v} variable is not set; using an empty string"));
     }
-    Ok(Loaded { name, dir, files: l.files, env: l.env, doc, warnings: l.warnings })
+    Ok(Loaded { name, dir, files: l.files, env: l.env, doc, profiles: defined, disabled, warnings: l.warnings })
 }
 
 #[cfg(test)]
@@ -496,7 +527,7 @@ mod tests {
         move |p: &Path| map.get(p).cloned().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
     }
 
-    fn opts(files: &[&str]) -> Options {
+    pub(crate) fn opts(files: &[&str]) -> Options {
         Options { files: files.iter().map(PathBuf::from).collect(), workdir: "/p/app".into(), ..Default::default() }
     }
 
@@ -578,6 +609,19 @@ mod tests {
         assert_eq!(load(&o, &read).unwrap().name, "named");
         o.project_name = Some("Bad Name".into());
         assert!(matches!(load(&o, &read), Err(LoadError::ProjectName(_))));
+    }
+
+    /// compose-go reads each `---` document of a file as a layer, merged in order.
+    #[test]
+    fn documents_of_one_file_merge_in_order() {
+        let read = fs(&[(
+            "/p/app/compose.yaml",
+            "services:\n  web: {image: a, environment: [A=1]}\n---\nservices:\n  web:\n    environment: {B: 2}\n---\n",
+        )]);
+        let v = load(&opts(&[]), &read).unwrap().doc.to_json();
+        assert_eq!(v["services"]["web"], serde_json::json!({"image":"a","environment":{"A":"1","B":2}}));
+        let read = fs(&[("/p/app/compose.yaml", "services: {}\n---\n- a list\n")]);
+        assert!(matches!(load(&opts(&[]), &read), Err(LoadError::NotAMapping { .. })));
     }
 
     #[test]
