@@ -691,3 +691,14 @@ impl PullUi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's definition only when it is parsed: this checks every
+    /// subcommand's at once (a clash of `-V` with `--version` once hid in `compose up`).
+    #[test]
+    fn every_command_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -222,3 +222,30 @@ fn ps_and_inspect_show_the_effective_command() {
     assert!(!r.ok() && r.stderr.contains("no command"), "{r:?}");
     assert_eq!(d.ok(&["ps", "-a", "-q"]).lines().count(), 2);
 }
+
+/// A service whose image declares a `VOLUME` (a database's data) keeps its data when `up`
+/// recreates the container, as docker compose does; `up -V` renews it and `down -v` removes it.
+#[test]
+fn compose_keeps_the_anonymous_volumes_of_recreated_containers() {
+    let e = env();
+    let d = &e.daemon;
+    let app = import_app_image(&e);
+    let dir = e._dir.path().join("proj");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("compose.yaml");
+    let write = |v: &str| std::fs::write(&file, format!("services:\n  db:\n    image: {app}\n    environment: [V={v}]\n")).unwrap();
+    let f = file.to_str().unwrap();
+    write("1");
+    d.ok(&["compose", "-f", f, "up", "-d"]);
+    d.ok(&["compose", "-f", f, "exec", "db", "sh", "-c", "echo kept > /var/lib/app/data"]);
+    write("2");
+    d.ok(&["compose", "-f", f, "up", "-d"]);
+    assert_eq!(d.ok(&["compose", "-f", f, "exec", "db", "cat", "/var/lib/app/data"]), "kept\n", "recreated with the old volume");
+    let before = volumes(&e).len();
+    d.ok(&["compose", "-f", f, "up", "-d", "--force-recreate", "-V"]);
+    let r = d.cli(&["compose", "-f", f, "exec", "db", "cat", "/var/lib/app/data", "/var/lib/app/seed.txt"]);
+    assert!(r.stdout == "seeded\n" && !r.ok(), "a renewed volume is new, filled from the image: {r:?}");
+    assert_eq!(volumes(&e).len(), before, "the old anonymous volume went with -V");
+    d.ok(&["compose", "-f", f, "down", "-v"]);
+    assert!(!volumes(&e).iter().any(|v| v["name"].as_str().is_some_and(|n| n.len() == 64)), "{:?}", volumes(&e));
+}

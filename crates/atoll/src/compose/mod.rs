@@ -84,6 +84,8 @@ enum ComposeCommand {
 }
 
 #[derive(Debug, clap::Args)]
+// -V is docker compose's --renew-anon-volumes, not --version.
+#[command(disable_version_flag = true)]
 struct UpArgs {
     /// Run in the background.
     #[arg(short, long)]
@@ -101,6 +103,9 @@ struct UpArgs {
     /// When to pull images: always, missing or never [default: each service's pull_policy].
     #[arg(long, value_parser = ["always", "missing", "never"])]
     pull: Option<String>,
+    /// Give recreated containers new anonymous volumes instead of keeping the old ones'.
+    #[arg(short = 'V', long)]
+    renew_anon_volumes: bool,
     services: Vec<String>,
 }
 
@@ -451,12 +456,29 @@ async fn wait_for(client: &Client, id: &str, cond: Condition) -> anyhow::Result<
     }
 }
 
-async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
-    client.call(Method::DELETE, &format!("/v1/containers/{id}?force=true"), None::<&()>).await?;
+/// Removes a container; with `volumes`, its anonymous volumes too (docker's `rm -v`).
+async fn remove(client: &Client, id: &str, volumes: bool) -> anyhow::Result<()> {
+    client.call(Method::DELETE, &format!("/v1/containers/{id}?force=true&v={volumes}"), None::<&()>).await?;
     Ok(())
 }
 
+/// Keeps the data of a recreated container, as docker compose does: every volume the old
+/// container had at a path the new spec leaves unmounted (the anonymous volumes the engine made
+/// for its image's `VOLUME`s) is mounted there again.
+fn keep_anonymous_volumes(spec: &mut atoll_spec::ContainerSpec, old: &[atoll_spec::Mount]) {
+    for m in old.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume) {
+        let t = m.target.trim_end_matches('/');
+        if !spec.mounts.iter().any(|n| n.target.trim_end_matches('/') == t) {
+            spec.mounts.push(m.clone());
+        }
+    }
+}
+
 async fn create(client: &Client, s: &DesiredService, start: bool) -> anyhow::Result<ContainerInfo> {
+    create_spec(client, s, &s.spec, start).await
+}
+
+async fn create_spec(client: &Client, s: &DesiredService, spec: &atoll_spec::ContainerSpec, start: bool) -> anyhow::Result<ContainerInfo> {
     for d in &s.bind_dirs {
         let p = std::path::Path::new(d);
         if !p.exists() {
@@ -464,7 +486,7 @@ async fn create(client: &Client, s: &DesiredService, start: bool) -> anyhow::Res
         }
     }
     let c: ContainerInfo = client
-        .json(Method::POST, &format!("/v1/containers?start={start}"), Some(&s.spec))
+        .json(Method::POST, &format!("/v1/containers?start={start}"), Some(spec))
         .await
         .with_context(|| format!("creating service {}", s.name))?;
     Ok(c)
@@ -494,7 +516,7 @@ async fn converge(client: &Client, project: &Project, desired: &Desired, u: &UpA
     let (actions, orphans) = plan::reconcile(desired, &existing(&list), &targets, u.force_recreate);
     for o in &orphans {
         if u.remove_orphans {
-            remove(client, &o.id).await?;
+            remove(client, &o.id, false).await?;
             say("Container", &o.name, "Removed");
         } else {
             eprintln!("warning: found orphan container {} of service {:?}; remove it with --remove-orphans", o.name, o.service);
@@ -511,7 +533,9 @@ async fn converge(client: &Client, project: &Project, desired: &Desired, u: &UpA
             .into_iter()
             .partition(|a| service(desired, a.service()).depends_on.iter().all(|d| !planned.contains(d.service.as_str())));
         assert!(!wave.is_empty(), "depends_on cycles are refused by plan::desired");
-        let results = futures_util::future::join_all(wave.iter().map(|a| apply(client, desired, &list, &ids, &satisfied, a))).await;
+        let results =
+            futures_util::future::join_all(wave.iter().map(|a| apply(client, desired, &list, &ids, &satisfied, a, u.renew_anon_volumes)))
+                .await;
         for (a, r) in wave.iter().zip(results) {
             ids.insert(a.service().to_owned(), r?);
         }
@@ -550,6 +574,7 @@ async fn apply(
     ids: &BTreeMap<String, String>,
     satisfied: &std::sync::Mutex<BTreeSet<(String, String)>>,
     action: &Action,
+    renew_anon_volumes: bool,
 ) -> anyhow::Result<String> {
     let s = service(desired, action.service());
     for dep in &s.depends_on {
@@ -581,8 +606,12 @@ async fn apply(
             id.clone()
         }
         Action::Recreate { id, .. } => {
-            remove(client, id).await?;
-            let c = create(client, s, true).await?;
+            let mut spec = s.spec.clone();
+            if !renew_anon_volumes && let Some(old) = list.iter().find(|c| &c.record.id == id) {
+                keep_anonymous_volumes(&mut spec, &old.record.spec.mounts);
+            }
+            remove(client, id, renew_anon_volumes).await?;
+            let c = create_spec(client, s, &spec, true).await?;
             say("Container", &name, "Recreated");
             c.record.id
         }
@@ -659,7 +688,7 @@ async fn down(client: &Client, a: &ComposeArgs, d: &DownArgs) -> anyhow::Result<
             client.call(Method::POST, &format!("/v1/containers/{}/stop{t}", c.record.id), None::<&()>).await?;
             say("Container", &c.record.name, "Stopped");
         }
-        remove(client, &c.record.id).await?;
+        remove(client, &c.record.id, d.volumes).await?;
         say("Container", &c.record.name, "Removed");
     }
     for c in list.iter().filter(|c| !known(c)) {

@@ -64,7 +64,15 @@ pub(super) async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) ->
     if !r.no_deps {
         let deps: Vec<String> = s.depends_on.iter().map(|d| d.service.clone()).collect();
         if !deps.is_empty() {
-            let u = UpArgs { detach: true, wait: false, force_recreate: false, remove_orphans: false, pull: None, services: deps };
+            let u = UpArgs {
+                detach: true,
+                wait: false,
+                force_recreate: false,
+                remove_orphans: false,
+                pull: None,
+                renew_anon_volumes: false,
+                services: deps,
+            };
             converge(client, &project, &desired, &u).await?;
             let list = containers(client, &project.name).await?;
             for d in &s.depends_on {
