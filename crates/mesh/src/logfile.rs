@@ -23,6 +23,8 @@ pub(crate) struct Follower {
     path: PathBuf,
     offset: u64,
     partial: String,
+    /// Complete lines read but not yet looked at.
+    pending: std::collections::VecDeque<String>,
     inotify: AsyncFd<OwnedFd>,
 }
 
@@ -33,7 +35,7 @@ impl Follower {
         let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).map_err(|e| io(e.into()))?;
         inotify::add_watch(&fd, path, inotify::WatchFlags::MODIFY).map_err(|e| io(e.into()))?;
         let offset = std::fs::metadata(path).map_err(io)?.len();
-        Ok(Self { path: path.to_owned(), offset, partial: String::new(), inotify: async_fd(fd).map_err(io)? })
+        Ok(Self { path: path.to_owned(), offset, partial: String::new(), pending: Default::default(), inotify: async_fd(fd).map_err(io)? })
     }
 
     fn read_new(&mut self) -> Vec<String> {
@@ -59,7 +61,9 @@ impl Follower {
     pub(crate) async fn wait_for<T>(&mut self, timeout: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> Option<T> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            for line in self.read_new() {
+            let new = self.read_new();
+            self.pending.extend(new);
+            while let Some(line) = self.pending.pop_front() {
                 if let Some(t) = pick(&line) {
                     return Some(t);
                 }
@@ -104,4 +108,43 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn a_follower_sees_lines_appended_after_it_opened_even_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nebula.log");
+        let mut w = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        writeln!(w, r#"{{"msg":"old"}}"#).unwrap();
+        let mut f = Follower::from_end(&path).unwrap();
+        let writer = std::thread::spawn(move || {
+            write!(w, r#"{{"msg":"half"#).unwrap();
+            w.flush().unwrap();
+            writeln!(w, r#" a line"}}"#).unwrap();
+            writeln!(w, r#"{{"msg":"new"}}"#).unwrap();
+            w
+        });
+        let seen = f.wait_for(Duration::from_secs(10), |l| message(l).map(|(m, _)| m)).await;
+        assert_eq!(seen.as_deref(), Some("half a line"), "the old line is not seen, a split line is seen whole");
+        let mut w = writer.join().unwrap();
+        assert_eq!(f.wait_for(Duration::from_secs(10), |l| message(l).map(|(m, _)| m)).await.as_deref(), Some("new"));
+
+        // Past the limit: the content moves to .1 and the file (still open for appending) is
+        // emptied; the writer goes on at its new end and the follower follows.
+        bound(&path, 1 << 20);
+        assert!(std::fs::metadata(&path).unwrap().len() > 0, "under the limit: untouched");
+        bound(&path, 10);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(std::fs::read_to_string(dir.path().join("nebula.log.1")).unwrap().contains("\"new\""));
+        writeln!(w, r#"{{"msg":"after"}}"#).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"msg\":\"after\"}\n");
+        assert_eq!(f.wait_for(Duration::from_secs(10), |l| message(l).map(|(m, _)| m)).await.as_deref(), Some("after"));
+        assert_eq!(f.wait_for(Duration::from_millis(100), |l| message(l).map(|(m, _)| m)).await, None);
+        assert_eq!(tail(&path, 5), "{\"msg\":\"after\"}");
+    }
 }

@@ -238,9 +238,8 @@ impl Inner {
         }
     }
 
-    /// Ends a Nebula: SIGTERM to its group, SIGKILL if it lingers, and waits on its pidfd.
+    /// Ends a Nebula: SIGTERM through its pidfd, SIGKILL if it lingers, and waits on the pidfd.
     async fn terminate(&self, running: &Running) {
-        let _ = rustix::process::kill_process_group(running.pid, Signal::TERM);
         let _ = rustix::process::pidfd_send_signal(running.pidfd.get_ref(), Signal::TERM);
         if tokio::time::timeout(Duration::from_secs(5), running.pidfd.readable()).await.is_err() {
             let _ = rustix::process::pidfd_send_signal(running.pidfd.get_ref(), Signal::KILL);
@@ -259,9 +258,13 @@ impl Inner {
     }
 
     /// SIGHUP, then waits for Nebula to log that it reloaded its certificate (or refused to).
-    async fn hup(&self, running: &Running) -> Result<(), MeshError> {
+    /// Those lines are info-level: with a quieter log level the signal is only sent.
+    async fn hup(&self, running: &Running, level: crate::LogLevel) -> Result<(), MeshError> {
         let mut follower = Follower::from_end(&self.path(LOG_FILE))?;
         rustix::process::pidfd_send_signal(running.pidfd.get_ref(), Signal::HUP).map_err(|e| MeshError::Signal(e.into()))?;
+        if matches!(level, crate::LogLevel::Error | crate::LogLevel::Warning) {
+            return Ok(());
+        }
         let outcome = follower
             .wait_for(self.opts.ready_timeout, |l| {
                 let (msg, v) = logfile::message(l)?;
@@ -312,7 +315,7 @@ impl Supervisor {
                     let sha = sha256_hex(&text);
                     tracing::info!(pid = p.pid, "adopted the running nebula");
                     if sha != p.config_sha256 {
-                        inner.hup(&running).await?;
+                        inner.hup(&running, st.config.log_level).await?;
                         inner.write_pidfile(&PidFile { config_sha256: sha, ..p })?;
                     }
                     inner.set_running(&mut st, Some(running));
@@ -359,7 +362,7 @@ impl Supervisor {
             }
         };
         let running = st.running.as_ref().expect("checked");
-        inner.hup(running).await?;
+        inner.hup(running, st.config.log_level).await?;
         if let Some(p) = inner.read_pidfile() {
             inner.write_pidfile(&PidFile { config_sha256: sha256_hex(&text), ..p })?;
         }
@@ -370,7 +373,7 @@ impl Supervisor {
     pub async fn reload(&self) -> Result<(), MeshError> {
         let st = self.inner.state.lock().await;
         let running = st.running.as_ref().ok_or(MeshError::NotRunning)?;
-        self.inner.hup(running).await
+        self.inner.hup(running, st.config.log_level).await
     }
 
     /// Stops Nebula and forgets it (the next `start` starts a new one).
