@@ -21,6 +21,9 @@ packages=(
   socat           # bridges the HTTP fuzzer's TCP to the API socket
   e2fsprogs       # small filesystems for the full-disk tests
   mmdebstrap debian-archive-keyring  # real application images from Debian packages (tests/apps.rs)
+  nebula          # the island's mesh (nebula, nebula-cert)
+  openssh-client  # ssh-keygen and ssh: Nebula's sshd reports per-peer tunnels (crates/mesh)
+  iperf3          # mesh throughput benchmark (bench/mesh.sh)
 )
 
 if [ "$(id -u)" != 0 ]; then
