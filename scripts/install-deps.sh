@@ -12,6 +12,8 @@ packages=(
   runc crun       # OCI runtimes
   tini            # the static init behind --init
   nftables iproute2
+  iputils-ping    # multi-host tests wait on pings
+  nebula          # the island's mesh (nebula, nebula-cert); run by hand as a test and benchmark peer
   dnsmasq-base    # an upstream resolver in DNS tests; benchmark peer
   wrk dnsperf     # network benchmarks
   prometheus      # promtool checks /metrics

@@ -5,20 +5,37 @@ use std::process::{Child, Command, Output, Stdio};
 
 /// A network namespace standing for one host: the daemon, its bridges, nftables table, DNS
 /// server and containers live in it, so tests in parallel never share (or touch the real
-/// host's) network state. Dropping it kills what still runs inside and deletes it.
+/// host's) network state. Dropping the one that made it kills what still runs inside and
+/// deletes it; a [`Netns::handle`] only names it.
 pub struct Netns {
     pub name: String,
+    owned: bool,
 }
 
 impl Netns {
     pub fn new() -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!("atoll-t{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Self::named(&format!("atoll-t{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    /// Makes the namespace `name` (replacing a stale one of that name) with its loopback up.
+    /// The caller picks a name no other test process can pick (one holding its pid).
+    pub fn named(name: &str) -> Self {
         let ip = crate::require("ip");
-        let _ = Command::new(&ip).args(["netns", "del", &name]).stderr(Stdio::null()).status();
-        assert!(Command::new(&ip).args(["netns", "add", &name]).status().unwrap().success(), "ip netns add {name}");
-        assert!(Command::new(&ip).args(["-n", &name, "link", "set", "lo", "up"]).status().unwrap().success());
-        Self { name }
+        let _ = Command::new(&ip).args(["netns", "del", name]).stderr(Stdio::null()).status();
+        assert!(Command::new(&ip).args(["netns", "add", name]).status().unwrap().success(), "ip netns add {name}");
+        assert!(Command::new(&ip).args(["-n", name, "link", "set", "lo", "up"]).status().unwrap().success());
+        Self { name: name.to_owned(), owned: true }
+    }
+
+    /// A handle to the namespace `name` made elsewhere; dropping it leaves the namespace alone.
+    pub fn existing(name: &str) -> Self {
+        Self { name: name.to_owned(), owned: false }
+    }
+
+    /// Another handle to this namespace, which leaves it alone when dropped.
+    pub fn handle(&self) -> Self {
+        Self::existing(&self.name)
     }
 
     pub fn path(&self) -> PathBuf {
@@ -32,7 +49,6 @@ impl Netns {
         c
     }
 
-    /// Runs `sh -c SCRIPT` inside the namespace; returns (success, stdout + stderr).
     /// Atoll's links in this namespace (bridges `at-*`, host-side veths `av*`).
     pub fn atoll_links(&self) -> Vec<String> {
         let (_, out) = self.sh("ip -br link");
@@ -42,6 +58,7 @@ impl Netns {
             .collect()
     }
 
+    /// Runs `sh -c SCRIPT` inside the namespace; returns (success, stdout + stderr).
     pub fn sh(&self, script: &str) -> (bool, String) {
         let out = self.command("sh").arg("-c").arg(script).stdin(Stdio::null()).output().unwrap();
         (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -56,6 +73,9 @@ impl Default for Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let ip = crate::require("ip");
         if let Ok(out) = Command::new(&ip).args(["netns", "pids", &self.name]).output() {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
@@ -75,7 +95,8 @@ pub struct Daemon {
     pub log: PathBuf,
     pub args: Vec<String>,
     child: Option<Child>,
-    /// The daemon's own network namespace (none for daemons started by hand).
+    /// The daemon's network namespace: its own, or a handle to an island host's (none for
+    /// daemons started by hand).
     pub netns: Option<Netns>,
     /// Extra environment for the daemon's next start (`ATOLL_CRASH_AT`…).
     pub env: Vec<(String, String)>,
@@ -107,6 +128,12 @@ impl Daemon {
     /// would share the host's network state with every other such daemon.
     pub fn start_on_host_network(bin: &Path, root: &Path, args: &[&str]) -> Self {
         Self::start_in(bin, root, args, None)
+    }
+
+    /// Starts the daemon in the existing namespace `ns` (a host of an [`crate::island`]
+    /// topology), which outlives it: dropping the daemon leaves the namespace alone.
+    pub fn start_in_netns(bin: &Path, root: &Path, args: &[&str], ns: &Netns) -> Self {
+        Self::start_in(bin, root, args, Some(ns.handle()))
     }
 
     fn start_in(bin: &Path, root: &Path, args: &[&str], netns: Option<Netns>) -> Self {

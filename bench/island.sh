@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmark: how long a fresh host takes to join the island's mesh, on the multi-host test
+# stage (testkit's `island`: network namespaces, two public hosts, NAT'd hosts behind
+# masquerading routers; nothing leaves the namespaces). Today: `nebula` alone, run by hand
+# with hand-written configs and certificates signed beforehand — the peer `atoll join` is
+# measured against. Each run uses a fresh NAT'd host.
+# Usage: sudo bench/island.sh [RUNS]   (default 7). Prints Markdown for BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-7}"
+[ "$(id -u)" = 0 ] || { echo "bench/island.sh: run as root" >&2; exit 1; }
+scripts/install-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
+cargo build --release --locked -q -p atoll-testkit --bin island-bench
+# The stage tears itself down on exit (and a killed run's namespaces go at the next start).
+"$CARGO_TARGET_DIR/release/island-bench" "$runs"
