@@ -1,0 +1,212 @@
+//! Bringing the kernel in line with the records: at open (`reconcile`: plumb what should be,
+//! remove what nobody owns) and after every change (`sync`: bridges, sysctls, the nftables
+//! table, the helper's configuration).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use atoll_spec::{DEFAULT_NETWORK, NetworkSpec};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::link::{self, Netlink};
+use crate::records::{NetworkRecord, Owner, OwnerInit, State, parse_mac};
+use crate::{NetConfig, NetError, Networks, ipam, netns, nft};
+
+impl Networks {
+    /// Loads the networks, registers the containers' endpoints and reconciles the kernel.
+    pub async fn open(cfg: NetConfig, owners: Vec<OwnerInit>) -> Result<Arc<Self>, NetError> {
+        let nl = Netlink::host()?;
+        let dir = cfg.data_dir.join("networks");
+        fs::create_dir_all(&dir).map_err(|source| NetError::Read { path: dir.clone(), source })?;
+        let ula_path = dir.join("ula");
+        let ula = match fs::read_to_string(&ula_path).ok().and_then(|s| s.trim().parse::<Ipv6Net>().ok()) {
+            Some(u) => u,
+            None => {
+                let u = ipam::ula_prefix(std::array::from_fn(|_| fastrand::u8(..)));
+                atoll_util::atomic_write(&ula_path, u.to_string().as_bytes(), 0o644)
+                    .map_err(|source| NetError::Save { name: "ula".into(), source })?;
+                u
+            }
+        };
+        let mut networks = BTreeMap::new();
+        for entry in fs::read_dir(&dir).map_err(|source| NetError::Read { path: dir.clone(), source })?.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                match fs::read(&path).ok().and_then(|d| serde_json::from_slice::<NetworkRecord>(&d).ok()) {
+                    Some(n) => {
+                        networks.insert(n.id.clone(), n);
+                    }
+                    None => tracing::warn!(path = %path.display(), "ignoring an unreadable network record"),
+                }
+            }
+        }
+        let mut state = State { networks, ula, owners: BTreeMap::new() };
+        for o in owners {
+            // Endpoints of a network that is gone (a crash mid-removal) are dropped.
+            let endpoints = o.endpoints.into_iter().filter(|e| state.networks.contains_key(&e.network_id)).collect();
+            state.owners.insert(o.id, Owner { name: o.name, endpoints, ports: o.ports, active: false });
+        }
+        let this = Arc::new(Self { cfg, state: tokio::sync::Mutex::new(state), nl, applied: std::sync::Mutex::new(None) });
+        if this.state.lock().await.find(DEFAULT_NETWORK).is_err() {
+            this.create(&NetworkSpec { name: DEFAULT_NETWORK.into(), ipv6: true, ..Default::default() }).await?;
+        }
+        this.reconcile().await?;
+        Ok(this)
+    }
+
+    /// Makes the kernel match the records: plumbs every container whose namespace is alive,
+    /// deletes links and namespaces nobody owns, rewrites the nftables table and DNS.
+    pub async fn reconcile(&self) -> Result<(), NetError> {
+        let mut st = self.state.lock().await;
+        *self.applied.lock().unwrap() = None;
+        let ids: Vec<String> = st.owners.keys().cloned().collect();
+        for id in &ids {
+            let path = self.netns_path(id);
+            let live = netns::is_live(&path);
+            if !live && path.exists() {
+                let _ = fs::remove_file(&path);
+            }
+            st.owners.get_mut(id).expect("listed").active = live;
+        }
+        // Namespaces of containers that no longer exist.
+        if let Ok(dir) = fs::read_dir(self.cfg.data_dir.join("netns")) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !st.owners.contains_key(&name) {
+                    tracing::info!(netns = %name, "removing a leftover network namespace");
+                    let _ = netns::remove(&e.path());
+                }
+            }
+        }
+        // Links nobody owns.
+        let wanted_bridges: BTreeSet<String> = st.active_networks().iter().map(|n| n.bridge.clone()).collect();
+        let wanted_veths: BTreeSet<String> =
+            st.owners.values().filter(|o| o.active).flat_map(|o| o.endpoints.iter().map(|e| e.host_veth.clone())).collect();
+        for l in self.nl.links().await? {
+            let stale_bridge =
+                l.name.starts_with(nft::BRIDGE_PREFIX) && l.kind.as_deref() == Some("bridge") && !wanted_bridges.contains(&l.name);
+            let stale_veth = l.name.starts_with("av") && l.kind.as_deref() == Some("veth") && !wanted_veths.contains(&l.name);
+            if stale_bridge || stale_veth {
+                tracing::info!(link = %l.name, "removing a leftover link");
+                self.nl.delete(&l.name).await?;
+            }
+        }
+        let existing: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
+        for id in &ids {
+            let o = &st.owners[id];
+            if !o.active {
+                continue;
+            }
+            let missing: Vec<usize> = (0..o.endpoints.len()).filter(|i| !existing.contains(&o.endpoints[*i].host_veth)).collect();
+            for i in missing {
+                tracing::info!(container = %o.name, network = %o.endpoints[i].network, "restoring a missing endpoint");
+                self.plumb(&st, id, i).await?;
+            }
+        }
+        self.sync(&st).await
+    }
+
+    /// Brings the nftables table, the DNS server and the bridges of active networks in line.
+    pub(crate) async fn sync(&self, st: &State) -> Result<(), NetError> {
+        let rules = st.ruleset();
+        // The ruleset holds the set of active networks: when it is unchanged (most container
+        // starts and removals on a network already in use), so are the bridges, the sysctls
+        // and the table. `reconcile` clears `applied`, forcing all of it.
+        let changed = self.applied.lock().unwrap().as_ref() != Some(&rules);
+        if changed {
+            for n in st.active_networks() {
+                self.ensure_bridge(n).await?;
+            }
+            if rules.bridges.iter().any(|b| !b.internal) {
+                link::write_sysctl("net/ipv4/ip_forward", "1")?;
+                if rules.bridges.iter().any(|b| !b.internal && b.subnet6.is_some()) {
+                    link::enable_ipv6_forwarding()?;
+                }
+            }
+            *self.applied.lock().unwrap() = None;
+            nft::apply(&rules)?;
+            *self.applied.lock().unwrap() = Some(rules.clone());
+            if !rules.ports.is_empty() {
+                let chains = nft::input_drop_chains();
+                if !chains.is_empty() {
+                    tracing::warn!(
+                        chains = %chains.join(", "),
+                        "a host firewall drops input by default, but published ports are forwarded and do not pass through input: \
+                         they are reachable from outside unless published on 127.0.0.1 or filtered in a forward chain"
+                    );
+                }
+            }
+        }
+        self.dns_sync(st).await?;
+        if changed {
+            // Bridges of networks without endpoints go.
+            let active: BTreeSet<&str> = rules.bridges.iter().map(|b| b.bridge.as_str()).collect();
+            for n in st.networks.values().filter(|n| !active.contains(n.bridge.as_str())) {
+                self.nl.delete(&n.bridge).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<u32, NetError> {
+        let mut addrs = vec![(IpAddr::V4(n.gateway4), n.subnet4.prefix_len())];
+        if let (Some(gw), Some(s)) = (n.gateway6, n.subnet6) {
+            addrs.push((IpAddr::V6(gw), s.prefix_len()));
+        }
+        Ok(self.nl.ensure_bridge(&n.bridge, ipam::mac_for(n.gateway4), &addrs).await?)
+    }
+
+    /// Plumbs endpoint `i` of `owner` into its (existing) namespace.
+    pub(crate) async fn plumb(&self, st: &State, owner: &str, i: usize) -> Result<(), NetError> {
+        let o = &st.owners[owner];
+        let e = &o.endpoints[i];
+        let net = st.networks.get(&e.network_id).ok_or_else(|| NetError::NotFound(e.network.clone()))?;
+        let bridge = self.ensure_bridge(net).await?;
+        let path = self.netns_path(owner);
+        // Created inside the container's namespace under its final name.
+        let peer = e.interface.clone();
+        self.nl.create_veth(&e.host_veth, &peer, bridge, &path).await?;
+        let inside = Netlink::in_netns(&path)?;
+        let mut addrs = vec![(IpAddr::V4(e.ipv4), net.subnet4.prefix_len())];
+        if let (Some(ip), Some(s)) = (e.ipv6, net.subnet6) {
+            addrs.push((IpAddr::V6(ip), s.prefix_len()));
+        }
+        // The default route goes through the first network that has a way out.
+        let first_out = o.endpoints.iter().position(|x| st.networks.get(&x.network_id).is_some_and(|n| !n.internal));
+        let (gw4, gw6) = if first_out == Some(i) { (Some(net.gateway4), net.gateway6.filter(|_| e.ipv6.is_some())) } else { (None, None) };
+        inside.configure_interface(&peer, &e.interface, parse_mac(&e.mac), &addrs, gw4, gw6).await?;
+        Ok(())
+    }
+
+    /// Writes the DNS configuration and has the server (started if needed) load it.
+    pub(crate) async fn unplumb(&self, st: &State, owner: &str) {
+        if let Some(o) = st.owners.get(owner) {
+            for e in &o.endpoints {
+                if let Err(err) = self.nl.delete(&e.host_veth).await {
+                    tracing::warn!(error = %err, "removing a veth");
+                }
+            }
+        }
+        if let Err(err) = netns::remove(&self.netns_path(owner)) {
+            tracing::warn!(error = %err, container = owner, "removing a network namespace");
+        }
+    }
+}
+/// The host's IPv4 routes, so new subnets avoid the networks the host already reaches.
+pub(crate) fn host_routes4() -> Vec<Ipv4Net> {
+    let Ok(text) = fs::read_to_string("/proc/net/route") else { return Vec::new() };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            if mask == 0 {
+                return None;
+            }
+            Ipv4Net::with_netmask(Ipv4Addr::from(u32::from_be(dest)), Ipv4Addr::from(u32::from_be(mask))).ok()
+        })
+        .collect()
+}

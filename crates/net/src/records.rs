@@ -1,0 +1,304 @@
+//! What networking remembers, and the view built from it: network records
+//! (`networks/<id>.json`), containers' endpoints and published ports (persisted in the container
+//! records and handed in at start), and [`State`], from which addresses are allocated and the
+//! nftables ruleset and the helper's configuration are derived. No IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use atoll_spec::{NetworkAttachment, Protocol};
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use crate::{NetError, dns, ipam, nft};
+
+/// A network as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    /// The Linux bridge (present while the network has endpoints).
+    pub bridge: String,
+    #[schema(value_type = String)]
+    pub subnet4: Ipv4Net,
+    #[schema(value_type = String)]
+    pub gateway4: Ipv4Addr,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub gateway6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+}
+
+/// A container's place on one network (kept in the container's record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Endpoint {
+    pub network_id: String,
+    pub network: String,
+    #[schema(value_type = String)]
+    pub ipv4: Ipv4Addr,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub ipv6: Option<Ipv6Addr>,
+    pub mac: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The interface inside the container (`eth0`…).
+    pub interface: String,
+    /// The host side of the veth pair.
+    pub host_veth: String,
+}
+
+/// A published port with the host port resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PublishedPort {
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+impl std::fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host_ip {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
+            Some(ip) => write!(f, "{ip}")?,
+            None => f.write_str("0.0.0.0")?,
+        }
+        write!(f, ":{}->{}/{}", self.host_port, self.container_port, self.protocol)
+    }
+}
+
+/// What the engine knows about one container at start.
+#[derive(Debug, Clone)]
+pub struct OwnerInit {
+    pub id: String,
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    pub ports: Vec<PublishedPort>,
+}
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) name: String,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) ports: Vec<PublishedPort>,
+    /// Its namespace exists and its endpoints are plumbed.
+    pub(crate) active: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) networks: BTreeMap<String, NetworkRecord>,
+    pub(crate) ula: Ipv6Net,
+    pub(crate) owners: BTreeMap<String, Owner>,
+}
+pub(crate) fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub(crate) fn parse_mac(s: &str) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    for (i, part) in s.split(':').take(6).enumerate() {
+        mac[i] = u8::from_str_radix(part, 16).unwrap_or(0);
+    }
+    mac
+}
+
+/// `/etc/hosts` for a container on bridge networks.
+pub fn hosts_file(hostname: &str, name: &str, endpoints: &[Endpoint]) -> String {
+    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let names = if hostname == name { hostname.to_owned() } else { format!("{hostname} {name}") };
+    for e in endpoints {
+        s.push_str(&format!("{}\t{names}\n", e.ipv4));
+        if let Some(v6) = e.ipv6 {
+            s.push_str(&format!("{v6}\t{names}\n"));
+        }
+    }
+    s
+}
+
+/// `/etc/resolv.conf` for a container: Atoll's DNS on its first network's gateway, with the
+/// host's `search` and `options` lines.
+pub fn resolv_conf(nameserver: Ipv4Addr, host: &str) -> String {
+    let mut s = format!("nameserver {nameserver}\n");
+    for l in host.lines().map(str::trim) {
+        if l.starts_with("search ") || l.starts_with("options ") {
+            s.push_str(l);
+            s.push('\n');
+        }
+    }
+    s
+}
+impl State {
+    pub(crate) fn find(&self, query: &str) -> Result<&NetworkRecord, NetError> {
+        if let Some(n) = self.networks.values().find(|n| n.name == query) {
+            return Ok(n);
+        }
+        let by_id: Vec<&NetworkRecord> = self.networks.values().filter(|n| query.len() >= 3 && n.id.starts_with(query)).collect();
+        match by_id.as_slice() {
+            [one] => Ok(one),
+            _ => Err(NetError::NotFound(query.to_owned())),
+        }
+    }
+
+    pub(crate) fn users(&self, network_id: &str) -> Vec<&str> {
+        self.owners.iter().filter(|(_, o)| o.endpoints.iter().any(|e| e.network_id == network_id)).map(|(_, o)| o.name.as_str()).collect()
+    }
+
+    pub(crate) fn used4(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
+        self.owners.values().flat_map(|o| &o.endpoints).filter(|e| e.network_id == network_id).map(|e| e.ipv4).collect()
+    }
+
+    pub(crate) fn used6(&self, network_id: &str) -> BTreeSet<Ipv6Addr> {
+        self.owners.values().flat_map(|o| &o.endpoints).filter(|e| e.network_id == network_id).filter_map(|e| e.ipv6).collect()
+    }
+
+    /// A new endpoint for `owner` on `att`'s network, as interface `eth{index}`.
+    pub(crate) fn endpoint(&self, owner: &str, att: &NetworkAttachment, index: usize) -> Result<Endpoint, NetError> {
+        att.validate()?;
+        let net = self.find(&att.network)?;
+        let ipv4 = match att.ipv4 {
+            Some(ip) => {
+                if !ipam::usable4(net.subnet4, ip) {
+                    return Err(NetError::BadAddress { ip: ip.into(), network: net.name.clone(), subnet: net.subnet4.to_string() });
+                }
+                if self.used4(&net.id).contains(&ip) {
+                    return Err(NetError::AddressTaken { ip: ip.into(), network: net.name.clone() });
+                }
+                ip
+            }
+            None => ipam::next_addr4(net.subnet4, &self.used4(&net.id)).ok_or_else(|| NetError::Full(net.name.clone()))?,
+        };
+        let ipv6 = match (net.subnet6, att.ipv6) {
+            (None, Some(_)) => return Err(NetError::NoIpv6(net.name.clone())),
+            (None, None) => None,
+            (Some(s), Some(ip)) => {
+                if !ipam::usable6(s, ip) {
+                    return Err(NetError::BadAddress { ip: ip.into(), network: net.name.clone(), subnet: s.to_string() });
+                }
+                if self.used6(&net.id).contains(&ip) {
+                    return Err(NetError::AddressTaken { ip: ip.into(), network: net.name.clone() });
+                }
+                Some(ip)
+            }
+            (Some(s), None) => Some(ipam::next_addr6(s, &self.used6(&net.id)).ok_or_else(|| NetError::Full(net.name.clone()))?),
+        };
+        Ok(Endpoint {
+            network_id: net.id.clone(),
+            network: net.name.clone(),
+            ipv4,
+            ipv6,
+            mac: mac_string(ipam::mac_for(ipv4)),
+            aliases: att.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            interface: format!("eth{index}"),
+            host_veth: format!("av{}{index:x}", &owner[..owner.len().min(10)]),
+        })
+    }
+
+    pub(crate) fn all_ports(&self) -> impl Iterator<Item = (&str, &PublishedPort)> {
+        self.owners.values().flat_map(|o| o.ports.iter().map(move |p| (o.name.as_str(), p)))
+    }
+
+    /// Resolves `-p`/`-P` into host ports, refusing clashes with other containers or programs.
+    pub(crate) fn dns_config(&self, upstreams: &[SocketAddr]) -> dns::DnsConfig {
+        let mut networks = Vec::new();
+        for net in self.networks.values() {
+            let mut members = Vec::new();
+            for (id, o) in self.owners.iter().filter(|(_, o)| o.active) {
+                for e in o.endpoints.iter().filter(|e| e.network_id == net.id) {
+                    let mut names = vec![o.name.to_ascii_lowercase(), id[..12].to_owned()];
+                    names.extend(e.aliases.iter().cloned());
+                    names.dedup();
+                    members.push(dns::DnsMember { container: id.clone(), names, ipv4: Some(e.ipv4), ipv6: e.ipv6 });
+                }
+            }
+            if !members.is_empty() {
+                networks.push(dns::DnsNetwork {
+                    name: net.name.clone(),
+                    gateway4: net.gateway4,
+                    subnet4: net.subnet4,
+                    subnet6: net.subnet6,
+                    internal: net.internal,
+                    members,
+                });
+            }
+        }
+        dns::DnsConfig { upstreams: upstreams.to_vec(), networks }
+    }
+
+    /// Networks with at least one plumbed endpoint: their bridges exist.
+    pub(crate) fn active_networks(&self) -> Vec<&NetworkRecord> {
+        let ids: BTreeSet<&str> =
+            self.owners.values().filter(|o| o.active).flat_map(|o| o.endpoints.iter().map(|e| e.network_id.as_str())).collect();
+        self.networks.values().filter(|n| ids.contains(n.id.as_str())).collect()
+    }
+
+    pub(crate) fn ruleset(&self) -> nft::Ruleset {
+        let bridges = self
+            .active_networks()
+            .iter()
+            .map(|n| nft::BridgeRules {
+                bridge: n.bridge.clone(),
+                gateway4: n.gateway4,
+                subnet4: n.subnet4,
+                subnet6: n.subnet6,
+                internal: n.internal,
+            })
+            .collect();
+        let mut ports = Vec::new();
+        for o in self.owners.values().filter(|o| o.active) {
+            let Some(e) = o.endpoints.iter().find(|e| self.networks.get(&e.network_id).is_some_and(|n| !n.internal)) else { continue };
+            for p in &o.ports {
+                ports.push(nft::PortRule {
+                    host_ip: p.host_ip,
+                    host_port: p.host_port,
+                    protocol: p.protocol,
+                    target4: e.ipv4,
+                    target6: e.ipv6,
+                    container_port: p.container_port,
+                });
+            }
+        }
+        nft::Ruleset { bridges, ports }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etc_files() {
+        let e = Endpoint {
+            network_id: "n".into(),
+            network: "front".into(),
+            ipv4: "10.89.0.2".parse().unwrap(),
+            ipv6: Some("fd00::2".parse().unwrap()),
+            mac: "02:42:0a:59:00:02".into(),
+            aliases: vec![],
+            interface: "eth0".into(),
+            host_veth: "av0123456789".into(),
+        };
+        expect_test::expect![[r#"
+            127.0.0.1	localhost
+            ::1	localhost ip6-localhost ip6-loopback
+            10.89.0.2	abc web
+            fd00::2	abc web
+        "#]]
+        .assert_eq(&hosts_file("abc", "web", &[e]));
+        assert_eq!(
+            resolv_conf("10.89.0.1".parse().unwrap(), "nameserver 1.1.1.1\nsearch example.org\noptions ndots:2\n"),
+            "nameserver 10.89.0.1\nsearch example.org\noptions ndots:2\n"
+        );
+        assert_eq!(parse_mac("02:42:0a:59:00:02"), [2, 0x42, 10, 0x59, 0, 2]);
+    }
+}
