@@ -420,3 +420,47 @@ fn publishing_host_port_53_leaves_containers_their_resolver() {
     let out = e.sh(&[], "nslookup dnsapp");
     assert!(out.stdout.contains(&format!("Address: {}", e.ip("dnsapp", 0))), "{out:?}");
 }
+
+#[test]
+fn a_host_port_range_publishes_on_its_first_free_port_in_run_and_compose() {
+    let e = env();
+    let ns = e.daemon.ns();
+    // Another program holds the range's first port.
+    let mut holder = ns.command(atoll_testkit::require("socat")).args(["TCP-LISTEN:18040,bind=127.0.0.1", "STDOUT"]).spawn().unwrap();
+    wait_for(10, "the holder to listen", || ns.sh("ss -ltnH | grep -q 127.0.0.1:18040").0);
+    e.web("r1", &["-p", "127.0.0.1:18040-18042:80"], "first-range");
+    assert_eq!(e.daemon.ok(&["port", "r1", "80"]).trim(), "127.0.0.1:18041");
+    let (ok, out) = ns.sh("curl -s --max-time 5 http://127.0.0.1:18041/");
+    assert!(ok && out.contains("first-range"), "{out}");
+    // The next container takes the next free one; when none is left, the error names the range.
+    e.daemon.ok(&["run", "-d", "--name", "r2", "-p", "127.0.0.1:18040-18042:80", e.image, "sleep", "600"]);
+    assert_eq!(e.daemon.ok(&["port", "r2"]).trim(), "80/tcp -> 127.0.0.1:18042");
+    let r = e.daemon.fails(&["run", "-d", "-p", "127.0.0.1:18040-18042:80", e.image, "sleep", "600"]);
+    assert!(r.stderr.contains("no free host port left for 18040-18042/tcp"), "{r:?}");
+    // Ranges of different lengths are refused, saying what to give instead.
+    let r = e.daemon.fails(&["run", "-d", "-p", "18050:80-81", e.image, "true"]);
+    assert!(r.stderr.contains("the container ports 80-81 and the host ports 18050 differ in number"), "{r:?}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    // Compose: the short syntax and the long one (`published: "A-B"`).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  short:\n    image: {img}\n    command: [sleep, '600']\n    ports: ['127.0.0.1:18060-18062:80']\n  \
+             long:\n    image: {img}\n    command: [sleep, '600']\n    ports:\n      - target: 80\n        host_ip: 127.0.0.1\n        published: \"18060-18062\"\n",
+            img = e.image
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let config = e.daemon.ok(&["compose", "-f", f, "config"]);
+    assert_eq!(config.matches("published: 18060-18062").count() + config.matches("published: \"18060-18062\"").count(), 2, "{config}");
+    e.daemon.ok(&["compose", "-f", f, "-p", "ranges", "up", "-d"]);
+    let mut got: Vec<String> =
+        ["ranges-short-1", "ranges-long-1"].iter().map(|c| e.daemon.ok(&["port", c, "80"]).trim().to_owned()).collect();
+    got.sort();
+    assert_eq!(got, ["127.0.0.1:18060", "127.0.0.1:18061"]);
+}

@@ -39,7 +39,8 @@ impl Protocol {
     }
 }
 
-/// One `-p`: a host port (0: pick a free one) forwarded to a container port.
+/// One `-p`: a host port (0: pick a free one; with `host_port_end`, the first free one of a
+/// range) forwarded to a container port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PortSpec {
     /// The host address to listen on; all of the host's addresses if absent.
@@ -47,10 +48,28 @@ pub struct PortSpec {
     #[schema(value_type = Option<String>)]
     pub host_ip: Option<IpAddr>,
     #[serde(default)]
+    #[schema(maximum = 65535)]
     pub host_port: u16,
+    /// The last port of a host range (`-p 8000-8010:80`): the first free port from
+    /// `host_port` to this one is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub host_port_end: Option<u16>,
+    #[schema(minimum = 1, maximum = 65535)]
     pub container_port: u16,
     #[serde(default)]
     pub protocol: Protocol,
+}
+
+impl PortSpec {
+    /// A container port, and a host range that is a range (1 <= start <= end).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad_range = self.host_port_end.is_some_and(|end| self.host_port == 0 || end < self.host_port);
+        if self.container_port == 0 || bad_range {
+            return Err(SpecError::Publish(self.to_string()));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for PortSpec {
@@ -60,8 +79,10 @@ impl fmt::Display for PortSpec {
             Some(ip) => write!(f, "{ip}:")?,
             None => {}
         }
-        if self.host_port != 0 {
-            write!(f, "{}:", self.host_port)?;
+        match (self.host_port, self.host_port_end) {
+            (0, _) => {}
+            (a, Some(b)) if b != a => write!(f, "{a}-{b}:")?,
+            (a, _) => write!(f, "{a}:")?,
         }
         write!(f, "{}/{}", self.container_port, self.protocol)
     }
@@ -74,9 +95,10 @@ fn parse_range(s: &str) -> Option<(u16, u16)> {
     (a != 0 && a <= b).then_some((a, b))
 }
 
-/// Parses `-p [IP:][HOST:]CONTAINER[/tcp|udp]`, with `A-B` ranges of equal length on both
-/// sides (or a host range for one container port, of which the first free is taken: not
-/// supported, so it is refused). IPv6 host addresses go in brackets: `[::1]:8080:80`.
+/// Parses `-p [IP:][HOST:]CONTAINER[/tcp|udp]`, with docker's rules for `A-B` ranges: ranges of
+/// equal length map port to port; a host range for one container port is where a free host
+/// port is picked; any other pair of lengths is refused. IPv6 host addresses go in brackets:
+/// `[::1]:8080:80`.
 pub fn parse_publish(s: &str) -> Result<Vec<PortSpec>, SpecError> {
     let err = || SpecError::Publish(s.to_owned());
     let (rest, protocol) = match s.rsplit_once('/') {
@@ -97,17 +119,26 @@ pub fn parse_publish(s: &str) -> Result<Vec<PortSpec>, SpecError> {
             _ => return Err(err()),
         }
     };
-    let (host, container) = match rest.split_once(':') {
-        Some((h, c)) => (if h.is_empty() { None } else { Some(parse_range(h).ok_or_else(err)?) }, parse_range(c).ok_or_else(err)?),
-        None => (None, parse_range(rest).ok_or_else(err)?),
+    let (host_text, container_text) = match rest.split_once(':') {
+        Some((h, c)) => (h, c),
+        None => ("", rest),
     };
+    let host = if host_text.is_empty() { None } else { Some(parse_range(host_text).ok_or_else(err)?) };
+    let container = parse_range(container_text).ok_or_else(err)?;
     let n = container.1 - container.0;
-    if let Some(h) = host
-        && h.1 - h.0 != n
-    {
-        return Err(err());
+    let spec = |i: u16, host_port: u16, host_port_end: Option<u16>| PortSpec {
+        host_ip,
+        host_port,
+        host_port_end,
+        container_port: container.0 + i,
+        protocol,
+    };
+    match host {
+        None => Ok((0..=n).map(|i| spec(i, 0, None)).collect()),
+        Some(h) if h.1 - h.0 == n => Ok((0..=n).map(|i| spec(i, h.0 + i, None)).collect()),
+        Some(h) if n == 0 => Ok(vec![spec(0, h.0, Some(h.1))]),
+        Some(_) => Err(SpecError::PublishRanges { spec: s.to_owned(), container: container_text.to_owned(), host: host_text.to_owned() }),
     }
-    Ok((0..=n).map(|i| PortSpec { host_ip, host_port: host.map_or(0, |h| h.0 + i), container_port: container.0 + i, protocol }).collect())
 }
 
 /// A port the container listens on (`--expose`, or the image's `ExposedPorts`): published
@@ -221,7 +252,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn p(s: &str) -> Vec<String> {
-        parse_publish(s).unwrap().iter().map(|p| format!("{:?}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol)).collect()
+        parse_publish(s)
+            .unwrap()
+            .iter()
+            .map(|p| match p.host_port_end {
+                Some(end) => format!("{:?}:{}-{end}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol),
+                None => format!("{:?}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol),
+            })
+            .collect()
     }
 
     #[test]
@@ -236,9 +274,36 @@ mod tests {
         assert_eq!(p(":80"), ["None:0->80/tcp"]);
     }
 
+    /// Docker's rules: a host range for one container port is a pool to pick one free port
+    /// from; equal lengths map port to port; other lengths are refused, saying why.
+    #[test]
+    fn publish_port_ranges_follow_docker() {
+        assert_eq!(p("127.0.0.1:18040-18042:80"), ["Some(127.0.0.1):18040-18042->80/tcp"]);
+        assert_eq!(p("18040-18042:80/udp"), ["None:18040-18042->80/udp"]);
+        assert_eq!(p("[::1]:18040-18041:80"), ["Some(::1):18040-18041->80/tcp"]);
+        assert_eq!(p("8000-8001:9000-9001"), ["None:8000->9000/tcp", "None:8001->9001/tcp"]);
+        // A one-port "range" is just a port.
+        assert_eq!(p("8080-8080:80"), ["None:8080->80/tcp"]);
+        for bad in ["8000-8002:9000-9001", "8080:80-81", "127.0.0.1:8000-8001:80-82/udp"] {
+            let e = parse_publish(bad).unwrap_err();
+            assert!(matches!(e, SpecError::PublishRanges { .. }), "{bad:?}: {e}");
+        }
+        assert_eq!(
+            parse_publish("8080:80-81").unwrap_err().to_string(),
+            "invalid published port \"8080:80-81\": the container ports 80-81 and the host ports 8080 differ in number; \
+             give host ports as many as container ports, or one container port with a host range to pick a free port from"
+        );
+        // Displayed as given, and parsed back to the same.
+        let r = parse_publish("127.0.0.1:18040-18042:80").unwrap()[0];
+        assert_eq!(r.to_string(), "127.0.0.1:18040-18042:80/tcp");
+        assert_eq!(parse_publish(&r.to_string()).unwrap(), [r]);
+        assert!(PortSpec { host_port_end: Some(10), host_port: 20, ..r }.validate().is_err());
+        assert!(PortSpec { host_port_end: Some(10), host_port: 0, ..r }.validate().is_err());
+    }
+
     #[test]
     fn publish_rejects() {
-        for bad in ["", "0", "x", "80/sctp", "70000", "1.2.3:80:80", "8000-8002:9000-9001", "9-8", "[::1:80:80", "a:b:c:d", "80:"] {
+        for bad in ["", "0", "x", "80/sctp", "70000", "1.2.3:80:80", "9-8", "[::1:80:80", "a:b:c:d", "80:", "8080-8079:80"] {
             assert!(matches!(parse_publish(bad), Err(SpecError::Publish(_))), "{bad:?} was accepted");
         }
     }
@@ -277,10 +342,11 @@ mod tests {
     proptest! {
         /// Whatever the shape, a parsed `-p` prints back to something that parses to the same.
         #[test]
-        fn publish_display_round_trips(ip in proptest::option::of(any::<[u8; 4]>()), host in 0u16..=65535, cport in 1u16..=65535, udp: bool) {
+        fn publish_display_round_trips(ip in proptest::option::of(any::<[u8; 4]>()), host in 0u16..=65535, span in 0u16..4, cport in 1u16..=65535, udp: bool) {
             let spec = PortSpec {
                 host_ip: ip.map(|b| IpAddr::V4(Ipv4Addr::from(b))),
                 host_port: host,
+                host_port_end: host.checked_add(span).filter(|_| host != 0 && span != 0),
                 container_port: cport,
                 protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
             };
