@@ -8,7 +8,7 @@ use hyper::Method;
 use atoll_api::client::Client;
 use atoll_api::containers::ContainerInfo;
 use atoll_api::networks::{ConnectRequest, DisconnectRequest, NetworkDetail, PruneNetworksResponse};
-use atoll_net::NetworkRecord;
+use atoll_net::{NetworkRecord, NetworkSummary};
 use atoll_spec::NetworkSpec;
 
 use crate::output::table;
@@ -95,22 +95,13 @@ pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<std::pr
             println!("{}", n.id);
         }
         NetworkCommand::Ls(a) => {
-            let list: Vec<NetworkRecord> = client.json(Method::GET, "/v1/networks", None::<&()>).await?;
+            let list: Vec<NetworkSummary> = client.json(Method::GET, "/v1/networks", None::<&()>).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if a.quiet {
-                list.iter().for_each(|n| println!("{}", n.name));
+                list.iter().for_each(|n| println!("{}", n.network.name));
             } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|n| {
-                        let id = if a.no_trunc { n.id.clone() } else { n.id[..12].to_owned() };
-                        let v6 = n.subnet6.map(|s| s.to_string()).unwrap_or_default();
-                        let internal = if n.internal { "yes" } else { "" };
-                        vec![id, n.name.clone(), n.driver.clone(), n.subnet4.to_string(), v6, internal.into()]
-                    })
-                    .collect();
-                print!("{}", table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "IPV6 SUBNET", "INTERNAL"], &rows));
+                print!("{}", ls_table(&list, a.no_trunc));
             }
         }
         NetworkCommand::Rm { networks } => {
@@ -144,6 +135,22 @@ pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<std::pr
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `network ls`: the BRIDGE column says whether the bridge is up for containers, kept warm
+/// without them (the default network, once used), or down.
+fn ls_table(list: &[NetworkSummary], no_trunc: bool) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let n = &s.network;
+            let id = if no_trunc { n.id.clone() } else { n.id[..12].to_owned() };
+            let v6 = n.subnet6.map(|s| s.to_string()).unwrap_or_default();
+            let internal = if n.internal { "yes" } else { "" };
+            vec![id, n.name.clone(), n.driver.clone(), n.subnet4.to_string(), v6, internal.into(), s.bridge_state.to_string()]
+        })
+        .collect();
+    table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "IPV6 SUBNET", "INTERNAL", "BRIDGE"], &rows)
+}
+
 /// `atoll port CONTAINER [PORT[/PROTO]]`: the published ports, as docker prints them.
 pub async fn port(client: &Client, container: &str, filter: Option<&str>) -> anyhow::Result<()> {
     let c: ContainerInfo = client.json(Method::GET, &format!("/v1/containers/{container}"), None::<&()>).await?;
@@ -167,4 +174,38 @@ pub async fn port(client: &Client, container: &str, filter: Option<&str>) -> any
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_ls_says_which_bridges_are_up() {
+        let net = |name: &str, id: &str, subnet: &str| NetworkRecord {
+            id: id.repeat(64 / id.len()),
+            name: name.into(),
+            driver: "bridge".into(),
+            bridge: format!("at-{id}"),
+            subnet4: subnet.parse().unwrap(),
+            gateway4: "10.89.0.1".parse().unwrap(),
+            subnet6: None,
+            gateway6: None,
+            internal: false,
+            labels: Default::default(),
+            created: String::new(),
+        };
+        let list = [
+            NetworkSummary { network: net("bridge", "ab", "10.89.0.0/24"), bridge_state: atoll_net::BridgeState::Warm },
+            NetworkSummary { network: net("front", "cd", "10.89.1.0/24"), bridge_state: atoll_net::BridgeState::InUse },
+            NetworkSummary { network: net("idle", "ef", "10.89.2.0/24"), bridge_state: atoll_net::BridgeState::Down },
+        ];
+        expect_test::expect![[r#"
+            NETWORK ID     NAME     DRIVER   SUBNET         IPV6 SUBNET   INTERNAL   BRIDGE
+            abababababab   bridge   bridge   10.89.0.0/24                            warm
+            cdcdcdcdcdcd   front    bridge   10.89.1.0/24                            in use
+            efefefefefef   idle     bridge   10.89.2.0/24                            down
+        "#]]
+        .assert_eq(&ls_table(&list, false));
+    }
 }

@@ -233,7 +233,7 @@ fn internal_networks_have_no_way_out() {
 }
 
 #[test]
-fn removing_everything_leaves_no_links_addresses_or_rules() {
+fn removing_everything_leaves_only_the_warm_default_bridge() {
     let e = env();
     e.daemon.ok(&["network", "create", "--ipv6", "n1"]);
     e.daemon.ok(&["network", "create", "--internal", "n2"]);
@@ -251,11 +251,18 @@ fn removing_everything_leaves_no_links_addresses_or_rules() {
     e.daemon.ok(&["rm", "-f", "a", "b", "c"]);
     assert_eq!(e.daemon.ok(&["network", "prune"]).lines().skip(1).collect::<Vec<_>>().len(), 2);
     e.daemon.fails(&["network", "rm", "bridge"]);
-    assert!(ns.atoll_links().is_empty(), "links left: {:?}", ns.atoll_links());
+    // The default network's bridge stays up, as docker0 does, and `network ls` says so.
+    let default = e.daemon.ok(&["network", "inspect", "bridge"]);
+    let default: serde_json::Value = serde_json::from_str(&default).unwrap();
+    let bridge = default[0]["bridge"].as_str().unwrap();
+    assert_eq!(ns.atoll_links(), [bridge], "links left");
+    let ls = e.daemon.ok(&["network", "ls"]);
+    assert!(ls.lines().next().unwrap().ends_with("BRIDGE") && ls.lines().nth(1).unwrap().ends_with("warm"), "{ls}");
     let (_, rules) = ns.sh("nft list ruleset");
-    assert!(!rules.contains("atoll"), "rules left:\n{rules}");
+    let named: Vec<&str> = rules.split("\"at-").skip(1).filter_map(|r| r.split('"').next()).filter(|n| *n != "*").collect();
+    assert!(!rules.contains(" dnat ip") && named.iter().all(|n| bridge.ends_with(n)), "rules left:\n{rules}");
     let (_, addrs) = ns.sh("ip -br addr");
-    assert!(!addrs.contains("10.89."), "addresses left:\n{addrs}");
+    assert_eq!(addrs.matches("10.89.").count(), 1, "addresses left:\n{addrs}");
     assert_eq!(std::fs::read_dir(e.daemon.data_dir.join("netns")).unwrap().count(), 0, "namespaces left");
 }
 
@@ -463,4 +470,44 @@ fn a_host_port_range_publishes_on_its_first_free_port_in_run_and_compose() {
         ["ranges-short-1", "ranges-long-1"].iter().map(|c| e.daemon.ok(&["port", c, "80"]).trim().to_owned()).collect();
     got.sort();
     assert_eq!(got, ["127.0.0.1:18060", "127.0.0.1:18061"]);
+}
+
+#[test]
+fn two_daemons_in_one_namespace_do_not_replace_each_others_networking() {
+    let mut a = env();
+    let ns_name = a.daemon.ns().name.clone();
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut b = Daemon::start_beside(Path::new(BIN), dir_b.path(), &[], &a.daemon);
+    let img = b.import_busybox(dir_b.path());
+    // Starting created nothing.
+    let (_, tables) = a.daemon.ns().sh("nft list tables");
+    assert!(!tables.contains("atoll"), "{tables}");
+
+    a.web("web", &["-p", "8080:80"], "first-daemon");
+    let a_dir = a.daemon.data_dir.display().to_string();
+    // B refuses bridged containers, naming A and saying what to change; the rest works.
+    let r = b.fails(&["run", "--rm", img, "true"]);
+    assert!(r.stderr.contains(&a_dir) && r.stderr.contains("network namespace of its own"), "{r:?}");
+    b.ok(&["run", "--rm", "--network", "none", img, "true"]);
+    let info = b.ok(&["info"]);
+    assert!(info.contains("Warning:") && info.contains(&a_dir), "{info}");
+    // A restarted B leaves A's links and table alone too.
+    b.restart();
+    assert!(b.log_text().contains("belongs to another Atoll daemon"), "{}", b.log_text());
+    let links = a.daemon.ns().atoll_links();
+    assert_eq!(links.len(), 2, "A's bridge and veth: {links:?}");
+    let (ok, out) = a.daemon.ns().sh("curl -s --max-time 5 http://127.0.0.1:8080/");
+    assert!(ok && out.contains("first-daemon"), "A's published port: {out}");
+
+    // A stopped with its containers gone: B takes over, A's leftover bridge included.
+    a.daemon.ok(&["rm", "-f", "web"]);
+    a.daemon.terminate();
+    b.ok(&["run", "--rm", img, "true"]);
+    let out = std::process::Command::new("ip").args(["-n", &ns_name, "-br", "addr"]).output().unwrap();
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(addrs.matches("10.89.0.1/24").count(), 1, "one bridge routes the default subnet:\n{addrs}");
+    // Now A is the one refused.
+    a.daemon.start_again();
+    let r = a.daemon.fails(&["run", "--rm", a.image, "true"]);
+    assert!(r.stderr.contains(&b.data_dir.display().to_string()), "{r:?}");
 }

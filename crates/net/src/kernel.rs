@@ -10,6 +10,9 @@ use std::sync::Arc;
 use atoll_spec::{DEFAULT_NETWORK, NetworkSpec};
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::claim::{self, Mark, TableOwner};
 use crate::link::{self, Netlink};
 use crate::records::{NetworkRecord, Owner, OwnerInit, State, parse_mac};
 use crate::{NetConfig, NetError, Networks, ipam, netns, nft};
@@ -42,13 +45,22 @@ impl Networks {
                 }
             }
         }
-        let mut state = State { networks, ula, owners: BTreeMap::new() };
+        let mut state = State { networks, ula, owners: BTreeMap::new(), default_warm: false };
         for o in owners {
             // Endpoints of a network that is gone (a crash mid-removal) are dropped.
             let endpoints = o.endpoints.into_iter().filter(|e| state.networks.contains_key(&e.network_id)).collect();
             state.owners.insert(o.id, Owner { name: o.name, endpoints, ports: o.ports, active: false });
         }
-        let this = Arc::new(Self { cfg, state: tokio::sync::Mutex::new(state), nl, applied: std::sync::Mutex::new(None) });
+        let mark = Mark::of(&cfg.data_dir);
+        let this = Arc::new(Self {
+            cfg,
+            state: tokio::sync::Mutex::new(state),
+            nl,
+            applied: std::sync::Mutex::new(None),
+            mark,
+            owned: AtomicBool::new(false),
+            foreign: std::sync::Mutex::new(None),
+        });
         if this.state.lock().await.find(DEFAULT_NETWORK).is_err() {
             this.create(&NetworkSpec { name: DEFAULT_NETWORK.into(), ipv6: true, ..Default::default() }).await?;
         }
@@ -57,7 +69,8 @@ impl Networks {
     }
 
     /// Makes the kernel match the records: plumbs every container whose namespace is alive,
-    /// deletes links and namespaces nobody owns, rewrites the nftables table and DNS.
+    /// deletes links and namespaces nobody owns, rewrites the nftables table and DNS. Touches
+    /// nothing while another live daemon's networking is in this namespace (see `claim`).
     pub async fn reconcile(&self) -> Result<(), NetError> {
         let mut st = self.state.lock().await;
         *self.applied.lock().unwrap() = None;
@@ -80,19 +93,25 @@ impl Networks {
                 }
             }
         }
-        // Links nobody owns.
-        let wanted_bridges: BTreeSet<String> = st.active_networks().iter().map(|n| n.bridge.clone()).collect();
-        let wanted_veths: BTreeSet<String> =
-            st.owners.values().filter(|o| o.active).flat_map(|o| o.endpoints.iter().map(|e| e.host_veth.clone())).collect();
-        for l in self.nl.links().await? {
-            let stale_bridge =
-                l.name.starts_with(nft::BRIDGE_PREFIX) && l.kind.as_deref() == Some("bridge") && !wanted_bridges.contains(&l.name);
-            let stale_veth = l.name.starts_with("av") && l.kind.as_deref() == Some("veth") && !wanted_veths.contains(&l.name);
-            if stale_bridge || stale_veth {
-                tracing::info!(link = %l.name, "removing a leftover link");
-                self.nl.delete(&l.name).await?;
-            }
-        }
+        // Whose table is here: ours (or leftovers) to rewrite, nobody's, or a live other's.
+        let owned = match nft::table_owner()? {
+            TableOwner::Absent => false,
+            TableOwner::Marked(m) if !self.mark.as_ref().is_some_and(|ours| ours.same(&m)) => match claim::live(&m) {
+                Some(who) => {
+                    tracing::warn!("{}", NetError::Foreign(who.clone()));
+                    *self.foreign.lock().unwrap() = Some(who);
+                    return Ok(());
+                }
+                None => true,
+            },
+            _ => true,
+        };
+        self.owned.store(owned, Ordering::SeqCst);
+        *self.foreign.lock().unwrap() = None;
+        // The default bridge left up by an earlier run stays warm.
+        let default_bridge = st.find(DEFAULT_NETWORK).map(|n| n.bridge.clone()).ok();
+        st.default_warm = self.nl.links().await?.iter().any(|l| Some(&l.name) == default_bridge.as_ref());
+        self.remove_leftover_links(&st).await?;
         let existing: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
         for id in &ids {
             let o = &st.owners[id];
@@ -105,18 +124,70 @@ impl Networks {
                 self.plumb(&st, id, i).await?;
             }
         }
-        self.sync(&st).await
+        self.sync(&mut st).await
+    }
+
+    /// Bridges and veths by Atoll's names that no record here wants: this daemon's leftovers,
+    /// or those of a dead daemon whose table it replaces.
+    async fn remove_leftover_links(&self, st: &State) -> Result<(), NetError> {
+        let wanted_bridges: BTreeSet<String> = st.bridged_networks().iter().map(|n| n.bridge.clone()).collect();
+        let wanted_veths: BTreeSet<String> =
+            st.owners.values().filter(|o| o.active).flat_map(|o| o.endpoints.iter().map(|e| e.host_veth.clone())).collect();
+        for l in self.nl.links().await? {
+            let stale_bridge =
+                l.name.starts_with(nft::BRIDGE_PREFIX) && l.kind.as_deref() == Some("bridge") && !wanted_bridges.contains(&l.name);
+            let stale_veth = l.name.starts_with("av") && l.kind.as_deref() == Some("veth") && !wanted_veths.contains(&l.name);
+            if stale_bridge || stale_veth {
+                tracing::info!(link = %l.name, "removing a leftover link");
+                self.nl.delete(&l.name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure this daemon may create the table: fails while another live daemon's
+    /// networking is in this namespace; removes a dead one's leftovers (its bridges would
+    /// route the same subnets). Checked before the first bridge is made, not on every start.
+    pub(crate) async fn claim(&self, st: &State) -> Result<(), NetError> {
+        if self.owned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let owner = nft::table_owner()?;
+        let foreign = match &owner {
+            TableOwner::Marked(m) if !self.mark.as_ref().is_some_and(|ours| ours.same(m)) => Some(m),
+            _ => None,
+        };
+        let who = foreign.and_then(claim::live);
+        *self.foreign.lock().unwrap() = who.clone();
+        if let Some(who) = who {
+            return Err(NetError::Foreign(who));
+        }
+        if owner != TableOwner::Absent {
+            tracing::info!(owner = ?owner, "replacing the networking a stopped daemon left in this namespace");
+            self.remove_leftover_links(st).await?;
+            self.owned.store(true, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// Brings the nftables table, the DNS server and the bridges of active networks in line.
-    pub(crate) async fn sync(&self, st: &State) -> Result<(), NetError> {
-        let rules = st.ruleset();
-        // The ruleset holds the set of active networks: when it is unchanged (most container
-        // starts and removals on a network already in use), so are the bridges, the sysctls
-        // and the table. `reconcile` clears `applied`, forcing all of it.
+    pub(crate) async fn sync(&self, st: &mut State) -> Result<(), NetError> {
+        if !st.default_warm && st.active_networks().iter().any(|n| n.name == DEFAULT_NETWORK) {
+            st.default_warm = true;
+        }
+        let mut rules = st.ruleset();
+        rules.comment = self.mark.as_ref().map(Mark::comment);
+        // The ruleset holds the set of bridged networks: when it is unchanged (most container
+        // starts and removals), so are the bridges, the sysctls and the table. `reconcile`
+        // clears `applied`, forcing all of it.
         let changed = self.applied.lock().unwrap().as_ref() != Some(&rules);
         if changed {
-            for n in st.active_networks() {
+            let owned = self.owned.load(Ordering::SeqCst);
+            if !rules.bridges.is_empty() && !owned {
+                self.claim(st).await?;
+            }
+            let owned = self.owned.load(Ordering::SeqCst);
+            for n in st.bridged_networks() {
                 self.ensure_bridge(n).await?;
             }
             if rules.bridges.iter().any(|b| !b.internal) {
@@ -126,7 +197,12 @@ impl Networks {
                 }
             }
             *self.applied.lock().unwrap() = None;
-            nft::apply(&rules)?;
+            // With nothing to write and no table of ours, nft is not run at all: a daemon
+            // without bridged containers never touches the namespace's tables.
+            if owned || !rules.bridges.is_empty() {
+                nft::apply(&rules)?;
+                self.owned.store(!rules.bridges.is_empty(), Ordering::SeqCst);
+            }
             *self.applied.lock().unwrap() = Some(rules.clone());
             if !rules.ports.is_empty() {
                 let chains = nft::input_drop_chains();
@@ -180,7 +256,7 @@ impl Networks {
         Ok(())
     }
 
-    /// Writes the DNS configuration and has the server (started if needed) load it.
+    /// Deletes the container's veths and its namespace.
     pub(crate) async fn unplumb(&self, st: &State, owner: &str) {
         if let Some(o) = st.owners.get(owner) {
             for e in &o.endpoints {

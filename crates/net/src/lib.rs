@@ -10,6 +10,7 @@
 //! them with the records: leftovers go, missing pieces come back.
 #![deny(unsafe_code)]
 
+pub mod claim;
 pub mod dns;
 mod helper;
 pub mod ipam;
@@ -28,7 +29,7 @@ use atoll_spec::{DEFAULT_NETWORK, ExposedPort, NetworkAttachment, NetworkSpec, P
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use link::Netlink;
-pub use records::{Endpoint, NetworkRecord, OwnerInit, PublishedPort, hosts_file, resolv_conf};
+pub use records::{BridgeState, Endpoint, NetworkRecord, NetworkSummary, OwnerInit, PublishedPort, hosts_file, resolv_conf};
 use records::{Owner, State};
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,11 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "container networking in this network namespace belongs to another Atoll daemon ({0}); two daemons cannot share it: \
+         start this one in a network namespace of its own (ip netns exec NAME atoll daemon …), or stop the other and remove its containers"
+    )]
+    Foreign(String),
     #[error("the DNS server: {0}")]
     Dns(String),
     #[error("saving network {name}")]
@@ -107,7 +113,8 @@ impl NetError {
             | Self::PortTaken(..)
             | Self::PortBusy(_)
             | Self::AlreadyConnected(_)
-            | Self::NotConnected(_) => K::Conflict,
+            | Self::NotConnected(_)
+            | Self::Foreign(_) => K::Conflict,
             Self::BadAddress { .. } | Self::NoIpv6(_) | Self::InternalPublish(_) | Self::Spec(_) => K::Invalid,
             _ => K::Internal,
         }
@@ -134,6 +141,12 @@ pub struct Networks {
     /// The ruleset last applied, to skip `nft` when a change does not touch it (most
     /// container starts); cleared by `reconcile`, which always rewrites the table.
     applied: std::sync::Mutex<Option<nft::Ruleset>>,
+    /// What this daemon's table says about it (see `claim`).
+    mark: Option<claim::Mark>,
+    /// The table in this namespace, if any, is this daemon's to replace.
+    owned: std::sync::atomic::AtomicBool,
+    /// Another live daemon whose networking is in this namespace: why this one has none.
+    foreign: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Networks {
@@ -211,9 +224,15 @@ impl Networks {
     }
 
     pub async fn list(&self) -> Vec<NetworkRecord> {
+        self.summaries().await.into_iter().map(|s| s.network).collect()
+    }
+
+    /// The networks with the state of their bridges (`network ls`).
+    pub async fn summaries(&self) -> Vec<NetworkSummary> {
         let st = self.state.lock().await;
-        let mut v: Vec<NetworkRecord> = st.networks.values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut v: Vec<NetworkSummary> =
+            st.networks.values().map(|n| NetworkSummary { network: n.clone(), bridge_state: st.bridge_state(&n.id) }).collect();
+        v.sort_by(|a, b| a.network.name.cmp(&b.network.name));
         v
     }
 
@@ -318,6 +337,9 @@ impl Networks {
             return Ok(path);
         }
         let n = o.endpoints.len();
+        if n > 0 {
+            self.claim(&st).await?;
+        }
         let _ = netns::remove(&path);
         netns::create(&path).map_err(|source| NetError::Netns { id: owner.to_owned(), source })?;
         let plumbed = async {
@@ -332,10 +354,10 @@ impl Networks {
             return Err(e);
         }
         st.owners.get_mut(owner).expect("checked").active = true;
-        if let Err(e) = self.sync(&st).await {
+        if let Err(e) = self.sync(&mut st).await {
             st.owners.get_mut(owner).expect("checked").active = false;
             self.unplumb(&st, owner).await;
-            let _ = self.sync(&st).await;
+            let _ = self.sync(&mut st).await;
             return Err(e);
         }
         Ok(path)
@@ -349,7 +371,7 @@ impl Networks {
         }
         self.unplumb(&st, owner).await;
         st.owners.remove(owner);
-        self.sync(&st).await
+        self.sync(&mut st).await
     }
 
     /// Connects a container to one more network (plumbed at once if it has a namespace).
@@ -371,12 +393,16 @@ impl Networks {
         o.endpoints.push(e.clone());
         let (active, i) = (o.active, o.endpoints.len() - 1);
         if active {
+            if let Err(err) = self.claim(&st).await {
+                st.owners.get_mut(owner).expect("inserted").endpoints.pop();
+                return Err(err);
+            }
             if let Err(err) = self.plumb(&st, owner, i).await {
                 let _ = self.nl.delete(&e.host_veth).await;
                 st.owners.get_mut(owner).expect("inserted").endpoints.pop();
                 return Err(err);
             }
-            self.sync(&st).await?;
+            self.sync(&mut st).await?;
         }
         Ok(e)
     }
@@ -391,7 +417,7 @@ impl Networks {
         let (active, rest) = (o.active, o.endpoints.clone());
         if active {
             self.nl.delete(&e.host_veth).await?;
-            self.sync(&st).await?;
+            self.sync(&mut st).await?;
         }
         Ok(rest)
     }
@@ -413,6 +439,15 @@ impl Networks {
     /// The host firewall chains published ports bypass (see [`nft::input_drop_chains`]).
     pub fn firewall_warnings(&self) -> Vec<String> {
         nft::input_drop_chains()
+    }
+
+    /// What keeps container networking from working as it should here, with what to do.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(who) = self.foreign.lock().unwrap().clone() {
+            v.push(NetError::Foreign(who).to_string());
+        }
+        v
     }
 
     pub fn config(&self) -> &NetConfig {

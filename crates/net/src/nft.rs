@@ -44,6 +44,8 @@ pub struct PortRule {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
+    /// The table's comment: the mark of the daemon that owns it (see `claim`).
+    pub comment: Option<String>,
     pub bridges: Vec<BridgeRules>,
     pub ports: Vec<PortRule>,
 }
@@ -63,6 +65,9 @@ pub fn render(rules: &Ruleset) -> String {
         return s;
     }
     let _ = writeln!(s, "table inet {TABLE} {{");
+    if let Some(c) = &rules.comment {
+        let _ = writeln!(s, "\tcomment \"{c}\"");
+    }
     s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
     // Containers' DNS queries to their gateway stay with Atoll's resolver, even when host
     // port 53 is published (a pihole, say).
@@ -145,6 +150,19 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Who wrote this namespace's `inet atoll` table (its comment; JSON listings leave it out).
+pub fn table_owner() -> Result<crate::claim::TableOwner, NftError> {
+    use crate::claim::{Mark, TableOwner};
+    let text = match nft(&["-t", "list", "table", "inet", TABLE], None) {
+        Ok(t) => t,
+        Err(NftError::Refused(e)) if e.contains("No such file or directory") => return Ok(TableOwner::Absent),
+        Err(e) => return Err(e),
+    };
+    // The comment, if any, is the table's first line inside its braces.
+    let comment = text.lines().nth(1).and_then(|l| l.trim().strip_prefix("comment \"")).and_then(|c| c.strip_suffix('"'));
+    Ok(comment.and_then(Mark::parse).map_or(TableOwner::Unmarked, TableOwner::Marked))
+}
+
 /// Replaces Atoll's table with `rules`, atomically.
 pub fn apply(rules: &Ruleset) -> Result<(), NftError> {
     nft(&["-f", "-"], Some(&render(rules))).map(|_| ())
@@ -184,6 +202,7 @@ mod tests {
     #[test]
     fn ruleset_snapshot() {
         let rules = Ruleset {
+            comment: Some("atoll lock=fe:00:1234 data-dir=/var/lib/atoll".into()),
             bridges: vec![
                 BridgeRules {
                     bridge: "at-0123456789ab".into(),
@@ -223,6 +242,7 @@ mod tests {
             table inet atoll
             delete table inet atoll
             table inet atoll {
+            	comment "atoll lock=fe:00:1234 data-dir=/var/lib/atoll"
             	chain prerouting {
             		type nat hook prerouting priority dstnat; policy accept;
             		iifname "at-0123456789ab" ip daddr 10.89.0.1 meta l4proto { tcp, udp } th dport 53 return

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use atoll_spec::{NetworkAttachment, Protocol};
+use atoll_spec::{DEFAULT_NETWORK, NetworkAttachment, Protocol};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +100,37 @@ pub(crate) struct State {
     pub(crate) networks: BTreeMap<String, NetworkRecord>,
     pub(crate) ula: Ipv6Net,
     pub(crate) owners: BTreeMap<String, Owner>,
+    /// The default network's bridge (and so the table) stays up once it has been used, as
+    /// docker0 does: most `run`s then plumb one veth and touch neither bridge nor table.
+    pub(crate) default_warm: bool,
+}
+
+/// A network's bridge: up with containers, kept up without (the default network), or absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeState {
+    #[serde(rename = "in-use")]
+    InUse,
+    Warm,
+    Down,
+}
+
+impl std::fmt::Display for BridgeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::InUse => "in use",
+            Self::Warm => "warm",
+            Self::Down => "down",
+        })
+    }
+}
+
+/// A network as listed: its record and the state of its bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NetworkSummary {
+    #[serde(flatten)]
+    pub network: NetworkRecord,
+    pub bridge_state: BridgeState,
 }
 pub(crate) fn mac_string(mac: [u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
@@ -235,16 +266,39 @@ impl State {
         dns::DnsConfig { upstreams: upstreams.to_vec(), networks }
     }
 
-    /// Networks with at least one plumbed endpoint: their bridges exist.
+    /// Networks with at least one plumbed endpoint.
     pub(crate) fn active_networks(&self) -> Vec<&NetworkRecord> {
         let ids: BTreeSet<&str> =
             self.owners.values().filter(|o| o.active).flat_map(|o| o.endpoints.iter().map(|e| e.network_id.as_str())).collect();
         self.networks.values().filter(|n| ids.contains(n.id.as_str())).collect()
     }
 
+    /// Networks whose bridge exists: the active ones, and the default network once warm.
+    pub(crate) fn bridged_networks(&self) -> Vec<&NetworkRecord> {
+        let mut v = self.active_networks();
+        if self.default_warm
+            && let Some(d) = self.networks.values().find(|n| n.name == DEFAULT_NETWORK)
+            && !v.iter().any(|n| n.id == d.id)
+        {
+            v.push(d);
+        }
+        v
+    }
+
+    /// What `network ls` says about a network's bridge.
+    pub(crate) fn bridge_state(&self, id: &str) -> BridgeState {
+        if self.active_networks().iter().any(|n| n.id == id) {
+            BridgeState::InUse
+        } else if self.bridged_networks().iter().any(|n| n.id == id) {
+            BridgeState::Warm
+        } else {
+            BridgeState::Down
+        }
+    }
+
     pub(crate) fn ruleset(&self) -> nft::Ruleset {
         let bridges = self
-            .active_networks()
+            .bridged_networks()
             .iter()
             .map(|n| nft::BridgeRules {
                 bridge: n.bridge.clone(),
@@ -268,7 +322,7 @@ impl State {
                 });
             }
         }
-        nft::Ruleset { bridges, ports }
+        nft::Ruleset { comment: None, bridges, ports }
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// The daemon's own network namespace (none for daemons started by hand).
     pub netns: Option<Netns>,
+    /// Another daemon's namespace this one was started in (see [`Daemon::start_beside`]).
+    pub joined: Option<PathBuf>,
     /// Extra environment for the daemon's next start (`ATOLL_CRASH_AT`…).
     pub env: Vec<(String, String)>,
 }
@@ -109,8 +111,16 @@ impl Daemon {
         Self::start_in(bin, root, args, None)
     }
 
-    fn start_in(bin: &Path, root: &Path, args: &[&str], netns: Option<Netns>) -> Self {
-        let mut d = Self {
+    /// Starts a daemon in `other`'s network namespace: two daemons on one host.
+    pub fn start_beside(bin: &Path, root: &Path, args: &[&str], other: &Daemon) -> Self {
+        let mut d = Self::new(bin, root, args, None);
+        d.joined = Some(other.ns().path());
+        d.spawn();
+        d
+    }
+
+    fn new(bin: &Path, root: &Path, args: &[&str], netns: Option<Netns>) -> Self {
+        Self {
             bin: bin.to_owned(),
             data_dir: root.join("data"),
             socket: root.join("run/atoll.sock"),
@@ -118,8 +128,13 @@ impl Daemon {
             args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
             netns,
+            joined: None,
             env: Vec::new(),
-        };
+        }
+    }
+
+    fn start_in(bin: &Path, root: &Path, args: &[&str], netns: Option<Netns>) -> Self {
+        let mut d = Self::new(bin, root, args, netns);
         d.spawn();
         d
     }
@@ -131,9 +146,14 @@ impl Daemon {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = match &self.netns {
-            Some(ns) => ns.command(&self.bin),
-            None => Command::new(&self.bin),
+        let mut cmd = match (&self.netns, &self.joined) {
+            (Some(ns), _) => ns.command(&self.bin),
+            (None, Some(path)) => {
+                let mut c = Command::new(crate::require("nsenter"));
+                c.arg(format!("--net={}", path.display())).arg("--").arg(&self.bin);
+                c
+            }
+            (None, None) => Command::new(&self.bin),
         };
         let child = cmd
             .arg("daemon")
@@ -175,6 +195,7 @@ impl Daemon {
             args: Vec::new(),
             child: Some(child),
             netns: None,
+            joined: None,
             env: Vec::new(),
         }
     }
