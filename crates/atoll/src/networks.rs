@@ -162,15 +162,12 @@ pub async fn port(client: &Client, container: &str, filter: Option<&str>) -> any
         if want.is_some_and(|w| w.port != p.container_port || w.protocol != p.protocol) {
             continue;
         }
-        let host = match p.host_ip {
-            Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
-            Some(ip) => ip.to_string(),
-            None => "0.0.0.0".into(),
-        };
-        if want.is_some() {
-            println!("{host}:{}", p.host_port);
-        } else {
-            println!("{}/{} -> {host}:{}", p.container_port, p.protocol, p.host_port);
+        for host in p.host_bindings() {
+            if want.is_some() {
+                println!("{host}");
+            } else {
+                println!("{}/{} -> {host}", p.container_port, p.protocol);
+            }
         }
     }
     Ok(())

@@ -184,7 +184,7 @@ fn published_ports_answer_on_loopback_from_another_host_and_from_containers() {
     }
     // `ps` and `port` show the mappings; a second container cannot take the same port.
     assert!(e.daemon.ok(&["ps"]).contains("0.0.0.0:8080->80/tcp"));
-    assert_eq!(e.daemon.ok(&["port", "pub", "80"]).lines().collect::<Vec<_>>(), ["0.0.0.0:8080", "127.0.0.1:8081"]);
+    assert_eq!(e.daemon.ok(&["port", "pub", "80"]).lines().collect::<Vec<_>>(), ["0.0.0.0:8080", "[::]:8080", "127.0.0.1:8081"]);
     let r = e.daemon.fails(&["run", "-d", "-p", "8080:80", e.image, "sleep", "1"]);
     assert!(r.stderr.contains("8080/tcp is already published by container pub"), "{r:?}");
     // -P picks free ports for the exposed ones.
@@ -510,4 +510,69 @@ fn two_daemons_in_one_namespace_do_not_replace_each_others_networking() {
     a.daemon.start_again();
     let r = a.daemon.fails(&["run", "--rm", a.image, "true"]);
     assert!(r.stderr.contains(&b.data_dir.display().to_string()), "{r:?}");
+}
+
+#[test]
+fn published_ports_answer_on_ipv6_loopback_show_both_families_and_are_reserved() {
+    let mut e = env();
+    let ns = e.daemon.ns();
+    // The default network has IPv6; "plain" has none.
+    e.web("dual", &["-p", "18071:80", "-p", "[::1]:18072:80"], "dual-stack");
+    e.daemon.ok(&["network", "create", "plain"]);
+    e.web("v4only", &["--network", "plain", "-p", "18073:80"], "ipv4-only");
+    let nc = e.netcheck();
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        "18074:9000/udp",
+        "-v",
+        &format!("{nc}:/bin/netcheck:ro"),
+        e.image,
+        "netcheck",
+        "udp-serve",
+        "9000",
+    ]);
+    let reach = |e: &Env| {
+        let ns = e.daemon.ns();
+        for (url, body) in [
+            ("http://[::1]:18071/", "dual-stack"),
+            ("http://127.0.0.1:18071/", "dual-stack"),
+            ("http://[::1]:18072/", "dual-stack"),
+            ("http://[::1]:18073/", "ipv4-only"),
+        ] {
+            let (ok, out) = ns.sh(&format!("curl -gs --max-time 5 {url}"));
+            assert!(ok && out.contains(body), "{url}: {out}");
+        }
+        let (ok, out) = ns.sh(&format!("{nc} udp-ask ::1 18074 over-udp6"));
+        assert!(ok && out.trim() == "over-udp6", "UDP on [::1]: {out}");
+    };
+    reach(&e);
+
+    // Both families are shown, as docker shows them.
+    assert_eq!(e.daemon.ok(&["port", "dual", "80"]).lines().collect::<Vec<_>>(), ["0.0.0.0:18071", "[::]:18071", "[::1]:18072"]);
+    assert!(e.daemon.ok(&["ps"]).contains("0.0.0.0:18071->80/tcp, [::]:18071->80/tcp, [::1]:18072->80/tcp"));
+    let b = &e.daemon.container("dual")["port_bindings"]["80/tcp"];
+    assert_eq!(b[1], serde_json::json!({"host_ip": "::", "host_port": 18071}), "{b}");
+
+    // Reserved: no other program can bind a published port, on either family.
+    for listen in ["TCP4-LISTEN:18071", "TCP6-LISTEN:18071,ipv6only=1", "UDP6-RECVFROM:18074,ipv6only=1", "TCP6-LISTEN:18072,bind=[::1]"] {
+        let (ok, out) = ns.sh(&format!("timeout 2 socat {listen} - </dev/null"));
+        assert!(!ok && out.contains("Address already in use"), "{listen} was bound: {out}");
+    }
+    // And a port another program holds on IPv6 only is refused at create.
+    let mut holder = ns.command(atoll_testkit::require("socat")).args(["TCP6-LISTEN:18075,ipv6only=1", "STDOUT"]).spawn().unwrap();
+    wait_for(10, "the holder to listen", || ns.sh("ss -ltnH | grep -q ':18075'").0);
+    let r = e.daemon.fails(&["run", "-d", "-p", "18075:80", e.image, "sleep", "60"]);
+    assert!(r.stderr.contains("18075/tcp is in use by another program"), "{r:?}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    // The helper outlives the daemon: IPv6 loopback still answers while it is away.
+    e.daemon.kill9();
+    reach(&e);
+    e.daemon.start_again();
+    reach(&e);
 }

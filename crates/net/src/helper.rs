@@ -1,32 +1,63 @@
-//! The daemon's side of `atoll dns`, the per-host helper process: writing its configuration,
-//! starting it when needed and having it reload.
+//! The daemon's side of `atoll dns`, the per-host helper process (`helperd`): writing its
+//! configuration, starting it when needed (or replacing an older version's) and having it
+//! reload.
 
 use std::fs;
 
 use tokio::io::AsyncBufReadExt;
 
+use std::sync::atomic::Ordering;
+
+use crate::proxy::Binding;
 use crate::records::State;
-use crate::{NetError, Networks, dns};
+use crate::{NetError, Networks, helperd};
 
 impl Networks {
-    pub(crate) async fn dns_sync(&self, st: &State) -> Result<(), NetError> {
+    /// Writes the helper's configuration and has it (started, or replaced if it is an older
+    /// version's, when needed) serve it. Returns the published bindings other programs hold.
+    pub(crate) async fn helper_sync(&self, st: &State) -> Result<Vec<Binding>, NetError> {
         let dir = self.dns_dir();
-        let cfg = st.dns_config(&self.cfg.upstreams);
+        let mut rules = st.ruleset();
+        let cfg = helperd::Config { dns: st.dns_config(&self.cfg.upstreams), ports: std::mem::take(&mut rules.ports) };
         let data = serde_json::to_vec_pretty(&cfg).expect("config serialises");
         fs::create_dir_all(&dir).map_err(|e| NetError::Dns(format!("creating {}: {e}", dir.display())))?;
-        atoll_util::replace_file(&dir.join(dns::CONFIG_FILE), &data, 0o644).map_err(|e| NetError::Dns(e.to_string()))?;
-        if dns::control(&dir, "ping").await.is_err() {
-            if cfg.networks.is_empty() {
-                // Nothing to serve: started with the first network that has containers.
-                return Ok(());
+        atoll_util::replace_file(&dir.join(helperd::CONFIG_FILE), &data, 0o644).map_err(|e| NetError::Dns(e.to_string()))?;
+        if !self.helper_checked.load(Ordering::SeqCst) {
+            self.check_helper_version(&dir).await?;
+        }
+        let reply = match helperd::control(&dir, "reload").await {
+            Ok((r, _)) => r,
+            // Nothing to serve: started with the first network that has containers.
+            Err(_) if cfg.dns.networks.is_empty() && cfg.ports.is_empty() => return Ok(Vec::new()),
+            Err(_) => {
+                self.spawn_dns().await?;
+                helperd::control(&dir, "reload").await.map_err(|e| NetError::Dns(e.to_string()))?.0
             }
-            self.spawn_dns().await?;
+        };
+        match helperd::Reloaded::parse(&reply) {
+            helperd::Reloaded::Ok { busy } => Ok(busy),
+            helperd::Reloaded::Error(e) => Err(NetError::Dns(e)),
         }
-        match dns::control(&dir, "reload").await {
-            Ok(r) if r == "ok" => Ok(()),
-            Ok(r) => Err(NetError::Dns(r.trim_start_matches("error ").to_owned())),
-            Err(e) => Err(NetError::Dns(e.to_string())),
+    }
+
+    /// Stops a running helper that speaks an older protocol (it would ignore published
+    /// ports); the next reload starts the current one. Once per daemon.
+    async fn check_helper_version(&self, dir: &std::path::Path) -> Result<(), NetError> {
+        if let Ok((reply, pid)) = helperd::control(dir, "ping").await {
+            let version: u32 = reply.strip_prefix("ok").and_then(|v| v.trim().parse().ok()).unwrap_or(1);
+            if version < helperd::PROTOCOL
+                && let Some(pid) = pid.and_then(rustix::process::Pid::from_raw)
+            {
+                tracing::info!(version, "replacing the helper of an older version");
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while helperd::control(dir, "ping").await.is_ok() && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
         }
+        self.helper_checked.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     pub(crate) async fn spawn_dns(&self) -> Result<(), NetError> {
@@ -53,7 +84,7 @@ impl Networks {
         });
         match read {
             Ok(Ok(_)) if line.trim() == "ready" => {
-                tracing::info!("started the DNS server");
+                tracing::info!("started the network helper (atoll dns)");
                 Ok(())
             }
             _ => Err(NetError::Dns(format!("it did not start; see {}", dir.join("dns.log").display()))),

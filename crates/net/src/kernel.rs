@@ -60,6 +60,8 @@ impl Networks {
             mark,
             owned: AtomicBool::new(false),
             foreign: std::sync::Mutex::new(None),
+            helper_checked: AtomicBool::new(false),
+            busy: std::sync::Mutex::new(Vec::new()),
         });
         if this.state.lock().await.find(DEFAULT_NETWORK).is_err() {
             this.create(&NetworkSpec { name: DEFAULT_NETWORK.into(), ipv6: true, ..Default::default() }).await?;
@@ -215,7 +217,14 @@ impl Networks {
                 }
             }
         }
-        self.dns_sync(st).await?;
+        let busy = self.helper_sync(st).await?;
+        if !busy.is_empty() {
+            tracing::warn!(
+                bindings = %busy.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
+                "published ports are held by other programs"
+            );
+        }
+        *self.busy.lock().unwrap() = busy;
         if changed {
             // Bridges of networks without endpoints go.
             let active: BTreeSet<&str> = rules.bridges.iter().map(|b| b.bridge.as_str()).collect();

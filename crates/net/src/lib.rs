@@ -13,12 +13,14 @@
 pub mod claim;
 pub mod dns;
 mod helper;
+pub mod helperd;
 pub mod ipam;
 mod kernel;
 pub mod link;
 pub mod netns;
 pub mod nft;
 mod ports;
+pub mod proxy;
 mod records;
 
 use std::fs;
@@ -83,7 +85,7 @@ pub enum NetError {
          start this one in a network namespace of its own (ip netns exec NAME atoll daemon …), or stop the other and remove its containers"
     )]
     Foreign(String),
-    #[error("the DNS server: {0}")]
+    #[error("the network helper (atoll dns): {0}")]
     Dns(String),
     #[error("saving network {name}")]
     Save {
@@ -147,6 +149,10 @@ pub struct Networks {
     owned: std::sync::atomic::AtomicBool,
     /// Another live daemon whose networking is in this namespace: why this one has none.
     foreign: std::sync::Mutex<Option<String>>,
+    /// The running helper speaks this version's protocol (checked at the first reload).
+    helper_checked: std::sync::atomic::AtomicBool,
+    /// Published bindings the helper could not reserve: another program holds them.
+    busy: std::sync::Mutex<Vec<proxy::Binding>>,
 }
 
 impl std::fmt::Debug for Networks {
@@ -354,7 +360,15 @@ impl Networks {
             return Err(e);
         }
         st.owners.get_mut(owner).expect("checked").active = true;
-        if let Err(e) = self.sync(&mut st).await {
+        let mut synced = self.sync(&mut st).await;
+        if synced.is_ok() {
+            // Its own ports must be reserved: another program took one since `create`.
+            let busy = self.busy.lock().unwrap().clone();
+            if let Some(b) = busy.iter().find(|b| st.owners[owner].ports.iter().any(|p| p.covers(b))) {
+                synced = Err(NetError::PortBusy(b.to_string()));
+            }
+        }
+        if let Err(e) = synced {
             st.owners.get_mut(owner).expect("checked").active = false;
             self.unplumb(&st, owner).await;
             let _ = self.sync(&mut st).await;
@@ -446,6 +460,12 @@ impl Networks {
         let mut v = Vec::new();
         if let Some(who) = self.foreign.lock().unwrap().clone() {
             v.push(NetError::Foreign(who).to_string());
+        }
+        for b in self.busy.lock().unwrap().iter() {
+            v.push(format!(
+                "published port {b} is held by another program: its traffic from other hosts still reaches the container \
+                 (DNAT), but the port is not reserved and IPv6 loopback does not reach it; stop that program, or publish another port"
+            ));
         }
         v
     }

@@ -31,7 +31,7 @@ pub struct BridgeRules {
     pub internal: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortRule {
     /// None: every local address of both families.
     pub host_ip: Option<IpAddr>,
@@ -92,6 +92,9 @@ pub fn render(rules: &Ruleset) -> String {
             Some(IpAddr::V4(ip)) => {
                 let _ = writeln!(s, "\t\tip daddr {ip} {proto} dport {hp} dnat ip to {}:{cp}", p.target4);
             }
+            // IPv6 loopback cannot be DNAT-ed to another address (there is no route_localnet
+            // for IPv6): the helper's socket relays it (see `proxy`).
+            Some(IpAddr::V6(ip)) if ip.is_loopback() => {}
             Some(IpAddr::V6(ip)) => {
                 if let Some(t6) = p.target6 {
                     let m = if ip.is_unspecified() { "ip6 daddr != ::1".to_owned() } else { format!("ip6 daddr {ip}") };
@@ -223,6 +226,15 @@ mod tests {
                 PortRule {
                     host_ip: None,
                     host_port: 8080,
+                    protocol: Protocol::Tcp,
+                    target4: "10.89.0.2".parse().unwrap(),
+                    target6: Some("fd12:3456:789a::2".parse().unwrap()),
+                    container_port: 80,
+                },
+                // IPv6 loopback: no rule (the helper relays it).
+                PortRule {
+                    host_ip: Some("::1".parse().unwrap()),
+                    host_port: 8081,
                     protocol: Protocol::Tcp,
                     target4: "10.89.0.2".parse().unwrap(),
                     target6: Some("fd12:3456:789a::2".parse().unwrap()),

@@ -126,6 +126,8 @@ mod tests {
         assert!(!clashes(&p(None, 80, Protocol::Tcp), &p(None, 80, Protocol::Udp)));
         assert!(!clashes(&p(Some("127.0.0.1"), 80, Protocol::Tcp), &p(Some("127.0.0.2"), 80, Protocol::Tcp)));
         assert_eq!(p(Some("::1"), 8080, Protocol::Udp).to_string(), "[::1]:8080->80/udp");
+        assert_eq!(p(None, 8080, Protocol::Tcp).to_string(), "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp");
+        assert_eq!(p(None, 8080, Protocol::Tcp).host_bindings(), ["0.0.0.0:8080", "[::]:8080"]);
     }
 
     /// `-p 127.0.0.1:18040-18042:80` takes the first port of the range that neither a

@@ -67,14 +67,32 @@ pub struct PublishedPort {
     pub protocol: Protocol,
 }
 
+impl PublishedPort {
+    /// The host addresses it is bound on: every address is `0.0.0.0` and `::`, as docker
+    /// shows them.
+    pub fn host_addresses(&self) -> Vec<IpAddr> {
+        match self.host_ip {
+            Some(ip) => vec![ip],
+            None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+        }
+    }
+
+    /// `ADDR:PORT` for each host address (`[::]:8080` for IPv6), as `atoll port` prints them.
+    pub fn host_bindings(&self) -> Vec<String> {
+        self.host_addresses().iter().map(|ip| SocketAddr::new(*ip, self.host_port).to_string()).collect()
+    }
+
+    /// Whether `b` is one of this port's sockets.
+    pub(crate) fn covers(&self, b: &crate::proxy::Binding) -> bool {
+        b.protocol == self.protocol && b.addr.port() == self.host_port && self.host_ip.is_none_or(|ip| ip == b.addr.ip())
+    }
+}
+
+/// As `docker ps` shows it: `0.0.0.0:8080->80/tcp, [::]:8080->80/tcp`.
 impl std::fmt::Display for PublishedPort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.host_ip {
-            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
-            Some(ip) => write!(f, "{ip}")?,
-            None => f.write_str("0.0.0.0")?,
-        }
-        write!(f, ":{}->{}/{}", self.host_port, self.container_port, self.protocol)
+        let to = format!("->{}/{}", self.container_port, self.protocol);
+        f.write_str(&self.host_bindings().iter().map(|b| format!("{b}{to}")).collect::<Vec<_>>().join(", "))
     }
 }
 
