@@ -60,6 +60,10 @@ pub struct CreateArgs {
     /// KEY=VALUE labels.
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// KEY=VALUE driver options, by docker's names: com.docker.network.bridge.gateway_mode_ipv4
+    /// (and _ipv6) = nat (only published ports are reachable from outside) or nat-unprotected.
+    #[arg(short = 'o', long = "opt")]
+    opts: Vec<String>,
     name: String,
 }
 
@@ -90,7 +94,8 @@ pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<std::pr
     match cmd {
         NetworkCommand::Create(a) => {
             let labels = a.labels.iter().map(|l| l.split_once('=').unwrap_or((l, ""))).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-            let spec = NetworkSpec { name: a.name, subnets: a.subnet, ipv6: a.ipv6, internal: a.internal, labels };
+            let options = a.opts.iter().map(|o| o.split_once('=').unwrap_or((o, ""))).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            let spec = NetworkSpec { name: a.name, subnets: a.subnet, ipv6: a.ipv6, internal: a.internal, labels, options };
             let n: NetworkRecord = client.json(Method::POST, "/v1/networks", Some(&spec)).await?;
             println!("{}", n.id);
         }
@@ -190,6 +195,7 @@ mod tests {
             gateway6: None,
             internal: false,
             labels: Default::default(),
+            options: Default::default(),
             created: String::new(),
         };
         let list = [

@@ -576,3 +576,69 @@ fn published_ports_answer_on_ipv6_loopback_show_both_families_and_are_reserved()
     e.daemon.start_again();
     reach(&e);
 }
+
+#[test]
+fn unpublished_ports_are_unreachable_from_the_lan_unless_the_network_opts_out() {
+    let e = env();
+    let peer = lan_peer(&e);
+    // The neighbour routes Atoll's container subnets (both families) through this host.
+    let (host, p) = (e.daemon.ns().name.clone(), peer.name.clone());
+    let six = e.daemon.ok(&["network", "inspect", "bridge"]);
+    let six: serde_json::Value = serde_json::from_str(&six).unwrap();
+    let subnet6 = six[0]["subnet6"].as_str().unwrap().to_owned();
+    let script = format!(
+        "ip -n {host} addr add fd77::1/64 dev lan0 nodad && ip -n {p} addr add fd77::2/64 dev lan0 nodad && \
+         ip -n {p} route add 10.89.0.0/16 via 192.168.77.1 && ip -n {p} route add {subnet6} via fd77::1"
+    );
+    let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+
+    let hidden = e.web("hidden", &[], "unpublished");
+    let shown = e.web("shown", &["-p", "8080:80"], "published");
+    let hidden6 = e.ip6("hidden");
+    let reach = |url: &str| peer.sh(&format!("curl -gs --max-time 2 {url}"));
+    // Unpublished: dropped, over IPv4 and IPv6.
+    for url in [format!("http://{hidden}/"), format!("http://[{hidden6}]/")] {
+        let (ok, out) = reach(&url);
+        assert!(!ok && !out.contains("unpublished"), "{url} answered the LAN: {out}");
+    }
+    // Published: through the host, and directly on the container's address (docker does both).
+    for url in ["http://192.168.77.1:8080/".to_owned(), format!("http://{shown}/")] {
+        let (ok, out) = reach(&url);
+        assert!(ok && out.contains("published"), "{url}: {out}");
+    }
+    // The host and the containers of its network still reach the unpublished port.
+    let (ok, out) = e.daemon.ns().sh(&format!("curl -s --max-time 5 http://{hidden}/"));
+    assert!(ok && out.contains("unpublished"), "from the host: {out}");
+    let out = e.sh(&[], &format!("{GET} | nc {hidden} 80"));
+    assert!(out.stdout.contains("unpublished"), "from a container: {out:?}");
+
+    // docker's opt-out, per network and per family: nat-unprotected.
+    e.daemon.ok(&["network", "create", "--ipv6", "-o", "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected", "open"]);
+    let open = e.web("opened", &["--network", "open"], "open-door");
+    let (ok, out) = reach(&format!("http://{open}/"));
+    assert!(ok && out.contains("open-door"), "nat-unprotected: {out}");
+    let open6 = e.ip6("opened");
+    let (ok, _) = reach(&format!("http://[{open6}]/"));
+    assert!(!ok, "IPv6 of a network unprotected over IPv4 only answered the LAN");
+    let r = e.daemon.fails(&["network", "create", "-o", "com.docker.network.bridge.gateway_mode_ipv4=routed", "r"]);
+    assert!(r.stderr.contains("gateway_mode_ipv4=routed") && r.stderr.contains("nat-unprotected"), "{r:?}");
+    let r = e.daemon.fails(&["network", "create", "-o", "com.docker.network.driver.mtu=1400", "m"]);
+    assert!(r.stderr.contains("not a supported option"), "{r:?}");
+
+    // Compose's driver_opts reach the network.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  s:\n    image: {}\n    command: [sleep, '600']\n    networks: [n]\nnetworks:\n  n:\n    driver_opts:\n      \
+             com.docker.network.bridge.gateway_mode_ipv4: nat-unprotected\n",
+            e.image
+        ),
+    )
+    .unwrap();
+    e.daemon.ok(&["compose", "-f", file.to_str().unwrap(), "-p", "opts", "up", "-d"]);
+    let n: serde_json::Value = serde_json::from_str(&e.daemon.ok(&["network", "inspect", "opts_n"])).unwrap();
+    assert_eq!(n[0]["options"]["com.docker.network.bridge.gateway_mode_ipv4"], "nat-unprotected", "{n}");
+}

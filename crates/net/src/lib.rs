@@ -221,6 +221,7 @@ impl Networks {
             gateway6: subnet6.map(ipam::gateway6),
             internal: spec.internal,
             labels: spec.labels.clone(),
+            options: spec.options.clone(),
             created: atoll_util::now_rfc3339(),
         };
         self.save(&rec)?;

@@ -4,7 +4,9 @@
 //! nothing outside the table is touched.
 //!
 //! Published ports are DNAT in `prerouting` (other hosts, containers) and `output` (the host
-//! itself, including 127.0.0.1 with `route_localnet` on the bridges). Forwarded packets never
+//! itself, including 127.0.0.1 with `route_localnet` on the bridges). From outside, containers
+//! are reachable on published ports only (docker 28's rule), unless their network's gateway
+//! mode is `nat-unprotected`. Forwarded packets never
 //! pass an `input` hook: a host firewall that filters only `input` does not see them, which
 //! [`input_drop_chains`] detects so the daemon can say so. A firewall that filters `forward`
 //! still applies, since every base chain on a hook must accept a packet.
@@ -29,6 +31,10 @@ pub struct BridgeRules {
     pub subnet4: Ipv4Net,
     pub subnet6: Option<Ipv6Net>,
     pub internal: bool,
+    /// Docker's `nat-unprotected` gateway mode: from outside, every port of its containers is
+    /// reachable (by whoever routes the subnet to this host), not only published ones.
+    pub unprotected4: bool,
+    pub unprotected6: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -131,6 +137,27 @@ pub fn render(rules: &Ruleset) -> String {
     s.push_str(&same.join(", "));
     s.push_str(" }\n");
     let _ = writeln!(s, "\t\tiifname \"{BRIDGE_PREFIX}*\" oifname \"{BRIDGE_PREFIX}*\" drop");
+    // From outside (another host routing a container subnet through this one, another
+    // engine's bridge), only published ports: through DNAT (accepted above) or directly on
+    // their container's address, as docker does.
+    let mut direct = std::collections::BTreeSet::new();
+    for p in &rules.ports {
+        direct.insert(format!("ip daddr {} {} dport {} accept", p.target4, p.protocol, p.container_port));
+        if let Some(t6) = p.target6 {
+            direct.insert(format!("ip6 daddr {t6} {} dport {} accept", p.protocol, p.container_port));
+        }
+    }
+    for d in direct {
+        let _ = writeln!(s, "\t\t{d}");
+    }
+    for b in rules.bridges.iter().filter(|b| !b.internal) {
+        if !b.unprotected4 {
+            let _ = writeln!(s, "\t\toifname \"{}\" meta nfproto ipv4 drop", b.bridge);
+        }
+        if b.subnet6.is_some() && !b.unprotected6 {
+            let _ = writeln!(s, "\t\toifname \"{}\" meta nfproto ipv6 drop", b.bridge);
+        }
+    }
     s.push_str("\t}\n}\n");
     s
 }
@@ -213,6 +240,8 @@ mod tests {
                     subnet4: "10.89.0.0/24".parse().unwrap(),
                     subnet6: Some("fd12:3456:789a::/64".parse().unwrap()),
                     internal: false,
+                    unprotected4: false,
+                    unprotected6: false,
                 },
                 BridgeRules {
                     bridge: "at-internal0001".into(),
@@ -220,6 +249,17 @@ mod tests {
                     subnet4: "10.89.1.0/24".parse().unwrap(),
                     subnet6: None,
                     internal: true,
+                    unprotected4: false,
+                    unprotected6: false,
+                },
+                BridgeRules {
+                    bridge: "at-open00000001".into(),
+                    gateway4: "10.89.2.1".parse().unwrap(),
+                    subnet4: "10.89.2.0/24".parse().unwrap(),
+                    subnet6: Some("fd12:3456:789a:2::/64".parse().unwrap()),
+                    internal: false,
+                    unprotected4: true,
+                    unprotected6: false,
                 },
             ],
             ports: vec![
@@ -259,6 +299,7 @@ mod tests {
             		type nat hook prerouting priority dstnat; policy accept;
             		iifname "at-0123456789ab" ip daddr 10.89.0.1 meta l4proto { tcp, udp } th dport 53 return
             		iifname "at-internal0001" ip daddr 10.89.1.1 meta l4proto { tcp, udp } th dport 53 return
+            		iifname "at-open00000001" ip daddr 10.89.2.1 meta l4proto { tcp, udp } th dport 53 return
             		fib daddr type local jump published
             	}
             	chain output {
@@ -278,6 +319,10 @@ mod tests {
             		ip6 saddr fd12:3456:789a::/64 oifname != "at-0123456789ab" masquerade
             		oifname "at-internal0001" ip saddr 127.0.0.0/8 masquerade
             		iifname "at-internal0001" oifname "at-internal0001" ct status dnat masquerade
+            		oifname "at-open00000001" ip saddr 127.0.0.0/8 masquerade
+            		iifname "at-open00000001" oifname "at-open00000001" ct status dnat masquerade
+            		ip saddr 10.89.2.0/24 oifname != "at-open00000001" masquerade
+            		ip6 saddr fd12:3456:789a:2::/64 oifname != "at-open00000001" masquerade
             	}
             	chain forward {
             		type filter hook forward priority filter; policy accept;
@@ -285,8 +330,14 @@ mod tests {
             		oifname "at-internal0001" iifname != "at-internal0001" drop
             		ct state established,related accept
             		ct status dnat accept
-            		iifname . oifname vmap { "at-0123456789ab" . "at-0123456789ab" : accept, "at-internal0001" . "at-internal0001" : accept }
+            		iifname . oifname vmap { "at-0123456789ab" . "at-0123456789ab" : accept, "at-internal0001" . "at-internal0001" : accept, "at-open00000001" . "at-open00000001" : accept }
             		iifname "at-*" oifname "at-*" drop
+            		ip daddr 10.89.0.2 tcp dport 80 accept
+            		ip daddr 10.89.0.3 udp dport 53 accept
+            		ip6 daddr fd12:3456:789a::2 tcp dport 80 accept
+            		oifname "at-0123456789ab" meta nfproto ipv4 drop
+            		oifname "at-0123456789ab" meta nfproto ipv6 drop
+            		oifname "at-open00000001" meta nfproto ipv6 drop
             	}
             }
         "#]]

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use atoll_spec::network::GatewayMode;
 use atoll_spec::{DEFAULT_NETWORK, NetworkAttachment, Protocol};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,18 @@ pub struct NetworkRecord {
     pub internal: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Driver options as given (validated at create): the gateway modes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
     pub created: String,
+}
+
+impl NetworkRecord {
+    /// Whether traffic from outside may reach unpublished ports, over IPv4 and over IPv6.
+    pub fn unprotected(&self) -> (bool, bool) {
+        let (v4, v6) = atoll_spec::NetworkSpec::gateway_modes(&self.options).unwrap_or_default();
+        (v4 == GatewayMode::NatUnprotected, v6 == GatewayMode::NatUnprotected)
+    }
 }
 
 /// A container's place on one network (kept in the container's record).
@@ -324,6 +336,8 @@ impl State {
                 subnet4: n.subnet4,
                 subnet6: n.subnet6,
                 internal: n.internal,
+                unprotected4: n.unprotected().0,
+                unprotected6: n.unprotected().1,
             })
             .collect();
         let mut ports = Vec::new();

@@ -142,6 +142,8 @@ pub enum SpecError {
     NetworkAlias(String),
     #[error("invalid subnet {0:?}: give at most one IPv4 CIDR (/8 to /30) and one IPv6 CIDR (/48 to /120)")]
     Subnet(String),
+    #[error("invalid network option {option}: {why}")]
+    NetworkOption { option: String, why: String },
     #[error("--network {0} cannot be combined with networks, aliases or published ports; use a bridge network")]
     NetworkModeConflict(String),
     #[error("network {0:?} is named twice")]

@@ -211,14 +211,66 @@ pub struct NetworkSpec {
     pub internal: bool,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Driver options (`-o KEY=VALUE`, compose's `driver_opts`), by docker's names; see
+    /// [`NetworkSpec::gateway_modes`] for those Atoll knows.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// Docker's option for how a bridge network's IPv4 gateway treats traffic from outside.
+pub const GATEWAY_MODE_IPV4: &str = "com.docker.network.bridge.gateway_mode_ipv4";
+/// The same for IPv6.
+pub const GATEWAY_MODE_IPV6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
+
+/// How traffic from outside the host reaches a network's containers (docker's gateway modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GatewayMode {
+    /// NAT out; from outside, only published ports are reachable (docker 28's default).
+    #[default]
+    Nat,
+    /// NAT out; from outside, every port of a container whose address is routed to the host.
+    NatUnprotected,
+}
+
+impl GatewayMode {
+    fn parse(key: &str, value: &str) -> Result<Self, SpecError> {
+        match value {
+            "nat" => Ok(Self::Nat),
+            "nat-unprotected" => Ok(Self::NatUnprotected),
+            "routed" | "isolated" => Err(SpecError::NetworkOption {
+                option: format!("{key}={value}"),
+                why: "this gateway mode is not supported; use nat (the default) or nat-unprotected".into(),
+            }),
+            _ => Err(SpecError::NetworkOption { option: format!("{key}={value}"), why: "use nat or nat-unprotected".into() }),
+        }
+    }
 }
 
 impl NetworkSpec {
+    /// The gateway modes of IPv4 and IPv6, from `options`; any other option is refused.
+    pub fn gateway_modes(options: &std::collections::BTreeMap<String, String>) -> Result<(GatewayMode, GatewayMode), SpecError> {
+        let (mut v4, mut v6) = (GatewayMode::Nat, GatewayMode::Nat);
+        for (k, v) in options {
+            match k.as_str() {
+                GATEWAY_MODE_IPV4 => v4 = GatewayMode::parse(k, v)?,
+                GATEWAY_MODE_IPV6 => v6 = GatewayMode::parse(k, v)?,
+                _ => {
+                    return Err(SpecError::NetworkOption {
+                        option: format!("{k}={v}"),
+                        why: format!("not a supported option; the supported ones are {GATEWAY_MODE_IPV4} and {GATEWAY_MODE_IPV6}"),
+                    });
+                }
+            }
+        }
+        Ok((v4, v6))
+    }
+
     /// Checks the name and subnets; returns the parsed subnets (at most one of each family).
     pub fn validate(&self) -> Result<(Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>), SpecError> {
         if !valid_network_name(&self.name) || matches!(self.name.as_str(), "none" | "host") {
             return Err(SpecError::NetworkName(self.name.clone()));
         }
+        Self::gateway_modes(&self.options)?;
         let (mut v4, mut v6) = (None, None);
         for s in &self.subnets {
             let net: IpNet = s.parse().map_err(|_| SpecError::Subnet(s.clone()))?;
@@ -331,6 +383,23 @@ mod tests {
         let named = |n: &str| NetworkSpec { name: n.into(), ..Default::default() }.validate().is_ok();
         assert!(named("back-end_1"));
         assert!(!named("host") && !named("none") && !named("-x") && !named(""));
+    }
+
+    #[test]
+    fn gateway_modes_follow_dockers_options() {
+        let opts = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(NetworkSpec::gateway_modes(&opts(&[])).unwrap(), (GatewayMode::Nat, GatewayMode::Nat));
+        assert_eq!(
+            NetworkSpec::gateway_modes(&opts(&[(GATEWAY_MODE_IPV4, "nat-unprotected")])).unwrap(),
+            (GatewayMode::NatUnprotected, GatewayMode::Nat)
+        );
+        assert_eq!(NetworkSpec::gateway_modes(&opts(&[(GATEWAY_MODE_IPV6, "nat-unprotected")])).unwrap().1, GatewayMode::NatUnprotected);
+        let err = NetworkSpec::gateway_modes(&opts(&[(GATEWAY_MODE_IPV4, "routed")])).unwrap_err().to_string();
+        assert!(err.contains("not supported; use nat (the default) or nat-unprotected"), "{err}");
+        let err = NetworkSpec::gateway_modes(&opts(&[("com.docker.network.driver.mtu", "1400")])).unwrap_err().to_string();
+        assert!(err.contains("com.docker.network.driver.mtu=1400") && err.contains(GATEWAY_MODE_IPV4), "{err}");
+        let spec = NetworkSpec { name: "n".into(), options: opts(&[(GATEWAY_MODE_IPV4, "bogus")]), ..Default::default() };
+        assert!(spec.validate().is_err());
     }
 
     #[test]
