@@ -642,3 +642,77 @@ fn unpublished_ports_are_unreachable_from_the_lan_unless_the_network_opts_out() 
     let n: serde_json::Value = serde_json::from_str(&e.daemon.ok(&["network", "inspect", "opts_n"])).unwrap();
     assert_eq!(n[0]["options"]["com.docker.network.bridge.gateway_mode_ipv4"], "nat-unprotected", "{n}");
 }
+
+#[test]
+fn next_to_docker_forwarded_traffic_keeps_flowing_and_published_ports_stay_atolls() {
+    let e = env();
+    let peer = lan_peer(&e);
+    let ns = e.daemon.ns();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "outside\n").unwrap();
+    let mut server = peer.command("busybox").args(["httpd", "-f", "-p", "7777", "-h"]).arg(www.path()).spawn().unwrap();
+    wait_for(30, "the outside server", || peer.sh("curl -s --max-time 1 http://127.0.0.1:7777/").1.contains("outside"));
+    e.web("web", &["-p", "8080:80"], "atoll-web");
+    fn forwarded(e: &Env, peer: &Netns, what: &str) {
+        let (ok, out) = peer.sh("curl -s --max-time 5 http://192.168.77.1:8080/");
+        assert!(ok && out.contains("atoll-web"), "{what}: published port from the LAN: {out}");
+        let out = e.sh(&[], &format!("{GET} | nc -w 5 192.168.77.2 7777"));
+        assert!(out.stdout.contains("outside"), "{what}: a container's outbound traffic: {out:?}");
+    }
+    forwarded(&e, &peer, "before docker");
+
+    // dockerd starts where IPv4 forwarding was off (a fresh host), so it sets its FORWARD
+    // policy to drop. Atoll notices without being asked (it watches the ruleset).
+    assert!(ns.sh("sysctl -qw net.ipv4.ip_forward=0").0);
+    let dir = tempfile::tempdir().unwrap();
+    let docker = atoll_testkit::docker::Dockerd::start(&ns.path(), &dir.path().join("docker"));
+    assert!(ns.sh("nft list chain ip filter FORWARD").1.contains("policy drop"), "docker did not set a drop policy");
+    wait_for(30, "Atoll's accept rules in DOCKER-USER", || ns.sh("iptables -S DOCKER-USER").1.contains("-A DOCKER-USER -i at-+ -j ACCEPT"));
+    forwarded(&e, &peer, "with docker's drop policy");
+    let info = e.daemon.ok(&["info"]);
+    assert!(info.contains("ip filter FORWARD (docker's) drops forwarded traffic by default; Atoll added accept rules"), "{info}");
+    assert!(e.daemon.log_text().contains("Atoll added accept rules"), "not logged");
+
+    // Docker cannot take a port Atoll publishes: the helper holds it.
+    docker.load(&e._dir.path().join("busybox-layout"), "localhost/busybox:latest");
+    let out = docker.cli(&["run", "-d", "--name", "clash", "-p", "8080:80", "localhost/busybox:latest", "httpd", "-f", "-p", "80"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("address already in use"), "docker bound Atoll's port: {err}");
+    // Atoll's containers reach docker's containers only as docker allows others to: not on
+    // an unpublished port.
+    docker.ok(&["run", "-d", "--name", "dweb", "localhost/busybox:latest", "httpd", "-f", "-p", "80"]);
+    let dip = docker.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "dweb"]);
+    let out = e.sh(&[], &format!("nc -w 2 {} 80 </dev/null && echo REACHED", dip.trim()));
+    assert!(!out.stdout.contains("REACHED"), "an Atoll container reached a docker container's unpublished port: {out:?}");
+
+    // A daemon restart keeps one copy of the rules.
+    let mut e = e;
+    e.daemon.restart();
+    forwarded(&e, &peer, "after Atoll's restart");
+    let (_, rules) = e.daemon.ns().sh("iptables -S DOCKER-USER");
+    assert_eq!(rules.matches("at-+").count(), 4, "{rules}");
+    drop(docker);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn a_foreign_forward_chain_dropping_by_default_is_named_with_the_fix() {
+    let e = env();
+    e.web("web", &["-p", "8080:80"], "x");
+    let ns = e.daemon.ns();
+    let (ok, out) =
+        ns.sh("nft add table inet hostfw && nft 'add chain inet hostfw forward_all { type filter hook forward priority 0; policy drop; }'");
+    assert!(ok, "{out}");
+    let want = "inet hostfw forward_all drops forwarded traffic by default";
+    wait_for(30, "the warning", || e.daemon.ok(&["info"]).contains(want));
+    let info = e.daemon.ok(&["info"]);
+    assert!(info.contains("nft insert rule inet hostfw forward_all iifname \"at-*\" accept"), "{info}");
+    // Atoll never touched that table; once fixed as told, the warning goes.
+    assert!(!ns.sh("nft list table inet hostfw").1.contains("at-"));
+    let (ok, out) = ns.sh(
+        "nft insert rule inet hostfw forward_all iifname 'at-*' accept && nft insert rule inet hostfw forward_all oifname 'at-*' accept",
+    );
+    assert!(ok, "{out}");
+    wait_for(30, "the warning to go", || !e.daemon.ok(&["info"]).contains(want));
+}

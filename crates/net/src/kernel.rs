@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::claim::{self, Mark, TableOwner};
 use crate::link::{self, Netlink};
 use crate::records::{NetworkRecord, Owner, OwnerInit, State, parse_mac};
-use crate::{NetConfig, NetError, Networks, ipam, netns, nft};
+use crate::{NetConfig, NetError, Networks, firewall, ipam, netns, nft};
 
 impl Networks {
     /// Loads the networks, registers the containers' endpoints and reconciles the kernel.
@@ -52,7 +52,7 @@ impl Networks {
             state.owners.insert(o.id, Owner { name: o.name, endpoints, ports: o.ports, active: false });
         }
         let mark = Mark::of(&cfg.data_dir);
-        let this = Arc::new(Self {
+        let this = Arc::new_cyclic(|me| Self {
             cfg,
             state: tokio::sync::Mutex::new(state),
             nl,
@@ -62,6 +62,9 @@ impl Networks {
             foreign: std::sync::Mutex::new(None),
             helper_checked: AtomicBool::new(false),
             busy: std::sync::Mutex::new(Vec::new()),
+            forward_drops: std::sync::Mutex::new(Vec::new()),
+            monitoring: AtomicBool::new(false),
+            me: me.clone(),
         });
         if this.state.lock().await.find(DEFAULT_NETWORK).is_err() {
             this.create(&NetworkSpec { name: DEFAULT_NETWORK.into(), ipv6: true, ..Default::default() }).await?;
@@ -206,6 +209,10 @@ impl Networks {
                 self.owned.store(!rules.bridges.is_empty(), Ordering::SeqCst);
             }
             *self.applied.lock().unwrap() = Some(rules.clone());
+            if !rules.bridges.is_empty() {
+                self.check_forward();
+                self.start_monitor();
+            }
             if !rules.ports.is_empty() {
                 let chains = nft::input_drop_chains();
                 if !chains.is_empty() {
@@ -233,6 +240,69 @@ impl Networks {
             }
         }
         Ok(())
+    }
+
+    /// Finds other tables' forward chains that drop by default, applies docker's remedy to
+    /// docker's, and says what changed in the log (`warnings` has the rest).
+    pub(crate) fn check_forward(&self) {
+        let Ok(ruleset) = nft::list_ruleset() else { return };
+        let mut found = firewall::forward_drops(&ruleset);
+        for f in found.iter_mut().filter(|f| f.docker_user && !f.accepts_atoll) {
+            f.accepts_atoll = firewall::apply_docker_user(&f.family, &f.table);
+        }
+        // A chain that accepts Atoll's bridges already is no concern (docker's is still
+        // reported: Atoll changed it).
+        found.retain(|f| f.docker_user || !f.accepts_atoll);
+        let mut last = self.forward_drops.lock().unwrap();
+        for f in found.iter().filter(|f| !last.contains(f)) {
+            if f.docker_user && f.accepts_atoll {
+                tracing::info!("{}", f.describe());
+            } else {
+                tracing::warn!("{}", f.describe());
+            }
+        }
+        *last = found;
+    }
+
+    /// Watches other programs' changes to the ruleset (docker starting, a firewall being
+    /// loaded) and checks the forward chains again after each, without polling.
+    fn start_monitor(&self) {
+        if self.monitoring.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut child = match nft::monitor() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the ruleset: other tables' forward chains are checked only when Atoll's table changes");
+                    return;
+                }
+            };
+            let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+            let ours = format!(" inet {} ", nft::TABLE);
+            let mut foreign = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !line.starts_with("# new generation") {
+                    foreign |= !line.trim().is_empty() && !line.contains(&ours);
+                    continue;
+                }
+                if !std::mem::take(&mut foreign) {
+                    continue;
+                }
+                // Settle: docker makes dozens of changes in a row.
+                loop {
+                    match tokio::time::timeout(std::time::Duration::from_millis(200), lines.next_line()).await {
+                        Ok(Ok(Some(_))) => continue,
+                        Ok(_) => return,
+                        Err(_) => break,
+                    }
+                }
+                let Some(this) = me.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || this.check_forward()).await;
+            }
+        });
     }
 
     pub(crate) async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<u32, NetError> {

@@ -12,6 +12,7 @@
 
 pub mod claim;
 pub mod dns;
+pub mod firewall;
 mod helper;
 pub mod helperd;
 pub mod ipam;
@@ -153,6 +154,11 @@ pub struct Networks {
     helper_checked: std::sync::atomic::AtomicBool,
     /// Published bindings the helper could not reserve: another program holds them.
     busy: std::sync::Mutex<Vec<proxy::Binding>>,
+    /// Other tables' forward chains that drop by default, as last checked.
+    forward_drops: std::sync::Mutex<Vec<firewall::ForwardDrop>>,
+    /// `nft monitor` runs (started with the first table this daemon writes).
+    monitoring: std::sync::atomic::AtomicBool,
+    me: std::sync::Weak<Networks>,
 }
 
 impl std::fmt::Debug for Networks {
@@ -461,6 +467,9 @@ impl Networks {
         let mut v = Vec::new();
         if let Some(who) = self.foreign.lock().unwrap().clone() {
             v.push(NetError::Foreign(who).to_string());
+        }
+        for f in self.forward_drops.lock().unwrap().iter() {
+            v.push(f.describe());
         }
         for b in self.busy.lock().unwrap().iter() {
             v.push(format!(

@@ -198,6 +198,25 @@ pub fn apply(rules: &Ruleset) -> Result<(), NftError> {
     nft(&["-f", "-"], Some(&render(rules))).map(|_| ())
 }
 
+/// The whole ruleset as nft's JSON (for `firewall`).
+pub fn list_ruleset() -> Result<serde_json::Value, NftError> {
+    let out = nft(&["-j", "list", "ruleset"], None)?;
+    serde_json::from_str(&out).map_err(|e| NftError::Refused(format!("unreadable JSON from nft: {e}")))
+}
+
+/// `nft monitor`: one line per change any program makes to the ruleset, each change closed
+/// by a `# new generation …` line. Killed when the child is dropped.
+pub fn monitor() -> Result<tokio::process::Child, NftError> {
+    tokio::process::Command::new("nft")
+        .arg("monitor")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(NftError::Spawn)
+}
+
 /// Base chains of other tables that hook `input` with a `drop` policy ("family table chain"):
 /// a host firewall whose input policy published ports do not pass through.
 pub fn input_drop_chains() -> Vec<String> {

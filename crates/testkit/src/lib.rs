@@ -1,11 +1,13 @@
 //! Test support shared by the end-to-end tests and the benchmarks: build OCI images from
 //! `busybox-static` and generated content, run a real `docker-registry`, push with `skopeo`,
-//! drive the real `atoll` binary, and stall or cut connections deterministically.
+//! drive the real `atoll` binary (and a real docker engine beside it), and stall or cut
+//! connections deterministically.
 //!
 //! Missing tools are a failure, never a skip: `scripts/install-deps.sh` installs them.
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod docker;
 pub mod oci;
 pub mod proxy;
 pub mod registry;
