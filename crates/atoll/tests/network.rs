@@ -255,7 +255,8 @@ fn removing_everything_leaves_only_the_warm_default_bridge() {
     let default = e.daemon.ok(&["network", "inspect", "bridge"]);
     let default: serde_json::Value = serde_json::from_str(&default).unwrap();
     let bridge = default[0]["bridge"].as_str().unwrap();
-    assert_eq!(ns.atoll_links(), [bridge], "links left");
+    // Removed containers' veths go in the background.
+    wait_for(10, "only the default bridge to be left", || ns.atoll_links() == [bridge]);
     let ls = e.daemon.ok(&["network", "ls"]);
     assert!(ls.lines().next().unwrap().ends_with("BRIDGE") && ls.lines().nth(1).unwrap().ends_with("warm"), "{ls}");
     let (_, rules) = ns.sh("nft list ruleset");
@@ -354,6 +355,11 @@ fn addresses_are_allocated_once_freed_on_removal_and_kept_across_restarts() {
     e.daemon.ok(&["rm", "b"]);
     e.daemon.ok(&["create", "--name", "e", "--network", "tiny", e.image, "true"]);
     assert_eq!(e.ip("e", 0), "10.200.0.3");
+    // Full again. A running container's address comes free once its veth is gone (deleted
+    // in the background after `rm`): a create right after waits for it rather than failing.
+    e.daemon.ok(&["rm", "-f", "fixed"]);
+    e.daemon.ok(&["create", "--name", "g", "--network", "tiny", e.image, "true"]);
+    assert_eq!(e.ip("g", 0), "10.200.0.5");
     // Overlapping subnets are refused.
     let r = e.daemon.fails(&["network", "create", "--subnet", "10.200.0.0/24", "overlap"]);
     assert!(r.stderr.contains("overlaps network tiny"), "{r:?}");

@@ -12,30 +12,47 @@ use crate::proxy::Binding;
 use crate::records::State;
 use crate::{NetError, Networks, helperd};
 
+/// Whether a change waits for the helper to serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reload {
+    Wait,
+    /// Only names went away: the helper reloads on its own time (the file is written first, so
+    /// a later reload never serves older names).
+    Later,
+}
+
 impl Networks {
     /// Writes the helper's configuration and has it (started, or replaced if it is an older
-    /// version's, when needed) serve it. Returns the published bindings other programs hold.
-    pub(crate) async fn helper_sync(&self, st: &State) -> Result<Vec<Binding>, NetError> {
+    /// version's, when needed) serve it. Returns the published bindings other programs hold
+    /// (None when not waited for).
+    pub(crate) async fn helper_sync(&self, st: &State, reload: Reload) -> Result<Option<Vec<Binding>>, NetError> {
         let dir = self.dns_dir();
         let mut rules = st.ruleset();
         let cfg = helperd::Config { dns: st.dns_config(&self.cfg.upstreams), ports: std::mem::take(&mut rules.ports) };
-        let data = serde_json::to_vec_pretty(&cfg).expect("config serialises");
+        let data = serde_json::to_vec(&cfg).expect("config serialises");
         fs::create_dir_all(&dir).map_err(|e| NetError::Dns(format!("creating {}: {e}", dir.display())))?;
         atoll_util::replace_file(&dir.join(helperd::CONFIG_FILE), &data, 0o644).map_err(|e| NetError::Dns(e.to_string()))?;
-        if !self.helper_checked.load(Ordering::SeqCst) {
+        let checked = self.helper_checked.load(Ordering::SeqCst);
+        if reload == Reload::Later && checked {
+            tokio::spawn(async move {
+                let _ = helperd::control(&dir, "reload").await;
+            });
+            return Ok(None);
+        }
+        if !checked {
             self.check_helper_version(&dir).await?;
         }
         let reply = match helperd::control(&dir, "reload").await {
             Ok((r, _)) => r,
             // Nothing to serve: started with the first network that has containers.
-            Err(_) if cfg.dns.networks.is_empty() && cfg.ports.is_empty() => return Ok(Vec::new()),
+            Err(_) if cfg.dns.networks.is_empty() && cfg.ports.is_empty() => return Ok(Some(Vec::new())),
             Err(_) => {
                 self.spawn_dns().await?;
                 helperd::control(&dir, "reload").await.map_err(|e| NetError::Dns(e.to_string()))?.0
             }
         };
         match helperd::Reloaded::parse(&reply) {
-            helperd::Reloaded::Ok { busy } => Ok(busy),
+            helperd::Reloaded::Ok { busy } => Ok(Some(busy)),
             helperd::Reloaded::Error(e) => Err(NetError::Dns(e)),
         }
     }

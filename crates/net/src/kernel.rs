@@ -13,6 +13,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::claim::{self, Mark, TableOwner};
+use crate::helper::Reload;
 use crate::link::{self, Netlink};
 use crate::records::{NetworkRecord, Owner, OwnerInit, State, parse_mac};
 use crate::{NetConfig, NetError, Networks, firewall, ipam, netns, nft};
@@ -45,7 +46,7 @@ impl Networks {
                 }
             }
         }
-        let mut state = State { networks, ula, owners: BTreeMap::new(), default_warm: false };
+        let mut state = State { networks, ula, owners: BTreeMap::new(), default_warm: false, dying: BTreeMap::new() };
         for o in owners {
             // Endpoints of a network that is gone (a crash mid-removal) are dropped.
             let endpoints = o.endpoints.into_iter().filter(|e| state.networks.contains_key(&e.network_id)).collect();
@@ -63,6 +64,8 @@ impl Networks {
             helper_checked: AtomicBool::new(false),
             busy: std::sync::Mutex::new(Vec::new()),
             forward_drops: std::sync::Mutex::new(Vec::new()),
+            bridge_index: std::sync::Mutex::new(BTreeMap::new()),
+            torn_down: tokio::sync::Notify::new(),
             monitoring: AtomicBool::new(false),
             me: me.clone(),
         });
@@ -79,6 +82,7 @@ impl Networks {
     pub async fn reconcile(&self) -> Result<(), NetError> {
         let mut st = self.state.lock().await;
         *self.applied.lock().unwrap() = None;
+        self.bridge_index.lock().unwrap().clear();
         let ids: Vec<String> = st.owners.keys().cloned().collect();
         for id in &ids {
             let path = self.netns_path(id);
@@ -175,8 +179,12 @@ impl Networks {
         Ok(())
     }
 
-    /// Brings the nftables table, the DNS server and the bridges of active networks in line.
+    /// Brings the nftables table, the helper and the bridges of active networks in line.
     pub(crate) async fn sync(&self, st: &mut State) -> Result<(), NetError> {
+        self.sync_with(st, Reload::Wait).await
+    }
+
+    pub(crate) async fn sync_with(&self, st: &mut State, reload: Reload) -> Result<(), NetError> {
         if !st.default_warm && st.active_networks().iter().any(|n| n.name == DEFAULT_NETWORK) {
             st.default_warm = true;
         }
@@ -224,22 +232,45 @@ impl Networks {
                 }
             }
         }
-        let busy = self.helper_sync(st).await?;
-        if !busy.is_empty() {
-            tracing::warn!(
-                bindings = %busy.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
-                "published ports are held by other programs"
-            );
+        if let Some(busy) = self.helper_sync(st, reload).await? {
+            if !busy.is_empty() {
+                tracing::warn!(
+                    bindings = %busy.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
+                    "published ports are held by other programs"
+                );
+            }
+            *self.busy.lock().unwrap() = busy;
         }
-        *self.busy.lock().unwrap() = busy;
         if changed {
             // Bridges of networks without endpoints go.
             let active: BTreeSet<&str> = rules.bridges.iter().map(|b| b.bridge.as_str()).collect();
             for n in st.networks.values().filter(|n| !active.contains(n.bridge.as_str())) {
-                self.nl.delete(&n.bridge).await?;
+                self.delete_bridge(&n.bridge).await?;
             }
         }
         Ok(())
+    }
+
+    pub(crate) async fn delete_bridge(&self, name: &str) -> Result<(), NetError> {
+        self.bridge_index.lock().unwrap().remove(name);
+        Ok(self.nl.delete(name).await?)
+    }
+
+    /// Deletes a removed container's veths in the background (each deletion waits for an RCU
+    /// grace period, 10–20 ms, which `run --rm` would otherwise wait for), then frees their
+    /// addresses. Its namespace is already gone, so nothing reaches them meanwhile.
+    pub(crate) fn teardown_later(&self, owner: &str, endpoints: Vec<crate::Endpoint>) {
+        let (me, owner) = (self.me.clone(), owner.to_owned());
+        tokio::spawn(async move {
+            let Some(this) = me.upgrade() else { return };
+            for e in &endpoints {
+                if let Err(err) = this.nl.delete(&e.host_veth).await {
+                    tracing::warn!(error = %err, "removing a veth");
+                }
+            }
+            this.state.lock().await.dying.remove(&owner);
+            this.torn_down.notify_waiters();
+        });
     }
 
     /// Finds other tables' forward chains that drop by default, applies docker's remedy to
@@ -305,12 +336,23 @@ impl Networks {
         });
     }
 
+    /// The bridge's index, creating and configuring it if this daemon has not (since it
+    /// started or deleted it).
+    pub(crate) async fn bridge(&self, n: &NetworkRecord) -> Result<u32, NetError> {
+        if let Some(i) = self.bridge_index.lock().unwrap().get(&n.bridge) {
+            return Ok(*i);
+        }
+        self.ensure_bridge(n).await
+    }
+
     pub(crate) async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<u32, NetError> {
         let mut addrs = vec![(IpAddr::V4(n.gateway4), n.subnet4.prefix_len())];
         if let (Some(gw), Some(s)) = (n.gateway6, n.subnet6) {
             addrs.push((IpAddr::V6(gw), s.prefix_len()));
         }
-        Ok(self.nl.ensure_bridge(&n.bridge, ipam::mac_for(n.gateway4), &addrs).await?)
+        let index = self.nl.ensure_bridge(&n.bridge, ipam::mac_for(n.gateway4), &addrs).await?;
+        self.bridge_index.lock().unwrap().insert(n.bridge.clone(), index);
+        Ok(index)
     }
 
     /// Plumbs endpoint `i` of `owner` into its (existing) namespace.
@@ -318,11 +360,16 @@ impl Networks {
         let o = &st.owners[owner];
         let e = &o.endpoints[i];
         let net = st.networks.get(&e.network_id).ok_or_else(|| NetError::NotFound(e.network.clone()))?;
-        let bridge = self.ensure_bridge(net).await?;
         let path = self.netns_path(owner);
         // Created inside the container's namespace under its final name.
         let peer = e.interface.clone();
-        self.nl.create_veth(&e.host_veth, &peer, bridge, &path).await?;
+        let bridge = self.bridge(net).await?;
+        if self.nl.create_veth(&e.host_veth, &peer, bridge, &path).await.is_err() {
+            // The bridge may have been deleted behind this daemon's back: once more, anew.
+            self.bridge_index.lock().unwrap().remove(&net.bridge);
+            let bridge = self.ensure_bridge(net).await?;
+            self.nl.create_veth(&e.host_veth, &peer, bridge, &path).await?;
+        }
         let inside = Netlink::in_netns(&path)?;
         let mut addrs = vec![(IpAddr::V4(e.ipv4), net.subnet4.prefix_len())];
         if let (Some(ip), Some(s)) = (e.ipv6, net.subnet6) {

@@ -24,6 +24,7 @@ mod ports;
 pub mod proxy;
 mod records;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -154,6 +155,10 @@ pub struct Networks {
     helper_checked: std::sync::atomic::AtomicBool,
     /// Published bindings the helper could not reserve: another program holds them.
     busy: std::sync::Mutex<Vec<proxy::Binding>>,
+    /// Signalled when a removed container's veths are gone (and its addresses free).
+    torn_down: tokio::sync::Notify,
+    /// Bridges this daemon made or checked, by name: their index (most starts need no more).
+    bridge_index: std::sync::Mutex<BTreeMap<String, u32>>,
     /// Other tables' forward chains that drop by default, as last checked.
     forward_drops: std::sync::Mutex<Vec<firewall::ForwardDrop>>,
     /// `nft monitor` runs (started with the first table this daemon writes).
@@ -271,7 +276,7 @@ impl Networks {
         if !users.is_empty() {
             return Err(NetError::InUse { name: n.name, containers: users.join(", ") });
         }
-        self.nl.delete(&n.bridge).await?;
+        self.delete_bridge(&n.bridge).await?;
         let path = self.networks_dir().join(format!("{}.json", n.id));
         fs::remove_file(&path).map_err(|source| NetError::Read { path, source })?;
         st.networks.remove(&n.id);
@@ -306,7 +311,34 @@ impl Networks {
         exposed: &[ExposedPort],
         publish_all: bool,
     ) -> Result<(Vec<Endpoint>, Vec<PublishedPort>), NetError> {
-        let mut st = self.state.lock().await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut st = self.state.lock().await;
+            let result = Self::allocate_in(&mut st, owner, name, attachments, publish, exposed, publish_all);
+            if result.is_err() {
+                st.owners.remove(owner);
+            }
+            match result {
+                // The last free address may be a removed container's whose veth is going.
+                Err(NetError::Full(n)) if st.dying.values().flatten().any(|e| e.network == n) && tokio::time::Instant::now() < deadline => {
+                    let torn_down = self.torn_down.notified();
+                    drop(st);
+                    let _ = tokio::time::timeout_at(deadline, torn_down).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn allocate_in(
+        st: &mut State,
+        owner: &str,
+        name: &str,
+        attachments: &[NetworkAttachment],
+        publish: &[PortSpec],
+        exposed: &[ExposedPort],
+        publish_all: bool,
+    ) -> Result<(Vec<Endpoint>, Vec<PublishedPort>), NetError> {
         let mut endpoints: Vec<Endpoint> = Vec::new();
         for (i, a) in attachments.iter().enumerate() {
             // Register as we go so two endpoints of one container never share an address.
@@ -317,27 +349,13 @@ impl Networks {
             endpoints.push(e);
             st.owners.insert(owner.to_owned(), Owner { name: name.to_owned(), endpoints: endpoints.clone(), ports: vec![], active: false });
         }
-        let result = (|| {
-            if (!publish.is_empty() || publish_all)
-                && !endpoints.iter().any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal))
-            {
-                return Err(NetError::InternalPublish(endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(", ")));
-            }
-            st.ports(publish, exposed, publish_all)
-        })();
-        match result {
-            Ok(ports) => {
-                st.owners.insert(
-                    owner.to_owned(),
-                    Owner { name: name.to_owned(), endpoints: endpoints.clone(), ports: ports.clone(), active: false },
-                );
-                Ok((endpoints, ports))
-            }
-            Err(e) => {
-                st.owners.remove(owner);
-                Err(e)
-            }
+        if (!publish.is_empty() || publish_all) && !endpoints.iter().any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal)) {
+            return Err(NetError::InternalPublish(endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(", ")));
         }
+        let ports = st.ports(publish, exposed, publish_all)?;
+        st.owners
+            .insert(owner.to_owned(), Owner { name: name.to_owned(), endpoints: endpoints.clone(), ports: ports.clone(), active: false });
+        Ok((endpoints, ports))
     }
 
     /// Creates the container's namespace if needed and plumbs its endpoints. Returns the
@@ -387,12 +405,17 @@ impl Networks {
     /// Tears down the container's namespace and links and frees its addresses and ports.
     pub async fn release(&self, owner: &str) -> Result<(), NetError> {
         let mut st = self.state.lock().await;
-        if !st.owners.contains_key(owner) {
-            return Ok(());
+        let Some(o) = st.owners.remove(owner) else { return Ok(()) };
+        if let Err(err) = netns::remove(&self.netns_path(owner)) {
+            tracing::warn!(error = %err, container = owner, "removing a network namespace");
         }
-        self.unplumb(&st, owner).await;
-        st.owners.remove(owner);
-        self.sync(&mut st).await
+        if o.active && !o.endpoints.is_empty() {
+            st.dying.insert(owner.to_owned(), o.endpoints.clone());
+            self.teardown_later(owner, o.endpoints);
+        }
+        // Its names can go from DNS without waiting; its ports must be free when this returns.
+        let reload = if o.ports.is_empty() { helper::Reload::Later } else { helper::Reload::Wait };
+        self.sync_with(&mut st, reload).await
     }
 
     /// Connects a container to one more network (plumbed at once if it has a namespace).

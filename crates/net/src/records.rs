@@ -133,6 +133,10 @@ pub(crate) struct State {
     /// The default network's bridge (and so the table) stays up once it has been used, as
     /// docker0 does: most `run`s then plumb one veth and touch neither bridge nor table.
     pub(crate) default_warm: bool,
+    /// Endpoints of removed containers whose veths are still being deleted (in the
+    /// background: it takes an RCU grace period): their addresses are not handed out again
+    /// until they are gone.
+    pub(crate) dying: BTreeMap<String, Vec<Endpoint>>,
 }
 
 /// A network's bridge: up with containers, kept up without (the default network), or absent.
@@ -215,12 +219,17 @@ impl State {
         self.owners.iter().filter(|(_, o)| o.endpoints.iter().any(|e| e.network_id == network_id)).map(|(_, o)| o.name.as_str()).collect()
     }
 
+    /// Every endpoint whose addresses are taken: the owners', and the dying ones.
+    fn all_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.owners.values().flat_map(|o| &o.endpoints).chain(self.dying.values().flatten())
+    }
+
     pub(crate) fn used4(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
-        self.owners.values().flat_map(|o| &o.endpoints).filter(|e| e.network_id == network_id).map(|e| e.ipv4).collect()
+        self.all_endpoints().filter(|e| e.network_id == network_id).map(|e| e.ipv4).collect()
     }
 
     pub(crate) fn used6(&self, network_id: &str) -> BTreeSet<Ipv6Addr> {
-        self.owners.values().flat_map(|o| &o.endpoints).filter(|e| e.network_id == network_id).filter_map(|e| e.ipv6).collect()
+        self.all_endpoints().filter(|e| e.network_id == network_id).filter_map(|e| e.ipv6).collect()
     }
 
     /// A new endpoint for `owner` on `att`'s network, as interface `eth{index}`.
