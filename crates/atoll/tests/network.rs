@@ -575,6 +575,11 @@ fn published_ports_answer_on_ipv6_loopback_show_both_families_and_are_reserved()
     assert!(r.stderr.contains("18075/tcp is in use by another program"), "{r:?}");
     let _ = holder.kill();
     let _ = holder.wait();
+    // An address the host does not have is refused rather than accepted and unreachable.
+    for addr in ["[2001:db8::1]:18076:80", "192.0.2.1:18076:80"] {
+        let r = e.daemon.fails(&["run", "-d", "-p", addr, e.image, "sleep", "60"]);
+        assert!(r.stderr.contains("is not an address of this host"), "{addr}: {r:?}");
+    }
 
     // The helper outlives the daemon: IPv6 loopback still answers while it is away.
     e.daemon.kill9();

@@ -62,6 +62,8 @@ pub enum NetError {
     PortTaken(String, String),
     #[error("host port {0} is in use by another program on this host")]
     PortBusy(String),
+    #[error("{0} is not an address of this host: publish on one of its addresses, or on all (no address)")]
+    NotLocal(IpAddr),
     #[error("no free host port left for {0}")]
     NoFreePort(String),
     #[error("ports cannot be published from internal networks only ({0}): add a network with a way out")]
@@ -119,7 +121,7 @@ impl NetError {
             | Self::AlreadyConnected(_)
             | Self::NotConnected(_)
             | Self::Foreign(_) => K::Conflict,
-            Self::BadAddress { .. } | Self::NoIpv6(_) | Self::InternalPublish(_) | Self::Spec(_) => K::Invalid,
+            Self::BadAddress { .. } | Self::NoIpv6(_) | Self::InternalPublish(_) | Self::NotLocal(_) | Self::Spec(_) => K::Invalid,
             _ => K::Internal,
         }
     }

@@ -44,6 +44,11 @@ pub(crate) fn port_free(p: &PublishedPort) -> bool {
     }
 }
 
+/// Whether `ip` is one of this host's addresses (or a wildcard): it can be bound.
+fn local_address(ip: IpAddr) -> bool {
+    !matches!(std::net::UdpSocket::bind(SocketAddr::new(ip, 0)), Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable)
+}
+
 /// What `-p`/`-P` ask for: `publish`, plus every exposed port not published already.
 fn wanted(publish: &[PortSpec], exposed: &[ExposedPort], publish_all: bool) -> Vec<PortSpec> {
     let mut wanted: Vec<PortSpec> = publish.to_vec();
@@ -105,6 +110,10 @@ pub(crate) fn resolve(
 impl State {
     /// Resolves `-p`/`-P` against the ports of every container and of the host.
     pub(crate) fn ports(&self, publish: &[PortSpec], exposed: &[ExposedPort], publish_all: bool) -> Result<Vec<PublishedPort>, NetError> {
+        // An address the host does not have would be accepted and never answer.
+        if let Some(ip) = publish.iter().filter_map(|p| p.host_ip).find(|ip| !local_address(*ip)) {
+            return Err(NetError::NotLocal(ip));
+        }
         let taken = |p: &PublishedPort| self.all_ports().find(|(_, q)| clashes(p, q)).map(|(n, _)| n.to_owned());
         resolve(publish, exposed, publish_all, taken, port_free)
     }
