@@ -109,6 +109,13 @@ pub fn forward_drops(ruleset: &Value) -> Vec<ForwardDrop> {
     out
 }
 
+/// Whether a line of `nft monitor` (`add rule inet atoll forward …`, `delete table inet
+/// atoll`) is about the table `family name`.
+pub fn about_table(line: &str, family: &str, name: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.windows(2).any(|w| w == [family, name])
+}
+
 /// Docker's remedy, in the order it takes effect: Atoll's containers reach docker's bridges
 /// only the way docker allows others to (its chains decide: RETURN), everything else from and
 /// to Atoll's bridges is accepted here (Atoll's own table still filters it).
@@ -172,6 +179,18 @@ mod tests {
         format!(
             r#"{{"rule": {{"family": "ip", "table": "filter", "chain": "{chain}", "expr": [{{"match": {{"op": "==", "left": {{"meta": {{"key": "{key}"}}}}, "right": "{right}"}}}}, {{"counter": null}}, {{"{verdict}": null}}]}}}},"#
         )
+    }
+
+    #[test]
+    fn monitor_lines_about_atolls_own_table_are_told_apart() {
+        for ours in
+            ["delete table inet atoll", "add table inet atoll { comment \"x\" }", "add rule inet atoll forward ct state established accept"]
+        {
+            assert!(about_table(ours, "inet", TABLE), "{ours}");
+        }
+        for theirs in ["add chain ip filter FORWARD { type filter hook forward priority filter; policy drop; }", "add table inet atoll2"] {
+            assert!(!about_table(theirs, "inet", TABLE), "{theirs}");
+        }
     }
 
     #[test]

@@ -312,11 +312,10 @@ impl Networks {
                 }
             };
             let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-            let ours = format!(" inet {} ", nft::TABLE);
             let mut foreign = false;
             while let Ok(Some(line)) = lines.next_line().await {
                 if !line.starts_with("# new generation") {
-                    foreign |= !line.trim().is_empty() && !line.contains(&ours);
+                    foreign |= !line.trim().is_empty() && !firewall::about_table(&line, "inet", nft::TABLE);
                     continue;
                 }
                 if !std::mem::take(&mut foreign) {

@@ -312,16 +312,12 @@ impl State {
         self.networks.values().filter(|n| ids.contains(n.id.as_str())).collect()
     }
 
-    /// Networks whose bridge exists: the active ones, and the default network once warm.
+    /// Networks whose bridge exists: the active ones, and the default network once warm. In
+    /// one order whatever makes them so: the default network going from active to warm must
+    /// not change the ruleset (and cost an `nft` run).
     pub(crate) fn bridged_networks(&self) -> Vec<&NetworkRecord> {
-        let mut v = self.active_networks();
-        if self.default_warm
-            && let Some(d) = self.networks.values().find(|n| n.name == DEFAULT_NETWORK)
-            && !v.iter().any(|n| n.id == d.id)
-        {
-            v.push(d);
-        }
-        v
+        let active: BTreeSet<&str> = self.active_networks().iter().map(|n| n.id.as_str()).collect();
+        self.networks.values().filter(|n| active.contains(n.id.as_str()) || (self.default_warm && n.name == DEFAULT_NETWORK)).collect()
     }
 
     /// What `network ls` says about a network's bridge.
@@ -370,6 +366,52 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the default network has containers or is only kept warm, the ruleset is the
+    /// same: a `run` on it alone runs no `nft`.
+    #[test]
+    fn a_warm_default_network_does_not_change_the_ruleset() {
+        let net = |id: &str, name: &str, o: u8| NetworkRecord {
+            id: id.into(),
+            name: name.into(),
+            driver: "bridge".into(),
+            bridge: format!("at-{id}"),
+            subnet4: format!("10.89.{o}.0/24").parse().unwrap(),
+            gateway4: format!("10.89.{o}.1").parse().unwrap(),
+            subnet6: None,
+            gateway6: None,
+            internal: false,
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+            created: String::new(),
+        };
+        let endpoint = |n: &NetworkRecord, o: u8| Endpoint {
+            network_id: n.id.clone(),
+            network: n.name.clone(),
+            ipv4: format!("10.89.{o}.2").parse().unwrap(),
+            ipv6: None,
+            mac: String::new(),
+            aliases: vec![],
+            interface: "eth0".into(),
+            host_veth: format!("av{o}"),
+        };
+        // The default network sorts before the other by id.
+        let (other, default) = (net("zzz", "other", 1), net("aaa", DEFAULT_NETWORK, 0));
+        let owner = |e: Endpoint| Owner { name: "c".into(), endpoints: vec![e], ports: vec![], active: true };
+        let mut st = State {
+            networks: [(other.id.clone(), other.clone()), (default.id.clone(), default.clone())].into(),
+            ula: "fd00::/48".parse().unwrap(),
+            owners: [("o1".to_owned(), owner(endpoint(&other, 1)))].into(),
+            default_warm: true,
+            dying: BTreeMap::new(),
+        };
+        let warm = st.ruleset();
+        st.owners.insert("o2".into(), owner(endpoint(&default, 0)));
+        assert_eq!(st.ruleset(), warm);
+        assert_eq!(st.bridge_state(&default.id), BridgeState::InUse);
+        st.owners.remove("o2");
+        assert_eq!(st.bridge_state(&default.id), BridgeState::Warm);
+    }
 
     #[test]
     fn etc_files() {
