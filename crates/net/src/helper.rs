@@ -61,7 +61,7 @@ impl Networks {
     /// ports); the next reload starts the current one. Once per daemon.
     async fn check_helper_version(&self, dir: &std::path::Path) -> Result<(), NetError> {
         if let Ok((reply, pid)) = helperd::control(dir, "ping").await {
-            let version: u32 = reply.strip_prefix("ok").and_then(|v| v.trim().parse().ok()).unwrap_or(1);
+            let version = helperd::protocol_of(&reply);
             if version < helperd::PROTOCOL
                 && let Some(pid) = pid.and_then(rustix::process::Pid::from_raw)
             {

@@ -28,6 +28,11 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 /// would ignore. 1 (a bare `ok`): DNS only; 2: published ports too.
 pub const PROTOCOL: u32 = 2;
 
+/// The protocol a helper speaks, from its answer to `ping` (a bare `ok`: 1).
+pub fn protocol_of(pong: &str) -> u32 {
+    pong.strip_prefix("ok").and_then(|v| v.trim().parse().ok()).unwrap_or(1)
+}
+
 /// Everything the helper serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -168,6 +173,13 @@ mod tests {
         }
         // An older helper's answers.
         assert_eq!(Reloaded::parse("ok"), Reloaded::Ok { busy: vec![] });
+    }
+
+    #[test]
+    fn a_helper_of_an_older_version_is_told_apart() {
+        assert_eq!(protocol_of("ok"), 1);
+        assert_eq!(protocol_of(&format!("ok {PROTOCOL}")), PROTOCOL);
+        assert!(protocol_of("ok") < PROTOCOL, "an older helper would keep serving without the published ports");
     }
 
     #[test]
