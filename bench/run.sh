@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: wall time of `atoll run --rm IMAGE true`, side by side in one run with the bare
 # OCI runtime on a prepared bundle (whose default spec has a network namespace with loopback
-# only: `--network none` is the like-for-like row; the default bridge network is shown too) and with `podman run --rm` where podman can run; daemon
-# idle RSS; shim memory with 50 running containers.
+# only: `--network none` is the like-for-like row; the default bridge network is shown too),
+# with `docker run --rm` (Debian's docker.io, dockerd in a network namespace of its own, on
+# its default bridge) and with `podman run --rm` where podman can run; daemon idle RSS; shim
+# memory with 50 running containers.
 # Usage: sudo bench/run.sh [RUNS]   (default 20). Prints Markdown for BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,13 @@ work="$(mktemp -d /var/tmp/atoll-bench-run.XXXXXX)"
 cleanup() {
   ATOLL_SOCKET="$work/atoll.sock" "$bin/atoll" ps -aq 2>/dev/null | xargs -r "$bin/atoll" --socket "$work/atoll.sock" rm -f >/dev/null 2>&1 || true
   kill "${daemon_pid:-}" 2>/dev/null || true
+  if [ -n "${dockerd_pid:-}" ]; then
+    kill "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
+    grep -o " $work/docker[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    ip netns pids "$dns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$dns" 2>/dev/null || true
+  fi
   wait 2>/dev/null || true
   umount -R "$work"/data/containers/*/rootfs 2>/dev/null || true
   ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
@@ -52,6 +61,28 @@ PY
 cmds=(-n "atoll run --rm --network none" "$bin/atoll run --rm --network none localhost/busybox /bin/true"
       -n "atoll run --rm (default bridge network)" "$bin/atoll run --rm localhost/busybox /bin/true"
       -n "$(basename "$runtime") run (bare, prepared bundle)" "$runtime --root $work/bare run --bundle $work/bundle b\$\$")
+# Docker as a peer: its own network namespace, data root, exec root and socket.
+dns="atoll-bench-docker-$$"
+docker_note=""
+if [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ]; then
+  ip netns add "$dns"
+  ip -n "$dns" link set lo up
+  mkdir -p "$work/docker"
+  nsenter --net="/run/netns/$dns" -- /usr/sbin/dockerd --data-root "$work/docker/data" --exec-root "$work/docker/exec" \
+    --pidfile "$work/docker/dockerd.pid" -H "unix://$work/docker/docker.sock" >"$work/docker/dockerd.log" 2>&1 & dockerd_pid=$!
+  docker=(/usr/bin/docker -H "unix://$work/docker/docker.sock")
+  for _ in $(seq 1 600); do "${docker[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+  skopeo copy --quiet "oci:$work/layout:latest" "docker-archive:$work/docker/busybox.tar:localhost/busybox:latest"
+  "${docker[@]}" load -q -i "$work/docker/busybox.tar" >/dev/null
+  if out=$("${docker[@]}" run --rm localhost/busybox /bin/true 2>&1); then
+    cmds+=(-n "docker run --rm (default bridge network)" "${docker[*]} run --rm localhost/busybox /bin/true")
+  else
+    docker_note="docker run fails here: $(echo "$out" | tail -1)"
+  fi
+else
+  docker_note="docker is not installed (scripts/install-deps.sh installs docker.io)"
+fi
+
 podman_note=""
 if command -v podman >/dev/null; then
   podman load -q -i <(skopeo copy --quiet "oci:$work/layout:latest" docker-archive:/dev/stdout:localhost/busybox:latest) >/dev/null 2>&1 || true
@@ -71,16 +102,17 @@ pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
 idle_rss=$(rss_kib "$daemon_pid")
 
 for i in $(seq 1 50); do "$bin/atoll" run -d --name "s$i" localhost/busybox sleep 3600 >/dev/null; done
-shims=$(pgrep -f "atoll shim --id" || true)
+# This run's shims only (others may run on the machine): their bundles are under $work.
+shims=$(pgrep -f "atoll shim --id .* --bundle $work/" || true)
 n=$(echo "$shims" | wc -w)
 rss_sum=0; pss_sum=0
 for p in $shims; do rss_sum=$((rss_sum + $(rss_kib "$p"))); pss_sum=$((pss_sum + $(pss_kib "$p"))); done
 busy_rss=$(rss_kib "$daemon_pid")
 
-python3 - "$work/run.json" "$runs" "$idle_rss" "$busy_rss" "$n" "$rss_sum" "$pss_sum" "$podman_note" <<'PY'
+python3 - "$work/run.json" "$runs" "$idle_rss" "$busy_rss" "$n" "$rss_sum" "$pss_sum" "$podman_note" "$docker_note" <<'PY'
 import json, statistics, sys
 res = json.load(open(sys.argv[1]))["results"]
-runs, idle, busy, n, rss, pss, note = sys.argv[2:9]
+runs, idle, busy, n, rss, pss, note, docker_note = sys.argv[2:10]
 med = {r["command"]: statistics.median(r["times"]) for r in res}
 base = [c for c in med if "bare" in c][0]
 print(f"`{runs}` runs each after 2 warm-ups.\n")
@@ -89,8 +121,9 @@ print("|---|---|---|---|---|")
 for r in res:
     c = r["command"]
     print(f"| {c} | {med[c]*1000:.1f} | {min(r['times'])*1000:.1f} | {max(r['times'])*1000:.1f} | {med[c]/med[base]:.2f}x |")
-if note:
-    print(f"\n{note}.")
+for n_ in (note, docker_note):
+    if n_:
+        print(f"\n{n_}.")
 n = int(n)
 print(f"\n| memory | value |\n|---|---|")
 print(f"| daemon RSS, idle (no containers) | {int(idle)/1024:.1f} MiB |")

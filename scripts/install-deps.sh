@@ -21,6 +21,7 @@ packages=(
   apache2-utils   # htpasswd, for registry auth tests
   hyperfine       # benchmarks
   socat           # bridges the HTTP fuzzer's TCP to the API socket
+  docker.io       # a real docker next to Atoll in network tests; benchmark peer
   e2fsprogs       # small filesystems for the full-disk tests
   mmdebstrap debian-archive-keyring  # real application images from Debian packages (tests/apps.rs)
   nebula          # the island's mesh (nebula, nebula-cert)

@@ -39,11 +39,27 @@ pub struct ContainerInfo {
     pub record: ContainerRecord,
     /// `Up 3 minutes (healthy)`, `Exited (0) 5 seconds ago`…
     pub status: String,
+    /// The host sockets of each published container port (`"80/tcp"`), as docker's
+    /// `NetworkSettings.Ports`: a port published on every address is on `0.0.0.0` and `::`.
+    #[serde(default)]
+    pub port_bindings: std::collections::BTreeMap<String, Vec<HostBinding>>,
+}
+
+/// One host socket of a published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostBinding {
+    pub host_ip: String,
+    pub host_port: u16,
 }
 
 pub fn info(rec: ContainerRecord) -> ContainerInfo {
     let status = rec.status_text(time::OffsetDateTime::now_utc());
-    ContainerInfo { record: rec, status }
+    let mut port_bindings: std::collections::BTreeMap<String, Vec<HostBinding>> = Default::default();
+    for p in &rec.ports {
+        let bound = p.host_addresses().into_iter().map(|ip| HostBinding { host_ip: ip.to_string(), host_port: p.host_port });
+        port_bindings.entry(format!("{}/{}", p.container_port, p.protocol)).or_default().extend(bound);
+    }
+    ContainerInfo { record: rec, status, port_bindings }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use atoll_net::{Endpoint, NetError, NetworkRecord};
+use atoll_net::{Endpoint, NetError, NetworkRecord, NetworkSummary};
 use atoll_spec::{NetworkAttachment, NetworkSpec};
 
 use crate::containers::{ContainerInfo, info};
@@ -64,10 +64,10 @@ pub struct DisconnectRequest {
     pub container: String,
 }
 
-/// Networks, by name.
-#[utoipa::path(get, path = "/v1/networks", tag = "networks", responses((status = 200, body = Vec<NetworkRecord>)))]
-pub async fn list(State(s): St) -> Json<Vec<NetworkRecord>> {
-    Json(s.engine.networks().list().await)
+/// Networks, by name, with the state of their bridges.
+#[utoipa::path(get, path = "/v1/networks", tag = "networks", responses((status = 200, body = Vec<NetworkSummary>)))]
+pub async fn list(State(s): St) -> Json<Vec<NetworkSummary>> {
+    Json(s.engine.networks().summaries().await)
 }
 
 /// Creates a bridge network.

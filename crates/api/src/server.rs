@@ -246,6 +246,7 @@ async fn info(State(s): St) -> Json<Info> {
                 subnet_pool: nets.config().pool4.to_string(),
                 dns_upstreams: nets.config().upstreams.iter().map(|u| u.to_string()).collect(),
                 firewall_input_drop_chains: nets.firewall_warnings(),
+                warnings: nets.warnings(),
             }
         },
         host: HostInfo::read(&s.data_dir),

@@ -111,6 +111,9 @@ pub struct NetworkInfo {
     pub dns_upstreams: Vec<String>,
     /// Other tables' `input` chains with a drop policy: published ports do not pass them.
     pub firewall_input_drop_chains: Vec<String>,
+    /// What keeps container networking from working here, each with what to do about it.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// The OCI runtime the daemon picked, and why others were not.

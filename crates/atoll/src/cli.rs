@@ -324,6 +324,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "DNS upstream: {}",
                     if i.network.dns_upstreams.is_empty() { "none".into() } else { i.network.dns_upstreams.join(", ") }
                 );
+                for w in &i.network.warnings {
+                    println!("Warning:      {w}");
+                }
                 for c in &i.network.firewall_input_drop_chains {
                     println!(
                         "Warning:      the input chain {c} drops by default, but published ports are forwarded and bypass it; publish on 127.0.0.1 or filter in a forward chain"

@@ -33,11 +33,12 @@ fn main() -> ExitCode {
     if let cli::Command::Shim(s) = &args.command {
         return ExitCode::from(atoll_runtime::shim::run(s.config()) as u8);
     }
-    // The DNS server: one thread, its own process so it outlives daemon restarts.
+    // The network helper (DNS, published ports): one thread, its own process so it
+    // outlives daemon restarts.
     if let cli::Command::Dns { state, port } = &args.command {
         daemon::init_logging(daemon::LogFormat::Text);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime starts");
-        return match rt.block_on(atoll_net::dns::serve(state.clone(), *port)) {
+        return match rt.block_on(atoll_net::helperd::serve(state.clone(), *port)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("Error: {e}");

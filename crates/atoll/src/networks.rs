@@ -8,7 +8,7 @@ use hyper::Method;
 use atoll_api::client::Client;
 use atoll_api::containers::ContainerInfo;
 use atoll_api::networks::{ConnectRequest, DisconnectRequest, NetworkDetail, PruneNetworksResponse};
-use atoll_net::NetworkRecord;
+use atoll_net::{NetworkRecord, NetworkSummary};
 use atoll_spec::NetworkSpec;
 
 use crate::output::table;
@@ -60,6 +60,10 @@ pub struct CreateArgs {
     /// KEY=VALUE labels.
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// KEY=VALUE driver options, by docker's names: com.docker.network.bridge.gateway_mode_ipv4
+    /// (and _ipv6) = nat (only published ports are reachable from outside) or nat-unprotected.
+    #[arg(short = 'o', long = "opt")]
+    opts: Vec<String>,
     name: String,
 }
 
@@ -90,27 +94,19 @@ pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<std::pr
     match cmd {
         NetworkCommand::Create(a) => {
             let labels = a.labels.iter().map(|l| l.split_once('=').unwrap_or((l, ""))).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-            let spec = NetworkSpec { name: a.name, subnets: a.subnet, ipv6: a.ipv6, internal: a.internal, labels };
+            let options = a.opts.iter().map(|o| o.split_once('=').unwrap_or((o, ""))).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            let spec = NetworkSpec { name: a.name, subnets: a.subnet, ipv6: a.ipv6, internal: a.internal, labels, options };
             let n: NetworkRecord = client.json(Method::POST, "/v1/networks", Some(&spec)).await?;
             println!("{}", n.id);
         }
         NetworkCommand::Ls(a) => {
-            let list: Vec<NetworkRecord> = client.json(Method::GET, "/v1/networks", None::<&()>).await?;
+            let list: Vec<NetworkSummary> = client.json(Method::GET, "/v1/networks", None::<&()>).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if a.quiet {
-                list.iter().for_each(|n| println!("{}", n.name));
+                list.iter().for_each(|n| println!("{}", n.network.name));
             } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|n| {
-                        let id = if a.no_trunc { n.id.clone() } else { n.id[..12].to_owned() };
-                        let v6 = n.subnet6.map(|s| s.to_string()).unwrap_or_default();
-                        let internal = if n.internal { "yes" } else { "" };
-                        vec![id, n.name.clone(), n.driver.clone(), n.subnet4.to_string(), v6, internal.into()]
-                    })
-                    .collect();
-                print!("{}", table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "IPV6 SUBNET", "INTERNAL"], &rows));
+                print!("{}", ls_table(&list, a.no_trunc));
             }
         }
         NetworkCommand::Rm { networks } => {
@@ -144,6 +140,22 @@ pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<std::pr
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `network ls`: the BRIDGE column says whether the bridge is up for containers, kept warm
+/// without them (the default network, once used), or down.
+fn ls_table(list: &[NetworkSummary], no_trunc: bool) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let n = &s.network;
+            let id = if no_trunc { n.id.clone() } else { n.id[..12].to_owned() };
+            let v6 = n.subnet6.map(|s| s.to_string()).unwrap_or_default();
+            let internal = if n.internal { "yes" } else { "" };
+            vec![id, n.name.clone(), n.driver.clone(), n.subnet4.to_string(), v6, internal.into(), s.bridge_state.to_string()]
+        })
+        .collect();
+    table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "IPV6 SUBNET", "INTERNAL", "BRIDGE"], &rows)
+}
+
 /// `atoll port CONTAINER [PORT[/PROTO]]`: the published ports, as docker prints them.
 pub async fn port(client: &Client, container: &str, filter: Option<&str>) -> anyhow::Result<()> {
     let c: ContainerInfo = client.json(Method::GET, &format!("/v1/containers/{container}"), None::<&()>).await?;
@@ -155,16 +167,48 @@ pub async fn port(client: &Client, container: &str, filter: Option<&str>) -> any
         if want.is_some_and(|w| w.port != p.container_port || w.protocol != p.protocol) {
             continue;
         }
-        let host = match p.host_ip {
-            Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
-            Some(ip) => ip.to_string(),
-            None => "0.0.0.0".into(),
-        };
-        if want.is_some() {
-            println!("{host}:{}", p.host_port);
-        } else {
-            println!("{}/{} -> {host}:{}", p.container_port, p.protocol, p.host_port);
+        for host in p.host_bindings() {
+            if want.is_some() {
+                println!("{host}");
+            } else {
+                println!("{}/{} -> {host}", p.container_port, p.protocol);
+            }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_ls_says_which_bridges_are_up() {
+        let net = |name: &str, id: &str, subnet: &str| NetworkRecord {
+            id: id.repeat(64 / id.len()),
+            name: name.into(),
+            driver: "bridge".into(),
+            bridge: format!("at-{id}"),
+            subnet4: subnet.parse().unwrap(),
+            gateway4: "10.89.0.1".parse().unwrap(),
+            subnet6: None,
+            gateway6: None,
+            internal: false,
+            labels: Default::default(),
+            options: Default::default(),
+            created: String::new(),
+        };
+        let list = [
+            NetworkSummary { network: net("bridge", "ab", "10.89.0.0/24"), bridge_state: atoll_net::BridgeState::Warm },
+            NetworkSummary { network: net("front", "cd", "10.89.1.0/24"), bridge_state: atoll_net::BridgeState::InUse },
+            NetworkSummary { network: net("idle", "ef", "10.89.2.0/24"), bridge_state: atoll_net::BridgeState::Down },
+        ];
+        expect_test::expect![[r#"
+            NETWORK ID     NAME     DRIVER   SUBNET         IPV6 SUBNET   INTERNAL   BRIDGE
+            abababababab   bridge   bridge   10.89.0.0/24                            warm
+            cdcdcdcdcdcd   front    bridge   10.89.1.0/24                            in use
+            efefefefefef   idle     bridge   10.89.2.0/24                            down
+        "#]]
+        .assert_eq(&ls_table(&list, false));
+    }
 }

@@ -262,7 +262,7 @@ fn a_three_service_app_comes_up_in_dependency_order_converges_and_goes_down_clea
     assert_eq!(d.ok(&["ps", "-a", "-q"]).trim(), "");
     assert!(!d.ok(&["network", "ls", "-q"]).contains("shop"), "networks left");
     assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "", "volumes left");
-    assert!(d.ns().atoll_links().is_empty(), "links left: {:?}", d.ns().atoll_links());
+    atoll_testkit::wait_for(10, "links to go (veths are deleted in the background)", || d.ns().atoll_links().is_empty());
     let (_, rules) = d.ns().sh("nft list ruleset");
     assert!(!rules.contains("atoll"), "rules left:\n{rules}");
 }

@@ -95,7 +95,7 @@ fn a_hundred_containers_and_fifty_log_followers_at_once_lose_and_leak_nothing() 
     // Nothing leaked.
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
     let ns = d.ns();
-    assert!(ns.atoll_links().is_empty(), "links left: {:?}", ns.atoll_links());
+    atoll_testkit::wait_for(30, "links to go (veths are deleted in the background)", || ns.atoll_links().is_empty());
     let (_, rules) = ns.sh("nft list ruleset");
     assert!(!rules.contains("atoll"), "rules left:\n{rules}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

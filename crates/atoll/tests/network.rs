@@ -184,7 +184,7 @@ fn published_ports_answer_on_loopback_from_another_host_and_from_containers() {
     }
     // `ps` and `port` show the mappings; a second container cannot take the same port.
     assert!(e.daemon.ok(&["ps"]).contains("0.0.0.0:8080->80/tcp"));
-    assert_eq!(e.daemon.ok(&["port", "pub", "80"]).lines().collect::<Vec<_>>(), ["0.0.0.0:8080", "127.0.0.1:8081"]);
+    assert_eq!(e.daemon.ok(&["port", "pub", "80"]).lines().collect::<Vec<_>>(), ["0.0.0.0:8080", "[::]:8080", "127.0.0.1:8081"]);
     let r = e.daemon.fails(&["run", "-d", "-p", "8080:80", e.image, "sleep", "1"]);
     assert!(r.stderr.contains("8080/tcp is already published by container pub"), "{r:?}");
     // -P picks free ports for the exposed ones.
@@ -233,7 +233,7 @@ fn internal_networks_have_no_way_out() {
 }
 
 #[test]
-fn removing_everything_leaves_no_links_addresses_or_rules() {
+fn removing_everything_leaves_only_the_warm_default_bridge() {
     let e = env();
     e.daemon.ok(&["network", "create", "--ipv6", "n1"]);
     e.daemon.ok(&["network", "create", "--internal", "n2"]);
@@ -248,14 +248,30 @@ fn removing_everything_leaves_no_links_addresses_or_rules() {
     let r = e.daemon.fails(&["network", "rm", "n1"]);
     assert!(r.stderr.contains("in use by") && r.stderr.contains('a'), "{r:?}");
 
-    e.daemon.ok(&["rm", "-f", "a", "b", "c"]);
+    // The default network's bridge stays up without containers, as docker0 does: a container
+    // coming and going on it leaves the table alone (each write makes a new one).
+    e.daemon.ok(&["rm", "-f", "c"]);
+    let handle = || ns.sh("nft -a list table inet atoll").1.lines().next().unwrap_or_default().to_owned();
+    let before = handle();
+    e.daemon.ok(&["run", "--rm", e.image, "true"]);
+    assert_eq!(handle(), before, "the table was rewritten for a container on the warm default network");
+
+    e.daemon.ok(&["rm", "-f", "a", "b"]);
     assert_eq!(e.daemon.ok(&["network", "prune"]).lines().skip(1).collect::<Vec<_>>().len(), 2);
     e.daemon.fails(&["network", "rm", "bridge"]);
-    assert!(ns.atoll_links().is_empty(), "links left: {:?}", ns.atoll_links());
+    // `network ls` says the default bridge is warm; nothing else is left.
+    let default = e.daemon.ok(&["network", "inspect", "bridge"]);
+    let default: serde_json::Value = serde_json::from_str(&default).unwrap();
+    let bridge = default[0]["bridge"].as_str().unwrap();
+    // Removed containers' veths go in the background.
+    wait_for(10, "only the default bridge to be left", || ns.atoll_links() == [bridge]);
+    let ls = e.daemon.ok(&["network", "ls"]);
+    assert!(ls.lines().next().unwrap().ends_with("BRIDGE") && ls.lines().nth(1).unwrap().ends_with("warm"), "{ls}");
     let (_, rules) = ns.sh("nft list ruleset");
-    assert!(!rules.contains("atoll"), "rules left:\n{rules}");
+    let named: Vec<&str> = rules.split("\"at-").skip(1).filter_map(|r| r.split('"').next()).filter(|n| *n != "*").collect();
+    assert!(!rules.contains(" dnat ip") && named.iter().all(|n| bridge.ends_with(n)), "rules left:\n{rules}");
     let (_, addrs) = ns.sh("ip -br addr");
-    assert!(!addrs.contains("10.89."), "addresses left:\n{addrs}");
+    assert_eq!(addrs.matches("10.89.").count(), 1, "addresses left:\n{addrs}");
     assert_eq!(std::fs::read_dir(e.daemon.data_dir.join("netns")).unwrap().count(), 0, "namespaces left");
 }
 
@@ -347,6 +363,11 @@ fn addresses_are_allocated_once_freed_on_removal_and_kept_across_restarts() {
     e.daemon.ok(&["rm", "b"]);
     e.daemon.ok(&["create", "--name", "e", "--network", "tiny", e.image, "true"]);
     assert_eq!(e.ip("e", 0), "10.200.0.3");
+    // Full again. A running container's address comes free once its veth is gone (deleted
+    // in the background after `rm`): a create right after waits for it rather than failing.
+    e.daemon.ok(&["rm", "-f", "fixed"]);
+    e.daemon.ok(&["create", "--name", "g", "--network", "tiny", e.image, "true"]);
+    assert_eq!(e.ip("g", 0), "10.200.0.5");
     // Overlapping subnets are refused.
     let r = e.daemon.fails(&["network", "create", "--subnet", "10.200.0.0/24", "overlap"]);
     assert!(r.stderr.contains("overlaps network tiny"), "{r:?}");
@@ -419,4 +440,298 @@ fn publishing_host_port_53_leaves_containers_their_resolver() {
     // Containers still ask Atoll's resolver on their gateway and get names.
     let out = e.sh(&[], "nslookup dnsapp");
     assert!(out.stdout.contains(&format!("Address: {}", e.ip("dnsapp", 0))), "{out:?}");
+}
+
+#[test]
+fn a_host_port_range_publishes_on_its_first_free_port_in_run_and_compose() {
+    let e = env();
+    let ns = e.daemon.ns();
+    // Another program holds the range's first port.
+    let mut holder = ns.command(atoll_testkit::require("socat")).args(["TCP-LISTEN:18040,bind=127.0.0.1", "STDOUT"]).spawn().unwrap();
+    wait_for(10, "the holder to listen", || ns.sh("ss -ltnH | grep -q 127.0.0.1:18040").0);
+    e.web("r1", &["-p", "127.0.0.1:18040-18042:80"], "first-range");
+    assert_eq!(e.daemon.ok(&["port", "r1", "80"]).trim(), "127.0.0.1:18041");
+    let (ok, out) = ns.sh("curl -s --max-time 5 http://127.0.0.1:18041/");
+    assert!(ok && out.contains("first-range"), "{out}");
+    // The next container takes the next free one; when none is left, the error names the range.
+    e.daemon.ok(&["run", "-d", "--name", "r2", "-p", "127.0.0.1:18040-18042:80", e.image, "sleep", "600"]);
+    assert_eq!(e.daemon.ok(&["port", "r2"]).trim(), "80/tcp -> 127.0.0.1:18042");
+    let r = e.daemon.fails(&["run", "-d", "-p", "127.0.0.1:18040-18042:80", e.image, "sleep", "600"]);
+    assert!(r.stderr.contains("no free host port left for 18040-18042/tcp"), "{r:?}");
+    // Ranges of different lengths are refused, saying what to give instead.
+    let r = e.daemon.fails(&["run", "-d", "-p", "18050:80-81", e.image, "true"]);
+    assert!(r.stderr.contains("the container ports 80-81 and the host ports 18050 differ in number"), "{r:?}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    // Compose: the short syntax and the long one (`published: "A-B"`).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  short:\n    image: {img}\n    command: [sleep, '600']\n    ports: ['127.0.0.1:18060-18062:80']\n  \
+             long:\n    image: {img}\n    command: [sleep, '600']\n    ports:\n      - target: 80\n        host_ip: 127.0.0.1\n        published: \"18060-18062\"\n",
+            img = e.image
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let config = e.daemon.ok(&["compose", "-f", f, "config"]);
+    assert_eq!(config.matches("published: 18060-18062").count() + config.matches("published: \"18060-18062\"").count(), 2, "{config}");
+    e.daemon.ok(&["compose", "-f", f, "-p", "ranges", "up", "-d"]);
+    let mut got: Vec<String> =
+        ["ranges-short-1", "ranges-long-1"].iter().map(|c| e.daemon.ok(&["port", c, "80"]).trim().to_owned()).collect();
+    got.sort();
+    assert_eq!(got, ["127.0.0.1:18060", "127.0.0.1:18061"]);
+}
+
+#[test]
+fn two_daemons_in_one_namespace_do_not_replace_each_others_networking() {
+    let mut a = env();
+    let ns_name = a.daemon.ns().name.clone();
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut b = Daemon::start_beside(Path::new(BIN), dir_b.path(), &[], &a.daemon);
+    let img = b.import_busybox(dir_b.path());
+    // Starting created nothing.
+    let (_, tables) = a.daemon.ns().sh("nft list tables");
+    assert!(!tables.contains("atoll"), "{tables}");
+
+    a.web("web", &["-p", "8080:80"], "first-daemon");
+    let a_dir = a.daemon.data_dir.display().to_string();
+    // B refuses bridged containers, naming A and saying what to change; the rest works.
+    let r = b.fails(&["run", "--rm", img, "true"]);
+    assert!(r.stderr.contains(&a_dir) && r.stderr.contains("network namespace of its own"), "{r:?}");
+    b.ok(&["run", "--rm", "--network", "none", img, "true"]);
+    let info = b.ok(&["info"]);
+    assert!(info.contains("Warning:") && info.contains(&a_dir), "{info}");
+    // A restarted B leaves A's links and table alone too.
+    b.restart();
+    assert!(b.log_text().contains("belongs to another Atoll daemon"), "{}", b.log_text());
+    let links = a.daemon.ns().atoll_links();
+    assert_eq!(links.len(), 2, "A's bridge and veth: {links:?}");
+    let (ok, out) = a.daemon.ns().sh("curl -s --max-time 5 http://127.0.0.1:8080/");
+    assert!(ok && out.contains("first-daemon"), "A's published port: {out}");
+
+    // A stopped with its containers gone: B takes over, A's leftover bridge included.
+    a.daemon.ok(&["rm", "-f", "web"]);
+    a.daemon.terminate();
+    b.ok(&["run", "--rm", img, "true"]);
+    let out = std::process::Command::new("ip").args(["-n", &ns_name, "-br", "addr"]).output().unwrap();
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(addrs.matches("10.89.0.1/24").count(), 1, "one bridge routes the default subnet:\n{addrs}");
+    // Now A is the one refused.
+    a.daemon.start_again();
+    let r = a.daemon.fails(&["run", "--rm", a.image, "true"]);
+    assert!(r.stderr.contains(&b.data_dir.display().to_string()), "{r:?}");
+}
+
+#[test]
+fn published_ports_answer_on_ipv6_loopback_show_both_families_and_are_reserved() {
+    let mut e = env();
+    let ns = e.daemon.ns();
+    // The default network has IPv6; "plain" has none.
+    e.web("dual", &["-p", "18071:80", "-p", "[::1]:18072:80"], "dual-stack");
+    e.daemon.ok(&["network", "create", "plain"]);
+    e.web("v4only", &["--network", "plain", "-p", "18073:80"], "ipv4-only");
+    let nc = e.netcheck();
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        "18074:9000/udp",
+        "-v",
+        &format!("{nc}:/bin/netcheck:ro"),
+        e.image,
+        "netcheck",
+        "udp-serve",
+        "9000",
+    ]);
+    let reach = |e: &Env| {
+        let ns = e.daemon.ns();
+        for (url, body) in [
+            ("http://[::1]:18071/", "dual-stack"),
+            ("http://127.0.0.1:18071/", "dual-stack"),
+            ("http://[::1]:18072/", "dual-stack"),
+            ("http://[::1]:18073/", "ipv4-only"),
+        ] {
+            let (ok, out) = ns.sh(&format!("curl -gs --max-time 5 {url}"));
+            assert!(ok && out.contains(body), "{url}: {out}");
+        }
+        let (ok, out) = ns.sh(&format!("{nc} udp-ask ::1 18074 over-udp6"));
+        assert!(ok && out.trim() == "over-udp6", "UDP on [::1]: {out}");
+    };
+    reach(&e);
+
+    // Both families are shown, as docker shows them.
+    assert_eq!(e.daemon.ok(&["port", "dual", "80"]).lines().collect::<Vec<_>>(), ["0.0.0.0:18071", "[::]:18071", "[::1]:18072"]);
+    assert!(e.daemon.ok(&["ps"]).contains("0.0.0.0:18071->80/tcp, [::]:18071->80/tcp, [::1]:18072->80/tcp"));
+    let b = &e.daemon.container("dual")["port_bindings"]["80/tcp"];
+    assert_eq!(b[1], serde_json::json!({"host_ip": "::", "host_port": 18071}), "{b}");
+
+    // Reserved: no other program can bind a published port, on either family.
+    for listen in ["TCP4-LISTEN:18071", "TCP6-LISTEN:18071,ipv6only=1", "UDP6-RECVFROM:18074,ipv6only=1", "TCP6-LISTEN:18072,bind=[::1]"] {
+        let (ok, out) = ns.sh(&format!("timeout 2 socat {listen} - </dev/null"));
+        assert!(!ok && out.contains("Address already in use"), "{listen} was bound: {out}");
+    }
+    // And a port another program holds on IPv6 only is refused at create.
+    let mut holder = ns.command(atoll_testkit::require("socat")).args(["TCP6-LISTEN:18075,ipv6only=1", "STDOUT"]).spawn().unwrap();
+    wait_for(10, "the holder to listen", || ns.sh("ss -ltnH | grep -q ':18075'").0);
+    let r = e.daemon.fails(&["run", "-d", "-p", "18075:80", e.image, "sleep", "60"]);
+    assert!(r.stderr.contains("18075/tcp is in use by another program"), "{r:?}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // An address the host does not have is refused rather than accepted and unreachable.
+    for addr in ["[2001:db8::1]:18076:80", "192.0.2.1:18076:80"] {
+        let r = e.daemon.fails(&["run", "-d", "-p", addr, e.image, "sleep", "60"]);
+        assert!(r.stderr.contains("is not an address of this host"), "{addr}: {r:?}");
+    }
+
+    // The helper outlives the daemon: IPv6 loopback still answers while it is away.
+    e.daemon.kill9();
+    reach(&e);
+    e.daemon.start_again();
+    reach(&e);
+}
+
+#[test]
+fn unpublished_ports_are_unreachable_from_the_lan_unless_the_network_opts_out() {
+    let e = env();
+    let peer = lan_peer(&e);
+    // The neighbour routes Atoll's container subnets (both families) through this host.
+    let (host, p) = (e.daemon.ns().name.clone(), peer.name.clone());
+    let six = e.daemon.ok(&["network", "inspect", "bridge"]);
+    let six: serde_json::Value = serde_json::from_str(&six).unwrap();
+    let subnet6 = six[0]["subnet6"].as_str().unwrap().to_owned();
+    let script = format!(
+        "ip -n {host} addr add fd77::1/64 dev lan0 nodad && ip -n {p} addr add fd77::2/64 dev lan0 nodad && \
+         ip -n {p} route add 10.89.0.0/16 via 192.168.77.1 && ip -n {p} route add {subnet6} via fd77::1"
+    );
+    let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+
+    let hidden = e.web("hidden", &[], "unpublished");
+    let shown = e.web("shown", &["-p", "8080:80"], "published");
+    let hidden6 = e.ip6("hidden");
+    let reach = |url: &str| peer.sh(&format!("curl -gs --max-time 2 {url}"));
+    // Unpublished: dropped, over IPv4 and IPv6.
+    for url in [format!("http://{hidden}/"), format!("http://[{hidden6}]/")] {
+        let (ok, out) = reach(&url);
+        assert!(!ok && !out.contains("unpublished"), "{url} answered the LAN: {out}");
+    }
+    // Published: through the host, and directly on the container's address (docker does both).
+    for url in ["http://192.168.77.1:8080/".to_owned(), format!("http://{shown}/")] {
+        let (ok, out) = reach(&url);
+        assert!(ok && out.contains("published"), "{url}: {out}");
+    }
+    // The host and the containers of its network still reach the unpublished port.
+    let (ok, out) = e.daemon.ns().sh(&format!("curl -s --max-time 5 http://{hidden}/"));
+    assert!(ok && out.contains("unpublished"), "from the host: {out}");
+    let out = e.sh(&[], &format!("{GET} | nc {hidden} 80"));
+    assert!(out.stdout.contains("unpublished"), "from a container: {out:?}");
+
+    // docker's opt-out, per network and per family: nat-unprotected.
+    e.daemon.ok(&["network", "create", "--ipv6", "-o", "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected", "open"]);
+    let open = e.web("opened", &["--network", "open"], "open-door");
+    let (ok, out) = reach(&format!("http://{open}/"));
+    assert!(ok && out.contains("open-door"), "nat-unprotected: {out}");
+    let open6 = e.ip6("opened");
+    let (ok, _) = reach(&format!("http://[{open6}]/"));
+    assert!(!ok, "IPv6 of a network unprotected over IPv4 only answered the LAN");
+    let r = e.daemon.fails(&["network", "create", "-o", "com.docker.network.bridge.gateway_mode_ipv4=routed", "r"]);
+    assert!(r.stderr.contains("gateway_mode_ipv4=routed") && r.stderr.contains("nat-unprotected"), "{r:?}");
+    let r = e.daemon.fails(&["network", "create", "-o", "com.docker.network.driver.mtu=1400", "m"]);
+    assert!(r.stderr.contains("not a supported option"), "{r:?}");
+
+    // Compose's driver_opts reach the network.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  s:\n    image: {}\n    command: [sleep, '600']\n    networks: [n]\nnetworks:\n  n:\n    driver_opts:\n      \
+             com.docker.network.bridge.gateway_mode_ipv4: nat-unprotected\n",
+            e.image
+        ),
+    )
+    .unwrap();
+    e.daemon.ok(&["compose", "-f", file.to_str().unwrap(), "-p", "opts", "up", "-d"]);
+    let n: serde_json::Value = serde_json::from_str(&e.daemon.ok(&["network", "inspect", "opts_n"])).unwrap();
+    assert_eq!(n[0]["options"]["com.docker.network.bridge.gateway_mode_ipv4"], "nat-unprotected", "{n}");
+}
+
+#[test]
+fn next_to_docker_forwarded_traffic_keeps_flowing_and_published_ports_stay_atolls() {
+    let e = env();
+    let peer = lan_peer(&e);
+    let ns = e.daemon.ns();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "outside\n").unwrap();
+    let mut server = peer.command("busybox").args(["httpd", "-f", "-p", "7777", "-h"]).arg(www.path()).spawn().unwrap();
+    wait_for(30, "the outside server", || peer.sh("curl -s --max-time 1 http://127.0.0.1:7777/").1.contains("outside"));
+    e.web("web", &["-p", "8080:80"], "atoll-web");
+    fn forwarded(e: &Env, peer: &Netns, what: &str) {
+        let (ok, out) = peer.sh("curl -s --max-time 5 http://192.168.77.1:8080/");
+        assert!(ok && out.contains("atoll-web"), "{what}: published port from the LAN: {out}");
+        let out = e.sh(&[], &format!("{GET} | nc -w 5 192.168.77.2 7777"));
+        assert!(out.stdout.contains("outside"), "{what}: a container's outbound traffic: {out:?}");
+    }
+    forwarded(&e, &peer, "before docker");
+
+    // dockerd starts where IPv4 forwarding was off (a fresh host), so it sets its FORWARD
+    // policy to drop. Atoll notices without being asked (it watches the ruleset).
+    assert!(ns.sh("sysctl -qw net.ipv4.ip_forward=0").0);
+    let dir = tempfile::tempdir().unwrap();
+    let docker = atoll_testkit::docker::Dockerd::start(&ns.path(), &dir.path().join("docker"));
+    assert!(ns.sh("nft list chain ip filter FORWARD").1.contains("policy drop"), "docker did not set a drop policy");
+    wait_for(30, "Atoll's accept rules in DOCKER-USER", || ns.sh("iptables -S DOCKER-USER").1.contains("-A DOCKER-USER -i at-+ -j ACCEPT"));
+    forwarded(&e, &peer, "with docker's drop policy");
+    let info = e.daemon.ok(&["info"]);
+    assert!(info.contains("ip filter FORWARD (docker's) drops forwarded traffic by default; Atoll added accept rules"), "{info}");
+    assert!(e.daemon.log_text().contains("Atoll added accept rules"), "not logged");
+
+    // Docker cannot take a port Atoll publishes: the helper holds it.
+    docker.load(&e._dir.path().join("busybox-layout"), "localhost/busybox:latest");
+    let out = docker.cli(&["run", "-d", "--name", "clash", "-p", "8080:80", "localhost/busybox:latest", "httpd", "-f", "-p", "80"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("address already in use"), "docker bound Atoll's port: {err}");
+    // Atoll's containers reach docker's containers only as docker allows others to: not on
+    // an unpublished port.
+    docker.ok(&["run", "-d", "--name", "dweb", "localhost/busybox:latest", "httpd", "-f", "-p", "80"]);
+    let dip = docker.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "dweb"]);
+    let out = e.sh(&[], &format!("nc -w 2 {} 80 </dev/null && echo REACHED", dip.trim()));
+    assert!(!out.stdout.contains("REACHED"), "an Atoll container reached a docker container's unpublished port: {out:?}");
+
+    // A daemon restart keeps one copy of the rules.
+    let mut e = e;
+    e.daemon.restart();
+    forwarded(&e, &peer, "after Atoll's restart");
+    let (_, rules) = e.daemon.ns().sh("iptables -S DOCKER-USER");
+    assert_eq!(rules.matches("at-+").count(), 4, "{rules}");
+    drop(docker);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn a_foreign_forward_chain_dropping_by_default_is_named_with_the_fix() {
+    let e = env();
+    e.web("web", &["-p", "8080:80"], "x");
+    let ns = e.daemon.ns();
+    let (ok, out) =
+        ns.sh("nft add table inet hostfw && nft 'add chain inet hostfw forward_all { type filter hook forward priority 0; policy drop; }'");
+    assert!(ok, "{out}");
+    let want = "inet hostfw forward_all drops forwarded traffic by default";
+    wait_for(30, "the warning", || e.daemon.ok(&["info"]).contains(want));
+    let info = e.daemon.ok(&["info"]);
+    assert!(info.contains("nft insert rule inet hostfw forward_all iifname \"at-*\" accept"), "{info}");
+    // Atoll never touched that table; once fixed as told, the warning goes.
+    assert!(!ns.sh("nft list table inet hostfw").1.contains("at-"));
+    let (ok, out) = ns.sh(
+        "nft insert rule inet hostfw forward_all iifname 'at-*' accept && nft insert rule inet hostfw forward_all oifname 'at-*' accept",
+    );
+    assert!(ok, "{out}");
+    wait_for(30, "the warning to go", || !e.daemon.ok(&["info"]).contains(want));
 }

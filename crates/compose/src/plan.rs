@@ -351,7 +351,14 @@ pub fn desired(p: &Project) -> Result<Desired, PlanError> {
             let ipv6 = n.enable_ipv6.as_ref().is_some_and(|v| v == &serde_json::json!(true) || v == &serde_json::json!("true"));
             DesiredNetwork {
                 key: key.clone(),
-                spec: NetworkSpec { name: n.name.clone(), subnets, ipv6, internal: n.internal, labels },
+                spec: NetworkSpec {
+                    name: n.name.clone(),
+                    subnets,
+                    ipv6,
+                    internal: n.internal,
+                    labels,
+                    options: n.driver_opts.iter().map(|(k, v)| (k.clone(), text(v).unwrap_or_default())).collect(),
+                },
                 external: n.external,
             }
         })

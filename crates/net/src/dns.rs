@@ -3,15 +3,11 @@
 //! a network with them, as A and AAAA records; other names go to the host's resolvers
 //! (except from `--internal` networks, which have no way out).
 //!
-//! It runs as its own process (`atoll dns`, re-executed and detached by the daemon), so
-//! containers keep resolving while the daemon is down or restarting. The daemon writes the
-//! whole [`DnsConfig`] to `config.json` and asks for a reload over `control.sock`; the reply
-//! comes once the new names are served and every listener is bound. [`answer`] is the pure
-//! core.
+//! It is served by the helper process (`helperd`), so containers keep resolving while the
+//! daemon is down or restarting. [`answer`] is the pure core.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,11 +16,9 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, UdpSocket, UnixListener, UnixStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 
-pub const CONFIG_FILE: &str = "config.json";
-pub const CONTROL_SOCKET: &str = "control.sock";
 /// Short: containers come and go, and most resolvers in containers do not cache anyway.
 const TTL: u32 = 5;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -135,7 +129,8 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-type Shared = Arc<RwLock<Arc<DnsConfig>>>;
+/// The configuration the resolver answers from, replaced whole at each reload.
+pub(crate) type Shared = Arc<RwLock<Arc<DnsConfig>>>;
 
 async fn forward(upstreams: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
     for up in upstreams {
@@ -243,13 +238,15 @@ async fn serve_tcp(listener: TcpListener, shared: Shared) {
     }
 }
 
-struct Listeners {
+/// The resolver's sockets: UDP and TCP on every network's gateway.
+#[derive(Default)]
+pub(crate) struct Listeners {
     by_addr: HashMap<IpAddr, Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Listeners {
     /// Binds what `cfg` needs and drops what it no longer does. Errors name the addresses.
-    async fn reconcile(&mut self, cfg: &DnsConfig, shared: &Shared, port: u16) -> Result<(), String> {
+    pub(crate) async fn reconcile(&mut self, cfg: &DnsConfig, shared: &Shared, port: u16) -> Result<(), String> {
         let want: Vec<IpAddr> = cfg.networks.iter().map(|n| IpAddr::V4(n.gateway4)).collect();
         self.by_addr.retain(|addr, tasks| {
             let keep = want.contains(addr);
@@ -274,65 +271,6 @@ impl Listeners {
         }
         if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
     }
-}
-
-fn read_config(dir: &Path) -> Result<DnsConfig, String> {
-    let path = dir.join(CONFIG_FILE);
-    match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DnsConfig::default()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-/// The `atoll dns` process: serves until killed. Prints `ready` on stdout once the control
-/// socket is bound and the current configuration is served.
-pub async fn serve(dir: PathBuf, port: u16) -> std::io::Result<()> {
-    let shared: Shared = Arc::new(RwLock::new(Arc::new(DnsConfig::default())));
-    let mut listeners = Listeners { by_addr: HashMap::new() };
-    let (_dir_fd, sock_path) = atoll_util::short_path_in(&dir, CONTROL_SOCKET)?;
-    let _ = std::fs::remove_file(&sock_path);
-    let control = UnixListener::bind(&sock_path)?;
-    async fn reload(listeners: &mut Listeners, shared: &Shared, dir: &Path, port: u16) -> Result<(), String> {
-        let cfg = read_config(dir)?;
-        let result = listeners.reconcile(&cfg, shared, port).await;
-        *shared.write().unwrap() = Arc::new(cfg);
-        result
-    }
-    if let Err(e) = reload(&mut listeners, &shared, &dir, port).await {
-        tracing::warn!(error = %e, "initial configuration");
-    }
-    println!("ready");
-    loop {
-        let (conn, _) = control.accept().await?;
-        let (r, mut w) = conn.into_split();
-        let mut line = String::new();
-        if BufReader::new(r).read_line(&mut line).await.is_err() {
-            continue;
-        }
-        let reply = match line.trim() {
-            "ping" => "ok\n".to_owned(),
-            "reload" => match reload(&mut listeners, &shared, &dir, port).await {
-                Ok(()) => "ok\n".to_owned(),
-                Err(e) => format!("error {e}\n"),
-            },
-            other => format!("error unknown command {other:?}\n"),
-        };
-        let _ = w.write_all(reply.as_bytes()).await;
-    }
-}
-
-/// Sends one control command; Ok(reply) or Err if nobody answers.
-pub async fn control(dir: &Path, command: &str) -> std::io::Result<String> {
-    let fut = async {
-        let (_dir_fd, path) = atoll_util::short_path_in(dir, CONTROL_SOCKET)?;
-        let mut conn = UnixStream::connect(&path).await?;
-        conn.write_all(format!("{command}\n").as_bytes()).await?;
-        let mut reply = String::new();
-        conn.read_to_string(&mut reply).await?;
-        Ok(reply.trim().to_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut).await.map_err(|_| std::io::Error::other("the DNS server did not answer"))?
 }
 
 #[cfg(test)]

@@ -10,27 +10,31 @@
 //! them with the records: leftovers go, missing pieces come back.
 #![deny(unsafe_code)]
 
+pub mod claim;
 pub mod dns;
+pub mod firewall;
+mod helper;
+pub mod helperd;
 pub mod ipam;
+mod kernel;
 pub mod link;
 pub mod netns;
 pub mod nft;
+mod ports;
+pub mod proxy;
+mod records;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use atoll_spec::{DEFAULT_NETWORK, ExposedPort, NetworkAttachment, NetworkSpec, PortSpec, Protocol};
+use atoll_spec::{DEFAULT_NETWORK, ExposedPort, NetworkAttachment, NetworkSpec, PortSpec};
 use ipnet::{Ipv4Net, Ipv6Net};
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncBufReadExt;
 
 use link::Netlink;
-
-/// Host ports `-P` and `-p CONTAINER` pick from (Linux's default ephemeral range).
-const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
+pub use records::{BridgeState, Endpoint, NetworkRecord, NetworkSummary, OwnerInit, PublishedPort, hosts_file, resolv_conf};
+use records::{Owner, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -58,6 +62,8 @@ pub enum NetError {
     PortTaken(String, String),
     #[error("host port {0} is in use by another program on this host")]
     PortBusy(String),
+    #[error("{0} is not an address of this host: publish on one of its addresses, or on all (no address)")]
+    NotLocal(IpAddr),
     #[error("no free host port left for {0}")]
     NoFreePort(String),
     #[error("ports cannot be published from internal networks only ({0}): add a network with a way out")]
@@ -78,7 +84,12 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the DNS server: {0}")]
+    #[error(
+        "container networking in this network namespace belongs to another Atoll daemon ({0}); two daemons cannot share it: \
+         start this one in a network namespace of its own (ip netns exec NAME atoll daemon …), or stop the other and remove its containers"
+    )]
+    Foreign(String),
+    #[error("the network helper (atoll dns): {0}")]
     Dns(String),
     #[error("saving network {name}")]
     Save {
@@ -108,86 +119,12 @@ impl NetError {
             | Self::PortTaken(..)
             | Self::PortBusy(_)
             | Self::AlreadyConnected(_)
-            | Self::NotConnected(_) => K::Conflict,
-            Self::BadAddress { .. } | Self::NoIpv6(_) | Self::InternalPublish(_) | Self::Spec(_) => K::Invalid,
+            | Self::NotConnected(_)
+            | Self::Foreign(_) => K::Conflict,
+            Self::BadAddress { .. } | Self::NoIpv6(_) | Self::InternalPublish(_) | Self::NotLocal(_) | Self::Spec(_) => K::Invalid,
             _ => K::Internal,
         }
     }
-}
-
-/// A network as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NetworkRecord {
-    pub id: String,
-    pub name: String,
-    pub driver: String,
-    /// The Linux bridge (present while the network has endpoints).
-    pub bridge: String,
-    #[schema(value_type = String)]
-    pub subnet4: Ipv4Net,
-    #[schema(value_type = String)]
-    pub gateway4: Ipv4Addr,
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub subnet6: Option<Ipv6Net>,
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub gateway6: Option<Ipv6Addr>,
-    #[serde(default)]
-    pub internal: bool,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub created: String,
-}
-
-/// A container's place on one network (kept in the container's record).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Endpoint {
-    pub network_id: String,
-    pub network: String,
-    #[schema(value_type = String)]
-    pub ipv4: Ipv4Addr,
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub ipv6: Option<Ipv6Addr>,
-    pub mac: String,
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// The interface inside the container (`eth0`…).
-    pub interface: String,
-    /// The host side of the veth pair.
-    pub host_veth: String,
-}
-
-/// A published port with the host port resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PublishedPort {
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub host_ip: Option<IpAddr>,
-    pub host_port: u16,
-    pub container_port: u16,
-    pub protocol: Protocol,
-}
-
-impl std::fmt::Display for PublishedPort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.host_ip {
-            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
-            Some(ip) => write!(f, "{ip}")?,
-            None => f.write_str("0.0.0.0")?,
-        }
-        write!(f, ":{}->{}/{}", self.host_port, self.container_port, self.protocol)
-    }
-}
-
-/// What the engine knows about one container at start.
-#[derive(Debug, Clone)]
-pub struct OwnerInit {
-    pub id: String,
-    pub name: String,
-    pub endpoints: Vec<Endpoint>,
-    pub ports: Vec<PublishedPort>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,23 +139,6 @@ pub struct NetConfig {
     /// The resolv.conf whose `search` and `options` containers inherit.
     pub resolv_conf: PathBuf,
 }
-
-#[derive(Debug)]
-struct Owner {
-    name: String,
-    endpoints: Vec<Endpoint>,
-    ports: Vec<PublishedPort>,
-    /// Its namespace exists and its endpoints are plumbed.
-    active: bool,
-}
-
-#[derive(Debug)]
-struct State {
-    networks: BTreeMap<String, NetworkRecord>,
-    ula: Ipv6Net,
-    owners: BTreeMap<String, Owner>,
-}
-
 /// Container networking of this host.
 pub struct Networks {
     cfg: NetConfig,
@@ -227,244 +147,30 @@ pub struct Networks {
     /// The ruleset last applied, to skip `nft` when a change does not touch it (most
     /// container starts); cleared by `reconcile`, which always rewrites the table.
     applied: std::sync::Mutex<Option<nft::Ruleset>>,
+    /// What this daemon's table says about it (see `claim`).
+    mark: Option<claim::Mark>,
+    /// The table in this namespace, if any, is this daemon's to replace.
+    owned: std::sync::atomic::AtomicBool,
+    /// Another live daemon whose networking is in this namespace: why this one has none.
+    foreign: std::sync::Mutex<Option<String>>,
+    /// The running helper speaks this version's protocol (checked at the first reload).
+    helper_checked: std::sync::atomic::AtomicBool,
+    /// Published bindings the helper could not reserve: another program holds them.
+    busy: std::sync::Mutex<Vec<proxy::Binding>>,
+    /// Signalled when a removed container's veths are gone (and its addresses free).
+    torn_down: tokio::sync::Notify,
+    /// Bridges this daemon made or checked, by name: their index (most starts need no more).
+    bridge_index: std::sync::Mutex<BTreeMap<String, u32>>,
+    /// Other tables' forward chains that drop by default, as last checked.
+    forward_drops: std::sync::Mutex<Vec<firewall::ForwardDrop>>,
+    /// `nft monitor` runs (started with the first table this daemon writes).
+    monitoring: std::sync::atomic::AtomicBool,
+    me: std::sync::Weak<Networks>,
 }
 
 impl std::fmt::Debug for Networks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Networks").field("data_dir", &self.cfg.data_dir).finish()
-    }
-}
-
-fn mac_string(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-fn parse_mac(s: &str) -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    for (i, part) in s.split(':').take(6).enumerate() {
-        mac[i] = u8::from_str_radix(part, 16).unwrap_or(0);
-    }
-    mac
-}
-
-/// `/etc/hosts` for a container on bridge networks.
-pub fn hosts_file(hostname: &str, name: &str, endpoints: &[Endpoint]) -> String {
-    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    let names = if hostname == name { hostname.to_owned() } else { format!("{hostname} {name}") };
-    for e in endpoints {
-        s.push_str(&format!("{}\t{names}\n", e.ipv4));
-        if let Some(v6) = e.ipv6 {
-            s.push_str(&format!("{v6}\t{names}\n"));
-        }
-    }
-    s
-}
-
-/// `/etc/resolv.conf` for a container: Atoll's DNS on its first network's gateway, with the
-/// host's `search` and `options` lines.
-pub fn resolv_conf(nameserver: Ipv4Addr, host: &str) -> String {
-    let mut s = format!("nameserver {nameserver}\n");
-    for l in host.lines().map(str::trim) {
-        if l.starts_with("search ") || l.starts_with("options ") {
-            s.push_str(l);
-            s.push('\n');
-        }
-    }
-    s
-}
-
-fn port_key(p: &PublishedPort) -> String {
-    format!("{}/{}", p.host_port, p.protocol)
-}
-
-/// Two publications clash when they share protocol and port on overlapping addresses.
-fn clashes(a: &PublishedPort, b: &PublishedPort) -> bool {
-    a.protocol == b.protocol && a.host_port == b.host_port && (a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip)
-}
-
-/// Whether some other program holds the port (tested by binding it for a moment). Port 53 is
-/// held on the bridges' gateways by Atoll's own resolver, which a published 53 does not
-/// disturb (see `nft`), so it is tested on loopback instead of every address.
-fn port_free(p: &PublishedPort) -> bool {
-    let any = if p.host_port == 53 { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
-    let ip = p.host_ip.unwrap_or(any);
-    let sa = SocketAddr::new(ip, p.host_port);
-    match p.protocol {
-        Protocol::Tcp => std::net::TcpListener::bind(sa).is_ok(),
-        Protocol::Udp => std::net::UdpSocket::bind(sa).is_ok(),
-    }
-}
-
-impl State {
-    fn find(&self, query: &str) -> Result<&NetworkRecord, NetError> {
-        if let Some(n) = self.networks.values().find(|n| n.name == query) {
-            return Ok(n);
-        }
-        let by_id: Vec<&NetworkRecord> = self.networks.values().filter(|n| query.len() >= 3 && n.id.starts_with(query)).collect();
-        match by_id.as_slice() {
-            [one] => Ok(one),
-            _ => Err(NetError::NotFound(query.to_owned())),
-        }
-    }
-
-    fn users(&self, network_id: &str) -> Vec<&str> {
-        self.owners.iter().filter(|(_, o)| o.endpoints.iter().any(|e| e.network_id == network_id)).map(|(_, o)| o.name.as_str()).collect()
-    }
-
-    fn used4(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
-        self.owners.values().flat_map(|o| &o.endpoints).filter(|e| e.network_id == network_id).map(|e| e.ipv4).collect()
-    }
-
-    fn used6(&self, network_id: &str) -> BTreeSet<Ipv6Addr> {
-        self.owners.values().flat_map(|o| &o.endpoints).filter(|e| e.network_id == network_id).filter_map(|e| e.ipv6).collect()
-    }
-
-    /// A new endpoint for `owner` on `att`'s network, as interface `eth{index}`.
-    fn endpoint(&self, owner: &str, att: &NetworkAttachment, index: usize) -> Result<Endpoint, NetError> {
-        att.validate()?;
-        let net = self.find(&att.network)?;
-        let ipv4 = match att.ipv4 {
-            Some(ip) => {
-                if !ipam::usable4(net.subnet4, ip) {
-                    return Err(NetError::BadAddress { ip: ip.into(), network: net.name.clone(), subnet: net.subnet4.to_string() });
-                }
-                if self.used4(&net.id).contains(&ip) {
-                    return Err(NetError::AddressTaken { ip: ip.into(), network: net.name.clone() });
-                }
-                ip
-            }
-            None => ipam::next_addr4(net.subnet4, &self.used4(&net.id)).ok_or_else(|| NetError::Full(net.name.clone()))?,
-        };
-        let ipv6 = match (net.subnet6, att.ipv6) {
-            (None, Some(_)) => return Err(NetError::NoIpv6(net.name.clone())),
-            (None, None) => None,
-            (Some(s), Some(ip)) => {
-                if !ipam::usable6(s, ip) {
-                    return Err(NetError::BadAddress { ip: ip.into(), network: net.name.clone(), subnet: s.to_string() });
-                }
-                if self.used6(&net.id).contains(&ip) {
-                    return Err(NetError::AddressTaken { ip: ip.into(), network: net.name.clone() });
-                }
-                Some(ip)
-            }
-            (Some(s), None) => Some(ipam::next_addr6(s, &self.used6(&net.id)).ok_or_else(|| NetError::Full(net.name.clone()))?),
-        };
-        Ok(Endpoint {
-            network_id: net.id.clone(),
-            network: net.name.clone(),
-            ipv4,
-            ipv6,
-            mac: mac_string(ipam::mac_for(ipv4)),
-            aliases: att.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
-            interface: format!("eth{index}"),
-            host_veth: format!("av{}{index:x}", &owner[..owner.len().min(10)]),
-        })
-    }
-
-    fn all_ports(&self) -> impl Iterator<Item = (&str, &PublishedPort)> {
-        self.owners.values().flat_map(|o| o.ports.iter().map(move |p| (o.name.as_str(), p)))
-    }
-
-    /// Resolves `-p`/`-P` into host ports, refusing clashes with other containers or programs.
-    fn ports(&self, publish: &[PortSpec], exposed: &[ExposedPort], publish_all: bool) -> Result<Vec<PublishedPort>, NetError> {
-        let mut wanted: Vec<PortSpec> = publish.to_vec();
-        if publish_all {
-            for e in exposed {
-                if !wanted.iter().any(|p| p.container_port == e.port && p.protocol == e.protocol) {
-                    wanted.push(PortSpec { host_ip: None, host_port: 0, container_port: e.port, protocol: e.protocol });
-                }
-            }
-        }
-        let mut out: Vec<PublishedPort> = Vec::new();
-        for w in wanted {
-            let mut p =
-                PublishedPort { host_ip: w.host_ip, host_port: w.host_port, container_port: w.container_port, protocol: w.protocol };
-            let taken = |p: &PublishedPort| {
-                self.all_ports()
-                    .find(|(_, q)| clashes(p, q))
-                    .map(|(n, _)| n.to_owned())
-                    .or_else(|| out.iter().find(|q| clashes(p, q)).map(|_| "this one".into()))
-            };
-            if p.host_port == 0 {
-                let start = EPHEMERAL.start() + fastrand::u16(..(EPHEMERAL.end() - EPHEMERAL.start()));
-                let found = (start..=*EPHEMERAL.end()).chain(*EPHEMERAL.start()..start).find(|&port| {
-                    let cand = PublishedPort { host_port: port, ..p };
-                    taken(&cand).is_none() && port_free(&cand)
-                });
-                p.host_port = found.ok_or_else(|| NetError::NoFreePort(format!("{}/{}", p.container_port, p.protocol)))?;
-            } else {
-                if let Some(other) = taken(&p) {
-                    return Err(NetError::PortTaken(port_key(&p), other));
-                }
-                if !port_free(&p) {
-                    return Err(NetError::PortBusy(port_key(&p)));
-                }
-            }
-            out.push(p);
-        }
-        Ok(out)
-    }
-
-    fn dns_config(&self, upstreams: &[SocketAddr]) -> dns::DnsConfig {
-        let mut networks = Vec::new();
-        for net in self.networks.values() {
-            let mut members = Vec::new();
-            for (id, o) in self.owners.iter().filter(|(_, o)| o.active) {
-                for e in o.endpoints.iter().filter(|e| e.network_id == net.id) {
-                    let mut names = vec![o.name.to_ascii_lowercase(), id[..12].to_owned()];
-                    names.extend(e.aliases.iter().cloned());
-                    names.dedup();
-                    members.push(dns::DnsMember { container: id.clone(), names, ipv4: Some(e.ipv4), ipv6: e.ipv6 });
-                }
-            }
-            if !members.is_empty() {
-                networks.push(dns::DnsNetwork {
-                    name: net.name.clone(),
-                    gateway4: net.gateway4,
-                    subnet4: net.subnet4,
-                    subnet6: net.subnet6,
-                    internal: net.internal,
-                    members,
-                });
-            }
-        }
-        dns::DnsConfig { upstreams: upstreams.to_vec(), networks }
-    }
-
-    /// Networks with at least one plumbed endpoint: their bridges exist.
-    fn active_networks(&self) -> Vec<&NetworkRecord> {
-        let ids: BTreeSet<&str> =
-            self.owners.values().filter(|o| o.active).flat_map(|o| o.endpoints.iter().map(|e| e.network_id.as_str())).collect();
-        self.networks.values().filter(|n| ids.contains(n.id.as_str())).collect()
-    }
-
-    fn ruleset(&self) -> nft::Ruleset {
-        let bridges = self
-            .active_networks()
-            .iter()
-            .map(|n| nft::BridgeRules {
-                bridge: n.bridge.clone(),
-                gateway4: n.gateway4,
-                subnet4: n.subnet4,
-                subnet6: n.subnet6,
-                internal: n.internal,
-            })
-            .collect();
-        let mut ports = Vec::new();
-        for o in self.owners.values().filter(|o| o.active) {
-            let Some(e) = o.endpoints.iter().find(|e| self.networks.get(&e.network_id).is_some_and(|n| !n.internal)) else { continue };
-            for p in &o.ports {
-                ports.push(nft::PortRule {
-                    host_ip: p.host_ip,
-                    host_port: p.host_port,
-                    protocol: p.protocol,
-                    target4: e.ipv4,
-                    target6: e.ipv6,
-                    container_port: p.container_port,
-                });
-            }
-        }
-        nft::Ruleset { bridges, ports }
     }
 }
 
@@ -487,232 +193,13 @@ impl Networks {
             .map_err(|source| NetError::Save { name: n.name.clone(), source })
     }
 
-    /// Loads the networks, registers the containers' endpoints and reconciles the kernel.
-    pub async fn open(cfg: NetConfig, owners: Vec<OwnerInit>) -> Result<Arc<Self>, NetError> {
-        let nl = Netlink::host()?;
-        let dir = cfg.data_dir.join("networks");
-        fs::create_dir_all(&dir).map_err(|source| NetError::Read { path: dir.clone(), source })?;
-        let ula_path = dir.join("ula");
-        let ula = match fs::read_to_string(&ula_path).ok().and_then(|s| s.trim().parse::<Ipv6Net>().ok()) {
-            Some(u) => u,
-            None => {
-                let u = ipam::ula_prefix(std::array::from_fn(|_| fastrand::u8(..)));
-                atoll_util::atomic_write(&ula_path, u.to_string().as_bytes(), 0o644)
-                    .map_err(|source| NetError::Save { name: "ula".into(), source })?;
-                u
-            }
-        };
-        let mut networks = BTreeMap::new();
-        for entry in fs::read_dir(&dir).map_err(|source| NetError::Read { path: dir.clone(), source })?.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                match fs::read(&path).ok().and_then(|d| serde_json::from_slice::<NetworkRecord>(&d).ok()) {
-                    Some(n) => {
-                        networks.insert(n.id.clone(), n);
-                    }
-                    None => tracing::warn!(path = %path.display(), "ignoring an unreadable network record"),
-                }
-            }
-        }
-        let mut state = State { networks, ula, owners: BTreeMap::new() };
-        for o in owners {
-            // Endpoints of a network that is gone (a crash mid-removal) are dropped.
-            let endpoints = o.endpoints.into_iter().filter(|e| state.networks.contains_key(&e.network_id)).collect();
-            state.owners.insert(o.id, Owner { name: o.name, endpoints, ports: o.ports, active: false });
-        }
-        let this = Arc::new(Self { cfg, state: tokio::sync::Mutex::new(state), nl, applied: std::sync::Mutex::new(None) });
-        if this.state.lock().await.find(DEFAULT_NETWORK).is_err() {
-            this.create(&NetworkSpec { name: DEFAULT_NETWORK.into(), ipv6: true, ..Default::default() }).await?;
-        }
-        this.reconcile().await?;
-        Ok(this)
-    }
-
-    /// Makes the kernel match the records: plumbs every container whose namespace is alive,
-    /// deletes links and namespaces nobody owns, rewrites the nftables table and DNS.
-    pub async fn reconcile(&self) -> Result<(), NetError> {
-        let mut st = self.state.lock().await;
-        *self.applied.lock().unwrap() = None;
-        let ids: Vec<String> = st.owners.keys().cloned().collect();
-        for id in &ids {
-            let path = self.netns_path(id);
-            let live = netns::is_live(&path);
-            if !live && path.exists() {
-                let _ = fs::remove_file(&path);
-            }
-            st.owners.get_mut(id).expect("listed").active = live;
-        }
-        // Namespaces of containers that no longer exist.
-        if let Ok(dir) = fs::read_dir(self.cfg.data_dir.join("netns")) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !st.owners.contains_key(&name) {
-                    tracing::info!(netns = %name, "removing a leftover network namespace");
-                    let _ = netns::remove(&e.path());
-                }
-            }
-        }
-        // Links nobody owns.
-        let wanted_bridges: BTreeSet<String> = st.active_networks().iter().map(|n| n.bridge.clone()).collect();
-        let wanted_veths: BTreeSet<String> =
-            st.owners.values().filter(|o| o.active).flat_map(|o| o.endpoints.iter().map(|e| e.host_veth.clone())).collect();
-        for l in self.nl.links().await? {
-            let stale_bridge =
-                l.name.starts_with(nft::BRIDGE_PREFIX) && l.kind.as_deref() == Some("bridge") && !wanted_bridges.contains(&l.name);
-            let stale_veth = l.name.starts_with("av") && l.kind.as_deref() == Some("veth") && !wanted_veths.contains(&l.name);
-            if stale_bridge || stale_veth {
-                tracing::info!(link = %l.name, "removing a leftover link");
-                self.nl.delete(&l.name).await?;
-            }
-        }
-        let existing: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
-        for id in &ids {
-            let o = &st.owners[id];
-            if !o.active {
-                continue;
-            }
-            let missing: Vec<usize> = (0..o.endpoints.len()).filter(|i| !existing.contains(&o.endpoints[*i].host_veth)).collect();
-            for i in missing {
-                tracing::info!(container = %o.name, network = %o.endpoints[i].network, "restoring a missing endpoint");
-                self.plumb(&st, id, i).await?;
-            }
-        }
-        self.sync(&st).await
-    }
-
-    /// Brings the nftables table, the DNS server and the bridges of active networks in line.
-    async fn sync(&self, st: &State) -> Result<(), NetError> {
-        let rules = st.ruleset();
-        // The ruleset holds the set of active networks: when it is unchanged (most container
-        // starts and removals on a network already in use), so are the bridges, the sysctls
-        // and the table. `reconcile` clears `applied`, forcing all of it.
-        let changed = self.applied.lock().unwrap().as_ref() != Some(&rules);
-        if changed {
-            for n in st.active_networks() {
-                self.ensure_bridge(n).await?;
-            }
-            if rules.bridges.iter().any(|b| !b.internal) {
-                link::write_sysctl("net/ipv4/ip_forward", "1")?;
-                if rules.bridges.iter().any(|b| !b.internal && b.subnet6.is_some()) {
-                    link::enable_ipv6_forwarding()?;
-                }
-            }
-            *self.applied.lock().unwrap() = None;
-            nft::apply(&rules)?;
-            *self.applied.lock().unwrap() = Some(rules.clone());
-            if !rules.ports.is_empty() {
-                let chains = nft::input_drop_chains();
-                if !chains.is_empty() {
-                    tracing::warn!(
-                        chains = %chains.join(", "),
-                        "a host firewall drops input by default, but published ports are forwarded and do not pass through input: \
-                         they are reachable from outside unless published on 127.0.0.1 or filtered in a forward chain"
-                    );
-                }
-            }
-        }
-        self.dns_sync(st).await?;
-        if changed {
-            // Bridges of networks without endpoints go.
-            let active: BTreeSet<&str> = rules.bridges.iter().map(|b| b.bridge.as_str()).collect();
-            for n in st.networks.values().filter(|n| !active.contains(n.bridge.as_str())) {
-                self.nl.delete(&n.bridge).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<u32, NetError> {
-        let mut addrs = vec![(IpAddr::V4(n.gateway4), n.subnet4.prefix_len())];
-        if let (Some(gw), Some(s)) = (n.gateway6, n.subnet6) {
-            addrs.push((IpAddr::V6(gw), s.prefix_len()));
-        }
-        Ok(self.nl.ensure_bridge(&n.bridge, ipam::mac_for(n.gateway4), &addrs).await?)
-    }
-
-    /// Plumbs endpoint `i` of `owner` into its (existing) namespace.
-    async fn plumb(&self, st: &State, owner: &str, i: usize) -> Result<(), NetError> {
-        let o = &st.owners[owner];
-        let e = &o.endpoints[i];
-        let net = st.networks.get(&e.network_id).ok_or_else(|| NetError::NotFound(e.network.clone()))?;
-        let bridge = self.ensure_bridge(net).await?;
-        let path = self.netns_path(owner);
-        // Created inside the container's namespace under its final name.
-        let peer = e.interface.clone();
-        self.nl.create_veth(&e.host_veth, &peer, bridge, &path).await?;
-        let inside = Netlink::in_netns(&path)?;
-        let mut addrs = vec![(IpAddr::V4(e.ipv4), net.subnet4.prefix_len())];
-        if let (Some(ip), Some(s)) = (e.ipv6, net.subnet6) {
-            addrs.push((IpAddr::V6(ip), s.prefix_len()));
-        }
-        // The default route goes through the first network that has a way out.
-        let first_out = o.endpoints.iter().position(|x| st.networks.get(&x.network_id).is_some_and(|n| !n.internal));
-        let (gw4, gw6) = if first_out == Some(i) { (Some(net.gateway4), net.gateway6.filter(|_| e.ipv6.is_some())) } else { (None, None) };
-        inside.configure_interface(&peer, &e.interface, parse_mac(&e.mac), &addrs, gw4, gw6).await?;
-        Ok(())
-    }
-
-    /// Writes the DNS configuration and has the server (started if needed) load it.
-    async fn dns_sync(&self, st: &State) -> Result<(), NetError> {
-        let dir = self.dns_dir();
-        let cfg = st.dns_config(&self.cfg.upstreams);
-        let data = serde_json::to_vec_pretty(&cfg).expect("config serialises");
-        fs::create_dir_all(&dir).map_err(|e| NetError::Dns(format!("creating {}: {e}", dir.display())))?;
-        atoll_util::replace_file(&dir.join(dns::CONFIG_FILE), &data, 0o644).map_err(|e| NetError::Dns(e.to_string()))?;
-        if dns::control(&dir, "ping").await.is_err() {
-            if cfg.networks.is_empty() {
-                // Nothing to serve: started with the first network that has containers.
-                return Ok(());
-            }
-            self.spawn_dns().await?;
-        }
-        match dns::control(&dir, "reload").await {
-            Ok(r) if r == "ok" => Ok(()),
-            Ok(r) => Err(NetError::Dns(r.trim_start_matches("error ").to_owned())),
-            Err(e) => Err(NetError::Dns(e.to_string())),
-        }
-    }
-
-    async fn spawn_dns(&self) -> Result<(), NetError> {
-        let dir = self.dns_dir();
-        fs::create_dir_all(&dir).map_err(|e| NetError::Dns(e.to_string()))?;
-        let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("dns.log")).map_err(|e| NetError::Dns(e.to_string()))?;
-        let mut child = tokio::process::Command::new(&self.cfg.exe)
-            .arg("dns")
-            .arg("--state")
-            .arg(&dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            // Its own process group: a terminal's ^C or the daemon's end do not reach it.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| NetError::Dns(format!("starting {} dns: {e}", self.cfg.exe.display())))?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut line = String::new();
-        let read = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
-        // Reap it whenever it ends, so no zombie stays behind.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
-        match read {
-            Ok(Ok(_)) if line.trim() == "ready" => {
-                tracing::info!("started the DNS server");
-                Ok(())
-            }
-            _ => Err(NetError::Dns(format!("it did not start; see {}", dir.join("dns.log").display()))),
-        }
-    }
-
-    // ---- networks ----
-
     pub async fn create(&self, spec: &NetworkSpec) -> Result<NetworkRecord, NetError> {
         let (v4, v6) = spec.validate()?;
         let mut st = self.state.lock().await;
         if st.networks.values().any(|n| n.name == spec.name) {
             return Err(NetError::Exists(spec.name.clone()));
         }
-        let taken4: Vec<Ipv4Net> = st.networks.values().map(|n| n.subnet4).chain(host_routes4()).collect();
+        let taken4: Vec<Ipv4Net> = st.networks.values().map(|n| n.subnet4).chain(kernel::host_routes4()).collect();
         let subnet4 = match v4 {
             Some(s) => {
                 if let Some(o) = st.networks.values().find(|n| ipam::overlaps4(&n.subnet4, &s)) {
@@ -747,6 +234,7 @@ impl Networks {
             gateway6: subnet6.map(ipam::gateway6),
             internal: spec.internal,
             labels: spec.labels.clone(),
+            options: spec.options.clone(),
             created: atoll_util::now_rfc3339(),
         };
         self.save(&rec)?;
@@ -756,9 +244,15 @@ impl Networks {
     }
 
     pub async fn list(&self) -> Vec<NetworkRecord> {
+        self.summaries().await.into_iter().map(|s| s.network).collect()
+    }
+
+    /// The networks with the state of their bridges (`network ls`).
+    pub async fn summaries(&self) -> Vec<NetworkSummary> {
         let st = self.state.lock().await;
-        let mut v: Vec<NetworkRecord> = st.networks.values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut v: Vec<NetworkSummary> =
+            st.networks.values().map(|n| NetworkSummary { network: n.clone(), bridge_state: st.bridge_state(&n.id) }).collect();
+        v.sort_by(|a, b| a.network.name.cmp(&b.network.name));
         v
     }
 
@@ -784,7 +278,7 @@ impl Networks {
         if !users.is_empty() {
             return Err(NetError::InUse { name: n.name, containers: users.join(", ") });
         }
-        self.nl.delete(&n.bridge).await?;
+        self.delete_bridge(&n.bridge).await?;
         let path = self.networks_dir().join(format!("{}.json", n.id));
         fs::remove_file(&path).map_err(|source| NetError::Read { path, source })?;
         st.networks.remove(&n.id);
@@ -819,7 +313,34 @@ impl Networks {
         exposed: &[ExposedPort],
         publish_all: bool,
     ) -> Result<(Vec<Endpoint>, Vec<PublishedPort>), NetError> {
-        let mut st = self.state.lock().await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut st = self.state.lock().await;
+            let result = Self::allocate_in(&mut st, owner, name, attachments, publish, exposed, publish_all);
+            if result.is_err() {
+                st.owners.remove(owner);
+            }
+            match result {
+                // The last free address may be a removed container's whose veth is going.
+                Err(NetError::Full(n)) if st.dying.values().flatten().any(|e| e.network == n) && tokio::time::Instant::now() < deadline => {
+                    let torn_down = self.torn_down.notified();
+                    drop(st);
+                    let _ = tokio::time::timeout_at(deadline, torn_down).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn allocate_in(
+        st: &mut State,
+        owner: &str,
+        name: &str,
+        attachments: &[NetworkAttachment],
+        publish: &[PortSpec],
+        exposed: &[ExposedPort],
+        publish_all: bool,
+    ) -> Result<(Vec<Endpoint>, Vec<PublishedPort>), NetError> {
         let mut endpoints: Vec<Endpoint> = Vec::new();
         for (i, a) in attachments.iter().enumerate() {
             // Register as we go so two endpoints of one container never share an address.
@@ -830,27 +351,13 @@ impl Networks {
             endpoints.push(e);
             st.owners.insert(owner.to_owned(), Owner { name: name.to_owned(), endpoints: endpoints.clone(), ports: vec![], active: false });
         }
-        let result = (|| {
-            if (!publish.is_empty() || publish_all)
-                && !endpoints.iter().any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal))
-            {
-                return Err(NetError::InternalPublish(endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(", ")));
-            }
-            st.ports(publish, exposed, publish_all)
-        })();
-        match result {
-            Ok(ports) => {
-                st.owners.insert(
-                    owner.to_owned(),
-                    Owner { name: name.to_owned(), endpoints: endpoints.clone(), ports: ports.clone(), active: false },
-                );
-                Ok((endpoints, ports))
-            }
-            Err(e) => {
-                st.owners.remove(owner);
-                Err(e)
-            }
+        if (!publish.is_empty() || publish_all) && !endpoints.iter().any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal)) {
+            return Err(NetError::InternalPublish(endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(", ")));
         }
+        let ports = st.ports(publish, exposed, publish_all)?;
+        st.owners
+            .insert(owner.to_owned(), Owner { name: name.to_owned(), endpoints: endpoints.clone(), ports: ports.clone(), active: false });
+        Ok((endpoints, ports))
     }
 
     /// Creates the container's namespace if needed and plumbs its endpoints. Returns the
@@ -863,6 +370,9 @@ impl Networks {
             return Ok(path);
         }
         let n = o.endpoints.len();
+        if n > 0 {
+            self.claim(&st).await?;
+        }
         let _ = netns::remove(&path);
         netns::create(&path).map_err(|source| NetError::Netns { id: owner.to_owned(), source })?;
         let plumbed = async {
@@ -877,37 +387,37 @@ impl Networks {
             return Err(e);
         }
         st.owners.get_mut(owner).expect("checked").active = true;
-        if let Err(e) = self.sync(&st).await {
+        let mut synced = self.sync(&mut st).await;
+        if synced.is_ok() {
+            // Its own ports must be reserved: another program took one since `create`.
+            let busy = self.busy.lock().unwrap().clone();
+            if let Some(b) = busy.iter().find(|b| st.owners[owner].ports.iter().any(|p| p.covers(b))) {
+                synced = Err(NetError::PortBusy(b.to_string()));
+            }
+        }
+        if let Err(e) = synced {
             st.owners.get_mut(owner).expect("checked").active = false;
             self.unplumb(&st, owner).await;
-            let _ = self.sync(&st).await;
+            let _ = self.sync(&mut st).await;
             return Err(e);
         }
         Ok(path)
     }
 
-    async fn unplumb(&self, st: &State, owner: &str) {
-        if let Some(o) = st.owners.get(owner) {
-            for e in &o.endpoints {
-                if let Err(err) = self.nl.delete(&e.host_veth).await {
-                    tracing::warn!(error = %err, "removing a veth");
-                }
-            }
-        }
-        if let Err(err) = netns::remove(&self.netns_path(owner)) {
-            tracing::warn!(error = %err, container = owner, "removing a network namespace");
-        }
-    }
-
     /// Tears down the container's namespace and links and frees its addresses and ports.
     pub async fn release(&self, owner: &str) -> Result<(), NetError> {
         let mut st = self.state.lock().await;
-        if !st.owners.contains_key(owner) {
-            return Ok(());
+        let Some(o) = st.owners.remove(owner) else { return Ok(()) };
+        if let Err(err) = netns::remove(&self.netns_path(owner)) {
+            tracing::warn!(error = %err, container = owner, "removing a network namespace");
         }
-        self.unplumb(&st, owner).await;
-        st.owners.remove(owner);
-        self.sync(&st).await
+        if o.active && !o.endpoints.is_empty() {
+            st.dying.insert(owner.to_owned(), o.endpoints.clone());
+            self.teardown_later(owner, o.endpoints);
+        }
+        // Its names can go from DNS without waiting; its ports must be free when this returns.
+        let reload = if o.ports.is_empty() { helper::Reload::Later } else { helper::Reload::Wait };
+        self.sync_with(&mut st, reload).await
     }
 
     /// Connects a container to one more network (plumbed at once if it has a namespace).
@@ -929,12 +439,16 @@ impl Networks {
         o.endpoints.push(e.clone());
         let (active, i) = (o.active, o.endpoints.len() - 1);
         if active {
+            if let Err(err) = self.claim(&st).await {
+                st.owners.get_mut(owner).expect("inserted").endpoints.pop();
+                return Err(err);
+            }
             if let Err(err) = self.plumb(&st, owner, i).await {
                 let _ = self.nl.delete(&e.host_veth).await;
                 st.owners.get_mut(owner).expect("inserted").endpoints.pop();
                 return Err(err);
             }
-            self.sync(&st).await?;
+            self.sync(&mut st).await?;
         }
         Ok(e)
     }
@@ -949,7 +463,7 @@ impl Networks {
         let (active, rest) = (o.active, o.endpoints.clone());
         if active {
             self.nl.delete(&e.host_veth).await?;
-            self.sync(&st).await?;
+            self.sync(&mut st).await?;
         }
         Ok(rest)
     }
@@ -973,74 +487,30 @@ impl Networks {
         nft::input_drop_chains()
     }
 
+    /// What keeps container networking from working as it should here, with what to do.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(who) = self.foreign.lock().unwrap().clone() {
+            v.push(NetError::Foreign(who).to_string());
+        }
+        for f in self.forward_drops.lock().unwrap().iter() {
+            v.push(f.describe());
+        }
+        for b in self.busy.lock().unwrap().iter() {
+            v.push(format!(
+                "published port {b} is held by another program: its traffic from other hosts still reaches the container \
+                 (DNAT), but the port is not reserved and IPv6 loopback does not reach it; stop that program, or publish another port"
+            ));
+        }
+        v
+    }
+
     pub fn config(&self) -> &NetConfig {
         &self.cfg
     }
 }
 
-/// The host's IPv4 routes, so new subnets avoid the networks the host already reaches.
-fn host_routes4() -> Vec<Ipv4Net> {
-    let Ok(text) = fs::read_to_string("/proc/net/route") else { return Vec::new() };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            if mask == 0 {
-                return None;
-            }
-            Ipv4Net::with_netmask(Ipv4Addr::from(u32::from_be(dest)), Ipv4Addr::from(u32::from_be(mask))).ok()
-        })
-        .collect()
-}
-
 /// Reads `path` if it exists (for callers outside this crate that share the parsing).
 pub fn read_upstreams(path: &Path) -> Vec<SocketAddr> {
     dns::upstreams_from_resolv_conf(&fs::read_to_string(path).unwrap_or_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etc_files() {
-        let e = Endpoint {
-            network_id: "n".into(),
-            network: "front".into(),
-            ipv4: "10.89.0.2".parse().unwrap(),
-            ipv6: Some("fd00::2".parse().unwrap()),
-            mac: "02:42:0a:59:00:02".into(),
-            aliases: vec![],
-            interface: "eth0".into(),
-            host_veth: "av0123456789".into(),
-        };
-        expect_test::expect![[r#"
-            127.0.0.1	localhost
-            ::1	localhost ip6-localhost ip6-loopback
-            10.89.0.2	abc web
-            fd00::2	abc web
-        "#]]
-        .assert_eq(&hosts_file("abc", "web", &[e]));
-        assert_eq!(
-            resolv_conf("10.89.0.1".parse().unwrap(), "nameserver 1.1.1.1\nsearch example.org\noptions ndots:2\n"),
-            "nameserver 10.89.0.1\nsearch example.org\noptions ndots:2\n"
-        );
-        assert_eq!(parse_mac("02:42:0a:59:00:02"), [2, 0x42, 10, 0x59, 0, 2]);
-    }
-
-    #[test]
-    fn port_clashes() {
-        let p = |ip: Option<&str>, port, proto| PublishedPort {
-            host_ip: ip.map(|s| s.parse().unwrap()),
-            host_port: port,
-            container_port: 80,
-            protocol: proto,
-        };
-        assert!(clashes(&p(None, 80, Protocol::Tcp), &p(Some("127.0.0.1"), 80, Protocol::Tcp)));
-        assert!(!clashes(&p(None, 80, Protocol::Tcp), &p(None, 80, Protocol::Udp)));
-        assert!(!clashes(&p(Some("127.0.0.1"), 80, Protocol::Tcp), &p(Some("127.0.0.2"), 80, Protocol::Tcp)));
-        assert_eq!(p(Some("::1"), 8080, Protocol::Udp).to_string(), "[::1]:8080->80/udp");
-    }
 }

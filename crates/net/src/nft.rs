@@ -4,7 +4,9 @@
 //! nothing outside the table is touched.
 //!
 //! Published ports are DNAT in `prerouting` (other hosts, containers) and `output` (the host
-//! itself, including 127.0.0.1 with `route_localnet` on the bridges). Forwarded packets never
+//! itself, including 127.0.0.1 with `route_localnet` on the bridges). From outside, containers
+//! are reachable on published ports only (docker 28's rule), unless their network's gateway
+//! mode is `nat-unprotected`. Forwarded packets never
 //! pass an `input` hook: a host firewall that filters only `input` does not see them, which
 //! [`input_drop_chains`] detects so the daemon can say so. A firewall that filters `forward`
 //! still applies, since every base chain on a hook must accept a packet.
@@ -29,9 +31,13 @@ pub struct BridgeRules {
     pub subnet4: Ipv4Net,
     pub subnet6: Option<Ipv6Net>,
     pub internal: bool,
+    /// Docker's `nat-unprotected` gateway mode: from outside, every port of its containers is
+    /// reachable (by whoever routes the subnet to this host), not only published ones.
+    pub unprotected4: bool,
+    pub unprotected6: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortRule {
     /// None: every local address of both families.
     pub host_ip: Option<IpAddr>,
@@ -44,6 +50,8 @@ pub struct PortRule {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
+    /// The table's comment: the mark of the daemon that owns it (see `claim`).
+    pub comment: Option<String>,
     pub bridges: Vec<BridgeRules>,
     pub ports: Vec<PortRule>,
 }
@@ -63,6 +71,9 @@ pub fn render(rules: &Ruleset) -> String {
         return s;
     }
     let _ = writeln!(s, "table inet {TABLE} {{");
+    if let Some(c) = &rules.comment {
+        let _ = writeln!(s, "\tcomment \"{c}\"");
+    }
     s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
     // Containers' DNS queries to their gateway stay with Atoll's resolver, even when host
     // port 53 is published (a pihole, say).
@@ -87,6 +98,9 @@ pub fn render(rules: &Ruleset) -> String {
             Some(IpAddr::V4(ip)) => {
                 let _ = writeln!(s, "\t\tip daddr {ip} {proto} dport {hp} dnat ip to {}:{cp}", p.target4);
             }
+            // IPv6 loopback cannot be DNAT-ed to another address (there is no route_localnet
+            // for IPv6): the helper's socket relays it (see `proxy`).
+            Some(IpAddr::V6(ip)) if ip.is_loopback() => {}
             Some(IpAddr::V6(ip)) => {
                 if let Some(t6) = p.target6 {
                     let m = if ip.is_unspecified() { "ip6 daddr != ::1".to_owned() } else { format!("ip6 daddr {ip}") };
@@ -123,6 +137,27 @@ pub fn render(rules: &Ruleset) -> String {
     s.push_str(&same.join(", "));
     s.push_str(" }\n");
     let _ = writeln!(s, "\t\tiifname \"{BRIDGE_PREFIX}*\" oifname \"{BRIDGE_PREFIX}*\" drop");
+    // From outside (another host routing a container subnet through this one, another
+    // engine's bridge), only published ports: through DNAT (accepted above) or directly on
+    // their container's address, as docker does.
+    let mut direct = std::collections::BTreeSet::new();
+    for p in &rules.ports {
+        direct.insert(format!("ip daddr {} {} dport {} accept", p.target4, p.protocol, p.container_port));
+        if let Some(t6) = p.target6 {
+            direct.insert(format!("ip6 daddr {t6} {} dport {} accept", p.protocol, p.container_port));
+        }
+    }
+    for d in direct {
+        let _ = writeln!(s, "\t\t{d}");
+    }
+    for b in rules.bridges.iter().filter(|b| !b.internal) {
+        if !b.unprotected4 {
+            let _ = writeln!(s, "\t\toifname \"{}\" meta nfproto ipv4 drop", b.bridge);
+        }
+        if b.subnet6.is_some() && !b.unprotected6 {
+            let _ = writeln!(s, "\t\toifname \"{}\" meta nfproto ipv6 drop", b.bridge);
+        }
+    }
     s.push_str("\t}\n}\n");
     s
 }
@@ -145,9 +180,41 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Who wrote this namespace's `inet atoll` table (its comment; JSON listings leave it out).
+pub fn table_owner() -> Result<crate::claim::TableOwner, NftError> {
+    use crate::claim::{Mark, TableOwner};
+    let text = match nft(&["-t", "list", "table", "inet", TABLE], None) {
+        Ok(t) => t,
+        Err(NftError::Refused(e)) if e.contains("No such file or directory") => return Ok(TableOwner::Absent),
+        Err(e) => return Err(e),
+    };
+    // The comment, if any, is the table's first line inside its braces.
+    let comment = text.lines().nth(1).and_then(|l| l.trim().strip_prefix("comment \"")).and_then(|c| c.strip_suffix('"'));
+    Ok(comment.and_then(Mark::parse).map_or(TableOwner::Unmarked, TableOwner::Marked))
+}
+
 /// Replaces Atoll's table with `rules`, atomically.
 pub fn apply(rules: &Ruleset) -> Result<(), NftError> {
     nft(&["-f", "-"], Some(&render(rules))).map(|_| ())
+}
+
+/// The whole ruleset as nft's JSON (for `firewall`).
+pub fn list_ruleset() -> Result<serde_json::Value, NftError> {
+    let out = nft(&["-j", "list", "ruleset"], None)?;
+    serde_json::from_str(&out).map_err(|e| NftError::Refused(format!("unreadable JSON from nft: {e}")))
+}
+
+/// `nft monitor`: one line per change any program makes to the ruleset, each change closed
+/// by a `# new generation …` line. Killed when the child is dropped.
+pub fn monitor() -> Result<tokio::process::Child, NftError> {
+    tokio::process::Command::new("nft")
+        .arg("monitor")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(NftError::Spawn)
 }
 
 /// Base chains of other tables that hook `input` with a `drop` policy ("family table chain"):
@@ -184,6 +251,7 @@ mod tests {
     #[test]
     fn ruleset_snapshot() {
         let rules = Ruleset {
+            comment: Some("atoll lock=fe:00:1234 data-dir=/var/lib/atoll".into()),
             bridges: vec![
                 BridgeRules {
                     bridge: "at-0123456789ab".into(),
@@ -191,6 +259,8 @@ mod tests {
                     subnet4: "10.89.0.0/24".parse().unwrap(),
                     subnet6: Some("fd12:3456:789a::/64".parse().unwrap()),
                     internal: false,
+                    unprotected4: false,
+                    unprotected6: false,
                 },
                 BridgeRules {
                     bridge: "at-internal0001".into(),
@@ -198,12 +268,32 @@ mod tests {
                     subnet4: "10.89.1.0/24".parse().unwrap(),
                     subnet6: None,
                     internal: true,
+                    unprotected4: false,
+                    unprotected6: false,
+                },
+                BridgeRules {
+                    bridge: "at-open00000001".into(),
+                    gateway4: "10.89.2.1".parse().unwrap(),
+                    subnet4: "10.89.2.0/24".parse().unwrap(),
+                    subnet6: Some("fd12:3456:789a:2::/64".parse().unwrap()),
+                    internal: false,
+                    unprotected4: true,
+                    unprotected6: false,
                 },
             ],
             ports: vec![
                 PortRule {
                     host_ip: None,
                     host_port: 8080,
+                    protocol: Protocol::Tcp,
+                    target4: "10.89.0.2".parse().unwrap(),
+                    target6: Some("fd12:3456:789a::2".parse().unwrap()),
+                    container_port: 80,
+                },
+                // IPv6 loopback: no rule (the helper relays it).
+                PortRule {
+                    host_ip: Some("::1".parse().unwrap()),
+                    host_port: 8081,
                     protocol: Protocol::Tcp,
                     target4: "10.89.0.2".parse().unwrap(),
                     target6: Some("fd12:3456:789a::2".parse().unwrap()),
@@ -223,10 +313,12 @@ mod tests {
             table inet atoll
             delete table inet atoll
             table inet atoll {
+            	comment "atoll lock=fe:00:1234 data-dir=/var/lib/atoll"
             	chain prerouting {
             		type nat hook prerouting priority dstnat; policy accept;
             		iifname "at-0123456789ab" ip daddr 10.89.0.1 meta l4proto { tcp, udp } th dport 53 return
             		iifname "at-internal0001" ip daddr 10.89.1.1 meta l4proto { tcp, udp } th dport 53 return
+            		iifname "at-open00000001" ip daddr 10.89.2.1 meta l4proto { tcp, udp } th dport 53 return
             		fib daddr type local jump published
             	}
             	chain output {
@@ -246,6 +338,10 @@ mod tests {
             		ip6 saddr fd12:3456:789a::/64 oifname != "at-0123456789ab" masquerade
             		oifname "at-internal0001" ip saddr 127.0.0.0/8 masquerade
             		iifname "at-internal0001" oifname "at-internal0001" ct status dnat masquerade
+            		oifname "at-open00000001" ip saddr 127.0.0.0/8 masquerade
+            		iifname "at-open00000001" oifname "at-open00000001" ct status dnat masquerade
+            		ip saddr 10.89.2.0/24 oifname != "at-open00000001" masquerade
+            		ip6 saddr fd12:3456:789a:2::/64 oifname != "at-open00000001" masquerade
             	}
             	chain forward {
             		type filter hook forward priority filter; policy accept;
@@ -253,8 +349,14 @@ mod tests {
             		oifname "at-internal0001" iifname != "at-internal0001" drop
             		ct state established,related accept
             		ct status dnat accept
-            		iifname . oifname vmap { "at-0123456789ab" . "at-0123456789ab" : accept, "at-internal0001" . "at-internal0001" : accept }
+            		iifname . oifname vmap { "at-0123456789ab" . "at-0123456789ab" : accept, "at-internal0001" . "at-internal0001" : accept, "at-open00000001" . "at-open00000001" : accept }
             		iifname "at-*" oifname "at-*" drop
+            		ip daddr 10.89.0.2 tcp dport 80 accept
+            		ip daddr 10.89.0.3 udp dport 53 accept
+            		ip6 daddr fd12:3456:789a::2 tcp dport 80 accept
+            		oifname "at-0123456789ab" meta nfproto ipv4 drop
+            		oifname "at-0123456789ab" meta nfproto ipv6 drop
+            		oifname "at-open00000001" meta nfproto ipv6 drop
             	}
             }
         "#]]

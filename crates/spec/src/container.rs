@@ -131,6 +131,11 @@ pub enum SpecError {
     Unit(#[from] crate::units::UnitError),
     #[error("invalid published port {0:?}: use [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp], ports 1-65535, ranges as A-B")]
     Publish(String),
+    #[error(
+        "invalid published port {spec:?}: the container ports {container} and the host ports {host} differ in number; \
+         give host ports as many as container ports, or one container port with a host range to pick a free port from"
+    )]
+    PublishRanges { spec: String, container: String, host: String },
     #[error("invalid exposed port {0:?}: use PORT[-PORT][/tcp|udp]")]
     Expose(String),
     #[error("invalid network name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
@@ -139,6 +144,8 @@ pub enum SpecError {
     NetworkAlias(String),
     #[error("invalid subnet {0:?}: give at most one IPv4 CIDR (/8 to /30) and one IPv6 CIDR (/48 to /120)")]
     Subnet(String),
+    #[error("invalid network option {option}: {why}")]
+    NetworkOption { option: String, why: String },
     #[error("--network {0} cannot be combined with networks, aliases or published ports; use a bridge network")]
     NetworkModeConflict(String),
     #[error("network {0:?} is named twice")]
@@ -661,9 +668,7 @@ impl ContainerSpec {
             }
         }
         for p in &self.publish {
-            if p.container_port == 0 {
-                return Err(SpecError::Publish(p.to_string()));
-            }
+            p.validate()?;
         }
         Ok(())
     }

@@ -39,7 +39,8 @@ impl Protocol {
     }
 }
 
-/// One `-p`: a host port (0: pick a free one) forwarded to a container port.
+/// One `-p`: a host port (0: pick a free one; with `host_port_end`, the first free one of a
+/// range) forwarded to a container port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PortSpec {
     /// The host address to listen on; all of the host's addresses if absent.
@@ -47,10 +48,28 @@ pub struct PortSpec {
     #[schema(value_type = Option<String>)]
     pub host_ip: Option<IpAddr>,
     #[serde(default)]
+    #[schema(maximum = 65535)]
     pub host_port: u16,
+    /// The last port of a host range (`-p 8000-8010:80`): the first free port from
+    /// `host_port` to this one is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub host_port_end: Option<u16>,
+    #[schema(minimum = 1, maximum = 65535)]
     pub container_port: u16,
     #[serde(default)]
     pub protocol: Protocol,
+}
+
+impl PortSpec {
+    /// A container port, and a host range that is a range (1 <= start <= end).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad_range = self.host_port_end.is_some_and(|end| self.host_port == 0 || end < self.host_port);
+        if self.container_port == 0 || bad_range {
+            return Err(SpecError::Publish(self.to_string()));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for PortSpec {
@@ -60,8 +79,10 @@ impl fmt::Display for PortSpec {
             Some(ip) => write!(f, "{ip}:")?,
             None => {}
         }
-        if self.host_port != 0 {
-            write!(f, "{}:", self.host_port)?;
+        match (self.host_port, self.host_port_end) {
+            (0, _) => {}
+            (a, Some(b)) if b != a => write!(f, "{a}-{b}:")?,
+            (a, _) => write!(f, "{a}:")?,
         }
         write!(f, "{}/{}", self.container_port, self.protocol)
     }
@@ -74,9 +95,10 @@ fn parse_range(s: &str) -> Option<(u16, u16)> {
     (a != 0 && a <= b).then_some((a, b))
 }
 
-/// Parses `-p [IP:][HOST:]CONTAINER[/tcp|udp]`, with `A-B` ranges of equal length on both
-/// sides (or a host range for one container port, of which the first free is taken: not
-/// supported, so it is refused). IPv6 host addresses go in brackets: `[::1]:8080:80`.
+/// Parses `-p [IP:][HOST:]CONTAINER[/tcp|udp]`, with docker's rules for `A-B` ranges: ranges of
+/// equal length map port to port; a host range for one container port is where a free host
+/// port is picked; any other pair of lengths is refused. IPv6 host addresses go in brackets:
+/// `[::1]:8080:80`.
 pub fn parse_publish(s: &str) -> Result<Vec<PortSpec>, SpecError> {
     let err = || SpecError::Publish(s.to_owned());
     let (rest, protocol) = match s.rsplit_once('/') {
@@ -97,17 +119,26 @@ pub fn parse_publish(s: &str) -> Result<Vec<PortSpec>, SpecError> {
             _ => return Err(err()),
         }
     };
-    let (host, container) = match rest.split_once(':') {
-        Some((h, c)) => (if h.is_empty() { None } else { Some(parse_range(h).ok_or_else(err)?) }, parse_range(c).ok_or_else(err)?),
-        None => (None, parse_range(rest).ok_or_else(err)?),
+    let (host_text, container_text) = match rest.split_once(':') {
+        Some((h, c)) => (h, c),
+        None => ("", rest),
     };
+    let host = if host_text.is_empty() { None } else { Some(parse_range(host_text).ok_or_else(err)?) };
+    let container = parse_range(container_text).ok_or_else(err)?;
     let n = container.1 - container.0;
-    if let Some(h) = host
-        && h.1 - h.0 != n
-    {
-        return Err(err());
+    let spec = |i: u16, host_port: u16, host_port_end: Option<u16>| PortSpec {
+        host_ip,
+        host_port,
+        host_port_end,
+        container_port: container.0 + i,
+        protocol,
+    };
+    match host {
+        None => Ok((0..=n).map(|i| spec(i, 0, None)).collect()),
+        Some(h) if h.1 - h.0 == n => Ok((0..=n).map(|i| spec(i, h.0 + i, None)).collect()),
+        Some(h) if n == 0 => Ok(vec![spec(0, h.0, Some(h.1))]),
+        Some(_) => Err(SpecError::PublishRanges { spec: s.to_owned(), container: container_text.to_owned(), host: host_text.to_owned() }),
     }
-    Ok((0..=n).map(|i| PortSpec { host_ip, host_port: host.map_or(0, |h| h.0 + i), container_port: container.0 + i, protocol }).collect())
 }
 
 /// A port the container listens on (`--expose`, or the image's `ExposedPorts`): published
@@ -180,14 +211,66 @@ pub struct NetworkSpec {
     pub internal: bool,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Driver options (`-o KEY=VALUE`, compose's `driver_opts`), by docker's names; see
+    /// [`NetworkSpec::gateway_modes`] for those Atoll knows.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// Docker's option for how a bridge network's IPv4 gateway treats traffic from outside.
+pub const GATEWAY_MODE_IPV4: &str = "com.docker.network.bridge.gateway_mode_ipv4";
+/// The same for IPv6.
+pub const GATEWAY_MODE_IPV6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
+
+/// How traffic from outside the host reaches a network's containers (docker's gateway modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GatewayMode {
+    /// NAT out; from outside, only published ports are reachable (docker 28's default).
+    #[default]
+    Nat,
+    /// NAT out; from outside, every port of a container whose address is routed to the host.
+    NatUnprotected,
+}
+
+impl GatewayMode {
+    fn parse(key: &str, value: &str) -> Result<Self, SpecError> {
+        match value {
+            "nat" => Ok(Self::Nat),
+            "nat-unprotected" => Ok(Self::NatUnprotected),
+            "routed" | "isolated" => Err(SpecError::NetworkOption {
+                option: format!("{key}={value}"),
+                why: "this gateway mode is not supported; use nat (the default) or nat-unprotected".into(),
+            }),
+            _ => Err(SpecError::NetworkOption { option: format!("{key}={value}"), why: "use nat or nat-unprotected".into() }),
+        }
+    }
 }
 
 impl NetworkSpec {
+    /// The gateway modes of IPv4 and IPv6, from `options`; any other option is refused.
+    pub fn gateway_modes(options: &std::collections::BTreeMap<String, String>) -> Result<(GatewayMode, GatewayMode), SpecError> {
+        let (mut v4, mut v6) = (GatewayMode::Nat, GatewayMode::Nat);
+        for (k, v) in options {
+            match k.as_str() {
+                GATEWAY_MODE_IPV4 => v4 = GatewayMode::parse(k, v)?,
+                GATEWAY_MODE_IPV6 => v6 = GatewayMode::parse(k, v)?,
+                _ => {
+                    return Err(SpecError::NetworkOption {
+                        option: format!("{k}={v}"),
+                        why: format!("not a supported option; the supported ones are {GATEWAY_MODE_IPV4} and {GATEWAY_MODE_IPV6}"),
+                    });
+                }
+            }
+        }
+        Ok((v4, v6))
+    }
+
     /// Checks the name and subnets; returns the parsed subnets (at most one of each family).
     pub fn validate(&self) -> Result<(Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>), SpecError> {
         if !valid_network_name(&self.name) || matches!(self.name.as_str(), "none" | "host") {
             return Err(SpecError::NetworkName(self.name.clone()));
         }
+        Self::gateway_modes(&self.options)?;
         let (mut v4, mut v6) = (None, None);
         for s in &self.subnets {
             let net: IpNet = s.parse().map_err(|_| SpecError::Subnet(s.clone()))?;
@@ -221,7 +304,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn p(s: &str) -> Vec<String> {
-        parse_publish(s).unwrap().iter().map(|p| format!("{:?}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol)).collect()
+        parse_publish(s)
+            .unwrap()
+            .iter()
+            .map(|p| match p.host_port_end {
+                Some(end) => format!("{:?}:{}-{end}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol),
+                None => format!("{:?}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol),
+            })
+            .collect()
     }
 
     #[test]
@@ -236,9 +326,36 @@ mod tests {
         assert_eq!(p(":80"), ["None:0->80/tcp"]);
     }
 
+    /// Docker's rules: a host range for one container port is a pool to pick one free port
+    /// from; equal lengths map port to port; other lengths are refused, saying why.
+    #[test]
+    fn publish_port_ranges_follow_docker() {
+        assert_eq!(p("127.0.0.1:18040-18042:80"), ["Some(127.0.0.1):18040-18042->80/tcp"]);
+        assert_eq!(p("18040-18042:80/udp"), ["None:18040-18042->80/udp"]);
+        assert_eq!(p("[::1]:18040-18041:80"), ["Some(::1):18040-18041->80/tcp"]);
+        assert_eq!(p("8000-8001:9000-9001"), ["None:8000->9000/tcp", "None:8001->9001/tcp"]);
+        // A one-port "range" is just a port.
+        assert_eq!(p("8080-8080:80"), ["None:8080->80/tcp"]);
+        for bad in ["8000-8002:9000-9001", "8080:80-81", "127.0.0.1:8000-8001:80-82/udp"] {
+            let e = parse_publish(bad).unwrap_err();
+            assert!(matches!(e, SpecError::PublishRanges { .. }), "{bad:?}: {e}");
+        }
+        assert_eq!(
+            parse_publish("8080:80-81").unwrap_err().to_string(),
+            "invalid published port \"8080:80-81\": the container ports 80-81 and the host ports 8080 differ in number; \
+             give host ports as many as container ports, or one container port with a host range to pick a free port from"
+        );
+        // Displayed as given, and parsed back to the same.
+        let r = parse_publish("127.0.0.1:18040-18042:80").unwrap()[0];
+        assert_eq!(r.to_string(), "127.0.0.1:18040-18042:80/tcp");
+        assert_eq!(parse_publish(&r.to_string()).unwrap(), [r]);
+        assert!(PortSpec { host_port_end: Some(10), host_port: 20, ..r }.validate().is_err());
+        assert!(PortSpec { host_port_end: Some(10), host_port: 0, ..r }.validate().is_err());
+    }
+
     #[test]
     fn publish_rejects() {
-        for bad in ["", "0", "x", "80/sctp", "70000", "1.2.3:80:80", "8000-8002:9000-9001", "9-8", "[::1:80:80", "a:b:c:d", "80:"] {
+        for bad in ["", "0", "x", "80/sctp", "70000", "1.2.3:80:80", "9-8", "[::1:80:80", "a:b:c:d", "80:", "8080-8079:80"] {
             assert!(matches!(parse_publish(bad), Err(SpecError::Publish(_))), "{bad:?} was accepted");
         }
     }
@@ -269,6 +386,23 @@ mod tests {
     }
 
     #[test]
+    fn gateway_modes_follow_dockers_options() {
+        let opts = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(NetworkSpec::gateway_modes(&opts(&[])).unwrap(), (GatewayMode::Nat, GatewayMode::Nat));
+        assert_eq!(
+            NetworkSpec::gateway_modes(&opts(&[(GATEWAY_MODE_IPV4, "nat-unprotected")])).unwrap(),
+            (GatewayMode::NatUnprotected, GatewayMode::Nat)
+        );
+        assert_eq!(NetworkSpec::gateway_modes(&opts(&[(GATEWAY_MODE_IPV6, "nat-unprotected")])).unwrap().1, GatewayMode::NatUnprotected);
+        let err = NetworkSpec::gateway_modes(&opts(&[(GATEWAY_MODE_IPV4, "routed")])).unwrap_err().to_string();
+        assert!(err.contains("not supported; use nat (the default) or nat-unprotected"), "{err}");
+        let err = NetworkSpec::gateway_modes(&opts(&[("com.docker.network.driver.mtu", "1400")])).unwrap_err().to_string();
+        assert!(err.contains("com.docker.network.driver.mtu=1400") && err.contains(GATEWAY_MODE_IPV4), "{err}");
+        let spec = NetworkSpec { name: "n".into(), options: opts(&[(GATEWAY_MODE_IPV4, "bogus")]), ..Default::default() };
+        assert!(spec.validate().is_err());
+    }
+
+    #[test]
     fn dns_labels() {
         assert!(valid_dns_label("db") && valid_dns_label("db.internal") && valid_dns_label("my_svc-1"));
         assert!(!valid_dns_label("") && !valid_dns_label("a..b") && !valid_dns_label("-a") && !valid_dns_label("a b"));
@@ -277,10 +411,11 @@ mod tests {
     proptest! {
         /// Whatever the shape, a parsed `-p` prints back to something that parses to the same.
         #[test]
-        fn publish_display_round_trips(ip in proptest::option::of(any::<[u8; 4]>()), host in 0u16..=65535, cport in 1u16..=65535, udp: bool) {
+        fn publish_display_round_trips(ip in proptest::option::of(any::<[u8; 4]>()), host in 0u16..=65535, span in 0u16..4, cport in 1u16..=65535, udp: bool) {
             let spec = PortSpec {
                 host_ip: ip.map(|b| IpAddr::V4(Ipv4Addr::from(b))),
                 host_port: host,
+                host_port_end: host.checked_add(span).filter(|_| host != 0 && span != 0),
                 container_port: cport,
                 protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
             };

@@ -130,6 +130,11 @@ impl Daemon {
         Self::start_in(bin, root, args, None)
     }
 
+    /// Starts a daemon in `other`'s network namespace: two daemons on one host.
+    pub fn start_beside(bin: &Path, root: &Path, args: &[&str], other: &Daemon) -> Self {
+        Self::start_in(bin, root, args, Some(other.ns().handle()))
+    }
+
     /// Starts the daemon in the existing namespace `ns` (a host of an [`crate::island`]
     /// topology), which outlives it: dropping the daemon leaves the namespace alone.
     pub fn start_in_netns(bin: &Path, root: &Path, args: &[&str], ns: &Netns) -> Self {

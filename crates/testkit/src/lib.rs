@@ -1,14 +1,15 @@
 //! Test support shared by the end-to-end tests and the benchmarks: build OCI images from
 //! `busybox-static`, generated content and Debian packages (`apps`: PostgreSQL, Redis, nginx,
-//! a Python web app), run a real `docker-registry`, push with `skopeo`,
-//! drive the real `atoll` binary, stall or cut connections deterministically, and build a small
-//! internet of network namespaces for multi-host tests (`island`).
+//! a Python web app), run a real `docker-registry`, push with `skopeo`, drive the real `atoll`
+//! binary (and a real docker engine beside it), stall or cut connections deterministically,
+//! and build a small internet of network namespaces for multi-host tests (`island`).
 //!
 //! Missing tools are a failure, never a skip: `scripts/install-deps.sh` installs them.
 #![forbid(unsafe_code)]
 
 pub mod apps;
 pub mod daemon;
+pub mod docker;
 pub mod island;
 pub mod oci;
 pub mod proxy;

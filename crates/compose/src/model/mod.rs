@@ -162,8 +162,14 @@ fn port(service: &str, v: &J) -> Result<Vec<J>, ModelError> {
                 o.insert("host_ip".into(), json!(ip.to_string()));
             }
             o.insert("target".into(), json!(p.container_port));
-            if p.host_port != 0 {
-                o.insert("published".into(), json!(p.host_port.to_string()));
+            match (p.host_port, p.host_port_end) {
+                (0, _) => {}
+                (a, Some(b)) if b != a => {
+                    o.insert("published".into(), json!(format!("{a}-{b}")));
+                }
+                (a, _) => {
+                    o.insert("published".into(), json!(a.to_string()));
+                }
             }
             o.insert("protocol".into(), json!(p.protocol.to_string()));
             J::Object(o)

@@ -199,6 +199,8 @@ pub struct Network {
     pub enable_ipv6: Option<J>,
     pub ipam: Option<Ipam>,
     pub labels: BTreeMap<String, Option<String>>,
+    /// Passed to the network as its options (validated there: the gateway modes).
+    pub driver_opts: BTreeMap<String, J>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
