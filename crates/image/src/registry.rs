@@ -62,7 +62,10 @@ impl RegistryError {
     /// Worth retrying: the network or the registry had a passing problem.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Body { .. } => true,
+            // A name that does not resolve will not resolve a second later: fail at once, as
+            // docker does, rather than back off for seconds on a host without network.
+            Self::Connect { source, .. } => !is_name_resolution_failure(source),
+            Self::Body { .. } => true,
             Self::Status { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
             Self::Token { source, .. } => source.is_transient(),
             _ => false,
@@ -73,6 +76,19 @@ impl RegistryError {
     pub fn is_callers_fault(&self) -> bool {
         matches!(self, Self::NotFound { .. } | Self::Unauthorized { .. } | Self::BadCredentials { .. } | Self::Schema1(_))
     }
+}
+
+/// Whether a request failed because the registry's name did not resolve.
+fn is_name_resolution_failure(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Settings shared by all registry sessions of a daemon.
