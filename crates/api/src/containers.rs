@@ -99,6 +99,9 @@ impl StopQuery {
 #[into_params(parameter_in = Query)]
 pub struct KillQuery {
     /// Signal name or number (default KILL).
+    #[param(
+        pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS)|[1-9]|[1-5][0-9]|6[0-4])$"
+    )]
     pub signal: Option<String>,
 }
 
@@ -127,7 +130,17 @@ pub struct LogsQuery {
 pub struct WaitQuery {
     /// `not-running` (default), `next-exit` (the end of the next run, even if the container
     /// has not started yet) or `removed`.
+    #[param(schema_with = wait_conditions)]
     pub condition: Option<String>,
+}
+
+fn wait_conditions() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .enum_values(Some(["not-running", "next-exit", "removed"]))
+        .build()
+        .into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -344,7 +357,8 @@ pub async fn logs_route(State(s): St, Path(id): Path<String>, q: Result<Query<Lo
 /// `interactive`) the bytes for the process's stdin. The response streams `ExecEvent`s; the
 /// last is `exit`.
 #[utoipa::path(post, path = "/v1/containers/{id}/exec", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
-    request_body(content = ExecRequest, description = "A JSON line, then stdin bytes", content_type = "application/octet-stream"),
+    request_body(content = ExecRequest, content_type = "application/json",
+        description = "An ExecRequest as one JSON line; with `interactive`, the bytes after its newline are the process's stdin (the CLI sends it all as application/octet-stream, which is accepted too)"),
     responses((status = 200, description = "Output events", body = ExecEvent, content_type = "application/x-ndjson"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn exec(State(s): St, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
     let mut stream = body.into_data_stream();

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod containers;
 pub mod events;
+pub mod island;
 pub mod metrics;
 pub mod networks;
 pub mod serve;

@@ -48,14 +48,17 @@ pub struct PruneNetworksResponse {
 /// `network connect`'s body: which container, with which aliases and addresses.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConnectRequest {
+    /// Container name, ID or ID prefix.
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
     pub container: String,
     #[serde(default)]
+    #[schema(schema_with = atoll_spec::openapi::aliases)]
     pub aliases: Vec<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = Ipv4)]
     pub ipv4: Option<std::net::Ipv4Addr>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = Ipv6)]
     pub ipv6: Option<std::net::Ipv6Addr>,
 }
 

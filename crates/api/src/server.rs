@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: crate::metrics::DaemonMetrics,
     /// The dashboard's login link, when `--web` is on.
     pub web_login: std::sync::Mutex<Option<String>>,
+    /// The island this daemon is in, if any.
+    pub island: crate::island::IslandSlot,
 }
 
 type St = State<Arc<AppState>>;
@@ -197,6 +199,15 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::metrics::metrics))
         .routes(routes!(crate::metrics::stats))
         .routes(routes!(web_login))
+        .routes(routes!(crate::island::init))
+        .routes(routes!(crate::island::join))
+        .routes(routes!(crate::island::leave))
+        .routes(routes!(crate::island::status))
+        .routes(routes!(crate::island::create_invite, crate::island::list_invites))
+        .routes(routes!(crate::island::delete_invite))
+        .routes(routes!(crate::island::nodes))
+        .routes(routes!(crate::island::node, crate::island::remove_node))
+        .routes(routes!(crate::island::label))
 }
 
 /// The dashboard's login link (with the token); 404 when the dashboard is off.
@@ -250,6 +261,10 @@ async fn info(State(s): St) -> Json<Info> {
             }
         },
         host: HostInfo::read(&s.data_dir),
+        island: match s.island.manager.read().await.clone() {
+            Some(m) => Some(m.status().await),
+            None => None,
+        },
     })
 }
 

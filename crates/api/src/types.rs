@@ -13,12 +13,7 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// Builds the body from an error and its `source()` chain.
     pub fn from_error(e: &(dyn std::error::Error + 'static)) -> Self {
-        let mut causes = Vec::new();
-        let mut cur = e.source();
-        while let Some(c) = cur {
-            causes.push(c.to_string());
-            cur = c.source();
-        }
+        let mut causes = atoll_util::causes(e);
         if out_of_space(e) {
             causes.push(OUT_OF_SPACE_HINT.into());
         }
@@ -66,6 +61,8 @@ pub struct Info {
     pub uptime_seconds: u64,
     pub network: NetworkInfo,
     pub host: HostInfo,
+    /// The island this host is in (absent when it is in none).
+    pub island: Option<atoll_island::IslandStatus>,
 }
 
 /// The host's capacity and what is free.
@@ -133,9 +130,11 @@ pub struct RuntimeInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PullRequest {
     /// An image reference: `alpine`, `registry:5000/app:v1`, `name@sha256:…`.
+    #[schema(schema_with = atoll_spec::openapi::image)]
     pub reference: String,
     /// `os/arch[/variant]` to pick from a multi-platform index; the host's by default.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")]
     pub platform: Option<String>,
 }
 
@@ -148,6 +147,7 @@ pub struct TagRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// `HOST[:PORT]` of the registry.
+    #[schema(pattern = "^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9]{1,5})?$")]
     pub registry: String,
     pub username: String,
     pub password: String,

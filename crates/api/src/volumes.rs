@@ -26,6 +26,7 @@ impl From<VolumeError> for ApiError {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VolumeCreate {
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

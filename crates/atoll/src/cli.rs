@@ -114,6 +114,17 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(crate::volumes::VolumeCommand),
+    /// Create an island with this host as its first member.
+    Init(crate::island::InitArgs),
+    /// Print a one-time code another host joins with (`invite ls`, `invite rm` manage them).
+    Invite(crate::island::InviteArgs),
+    /// Join an island with an invite code.
+    Join(crate::island::JoinArgs),
+    /// Leave the island (its members forget this host; its certificates are revoked).
+    Leave,
+    /// The island's members.
+    #[command(subcommand)]
+    Node(crate::island::NodeCommand),
     /// (internal) Serve DNS for the networks; started by the daemon.
     #[command(hide = true)]
     Dns {
@@ -332,6 +343,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "Warning:      the input chain {c} drops by default, but published ports are forwarded and bypass it; publish on 127.0.0.1 or filter in a forward chain"
                     );
                 }
+                match &i.island {
+                    None => println!("Island:       none (`atoll init` creates one, `atoll join CODE` joins one)"),
+                    Some(s) => {
+                        println!(
+                            "Island:       {} ({}), {} members, this host {} at {}",
+                            s.name, s.id, s.members, s.this.name, s.this.mesh_ip
+                        );
+                        println!(
+                            "Mesh:         {} ({}; restarted {} times)",
+                            s.mesh_cidr,
+                            if s.mesh_running { "running" } else { "NOT running" },
+                            s.mesh_restarts
+                        );
+                        println!("Certificates: expire {}, renew at {}", s.cert_not_after, s.renew_at);
+                        if let Some(e) = &s.renew_error {
+                            println!("Warning:      renewing the certificates failed (retrying): {e}");
+                        }
+                        let nodes: Vec<atoll_island::NodeView> = client.json(Method::GET, "/v1/nodes", None::<&()>).await?;
+                        print!("{}", crate::island::nodes_table(&nodes, time::OffsetDateTime::now_utc()));
+                    }
+                }
             }
         }
         Command::Version(f) => {
@@ -393,6 +425,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Port { container, port } => crate::networks::port(&client, &container, port.as_deref()).await?,
         Command::Compose(a) => return crate::compose::run(&client, a).await,
         Command::Volume(c) => return crate::volumes::run(&client, c).await,
+        Command::Init(a) => return crate::island::init(&client, a).await,
+        Command::Invite(a) => return crate::island::invite(&client, a).await,
+        Command::Join(a) => return crate::island::join(&client, a).await,
+        Command::Leave => return crate::island::leave(&client).await,
+        Command::Node(c) => return crate::island::node(&client, c).await,
         Command::Dns { .. } => unreachable!("handled before the async runtime starts"),
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }

@@ -44,6 +44,36 @@ pub struct DaemonArgs {
     /// Serve the web dashboard (and /metrics) on this address, e.g. 127.0.0.1:8420 [default: off].
     #[arg(long, value_name = "ADDR:PORT")]
     pub web: Option<std::net::SocketAddr>,
+    /// Nebula's UDP port, for an island this host creates (members use the island's).
+    #[arg(long, value_name = "PORT", default_value_t = 4242)]
+    pub mesh_port: u16,
+    /// The island control plane's TCP port (mTLS on the mesh, joins on public addresses), for
+    /// an island this host creates.
+    #[arg(long, value_name = "PORT", default_value_t = 4243)]
+    pub control_port: u16,
+    /// Lifetime of members' certificates in an island this host creates; they renew at two
+    /// thirds of it (7d, 12h, 90s…).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_lifetime)]
+    pub cert_lifetime: std::time::Duration,
+    /// A member not heard of for this long is shown down.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_lifetime)]
+    pub down_after: std::time::Duration,
+}
+
+/// A duration as Go writes them (`90s`, `12h`), or whole days (`7d`).
+pub fn parse_days_or_duration(s: &str) -> Result<std::time::Duration, String> {
+    match s.strip_suffix('d').map(str::parse::<u64>) {
+        Some(Ok(days)) => Ok(std::time::Duration::from_secs(days * 86_400)),
+        _ => atoll_spec::units::parse_duration(s).map_err(|e| e.to_string()),
+    }
+}
+
+fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_days_or_duration(s)?;
+    if d < std::time::Duration::from_secs(10) {
+        return Err(format!("{s:?} is too short: give at least 10s"));
+    }
+    Ok(d)
 }
 
 fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -175,6 +205,28 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     .await
     .context("opening the container engine")?;
     users.set(&engine);
+    let island_config = atoll_island::Config {
+        data_dir: data_dir.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned(),
+        mesh_port: args.mesh_port,
+        control_port: args.control_port,
+        status_port: args.control_port.wrapping_add(1),
+        cert_lifetime: args.cert_lifetime,
+        heartbeat: std::time::Duration::from_secs(2),
+        down_after: args.down_after,
+        nebula: "nebula".into(),
+        nebula_cert: "nebula-cert".into(),
+        container_pool: args.subnet_pool,
+    };
+    // The island comes back with the daemon (its mesh may never have stopped).
+    let island = match atoll_island::Manager::open(island_config.clone()).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %atoll_island::proto::Problem::from_error(&e), "opening the island; island commands will fail until this is fixed");
+            None
+        }
+    };
     let listener = bind_socket(&socket).await?;
     let state = Arc::new(AppState {
         images,
@@ -186,6 +238,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         started: Instant::now(),
         metrics: Default::default(),
         web_login: std::sync::Mutex::new(None),
+        island: atoll_api::island::IslandSlot { config: Some(island_config), manager: tokio::sync::RwLock::new(island) },
     });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -232,7 +285,10 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    atoll_api::serve::serve(listener, router(state), shutdown).await;
+    atoll_api::serve::serve(listener, router(state.clone()), shutdown).await;
+    if let Some(m) = state.island.manager.read().await.clone() {
+        m.shutdown().await;
+    }
     if let Some(w) = web {
         let _ = w.await;
     }

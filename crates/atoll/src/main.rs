@@ -6,6 +6,7 @@ mod cli;
 mod compose;
 mod containers;
 mod daemon;
+mod island;
 mod networks;
 mod output;
 mod volumes;

@@ -4,10 +4,25 @@
 //!
 //! Pure modules: [`model`] (the membership state and the changes that move it, applied by one
 //! function so the Raft state machine of the next issue can take it over unchanged), [`invite`]
-//! (invite codes), [`ipam`] (mesh addresses). The IO lives in `store` (where the state is kept),
-//! `proto`/`server`/`client` (the control plane) and `manager` (the running island of a daemon).
+//! (invite codes), [`ipam`] (mesh addresses), [`proto`] (the control plane's wire types). The
+//! IO: [`store`] (where the state and keys are kept), [`authority`] (the CA host's signing),
+//! [`transport`] (TLS listeners and clients), `routes` (the control plane's handlers), and
+//! [`Manager`], the running island of one daemon (`lifecycle`: init, open, renewal, leave;
+//! `join`: invites and joining).
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod invite;
 pub mod ipam;
+mod join;
+mod lifecycle;
+pub mod manager;
 pub mod model;
+pub mod proto;
+mod routes;
+pub mod store;
+pub mod transport;
+
+pub use join::{InviteOptions, InviteView, JoinOptions, NewInvite};
+pub use lifecycle::InitOptions;
+pub use manager::{Config, IslandError, IslandStatus, Manager, NodeView};

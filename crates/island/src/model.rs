@@ -148,6 +148,9 @@ pub struct IslandState {
     pub revoked_serials: BTreeMap<String, i64>,
     /// Revoked Nebula fingerprints → their expiry.
     pub revoked_nebula: BTreeMap<String, i64>,
+    /// The island CA's current CRL (PEM) of the revoked serials, signed by the CA host.
+    #[serde(default)]
+    pub crl: Option<String>,
 }
 
 /// One change of the state. Times come in the change, so applying is deterministic.
@@ -188,6 +191,10 @@ pub enum Change {
     Version {
         id: NodeId,
         version: String,
+    },
+    /// The CA host's new CRL after a revocation.
+    Crl {
+        pem: String,
     },
 }
 
@@ -235,6 +242,7 @@ impl IslandState {
             invites: BTreeMap::new(),
             revoked_serials: BTreeMap::new(),
             revoked_nebula: BTreeMap::new(),
+            crl: None,
         }
     }
 
@@ -348,6 +356,7 @@ impl IslandState {
                 let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;
                 m.version.clone_from(version);
             }
+            Change::Crl { pem } => self.crl = Some(pem.clone()),
         }
         self.version += 1;
         Ok(())
@@ -355,7 +364,7 @@ impl IslandState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn island() -> IslandState {

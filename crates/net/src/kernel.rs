@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use atoll_spec::{DEFAULT_NETWORK, NetworkSpec};
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::Ipv6Net;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -394,20 +394,4 @@ impl Networks {
             tracing::warn!(error = %err, container = owner, "removing a network namespace");
         }
     }
-}
-/// The host's IPv4 routes, so new subnets avoid the networks the host already reaches.
-pub(crate) fn host_routes4() -> Vec<Ipv4Net> {
-    let Ok(text) = fs::read_to_string("/proc/net/route") else { return Vec::new() };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            if mask == 0 {
-                return None;
-            }
-            Ipv4Net::with_netmask(Ipv4Addr::from(u32::from_be(dest)), Ipv4Addr::from(u32::from_be(mask))).ok()
-        })
-        .collect()
 }

@@ -199,7 +199,7 @@ impl Networks {
         if st.networks.values().any(|n| n.name == spec.name) {
             return Err(NetError::Exists(spec.name.clone()));
         }
-        let taken4: Vec<Ipv4Net> = st.networks.values().map(|n| n.subnet4).chain(kernel::host_routes4()).collect();
+        let taken4: Vec<Ipv4Net> = st.networks.values().map(|n| n.subnet4).chain(atoll_util::host_routes4()).collect();
         let subnet4 = match v4 {
             Some(s) => {
                 if let Some(o) = st.networks.values().find(|n| ipam::overlaps4(&n.subnet4, &s)) {

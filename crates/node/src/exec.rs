@@ -53,6 +53,11 @@ impl Engine {
         if req.cmd.is_empty() {
             return Err(EngineError::Spec(atoll_spec::SpecError::HealthCommand));
         }
+        // An argument, variable or path cannot hold a NUL: refused as the caller's mistake.
+        let all = req.cmd.iter().chain(&req.env).chain(&req.user).chain(&req.workdir);
+        if let Some(bad) = all.into_iter().find(|s| s.contains('\0')) {
+            return Err(EngineError::Spec(atoll_spec::SpecError::Nul(bad.replace('\0', "\\0"))));
+        }
         let what = || format!("exec in {}", rec.name);
         let log = ExecLog { path: self.state_dir(&rec.id).join(format!("exec-{}.log", atoll_util::random_hex(8))) };
         let mut c = self.exec_command(&rec, req, Some(&log));
@@ -169,13 +174,18 @@ fn open_pty(size: Option<(u16, u16)>) -> std::io::Result<(std::fs::File, std::fs
 /// `exec` options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ExecRequest {
+    #[schema(schema_with = atoll_spec::openapi::command)]
     pub cmd: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = atoll_spec::openapi::env_list)]
     pub env: Vec<String>,
+    /// An absolute path.
     #[serde(default)]
+    #[schema(pattern = "^/")]
     pub workdir: Option<String>,
-    /// `UID[:GID]`.
+    /// `UID[:GID]`, or names the image knows.
     #[serde(default)]
+    #[schema(pattern = "^[^:/\\u0000]+(:[^:/\\u0000]+)?$")]
     pub user: Option<String>,
     /// Pass the request body to the process's stdin.
     #[serde(default)]
@@ -185,6 +195,7 @@ pub struct ExecRequest {
     pub tty: bool,
     /// Terminal size (rows, columns).
     #[serde(default)]
+    #[schema(schema_with = atoll_spec::openapi::terminal_size)]
     pub tty_size: Option<(u16, u16)>,
 }
 

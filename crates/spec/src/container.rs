@@ -91,6 +91,8 @@ pub enum SpecError {
     Tmpfs(String),
     #[error("invalid --mount {0:?}: {1}")]
     MountOption(String, String),
+    #[error("{0:?} holds a NUL character, which no argument, variable or path can")]
+    Nul(String),
     #[error("mount target {0:?} must be an absolute path other than /")]
     MountTarget(String),
     #[error("two mounts at {0:?}")]
@@ -167,9 +169,10 @@ pub struct Mount {
     pub kind: MountKind,
     /// Host path (bind), volume name (volume; empty for an anonymous volume, which the engine
     /// names at create), empty (tmpfs).
-    #[schema(max_length = 4096)]
+    #[schema(max_length = 4096, pattern = "^(/[^\\u0000]*|[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127})?$")]
     pub source: String,
-    #[schema(max_length = 4096, pattern = "^/")]
+    /// An absolute path other than `/`, without `..`.
+    #[schema(max_length = 4096, pattern = "^(/[a-zA-Z0-9_-][a-zA-Z0-9_.-]*)+/?$")]
     pub target: String,
     #[serde(default)]
     pub read_only: bool,
@@ -330,7 +333,10 @@ pub enum NetworkMode {
 /// Log rotation: the shim keeps at most `max_files` files of `max_size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogOptions {
+    /// Bytes per file.
+    #[schema(minimum = 4096)]
     pub max_size: u64,
+    #[schema(minimum = 1)]
     pub max_files: u32,
 }
 
@@ -468,7 +474,8 @@ impl Security {
 /// Resource limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
-    /// Bytes.
+    /// Bytes, at least 6 MiB.
+    #[schema(minimum = 6291456)]
     pub memory: Option<u64>,
     /// Thousandths of a CPU.
     pub cpus_milli: Option<u64>,
@@ -479,7 +486,9 @@ pub struct Resources {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContainerSpec {
     #[serde(default)]
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
     pub name: Option<String>,
+    #[schema(schema_with = crate::openapi::image)]
     pub image: String,
     /// Replaces the image's Cmd.
     #[serde(default)]
@@ -489,12 +498,18 @@ pub struct ContainerSpec {
     pub entrypoint: Option<Vec<String>>,
     /// `KEY=VALUE`, added to (and overriding) the image's.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::env_list)]
     pub env: Vec<String>,
+    /// An absolute path.
     #[serde(default)]
+    #[schema(pattern = "^/")]
     pub workdir: Option<String>,
+    /// `USER`, `UID`, `USER:GROUP` or `UID:GID` (names must exist in the image).
     #[serde(default)]
+    #[schema(pattern = "^[^:/\\u0000]+(:[^:/\\u0000]+)?$")]
     pub user: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[a-zA-Z0-9.-]{1,64}$")]
     pub hostname: Option<String>,
     #[serde(default)]
     pub mounts: Vec<Mount>,
@@ -511,8 +526,10 @@ pub struct ContainerSpec {
     #[serde(default)]
     pub read_only: bool,
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::capabilities)]
     pub cap_add: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::capabilities)]
     pub cap_drop: Vec<String>,
     /// Run a minimal init as PID 1 that reaps zombies and forwards signals.
     #[serde(default)]
@@ -524,27 +541,35 @@ pub struct ContainerSpec {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
+    #[schema(
+        pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS)|[1-9]|[1-5][0-9]|6[0-4])$"
+    )]
     pub stop_signal: Option<String>,
     /// Seconds between the stop signal and SIGKILL.
     #[serde(default)]
+    #[schema(maximum = 86400)]
     pub stop_timeout: Option<u64>,
     #[serde(default)]
     pub log: LogOptions,
     /// Size of `/dev/shm` in bytes (64 MiB if absent).
     #[serde(default)]
+    #[schema(minimum = 65536)]
     pub shm_size: Option<u64>,
     /// `--security-opt`s that change the defaults.
     #[serde(default)]
     pub security: Security,
     /// Namespaced kernel parameters (`--sysctl net.ipv4.ip_forward=1`).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::sysctls)]
     pub sysctls: BTreeMap<String, String>,
     /// `--add-host NAME:IP` lines for `/etc/hosts`; IP may be `host-gateway` (the host's
     /// address on the container's first network).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::extra_hosts)]
     pub extra_hosts: Vec<String>,
     /// `--ulimit NAME=SOFT[:HARD]`, by name (`nofile`…); -1 is unlimited.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::ulimits)]
     pub ulimits: BTreeMap<String, Ulimit>,
     #[serde(default)]
     pub network: NetworkMode,

@@ -6,6 +6,7 @@
 pub mod container;
 pub mod health;
 pub mod network;
+pub mod openapi;
 pub mod restart;
 pub mod units;
 

@@ -145,6 +145,7 @@ pub fn parse_publish(s: &str) -> Result<Vec<PortSpec>, SpecError> {
 /// on a free host port by `-P`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExposedPort {
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: u16,
     #[serde(default)]
     pub protocol: Protocol,
@@ -165,16 +166,18 @@ pub fn parse_expose(s: &str) -> Result<Vec<ExposedPort>, SpecError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NetworkAttachment {
     /// Network name or ID.
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
     pub network: String,
     /// More names the container answers to on this network (`--network-alias`).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::aliases)]
     pub aliases: Vec<String>,
     /// A fixed address (`--ip`); allocated from the subnet if absent.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = Ipv4)]
     pub ipv4: Option<Ipv4Addr>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = Ipv6)]
     pub ipv6: Option<Ipv6Addr>,
 }
 
@@ -199,9 +202,11 @@ impl NetworkAttachment {
 /// `atoll network create`'s options.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NetworkSpec {
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
     pub name: String,
     /// IPv4 and/or IPv6 subnets in CIDR notation; allocated from the pools if absent.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::subnets)]
     pub subnets: Vec<String>,
     /// Give the network an IPv6 subnet (a ULA /64 unless one is in `subnets`).
     #[serde(default)]
@@ -214,6 +219,7 @@ pub struct NetworkSpec {
     /// Driver options (`-o KEY=VALUE`, compose's `driver_opts`), by docker's names; see
     /// [`NetworkSpec::gateway_modes`] for those Atoll knows.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::network_options)]
     pub options: std::collections::BTreeMap<String, String>,
 }
 

@@ -193,6 +193,36 @@ pub fn out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The host's IPv4 routes (from `/proc/net/route`, default routes left out): new subnets
+/// avoid the networks the host already reaches.
+pub fn host_routes4() -> Vec<ipnet::Ipv4Net> {
+    use std::net::Ipv4Addr;
+    let Ok(text) = fs::read_to_string("/proc/net/route") else { return Vec::new() };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            if mask == 0 {
+                return None;
+            }
+            ipnet::Ipv4Net::with_netmask(Ipv4Addr::from(u32::from_be(dest)), Ipv4Addr::from(u32::from_be(mask))).ok()
+        })
+        .collect()
+}
+
+/// The messages of `e`'s causes, outermost first (not `e`'s own).
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,228 @@
+//! Island routes: `init`, `join`, `leave`, invites, and the members (`/v1/nodes`). They drive
+//! this daemon's `atoll_island::Manager`, which is absent until the host creates or joins an
+//! island.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use atoll_island::{InviteView, IslandError, IslandStatus, Manager, NewInvite, NodeView};
+
+use crate::server::{ApiError, AppState};
+use crate::types::ErrorBody;
+
+type St = State<Arc<AppState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The island of this daemon, once it has one.
+#[derive(Default)]
+pub struct IslandSlot {
+    pub config: Option<atoll_island::Config>,
+    pub manager: tokio::sync::RwLock<Option<Arc<Manager>>>,
+}
+
+impl From<IslandError> for ApiError {
+    fn from(e: IslandError) -> Self {
+        Self::of_kind(e.kind(), &e)
+    }
+}
+
+impl IslandSlot {
+    async fn get(&self) -> ApiResult<Arc<Manager>> {
+        self.manager.read().await.clone().ok_or_else(|| IslandError::NotMember.into())
+    }
+
+    fn config(&self) -> ApiResult<atoll_island::Config> {
+        self.config.clone().ok_or_else(|| ApiError::bad_request("this daemon runs without island support"))
+    }
+}
+
+/// `atoll init`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InitRequest {
+    /// The island's name (a DNS label).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    /// This host's name [default: its hostname].
+    #[serde(default)]
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub node_name: Option<String>,
+    /// Public `ADDR[:PORT]`s: this host becomes a lighthouse, relay and join endpoint.
+    #[serde(default)]
+    pub public: Vec<String>,
+    /// The mesh's IPv4 prefix [default: 10.42.0.0/16].
+    #[serde(default)]
+    pub mesh_cidr: Option<String>,
+}
+
+/// `atoll join`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinRequest {
+    #[schema(max_length = 4096)]
+    pub code: String,
+    /// This host's name [default: the invite's, else its hostname].
+    #[serde(default)]
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub public: Vec<String>,
+}
+
+/// `atoll invite`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InviteRequest {
+    /// The name the joining host takes.
+    #[serde(default)]
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: Option<String>,
+    /// Seconds until it expires [default: 3600].
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub expires: Option<u64>,
+    /// The joining host will be public.
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// `atoll node label`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LabelRequest {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaveResponse {
+    /// Said when the island could not be told.
+    pub warning: Option<String>,
+}
+
+/// Longest invite lifetime accepted: 30 days.
+const MAX_INVITE: u64 = 30 * 86_400;
+
+fn publics(list: &[String], cfg: &atoll_island::Config) -> ApiResult<Vec<std::net::SocketAddr>> {
+    list.iter().map(|p| atoll_island::manager::parse_public(p, cfg.mesh_port).map_err(ApiError::from)).collect()
+}
+
+/// Creates an island with this host as its first member.
+#[utoipa::path(post, path = "/v1/island/init", tag = "island", request_body = InitRequest,
+    responses((status = 201, body = IslandStatus), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn init(State(s): St, body: Result<Json<InitRequest>, JsonRejection>) -> ApiResult<(StatusCode, Json<IslandStatus>)> {
+    let Json(req) = body?;
+    let cfg = s.island.config()?;
+    let mut slot = s.island.manager.write().await;
+    if let Some(m) = slot.as_ref() {
+        return Err(IslandError::AlreadyMember(m.state().island.name).into());
+    }
+    let mesh_cidr = match &req.mesh_cidr {
+        Some(c) => {
+            c.parse().map_err(|_| ApiError::bad_request(format!("invalid --mesh-cidr {c:?}: give an IPv4 prefix like 10.42.0.0/16")))?
+        }
+        None => "10.42.0.0/16".parse().expect("a valid prefix"),
+    };
+    let opts = atoll_island::InitOptions { name: req.name, node_name: req.node_name, public: publics(&req.public, &cfg)?, mesh_cidr };
+    let m = Manager::init(cfg, opts).await?;
+    let status = m.status().await;
+    *slot = Some(m);
+    Ok((StatusCode::CREATED, Json(status)))
+}
+
+/// Joins an island with an invite code.
+#[utoipa::path(post, path = "/v1/island/join", tag = "island", request_body = JoinRequest,
+    responses((status = 201, body = IslandStatus), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn join(State(s): St, body: Result<Json<JoinRequest>, JsonRejection>) -> ApiResult<(StatusCode, Json<IslandStatus>)> {
+    let Json(req) = body?;
+    let cfg = s.island.config()?;
+    let mut slot = s.island.manager.write().await;
+    if let Some(m) = slot.as_ref() {
+        return Err(IslandError::AlreadyMember(m.state().island.name).into());
+    }
+    let opts = atoll_island::JoinOptions { name: req.name, public: publics(&req.public, &cfg)? };
+    let m = Manager::join(cfg, &req.code, opts).await?;
+    let status = m.status().await;
+    *slot = Some(m);
+    Ok((StatusCode::CREATED, Json(status)))
+}
+
+/// Leaves the island.
+#[utoipa::path(post, path = "/v1/island/leave", tag = "island",
+    responses((status = 200, body = LeaveResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+pub async fn leave(State(s): St) -> ApiResult<Json<LeaveResponse>> {
+    let mut slot = s.island.manager.write().await;
+    let m = slot.clone().ok_or(ApiError::from(IslandError::NotMember))?;
+    let warning = m.leave().await?;
+    *slot = None;
+    Ok(Json(LeaveResponse { warning }))
+}
+
+/// The island as this host sees it.
+#[utoipa::path(get, path = "/v1/island", tag = "island", responses((status = 200, body = IslandStatus), (status = 404, body = ErrorBody)))]
+pub async fn status(State(s): St) -> ApiResult<Json<IslandStatus>> {
+    Ok(Json(s.island.get().await?.status().await))
+}
+
+/// Creates an invite; the code is shown only in this answer.
+#[utoipa::path(post, path = "/v1/island/invites", tag = "island", request_body = InviteRequest,
+    responses((status = 201, body = NewInvite), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_invite(State(s): St, body: Result<Json<InviteRequest>, JsonRejection>) -> ApiResult<(StatusCode, Json<NewInvite>)> {
+    let Json(req) = body?;
+    let expires = req.expires.unwrap_or(3600);
+    if expires == 0 || expires > MAX_INVITE {
+        return Err(ApiError::bad_request(format!("--expires must be between 1 s and 30 days, not {expires} s")));
+    }
+    let m = s.island.get().await?;
+    let opts = atoll_island::InviteOptions { name: req.name, expires: Duration::from_secs(expires), public: req.public };
+    Ok((StatusCode::CREATED, Json(m.invite(opts).await?)))
+}
+
+/// Invites not used yet.
+#[utoipa::path(get, path = "/v1/island/invites", tag = "island", responses((status = 200, body = Vec<InviteView>), (status = 404, body = ErrorBody)))]
+pub async fn list_invites(State(s): St) -> ApiResult<Json<Vec<InviteView>>> {
+    Ok(Json(s.island.get().await?.invites()))
+}
+
+/// Deletes an invite: its code no longer works.
+#[utoipa::path(delete, path = "/v1/island/invites/{id}", tag = "island", params(("id" = String, Path, description = "Invite ID or prefix")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
+pub async fn delete_invite(State(s): St, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    s.island.get().await?.delete_invite(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The island's members.
+#[utoipa::path(get, path = "/v1/nodes", tag = "island", responses((status = 200, body = Vec<NodeView>), (status = 404, body = ErrorBody)))]
+pub async fn nodes(State(s): St) -> ApiResult<Json<Vec<NodeView>>> {
+    Ok(Json(s.island.get().await?.nodes().await))
+}
+
+/// One member.
+#[utoipa::path(get, path = "/v1/nodes/{node}", tag = "island", params(("node" = String, Path, description = "Name, ID or ID prefix")),
+    responses((status = 200, body = NodeView), (status = 404, body = ErrorBody)))]
+pub async fn node(State(s): St, Path(node): Path<String>) -> ApiResult<Json<NodeView>> {
+    Ok(Json(s.island.get().await?.node(&node).await?))
+}
+
+/// Sets and removes a member's labels.
+#[utoipa::path(post, path = "/v1/nodes/{node}/labels", tag = "island", params(("node" = String, Path, description = "Name, ID or ID prefix")),
+    request_body = LabelRequest, responses((status = 200, body = NodeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn label(State(s): St, Path(node): Path<String>, body: Result<Json<LabelRequest>, JsonRejection>) -> ApiResult<Json<NodeView>> {
+    let Json(req) = body?;
+    Ok(Json(s.island.get().await?.label(&node, req.set, req.unset).await?))
+}
+
+/// Removes a member and revokes its certificates.
+#[utoipa::path(delete, path = "/v1/nodes/{node}", tag = "island", params(("node" = String, Path, description = "Name, ID or ID prefix")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn remove_node(State(s): St, Path(node): Path<String>) -> ApiResult<StatusCode> {
+    s.island.get().await?.remove(&node).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

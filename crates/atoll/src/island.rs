@@ -1,0 +1,246 @@
+//! `atoll init | invite | join | leave | node …`: the island, through the daemon's API.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use hyper::Method;
+
+use atoll_api::client::{Client, q};
+use atoll_api::island::{InitRequest, InviteRequest, JoinRequest, LabelRequest, LeaveResponse};
+use atoll_island::{InviteView, IslandStatus, NewInvite, NodeView};
+
+use crate::output::{ago, table};
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The island's name.
+    #[arg(long, default_value = "island")]
+    name: String,
+    /// This host's name in the island [default: its hostname].
+    #[arg(long = "node-name")]
+    node_name: Option<String>,
+    /// A public address of this host, ADDR[:PORT] (Nebula's UDP port, 4242 by default); makes
+    /// it a lighthouse, a relay and the island's join endpoint. Repeatable.
+    #[arg(long = "public", value_name = "ADDR[:PORT]")]
+    public: Vec<String>,
+    /// The mesh's IPv4 prefix; must not overlap the container pool or the host's networks.
+    #[arg(long = "mesh-cidr", value_name = "CIDR")]
+    mesh_cidr: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InviteArgs {
+    #[command(subcommand)]
+    cmd: Option<InviteCommand>,
+    /// The name the invited host takes (unless it gives one at join).
+    #[arg(long)]
+    name: Option<String>,
+    /// How long the code works: 1h, 30m, 2d…
+    #[arg(long, default_value = "1h", value_parser = crate::daemon::parse_days_or_duration)]
+    expires: std::time::Duration,
+    /// The invited host will be public (a lighthouse and relay): it must join with --public.
+    #[arg(long)]
+    public: bool,
+    /// Print the invite as JSON (the code included).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum InviteCommand {
+    /// List invites not used yet.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete invites: their codes stop working.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// This host's name in the island [default: the invite's, else its hostname].
+    #[arg(long)]
+    name: Option<String>,
+    /// A public address of this host, ADDR[:PORT] (for an invite made with --public).
+    #[arg(long = "public", value_name = "ADDR[:PORT]")]
+    public: Vec<String>,
+    /// The invite code (`atoll invite` prints it).
+    code: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// List the island's members.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show members as JSON (certificate expiry, how the mesh reaches them…).
+    Inspect {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Set labels (KEY=VALUE) or remove them (KEY-).
+    Label {
+        node: String,
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        labels: Vec<String>,
+    },
+    /// Remove members: they leave the island and their certificates are revoked.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+pub async fn init(client: &Client, a: InitArgs) -> anyhow::Result<ExitCode> {
+    let req = InitRequest { name: a.name, node_name: a.node_name, public: a.public, mesh_cidr: a.mesh_cidr };
+    let s: IslandStatus = client.json(Method::POST, "/v1/island/init", Some(&req)).await?;
+    println!("Created island {} ({}); this host is {} at {} on the mesh.", s.name, s.id, s.this.name, s.this.mesh_ip);
+    if s.this.public.is_empty() {
+        println!("It has no public address: hosts can join only once a public member exists (init/join with --public).");
+    } else {
+        println!("Invite hosts with `atoll invite`.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn invite(client: &Client, a: InviteArgs) -> anyhow::Result<ExitCode> {
+    match a.cmd {
+        Some(InviteCommand::Ls { json }) => {
+            let list: Vec<InviteView> = client.json(Method::GET, "/v1/island/invites", None::<&()>).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|i| {
+                        let exp = if i.expired { format!("{} (expired)", i.expires) } else { i.expires.clone() };
+                        vec![i.id.clone(), i.name.clone().unwrap_or_else(|| "-".into()), if i.public { "yes" } else { "no" }.into(), exp]
+                    })
+                    .collect();
+                print!("{}", table(&["ID", "NAME", "PUBLIC", "EXPIRES"], &rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(InviteCommand::Rm { ids }) => {
+            let call = async |id: &str| client.call(Method::DELETE, &format!("/v1/island/invites/{}", q(id)), None::<&()>).await;
+            crate::cli::for_each(&ids, call, |id, _| println!("{id}")).await
+        }
+        None => {
+            let req = InviteRequest { name: a.name, expires: Some(a.expires.as_secs()), public: a.public };
+            let inv: NewInvite = client.json(Method::POST, "/v1/island/invites", Some(&req)).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&inv)?);
+            } else {
+                println!("{}", inv.code);
+                eprintln!("One use, until {}. On the new host: atoll join <code>", inv.invite.expires);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn join(client: &Client, a: JoinArgs) -> anyhow::Result<ExitCode> {
+    let req = JoinRequest { code: a.code, name: a.name, public: a.public };
+    let s: IslandStatus = client.json(Method::POST, "/v1/island/join", Some(&req)).await.context("joining the island")?;
+    println!("Joined island {} as {} ({} on the mesh); {} members.", s.name, s.this.name, s.this.mesh_ip, s.members);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn leave(client: &Client) -> anyhow::Result<ExitCode> {
+    let r: LeaveResponse = client.json(Method::POST, "/v1/island/leave", None::<&()>).await?;
+    if let Some(w) = r.warning {
+        eprintln!("warning: {w}");
+    }
+    println!("Left the island.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn labels_arg(labels: &[String]) -> anyhow::Result<LabelRequest> {
+    let mut set = BTreeMap::new();
+    let mut unset = Vec::new();
+    for l in labels {
+        match l.split_once('=') {
+            Some((k, v)) => {
+                set.insert(k.to_owned(), v.to_owned());
+            }
+            None => match l.strip_suffix('-') {
+                Some(k) => unset.push(k.to_owned()),
+                None => anyhow::bail!("invalid label {l:?}: use KEY=VALUE to set, KEY- to remove"),
+            },
+        }
+    }
+    Ok(LabelRequest { set, unset })
+}
+
+pub async fn node(client: &Client, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NodeCommand::Ls { json, quiet } => {
+            let list: Vec<NodeView> = client.json(Method::GET, "/v1/nodes", None::<&()>).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if quiet {
+                list.iter().for_each(|n| println!("{}", n.name));
+            } else {
+                print!("{}", nodes_table(&list, time::OffsetDateTime::now_utc()));
+            }
+        }
+        NodeCommand::Inspect { nodes } => {
+            let mut out = Vec::new();
+            for n in &nodes {
+                out.push(client.json::<NodeView>(Method::GET, &format!("/v1/nodes/{}", q(n)), None::<&()>).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NodeCommand::Label { node, labels } => {
+            let req = labels_arg(&labels)?;
+            let n: NodeView = client.json(Method::POST, &format!("/v1/nodes/{}/labels", q(&node)), Some(&req)).await?;
+            println!("{}", n.name);
+        }
+        NodeCommand::Rm { nodes } => {
+            let call = async |n: &str| client.call(Method::DELETE, &format!("/v1/nodes/{}", q(n)), None::<&()>).await;
+            return crate::cli::for_each(&nodes, call, |n, _| println!("{n}")).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `node ls`: one row per member, this host marked.
+pub fn nodes_table(list: &[NodeView], now: time::OffsetDateTime) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|n| {
+            let name = if n.this { format!("{} *", n.name) } else { n.name.clone() };
+            let role = match (n.role, n.ca_host) {
+                (atoll_island::model::Role::Lighthouse, true) => "lighthouse, ca",
+                (atoll_island::model::Role::Lighthouse, false) => "lighthouse",
+                (_, true) => "member, ca",
+                _ => "member",
+            };
+            vec![
+                name,
+                n.mesh_ip.clone(),
+                if n.public.is_empty() { "-".into() } else { n.public.join(",") },
+                role.into(),
+                n.state.clone(),
+                n.path.clone().unwrap_or_else(|| "-".into()),
+                ago(Some(&n.joined), now),
+                n.version.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "MESH IP", "PUBLIC", "ROLE", "STATE", "PATH", "JOINED", "VERSION"], &rows)
+}

@@ -1,0 +1,507 @@
+//! A member's life: `init` (the first member, holding both CAs), opening an island at daemon
+//! start, starting its runtime (Nebula, the listeners, the loops), renewing its certificates,
+//! and `leave`. Joining is in `join`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use ipnet::Ipv4Net;
+use tokio::sync::watch;
+
+use crate::authority::Authority;
+use crate::manager::{CA_LIFETIME, Config, IslandError, Manager, RenewStatus, StateView, Tls, io, unix_now};
+use crate::model::{Change, IslandInfo, IslandState, Issued, Member, Role};
+use crate::store::{FileStore, Local, Paths, StateStore};
+use crate::transport;
+
+/// `atoll init`'s options.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The island's name.
+    pub name: String,
+    /// This host's name.
+    pub node_name: Option<String>,
+    /// Public `ADDR:PORT`s (Nebula): this host is a lighthouse, relay and join endpoint.
+    pub public: Vec<SocketAddr>,
+    pub mesh_cidr: Ipv4Net,
+}
+
+/// Writes `data` to `path` (0600, atomically).
+pub(crate) fn write_secret(path: &Path, data: &[u8]) -> Result<(), IslandError> {
+    atoll_util::atomic_write(path, data, 0o600).map_err(|e| IslandError::Io { path: path.to_owned(), source: std::io::Error::other(e) })
+}
+
+fn read(path: &Path) -> Result<String, IslandError> {
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Manager {
+    /// Creates an island with this host as its first member and CA host.
+    pub async fn init(cfg: Config, opts: InitOptions) -> Result<Arc<Self>, IslandError> {
+        let paths = Paths::new(&cfg.data_dir);
+        if let Some(s) = FileStore::new(paths.state()).load()? {
+            return Err(IslandError::AlreadyMember(s.island.name));
+        }
+        let name = opts.node_name.clone().unwrap_or_else(|| crate::manager::host_label(&cfg.hostname));
+        if !crate::model::valid_host_name(&name) {
+            return Err(crate::model::ModelError::BadName(name).into());
+        }
+        if !crate::model::valid_host_name(&opts.name) {
+            return Err(crate::model::ModelError::BadName(opts.name.clone()).into());
+        }
+        check_mesh_prefix(&cfg, opts.mesh_cidr)?;
+        // Everything is made in the island directory; on any failure it goes, whole.
+        let _ = std::fs::remove_dir_all(&paths.root);
+        let made = Self::init_files(&cfg, &paths, &opts, &name).await;
+        match made {
+            Ok(()) => Self::open(cfg).await?.ok_or(IslandError::NotMember),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&paths.root);
+                Err(e)
+            }
+        }
+    }
+
+    async fn init_files(cfg: &Config, paths: &Paths, opts: &InitOptions, name: &str) -> Result<(), IslandError> {
+        for d in [paths.root.clone(), paths.ca(), paths.ca().join("nebula"), paths.generation(1)] {
+            std::fs::create_dir_all(&d).map_err(io(&d))?;
+        }
+        let now = SystemTime::now();
+        let ca = atoll_pki::Ca::generate(&opts.name, now, CA_LIFETIME)?;
+        write_secret(&paths.ca().join("x509.key"), ca.key_pem().as_bytes())?;
+        let nebula = atoll_mesh::NebulaCert { bin: cfg.nebula_cert.clone() };
+        let (nca_crt, _nca_key) = nebula.ca(&opts.name, CA_LIFETIME, &paths.ca().join("nebula")).await?;
+        let nebula_ca_cert = read(&nca_crt)?;
+        let id = atoll_util::random_hex(8);
+        let mesh_ip = crate::ipam::next_free(opts.mesh_cidr, &Default::default()).ok_or(IslandError::MeshPrefix(opts.mesh_cidr))?;
+        let island = IslandInfo {
+            id: atoll_util::random_hex(8),
+            name: opts.name.clone(),
+            created: unix_now(),
+            mesh_cidr: opts.mesh_cidr,
+            ca_cert: ca.cert_pem().to_owned(),
+            ca_fingerprint: ca.fingerprint().to_string(),
+            nebula_ca_cert,
+            ca_host: id.clone(),
+            mesh_port: cfg.mesh_port,
+            control_port: cfg.control_port,
+            cert_lifetime: cfg.cert_lifetime.as_secs(),
+        };
+        let authority = authority(cfg, paths, &island)?;
+        let issued = issue_own(&authority, paths, 1, &id, name, mesh_ip, &island, &opts.public, now).await?;
+        let founder = Member {
+            id: id.clone(),
+            name: name.to_owned(),
+            mesh_ip,
+            public: opts.public.clone(),
+            role: if opts.public.is_empty() { Role::Member } else { Role::Lighthouse },
+            labels: BTreeMap::new(),
+            version: cfg.version.clone(),
+            joined: unix_now(),
+            certs: vec![issued],
+        };
+        let state = IslandState::new(island, founder);
+        Local { node_id: id, generation: 1 }.save(paths)?;
+        FileStore::new(paths.state()).save(&state)?;
+        Ok(())
+    }
+
+    /// Opens the island this host is in, if any, and starts its runtime.
+    pub async fn open(cfg: Config) -> Result<Option<Arc<Self>>, IslandError> {
+        let paths = Paths::new(&cfg.data_dir);
+        let store = FileStore::new(paths.state());
+        let (Some(state), Some(local)) = (store.load()?, Local::load(&paths)?) else { return Ok(None) };
+        let authority = if state.island.ca_host == local.node_id { Some(authority(&cfg, &paths, &state.island)?) } else { None };
+        // Generations older than the current one are leftovers of a renewal.
+        if let Ok(dir) = std::fs::read_dir(&paths.root) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(n) = name.strip_prefix("gen-").and_then(|n| n.parse::<u64>().ok())
+                    && n != local.generation
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let placeholder = || Arc::new(RwLock::new(Arc::new(placeholder_server())));
+        let client = transport::client(rustls_client_placeholder(), Duration::from_secs(10))?;
+        let (stop, _) = watch::channel(false);
+        let m = Arc::new(Self {
+            me: local.node_id.clone(),
+            local: Mutex::new(local),
+            state: watch::channel(state).0,
+            cfg,
+            paths,
+            store,
+            authority,
+            tls: Tls { control: placeholder(), join: placeholder(), client: RwLock::new(client.clone()), long_client: RwLock::new(client) },
+            mesh: tokio::sync::Mutex::new(None),
+            seen: Mutex::new(BTreeMap::new()),
+            write: tokio::sync::Mutex::new(()),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+            renewal: Mutex::new(RenewStatus::default()),
+        });
+        m.rebuild_tls()?;
+        m.start().await?;
+        Ok(Some(m))
+    }
+
+    /// Rebuilds the TLS configurations from the current generation and the state's CRL.
+    pub(crate) fn rebuild_tls(&self) -> Result<(), IslandError> {
+        let state = self.state();
+        let dir = self.generation_dir();
+        let (cert, key) = (read(&dir.join("node.crt"))?, read(&dir.join("node.key"))?);
+        let crls: Vec<String> = state.crl.iter().cloned().collect();
+        let ca = &state.island.ca_cert;
+        let control = atoll_pki::tls::server_config(ca, &cert, &key, &crls, true)?;
+        *self.tls.control.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(control);
+        if let Ok(join_cert) = std::fs::read_to_string(dir.join("join.crt")) {
+            let join = atoll_pki::tls::server_config(ca, &join_cert, &key, &crls, false)?;
+            *self.tls.join.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(join);
+        }
+        let client = atoll_pki::tls::client_config(ca, Some((&cert, &key)), &crls)?;
+        *self.tls.client.write().unwrap_or_else(|p| p.into_inner()) = transport::client(client.clone(), Duration::from_secs(15))?;
+        *self.tls.long_client.write().unwrap_or_else(|p| p.into_inner()) =
+            transport::client(client, crate::proto::STATE_WAIT + Duration::from_secs(10))?;
+        if let Ok(info) = atoll_pki::CertInfo::parse(&cert) {
+            let mut r = self.renewal.lock().unwrap();
+            r.not_after = Some(info.not_after);
+            r.renew_at = Some(atoll_pki::renewal::renew_at(info.not_before, info.not_after));
+        }
+        Ok(())
+    }
+
+    /// Nebula's configuration for the current state and generation.
+    pub(crate) fn mesh_config(&self) -> atoll_mesh::MeshConfig {
+        let state = self.state();
+        let dir = self.generation_dir();
+        let me = &state.members[&self.me];
+        let pki = atoll_mesh::PkiPaths { ca: self.paths.nebula_ca_cert(), cert: dir.join("host.crt"), key: dir.join("host.key") };
+        let mut c = atoll_mesh::MeshConfig::new(pki, me.mesh_ip);
+        c.listen_port = state.island.mesh_port;
+        c.control_port = state.island.control_port;
+        c.lighthouses = state
+            .lighthouses()
+            .filter(|l| l.id != self.me)
+            .map(|l| atoll_mesh::Lighthouse { mesh_ip: l.mesh_ip, public: l.public.iter().map(ToString::to_string).collect() })
+            .collect();
+        c.relays = state.lighthouses().filter(|l| l.id != self.me).map(|l| l.mesh_ip).collect();
+        // A host with no lighthouse to ask (the founder of an island without a public member)
+        // answers for itself.
+        c.am_lighthouse = me.role == Role::Lighthouse || c.lighthouses.is_empty();
+        c.am_relay = me.role == Role::Lighthouse;
+        c.blocklist = state.revoked_nebula.keys().cloned().collect();
+        c
+    }
+
+    /// Brings Nebula in line with the state (a reload, or a restart for what it reads only at
+    /// start).
+    pub(crate) async fn update_mesh(&self) -> Result<(), IslandError> {
+        let ca = self.state().island.nebula_ca_cert;
+        if std::fs::read_to_string(self.paths.nebula_ca_cert()).ok().as_deref() != Some(ca.as_str()) {
+            write_secret(&self.paths.nebula_ca_cert(), ca.as_bytes())?;
+        }
+        let config = self.mesh_config();
+        let mut mesh = self.mesh.lock().await;
+        match mesh.as_ref() {
+            Some(m) => {
+                m.update(config).await?;
+            }
+            None => {
+                let mut opts = atoll_mesh::SupervisorOptions::new(self.paths.nebula());
+                opts.nebula = self.cfg.nebula.clone();
+                opts.status_port = Some(self.cfg.status_port);
+                *mesh = Some(atoll_mesh::Supervisor::start(opts, config).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the mesh, the listeners and the loops.
+    async fn start(self: &Arc<Self>) -> Result<(), IslandError> {
+        self.update_mesh().await?;
+        let state = self.state();
+        let me = state.members[&self.me].clone();
+        let port = state.island.control_port;
+        let control = transport::bind(SocketAddr::new(me.mesh_ip.into(), port), true)?;
+        self.spawn(transport::serve(control, self.tls.control.clone(), crate::routes::control(self.clone()), self.stop.subscribe()));
+        for p in &me.public {
+            let join = transport::bind(SocketAddr::new(p.ip(), port), false)?;
+            self.spawn(transport::serve(join, self.tls.join.clone(), crate::routes::join(self.clone()), self.stop.subscribe()));
+        }
+        let m = self.clone();
+        self.spawn(async move { m.renew_loop().await });
+        if !self.is_ca_host() {
+            let m = self.clone();
+            self.spawn(async move { m.follow_loop().await });
+            let m = self.clone();
+            self.spawn(async move { m.heartbeat_loop().await });
+        }
+        tracing::info!(island = %state.island.name, node = %me.name, mesh_ip = %me.mesh_ip, ca_host = self.is_ca_host(), "island up");
+        Ok(())
+    }
+
+    /// Renews this host's certificates at two thirds of their life, retrying with backoff
+    /// (never past expiry).
+    async fn renew_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut attempt = 0u32;
+        loop {
+            let due = self.renewal.lock().unwrap().renew_at.unwrap_or_else(SystemTime::now);
+            let wait = if attempt == 0 {
+                due.duration_since(SystemTime::now()).unwrap_or_default()
+            } else {
+                let left =
+                    self.renewal.lock().unwrap().not_after.and_then(|t| t.duration_since(SystemTime::now()).ok()).unwrap_or_default();
+                atoll_pki::renewal::retry_after(attempt, fastrand::f64()).min(left / 4).max(Duration::from_millis(200))
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = crate::transport::stopped(&mut stop) => return,
+            }
+            match self.renew().await {
+                Ok(()) => {
+                    attempt = 0;
+                    self.renewal.lock().unwrap().error = None;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    let chain = crate::proto::Problem::from_error(&e).to_string();
+                    tracing::warn!(error = %chain, attempt, "renewing this host's certificates");
+                    self.renewal.lock().unwrap().error = Some(chain);
+                }
+            }
+        }
+    }
+
+    /// New keys, new certificates for them (from the CA host), a new generation, then the
+    /// switch: TLS rebuilt, Nebula reloaded.
+    pub(crate) async fn renew(&self) -> Result<(), IslandError> {
+        let next = self.local.lock().unwrap().generation + 1;
+        let dir = self.paths.generation(next);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let result = async {
+            let key = atoll_pki::NodeKey::generate()?;
+            write_secret(&dir.join("node.key"), key.key_pem().as_bytes())?;
+            let nebula = atoll_mesh::NebulaCert { bin: self.cfg.nebula_cert.clone() };
+            nebula.keygen(&dir.join("host.key"), &dir.join("host.pub")).await?;
+            let req = crate::proto::RenewRequest { csr: key.csr_pem(&self.me)?, nebula_pub: read(&dir.join("host.pub"))? };
+            let resp = match &self.authority {
+                Some(_) => self.sign_renewal(&self.me, &req).await?,
+                None => {
+                    let url = self.ca_url(&self.state(), crate::proto::RENEW);
+                    transport::post::<_, crate::proto::RenewResponse>(&self.client(), &url, &req).await?
+                }
+            };
+            write_secret(&dir.join("node.crt"), resp.cert.as_bytes())?;
+            write_secret(&dir.join("host.crt"), resp.nebula_cert.as_bytes())?;
+            if let Some(j) = &resp.join_cert {
+                write_secret(&dir.join("join.crt"), j.as_bytes())?;
+            }
+            Ok::<(), IslandError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        let old = {
+            let mut local = self.local.lock().unwrap();
+            let old = local.generation;
+            Local { node_id: self.me.clone(), generation: next }.save(&self.paths)?;
+            local.generation = next;
+            old
+        };
+        self.rebuild_tls()?;
+        self.update_mesh().await?;
+        let _ = std::fs::remove_dir_all(self.paths.generation(old));
+        tracing::info!(generation = next, "renewed this host's certificates");
+        Ok(())
+    }
+
+    /// The CA host signs a renewal for member `id` and records it.
+    pub(crate) async fn sign_renewal(
+        &self,
+        id: &str,
+        req: &crate::proto::RenewRequest,
+    ) -> Result<crate::proto::RenewResponse, IslandError> {
+        let authority = self.authority.as_ref().expect("called on the CA host");
+        let state = self.state();
+        let m = state.members.get(id).ok_or_else(|| IslandError::UnknownNode(id.to_owned()))?;
+        let lifetime = Duration::from_secs(state.island.cert_lifetime);
+        let now = SystemTime::now();
+        let signed = authority.sign(&m.id, &m.name, m.mesh_ip, state.island.mesh_cidr, &req.csr, &req.nebula_pub, lifetime, now).await?;
+        let join_cert = if m.public.is_empty() {
+            None
+        } else {
+            let ips: Vec<std::net::IpAddr> = m.public.iter().map(|p| p.ip()).collect();
+            Some(authority.x509.sign_server(&req.csr, &ips, now, lifetime)?.cert_pem)
+        };
+        self.commit(&[Change::Renewed { id: m.id.clone(), issued: signed.issued.clone(), now: secs(now) }]).await?;
+        Ok(crate::proto::RenewResponse { cert: signed.cert, nebula_cert: signed.nebula_cert, join_cert })
+    }
+
+    /// Follows the CA host's state with a long poll; a member that was away catches up at
+    /// its first answer.
+    async fn follow_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut failures = 0u32;
+        loop {
+            let state = self.state();
+            let url = format!("{}?since={}", self.ca_url(&state, crate::proto::STATE), state.version);
+            let client = self.tls.long_client.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let got = tokio::select! {
+                r = transport::get::<StateView>(&client, &url) => r,
+                _ = crate::transport::stopped(&mut stop) => return,
+            };
+            match got {
+                Ok(view) => {
+                    failures = 0;
+                    self.adopt(view).await;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(30) {
+                        tracing::warn!(error = %crate::proto::Problem::from_error(&e), "following the island's state");
+                    }
+                    let pause = Duration::from_millis(250 * u64::from(failures.min(8)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = crate::transport::stopped(&mut stop) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the CA host this member is alive, every `heartbeat`.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let beat = crate::proto::Heartbeat { version: self.cfg.version.clone() };
+        loop {
+            let url = self.ca_url(&self.state(), crate::proto::HEARTBEAT);
+            if let Err(e) = transport::post::<_, serde_json::Value>(&self.client(), &url, &beat).await {
+                tracing::debug!(error = %e, "heartbeat");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.heartbeat) => {}
+                _ = crate::transport::stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    /// Leaves the island: tells the CA host (which revokes this host's certificates), stops
+    /// the mesh and forgets the island. If the CA host cannot be reached (this host was removed,
+    /// or the island is gone), it leaves anyway and says so.
+    pub async fn leave(self: Arc<Self>) -> Result<Option<String>, IslandError> {
+        let mut warning = None;
+        if self.is_ca_host() {
+            if self.state().members.len() > 1 {
+                return Err(crate::model::ModelError::CaHost.into());
+            }
+        } else if let Err(e) = self.change(Change::Remove { id: self.me.clone(), now: unix_now() }).await {
+            warning = Some(format!(
+                "the CA host was not told ({}); `atoll node rm` there removes this host",
+                crate::proto::Problem::from_error(&e)
+            ));
+        }
+        self.shutdown().await;
+        if let Some(m) = self.mesh.lock().await.take() {
+            m.stop().await?;
+        }
+        std::fs::remove_dir_all(&self.paths.root).map_err(io(&self.paths.root))?;
+        Ok(warning)
+    }
+}
+
+/// The CA host's authority, from the island directory.
+pub(crate) fn authority(cfg: &Config, paths: &Paths, island: &IslandInfo) -> Result<Authority, IslandError> {
+    let key = read(&paths.ca().join("x509.key"))?;
+    Ok(Authority {
+        x509: atoll_pki::Ca::from_pem(&island.ca_cert, &key)?,
+        nebula_ca_cert: paths.ca().join("nebula/ca.crt"),
+        nebula_ca_key: paths.ca().join("nebula/ca.key"),
+        nebula: atoll_mesh::NebulaCert { bin: cfg.nebula_cert.clone() },
+        scratch: paths.scratch(),
+    })
+}
+
+/// The CA host signs its own generation `gen` (init).
+#[allow(clippy::too_many_arguments)]
+async fn issue_own(
+    authority: &Authority,
+    paths: &Paths,
+    gen_no: u64,
+    id: &str,
+    name: &str,
+    mesh_ip: std::net::Ipv4Addr,
+    island: &IslandInfo,
+    public: &[SocketAddr],
+    now: SystemTime,
+) -> Result<Issued, IslandError> {
+    let dir = paths.generation(gen_no);
+    let key = atoll_pki::NodeKey::generate()?;
+    write_secret(&dir.join("node.key"), key.key_pem().as_bytes())?;
+    authority.nebula.keygen(&dir.join("host.key"), &dir.join("host.pub")).await?;
+    let lifetime = Duration::from_secs(island.cert_lifetime);
+    let csr = key.csr_pem(id)?;
+    let signed =
+        authority.sign(&id.to_owned(), name, mesh_ip, island.mesh_cidr, &csr, &read(&dir.join("host.pub"))?, lifetime, now).await?;
+    write_secret(&dir.join("node.crt"), signed.cert.as_bytes())?;
+    write_secret(&dir.join("host.crt"), signed.nebula_cert.as_bytes())?;
+    if !public.is_empty() {
+        let ips: Vec<std::net::IpAddr> = public.iter().map(|p| p.ip()).collect();
+        write_secret(&dir.join("join.crt"), authority.x509.sign_server(&csr, &ips, now, lifetime)?.cert_pem.as_bytes())?;
+    }
+    Ok(signed.issued)
+}
+
+/// Refuses a mesh prefix that overlaps the container pool or a network the host routes.
+pub(crate) fn check_mesh_prefix(cfg: &Config, mesh: Ipv4Net) -> Result<(), IslandError> {
+    if !crate::ipam::usable_mesh_prefix(&mesh) {
+        return Err(IslandError::MeshPrefix(mesh));
+    }
+    if crate::ipam::overlaps(&mesh, &cfg.container_pool) {
+        return Err(IslandError::Overlap { mesh, what: "the container pool", other: cfg.container_pool });
+    }
+    if let Some(r) = atoll_util::host_routes4().into_iter().find(|r| crate::ipam::overlaps(&mesh, r)) {
+        return Err(IslandError::Overlap { mesh, what: "a network this host routes", other: r });
+    }
+    Ok(())
+}
+
+/// A server config used until the real one is built (never served: `open` rebuilds at once).
+fn placeholder_server() -> rustls::ServerConfig {
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.3 is supported")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCert))
+}
+
+#[derive(Debug)]
+struct NoCert;
+
+impl rustls::server::ResolvesServerCert for NoCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        None
+    }
+}
+
+fn rustls_client_placeholder() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore::empty();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.3 is supported")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}

@@ -1,0 +1,475 @@
+//! The running island of one daemon: [`Manager`]. It holds this member's replica of the state,
+//! its keys and certificates (one generation directory at a time), the supervised Nebula, the
+//! control-plane listeners, and the tasks that keep it all current: renewal at two thirds of
+//! the certificates' life, the state followed from the CA host (a long poll), heartbeats.
+//!
+//! Writes go through the CA host: there [`Manager::commit`] applies them under one lock,
+//! elsewhere they are forwarded to it. Reads are served from the local replica.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::authority::{Authority, SignError};
+use crate::model::{Change, IslandState, Member, ModelError, NodeId, Role};
+use crate::store::{FileStore, Local, Paths, StateStore, StoreError};
+use crate::transport::{self, SharedConfig, TransportError};
+
+/// How long the island's CAs live (rotating them is later work).
+pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Fixed facts of this host, from the daemon's flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Atoll's version, reported to the island.
+    pub version: String,
+    /// This host's name unless `init`/`join` gives one (the hostname, made a DNS label).
+    pub hostname: String,
+    /// Nebula's UDP port (for a new island; members follow the island's).
+    pub mesh_port: u16,
+    /// The control plane's TCP port (likewise).
+    pub control_port: u16,
+    /// Nebula's status sshd on 127.0.0.1.
+    pub status_port: u16,
+    /// Certificate lifetime for a new island.
+    pub cert_lifetime: Duration,
+    pub heartbeat: Duration,
+    /// A member unheard of for this long is `down`.
+    pub down_after: Duration,
+    pub nebula: PathBuf,
+    pub nebula_cert: PathBuf,
+    /// The container pool, which the mesh prefix must not overlap.
+    pub container_pool: Ipv4Net,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IslandError {
+    #[error("this host is already a member of island {0:?}: run `atoll leave` first")]
+    AlreadyMember(String),
+    #[error("this host is not in an island: `atoll init` creates one, `atoll join CODE` joins one")]
+    NotMember,
+    #[error("invalid --public {0:?}: use ADDR or ADDR:PORT with a public IP address")]
+    BadPublic(String),
+    #[error("the mesh prefix {mesh} overlaps {what} {other}: pick another with --mesh-cidr")]
+    Overlap { mesh: Ipv4Net, what: &'static str, other: Ipv4Net },
+    #[error("the mesh prefix {0} is not usable: give a prefix of /8 to /29")]
+    MeshPrefix(Ipv4Net),
+    #[error("the island has no public member to join through: `atoll init` or `atoll join` a host with --public")]
+    NoPublicMember,
+    #[error("no member {0}")]
+    UnknownNode(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Code(#[from] crate::invite::CodeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error(transparent)]
+    Pki(#[from] atoll_pki::PkiError),
+    #[error(transparent)]
+    Mesh(#[from] atoll_mesh::MeshError),
+    #[error("asking the island")]
+    Transport(#[from] TransportError),
+    #[error("the CA host answered with a certificate that does not match: {0}")]
+    Mismatch(String),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl IslandError {
+    /// Whether the caller asked for something wrong, something missing, or a conflict (for the
+    /// API's status codes), vs. the island failing.
+    pub fn kind(&self) -> atoll_util::ErrorKind {
+        use atoll_util::ErrorKind as K;
+        match self {
+            Self::NotMember | Self::UnknownNode(_) => K::NotFound,
+            Self::AlreadyMember(_) => K::Conflict,
+            Self::BadPublic(_) | Self::Overlap { .. } | Self::MeshPrefix(_) | Self::Code(_) => K::Invalid,
+            // The request is fine; the island's state does not allow it yet.
+            Self::NoPublicMember => K::Conflict,
+            Self::Model(ModelError::UnknownNode(_) | ModelError::InviteUnknown(_)) => K::NotFound,
+            Self::Model(
+                ModelError::InviteUsed(_)
+                | ModelError::NameTaken(_)
+                | ModelError::AddressTaken(_)
+                | ModelError::InviteExists(_)
+                | ModelError::CaHost,
+            ) => K::Conflict,
+            Self::Model(_) => K::Invalid,
+            Self::Transport(t) => match t.status() {
+                Some(404) => K::NotFound,
+                Some(409) => K::Conflict,
+                Some(400 | 403 | 410 | 422) => K::Invalid,
+                _ => K::Upstream,
+            },
+            _ => K::Internal,
+        }
+    }
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IslandError + '_ {
+    move |source| IslandError::Io { path: path.to_owned(), source }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A member as `node ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub name: String,
+    pub mesh_ip: String,
+    pub public: Vec<String>,
+    pub role: Role,
+    /// `ready`, `down` (not heard of for a while) or `unknown` (not heard of since this
+    /// member's view started).
+    pub state: String,
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    /// RFC 3339.
+    pub last_seen: Option<String>,
+    pub joined: String,
+    /// The member that signs certificates.
+    pub ca_host: bool,
+    /// This host.
+    pub this: bool,
+    /// How this host reaches it over the mesh: `direct`, `relayed via …`, `pending`, or absent.
+    pub path: Option<String>,
+    /// When its newest certificates expire (RFC 3339).
+    pub cert_not_after: Option<String>,
+}
+
+/// The island as this host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IslandStatus {
+    pub name: String,
+    pub id: String,
+    pub this: NodeView,
+    pub members: usize,
+    pub mesh_cidr: String,
+    pub ca_fingerprint: String,
+    pub state_version: u64,
+    /// This host's certificates: when they expire and when they renew (RFC 3339).
+    pub cert_not_after: String,
+    pub renew_at: String,
+    /// Why the last renewal failed, if it did (it is being retried).
+    pub renew_error: Option<String>,
+    /// Nebula: running, and how often it was restarted.
+    pub mesh_running: bool,
+    pub mesh_restarts: u64,
+}
+
+/// What the state long poll answers: the state, and when the CA host last heard of each
+/// member (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateView {
+    pub state: IslandState,
+    pub seen: BTreeMap<NodeId, i64>,
+}
+
+/// The TLS material in use, rebuilt when certificates renew or revocations change.
+pub(crate) struct Tls {
+    pub control: SharedConfig,
+    pub join: SharedConfig,
+    pub client: RwLock<reqwest::Client>,
+    pub long_client: RwLock<reqwest::Client>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RenewStatus {
+    pub not_after: Option<SystemTime>,
+    pub renew_at: Option<SystemTime>,
+    pub error: Option<String>,
+}
+
+/// The island of this daemon.
+pub struct Manager {
+    pub(crate) cfg: Config,
+    pub(crate) paths: Paths,
+    pub(crate) store: FileStore,
+    pub(crate) me: NodeId,
+    pub(crate) state: watch::Sender<IslandState>,
+    pub(crate) local: Mutex<Local>,
+    pub(crate) authority: Option<Authority>,
+    pub(crate) tls: Tls,
+    pub(crate) mesh: tokio::sync::Mutex<Option<atoll_mesh::Supervisor>>,
+    pub(crate) seen: Mutex<BTreeMap<NodeId, i64>>,
+    pub(crate) write: tokio::sync::Mutex<()>,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(crate) renewal: Mutex<RenewStatus>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").field("me", &self.me).finish_non_exhaustive()
+    }
+}
+
+/// A DNS label made of a hostname.
+pub fn host_label(hostname: &str) -> String {
+    let s: String = hostname.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let s = s.trim_matches('-');
+    let s = &s[..s.len().min(crate::model::MAX_NAME)];
+    if s.is_empty() { "host".into() } else { s.trim_end_matches('-').to_owned() }
+}
+
+/// Parses `--public ADDR[:PORT]` (the port is Nebula's, `mesh_port` by default). Loopback,
+/// unspecified and multicast addresses cannot be reached by other hosts, so are refused.
+pub fn parse_public(s: &str, mesh_port: u16) -> Result<SocketAddr, IslandError> {
+    let bad = || IslandError::BadPublic(s.to_owned());
+    let addr = match s.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => SocketAddr::new(s.trim_matches(['[', ']']).parse::<IpAddr>().map_err(|_| bad())?, mesh_port),
+    };
+    let ip = addr.ip();
+    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || addr.port() == 0 || !ip.is_ipv4() {
+        return Err(bad());
+    }
+    Ok(addr)
+}
+
+impl Manager {
+    pub fn id(&self) -> &str {
+        &self.me
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The local replica.
+    pub fn state(&self) -> IslandState {
+        self.state.borrow().clone()
+    }
+
+    /// Follows the local replica.
+    pub fn subscribe(&self) -> watch::Receiver<IslandState> {
+        self.state.subscribe()
+    }
+
+    pub fn is_ca_host(&self) -> bool {
+        self.authority.is_some()
+    }
+
+    pub(crate) fn generation_dir(&self) -> PathBuf {
+        self.paths.generation(self.local.lock().unwrap().generation)
+    }
+
+    /// The CA host's control-plane URL for `path`.
+    pub(crate) fn ca_url(&self, state: &IslandState, path: &str) -> String {
+        let ca = state.members.get(&state.island.ca_host).map_or(Ipv4Addr::UNSPECIFIED, |m| m.mesh_ip);
+        format!("https://{ca}:{}{path}", state.island.control_port)
+    }
+
+    pub(crate) fn client(&self) -> reqwest::Client {
+        self.tls.client.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies `changes` on the CA host: under one lock, all or none, saved before anyone
+    /// learns of them; returns the new state.
+    pub(crate) async fn commit(&self, changes: &[Change]) -> Result<IslandState, IslandError> {
+        let _w = self.write.lock().await;
+        let mut next = self.state();
+        for c in changes {
+            next.apply(c)?;
+        }
+        if changes.iter().any(|c| matches!(c, Change::Remove { .. }))
+            && let Some(a) = &self.authority
+        {
+            let serials: Vec<atoll_pki::Serial> = next.revoked_serials.keys().filter_map(|s| s.parse().ok()).collect();
+            let now = SystemTime::now();
+            let pem = a.x509.crl(&serials, now, now + CA_LIFETIME)?;
+            next.apply(&Change::Crl { pem })?;
+        }
+        self.store.save(&next)?;
+        self.state.send_replace(next.clone());
+        self.on_state_changed().await;
+        Ok(next)
+    }
+
+    /// A change made by this host's operator: applied here on the CA host, forwarded to it
+    /// from anywhere else (and the answer adopted at once, so a `node ls` right after shows it).
+    pub async fn change(&self, change: Change) -> Result<IslandState, IslandError> {
+        if self.is_ca_host() {
+            return self.commit(&[change]).await;
+        }
+        let state = self.state();
+        let url = self.ca_url(&state, crate::proto::CHANGE);
+        let view: StateView = transport::post(&self.client(), &url, &crate::proto::ChangeRequest { change }).await?;
+        self.adopt(view).await;
+        Ok(self.state())
+    }
+
+    /// Takes a newer state (and the CA host's liveness view) from the CA host.
+    pub(crate) async fn adopt(&self, view: StateView) {
+        self.seen.lock().unwrap().extend(view.seen);
+        if view.state.version <= self.state.borrow().version && view.state.island.id == self.state.borrow().island.id {
+            return;
+        }
+        if let Err(e) = self.store.save(&view.state) {
+            tracing::warn!(error = %e, "saving the island state");
+        }
+        self.state.send_replace(view.state);
+        self.on_state_changed().await;
+    }
+
+    /// What follows a new state: the mesh's lighthouses and blocklist, the TLS revocations.
+    pub(crate) async fn on_state_changed(&self) {
+        if let Err(e) = self.rebuild_tls() {
+            tracing::warn!(error = %e, "rebuilding the control plane's TLS");
+        }
+        if let Err(e) = self.update_mesh().await {
+            tracing::warn!(error = %e, "updating the mesh");
+        }
+    }
+
+    /// The members as this host sees them.
+    pub async fn nodes(&self) -> Vec<NodeView> {
+        let state = self.state();
+        let tunnels = match self.mesh.lock().await.as_ref() {
+            Some(m) => m.tunnels().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let seen = self.seen.lock().unwrap().clone();
+        let now = unix_now();
+        state
+            .members
+            .values()
+            .map(|m| {
+                let this = m.id == self.me;
+                let last = if this { Some(now) } else { seen.get(&m.id).copied() };
+                let st = match last {
+                    Some(t) if now - t <= self.cfg.down_after.as_secs() as i64 => "ready",
+                    Some(_) => "down",
+                    None => "unknown",
+                };
+                let path = if this {
+                    None
+                } else {
+                    tunnels.iter().find(|t| t.mesh_ip == m.mesh_ip).map(|t| match &t.path {
+                        atoll_mesh::TunnelPath::Direct(a) => format!("direct ({a})"),
+                        atoll_mesh::TunnelPath::Relayed(via) => {
+                            let names: Vec<String> = via
+                                .iter()
+                                .map(|ip| state.members.values().find(|x| x.mesh_ip == *ip).map_or(ip.to_string(), |x| x.name.clone()))
+                                .collect();
+                            format!("relayed via {}", names.join(", "))
+                        }
+                        atoll_mesh::TunnelPath::Pending => "pending".into(),
+                    })
+                };
+                NodeView {
+                    id: m.id.clone(),
+                    name: m.name.clone(),
+                    mesh_ip: m.mesh_ip.to_string(),
+                    public: m.public.iter().map(ToString::to_string).collect(),
+                    role: m.role,
+                    state: st.into(),
+                    labels: m.labels.clone(),
+                    version: m.version.clone(),
+                    last_seen: last.map(crate::model::rfc3339),
+                    joined: crate::model::rfc3339(m.joined),
+                    ca_host: m.id == state.island.ca_host,
+                    this,
+                    path,
+                    cert_not_after: m.certs.iter().map(|c| c.not_after).max().map(crate::model::rfc3339),
+                }
+            })
+            .collect()
+    }
+
+    /// One member, by name, ID or ID prefix.
+    pub async fn node(&self, query: &str) -> Result<NodeView, IslandError> {
+        let id = self.state().find(query).map(|m| m.id.clone()).ok_or_else(|| IslandError::UnknownNode(query.to_owned()))?;
+        Ok(self.nodes().await.into_iter().find(|n| n.id == id).expect("listed"))
+    }
+
+    pub async fn status(&self) -> IslandStatus {
+        let state = self.state();
+        let this = self.node(&self.me.clone()).await.expect("this host is a member");
+        let r = self.renewal.lock().unwrap().clone();
+        let t = |s: Option<SystemTime>| {
+            s.map(|s| crate::model::rfc3339(s.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64))).unwrap_or_default()
+        };
+        let (running, restarts) = match self.mesh.lock().await.as_ref() {
+            Some(m) => (m.pid().await.is_some(), m.restarts().await),
+            None => (false, 0),
+        };
+        IslandStatus {
+            name: state.island.name.clone(),
+            id: state.island.id.clone(),
+            this,
+            members: state.members.len(),
+            mesh_cidr: state.island.mesh_cidr.to_string(),
+            ca_fingerprint: state.island.ca_fingerprint.clone(),
+            state_version: state.version,
+            cert_not_after: t(r.not_after),
+            renew_at: t(r.renew_at),
+            renew_error: r.error,
+            mesh_running: running,
+            mesh_restarts: restarts,
+        }
+    }
+
+    /// Sets and removes labels of a member.
+    pub async fn label(&self, query: &str, set: BTreeMap<String, String>, unset: Vec<String>) -> Result<NodeView, IslandError> {
+        let id = self.state().find(query).map(|m| m.id.clone()).ok_or_else(|| IslandError::UnknownNode(query.to_owned()))?;
+        self.change(Change::SetLabels { id: id.clone(), set, unset }).await?;
+        self.node(&id).await
+    }
+
+    /// Removes a member: it leaves the state and every certificate it had is revoked, for the
+    /// mesh (Nebula's blocklist) and the control plane (the CRL).
+    pub async fn remove(&self, query: &str) -> Result<Member, IslandError> {
+        let m = self.state().find(query).cloned().ok_or_else(|| IslandError::UnknownNode(query.to_owned()))?;
+        self.change(Change::Remove { id: m.id.clone(), now: unix_now() }).await?;
+        Ok(m)
+    }
+
+    /// Stops this daemon's tasks and listeners. Nebula keeps running (the mesh outlives a
+    /// daemon restart; the next daemon adopts it).
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap());
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().unwrap().push(tokio::spawn(task));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_addresses_and_host_labels() {
+        assert_eq!(parse_public("203.0.113.10", 4242).unwrap(), "203.0.113.10:4242".parse().unwrap());
+        assert_eq!(parse_public("203.0.113.10:5000", 4242).unwrap(), "203.0.113.10:5000".parse().unwrap());
+        for bad in ["", "localhost", "127.0.0.1", "0.0.0.0", "203.0.113.10:0", "224.0.0.1", "[2001:db8::1]:4242", "not an ip"] {
+            assert!(parse_public(bad, 4242).is_err(), "{bad}");
+        }
+        assert_eq!(host_label("My_Host.example"), "my-host-example");
+        assert_eq!(host_label("---"), "host");
+    }
+}

@@ -1,0 +1,111 @@
+//! The control plane's wire types: JSON over HTTP/2. Joins come to a public member's join
+//! endpoint over TLS pinned by the invite's CA fingerprint; everything else goes between
+//! members over mTLS on their mesh addresses, each request carrying the caller's identity in its
+//! certificate. Writes go to the CA host (a member forwards them there); reads are served from
+//! the local replica.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Change, IslandState, NodeId};
+
+/// `POST`: [`JoinRequest`] → [`JoinResponse`].
+pub const JOIN: &str = "/island/v1/join";
+/// `POST`: [`RenewRequest`] → [`RenewResponse`] (mTLS).
+pub const RENEW: &str = "/island/v1/renew";
+/// `GET ?since=VERSION`: the state once its version passes `since` (a long poll), or after
+/// [`STATE_WAIT`] the same version again (mTLS).
+pub const STATE: &str = "/island/v1/state";
+/// `POST`: [`ChangeRequest`] → the new state (mTLS; members' writes, forwarded to the CA host).
+pub const CHANGE: &str = "/island/v1/change";
+/// `POST`: [`Heartbeat`] → `204` (mTLS): the caller is alive.
+pub const HEARTBEAT: &str = "/island/v1/heartbeat";
+
+/// How long a state long poll waits before answering with what it has.
+pub const STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub invite_id: String,
+    pub secret: String,
+    /// The name the host asks for (else the invite's, else its hostname).
+    pub name: String,
+    /// Its public `ADDR:PORT`s (Nebula), if it joins as a public member.
+    pub public: Vec<SocketAddr>,
+    /// A CSR (PEM) for its control-plane certificate; the key stays with the host.
+    pub csr: String,
+    /// Its Nebula public key (PEM, from `nebula-cert keygen`).
+    pub nebula_pub: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: NodeId,
+    pub mesh_ip: Ipv4Addr,
+    /// Its control-plane certificate (PEM).
+    pub cert: String,
+    /// Its Nebula certificate (PEM).
+    pub nebula_cert: String,
+    /// A public member's join-endpoint certificate (PEM, for its key).
+    pub join_cert: Option<String>,
+    /// The island as it now is, the new member in it.
+    pub state: IslandState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr: String,
+    pub nebula_pub: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub cert: String,
+    pub nebula_cert: String,
+    /// A public member's join-endpoint certificate.
+    pub join_cert: Option<String>,
+}
+
+/// A change a member asks for. Joins and renewals have their own requests; the caller is
+/// identified by its certificate, not by anything in here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub version: String,
+}
+
+/// Every error answer: what went wrong, and the causes under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub message: String,
+    #[serde(default)]
+    pub causes: Vec<String>,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        for c in &self.causes {
+            write!(f, ": {c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Problem {
+    pub fn from_error(e: &(dyn std::error::Error + 'static)) -> Self {
+        Self { message: e.to_string(), causes: atoll_util::causes(e) }
+    }
+}
+
+/// Whether a member may ask for `change` through [`CHANGE`]: joins and renewals have their own
+/// requests, and versions are reported by heartbeats.
+pub fn change_allowed(change: &Change) -> bool {
+    matches!(change, Change::CreateInvite { .. } | Change::DeleteInvite { .. } | Change::SetLabels { .. } | Change::Remove { .. })
+}

@@ -1,0 +1,202 @@
+//! The control plane's handlers. [`join`] is the router of the public join endpoint (TLS, no
+//! client certificate); [`control`] the mTLS router on the mesh address, where every request
+//! comes from a member named by its certificate. Requests that need the CA are handled here on
+//! the CA host and forwarded to it elsewhere.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Extension, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing};
+
+use crate::manager::{IslandError, Manager, StateView, unix_now};
+use crate::model::{Change, Member, ModelError, Role};
+use crate::proto::{self, ChangeRequest, Heartbeat, JoinRequest, JoinResponse, Problem, RenewRequest};
+use crate::transport::{self, Peer};
+
+type M = State<Arc<Manager>>;
+
+/// Largest request body taken.
+const MAX_BODY: usize = 64 << 10;
+
+/// An error answer: a status and a [`Problem`].
+pub struct Refusal(StatusCode, Problem);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<IslandError> for Refusal {
+    fn from(e: IslandError) -> Self {
+        let status = match &e {
+            IslandError::Model(ModelError::SecretMismatch) => StatusCode::FORBIDDEN,
+            IslandError::Model(ModelError::InviteExpired(_)) => StatusCode::GONE,
+            IslandError::Transport(t) => t.status().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_GATEWAY),
+            e => match e.kind() {
+                atoll_util::ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+                atoll_util::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                atoll_util::ErrorKind::Conflict => StatusCode::CONFLICT,
+                atoll_util::ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+                atoll_util::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %Problem::from_error(&e), "control-plane request failed");
+        }
+        let problem = match e {
+            // The CA host's own words, passed through.
+            IslandError::Transport(transport::TransportError::Refused { problem, .. }) => problem,
+            e => Problem::from_error(&e),
+        };
+        Refusal(status, problem)
+    }
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, Problem { message: message.into(), causes: vec![] })
+}
+
+/// The caller, which must be a member.
+fn member(m: &Manager, peer: &Peer) -> Result<Member, Refusal> {
+    let id = peer.0.as_deref().ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "a member's certificate is needed"))?;
+    m.state().members.get(id).cloned().ok_or_else(|| refuse(StatusCode::FORBIDDEN, format!("{id} is not a member of this island")))
+}
+
+/// The public join endpoint.
+pub fn join(m: Arc<Manager>) -> Router {
+    Router::new().route(proto::JOIN, routing::post(handle_join)).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(m)
+}
+
+/// The mesh's mTLS API.
+pub fn control(m: Arc<Manager>) -> Router {
+    Router::new()
+        .route(proto::JOIN, routing::post(handle_join))
+        .route(proto::RENEW, routing::post(renew))
+        .route(proto::STATE, routing::get(state))
+        .route(proto::CHANGE, routing::post(change))
+        .route(proto::HEARTBEAT, routing::post(heartbeat))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(m)
+}
+
+async fn handle_join(State(m): M, Json(req): Json<JoinRequest>) -> Result<Json<JoinResponse>, Refusal> {
+    if !m.is_ca_host() {
+        let url = m.ca_url(&m.state(), proto::JOIN);
+        return Ok(Json(transport::post(&m.client(), &url, &req).await.map_err(IslandError::from)?));
+    }
+    Ok(Json(admit(&m, req).await?))
+}
+
+/// The CA host admits a host with an invite: checks the invite, signs its keys, records it.
+/// A host asking again with the same keys (its first answer was lost) gets fresh certificates
+/// for the membership it already has.
+async fn admit(m: &Manager, req: JoinRequest) -> Result<JoinResponse, IslandError> {
+    let key_sha256 = crate::model::sha256_hex(req.nebula_pub.as_bytes());
+    let now = SystemTime::now();
+    let state = m.state();
+    let existing = state.check_invite(&req.invite_id, &req.secret, &key_sha256, unix_now())?.cloned();
+    if existing.is_none() {
+        let invite = &state.invites[&req.invite_id];
+        if invite.public && req.public.is_empty() {
+            return Err(IslandError::BadPublic("this invite is for a public host: join with --public ADDR".into()));
+        }
+        if !crate::model::valid_host_name(&req.name) {
+            return Err(ModelError::BadName(req.name.clone()).into());
+        }
+        if state.member_by_name(&req.name).is_some() {
+            return Err(ModelError::NameTaken(req.name.clone()).into());
+        }
+    }
+    let mut taken: std::collections::BTreeSet<std::net::Ipv4Addr> = state.members.values().map(|x| x.mesh_ip).collect();
+    taken.insert(state.island.mesh_cidr.network());
+    let (id, mesh_ip, name, public) = match &existing {
+        Some(x) => (x.id.clone(), x.mesh_ip, x.name.clone(), x.public.clone()),
+        None => {
+            let ip = crate::ipam::next_free(state.island.mesh_cidr, &taken).ok_or(IslandError::MeshPrefix(state.island.mesh_cidr))?;
+            (atoll_util::random_hex(8), ip, req.name.clone(), req.public.clone())
+        }
+    };
+    let authority = m.authority.as_ref().expect("admitting on the CA host");
+    let lifetime = Duration::from_secs(state.island.cert_lifetime);
+    let signed = authority.sign(&id, &name, mesh_ip, state.island.mesh_cidr, &req.csr, &req.nebula_pub, lifetime, now).await?;
+    let join_cert = if public.is_empty() {
+        None
+    } else {
+        let ips: Vec<std::net::IpAddr> = public.iter().map(|p| p.ip()).collect();
+        Some(authority.x509.sign_server(&req.csr, &ips, now, lifetime)?.cert_pem)
+    };
+    let change = match existing {
+        Some(_) => Change::Renewed { id: id.clone(), issued: signed.issued, now: unix_now() },
+        None => Change::Join {
+            invite_id: req.invite_id.clone(),
+            secret: req.secret.clone(),
+            key_sha256,
+            member: Member {
+                id: id.clone(),
+                name: name.clone(),
+                mesh_ip,
+                role: if public.is_empty() { Role::Member } else { Role::Lighthouse },
+                public,
+                labels: Default::default(),
+                version: req.version.clone(),
+                joined: unix_now(),
+                certs: vec![signed.issued],
+            },
+            now: unix_now(),
+        },
+    };
+    let state = m.commit(&[change]).await?;
+    tracing::info!(node = %name, %mesh_ip, "admitted a host to the island");
+    m.seen.lock().unwrap().insert(id.clone(), unix_now());
+    Ok(JoinResponse { node_id: id, mesh_ip, cert: signed.cert, nebula_cert: signed.nebula_cert, join_cert, state })
+}
+
+async fn renew(
+    State(m): M,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<RenewRequest>,
+) -> Result<Json<proto::RenewResponse>, Refusal> {
+    let caller = member(&m, &peer)?;
+    if !m.is_ca_host() {
+        return Err(refuse(StatusCode::MISDIRECTED_REQUEST, "renewals go to the CA host"));
+    }
+    Ok(Json(m.sign_renewal(&caller.id, &req).await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Since {
+    since: Option<u64>,
+}
+
+async fn state(State(m): M, Extension(peer): Extension<Peer>, Query(q): Query<Since>) -> Result<Json<StateView>, Refusal> {
+    member(&m, &peer)?;
+    let since = q.since.unwrap_or(0);
+    let mut rx = m.subscribe();
+    let _ = tokio::time::timeout(proto::STATE_WAIT, rx.wait_for(|s| s.version > since)).await;
+    let mut seen = m.seen.lock().unwrap().clone();
+    seen.insert(m.id().to_owned(), unix_now());
+    Ok(Json(StateView { state: m.state(), seen }))
+}
+
+async fn change(State(m): M, Extension(peer): Extension<Peer>, Json(req): Json<ChangeRequest>) -> Result<Json<StateView>, Refusal> {
+    member(&m, &peer)?;
+    if !proto::change_allowed(&req.change) {
+        return Err(refuse(StatusCode::BAD_REQUEST, "this change cannot be asked for here"));
+    }
+    let state = m.change(req.change).await?;
+    let seen = m.seen.lock().unwrap().clone();
+    Ok(Json(StateView { state, seen }))
+}
+
+async fn heartbeat(State(m): M, Extension(peer): Extension<Peer>, Json(beat): Json<Heartbeat>) -> Result<StatusCode, Refusal> {
+    let caller = member(&m, &peer)?;
+    m.seen.lock().unwrap().insert(caller.id.clone(), unix_now());
+    if m.is_ca_host() && caller.version != beat.version {
+        m.commit(&[Change::Version { id: caller.id, version: beat.version }]).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
