@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod health;
+pub mod mount;
 pub mod network;
 pub mod openapi;
 pub mod restart;
