@@ -82,11 +82,23 @@ impl Engine {
         if !rec.is_running() {
             return Err(EngineError::NotRunning(rec.name));
         }
+        let was = rec.stopped_by_user;
         if matches!(signal, 9 | 15 | 2) {
             self.update(&slot, |r| r.stopped_by_user = true)?;
         }
-        self.emit(&rec, "kill", &[("signal", signal.to_string())]);
-        ShimClient::new(&self.state_dir(&rec.id)).kill(signal).await.map_err(|source| EngineError::Signal { name: rec.name, source })
+        match ShimClient::new(&self.state_dir(&rec.id)).kill(signal).await {
+            Ok(()) => {
+                self.emit(&rec, "kill", &[("signal", signal.to_string())]);
+                Ok(())
+            }
+            // It exited between the look and the signal (found by the API fuzzer): not a fault
+            // of the daemon's, and nobody stopped it.
+            Err(atoll_runtime::driver::DriverError::Gone(_)) => {
+                let _ = self.update(&slot, |r| r.stopped_by_user = was);
+                Err(EngineError::NotRunning(rec.name))
+            }
+            Err(source) => Err(EngineError::Signal { name: rec.name, source }),
+        }
     }
 
     pub async fn restart(&self, query: &str, timeout: Option<u64>) -> Result<ContainerRecord, EngineError> {
