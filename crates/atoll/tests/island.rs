@@ -133,6 +133,11 @@ fn bad_codes_are_refused_clearly_and_leave_no_trace() {
     let code = invite(&island, "vps1", &[]);
     let r = island.cli("home1", &["join", &code]);
     assert!(!r.ok() && r.stderr.contains("already a member"), "{r:?}");
+    // `join` with no daemon to talk to says so (exit code 3), and the code stays unused.
+    let r = island.sh("home2", &format!("{BIN} --socket /nonexistent/atoll.sock join --name home2 {code}"));
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(r.stderr.contains("daemon"), "{r:?}");
+    island.ok("home2", &["join", "--name", "home2", &code]);
 }
 
 /// The pid in a host's Nebula pidfile.

@@ -230,13 +230,16 @@ impl Manager {
         self.update_mesh().await?;
         let state = self.state();
         let me = state.members[&self.me].clone();
+        // One listener on every address: the mesh address gets the control plane, others only
+        // joins (a cloud VPS's public address may be NATed to a private one it never sees).
         let port = state.island.control_port;
-        let control = transport::bind(SocketAddr::new(me.mesh_ip.into(), port), true)?;
-        self.spawn(transport::serve(control, self.tls.control.clone(), crate::routes::control(self.clone()), self.stop.subscribe()));
-        for p in &me.public {
-            let join = transport::bind(SocketAddr::new(p.ip(), port), false)?;
-            self.spawn(transport::serve(join, self.tls.join.clone(), crate::routes::join(self.clone()), self.stop.subscribe()));
-        }
+        let listener = transport::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port))?;
+        let sides = transport::Sides {
+            mesh_ip: me.mesh_ip.into(),
+            control: (self.tls.control.clone(), crate::routes::control(self.clone())),
+            join: (!me.public.is_empty()).then(|| (self.tls.join.clone(), crate::routes::join(self.clone()))),
+        };
+        self.spawn(transport::serve_sides(listener, sides, self.stop.subscribe()));
         let m = self.clone();
         self.spawn(async move { m.renew_loop().await });
         if !self.is_ca_host() {

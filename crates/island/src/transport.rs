@@ -63,16 +63,12 @@ impl TransportError {
     }
 }
 
-/// A TCP listener on `addr`; with `freebind` it may be bound before the address exists (the
-/// mesh address appears when Nebula's interface comes up).
-pub fn bind(addr: SocketAddr, freebind: bool) -> Result<TcpListener, TransportError> {
+/// A TCP listener on `addr`, reusable at once after a daemon restart.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, TransportError> {
     let wrap = |source| TransportError::Bind { addr, source };
     let socket =
         socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(wrap)?;
     socket.set_reuse_address(true).map_err(wrap)?;
-    if freebind {
-        socket.set_freebind_v4(true).map_err(wrap)?;
-    }
     socket.set_nonblocking(true).map_err(wrap)?;
     socket.bind(&addr.into()).map_err(wrap)?;
     socket.listen(128).map_err(wrap)?;
@@ -84,8 +80,18 @@ pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves `router` over TLS on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, config: SharedConfig, router: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Where a connection arrived decides what it may ask: on the mesh address, the control
+/// plane (mTLS); anywhere else (a public address, even one the cloud NATs to a private one),
+/// only joins, and only on a public member.
+#[derive(Clone)]
+pub struct Sides {
+    pub mesh_ip: std::net::IpAddr,
+    pub control: (SharedConfig, axum::Router),
+    pub join: Option<(SharedConfig, axum::Router)>,
+}
+
+/// Serves both sides over TLS on `listener` (a wildcard address) until `stop` turns true.
+pub async fn serve_sides(listener: TcpListener, sides: Sides, mut stop: tokio::sync::watch::Receiver<bool>) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, remote) = tokio::select! {
@@ -97,37 +103,46 @@ pub async fn serve(listener: TcpListener, config: SharedConfig, router: axum::Ro
                     continue;
                 }
             },
-            _ = crate::transport::stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => return,
         };
+        let local = tcp.local_addr().map(|a| a.ip()).ok();
+        let side = if local == Some(sides.mesh_ip) { Some(&sides.control) } else { sides.join.as_ref() };
+        let Some((config, router)) = side else { continue };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%remote, "too many control-plane connections; dropping one");
             continue;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config.read().unwrap_or_else(|p| p.into_inner()).clone());
-        let router = router.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let peer = Peer(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(atoll_pki::tls::peer_node_id));
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                router.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            tokio::select! {
-                r = conn => if let Err(e) = r { tracing::debug!(%remote, error = %e, "control-plane connection"); },
-                _ = crate::transport::stopped(&mut stop) => {}
-            }
-        });
+        tokio::spawn(connection(tcp, remote, acceptor, router.clone(), permit, stop.clone()));
+    }
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => return,
+    };
+    let peer = Peer(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(atoll_pki::tls::peer_node_id));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::select! {
+        r = conn => if let Err(e) = r { tracing::debug!(%remote, error = %e, "control-plane connection"); },
+        _ = stopped(&mut stop) => {}
     }
 }
 
