@@ -1,12 +1,15 @@
-//! End-to-end test of the web dashboard in a real headless Chromium (Debian's chromium and
+//! End-to-end tests of the web dashboard in a real headless Chromium (Debian's chromium and
 //! chromedriver): log in with the token, see a running container, watch a new log line arrive,
 //! stop it and see its state change without a reload; requests without the session or without
-//! the CSRF token are refused. Screenshots go to `target/tmp/dashboard-*.png`.
+//! the CSRF token are refused. The island view, on the multi-host stage: members, their states
+//! and mesh addresses, followed live. Screenshots go to `target/tmp/dashboard-*.png`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use atoll_testkit::daemon::Daemon;
+use atoll_testkit::forward::Forward;
+use atoll_testkit::island::{Island, Topology};
 use atoll_testkit::wait_for;
 use atoll_testkit::webdriver::Browser;
 
@@ -94,6 +97,101 @@ fn log_in_watch_logs_and_stop_a_container_in_a_real_browser() {
     assert_eq!(status, 200);
     assert!(body.contains("atoll_container_state"), "{body}");
     for s in ["login", "containers", "logs", "stopped"] {
+        assert!(std::fs::metadata(shot(s)).unwrap().len() > 1000);
+    }
+}
+
+/// The rows of the island view's member table: (name, mesh IP, state text, state class, path,
+/// certificate class).
+fn member_rows(b: &Browser) -> Vec<[String; 6]> {
+    let v = b.script(
+        "return [...document.querySelectorAll('#members tbody tr')].map(r => [r.dataset.name,
+           r.querySelector('.mesh-ip').textContent, r.querySelector('.state').textContent, r.querySelector('.state').className,
+           r.querySelector('.path').textContent, r.querySelector('td[class^=cert]')?.className ?? ''])",
+    );
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+fn row<'a>(rows: &'a [[String; 6]], name: &str) -> Option<&'a [String; 6]> {
+    rows.iter().find(|r| r[0] == name)
+}
+
+#[test]
+fn the_island_view_lists_members_and_follows_their_states_and_a_leave_live() {
+    // Two hosts on the island stage: vps1 (public) serves the dashboard on its namespace's
+    // loopback; the browser, on the test's own, reaches it through a relay into that namespace.
+    let mut t = Topology::new();
+    let vps1_addr = t.add_public("vps1");
+    t.add_nat("home1");
+    let mut island = Island::start(Path::new(BIN), t, &["--web", "127.0.0.1:0", "--down-after", "10s"]);
+    let login = island.ok("vps1", &["web", "token"]).trim().to_owned();
+    let target: std::net::SocketAddr = login.strip_prefix("http://").unwrap().split('/').next().unwrap().parse().unwrap();
+    let relay = Forward::start(&island.host("vps1").ns, target);
+    let login = login.replacen(&target.to_string(), &relay.addr.to_string(), 1);
+
+    let b = Browser::start();
+    b.goto(&login);
+    wait_for(30, "the containers view", || b.text("main").contains("No containers yet"));
+    b.script("window.__loaded = true;");
+    // To the island view by keyboard: Enter on the nav link; the view takes the focus.
+    b.type_into("nav a[href='#/island']", "\u{E007}");
+    wait_for(30, "the island view without an island", || b.text("main").contains("This host is in no island"));
+    let text = b.text("main");
+    assert!(
+        text.contains("atoll init --name NAME --public") && text.contains("atoll join CODE") && text.contains("atoll invite"),
+        "{text}"
+    );
+    assert_eq!(b.script("return document.activeElement.id"), "main");
+    assert_eq!(b.script("return document.querySelector(\"nav a[aria-current='page']\").textContent"), "Island");
+    b.screenshot(&shot("island-none"));
+
+    // The island forms while the page is open: both members appear, ready, without a reload.
+    island.ok("vps1", &["init", "--name", "friends", "--node-name", "vps1", "--public", &vps1_addr.to_string()]);
+    let code = island.ok("vps1", &["invite"]).trim().to_owned();
+    island.ok("home1", &["join", "--name", "home1", &code]);
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&island.ok("vps1", &["node", "ls", "--json"])).unwrap();
+    let ip = |name: &str| nodes.iter().find(|n| n["name"] == name).unwrap()["mesh_ip"].as_str().unwrap().to_owned();
+    wait_for(60, "both members ready, home1 reached directly", || {
+        let rows = member_rows(&b);
+        rows.len() == 2
+            && row(&rows, "vps1").is_some_and(|r| r[1] == ip("vps1") && r[2] == "ready" && r[4] == "this host")
+            && row(&rows, "home1").is_some_and(|r| r[1] == ip("home1") && r[2] == "ready" && r[4].starts_with("direct"))
+    });
+    let rows = member_rows(&b);
+    for r in &rows {
+        assert!(r[3].contains("state-ready") && r[5] == "cert-ok", "{r:?}");
+    }
+    let main = b.text("main");
+    assert!(main.contains("Island friends") && main.contains("vps1 this host") && main.contains("lighthouse, relay, CA"), "{main}");
+    // Ready and down are told by colour as well as by word.
+    assert_eq!(b.script("return getComputedStyle(document.querySelector('#members .state-ready')).color"), "rgb(10, 107, 44)");
+    b.screenshot(&shot("island-ready"));
+
+    // home1's daemon dies: shown down; back: ready again.
+    island.daemon_mut("home1").kill9();
+    wait_for(60, "home1 shown down", || row(&member_rows(&b), "home1").is_some_and(|r| r[2] == "down" && r[3].contains("state-down")));
+    assert_eq!(b.script("return getComputedStyle(document.querySelector('#members .state-down')).color"), "rgb(160, 20, 30)");
+    b.screenshot(&shot("island-down"));
+    island.daemon_mut("home1").start_again();
+    wait_for(60, "home1 shown ready again", || row(&member_rows(&b), "home1").is_some_and(|r| r[2] == "ready"));
+
+    // home1 leaves: its row goes, without a reload.
+    island.ok("home1", &["leave"]);
+    wait_for(60, "home1's row to go", || {
+        let rows = member_rows(&b);
+        rows.len() == 1 && row(&rows, "vps1").is_some()
+    });
+    assert_eq!(b.script("return window.__loaded === true"), true, "the page was reloaded");
+    b.screenshot(&shot("island-left"));
+
+    // A certificate with less than a third of its lifetime left is flagged (members renew at
+    // two thirds), and an expired one too.
+    let standing = b.script(
+        "const now = Date.parse('2030-01-01T00:00:00Z'), d = 86400e3, week = 7 * 86400;
+         return [certStanding(now + 3 * d, week, now), certStanding(now + 2 * d, week, now), certStanding(now - 1, week, now)]",
+    );
+    assert_eq!(standing, serde_json::json!(["ok", "late", "expired"]));
+    for s in ["island-none", "island-ready", "island-down", "island-left"] {
         assert!(std::fs::metadata(shot(s)).unwrap().len() > 1000);
     }
 }

@@ -168,6 +168,9 @@ pub struct IslandStatus {
     /// This host's certificates: when they expire and when they renew (RFC 3339).
     pub cert_not_after: String,
     pub renew_at: String,
+    /// The lifetime of the island's certificates, in seconds: every member renews at two
+    /// thirds of it, so one with less than a third left is late.
+    pub cert_lifetime: u64,
     /// Why the last renewal failed, if it did (it is being retried).
     pub renew_error: Option<String>,
     /// Nebula: running, and how often it was restarted.
@@ -422,6 +425,7 @@ impl Manager {
             state_version: state.version,
             cert_not_after: t(r.not_after),
             renew_at: t(r.renew_at),
+            cert_lifetime: state.island.cert_lifetime,
             renew_error: r.error,
             mesh_running: running,
             mesh_restarts: restarts,

@@ -10,6 +10,7 @@
 pub mod apps;
 pub mod daemon;
 pub mod docker;
+pub mod forward;
 pub mod island;
 pub mod oci;
 pub mod proxy;

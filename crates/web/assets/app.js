@@ -1,6 +1,7 @@
 // The dashboard: plain JavaScript, no dependencies. It talks to the daemon's own API under
 // /api (session cookie; state changes carry the CSRF token) and follows /api/v1/events to
-// redraw when something changes.
+// redraw when something changes. The island view also polls (`POLL_MS`): members' states
+// and tunnel paths come from heartbeats and Nebula, which make no events.
 "use strict";
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const main = document.getElementById("main");
@@ -35,7 +36,9 @@ async function ndjson(path, f, signal) {
 
 let view = null;       // the current view's redraw function
 let viewAbort = null;  // aborts the current view's streams
-function show(html) { main.innerHTML = html; }
+let viewTimer = null;  // the current view's poll, if it polls
+let shown = null;      // the HTML last shown: a redraw that changes nothing leaves the page (and focus) alone
+function show(html) { if (html === shown) return; shown = html; main.innerHTML = html; }
 function fail(e) { show(`<p class="error" role="alert">${esc(e.message)}</p>`); }
 
 async function containersView() {
@@ -125,17 +128,90 @@ async function networksView() {
   show(html + "</tbody></table>");
 }
 
+const POLL_MS = 3000;
+
+// How long until `t` (ms since the epoch), coarsely, so a redraw a few seconds later shows
+// the same words unless something changed: "in 6 d 23 h", "in 4 min", "12 s ago".
+function until(t, now) {
+  const s = Math.round((t - now) / 1000), a = Math.abs(s);
+  const d = Math.floor(a / 86400), h = Math.floor(a % 86400 / 3600), m = Math.floor(a % 3600 / 60);
+  const text = d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : m >= 2 ? `${m} min` : `${a} s`;
+  return s >= 0 ? `in ${text}` : `${text} ago`;
+}
+// A certificate's standing: `expired`, `late` (less than a third of its lifetime left: members
+// renew at two thirds, so its renewal is failing) or `ok`. Times in ms, the lifetime in s.
+function certStanding(notAfter, lifetime, now) {
+  if (notAfter <= now) return "expired";
+  if (lifetime > 0 && (notAfter - now) * 3 < lifetime * 1000) return "late";
+  return "ok";
+}
+function certCell(iso, lifetime, now) {
+  if (!iso) return `<td>—</td>`;
+  const t = Date.parse(iso), st = certStanding(t, lifetime, now);
+  const note = { expired: "expired: ", late: "renewal overdue: ", ok: "" }[st];
+  return `<td class="cert-${st}"><time datetime="${esc(iso)}" title="${esc(iso)}">${note}${esc(until(t, now))}</time></td>`;
+}
+function role(n) { return (n.role === "lighthouse" ? "lighthouse, relay" : "member") + (n.ca_host ? ", CA" : ""); }
+
+async function islandView() {
+  const info = await api("/v1/info");
+  const s = info.island;
+  // A leave between the two requests answers 404 here: the next poll shows no island.
+  const nodes = s ? await api("/v1/nodes").catch(() => null) : null;
+  if (!s || !nodes) {
+    show(`<h1>Island</h1><p id="no-island">This host is in no island.</p>
+      <p>To create one with this host as its first member, run on it:</p>
+      <pre tabindex="0">atoll init --name NAME --public PUBLIC_ADDRESS</pre>
+      <p>To join an existing island, make a code on one of its members with <code>atoll invite</code>, then run here:</p>
+      <pre tabindex="0">atoll join CODE</pre>`);
+    return;
+  }
+  const now = Date.now();
+  const mesh = s.mesh_running ? "running" : "not running";
+  let html = `<h1>Island ${esc(s.name)}</h1><div class="summary">
+    <div><b>This host</b>${esc(s.this.name)} · ${esc(s.this.mesh_ip)}</div>
+    <div><b>Members</b>${nodes.length}</div>
+    <div><b>Mesh</b>${esc(s.mesh_cidr)} · <span class="${s.mesh_running ? "state-ready" : "state-down"}">${mesh}</span>${s.mesh_restarts ? ` · restarted ${s.mesh_restarts} times` : ""}</div>
+    <div><b>Certificates of this host</b>expire ${esc(until(Date.parse(s.cert_not_after), now))} · renew ${esc(until(Date.parse(s.renew_at), now))}</div>
+    <div><b>Island ID</b><span class="id">${esc(s.id)}</span></div></div>`;
+  if (s.renew_error) html += `<p class="error" role="alert">Renewing this host's certificates failed (retrying): ${esc(s.renew_error)}</p>`;
+  html += `<table id="members"><caption>Members, as this host sees them</caption><thead><tr><th scope="col">Name</th><th scope="col">Mesh IP</th>
+    <th scope="col" class="wide">Public addresses</th><th scope="col" class="wide">Role</th><th scope="col">State</th><th scope="col">Path</th>
+    <th scope="col">Certificate expires</th><th scope="col" class="wide">Version</th></tr></thead><tbody>`;
+  for (const n of nodes) {
+    const path = n.this ? "this host" : n.path ?? "no tunnel";
+    const stateText = n.state === "unknown" ? "unknown (not heard of yet)" : n.state;
+    html += `<tr data-name="${esc(n.name)}"><th scope="row">${esc(n.name)}${n.this ? ` <span class="tag">this host</span>` : ""}</th>
+      <td class="mesh-ip">${esc(n.mesh_ip)}</td><td class="wide">${esc(n.public.join(", ") || "—")}</td><td class="wide">${esc(role(n))}</td>
+      <td class="state state-${esc(n.state)}">${esc(stateText)}</td><td class="path">${esc(path)}</td>
+      ${certCell(n.cert_not_after, s.cert_lifetime, now)}<td class="wide">${esc(n.version)}</td></tr>`;
+  }
+  show(html + "</tbody></table>");
+}
+
 function route() {
   const h = location.hash || "#/";
   if (h.startsWith("#/c/")) return () => containerView(decodeURIComponent(h.slice(4)));
   if (h === "#/images") return imagesView;
   if (h === "#/networks") return networksView;
+  if (h === "#/island") return islandView;
   return containersView;
 }
 async function render() { try { await view(); } catch (e) { if (e.name !== "AbortError") fail(e); } }
-function navigate() { if (viewAbort) { viewAbort.abort(); viewAbort = null; } view = route(); render(); }
-window.addEventListener("hashchange", navigate);
-navigate();
+function navigate(moved) {
+  if (viewAbort) { viewAbort.abort(); viewAbort = null; }
+  clearInterval(viewTimer); viewTimer = null;
+  view = route(); shown = null;
+  const here = "#/" + (location.hash.slice(2).split("/")[0] || "");
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.getAttribute("href") === here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  // After following a link, keyboard and screen-reader users start at the new view.
+  render().then(() => { if (moved) main.focus({ preventScroll: true }); });
+  if (view === islandView) viewTimer = setInterval(() => { if (!document.hidden) render(); }, POLL_MS);
+}
+window.addEventListener("hashchange", () => navigate(true));
+navigate(false);
 
 // Redraw on every event (debounced): state changes appear without a reload.
 let pending = null;
