@@ -330,8 +330,17 @@ fn restart_restores_flushed_rules_and_missing_links_and_removes_leftovers() {
 
     e.daemon.start_again();
     let ns = e.daemon.ns();
-    let (ok, out) = ns.sh("curl -s --max-time 5 http://127.0.0.1:8080/");
-    assert!(ok && out.contains("restored"), "published port after reconciliation: {out}");
+    let (ok, out) = ns.sh("curl -sv --max-time 5 http://127.0.0.1:8080/ 2>&1");
+    assert!(
+        ok && out.contains("restored"),
+        "published port after reconciliation: {out}\nretry: {}\nneigh: {}\nlinks: {}\nss: {}\n{}\n{}",
+        ns.sh("curl -sv --max-time 5 http://127.0.0.1:8080/ 2>&1").1,
+        ns.sh("ip neigh; ip route").1,
+        ns.sh("ip -d link").1,
+        ns.sh("ss -tlnp; cat /proc/sys/net/ipv4/conf/*/route_localnet").1,
+        ns.sh("nft list ruleset").1,
+        e.daemon.log_text()
+    );
     let (ok, out) = ns.sh(&format!("curl -s --max-time 5 http://{web}/"));
     assert!(ok && out.contains("restored"), "container address after reconciliation: {out}");
     let links = ns.atoll_links();

@@ -378,6 +378,10 @@ impl Networks {
         let first_out = o.endpoints.iter().position(|x| st.networks.get(&x.network_id).is_some_and(|n| !n.internal));
         let (gw4, gw6) = if first_out == Some(i) { (Some(net.gateway4), net.gateway6.filter(|_| e.ipv6.is_some())) } else { (None, None) };
         inside.configure_interface(&peer, &e.interface, parse_mac(&e.mac), &addrs, gw4, gw6).await?;
+        // The host may still remember this address's previous endpoint (a restored veth, a
+        // reused address) as unreachable: it must ask afresh.
+        let ips: Vec<IpAddr> = addrs.iter().map(|(ip, _)| *ip).collect();
+        self.nl.forget_neighbours(self.bridge(net).await?, &ips).await?;
         Ok(())
     }
 

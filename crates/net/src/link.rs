@@ -110,6 +110,30 @@ impl Netlink {
         Ok(())
     }
 
+    /// Forgets what this namespace's neighbour table holds for `ips` on link `index` (ARP and
+    /// NDP entries; a missing one is fine). For an endpoint made anew: an entry left by its
+    /// predecessor may be `FAILED` or mid-resolution, and the kernel would fail the next
+    /// connection with "no route to host" instead of asking again.
+    pub async fn forget_neighbours(&self, index: u32, ips: &[IpAddr]) -> Result<(), LinkError> {
+        use rtnetlink::packet_route::AddressFamily;
+        use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
+        for ip in ips {
+            let mut m = NeighbourMessage::default();
+            m.header.ifindex = index;
+            let (family, addr) = match *ip {
+                IpAddr::V4(a) => (AddressFamily::Inet, NeighbourAddress::Inet(a)),
+                IpAddr::V6(a) => (AddressFamily::Inet6, NeighbourAddress::Inet6(a)),
+            };
+            m.header.family = family;
+            m.attributes.push(NeighbourAttribute::Destination(addr));
+            match self.handle.neighbours().del(m).execute().await {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -2 => {} // ENOENT
+                r => r.map_err(err(format!("forgetting the neighbour entry of {ip}")))?,
+            }
+        }
+        Ok(())
+    }
+
     /// Adds an address without duplicate address detection (IPAM guarantees uniqueness, and
     /// a tentative IPv6 address could not be used for a second or so). An existing one is kept.
     pub async fn add_address(&self, index: u32, ip: IpAddr, prefix: u8) -> Result<(), LinkError> {
