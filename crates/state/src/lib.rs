@@ -9,6 +9,7 @@
 //! schema version for their migrations.
 
 pub mod keyspace;
+pub mod local;
 pub mod store;
 
 use std::io::Cursor;

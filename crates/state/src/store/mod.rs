@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use log::LogStore;
-pub use sm::{SnapshotBuilder, StateMachine};
+pub use sm::{Reader, SnapshotBuilder, StateMachine};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -3,7 +3,7 @@
 //! transaction as the documents an apply changed; snapshots are the whole keyspace as JSON.
 
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, LogId, OptionalSend, RaftLogId, SnapshotMeta, StorageError, StorageIOError, StoredMembership};
@@ -23,10 +23,11 @@ type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The state machine. Reads of the keyspace are local: as fresh as this member's last apply.
+/// The state machine. Its keyspace is shared with [`Reader`]s, which read locally: as fresh
+/// as this member's last apply.
 pub struct StateMachine {
     db: Arc<Database>,
-    pub keyspace: Keyspace,
+    keyspace: Arc<RwLock<Keyspace>>,
     applied: Option<LogId<NodeId>>,
     membership: Membership,
     /// Snapshots built so far by this process, for unique snapshot ids.
@@ -35,7 +36,29 @@ pub struct StateMachine {
 
 impl std::fmt::Debug for StateMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateMachine").field("applied", &self.applied).field("docs", &self.keyspace.docs.len()).finish()
+        f.debug_struct("StateMachine").field("applied", &self.applied).finish()
+    }
+}
+
+/// A local, read-only view of a member's keyspace.
+#[derive(Clone)]
+pub struct Reader(Arc<RwLock<Keyspace>>);
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
+}
+
+impl Reader {
+    /// The document at `key`, as this member last applied it.
+    pub fn get(&self, key: &str) -> Option<Versioned> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// Runs `f` on the whole keyspace, as this member last applied it.
+    pub fn with<T>(&self, f: impl FnOnce(&Keyspace) -> T) -> T {
+        f(&self.0.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -47,6 +70,15 @@ struct Stored {
 }
 
 impl StateMachine {
+    /// A local reader of this state machine's keyspace.
+    pub fn reader(&self) -> Reader {
+        Reader(self.keyspace.clone())
+    }
+
+    fn keyspace(&self) -> std::sync::RwLockWriteGuard<'_, Keyspace> {
+        self.keyspace.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn load(db: Arc<Database>) -> std::result::Result<Self, BoxError> {
         let mut keyspace = Keyspace::new();
         keyspace.schema = read_meta(&db, SCHEMA)?.unwrap_or(crate::keyspace::SCHEMA);
@@ -60,7 +92,7 @@ impl StateMachine {
         }
         let applied = read_meta(&db, APPLIED)?.flatten();
         let membership = read_meta(&db, MEMBERSHIP)?.unwrap_or_default();
-        Ok(StateMachine { db, keyspace, applied, membership, built: 0 })
+        Ok(StateMachine { db, keyspace: Arc::new(RwLock::new(keyspace)), applied, membership, built: 0 })
     }
 
     /// Replaces the whole persisted state machine with `keyspace` at `applied`, durably.
@@ -98,13 +130,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut responses = Vec::new();
         let mut changed = std::collections::BTreeSet::new();
+        let mut keyspace = self.keyspace.write().unwrap_or_else(|e| e.into_inner());
         for e in entries {
             let id = *e.get_log_id();
             self.applied = Some(id);
             match &e.payload {
                 EntryPayload::Blank => responses.push(Response::Empty),
                 EntryPayload::Normal(req) => {
-                    let (keys, resp) = self.keyspace.apply(id.index, req);
+                    let (keys, resp) = keyspace.apply(id.index, req);
                     changed.extend(keys);
                     responses.push(resp);
                 }
@@ -119,7 +152,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             {
                 let mut docs = tx.open_table(DOCS)?;
                 for k in &changed {
-                    match self.keyspace.docs.get(k) {
+                    match keyspace.docs.get(k) {
                         Some(v) => docs.insert(k.as_str(), encode(v).as_slice()).map(drop)?,
                         None => docs.remove(k.as_str()).map(drop)?,
                     }
@@ -132,6 +165,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(())
         };
         write().map_err(|e| StorageIOError::write_state_machine(&any(e)))?;
+        drop(keyspace);
         Ok(responses)
     }
 
@@ -139,7 +173,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.built += 1;
         SnapshotBuilder {
             db: self.db.clone(),
-            keyspace: self.keyspace.clone(),
+            keyspace: self.keyspace().clone(),
             applied: self.applied,
             membership: self.membership.clone(),
             seq: self.built,
@@ -159,7 +193,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.replace(&keyspace, meta.last_log_id, &meta.last_membership)
             .and_then(|()| super::write_meta(&self.db, SNAPSHOT, &stored))
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &any(e)))?;
-        self.keyspace = keyspace;
+        *self.keyspace() = keyspace;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())

@@ -56,9 +56,10 @@ async fn everything_survives_a_reopen() {
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 0, 3)));
     assert_eq!(log.try_get_log_entries(1..5).await.unwrap().len(), 4);
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 0, 4)));
-    assert_eq!(sm.keyspace.get("a").unwrap().value, json!(3));
-    assert_eq!(sm.keyspace.get("a").unwrap().version, 3);
-    assert_eq!(sm.keyspace.get("c").unwrap().version, 4);
+    let r = sm.reader();
+    assert_eq!(r.get("a").unwrap().value, json!(3));
+    assert_eq!(r.get("a").unwrap().version, 3);
+    assert_eq!(r.get("c").unwrap().version, 4);
     let snap = sm.get_current_snapshot().await.unwrap().expect("the snapshot is kept");
     assert_eq!(snap.meta.last_log_id, Some(log_id(1, 0, 3)));
 }
