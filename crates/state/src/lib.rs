@@ -11,6 +11,7 @@
 pub mod keyspace;
 pub mod local;
 pub mod store;
+pub mod voters;
 
 use std::io::Cursor;
 
