@@ -343,13 +343,18 @@ impl Manager {
         }
     }
 
-    /// The members as this host sees them.
+    /// The members as this host sees them, with the path to each (asked of Nebula).
     pub async fn nodes(&self) -> Vec<NodeView> {
-        let state = self.state();
         let tunnels = match self.mesh.lock().await.as_ref() {
             Some(m) => m.tunnels().await.unwrap_or_default(),
             None => Vec::new(),
         };
+        self.views(&tunnels)
+    }
+
+    /// The members, with the paths in `tunnels` (none for a member not in it).
+    fn views(&self, tunnels: &[atoll_mesh::Tunnel]) -> Vec<NodeView> {
+        let state = self.state();
         let seen = self.seen.lock().unwrap().clone();
         let now = unix_now();
         state
@@ -406,7 +411,9 @@ impl Manager {
 
     pub async fn status(&self) -> IslandStatus {
         let state = self.state();
-        let this = self.node(&self.me.clone()).await.expect("this host is a member");
+        // This host has no path to itself: no need to ask Nebula for its tunnels (an `ssh` to
+        // its sshd, ~0.1 s), which `join`, `init` and `info` would wait for.
+        let this = self.views(&[]).into_iter().find(|n| n.this).expect("this host is a member");
         let r = self.renewal.lock().unwrap().clone();
         let t = |s: Option<SystemTime>| {
             s.map(|s| crate::model::rfc3339(s.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64))).unwrap_or_default()

@@ -61,8 +61,8 @@ async fn keygen(path: &Path) -> Result<(), MeshError> {
 pub(crate) async fn prepare(dir: &Path, port: u16) -> Result<Sshd, MeshError> {
     let host = dir.join(HOST_KEY);
     let client = dir.join(CLIENT_KEY);
-    keygen(&host).await?;
-    keygen(&client).await?;
+    // Two processes at once: each is mostly process start-up, on a join's critical path.
+    tokio::try_join!(keygen(&host), keygen(&client))?;
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| MeshError::Io { path: p.to_owned(), source });
     let host_pub = read(&host.with_extension("pub"))?;
     let client_pub = read(&client.with_extension("pub"))?;
