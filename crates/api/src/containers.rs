@@ -193,13 +193,17 @@ pub struct StartQuery {
     /// For `-i`/`-t` containers: hold the process until the first attach (up to 30 s), so the
     /// attacher sees all of its output.
     pub attach: Option<bool>,
-    /// Once started, stream what this run prints and then how it ended, as NDJSON `RunEvent`s
-    /// (the last is `exit`); for an auto-remove container, `exit` comes once it is removed.
-    /// What `atoll run` does in the foreground, in one request.
-    pub follow: Option<bool>,
 }
 
-/// One event of a followed start: the container's output, line by line, then its exit.
+/// Starts a stopped container.
+#[utoipa::path(post, path = "/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), StartQuery),
+    responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn start(State(s): St, Path(id): Path<String>, q: Result<Query<StartQuery>, QueryRejection>) -> ApiResult<Json<ContainerInfo>> {
+    let Query(q) = q?;
+    Ok(Json(info(s.engine.start(&id, q.attach.unwrap_or(false)).await?)))
+}
+
+/// One event of a run: the container's output, line by line, then its exit.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEvent {
@@ -207,26 +211,27 @@ pub enum RunEvent {
     Exit { exit_code: i32 },
 }
 
-/// Starts a stopped container; with `follow`, streams its output and exit.
-#[utoipa::path(post, path = "/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), StartQuery),
-    responses((status = 200, description = "Started: the container, or with `follow` its output and then its exit",
-                content((ContainerInfo = "application/json"), (RunEvent = "application/x-ndjson"))),
+/// Starts a container and follows this run: its output, then how it ended, as NDJSON
+/// `RunEvent`s (the last is `exit`; for an auto-remove container it comes once the container
+/// is removed). What `atoll run` does in the foreground, in one request; it lasts as long as
+/// the run. A start that fails is an error status, as for `start`.
+#[utoipa::path(post, path = "/v1/containers/{id}/run", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
+    responses((status = 200, description = "Started: its output, then its exit", content_type = "application/x-ndjson", body = RunEvent),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn start(State(s): St, Path(id): Path<String>, q: Result<Query<StartQuery>, QueryRejection>) -> ApiResult<Response> {
-    let Query(q) = q?;
-    let attach = q.attach.unwrap_or(false);
-    if !q.follow.unwrap_or(false) {
-        return Ok(Json(info(s.engine.start(&id, attach).await?)).into_response());
-    }
+pub async fn run(State(s): St, Path(id): Path<String>) -> ApiResult<Response> {
     // Everything this run leads to is watched from before the start: its output from the
     // log's current end, its exit (or removal) from the record's current version.
     let rec = s.engine.get(&id)?;
+    if rec.is_running() {
+        let e = std::io::Error::other(format!("container {} is already running: follow it with `logs -f` and `wait`", rec.name));
+        return Err(ApiError::new(axum::http::StatusCode::CONFLICT, &e));
+    }
     let condition = if rec.spec.auto_remove { atoll_node::WaitCondition::Removed } else { atoll_node::WaitCondition::NextExit };
     let ended = s.engine.waiter(&rec.id, condition)?;
     let (_, mut changed) = s.engine.watch(&rec.id)?;
     let path = s.engine.log_path(&rec.id);
     let mut follower = Follower::new(&path, Follower::end_of(&path));
-    s.engine.start(&rec.id, attach).await?;
+    s.engine.start(&rec.id, false).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
     tokio::spawn(async move {
         tokio::pin!(ended);

@@ -379,11 +379,10 @@ pub async fn run_spec(client: &Client, spec: ContainerSpec, a: RunHow) -> anyhow
     // One request starts it and streams its output, then its exit (with --rm, once it is
     // removed): the daemon watches from before the start, so nothing can be missed. A --rm
     // container whose start failed is removed by the daemon.
-    let events =
-        match client.send_ok(Method::POST, &format!("/v1/containers/{id}/start?follow=true"), None, atoll_api::client::empty()).await {
-            Ok(r) => r,
-            Err(e) => return Err(RunFailed::new(e).into()),
-        };
+    let events = match client.send_ok(Method::POST, &format!("/v1/containers/{id}/run"), None, atoll_api::client::empty()).await {
+        Ok(r) => r,
+        Err(e) => return Err(RunFailed::new(e).into()),
+    };
     // Forward SIGINT/SIGTERM to the container, as docker does.
     let sig_client = client.clone();
     let sig_id = id.clone();
