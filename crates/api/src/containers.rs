@@ -203,6 +203,64 @@ pub async fn start(State(s): St, Path(id): Path<String>, q: Result<Query<StartQu
     Ok(Json(info(s.engine.start(&id, q.attach.unwrap_or(false)).await?)))
 }
 
+/// One event of a run: the container's output, line by line, then its exit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    Log(LogLine),
+    Exit { exit_code: i32 },
+}
+
+/// Starts a container and follows this run: its output, then how it ended, as NDJSON
+/// `RunEvent`s (the last is `exit`; for an auto-remove container it comes once the container
+/// is removed). What `atoll run` does in the foreground, in one request; it lasts as long as
+/// the run. A start that fails is an error status, as for `start`.
+#[utoipa::path(post, path = "/v1/containers/{id}/run", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix")),
+    responses((status = 200, description = "Started: its output, then its exit", content_type = "application/x-ndjson", body = RunEvent),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn run(State(s): St, Path(id): Path<String>) -> ApiResult<Response> {
+    // Everything this run leads to is watched from before the start: its output from the
+    // log's current end, its exit (or removal) from the record's current version.
+    let rec = s.engine.get(&id)?;
+    if rec.is_running() {
+        let e = std::io::Error::other(format!("container {} is already running: follow it with `logs -f` and `wait`", rec.name));
+        return Err(ApiError::new(axum::http::StatusCode::CONFLICT, &e));
+    }
+    let condition = if rec.spec.auto_remove { atoll_node::WaitCondition::Removed } else { atoll_node::WaitCondition::NextExit };
+    let ended = s.engine.waiter(&rec.id, condition)?;
+    let (_, mut changed) = s.engine.watch(&rec.id)?;
+    let path = s.engine.log_path(&rec.id);
+    let mut follower = Follower::new(&path, Follower::end_of(&path));
+    s.engine.start(&rec.id, false).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
+    tokio::spawn(async move {
+        tokio::pin!(ended);
+        let exit_code = loop {
+            let lines = follower.poll().unwrap_or_default();
+            for l in lines.iter().cloned() {
+                if tx.send(ndjson_line(&RunEvent::Log(l))).await.is_err() {
+                    return;
+                }
+            }
+            if !lines.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                code = &mut ended => break code,
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tx.closed() => return,
+            }
+        };
+        // The shim logs all output before it reports the exit: one last read has the rest.
+        for l in follower.poll().unwrap_or_default() {
+            let _ = tx.send(ndjson_line(&RunEvent::Log(l))).await;
+        }
+        let _ = tx.send(ndjson_line(&RunEvent::Exit { exit_code })).await;
+    });
+    Ok(ndjson_response(rx))
+}
+
 /// Stops a container: its stop signal, then SIGKILL after the timeout.
 #[utoipa::path(post, path = "/v1/containers/{id}/stop", tag = "containers", params(("id" = String, Path, description = "Name, ID or ID prefix"), StopQuery),
     responses((status = 200, body = ContainerInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

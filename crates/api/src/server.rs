@@ -179,6 +179,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::containers::create, crate::containers::list))
         .routes(routes!(crate::containers::inspect, crate::containers::remove))
         .routes(routes!(crate::containers::start))
+        .routes(routes!(crate::containers::run))
         .routes(routes!(crate::containers::stop))
         .routes(routes!(crate::containers::restart))
         .routes(routes!(crate::containers::kill))

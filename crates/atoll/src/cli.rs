@@ -166,6 +166,8 @@ pub struct ShimArgs {
     stdin: bool,
     #[arg(long)]
     wait_attach: bool,
+    #[arg(long)]
+    no_fsync: bool,
 }
 
 impl ShimArgs {
@@ -181,6 +183,7 @@ impl ShimArgs {
             tty: self.tty,
             stdin: self.stdin,
             wait_attach: self.wait_attach,
+            no_fsync: self.no_fsync,
         }
     }
 }

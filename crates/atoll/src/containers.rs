@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use hyper::Method;
 
 use atoll_api::client::{Client, channel_body, q};
-use atoll_api::containers::{ContainerInfo, ExecEvent, WaitResponse};
+use atoll_api::containers::{ContainerInfo, ExecEvent, RunEvent, WaitResponse};
 use atoll_node::{ExecRequest, ProcessInfo};
 use atoll_runtime::logs::{LogLine, Stream};
 use atoll_spec::container::{LogOptions, Resources, parse_env_file};
@@ -343,7 +343,7 @@ pub fn print_line(l: &LogLine, timestamps: bool, prefix: &str) {
 
 pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<ExitCode> {
     let spec = spec_of(&a)?;
-    let how = RunHow { start, detach: a.detach, interactive: a.interactive, tty: a.tty, rm: a.rm };
+    let how = RunHow { start, detach: a.detach, interactive: a.interactive, tty: a.tty };
     run_spec(client, spec, how).await
 }
 
@@ -356,7 +356,6 @@ pub struct RunHow {
     pub detach: bool,
     pub interactive: bool,
     pub tty: bool,
-    pub rm: bool,
 }
 
 /// Creates a container from `spec` and runs it as `how` says (`atoll run`, `compose run`).
@@ -377,21 +376,13 @@ pub async fn run_spec(client: &Client, spec: ContainerSpec, a: RunHow) -> anyhow
     if a.interactive || a.tty {
         return run_attached(client, &id, a.interactive).await;
     }
-    // Attach before starting (logs and wait), so no output and no exit can be missed, even
-    // with --rm removing the container the moment it exits.
-    let logs = client.send_ok(Method::GET, &format!("/v1/containers/{id}/logs?follow=true"), None, atoll_api::client::empty()).await?;
-    let wait_client = client.clone();
-    let wait_id = id.clone();
-    let waiter = tokio::spawn(async move {
-        wait_client.json::<WaitResponse>(Method::POST, &format!("/v1/containers/{wait_id}/wait?condition=next-exit"), None::<&()>).await
-    });
-    if let Err(e) = client.call(Method::POST, &format!("/v1/containers/{id}/start"), None::<&()>).await {
-        waiter.abort();
-        if a.rm {
-            let _ = client.call(Method::DELETE, &format!("/v1/containers/{id}?force=true&v=true"), None::<&()>).await;
-        }
-        return Err(RunFailed::new(e).into());
-    }
+    // One request starts it and streams its output, then its exit (with --rm, once it is
+    // removed): the daemon watches from before the start, so nothing can be missed. A --rm
+    // container whose start failed is removed by the daemon.
+    let events = match client.send_ok(Method::POST, &format!("/v1/containers/{id}/run"), None, atoll_api::client::empty()).await {
+        Ok(r) => r,
+        Err(e) => return Err(RunFailed::new(e).into()),
+    };
     // Forward SIGINT/SIGTERM to the container, as docker does.
     let sig_client = client.clone();
     let sig_id = id.clone();
@@ -403,18 +394,15 @@ pub async fn run_spec(client: &Client, spec: ContainerSpec, a: RunHow) -> anyhow
             let _ = sig_client.call(Method::POST, &format!("/v1/containers/{sig_id}/kill?signal={name}"), None::<&()>).await;
         }
     });
-    each_line::<LogLine>(logs.into_body(), |l| print_line(&l, false, "")).await?;
-    let code = waiter.await.context("waiting for the container")??.exit_code;
+    let mut code = None;
+    let streamed = each_line::<RunEvent>(events.into_body(), |e| match e {
+        RunEvent::Log(l) => print_line(&l, false, ""),
+        RunEvent::Exit { exit_code } => code = Some(exit_code),
+    })
+    .await;
     forwarder.abort();
-    if a.rm {
-        // Return once it is gone, as docker does (it may be already).
-        let gone = client.call(Method::POST, &format!("/v1/containers/{id}/wait?condition=removed"), None::<&()>).await;
-        if let Err(e) = gone
-            && e.status() != Some(hyper::StatusCode::NOT_FOUND)
-        {
-            return Err(e.into());
-        }
-    }
+    streamed?;
+    let code = code.context("the daemon ended the stream before the container's exit")?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

@@ -150,6 +150,12 @@ fn commands_that_cannot_run_exit_127_or_126_in_run_and_exec() {
         assert_eq!(d.container("bad")["exit_code"], code, "inspect records it as docker does");
         d.ok(&["rm", "bad"]);
     }
+    // Docker's rule: an auto-remove container whose start fails is removed (by the daemon,
+    // whoever asked for the start).
+    assert!(d.ok(&["ps", "-aq"]).trim().is_empty(), "failed `run --rm` containers are removed");
+    d.ok(&["create", "--rm", "--name", "doomed", e.image, "/nonexistent"]);
+    d.fails(&["start", "doomed"]);
+    assert!(d.ok(&["ps", "-aq"]).trim().is_empty(), "a --rm container whose start failed is removed");
     d.ok(&["run", "-d", "--name", "box", e.image, "sleep", "600"]);
     for (cmd, code) in [("/nonexistent", 127), ("nosuchcmd", 127), ("/etc", 126)] {
         let r = d.cli(&["exec", "box", cmd]);

@@ -238,14 +238,18 @@ impl Engine {
         fs::create_dir_all(&dir).map_err(EngineError::Prepare)?;
         fs::create_dir_all(cfg.data_dir.join("runtime")).map_err(EngineError::Prepare)?;
         let mut slots = Vec::new();
+        let mut half_made = Vec::new();
         for entry in fs::read_dir(&dir).map_err(EngineError::Prepare)?.flatten() {
             let path = entry.path();
             let rec: Option<ContainerRecord> = fs::read(path.join("container.json")).ok().and_then(|d| serde_json::from_slice(&d).ok());
             let Some(rec) = rec else {
-                // A create that never finished: nothing refers to it.
-                tracing::warn!(dir = %path.display(), "removing a half-created container");
-                let _ = rootfs::unmount(&path.join("rootfs"));
-                let _ = fs::remove_dir_all(&path);
+                // A create that never finished, or a removal that had dropped the record:
+                // nothing refers to it.
+                tracing::warn!(dir = %path.display(), "removing a half-made or half-removed container");
+                // Never removed through a mounted rootfs: if it stays mounted, so does the directory.
+                if rootfs::unmount(&path.join("rootfs")).is_ok() {
+                    half_made.push(entry.file_name().to_string_lossy().into_owned());
+                }
                 continue;
             };
             slots.push(Slot::new(rec));
@@ -260,6 +264,11 @@ impl Engine {
         let events = Arc::new(events::EventBus::default());
         let volumes = volumes::Volumes::new(&cfg.data_dir);
         let engine = Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), volumes, this: this.clone() });
+        for id in half_made {
+            // Its shim may still be finishing (its runtime delete), or have died before it did.
+            engine.wait_shim_done(&id).await;
+            let _ = fs::remove_dir_all(engine.state_dir(&id));
+        }
         let boot = boot_id();
         for slot in slots {
             let rec = slot.get();
@@ -339,6 +348,11 @@ impl Engine {
                 self.wait_shim_done(&rec.id).await;
             }
         }
+        if rec.spec.auto_remove && !matches!(rec.state, State::Running | State::Restarting) {
+            // Docker's rule: an auto-remove container that is not running is removed at start.
+            self.spawn_auto_remove(&rec.id);
+            return;
+        }
         if rec.state == State::Exited && rec.spec.restart.restart_on_daemon_start(rec.stopped_by_user) {
             // Docker's rule: `always` (and `unless-stopped` unless the user stopped it) come back
             // whenever the daemon starts.
@@ -366,6 +380,10 @@ impl Engine {
         tracing::info!(container = %rec.name, exit_code = exit.exit_code, rebooted, "container exited while the daemon was away");
         self.record_exit(slot, &exit);
         let rec = slot.get();
+        if rec.spec.auto_remove {
+            self.spawn_auto_remove(&rec.id);
+            return;
+        }
         if !rebooted && rec.spec.restart.should_restart(exit.exit_code, rec.restart_count, rec.stopped_by_user) {
             // The policy would have restarted it had we been here.
             self.spawn_start(slot.clone(), true, "restart policy");
@@ -393,12 +411,22 @@ impl Engine {
     /// Persists the record. Watchers are told first: they learn of a change as soon as it is
     /// made, and what they see is at worst a moment ahead of the disk (re-adoption reconciles
     /// after a crash).
+    ///
+    /// Always replaced atomically; fsynced unless the container is removed when it exits
+    /// (`--rm`): a daemon crash loses nothing either way (the page cache outlives it), and after
+    /// a power loss such a container is removed at the next start whatever its record says
+    /// (or, if the record itself was lost, its directory is removed as a half-made one).
     pub(crate) fn save(&self, slot: &Slot) -> Result<(), EngineError> {
         slot.changed.send_modify(|v| *v += 1);
         let rec = slot.get();
         let data = serde_json::to_vec_pretty(&rec).expect("record serialises");
-        atoll_util::atomic_write(&self.state_dir(&rec.id).join("container.json"), &data, 0o600)
-            .map_err(|source| EngineError::Save { id: rec.id.clone(), source })
+        let path = self.state_dir(&rec.id).join("container.json");
+        let written = if rec.spec.auto_remove {
+            atoll_util::replace_file(&path, &data, 0o600)
+        } else {
+            atoll_util::atomic_write(&path, &data, 0o600)
+        };
+        written.map_err(|source| EngineError::Save { id: rec.id.clone(), source })
     }
 
     pub(crate) fn update(&self, slot: &Slot, f: impl FnOnce(&mut ContainerRecord)) -> Result<(), EngineError> {

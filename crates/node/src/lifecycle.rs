@@ -115,23 +115,32 @@ impl Engine {
     /// waits for the end of the next run even if it has not started yet (for `run`, which
     /// attaches before starting).
     pub async fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32, EngineError> {
+        Ok(self.waiter(query, condition)?.await)
+    }
+
+    /// [`Engine::wait`] as a future that watches from the moment of this call: taken before an
+    /// operation (a start), it cannot miss what the operation leads to, even a removal.
+    pub fn waiter(&self, query: &str, condition: WaitCondition) -> Result<impl Future<Output = i32> + Send + 'static, EngineError> {
         let slot = self.slot(query)?;
         let mut rx = slot.changed.subscribe();
         let first = slot.get().started_at;
-        loop {
-            let rec = slot.get();
-            let done = match condition {
-                WaitCondition::NextExit => rec.state == State::Exited && rec.started_at != first,
-                WaitCondition::NotRunning => matches!(rec.state, State::Exited | State::Created),
-                WaitCondition::Removed => !self.slots.lock().unwrap().contains_key(&rec.id),
-            };
-            if done {
-                return Ok(rec.exit_code.unwrap_or(0));
+        let engine = self.arc();
+        Ok(async move {
+            loop {
+                let rec = slot.get();
+                let done = match condition {
+                    WaitCondition::NextExit => rec.state == State::Exited && rec.started_at != first,
+                    WaitCondition::NotRunning => matches!(rec.state, State::Exited | State::Created),
+                    WaitCondition::Removed => !engine.slots.lock().unwrap().contains_key(&rec.id),
+                };
+                if done {
+                    return rec.exit_code.unwrap_or(0);
+                }
+                if rx.changed().await.is_err() {
+                    return slot.get().exit_code.unwrap_or(0);
+                }
             }
-            if rx.changed().await.is_err() {
-                return Ok(slot.get().exit_code.unwrap_or(0));
-            }
-        }
+        })
     }
 
     /// Removes a container (killing it first with `force`), and with `volumes` its anonymous
@@ -151,11 +160,8 @@ impl Engine {
             }
         }
         let dir = self.state_dir(&rec.id);
-        if rec.state != State::Created {
-            self.wait_shim_done(&rec.id).await;
-        }
-        rootfs::unmount(&dir.join("rootfs"))?;
-        atoll_util::crash_point("remove.unmounted");
+        // The shim of an exited container deletes the runtime's state meanwhile (a runtime
+        // process of its own): the network goes in parallel with that.
         if let Err(e) = self.nets.release(&rec.id).await {
             tracing::warn!(container = %rec.name, error = %e, "tearing down the container's network");
         }
@@ -164,13 +170,18 @@ impl Engine {
         if slot.get().exit_unknown || slot.get().state == State::Created {
             self.runtime_delete(&rec.id).await;
         }
+        // The record goes first: from here a restarted daemon unmounts and removes the
+        // directory as a half-made one, so the container is gone whatever happens next. What
+        // is left need not delay its waiters: the rootfs's unmount (it waits for an RCU grace
+        // period, milliseconds on a busy host), the shim finishing its runtime delete, and the
+        // directory.
+        match fs::remove_file(dir.join("container.json")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::Prepare(e)),
+        }
+        atoll_util::crash_point("remove.unrecorded");
         self.slots.lock().unwrap().remove(&rec.id);
-        // Waiters learn it is gone (no need to save a record about to be deleted).
-        slot.rec.lock().unwrap().state = State::Exited;
-        slot.changed.send_modify(|v| *v += 1);
-        fs::remove_dir_all(&dir).map_err(EngineError::Prepare)?;
-        tracing::info!(container = %rec.name, "removed");
-        self.emit(&rec, "destroy", &[]);
         if volumes {
             for m in rec.spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume) {
                 let anonymous = self.volumes.get(&m.source).is_ok_and(|v| v.labels.contains_key(crate::volumes::LABEL_ANONYMOUS));
@@ -178,6 +189,29 @@ impl Engine {
                     tracing::warn!(container = %rec.name, volume = %m.source, error = %e, "keeping an anonymous volume");
                 }
             }
+        }
+        // Waiters learn it is gone (no need to save a record about to be deleted).
+        slot.rec.lock().unwrap().state = State::Exited;
+        slot.changed.send_modify(|v| *v += 1);
+        tracing::info!(container = %rec.name, "removed");
+        self.emit(&rec, "destroy", &[]);
+        // The caller (`rm`) is answered once the rest is done too; the container's waiters
+        // (`run --rm`) already know.
+        let root = dir.join("rootfs");
+        let unmounted = tokio::task::spawn_blocking(move || rootfs::unmount(&root)).await.map_err(std::io::Error::other);
+        atoll_util::crash_point("remove.unmounted");
+        if rec.state != State::Created {
+            self.wait_shim_done(&rec.id).await;
+        }
+        match unmounted {
+            Ok(Ok(())) => {
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || fs::remove_dir_all(&dir)).await {
+                    tracing::warn!(container = %rec.name, error = %e, "removing the container's directory");
+                }
+            }
+            // Not through a mounted rootfs: the next daemon start tries again.
+            Ok(Err(e)) => tracing::warn!(container = %rec.name, error = %e, "unmounting the container's rootfs; its directory stays"),
+            Err(e) => tracing::warn!(container = %rec.name, error = %e, "unmounting the container's rootfs; its directory stays"),
         }
         Ok(slot.get())
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use atoll_image::Digest;
 use atoll_runtime::bundle::{self, BundleInput, ImageDefaults};
-use atoll_runtime::driver;
+use atoll_runtime::driver::{self, ShimClient};
 use atoll_runtime::shim::ShimConfig;
 use atoll_runtime::{rootfs, user};
 use atoll_spec::{ContainerSpec, HealthTracker, NetworkMode};
@@ -221,23 +221,42 @@ impl Engine {
         tracing::info!(container = %slot.get().name, id = %id, image = %slot.get().image, "created");
         self.emit(&slot.get(), "create", &[]);
         if start {
-            let _op = slot.op.lock().await;
-            self.start_locked(&slot).await?;
+            let started = {
+                let _op = slot.op.lock().await;
+                self.start_locked(&slot).await
+            };
+            self.remove_if_start_failed(&slot, started).await?;
         }
         Ok(slot.get())
+    }
+
+    /// Docker's rule: an auto-remove (`--rm`) container whose start failed is removed; the
+    /// start's error is returned either way.
+    async fn remove_if_start_failed(&self, slot: &Slot, started: Result<(), EngineError>) -> Result<(), EngineError> {
+        let Err(e) = started else { return Ok(()) };
+        let rec = slot.get();
+        if rec.spec.auto_remove
+            && let Err(r) = self.remove(&rec.id, true, true).await
+        {
+            tracing::warn!(container = %rec.name, error = %r, "removing an auto-remove container whose start failed");
+        }
+        Err(e)
     }
 
     /// Starts a stopped container (a running one is left as it is). With `attach`, the process
     /// waits for the first attacher, so a foreground client sees all of its output.
     pub async fn start(&self, query: &str, attach: bool) -> Result<ContainerRecord, EngineError> {
         let slot = self.slot(query)?;
-        let _op = slot.op.lock().await;
-        if slot.get().is_running() {
-            return Ok(slot.get());
-        }
-        *slot.consecutive.lock().unwrap() = 0;
-        *slot.attach_next.lock().unwrap() = attach && (slot.get().spec.interactive || slot.get().spec.tty);
-        self.start_locked(&slot).await?;
+        let started = {
+            let _op = slot.op.lock().await;
+            if slot.get().is_running() {
+                return Ok(slot.get());
+            }
+            *slot.consecutive.lock().unwrap() = 0;
+            *slot.attach_next.lock().unwrap() = attach && (slot.get().spec.interactive || slot.get().spec.tty);
+            self.start_locked(&slot).await
+        };
+        self.remove_if_start_failed(&slot, started).await?;
         Ok(slot.get())
     }
 
@@ -326,6 +345,7 @@ impl Engine {
             tty: rec.spec.tty,
             stdin: rec.spec.interactive,
             wait_attach: std::mem::take(&mut *slot.attach_next.lock().unwrap()),
+            no_fsync: rec.spec.auto_remove,
         };
         let (pid, started_at) = driver::spawn_shim(&self.cfg.exe, &shim).await.map_err(|source| match &source {
             driver::DriverError::Start(m) if atoll_runtime::failure::is_mount_type_mismatch(m) => {
@@ -359,9 +379,14 @@ impl Engine {
     /// waiters, writes `exit.json`, deletes the runtime's state and removes its socket last.
     /// A socket that outlives its shim (killed) is cleared, with the runtime's state.
     pub(crate) async fn wait_shim_done(&self, id: &str) {
-        let sock = self.state_dir(id).join(atoll_runtime::shim::SOCKET);
+        let dir = self.state_dir(id);
+        let sock = dir.join(atoll_runtime::shim::SOCKET);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while sock.exists() && tokio::time::Instant::now() < deadline {
+        // A shim says when it is done by closing a `done` connection (a socket nobody listens
+        // on, left by a killed shim, is cleared at once); an older shim that cannot say is
+        // watched until its socket goes.
+        let told = tokio::time::timeout_at(deadline, ShimClient::new(&dir).done()).await.unwrap_or(false);
+        while !told && sock.exists() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if sock.exists() {

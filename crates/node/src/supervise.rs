@@ -32,7 +32,10 @@ impl Engine {
 
     pub(crate) fn record_exit(&self, slot: &Slot, exit: &ExitStatus) {
         let dir = self.state_dir(&slot.get().id);
-        if let Err(e) = rootfs::unmount(&dir.join("rootfs")) {
+        // An auto-remove container's rootfs goes with its removal, after its waiters are told.
+        if !slot.get().spec.auto_remove
+            && let Err(e) = rootfs::unmount(&dir.join("rootfs"))
+        {
             tracing::warn!(error = %e, "unmounting a stopped container's rootfs");
         }
         let _ = self.update(slot, |r| {
@@ -62,13 +65,7 @@ impl Engine {
         self.record_exit(slot, &exit);
         let rec = slot.get();
         if rec.spec.auto_remove {
-            let engine = self.arc();
-            let id = rec.id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = engine.remove(&id, true, true).await {
-                    tracing::warn!(container = %id, error = %e, "auto-remove failed");
-                }
-            });
+            self.spawn_auto_remove(&rec.id);
             return;
         }
         if !rec.spec.restart.should_restart(exit.exit_code, rec.restart_count, rec.stopped_by_user) {
@@ -99,6 +96,17 @@ impl Engine {
             engine.emit(&slot.get(), "restart", &[("restartCount", slot.get().restart_count.to_string())]);
             if let Err(e) = engine.start_locked(&slot).await {
                 tracing::warn!(container = %slot.get().name, error = %e, "restart failed");
+            }
+        });
+    }
+
+    /// Removes an auto-remove (`--rm`) container, with its anonymous volumes, in the background.
+    pub(crate) fn spawn_auto_remove(&self, id: &str) {
+        let engine = self.arc();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = engine.remove(&id, true, true).await {
+                tracing::warn!(container = %id, error = %e, "auto-remove failed");
             }
         });
     }

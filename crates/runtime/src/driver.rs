@@ -47,6 +47,9 @@ pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), D
     if cfg.wait_attach {
         cmd.arg("--wait-attach");
     }
+    if cfg.no_fsync {
+        cmd.arg("--no-fsync");
+    }
     let mut child = cmd
         .arg("--id")
         .arg(&cfg.id)
@@ -143,6 +146,27 @@ impl ShimClient {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(DriverError::Timeout(REQUEST_TIMEOUT)),
         }
+    }
+
+    /// Waits until the shim has finished with an exited container (the runtime's state
+    /// deleted, its socket removed): it closes the connection then. True once it has, if
+    /// there is no socket, or if nothing listens on it (a shim that died: the caller clears
+    /// what it left); false if this shim cannot say (an older shim answers the request), and
+    /// the caller must find out otherwise.
+    pub async fn done(&self) -> bool {
+        use std::io::ErrorKind;
+        let mut s = match self.connect().await {
+            Ok(s) => s,
+            Err(DriverError::Gone(e)) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => return true,
+            Err(_) => return false,
+        };
+        if s.write_all(b"{\"op\":\"done\"}\n").await.is_err() {
+            // It exited between our connect and the request.
+            return true;
+        }
+        let mut line = String::new();
+        // EOF, or a reset if it exited before reading the request: either way it is gone.
+        !matches!(BufReader::new(s).read_line(&mut line).await, Ok(n) if n > 0)
     }
 
     /// Waits until the container exits. Errors if the shim goes away without saying.

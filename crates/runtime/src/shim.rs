@@ -4,12 +4,15 @@
 //!
 //! Lifecycle: `runtime create` (stdout/stderr wired to pipes it owns) → `runtime start` →
 //! report `{"pid": N}` (or `{"error": …}`) on stdout to the daemon → serve `shim.sock` and
-//! copy output into the rotating log → on exit write `exit.json` atomically, `runtime delete`,
-//! answer waiters, remove the socket, exit.
+//! copy output into the rotating log → on exit answer waiters, start `runtime delete`, write
+//! `exit.json` atomically, and go on answering requests until the delete is over → remove the
+//! socket, exit.
 //!
 //! Control protocol on `shim.sock`: one JSON line per request, one JSON line in reply.
 //! `{"op":"state"}` → `{"pid":N,"running":true}` or the exit status; `{"op":"kill","signal":N}`
-//! → `{"ok":true}`; `{"op":"wait"}` → the exit status, sent when the container exits.
+//! → `{"ok":true}`; `{"op":"wait"}` → the exit status, sent when the container exits;
+//! `{"op":"done"}` → no reply: the connection closes when the shim has finished (the runtime's
+//! state deleted, the socket removed), so a caller learns it without polling.
 //! `{"op":"attach"}` turns the connection into a stream: output comes back as frames
 //! (`[stream, 0, 0, 0, len: u32 BE]` then `len` bytes; stream 1 = stdout, 2 = stderr), and
 //! bytes sent after the request line go to the container's stdin (for `-i` or `-t`). The first
@@ -49,6 +52,9 @@ pub struct ShimConfig {
     /// Hold the container at `created` until the first attacher arrives (foreground `run -i/-t`
     /// attaches before starting, so it sees all output), or [`ATTACH_WAIT`] passes.
     pub wait_attach: bool,
+    /// Write `exit.json` without fsync: the container is removed when it exits (`--rm`), so
+    /// its exit status need not survive a power loss.
+    pub no_fsync: bool,
 }
 
 /// How long a `wait_attach` container waits for its attacher before starting anyway.
@@ -335,12 +341,43 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListe
         }
     };
 
+    // Set once the container has exited and its output is drained: the runtime's cleanup.
+    let mut finishing: Option<Cleanup> = None;
     loop {
         let done_draining = pipes.iter().all(Option::is_none) || drain_deadline.is_some_and(|d| Instant::now() >= d);
-        if exit.is_some() && done_draining {
+        if let Some(e) = exit.as_ref()
+            && done_draining
+            && finishing.is_none()
+        {
+            // Waiters first: the daemon records the exit itself. Then the runtime's cleanup,
+            // and `exit.json` while it runs; requests are answered until the cleanup is over.
+            let line = serde_json::to_string(e).expect("serialises");
+            for c in clients.iter_mut().filter(|c| c.waiting) {
+                let _ = c.stream.set_nonblocking(false);
+                let _ = writeln!(c.stream, "{line}");
+                let _ = c.stream.set_nonblocking(true);
+                c.waiting = false;
+            }
+            // Output is over: attachers see its end, stragglers holding a pipe are not read.
+            clients.retain(|c| !c.attached);
+            pipes.iter_mut().for_each(|p| *p = None);
+            input = None;
+            let cleanup = Cleanup::start(cfg);
+            let path = cfg.state_dir.join(EXIT_FILE);
+            let _ = if cfg.no_fsync {
+                atoll_util::replace_file(&path, line.as_bytes(), 0o644)
+            } else {
+                atoll_util::atomic_write(&path, line.as_bytes(), 0o644)
+            };
+            match cleanup {
+                Some(c) => finishing = Some(c),
+                None => break,
+            }
+        }
+        if finishing.as_mut().is_some_and(Cleanup::finished) {
             break;
         }
-        // The poll set: outputs, pidfd (until exit), listener, clients.
+        // The poll set: outputs, pidfd (until exit), the cleanup, listener, clients.
         let mut fds: Vec<PollFd<'_>> = Vec::new();
         let mut kinds: Vec<(u8, usize)> = Vec::new();
         for (i, p) in pipes.iter().enumerate() {
@@ -352,6 +389,10 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListe
         if exit.is_none() {
             fds.push(PollFd::new(&pidfd, PollFlags::IN));
             kinds.push((1, 0));
+        }
+        if let Some(c) = finishing.as_ref() {
+            fds.push(PollFd::new(&c.pidfd, PollFlags::IN));
+            kinds.push((4, 0));
         }
         fds.push(PollFd::new(&listener, PollFlags::IN));
         kinds.push((2, 0));
@@ -411,6 +452,8 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListe
                         drain_deadline = Some(Instant::now() + Duration::from_secs(2));
                     }
                 }
+                // The cleanup ended: seen at the top of the loop.
+                4 => {}
                 2 => {
                     while let Ok((stream, _)) = listener.accept() {
                         let _ = stream.set_nonblocking(true);
@@ -463,7 +506,8 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListe
                                     start_now(&mut start_deadline);
                                     break;
                                 }
-                                let reply = handle(&line, pid, exit.as_ref(), &mut c.waiting);
+                                let final_exit = exit.as_ref().filter(|_| finishing.is_some());
+                                let reply = handle(&line, pid, exit.as_ref(), final_exit, &mut c.waiting);
                                 if let Some(r) = reply {
                                     let _ = c.stream.set_nonblocking(false);
                                     let _ = writeln!(c.stream, "{r}");
@@ -482,22 +526,38 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListe
         }
     }
 
-    let exit = exit.expect("loop ends after exit");
-    let data = serde_json::to_vec(&exit).expect("serialises");
-    // Waiters first: the daemon records the exit itself. Then `exit.json`, before any other
-    // connection is closed: a client whose request we never read falls back to that file.
-    // The runtime's cleanup need not delay anyone. The socket goes last, so its absence means
-    // this shim is completely done (a new start of the container waits for it).
-    let line = String::from_utf8_lossy(&data).into_owned();
-    for c in clients.iter_mut().filter(|c| c.waiting) {
-        let _ = c.stream.set_nonblocking(false);
-        let _ = writeln!(c.stream, "{line}");
-    }
-    let _ = atoll_util::atomic_write(&cfg.state_dir.join(EXIT_FILE), &data, 0o644);
-    drop(clients);
-    let _ = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    // The socket goes last, so its absence means this shim is completely done (a new start of
+    // the container waits for it); the connections still open (`done`) close as we exit.
     let _ = fs::remove_file(&sock_path);
     0
+}
+
+/// The runtime's cleanup of an exited container (`runtime delete`), run as a child the poll
+/// loop watches through a pidfd, so the shim keeps answering while it runs.
+struct Cleanup {
+    child: std::process::Child,
+    pidfd: OwnedFd,
+}
+
+impl Cleanup {
+    /// None if it could not be started (then there is nothing to wait for).
+    fn start(cfg: &ShimConfig) -> Option<Self> {
+        let child = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+        let pid = Pid::from_raw(child.id() as i32)?;
+        match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(pidfd) => Some(Self { child, pidfd }),
+            Err(_) => {
+                let mut child = child;
+                let _ = child.wait();
+                None
+            }
+        }
+    }
+
+    /// Whether the cleanup is over (reaping it if so).
+    fn finished(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)) | Err(_))
+    }
 }
 
 fn write_log(log: &mut Option<LogWriter>, stream: Stream, partial: bool, content: &[u8], ts: &str) {
@@ -509,7 +569,9 @@ fn write_log(log: &mut Option<LogWriter>, stream: Stream, partial: bool, content
     }
 }
 
-fn handle(line: &[u8], pid: Pid, exit: Option<&ExitStatus>, waiting: &mut bool) -> Option<String> {
+/// Answers one request. `exit` is set once the container has exited; `final_exit` once its
+/// output is also drained (a waiter told of the exit may expect all of the output logged).
+fn handle(line: &[u8], pid: Pid, exit: Option<&ExitStatus>, final_exit: Option<&ExitStatus>, waiting: &mut bool) -> Option<String> {
     let Ok(req) = serde_json::from_slice::<Request>(line) else {
         return Some(r#"{"error":"bad request"}"#.to_owned());
     };
@@ -532,13 +594,15 @@ fn handle(line: &[u8], pid: Pid, exit: Option<&ExitStatus>, waiting: &mut bool) 
                 None => Some(format!(r#"{{"error":"invalid signal {sig}"}}"#)),
             }
         }
-        "wait" => match exit {
+        "wait" => match final_exit {
             Some(e) => Some(serde_json::to_string(e).expect("serialises")),
             None => {
                 *waiting = true;
                 None
             }
         },
+        // Answered by closing the connection, when the shim exits.
+        "done" => None,
         _ => Some(r#"{"error":"unknown op"}"#.to_owned()),
     }
 }

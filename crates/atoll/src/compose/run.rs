@@ -114,6 +114,6 @@ pub(super) async fn run_oneoff(client: &Client, a: &ComposeArgs, r: &RunArgs) ->
     for d in &s.bind_dirs {
         std::fs::create_dir_all(d).with_context(|| format!("creating the bind mount source {d}"))?;
     }
-    let how = crate::containers::RunHow { start: true, detach: r.detach, interactive: r.interactive, tty: r.tty, rm: r.rm };
+    let how = crate::containers::RunHow { start: true, detach: r.detach, interactive: r.interactive, tty: r.tty };
     crate::containers::run_spec(client, spec, how).await
 }
