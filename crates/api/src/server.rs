@@ -139,6 +139,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     router
         .route("/v1/openapi.json", axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
@@ -219,6 +220,13 @@ async fn web_login(State(s): St) -> ApiResult<Json<WebLogin>> {
             status: StatusCode::NOT_FOUND,
             body: ErrorBody { message: "the dashboard is off: start the daemon with --web ADDR:PORT".into(), causes: vec![] },
         }),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        body: ErrorBody { message: "this API route does not take that method".into(), causes: vec![] },
     }
 }
 
