@@ -91,8 +91,9 @@ pub struct InviteRequest {
     pub public: bool,
 }
 
-/// `atoll node label`.
+/// `atoll node label`: at least one label to set or remove; a key in both is refused.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LabelRequest {
     #[serde(default)]
     pub set: BTreeMap<String, String>,
@@ -110,7 +111,15 @@ pub struct LeaveResponse {
 const MAX_INVITE: u64 = 30 * 86_400;
 
 fn publics(list: &[String], cfg: &atoll_island::Config) -> ApiResult<Vec<std::net::SocketAddr>> {
-    list.iter().map(|p| atoll_island::manager::parse_public(p, cfg.mesh_port).map_err(ApiError::from)).collect()
+    let list: Vec<std::net::SocketAddr> =
+        list.iter().map(|p| atoll_island::manager::parse_public(p, cfg.mesh_port)).collect::<Result<_, _>>()?;
+    atoll_island::manager::check_publics(&list)?;
+    Ok(list)
+}
+
+/// This host's container networks (name, IPv4 subnet), which an island's mesh may not overlap.
+async fn container_networks(s: &AppState) -> Vec<(String, ipnet::Ipv4Net)> {
+    s.engine.networks().list().await.into_iter().map(|n| (n.name, n.subnet4)).collect()
 }
 
 /// Creates an island with this host as its first member.
@@ -129,7 +138,13 @@ pub async fn init(State(s): St, body: Result<Json<InitRequest>, JsonRejection>) 
         }
         None => "10.42.0.0/16".parse().expect("a valid prefix"),
     };
-    let opts = atoll_island::InitOptions { name: req.name, node_name: req.node_name, public: publics(&req.public, &cfg)?, mesh_cidr };
+    let opts = atoll_island::InitOptions {
+        name: req.name,
+        node_name: req.node_name,
+        public: publics(&req.public, &cfg)?,
+        mesh_cidr,
+        networks: container_networks(&s).await,
+    };
     let m = Manager::init(cfg, opts).await?;
     let status = m.status().await;
     *slot = Some(m);
@@ -146,7 +161,7 @@ pub async fn join(State(s): St, body: Result<Json<JoinRequest>, JsonRejection>) 
     if let Some(m) = slot.as_ref() {
         return Err(IslandError::AlreadyMember(m.state().island.name).into());
     }
-    let opts = atoll_island::JoinOptions { name: req.name, public: publics(&req.public, &cfg)? };
+    let opts = atoll_island::JoinOptions { name: req.name, public: publics(&req.public, &cfg)?, networks: container_networks(&s).await };
     let m = Manager::join(cfg, &req.code, opts).await?;
     let status = m.status().await;
     *slot = Some(m);
@@ -158,7 +173,17 @@ pub async fn join(State(s): St, body: Result<Json<JoinRequest>, JsonRejection>) 
     responses((status = 200, body = LeaveResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
 pub async fn leave(State(s): St) -> ApiResult<Json<LeaveResponse>> {
     let mut slot = s.island.manager.write().await;
-    let m = slot.clone().ok_or(ApiError::from(IslandError::NotMember))?;
+    let Some(m) = slot.clone() else {
+        // An unfinished join leaves its keys (to retry it): `leave` gives up on it.
+        if let Some(cfg) = &s.island.config
+            && atoll_island::Manager::forget_unfinished_join(cfg)
+        {
+            return Ok(Json(LeaveResponse {
+                warning: Some("this host was not in an island; the keys of an unfinished join were removed".into()),
+            }));
+        }
+        return Err(IslandError::NotMember.into());
+    };
     let warning = m.leave().await?;
     *slot = None;
     Ok(Json(LeaveResponse { warning }))
@@ -167,7 +192,7 @@ pub async fn leave(State(s): St) -> ApiResult<Json<LeaveResponse>> {
 /// The island as this host sees it.
 #[utoipa::path(get, path = "/v1/island", tag = "island", responses((status = 200, body = IslandStatus), (status = 404, body = ErrorBody)))]
 pub async fn status(State(s): St) -> ApiResult<Json<IslandStatus>> {
-    Ok(Json(s.island.get().await?.status().await))
+    Ok(Json(s.island.get().await?.status_with_paths().await))
 }
 
 /// Creates an invite; the code is shown only in this answer.
@@ -216,6 +241,9 @@ pub async fn node(State(s): St, Path(node): Path<String>) -> ApiResult<Json<Node
     request_body = LabelRequest, responses((status = 200, body = NodeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn label(State(s): St, Path(node): Path<String>, body: Result<Json<LabelRequest>, JsonRejection>) -> ApiResult<Json<NodeView>> {
     let Json(req) = body?;
+    if req.set.is_empty() && req.unset.is_empty() {
+        return Err(ApiError::bad_request("no labels given: set KEY=VALUE or remove KEY-"));
+    }
     Ok(Json(s.island.get().await?.label(&node, req.set, req.unset).await?))
 }
 

@@ -79,6 +79,21 @@ pub async fn list(State(s): St) -> Json<Vec<NetworkSummary>> {
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(State(s): St, spec: Result<Json<NetworkSpec>, JsonRejection>) -> ApiResult<(StatusCode, Json<NetworkRecord>)> {
     let Json(spec) = spec?;
+    // The island's mesh is routed on this host: a network inside it would shadow members.
+    if let Some(island) = s.island.manager.read().await.as_ref() {
+        let mesh = island.state().island.mesh_cidr;
+        if let Some(sub) =
+            spec.subnets.iter().filter_map(|x| x.parse::<ipnet::Ipv4Net>().ok()).find(|x| atoll_island::ipam::overlaps(x, &mesh))
+        {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                body: crate::types::ErrorBody {
+                    message: format!("the subnet {sub} overlaps the island's mesh prefix {mesh}: pick another --subnet"),
+                    causes: vec![],
+                },
+            });
+        }
+    }
     let n = s.engine.networks().create(&spec).await?;
     s.network_event("create", &n);
     Ok((StatusCode::CREATED, Json(n)))

@@ -139,6 +139,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     router
         .route("/v1/openapi.json", axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
@@ -223,6 +224,13 @@ async fn web_login(State(s): St) -> ApiResult<Json<WebLogin>> {
     }
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        body: ErrorBody { message: "this API route does not take that method".into(), causes: vec![] },
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError { status: StatusCode::NOT_FOUND, body: ErrorBody { message: "no such API route".into(), causes: vec![] } }
 }
@@ -263,7 +271,7 @@ async fn info(State(s): St) -> Json<Info> {
         },
         host: HostInfo::read(&s.data_dir),
         island: match s.island.manager.read().await.clone() {
-            Some(m) => Some(m.status().await),
+            Some(m) => Some(m.status_with_paths().await),
             None => None,
         },
     })

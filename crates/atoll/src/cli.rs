@@ -359,6 +359,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             if s.mesh_running { "running" } else { "NOT running" },
                             s.mesh_restarts
                         );
+                        if s.removed {
+                            println!("Warning:      this host was removed from the island: run `atoll leave`");
+                        }
                         println!("Certificates: expire {}, renew at {}", s.cert_not_after, s.renew_at);
                         if let Some(e) = &s.renew_error {
                             println!("Warning:      renewing the certificates failed (retrying): {e}");

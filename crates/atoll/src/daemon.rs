@@ -51,9 +51,9 @@ pub struct DaemonArgs {
     /// an island this host creates.
     #[arg(long, value_name = "PORT", default_value_t = 4243)]
     pub control_port: u16,
-    /// Lifetime of members' certificates in an island this host creates; they renew at two
-    /// thirds of it (7d, 12h, 90s…).
-    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_lifetime)]
+    /// Lifetime of members' certificates in an island this host creates, 10s to 365d; they
+    /// renew at two thirds of it (7d, 12h, 90s…).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_cert_lifetime)]
     pub cert_lifetime: std::time::Duration,
     /// A member not heard of for this long is shown down.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_lifetime)]
@@ -63,7 +63,7 @@ pub struct DaemonArgs {
 /// A duration as Go writes them (`90s`, `12h`), or whole days (`7d`).
 pub fn parse_days_or_duration(s: &str) -> Result<std::time::Duration, String> {
     match s.strip_suffix('d').map(str::parse::<u64>) {
-        Some(Ok(days)) => Ok(std::time::Duration::from_secs(days * 86_400)),
+        Some(Ok(days)) => days.checked_mul(86_400).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long")),
         _ => atoll_spec::units::parse_duration(s).map_err(|e| e.to_string()),
     }
 }
@@ -72,6 +72,19 @@ fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
     let d = parse_days_or_duration(s)?;
     if d < std::time::Duration::from_secs(10) {
         return Err(format!("{s:?} is too short: give at least 10s"));
+    }
+    Ok(d)
+}
+
+/// `--cert-lifetime`: between [`atoll_island::manager::MIN_CERT_LIFETIME`] and
+/// [`atoll_island::manager::MAX_CERT_LIFETIME`].
+fn parse_cert_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_days_or_duration(s)?;
+    if d < atoll_island::manager::MIN_CERT_LIFETIME {
+        return Err(format!("{s:?} is too short: give at least 10s"));
+    }
+    if d > atoll_island::manager::MAX_CERT_LIFETIME {
+        return Err(format!("{s:?} is too long: give at most 365d (certificates renew themselves, so a long lifetime buys nothing)"));
     }
     Ok(d)
 }
@@ -299,4 +312,19 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_lifetime_is_bounded_and_huge_values_do_not_overflow() {
+        assert_eq!(parse_cert_lifetime("15s"), Ok(std::time::Duration::from_secs(15)));
+        assert_eq!(parse_cert_lifetime("365d"), Ok(std::time::Duration::from_secs(365 * 86_400)));
+        assert!(parse_cert_lifetime("9s").unwrap_err().contains("at least 10s"));
+        for long in ["366d", "36500d", "9999999d", "18446744073709551615d"] {
+            assert!(parse_cert_lifetime(long).unwrap_err().contains("too long"), "{long}");
+        }
+    }
 }

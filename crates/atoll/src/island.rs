@@ -37,7 +37,7 @@ pub struct InviteArgs {
     #[arg(long)]
     name: Option<String>,
     /// How long the code works: 1h, 30m, 2d…
-    #[arg(long, default_value = "1h", value_parser = crate::daemon::parse_days_or_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_expires)]
     expires: std::time::Duration,
     /// The invited host will be public (a lighthouse and relay): it must join with --public.
     #[arg(long)]
@@ -186,10 +186,29 @@ fn labels_arg(labels: &[String]) -> anyhow::Result<LabelRequest> {
     Ok(LabelRequest { set, unset })
 }
 
+/// `invite --expires`: a duration with its unit (a bare number is refused, not taken as seconds).
+fn parse_expires(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim().parse::<f64>().is_ok() {
+        return Err(format!("{s:?} has no unit: give one, e.g. 1h, 30m, 2d"));
+    }
+    crate::daemon::parse_days_or_duration(s)
+}
+
 pub async fn node(client: &Client, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
+    let named = match &cmd {
+        NodeCommand::Inspect { nodes } | NodeCommand::Rm { nodes } => nodes.clone(),
+        NodeCommand::Label { node, .. } => vec![node.clone()],
+        NodeCommand::Ls { .. } => vec![],
+    };
+    if named.iter().any(|n| n.trim().is_empty()) {
+        anyhow::bail!("an empty node name: give a member's name, ID or ID prefix (`atoll node ls` lists them)");
+    }
     match cmd {
         NodeCommand::Ls { json, quiet } => {
             let list: Vec<NodeView> = client.json(Method::GET, "/v1/nodes", None::<&()>).await?;
+            if list.iter().any(|n| n.this && n.state == "removed") {
+                eprintln!("warning: this host was removed from the island: run `atoll leave` (the members shown are as they were then)");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if quiet {
@@ -243,4 +262,16 @@ pub fn nodes_table(list: &[NodeView], now: time::OffsetDateTime) -> String {
         })
         .collect();
     table(&["NAME", "MESH IP", "PUBLIC", "ROLE", "STATE", "PATH", "JOINED", "VERSION"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invite_expiry_needs_a_unit() {
+        assert_eq!(parse_expires("90m"), Ok(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_expires("2d"), Ok(std::time::Duration::from_secs(2 * 86_400)));
+        assert!(parse_expires("1").unwrap_err().contains("no unit"));
+    }
 }

@@ -57,6 +57,10 @@ pub struct InviteCode {
     /// The host joins as a public member (lighthouse and relay).
     #[serde(rename = "p", default, skip_serializing_if = "std::ops::Not::not")]
     pub public: bool,
+    /// The island's mesh prefix: the joining host checks it against its own routes and
+    /// addresses before it asks to join.
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub mesh_cidr: Option<ipnet::Ipv4Net>,
 }
 
 /// Fingerprints travel as base64url (43 characters instead of 64).
@@ -134,6 +138,7 @@ mod tests {
             expires: 1_800_000_000,
             name: Some("homeserver".into()),
             public: false,
+            mesh_cidr: None,
         }
     }
 

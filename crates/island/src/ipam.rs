@@ -22,10 +22,53 @@ pub fn usable_mesh_prefix(net: &Ipv4Net) -> bool {
     (8..=29).contains(&net.prefix_len())
 }
 
+/// The special-purpose ranges a mesh prefix may not touch, and what they are.
+pub const SPECIAL: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
+];
+
+/// What a mesh prefix would collide with: a special range, the container pool, a container
+/// network, or a prefix this host routes or has an address in (any routing table). The first
+/// collision, as (what, its prefix).
+pub fn mesh_conflict(mesh: &Ipv4Net, pool: &Ipv4Net, networks: &[(String, Ipv4Net)], host: &[Ipv4Net]) -> Option<(String, Ipv4Net)> {
+    for (net, what) in SPECIAL {
+        let net: Ipv4Net = net.parse().expect("a valid prefix");
+        if overlaps(mesh, &net) {
+            return Some((format!("the {what} range"), net));
+        }
+    }
+    if overlaps(mesh, pool) {
+        return Some(("the container pool".into(), *pool));
+    }
+    if let Some((name, n)) = networks.iter().find(|(_, n)| overlaps(mesh, n)) {
+        return Some((format!("the container network {name}"), *n));
+    }
+    host.iter().find(|n| overlaps(mesh, n)).map(|n| ("a network this host routes or has an address in".into(), *n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_mesh_prefix_may_not_touch_special_ranges_container_networks_or_any_route_or_address() {
+        let p = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let pool = p("10.89.0.0/16");
+        for special in ["127.0.0.0/8", "224.0.0.0/16", "169.254.0.0/16", "0.0.0.0/8", "240.0.0.0/8", "255.255.255.0/24"] {
+            assert!(mesh_conflict(&p(special), &pool, &[], &[]).unwrap().0.contains("range"), "{special}");
+        }
+        assert_eq!(mesh_conflict(&p("10.0.0.0/8"), &pool, &[], &[]).unwrap().0, "the container pool");
+        let nets = [("web".to_owned(), p("172.31.0.0/24"))];
+        assert_eq!(mesh_conflict(&p("172.31.0.0/16"), &pool, &nets, &[]).unwrap().0, "the container network web");
+        let host = [p("198.18.5.5/32")];
+        assert_eq!(mesh_conflict(&p("198.18.0.0/16"), &pool, &[], &host).unwrap().1, p("198.18.5.5/32"));
+        assert_eq!(mesh_conflict(&p("10.42.0.0/16"), &pool, &nets, &host), None);
+    }
 
     #[test]
     fn first_free_skips_network_and_taken() {

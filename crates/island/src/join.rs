@@ -31,6 +31,8 @@ pub struct InviteOptions {
 pub struct JoinOptions {
     pub name: Option<String>,
     pub public: Vec<SocketAddr>,
+    /// The container networks of this host (name, subnet), which the mesh may not overlap.
+    pub networks: Vec<(String, ipnet::Ipv4Net)>,
 }
 
 /// A pending invite as `invite ls` shows it.
@@ -93,6 +95,7 @@ impl Manager {
             expires: invite.expires,
             name: opts.name,
             public: opts.public,
+            mesh_cidr: Some(state.island.mesh_cidr),
         };
         Ok(NewInvite { code: code.encode(), invite: view(&invite) })
     }
@@ -114,6 +117,15 @@ impl Manager {
         Ok(())
     }
 
+    /// Removes the keys of a join that did not finish (a host in no island); whether there were.
+    pub fn forget_unfinished_join(cfg: &Config) -> bool {
+        let paths = Paths::new(&cfg.data_dir);
+        if paths.state().exists() || !paths.joining().exists() {
+            return false;
+        }
+        std::fs::remove_dir_all(&paths.root).is_ok()
+    }
+
     /// Joins the island of `code`.
     pub async fn join(cfg: Config, code: &str, opts: JoinOptions) -> Result<Arc<Self>, IslandError> {
         let paths = Paths::new(&cfg.data_dir);
@@ -125,7 +137,23 @@ impl Manager {
             return Err(ModelError::InviteExpired(crate::model::rfc3339(code.expires)).into());
         }
         if code.public && opts.public.is_empty() {
-            return Err(IslandError::BadPublic("this invite is for a public host: join with --public ADDR".into()));
+            return Err(IslandError::PublicInvite);
+        }
+        if !code.public && !opts.public.is_empty() {
+            return Err(IslandError::NotPublicInvite);
+        }
+        crate::manager::check_publics(&opts.public)?;
+        let check_mesh = |mesh: ipnet::Ipv4Net| match crate::ipam::mesh_conflict(
+            &mesh,
+            &cfg.container_pool,
+            &opts.networks,
+            &atoll_util::host_prefixes4(),
+        ) {
+            Some((what, other)) => Err(IslandError::JoinOverlap { mesh, what, other }),
+            None => Ok(()),
+        };
+        if let Some(mesh) = code.mesh_cidr {
+            check_mesh(mesh)?;
         }
         let name = opts.name.clone().or_else(|| code.name.clone()).unwrap_or_else(|| crate::manager::host_label(&cfg.hostname));
         if !crate::model::valid_host_name(&name) {
@@ -157,7 +185,18 @@ impl Manager {
                     resp = Some(r);
                     break;
                 }
-                Err(err @ transport::TransportError::Refused { .. }) => return Err(err.into()),
+                // The pinned CA did not sign the endpoint's certificate.
+                Err(err) if crate::lifecycle::connect_error_mentions(&err, "InvalidCertificate") => {
+                    let _ = std::fs::remove_dir_all(&paths.root);
+                    return Err(IslandError::Mismatch(format!(
+                        "{e}'s certificate is not from the island CA the code names: the code was altered, or that address is no longer the island's"
+                    )));
+                }
+                Err(err @ transport::TransportError::Refused { .. }) => {
+                    // Refused for good: the keys made for it go (no state was written).
+                    let _ = std::fs::remove_dir_all(&paths.root);
+                    return Err(err.into());
+                }
                 Err(err) => last = Some(err),
             }
         }
@@ -167,6 +206,17 @@ impl Manager {
         };
         if resp.state.island.ca_fingerprint != code.ca_fingerprint {
             return Err(IslandError::Mismatch("the island's CA is not the one the code names".into()));
+        }
+        if resp.state.island.id != code.island_id {
+            return Err(IslandError::Mismatch(format!(
+                "the island is {}, not the {} the code names",
+                resp.state.island.id, code.island_id
+            )));
+        }
+        // A code of an older version carries no mesh prefix: checked now, before this host
+        // takes the membership (the island's `node rm` forgets it).
+        if code.mesh_cidr.is_none() {
+            check_mesh(resp.state.island.mesh_cidr)?;
         }
         let info = atoll_pki::CertInfo::parse(&resp.cert)?;
         if info.node_id.as_deref() != Some(resp.node_id.as_str()) {
@@ -181,7 +231,7 @@ impl Manager {
         if let Some(j) = &resp.join_cert {
             write_secret(&dir.join("join.crt"), j.as_bytes())?;
         }
-        Local { node_id: resp.node_id.clone(), generation: 1 }.save(&paths)?;
+        Local { node_id: resp.node_id.clone(), generation: 1, removed: None }.save(&paths)?;
         FileStore::new(paths.state()).save(&resp.state)?;
         Self::open(cfg).await?.ok_or(IslandError::NotMember)
     }

@@ -27,6 +27,8 @@ pub struct InitOptions {
     /// Public `ADDR:PORT`s (Nebula): this host is a lighthouse, relay and join endpoint.
     pub public: Vec<SocketAddr>,
     pub mesh_cidr: Ipv4Net,
+    /// The container networks of this host (name, subnet), which the mesh may not overlap.
+    pub networks: Vec<(String, Ipv4Net)>,
 }
 
 /// Writes `data` to `path` (0600, atomically).
@@ -56,7 +58,7 @@ impl Manager {
         if !crate::model::valid_host_name(&opts.name) {
             return Err(crate::model::ModelError::BadName(opts.name.clone()).into());
         }
-        check_mesh_prefix(&cfg, opts.mesh_cidr)?;
+        check_mesh_prefix(&cfg, opts.mesh_cidr, &opts.networks)?;
         // Everything is made in the island directory; on any failure it goes, whole.
         let _ = std::fs::remove_dir_all(&paths.root);
         let made = Self::init_files(&cfg, &paths, &opts, &name).await;
@@ -108,7 +110,7 @@ impl Manager {
             certs: vec![issued],
         };
         let state = IslandState::new(island, founder);
-        Local { node_id: id, generation: 1 }.save(paths)?;
+        Local { node_id: id, generation: 1, removed: None }.save(paths)?;
         FileStore::new(paths.state()).save(&state)?;
         Ok(())
     }
@@ -174,16 +176,17 @@ impl Manager {
         if let Ok(info) = atoll_pki::CertInfo::parse(&cert) {
             let mut r = self.renewal.lock().unwrap();
             r.not_after = Some(info.not_after);
-            r.renew_at = Some(atoll_pki::renewal::renew_at(info.not_before, info.not_after));
+            r.renew_at = Some(atoll_pki::renewal::renew_at_issued(info.not_before, info.not_after));
         }
         Ok(())
     }
 
-    /// Nebula's configuration for the current state and generation.
-    pub(crate) fn mesh_config(&self) -> atoll_mesh::MeshConfig {
+    /// Nebula's configuration for the current state and generation (none for a state that
+    /// does not list this host).
+    pub(crate) fn mesh_config(&self) -> Option<atoll_mesh::MeshConfig> {
         let state = self.state();
         let dir = self.generation_dir();
-        let me = &state.members[&self.me];
+        let me = state.members.get(&self.me)?;
         let pki = atoll_mesh::PkiPaths { ca: self.paths.nebula_ca_cert(), cert: dir.join("host.crt"), key: dir.join("host.key") };
         let mut c = atoll_mesh::MeshConfig::new(pki, me.mesh_ip);
         c.listen_port = state.island.mesh_port;
@@ -199,7 +202,7 @@ impl Manager {
         c.am_lighthouse = me.role == Role::Lighthouse || c.lighthouses.is_empty();
         c.am_relay = me.role == Role::Lighthouse;
         c.blocklist = state.revoked_nebula.keys().cloned().collect();
-        c
+        Some(c)
     }
 
     /// Brings Nebula in line with the state (a reload, or a restart for what it reads only at
@@ -209,7 +212,7 @@ impl Manager {
         if std::fs::read_to_string(self.paths.nebula_ca_cert()).ok().as_deref() != Some(ca.as_str()) {
             write_secret(&self.paths.nebula_ca_cert(), ca.as_bytes())?;
         }
-        let config = self.mesh_config();
+        let Some(config) = self.mesh_config() else { return Ok(()) };
         let mut mesh = self.mesh.lock().await;
         match mesh.as_ref() {
             Some(m) => {
@@ -229,7 +232,11 @@ impl Manager {
     async fn start(self: &Arc<Self>) -> Result<(), IslandError> {
         self.update_mesh().await?;
         let state = self.state();
-        let me = state.members[&self.me].clone();
+        let Some(me) = state.members.get(&self.me).cloned() else {
+            // Saved by an older version after this host was removed: nothing to run.
+            self.mark_removed("the saved state does not list this host");
+            return Ok(());
+        };
         // One listener on every address: the mesh address gets the control plane, others only
         // joins (a cloud VPS's public address may be NATed to a private one it never sees).
         let port = state.island.control_port;
@@ -240,6 +247,10 @@ impl Manager {
             join: (!me.public.is_empty()).then(|| (self.tls.join.clone(), crate::routes::join(self.clone()))),
         };
         self.spawn(transport::serve_sides(listener, sides, self.stop.subscribe()));
+        if self.removed() {
+            tracing::warn!("this host was removed from the island: run `atoll leave`");
+            return Ok(());
+        }
         let m = self.clone();
         self.spawn(async move { m.renew_loop().await });
         if !self.is_ca_host() {
@@ -260,7 +271,8 @@ impl Manager {
         loop {
             let due = self.renewal.lock().unwrap().renew_at.unwrap_or_else(SystemTime::now);
             let wait = if attempt == 0 {
-                due.duration_since(SystemTime::now()).unwrap_or_default()
+                // At most one renewal a second, whatever the certificates say.
+                due.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_secs(1))
             } else {
                 let left =
                     self.renewal.lock().unwrap().not_after.and_then(|t| t.duration_since(SystemTime::now()).ok()).unwrap_or_default();
@@ -270,10 +282,17 @@ impl Manager {
                 _ = tokio::time::sleep(wait) => {}
                 _ = crate::transport::stopped(&mut stop) => return,
             }
+            if self.removed() {
+                return;
+            }
             match self.renew().await {
                 Ok(()) => {
                     attempt = 0;
                     self.renewal.lock().unwrap().error = None;
+                }
+                Err(IslandError::Transport(e)) if says_removed(&e) => {
+                    self.mark_removed(&crate::proto::Problem::from_error(&e).to_string());
+                    return;
                 }
                 Err(e) => {
                     attempt += 1;
@@ -320,7 +339,7 @@ impl Manager {
         let old = {
             let mut local = self.local.lock().unwrap();
             let old = local.generation;
-            Local { node_id: self.me.clone(), generation: next }.save(&self.paths)?;
+            Local { node_id: self.me.clone(), generation: next, removed: local.removed }.save(&self.paths)?;
             local.generation = next;
             old
         };
@@ -359,6 +378,9 @@ impl Manager {
         let mut stop = self.stop.subscribe();
         let mut failures = 0u32;
         loop {
+            if self.removed() {
+                return;
+            }
             let state = self.state();
             let url = format!("{}?since={}", self.ca_url(&state, crate::proto::STATE), state.version);
             let client = self.tls.long_client.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -370,6 +392,9 @@ impl Manager {
                 Ok(view) => {
                     failures = 0;
                     self.adopt(view).await;
+                }
+                Err(e) if says_removed(&e) => {
+                    self.mark_removed(&crate::proto::Problem::from_error(&e).to_string());
                 }
                 Err(e) => {
                     failures += 1;
@@ -391,6 +416,9 @@ impl Manager {
         let mut stop = self.stop.subscribe();
         let beat = crate::proto::Heartbeat { version: self.cfg.version.clone() };
         loop {
+            if self.removed() {
+                return;
+            }
             let url = self.ca_url(&self.state(), crate::proto::HEARTBEAT);
             if let Err(e) = transport::post::<_, serde_json::Value>(&self.client(), &url, &beat).await {
                 tracing::debug!(error = %e, "heartbeat");
@@ -406,24 +434,59 @@ impl Manager {
     /// the mesh and forgets the island. If the CA host cannot be reached (this host was removed,
     /// or the island is gone), it leaves anyway and says so.
     pub async fn leave(self: Arc<Self>) -> Result<Option<String>, IslandError> {
-        let mut warning = None;
-        if self.is_ca_host() {
-            if self.state().members.len() > 1 {
-                return Err(crate::model::ModelError::CaHost.into());
-            }
-        } else if let Err(e) = self.change(Change::Remove { id: self.me.clone(), now: unix_now() }).await {
-            warning = Some(format!(
-                "the CA host was not told ({}); `atoll node rm` there removes this host",
-                crate::proto::Problem::from_error(&e)
-            ));
+        if self.is_ca_host() && self.state().members.len() > 1 {
+            return Err(crate::model::ModelError::CaHost.into());
         }
+        // The loops stop first: none may take the state that no longer lists this host, or
+        // renew what is being revoked.
         self.shutdown().await;
-        if let Some(m) = self.mesh.lock().await.take() {
-            m.stop().await?;
+        let mut warning = None;
+        if !self.is_ca_host() && !self.removed() {
+            let url = self.ca_url(&self.state(), crate::proto::CHANGE);
+            let req = crate::proto::ChangeRequest { change: Change::Remove { id: self.me.clone(), now: unix_now() } };
+            match transport::post::<_, StateView>(&self.client(), &url, &req).await {
+                Ok(_) => {}
+                // Removed meanwhile: the island already forgot this host.
+                Err(e) if says_removed(&e) => {}
+                Err(e) => {
+                    warning = Some(format!(
+                        "the CA host was not told ({}); `atoll node rm` there removes this host",
+                        crate::proto::Problem::from_error(&e)
+                    ))
+                }
+            }
+        }
+        match self.mesh.lock().await.take() {
+            Some(m) => m.stop().await?,
+            // No supervisor (the state did not list this host): a Nebula may still run.
+            None => atoll_mesh::stop_orphan(&self.paths.nebula()).await,
         }
         std::fs::remove_dir_all(&self.paths.root).map_err(io(&self.paths.root))?;
         Ok(warning)
     }
+}
+
+/// Whether the CA host's answer means this host is no longer a member: it refused it as a
+/// non-member (403), or refused its certificate as revoked during the TLS handshake.
+pub(crate) fn says_removed(e: &transport::TransportError) -> bool {
+    match e {
+        transport::TransportError::Refused { status: 403, .. } => true,
+        e => connect_error_mentions(e, "CertificateRevoked"),
+    }
+}
+
+/// Whether a connection failed for a reason whose debug form names `what` (a TLS alert or
+/// certificate error, which reqwest only carries deep in its chain).
+pub(crate) fn connect_error_mentions(e: &transport::TransportError, what: &str) -> bool {
+    let transport::TransportError::Connect { source, .. } = e else { return false };
+    let mut cause: Option<&dyn std::error::Error> = Some(source);
+    while let Some(c) = cause {
+        if format!("{c:?}").contains(what) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The CA host's authority, from the island directory.
@@ -468,18 +531,16 @@ async fn issue_own(
     Ok(signed.issued)
 }
 
-/// Refuses a mesh prefix that overlaps the container pool or a network the host routes.
-pub(crate) fn check_mesh_prefix(cfg: &Config, mesh: Ipv4Net) -> Result<(), IslandError> {
+/// Refuses a mesh prefix that overlaps a special range, the container pool, a container
+/// network (`networks`: name and subnet), or anything the host routes or has an address in.
+pub(crate) fn check_mesh_prefix(cfg: &Config, mesh: Ipv4Net, networks: &[(String, Ipv4Net)]) -> Result<(), IslandError> {
     if !crate::ipam::usable_mesh_prefix(&mesh) {
         return Err(IslandError::MeshPrefix(mesh));
     }
-    if crate::ipam::overlaps(&mesh, &cfg.container_pool) {
-        return Err(IslandError::Overlap { mesh, what: "the container pool", other: cfg.container_pool });
+    match crate::ipam::mesh_conflict(&mesh, &cfg.container_pool, networks, &atoll_util::host_prefixes4()) {
+        Some((what, other)) => Err(IslandError::Overlap { mesh, what, other }),
+        None => Ok(()),
     }
-    if let Some(r) = atoll_util::host_routes4().into_iter().find(|r| crate::ipam::overlaps(&mesh, r)) {
-        return Err(IslandError::Overlap { mesh, what: "a network this host routes", other: r });
-    }
-    Ok(())
 }
 
 /// A server config used until the real one is built (never served: `open` rebuilds at once).

@@ -24,6 +24,11 @@ use crate::transport::{self, SharedConfig, TransportError};
 /// How long the island's CAs live (rotating them is later work).
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 
+/// Shortest and longest certificate lifetime of members (`atoll daemon --cert-lifetime`): long
+/// enough for a renewal to go through, well within the CAs' life.
+pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(10);
+pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+
 /// Fixed facts of this host, from the daemon's flags.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,16 +60,24 @@ pub enum IslandError {
     AlreadyMember(String),
     #[error("this host is not in an island: `atoll init` creates one, `atoll join CODE` joins one")]
     NotMember,
-    #[error("invalid --public {0:?}: use ADDR or ADDR:PORT with a public IP address")]
-    BadPublic(String),
-    #[error("the mesh prefix {mesh} overlaps {what} {other}: pick another with --mesh-cidr")]
-    Overlap { mesh: Ipv4Net, what: &'static str, other: Ipv4Net },
+    #[error("invalid --public {value:?}: {why}")]
+    BadPublic { value: String, why: &'static str },
+    #[error("this invite is for a public host: join with --public ADDR")]
+    PublicInvite,
+    #[error("this invite was not made for a public host: join without --public, or ask for an invite made with `atoll invite --public`")]
+    NotPublicInvite,
+    #[error("the mesh prefix {mesh} overlaps {what} ({other}): pick another with --mesh-cidr")]
+    Overlap { mesh: Ipv4Net, what: String, other: Ipv4Net },
+    #[error("the island's mesh prefix {mesh} overlaps {what} ({other}) on this host: remove that route or address, or join another island")]
+    JoinOverlap { mesh: Ipv4Net, what: String, other: Ipv4Net },
     #[error("the mesh prefix {0} is not usable: give a prefix of /8 to /29")]
     MeshPrefix(Ipv4Net),
     #[error("the island has no public member to join through: `atoll init` or `atoll join` a host with --public")]
     NoPublicMember,
     #[error("no member {0}")]
     UnknownNode(String),
+    #[error("this host was removed from the island: run `atoll leave`")]
+    Removed,
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -79,7 +92,16 @@ pub enum IslandError {
     Mesh(#[from] atoll_mesh::MeshError),
     #[error("asking the island")]
     Transport(#[from] TransportError),
-    #[error("the CA host answered with a certificate that does not match: {0}")]
+    #[error(
+        "cannot reach the CA host {name} ({addr}), which makes every change to the island: check that its daemon runs and the mesh reaches it (`atoll node ls`), then try again"
+    )]
+    CaUnreachable {
+        name: String,
+        addr: String,
+        #[source]
+        source: Box<TransportError>,
+    },
+    #[error("the island does not match the invite code: {0}")]
     Mismatch(String),
     #[error("{path}")]
     Io {
@@ -96,14 +118,22 @@ impl IslandError {
         use atoll_util::ErrorKind as K;
         match self {
             Self::NotMember | Self::UnknownNode(_) => K::NotFound,
-            Self::AlreadyMember(_) => K::Conflict,
-            Self::BadPublic(_) | Self::Overlap { .. } | Self::MeshPrefix(_) | Self::Code(_) => K::Invalid,
+            Self::AlreadyMember(_) | Self::Removed => K::Conflict,
+            Self::BadPublic { .. }
+            | Self::PublicInvite
+            | Self::NotPublicInvite
+            | Self::Overlap { .. }
+            | Self::JoinOverlap { .. }
+            | Self::MeshPrefix(_)
+            | Self::Code(_)
+            | Self::Mismatch(_) => K::Invalid,
             // The request is fine; the island's state does not allow it yet.
             Self::NoPublicMember => K::Conflict,
             Self::Model(ModelError::UnknownNode(_) | ModelError::InviteUnknown(_)) => K::NotFound,
             Self::Model(
                 ModelError::InviteUsed(_)
                 | ModelError::NameTaken(_)
+                | ModelError::InviteNameTaken(_)
                 | ModelError::AddressTaken(_)
                 | ModelError::InviteExists(_)
                 | ModelError::CaHost,
@@ -115,6 +145,7 @@ impl IslandError {
                 Some(400 | 403 | 410 | 422) => K::Invalid,
                 _ => K::Upstream,
             },
+            Self::CaUnreachable { .. } => K::Upstream,
             _ => K::Internal,
         }
     }
@@ -138,7 +169,8 @@ pub struct NodeView {
     pub public: Vec<String>,
     pub role: Role,
     /// `ready`, `down` (not heard of for a while) or `unknown` (not heard of since this
-    /// member's view started).
+    /// member's view started, or this host was removed and no longer follows the island);
+    /// `removed` for this host once it was removed from the island.
     pub state: String,
     pub labels: BTreeMap<String, String>,
     pub version: String,
@@ -162,6 +194,10 @@ pub struct IslandStatus {
     pub id: String,
     pub this: NodeView,
     pub members: usize,
+    /// Every member, as `node ls` shows them (with paths from `GET /v1/island` and `/v1/info`;
+    /// without them in the answers of `init` and `join`).
+    #[serde(default)]
+    pub nodes: Vec<NodeView>,
     pub mesh_cidr: String,
     pub ca_fingerprint: String,
     pub state_version: u64,
@@ -176,6 +212,10 @@ pub struct IslandStatus {
     /// Nebula: running, and how often it was restarted.
     pub mesh_running: bool,
     pub mesh_restarts: u64,
+    /// This host was removed from the island (`atoll leave` cleans up); what it shows is the
+    /// island as it was when it was removed.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// What the state long poll answers: the state, and when the CA host last heard of each
@@ -233,19 +273,48 @@ pub fn host_label(hostname: &str) -> String {
     if s.is_empty() { "host".into() } else { s.trim_end_matches('-').to_owned() }
 }
 
-/// Parses `--public ADDR[:PORT]` (the port is Nebula's, `mesh_port` by default). Loopback,
-/// unspecified and multicast addresses cannot be reached by other hosts, so are refused.
+/// Parses `--public ADDR[:PORT]` (the port is Nebula's, `mesh_port` by default), refusing
+/// what [`check_public`] refuses.
 pub fn parse_public(s: &str, mesh_port: u16) -> Result<SocketAddr, IslandError> {
-    let bad = || IslandError::BadPublic(s.to_owned());
+    let bad = |why| IslandError::BadPublic { value: s.to_owned(), why };
     let addr = match s.parse::<SocketAddr>() {
         Ok(a) => a,
-        Err(_) => SocketAddr::new(s.trim_matches(['[', ']']).parse::<IpAddr>().map_err(|_| bad())?, mesh_port),
+        Err(_) => SocketAddr::new(
+            s.trim_matches(['[', ']']).parse::<IpAddr>().map_err(|_| bad("use ADDR or ADDR:PORT with an IPv4 address"))?,
+            mesh_port,
+        ),
     };
-    let ip = addr.ip();
-    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || addr.port() == 0 || !ip.is_ipv4() {
-        return Err(bad());
-    }
+    check_public(&addr).map_err(bad)?;
     Ok(addr)
+}
+
+/// Why `addr` cannot be where other hosts reach this one, if it cannot: the mesh is IPv4 only,
+/// and an unspecified, loopback, multicast, broadcast, link-local, "this network" (0/8) or
+/// reserved (240/4) address, or port 0, reaches nobody.
+pub fn check_public(addr: &SocketAddr) -> Result<(), &'static str> {
+    let IpAddr::V4(ip) = addr.ip() else { return Err("the island's mesh is IPv4 only: give an IPv4 address") };
+    let o = ip.octets();
+    if addr.port() == 0 {
+        return Err("port 0 cannot be reached: give a port, or none for the mesh port");
+    }
+    if ip.is_unspecified() || o[0] == 0 {
+        return Err("0.0.0.0/8 addresses cannot be reached: give this host's public address");
+    }
+    if ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() || ip.is_link_local() || o[0] >= 240 {
+        return Err("loopback, multicast, broadcast, link-local and reserved (240/4) addresses cannot be reached from other hosts");
+    }
+    Ok(())
+}
+
+/// A host's `--public` list: each checked, none twice.
+pub fn check_publics(list: &[SocketAddr]) -> Result<(), IslandError> {
+    for (i, a) in list.iter().enumerate() {
+        check_public(a).map_err(|why| IslandError::BadPublic { value: a.to_string(), why })?;
+        if list[..i].contains(a) {
+            return Err(IslandError::BadPublic { value: a.to_string(), why: "given twice" });
+        }
+    }
+    Ok(())
 }
 
 impl Manager {
@@ -271,6 +340,25 @@ impl Manager {
         self.authority.is_some()
     }
 
+    /// Whether this host was removed from the island (by `node rm`, here or elsewhere).
+    pub fn removed(&self) -> bool {
+        self.local.lock().unwrap().removed.is_some() || !self.state.borrow().members.contains_key(&self.me)
+    }
+
+    /// Records that this host was removed: it stops following the island and says so until
+    /// `atoll leave`. The state it keeps is the last one it was a member of.
+    pub(crate) fn mark_removed(&self, why: &str) {
+        let mut local = self.local.lock().unwrap();
+        if local.removed.is_some() {
+            return;
+        }
+        local.removed = Some(unix_now());
+        if let Err(e) = local.save(&self.paths) {
+            tracing::warn!(error = %e, "saving that this host was removed");
+        }
+        tracing::warn!(evidence = why, "this host was removed from the island: run `atoll leave`");
+    }
+
     pub(crate) fn generation_dir(&self) -> PathBuf {
         self.paths.generation(self.local.lock().unwrap().generation)
     }
@@ -288,6 +376,17 @@ impl Manager {
     /// Applies `changes` on the CA host: under one lock, all or none, saved before anyone
     /// learns of them; returns the new state.
     pub(crate) async fn commit(&self, changes: &[Change]) -> Result<IslandState, IslandError> {
+        let next = self.commit_state(changes).await?;
+        if let Err(e) = self.update_mesh().await {
+            tracing::warn!(error = %e, "updating the mesh");
+        }
+        Ok(next)
+    }
+
+    /// [`Self::commit`] up to the new state and the control plane's TLS; the mesh is the
+    /// caller's to update ([`Self::update_mesh`]), e.g. once a leaving member has its answer
+    /// (which the mesh carries, and which its blocklisting would cut).
+    pub(crate) async fn commit_state(&self, changes: &[Change]) -> Result<IslandState, IslandError> {
         let _w = self.write.lock().await;
         let mut next = self.state();
         for c in changes {
@@ -303,27 +402,60 @@ impl Manager {
         }
         self.store.save(&next)?;
         self.state.send_replace(next.clone());
-        self.on_state_changed().await;
+        if let Err(e) = self.rebuild_tls() {
+            tracing::warn!(error = %e, "rebuilding the control plane's TLS");
+        }
         Ok(next)
     }
 
     /// A change made by this host's operator: applied here on the CA host, forwarded to it
     /// from anywhere else (and the answer adopted at once, so a `node ls` right after shows it).
     pub async fn change(&self, change: Change) -> Result<IslandState, IslandError> {
+        if self.removed() {
+            return Err(IslandError::Removed);
+        }
         if self.is_ca_host() {
             return self.commit(&[change]).await;
         }
         let state = self.state();
         let url = self.ca_url(&state, crate::proto::CHANGE);
-        let view: StateView = transport::post(&self.client(), &url, &crate::proto::ChangeRequest { change }).await?;
+        let view: StateView = match transport::post(&self.client(), &url, &crate::proto::ChangeRequest { change }).await {
+            Ok(v) => v,
+            Err(source @ TransportError::Connect { .. }) => {
+                let ca = state.members.get(&state.island.ca_host);
+                return Err(IslandError::CaUnreachable {
+                    name: ca.map_or_else(|| state.island.ca_host.clone(), |m| m.name.clone()),
+                    addr: ca.map_or_else(String::new, |m| m.mesh_ip.to_string()),
+                    source: Box::new(source),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.adopt(view).await;
         Ok(self.state())
     }
 
     /// Takes a newer state (and the CA host's liveness view) from the CA host.
+    /// A state without this host means it was removed: that one is not taken (the last state
+    /// this host was in keeps its mesh and listeners configured); nor is one of another island.
     pub(crate) async fn adopt(&self, view: StateView) {
+        if self.removed() {
+            return;
+        }
+        let (version, island) = {
+            let s = self.state.borrow();
+            (s.version, s.island.id.clone())
+        };
+        if view.state.island.id != island {
+            tracing::warn!(got = %view.state.island.id, expected = %island, "ignoring a state of another island");
+            return;
+        }
+        if !view.state.members.contains_key(&self.me) {
+            self.mark_removed("the island's state no longer lists this host");
+            return;
+        }
         self.seen.lock().unwrap().extend(view.seen);
-        if view.state.version <= self.state.borrow().version && view.state.island.id == self.state.borrow().island.id {
+        if view.state.version <= version {
             return;
         }
         if let Err(e) = self.store.save(&view.state) {
@@ -357,6 +489,7 @@ impl Manager {
         let state = self.state();
         let seen = self.seen.lock().unwrap().clone();
         let now = unix_now();
+        let removed = self.removed();
         state
             .members
             .values()
@@ -364,6 +497,8 @@ impl Manager {
                 let this = m.id == self.me;
                 let last = if this { Some(now) } else { seen.get(&m.id).copied() };
                 let st = match last {
+                    _ if removed && this => "removed",
+                    _ if removed => "unknown",
                     Some(t) if now - t <= self.cfg.down_after.as_secs() as i64 => "ready",
                     Some(_) => "down",
                     None => "unknown",
@@ -406,14 +541,37 @@ impl Manager {
     /// One member, by name, ID or ID prefix.
     pub async fn node(&self, query: &str) -> Result<NodeView, IslandError> {
         let id = self.state().find(query).map(|m| m.id.clone()).ok_or_else(|| IslandError::UnknownNode(query.to_owned()))?;
-        Ok(self.nodes().await.into_iter().find(|n| n.id == id).expect("listed"))
+        // The state may have moved on between the two reads.
+        self.nodes().await.into_iter().find(|n| n.id == id).ok_or_else(|| IslandError::UnknownNode(query.to_owned()))
     }
 
     pub async fn status(&self) -> IslandStatus {
         let state = self.state();
-        // This host has no path to itself: no need to ask Nebula for its tunnels (an `ssh` to
-        // its sshd, ~0.1 s), which `join`, `init` and `info` would wait for.
-        let this = self.views(&[]).into_iter().find(|n| n.this).expect("this host is a member");
+        // This host has no path to itself, and the member list here leaves paths out: asking
+        // Nebula for its tunnels is an `ssh` to its sshd (~0.1 s), which `join` and `init`
+        // would wait for. [`Manager::status_with_paths`] asks.
+        let nodes = self.views(&[]);
+        // A state that lost this host (one saved by an older version after a removal) still
+        // answers, naming the host by its ID.
+        let this = match nodes.iter().find(|n| n.this) {
+            Some(n) => n.clone(),
+            None => NodeView {
+                id: self.me.clone(),
+                name: self.me.clone(),
+                mesh_ip: String::new(),
+                public: Vec::new(),
+                role: Role::Member,
+                state: "removed".into(),
+                labels: BTreeMap::new(),
+                version: self.cfg.version.clone(),
+                last_seen: None,
+                joined: String::new(),
+                ca_host: false,
+                this: true,
+                path: None,
+                cert_not_after: None,
+            },
+        };
         let r = self.renewal.lock().unwrap().clone();
         let t = |s: Option<SystemTime>| {
             s.map(|s| crate::model::rfc3339(s.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64))).unwrap_or_default()
@@ -427,6 +585,7 @@ impl Manager {
             id: state.island.id.clone(),
             this,
             members: state.members.len(),
+            nodes,
             mesh_cidr: state.island.mesh_cidr.to_string(),
             ca_fingerprint: state.island.ca_fingerprint.clone(),
             state_version: state.version,
@@ -436,7 +595,16 @@ impl Manager {
             renew_error: r.error,
             mesh_running: running,
             mesh_restarts: restarts,
+            removed: self.removed(),
         }
+    }
+
+    /// [`Manager::status`] with each member's path (direct or relayed), as `info` and the
+    /// dashboard show it.
+    pub async fn status_with_paths(&self) -> IslandStatus {
+        let mut status = self.status().await;
+        status.nodes = self.nodes().await;
+        status
     }
 
     /// Sets and removes labels of a member.
@@ -480,6 +648,21 @@ mod tests {
         for bad in ["", "localhost", "127.0.0.1", "0.0.0.0", "203.0.113.10:0", "224.0.0.1", "[2001:db8::1]:4242", "not an ip"] {
             assert!(parse_public(bad, 4242).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn public_addresses_that_reach_nobody_are_refused_consistently() {
+        for bad in ["255.255.255.255", "240.0.0.1", "0.1.2.3", "169.254.1.1", "127.1.2.3", "239.1.1.1"] {
+            assert!(matches!(parse_public(bad, 4242), Err(IslandError::BadPublic { .. })), "{bad}");
+        }
+        let e = parse_public("2001:db8::1", 4242).unwrap_err().to_string();
+        assert!(e.contains("IPv4 only"), "{e}");
+        let a = parse_public("203.0.113.10", 4242).unwrap();
+        assert!(check_publics(&[a]).is_ok());
+        let e = check_publics(&[a, a]).unwrap_err().to_string();
+        assert!(e.contains("given twice"), "{e}");
+        // What a peer sends is checked the same way.
+        assert!(check_publics(&["255.255.255.255:4242".parse().unwrap()]).is_err());
         assert_eq!(host_label("My_Host.example"), "my-host-example");
         assert_eq!(host_label("---"), "host");
     }

@@ -18,6 +18,9 @@ pub const SCHEMA: u32 = 1;
 /// Longest host name (a DNS label: the island's names will be DNS names).
 pub const MAX_NAME: usize = 63;
 
+/// Most labels one member has (every member holds every member's labels).
+pub const MAX_LABELS: usize = 64;
+
 /// A member's ID: 16 random hex characters, fixed at join.
 pub type NodeId = String;
 
@@ -31,8 +34,10 @@ pub enum ModelError {
     InviteExpired(String),
     #[error("the invite's secret does not match: the code was altered or belongs to another island")]
     SecretMismatch,
-    #[error("a member named {0:?} already exists; join with --name to pick another name")]
+    #[error("a member named {0:?} already exists: pick another name with --name")]
     NameTaken(String),
+    #[error("a pending invite already names {0:?}: use it, remove it (`atoll invite rm`), or pick another --name")]
+    InviteNameTaken(String),
     #[error("invalid host name {0:?}: use lowercase letters, digits and '-', at most 63, starting with a letter or digit")]
     BadName(String),
     #[error("no member {0}")]
@@ -41,10 +46,16 @@ pub enum ModelError {
     AddressTaken(Ipv4Addr),
     #[error("an invite {0} already exists")]
     InviteExists(String),
-    #[error("the CA host cannot be removed: it signs every member's certificates")]
+    #[error(
+        "the CA host cannot leave or be removed while the island has other members (it signs their certificates): `atoll node rm` them first"
+    )]
     CaHost,
-    #[error("invalid label {0:?}: keys are letters, digits, '.', '-', '_' and '/', values printable")]
+    #[error("invalid label {0:?}: keys are 1 to 253 letters, digits, '.', '-', '_' and '/'; values at most 1024 printable characters")]
     BadLabel(String),
+    #[error("label {0:?} is both set and removed: give one or the other")]
+    LabelContradiction(String),
+    #[error("a member has at most {MAX_LABELS} labels; this would make {0}")]
+    TooManyLabels(usize),
 }
 
 /// What every member knows about the island.
@@ -301,6 +312,9 @@ impl IslandState {
                     if self.member_by_name(n).is_some() {
                         return Err(ModelError::NameTaken(n.clone()));
                     }
+                    if self.invites.values().any(|i| i.used_by.is_none() && i.name.as_ref() == Some(n)) {
+                        return Err(ModelError::InviteNameTaken(n.clone()));
+                    }
                 }
                 self.invites.insert(invite.id.clone(), invite.clone());
             }
@@ -321,7 +335,7 @@ impl IslandState {
                 if self.members.values().any(|m| m.mesh_ip == member.mesh_ip) {
                     return Err(ModelError::AddressTaken(member.mesh_ip));
                 }
-                let inv = self.invites.get_mut(invite_id).expect("checked");
+                let inv = self.invites.get_mut(invite_id).ok_or_else(|| ModelError::InviteUnknown(invite_id.clone()))?;
                 inv.used_by = Some(UsedBy { node: member.id.clone(), key_sha256: key_sha256.clone() });
                 self.members.insert(member.id.clone(), member.clone());
             }
@@ -332,13 +346,22 @@ impl IslandState {
             }
             Change::SetLabels { id, set, unset } => {
                 if let Some((k, v)) = set.iter().find(|(k, v)| !valid_label(k, v)) {
+                    let v: String = v.chars().take(40).collect();
                     return Err(ModelError::BadLabel(format!("{k}={v}")));
                 }
-                let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;
-                for k in unset {
-                    m.labels.remove(k);
+                if let Some(k) = unset.iter().find(|k| set.contains_key(*k)) {
+                    return Err(ModelError::LabelContradiction(k.clone()));
                 }
-                m.labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;
+                let mut labels = m.labels.clone();
+                for k in unset {
+                    labels.remove(k);
+                }
+                labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if labels.len() > MAX_LABELS {
+                    return Err(ModelError::TooManyLabels(labels.len()));
+                }
+                m.labels = labels;
             }
             Change::Remove { id, now } => {
                 if *id == self.island.ca_host {
@@ -484,6 +507,42 @@ pub(crate) mod tests {
         assert!(s.members["n1"].labels.is_empty());
         let bad: BTreeMap<String, String> = [("bad key".to_owned(), "v".to_owned())].into();
         assert!(matches!(s.apply(&Change::SetLabels { id: "n1".into(), set: bad, unset: vec![] }), Err(ModelError::BadLabel(_))));
+    }
+
+    #[test]
+    fn setting_and_removing_one_label_at_once_is_contradictory_and_labels_are_capped() {
+        let mut s = island();
+        let good: BTreeMap<String, String> = [("good".to_owned(), "1".to_owned())].into();
+        let change = Change::SetLabels { id: "n1".into(), set: good, unset: vec!["good".into()] };
+        assert_eq!(s.apply(&change), Err(ModelError::LabelContradiction("good".into())));
+        let many: BTreeMap<String, String> = (0..=MAX_LABELS).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        let before = s.clone();
+        assert_eq!(
+            s.apply(&Change::SetLabels { id: "n1".into(), set: many, unset: vec![] }),
+            Err(ModelError::TooManyLabels(MAX_LABELS + 1))
+        );
+        assert_eq!(s, before);
+        let long: BTreeMap<String, String> = [("k".to_owned(), "x".repeat(5000))].into();
+        let e = s.apply(&Change::SetLabels { id: "n1".into(), set: long, unset: vec![] }).unwrap_err().to_string();
+        assert!(e.contains("at most 1024") && e.len() < 300, "{e}");
+    }
+
+    #[test]
+    fn two_pending_invites_may_not_name_the_same_host() {
+        let mut s = island();
+        let named = |id: &str| Change::CreateInvite {
+            invite: Invite {
+                id: id.into(),
+                secret_sha256: String::new(),
+                name: Some("home".into()),
+                public: false,
+                created: 0,
+                expires: 100,
+                used_by: None,
+            },
+        };
+        s.apply(&named("i1")).unwrap();
+        assert_eq!(s.apply(&named("i2")), Err(ModelError::InviteNameTaken("home".into())));
     }
 
     #[test]

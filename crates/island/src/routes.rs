@@ -100,10 +100,14 @@ async fn admit(m: &Manager, req: JoinRequest) -> Result<JoinResponse, IslandErro
     let state = m.state();
     let existing = state.check_invite(&req.invite_id, &req.secret, &key_sha256, unix_now())?.cloned();
     if existing.is_none() {
-        let invite = &state.invites[&req.invite_id];
+        let invite = state.invites.get(&req.invite_id).ok_or_else(|| ModelError::InviteUnknown(req.invite_id.clone()))?;
         if invite.public && req.public.is_empty() {
-            return Err(IslandError::BadPublic("this invite is for a public host: join with --public ADDR".into()));
+            return Err(IslandError::PublicInvite);
         }
+        if !invite.public && !req.public.is_empty() {
+            return Err(IslandError::NotPublicInvite);
+        }
+        crate::manager::check_publics(&req.public)?;
         if !crate::model::valid_host_name(&req.name) {
             return Err(ModelError::BadName(req.name.clone()).into());
         }
@@ -182,14 +186,51 @@ async fn state(State(m): M, Extension(peer): Extension<Peer>, Query(q): Query<Si
     Ok(Json(StateView { state: m.state(), seen }))
 }
 
-async fn change(State(m): M, Extension(peer): Extension<Peer>, Json(req): Json<ChangeRequest>) -> Result<Json<StateView>, Refusal> {
-    member(&m, &peer)?;
+async fn change(State(m): M, Extension(peer): Extension<Peer>, Json(req): Json<ChangeRequest>) -> Result<Response, Refusal> {
+    let caller = member(&m, &peer)?;
     if !proto::change_allowed(&req.change) {
         return Err(refuse(StatusCode::BAD_REQUEST, "this change cannot be asked for here"));
     }
+    if let Change::Remove { id, .. } = &req.change
+        && *id == caller.id
+        && m.is_ca_host()
+    {
+        return leaving(m, req.change).await;
+    }
     let state = m.change(req.change).await?;
     let seen = m.seen.lock().unwrap().clone();
-    Ok(Json(StateView { state, seen }))
+    Ok(Json(StateView { state, seen }).into_response())
+}
+
+/// A member leaving (the CA host's side of `atoll leave`): its answer goes over the mesh, so
+/// the mesh learns of the removal (and blocklists the member, cutting the tunnel) only once
+/// the answer's body was handed to the connection.
+async fn leaving(m: Arc<Manager>, change: Change) -> Result<Response, Refusal> {
+    let state = m.commit_state(&[change]).await?;
+    let seen = m.seen.lock().unwrap().clone();
+    let body = serde_json::to_vec(&StateView { state, seen }).map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (sent, answered) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        // Sent, or dropped with the connection: either way the mesh may follow now.
+        let _ = answered.await;
+        if let Err(e) = m.update_mesh().await {
+            tracing::warn!(error = %e, "updating the mesh");
+        }
+    });
+    enum Stage {
+        Body(Vec<u8>, tokio::sync::oneshot::Sender<()>),
+        Done(tokio::sync::oneshot::Sender<()>),
+    }
+    let stream = futures_util::stream::unfold(Some(Stage::Body(body, sent)), |stage| async move {
+        match stage? {
+            Stage::Body(b, tx) => Some((Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(b)), Some(Stage::Done(tx)))),
+            Stage::Done(tx) => {
+                let _ = tx.send(());
+                None
+            }
+        }
+    });
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(stream)).into_response())
 }
 
 async fn heartbeat(State(m): M, Extension(peer): Extension<Peer>, Json(beat): Json<Heartbeat>) -> Result<StatusCode, Refusal> {

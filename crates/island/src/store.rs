@@ -73,6 +73,10 @@ impl StateStore for FileStore {
 pub struct Local {
     pub node_id: String,
     pub generation: u64,
+    /// When this host learnt it was removed from the island (unix seconds): it keeps the last
+    /// state it was a member of, stops following the island, and waits for `atoll leave`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<i64>,
 }
 
 impl Local {

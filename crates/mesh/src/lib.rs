@@ -19,7 +19,7 @@ pub mod supervisor;
 pub use cert::{NebulaCert, NebulaCertInfo, SignRequest};
 pub use config::{InboundRule, Lighthouse, LogLevel, MeshConfig, Peer, PkiPaths, Port, Proto, UnsafeRoute, render};
 pub use status::{Tunnel, TunnelPath};
-pub use supervisor::{Applied, Supervisor, SupervisorOptions};
+pub use supervisor::{Applied, Supervisor, SupervisorOptions, stop_orphan};
 
 use std::path::PathBuf;
 

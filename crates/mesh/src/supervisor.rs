@@ -416,6 +416,28 @@ impl Supervisor {
     }
 }
 
+/// Stops the Nebula a pidfile in `state_dir` names, when no [`Supervisor`] can be made for it
+/// (its host lost the configuration it ran with); a process that is gone, or a pid reused by
+/// another process, is left alone.
+pub async fn stop_orphan(state_dir: &Path) {
+    let path = state_dir.join(PID_FILE);
+    let Some(p) = std::fs::read(&path).ok().and_then(|d| serde_json::from_slice::<PidFile>(&d).ok()) else { return };
+    let Some(pid) = Pid::from_raw(p.pid) else { return };
+    if let Ok(fd) = rustix::process::pidfd_open(pid, PidfdFlags::empty())
+        && start_time(pid) == Some(p.start_time)
+        && let Ok(fd) = logfile::async_fd(fd)
+    {
+        let running = Running { pid, pidfd: Arc::new(fd) };
+        let _ = rustix::process::pidfd_send_signal(running.pidfd.get_ref(), Signal::TERM);
+        if tokio::time::timeout(Duration::from_secs(5), running.pidfd.readable()).await.is_err() {
+            let _ = rustix::process::pidfd_send_signal(running.pidfd.get_ref(), Signal::KILL);
+            let _ = tokio::time::timeout(Duration::from_secs(5), running.pidfd.readable()).await;
+        }
+        reap(&running);
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Restarts Nebula whenever it dies, until `stop`.
 async fn watch(inner: Arc<Inner>) {
     let mut failures: u32 = 0;

@@ -22,6 +22,9 @@ use crate::{Fingerprint, PkiError, Serial};
 /// How far back a certificate's validity starts, for peers whose clocks lag.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
+/// The longest validity signed (past it, times overflow what X.509 and `time` carry).
+pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// CSRs longer than this (PEM text) are refused unread: a P-256 CSR is about 400 bytes.
 pub const MAX_CSR_PEM: usize = 8 * 1024;
 
@@ -59,8 +62,12 @@ fn validity(params: &mut CertificateParams, now: SystemTime, validity: Duration)
     if validity.is_zero() {
         return Err(PkiError::Validity);
     }
+    if validity > MAX_VALIDITY {
+        return Err(PkiError::ValidityTooLong(validity.as_secs()));
+    }
+    let not_after = now.checked_add(validity).ok_or(PkiError::ValidityTooLong(validity.as_secs()))?;
     params.not_before = OffsetDateTime::from(now.checked_sub(CLOCK_SKEW).unwrap_or(now));
-    params.not_after = OffsetDateTime::from(now + validity);
+    params.not_after = OffsetDateTime::from(not_after);
     Ok(())
 }
 
@@ -212,6 +219,16 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         params.key_identifier_method = KeyIdMethod::Sha256;
         validity(&mut params, now, validity_)?;
+        let ca_not_after = x509_parser::parse_x509_certificate(self.cert_der.as_ref())
+            .map_err(PkiError::Certificate)?
+            .1
+            .validity()
+            .not_after
+            .to_datetime();
+        // Whole seconds: what the certificates carry.
+        if params.not_after.unix_timestamp() > ca_not_after.unix_timestamp() {
+            return Err(PkiError::OutlivesCa(params.not_after.to_string(), ca_not_after.to_string()));
+        }
         let cert = params.signed_by(key, &self.issuer).map_err(PkiError::Sign)?;
         Ok(Issued { cert_pem: cert.pem(), serial: Serial::from_bytes(serial.as_ref()), not_after: to_system_time(params.not_after) })
     }
@@ -355,6 +372,18 @@ mod tests {
         assert!(ca_info.is_ca);
         assert_eq!(ca_info.fingerprint, ca.fingerprint());
         assert_eq!(ca_info.not_after, t0() + 3650 * DAY);
+    }
+
+    #[test]
+    fn a_validity_past_the_ca_or_past_what_times_carry_is_refused_not_a_panic() {
+        let ca = Ca::generate("friends", t0(), 10 * DAY).unwrap();
+        let csr = NodeKey::generate().unwrap().csr_pem("n").unwrap();
+        assert!(matches!(ca.sign_node(&csr, &node("n"), t0(), 11 * DAY), Err(PkiError::OutlivesCa(..))));
+        assert!(ca.sign_node(&csr, &node("n"), t0(), 10 * DAY).is_ok(), "up to the CA's own end");
+        for huge in [Duration::from_secs(9_999_999 * 86_400), Duration::MAX] {
+            assert!(matches!(ca.sign_node(&csr, &node("n"), t0(), huge), Err(PkiError::ValidityTooLong(_))));
+            assert!(matches!(Ca::generate("friends", t0(), huge), Err(PkiError::ValidityTooLong(_))));
+        }
     }
 
     #[test]

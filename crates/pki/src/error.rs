@@ -35,6 +35,10 @@ pub enum PkiError {
     NodeId(String),
     #[error("a validity of zero length")]
     Validity,
+    #[error("a validity of {0} s is longer than a certificate can carry (100 years)")]
+    ValidityTooLong(u64),
+    #[error("a certificate valid until {0} would outlive the island CA (valid until {1}): give a shorter --cert-lifetime")]
+    OutlivesCa(String, String),
     #[error("a server certificate needs at least one IP address")]
     NoAddresses,
     #[error("signing")]

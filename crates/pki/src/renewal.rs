@@ -20,6 +20,14 @@ pub fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
     }
 }
 
+/// When a certificate of the island CA should be renewed: two thirds of its real life, which
+/// starts when it was issued — [`crate::ca::CLOCK_SKEW`] after its backdated `not_before`. (Counting
+/// from `not_before` would renew a 15 s certificate 10 s before it was even issued.)
+pub fn renew_at_issued(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+    let issued = not_before.checked_add(crate::ca::CLOCK_SKEW).map_or(not_before, |t| t.min(not_after).max(not_before));
+    renew_at(issued, not_after)
+}
+
 /// How long to wait before retry number `attempt` (0 for the first retry): exponential from
 /// [`RETRY_BASE`] capped at [`RETRY_CAP`], scaled by a jitter factor between 0.5 and 1.0 taken
 /// from `jitter` (a number in `[0, 1)`, e.g. `fastrand::f64()`), so that hosts that failed
@@ -42,6 +50,16 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH;
         assert_eq!(renew_at(t, t + Duration::from_secs(300)), t + Duration::from_secs(200));
         assert_eq!(renew_at(t + Duration::from_secs(5), t), t + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn short_lifetimes_renew_at_two_thirds_of_their_life_from_issue_not_from_the_backdated_start() {
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let nb = issued - crate::ca::CLOCK_SKEW;
+        assert_eq!(renew_at_issued(nb, issued + Duration::from_secs(15)), issued + Duration::from_secs(10));
+        assert_eq!(renew_at_issued(nb, issued + Duration::from_secs(7 * 86_400)), issued + Duration::from_secs(7 * 86_400 * 2 / 3));
+        // Reversed or empty: at its end, never before its start.
+        assert_eq!(renew_at_issued(nb + Duration::from_secs(5), nb), nb + Duration::from_secs(5));
     }
 
     #[test]

@@ -212,6 +212,36 @@ pub fn host_routes4() -> Vec<ipnet::Ipv4Net> {
         .collect()
 }
 
+/// Every IPv4 prefix this host has a route for, in any routing table (policy tables too), and
+/// every address of its interfaces: `/proc/net/fib_trie` of this network namespace, which lists
+/// each table's routes and the local table's addresses. Default routes are left out.
+pub fn host_prefixes4() -> Vec<ipnet::Ipv4Net> {
+    fs::read_to_string("/proc/net/fib_trie").map(|t| fib_trie_prefixes4(&t)).unwrap_or_default()
+}
+
+/// The prefixes of a `/proc/net/fib_trie` text: each leaf (`|-- ADDR`) with each of its
+/// prefix lengths (`/LEN scope TYPE`), but `/0`; sorted, without repeats.
+pub fn fib_trie_prefixes4(text: &str) -> Vec<ipnet::Ipv4Net> {
+    let mut leaf: Option<std::net::Ipv4Addr> = None;
+    let mut out = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let l = line.trim_start();
+        if let Some(addr) = l.strip_prefix("|-- ") {
+            leaf = addr.trim().parse().ok();
+        } else if let (Some(len), Some(addr)) = (l.strip_prefix('/'), leaf) {
+            if let Some(n) = len.split_whitespace().next().and_then(|n| n.parse::<u8>().ok()).filter(|n| *n > 0)
+                && let Ok(net) = ipnet::Ipv4Net::new(addr, n)
+            {
+                out.insert(net.trunc());
+            }
+        } else if !l.starts_with('+') {
+            // A table's name ("Main:", "Id 100:"): a new trie.
+            leaf = None;
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// The messages of `e`'s causes, outermost first (not `e`'s own).
 pub fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let mut out = Vec::new();
@@ -226,6 +256,14 @@ pub fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fib_trie_gives_routes_of_every_table_and_interface_addresses_but_not_default_routes() {
+        let text = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 192.0.2.0/24 2 0 2\n           |-- 192.0.2.0\n              /24 link UNICAST\n           |-- 192.0.2.2\n              /32 host LOCAL\nId 100:\n  |-- 172.20.0.0\n     /16 universe UNICAST\nLocal:\n  +-- 127.0.0.0/8 2 0 2\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 198.18.5.5\n              /32 host LOCAL\n";
+        let got: Vec<String> = fib_trie_prefixes4(text).iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["127.0.0.0/8", "172.20.0.0/16", "192.0.2.0/24", "192.0.2.2/32", "198.18.5.5/32"]);
+        assert!(!host_prefixes4().is_empty(), "this host has at least its loopback");
+    }
 
     #[test]
     fn atomic_write_replaces_content_and_leaves_no_temp() {
