@@ -96,8 +96,10 @@ pub struct InviteRequest {
 #[serde(deny_unknown_fields)]
 pub struct LabelRequest {
     #[serde(default)]
+    #[schema(schema_with = atoll_spec::openapi::node_labels)]
     pub set: BTreeMap<String, String>,
     #[serde(default)]
+    #[schema(schema_with = atoll_spec::openapi::node_label_keys)]
     pub unset: Vec<String>,
 }
 

@@ -228,7 +228,7 @@ fn valid_label(k: &str, v: &str) -> bool {
     !k.is_empty()
         && k.len() <= 253
         && k.bytes().all(|c| c.is_ascii_alphanumeric() || b".-_/".contains(&c))
-        && v.len() <= 1024
+        && v.chars().count() <= 1024
         && !v.chars().any(char::is_control)
 }
 

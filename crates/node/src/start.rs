@@ -356,7 +356,7 @@ impl Engine {
         atoll_util::crash_point("start.shim-spawned");
         let boot = boot_id();
         let has_health = bundle::health_check(&rec.spec, &image).is_some();
-        self.update(slot, |r| {
+        let saved = self.update(slot, |r| {
             r.state = State::Running;
             r.pid = Some(pid);
             r.started_at = Some(started_at);
@@ -367,7 +367,13 @@ impl Engine {
             r.boot_id = boot;
             r.error = None;
             r.health = has_health.then(HealthTracker::default);
-        })?;
+        });
+        if let Err(e) = saved {
+            // The process runs (a container that fills the disk at once gets here): failing the
+            // start would kill it for the daemon's own bookkeeping. The record in memory is
+            // right, the next change writes it whole, and a restart re-adopts from the shim.
+            tracing::warn!(container = %rec.name, error = %e, "the started container's record could not be saved; it runs, and is saved at its next change");
+        }
         tracing::info!(container = %rec.name, pid, "started");
         self.emit(&rec, "start", &[]);
         self.spawn_monitor(slot.clone());

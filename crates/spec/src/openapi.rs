@@ -60,6 +60,31 @@ pub fn sysctls() -> RefOr<Schema> {
         .into()
 }
 
+/// An island member's label key: 1 to 253 letters, digits, `.`, `-`, `_` and `/`.
+pub const LABEL_KEY_PATTERN: &str = "^[A-Za-z0-9._/-]{1,253}$";
+
+/// Labels to set on an island member: at most 64, values up to 1024 characters without
+/// control characters.
+pub fn node_labels() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .property_names(Some(string(LABEL_KEY_PATTERN, "a label key")))
+        .additional_properties(Some(string("^[^\\u0000-\\u001f\\u007f-\\u009f]*$", "its value").max_length(Some(1024))))
+        .max_properties(Some(64))
+        .description(Some("Labels to set, KEY: VALUE"))
+        .build()
+        .into()
+}
+
+/// Label keys to remove from an island member.
+pub fn node_label_keys() -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .items(string(LABEL_KEY_PATTERN, "a label key"))
+        .max_items(Some(64))
+        .description(Some("Label keys to remove"))
+        .build()
+        .into()
+}
+
 /// `--ulimit`s by name.
 pub fn ulimits() -> RefOr<Schema> {
     let limit = ObjectBuilder::new()
