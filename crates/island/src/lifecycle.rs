@@ -237,10 +237,12 @@ impl Manager {
             self.mark_removed("the saved state does not list this host");
             return Ok(());
         };
-        // One listener on every address: the mesh address gets the control plane, others only
-        // joins (a cloud VPS's public address may be NATed to a private one it never sees).
+        // A public member: one listener on every address, the mesh address getting the control
+        // plane and the others only joins (a cloud VPS's public address may be NATed to a
+        // private one it never sees). Any other member listens on its mesh address only.
         let port = state.island.control_port;
-        let listener = transport::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port))?;
+        let ip: std::net::IpAddr = if me.public.is_empty() { me.mesh_ip.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() };
+        let listener = transport::bind(SocketAddr::new(ip, port))?;
         let sides = transport::Sides {
             mesh_ip: me.mesh_ip.into(),
             control: (self.tls.control.clone(), crate::routes::control(self.clone())),

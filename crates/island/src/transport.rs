@@ -63,12 +63,14 @@ impl TransportError {
     }
 }
 
-/// A TCP listener on `addr`, reusable at once after a daemon restart.
+/// A TCP listener on `addr`, reusable at once after a daemon restart; bound even if `addr` is
+/// not up yet (IP_FREEBIND: a mesh address appears once Nebula has its interface).
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, TransportError> {
     let wrap = |source| TransportError::Bind { addr, source };
     let socket =
         socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(wrap)?;
     socket.set_reuse_address(true).map_err(wrap)?;
+    socket.set_freebind_v4(true).map_err(wrap)?;
     socket.set_nonblocking(true).map_err(wrap)?;
     socket.bind(&addr.into()).map_err(wrap)?;
     socket.listen(128).map_err(wrap)?;

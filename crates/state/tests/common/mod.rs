@@ -65,8 +65,20 @@ impl Cluster {
         first.initialize(nodes).await.unwrap();
         first.wait(Some(Duration::from_secs(10))).metrics(|m| m.current_leader.is_some(), "a leader").await.unwrap();
         for id in voters..voters + learners {
-            let leader = c.raft(c.leader().unwrap()).unwrap();
-            leader.add_learner(id, BasicNode::new(format!("node{id}")), true).await.unwrap();
+            // Until the new leader has committed the initial membership, a change is refused as
+            // "in progress": ask again.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let leader = c.raft(c.leader().unwrap()).unwrap();
+                match leader.add_learner(id, BasicNode::new(format!("node{id}")), true).await {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("adding learner {id}: {e}; again");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("adding learner {id}: {e}"),
+                }
+            }
         }
         c
     }
