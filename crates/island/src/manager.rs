@@ -546,11 +546,20 @@ impl Manager {
     }
 
     pub async fn status(&self) -> IslandStatus {
-        let state = self.state();
         // This host has no path to itself, and the member list here leaves paths out: asking
         // Nebula for its tunnels is an `ssh` to its sshd (~0.1 s), which `join` and `init`
         // would wait for. [`Manager::status_with_paths`] asks.
-        let nodes = self.views(&[]);
+        self.status_of(self.views(&[])).await
+    }
+
+    /// [`Manager::status`] with each member's path (direct or relayed), as `info` and the
+    /// dashboard show it.
+    pub async fn status_with_paths(&self) -> IslandStatus {
+        self.status_of(self.nodes().await).await
+    }
+
+    async fn status_of(&self, nodes: Vec<NodeView>) -> IslandStatus {
+        let state = self.state();
         // A state that lost this host (one saved by an older version after a removal) still
         // answers, naming the host by its ID.
         let this = match nodes.iter().find(|n| n.this) {
@@ -597,14 +606,6 @@ impl Manager {
             mesh_restarts: restarts,
             removed: self.removed(),
         }
-    }
-
-    /// [`Manager::status`] with each member's path (direct or relayed), as `info` and the
-    /// dashboard show it.
-    pub async fn status_with_paths(&self) -> IslandStatus {
-        let mut status = self.status().await;
-        status.nodes = self.nodes().await;
-        status
     }
 
     /// Sets and removes labels of a member.
