@@ -181,7 +181,7 @@ pub struct ExecRequest {
     pub env: Vec<String>,
     /// An absolute path.
     #[serde(default)]
-    #[schema(pattern = "^/")]
+    #[schema(pattern = "^/[^\\u0000]*$")]
     pub workdir: Option<String>,
     /// `UID[:GID]`, or names the image knows.
     #[serde(default)]

@@ -329,9 +329,11 @@ pub struct ContainerSpec {
     pub image: String,
     /// Replaces the image's Cmd.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::cmd)]
     pub cmd: Option<Vec<String>>,
     /// Replaces the image's Entrypoint (`[""]` clears it).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::entrypoint)]
     pub entrypoint: Option<Vec<String>>,
     /// `KEY=VALUE`, added to (and overriding) the image's.
     #[serde(default)]
@@ -339,7 +341,7 @@ pub struct ContainerSpec {
     pub env: Vec<String>,
     /// An absolute path.
     #[serde(default)]
-    #[schema(pattern = "^/")]
+    #[schema(pattern = "^/[^\\u0000]*$")]
     pub workdir: Option<String>,
     /// `USER`, `UID`, `USER:GROUP` or `UID:GID` (names must exist in the image).
     #[serde(default)]
@@ -614,6 +616,13 @@ impl ContainerSpec {
         {
             return Err(SpecError::Workdir(w.clone()));
         }
+        // An argument or path cannot hold a NUL (execve and the runtime's JSON would cut it):
+        // refused here rather than at start.
+        let health = self.health.iter().flat_map(|h| &h.test);
+        let words = self.cmd.iter().chain(&self.entrypoint).flatten().chain(&self.workdir).chain(health);
+        if let Some(bad) = words.into_iter().find(|s| s.contains('\0')) {
+            return Err(SpecError::Nul(bad.replace('\0', "\\0")));
+        }
         if let Some(h) = &self.hostname {
             let ok = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
             if !ok {
@@ -696,6 +705,24 @@ mod tests {
         s.mounts = vec![Mount::parse_tmpfs("/a").unwrap(), Mount::parse_tmpfs("/a/").unwrap()];
         assert!(matches!(s.validate(), Err(SpecError::DuplicateMount(_))));
         assert!(spec().validate().is_ok());
+    }
+
+    /// Found by the API fuzzer: a NUL in an argument or the working directory was accepted at
+    /// create (or exec) and failed later, while the document allowed it.
+    #[test]
+    fn nul_in_an_argument_or_path_is_refused_at_create() {
+        let nul = || vec!["sh".to_owned(), "a\0b".to_owned()];
+        let cases: [fn(&mut ContainerSpec, Vec<String>); 4] = [
+            |s, v| s.cmd = Some(v),
+            |s, v| s.entrypoint = Some(v),
+            |s, v| s.workdir = Some(format!("/{}", v[1])),
+            |s, v| s.health = Some(crate::health::HealthConfig::with_command(vec!["CMD".into(), v[1].clone()])),
+        ];
+        for set in cases {
+            let mut s = spec();
+            set(&mut s, nul());
+            assert!(matches!(s.validate(), Err(SpecError::Nul(ref w)) if w.contains("a\\0b")), "{s:?}");
+        }
     }
 
     #[test]

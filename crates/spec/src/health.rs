@@ -23,7 +23,7 @@ pub enum HealthOnFailure {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthConfig {
     /// The probe, run inside the container (`["CMD-SHELL", "…"]` runs through `/bin/sh -c`).
-    #[schema(min_items = 2)]
+    #[schema(schema_with = crate::openapi::health_test)]
     pub test: Vec<String>,
     #[serde(with = "millis")]
     #[schema(value_type = u64)]

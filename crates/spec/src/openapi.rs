@@ -149,6 +149,37 @@ pub fn command() -> RefOr<Schema> {
         .into()
 }
 
+/// A container's `cmd`: null keeps the image's.
+pub fn cmd() -> RefOr<Schema> {
+    optional_arguments("Replaces the image's Cmd.")
+}
+
+/// A container's `entrypoint`: null keeps the image's.
+pub fn entrypoint() -> RefOr<Schema> {
+    optional_arguments("Replaces the image's Entrypoint (`[\"\"]` clears it).")
+}
+
+/// Replacement arguments: like [`command`], but may be empty.
+fn optional_arguments(description: &str) -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(string("^[^\\u0000]*$", "an argument"))
+        .description(Some(description))
+        .build()
+        .into()
+}
+
+/// A health probe: `["NONE"]`, `["CMD", program, args…]` or `["CMD-SHELL", script]`; no
+/// argument holds a NUL.
+pub fn health_test() -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .items(string("^[^\\u0000]*$", "a word of the probe"))
+        .min_items(Some(2))
+        .description(Some("The probe, run inside the container (`[\"CMD-SHELL\", \"…\"]` runs through `/bin/sh -c`)."))
+        .build()
+        .into()
+}
+
 /// A terminal's size: `[rows, columns]`.
 pub fn terminal_size() -> RefOr<Schema> {
     let dim = || ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)).minimum(Some(1)).maximum(Some(65535));
