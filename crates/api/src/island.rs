@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use atoll_island::{InviteView, IslandError, IslandStatus, Manager, NewInvite, NodeView};
+use atoll_island::{ConsensusStatus, InviteView, IslandError, IslandStatus, Manager, NewInvite, NodeView};
 
 use crate::server::{ApiError, AppState};
 use crate::types::ErrorBody;
@@ -195,6 +195,86 @@ pub async fn leave(State(s): St) -> ApiResult<Json<LeaveResponse>> {
 #[utoipa::path(get, path = "/v1/island", tag = "island", responses((status = 200, body = IslandStatus), (status = 404, body = ErrorBody)))]
 pub async fn status(State(s): St) -> ApiResult<Json<IslandStatus>> {
     Ok(Json(s.island.get().await?.status_with_paths().await))
+}
+
+/// The island's replicated state (`atoll island status`): the Raft leader and term, the voters
+/// and learners, each member's log index and lag as the leader sees them, how stale this
+/// host's local reads may be, and what Atoll will do next about the voters. Reads of the
+/// island's listings (`node ls`, invites) are local: as fresh as `local_lag` says.
+#[utoipa::path(get, path = "/v1/island/raft", tag = "island", responses((status = 200, body = ConsensusStatus), (status = 404, body = ErrorBody)))]
+pub async fn raft(State(s): St) -> ApiResult<Json<ConsensusStatus>> {
+    Ok(Json(s.island.get().await?.consensus_status().await))
+}
+
+/// A value of the island's key-value store and its version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KvEntry {
+    pub key: String,
+    /// Any JSON.
+    pub value: serde_json::Value,
+    /// The Raft log index of the write that made it (Consul's `ModifyIndex`): what `cas` takes.
+    pub version: u64,
+}
+
+/// What a write to the key-value store did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KvWritten {
+    /// The key's new version (for a delete, the index of the delete).
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KvReadQuery {
+    /// Read this member's replica (may lag the leader by `island status`'s `local_lag`)
+    /// instead of a linearizable read through the leader.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KvCasQuery {
+    /// Check-and-set: write only if the key is at this version (0: only if it is absent).
+    pub cas: Option<u64>,
+}
+
+/// Reads a key of the island's key-value store.
+#[utoipa::path(get, path = "/v1/island/kv/{key}", tag = "island",
+    params(("key" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,128}$"), KvReadQuery),
+    responses((status = 200, body = KvEntry), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn kv_get(State(s): St, Path(key): Path<String>, q: Result<Query<KvReadQuery>, QueryRejection>) -> ApiResult<Json<KvEntry>> {
+    let q = q?;
+    let m = s.island.get().await?;
+    match m.kv_get(&key, q.stale).await? {
+        Some(v) => Ok(Json(KvEntry { key, value: v.value, version: v.version })),
+        None => Err(ApiError::of_kind(atoll_util::ErrorKind::NotFound, &std::io::Error::other(format!("no key {key}")))),
+    }
+}
+
+/// Writes a key of the island's key-value store; the body is its JSON value.
+#[utoipa::path(put, path = "/v1/island/kv/{key}", tag = "island",
+    params(("key" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,128}$"), KvCasQuery),
+    request_body(content = serde_json::Value, description = "Any JSON value, at most 64 KiB"),
+    responses((status = 200, body = KvWritten), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn kv_put(
+    State(s): St,
+    Path(key): Path<String>,
+    q: Result<Query<KvCasQuery>, QueryRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> ApiResult<Json<KvWritten>> {
+    let q = q?;
+    let Json(value) = body?;
+    Ok(Json(KvWritten { version: s.island.get().await?.kv_put(&key, value, q.cas).await? }))
+}
+
+/// Deletes a key of the island's key-value store.
+#[utoipa::path(delete, path = "/v1/island/kv/{key}", tag = "island",
+    params(("key" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,128}$"), KvCasQuery),
+    responses((status = 200, body = KvWritten), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn kv_delete(State(s): St, Path(key): Path<String>, q: Result<Query<KvCasQuery>, QueryRejection>) -> ApiResult<Json<KvWritten>> {
+    let q = q?;
+    Ok(Json(KvWritten { version: s.island.get().await?.kv_delete(&key, q.cas).await? }))
 }
 
 /// Creates an invite; the code is shown only in this answer.

@@ -125,6 +125,9 @@ pub enum Command {
     /// The island's members.
     #[command(subcommand)]
     Node(crate::island::NodeCommand),
+    /// The island's replicated state: `island status`.
+    #[command(subcommand)]
+    Island(crate::island::IslandCommand),
     /// (internal) Serve DNS for the networks; started by the daemon.
     #[command(hide = true)]
     Dns {
@@ -436,6 +439,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Join(a) => return crate::island::join(&client, a).await,
         Command::Leave => return crate::island::leave(&client).await,
         Command::Node(c) => return crate::island::node(&client, c).await,
+        Command::Island(c) => return crate::island::island(&client, c).await,
         Command::Dns { .. } => unreachable!("handled before the async runtime starts"),
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }

@@ -58,6 +58,10 @@ pub struct DaemonArgs {
     /// A member not heard of for this long is shown down.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_lifetime)]
     pub down_after: std::time::Duration,
+    /// A Raft voter not heard of for this long is replaced by another member, when a majority
+    /// of the voters remains.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_lifetime)]
+    pub replace_voter_after: std::time::Duration,
 }
 
 /// A duration as Go writes them (`90s`, `12h`), or whole days (`7d`).
@@ -228,6 +232,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         cert_lifetime: args.cert_lifetime,
         heartbeat: std::time::Duration::from_secs(2),
         down_after: args.down_after,
+        replace_voter_after: args.replace_voter_after,
         nebula: "nebula".into(),
         nebula_cert: "nebula-cert".into(),
         container_pool: args.subnet_pool,

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use hyper::Method;
 
 use atoll_api::client::{Client, q};
-use atoll_api::island::{InitRequest, InviteRequest, JoinRequest, LabelRequest, LeaveResponse};
-use atoll_island::{InviteView, IslandStatus, NewInvite, NodeView};
+use atoll_api::island::{InitRequest, InviteRequest, JoinRequest, KvEntry, KvWritten, LabelRequest, LeaveResponse};
+use atoll_island::{ConsensusStatus, InviteView, IslandStatus, NewInvite, NodeView};
 
 use crate::output::{ago, table};
 
@@ -103,6 +103,113 @@ pub enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum IslandCommand {
+    /// The replicated state: leader, term, voters and learners, each member's log and lag,
+    /// and what Atoll will do next about the voters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The island's key-value store (replicated; reads are linearizable unless --stale).
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KvCommand {
+    /// Print a key's value (JSON); `--json` adds its version.
+    Get {
+        key: String,
+        /// Read this host's replica instead of asking the leader (may lag it slightly).
+        #[arg(long)]
+        stale: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a key to VALUE (JSON, or else taken as a string); prints the new version.
+    Put {
+        key: String,
+        value: String,
+        /// Only if the key is at this version (0: only if it does not exist).
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Delete a key.
+    #[command(visible_alias = "remove")]
+    Rm {
+        key: String,
+        /// Only if the key is at this version.
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+}
+
+pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        IslandCommand::Status { json } => {
+            let s: ConsensusStatus = client.json(Method::GET, "/v1/island/raft", None::<&()>).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", consensus_text(&s));
+            }
+        }
+        IslandCommand::Kv(KvCommand::Get { key, stale, json }) => {
+            let path = format!("/v1/island/kv/{}{}", q(&key), if stale { "?stale=true" } else { "" });
+            let e: KvEntry = client.json(Method::GET, &path, None::<&()>).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                println!("{}", e.value);
+            }
+        }
+        IslandCommand::Kv(KvCommand::Put { key, value, cas }) => {
+            let value: serde_json::Value = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+            let path = format!("/v1/island/kv/{}{}", q(&key), cas.map(|c| format!("?cas={c}")).unwrap_or_default());
+            let w: KvWritten = client.json(Method::PUT, &path, Some(&value)).await?;
+            println!("{}", w.version);
+        }
+        IslandCommand::Kv(KvCommand::Rm { key, cas }) => {
+            let path = format!("/v1/island/kv/{}{}", q(&key), cas.map(|c| format!("?cas={c}")).unwrap_or_default());
+            let w: KvWritten = client.json(Method::DELETE, &path, None::<&()>).await?;
+            println!("{}", w.version);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `island status`: a summary, then one row per Raft member.
+pub fn consensus_text(s: &ConsensusStatus) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+    let mut out = format!(
+        "Leader:   {}\nTerm:     {}\nVoters:   {}\nLearners: {}\nThis:     {} ({}), log {} applied {}{}\nNext:     {}\n\n",
+        s.leader.as_deref().unwrap_or("none"),
+        s.term,
+        if s.voters.is_empty() { "none".into() } else { s.voters.join(", ") },
+        if s.learners.is_empty() { "none".into() } else { s.learners.join(", ") },
+        s.this,
+        s.role,
+        opt(s.last_log_index),
+        opt(s.last_applied),
+        match s.local_lag {
+            Some(l) => format!(", local reads {l} entries behind the leader"),
+            None => String::new(),
+        },
+        if s.next.is_empty() { "-" } else { &s.next },
+    );
+    let rows: Vec<Vec<String>> = s
+        .members
+        .iter()
+        .map(|m| {
+            let heard = m.last_heard_ms.map_or_else(|| "-".into(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0));
+            vec![m.name.clone(), m.role.clone(), opt(m.matched), opt(m.lag), heard]
+        })
+        .collect();
+    out.push_str(&table(&["NAME", "RAFT", "LOG INDEX", "LAG", "HEARD"], &rows));
+    out
 }
 
 pub async fn init(client: &Client, a: InitArgs) -> anyhow::Result<ExitCode> {

@@ -394,3 +394,63 @@ fn the_daemon_and_nebula_come_back_by_themselves_and_a_member_that_was_away_catc
     island.daemon_mut("home2").kill9();
     wait_for(60, "home2 to be seen down", || nodes(&island, "vps1").iter().any(|n| n["name"] == "home2" && n["state"] == "down"));
 }
+
+/// `island status --json` of `host`.
+fn raft(island: &Island, host: &str) -> serde_json::Value {
+    serde_json::from_str(&island.ok(host, &["island", "status", "--json"])).unwrap()
+}
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    let mut n: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect();
+    n.sort();
+    n
+}
+
+fn signal(island: &Island, host: &str, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(island.daemon(host).pid() as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+#[test]
+fn the_state_is_replicated_to_three_voters_and_a_learner_and_survives_a_paused_leader() {
+    let island = four(&[]);
+    let all = ["vps1", "vps2", "home1", "home2"];
+    // One voter at first, three as soon as three members are caught up: the public hosts,
+    // then the longest-lived home host; the other is a learner with a full replica.
+    for h in all {
+        wait_for(60, &format!("{h} to see three voters and a learner"), || {
+            let s = raft(&island, h);
+            s["voters"].as_array().unwrap().len() == 3 && s["learners"].as_array().unwrap().len() == 1 && s["leader"].is_string()
+        });
+    }
+    let s = raft(&island, "vps1");
+    let voters = names(&s["voters"]);
+    assert!(voters.contains(&"vps1".to_owned()) && voters.contains(&"vps2".to_owned()), "public hosts first: {s}");
+    let learner = s["learners"][0].as_str().unwrap().to_owned();
+    assert!(learner.starts_with("home"), "{s}");
+    let s = raft(&island, &learner);
+    assert_eq!(s["role"], "learner", "{s}");
+    assert!(s["members"].as_array().unwrap().iter().all(|m| m["matched"].is_u64()), "the leader reports every member's log: {s}");
+    let text = island.ok(&learner, &["island", "status"]);
+    assert!(text.contains("Leader:") && text.contains("LOG INDEX") && text.contains(&learner), "{text}");
+
+    // The leader stops answering (SIGSTOP: a hung host): another voter takes over in a new term.
+    let leader = s["leader"].as_str().unwrap().to_owned();
+    let term = s["term"].as_u64().unwrap();
+    let witness = ["vps2", "home1", "vps1"].into_iter().find(|h| *h != leader).unwrap();
+    signal(&island, &leader, rustix::process::Signal::STOP);
+    wait_for(30, "a new leader", || {
+        let s = raft(&island, witness);
+        s["leader"].as_str().is_some_and(|l| l != leader) && s["term"].as_u64().unwrap() > term
+    });
+    signal(&island, &leader, rustix::process::Signal::CONT);
+    // A change made on the CA host (vps1) goes through whichever member leads now, and every
+    // member's replica takes it.
+    island.ok("vps1", &["node", "label", "home2", "zone=attic"]);
+    for h in all {
+        wait_for(30, &format!("{h} to see the label"), || {
+            nodes(&island, h).iter().any(|n| n["name"] == "home2" && n["labels"]["zone"] == "attic")
+        });
+    }
+    no_panics(&island, &all);
+}

@@ -231,7 +231,7 @@ impl Manager {
         if let Some(j) = &resp.join_cert {
             write_secret(&dir.join("join.crt"), j.as_bytes())?;
         }
-        Local { node_id: resp.node_id.clone(), generation: 1, removed: None }.save(&paths)?;
+        Local { node_id: resp.node_id.clone(), generation: 1, removed: None, raft_group: false }.save(&paths)?;
         FileStore::new(paths.state()).save(&resp.state)?;
         Self::open(cfg).await?.ok_or(IslandError::NotMember)
     }

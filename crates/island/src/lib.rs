@@ -12,9 +12,11 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod consensus;
 pub mod invite;
 pub mod ipam;
 mod join;
+pub mod kv;
 mod lifecycle;
 pub mod manager;
 pub mod model;
@@ -23,6 +25,7 @@ mod routes;
 pub mod store;
 pub mod transport;
 
+pub use consensus::{ConsensusMember, ConsensusStatus};
 pub use join::{InviteOptions, InviteView, JoinOptions, NewInvite};
 pub use lifecycle::InitOptions;
 pub use manager::{Config, IslandError, IslandStatus, Manager, NodeView};

@@ -110,7 +110,7 @@ impl Manager {
             certs: vec![issued],
         };
         let state = IslandState::new(island, founder);
-        Local { node_id: id, generation: 1, removed: None }.save(paths)?;
+        Local { node_id: id, generation: 1, removed: None, raft_group: false }.save(paths)?;
         FileStore::new(paths.state()).save(&state)?;
         Ok(())
     }
@@ -134,6 +134,15 @@ impl Manager {
         }
         let placeholder = || Arc::new(RwLock::new(Arc::new(placeholder_server())));
         let client = transport::client(rustls_client_placeholder(), Duration::from_secs(10))?;
+        let shared = Arc::new(RwLock::new(client.clone()));
+        let consensus =
+            crate::consensus::Consensus::open(&paths.raft(), crate::consensus::raft_id(&local.node_id), &state.island.id, shared.clone())
+                .await?;
+        // The replicated state, if this member has it and it is newer than the last one it saw.
+        let state = match consensus.island()? {
+            Some((s, _)) if s.version > state.version && s.island.id == state.island.id => s,
+            _ => state,
+        };
         let (stop, _) = watch::channel(false);
         let m = Arc::new(Self {
             me: local.node_id.clone(),
@@ -143,16 +152,20 @@ impl Manager {
             paths,
             store,
             authority,
-            tls: Tls { control: placeholder(), join: placeholder(), client: RwLock::new(client.clone()), long_client: RwLock::new(client) },
+            tls: Tls { control: placeholder(), join: placeholder(), client: shared, long_client: RwLock::new(client) },
             mesh: tokio::sync::Mutex::new(None),
             seen: Mutex::new(BTreeMap::new()),
             write: tokio::sync::Mutex::new(()),
             stop,
             tasks: Mutex::new(Vec::new()),
             renewal: Mutex::new(RenewStatus::default()),
+            consensus,
         });
         m.rebuild_tls()?;
-        m.start().await?;
+        if let Err(e) = m.start().await {
+            m.consensus.shutdown().await;
+            return Err(e);
+        }
         Ok(Some(m))
     }
 
@@ -253,6 +266,11 @@ impl Manager {
             tracing::warn!("this host was removed from the island: run `atoll leave`");
             return Ok(());
         }
+        self.start_raft(&me).await?;
+        let m = self.clone();
+        self.spawn(async move { m.follow_raft().await });
+        let m = self.clone();
+        self.spawn(async move { m.reconcile_loop().await });
         let m = self.clone();
         self.spawn(async move { m.renew_loop().await });
         if !self.is_ca_host() {
@@ -262,6 +280,26 @@ impl Manager {
             self.spawn(async move { m.heartbeat_loop().await });
         }
         tracing::info!(island = %state.island.name, node = %me.name, mesh_ip = %me.mesh_ip, ca_host = self.is_ca_host(), "island up");
+        Ok(())
+    }
+
+    /// The CA host starts the island's Raft group if it was never in one (a new island, or one
+    /// made by a version without Raft), with itself as the only voter, and puts the island's
+    /// state in it; the leader adds the other members. Anyone else waits to be added.
+    async fn start_raft(&self, me: &Member) -> Result<(), IslandError> {
+        if !self.is_ca_host() || self.local.lock().unwrap().raft_group {
+            return Ok(());
+        }
+        let port = self.state().island.control_port;
+        self.consensus.bootstrap(crate::consensus::address(me, port)).await?;
+        if self.consensus.island()?.is_none() {
+            let value = serde_json::to_value(self.state()).expect("the state serialises");
+            let put = atoll_state::Request::Put { key: crate::consensus::ISLAND_KEY.into(), value, expect: atoll_state::Expect::Absent };
+            self.consensus.write(put).await?;
+        }
+        let mut local = self.local.lock().unwrap();
+        local.raft_group = true;
+        local.save(&self.paths)?;
         Ok(())
     }
 
@@ -341,7 +379,7 @@ impl Manager {
         let old = {
             let mut local = self.local.lock().unwrap();
             let old = local.generation;
-            Local { node_id: self.me.clone(), generation: next, removed: local.removed }.save(&self.paths)?;
+            Local { generation: next, ..local.clone() }.save(&self.paths)?;
             local.generation = next;
             old
         };

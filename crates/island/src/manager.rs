@@ -1,10 +1,14 @@
-//! The running island of one daemon: [`Manager`]. It holds this member's replica of the state,
-//! its keys and certificates (one generation directory at a time), the supervised Nebula, the
-//! control-plane listeners, and the tasks that keep it all current: renewal at two thirds of
-//! the certificates' life, the state followed from the CA host (a long poll), heartbeats.
+//! The running island of one daemon: [`Manager`]. It holds this member's Raft node and its
+//! replica of the state ([`crate::consensus`]), its keys and certificates (one generation
+//! directory at a time), the supervised Nebula, the control-plane listeners, and the tasks
+//! that keep it all current: renewal at two thirds of the certificates' life, the replicated
+//! state followed as it is applied, the leader's care of the voters, and heartbeats and a long
+//! poll to the CA host (which tell a member that it is up, and that it was removed).
 //!
-//! Writes go through the CA host: there [`Manager::commit`] applies them under one lock,
-//! elsewhere they are forwarded to it. Reads are served from the local replica.
+//! Changes to the membership are made by the CA host (it signs certificates, so joins and
+//! renewals happen there; members forward their changes to it): [`Manager::commit`] applies
+//! them to the replicated state with compare-and-set, through the Raft leader. Reads are served
+//! from the local replica.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -48,6 +52,9 @@ pub struct Config {
     pub heartbeat: Duration,
     /// A member unheard of for this long is `down`.
     pub down_after: Duration,
+    /// A voter unheard of for this long is replaced by another member, if a majority of the
+    /// voters remains.
+    pub replace_voter_after: Duration,
     pub nebula: PathBuf,
     pub nebula_cert: PathBuf,
     /// The container pool, which the mesh prefix must not overlap.
@@ -92,6 +99,10 @@ pub enum IslandError {
     Mesh(#[from] atoll_mesh::MeshError),
     #[error("asking the island")]
     Transport(#[from] TransportError),
+    #[error("the island's replicated state")]
+    Consensus(#[from] crate::consensus::ConsensusError),
+    #[error(transparent)]
+    Kv(#[from] crate::kv::KvError),
     #[error(
         "cannot reach the CA host {name} ({addr}), which makes every change to the island: check that its daemon runs and the mesh reaches it (`atoll node ls`), then try again"
     )]
@@ -146,6 +157,11 @@ impl IslandError {
                 _ => K::Upstream,
             },
             Self::CaUnreachable { .. } => K::Upstream,
+            Self::Kv(crate::kv::KvError::Conflict { .. }) => K::Conflict,
+            Self::Kv(_) => K::Invalid,
+            Self::Consensus(crate::consensus::ConsensusError::NoLeader { .. } | crate::consensus::ConsensusError::Forward { .. }) => {
+                K::Upstream
+            }
             _ => K::Internal,
         }
     }
@@ -230,7 +246,7 @@ pub struct StateView {
 pub(crate) struct Tls {
     pub control: SharedConfig,
     pub join: SharedConfig,
-    pub client: RwLock<reqwest::Client>,
+    pub client: crate::consensus::SharedClient,
     pub long_client: RwLock<reqwest::Client>,
 }
 
@@ -257,6 +273,7 @@ pub struct Manager {
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) renewal: Mutex<RenewStatus>,
+    pub(crate) consensus: crate::consensus::Consensus,
 }
 
 impl std::fmt::Debug for Manager {
@@ -387,25 +404,107 @@ impl Manager {
     /// caller's to update ([`Self::update_mesh`]), e.g. once a leaving member has its answer
     /// (which the mesh carries, and which its blocklisting would cut).
     pub(crate) async fn commit_state(&self, changes: &[Change]) -> Result<IslandState, IslandError> {
+        use atoll_state::{Expect, Request, Response};
         let _w = self.write.lock().await;
-        let mut next = self.state();
-        for c in changes {
-            next.apply(c)?;
+        let mut conflicts = 0;
+        loop {
+            let (base, expect) = match self.consensus.island()? {
+                Some((s, v)) => (s, Expect::Version(v)),
+                None => (self.state(), Expect::Absent),
+            };
+            let mut next = base;
+            for c in changes {
+                next.apply(c)?;
+            }
+            if changes.iter().any(|c| matches!(c, Change::Remove { .. }))
+                && let Some(a) = &self.authority
+            {
+                let serials: Vec<atoll_pki::Serial> = next.revoked_serials.keys().filter_map(|s| s.parse().ok()).collect();
+                let now = SystemTime::now();
+                let pem = a.x509.crl(&serials, now, now + CA_LIFETIME)?;
+                next.apply(&Change::Crl { pem })?;
+            }
+            let value = serde_json::to_value(&next).expect("the state serialises");
+            match self.consensus.write(Request::Put { key: crate::consensus::ISLAND_KEY.into(), value, expect }).await? {
+                Response::Done { .. } => {
+                    self.take_state(next.clone());
+                    return Ok(next);
+                }
+                // This replica was behind the leader's (this host's last write is applied there
+                // first): wait for it to catch up, and apply the changes to what it holds.
+                Response::Conflict { current } if conflicts < 5 => {
+                    conflicts += 1;
+                    let want = current.unwrap_or(0);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    while self.consensus.reader.get(crate::consensus::ISLAND_KEY).map_or(0, |d| d.version) < want
+                        && std::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                r => {
+                    return Err(
+                        crate::consensus::ConsensusError::Raft(format!("the island state kept changing under this write ({r:?})")).into()
+                    );
+                }
+            }
         }
-        if changes.iter().any(|c| matches!(c, Change::Remove { .. }))
-            && let Some(a) = &self.authority
-        {
-            let serials: Vec<atoll_pki::Serial> = next.revoked_serials.keys().filter_map(|s| s.parse().ok()).collect();
-            let now = SystemTime::now();
-            let pem = a.x509.crl(&serials, now, now + CA_LIFETIME)?;
-            next.apply(&Change::Crl { pem })?;
+    }
+
+    /// Takes `next` as this host's view of the island if it is newer than what it has: kept
+    /// (`state.json`, what this host starts from before Raft has caught it up), published, and
+    /// the control plane's TLS rebuilt. Whether it is newer is the state's own version.
+    pub(crate) fn take_state(&self, next: IslandState) -> bool {
+        if next.version <= self.state.borrow().version {
+            return false;
         }
-        self.store.save(&next)?;
-        self.state.send_replace(next.clone());
+        if let Err(e) = self.store.save(&next) {
+            tracing::warn!(error = %e, "saving the island state");
+        }
+        self.state.send_replace(next);
         if let Err(e) = self.rebuild_tls() {
             tracing::warn!(error = %e, "rebuilding the control plane's TLS");
         }
-        Ok(next)
+        true
+    }
+
+    /// Follows the replicated state as this member applies it.
+    pub(crate) async fn follow_raft(self: std::sync::Arc<Self>) {
+        let mut metrics = self.consensus.raft.metrics();
+        let mut stop = self.stop.subscribe();
+        let mut applied = None;
+        loop {
+            let now = metrics.borrow_and_update().last_applied;
+            if now != applied {
+                applied = now;
+                match self.consensus.island() {
+                    // Older states come first while a new member catches up: only a newer one
+                    // without this host says it was removed.
+                    Ok(Some((state, _)))
+                        if state.island.id == self.state.borrow().island.id && state.version > self.state.borrow().version =>
+                    {
+                        if !state.members.contains_key(&self.me) {
+                            self.mark_removed("the replicated state no longer lists this host");
+                            return;
+                        }
+                        if self.take_state(state) {
+                            self.on_state_changed().await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading the replicated island state"),
+                }
+            }
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = crate::transport::stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    /// The replicated state's status (`atoll island status`).
+    pub async fn consensus_status(&self) -> crate::consensus::ConsensusStatus {
+        self.consensus.status(&self.state()).await
     }
 
     /// A change made by this host's operator: applied here on the CA host, forwarded to it
@@ -455,14 +554,9 @@ impl Manager {
             return;
         }
         self.seen.lock().unwrap().extend(view.seen);
-        if view.state.version <= version {
-            return;
+        if view.state.version > version && self.take_state(view.state) {
+            self.on_state_changed().await;
         }
-        if let Err(e) = self.store.save(&view.state) {
-            tracing::warn!(error = %e, "saving the island state");
-        }
-        self.state.send_replace(view.state);
-        self.on_state_changed().await;
     }
 
     /// What follows a new state: the mesh's lighthouses and blocklist, the TLS revocations.
@@ -631,6 +725,7 @@ impl Manager {
         for t in tasks {
             t.abort();
         }
+        self.consensus.shutdown().await;
     }
 
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

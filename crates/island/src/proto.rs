@@ -22,6 +22,21 @@ pub const CHANGE: &str = "/island/v1/change";
 /// `POST`: [`Heartbeat`] → `204` (mTLS): the caller is alive.
 pub const HEARTBEAT: &str = "/island/v1/heartbeat";
 
+/// Raft's RPCs (mTLS, from any member): `POST` openraft's request → the callee's
+/// `Result<response, RaftError>` as JSON.
+pub const RAFT_APPEND: &str = "/island/v1/raft/append";
+pub const RAFT_VOTE: &str = "/island/v1/raft/vote";
+pub const RAFT_SNAPSHOT: &str = "/island/v1/raft/snapshot";
+/// `POST` an `atoll_state::Request` → its `Response`, on the leader (mTLS; a follower's writes
+/// come here); elsewhere `421` with a [`Problem`] naming the leader.
+pub const RAFT_WRITE: &str = "/island/v1/raft/write";
+/// `GET ?key=K` → `Option<Versioned>`, read linearizably on the leader (ReadIndex).
+pub const RAFT_READ: &str = "/island/v1/raft/read";
+/// `GET` → the leader's [`crate::ConsensusStatus`] (replication, the next step).
+pub const RAFT_STATUS: &str = "/island/v1/raft/status";
+/// `GET` → `204`: the leader asks every member, to know which are up.
+pub const PING: &str = "/island/v1/ping";
+
 /// How long a state long poll waits before answering with what it has.
 pub const STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 

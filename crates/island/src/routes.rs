@@ -71,16 +71,108 @@ pub fn join(m: Arc<Manager>) -> Router {
     Router::new().route(proto::JOIN, routing::post(handle_join)).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(m)
 }
 
+/// Largest Raft request taken: a batch of entries, or a snapshot chunk (1 MiB) in JSON.
+const MAX_RAFT_BODY: usize = 16 << 20;
+
 /// The mesh's mTLS API.
 pub fn control(m: Arc<Manager>) -> Router {
+    let raft = Router::new()
+        .route(proto::RAFT_APPEND, routing::post(raft_append))
+        .route(proto::RAFT_VOTE, routing::post(raft_vote))
+        .route(proto::RAFT_SNAPSHOT, routing::post(raft_snapshot))
+        .route(proto::RAFT_WRITE, routing::post(raft_write))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_RAFT_BODY));
     Router::new()
         .route(proto::JOIN, routing::post(handle_join))
         .route(proto::RENEW, routing::post(renew))
         .route(proto::STATE, routing::get(state))
         .route(proto::CHANGE, routing::post(change))
         .route(proto::HEARTBEAT, routing::post(heartbeat))
+        .route(proto::RAFT_READ, routing::get(raft_read))
+        .route(proto::RAFT_STATUS, routing::get(raft_status))
+        .route(proto::PING, routing::get(ping))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .merge(raft)
         .with_state(m)
+}
+
+/// A caller with an island certificate (the TLS handshake checked it against the CA and the
+/// CRL). Raft's RPCs take any: a member that is behind may not know yet of a newer one that
+/// leads, and must still hear from it.
+fn certified(peer: &Peer) -> Result<(), Refusal> {
+    peer.0.as_ref().map(drop).ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "a member's certificate is needed"))
+}
+
+type RaftAnswer<T, E = openraft::error::Infallible> = Json<Result<T, openraft::error::RaftError<atoll_state::NodeId, E>>>;
+
+async fn raft_append(
+    State(m): M,
+    Extension(peer): Extension<Peer>,
+    Json(rpc): Json<openraft::raft::AppendEntriesRequest<atoll_state::TypeConfig>>,
+) -> Result<RaftAnswer<openraft::raft::AppendEntriesResponse<atoll_state::NodeId>>, Refusal> {
+    certified(&peer)?;
+    Ok(Json(m.consensus.raft.append_entries(rpc).await))
+}
+
+async fn raft_vote(
+    State(m): M,
+    Extension(peer): Extension<Peer>,
+    Json(rpc): Json<openraft::raft::VoteRequest<atoll_state::NodeId>>,
+) -> Result<RaftAnswer<openraft::raft::VoteResponse<atoll_state::NodeId>>, Refusal> {
+    certified(&peer)?;
+    Ok(Json(m.consensus.raft.vote(rpc).await))
+}
+
+async fn raft_snapshot(
+    State(m): M,
+    Extension(peer): Extension<Peer>,
+    Json(rpc): Json<openraft::raft::InstallSnapshotRequest<atoll_state::TypeConfig>>,
+) -> Result<RaftAnswer<openraft::raft::InstallSnapshotResponse<atoll_state::NodeId>, openraft::error::InstallSnapshotError>, Refusal> {
+    certified(&peer)?;
+    Ok(Json(m.consensus.raft.install_snapshot(rpc).await))
+}
+
+/// The leader's answer; `421` (with where the leader is) from a member that does not lead.
+fn from_leader<T>(r: Result<T, Result<Option<String>, crate::consensus::ConsensusError>>) -> Result<Json<T>, Refusal> {
+    match r {
+        Ok(r) => Ok(Json(r)),
+        Err(Ok(Some(l))) => Err(refuse(StatusCode::MISDIRECTED_REQUEST, format!("this member does not lead; the leader is at {l}"))),
+        Err(Ok(None)) => Err(refuse(StatusCode::MISDIRECTED_REQUEST, "this member does not lead, and knows of no other leader")),
+        Err(Err(e)) => Err(IslandError::from(e).into()),
+    }
+}
+
+async fn raft_write(
+    State(m): M,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<atoll_state::Request>,
+) -> Result<Json<atoll_state::Response>, Refusal> {
+    member(&m, &peer)?;
+    from_leader(m.consensus.write_here(req).await)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Key {
+    key: String,
+}
+
+async fn raft_read(
+    State(m): M,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<Key>,
+) -> Result<Json<Option<atoll_state::keyspace::Versioned>>, Refusal> {
+    member(&m, &peer)?;
+    from_leader(m.consensus.read_here(&q.key).await)
+}
+
+async fn raft_status(State(m): M, Extension(peer): Extension<Peer>) -> Result<Json<crate::ConsensusStatus>, Refusal> {
+    certified(&peer)?;
+    Ok(Json(m.consensus.local_status(&m.state())))
+}
+
+async fn ping(Extension(peer): Extension<Peer>) -> Result<StatusCode, Refusal> {
+    certified(&peer)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn handle_join(State(m): M, Json(req): Json<JoinRequest>) -> Result<Json<JoinResponse>, Refusal> {

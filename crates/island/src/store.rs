@@ -1,6 +1,8 @@
-//! Where a member keeps the island: `<data>/island/`. The state (`state.json`, replaced
-//! atomically) behind the [`StateStore`] seam, which the Raft issue replaces with its log; the
-//! keys and certificates in files of their own (keys 0600, never sent anywhere).
+//! Where a member keeps the island: `<data>/island/`. The replicated state's Raft log and state
+//! machine (`state.redb`, [`crate::consensus`]); the last state this member saw (`state.json`,
+//! replaced atomically, behind the [`StateStore`] seam: what it starts from, and what a host
+//! that was removed keeps); the keys and certificates in files of their own (keys 0600, never
+//! sent anywhere).
 
 use std::path::{Path, PathBuf};
 
@@ -77,6 +79,10 @@ pub struct Local {
     /// state it was a member of, stops following the island, and waits for `atoll leave`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<i64>,
+    /// This host has been in the island's Raft group. The CA host starts the group only if
+    /// not: one that lost its Raft store must not start a second group beside the first.
+    #[serde(default)]
+    pub raft_group: bool,
 }
 
 impl Local {
@@ -104,9 +110,13 @@ impl Paths {
     pub fn new(data_dir: &Path) -> Self {
         Self { root: data_dir.join("island") }
     }
-    /// The replica of the island state.
+    /// The last island state this member saw (what it starts from until Raft catches it up).
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
+    }
+    /// This member's Raft log and state machine (redb).
+    pub fn raft(&self) -> PathBuf {
+        self.root.join("state.redb")
     }
     pub fn local(&self) -> PathBuf {
         self.root.join("local.json")

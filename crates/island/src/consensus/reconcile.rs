@@ -1,0 +1,157 @@
+//! The leader's care of the Raft group, once a second: every island member joins it as a
+//! learner (a full replica), removed members leave it, and the voters follow
+//! [`atoll_state::voters::plan`] (1, then 3, then 5; public, long-lived members first; a voter
+//! gone too long replaced while a majority remains, the operator asked when none does). One
+//! membership change at a time, as openraft wants them; what it will do next is kept for
+//! `atoll island status`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atoll_state::NodeId;
+use atoll_state::voters::{Candidate, Policy, Step, plan};
+use openraft::{ChangeMembers, ServerState};
+
+use super::{address, raft_id};
+use crate::manager::{Manager, unix_now};
+use crate::model::{IslandState, Member};
+use crate::proto;
+
+/// How often the leader looks.
+const EVERY: Duration = Duration::from_secs(1);
+/// A learner this close to the leader's last index is caught up (may be promoted).
+const CAUGHT_UP: u64 = 16;
+/// How long a ping may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Manager {
+    /// Runs on every member; acts while it leads.
+    pub(crate) async fn reconcile_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut leading_since: Option<(u64, Instant)> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(EVERY) => {}
+                _ = crate::transport::stopped(&mut stop) => return,
+            }
+            if self.removed() {
+                return;
+            }
+            let (state, term) = {
+                let m = self.consensus.raft.metrics();
+                let m = m.borrow();
+                (m.state, m.current_term)
+            };
+            if state != ServerState::Leader {
+                leading_since = None;
+                continue;
+            }
+            let since = match leading_since {
+                Some((t, at)) if t == term => at,
+                _ => leading_since.insert((term, Instant::now())).1,
+            };
+            if let Err(e) = self.reconcile(since).await {
+                tracing::debug!(error = %e, "changing the Raft membership");
+                *self.consensus.next.lock().unwrap() = format!("retrying: {e}");
+            }
+        }
+    }
+
+    /// One look: pings, then at most one membership change.
+    async fn reconcile(&self, leading_since: Instant) -> Result<(), String> {
+        let state = self.state();
+        self.ping_members(&state).await;
+        let c = &self.consensus;
+        let metrics = c.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let nodes: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members: BTreeMap<NodeId, &Member> = state.members.values().map(|m| (raft_id(&m.id), m)).collect();
+        let say = |s: String| *c.next.lock().unwrap() = s;
+        let changing =
+            |e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, openraft::BasicNode>>| e.to_string();
+
+        if let Some((&id, m)) = members.iter().find(|(id, _)| !nodes.contains(id)) {
+            say(format!("adding {} as a learner", m.name));
+            c.raft.add_learner(id, address(m, state.island.control_port), false).await.map_err(changing)?;
+            tracing::info!(node = %m.name, "added a learner");
+            return Ok(());
+        }
+        let gone: BTreeSet<NodeId> = nodes.iter().filter(|id| !members.contains_key(id)).copied().collect();
+        if !gone.is_empty() {
+            let remaining: BTreeSet<NodeId> = voters.difference(&gone).copied().collect();
+            say(format!("taking {} removed member(s) out of the Raft group", gone.len()));
+            let change = if remaining.len() == voters.len() {
+                ChangeMembers::RemoveNodes(gone)
+            } else if remaining.is_empty() {
+                return Err("every voter was removed from the island".into());
+            } else {
+                ChangeMembers::ReplaceAllVoters(remaining)
+            };
+            c.raft.change_membership(change, false).await.map_err(changing)?;
+            return Ok(());
+        }
+
+        let now = Instant::now();
+        let heard = c.last_ok.lock().unwrap().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let candidates: Vec<Candidate> = members
+            .iter()
+            .map(|(&id, m)| Candidate {
+                id,
+                public: !m.public.is_empty(),
+                age: Duration::from_secs((unix_now() - m.joined).max(0) as u64),
+                silent: if id == c.id { Duration::ZERO } else { now - heard.get(&id).copied().unwrap_or(leading_since) },
+                caught_up: id == c.id || replication.get(&id).copied().flatten().is_some_and(|l| l.index + CAUGHT_UP >= last),
+            })
+            .collect();
+        let policy = Policy { max_voters: 5, down_after: self.cfg.replace_voter_after };
+        let names = |ids: &BTreeSet<NodeId>| names(&state, ids);
+        match plan(&voters, &candidates, policy) {
+            Step::Keep => say(format!("nothing: {} voter(s) ({}) of {} member(s)", voters.len(), names(&voters), members.len())),
+            Step::Change { voters: next, .. } => {
+                let why = format!("making {} the voters (were {})", names(&next), names(&voters));
+                say(why.clone());
+                c.raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true).await.map_err(changing)?;
+                tracing::info!(change = %why, "changed the voters");
+            }
+            Step::AskOperator { lost, why } => say(format!(
+                "nothing on its own: {why}. Voters lost: {}. Start them again; Atoll will not guess which writes may be given up",
+                names(&lost)
+            )),
+        }
+        Ok(())
+    }
+
+    /// Asks every other member whether it is up, all at once; records who answered.
+    async fn ping_members(&self, state: &IslandState) {
+        let client = self.client();
+        let port = state.island.control_port;
+        let pings = state.members.values().filter(|m| m.id != self.me).map(|m| {
+            let url = format!("https://{}:{port}{}", m.mesh_ip, proto::PING);
+            let client = client.clone();
+            let id = raft_id(&m.id);
+            async move {
+                let ok = client.get(&url).timeout(PING_TIMEOUT).send().await.is_ok_and(|r| r.status().is_success());
+                (id, ok)
+            }
+        });
+        let results = futures_util::future::join_all(pings).await;
+        let now = Instant::now();
+        let mut last = self.consensus.last_ok.lock().unwrap();
+        for (id, ok) in results {
+            if ok {
+                last.insert(id, now);
+            }
+        }
+    }
+}
+
+/// The members' names for `ids`, comma-separated.
+fn names(state: &IslandState, ids: &BTreeSet<NodeId>) -> String {
+    let by_id: BTreeMap<NodeId, &str> = state.members.values().map(|m| (raft_id(&m.id), m.name.as_str())).collect();
+    let v: Vec<String> = ids.iter().map(|id| by_id.get(id).map_or_else(|| format!("{id:016x}"), |n| (*n).to_owned())).collect();
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
