@@ -454,3 +454,28 @@ fn the_state_is_replicated_to_three_voters_and_a_learner_and_survives_a_paused_l
     }
     no_panics(&island, &all);
 }
+
+#[test]
+fn a_voter_gone_longer_than_the_limit_is_replaced_by_a_learner() {
+    let mut island = four(&["--replace-voter-after", "10s"]);
+    wait_for(60, "three voters and a learner", || {
+        let s = raft(&island, "vps1");
+        s["voters"].as_array().unwrap().len() == 3 && s["learners"].as_array().unwrap().len() == 1
+    });
+    let s = raft(&island, "vps1");
+    let learner = s["learners"][0].as_str().unwrap().to_owned();
+    // A home host that votes goes away for good (vps1 leads: it started the group and was
+    // never stopped).
+    let gone = names(&s["voters"]).into_iter().find(|v| v.starts_with("home")).expect("a home host votes");
+    island.daemon_mut(&gone).kill9();
+    wait_for(60, &format!("{learner} to replace {gone} as a voter"), || {
+        let s = raft(&island, "vps1");
+        let voters = names(&s["voters"]);
+        voters.len() == 3 && voters.contains(&learner) && !voters.contains(&gone)
+    });
+    let s = raft(&island, "vps1");
+    assert!(names(&s["learners"]).contains(&gone), "the lost voter stays a learner, to catch up if it returns: {s}");
+    // Writes still go through.
+    island.ok("vps2", &["island", "kv", "put", "after", "1"]);
+    assert_eq!(island.ok(&learner, &["island", "kv", "get", "after"]).trim(), "1");
+}
