@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use atoll_island::{ConsensusStatus, InviteView, IslandError, IslandStatus, Manager, NewInvite, NodeView};
+use atoll_island::{ConsensusStatus, InviteView, IslandError, IslandStatus, Manager, NewInvite, NodeView, Recovery};
 
 use crate::server::{ApiError, AppState};
 use crate::types::ErrorBody;
@@ -189,6 +189,35 @@ pub async fn leave(State(s): St) -> ApiResult<Json<LeaveResponse>> {
     let warning = m.leave().await?;
     *slot = None;
     Ok(Json(LeaveResponse { warning }))
+}
+
+/// Goes on without the lost voters (`atoll island recover`): this host, a voter, becomes the
+/// only one with what its replica holds, and the voters grow back from the members that are
+/// up. Refused (409) while the island has a leader or a majority of the voters answers.
+#[utoipa::path(post, path = "/v1/island/recover", tag = "island",
+    responses((status = 200, body = Recovery), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn recover(State(s): St) -> ApiResult<Json<Recovery>> {
+    let mut slot = s.island.manager.write().await;
+    let m = slot.clone().ok_or(IslandError::NotMember)?;
+    match m.clone().recover().await {
+        Ok((r, next)) => {
+            *slot = Some(next);
+            Ok(Json(r))
+        }
+        Err(e) => {
+            // Stopped on the way: open it again as it is.
+            if m.is_shut_down() {
+                *slot = match atoll_island::Manager::open(s.island.config()?).await {
+                    Ok(m) => m,
+                    Err(again) => {
+                        tracing::error!(error = %again, "opening the island again after a failed recovery");
+                        None
+                    }
+                };
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// The island as this host sees it.

@@ -8,7 +8,7 @@ use hyper::Method;
 
 use atoll_api::client::{Client, q};
 use atoll_api::island::{InitRequest, InviteRequest, JoinRequest, KvEntry, KvWritten, LabelRequest, LeaveResponse};
-use atoll_island::{ConsensusStatus, InviteView, IslandStatus, NewInvite, NodeView};
+use atoll_island::{ConsensusStatus, InviteView, IslandStatus, NewInvite, NodeView, Recovery};
 
 use crate::output::{ago, table};
 
@@ -116,6 +116,13 @@ pub enum IslandCommand {
     /// The island's key-value store (replicated; reads are linearizable unless --stale).
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Go on without voters that are gone for good: this host (a voter that is up) becomes
+    /// the only voter with what it holds; writes only the lost voters had are lost.
+    Recover {
+        /// Do it (without, it says what it would do).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -156,6 +163,29 @@ pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitC
             } else {
                 print!("{}", consensus_text(&s));
             }
+        }
+        IslandCommand::Recover { yes } => {
+            if !yes {
+                let s: ConsensusStatus = client.json(Method::GET, "/v1/island/raft", None::<&()>).await?;
+                eprintln!(
+                    "This makes {} the island's only voter, going on without {}.\n\
+                     Writes that only they had, and any they acknowledged after losing touch with this host, are lost;\n\
+                     entries this host holds but never saw committed become committed. Atoll then grows the voters back\n\
+                     from the members that are up, and the lost voters follow as learners when they return.\n\
+                     Run `atoll island recover --yes` to go on.",
+                    s.this,
+                    s.voters.iter().filter(|v| **v != s.this).cloned().collect::<Vec<_>>().join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            let r: Recovery = client.json(Method::POST, "/v1/island/recover", None::<&()>).await?;
+            println!(
+                "Recovered: this host is the only voter (term {}, log index {}); went on without {}.",
+                r.term,
+                r.index,
+                r.lost.join(", ")
+            );
+            eprintln!("warning: {}", r.warning);
         }
         IslandCommand::Kv(KvCommand::Get { key, stale, json }) => {
             let path = format!("/v1/island/kv/{}{}", q(&key), if stale { "?stale=true" } else { "" });

@@ -479,3 +479,49 @@ fn a_voter_gone_longer_than_the_limit_is_replaced_by_a_learner() {
     island.ok("vps2", &["island", "kv", "put", "after", "1"]);
     assert_eq!(island.ok(&learner, &["island", "kv", "get", "after"]).trim(), "1");
 }
+
+#[test]
+fn losing_two_of_three_voters_stops_writes_with_advice_and_recover_goes_on() {
+    let mut island = four(&[]);
+    wait_for(60, "three voters", || raft(&island, "vps1")["voters"].as_array().unwrap().len() == 3);
+    island.ok("vps1", &["island", "kv", "put", "before", "1"]);
+    let s = raft(&island, "vps1");
+    let lost: Vec<String> = names(&s["voters"]).into_iter().filter(|v| v != "vps1").collect();
+    for h in &lost {
+        island.daemon_mut(h).kill9();
+    }
+    // No majority: writes are refused, saying what to do.
+    let r = island.cli("vps1", &["island", "kv", "put", "during", "2"]);
+    assert!(!r.ok(), "a write without a majority: {}", r.stdout);
+    assert!(
+        (r.stderr.contains("no leader") || r.stderr.contains("no majority")) && r.stderr.contains("atoll island recover"),
+        "{}",
+        r.stderr
+    );
+    let s = raft(&island, "vps1");
+    assert!(s["leader"].is_null() && s["next"].as_str().unwrap().contains("island recover"), "{s}");
+    // recover says what it would do, and does it only with --yes.
+    let r = island.cli("vps1", &["island", "recover"]);
+    assert!(!r.ok() && r.stderr.contains("only voter") && r.stderr.contains("--yes"), "{}", r.stderr);
+    let out = island.ok("vps1", &["island", "recover", "--yes"]);
+    assert!(lost.iter().all(|l| out.contains(l.as_str())), "{out}");
+    island.ok("vps1", &["island", "kv", "put", "after", "3"]);
+    assert_eq!(island.ok("vps1", &["island", "kv", "get", "before"]).trim(), "1", "what it held is kept");
+    // The lost voters come back as learners, catch up, and the voters grow back to three.
+    for h in &lost {
+        island.daemon_mut(h).start_again();
+    }
+    wait_for(90, "three voters again", || {
+        let s = raft(&island, "vps1");
+        s["leader"] == "vps1" && s["voters"].as_array().unwrap().len() == 3
+    });
+    for h in &lost {
+        wait_for(30, &format!("{h} to hold the writes after the recovery"), || {
+            island.cli(h, &["island", "kv", "get", "after", "--stale"]).stdout.trim() == "3"
+        });
+    }
+    // Recovering an island that has a leader is refused.
+    let r = island.cli("vps1", &["island", "recover", "--yes"]);
+    assert!(!r.ok() && r.stderr.contains("has a leader"), "{}", r.stderr);
+    no_panics(&island, &["vps1", "vps2", "home1", "home2"]);
+}

@@ -27,5 +27,5 @@ pub mod transport;
 
 pub use consensus::{ConsensusMember, ConsensusStatus};
 pub use join::{InviteOptions, InviteView, JoinOptions, NewInvite};
-pub use lifecycle::InitOptions;
+pub use lifecycle::{InitOptions, Recovery};
 pub use manager::{Config, IslandError, IslandStatus, Manager, NodeView};

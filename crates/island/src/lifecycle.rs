@@ -17,6 +17,20 @@ use crate::model::{Change, IslandInfo, IslandState, Issued, Member, Role};
 use crate::store::{FileStore, Local, Paths, StateStore};
 use crate::transport;
 
+/// What `atoll island recover` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Recovery {
+    /// The voters the island went on without (names).
+    pub lost: Vec<String>,
+    /// The term and log index of the membership that made this host the only voter.
+    pub term: u64,
+    pub index: u64,
+    /// How far this host had applied the log.
+    pub applied: Option<u64>,
+    /// What may have been lost.
+    pub warning: String,
+}
+
 /// `atoll init`'s options.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -301,6 +315,69 @@ impl Manager {
         local.raft_group = true;
         local.save(&self.paths)?;
         Ok(())
+    }
+
+    /// Goes on without the voters that are lost (`atoll island recover`): this member, a voter,
+    /// becomes the only one, with what its replica holds, and Atoll grows the voters back
+    /// from the members that are up. Refused while there is a leader, or while a majority of
+    /// the voters answers (they will elect one). Returns what was done and the island, opened
+    /// again on the recovered store.
+    pub async fn recover(self: Arc<Self>) -> Result<(Recovery, Arc<Self>), IslandError> {
+        let metrics = self.consensus.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let me = self.consensus.id;
+        let state = self.state();
+        let name = |id: u64| {
+            state.members.values().find(|m| crate::consensus::raft_id(&m.id) == id).map_or_else(|| format!("{id:016x}"), |m| m.name.clone())
+        };
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        if !voters.contains(&me) {
+            let list: Vec<String> = voters.iter().map(|&v| name(v)).collect();
+            return Err(IslandError::Recover(format!(
+                "this host does not vote: run `atoll island recover` on a voter that is up ({})",
+                list.join(", ")
+            )));
+        }
+        if let Some(l) = self.consensus.leader() {
+            return Err(IslandError::Recover(format!("the island has a leader ({}): there is nothing to recover", name(l))));
+        }
+        let client = self.client();
+        let mut up = 1;
+        for &v in voters.iter().filter(|&&v| v != me) {
+            let Some(node) = membership.get_node(&v) else { continue };
+            let url = format!("https://{}{}", node.addr, crate::proto::PING);
+            if client.get(&url).timeout(Duration::from_secs(2)).send().await.is_ok_and(|r| r.status().is_success()) {
+                up += 1;
+            }
+        }
+        if up * 2 > voters.len() {
+            return Err(IslandError::Recover(format!(
+                "{up} of {} voters answer, a majority: they will elect a leader; wait, and see `atoll island status`",
+                voters.len()
+            )));
+        }
+        let lost: Vec<String> = voters.iter().filter(|&&v| v != me).map(|&v| name(v)).collect();
+        let nodes: BTreeMap<u64, openraft::BasicNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        tracing::warn!(lost = ?lost, "recovering the island without its lost voters");
+        self.shutdown().await;
+        // The mesh's watcher goes with its supervisor; Nebula keeps running and the island,
+        // opened again, adopts it.
+        drop(self.mesh.lock().await.take());
+        let path = self.paths.raft();
+        let forced = tokio::task::spawn_blocking(move || atoll_state::store::force_voters(&path, me, [me].into(), nodes))
+            .await
+            .map_err(|e| IslandError::Recover(format!("recovering: {e}")))?
+            .map_err(crate::consensus::ConsensusError::from)?;
+        let next = Self::open(self.cfg.clone()).await?.ok_or(IslandError::NotMember)?;
+        let recovery = Recovery {
+            lost,
+            term: forced.term,
+            index: forced.index,
+            applied: forced.applied,
+            warning: "writes that only the lost voters had are gone; entries this host held but had not seen committed are now committed"
+                .into(),
+        };
+        Ok((recovery, next))
     }
 
     /// Renews this host's certificates at two thirds of their life, retrying with backoff

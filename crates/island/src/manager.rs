@@ -103,6 +103,8 @@ pub enum IslandError {
     Consensus(#[from] crate::consensus::ConsensusError),
     #[error(transparent)]
     Kv(#[from] crate::kv::KvError),
+    #[error("{0}")]
+    Recover(String),
     #[error(
         "cannot reach the CA host {name} ({addr}), which makes every change to the island: check that its daemon runs and the mesh reaches it (`atoll node ls`), then try again"
     )]
@@ -159,9 +161,12 @@ impl IslandError {
             Self::CaUnreachable { .. } => K::Upstream,
             Self::Kv(crate::kv::KvError::Conflict { .. }) => K::Conflict,
             Self::Kv(_) => K::Invalid,
-            Self::Consensus(crate::consensus::ConsensusError::NoLeader { .. } | crate::consensus::ConsensusError::Forward { .. }) => {
-                K::Upstream
-            }
+            Self::Recover(_) => K::Conflict,
+            Self::Consensus(
+                crate::consensus::ConsensusError::NoLeader { .. }
+                | crate::consensus::ConsensusError::NoQuorum
+                | crate::consensus::ConsensusError::Forward { .. },
+            ) => K::Upstream,
             _ => K::Internal,
         }
     }
@@ -724,8 +729,15 @@ impl Manager {
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap());
         for t in tasks {
             t.abort();
+            // Gone once this returns: its listener is closed, its port free again.
+            let _ = t.await;
         }
         self.consensus.shutdown().await;
+    }
+
+    /// Whether [`Manager::shutdown`] ran (this island must be opened again to be used).
+    pub fn is_shut_down(&self) -> bool {
+        *self.stop.borrow()
     }
 
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

@@ -38,6 +38,9 @@ pub const ISLAND_KEY: &str = "island/state";
 
 /// How long a write waits for a leader (an election takes a few seconds).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A leader unacknowledged by a majority for longer than the longest election timeout has
+/// lost it.
+const QUORUM_LOST_MS: u64 = 3000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {
@@ -46,9 +49,14 @@ pub enum ConsensusError {
     #[error("starting this member's Raft")]
     Start(#[source] Box<openraft::error::Fatal<NodeId>>),
     #[error(
-        "the island has no leader: a majority of its voters ({voters}) must be up and reach each other; `atoll island status` shows which are down"
+        "the island has no leader: a majority of its voters ({voters}) must be up and reach each other. `atoll island status` shows which are down: start them again. If they are gone for good, `atoll island recover` on a voter that is up goes on without them (what only they had is lost)"
     )]
     NoLeader { voters: String },
+    #[error(
+        "no majority of the voters acknowledged within {} s: they may be down or cut off (`atoll island status`). Start them again; if they are gone for good, `atoll island recover` on a voter that is up goes on without them. A write may still be applied if they return",
+        WRITE_TIMEOUT.as_secs()
+    )]
+    NoQuorum,
     #[error("Raft refused: {0}")]
     Raft(String),
     #[error("asking the leader ({leader})")]
@@ -163,7 +171,11 @@ impl Consensus {
     /// Commits `req` if this member leads; else the leader's address, if another member leads
     /// (the control plane's write endpoint).
     pub async fn write_here(&self, req: Request) -> Result<Response, Result<Option<String>, ConsensusError>> {
-        match self.raft.client_write(req).await {
+        // A leader that lost its majority keeps the entry and waits for them: not forever.
+        let Ok(r) = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(req)).await else {
+            return Err(Err(ConsensusError::NoQuorum));
+        };
+        match r {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Ok(self.elsewhere(f))),
             Err(e) => Err(Err(ConsensusError::Raft(e.to_string()))),
@@ -189,7 +201,10 @@ impl Consensus {
     /// Reads `key` linearizably if this member leads; else the leader's address, if another
     /// member leads.
     pub async fn read_here(&self, key: &str) -> Result<Option<Versioned>, Result<Option<String>, ConsensusError>> {
-        match self.raft.ensure_linearizable().await {
+        let Ok(r) = tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable()).await else {
+            return Err(Err(ConsensusError::NoQuorum));
+        };
+        match r {
             Ok(_) => Ok(self.reader.get(key)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => Err(Ok(self.elsewhere(f))),
             Err(e) => Err(Err(ConsensusError::Raft(e.to_string()))),
@@ -241,6 +256,14 @@ impl Consensus {
         // A new leader refuses writes until it has committed its first entry.
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
+    }
+
+    /// The leader this member knows of, unless it is this member and a majority of the
+    /// voters has not acknowledged it for longer than an election takes (it leads no one).
+    pub fn leader(&self) -> Option<NodeId> {
+        let m = self.raft.metrics().borrow().clone();
+        let lost = m.state == ServerState::Leader && m.millis_since_quorum_ack.is_none_or(|ms| ms > QUORUM_LOST_MS);
+        m.current_leader.filter(|_| !lost)
     }
 
     pub async fn shutdown(&self) {
@@ -336,8 +359,9 @@ impl Consensus {
             ServerState::Candidate => "candidate",
             ServerState::Shutdown => "shutdown",
         };
+        let leader = self.leader();
         ConsensusStatus {
-            leader: metrics.current_leader.map(name),
+            leader: leader.map(name),
             term: metrics.current_term,
             voters: voters.iter().map(|&v| name(v)).collect(),
             learners: learners.iter().map(|&v| name(v)).collect(),
@@ -348,10 +372,15 @@ impl Consensus {
             snapshot: metrics.snapshot.map(|l| l.index),
             local_lag: leading.then_some(0),
             members,
-            next: if leading {
+            next: if leading && leader.is_none() {
+                format!(
+                    "nothing: no majority of the voters has answered this leader for {} s; start them again, or if they are gone for good, `atoll island recover` here",
+                    metrics.millis_since_quorum_ack.unwrap_or(0) / 1000
+                )
+            } else if leading {
                 self.next.lock().unwrap().clone()
-            } else if metrics.current_leader.is_none() {
-                "waiting for a leader: a majority of the voters must be up".into()
+            } else if leader.is_none() {
+                "waiting for a leader: a majority of the voters must be up (if they are gone for good: `atoll island recover` on a voter that is up)".into()
             } else {
                 String::new()
             },

@@ -12,9 +12,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use super::{LOG, any, decode, encode, read_meta, write_meta};
 use crate::{NodeId, TypeConfig};
 
-const VOTE: &str = "vote";
+pub(super) const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
-const PURGED: &str = "last_purged";
+pub(super) const PURGED: &str = "last_purged";
 
 /// The log store; cheap to clone (its clones are its readers).
 #[derive(Clone)]

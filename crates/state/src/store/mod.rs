@@ -9,6 +9,7 @@
 //! documents). The state machine is also kept in memory, loaded at open.
 
 mod log;
+mod recover;
 mod sm;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use log::LogStore;
+pub use recover::{Recovered, force_voters};
 pub use sm::{Reader, SnapshotBuilder, StateMachine};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");

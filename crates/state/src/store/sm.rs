@@ -14,7 +14,7 @@ use super::{DOCS, META, any, decode, encode, read_meta};
 use crate::keyspace::{Keyspace, Response, Versioned};
 use crate::{NodeId, TypeConfig};
 
-const APPLIED: &str = "last_applied";
+pub(super) const APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
 const SCHEMA: &str = "schema";
 const SNAPSHOT: &str = "snapshot";

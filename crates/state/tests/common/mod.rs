@@ -83,7 +83,7 @@ impl Cluster {
         c
     }
 
-    fn path(&self, id: NodeId) -> PathBuf {
+    pub fn path(&self, id: NodeId) -> PathBuf {
         self.dir.path().join(format!("{id}.redb"))
     }
 
