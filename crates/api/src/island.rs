@@ -191,12 +191,24 @@ pub async fn leave(State(s): St) -> ApiResult<Json<LeaveResponse>> {
     Ok(Json(LeaveResponse { warning }))
 }
 
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RecoverQuery {
+    /// Only check and say what would be done.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// Goes on without the lost voters (`atoll island recover`): this host, a voter, becomes the
 /// only one with what its replica holds, and the voters grow back from the members that are
 /// up. Refused (409) while the island has a leader or a majority of the voters answers.
-#[utoipa::path(post, path = "/v1/island/recover", tag = "island",
-    responses((status = 200, body = Recovery), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn recover(State(s): St) -> ApiResult<Json<Recovery>> {
+#[utoipa::path(post, path = "/v1/island/recover", tag = "island", params(RecoverQuery),
+    responses((status = 200, body = Recovery), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn recover(State(s): St, q: Result<Query<RecoverQuery>, QueryRejection>) -> ApiResult<Json<Recovery>> {
+    let q = q?;
+    if q.dry_run {
+        return Ok(Json(s.island.get().await?.recover_dry_run().await?));
+    }
     let mut slot = s.island.manager.write().await;
     let m = slot.clone().ok_or(IslandError::NotMember)?;
     match m.clone().recover().await {
@@ -232,7 +244,7 @@ pub async fn status(State(s): St) -> ApiResult<Json<IslandStatus>> {
 /// island's listings (`node ls`, invites) are local: as fresh as `local_lag` says.
 #[utoipa::path(get, path = "/v1/island/raft", tag = "island", responses((status = 200, body = ConsensusStatus), (status = 404, body = ErrorBody)))]
 pub async fn raft(State(s): St) -> ApiResult<Json<ConsensusStatus>> {
-    Ok(Json(s.island.get().await?.consensus_status().await))
+    Ok(Json(s.island.get().await?.consensus_status().await?))
 }
 
 /// A value of the island's key-value store and its version.

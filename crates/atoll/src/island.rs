@@ -155,6 +155,11 @@ pub enum KvCommand {
 }
 
 pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitCode> {
+    if let IslandCommand::Kv(KvCommand::Get { key, .. } | KvCommand::Put { key, .. } | KvCommand::Rm { key, .. }) = &cmd
+        && key.is_empty()
+    {
+        anyhow::bail!("an empty key: give 1 to 128 of A-Z a-z 0-9 . _ -");
+    }
     match cmd {
         IslandCommand::Status { json } => {
             let s: ConsensusStatus = client.json(Method::GET, "/v1/island/raft", None::<&()>).await?;
@@ -166,15 +171,15 @@ pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitC
         }
         IslandCommand::Recover { yes } => {
             if !yes {
-                let s: ConsensusStatus = client.json(Method::GET, "/v1/island/raft", None::<&()>).await?;
+                // The same checks as the real thing: a refusal says why.
+                let r: Recovery = client.json(Method::POST, "/v1/island/recover?dry_run=true", None::<&()>).await?;
                 eprintln!(
-                    "This makes {} the island's only voter, going on without {}.\n\
-                     Writes that only they had, and any they acknowledged after losing touch with this host, are lost;\n\
-                     entries this host holds but never saw committed become committed. Atoll then grows the voters back\n\
-                     from the members that are up, and the lost voters follow as learners when they return.\n\
-                     Run `atoll island recover --yes` to go on.",
-                    s.this,
-                    s.voters.iter().filter(|v| **v != s.this).cloned().collect::<Vec<_>>().join(", ")
+                    "This makes this host the island's only voter, going on without {}.\n\
+                     Lost: {}.\n\
+                     Atoll then grows the voters back from the members that are up, and the lost voters follow as\n\
+                     learners when they return. Run `atoll island recover --yes` to go on.",
+                    r.lost.join(", "),
+                    r.warning
                 );
                 return Ok(ExitCode::FAILURE);
             }

@@ -60,6 +60,15 @@ fn hosts_join_with_invites_and_every_member_reaches_every_other_over_the_mesh() 
     }
     let ls = island.ok("home1", &["node", "ls"]);
     assert!(ls.contains("MESH IP") && ls.contains("home1 *") && ls.contains("lighthouse, ca"), "{ls}");
+    // And they stay ready, on a member as on the CA host, past a whole state long poll (found
+    // by QA: members refreshed liveness only when the 25 s poll returned, past the 15 s
+    // `--down-after`, so every other member flickered `down`).
+    let until = std::time::Instant::now() + atoll_island::proto::STATE_WAIT + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let n = nodes(&island, "home2");
+        assert!(n.iter().all(|x| x["state"] == "ready"), "home2 sees a member not ready: {n:?}");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     // Every member pings every other's mesh address (ICMP is open between members).
     for a in names {
         for b in names.iter().filter(|b| **b != a) {
@@ -341,6 +350,17 @@ fn a_removed_host_is_cut_off_and_its_stolen_certificate_is_refused() {
     assert!(log.contains("this host was removed from the island: run `atoll leave`"), "{log}");
     let r = island.cli("home2", &["node", "label", "home2", "a=b"]);
     assert!(!r.ok() && r.stderr.contains("removed from the island"), "{r:?}");
+    // Nor does it keep a replicated state of its own: no writes, reads or recovery into a fork
+    // (found by QA: a removed leader recovered itself and took writes).
+    for args in [
+        &["island", "kv", "put", "fork", "1"][..],
+        &["island", "kv", "get", "x", "--stale"],
+        &["island", "recover", "--yes"],
+        &["island", "status"],
+    ] {
+        let r = island.cli("home2", args);
+        assert!(!r.ok() && r.stderr.contains("removed from the island"), "{args:?}: {r:?}");
+    }
     // It starts again normally, still saying so.
     island.daemon_mut("home2").kill9();
     island.daemon_mut("home2").start_again();

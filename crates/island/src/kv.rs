@@ -18,7 +18,7 @@ pub const MAX_VALUE: usize = 64 << 10;
 /// Why a key-value request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
-    #[error("invalid key {0:?}: use 1 to 128 of A-Z a-z 0-9 . _ -")]
+    #[error("invalid key {0:?}: use 1 to 128 of A-Z a-z 0-9 . _ - (not \".\" or \"..\")")]
     Key(String),
     #[error("the value is {0} bytes of JSON; at most {MAX_VALUE}")]
     TooLarge(usize),
@@ -26,14 +26,22 @@ pub enum KvError {
     Conflict { key: String, expected: String, current: String },
 }
 
-/// Whether `key` may name a value: `[A-Za-z0-9._-]{1,128}`.
+/// Whether `key` may name a value: `[A-Za-z0-9._-]{1,128}`, not `.` or `..` (which URLs
+/// would take as path steps).
 pub fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !key.is_empty()
+        && key.len() <= MAX_KEY
+        && key != "."
+        && key != ".."
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn path(key: &str) -> Result<String, IslandError> {
     if !valid_key(key) {
-        return Err(KvError::Key(key.to_owned()).into());
+        // Quoted in full only while short: the message is read, not the key.
+        let shown =
+            if key.len() > 140 { format!("{}… ({} bytes)", &key[..key.floor_char_boundary(64)], key.len()) } else { key.to_owned() };
+        return Err(KvError::Key(shown).into());
     }
     Ok(format!("kv/{key}"))
 }
@@ -65,6 +73,7 @@ fn outcome(key: &str, cas: Option<u64>, r: Response) -> Result<u64, IslandError>
 impl Manager {
     /// The value at `key` and its version: as of now, or (`stale`) as this member last applied it.
     pub async fn kv_get(&self, key: &str, stale: bool) -> Result<Option<Versioned>, IslandError> {
+        self.present()?;
         let p = path(key)?;
         Ok(self.consensus.read(&p, !stale).await?)
     }
@@ -72,6 +81,7 @@ impl Manager {
     /// Sets `key` to `value`, if it is at version `cas` (0: absent; none: whatever it is).
     /// Returns the new version.
     pub async fn kv_put(&self, key: &str, value: serde_json::Value, cas: Option<u64>) -> Result<u64, IslandError> {
+        self.present()?;
         let p = path(key)?;
         let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
         if size > MAX_VALUE {
@@ -83,6 +93,7 @@ impl Manager {
 
     /// Deletes `key`, if it is at version `cas` (none: whatever it is).
     pub async fn kv_delete(&self, key: &str, cas: Option<u64>) -> Result<u64, IslandError> {
+        self.present()?;
         let p = path(key)?;
         let r = self.consensus.write(Request::Delete { key: p, expect: expect(cas) }).await?;
         outcome(key, cas, r)
@@ -98,7 +109,7 @@ mod tests {
         for k in ["a", "stack.blog", "x_y-z", &"k".repeat(128)] {
             assert!(valid_key(k), "{k}");
         }
-        for k in ["", "a/b", "a b", "é", &"k".repeat(129), "../x"] {
+        for k in ["", "a/b", "a b", "é", &"k".repeat(129), "../x", ".", ".."] {
             assert!(!valid_key(k), "{k}");
         }
         assert_eq!(expect(None), Expect::Any);

@@ -17,9 +17,15 @@ use crate::model::{Change, IslandInfo, IslandState, Issued, Member, Role};
 use crate::store::{FileStore, Local, Paths, StateStore};
 use crate::transport;
 
-/// What `atoll island recover` did.
+/// What `atoll island recover` gives up.
+const RECOVERY_WARNING: &str =
+    "writes that only the lost voters had are gone; entries this host held but had not seen committed are now committed";
+
+/// What `atoll island recover` did, or (`done` false: a dry run) would do.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Recovery {
+    /// Whether it was done (false: what it would do).
+    pub done: bool,
     /// The voters the island went on without (names).
     pub lost: Vec<String>,
     /// The term and log index of the membership that made this host the only voter.
@@ -157,6 +163,7 @@ impl Manager {
             Some((s, _)) if s.version > state.version && s.island.id == state.island.id => s,
             _ => state,
         };
+        consensus.name_members(&state);
         let (stop, _) = watch::channel(false);
         let m = Arc::new(Self {
             me: local.node_id.clone(),
@@ -262,6 +269,7 @@ impl Manager {
         let Some(me) = state.members.get(&self.me).cloned() else {
             // Saved by an older version after this host was removed: nothing to run.
             self.mark_removed("the saved state does not list this host");
+            self.consensus.shutdown().await;
             return Ok(());
         };
         // A public member: one listener on every address, the mesh address getting the control
@@ -278,6 +286,7 @@ impl Manager {
         self.spawn(transport::serve_sides(listener, sides, self.stop.subscribe()));
         if self.removed() {
             tracing::warn!("this host was removed from the island: run `atoll leave`");
+            self.consensus.shutdown().await;
             return Ok(());
         }
         self.start_raft(&me).await?;
@@ -317,12 +326,48 @@ impl Manager {
         Ok(())
     }
 
+    /// [`Manager::recover_plan`] as a [`Recovery`] that was not done.
+    pub async fn recover_dry_run(&self) -> Result<Recovery, IslandError> {
+        let lost = self.recover_plan().await?;
+        Ok(Recovery { done: false, lost, term: 0, index: 0, applied: None, warning: RECOVERY_WARNING.into() })
+    }
+
     /// Goes on without the voters that are lost (`atoll island recover`): this member, a voter,
     /// becomes the only one, with what its replica holds, and Atoll grows the voters back
     /// from the members that are up. Refused while there is a leader, or while a majority of
     /// the voters answers (they will elect one). Returns what was done and the island, opened
     /// again on the recovered store.
     pub async fn recover(self: Arc<Self>) -> Result<(Recovery, Arc<Self>), IslandError> {
+        let lost = self.recover_plan().await?;
+        let metrics = self.consensus.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let me = self.consensus.id;
+        let nodes: BTreeMap<u64, openraft::BasicNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        tracing::warn!(lost = ?lost, "recovering the island without its lost voters");
+        self.shutdown().await;
+        // The mesh's watcher goes with its supervisor; Nebula keeps running and the island,
+        // opened again, adopts it.
+        drop(self.mesh.lock().await.take());
+        let path = self.paths.raft();
+        let forced = tokio::task::spawn_blocking(move || atoll_state::store::force_voters(&path, me, [me].into(), nodes))
+            .await
+            .map_err(|e| IslandError::Recover(format!("recovering: {e}")))?
+            .map_err(crate::consensus::ConsensusError::from)?;
+        let next = Self::open(self.cfg.clone()).await?.ok_or(IslandError::NotMember)?;
+        let recovery = Recovery {
+            done: true,
+            lost,
+            term: forced.term,
+            index: forced.index,
+            applied: forced.applied,
+            warning: RECOVERY_WARNING.into(),
+        };
+        Ok((recovery, next))
+    }
+
+    /// What `recover` would do (the voters it would go on without), or why it may not.
+    pub async fn recover_plan(&self) -> Result<Vec<String>, IslandError> {
+        self.present()?;
         let metrics = self.consensus.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
         let me = self.consensus.id;
@@ -356,28 +401,7 @@ impl Manager {
                 voters.len()
             )));
         }
-        let lost: Vec<String> = voters.iter().filter(|&&v| v != me).map(|&v| name(v)).collect();
-        let nodes: BTreeMap<u64, openraft::BasicNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
-        tracing::warn!(lost = ?lost, "recovering the island without its lost voters");
-        self.shutdown().await;
-        // The mesh's watcher goes with its supervisor; Nebula keeps running and the island,
-        // opened again, adopts it.
-        drop(self.mesh.lock().await.take());
-        let path = self.paths.raft();
-        let forced = tokio::task::spawn_blocking(move || atoll_state::store::force_voters(&path, me, [me].into(), nodes))
-            .await
-            .map_err(|e| IslandError::Recover(format!("recovering: {e}")))?
-            .map_err(crate::consensus::ConsensusError::from)?;
-        let next = Self::open(self.cfg.clone()).await?.ok_or(IslandError::NotMember)?;
-        let recovery = Recovery {
-            lost,
-            term: forced.term,
-            index: forced.index,
-            applied: forced.applied,
-            warning: "writes that only the lost voters had are gone; entries this host held but had not seen committed are now committed"
-                .into(),
-        };
-        Ok((recovery, next))
+        Ok(voters.iter().filter(|&&v| v != me).map(|&v| name(v)).collect())
     }
 
     /// Renews this host's certificates at two thirds of their life, retrying with backoff
@@ -537,8 +561,16 @@ impl Manager {
                 return;
             }
             let url = self.ca_url(&self.state(), crate::proto::HEARTBEAT);
-            if let Err(e) = transport::post::<_, serde_json::Value>(&self.client(), &url, &beat).await {
-                tracing::debug!(error = %e, "heartbeat");
+            match transport::post::<_, BTreeMap<String, i64>>(&self.client(), &url, &beat).await {
+                // When the CA host last heard of every member: `node ls` here as fresh as there.
+                Ok(seen) => {
+                    let mut mine = self.seen.lock().unwrap();
+                    for (id, t) in seen {
+                        let e = mine.entry(id).or_insert(t);
+                        *e = (*e).max(t);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "heartbeat"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.heartbeat) => {}

@@ -378,6 +378,12 @@ impl Manager {
         if let Err(e) = local.save(&self.paths) {
             tracing::warn!(error = %e, "saving that this host was removed");
         }
+        // Its Raft node stops: the island's members refuse it anyway (its certificates are
+        // revoked), and alone it would only campaign, or be recovered into a fork.
+        let raft = self.consensus.raft.clone();
+        tokio::spawn(async move {
+            let _ = raft.shutdown().await;
+        });
         tracing::warn!(evidence = why, "this host was removed from the island: run `atoll leave`");
     }
 
@@ -466,6 +472,7 @@ impl Manager {
         if let Err(e) = self.store.save(&next) {
             tracing::warn!(error = %e, "saving the island state");
         }
+        self.consensus.name_members(&next);
         self.state.send_replace(next);
         if let Err(e) = self.rebuild_tls() {
             tracing::warn!(error = %e, "rebuilding the control plane's TLS");
@@ -507,9 +514,15 @@ impl Manager {
         }
     }
 
-    /// The replicated state's status (`atoll island status`).
-    pub async fn consensus_status(&self) -> crate::consensus::ConsensusStatus {
-        self.consensus.status(&self.state()).await
+    /// The replicated state's status (`atoll island status`); refused on a removed host.
+    pub async fn consensus_status(&self) -> Result<crate::consensus::ConsensusStatus, IslandError> {
+        self.present()?;
+        Ok(self.consensus.status(&self.state()).await)
+    }
+
+    /// Refuses what only a member may do, once this host was removed.
+    pub(crate) fn present(&self) -> Result<(), IslandError> {
+        if self.removed() { Err(IslandError::Removed) } else { Ok(()) }
     }
 
     /// A change made by this host's operator: applied here on the CA host, forwarded to it
@@ -558,7 +571,13 @@ impl Manager {
             self.mark_removed("the island's state no longer lists this host");
             return;
         }
-        self.seen.lock().unwrap().extend(view.seen);
+        {
+            let mut mine = self.seen.lock().unwrap();
+            for (id, t) in view.seen {
+                let e = mine.entry(id).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
         if view.state.version > version && self.take_state(view.state) {
             self.on_state_changed().await;
         }

@@ -312,7 +312,9 @@ impl IslandState {
                     if self.member_by_name(n).is_some() {
                         return Err(ModelError::NameTaken(n.clone()));
                     }
-                    if self.invites.values().any(|i| i.used_by.is_none() && i.name.as_ref() == Some(n)) {
+                    // An expired invite (as of the new one's creation: `apply` has no clock of its
+                    // own) can no longer be used, so its name is free again.
+                    if self.invites.values().any(|i| i.used_by.is_none() && i.expires > invite.created && i.name.as_ref() == Some(n)) {
                         return Err(ModelError::InviteNameTaken(n.clone()));
                     }
                 }
@@ -528,21 +530,22 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn two_pending_invites_may_not_name_the_same_host() {
+    fn two_pending_invites_may_not_name_the_same_host_but_an_expired_one_frees_its_name() {
         let mut s = island();
-        let named = |id: &str| Change::CreateInvite {
+        let named = |id: &str, created: i64| Change::CreateInvite {
             invite: Invite {
                 id: id.into(),
                 secret_sha256: String::new(),
                 name: Some("home".into()),
                 public: false,
-                created: 0,
-                expires: 100,
+                created,
+                expires: created + 100,
                 used_by: None,
             },
         };
-        s.apply(&named("i1")).unwrap();
-        assert_eq!(s.apply(&named("i2")), Err(ModelError::InviteNameTaken("home".into())));
+        s.apply(&named("i1", 0)).unwrap();
+        assert_eq!(s.apply(&named("i2", 99)), Err(ModelError::InviteNameTaken("home".into())));
+        s.apply(&named("i3", 100)).unwrap();
     }
 
     #[test]

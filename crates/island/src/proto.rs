@@ -19,7 +19,8 @@ pub const RENEW: &str = "/island/v1/renew";
 pub const STATE: &str = "/island/v1/state";
 /// `POST`: [`ChangeRequest`] → the new state (mTLS; members' writes, forwarded to the CA host).
 pub const CHANGE: &str = "/island/v1/change";
-/// `POST`: [`Heartbeat`] → `204` (mTLS): the caller is alive.
+/// `POST`: [`Heartbeat`] → when the callee last heard of each member, `{node id: unix
+/// seconds}` (mTLS): the caller is alive.
 pub const HEARTBEAT: &str = "/island/v1/heartbeat";
 
 /// Raft's RPCs (mTLS, from any member): `POST` openraft's request → the callee's

@@ -325,11 +325,19 @@ async fn leaving(m: Arc<Manager>, change: Change) -> Result<Response, Refusal> {
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(stream)).into_response())
 }
 
-async fn heartbeat(State(m): M, Extension(peer): Extension<Peer>, Json(beat): Json<Heartbeat>) -> Result<StatusCode, Refusal> {
+/// A member is alive; the answer is when this host last heard of each member (itself now),
+/// so every member's `node ls` is as fresh as the heartbeats.
+async fn heartbeat(
+    State(m): M,
+    Extension(peer): Extension<Peer>,
+    Json(beat): Json<Heartbeat>,
+) -> Result<Json<std::collections::BTreeMap<String, i64>>, Refusal> {
     let caller = member(&m, &peer)?;
     m.seen.lock().unwrap().insert(caller.id.clone(), unix_now());
     if m.is_ca_host() && caller.version != beat.version {
         m.commit(&[Change::Version { id: caller.id, version: beat.version }]).await?;
     }
-    Ok(StatusCode::NO_CONTENT)
+    let mut seen = m.seen.lock().unwrap().clone();
+    seen.insert(m.id().to_owned(), unix_now());
+    Ok(Json(seen))
 }

@@ -109,6 +109,8 @@ pub struct Consensus {
     pub(crate) next: Mutex<String>,
     /// When the leader last heard from each member (its pings).
     pub(crate) last_ok: Mutex<BTreeMap<NodeId, Instant>>,
+    /// The members' names, for messages.
+    names: Mutex<BTreeMap<NodeId, String>>,
 }
 
 impl std::fmt::Debug for Consensus {
@@ -125,7 +127,20 @@ impl Consensus {
         let raft = Raft::new(id, config(cluster), MeshNetwork { client: client.clone() }, log, sm)
             .await
             .map_err(|e| ConsensusError::Start(Box::new(e)))?;
-        Ok(Self { raft, reader, id, client, next: Mutex::new(String::new()), last_ok: Mutex::new(BTreeMap::new()) })
+        Ok(Self {
+            raft,
+            reader,
+            id,
+            client,
+            next: Mutex::new(String::new()),
+            last_ok: Mutex::new(BTreeMap::new()),
+            names: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Learns the members' names (for messages) from `state`.
+    pub fn name_members(&self, state: &IslandState) {
+        *self.names.lock().unwrap() = state.members.values().map(|m| (raft_id(&m.id), m.name.clone())).collect();
     }
 
     /// Makes this member the only voter of a new Raft group, unless it already is in one.
@@ -249,8 +264,16 @@ impl Consensus {
         let left = deadline.saturating_duration_since(Instant::now());
         let waited = self.raft.wait(Some(left)).metrics(|m| m.current_leader.is_some(), "a leader").await;
         if waited.is_err() || Instant::now() >= deadline {
-            let voters: Vec<String> =
-                self.raft.metrics().borrow().membership_config.membership().voter_ids().map(|v| format!("{v:016x}")).collect();
+            let names = self.names.lock().unwrap().clone();
+            let voters: Vec<String> = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(|v| names.get(&v).cloned().unwrap_or_else(|| format!("{v:016x}")))
+                .collect();
             return Err(ConsensusError::NoLeader { voters: voters.join(", ") });
         }
         // A new leader refuses writes until it has committed its first entry.
