@@ -485,8 +485,27 @@ impl Manager {
         let mut metrics = self.consensus.raft.metrics();
         let mut stop = self.stop.subscribe();
         let mut applied = None;
+        let mut leader = None;
         loop {
-            let now = metrics.borrow_and_update().last_applied;
+            let (now, now_leader, term) = {
+                let m = metrics.borrow_and_update();
+                (m.last_applied, m.current_leader, m.current_term)
+            };
+            if now_leader != leader {
+                leader = now_leader;
+                let state = self.state();
+                let name = now_leader.map(|l| {
+                    state
+                        .members
+                        .values()
+                        .find(|m| crate::consensus::raft_id(&m.id) == l)
+                        .map_or_else(|| format!("{l:016x}"), |m| m.name.clone())
+                });
+                match name {
+                    Some(n) => tracing::info!(leader = %n, term, "the island's Raft leader"),
+                    None => tracing::info!(term, "the island has no Raft leader (an election)"),
+                }
+            }
             if now != applied {
                 applied = now;
                 match self.consensus.island() {

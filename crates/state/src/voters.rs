@@ -27,6 +27,9 @@ pub struct Candidate {
     pub silent: Duration,
     /// Its log is caught up with the leader's (a learner must be before it is promoted).
     pub caught_up: bool,
+    /// It is the leader (which plans): it stays a voter while it is one (openraft's leader
+    /// would otherwise go on leading as a learner).
+    pub leading: bool,
 }
 
 /// The policy's knobs.
@@ -83,8 +86,9 @@ pub fn plan(voters: &BTreeSet<NodeId>, members: &[Candidate], policy: Policy) ->
     }
     // Suitable: up and caught up (voters are caught up by definition while they vote).
     let mut suitable: Vec<&Candidate> = members.iter().filter(|c| up(c) && (c.caught_up || voters.contains(&c.id))).collect();
-    // Sitting voters first (no churn), then public, then the longest-lived, then by id.
-    suitable.sort_by_key(|c| (!voters.contains(&c.id), !c.public, std::cmp::Reverse(c.age), c.id));
+    // The leader if it votes, then sitting voters (no churn), then public, then the
+    // longest-lived, then by id.
+    suitable.sort_by_key(|c| (!(c.leading && voters.contains(&c.id)), !voters.contains(&c.id), !c.public, std::cmp::Reverse(c.age), c.id));
     let want = target_count(suitable.len(), policy.max_voters);
     let next: BTreeSet<NodeId> = suitable.iter().take(want).map(|c| c.id).collect();
     if next == *voters || next.is_empty() {
@@ -102,7 +106,7 @@ mod tests {
     use super::*;
 
     fn c(id: NodeId, public: bool, age_h: u64) -> Candidate {
-        Candidate { id, public, age: Duration::from_secs(age_h * 3600), silent: Duration::ZERO, caught_up: true }
+        Candidate { id, public, age: Duration::from_secs(age_h * 3600), silent: Duration::ZERO, caught_up: true, leading: false }
     }
     fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
         ids.iter().copied().collect()
@@ -146,6 +150,17 @@ mod tests {
         assert_eq!(plan(&set(&[1, 2, 3]), &[c(1, true, 9), c(2, true, 9), blip, c(4, false, 1)], Policy::default()), Step::Keep);
     }
 
+    /// Found by QA: with four voters and room for three, the youngest (the leader) was
+    /// dropped, and openraft's leader went on leading as a learner.
+    #[test]
+    fn the_leader_is_never_the_voter_dropped() {
+        let mut leader = c(4, false, 1);
+        leader.leading = true;
+        let members = [c(1, true, 9), c(2, true, 9), c(3, false, 5), leader];
+        let Step::Change { voters, .. } = plan(&set(&[1, 2, 3, 4]), &members, Policy::default()) else { panic!() };
+        assert_eq!(voters, set(&[1, 2, 4]));
+    }
+
     #[test]
     fn losing_the_majority_asks_the_operator() {
         let mut a = c(2, true, 9);
@@ -171,6 +186,7 @@ mod tests {
                     age: Duration::from_secs(age * 60),
                     silent: Duration::from_secs(silent),
                     caught_up,
+                    leading: i == 0,
                 })
                 .collect();
             (proptest::sample::subsequence((0..n as NodeId).collect::<Vec<_>>(), 1..=n.min(5)), Just(members))

@@ -296,6 +296,11 @@ impl Consensus {
     }
 }
 
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -386,8 +391,8 @@ impl Consensus {
         ConsensusStatus {
             leader: leader.map(name),
             term: metrics.current_term,
-            voters: voters.iter().map(|&v| name(v)).collect(),
-            learners: learners.iter().map(|&v| name(v)).collect(),
+            voters: sorted(voters.iter().map(|&v| name(v)).collect()),
+            learners: sorted(learners.iter().map(|&v| name(v)).collect()),
             this: name(self.id),
             role: role.into(),
             last_log_index: last,
@@ -397,7 +402,7 @@ impl Consensus {
             members,
             next: if leading && leader.is_none() {
                 format!(
-                    "nothing: no majority of the voters has answered this leader for {} s; start them again, or if they are gone for good, `atoll island recover` here",
+                    "waiting: no majority of the voters has answered this leader for {} s; start them again, or if they are gone for good, `atoll island recover` here",
                     metrics.millis_since_quorum_ack.unwrap_or(0) / 1000
                 )
             } else if leading {

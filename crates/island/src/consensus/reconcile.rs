@@ -22,6 +22,8 @@ use crate::proto;
 const EVERY: Duration = Duration::from_secs(1);
 /// A learner this close to the leader's last index is caught up (may be promoted).
 const CAUGHT_UP: u64 = 16;
+/// A voter unheard of for longer is mentioned as silent in the plan.
+const QUIET: Duration = Duration::from_secs(3);
 /// How long a ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -105,12 +107,28 @@ impl Manager {
                 age: Duration::from_secs((unix_now() - m.joined).max(0) as u64),
                 silent: if id == c.id { Duration::ZERO } else { now - heard.get(&id).copied().unwrap_or(leading_since) },
                 caught_up: id == c.id || replication.get(&id).copied().flatten().is_some_and(|l| l.index + CAUGHT_UP >= last),
+                leading: id == c.id,
             })
             .collect();
         let policy = Policy { max_voters: 5, down_after: self.cfg.replace_voter_after };
         let names = |ids: &BTreeSet<NodeId>| names(&state, ids);
         match plan(&voters, &candidates, policy) {
-            Step::Keep => say(format!("nothing: {} voter(s) ({}) of {} member(s)", voters.len(), names(&voters), members.len())),
+            Step::Keep => {
+                let silent: Vec<String> = candidates
+                    .iter()
+                    .filter(|m| voters.contains(&m.id) && m.silent > QUIET)
+                    .map(|m| format!("{} (silent {} s)", names(&BTreeSet::from([m.id])), m.silent.as_secs()))
+                    .collect();
+                if silent.is_empty() {
+                    say(format!("nothing: {} voter(s) ({}) of {} member(s)", voters.len(), names(&voters), members.len()));
+                } else {
+                    say(format!(
+                        "waiting for {}: a voter silent for {} s is replaced by a member that is up, if a majority remains",
+                        silent.join(", "),
+                        policy.down_after.as_secs()
+                    ));
+                }
+            }
             Step::Change { voters: next, .. } => {
                 let why = format!("making {} the voters (were {})", names(&next), names(&voters));
                 say(why.clone());
