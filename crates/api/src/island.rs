@@ -191,6 +191,54 @@ pub async fn leave(State(s): St) -> ApiResult<Json<LeaveResponse>> {
     Ok(Json(LeaveResponse { warning }))
 }
 
+/// `atoll island backup`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupRequest {
+    /// What the backup is sealed with: at least 12 characters.
+    #[schema(min_length = 12)]
+    pub passphrase: String,
+}
+
+/// Largest backup taken by a restore.
+const MAX_BACKUP: usize = 256 << 20;
+
+/// A sealed backup of the island (on the CA host): every document of the replicated state,
+/// consistent as of the request, and the CA keys, encrypted with the passphrase
+/// (ChaCha20-Poly1305, key by PBKDF2-HMAC-SHA256).
+#[utoipa::path(post, path = "/v1/island/backup", tag = "island", request_body = BackupRequest,
+    responses((status = 200, description = "The sealed backup", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn backup(State(s): St, body: Result<Json<BackupRequest>, JsonRejection>) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
+    let Json(req) = body?;
+    let data = s.island.get().await?.backup(&req.passphrase).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+/// Rebuilds the island from a sealed backup on this host (in no island): it becomes the CA
+/// host and the only member and voter, with every document of the backup; the other members
+/// join again with new invites. The body is the passphrase, a newline, then the backup.
+#[utoipa::path(post, path = "/v1/island/restore", tag = "island",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The passphrase, a newline, then the sealed backup"),
+    responses((status = 201, body = IslandStatus), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn restore(State(s): St, body: axum::body::Body) -> ApiResult<(StatusCode, Json<IslandStatus>)> {
+    let data = axum::body::to_bytes(body, MAX_BACKUP)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, &std::io::Error::other(format!("the backup: {e} (at most 256 MiB)"))))?;
+    let nl =
+        data.iter().position(|&b| b == b'\n').ok_or_else(|| ApiError::bad_request("send the passphrase, a newline, then the backup"))?;
+    let passphrase = std::str::from_utf8(&data[..nl]).map_err(|_| ApiError::bad_request("the passphrase is not UTF-8"))?.to_owned();
+    let cfg = s.island.config()?;
+    let mut slot = s.island.manager.write().await;
+    if let Some(m) = slot.as_ref() {
+        return Err(IslandError::AlreadyMember(m.state().island.name).into());
+    }
+    let m = Manager::restore(cfg, &data[nl + 1..], &passphrase, &container_networks(&s).await).await?;
+    let status = m.status().await;
+    *slot = Some(m);
+    Ok((StatusCode::CREATED, Json(status)))
+}
+
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RecoverQuery {

@@ -207,6 +207,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::island::status))
         .routes(routes!(crate::island::raft))
         .routes(routes!(crate::island::recover))
+        .routes(routes!(crate::island::backup))
+        .routes(routes!(crate::island::restore))
         .routes(routes!(crate::island::kv_get, crate::island::kv_put, crate::island::kv_delete))
         .routes(routes!(crate::island::create_invite, crate::island::list_invites))
         .routes(routes!(crate::island::delete_invite))

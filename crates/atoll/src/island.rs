@@ -116,6 +116,23 @@ pub enum IslandCommand {
     /// The island's key-value store (replicated; reads are linearizable unless --stale).
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Write a sealed backup of the island (on the CA host): the replicated state and the CA
+    /// keys, encrypted with a passphrase read from stdin.
+    Backup {
+        file: std::path::PathBuf,
+        /// Read the passphrase (at least 12 characters) from stdin, as `docker login
+        /// --password-stdin` does.
+        #[arg(long, required = true)]
+        passphrase_stdin: bool,
+    },
+    /// Rebuild the island from a backup on this host (in no island): it becomes the CA host
+    /// and only member; the others join again with new invites.
+    Restore {
+        file: std::path::PathBuf,
+        /// Read the backup's passphrase from stdin.
+        #[arg(long, required = true)]
+        passphrase_stdin: bool,
+    },
     /// Go on without voters that are gone for good: this host (a voter that is up) becomes
     /// the only voter with what it holds; writes only the lost voters had are lost.
     Recover {
@@ -169,6 +186,27 @@ pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitC
                 print!("{}", consensus_text(&s));
             }
         }
+        IslandCommand::Backup { file, .. } => {
+            let passphrase = passphrase_from_stdin()?;
+            let data = client.call(Method::POST, "/v1/island/backup", Some(&atoll_api::island::BackupRequest { passphrase })).await?;
+            atoll_util::atomic_write(&file, &data, 0o600).with_context(|| format!("writing {}", file.display()))?;
+            println!("Wrote {} ({} bytes): the island's state and CA keys, sealed with the passphrase.", file.display(), data.len());
+        }
+        IslandCommand::Restore { file, .. } => {
+            let passphrase = passphrase_from_stdin()?;
+            let sealed = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut body = passphrase.into_bytes();
+            body.push(b'\n');
+            body.extend_from_slice(&sealed);
+            let resp =
+                client.send_ok(Method::POST, "/v1/island/restore", Some("application/octet-stream"), atoll_api::client::full(body)).await?;
+            let bytes = http_body_util::BodyExt::collect(resp.into_body()).await?.to_bytes();
+            let s: IslandStatus = serde_json::from_slice(&bytes)?;
+            println!(
+                "Restored island {} ({}); this host is {} at {}, its only member. Invite the others again with `atoll invite`.",
+                s.name, s.id, s.this.name, s.this.mesh_ip
+            );
+        }
         IslandCommand::Recover { yes } => {
             if !yes {
                 // The same checks as the real thing: a refusal says why.
@@ -214,6 +252,15 @@ pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first line of stdin, without its newline.
+fn passphrase_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the passphrase from stdin")?;
+    let p = line.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!p.is_empty(), "no passphrase on stdin: pipe it in, e.g. `atoll island backup FILE --passphrase-stdin < passfile`");
+    Ok(p)
 }
 
 /// `island status`: a summary, then one row per Raft member.

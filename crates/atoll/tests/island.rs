@@ -545,3 +545,69 @@ fn losing_two_of_three_voters_stops_writes_with_advice_and_recover_goes_on() {
     assert!(!r.ok() && r.stderr.contains("has a leader"), "{}", r.stderr);
     no_panics(&island, &["vps1", "vps2", "home1", "home2"]);
 }
+
+/// `atoll ARGS` on `host` with `input` on stdin.
+fn with_stdin(island: &Island, host: &str, args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .env("ATOLL_SOCKET", &island.daemon(host).socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_sealed_backup_rebuilds_the_island_after_every_host_is_wiped() {
+    let mut island = four(&[]);
+    island.ok("vps2", &["island", "kv", "put", "config", r#"{"x":1}"#]);
+    let file = island.dir().join("friends.backup");
+    let f = file.to_str().unwrap();
+    let pass = "correct horse battery staple\n";
+    // Only the CA host holds the CA keys; a short passphrase is refused.
+    let (ok, _, err) = with_stdin(&island, "vps2", &["island", "backup", f, "--passphrase-stdin"], pass);
+    assert!(!ok && err.contains("CA keys are on vps1"), "{err}");
+    let (ok, _, err) = with_stdin(&island, "vps1", &["island", "backup", f, "--passphrase-stdin"], "short\n");
+    assert!(!ok && err.contains("at least 12"), "{err}");
+    let (ok, out, err) = with_stdin(&island, "vps1", &["island", "backup", f, "--passphrase-stdin"], pass);
+    assert!(ok, "{err}");
+    assert!(out.contains("sealed"), "{out}");
+    let sealed = std::fs::read(&file).unwrap();
+    assert!(!sealed.windows(10).any(|w| w == b"BEGIN EC P"), "no key in clear");
+
+    // Every host is wiped: daemons killed, Nebula killed, island directories gone.
+    for h in ["vps1", "vps2", "home1", "home2"] {
+        let pid = nebula_pid(&island, h);
+        island.daemon_mut(h).kill9();
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), rustix::process::Signal::KILL);
+        }
+        std::fs::remove_dir_all(island.daemon(h).data_dir.join("island")).unwrap();
+        island.daemon_mut(h).start_again();
+        wait_for(30, &format!("{h}'s daemon to answer"), || island.cli(h, &["info"]).ok());
+    }
+    // A wrong passphrase is refused and leaves nothing.
+    let (ok, _, err) = with_stdin(&island, "vps1", &["island", "restore", f, "--passphrase-stdin"], "correct horse battery stapler\n");
+    assert!(!ok && err.contains("passphrase is wrong"), "{err}");
+    assert!(!island.daemon("vps1").data_dir.join("island").exists(), "a refused restore leaves nothing");
+    let (ok, out, err) = with_stdin(&island, "vps1", &["island", "restore", f, "--passphrase-stdin"], pass);
+    assert!(ok, "{err}");
+    assert!(out.contains("Restored island friends"), "{out}");
+    // The island is back with its state: one member and voter, the documents kept.
+    assert_eq!(nodes(&island, "vps1").len(), 1);
+    assert_eq!(island.ok("vps1", &["island", "kv", "get", "config"]).trim(), r#"{"x":1}"#);
+    wait_for(30, "vps1 to lead", || raft(&island, "vps1")["leader"] == "vps1");
+    // The others join again with new invites, under their old names, and see the same state.
+    let code = invite(&island, "vps1", &["--public", "--name", "vps2"]);
+    let vps2 = island.host("vps2").addr.to_string();
+    island.ok("vps2", &["join", "--public", &vps2, &code]);
+    wait_for(30, "vps2 to hold the restored state", || {
+        island.cli("vps2", &["island", "kv", "get", "config", "--stale"]).stdout.trim() == r#"{"x":1}"#
+    });
+    no_panics(&island, &["vps1", "vps2"]);
+}

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod backup;
 pub mod consensus;
 pub mod invite;
 pub mod ipam;

@@ -652,7 +652,7 @@ pub(crate) fn authority(cfg: &Config, paths: &Paths, island: &IslandInfo) -> Res
 
 /// The CA host signs its own generation `gen` (init).
 #[allow(clippy::too_many_arguments)]
-async fn issue_own(
+pub(crate) async fn issue_own(
     authority: &Authority,
     paths: &Paths,
     gen_no: u64,

@@ -105,6 +105,10 @@ pub enum IslandError {
     Kv(#[from] crate::kv::KvError),
     #[error("{0}")]
     Recover(String),
+    #[error("the island's CA keys are on {0}: run this there")]
+    NotCaHost(String),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     #[error(
         "cannot reach the CA host {name} ({addr}), which makes every change to the island: check that its daemon runs and the mesh reaches it (`atoll node ls`), then try again"
     )]
@@ -161,7 +165,8 @@ impl IslandError {
             Self::CaUnreachable { .. } => K::Upstream,
             Self::Kv(crate::kv::KvError::Conflict { .. }) => K::Conflict,
             Self::Kv(_) => K::Invalid,
-            Self::Recover(_) => K::Conflict,
+            Self::Recover(_) | Self::NotCaHost(_) => K::Conflict,
+            Self::Backup(_) => K::Invalid,
             Self::Consensus(
                 crate::consensus::ConsensusError::NoLeader { .. }
                 | crate::consensus::ConsensusError::NoQuorum
