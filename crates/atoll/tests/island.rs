@@ -611,3 +611,42 @@ fn a_sealed_backup_rebuilds_the_island_after_every_host_is_wiped() {
     });
     no_panics(&island, &["vps1", "vps2"]);
 }
+
+#[test]
+fn a_damaged_raft_store_is_moved_aside_and_the_member_resyncs_before_it_votes_again() {
+    let mut island = four(&[]);
+    wait_for(60, "three voters", || raft(&island, "vps1")["voters"].as_array().unwrap().len() == 3);
+    island.ok("vps1", &["island", "kv", "put", "before", "1"]);
+    let s = raft(&island, "vps1");
+    let leader = s["leader"].as_str().unwrap().to_owned();
+    let victim = names(&s["voters"]).into_iter().find(|v| *v != leader).unwrap();
+    island.daemon_mut(&victim).kill9();
+    let dir = island.daemon(&victim).data_dir.join("island");
+    std::fs::write(dir.join("state.redb"), vec![0x5a; 64 * 1024]).unwrap();
+    // The other two voters go on meanwhile.
+    island.ok("vps1", &["island", "kv", "put", "during", "2"]);
+    island.daemon_mut(&victim).start_again();
+    wait_for(30, &format!("{victim}'s daemon to answer"), || island.cli(&victim, &["info"]).ok());
+    // Moved aside, never served; the member re-syncs from the others.
+    let aside = std::fs::read_dir(&dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("state.redb.damaged-"));
+    assert!(aside, "the damaged store is kept aside");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while island.cli(&victim, &["island", "kv", "get", "during", "--stale"]).stdout.trim() != "2" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{victim} did not re-sync: {}\nits status: {}\nthe leader's: {}\nits log:\n{}\nthe leader's log:\n{}",
+            island.cli(&victim, &["island", "kv", "get", "during", "--stale"]).stderr,
+            island.cli(&victim, &["island", "status", "--json"]).stdout,
+            island.cli(&leader, &["island", "status", "--json"]).stdout,
+            std::fs::read_to_string(&island.daemon(&victim).log).unwrap(),
+            std::fs::read_to_string(&island.daemon(&leader).log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(island.ok(&victim, &["island", "kv", "get", "before", "--stale"]).trim(), "1");
+    // It votes again once caught up.
+    wait_for(30, "the re-sync to end", || raft(&island, &victim)["role"] == "follower");
+    let log = std::fs::read_to_string(&island.daemon(&victim).log).unwrap();
+    assert!(log.contains("Raft store is damaged") && log.contains("votes again"), "{log}");
+    no_panics(&island, &["vps1", "vps2", "home1", "home2"]);
+}

@@ -37,6 +37,10 @@ pub struct Recovery {
     pub warning: String,
 }
 
+/// How long a re-synced member waits, caught up, before it votes again: twice the longest
+/// election timeout.
+const RESYNC_QUIET: Duration = Duration::from_secs(6);
+
 /// `atoll init`'s options.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -155,9 +159,7 @@ impl Manager {
         let placeholder = || Arc::new(RwLock::new(Arc::new(placeholder_server())));
         let client = transport::client(rustls_client_placeholder(), Duration::from_secs(10))?;
         let shared = Arc::new(RwLock::new(client.clone()));
-        let consensus =
-            crate::consensus::Consensus::open(&paths.raft(), crate::consensus::raft_id(&local.node_id), &state.island.id, shared.clone())
-                .await?;
+        let consensus = open_consensus(&paths, crate::consensus::raft_id(&local.node_id), &state.island.id, shared.clone()).await?;
         // The replicated state, if this member has it and it is newer than the last one it saw.
         let state = match consensus.island()? {
             Some((s, _)) if s.version > state.version && s.island.id == state.island.id => s,
@@ -292,6 +294,10 @@ impl Manager {
         self.start_raft(&me).await?;
         let m = self.clone();
         self.spawn(async move { m.follow_raft().await });
+        if self.consensus.resyncing() {
+            let m = self.clone();
+            self.spawn(async move { m.finish_resync().await });
+        }
         let m = self.clone();
         self.spawn(async move { m.reconcile_loop().await });
         let m = self.clone();
@@ -402,6 +408,33 @@ impl Manager {
             )));
         }
         Ok(voters.iter().filter(|&&v| v != me).map(|&v| name(v)).collect())
+    }
+
+    /// Ends a re-sync once this member has a leader, has applied everything it holds, and a
+    /// few election timeouts have passed since (any election it voted in before its store was
+    /// damaged is over): it votes and campaigns again.
+    async fn finish_resync(self: Arc<Self>) {
+        let mut metrics = self.consensus.raft.metrics();
+        let mut caught_up_since: Option<std::time::Instant> = None;
+        loop {
+            let ready = {
+                let m = metrics.borrow_and_update();
+                m.current_leader.is_some_and(|l| l != self.consensus.id)
+                    && m.last_applied.is_some()
+                    && m.last_applied.map(|l| l.index) == m.last_log_index
+            };
+            caught_up_since = if ready { caught_up_since.or(Some(std::time::Instant::now())) } else { None };
+            if caught_up_since.is_some_and(|t| t.elapsed() >= RESYNC_QUIET) {
+                self.consensus.end_resync();
+                let _ = std::fs::remove_file(self.paths.root.join("resync"));
+                tracing::info!("re-synced after a damaged Raft store: this member votes again");
+                return;
+            }
+            tokio::select! {
+                _ = metrics.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
     }
 
     /// Renews this host's certificates at two thirds of their life, retrying with backoff
@@ -613,6 +646,40 @@ impl Manager {
         std::fs::remove_dir_all(&self.paths.root).map_err(io(&self.paths.root))?;
         Ok(warning)
     }
+}
+
+/// Opens this member's Raft node. A store that cannot be opened (damaged, truncated, not a
+/// store) is moved aside (`state.redb.damaged-<unix time>`), never served: the member starts
+/// again from an empty store and re-syncs from the others, and until it has caught up (and a
+/// few election timeouts have passed) it neither campaigns nor votes, since the votes it cast
+/// were in the lost file (`<island>/resync` says so across restarts).
+async fn open_consensus(
+    paths: &Paths,
+    id: u64,
+    cluster: &str,
+    client: crate::consensus::SharedClient,
+) -> Result<crate::consensus::Consensus, IslandError> {
+    let path = paths.raft();
+    let marker = paths.root.join("resync");
+    let c = match crate::consensus::Consensus::open(&path, id, cluster, client.clone()).await {
+        Ok(c) => c,
+        Err(crate::consensus::ConsensusError::Store(e)) if path.exists() => {
+            let aside = path.with_extension(format!("redb.damaged-{}", unix_now()));
+            tracing::error!(
+                error = %crate::proto::Problem::from_error(&e),
+                moved_to = %aside.display(),
+                "this member's Raft store is damaged: moved aside; re-syncing from the other members, not voting until caught up"
+            );
+            std::fs::rename(&path, &aside).map_err(io(&path))?;
+            write_secret(&marker, b"re-syncing after a damaged Raft store: no votes until caught up\n")?;
+            crate::consensus::Consensus::open(&path, id, cluster, client).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if marker.exists() {
+        c.start_resync();
+    }
+    Ok(c)
 }
 
 /// Whether the CA host's answer means this host is no longer a member: it refused it as a

@@ -120,6 +120,9 @@ async fn raft_vote(
     Json(rpc): Json<openraft::raft::VoteRequest<atoll_state::NodeId>>,
 ) -> Result<RaftAnswer<openraft::raft::VoteResponse<atoll_state::NodeId>>, Refusal> {
     certified(&peer)?;
+    if m.consensus.resyncing() {
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "re-syncing after a damaged Raft store: not voting until caught up"));
+    }
     Ok(Json(m.consensus.raft.vote(rpc).await))
 }
 

@@ -111,6 +111,8 @@ pub struct Consensus {
     pub(crate) last_ok: Mutex<BTreeMap<NodeId, Instant>>,
     /// The members' names, for messages.
     names: Mutex<BTreeMap<NodeId, String>>,
+    /// Re-syncing after a damaged store: no votes, no candidacy.
+    resyncing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Consensus {
@@ -135,7 +137,25 @@ impl Consensus {
             next: Mutex::new(String::new()),
             last_ok: Mutex::new(BTreeMap::new()),
             names: Mutex::new(BTreeMap::new()),
+            resyncing: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Stops voting and campaigning: the votes this member cast were lost with its store.
+    pub fn start_resync(&self) {
+        self.resyncing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.raft.runtime_config().elect(false);
+    }
+
+    /// Votes and campaigns again.
+    pub fn end_resync(&self) {
+        self.raft.runtime_config().elect(true);
+        self.resyncing.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this member is re-syncing after a damaged store (and does not vote).
+    pub fn resyncing(&self) -> bool {
+        self.resyncing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Learns the members' names (for messages) from `state`.
@@ -319,7 +339,8 @@ pub struct ConsensusStatus {
     /// Members' names.
     pub voters: Vec<String>,
     pub learners: Vec<String>,
-    /// This member: its name and Raft role (`leader`, `follower`, `learner`, `candidate`).
+    /// This member: its name and Raft role (`leader`, `follower`, `learner`, `candidate`, or
+    /// `re-syncing` after its store was found damaged: it does not vote until caught up).
     pub this: String,
     pub role: String,
     /// This member's log: the last index, the last applied, the last snapshot.
@@ -381,6 +402,7 @@ impl Consensus {
             })
             .collect();
         let role = match metrics.state {
+            _ if self.resyncing() => "re-syncing",
             ServerState::Leader => "leader",
             ServerState::Follower if voters.contains(&self.id) => "follower",
             ServerState::Follower | ServerState::Learner => "learner",
