@@ -377,16 +377,12 @@ impl Manager {
         let metrics = self.consensus.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
         let me = self.consensus.id;
-        let state = self.state();
-        let name = |id: u64| {
-            state.members.values().find(|m| crate::consensus::raft_id(&m.id) == id).map_or_else(|| format!("{id:016x}"), |m| m.name.clone())
-        };
+        let name = |id: u64| self.consensus.name(id);
         let voters: Vec<u64> = membership.voter_ids().collect();
         if !voters.contains(&me) {
-            let list: Vec<String> = voters.iter().map(|&v| name(v)).collect();
             return Err(IslandError::Recover(format!(
                 "this host does not vote: run `atoll island recover` on a voter that is up ({})",
-                list.join(", ")
+                self.consensus.names_of(&voters)
             )));
         }
         if let Some(l) = self.consensus.leader() {
@@ -396,8 +392,7 @@ impl Manager {
         let mut up = 1;
         for &v in voters.iter().filter(|&&v| v != me) {
             let Some(node) = membership.get_node(&v) else { continue };
-            let url = format!("https://{}{}", node.addr, crate::proto::PING);
-            if client.get(&url).timeout(Duration::from_secs(2)).send().await.is_ok_and(|r| r.status().is_success()) {
+            if crate::consensus::reconcile::answers(&client, &node.addr).await {
                 up += 1;
             }
         }

@@ -498,15 +498,7 @@ impl Manager {
             };
             if now_leader != leader {
                 leader = now_leader;
-                let state = self.state();
-                let name = now_leader.map(|l| {
-                    state
-                        .members
-                        .values()
-                        .find(|m| crate::consensus::raft_id(&m.id) == l)
-                        .map_or_else(|| format!("{l:016x}"), |m| m.name.clone())
-                });
-                match name {
+                match now_leader.map(|l| self.consensus.name(l)) {
                     Some(n) => tracing::info!(leader = %n, term, "the island's Raft leader"),
                     None => tracing::info!(term, "the island has no Raft leader (an election)"),
                 }
@@ -541,7 +533,7 @@ impl Manager {
     /// The replicated state's status (`atoll island status`); refused on a removed host.
     pub async fn consensus_status(&self) -> Result<crate::consensus::ConsensusStatus, IslandError> {
         self.present()?;
-        Ok(self.consensus.status(&self.state()).await)
+        Ok(self.consensus.status().await)
     }
 
     /// Refuses what only a member may do, once this host was removed.

@@ -170,7 +170,7 @@ async fn raft_read(
 
 async fn raft_status(State(m): M, Extension(peer): Extension<Peer>) -> Result<Json<crate::ConsensusStatus>, Refusal> {
     certified(&peer)?;
-    Ok(Json(m.consensus.local_status(&m.state())))
+    Ok(Json(m.consensus.local_status()))
 }
 
 async fn ping(Extension(peer): Extension<Peer>) -> Result<StatusCode, Refusal> {

@@ -15,14 +15,5 @@ async fn one(seed: u64) -> common::Run {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn seeds_keep_the_invariants_and_replay_exactly() {
-    let first = common::seed();
-    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
-    for seed in first..first.saturating_add(seeds) {
-        one(seed).await;
-    }
-    // The first seed again: the very same history, operation for operation.
-    let a = one(first).await;
-    let b = one(first).await;
-    assert_eq!(a.faults, b.faults, "SEED={first}: the nemesis replays");
-    assert_eq!(a.history, b.history, "SEED={first}: the history replays");
+    common::replay_seeds(8, one).await;
 }

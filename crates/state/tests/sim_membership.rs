@@ -93,12 +93,7 @@ async fn nemesis(c: Arc<common::Cluster>, seed: u64, rounds: usize, log: Arc<Mut
     }
 }
 
-struct Outcome {
-    history: Vec<atoll_lincheck::Operation<atoll_lincheck::kv::Input, atoll_lincheck::kv::Output>>,
-    faults: Vec<String>,
-}
-
-async fn one(seed: u64) -> Outcome {
+async fn one(seed: u64) -> common::Run {
     let c = common::Cluster::start(1, MEMBERS - 1, true).await;
     let rec = common::Recorder::new();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -106,7 +101,6 @@ async fn one(seed: u64) -> Outcome {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let rec_task = tokio::spawn(reconciler(c.clone(), stop.clone(), seen.clone()));
     // Let the voters grow first: the faults then hit a replicated group.
-    c.router.heal();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let chaos = tokio::spawn(nemesis(c.clone(), seed, 6, log.clone()));
     let clients: Vec<_> = (0..3).map(|i| tokio::spawn(common::client(c.clone(), rec.clone(), i, seed.wrapping_add(i), 30))).collect();
@@ -140,39 +134,12 @@ async fn one(seed: u64) -> Outcome {
     assert!(sizes.contains(&1) && sizes.contains(&3) && sizes.contains(&5), "SEED={seed}: voter set sizes {sizes:?}");
     let distinct: BTreeSet<&BTreeSet<NodeId>> = seen.iter().collect();
     eprintln!("SEED={seed}: {} voter sets; faults: {:?}", distinct.len(), log.lock().unwrap());
-    for key in ["k0", "k1", "k2"] {
-        let call = rec.now();
-        let r = c.read(0, key).await;
-        rec.record(
-            99,
-            call,
-            atoll_lincheck::kv::Input::Read { key: key.into() },
-            r.map(|value| atoll_lincheck::kv::Output::Read { value }),
-        );
-    }
-    let keyspaces = c.converged().await;
-    let run = common::Run {
-        history: rec.ops.lock().unwrap().clone(),
-        faults: log.lock().unwrap().clone(),
-        leaders: c.leaders.lock().unwrap().clone(),
-        keyspaces,
-    };
+    let run = common::finish(&c, &rec, &log, seed).await;
     common::check(seed, &run);
-    for id in 0..MEMBERS {
-        c.kill(id).await;
-    }
-    Outcome { history: run.history, faults: run.faults }
+    run
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn voters_grow_and_are_replaced_under_faults_keeping_the_invariants_and_replaying_exactly() {
-    let first = common::seed();
-    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
-    for seed in first..first.saturating_add(seeds) {
-        one(seed).await;
-    }
-    let a = one(first).await;
-    let b = one(first).await;
-    assert_eq!(a.faults, b.faults, "SEED={first}: the nemesis replays");
-    assert_eq!(a.history, b.history, "SEED={first}: the history replays");
+    common::replay_seeds(4, one).await;
 }

@@ -163,6 +163,17 @@ impl Consensus {
         *self.names.lock().unwrap() = state.members.values().map(|m| (raft_id(&m.id), m.name.clone())).collect();
     }
 
+    /// Member `id`'s name, or its ID in hex for one this member does not know.
+    pub fn name(&self, id: NodeId) -> String {
+        self.names.lock().unwrap().get(&id).cloned().unwrap_or_else(|| format!("{id:016x}"))
+    }
+
+    /// The names of `ids`, comma-separated (`none` for no one).
+    pub fn names_of<'a>(&self, ids: impl IntoIterator<Item = &'a NodeId>) -> String {
+        let v: Vec<String> = ids.into_iter().map(|&id| self.name(id)).collect();
+        if v.is_empty() { "none".into() } else { v.join(", ") }
+    }
+
     /// Makes this member the only voter of a new Raft group, unless it already is in one.
     /// Returns whether it did.
     pub async fn bootstrap(&self, me: BasicNode) -> Result<bool, ConsensusError> {
@@ -284,17 +295,8 @@ impl Consensus {
         let left = deadline.saturating_duration_since(Instant::now());
         let waited = self.raft.wait(Some(left)).metrics(|m| m.current_leader.is_some(), "a leader").await;
         if waited.is_err() || Instant::now() >= deadline {
-            let names = self.names.lock().unwrap().clone();
-            let voters: Vec<String> = self
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .map(|v| names.get(&v).cloned().unwrap_or_else(|| format!("{v:016x}")))
-                .collect();
-            return Err(ConsensusError::NoLeader { voters: voters.join(", ") });
+            let voters: Vec<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+            return Err(ConsensusError::NoLeader { voters: self.names_of(&voters) });
         }
         // A new leader refuses writes until it has committed its first entry.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -371,10 +373,9 @@ pub struct ConsensusMember {
 
 impl Consensus {
     /// The status as this member knows it; on the leader, with every member's replication.
-    pub fn local_status(&self, state: &IslandState) -> ConsensusStatus {
+    pub fn local_status(&self) -> ConsensusStatus {
         let metrics = self.raft.metrics().borrow().clone();
-        let names: BTreeMap<NodeId, String> = state.members.values().map(|m| (raft_id(&m.id), m.name.clone())).collect();
-        let name = |id: NodeId| names.get(&id).cloned().unwrap_or_else(|| format!("{id:016x}"));
+        let name = |id: NodeId| self.name(id);
         let membership = metrics.membership_config.membership().clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let learners: Vec<NodeId> = membership.learner_ids().collect();
@@ -438,8 +439,8 @@ impl Consensus {
     }
 
     /// The status, the leader's view of the members merged in (asked of it over the mesh).
-    pub async fn status(&self, state: &IslandState) -> ConsensusStatus {
-        let mut mine = self.local_status(state);
+    pub async fn status(&self) -> ConsensusStatus {
+        let mut mine = self.local_status();
         let metrics = self.raft.metrics().borrow().clone();
         let Some(leader) = metrics.current_leader.filter(|&l| l != self.id) else { return mine };
         let Some(node) = metrics.membership_config.membership().get_node(&leader).cloned() else { return mine };

@@ -27,6 +27,12 @@ const QUIET: Duration = Duration::from_secs(3);
 /// How long a ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Whether the member at `addr` (its control plane, `IP:PORT`) answers a ping in time.
+pub(crate) async fn answers(client: &reqwest::Client, addr: &str) -> bool {
+    let url = format!("https://{addr}{}", proto::PING);
+    client.get(&url).timeout(PING_TIMEOUT).send().await.is_ok_and(|r| r.status().is_success())
+}
+
 impl Manager {
     /// Runs on every member; acts while it leads.
     pub(crate) async fn reconcile_loop(self: Arc<Self>) {
@@ -111,7 +117,7 @@ impl Manager {
             })
             .collect();
         let policy = Policy { max_voters: 5, down_after: self.cfg.replace_voter_after };
-        let names = |ids: &BTreeSet<NodeId>| names(&state, ids);
+        let names = |ids: &BTreeSet<NodeId>| c.names_of(ids);
         match plan(&voters, &candidates, policy) {
             Step::Keep => {
                 let silent: Vec<String> = candidates
@@ -148,13 +154,8 @@ impl Manager {
         let client = self.client();
         let port = state.island.control_port;
         let pings = state.members.values().filter(|m| m.id != self.me).map(|m| {
-            let url = format!("https://{}:{port}{}", m.mesh_ip, proto::PING);
-            let client = client.clone();
-            let id = raft_id(&m.id);
-            async move {
-                let ok = client.get(&url).timeout(PING_TIMEOUT).send().await.is_ok_and(|r| r.status().is_success());
-                (id, ok)
-            }
+            let (client, addr, id) = (client.clone(), format!("{}:{port}", m.mesh_ip), raft_id(&m.id));
+            async move { (id, answers(&client, &addr).await) }
         });
         let results = futures_util::future::join_all(pings).await;
         let now = Instant::now();
@@ -165,11 +166,4 @@ impl Manager {
             }
         }
     }
-}
-
-/// The members' names for `ids`, comma-separated.
-fn names(state: &IslandState, ids: &BTreeSet<NodeId>) -> String {
-    let by_id: BTreeMap<NodeId, &str> = state.members.values().map(|m| (raft_id(&m.id), m.name.as_str())).collect();
-    let v: Vec<String> = ids.iter().map(|id| by_id.get(id).map_or_else(|| format!("{id:016x}"), |n| (*n).to_owned())).collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
 }

@@ -303,6 +303,12 @@ pub async fn run(voters: u64, learners: u64, fixed: bool, seed: u64, clients: u6
     }
     chaos.await.unwrap();
     c.router.heal();
+    finish(&c, &rec, &log, seed).await
+}
+
+/// The end of a run, healed: a final read of every key, every member's converged keyspace,
+/// then every member stopped.
+pub async fn finish(c: &Cluster, rec: &Recorder, log: &Mutex<Vec<String>>, seed: u64) -> Run {
     for key in ["k0", "k1", "k2"] {
         let call = rec.now();
         let r = c.read(0, key).await;
@@ -318,6 +324,20 @@ pub async fn run(voters: u64, learners: u64, fixed: bool, seed: u64, clients: u6
         c.kill(id).await;
     }
     Run { history, faults, leaders, keyspaces }
+}
+
+/// Runs `one` for `SIM_SEEDS` seeds (`default` unless set) from [`seed`], then the first seed
+/// twice more: the same faults and history, operation for operation (a failing seed replays).
+pub async fn replay_seeds<F: std::future::Future<Output = Run>>(default: u64, one: impl Fn(u64) -> F) {
+    let first = seed();
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    for seed in first..first.saturating_add(seeds) {
+        one(seed).await;
+    }
+    let a = one(first).await;
+    let b = one(first).await;
+    assert_eq!(a.faults, b.faults, "SEED={first}: the nemesis replays");
+    assert_eq!(a.history, b.history, "SEED={first}: the history replays");
 }
 
 /// The invariants every run must keep: linearizable (no acknowledged write lost, no stale
