@@ -267,7 +267,7 @@ fn passphrase_from_stdin() -> anyhow::Result<String> {
 pub fn consensus_text(s: &ConsensusStatus) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
     let mut out = format!(
-        "Leader:   {}\nTerm:     {}\nVoters:   {}\nLearners: {}\nThis:     {} ({}), log {} applied {}{}\nNext:     {}\n\n",
+        "Leader:   {}\nTerm:     {}\nVoters:   {}\nLearners: {}\nThis:     {} ({}), log {} applied {}{}\nSchema:   {} (this build reads up to {}){}\nNext:     {}\n\n",
         s.leader.as_deref().unwrap_or("none"),
         s.term,
         if s.voters.is_empty() { "none".into() } else { s.voters.join(", ") },
@@ -280,6 +280,9 @@ pub fn consensus_text(s: &ConsensusStatus) -> String {
             Some(l) => format!(", local reads {l} entries behind the leader"),
             None => String::new(),
         },
+        s.schema,
+        s.schema_reads,
+        s.stopped.as_ref().map(|e| format!("\nStopped:  {e}")).unwrap_or_default(),
         if s.next.is_empty() { "-" } else { &s.next },
     );
     let rows: Vec<Vec<String>> = s
@@ -287,10 +290,17 @@ pub fn consensus_text(s: &ConsensusStatus) -> String {
         .iter()
         .map(|m| {
             let heard = m.last_heard_ms.map_or_else(|| "-".into(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0));
-            vec![m.name.clone(), m.role.clone(), opt(m.matched), opt(m.lag), heard]
+            vec![
+                m.name.clone(),
+                m.role.clone(),
+                opt(m.matched),
+                opt(m.lag),
+                heard,
+                m.schema_reads.map_or_else(|| "-".into(), |r| r.to_string()),
+            ]
         })
         .collect();
-    out.push_str(&table(&["NAME", "RAFT", "LOG INDEX", "LAG", "HEARD"], &rows));
+    out.push_str(&table(&["NAME", "RAFT", "LOG INDEX", "LAG", "HEARD", "READS SCHEMA"], &rows));
     out
 }
 
@@ -462,5 +472,54 @@ mod tests {
         assert_eq!(parse_expires("90m"), Ok(std::time::Duration::from_secs(5400)));
         assert_eq!(parse_expires("2d"), Ok(std::time::Duration::from_secs(2 * 86_400)));
         assert!(parse_expires("1").unwrap_err().contains("no unit"));
+    }
+
+    #[test]
+    fn island_status_table() {
+        use atoll_island::ConsensusMember;
+        let member = |name: &str, role: &str, matched, heard, reads| ConsensusMember {
+            name: name.into(),
+            role: role.into(),
+            matched,
+            lag: matched.map(|m| 42 - m),
+            last_heard_ms: heard,
+            schema_reads: reads,
+        };
+        let s = ConsensusStatus {
+            leader: Some("vps".into()),
+            term: 7,
+            voters: vec!["home".into(), "vps".into()],
+            learners: vec!["laptop".into()],
+            this: "vps".into(),
+            role: "leader".into(),
+            last_log_index: Some(42),
+            last_applied: Some(42),
+            snapshot: None,
+            local_lag: Some(0),
+            members: vec![
+                member("vps", "voter", Some(42), Some(0), Some(1)),
+                member("home", "voter", Some(41), Some(300), Some(1)),
+                member("laptop", "learner", None, None, None),
+            ],
+            next: "nothing".into(),
+            schema: 1,
+            schema_reads: 1,
+            stopped: None,
+        };
+        expect_test::expect![[r#"
+            Leader:   vps
+            Term:     7
+            Voters:   home, vps
+            Learners: laptop
+            This:     vps (leader), log 42 applied 42, local reads 0 entries behind the leader
+            Schema:   1 (this build reads up to 1)
+            Next:     nothing
+
+            NAME     RAFT      LOG INDEX   LAG   HEARD      READS SCHEMA
+            vps      voter     42          0     0.0s ago   1
+            home     voter     41          1     0.3s ago   1
+            laptop   learner   -           -     -          -
+        "#]]
+        .assert_eq(&consensus_text(&s));
     }
 }

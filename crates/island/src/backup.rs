@@ -101,7 +101,13 @@ mod tests {
 
     fn backup() -> Backup {
         let mut keyspace = atoll_state::keyspace::Keyspace::new();
-        keyspace.apply(1, &atoll_state::Request::Put { key: "kv/a".into(), value: serde_json::json!(1), expect: atoll_state::Expect::Any });
+        keyspace
+            .apply(
+                1,
+                &atoll_state::Request::Put { key: "kv/a".into(), value: serde_json::json!(1), expect: atoll_state::Expect::Any },
+                &atoll_state::schema::Code::CURRENT,
+            )
+            .unwrap();
         Backup {
             island_id: "i".into(),
             island_name: "friends".into(),

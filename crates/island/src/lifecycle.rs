@@ -392,7 +392,7 @@ impl Manager {
         let mut up = 1;
         for &v in voters.iter().filter(|&&v| v != me) {
             let Some(node) = membership.get_node(&v) else { continue };
-            if crate::consensus::reconcile::answers(&client, &node.addr).await {
+            if crate::consensus::reconcile::answers(&client, &node.addr).await.is_some() {
                 up += 1;
             }
         }
@@ -643,8 +643,8 @@ impl Manager {
     }
 }
 
-/// Opens this member's Raft node. A store that cannot be opened (damaged, truncated, not a
-/// store) is moved aside (`state.redb.damaged-<unix time>`), never served: the member starts
+/// Opens this member's Raft node. A store that cannot be opened (damaged — a value failing its
+/// checksum — truncated, not a store) is moved aside (`state.redb.damaged-<unix time>`), never served: the member starts
 /// again from an empty store and re-syncs from the others, and until it has caught up (and a
 /// few election timeouts have passed) it neither campaigns nor votes, since the votes it cast
 /// were in the lost file (`<island>/resync` says so across restarts).
@@ -658,7 +658,8 @@ async fn open_consensus(
     let marker = paths.root.join("resync");
     let c = match crate::consensus::Consensus::open(&path, id, cluster, client.clone()).await {
         Ok(c) => c,
-        Err(crate::consensus::ConsensusError::Store(e)) if path.exists() => {
+        // A state newer than this build is whole: keep it, and say to upgrade.
+        Err(crate::consensus::ConsensusError::Store(e)) if path.exists() && !matches!(e, atoll_state::store::StoreError::TooNew { .. }) => {
             let aside = path.with_extension(format!("redb.damaged-{}", unix_now()));
             tracing::error!(
                 error = %crate::proto::Problem::from_error(&e),

@@ -38,6 +38,13 @@ pub const RAFT_STATUS: &str = "/island/v1/raft/status";
 /// `GET` → `204`: the leader asks every member, to know which are up.
 pub const PING: &str = "/island/v1/ping";
 
+/// A member's answer to a ping: what its build reads (`atoll_state::schema`). Builds before
+/// schemas answered `204 No Content`, and read schema 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    pub schema_reads: u32,
+}
+
 /// How long a state long poll waits before answering with what it has.
 pub const STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 

@@ -173,9 +173,9 @@ async fn raft_status(State(m): M, Extension(peer): Extension<Peer>) -> Result<Js
     Ok(Json(m.consensus.local_status()))
 }
 
-async fn ping(Extension(peer): Extension<Peer>) -> Result<StatusCode, Refusal> {
+async fn ping(Extension(peer): Extension<Peer>) -> Result<Json<proto::Pong>, Refusal> {
     certified(&peer)?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(proto::Pong { schema_reads: atoll_state::schema::SCHEMA }))
 }
 
 async fn handle_join(State(m): M, Json(req): Json<JoinRequest>) -> Result<Json<JoinResponse>, Refusal> {

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The keyspace's schema version: what the documents' shapes are. A member whose code knows
-/// an older schema applies entries it cannot read as no-ops and says so (see [`Keyspace::apply`]).
-pub const SCHEMA: u32 = 1;
+use crate::schema::{Code, TooNew};
+
+/// The schema every keyspace starts at; it moves on only by [`Request::Migrate`] entries, so
+/// that members running different builds apply the same log to the same result.
+pub const GENESIS: u32 = 1;
 
 /// A document and the index of the write that made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +47,20 @@ impl Expect {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Put { key: String, value: Value, expect: Expect },
-    Delete { key: String, expect: Expect },
+    Put {
+        key: String,
+        value: Value,
+        expect: Expect,
+    },
+    Delete {
+        key: String,
+        expect: Expect,
+    },
+    /// Moves the island to schema `to`, running the migrations up to it (see
+    /// [`crate::schema`]). Proposed by the leader only once every member reads `to`.
+    Migrate {
+        to: u32,
+    },
 }
 
 /// What a write did.
@@ -70,7 +84,7 @@ pub struct Keyspace {
 
 impl Keyspace {
     pub fn new() -> Self {
-        Keyspace { schema: SCHEMA, docs: BTreeMap::new() }
+        Keyspace { schema: GENESIS, docs: BTreeMap::new() }
     }
 
     pub fn get(&self, key: &str) -> Option<&Versioned> {
@@ -82,28 +96,55 @@ impl Keyspace {
         self.docs.range(prefix.to_owned()..).take_while(move |(k, _)| k.starts_with(prefix))
     }
 
-    /// Applies the write at log `index`: the keys it changed (for the store to persist) and
-    /// the response. Deterministic: every member applies the same entries to the same result.
-    pub fn apply(&mut self, index: u64, req: &Request) -> (Vec<String>, Response) {
-        let key = match req {
-            Request::Put { key, .. } | Request::Delete { key, .. } => key,
+    /// Applies the write at log `index` with the migrations of `code`: the keys it changed
+    /// (for the store to persist) and the response. Deterministic: every member applies the
+    /// same entries to the same result. A migration to a schema `code` does not read is
+    /// [`TooNew`], and changes nothing.
+    pub fn apply(&mut self, index: u64, req: &Request, code: &Code) -> Result<(Vec<String>, Response), TooNew> {
+        let (key, expect) = match req {
+            Request::Put { key, expect, .. } | Request::Delete { key, expect } => (key, *expect),
+            Request::Migrate { to } => return self.migrate(index, *to, code),
         };
         let current = self.docs.get(key).map(|d| d.version);
-        let expect = match req {
-            Request::Put { expect, .. } | Request::Delete { expect, .. } => *expect,
-        };
         if !expect.holds(current) {
-            return (vec![], Response::Conflict { current });
+            return Ok((vec![], Response::Conflict { current }));
         }
         match req {
             Request::Put { value, .. } => {
                 self.docs.insert(key.clone(), Versioned { value: value.clone(), version: index });
             }
-            Request::Delete { .. } => {
+            _ => {
                 self.docs.remove(key);
             }
         }
-        (vec![key.clone()], Response::Done { version: index })
+        Ok((vec![key.clone()], Response::Done { version: index }))
+    }
+
+    /// Runs `code`'s migrations past the current schema up to `to`; the documents they change
+    /// take version `index` (a compare-and-set against the old shape then fails, as it should).
+    /// Migrating to the current schema or an older one changes nothing.
+    fn migrate(&mut self, index: u64, to: u32, code: &Code) -> Result<(Vec<String>, Response), TooNew> {
+        if to > code.reads {
+            return Err(TooNew { schema: to, reads: code.reads });
+        }
+        if to <= self.schema {
+            return Ok((vec![], Response::Done { version: index }));
+        }
+        let mut values: BTreeMap<String, Value> = self.docs.iter().map(|(k, d)| (k.clone(), d.value.clone())).collect();
+        for m in code.migrations.iter().filter(|m| m.to > self.schema && m.to <= to) {
+            (m.run)(&mut values);
+        }
+        let mut changed: Vec<String> = self.docs.keys().filter(|k| !values.contains_key(*k)).cloned().collect();
+        self.docs.retain(|k, _| values.contains_key(k));
+        for (k, v) in values {
+            if self.docs.get(&k).is_none_or(|d| d.value != v) {
+                self.docs.insert(k.clone(), Versioned { value: v, version: index });
+                changed.push(k);
+            }
+        }
+        self.schema = to;
+        changed.sort();
+        Ok((changed, Response::Done { version: index }))
     }
 }
 
@@ -113,6 +154,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::schema::Migration;
+
+    impl Keyspace {
+        fn apply_now(&mut self, index: u64, req: &Request) -> (Vec<String>, Response) {
+            self.apply(index, req, &Code::CURRENT).unwrap()
+        }
+    }
 
     fn put(key: &str, v: i64, expect: Expect) -> Request {
         Request::Put { key: key.into(), value: json!(v), expect }
@@ -121,25 +169,52 @@ mod tests {
     #[test]
     fn compare_and_set_on_versions() {
         let mut ks = Keyspace::new();
-        assert_eq!(ks.apply(1, &put("a", 1, Expect::Absent)).1, Response::Done { version: 1 });
-        assert_eq!(ks.apply(2, &put("a", 2, Expect::Absent)).1, Response::Conflict { current: Some(1) });
-        assert_eq!(ks.apply(3, &put("a", 3, Expect::Version(2))).1, Response::Conflict { current: Some(1) });
-        assert_eq!(ks.apply(4, &put("a", 4, Expect::Version(1))).1, Response::Done { version: 4 });
+        assert_eq!(ks.apply_now(1, &put("a", 1, Expect::Absent)).1, Response::Done { version: 1 });
+        assert_eq!(ks.apply_now(2, &put("a", 2, Expect::Absent)).1, Response::Conflict { current: Some(1) });
+        assert_eq!(ks.apply_now(3, &put("a", 3, Expect::Version(2))).1, Response::Conflict { current: Some(1) });
+        assert_eq!(ks.apply_now(4, &put("a", 4, Expect::Version(1))).1, Response::Done { version: 4 });
         assert_eq!(ks.get("a").unwrap().value, json!(4));
         // Deleted and made again: the version keeps growing, so an old expectation fails.
-        assert_eq!(ks.apply(5, &Request::Delete { key: "a".into(), expect: Expect::Version(4) }).1, Response::Done { version: 5 });
-        assert_eq!(ks.apply(6, &put("a", 6, Expect::Any)).1, Response::Done { version: 6 });
-        assert_eq!(ks.apply(7, &put("a", 7, Expect::Version(4))).1, Response::Conflict { current: Some(6) });
+        assert_eq!(ks.apply_now(5, &Request::Delete { key: "a".into(), expect: Expect::Version(4) }).1, Response::Done { version: 5 });
+        assert_eq!(ks.apply_now(6, &put("a", 6, Expect::Any)).1, Response::Done { version: 6 });
+        assert_eq!(ks.apply_now(7, &put("a", 7, Expect::Version(4))).1, Response::Conflict { current: Some(6) });
     }
 
     #[test]
     fn prefix_lists_only_its_keys() {
         let mut ks = Keyspace::new();
         for (i, k) in ["members/a", "members/b", "membersx", "invites/a"].iter().enumerate() {
-            ks.apply(i as u64 + 1, &put(k, 0, Expect::Any));
+            ks.apply_now(i as u64 + 1, &put(k, 0, Expect::Any));
         }
         let keys: Vec<_> = ks.prefix("members/").map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["members/a", "members/b"]);
+    }
+
+    /// Schema 2 of the tests: `things/` documents' `addr` is called `address`.
+    fn rename_addr(docs: &mut BTreeMap<String, Value>) {
+        for (_, v) in docs.iter_mut().filter(|(k, _)| k.starts_with("things/")) {
+            if let Some(a) = v.as_object_mut().and_then(|o| o.remove("addr")) {
+                v["address"] = a;
+            }
+        }
+    }
+    static TO_2: &[Migration] = &[Migration { to: 2, what: "things: addr is address", run: rename_addr }];
+
+    #[test]
+    fn a_migration_rewrites_documents_once_and_versions_what_it_changed() {
+        let (v1, v2) = (Code { reads: 1, migrations: &[] }, Code { reads: 2, migrations: TO_2 });
+        let mut ks = Keyspace::new();
+        ks.apply(1, &Request::Put { key: "things/a".into(), value: json!({"addr": "x"}), expect: Expect::Any }, &v1).unwrap();
+        ks.apply(2, &Request::Put { key: "kv/b".into(), value: json!({"addr": "y"}), expect: Expect::Any }, &v1).unwrap();
+        let before = ks.clone();
+        assert_eq!(ks.apply(3, &Request::Migrate { to: 2 }, &v1), Err(TooNew { schema: 2, reads: 1 }));
+        assert_eq!(ks, before, "an old build changes nothing it cannot read");
+        let (changed, _) = ks.apply(3, &Request::Migrate { to: 2 }, &v2).unwrap();
+        assert_eq!(changed, ["things/a"]);
+        assert_eq!((ks.schema, ks.get("things/a").unwrap()), (2, &Versioned { value: json!({"address": "x"}), version: 3 }));
+        assert_eq!(ks.get("kv/b").unwrap().version, 2, "untouched documents keep their versions");
+        assert_eq!(ks.apply(4, &Request::Migrate { to: 2 }, &v2).unwrap().0, Vec::<String>::new(), "a repeated migration is a no-op");
+        assert_eq!(ks.apply(5, &Request::Migrate { to: 1 }, &v1).unwrap().0, Vec::<String>::new(), "so is an older one, on any build");
     }
 
     fn arb_request() -> impl Strategy<Value = Request> {
@@ -159,8 +234,8 @@ mod tests {
             let (mut a, mut b) = (Keyspace::new(), Keyspace::new());
             for (i, r) in reqs.iter().enumerate() {
                 let index = i as u64 + 1;
-                let (changed, resp) = a.apply(index, r);
-                prop_assert_eq!(b.apply(index, r), (changed.clone(), resp.clone()));
+                let (changed, resp) = a.apply_now(index, r);
+                prop_assert_eq!(b.apply_now(index, r), (changed.clone(), resp.clone()));
                 match resp {
                     Response::Done { version } => { prop_assert_eq!(version, index); prop_assert_eq!(changed.len(), 1); }
                     _ => prop_assert!(changed.is_empty()),

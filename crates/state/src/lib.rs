@@ -8,8 +8,10 @@
 //! stacks, DNS zones…) are documents under their own key prefixes, and the keyspace carries a
 //! schema version for their migrations.
 
+pub mod desired;
 pub mod keyspace;
 pub mod local;
+pub mod schema;
 pub mod store;
 pub mod voters;
 

@@ -109,6 +109,9 @@ pub struct Consensus {
     pub(crate) next: Mutex<String>,
     /// When the leader last heard from each member (its pings).
     pub(crate) last_ok: Mutex<BTreeMap<NodeId, Instant>>,
+    /// The schemas each member's build reads, as it said in its last answer to a ping (only
+    /// members that answered the last round).
+    pub(crate) reads: Mutex<BTreeMap<NodeId, u32>>,
     /// The members' names, for messages.
     names: Mutex<BTreeMap<NodeId, String>>,
     /// Re-syncing after a damaged store: no votes, no candidacy.
@@ -136,6 +139,7 @@ impl Consensus {
             client,
             next: Mutex::new(String::new()),
             last_ok: Mutex::new(BTreeMap::new()),
+            reads: Mutex::new(BTreeMap::new()),
             names: Mutex::new(BTreeMap::new()),
             resyncing: std::sync::atomic::AtomicBool::new(false),
         })
@@ -341,8 +345,9 @@ pub struct ConsensusStatus {
     /// Members' names.
     pub voters: Vec<String>,
     pub learners: Vec<String>,
-    /// This member: its name and Raft role (`leader`, `follower`, `learner`, `candidate`, or
-    /// `re-syncing` after its store was found damaged: it does not vote until caught up).
+    /// This member: its name and Raft role (`leader`, `follower`, `learner`, `candidate`,
+    /// `re-syncing` after its store was found damaged: it does not vote until caught up, or
+    /// `stopped` when it could not apply the log: see `stopped`).
     pub this: String,
     pub role: String,
     /// This member's log: the last index, the last applied, the last snapshot.
@@ -354,8 +359,18 @@ pub struct ConsensusStatus {
     pub local_lag: Option<u64>,
     /// Every member, as the leader sees it (without a leader, as this member does).
     pub members: Vec<ConsensusMember>,
-    /// What Atoll will do next about the voters.
+    /// What Atoll will do next about the voters and the schema.
     pub next: String,
+    /// The schema of the state this member applied, and the newest its build reads
+    /// (`atoll_state::schema`; 0 from members older than schemas).
+    #[serde(default)]
+    pub schema: u32,
+    #[serde(default)]
+    pub schema_reads: u32,
+    /// Why this member stopped applying the log, if it did (its build is too old for the
+    /// island's state, or its store failed).
+    #[serde(default)]
+    pub stopped: Option<String>,
 }
 
 /// One member in [`ConsensusStatus`].
@@ -369,6 +384,9 @@ pub struct ConsensusMember {
     pub lag: Option<u64>,
     /// Milliseconds since the leader last heard from it.
     pub last_heard_ms: Option<u64>,
+    /// The newest schema its build reads, as it last told the leader.
+    #[serde(default)]
+    pub schema_reads: Option<u32>,
 }
 
 impl Consensus {
@@ -382,6 +400,7 @@ impl Consensus {
         let last = metrics.last_log_index;
         let replication = metrics.replication.clone().unwrap_or_default();
         let heard = self.last_ok.lock().unwrap().clone();
+        let reads = self.reads.lock().unwrap().clone();
         let leading = metrics.state == ServerState::Leader;
         let members = voters
             .iter()
@@ -399,10 +418,17 @@ impl Consensus {
                     } else {
                         heard.get(&id).filter(|_| leading).map(|t| t.elapsed().as_millis() as u64)
                     },
+                    schema_reads: if id == self.id {
+                        Some(atoll_state::schema::SCHEMA)
+                    } else {
+                        reads.get(&id).copied().filter(|_| leading)
+                    },
                 }
             })
             .collect();
+        let stopped = metrics.running_state.as_ref().err().map(ToString::to_string);
         let role = match metrics.state {
+            _ if stopped.is_some() => "stopped",
             _ if self.resyncing() => "re-syncing",
             ServerState::Leader => "leader",
             ServerState::Follower if voters.contains(&self.id) => "follower",
@@ -423,6 +449,9 @@ impl Consensus {
             snapshot: metrics.snapshot.map(|l| l.index),
             local_lag: leading.then_some(0),
             members,
+            schema: self.reader.with(|k| k.schema),
+            schema_reads: atoll_state::schema::SCHEMA,
+            stopped,
             next: if leading && leader.is_none() {
                 format!(
                     "waiting: no majority of the voters has answered this leader for {} s; start them again, or if they are gone for good, `atoll island recover` here",

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll_state::NodeId;
+use atoll_state::schema::{self, SCHEMA, Upgrade};
 use atoll_state::voters::{Candidate, Policy, Step, plan};
+use atoll_state::{NodeId, Request};
 use openraft::{ChangeMembers, ServerState};
 
 use super::{address, raft_id};
@@ -27,10 +28,16 @@ const QUIET: Duration = Duration::from_secs(3);
 /// How long a ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Whether the member at `addr` (its control plane, `IP:PORT`) answers a ping in time.
-pub(crate) async fn answers(client: &reqwest::Client, addr: &str) -> bool {
+/// Whether the member at `addr` (its control plane, `IP:PORT`) answers a ping in time, and
+/// what it said: the newest schema its build reads (1 from builds that answer without a body,
+/// which came before schemas).
+pub(crate) async fn answers(client: &reqwest::Client, addr: &str) -> Option<proto::Pong> {
     let url = format!("https://{addr}{}", proto::PING);
-    client.get(&url).timeout(PING_TIMEOUT).send().await.is_ok_and(|r| r.status().is_success())
+    let r = client.get(&url).timeout(PING_TIMEOUT).send().await.ok().filter(|r| r.status().is_success())?;
+    if r.status() == reqwest::StatusCode::NO_CONTENT {
+        return Some(proto::Pong { schema_reads: 1 });
+    }
+    r.json().await.ok()
 }
 
 impl Manager {
@@ -120,6 +127,10 @@ impl Manager {
         let names = |ids: &BTreeSet<NodeId>| c.names_of(ids);
         match plan(&voters, &candidates, policy) {
             Step::Keep => {
+                if let Some(said) = self.upgrade_schema(&nodes).await? {
+                    say(said);
+                    return Ok(());
+                }
                 let silent: Vec<String> = candidates
                     .iter()
                     .filter(|m| voters.contains(&m.id) && m.silent > QUIET)
@@ -160,9 +171,44 @@ impl Manager {
         let results = futures_util::future::join_all(pings).await;
         let now = Instant::now();
         let mut last = self.consensus.last_ok.lock().unwrap();
-        for (id, ok) in results {
-            if ok {
-                last.insert(id, now);
+        let mut reads = self.consensus.reads.lock().unwrap();
+        for (id, pong) in results {
+            match pong {
+                Some(p) => {
+                    last.insert(id, now);
+                    reads.insert(id, p.schema_reads);
+                }
+                None => {
+                    reads.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Moves the island to the next schema once every member's build reads it
+    /// ([`atoll_state::schema::plan`]); otherwise says who holds it back.
+    async fn upgrade_schema(&self, nodes: &BTreeSet<NodeId>) -> Result<Option<String>, String> {
+        let c = &self.consensus;
+        let active = c.reader.with(|k| k.schema);
+        let heard = c.reads.lock().unwrap().clone();
+        let reads = nodes.iter().map(|&id| (id, if id == c.id { Some(SCHEMA) } else { heard.get(&id).copied() })).collect();
+        match schema::plan(active, SCHEMA, &reads) {
+            Upgrade::Current => Ok(None),
+            Upgrade::Migrate { to } => {
+                c.raft.client_write(Request::Migrate { to }).await.map_err(|e| e.to_string())?;
+                let what: Vec<&str> = schema::MIGRATIONS.iter().filter(|m| m.to == to).map(|m| m.what).collect();
+                tracing::info!(schema = to, migrations = ?what, "migrated the island's state");
+                Ok(Some(format!("migrated the island's state to schema {to}")))
+            }
+            Upgrade::Wait { to, behind } => {
+                let who: Vec<String> = behind
+                    .iter()
+                    .map(|(id, r)| match r {
+                        Some(r) => format!("{} (reads {r})", c.name(*id)),
+                        None => format!("{} (not answering)", c.name(*id)),
+                    })
+                    .collect();
+                Ok(Some(format!("schema {to} (this build's) waits for every member to run a build that reads it: {}", who.join(", "))))
             }
         }
     }

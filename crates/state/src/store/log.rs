@@ -9,7 +9,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::{LOG, any, decode, encode, read_meta, write_meta};
+use super::{LOG, any, log_key, read_meta, seal, unseal, write_meta};
 use crate::{NodeId, TypeConfig};
 
 pub(super) const VOTE: &str = "vote";
@@ -39,7 +39,7 @@ impl LogStore {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(LOG)?;
         Ok(match t.last()? {
-            Some((_, v)) => Some(decode::<Entry<TypeConfig>>(v.value())?),
+            Some((k, v)) => Some(unseal::<Entry<TypeConfig>>(&log_key(k.value()), v.value())?),
             None => None,
         })
     }
@@ -55,8 +55,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let t = tx.open_table(LOG)?;
             let mut out = Vec::new();
             for item in t.range::<u64>((range.start_bound().cloned(), range.end_bound().cloned()))? {
-                let (_, v) = item?;
-                out.push(decode::<Entry<TypeConfig>>(v.value())?);
+                let (k, v) = item?;
+                out.push(unseal::<Entry<TypeConfig>>(&log_key(k.value()), v.value())?);
             }
             Ok(out)
         };
@@ -105,7 +105,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             {
                 let mut t = tx.open_table(LOG)?;
                 for e in entries {
-                    t.insert(e.get_log_id().index, encode(&e).as_slice())?;
+                    let index = e.get_log_id().index;
+                    t.insert(index, seal(&log_key(index), &e).as_slice())?;
                 }
             }
             tx.commit()?;
@@ -126,7 +127,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         let write = || -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let tx = self.db.begin_write()?;
-            tx.open_table(super::META)?.insert(PURGED, encode(&log_id).as_slice())?;
+            tx.open_table(super::META)?.insert(PURGED, seal(PURGED.as_bytes(), &log_id).as_slice())?;
             tx.open_table(LOG)?.retain_in::<u64, _>(..=log_id.index, |_, _| false)?;
             tx.commit()?;
             Ok(())

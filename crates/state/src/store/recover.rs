@@ -15,7 +15,7 @@ use std::path::Path;
 use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogId as _, Vote};
 use redb::{Database, ReadableTable};
 
-use super::{LOG, META, StoreError, decode, encode, read_meta};
+use super::{LOG, META, StoreError, log_key, read_meta, seal, unseal};
 use crate::{NodeId, TypeConfig};
 
 /// What the forced membership was written after.
@@ -54,7 +54,7 @@ pub fn force_voters(
             let tx = redb::ReadableDatabase::begin_read(&db)?;
             let t = tx.open_table(LOG)?;
             match t.last()? {
-                Some((_, v)) => Some(*decode::<Entry<TypeConfig>>(v.value())?.get_log_id()),
+                Some((k, v)) => Some(*unseal::<Entry<TypeConfig>>(&log_key(k.value()), v.value())?.get_log_id()),
                 None => None,
             }
         };
@@ -71,8 +71,8 @@ pub fn force_voters(
             payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
         };
         let tx = db.begin_write()?;
-        tx.open_table(LOG)?.insert(index, encode(&entry).as_slice())?;
-        tx.open_table(META)?.insert(super::log::VOTE, encode(&Vote::new(term, me)).as_slice())?;
+        tx.open_table(LOG)?.insert(index, seal(&log_key(index), &entry).as_slice())?;
+        tx.open_table(META)?.insert(super::log::VOTE, seal(super::log::VOTE.as_bytes(), &Vote::new(term, me)).as_slice())?;
         tx.commit()?;
         Ok(Recovered { index, term, applied: applied.map(|a| a.index) })
     };

@@ -10,8 +10,9 @@ use openraft::{Entry, EntryPayload, LogId, OptionalSend, RaftLogId, SnapshotMeta
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::{DOCS, META, any, decode, encode, read_meta};
-use crate::keyspace::{Keyspace, Response, Versioned};
+use super::{DOCS, META, any, decode, encode, read_meta, seal, unseal};
+use crate::keyspace::{GENESIS, Keyspace, Response, Versioned};
+use crate::schema::Code;
 use crate::{NodeId, TypeConfig};
 
 pub(super) const APPLIED: &str = "last_applied";
@@ -32,6 +33,8 @@ pub struct StateMachine {
     membership: Membership,
     /// Snapshots built so far by this process, for unique snapshot ids.
     built: u64,
+    /// The schemas and migrations this build knows.
+    code: Code,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -79,20 +82,25 @@ impl StateMachine {
         self.keyspace.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn load(db: Arc<Database>) -> std::result::Result<Self, BoxError> {
+    /// The schema of the state this member has applied.
+    pub fn schema(&self) -> u32 {
+        self.keyspace.read().unwrap_or_else(|e| e.into_inner()).schema
+    }
+
+    pub(super) fn load(db: Arc<Database>, code: Code) -> std::result::Result<Self, BoxError> {
         let mut keyspace = Keyspace::new();
-        keyspace.schema = read_meta(&db, SCHEMA)?.unwrap_or(crate::keyspace::SCHEMA);
+        keyspace.schema = read_meta(&db, SCHEMA)?.unwrap_or(GENESIS);
         {
             let tx = db.begin_read()?;
             let t = tx.open_table(DOCS)?;
             for item in t.iter()? {
                 let (k, v) = item?;
-                keyspace.docs.insert(k.value().to_owned(), decode::<Versioned>(v.value())?);
+                keyspace.docs.insert(k.value().to_owned(), unseal::<Versioned>(k.value().as_bytes(), v.value())?);
             }
         }
         let applied = read_meta(&db, APPLIED)?.flatten();
         let membership = read_meta(&db, MEMBERSHIP)?.unwrap_or_default();
-        Ok(StateMachine { db, keyspace: Arc::new(RwLock::new(keyspace)), applied, membership, built: 0 })
+        Ok(StateMachine { db, keyspace: Arc::new(RwLock::new(keyspace)), applied, membership, built: 0, code })
     }
 
     /// Replaces the whole persisted state machine with `keyspace` at `applied`, durably.
@@ -102,12 +110,12 @@ impl StateMachine {
             let mut docs = tx.open_table(DOCS)?;
             docs.retain(|_, _| false)?;
             for (k, v) in &keyspace.docs {
-                docs.insert(k.as_str(), encode(v).as_slice())?;
+                docs.insert(k.as_str(), seal(k.as_bytes(), v).as_slice())?;
             }
             let mut meta = tx.open_table(META)?;
-            meta.insert(APPLIED, encode(&applied).as_slice())?;
-            meta.insert(MEMBERSHIP, encode(membership).as_slice())?;
-            meta.insert(SCHEMA, encode(&keyspace.schema).as_slice())?;
+            meta.insert(APPLIED, seal(APPLIED.as_bytes(), &applied).as_slice())?;
+            meta.insert(MEMBERSHIP, seal(MEMBERSHIP.as_bytes(), membership).as_slice())?;
+            meta.insert(SCHEMA, seal(SCHEMA.as_bytes(), &keyspace.schema).as_slice())?;
         }
         tx.commit()?;
         Ok(())
@@ -121,8 +129,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    /// Applies a batch in one durable transaction: the documents it changed, the last applied
-    /// log id and the membership move together.
+    /// Applies a batch in one durable transaction: the documents it changed, the schema, the
+    /// last applied log id and the membership move together. An entry this build cannot apply
+    /// (a migration to a schema it does not read) stops the batch there: what came before it
+    /// is persisted, and the error stops this member's Raft (fail-stop: it serves what it had,
+    /// never a guess at what it could not read).
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
@@ -131,21 +142,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut changed = std::collections::BTreeSet::new();
         let mut keyspace = self.keyspace.write().unwrap_or_else(|e| e.into_inner());
+        let schema = keyspace.schema;
+        let mut failed = None;
         for e in entries {
             let id = *e.get_log_id();
-            self.applied = Some(id);
             match &e.payload {
                 EntryPayload::Blank => responses.push(Response::Empty),
-                EntryPayload::Normal(req) => {
-                    let (keys, resp) = keyspace.apply(id.index, req);
-                    changed.extend(keys);
-                    responses.push(resp);
-                }
+                EntryPayload::Normal(req) => match keyspace.apply(id.index, req, &self.code) {
+                    Ok((keys, resp)) => {
+                        changed.extend(keys);
+                        responses.push(resp);
+                    }
+                    Err(too_new) => {
+                        failed = Some(StorageIOError::apply(id, &too_new));
+                        break;
+                    }
+                },
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(id), m.clone());
                     responses.push(Response::Empty);
                 }
             }
+            self.applied = Some(id);
         }
         let write = || -> std::result::Result<(), BoxError> {
             let tx = self.db.begin_write()?;
@@ -153,20 +171,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let mut docs = tx.open_table(DOCS)?;
                 for k in &changed {
                     match keyspace.docs.get(k) {
-                        Some(v) => docs.insert(k.as_str(), encode(v).as_slice()).map(drop)?,
+                        Some(v) => docs.insert(k.as_str(), seal(k.as_bytes(), v).as_slice()).map(drop)?,
                         None => docs.remove(k.as_str()).map(drop)?,
                     }
                 }
                 let mut meta = tx.open_table(META)?;
-                meta.insert(APPLIED, encode(&self.applied).as_slice())?;
-                meta.insert(MEMBERSHIP, encode(&self.membership).as_slice())?;
+                meta.insert(APPLIED, seal(APPLIED.as_bytes(), &self.applied).as_slice())?;
+                meta.insert(MEMBERSHIP, seal(MEMBERSHIP.as_bytes(), &self.membership).as_slice())?;
+                if keyspace.schema != schema {
+                    meta.insert(SCHEMA, seal(SCHEMA.as_bytes(), &keyspace.schema).as_slice())?;
+                }
             }
             tx.commit()?;
             Ok(())
         };
         write().map_err(|e| StorageIOError::write_state_machine(&any(e)))?;
         drop(keyspace);
-        Ok(responses)
+        match failed {
+            Some(e) => {
+                tracing::error!(error = %e, "stopped applying the island's log");
+                Err(e.into())
+            }
+            None => Ok(responses),
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -189,6 +216,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<()> {
         let data = snapshot.into_inner();
         let keyspace: Keyspace = decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        if keyspace.schema > self.code.reads {
+            let e = crate::schema::TooNew { schema: keyspace.schema, reads: self.code.reads };
+            tracing::error!(error = %e, "refused the leader's snapshot");
+            return Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into());
+        }
         let stored = Stored { meta: meta.clone(), data };
         self.replace(&keyspace, meta.last_log_id, &meta.last_membership)
             .and_then(|()| super::write_meta(&self.db, SNAPSHOT, &stored))

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::error::Error as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use atoll_lincheck::Operation;
 use atoll_lincheck::kv::{Input, Output};
 use atoll_state::local::Router;
+use atoll_state::schema::Code;
 use atoll_state::store::{self, Reader};
 use atoll_state::{Expect, NodeId, Request, Response, TypeConfig};
 use openraft::error::{ClientWriteError, RaftError};
@@ -35,6 +37,8 @@ pub struct Cluster {
     configs: BTreeMap<NodeId, Arc<Config>>,
     pub voters: u64,
     pub members: Mutex<BTreeMap<NodeId, Member>>,
+    /// The build each member runs (the schemas it reads); unset is this build.
+    pub codes: Mutex<BTreeMap<NodeId, Code>>,
     /// Every (term, leader) any member reported being leader in.
     pub leaders: Arc<Mutex<Vec<(u64, NodeId)>>>,
 }
@@ -42,7 +46,13 @@ pub struct Cluster {
 impl Cluster {
     /// `voters` voters and `learners` learners; `fixed` gives each a fixed election timeout.
     pub async fn start(voters: u64, learners: u64, fixed: bool) -> Arc<Self> {
-        let configs = (0..voters + learners)
+        Self::start_with(voters, learners, fixed, Code::CURRENT).await
+    }
+
+    /// The same, every member running a build that can do `code`. Members may be added
+    /// later up to id 15.
+    pub async fn start_with(voters: u64, learners: u64, fixed: bool, code: Code) -> Arc<Self> {
+        let configs = (0..16)
             .map(|id| {
                 let (min, max) = if fixed { (200 + 70 * id, 201 + 70 * id) } else { (200, 400) };
                 let c = Config { heartbeat_interval: 50, election_timeout_min: min, election_timeout_max: max, ..Default::default() };
@@ -55,6 +65,7 @@ impl Cluster {
             configs,
             voters,
             members: Mutex::new(BTreeMap::new()),
+            codes: Mutex::new((0..voters + learners).map(|id| (id, code)).collect()),
             leaders: Default::default(),
         });
         for id in 0..voters + learners {
@@ -89,9 +100,25 @@ impl Cluster {
 
     /// Starts member `id` from its file (again, after a kill).
     pub async fn boot(&self, id: NodeId) {
-        let (log, sm) = store::open(&self.path(id)).unwrap();
+        self.try_boot(id).await.unwrap()
+    }
+
+    /// Starts member `id` from its file running a build that can do `code` from now on; why
+    /// it did not start, if it did not.
+    pub async fn boot_with(&self, id: NodeId, code: Code) -> Result<(), String> {
+        self.codes.lock().unwrap().insert(id, code);
+        self.try_boot(id).await
+    }
+
+    /// The build member `id` runs.
+    pub fn code(&self, id: NodeId) -> Code {
+        self.codes.lock().unwrap().get(&id).copied().unwrap_or_default()
+    }
+
+    async fn try_boot(&self, id: NodeId) -> Result<(), String> {
+        let (log, sm) = store::open_with(&self.path(id), self.code(id)).map_err(|e| format!("{e}: {}", e.source().unwrap()))?;
         let reader = sm.reader();
-        let raft = Raft::new(id, self.configs[&id].clone(), self.router.network(id), log, sm).await.unwrap();
+        let raft = Raft::new(id, self.configs[&id].clone(), self.router.network(id), log, sm).await.map_err(|e| e.to_string())?;
         self.router.add(id, raft.clone());
         // Record every term in which this member leads.
         let mut metrics = raft.metrics();
@@ -111,6 +138,7 @@ impl Cluster {
             }
         });
         self.members.lock().unwrap().insert(id, Member { raft, reader });
+        Ok(())
     }
 
     /// Kills member `id`: off the network, its Raft stopped, its file closed.

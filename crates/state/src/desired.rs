@@ -1,0 +1,293 @@
+//! The island's typed desired state: what users asked for (stacks and their services), what
+//! the scheduler decided (allocations), and the public names the later issues serve (DNS zones
+//! and records, certificates, gateway routes, bundles). Each record is a document of the
+//! [`Keyspace`] at `desired/<kind>/<name>`, written with compare-and-set on its version like
+//! every document; the island's membership stays in its own document (`island/state`).
+//!
+//! These are the shapes the next issues extend. Extending one with an optional field needs no
+//! new schema: every record keeps the fields it does not know in `extra`, so an older build
+//! that rewrites a record carries a newer build's fields through. Anything an older build would
+//! misread (a renamed or re-meant field) is a new schema with a migration ([`crate::schema`]).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::keyspace::{Expect, Keyspace, Request};
+
+/// Where the desired state lives in the keyspace.
+pub const PREFIX: &str = "desired/";
+
+/// A kind of record: its key segment and each record's name (unique within the kind; `/`
+/// separates a name's parts, e.g. a DNS record's zone and owner name).
+pub trait Kind: Serialize + DeserializeOwned {
+    const KIND: &'static str;
+    fn name(&self) -> String;
+}
+
+/// A record that does not decode as its kind.
+#[derive(Debug, thiserror::Error)]
+#[error("the desired-state record {key} does not decode as a {kind}")]
+pub struct DecodeError {
+    pub key: String,
+    pub kind: &'static str,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// The key of the record `name` of kind `K`.
+pub fn key<K: Kind>(name: &str) -> String {
+    format!("{PREFIX}{}/{name}", K::KIND)
+}
+
+/// The record `name` of kind `K` and its version, if there is one.
+pub fn get<K: Kind>(ks: &Keyspace, name: &str) -> Result<Option<(K, u64)>, DecodeError> {
+    let key = key::<K>(name);
+    ks.get(&key).map(|d| decode(&key, &d.value).map(|r| (r, d.version))).transpose()
+}
+
+/// Every record of kind `K` with its version, in name order.
+pub fn list<K: Kind>(ks: &Keyspace) -> Result<Vec<(K, u64)>, DecodeError> {
+    let prefix = format!("{PREFIX}{}/", K::KIND);
+    ks.prefix(&prefix).map(|(k, d)| decode(k, &d.value).map(|r| (r, d.version))).collect()
+}
+
+/// The write that stores `record` if its current version is what `expect` says.
+pub fn put<K: Kind>(record: &K, expect: Expect) -> Request {
+    let value = serde_json::to_value(record).expect("a record serializes");
+    Request::Put { key: key::<K>(&record.name()), value, expect }
+}
+
+/// The write that deletes record `name` of kind `K` if its version is what `expect` says.
+pub fn delete<K: Kind>(name: &str, expect: Expect) -> Request {
+    Request::Delete { key: key::<K>(name), expect }
+}
+
+fn decode<K: Kind>(key: &str, value: &Value) -> Result<K, DecodeError> {
+    K::deserialize(value).map_err(|source| DecodeError { key: key.to_owned(), kind: K::KIND, source })
+}
+
+macro_rules! kind {
+    ($ty:ty, $kind:literal, |$r:ident| $name:expr) => {
+        impl Kind for $ty {
+            const KIND: &'static str = $kind;
+            fn name(&self) -> String {
+                let $r = self;
+                $name
+            }
+        }
+    };
+}
+
+/// A deployed stack: the compose project as deployed (`atoll stack deploy -c FILE… NAME`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    pub name: String,
+    /// The compose files merged and interpolated, as JSON (compose's canonical model).
+    pub compose: Value,
+    /// Bumped on every deploy that changes the stack: what its services converge to.
+    pub generation: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(Stack, "stack", |r| r.name.clone());
+
+/// How a service's replicas are counted (compose's `deploy.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `replicas` of them, wherever they fit.
+    Replicated,
+    /// One on every member the constraints allow.
+    Global,
+}
+
+/// A service of a stack (Swarm's service, `<stack>_<name>`): what each of its replicas runs
+/// and where they may run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub stack: String,
+    pub name: String,
+    pub mode: Mode,
+    /// `deploy.replicas` (unused when global).
+    pub replicas: u32,
+    /// The container each replica runs (the node engine's create request, as JSON).
+    pub spec: Value,
+    /// `deploy.placement.constraints`, as written (`node.labels.disk == ssd`).
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub max_replicas_per_node: Option<u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(Service, "service", |r| format!("{}_{}", r.stack, r.name));
+
+/// What the scheduler wants of one replica (Swarm's task, Nomad's allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    Running,
+    Shutdown,
+}
+
+/// One replica of a service placed on a member: `<stack>_<service>.<slot>` for replicated
+/// services, `<stack>_<service>.<member id>` for global ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub service: String,
+    pub slot: String,
+    /// The member it runs on (its id).
+    pub node: String,
+    pub desired: Desired,
+    /// The service's generation it runs.
+    pub generation: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(Allocation, "allocation", |r| format!("{}.{}", r.service, r.slot));
+
+/// A DNS zone the island is authoritative for (`atoll domain add`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Zone {
+    pub domain: String,
+    /// The SOA serial (RFC 1035 §3.3.13), bumped with every change to the zone.
+    pub serial: u32,
+    /// The ACME directory its certificates come from.
+    pub acme_directory: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(Zone, "zone", |r| r.domain.clone());
+
+/// A resource record a user added to a zone (`atoll dns record add`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    pub zone: String,
+    /// The owner name relative to the zone (`www`, `@` for the apex).
+    pub name: String,
+    /// The RR type mnemonic (`A`, `CNAME`, `TXT`…).
+    #[serde(rename = "type")]
+    pub rtype: String,
+    /// The RDATA in presentation format.
+    pub value: String,
+    /// Seconds.
+    pub ttl: u32,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(DnsRecord, "dns_record", |r| format!("{}/{}/{}/{}", r.zone, r.name, r.rtype, r.value));
+
+/// Where a certificate is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertState {
+    Pending,
+    Valid,
+    Renewing,
+    Failed,
+}
+
+/// An ACME certificate for names under the island's zones (its key stays on the hosts that
+/// serve it; the state holds what everyone needs to know of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The first name, which names the certificate.
+    pub names: Vec<String>,
+    pub issuer: Option<String>,
+    /// Unix seconds.
+    pub not_after: Option<i64>,
+    pub state: CertState,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(Certificate, "certificate", |r| r.names.first().cloned().unwrap_or_default());
+
+/// A gateway route: host names served by a service's replicas on a container port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub hosts: Vec<String>,
+    /// The service (`<stack>_<service>`) or bundle behind it.
+    pub service: String,
+    pub port: u16,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(Route, "route", |r| r.hosts.first().cloned().unwrap_or_default());
+
+/// A bundle the island runs: a record in someone's ATProto repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bundle {
+    pub name: String,
+    /// `at://did/collection/rkey`.
+    pub uri: String,
+    /// The CID of the record version it runs.
+    pub version: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(Bundle, "bundle", |r| r.name.clone());
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::schema::Code;
+
+    fn apply(ks: &mut Keyspace, index: u64, req: Request) {
+        ks.apply(index, &req, &Code::CURRENT).unwrap();
+    }
+
+    #[test]
+    fn records_round_trip_under_their_kind_and_list_in_name_order() {
+        let mut ks = Keyspace::new();
+        let svc = |name: &str| Service {
+            stack: "blog".into(),
+            name: name.into(),
+            mode: Mode::Replicated,
+            replicas: 2,
+            spec: json!({"image": "ghost"}),
+            constraints: vec!["node.role == public".into()],
+            max_replicas_per_node: Some(1),
+            labels: BTreeMap::new(),
+            extra: Map::new(),
+        };
+        apply(&mut ks, 1, put(&svc("web"), Expect::Absent));
+        apply(&mut ks, 2, put(&svc("db"), Expect::Absent));
+        apply(&mut ks, 3, put(&Stack { name: "blog".into(), compose: json!({}), generation: 1, extra: Map::new() }, Expect::Absent));
+        let listed = list::<Service>(&ks).unwrap();
+        assert_eq!(listed.iter().map(|(s, v)| (s.name(), *v)).collect::<Vec<_>>(), [("blog_db".into(), 2), ("blog_web".to_owned(), 1)]);
+        assert_eq!(get::<Service>(&ks, "blog_web").unwrap(), Some((svc("web"), 1)));
+        assert_eq!(ks.get("desired/service/blog_web").unwrap().value["mode"], "replicated");
+        assert_eq!(list::<Stack>(&ks).unwrap().len(), 1);
+        apply(&mut ks, 4, delete::<Service>("blog_db", Expect::Version(2)));
+        assert_eq!(get::<Service>(&ks, "blog_db").unwrap(), None);
+    }
+
+    /// An older build rewriting a record keeps what a newer one added.
+    #[test]
+    fn fields_a_build_does_not_know_survive_its_rewrite() {
+        let mut ks = Keyspace::new();
+        let newer = json!({"name": "hello", "uri": "at://did:plc:x/app.atoll.bundle/hello", "version": "bafy1", "prewarm": 2});
+        apply(&mut ks, 1, Request::Put { key: key::<Bundle>("hello"), value: newer, expect: Expect::Absent });
+        let (mut b, v) = get::<Bundle>(&ks, "hello").unwrap().unwrap();
+        b.version = "bafy2".into();
+        apply(&mut ks, 2, put(&b, Expect::Version(v)));
+        assert_eq!(ks.get("desired/bundle/hello").unwrap().value["prewarm"], 2);
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_names_its_key() {
+        let mut ks = Keyspace::new();
+        apply(&mut ks, 1, Request::Put { key: key::<Zone>("friends.example"), value: json!({"domain": 7}), expect: Expect::Any });
+        let e = list::<Zone>(&ks).unwrap_err();
+        assert_eq!(e.to_string(), "the desired-state record desired/zone/friends.example does not decode as a zone");
+    }
+}
