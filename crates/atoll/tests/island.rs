@@ -451,6 +451,11 @@ fn the_state_is_replicated_to_three_voters_and_a_learner_and_survives_a_paused_l
     let s = raft(&island, &learner);
     assert_eq!(s["role"], "learner", "{s}");
     assert!(s["members"].as_array().unwrap().iter().all(|m| m["matched"].is_u64()), "the leader reports every member's log: {s}");
+    // The schema, and what each member's build reads (from its answers to the leader's pings).
+    assert_eq!((s["schema"].as_u64(), s["schema_reads"].as_u64(), &s["stopped"]), (Some(1), Some(1), &serde_json::Value::Null), "{s}");
+    wait_for(10, "every member to tell the leader what it reads", || {
+        raft(&island, &learner)["members"].as_array().unwrap().iter().all(|m| m["schema_reads"] == 1)
+    });
     let text = island.ok(&learner, &["island", "status"]);
     assert!(text.contains("Leader:") && text.contains("LOG INDEX") && text.contains(&learner), "{text}");
 

@@ -125,11 +125,15 @@ impl Cluster {
         let leaders = self.leaders.clone();
         tokio::spawn(async move {
             loop {
-                let (state, term) = {
+                // A leader of term T holds a committed vote for itself in T: the vote, not
+                // `current_term` read beside a server state that may be mid-transition.
+                let led = {
                     let m = metrics.borrow_and_update();
-                    (m.state, m.current_term)
+                    let v = m.vote;
+                    (m.state == ServerState::Leader && v.is_committed() && v.leader_id().voted_for() == Some(id))
+                        .then(|| v.leader_id().get_term())
                 };
-                if state == ServerState::Leader {
+                if let Some(term) = led {
                     leaders.lock().unwrap().push((term, id));
                 }
                 if metrics.changed().await.is_err() {
