@@ -170,6 +170,7 @@ impl Manager {
             csr: node_key.csr_pem("joining")?,
             nebula_pub,
             version: cfg.version.clone(),
+            schema_reads: atoll_state::schema::SCHEMA,
         };
         let fp: atoll_pki::Fingerprint =
             code.ca_fingerprint.parse().map_err(|_| crate::invite::CodeError::Malformed("its CA fingerprint".into()))?;

@@ -71,6 +71,10 @@ pub enum IslandError {
     BadPublic { value: String, why: &'static str },
     #[error("this invite is for a public host: join with --public ADDR")]
     PublicInvite,
+    #[error(
+        "this host's Atoll reads the island's state up to schema {reads}, and the island is at schema {schema}: upgrade Atoll on this host to the version the island runs, then run the same `atoll join` again (the invite is not used up)"
+    )]
+    TooOld { reads: u32, schema: u32 },
     #[error("this invite was not made for a public host: join without --public, or ask for an invite made with `atoll invite --public`")]
     NotPublicInvite,
     #[error("the mesh prefix {mesh} overlaps {what} ({other}): pick another with --mesh-cidr")]
@@ -138,6 +142,7 @@ impl IslandError {
             Self::AlreadyMember(_) | Self::Removed => K::Conflict,
             Self::BadPublic { .. }
             | Self::PublicInvite
+            | Self::TooOld { .. }
             | Self::NotPublicInvite
             | Self::Overlap { .. }
             | Self::JoinOverlap { .. }

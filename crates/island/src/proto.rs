@@ -61,6 +61,14 @@ pub struct JoinRequest {
     /// Its Nebula public key (PEM, from `nebula-cert keygen`).
     pub nebula_pub: String,
     pub version: String,
+    /// The newest schema of the replicated state its build reads (builds before schemas send
+    /// none, and read schema 1).
+    #[serde(default = "schema_one")]
+    pub schema_reads: u32,
+}
+
+fn schema_one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,4 +139,21 @@ impl Problem {
 /// requests, and versions are reported by heartbeats.
 pub fn change_allowed(change: &Change) -> bool {
     matches!(change, Change::CreateInvite { .. } | Change::DeleteInvite { .. } | Change::SetLabels { .. } | Change::Remove { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds from before schemas read schema 1, and say so by saying nothing: the CA host
+    /// refuses a joiner older than the island's state, so it must not take silence as newer.
+    #[test]
+    fn a_join_request_without_schema_reads_reads_schema_one() {
+        let old = serde_json::json!({
+            "invite_id": "i", "secret": "s", "name": "n", "public": [], "csr": "", "nebula_pub": "", "version": "0.1.0"
+        });
+        assert_eq!(serde_json::from_value::<JoinRequest>(old).unwrap().schema_reads, 1);
+        let pong: Pong = serde_json::from_str(r#"{"schema_reads":3}"#).unwrap();
+        assert_eq!(pong.schema_reads, 3);
+    }
 }

@@ -193,6 +193,10 @@ async fn admit(m: &Manager, req: JoinRequest) -> Result<JoinResponse, IslandErro
     let key_sha256 = crate::model::sha256_hex(req.nebula_pub.as_bytes());
     let now = SystemTime::now();
     let state = m.state();
+    let schema = m.consensus.reader.with(|k| k.schema);
+    if req.schema_reads < schema {
+        return Err(IslandError::TooOld { reads: req.schema_reads, schema });
+    }
     let existing = state.check_invite(&req.invite_id, &req.secret, &key_sha256, unix_now())?.cloned();
     if existing.is_none() {
         let invite = state.invites.get(&req.invite_id).ok_or_else(|| ModelError::InviteUnknown(req.invite_id.clone()))?;
