@@ -3,7 +3,8 @@
 //! Pipeline: [`yaml`] (text → positioned tree, limits) → [`interpolate`] (variables) →
 //! [`schema`] (shape, against the specification's JSON schema) → [`load`] (include, extends,
 //! several `-f` merged, profiles) → [`model`] (the normalised project, long syntax) →
-//! [`plan`] (container specs and what `up` must change). Pure: file reads and the environment
+//! [`plan`] (container specs and what `up` must change); [`stack`] (the `deploy:` sections,
+//! for `stack deploy`). Pure: file reads and the environment
 //! come from the caller.
 
 pub mod dotenv;
@@ -13,4 +14,5 @@ pub mod merge;
 pub mod model;
 pub mod plan;
 pub mod schema;
+pub mod stack;
 pub mod yaml;

@@ -460,15 +460,19 @@ pub fn with_dependencies(desired: &[DesiredService], selected: &[String]) -> BTr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn project(text: &str) -> Project {
-        let read = |p: &std::path::Path| {
-            if p == std::path::Path::new("/p/app/compose.yaml") { Ok(text.to_owned()) } else { Err(std::io::ErrorKind::NotFound.into()) }
-        };
-        let opts = crate::load::Options { workdir: "/p/app".into(), ..Default::default() };
+        project_in("/p/app", text)
+    }
+
+    /// The project of one `compose.yaml` holding `text` in directory `dir`.
+    pub(crate) fn project_in(dir: &str, text: &str) -> Project {
+        let file = std::path::Path::new(dir).join("compose.yaml");
+        let read = |p: &std::path::Path| if p == file { Ok(text.to_owned()) } else { Err(std::io::ErrorKind::NotFound.into()) };
+        let opts = crate::load::Options { workdir: dir.into(), ..Default::default() };
         crate::model::normalise(&crate::load::load(&opts, &read).unwrap(), &read).unwrap()
     }
 

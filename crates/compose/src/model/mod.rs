@@ -11,7 +11,7 @@ use serde_json::{Map, Value as J, json};
 
 use crate::load::{Loaded, ReadFn};
 
-mod syntax;
+pub(crate) mod syntax;
 mod types;
 
 pub(crate) use syntax::text;
@@ -220,7 +220,12 @@ impl Ctx<'_> {
                     {
                         self.warnings.push(format!("service {name:?}: deploy.replicas {r} is not supported; one container runs"));
                     }
-                    v.clone()
+                    // `deploy.labels` as a list or a mapping, as a mapping.
+                    let mut d = v.clone();
+                    if let Some(l) = v.get("labels") {
+                        d["labels"] = J::Object(named_kv_map(name, "deploy.labels", l)?);
+                    }
+                    d
                 }
                 "network_mode" => {
                     let mode = text(v).unwrap_or_default();

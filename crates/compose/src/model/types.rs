@@ -160,12 +160,50 @@ pub struct Healthcheck {
 #[serde(default)]
 pub struct Deploy {
     pub resources: Option<Resources>,
+    /// `replicated` (the default), `global`, `replicated-job`, `global-job`.
+    pub mode: Option<String>,
+    pub replicas: Option<J>,
+    pub endpoint_mode: Option<String>,
+    pub labels: BTreeMap<String, Option<String>>,
+    pub placement: Option<Placement>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub update_config: Option<UpdateConfig>,
+    pub rollback_config: Option<UpdateConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    pub constraints: Vec<String>,
+    pub preferences: Vec<BTreeMap<String, String>>,
+    pub max_replicas_per_node: Option<J>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RestartPolicy {
+    pub condition: Option<String>,
+    pub delay: Option<String>,
+    pub max_attempts: Option<J>,
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UpdateConfig {
+    pub parallelism: Option<J>,
+    pub delay: Option<String>,
+    pub failure_action: Option<String>,
+    pub monitor: Option<String>,
+    pub max_failure_ratio: Option<J>,
+    pub order: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Resources {
     pub limits: Option<Limits>,
+    pub reservations: Option<Limits>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
