@@ -39,6 +39,27 @@ impl IslandSlot {
         self.manager.read().await.clone().ok_or_else(|| IslandError::NotMember.into())
     }
 
+    /// Opens the island again whenever its manager asks to be ([`Manager::reopen_requested`]:
+    /// its Raft store is from before a recovery of the island, and re-syncs), looking once a
+    /// second for the daemon's life.
+    pub async fn reopen_when_asked(&self) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if !self.manager.read().await.as_ref().is_some_and(|m| m.reopen_requested()) {
+                continue;
+            }
+            let mut slot = self.manager.write().await;
+            let Some(m) = slot.clone().filter(|m| m.reopen_requested()) else { continue };
+            *slot = match m.reopen().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %atoll_island::proto::Problem::from_error(&e), "opening the island again to re-sync");
+                    None
+                }
+            };
+        }
+    }
+
     fn config(&self) -> ApiResult<atoll_island::Config> {
         self.config.clone().ok_or_else(|| ApiError::bad_request("this daemon runs without island support"))
     }

@@ -260,6 +260,12 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         web_login: std::sync::Mutex::new(None),
         island: atoll_api::island::IslandSlot { config: Some(island_config), manager: tokio::sync::RwLock::new(island) },
     });
+    // An island whose Raft store turns out to be from before a recovery asks to be opened
+    // again (it re-syncs).
+    tokio::spawn({
+        let state = state.clone();
+        async move { state.island.reopen_when_asked().await }
+    });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),

@@ -189,7 +189,7 @@ pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitC
         IslandCommand::Backup { file, .. } => {
             let passphrase = passphrase_from_stdin()?;
             let data = client.call(Method::POST, "/v1/island/backup", Some(&atoll_api::island::BackupRequest { passphrase })).await?;
-            atoll_util::atomic_write(&file, &data, 0o600).with_context(|| format!("writing {}", file.display()))?;
+            atoll_util::atomic_write(&file, &data, 0o600)?;
             println!("Wrote {} ({} bytes): the island's state and CA keys, sealed with the passphrase.", file.display(), data.len());
         }
         IslandCommand::Restore { file, .. } => {

@@ -548,6 +548,41 @@ fn losing_two_of_three_voters_stops_writes_with_advice_and_recover_goes_on() {
     // Recovering an island that has a leader is refused.
     let r = island.cli("vps1", &["island", "recover", "--yes"]);
     assert!(!r.ok() && r.stderr.contains("has a leader"), "{}", r.stderr);
+
+    // Regression (found by QA: a split brain, then openraft panicking on the lost voters for
+    // good): the voters lost to a second recovery return while the recovered host is down,
+    // and elect a leader among themselves, which takes a write. When the recovered host
+    // returns, they re-sync from it: its history wins, theirs is kept aside, nothing panics.
+    let lost: Vec<String> = names(&raft(&island, "vps1")["voters"]).into_iter().filter(|v| v != "vps1").collect();
+    for h in &lost {
+        island.daemon_mut(h).kill9();
+    }
+    wait_for(30, "vps1 to lose its majority", || raft(&island, "vps1")["leader"].is_null());
+    island.ok("vps1", &["island", "recover", "--yes"]);
+    island.ok("vps1", &["island", "kv", "put", "recovered", "1"]);
+    island.daemon_mut("vps1").kill9();
+    for h in &lost {
+        island.daemon_mut(h).start_again();
+    }
+    wait_for(60, "the lost voters to elect a leader among themselves", || {
+        island.cli(&lost[0], &["island", "kv", "put", "split", "2"]).ok()
+    });
+    island.daemon_mut("vps1").start_again();
+    for h in &lost {
+        wait_for(60, &format!("{h} to re-sync from the recovered island"), || {
+            island.cli(h, &["island", "kv", "get", "recovered", "--stale"]).stdout.trim() == "1"
+        });
+        let r = island.cli(h, &["island", "kv", "get", "split", "--stale"]);
+        assert!(!r.ok(), "{h} serves a write of the other side of the split: {}", r.stdout);
+        let dir = island.daemon(h).data_dir.join("island");
+        let aside =
+            std::fs::read_dir(&dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("state.redb.before-recovery-"));
+        assert!(aside, "{h} keeps its old store aside");
+    }
+    wait_for(60, "three voters after the second recovery", || {
+        let s = raft(&island, "vps1");
+        s["leader"] == "vps1" && s["voters"].as_array().unwrap().len() == 3
+    });
     no_panics(&island, &["vps1", "vps2", "home1", "home2"]);
 }
 

@@ -234,6 +234,9 @@ impl Manager {
         }
         Local { node_id: resp.node_id.clone(), generation: 1, removed: None, raft_group: false }.save(&paths)?;
         FileStore::new(paths.state()).save(&resp.state)?;
+        if resp.epoch > 0 {
+            atoll_state::store::set_epoch(&paths.raft(), resp.epoch).map_err(crate::consensus::ConsensusError::from)?;
+        }
         Self::open(cfg).await?.ok_or(IslandError::NotMember)
     }
 }

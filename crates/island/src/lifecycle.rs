@@ -182,6 +182,7 @@ impl Manager {
             stop,
             tasks: Mutex::new(Vec::new()),
             renewal: Mutex::new(RenewStatus::default()),
+            reopen: Default::default(),
             consensus,
         });
         m.rebuild_tls()?;
@@ -643,6 +644,9 @@ impl Manager {
     }
 }
 
+/// The marker of a Raft store from before a recovery of the island: the epoch to re-sync into.
+pub(crate) const RESYNC_EPOCH: &str = "resync-epoch";
+
 /// Opens this member's Raft node. A store that cannot be opened (damaged — a value failing its
 /// checksum — truncated, not a store) is moved aside (`state.redb.damaged-<unix time>`), never served: the member starts
 /// again from an empty store and re-syncs from the others, and until it has caught up (and a
@@ -656,6 +660,20 @@ async fn open_consensus(
 ) -> Result<crate::consensus::Consensus, IslandError> {
     let path = paths.raft();
     let marker = paths.root.join("resync");
+    // A store from before a recovery of the island (see `Manager::go_stale`): kept aside, and
+    // an empty one in the island's epoch re-syncs, without votes until caught up.
+    let stale = paths.root.join(RESYNC_EPOCH);
+    if let Ok(text) = std::fs::read_to_string(&stale) {
+        let epoch: u64 = text.trim().parse().map_err(|_| IslandError::Recover(format!("{} is not an epoch: {text:?}", stale.display())))?;
+        if path.exists() {
+            let aside = path.with_extension(format!("redb.before-recovery-{}", unix_now()));
+            std::fs::rename(&path, &aside).map_err(io(&path))?;
+            tracing::warn!(kept = %aside.display(), epoch, "re-syncing this member's Raft store from the recovered island");
+        }
+        atoll_state::store::set_epoch(&path, epoch).map_err(crate::consensus::ConsensusError::from)?;
+        write_secret(&marker, b"re-syncing after a recovery of the island: no votes until caught up\n")?;
+        std::fs::remove_file(&stale).map_err(io(&stale))?;
+    }
     let c = match crate::consensus::Consensus::open(&path, id, cluster, client.clone()).await {
         Ok(c) => c,
         // A state newer than this build is whole: keep it, and say to upgrade.

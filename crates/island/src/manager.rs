@@ -289,6 +289,9 @@ pub struct Manager {
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) renewal: Mutex<RenewStatus>,
     pub(crate) consensus: crate::consensus::Consensus,
+    /// Set when this member must be opened again (its Raft store is from before a recovery of
+    /// the island: [`Manager::reopen`] re-syncs it).
+    pub(crate) reopen: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Manager {
@@ -778,6 +781,39 @@ impl Manager {
     /// Whether [`Manager::shutdown`] ran (this island must be opened again to be used).
     pub fn is_shut_down(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    /// Whether this island must be opened again ([`Manager::reopen`]): its Raft store is from
+    /// before a recovery that went on without it, and stopped.
+    pub fn reopen_requested(&self) -> bool {
+        self.reopen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops this island and opens it again (what the daemon does when
+    /// [`Manager::reopen_requested`]): a store marked stale is moved aside and re-synced.
+    pub async fn reopen(self: std::sync::Arc<Self>) -> Result<Option<std::sync::Arc<Manager>>, IslandError> {
+        self.shutdown().await;
+        drop(self.mesh.lock().await.take());
+        Self::open(self.cfg.clone()).await
+    }
+
+    /// This member met a newer epoch: the island was recovered without its store. Its Raft
+    /// stops (its log may hold writes of voters the recovery went on without, which must not
+    /// merge into the island's), a marker says which epoch to re-sync into, and the daemon is
+    /// asked to open the island again.
+    pub(crate) async fn go_stale(&self, newer: u64) {
+        let marker = self.paths.root.join(crate::lifecycle::RESYNC_EPOCH);
+        if let Err(e) = std::fs::write(&marker, newer.to_string()) {
+            tracing::error!(error = %e, path = %marker.display(), "marking the Raft store for a re-sync");
+            return;
+        }
+        tracing::error!(
+            this_epoch = self.consensus.epoch.mine,
+            island_epoch = newer,
+            "the island was recovered without this member's Raft store: stopping it; re-syncing from the others (the old store is kept aside)"
+        );
+        self.consensus.shutdown().await;
+        self.reopen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

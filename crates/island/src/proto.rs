@@ -83,6 +83,10 @@ pub struct JoinResponse {
     pub join_cert: Option<String>,
     /// The island as it now is, the new member in it.
     pub state: IslandState,
+    /// The epoch of the island's Raft group (recoveries so far): the new member's store starts
+    /// in it (`atoll_state::store::set_epoch`).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -105,23 +105,66 @@ fn certified(peer: &Peer) -> Result<(), Refusal> {
 
 type RaftAnswer<T, E = openraft::error::Infallible> = Json<Result<T, openraft::error::RaftError<atoll_state::NodeId, E>>>;
 
+/// Why a Raft RPC from another epoch is refused (see [`same_epoch`]).
+enum OtherEpoch {
+    /// The caller's is older: `409`, with this member's epoch (the caller re-syncs).
+    Older { mine: u64, theirs: u64 },
+    /// The caller's is newer: this member re-syncs; `503` meanwhile.
+    Newer,
+}
+
+impl IntoResponse for OtherEpoch {
+    fn into_response(self) -> Response {
+        match self {
+            OtherEpoch::Older { mine, theirs } => {
+                let message = format!(
+                    "this member is of the island's epoch {mine}, after a recovery that went on without the caller (epoch {theirs}): the caller re-syncs"
+                );
+                (StatusCode::CONFLICT, [(crate::consensus::EPOCH_HEADER, mine.to_string())], Json(Problem { message, causes: vec![] }))
+                    .into_response()
+            }
+            OtherEpoch::Newer => {
+                refuse(StatusCode::SERVICE_UNAVAILABLE, "the island was recovered without this member's store: re-syncing").into_response()
+            }
+        }
+    }
+}
+
+/// Raft's RPCs pass only within one epoch (see [`crate::consensus::Epoch`]).
+fn same_epoch(m: &Manager, headers: &axum::http::HeaderMap) -> Result<(), OtherEpoch> {
+    let theirs: u64 = headers.get(crate::consensus::EPOCH_HEADER).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    let mine = m.consensus.epoch.mine;
+    if theirs < mine {
+        return Err(OtherEpoch::Older { mine, theirs });
+    }
+    if m.consensus.epoch.met(theirs) {
+        return Err(OtherEpoch::Newer);
+    }
+    Ok(())
+}
+
 async fn raft_append(
     State(m): M,
     Extension(peer): Extension<Peer>,
+    headers: axum::http::HeaderMap,
     Json(rpc): Json<openraft::raft::AppendEntriesRequest<atoll_state::TypeConfig>>,
-) -> Result<RaftAnswer<openraft::raft::AppendEntriesResponse<atoll_state::NodeId>>, Refusal> {
-    certified(&peer)?;
+) -> Result<RaftAnswer<openraft::raft::AppendEntriesResponse<atoll_state::NodeId>>, Response> {
+    certified(&peer).map_err(IntoResponse::into_response)?;
+    same_epoch(&m, &headers).map_err(IntoResponse::into_response)?;
     Ok(Json(m.consensus.raft.append_entries(rpc).await))
 }
 
 async fn raft_vote(
     State(m): M,
     Extension(peer): Extension<Peer>,
+    headers: axum::http::HeaderMap,
     Json(rpc): Json<openraft::raft::VoteRequest<atoll_state::NodeId>>,
-) -> Result<RaftAnswer<openraft::raft::VoteResponse<atoll_state::NodeId>>, Refusal> {
-    certified(&peer)?;
+) -> Result<RaftAnswer<openraft::raft::VoteResponse<atoll_state::NodeId>>, Response> {
+    certified(&peer).map_err(IntoResponse::into_response)?;
+    same_epoch(&m, &headers).map_err(IntoResponse::into_response)?;
     if m.consensus.resyncing() {
-        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "re-syncing after a damaged Raft store: not voting until caught up"));
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "re-syncing after a damaged or lost Raft store: not voting until caught up")
+            .into_response());
     }
     Ok(Json(m.consensus.raft.vote(rpc).await))
 }
@@ -129,9 +172,11 @@ async fn raft_vote(
 async fn raft_snapshot(
     State(m): M,
     Extension(peer): Extension<Peer>,
+    headers: axum::http::HeaderMap,
     Json(rpc): Json<openraft::raft::InstallSnapshotRequest<atoll_state::TypeConfig>>,
-) -> Result<RaftAnswer<openraft::raft::InstallSnapshotResponse<atoll_state::NodeId>, openraft::error::InstallSnapshotError>, Refusal> {
-    certified(&peer)?;
+) -> Result<RaftAnswer<openraft::raft::InstallSnapshotResponse<atoll_state::NodeId>, openraft::error::InstallSnapshotError>, Response> {
+    certified(&peer).map_err(IntoResponse::into_response)?;
+    same_epoch(&m, &headers).map_err(IntoResponse::into_response)?;
     Ok(Json(m.consensus.raft.install_snapshot(rpc).await))
 }
 
@@ -255,7 +300,8 @@ async fn admit(m: &Manager, req: JoinRequest) -> Result<JoinResponse, IslandErro
     let state = m.commit(&[change]).await?;
     tracing::info!(node = %name, %mesh_ip, "admitted a host to the island");
     m.seen.lock().unwrap().insert(id.clone(), unix_now());
-    Ok(JoinResponse { node_id: id, mesh_ip, cert: signed.cert, nebula_cert: signed.nebula_cert, join_cert, state })
+    let epoch = m.consensus.epoch.mine;
+    Ok(JoinResponse { node_id: id, mesh_ip, cert: signed.cert, nebula_cert: signed.nebula_cert, join_cert, state, epoch })
 }
 
 async fn renew(

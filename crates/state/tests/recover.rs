@@ -32,6 +32,7 @@ async fn a_survivor_made_the_only_voter_takes_writes_and_the_lost_voters_follow_
     let nodes: BTreeMap<u64, BasicNode> = (0..3).map(|i| (i, BasicNode::new(format!("node{i}")))).collect();
     let r = store::force_voters(&c.path(survivor), survivor, BTreeSet::from([survivor]), nodes).unwrap();
     assert!(r.term > 1 && r.index > 0, "{r:?}");
+    assert_eq!((r.epoch, store::epoch(&c.path(survivor)).unwrap(), store::epoch(&c.path(lost[0])).unwrap()), (1, 1, 0), "a new epoch");
     c.boot(survivor).await;
     let raft = c.raft(survivor).unwrap();
     raft.wait(Some(Duration::from_secs(10))).metrics(|m| m.current_leader == Some(survivor), "the survivor to lead").await.unwrap();

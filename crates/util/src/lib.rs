@@ -31,12 +31,18 @@ pub enum Error {
     Locked { path: PathBuf },
 }
 
+/// The directory `path` is in: `.` for a bare file name (whose `parent()` is empty, which no
+/// call can open: `atoll island backup relbk` failed after writing the file).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Writes `data` to `path` so that readers see either the old content or the new, never a mix,
 /// even across a crash: write a sibling temp file, fsync it, rename it over `path`, fsync the
 /// directory. `mode` is applied to the new file before it becomes visible.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     let wrap = |source| Error::Write { path: path.to_owned(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let tmp = dir.join(format!(".{}.tmp-{:016x}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), fastrand::u64(..)));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
@@ -54,7 +60,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
 /// Replaces `path` atomically (temp file, rename) without fsync: readers never see a torn file,
 /// but a power loss may lose the update. For files regenerated on every use.
 pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let tmp = dir.join(format!(".{}.tmp-{:016x}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), fastrand::u64(..)));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
@@ -256,6 +262,14 @@ pub fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `atoll island backup relbk` wrote the file, then failed to fsync `""`.
+    #[test]
+    fn a_bare_file_name_is_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("relbk")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("a/relbk")), Path::new("a"));
+        assert_eq!(parent_dir(Path::new("/relbk")), Path::new("/"));
+    }
 
     #[test]
     fn fib_trie_gives_routes_of_every_table_and_interface_addresses_but_not_default_routes() {

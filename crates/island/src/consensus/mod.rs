@@ -36,6 +36,37 @@ use crate::transport::{self, TransportError};
 /// The key of the island's membership document.
 pub const ISLAND_KEY: &str = "island/state";
 
+/// The header that carries the sender's epoch on Raft's RPCs, and the callee's on a refusal.
+pub const EPOCH_HEADER: &str = "atoll-raft-epoch";
+
+/// This member's epoch (`atoll_state::store::epoch`: recoveries since the island began) and the
+/// newest one it has met among the island's members. Members exchange Raft RPCs only within
+/// one epoch; meeting a newer one means the island was recovered without this member's store,
+/// which then re-syncs from the others (its log may hold writes of voters lost to the recovery
+/// that must not merge into the island's).
+#[derive(Debug, Default)]
+pub struct Epoch {
+    pub mine: u64,
+    newer: std::sync::atomic::AtomicU64,
+}
+
+impl Epoch {
+    pub fn new(mine: u64) -> Self {
+        Epoch { mine, newer: mine.into() }
+    }
+
+    /// Notes a member's epoch; whether it is newer than this member's.
+    pub fn met(&self, theirs: u64) -> bool {
+        self.newer.fetch_max(theirs, std::sync::atomic::Ordering::SeqCst);
+        theirs > self.mine
+    }
+
+    /// The newest epoch met, if newer than this member's.
+    pub fn newer(&self) -> Option<u64> {
+        Some(self.newer.load(std::sync::atomic::Ordering::SeqCst)).filter(|&n| n > self.mine)
+    }
+}
+
 /// How long a write waits for a leader (an election takes a few seconds).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A leader unacknowledged by a majority for longer than the longest election timeout has
@@ -104,6 +135,7 @@ pub struct Consensus {
     pub raft: Raft<TypeConfig>,
     pub reader: Reader,
     pub id: NodeId,
+    pub epoch: Arc<Epoch>,
     client: SharedClient,
     /// The leader's latest plan for the voters, in words (for `island status`).
     pub(crate) next: Mutex<String>,
@@ -127,15 +159,17 @@ impl std::fmt::Debug for Consensus {
 impl Consensus {
     /// Opens (or creates) this member's store at `path` and starts its Raft node.
     pub async fn open(path: &Path, id: NodeId, cluster: &str, client: SharedClient) -> Result<Self, ConsensusError> {
+        let epoch = Arc::new(Epoch::new(atoll_state::store::epoch(path)?));
         let (log, sm) = atoll_state::store::open(path)?;
         let reader = sm.reader();
-        let raft = Raft::new(id, config(cluster), MeshNetwork { client: client.clone() }, log, sm)
+        let raft = Raft::new(id, config(cluster), MeshNetwork { client: client.clone(), epoch: epoch.clone() }, log, sm)
             .await
             .map_err(|e| ConsensusError::Start(Box::new(e)))?;
         Ok(Self {
             raft,
             reader,
             id,
+            epoch,
             client,
             next: Mutex::new(String::new()),
             last_ok: Mutex::new(BTreeMap::new()),
@@ -257,6 +291,8 @@ impl Consensus {
         match r {
             Ok(_) => Ok(self.reader.get(key)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => Err(Ok(self.elsewhere(f))),
+            // Found by QA: openraft's own words named voters by Raft ID and gave no advice.
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => Err(Err(ConsensusError::NoQuorum)),
             Err(e) => Err(Err(ConsensusError::Raft(e.to_string()))),
         }
     }

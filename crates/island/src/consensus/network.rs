@@ -25,19 +25,22 @@ pub type SharedClient = Arc<RwLock<reqwest::Client>>;
 #[derive(Clone)]
 pub struct MeshNetwork {
     pub client: SharedClient,
+    /// This member's epoch, sent with every RPC; a callee's newer one is noted in it.
+    pub epoch: Arc<super::Epoch>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for MeshNetwork {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        Connection { client: self.client.clone(), target, base: format!("https://{}", node.addr) }
+        Connection { client: self.client.clone(), epoch: self.epoch.clone(), target, base: format!("https://{}", node.addr) }
     }
 }
 
 /// One member as the others call it.
 pub struct Connection {
     client: SharedClient,
+    epoch: Arc<super::Epoch>,
     target: NodeId,
     base: String,
 }
@@ -53,9 +56,19 @@ impl Connection {
     {
         let client = self.client.read().unwrap_or_else(|p| p.into_inner()).clone();
         let url = format!("{}{path}", self.base);
-        let resp =
-            client.post(&url).timeout(option.hard_ttl()).json(req).send().await.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let resp = client
+            .post(&url)
+            .timeout(option.hard_ttl())
+            .header(super::EPOCH_HEADER, self.epoch.mine)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let status = resp.status();
+        // A callee of a newer epoch refuses this member's RPCs (409) and says its epoch.
+        if let Some(theirs) = resp.headers().get(super::EPOCH_HEADER).and_then(|v| v.to_str().ok()?.parse().ok()) {
+            self.epoch.met(theirs);
+        }
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
             let e = std::io::Error::other(format!("{url} answered {status}: {text}"));

@@ -53,6 +53,10 @@ impl Manager {
             if self.removed() {
                 return;
             }
+            if let Some(newer) = self.consensus.epoch.newer() {
+                self.go_stale(newer).await;
+                return;
+            }
             let (state, term) = {
                 let m = self.consensus.raft.metrics();
                 let m = m.borrow();

@@ -34,6 +34,29 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("docs");
 
+/// The `meta` key of the store's epoch: how many times its member was recovered
+/// ([`force_voters`]) — or re-synced from a recovered one — since the island began. Members
+/// exchange Raft RPCs only within one epoch (the island's transport checks it).
+pub(crate) const EPOCH: &str = "epoch";
+
+/// The epoch of the store at `path` (0 for a new or older store; a missing one is created).
+/// The member must be stopped.
+pub fn epoch(path: &Path) -> Result<u64, StoreError> {
+    let failed = |source| StoreError::Read { path: path.display().to_string(), source };
+    let db = Database::create(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+    init_tables(&db).map_err(failed)?;
+    read_meta::<u64>(&db, EPOCH).map(|e| e.unwrap_or(0)).map_err(failed)
+}
+
+/// Sets the epoch of the store at `path` (creating it): a member re-syncing from a recovered
+/// island starts an empty store in the island's epoch. The member must be stopped.
+pub fn set_epoch(path: &Path, epoch: u64) -> Result<(), StoreError> {
+    let failed = |source| StoreError::Read { path: path.display().to_string(), source };
+    let db = Database::create(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+    init_tables(&db).map_err(failed)?;
+    write_meta(&db, EPOCH, &epoch).map_err(failed)
+}
+
 /// Opening the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

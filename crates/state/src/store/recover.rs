@@ -5,6 +5,11 @@
 //! voters) a majority, elects a leader and commits its log, the new membership with it; the
 //! members left out follow it when they come back (the term is newer than any they know).
 //!
+//! The store's *epoch* (see [`super::EPOCH`]) goes up by one: members of the older epoch are
+//! refused by this one's and re-sync from it when they meet it, so that voters lost to the
+//! recovery that elect a leader among themselves (while this member is down) never merge their
+//! diverging log into the recovered island's.
+//!
 //! This gives up Raft's guarantee on purpose, and only the operator may ask for it: writes
 //! acknowledged by a majority that did not include this member and that it never received are
 //! lost, and entries in its log that were never committed become committed.
@@ -27,6 +32,8 @@ pub struct Recovered {
     /// How far this member had applied: entries after this one were in its log but not known
     /// to be committed.
     pub applied: Option<u64>,
+    /// The store's epoch from now on.
+    pub epoch: u64,
 }
 
 /// Appends a membership with `voters` (a subset of `nodes`, which keeps every member it
@@ -70,11 +77,13 @@ pub fn force_voters(
             log_id: LogId::new(CommittedLeaderId::new(term, me), index),
             payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
         };
+        let epoch = read_meta::<u64>(&db, super::EPOCH)?.unwrap_or(0) + 1;
         let tx = db.begin_write()?;
+        tx.open_table(META)?.insert(super::EPOCH, seal(super::EPOCH.as_bytes(), &epoch).as_slice())?;
         tx.open_table(LOG)?.insert(index, seal(&log_key(index), &entry).as_slice())?;
         tx.open_table(META)?.insert(super::log::VOTE, seal(super::log::VOTE.as_bytes(), &Vote::new(term, me)).as_slice())?;
         tx.commit()?;
-        Ok(Recovered { index, term, applied: applied.map(|a| a.index) })
+        Ok(Recovered { index, term, applied: applied.map(|a| a.index), epoch })
     };
     run().map_err(failed)
 }

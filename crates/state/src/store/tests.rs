@@ -17,6 +17,16 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 }
 
 #[test]
+fn an_epoch_is_zero_until_set_and_survives_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    assert_eq!(super::epoch(&path).unwrap(), 0, "a new store");
+    super::set_epoch(&path, 3).unwrap();
+    drop(open(&path).unwrap());
+    assert_eq!(super::epoch(&path).unwrap(), 3);
+}
+
+#[test]
 fn passes_openraft_storage_suite() {
     Suite::test_all(Builder).unwrap();
 }
