@@ -2,7 +2,8 @@
 //! everything holds): the property tests and the simulation here use them, and the island's
 //! simulation of scheduling can use them on its replicated state.
 //!
-//! Services whose constraints do not parse are left out (nothing is placed for them).
+//! A service whose constraints do not parse is checked for everything but its constraints,
+//! and left out of what could be placed (nothing is placed for it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,11 +13,17 @@ use crate::{Allocation, Desired, Mode, Node, NodeState, Resources, Service, serv
 
 struct Svc<'a> {
     svc: &'a Service,
-    cs: Vec<Constraint>,
+    /// None when they do not parse.
+    cs: Option<Vec<Constraint>>,
 }
 
 fn services(services: &[Service]) -> BTreeMap<String, Svc<'_>> {
-    services.iter().filter_map(|s| Some((service_name(s), Svc { svc: s, cs: Constraint::parse_all(&s.constraints).ok()? }))).collect()
+    services.iter().map(|s| (service_name(s), Svc { svc: s, cs: Constraint::parse_all(&s.constraints).ok() })).collect()
+}
+
+/// The services whose constraints parse, with them.
+fn placeable(svcs: &[Service]) -> impl Iterator<Item = (String, &Service, Vec<Constraint>)> {
+    services(svcs).into_iter().filter_map(|(name, s)| Some((name, s.svc, s.cs?)))
 }
 
 fn used_by_node(allocations: &[Allocation]) -> HashMap<&str, Resources> {
@@ -59,7 +66,7 @@ pub fn violations(svcs: &[Service], allocations: &[Allocation], nodes: &[Node]) 
             wrong.push(format!("{me} is of a service that is gone"));
             continue;
         };
-        if !constraint::all_match(&s.cs, n) {
+        if s.cs.as_ref().is_some_and(|cs| !constraint::all_match(cs, n)) {
             wrong.push(format!("{me} is on a node that does not satisfy {:?}", s.svc.constraints));
         }
         if a.generation != s.svc.generation {
@@ -100,13 +107,13 @@ pub fn placeable_left(svcs: &[Service], allocations: &[Allocation], nodes: &[Nod
         *total.entry(&a.service).or_default() += 1;
     }
     let mut wrong = Vec::new();
-    for (name, s) in services(svcs) {
-        let eligible = nodes.iter().filter(|n| n.state == NodeState::Up && constraint::all_match(&s.cs, n));
+    for (name, svc, cs) in placeable(svcs) {
+        let eligible = nodes.iter().filter(|n| n.state == NodeState::Up && constraint::all_match(&cs, n));
         let has = |n: &Node| count.get(&(name.as_str(), n.id.as_str())).copied().unwrap_or(0);
-        let fits = |n: &Node| room(s.svc.reservations, used.get(n.id.as_str()).copied().unwrap_or_default(), n.capacity);
-        let open: Vec<&str> = match s.svc.mode {
-            Mode::Replicated if total.get(name.as_str()).copied().unwrap_or(0) < s.svc.replicas => {
-                let max = s.svc.max_replicas_per_node.unwrap_or(u32::MAX);
+        let fits = |n: &Node| room(svc.reservations, used.get(n.id.as_str()).copied().unwrap_or_default(), n.capacity);
+        let open: Vec<&str> = match svc.mode {
+            Mode::Replicated if total.get(name.as_str()).copied().unwrap_or(0) < svc.replicas => {
+                let max = svc.max_replicas_per_node.unwrap_or(u32::MAX);
                 eligible.filter(|n| has(n) < max && fits(n)).map(|n| n.id.as_str()).collect()
             }
             Mode::Replicated => Vec::new(),
@@ -129,14 +136,14 @@ pub fn spread(svcs: &[Service], allocations: &[Allocation], nodes: &[Node]) -> V
         *count.entry((&a.service, &a.node)).or_default() += 1;
     }
     let mut wrong = Vec::new();
-    for (name, s) in services(svcs).into_iter().filter(|(_, s)| s.svc.mode == Mode::Replicated) {
-        let eligible: Vec<&Node> = nodes.iter().filter(|n| n.state == NodeState::Up && constraint::all_match(&s.cs, n)).collect();
+    for (name, svc, cs) in placeable(svcs).filter(|(_, s, _)| s.mode == Mode::Replicated) {
+        let eligible: Vec<&Node> = nodes.iter().filter(|n| n.state == NodeState::Up && constraint::all_match(&cs, n)).collect();
         let has = |n: &Node| count.get(&(name.as_str(), n.id.as_str())).copied().unwrap_or(0);
-        let max = s.svc.max_replicas_per_node.unwrap_or(u32::MAX);
+        let max = svc.max_replicas_per_node.unwrap_or(u32::MAX);
         let most = eligible.iter().max_by_key(|n| has(n));
         let roomy = eligible
             .iter()
-            .filter(|n| has(n) < max && room(s.svc.reservations, used.get(n.id.as_str()).copied().unwrap_or_default(), n.capacity));
+            .filter(|n| has(n) < max && room(svc.reservations, used.get(n.id.as_str()).copied().unwrap_or_default(), n.capacity));
         if let (Some(most), Some(least)) = (most, roomy.min_by_key(|n| has(n)))
             && has(most) >= has(least) + 2
         {

@@ -250,14 +250,9 @@ pub fn plan(services: &[Service], allocations: &[Allocation], nodes: &[Node]) ->
             allocs.iter().for_each(|a| stop(&mut stops, a, StopReason::ServiceRemoved));
             continue;
         };
-        let Ok(cs) = cs else {
-            // nothing moves for a service whose constraints do not parse (a deploy refuses them)
-            kept.insert(
-                name,
-                allocs.iter().filter_map(|a| Some(Kept { alloc: a, node: *node_at.get(a.node.as_str())?, res: a.reservations })).collect(),
-            );
-            continue;
-        };
+        // a service whose constraints do not parse (a deploy refuses them) keeps what it has
+        // where it may still run, and gets nothing new
+        let cs: &[Constraint] = cs.as_deref().unwrap_or_default();
         // by slot, the service's generation before others, then by member: the first of a
         // slot that may stay is the one kept
         allocs.sort_by(|a, b| {
@@ -344,7 +339,7 @@ pub fn plan(services: &[Service], allocations: &[Allocation], nodes: &[Node]) ->
     stops.sort();
     actions.extend(stops.into_iter().map(|(alloc, reason)| Action::Stop { alloc, reason }));
     for (name, ks) in &kept {
-        let Some((svc, Ok(_))) = svcs.get(*name) else { continue };
+        let Some((svc, _)) = svcs.get(*name) else { continue };
         for k in ks.iter().filter(|k| k.alloc.generation != svc.generation) {
             let alloc = AllocRef { generation: svc.generation, ..alloc_ref(k.alloc) };
             actions.push(Action::Update { alloc, from: k.alloc.generation, reservations: svc.reservations });

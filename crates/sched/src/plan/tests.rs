@@ -418,3 +418,38 @@ fn sizes_read_as_compose_writes_them() {
     assert_eq!((bytes(512 << 20), bytes(3 * GIB / 2), bytes(100)), ("512 MiB".into(), "1.5 GiB".into(), "100 B".into()));
     assert_eq!((cpus_text(500_000_000), cpus_text(2_000_000_000), cpus_text(1_250_000_000)), ("0.5".into(), "2".into(), "1.25".into()));
 }
+
+/// A slot moved off a member and back before that member confirmed the stop: the start puts
+/// the stopped record back to running (one record per service, slot and member).
+#[test]
+fn a_slot_returning_to_a_member_reuses_its_stopped_record() {
+    let mut ns = nodes(&["a", "b"]);
+    let web = svc("web", 1);
+    let mut allocs = Vec::new();
+    converge(std::slice::from_ref(&web), &mut allocs, &ns);
+    ns[0].state = NodeState::Down;
+    converge(std::slice::from_ref(&web), &mut allocs, &ns);
+    ns[0].state = NodeState::Up;
+    ns[1].state = NodeState::Down;
+    let p = converge(std::slice::from_ref(&web), &mut allocs, &ns);
+    assert_eq!(starts(&p), [("1".into(), "a".into())]);
+    assert_eq!(allocs.len(), 2, "{allocs:?}");
+    assert_eq!(running(&allocs), [("s_web".into(), "1".into(), "a".into(), 1)]);
+}
+
+/// A service whose constraints stopped parsing keeps its replicas where they may run, gets
+/// none placed, and says why.
+#[test]
+fn a_service_with_a_bad_constraint_keeps_what_it_has_and_gets_nothing_new() {
+    let mut ns = nodes(&["a", "b", "c"]);
+    let mut allocs = Vec::new();
+    converge(&[svc("web", 2)], &mut allocs, &ns);
+    let mut bad = svc("web", 2);
+    bad.constraints = vec!["node.labels.x = y".into()];
+    assert_eq!(plan(std::slice::from_ref(&bad), &allocs, &ns).actions, []);
+    ns[0].state = NodeState::Down;
+    let p = converge(&[bad], &mut allocs, &ns);
+    assert_eq!(stops(&p), [("1".into(), "a".into(), StopReason::NodeDown)]);
+    assert_eq!(starts(&p), []);
+    assert!(reason(&p).starts_with("s_web (1 missing): the placement constraint \"node.labels.x = y\" has no operator"), "{}", reason(&p));
+}
