@@ -104,6 +104,16 @@ pub enum Mode {
     Global,
 }
 
+/// CPU and memory, as Swarm counts them (`deploy.resources.reservations`: `cpus: "0.5"` is
+/// 500 000 000 nano-CPUs). Zero means none asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default)]
+    pub nano_cpus: u64,
+    #[serde(default)]
+    pub memory_bytes: u64,
+}
+
 /// A service of a stack (Swarm's service, `<stack>_<name>`): what each of its replicas runs
 /// and where they may run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +132,13 @@ pub struct Service {
     pub max_replicas_per_node: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Bumped whenever what a replica runs changes (`spec`, `reservations`): replicas at an
+    /// older generation are updated to it (the scheduler, `atoll-sched`).
+    #[serde(default)]
+    pub generation: u64,
+    /// `deploy.resources.reservations`: what a host must have free to take a replica.
+    #[serde(default)]
+    pub reservations: Resources,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -146,6 +163,9 @@ pub struct Allocation {
     pub desired: Desired,
     /// The service's generation it runs.
     pub generation: u64,
+    /// What it holds on its member (its service's reservations at that generation).
+    #[serde(default)]
+    pub reservations: Resources,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -257,6 +277,8 @@ mod tests {
             constraints: vec!["node.role == public".into()],
             max_replicas_per_node: Some(1),
             labels: BTreeMap::new(),
+            generation: 1,
+            reservations: Resources { nano_cpus: 500_000_000, memory_bytes: 64 << 20 },
             extra: Map::new(),
         };
         apply(&mut ks, 1, put(&svc("web"), Expect::Absent));
@@ -281,6 +303,19 @@ mod tests {
         b.version = "bafy2".into();
         apply(&mut ks, 2, put(&b, Expect::Version(v)));
         assert_eq!(ks.get("desired/bundle/hello").unwrap().value["prewarm"], 2);
+    }
+
+    /// A service or allocation written before `generation` and `reservations` existed reads
+    /// with none reserved at generation 0.
+    #[test]
+    fn records_without_generation_or_reservations_read_as_zero() {
+        let svc: Service =
+            serde_json::from_value(json!({"stack": "blog", "name": "web", "mode": "global", "replicas": 0, "spec": {}})).unwrap();
+        assert_eq!((svc.generation, svc.reservations), (0, Resources::default()));
+        let alloc: Allocation =
+            serde_json::from_value(json!({"service": "blog_web", "slot": "1", "node": "n1", "desired": "running", "generation": 3}))
+                .unwrap();
+        assert_eq!(alloc.reservations, Resources::default());
     }
 
     #[test]
