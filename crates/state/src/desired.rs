@@ -152,8 +152,8 @@ pub enum Desired {
     Shutdown,
 }
 
-/// One replica of a service placed on a member: `<stack>_<service>.<slot>` for replicated
-/// services, `<stack>_<service>.<member id>` for global ones.
+/// One replica of a service placed on a member, named `<stack>_<service>.<slot>/<member id>`
+/// (the slot is a replica's number for replicated services, the member's id for global ones).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Allocation {
     pub service: String,
@@ -169,7 +169,9 @@ pub struct Allocation {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
-kind!(Allocation, "allocation", |r| format!("{}.{}", r.service, r.slot));
+// Keyed by node too: a replica moved off a down host keeps its old record (shut down, at its
+// generation, for the host to stop when it returns) beside the new one.
+kind!(Allocation, "allocation", |r| format!("{}.{}/{}", r.service, r.slot, r.node));
 
 /// A DNS zone the island is authoritative for (`atoll domain add`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
