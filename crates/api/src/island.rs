@@ -236,25 +236,45 @@ pub async fn backup(State(s): St, body: Result<Json<BackupRequest>, JsonRejectio
     Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RestoreQuery {
+    /// This host's public `ADDR[:PORT]`s, comma-separated, replacing the backed-up CA host's
+    /// (a replacement machine has its own address; invites carry these).
+    #[serde(default)]
+    pub public: Option<String>,
+}
+
 /// Rebuilds the island from a sealed backup on this host (in no island): it becomes the CA
 /// host and the only member and voter, with every document of the backup; the other members
 /// join again with new invites. The body is the passphrase, a newline, then the backup.
-#[utoipa::path(post, path = "/v1/island/restore", tag = "island",
+#[utoipa::path(post, path = "/v1/island/restore", tag = "island", params(RestoreQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The passphrase, a newline, then the sealed backup"),
     responses((status = 201, body = IslandStatus), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn restore(State(s): St, body: axum::body::Body) -> ApiResult<(StatusCode, Json<IslandStatus>)> {
+pub async fn restore(
+    State(s): St,
+    q: Result<Query<RestoreQuery>, QueryRejection>,
+    body: axum::body::Body,
+) -> ApiResult<(StatusCode, Json<IslandStatus>)> {
+    let q = q?;
+    let cfg = s.island.config()?;
+    let public = q
+        .public
+        .iter()
+        .flat_map(|p| p.split(','))
+        .map(|p| atoll_island::manager::parse_public(p.trim(), cfg.mesh_port))
+        .collect::<Result<Vec<_>, _>>()?;
     let data = axum::body::to_bytes(body, MAX_BACKUP)
         .await
         .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, &std::io::Error::other(format!("the backup: {e} (at most 256 MiB)"))))?;
     let nl =
         data.iter().position(|&b| b == b'\n').ok_or_else(|| ApiError::bad_request("send the passphrase, a newline, then the backup"))?;
     let passphrase = std::str::from_utf8(&data[..nl]).map_err(|_| ApiError::bad_request("the passphrase is not UTF-8"))?.to_owned();
-    let cfg = s.island.config()?;
     let mut slot = s.island.manager.write().await;
     if let Some(m) = slot.as_ref() {
         return Err(IslandError::AlreadyMember(m.state().island.name).into());
     }
-    let m = Manager::restore(cfg, &data[nl + 1..], &passphrase, &container_networks(&s).await).await?;
+    let m = Manager::restore(cfg, &data[nl + 1..], &passphrase, &container_networks(&s).await, &public).await?;
     let status = m.status().await;
     *slot = Some(m);
     Ok((StatusCode::CREATED, Json(status)))

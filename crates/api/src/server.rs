@@ -106,7 +106,13 @@ impl From<ImageError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        Self { status: r.status(), body: ErrorBody { message: r.body_text(), causes: vec![] } }
+        // axum says "length limit exceeded" without the limit (found by QA).
+        let message = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the request body is larger than {} KiB, the most a JSON body may be", MAX_JSON_BODY >> 10)
+        } else {
+            r.body_text()
+        };
+        Self { status: r.status(), body: ErrorBody { message, causes: vec![] } }
     }
 }
 

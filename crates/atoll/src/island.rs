@@ -128,10 +128,15 @@ pub enum IslandCommand {
     /// Rebuild the island from a backup on this host (in no island): it becomes the CA host
     /// and only member; the others join again with new invites.
     Restore {
+        /// The sealed backup (`atoll island backup`).
         file: std::path::PathBuf,
         /// Read the backup's passphrase from stdin.
         #[arg(long, required = true)]
         passphrase_stdin: bool,
+        /// This host's public ADDR[:PORT] (repeatable), when it is not the machine that was
+        /// backed up: invites then point the others here [default: the backed-up host's].
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        public: Vec<String>,
     },
     /// Go on without voters that are gone for good: this host (a voter that is up) becomes
     /// the only voter with what it holds; writes only the lost voters had are lost.
@@ -156,6 +161,7 @@ pub enum KvCommand {
     /// Set a key to VALUE (JSON, or else taken as a string); prints the new version.
     Put {
         key: String,
+        /// JSON (text that starts with `{` or `[` must be valid JSON), or else a string.
         value: String,
         /// Only if the key is at this version (0: only if it does not exist).
         #[arg(long)]
@@ -192,14 +198,18 @@ pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitC
             atoll_util::atomic_write(&file, &data, 0o600)?;
             println!("Wrote {} ({} bytes): the island's state and CA keys, sealed with the passphrase.", file.display(), data.len());
         }
-        IslandCommand::Restore { file, .. } => {
+        IslandCommand::Restore { file, public, .. } => {
             let passphrase = passphrase_from_stdin()?;
             let sealed = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let mut body = passphrase.into_bytes();
             body.push(b'\n');
             body.extend_from_slice(&sealed);
-            let resp =
-                client.send_ok(Method::POST, "/v1/island/restore", Some("application/octet-stream"), atoll_api::client::full(body)).await?;
+            let path = if public.is_empty() {
+                "/v1/island/restore".to_owned()
+            } else {
+                format!("/v1/island/restore?public={}", q(&public.join(",")))
+            };
+            let resp = client.send_ok(Method::POST, &path, Some("application/octet-stream"), atoll_api::client::full(body)).await?;
             let bytes = http_body_util::BodyExt::collect(resp.into_body()).await?.to_bytes();
             let s: IslandStatus = serde_json::from_slice(&bytes)?;
             println!(
@@ -240,7 +250,7 @@ pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitC
             }
         }
         IslandCommand::Kv(KvCommand::Put { key, value, cas }) => {
-            let value: serde_json::Value = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+            let value = kv_value(value)?;
             let path = format!("/v1/island/kv/{}{}", q(&key), cas.map(|c| format!("?cas={c}")).unwrap_or_default());
             let w: KvWritten = client.json(Method::PUT, &path, Some(&value)).await?;
             println!("{}", w.version);
@@ -252,6 +262,18 @@ pub async fn island(client: &Client, cmd: IslandCommand) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kv put`'s VALUE: JSON, or else a string — but text that starts as a JSON object or array
+/// must be one (found by QA: `{"a":1,}` was silently stored as a string).
+fn kv_value(text: String) -> anyhow::Result<serde_json::Value> {
+    match serde_json::from_str(&text) {
+        Ok(v) => Ok(v),
+        Err(e) if text.trim_start().starts_with(['{', '[']) => {
+            anyhow::bail!("VALUE looks like JSON but is not: {e}; fix it, or quote it as a JSON string to store the text")
+        }
+        Err(_) => Ok(serde_json::Value::String(text)),
+    }
 }
 
 /// The first line of stdin, without its newline.
@@ -466,6 +488,16 @@ pub fn nodes_table(list: &[NodeView], now: time::OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kv_value_is_json_or_text_but_broken_json_is_refused() {
+        assert_eq!(kv_value(r#"{"a":1}"#.into()).unwrap(), serde_json::json!({"a": 1}));
+        assert_eq!(kv_value("hello world".into()).unwrap(), serde_json::json!("hello world"));
+        assert_eq!(kv_value("7".into()).unwrap(), serde_json::json!(7));
+        let e = kv_value(r#"{"a":1,}"#.into()).unwrap_err().to_string();
+        assert!(e.starts_with("VALUE looks like JSON but is not"), "{e}");
+        assert!(kv_value("[1, 2".into()).is_err());
+    }
 
     #[test]
     fn invite_expiry_needs_a_unit() {

@@ -191,13 +191,16 @@ mod ops {
         /// Rebuilds the island from a backup on this host, in no island: it becomes the CA
         /// host (its name, ID and mesh address), the only member and voter, with every
         /// document of the backup; the other members are removed (their certificates revoked)
-        /// and join again with new invites.
+        /// and join again with new invites. `public`, if given, replaces the CA host's public
+        /// addresses (a replacement machine has its own; invites carry them).
         pub async fn restore(
             cfg: Config,
             sealed: &[u8],
             passphrase: &str,
             networks: &[(String, ipnet::Ipv4Net)],
+            public: &[std::net::SocketAddr],
         ) -> Result<Arc<Self>, IslandError> {
+            crate::manager::check_publics(public)?;
             let paths = Paths::new(&cfg.data_dir);
             if let Some(s) = FileStore::new(paths.state()).load()? {
                 return Err(IslandError::AlreadyMember(s.island.name));
@@ -207,7 +210,7 @@ mod ops {
             let state: IslandState = serde_json::from_value(doc.value.clone()).map_err(ConsensusError::Decode)?;
             check_mesh_prefix(&cfg, state.island.mesh_cidr, networks)?;
             let _ = std::fs::remove_dir_all(&paths.root);
-            let made = Self::restore_files(&cfg, &paths, &b, state).await;
+            let made = Self::restore_files(&cfg, &paths, &b, state, public).await;
             if let Err(e) = made {
                 let _ = std::fs::remove_dir_all(&paths.root);
                 return Err(e);
@@ -223,7 +226,13 @@ mod ops {
             Ok(m)
         }
 
-        async fn restore_files(cfg: &Config, paths: &Paths, b: &Backup, mut state: IslandState) -> Result<(), IslandError> {
+        async fn restore_files(
+            cfg: &Config,
+            paths: &Paths,
+            b: &Backup,
+            mut state: IslandState,
+            public: &[std::net::SocketAddr],
+        ) -> Result<(), IslandError> {
             for d in [paths.root.clone(), paths.ca(), paths.ca().join("nebula"), paths.generation(1)] {
                 std::fs::create_dir_all(&d).map_err(io(&d))?;
             }
@@ -231,6 +240,9 @@ mod ops {
             write_secret(&paths.ca().join("nebula/ca.crt"), b.nebula_ca_crt.as_bytes())?;
             write_secret(&paths.ca().join("nebula/ca.key"), b.nebula_ca_key.as_bytes())?;
             let authority = authority(cfg, paths, &state.island)?;
+            if !public.is_empty() {
+                state.apply(&Change::SetPublic { id: state.island.ca_host.clone(), public: public.to_vec() })?;
+            }
             let me = state
                 .members
                 .get(&state.island.ca_host)

@@ -22,7 +22,8 @@ pub enum KvError {
     Key(String),
     #[error("the value is {0} bytes of JSON; at most {MAX_VALUE}")]
     TooLarge(usize),
-    #[error("{key} is at version {current}, not {expected}: read it again and retry")]
+    /// `current`/`expected`: `exists (version N)`, `does not exist`.
+    #[error("{key} {current}, and --cas asked that it {expected}: read it again and retry")]
     Conflict { key: String, expected: String, current: String },
 }
 
@@ -59,11 +60,12 @@ fn outcome(key: &str, cas: Option<u64>, r: Response) -> Result<u64, IslandError>
         Response::Done { version } => Ok(version),
         Response::Conflict { current } => Err(KvError::Conflict {
             key: key.to_owned(),
+            // Found by QA: "nokey is at version absent, not 5" read as nonsense.
             expected: match cas {
-                Some(0) | None => "absent".into(),
-                Some(v) => v.to_string(),
+                Some(0) | None => "does not exist (--cas 0)".into(),
+                Some(v) => format!("is at version {v}"),
             },
-            current: current.map_or_else(|| "absent".into(), |v| v.to_string()),
+            current: current.map_or_else(|| "does not exist".into(), |v| format!("is at version {v}")),
         }
         .into()),
         Response::Empty => Err(crate::consensus::ConsensusError::Raft("the write had no effect".into()).into()),
@@ -116,9 +118,11 @@ mod tests {
         assert_eq!(expect(Some(0)), Expect::Absent);
         assert_eq!(expect(Some(7)), Expect::Version(7));
         let e = outcome("k", Some(3), Response::Conflict { current: Some(5) }).unwrap_err().to_string();
-        assert!(e.contains("k is at version 5, not 3"), "{e}");
+        assert_eq!(e, "k is at version 5, and --cas asked that it is at version 3: read it again and retry");
         let e = outcome("k", Some(0), Response::Conflict { current: Some(5) }).unwrap_err().to_string();
-        assert!(e.contains("not absent"), "{e}");
+        assert!(e.starts_with("k is at version 5, and --cas asked that it does not exist (--cas 0)"), "{e}");
+        let e = outcome("k", Some(5), Response::Conflict { current: None }).unwrap_err().to_string();
+        assert!(e.starts_with("k does not exist, and --cas asked that it is at version 5"), "{e}");
         assert_eq!(outcome("k", None, Response::Done { version: 9 }).unwrap(), 9);
     }
 }

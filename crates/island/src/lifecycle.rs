@@ -336,7 +336,21 @@ impl Manager {
     /// [`Manager::recover_plan`] as a [`Recovery`] that was not done.
     pub async fn recover_dry_run(&self) -> Result<Recovery, IslandError> {
         let lost = self.recover_plan().await?;
-        Ok(Recovery { done: false, lost, term: 0, index: 0, applied: None, warning: RECOVERY_WARNING.into() })
+        let warning = self.recovery_warning(&lost);
+        Ok(Recovery { done: false, lost, term: 0, index: 0, applied: None, warning })
+    }
+
+    /// What a recovery without `lost` gives up: writes, and, if the CA host is among them,
+    /// joins and renewals until it returns (found by QA: the dry run did not say so).
+    fn recovery_warning(&self, lost: &[String]) -> String {
+        let state = self.state();
+        match state.members.get(&state.island.ca_host).filter(|ca| lost.contains(&ca.name)) {
+            Some(ca) => format!(
+                "{RECOVERY_WARNING}. The CA host ({}) is among the lost: until it returns, no host can join and no certificate is renewed (they expire); if it is gone for good, restore the island from a backup instead (`atoll island restore`)",
+                ca.name
+            ),
+            None => RECOVERY_WARNING.into(),
+        }
     }
 
     /// Goes on without the voters that are lost (`atoll island recover`): this member, a voter,
@@ -346,6 +360,7 @@ impl Manager {
     /// again on the recovered store.
     pub async fn recover(self: Arc<Self>) -> Result<(Recovery, Arc<Self>), IslandError> {
         let lost = self.recover_plan().await?;
+        let warning = self.recovery_warning(&lost);
         let metrics = self.consensus.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
         let me = self.consensus.id;
@@ -361,14 +376,7 @@ impl Manager {
             .map_err(|e| IslandError::Recover(format!("recovering: {e}")))?
             .map_err(crate::consensus::ConsensusError::from)?;
         let next = Self::open(self.cfg.clone()).await?.ok_or(IslandError::NotMember)?;
-        let recovery = Recovery {
-            done: true,
-            lost,
-            term: forced.term,
-            index: forced.index,
-            applied: forced.applied,
-            warning: RECOVERY_WARNING.into(),
-        };
+        let recovery = Recovery { done: true, lost, term: forced.term, index: forced.index, applied: forced.applied, warning };
         Ok((recovery, next))
     }
 
@@ -387,7 +395,10 @@ impl Manager {
             )));
         }
         if let Some(l) = self.consensus.leader() {
-            return Err(IslandError::Recover(format!("the island has a leader ({}): there is nothing to recover", name(l))));
+            return Err(IslandError::Recover(format!(
+                "the island has a leader ({}): there is nothing to recover (if that host just went down, the others notice within a few seconds: ask again then)",
+                name(l)
+            )));
         }
         let client = self.client();
         let mut up = 1;

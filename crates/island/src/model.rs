@@ -198,6 +198,12 @@ pub enum Change {
         id: NodeId,
         now: i64,
     },
+    /// A member's public addresses change (a restore onto a replacement host): it is a
+    /// lighthouse with them, an ordinary member without.
+    SetPublic {
+        id: NodeId,
+        public: Vec<SocketAddr>,
+    },
     /// A member reports its version.
     Version {
         id: NodeId,
@@ -377,6 +383,11 @@ impl IslandState {
                 self.revoked_serials.retain(|_, exp| *exp > *now);
                 self.revoked_nebula.retain(|_, exp| *exp > *now);
             }
+            Change::SetPublic { id, public } => {
+                let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;
+                m.public.clone_from(public);
+                m.role = if public.is_empty() { Role::Member } else { Role::Lighthouse };
+            }
             Change::Version { id, version } => {
                 let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;
                 m.version.clone_from(version);
@@ -439,6 +450,19 @@ pub(crate) mod tests {
 
     fn join(invite: &str, secret: &str, key: &str, m: Member, now: i64) -> Change {
         Change::Join { invite_id: invite.into(), secret: secret.into(), key_sha256: key.into(), member: m, now }
+    }
+
+    /// A restore onto a replacement machine gives the CA host the machine's public address.
+    #[test]
+    fn set_public_makes_a_lighthouse_and_clearing_it_an_ordinary_member() {
+        let mut s = island();
+        let public: Vec<SocketAddr> = vec!["198.51.100.7:4242".parse().unwrap()];
+        s.apply(&Change::SetPublic { id: "n1".into(), public: public.clone() }).unwrap();
+        assert_eq!((&s.members["n1"].public, s.members["n1"].role), (&public, Role::Lighthouse));
+        assert_eq!(s.lighthouses().count(), 1);
+        s.apply(&Change::SetPublic { id: "n1".into(), public: vec![] }).unwrap();
+        assert_eq!(s.members["n1"].role, Role::Member);
+        assert_eq!(s.apply(&Change::SetPublic { id: "nx".into(), public }), Err(ModelError::UnknownNode("nx".into())));
     }
 
     #[test]
