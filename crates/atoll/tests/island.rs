@@ -692,5 +692,17 @@ fn a_damaged_raft_store_is_moved_aside_and_the_member_resyncs_before_it_votes_ag
     wait_for(30, "the re-sync to end", || raft(&island, &victim)["role"] == "follower");
     let log = std::fs::read_to_string(&island.daemon(&victim).log).unwrap();
     assert!(log.contains("Raft store is damaged") && log.contains("votes again"), "{log}");
+    // Regression (found by QA): a store deleted while its daemon was down is lost too, with
+    // the votes in it; the member re-syncs without voting, as for a damaged one.
+    island.daemon_mut(&victim).kill9();
+    std::fs::remove_file(dir.join("state.redb")).unwrap();
+    island.ok("vps1", &["island", "kv", "put", "gone", "3"]);
+    island.daemon_mut(&victim).start_again();
+    wait_for(30, &format!("{victim} to re-sync after losing its store"), || {
+        island.cli(&victim, &["island", "kv", "get", "gone", "--stale"]).stdout.trim() == "3"
+    });
+    wait_for(30, "the second re-sync to end", || raft(&island, &victim)["role"] == "follower");
+    let log = std::fs::read_to_string(&island.daemon(&victim).log).unwrap();
+    assert!(log.contains("Raft store is missing or empty"), "{log}");
     no_panics(&island, &["vps1", "vps2", "home1", "home2"]);
 }

@@ -258,7 +258,7 @@ mod ops {
             state.apply(&Change::Crl { pem: authority.x509.crl(&serials, t, t + CA_LIFETIME)? })?;
             let issued = issue_own(&authority, paths, 1, &me.id, &me.name, me.mesh_ip, &state.island, &me.public, t).await?;
             state.apply(&Change::Renewed { id: me.id.clone(), issued, now })?;
-            Local { node_id: me.id.clone(), generation: 1, removed: None, raft_group: false }.save(paths)?;
+            Local { node_id: me.id.clone(), generation: 1, removed: None, raft_group: false, raft_store: false }.save(paths)?;
             FileStore::new(paths.state()).save(&state)?;
             Ok(())
         }

@@ -232,7 +232,7 @@ impl Manager {
         if let Some(j) = &resp.join_cert {
             write_secret(&dir.join("join.crt"), j.as_bytes())?;
         }
-        Local { node_id: resp.node_id.clone(), generation: 1, removed: None, raft_group: false }.save(&paths)?;
+        Local { node_id: resp.node_id.clone(), generation: 1, removed: None, raft_group: false, raft_store: false }.save(&paths)?;
         FileStore::new(paths.state()).save(&resp.state)?;
         if resp.epoch > 0 {
             atoll_state::store::set_epoch(&paths.raft(), resp.epoch).map_err(crate::consensus::ConsensusError::from)?;

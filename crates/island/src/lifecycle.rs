@@ -134,7 +134,7 @@ impl Manager {
             certs: vec![issued],
         };
         let state = IslandState::new(island, founder);
-        Local { node_id: id, generation: 1, removed: None, raft_group: false }.save(paths)?;
+        Local { node_id: id, generation: 1, removed: None, raft_group: false, raft_store: false }.save(paths)?;
         FileStore::new(paths.state()).save(&state)?;
         Ok(())
     }
@@ -143,7 +143,7 @@ impl Manager {
     pub async fn open(cfg: Config) -> Result<Option<Arc<Self>>, IslandError> {
         let paths = Paths::new(&cfg.data_dir);
         let store = FileStore::new(paths.state());
-        let (Some(state), Some(local)) = (store.load()?, Local::load(&paths)?) else { return Ok(None) };
+        let (Some(state), Some(mut local)) = (store.load()?, Local::load(&paths)?) else { return Ok(None) };
         let authority = if state.island.ca_host == local.node_id { Some(authority(&cfg, &paths, &state.island)?) } else { None };
         // Generations older than the current one are leftovers of a renewal.
         if let Ok(dir) = std::fs::read_dir(&paths.root) {
@@ -159,7 +159,12 @@ impl Manager {
         let placeholder = || Arc::new(RwLock::new(Arc::new(placeholder_server())));
         let client = transport::client(rustls_client_placeholder(), Duration::from_secs(10))?;
         let shared = Arc::new(RwLock::new(client.clone()));
-        let consensus = open_consensus(&paths, crate::consensus::raft_id(&local.node_id), &state.island.id, shared.clone()).await?;
+        let consensus =
+            open_consensus(&paths, crate::consensus::raft_id(&local.node_id), &state.island.id, shared.clone(), local.raft_store).await?;
+        if !local.raft_store {
+            local.raft_store = true;
+            local.save(&paths)?;
+        }
         // The replicated state, if this member has it and it is newer than the last one it saw.
         let state = match consensus.island()? {
             Some((s, _)) if s.version > state.version && s.island.id == state.island.id => s,
@@ -668,9 +673,21 @@ async fn open_consensus(
     id: u64,
     cluster: &str,
     client: crate::consensus::SharedClient,
+    had_store: bool,
 ) -> Result<crate::consensus::Consensus, IslandError> {
     let path = paths.raft();
     let marker = paths.root.join("resync");
+    // A store this member had, gone or emptied (found by QA: it voted again without the
+    // votes it had cast): lost like a damaged one.
+    let size = std::fs::metadata(&path).map(|m| m.len()).ok();
+    if had_store && size.is_none_or(|s| s == 0) {
+        if size.is_some() {
+            let aside = path.with_extension(format!("redb.damaged-{}", unix_now()));
+            std::fs::rename(&path, &aside).map_err(io(&path))?;
+        }
+        tracing::error!("this member's Raft store is missing or empty: re-syncing from the other members, not voting until caught up");
+        write_secret(&marker, b"re-syncing after a lost Raft store: no votes until caught up\n")?;
+    }
     // A store from before a recovery of the island (see `Manager::go_stale`): kept aside, and
     // an empty one in the island's epoch re-syncs, without votes until caught up.
     let stale = paths.root.join(RESYNC_EPOCH);

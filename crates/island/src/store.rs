@@ -83,6 +83,10 @@ pub struct Local {
     /// not: one that lost its Raft store must not start a second group beside the first.
     #[serde(default)]
     pub raft_group: bool,
+    /// This host's Raft store was made: one missing or empty since was lost (and its votes
+    /// with it), and is re-synced like a damaged one.
+    #[serde(default)]
+    pub raft_store: bool,
 }
 
 impl Local {

@@ -84,13 +84,14 @@ pub enum ConsensusError {
     )]
     NoLeader { voters: String },
     #[error(
-        "no majority of the voters acknowledged within {} s: they may be down or cut off (`atoll island status`). Start them again; if they are gone for good, `atoll island recover` on a voter that is up goes on without them. A write may still be applied if they return",
-        WRITE_TIMEOUT.as_secs()
+        "no majority of the voters answered: they may be down or cut off (`atoll island status`). Start them again; if they are gone for good, `atoll island recover` on a voter that is up goes on without them. A write that got this answer may still be applied if they return"
     )]
     NoQuorum,
     #[error("Raft refused: {0}")]
     Raft(String),
-    #[error("asking the leader ({leader})")]
+    #[error(
+        "the leader ({leader}) did not answer: if it just went down, the other voters elect another within a few seconds; ask again then (`atoll island status` shows the leader)"
+    )]
     Forward {
         leader: String,
         #[source]
