@@ -4,7 +4,7 @@
 //! `raft-scale run VOTERS LEARNERS[s]` runs one island and prints one JSON line (`s`: the
 //! learners are stubs that accept every RPC at once, to measure the leader alone — see
 //! [`CountedConnection`]):
-//! - the product's Raft config (heartbeat 250 ms, election 1.5–3 s, snapshot every 1000
+//! - the product's Raft config, `atoll_state::config` (heartbeat 250 ms, election 1.5–3 s, snapshot every 1000
 //!   entries, 200 kept), each member with its own redb file (voters on disk, learners on
 //!   `/dev/shm`: their fsyncs are their own hosts' cost, not the leader's);
 //! - the leader (member 0) runs on its own single-threaded tokio runtime on its own OS thread,
@@ -40,7 +40,7 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use serde_json::{Value, json};
 
 const KEYS: usize = 500;
@@ -155,22 +155,6 @@ impl RaftNetwork<TypeConfig> for CountedConnection {
     }
 }
 
-/// The product's Raft timing (crates/island/src/consensus/mod.rs).
-fn config() -> Arc<Config> {
-    let c = Config {
-        cluster_name: "atoll-scale".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1500,
-        election_timeout_max: 3000,
-        install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
-        max_in_snapshot_log_to_keep: 200,
-        snapshot_max_chunk_size: 1 << 20,
-        ..Default::default()
-    };
-    Arc::new(c.validate().expect("valid Raft config"))
-}
-
 /// A thread's time on a CPU and waiting for one (ns), from the kernel's schedstat.
 fn schedstat(tid: &str) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).expect("schedstat (CONFIG_SCHED_INFO)");
@@ -217,7 +201,7 @@ impl Island {
         let dir = if id < self.voters { self.disk.path() } else { self.shm.path() };
         let (log, sm) = store::open(&dir.join(format!("{id}.redb"))).unwrap();
         let net = Counted { inner: self.router.network(id), stats: self.stats.clone(), voters: self.voters, stubs: self.stubs };
-        let new = Raft::new(id, config(), net, log, sm);
+        let new = Raft::new(id, atoll_state::config("atoll-scale"), net, log, sm);
         let raft = match rt {
             Some(rt) => rt.spawn(new).await.unwrap(),
             None => new.await,

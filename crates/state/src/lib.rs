@@ -33,3 +33,21 @@ openraft::declare_raft_types!(
 
 /// A node id.
 pub type NodeId = u64;
+
+/// The island's Raft timing, over a mesh that crosses home connections: heartbeats every
+/// 250 ms, an election after 1.5–3 s without one, a snapshot every 1000 entries (200 kept
+/// behind it), snapshots sent in 1 MiB chunks with 10 s each. `cluster_name` names the group.
+pub fn config(cluster_name: &str) -> std::sync::Arc<openraft::Config> {
+    let c = openraft::Config {
+        cluster_name: cluster_name.to_owned(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1500,
+        election_timeout_max: 3000,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 200,
+        snapshot_max_chunk_size: 1 << 20,
+        ..Default::default()
+    };
+    std::sync::Arc::new(c.validate().expect("valid Raft config"))
+}

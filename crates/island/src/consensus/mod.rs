@@ -114,23 +114,6 @@ pub fn address(m: &crate::model::Member, control_port: u16) -> BasicNode {
     BasicNode::new(format!("{}:{control_port}", m.mesh_ip))
 }
 
-/// Raft's timing over a mesh that crosses home connections: heartbeats every 250 ms, an
-/// election after 1.5–3 s without one, a snapshot every 1000 entries.
-fn config(cluster: &str) -> Arc<openraft::Config> {
-    let c = openraft::Config {
-        cluster_name: format!("atoll-{cluster}"),
-        heartbeat_interval: 250,
-        election_timeout_min: 1500,
-        election_timeout_max: 3000,
-        install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
-        max_in_snapshot_log_to_keep: 200,
-        snapshot_max_chunk_size: 1 << 20,
-        ..Default::default()
-    };
-    Arc::new(c.validate().expect("valid Raft config"))
-}
-
 /// This member's Raft node.
 pub struct Consensus {
     pub raft: Raft<TypeConfig>,
@@ -160,12 +143,18 @@ impl std::fmt::Debug for Consensus {
 impl Consensus {
     /// Opens (or creates) this member's store at `path` and starts its Raft node.
     pub async fn open(path: &Path, id: NodeId, cluster: &str, client: SharedClient) -> Result<Self, ConsensusError> {
-        let epoch = Arc::new(Epoch::new(atoll_state::store::epoch(path)?));
         let (log, sm) = atoll_state::store::open(path)?;
+        let epoch = Arc::new(Epoch::new(sm.epoch()));
         let reader = sm.reader();
-        let raft = Raft::new(id, config(cluster), MeshNetwork { client: client.clone(), epoch: epoch.clone() }, log, sm)
-            .await
-            .map_err(|e| ConsensusError::Start(Box::new(e)))?;
+        let raft = Raft::new(
+            id,
+            atoll_state::config(&format!("atoll-{cluster}")),
+            MeshNetwork { client: client.clone(), epoch: epoch.clone() },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ConsensusError::Start(Box::new(e)))?;
         Ok(Self {
             raft,
             reader,

@@ -35,6 +35,8 @@ pub struct StateMachine {
     built: u64,
     /// The schemas and migrations this build knows.
     code: Code,
+    /// The store's epoch (`super::EPOCH`), as opened.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -82,6 +84,11 @@ impl StateMachine {
         self.keyspace.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The store's epoch (recoveries of the island it has been through; see `store::epoch`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The schema of the state this member has applied.
     pub fn schema(&self) -> u32 {
         self.keyspace.read().unwrap_or_else(|e| e.into_inner()).schema
@@ -100,7 +107,8 @@ impl StateMachine {
         }
         let applied = read_meta(&db, APPLIED)?.flatten();
         let membership = read_meta(&db, MEMBERSHIP)?.unwrap_or_default();
-        Ok(StateMachine { db, keyspace: Arc::new(RwLock::new(keyspace)), applied, membership, built: 0, code })
+        let epoch = read_meta(&db, super::EPOCH)?.unwrap_or(0);
+        Ok(StateMachine { db, keyspace: Arc::new(RwLock::new(keyspace)), applied, membership, built: 0, code, epoch })
     }
 
     /// Replaces the whole persisted state machine with `keyspace` at `applied`, durably.
