@@ -554,6 +554,11 @@ fn losing_two_of_three_voters_stops_writes_with_advice_and_recover_goes_on() {
     // and elect a leader among themselves, which takes a write. When the recovered host
     // returns, they re-sync from it: its history wins, theirs is kept aside, nothing panics.
     let lost: Vec<String> = names(&raft(&island, "vps1")["voters"]).into_iter().filter(|v| v != "vps1").collect();
+    // Each has finished re-syncing from the first recovery (a member still re-syncing does not
+    // vote, then or after a restart, and the two could not elect a leader below).
+    for h in &lost {
+        wait_for(30, &format!("{h} to vote again"), || raft(&island, h)["role"] == "follower");
+    }
     for h in &lost {
         island.daemon_mut(h).kill9();
     }
