@@ -18,7 +18,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat, Timestamps, XattrFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, Timestamps, XattrFlags};
 
 /// Deepest directory nesting copied; deeper trees fail the copy (and the start) with a clear
 /// error instead of exhausting the daemon's stack.
@@ -40,14 +40,7 @@ pub fn is_empty(dir: &Path) -> io::Result<bool> {
 /// `None` when the image has no directory there (then a volume stays as it is).
 pub fn open_image_dir(rootfs: &Path, target: &str) -> io::Result<Option<OwnedFd>> {
     let root = rfs::open(rootfs, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    let rel = target.trim_start_matches('/');
-    match rfs::openat2(
-        &root,
-        if rel.is_empty() { "." } else { rel },
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    ) {
+    match atoll_util::open_in_root(root.as_fd(), target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC) {
         Ok(fd) => Ok(Some(fd)),
         Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => Ok(None),
         Err(e) => Err(e.into()),

@@ -21,16 +21,9 @@ use crate::{ContainerRecord, Engine, EngineError, Slot, State, boot_id, error_ch
 /// Reads a file of the container's rootfs, resolving symlinks inside that root only (an image
 /// whose `/etc/passwd` links to a host file cannot make the daemon read it).
 fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use rustix::fs::{Mode, OFlags};
     let dir = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
-    let fd = rustix::fs::openat2(
-        &dir,
-        rel,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()?;
+    let fd = atoll_util::open_in_root(std::os::fd::AsFd::as_fd(&dir), rel, OFlags::RDONLY | OFlags::CLOEXEC).ok()?;
     let mut s = String::new();
     fs::File::from(fd).take(4 << 20).read_to_string(&mut s).ok()?;
     Some(s)

@@ -135,6 +135,26 @@ pub fn short_path_in(dir: &Path, name: &str) -> io::Result<(std::os::fd::OwnedFd
     Ok((fd, path))
 }
 
+/// Opens `path` relative to the directory `root` as if `root` were `/` (symlinks and `..`
+/// resolved inside it, magic links refused: `openat2(2)` with `RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS`), for reading files an image controls.
+///
+/// The kernel answers `EAGAIN` when a rename or mount anywhere on the host raced with the
+/// resolution of a `..` (openat2(2), ERRORS); that is retried, up to 64 times, rather than
+/// failing a container's start because something else renamed a file meanwhile.
+pub fn open_in_root(root: std::os::fd::BorrowedFd<'_>, path: &str, flags: rustix::fs::OFlags) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, ResolveFlags};
+    let path = if path.trim_start_matches('/').is_empty() { "." } else { path };
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(root, path, flags, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 64 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
 /// The current time, RFC 3339 (UTC), as records and events store it.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
@@ -262,6 +282,36 @@ pub fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: CI failed a volume copy with `EAGAIN` from openat2 because another test
+    /// renamed a file while a `..` was being resolved inside the root.
+    #[test]
+    fn resolving_in_root_survives_renames_elsewhere_on_the_host() {
+        use rustix::fs::{Mode, OFlags};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", root.join("a/b/c/up")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renamer = {
+            let (stop, dir) = (stop.clone(), tmp.path().to_owned());
+            std::thread::spawn(move || {
+                fs::write(dir.join("x"), b"").unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    fs::rename(dir.join("x"), dir.join("y")).unwrap();
+                    fs::rename(dir.join("y"), dir.join("x")).unwrap();
+                }
+            })
+        };
+        let dir = rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..20_000 {
+            let fd = open_in_root(std::os::fd::AsFd::as_fd(&dir), "/a/b/c/up/../a", OFlags::RDONLY | OFlags::DIRECTORY)
+                .expect("resolves inside the root despite concurrent renames");
+            drop(fd);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        renamer.join().unwrap();
+    }
 
     /// Regression: `atoll island backup relbk` wrote the file, then failed to fsync `""`.
     #[test]
