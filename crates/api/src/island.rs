@@ -35,7 +35,7 @@ impl From<IslandError> for ApiError {
 }
 
 impl IslandSlot {
-    async fn get(&self) -> ApiResult<Arc<Manager>> {
+    pub(crate) async fn get(&self) -> ApiResult<Arc<Manager>> {
         self.manager.read().await.clone().ok_or_else(|| IslandError::NotMember.into())
     }
 

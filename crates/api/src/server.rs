@@ -221,6 +221,13 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::island::nodes))
         .routes(routes!(crate::island::node, crate::island::remove_node))
         .routes(routes!(crate::island::label))
+        .routes(routes!(crate::stacks::list))
+        .routes(routes!(crate::stacks::deploy, crate::stacks::remove))
+        .routes(routes!(crate::stacks::tasks))
+        .routes(routes!(crate::stacks::services))
+        .routes(routes!(crate::stacks::service_tasks))
+        .routes(routes!(crate::stacks::scale))
+        .routes(routes!(crate::stacks::availability))
 }
 
 /// The dashboard's login link (with the token); 404 when the dashboard is off.

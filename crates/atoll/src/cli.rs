@@ -128,6 +128,12 @@ pub enum Command {
     /// The island's replicated state: `island status`.
     #[command(subcommand)]
     Island(crate::island::IslandCommand),
+    /// Stacks: compose files deployed across the island (`deploy:` sections honoured).
+    #[command(subcommand)]
+    Stack(crate::stack::StackCommand),
+    /// The services of the island's stacks.
+    #[command(subcommand)]
+    Service(crate::stack::ServiceCommand),
     /// (internal) Serve DNS for the networks; started by the daemon.
     #[command(hide = true)]
     Dns {
@@ -440,6 +446,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Leave => return crate::island::leave(&client).await,
         Command::Node(c) => return crate::island::node(&client, c).await,
         Command::Island(c) => return crate::island::island(&client, c).await,
+        Command::Stack(c) => return crate::stack::stack(&client, c).await,
+        Command::Service(c) => return crate::stack::service(&client, c).await,
         Command::Dns { .. } => unreachable!("handled before the async runtime starts"),
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }

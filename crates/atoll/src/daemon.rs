@@ -58,6 +58,10 @@ pub struct DaemonArgs {
     /// A member not heard of for this long is shown down.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_lifetime)]
     pub down_after: std::time::Duration,
+    /// A member the island's leader has not heard from for this long is down for stacks: its
+    /// replicas are started elsewhere (and stopped there when it returns).
+    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = parse_failover)]
+    pub failover_after: std::time::Duration,
     /// A Raft voter not heard of for this long is replaced by another member, when a majority
     /// of the voters remains.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_lifetime)]
@@ -70,6 +74,16 @@ pub fn parse_days_or_duration(s: &str) -> Result<std::time::Duration, String> {
         Some(Ok(days)) => days.checked_mul(86_400).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long")),
         _ => atoll_spec::units::parse_duration(s).map_err(|e| e.to_string()),
     }
+}
+
+/// `--failover-after`: at least 2 s (the leader pings every second, and a ping may take one),
+/// at most an hour.
+fn parse_failover(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_days_or_duration(s)?;
+    if d < std::time::Duration::from_secs(2) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{s:?}: give 2s to 1h"));
+    }
+    Ok(d)
 }
 
 fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
@@ -266,6 +280,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         let state = state.clone();
         async move { state.island.reopen_when_asked().await }
     });
+    let stacks = atoll_orchestrator::reconciler::Config { down_after: args.failover_after };
+    tokio::spawn(atoll_api::stacks::run_stacks(state.clone(), stacks));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),

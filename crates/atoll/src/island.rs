@@ -97,6 +97,17 @@ pub enum NodeCommand {
         #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
         labels: Vec<String>,
     },
+    /// Move members' replicas elsewhere (update_config at a time); they take none until
+    /// `node activate`.
+    Drain {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Let drained members take work again.
+    Activate {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// Remove members: they leave the island and their certificates are revoked.
     #[command(visible_alias = "remove")]
     Rm {
@@ -417,13 +428,16 @@ fn parse_expires(s: &str) -> Result<std::time::Duration, String> {
 
 pub async fn node(client: &Client, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
     let named = match &cmd {
-        NodeCommand::Inspect { nodes } | NodeCommand::Rm { nodes } => nodes.clone(),
+        NodeCommand::Inspect { nodes } | NodeCommand::Rm { nodes } | NodeCommand::Drain { nodes } | NodeCommand::Activate { nodes } => {
+            nodes.clone()
+        }
         NodeCommand::Label { node, .. } => vec![node.clone()],
         NodeCommand::Ls { .. } => vec![],
     };
     if named.iter().any(|n| n.trim().is_empty()) {
         anyhow::bail!("an empty node name: give a member's name, ID or ID prefix (`atoll node ls` lists them)");
     }
+    let cmd_kind = if matches!(cmd, NodeCommand::Drain { .. }) { "drain" } else { "" };
     match cmd {
         NodeCommand::Ls { json, quiet } => {
             let list: Vec<NodeView> = client.json(Method::GET, "/v1/nodes", None::<&()>).await?;
@@ -450,6 +464,13 @@ pub async fn node(client: &Client, cmd: NodeCommand) -> anyhow::Result<ExitCode>
             let n: NodeView = client.json(Method::POST, &format!("/v1/nodes/{}/labels", q(&node)), Some(&req)).await?;
             println!("{}", n.name);
         }
+        NodeCommand::Drain { nodes } | NodeCommand::Activate { nodes } if !nodes.is_empty() => {
+            let drain = matches!(cmd_kind, "drain");
+            let body = serde_json::json!({ "availability": if drain { "drain" } else { "active" } });
+            let call = async |n: &str| client.call(Method::POST, &format!("/v1/nodes/{}/availability", q(n)), Some(&body)).await;
+            return crate::cli::for_each(&nodes, call, |n, _| println!("{n}")).await;
+        }
+        NodeCommand::Drain { .. } | NodeCommand::Activate { .. } => unreachable!("clap requires a node"),
         NodeCommand::Rm { nodes } => {
             let call = async |n: &str| client.call(Method::DELETE, &format!("/v1/nodes/{}", q(n)), None::<&()>).await;
             return crate::cli::for_each(&nodes, call, |n, _| println!("{n}")).await;

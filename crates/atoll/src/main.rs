@@ -9,6 +9,7 @@ mod daemon;
 mod island;
 mod networks;
 mod output;
+mod stack;
 mod volumes;
 
 use std::process::ExitCode;

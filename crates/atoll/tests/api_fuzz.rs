@@ -40,6 +40,10 @@ fn schemathesis_finds_no_server_error_hang_or_undocumented_response() {
     );
     assert!(ok, "{out}");
     d.ok(&["init", "--name", "fuzz", "--node-name", "fuzz", "--public", "203.0.113.1"]);
+    // And a stack with a service to scale and list.
+    let compose = dir.path().join("compose.yaml");
+    std::fs::write(&compose, format!("services:\n  web:\n    image: {image}\n    command: [sleep, '1d']\n")).unwrap();
+    d.ok(&["stack", "deploy", "-c", compose.to_str().unwrap(), "fuzz"]);
 
     let port = free_port();
     let _bridge = Child(

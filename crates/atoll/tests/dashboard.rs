@@ -167,6 +167,22 @@ fn the_island_view_lists_members_and_follows_their_states_and_a_leave_live() {
     assert_eq!(b.script("return getComputedStyle(document.querySelector('#members .state-ready')).color"), "rgb(10, 107, 44)");
     b.screenshot(&shot("island-ready"));
 
+    // A stack: the grid shows each replica on its member, in its state, without a reload.
+    let scratch = tempfile::tempdir().unwrap();
+    for h in ["vps1", "home1"] {
+        island.daemon(h).import_busybox(scratch.path());
+    }
+    let file = scratch.path().join("site.yaml");
+    std::fs::write(&file, "services:\n  web:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    deploy: {mode: global}\n")
+        .unwrap();
+    island.ok("vps1", &["stack", "deploy", "-c", file.to_str().unwrap(), "site"]);
+    let running = "return [...document.querySelectorAll('#placement tr[data-service=\"site_web\"] .task-running')].length";
+    wait_for(60, "both replicas shown running in the grid", || b.script(running) == 2);
+    assert_eq!(b.script("return getComputedStyle(document.querySelector('#placement .task-running')).color"), "rgb(10, 107, 44)");
+    b.screenshot(&shot("island-stacks"));
+    island.ok("vps1", &["stack", "rm", "site"]);
+    wait_for(60, "the grid to empty", || b.text("main").contains("No stack is deployed"));
+
     // home1's daemon dies: shown down; back: ready again.
     island.daemon_mut("home1").kill9();
     wait_for(60, "home1 shown down", || row(&member_rows(&b), "home1").is_some_and(|r| r[2] == "down" && r[3].contains("state-down")));
@@ -191,7 +207,7 @@ fn the_island_view_lists_members_and_follows_their_states_and_a_leave_live() {
          return [certStanding(now + 3 * d, week, now), certStanding(now + 2 * d, week, now), certStanding(now - 1, week, now)]",
     );
     assert_eq!(standing, serde_json::json!(["ok", "late", "expired"]));
-    for s in ["island-none", "island-ready", "island-down", "island-left"] {
+    for s in ["island-none", "island-ready", "island-stacks", "island-down", "island-left"] {
         assert!(std::fs::metadata(shot(s)).unwrap().len() > 1000);
     }
 }

@@ -23,6 +23,19 @@ def map_body(ctx, body):
     op = ctx.operation
     if op is not None and op.method.upper() == "POST" and op.path == "/v1/containers" and isinstance(body, dict) and "image" in body:
         body["image"] = "localhost/busybox"
+    # Stacks of the imported image, placed anywhere: random images and constraints would only
+    # ever be refused (no registry; a constraint language the schema cannot spell).
+    if op is not None and op.method.upper() == "POST" and op.path == "/v1/stacks/{name}" and isinstance(body, dict):
+        for svc in body.get("services") or []:
+            if isinstance(svc, dict):
+                if isinstance(svc.get("spec"), dict):
+                    svc["spec"]["image"] = "localhost/busybox"
+                svc["constraints"] = []
+                # Each replica is a real container: a few say as much as a thousand.
+                if isinstance(svc.get("replicas"), int):
+                    svc["replicas"] = min(svc["replicas"], 2)
+    if op is not None and op.path == "/v1/services/{name}/scale" and isinstance(body, dict) and isinstance(body.get("replicas"), int):
+        body["replicas"] = min(body["replicas"], 2)
     # Connect the test's container to the test's network (random names only ever find
     # nothing); fixed addresses are valid only inside the network's subnet, which a schema
     # cannot say: let the network allocate them.
@@ -38,6 +51,9 @@ def map_path_parameters(ctx, path_parameters):
     op = ctx.operation
     if op is not None and op.path.endswith(("/connect", "/disconnect")) and path_parameters:
         path_parameters["name"] = "fuzznet"
+    # The test's stack and its service: random names only ever find nothing.
+    if op is not None and op.path.startswith("/v1/services/{name}") and path_parameters:
+        path_parameters["name"] = "fuzz_web"
     # Commands in the test's running container: a random ID finds nothing, so the request body
     # (the part worth fuzzing) would never be looked at.
     if op is not None and op.path.endswith("/exec") and path_parameters:

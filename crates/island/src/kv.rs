@@ -68,7 +68,10 @@ fn outcome(key: &str, cas: Option<u64>, r: Response) -> Result<u64, IslandError>
             current: current.map_or_else(|| "does not exist".into(), |v| format!("is at version {v}")),
         }
         .into()),
-        Response::Empty => Err(crate::consensus::ConsensusError::Raft("the write had no effect".into()).into()),
+        Response::Refused { reason } => Err(crate::consensus::ConsensusError::Raft(reason).into()),
+        Response::Empty | Response::TxnConflict { .. } => {
+            Err(crate::consensus::ConsensusError::Raft("the write had no effect".into()).into())
+        }
     }
 }
 

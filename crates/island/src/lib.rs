@@ -23,6 +23,7 @@ pub mod manager;
 pub mod model;
 pub mod proto;
 mod routes;
+mod state;
 pub mod store;
 pub mod transport;
 

@@ -331,6 +331,8 @@ impl Manager {
             let value = serde_json::to_value(self.state()).expect("the state serialises");
             let put = atoll_state::Request::Put { key: crate::consensus::ISLAND_KEY.into(), value, expect: atoll_state::Expect::Absent };
             self.consensus.write(put).await?;
+            // A new island starts at this build's schema: its one member reads it.
+            self.consensus.write(atoll_state::Request::Migrate { to: atoll_state::schema::SCHEMA }).await?;
         }
         let mut local = self.local.lock().unwrap();
         local.raft_group = true;

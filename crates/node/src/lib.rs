@@ -481,7 +481,7 @@ impl Engine {
 }
 
 /// `error: cause: cause`, for records and logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

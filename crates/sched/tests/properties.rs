@@ -64,6 +64,7 @@ fn arb_service(i: usize) -> impl Strategy<Value = Service> {
             labels: BTreeMap::new(),
             generation,
             reservations: Resources { nano_cpus: cpus * CPU / 4, memory_bytes: mem * GIB / 4 },
+            update_config: Default::default(),
             extra: serde_json::Map::new(),
         })
 }

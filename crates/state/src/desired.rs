@@ -19,10 +19,15 @@ use crate::keyspace::{Expect, Keyspace, Request};
 
 /// Where the desired state lives in the keyspace.
 pub const PREFIX: &str = "desired/";
+/// Where members' reports live (task states, liveness, resources): what is, beside what is
+/// wanted, so that any member can show both.
+pub const OBSERVED: &str = "observed/";
 
 /// A kind of record: its key segment and each record's name (unique within the kind; `/`
 /// separates a name's parts, e.g. a DNS record's zone and owner name).
 pub trait Kind: Serialize + DeserializeOwned {
+    /// `desired/` for what users and the scheduler want, [`OBSERVED`] for what members report.
+    const PREFIX: &'static str = PREFIX;
     const KIND: &'static str;
     fn name(&self) -> String;
 }
@@ -39,7 +44,7 @@ pub struct DecodeError {
 
 /// The key of the record `name` of kind `K`.
 pub fn key<K: Kind>(name: &str) -> String {
-    format!("{PREFIX}{}/{name}", K::KIND)
+    format!("{}{}/{name}", K::PREFIX, K::KIND)
 }
 
 /// The record `name` of kind `K` and its version, if there is one.
@@ -50,7 +55,7 @@ pub fn get<K: Kind>(ks: &Keyspace, name: &str) -> Result<Option<(K, u64)>, Decod
 
 /// Every record of kind `K` with its version, in name order.
 pub fn list<K: Kind>(ks: &Keyspace) -> Result<Vec<(K, u64)>, DecodeError> {
-    let prefix = format!("{PREFIX}{}/", K::KIND);
+    let prefix = format!("{}{}/", K::PREFIX, K::KIND);
     ks.prefix(&prefix).map(|(k, d)| decode(k, &d.value).map(|r| (r, d.version))).collect()
 }
 
@@ -71,7 +76,11 @@ fn decode<K: Kind>(key: &str, value: &Value) -> Result<K, DecodeError> {
 
 macro_rules! kind {
     ($ty:ty, $kind:literal, |$r:ident| $name:expr) => {
+        kind!($ty, PREFIX, $kind, |$r| $name);
+    };
+    ($ty:ty, $prefix:expr, $kind:literal, |$r:ident| $name:expr) => {
         impl Kind for $ty {
+            const PREFIX: &'static str = $prefix;
             const KIND: &'static str = $kind;
             fn name(&self) -> String {
                 let $r = self;
@@ -89,6 +98,13 @@ pub struct Stack {
     pub compose: Value,
     /// Bumped on every deploy that changes the stack: what its services converge to.
     pub generation: u64,
+    /// The networks its services join, as the node engine creates them on each member that
+    /// runs one of its replicas (`NetworkSpec`s as JSON).
+    #[serde(default)]
+    pub networks: Vec<Value>,
+    /// Its named volumes, made on each member that runs a replica mounting one.
+    #[serde(default)]
+    pub volumes: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -139,10 +155,120 @@ pub struct Service {
     /// `deploy.resources.reservations`: what a host must have free to take a replica.
     #[serde(default)]
     pub reservations: Resources,
+    /// `deploy.update_config`: how replicas move to a new generation.
+    #[serde(default)]
+    pub update_config: UpdateConfig,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 kind!(Service, "service", |r| format!("{}_{}", r.stack, r.name));
+
+/// `deploy.update_config`, with swarmkit's defaults (one at a time, no delay, stop-first,
+/// pause on failure, each batch watched for 5 s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpdateConfig {
+    /// Replicas updated at once; 0 is all at once.
+    pub parallelism: u64,
+    /// Between batches, in milliseconds.
+    pub delay_ms: u64,
+    /// `true`: the new replica starts before the old one stops (`order: start-first`).
+    pub start_first: bool,
+    /// `pause`, `continue` or `rollback`.
+    pub failure_action: String,
+    /// How long a new replica must run before it counts as updated, in milliseconds.
+    pub monitor_ms: u64,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig { parallelism: 1, delay_ms: 0, start_first: false, failure_action: "pause".into(), monitor_ms: 5000 }
+    }
+}
+
+/// Whether a member takes work (Swarm's node availability; `atoll node drain`,
+/// `atoll node activate`). A member without a record is active.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    #[default]
+    Active,
+    /// Its replicas move away and it takes none.
+    Drain,
+}
+
+/// What the users want of a member: `desired/node/<member id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub id: String,
+    pub availability: Availability,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(NodeSpec, "node", |r| r.id.clone());
+
+/// What a member says of itself (`observed/node/<member id>`), written by it when it starts
+/// and when it changes: what replicas may reserve there, and its platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub capacity: Resources,
+    /// `uname -m` (`x86_64`).
+    pub arch: String,
+    pub os: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(NodeStatus, OBSERVED, "node", |r| r.id.clone());
+
+/// Whether the leader hears a member (`observed/liveness/<member id>`), written by the leader
+/// when it changes: a member down has its replicas placed elsewhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Liveness {
+    pub id: String,
+    pub down: bool,
+    /// Unix seconds of the change.
+    pub since: i64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(Liveness, OBSERVED, "liveness", |r| r.id.clone());
+
+/// Where a replica is in its life on its member (Swarm's task states, fewer of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Being prepared (image pulled, container created).
+    Preparing,
+    Running,
+    /// Exited, and its restart policy keeps it down.
+    Complete,
+    /// Could not be started, or exited with an error.
+    Failed,
+    /// Stopped because its allocation is desired shut down.
+    Shutdown,
+}
+
+/// What a member reports of one allocation (`observed/task/<allocation name>`), written by the
+/// member that runs it when its state changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The allocation's name, `<service>.<slot>/<member id>`.
+    pub alloc: String,
+    pub generation: u64,
+    pub state: TaskState,
+    /// The container running it on its member.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Why it failed, in words.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Unix seconds of the change.
+    pub since: i64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(TaskStatus, OBSERVED, "task", |r| r.alloc.clone());
 
 /// What the scheduler wants of one replica (Swarm's task, Nomad's allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,11 +407,19 @@ mod tests {
             labels: BTreeMap::new(),
             generation: 1,
             reservations: Resources { nano_cpus: 500_000_000, memory_bytes: 64 << 20 },
+            update_config: Default::default(),
             extra: Map::new(),
         };
         apply(&mut ks, 1, put(&svc("web"), Expect::Absent));
         apply(&mut ks, 2, put(&svc("db"), Expect::Absent));
-        apply(&mut ks, 3, put(&Stack { name: "blog".into(), compose: json!({}), generation: 1, extra: Map::new() }, Expect::Absent));
+        apply(
+            &mut ks,
+            3,
+            put(
+                &Stack { name: "blog".into(), compose: json!({}), generation: 1, networks: vec![], volumes: vec![], extra: Map::new() },
+                Expect::Absent,
+            ),
+        );
         let listed = list::<Service>(&ks).unwrap();
         assert_eq!(listed.iter().map(|(s, v)| (s.name(), *v)).collect::<Vec<_>>(), [("blog_db".into(), 2), ("blog_web".to_owned(), 1)]);
         assert_eq!(get::<Service>(&ks, "blog_web").unwrap(), Some((svc("web"), 1)));

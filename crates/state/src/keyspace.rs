@@ -14,6 +14,9 @@ use crate::schema::{Code, TooNew};
 /// that members running different builds apply the same log to the same result.
 pub const GENESIS: u32 = 1;
 
+/// The first schema with [`Request::Txn`].
+pub const TXN_SCHEMA: u32 = 2;
+
 /// A document and the index of the write that made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned {
@@ -61,6 +64,27 @@ pub enum Request {
     Migrate {
         to: u32,
     },
+    /// Every write in `ops` (puts and deletes only), or none: each one's expectation is
+    /// checked against the keyspace before any is applied, and one that fails fails them all
+    /// (etcd's `Txn` with its comparisons). From schema 2 on ([`crate::schema`]): builds before
+    /// it cannot read it, so it is proposed only once the island has migrated.
+    Txn {
+        ops: Vec<Request>,
+    },
+}
+
+impl Request {
+    /// Whether this is a write the state machine takes: a transaction holds only puts and
+    /// deletes, at least one.
+    pub fn check(&self) -> Result<(), &'static str> {
+        match self {
+            Request::Txn { ops } if ops.is_empty() => Err("a transaction needs at least one write"),
+            Request::Txn { ops } if ops.iter().any(|op| !matches!(op, Request::Put { .. } | Request::Delete { .. })) => {
+                Err("a transaction holds only puts and deletes")
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What a write did.
@@ -71,6 +95,11 @@ pub enum Response {
     Done { version: u64 },
     /// Not written: the key's version was not the one expected. `current` is what it is.
     Conflict { current: Option<u64> },
+    /// A transaction not written: the first of its writes whose key was not at the version
+    /// expected, and what it is.
+    TxnConflict { key: String, current: Option<u64> },
+    /// Not written: a write the state machine does not take (see [`Request::check`]).
+    Refused { reason: String },
     /// Written by the membership or a blank entry: nothing to say.
     Empty,
 }
@@ -101,23 +130,55 @@ impl Keyspace {
     /// same entries to the same result. A migration to a schema `code` does not read is
     /// [`TooNew`], and changes nothing.
     pub fn apply(&mut self, index: u64, req: &Request, code: &Code) -> Result<(Vec<String>, Response), TooNew> {
-        let (key, expect) = match req {
-            Request::Put { key, expect, .. } | Request::Delete { key, expect } => (key, *expect),
-            Request::Migrate { to } => return self.migrate(index, *to, code),
-        };
-        let current = self.docs.get(key).map(|d| d.version);
-        if !expect.holds(current) {
-            return Ok((vec![], Response::Conflict { current }));
-        }
         match req {
-            Request::Put { value, .. } => {
-                self.docs.insert(key.clone(), Versioned { value: value.clone(), version: index });
+            Request::Migrate { to } => self.migrate(index, *to, code),
+            Request::Txn { ops } => {
+                // Refused before it is proposed (the leader checks the schema); a log that holds
+                // one anyway refuses it, the same way on every member.
+                if self.schema < TXN_SCHEMA {
+                    return Ok((
+                        vec![],
+                        Response::Refused { reason: format!("transactions need schema {TXN_SCHEMA}; the island is at {}", self.schema) },
+                    ));
+                }
+                for op in ops {
+                    let (key, expect) = match op {
+                        Request::Put { key, expect, .. } | Request::Delete { key, expect } => (key, *expect),
+                        _ => return Ok((vec![], Response::Refused { reason: "a transaction holds only puts and deletes".into() })),
+                    };
+                    let current = self.docs.get(key).map(|d| d.version);
+                    if !expect.holds(current) {
+                        return Ok((vec![], Response::TxnConflict { key: key.clone(), current }));
+                    }
+                }
+                let mut changed: Vec<String> = ops.iter().map(|op| self.write(index, op)).collect();
+                changed.sort();
+                changed.dedup();
+                Ok((changed, Response::Done { version: index }))
             }
-            _ => {
-                self.docs.remove(key);
+            Request::Put { key, expect, .. } | Request::Delete { key, expect } => {
+                let current = self.docs.get(key).map(|d| d.version);
+                if !expect.holds(current) {
+                    return Ok((vec![], Response::Conflict { current }));
+                }
+                Ok((vec![self.write(index, req)], Response::Done { version: index }))
             }
         }
-        Ok((vec![key.clone()], Response::Done { version: index }))
+    }
+
+    /// Applies a put or a delete whose expectation holds; the key it changed.
+    fn write(&mut self, index: u64, req: &Request) -> String {
+        match req {
+            Request::Put { key, value, .. } => {
+                self.docs.insert(key.clone(), Versioned { value: value.clone(), version: index });
+                key.clone()
+            }
+            Request::Delete { key, .. } => {
+                self.docs.remove(key);
+                key.clone()
+            }
+            _ => unreachable!("only puts and deletes are written"),
+        }
     }
 
     /// Runs `code`'s migrations past the current schema up to `to`; the documents they change
@@ -215,6 +276,26 @@ mod tests {
         assert_eq!(ks.get("kv/b").unwrap().version, 2, "untouched documents keep their versions");
         assert_eq!(ks.apply(4, &Request::Migrate { to: 2 }, &v2).unwrap().0, Vec::<String>::new(), "a repeated migration is a no-op");
         assert_eq!(ks.apply(5, &Request::Migrate { to: 1 }, &v1).unwrap().0, Vec::<String>::new(), "so is an older one, on any build");
+    }
+
+    #[test]
+    fn a_transaction_writes_all_or_nothing_and_only_from_its_schema() {
+        let mut ks = Keyspace::new();
+        ks.apply_now(1, &put("a", 1, Expect::Any));
+        let txn = |expect_a| Request::Txn {
+            ops: vec![put("a", 2, expect_a), put("b", 2, Expect::Absent), Request::Delete { key: "c".into(), expect: Expect::Any }],
+        };
+        let refused = ks.apply_now(2, &txn(Expect::Version(1))).1;
+        assert!(matches!(refused, Response::Refused { .. }), "schema 1 has no transactions: {refused:?}");
+        ks.apply_now(3, &Request::Migrate { to: TXN_SCHEMA });
+        let before = ks.clone();
+        assert_eq!(ks.apply_now(4, &txn(Expect::Version(9))), (vec![], Response::TxnConflict { key: "a".into(), current: Some(1) }));
+        assert_eq!(ks, before, "a failed comparison writes nothing");
+        assert_eq!(ks.apply_now(5, &txn(Expect::Version(1))), (vec!["a".into(), "b".into(), "c".into()], Response::Done { version: 5 }));
+        assert_eq!((ks.get("a").unwrap().version, ks.get("b").unwrap().version), (5, 5));
+        let nested = Request::Txn { ops: vec![Request::Migrate { to: 3 }] };
+        assert!(nested.check().is_err() && Request::Txn { ops: vec![] }.check().is_err());
+        assert!(matches!(ks.apply_now(6, &nested).1, Response::Refused { .. }));
     }
 
     fn arb_request() -> impl Strategy<Value = Request> {

@@ -24,10 +24,14 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 /// The newest schema this build reads and writes.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
-/// The migrations this build knows, oldest first: none yet (schema 1 is the first).
-pub static MIGRATIONS: &[Migration] = &[];
+/// The migrations this build knows, oldest first.
+pub static MIGRATIONS: &[Migration] = &[Migration {
+    to: crate::keyspace::TXN_SCHEMA,
+    what: "multi-key transactions (Request::Txn, for stack deploys); no document changes",
+    run: |_| {},
+}];
 
 /// A step from schema `to - 1` to `to`: a pure, deterministic rewrite of the documents'
 /// values by key (every member runs it on the same keyspace at the same log index).

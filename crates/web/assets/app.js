@@ -186,7 +186,31 @@ async function islandView() {
       <td class="state state-${esc(n.state)}">${esc(stateText)}</td><td class="path">${esc(path)}</td>
       ${certCell(n.cert_not_after, s.cert_lifetime, now)}<td class="wide">${esc(n.version)}</td></tr>`;
   }
-  show(html + "</tbody></table>");
+  html += "</tbody></table>";
+  show(html + await stacksGrid(nodes));
+}
+
+// Where each service's replicas run: a row per service, a column per member, a chip per
+// replica in its state; replicas not placed are listed with the scheduler's reason.
+async function stacksGrid(nodes) {
+  const services = await api("/v1/services").catch(() => []);
+  if (!services.length) return `<h2>Stacks</h2><p id="no-stacks">No stack is deployed. Deploy one with <code>atoll stack deploy -c compose.yaml NAME</code>.</p>`;
+  const stacks = [...new Set(services.map(s => s.stack))];
+  const tasks = (await Promise.all(stacks.map(n => api(`/v1/stacks/${encodeURIComponent(n)}/tasks`).catch(() => [])))).flat();
+  let html = `<h2>Stacks</h2><table id="placement"><caption>What runs where: each replica on its member, in its state</caption>
+    <thead><tr><th scope="col">Service</th><th scope="col">Replicas</th>${nodes.map(n => `<th scope="col">${esc(n.name)}</th>`).join("")}</tr></thead><tbody>`;
+  for (const svc of services) {
+    const mine = tasks.filter(t => t.service === svc.name);
+    html += `<tr data-service="${esc(svc.name)}"><th scope="row">${esc(svc.name)} <span class="tag">${esc(svc.mode)}</span></th><td>${svc.running}/${svc.desired}</td>`;
+    for (const n of nodes) {
+      const here = mine.filter(t => t.node === n.name && t.desired_state === "running");
+      html += `<td>${here.map(t => `<span class="chip task-${esc(t.current_state)}" title="${esc(t.name + ": " + t.current_state + (t.error ? " (" + t.error + ")" : ""))}">${esc(t.name.split(".").slice(1).join(".").slice(0, 8))} ${esc(t.current_state)}</span>`).join(" ")}</td>`;
+    }
+    html += "</tr>";
+    const pending = mine.filter(t => t.current_state === "pending");
+    if (pending.length) html += `<tr class="pending"><td></td><td colspan="${nodes.length + 1}" class="error">${pending.length} pending: ${esc(pending[0].error || "")}</td></tr>`;
+  }
+  return html + "</tbody></table>";
 }
 
 function route() {

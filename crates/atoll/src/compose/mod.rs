@@ -210,6 +210,18 @@ fn load_project(a: &ComposeArgs, services: &[String]) -> anyhow::Result<Project>
         services: services.to_vec(),
         environ,
     };
+    let project = load_options(&opts)?;
+    for s in services {
+        if !project.services.contains_key(s) {
+            bail!("no such service: {s} (the project has {})", project.services.keys().cloned().collect::<Vec<_>>().join(", "));
+        }
+    }
+    Ok(project)
+}
+
+/// Loads and normalises the files `opts` names, as `atoll compose` and `atoll stack deploy`
+/// both do, printing the loader's warnings.
+pub(crate) fn load_options(opts: &Options) -> anyhow::Result<Project> {
     // `-f -`: standard input, read once however often the loader asks.
     let stdin = std::sync::OnceLock::new();
     let read = |p: &std::path::Path| {
@@ -219,15 +231,10 @@ fn load_project(a: &ComposeArgs, services: &[String]) -> anyhow::Result<Project>
         }
         std::fs::read_to_string(p)
     };
-    let loaded = load(&opts, &read)?;
+    let loaded = load(opts, &read)?;
     let project = normalise(&loaded, &read)?;
     for w in &project.warnings {
         eprintln!("warning: {w}");
-    }
-    for s in services {
-        if !project.services.contains_key(s) {
-            bail!("no such service: {s} (the project has {})", project.services.keys().cloned().collect::<Vec<_>>().join(", "));
-        }
     }
     Ok(project)
 }

@@ -130,6 +130,8 @@ pub struct Consensus {
     pub(crate) reads: Mutex<BTreeMap<NodeId, u32>>,
     /// The members' names, for messages.
     names: Mutex<BTreeMap<NodeId, String>>,
+    /// The term this member leads in, and since when (its pings started then).
+    pub(crate) leading_since: Mutex<Option<(u64, Instant)>>,
     /// Re-syncing after a damaged store: no votes, no candidacy.
     resyncing: std::sync::atomic::AtomicBool,
 }
@@ -165,6 +167,7 @@ impl Consensus {
             last_ok: Mutex::new(BTreeMap::new()),
             reads: Mutex::new(BTreeMap::new()),
             names: Mutex::new(BTreeMap::new()),
+            leading_since: Mutex::new(None),
             resyncing: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -245,6 +248,23 @@ impl Consensus {
     /// Commits `req` if this member leads; else the leader's address, if another member leads
     /// (the control plane's write endpoint).
     pub async fn write_here(&self, req: Request) -> Result<Response, Result<Option<String>, ConsensusError>> {
+        if let Err(reason) = req.check() {
+            return Ok(Response::Refused { reason: reason.into() });
+        }
+        // A transaction is proposed only once the island reads it (`Request::Txn`): members on
+        // older builds could not apply it.
+        let active = self.reader.with(|k| k.schema);
+        if matches!(req, Request::Txn { .. })
+            && active < atoll_state::keyspace::TXN_SCHEMA
+            && self.raft.metrics().borrow().state == ServerState::Leader
+        {
+            return Ok(Response::Refused {
+                reason: format!(
+                    "the island's state is at schema {active}, and multi-key writes need schema {}: it moves on once every member runs a build that reads it (`atoll island status` says who does not)",
+                    atoll_state::keyspace::TXN_SCHEMA
+                ),
+            });
+        }
         // A leader that lost its majority keeps the entry and waits for them: not forever.
         let Ok(r) = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(req)).await else {
             return Err(Err(ConsensusError::NoQuorum));

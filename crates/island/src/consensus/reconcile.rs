@@ -25,8 +25,9 @@ const EVERY: Duration = Duration::from_secs(1);
 const CAUGHT_UP: u64 = 16;
 /// A voter unheard of for longer is mentioned as silent in the plan.
 const QUIET: Duration = Duration::from_secs(3);
-/// How long a ping may take.
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a ping may take: a member on the mesh answers in milliseconds, and one round of
+/// pings waits for the slowest, which bounds how soon a dead host is noticed (stacks' failover).
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether the member at `addr` (its control plane, `IP:PORT`) answers a ping in time, and
 /// what it said: the newest schema its build reads (1 from builds that answer without a body,
@@ -44,7 +45,6 @@ impl Manager {
     /// Runs on every member; acts while it leads.
     pub(crate) async fn reconcile_loop(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
-        let mut leading_since: Option<(u64, Instant)> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
@@ -63,12 +63,15 @@ impl Manager {
                 (m.state, m.current_term)
             };
             if state != ServerState::Leader {
-                leading_since = None;
+                *self.consensus.leading_since.lock().unwrap() = None;
                 continue;
             }
-            let since = match leading_since {
-                Some((t, at)) if t == term => at,
-                _ => leading_since.insert((term, Instant::now())).1,
+            let since = {
+                let mut l = self.consensus.leading_since.lock().unwrap();
+                match *l {
+                    Some((t, at)) if t == term => at,
+                    _ => l.insert((term, Instant::now())).1,
+                }
             };
             if let Err(e) = self.reconcile(since).await {
                 tracing::debug!(error = %e, "changing the Raft membership");

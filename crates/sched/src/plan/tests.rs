@@ -38,6 +38,7 @@ fn svc(name: &str, replicas: u32) -> Service {
         labels: BTreeMap::new(),
         generation: 1,
         reservations: Resources::default(),
+        update_config: Default::default(),
         extra: Map::new(),
     }
 }

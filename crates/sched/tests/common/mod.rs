@@ -55,6 +55,7 @@ pub fn service(rng: &mut fastrand::Rng, i: usize, max_replicas: u32) -> Service 
         labels: BTreeMap::new(),
         generation: 1,
         reservations: Resources { nano_cpus: rng.u64(0..=4) * CPU / 4, memory_bytes: rng.u64(0..=8) * GIB / 8 },
+        update_config: Default::default(),
         extra: serde_json::Map::new(),
     }
 }

@@ -38,6 +38,34 @@ impl Island {
         island
     }
 
+    /// An island of four, made with `init`, `invite` and `join`: vps1 (founder, public), vps2
+    /// (public), home1 and home2 (each behind its own NAT).
+    pub fn four(bin: &Path, args: &[&str]) -> Self {
+        let mut t = Topology::new();
+        t.add_public("vps1");
+        t.add_public("vps2");
+        t.add_nat("home1");
+        t.add_nat("home2");
+        let island = Island::start(bin, t, args);
+        let vps1 = island.host("vps1").addr.to_string();
+        island.ok("vps1", &["init", "--name", "friends", "--node-name", "vps1", "--public", &vps1]);
+        let vps2 = island.host("vps2").addr.to_string();
+        let code = island.invite("vps1", &["--public", "--name", "vps2"]);
+        island.ok("vps2", &["join", "--public", &vps2, &code]);
+        for h in ["home1", "home2"] {
+            let code = island.invite("vps1", &[]);
+            island.ok(h, &["join", "--name", h, &code]);
+        }
+        island
+    }
+
+    /// `atoll invite ARGS` on `at`: the code.
+    pub fn invite(&self, at: &str, args: &[&str]) -> String {
+        let mut a = vec!["invite"];
+        a.extend_from_slice(args);
+        self.ok(at, &a).trim().to_owned()
+    }
+
     /// Adds a public host to the topology and starts its daemon; returns its address.
     pub fn add_public(&mut self, name: &str) -> std::net::Ipv4Addr {
         let addr = self.topology.add_public(name);

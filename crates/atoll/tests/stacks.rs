@@ -1,0 +1,218 @@
+//! End-to-end tests of stacks on an island (`atoll stack deploy`, `stack ps`, `service scale`,
+//! `node drain`, failover): four real daemons in their own network namespaces, real Nebula,
+//! real runc. Run as root.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use atoll_testkit::island::Island;
+use atoll_testkit::wait_for;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atoll");
+const HOSTS: [&str; 4] = ["vps1", "vps2", "home1", "home2"];
+
+/// The island of four with busybox on every host, its voters grown to three.
+fn island() -> (Island, tempfile::TempDir) {
+    let island = Island::four(Path::new(BIN), &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    for h in HOSTS {
+        island.daemon(h).import_busybox(scratch.path());
+    }
+    wait_for(60, "three voters", || raft(&island, "vps1")["voters"].as_array().is_some_and(|v| v.len() == 3));
+    (island, scratch)
+}
+
+fn raft(island: &Island, host: &str) -> serde_json::Value {
+    serde_json::from_str(&island.ok(host, &["island", "status", "--json"])).unwrap()
+}
+
+fn ps(island: &Island, host: &str, stack: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&island.ok(host, &["stack", "ps", stack, "--json"])).unwrap()
+}
+
+/// Service → the nodes its running replicas run on (sorted), as `host` sees them.
+fn placement(island: &Island, host: &str, stack: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in ps(island, host, stack) {
+        if t["desired_state"] == "running" && t["current_state"] == "running" {
+            out.entry(t["service"].as_str().unwrap().to_owned()).or_default().push(t["node"].as_str().unwrap().to_owned());
+        }
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// The containers of `stack` running on `host`'s engine.
+fn running_here(island: &Island, host: &str, stack: &str) -> Vec<String> {
+    let list: Vec<serde_json::Value> = serde_json::from_str(&island.ok(host, &["ps", "--json"])).unwrap();
+    list.iter()
+        .filter(|c| c["spec"]["labels"]["com.docker.stack.namespace"] == stack)
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const STACK: &str = "
+services:
+  web:
+    image: localhost/busybox
+    command: [httpd, -f, -p, '8080']
+    deploy:
+      replicas: 2
+      placement:
+        max_replicas_per_node: 1
+        constraints: [node.role != public]
+  edge:
+    image: localhost/busybox
+    command: [sleep, '1d']
+    deploy:
+      mode: global
+      placement:
+        constraints: [node.role == public]
+  pinned:
+    image: localhost/busybox
+    command: [sleep, '1d']
+    deploy:
+      placement:
+        constraints: [node.hostname == vps2]
+";
+
+#[test]
+fn a_stack_is_placed_by_its_constraints_and_runs_on_the_hosts_it_names() {
+    let (island, scratch) = island();
+    let file = write(scratch.path(), "compose.yaml", STACK);
+    let out = island.ok("home1", &["stack", "deploy", "-c", &file, "blog"]);
+    assert!(out.contains("Creating service blog_web") && out.contains("Creating service blog_edge"), "{out}");
+
+    let want = BTreeMap::from([
+        ("blog_edge".to_owned(), vec!["vps1".to_owned(), "vps2".to_owned()]),
+        ("blog_pinned".to_owned(), vec!["vps2".to_owned()]),
+        ("blog_web".to_owned(), vec!["home1".to_owned(), "home2".to_owned()]),
+    ]);
+    wait_for(60, "the stack to run where its constraints say", || placement(&island, "vps1", "blog") == want);
+    // Each host's engine runs what the state says it runs.
+    assert_eq!(running_here(&island, "vps2", "blog").len(), 2, "edge and pinned on vps2");
+    assert_eq!(running_here(&island, "home1", "blog").len(), 1);
+    let ls = island.ok("vps2", &["stack", "ls"]);
+    assert!(ls.contains("blog") && ls.contains('3'), "{ls}");
+    let services = island.ok("home2", &["service", "ls"]);
+    assert!(services.contains("blog_web") && services.contains("2/2"), "{services}");
+
+    // Deploying the same file again changes nothing.
+    let before = ps(&island, "vps1", "blog");
+    let out = island.ok("vps1", &["stack", "deploy", "-c", &file, "blog"]);
+    assert!(!out.contains("Updating") && !out.contains("Creating"), "{out}");
+    assert_eq!(
+        ps(&island, "vps1", "blog").iter().map(|t| t["id"].clone()).collect::<Vec<_>>(),
+        before.iter().map(|t| t["id"].clone()).collect::<Vec<_>>()
+    );
+
+    // Scaling past what the constraints allow leaves the rest pending, with the reason.
+    island.ok("vps1", &["service", "scale", "blog_web=3"]);
+    wait_for(30, "a pending replica", || {
+        ps(&island, "vps1", "blog")
+            .iter()
+            .any(|t| t["current_state"] == "pending" && t["error"].as_str().unwrap_or("").contains("max_replicas_per_node"))
+    });
+
+    // Bad input: an impossible constraint is refused at deploy, naming the service; nothing changes.
+    let bad = write(
+        scratch.path(),
+        "bad.yaml",
+        "services:\n  x:\n    image: localhost/busybox\n    deploy: {placement: {constraints: [node.labels.gpu == yes]}}\n",
+    );
+    let r = island.cli("home2", &["stack", "deploy", "-c", &bad, "bad"]);
+    assert!(!r.ok() && r.stderr.contains("service \"bad_x\"") && r.stderr.contains("node.labels.gpu == yes"), "{}", r.stderr);
+    assert!(!island.ok("vps1", &["stack", "ls"]).contains("bad"));
+    // A file the loader refuses, with the loader's words.
+    let broken = write(scratch.path(), "broken.yaml", "services:\n  x:\n    image: [\n");
+    let r = island.cli("home2", &["stack", "deploy", "-c", &broken, "broken"]);
+    assert!(!r.ok() && r.stderr.contains("broken.yaml"), "{}", r.stderr);
+    let r = island.cli("home2", &["stack", "rm", "nosuch"]);
+    assert!(!r.ok() && r.stderr.contains("no such stack: nosuch"), "{}", r.stderr);
+
+    // Removing the stack stops everything of it on every host.
+    island.ok("home2", &["stack", "rm", "blog"]);
+    for h in HOSTS {
+        wait_for(30, &format!("{h} to stop the stack's containers"), || running_here(&island, h, "blog").is_empty());
+    }
+}
+
+#[test]
+fn a_dead_hosts_replicas_run_elsewhere_and_stop_there_when_it_returns() {
+    let (island, scratch) = island();
+    let file = write(
+        scratch.path(),
+        "compose.yaml",
+        "services:\n  web:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    deploy:\n      replicas: 2\n      placement: {max_replicas_per_node: 1, constraints: [node.hostname != vps1]}\n",
+    );
+    island.ok("vps1", &["stack", "deploy", "-c", &file, "app"]);
+    wait_for(60, "two replicas", || placement(&island, "vps1", "app").get("app_web").is_some_and(|n| n.len() == 2));
+    // vps1 leads (it founded the island and runs no replica): kill a host running one.
+    let victim = placement(&island, "vps1", "app")["app_web"][0].clone();
+    let started = Instant::now();
+    island.link_down(&victim);
+    wait_for(30, "the replica to run elsewhere", || {
+        let p = placement(&island, "vps1", "app");
+        p.get("app_web").is_some_and(|n| n.len() == 2 && !n.contains(&victim))
+    });
+    let took = started.elapsed();
+    eprintln!("failover: {victim}'s replica ran elsewhere after {:.1} s", took.as_secs_f64());
+    let ps_now = ps(&island, "vps1", "app");
+    assert!(
+        ps_now.iter().any(|t| t["node"] == victim.as_str() && t["current_state"] == "unknown"),
+        "the lost replica is shown as unknown: {ps_now:?}"
+    );
+
+    // It comes back: the replica moved away is stopped there.
+    island.link_up(&victim);
+    wait_for(60, &format!("{victim} to stop the replica that moved"), || running_here(&island, &victim, "app").is_empty());
+    assert_eq!(placement(&island, "vps1", "app")["app_web"].len(), 2);
+}
+
+#[test]
+fn deploys_go_on_when_the_leader_dies_drain_moves_work_and_updates_roll_one_at_a_time() {
+    let (mut island, scratch) = island();
+    let web = |cmd: &str| {
+        format!(
+            "services:\n  web:\n    image: localhost/busybox\n    command: [sh, -c, '{cmd}']\n    deploy:\n      replicas: 3\n      placement: {{constraints: [node.hostname != vps1]}}\n      update_config: {{parallelism: 1, order: stop-first}}\n"
+        )
+    };
+    let file = write(scratch.path(), "v1.yaml", &web("sleep 1d"));
+    island.ok("vps2", &["stack", "deploy", "-c", &file, "app"]);
+    wait_for(60, "three replicas", || placement(&island, "vps2", "app").get("app_web").is_some_and(|n| n.len() == 3));
+
+    // A rolling update: one replica at a time is down, never more.
+    let file = write(scratch.path(), "v2.yaml", &web("sleep 2d"));
+    island.ok("vps2", &["stack", "deploy", "-c", &file, "app"]);
+    let mut least = usize::MAX;
+    wait_for(90, "every replica at generation 2", || {
+        let tasks = ps(&island, "vps2", "app");
+        let running = tasks.iter().filter(|t| t["desired_state"] == "running" && t["current_state"] == "running").count();
+        least = least.min(running);
+        tasks.iter().filter(|t| t["desired_state"] == "running").all(|t| t["generation"] == 2 && t["current_state"] == "running")
+    });
+    assert!(least >= 2, "parallelism 1 keeps two of three running; saw {least}");
+
+    // Drain: home1's replica moves away, and it takes none.
+    island.ok("vps2", &["node", "drain", "home1"]);
+    wait_for(60, "home1 to hold no replica", || {
+        running_here(&island, "home1", "app").is_empty() && placement(&island, "vps2", "app").get("app_web").is_some_and(|n| n.len() == 3)
+    });
+    assert!(!placement(&island, "vps2", "app")["app_web"].contains(&"home1".to_owned()));
+    island.ok("vps2", &["node", "activate", "home1"]);
+
+    // The leader dies: another is elected and a deploy still succeeds.
+    let leader = raft(&island, "vps2")["leader"].as_str().unwrap().to_owned();
+    let other = HOSTS.iter().find(|h| **h != leader && **h != "home2").unwrap().to_string();
+    island.daemon_mut(&leader).kill9();
+    let file = write(scratch.path(), "more.yaml", "services:\n  more:\n    image: localhost/busybox\n    command: [sleep, '1d']\n");
+    wait_for(60, "a deploy after the leader died", || island.cli(&other, &["stack", "deploy", "-c", &file, "more"]).ok());
+    wait_for(60, "the new stack to run", || placement(&island, &other, "more").get("more_more").is_some_and(|n| n.len() == 1));
+}

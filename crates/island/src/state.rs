@@ -1,0 +1,75 @@
+//! The replicated state as the layers above the island use it (stacks today; names,
+//! certificates and the gateway next): this member's replica to read, writes through the
+//! leader, and what only the leader knows (who it hears from).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use atoll_state::store::Reader;
+use atoll_state::{Request, Response};
+use openraft::ServerState;
+
+use crate::consensus::raft_id;
+use crate::manager::{IslandError, Manager};
+
+impl Manager {
+    /// This member's replica of the state, as it last applied it (a local read: it may lag
+    /// the leader by what is in flight).
+    pub fn replica(&self) -> &Reader {
+        &self.consensus.reader
+    }
+
+    /// The index of the last entry this member applied: it changes whenever the replica does.
+    pub fn applied_index(&self) -> u64 {
+        self.consensus.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Commits `req` through the leader (forwarded from a follower), up to the island's write
+    /// timeout.
+    pub async fn propose(&self, req: Request) -> Result<Response, IslandError> {
+        self.present()?;
+        Ok(self.consensus.write(req).await?)
+    }
+
+    /// Whether this member leads the island now (and a majority acknowledged it lately).
+    pub fn leads(&self) -> bool {
+        let m = self.consensus.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && self.consensus.leader() == Some(self.consensus.id)
+    }
+
+    /// While this member leads: how long each member (by id) has been silent, from its pings
+    /// (counted from when this member started leading for one never heard since; zero for this
+    /// member). `None` when it does not lead.
+    pub fn silence(&self) -> Option<BTreeMap<String, Duration>> {
+        let (_, since) = (*self.consensus.leading_since.lock().unwrap())?;
+        if !self.leads() {
+            return None;
+        }
+        let now = Instant::now();
+        let heard = self.consensus.last_ok.lock().unwrap().clone();
+        Some(
+            self.state()
+                .members
+                .values()
+                .map(|m| {
+                    let id = raft_id(&m.id);
+                    let silent = if m.id == self.me { Duration::ZERO } else { now - heard.get(&id).copied().unwrap_or(since).max(since) };
+                    (m.id.clone(), silent)
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Manager {
+    /// Waits (up to `timeout`) until this member's replica has applied the entry at `index`:
+    /// after a write, its own reads see it (read-your-writes on one member).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        self.consensus
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.last_applied.is_some_and(|l| l.index >= index), "the replica to apply a write")
+            .await
+            .is_ok()
+    }
+}

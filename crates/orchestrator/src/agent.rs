@@ -1,0 +1,281 @@
+//! Each member's agent: it runs exactly the allocations desired running on this member at
+//! their generation, through the node engine, and nothing else of the stacks.
+//!
+//! A replica is a container named `<service>.<slot>.<generation>` (the slot shortened for
+//! global services), labelled with its stack, service, allocation and generation. At each
+//! look the agent
+//!
+//! - removes every stack container whose allocation is gone, desired shut down, or at another
+//!   generation (for `order: start-first` updates, only once the new generation runs);
+//! - starts, one task per allocation, each one desired running that has no container at its
+//!   generation: the stack's networks and volumes are made first, the image pulled if missing;
+//! - reports each allocation's state in `observed/task` when it changed, and this member's
+//!   capacity and platform in `observed/node` once;
+//! - removes the networks of stacks that no longer exist and no container uses.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use atoll_island::Manager;
+use atoll_node::{ContainerRecord, Engine, State};
+use atoll_spec::{ContainerSpec, NetworkSpec};
+use atoll_state::desired::{self, Allocation, Desired, Kind, NodeStatus, Resources, Service, Stack, TaskState, TaskStatus};
+use atoll_state::{Expect, Request};
+
+use crate::records::Records;
+use crate::{LABEL_ALLOCATION, LABEL_GENERATION, LABEL_SERVICE, LABEL_STACK};
+
+/// One member's agent.
+pub struct Agent {
+    engine: Arc<Engine>,
+    /// Allocations a task is starting or replacing now.
+    busy: Arc<Mutex<HashSet<String>>>,
+    /// The last start that failed, by allocation: (generation, why).
+    failed: Arc<Mutex<HashMap<String, (u64, String)>>>,
+}
+
+/// What this host offers replicas: every CPU and all of its memory (`MemTotal`).
+pub fn capacity() -> Resources {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .unwrap_or(0);
+    Resources { nano_cpus: cpus * 1_000_000_000, memory_bytes: mem * 1024 }
+}
+
+/// The container name of allocation `a` at its generation.
+pub fn container_name(a: &Allocation) -> String {
+    let slot = if a.slot.len() > 12 { &a.slot[..12] } else { &a.slot };
+    format!("{}.{slot}.{}", a.service, a.generation)
+}
+
+/// The container allocation `a` of `service` runs: its spec, named and labelled, answering to
+/// its service's name and to `tasks.<service>` on each network.
+pub fn replica_spec(service: &Service, a: &Allocation) -> Result<ContainerSpec, serde_json::Error> {
+    let mut spec: ContainerSpec = serde_json::from_value(service.spec.clone())?;
+    spec.name = Some(container_name(a));
+    spec.labels.insert(LABEL_STACK.into(), service.stack.clone());
+    spec.labels.insert(LABEL_SERVICE.into(), a.service.clone());
+    spec.labels.insert(LABEL_ALLOCATION.into(), Kind::name(a));
+    spec.labels.insert(LABEL_GENERATION.into(), a.generation.to_string());
+    for att in &mut spec.networks {
+        for alias in [service.name.clone(), format!("tasks.{}", service.name)] {
+            if !att.aliases.contains(&alias) {
+                att.aliases.push(alias);
+            }
+        }
+    }
+    Ok(spec)
+}
+
+fn label<'a>(c: &'a ContainerRecord, key: &str) -> Option<&'a str> {
+    c.spec.labels.get(key).map(String::as_str)
+}
+
+fn generation_of(c: &ContainerRecord) -> u64 {
+    label(c, LABEL_GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0)
+}
+
+/// What a container says of its replica.
+fn task_state(c: &ContainerRecord) -> (TaskState, Option<String>) {
+    match c.state {
+        State::Running => (TaskState::Running, None),
+        State::Created | State::Restarting => (TaskState::Preparing, None),
+        State::Exited if c.exit_code == Some(0) => (TaskState::Complete, None),
+        State::Exited => (TaskState::Failed, Some(format!("exited with code {}", c.exit_code.map_or("unknown".into(), |c| c.to_string())))),
+    }
+}
+
+impl Agent {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Agent { engine, busy: Arc::default(), failed: Arc::default() }
+    }
+
+    /// One look. Errors are the replicated state's (reading or reporting); a replica that
+    /// fails to start is reported as failed instead.
+    pub async fn tick(&self, m: &Arc<Manager>) -> Result<(), crate::DeployError> {
+        let me = m.id().to_owned();
+        let records = m.replica().with(Records::read)?;
+        let mut ops = Vec::new();
+        self.report_node(&me, &records, &mut ops);
+
+        let mine: BTreeMap<String, &Allocation> =
+            records.allocations.iter().filter(|(a, _)| a.node == me).map(|(a, _)| (Kind::name(a), a)).collect();
+        let containers: Vec<ContainerRecord> =
+            self.engine.list(true).into_iter().filter(|c| c.spec.labels.contains_key(LABEL_ALLOCATION)).collect();
+        let busy = self.busy.lock().unwrap().clone();
+
+        // Stop what must not run.
+        for c in &containers {
+            let name = label(c, LABEL_ALLOCATION).unwrap_or_default();
+            if busy.contains(name) {
+                continue;
+            }
+            let wanted = mine.get(name).filter(|a| a.desired == Desired::Running);
+            let keep = match wanted {
+                Some(a) if a.generation == generation_of(c) => true,
+                // start-first: the old generation runs until the new one does.
+                Some(a) => {
+                    let start_first = records.service(&a.service).is_some_and(|(s, _)| s.update_config.start_first);
+                    start_first
+                        && !containers.iter().any(|n| {
+                            label(n, LABEL_ALLOCATION) == Some(name) && generation_of(n) == a.generation && n.state == State::Running
+                        })
+                }
+                None => false,
+            };
+            if !keep {
+                tracing::info!(container = %c.name, allocation = name, "stopping a replica this member no longer runs");
+                if let Err(e) = self.engine.remove(&c.id, true, false).await {
+                    tracing::warn!(container = %c.name, error = %atoll_node::error_chain(&e), "removing a replica");
+                }
+            }
+        }
+
+        // Start what must run.
+        for (name, a) in &mine {
+            if a.desired != Desired::Running || busy.contains(name) {
+                continue;
+            }
+            if containers.iter().any(|c| label(c, LABEL_ALLOCATION) == Some(name) && generation_of(c) == a.generation) {
+                continue;
+            }
+            if self.failed.lock().unwrap().get(name).is_some_and(|(g, _)| *g == a.generation) {
+                // Failed at this generation: a new deploy (a new generation) tries again.
+                continue;
+            }
+            let Some((service, _)) = records.service(&a.service) else { continue };
+            let Some((stack, _)) = records.stack(&service.stack) else { continue };
+            self.spawn_start(name.clone(), (*a).clone(), service.clone(), stack.clone());
+        }
+
+        // Report.
+        let containers: Vec<ContainerRecord> =
+            self.engine.list(true).into_iter().filter(|c| c.spec.labels.contains_key(LABEL_ALLOCATION)).collect();
+        let busy = self.busy.lock().unwrap().clone();
+        let now = atoll_island::manager::unix_now();
+        for (name, a) in &mine {
+            let current = records.tasks.get(name);
+            let at_gen = containers.iter().find(|c| label(c, LABEL_ALLOCATION) == Some(name) && generation_of(c) == a.generation);
+            let any = containers.iter().any(|c| label(c, LABEL_ALLOCATION) == Some(name.as_str()));
+            let (state, container, error) = match a.desired {
+                Desired::Shutdown if !any && !busy.contains(name) => (TaskState::Shutdown, None, None),
+                Desired::Shutdown => continue,
+                Desired::Running => match at_gen {
+                    Some(c) => {
+                        let (s, e) = task_state(c);
+                        (s, Some(c.name.clone()), e)
+                    }
+                    None => match self.failed.lock().unwrap().get(name).filter(|(g, _)| *g == a.generation) {
+                        Some((_, why)) => (TaskState::Failed, None, Some(why.clone())),
+                        None => (TaskState::Preparing, None, None),
+                    },
+                },
+            };
+            let same = current
+                .is_some_and(|(t, _)| t.state == state && t.generation == a.generation && t.container == container && t.error == error);
+            if !same {
+                let t = TaskStatus {
+                    alloc: name.clone(),
+                    generation: a.generation,
+                    state,
+                    container,
+                    error,
+                    since: now,
+                    extra: Default::default(),
+                };
+                ops.push(desired::put(&t, current.map_or(Expect::Absent, |(_, v)| Expect::Version(*v))));
+            }
+        }
+        self.remove_stale_networks(&records, &containers).await;
+
+        if !ops.is_empty() {
+            m.propose(Request::Txn { ops }).await?;
+        }
+        Ok(())
+    }
+
+    /// This member's capacity and platform, when the state lacks them or they changed.
+    fn report_node(&self, me: &str, records: &Records, ops: &mut Vec<Request>) {
+        let status = NodeStatus {
+            id: me.to_owned(),
+            capacity: capacity(),
+            arch: std::env::consts::ARCH.into(),
+            os: std::env::consts::OS.into(),
+            extra: Default::default(),
+        };
+        let current = records.node_status.get(me);
+        if current.is_none_or(|(s, _)| s.capacity != status.capacity || s.arch != status.arch) {
+            ops.push(desired::put(&status, current.map_or(Expect::Absent, |(_, v)| Expect::Version(*v))));
+        }
+    }
+
+    fn spawn_start(&self, name: String, a: Allocation, service: Service, stack: Stack) {
+        self.busy.lock().unwrap().insert(name.clone());
+        let (engine, busy, failed) = (self.engine.clone(), self.busy.clone(), self.failed.clone());
+        tokio::spawn(async move {
+            match start(&engine, &a, &service, &stack).await {
+                Ok(c) => {
+                    tracing::info!(container = %c.name, allocation = %name, "started a replica");
+                    failed.lock().unwrap().remove(&name);
+                }
+                Err(why) => {
+                    tracing::warn!(allocation = %name, error = %why, "starting a replica");
+                    failed.lock().unwrap().insert(name.clone(), (a.generation, why));
+                }
+            }
+            busy.lock().unwrap().remove(&name);
+        });
+    }
+
+    /// Removes networks this agent made for stacks that no longer exist, once no container
+    /// uses them.
+    async fn remove_stale_networks(&self, records: &Records, containers: &[ContainerRecord]) {
+        for n in self.engine.networks().list().await {
+            let Some(stack) = n.labels.get(LABEL_STACK) else { continue };
+            if records.stack(stack).is_some() || containers.iter().any(|c| label(c, LABEL_STACK) == Some(stack.as_str())) {
+                continue;
+            }
+            if let Err(e) = self.engine.networks().remove(&n.id).await {
+                tracing::debug!(network = %n.name, error = %e, "removing a stack's network");
+            }
+        }
+    }
+}
+
+/// Starts allocation `a`: the stack's networks and volumes it uses, then its container (the
+/// image pulled if missing). With `order: stop-first`, the older generation's container was
+/// removed first (the look that spawned this did it); with start-first it goes once this runs.
+async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack) -> Result<ContainerRecord, String> {
+    let spec = replica_spec(service, a).map_err(|e| format!("the service's spec does not decode: {e}"))?;
+    for att in &spec.networks {
+        let Some(n) =
+            stack.networks.iter().filter_map(|n| serde_json::from_value::<NetworkSpec>(n.clone()).ok()).find(|n| n.name == att.network)
+        else {
+            continue;
+        };
+        if engine.networks().inspect(&n.name).await.is_ok() {
+            continue;
+        }
+        let mut n = n;
+        n.labels.insert(LABEL_STACK.into(), stack.name.clone());
+        match engine.networks().create(&n).await {
+            Ok(_) => {}
+            // Made meanwhile by another replica's start.
+            Err(_) if engine.networks().inspect(&n.name).await.is_ok() => {}
+            Err(e) => return Err(format!("creating network {}: {}", n.name, atoll_node::error_chain(&e))),
+        }
+    }
+    for m in spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume && stack.volumes.contains(&m.source)) {
+        let labels = BTreeMap::from([(LABEL_STACK.to_owned(), stack.name.clone())]);
+        engine.volumes().create(&m.source, labels).map_err(|e| format!("creating volume {}: {}", m.source, atoll_node::error_chain(&e)))?;
+    }
+    // A leftover of an earlier try at this generation (created, never started) goes first.
+    if let Some(name) = &spec.name
+        && let Ok(old) = engine.get(name)
+    {
+        let _ = engine.remove(&old.id, true, false).await;
+    }
+    engine.create(spec, true).await.map_err(|e| atoll_node::error_chain(&e))
+}

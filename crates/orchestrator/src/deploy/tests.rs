@@ -1,0 +1,151 @@
+//! Deploys as pure plans over a keyspace: what a second deploy changes, what is refused.
+
+use atoll_island::model::{IslandInfo, IslandState, Member, Role};
+use atoll_state::keyspace::Keyspace;
+use atoll_state::schema::Code;
+use atoll_state::{Request, Response};
+
+use super::*;
+
+fn member(id: &str, name: &str, public: bool) -> Member {
+    Member {
+        id: id.into(),
+        name: name.into(),
+        mesh_ip: "10.42.0.1".parse().unwrap(),
+        public: if public { vec!["203.0.113.10:4242".parse().unwrap()] } else { vec![] },
+        role: Role::Member,
+        labels: BTreeMap::new(),
+        version: String::new(),
+        joined: 0,
+        certs: vec![],
+    }
+}
+
+fn island() -> IslandState {
+    let info = IslandInfo {
+        id: "i".into(),
+        name: "friends".into(),
+        created: 0,
+        mesh_cidr: "10.42.0.0/16".parse().unwrap(),
+        ca_cert: String::new(),
+        ca_fingerprint: String::new(),
+        nebula_ca_cert: String::new(),
+        ca_host: "a1".into(),
+        mesh_port: 4242,
+        control_port: 4243,
+        cert_lifetime: 3600,
+    };
+    let mut s = IslandState::new(info, member("a1", "vps1", true));
+    s.members.insert("b2".into(), member("b2", "home1", false));
+    s
+}
+
+fn keyspace() -> Keyspace {
+    let mut ks = Keyspace::new();
+    ks.apply(1, &Request::Migrate { to: atoll_state::keyspace::TXN_SCHEMA }, &Code::CURRENT).unwrap();
+    ks
+}
+
+fn apply(ks: &mut Keyspace, req: &Request) -> Response {
+    let index = ks.docs.values().map(|d| d.version).max().unwrap_or(1) + 1;
+    ks.apply(index, req, &Code::CURRENT).unwrap().1
+}
+
+fn service(name: &str, image: &str) -> ServiceDeploy {
+    let spec: ContainerSpec = serde_json::from_value(serde_json::json!({"image": image, "cmd": ["sleep", "1d"]})).unwrap();
+    ServiceDeploy {
+        name: name.into(),
+        mode: Mode::Replicated,
+        replicas: 2,
+        spec,
+        constraints: vec![],
+        max_replicas_per_node: None,
+        reserve_nano_cpus: 0,
+        reserve_memory_bytes: 0,
+        labels: BTreeMap::new(),
+        update_config: UpdateConfig::default(),
+    }
+}
+
+fn stack(services: Vec<ServiceDeploy>) -> StackDeploy {
+    StackDeploy { compose: serde_json::json!({}), services, networks: vec![], volumes: vec![] }
+}
+
+fn deploy(ks: &mut Keyspace, req: &StackDeploy) -> Result<DeployReport, DeployError> {
+    let records = Records::read(ks).unwrap();
+    let (txn, report) = plan_deploy("blog", req, &records, &island())?;
+    if !matches!(&txn, Request::Txn { ops } if ops.is_empty()) {
+        assert!(matches!(apply(ks, &txn), Response::Done { .. }));
+    }
+    Ok(report)
+}
+
+fn what(r: &DeployReport) -> Vec<(&str, &str)> {
+    r.services.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[test]
+fn deploying_again_changes_only_what_changed() {
+    let mut ks = keyspace();
+    let r = deploy(&mut ks, &stack(vec![service("web", "nginx"), service("db", "postgres")])).unwrap();
+    assert_eq!(what(&r), [("blog_db", "created"), ("blog_web", "created")]);
+    let versions = |ks: &Keyspace| ks.prefix("desired/").map(|(k, d)| (k.clone(), d.version)).collect::<Vec<_>>();
+    let before = versions(&ks);
+    let r = deploy(&mut ks, &stack(vec![service("web", "nginx"), service("db", "postgres")])).unwrap();
+    assert_eq!(what(&r), [("blog_db", "unchanged"), ("blog_web", "unchanged")]);
+    assert_eq!(versions(&ks), before, "the same files write nothing");
+
+    let mut web = service("web", "nginx:2");
+    web.replicas = 2;
+    let mut db = service("db", "postgres");
+    db.replicas = 5;
+    let r = deploy(&mut ks, &stack(vec![web, db])).unwrap();
+    assert_eq!(what(&r), [("blog_db", "scaled"), ("blog_web", "updated")]);
+    let records = Records::read(&ks).unwrap();
+    assert_eq!(records.service("blog_web").unwrap().0.generation, 2, "a new image is a new generation");
+    assert_eq!(records.service("blog_db").unwrap().0.generation, 1, "more replicas are not");
+
+    let r = deploy(&mut ks, &stack(vec![service("web", "nginx:2")])).unwrap();
+    assert_eq!(what(&r), [("blog_db", "removed"), ("blog_web", "unchanged")]);
+    assert!(Records::read(&ks).unwrap().service("blog_db").is_none());
+}
+
+#[test]
+fn a_file_that_cannot_be_placed_is_refused_with_the_reason_per_service_and_nothing_written() {
+    let mut ks = keyspace();
+    let mut gpu = service("ml", "trainer");
+    gpu.constraints = vec!["node.labels.gpu == yes".into()];
+    let mut big = service("db", "postgres");
+    big.reserve_memory_bytes = 1 << 50;
+    let e = deploy(&mut ks, &stack(vec![gpu, big, service("web", "nginx")])).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("service \"blog_ml\": no node that takes work satisfies the constraint `node.labels.gpu == yes`"), "{text}");
+    assert!(text.contains("service \"blog_db\": not enough memory"), "{text}");
+    assert!(!text.contains("blog_web"), "{text}");
+    assert_eq!(ks.prefix("desired/").count(), 0, "nothing written");
+}
+
+#[test]
+fn bad_requests_name_every_problem() {
+    let mut bad = service("web", "nginx");
+    bad.constraints = vec!["node.colour = blue".into()];
+    let mut twice = service("web", "nginx");
+    twice.replicas = 5000;
+    let e = check("Blog!", &stack(vec![bad, twice])).unwrap_err().to_string();
+    assert!(e.contains("\"Blog!\" is not a stack name"), "{e}");
+    assert!(e.contains("service \"web\": defined twice"), "{e}");
+    assert!(e.contains("node.colour"), "{e}");
+    assert!(e.contains("deploy.replicas is 5000; at most 1000"), "{e}");
+    assert!(check("blog", &stack(vec![])).unwrap_err().to_string().contains("no service"));
+}
+
+#[test]
+fn removing_and_scaling_unknown_things_says_what_exists() {
+    let mut ks = keyspace();
+    deploy(&mut ks, &stack(vec![service("web", "nginx")])).unwrap();
+    let records = Records::read(&ks).unwrap();
+    assert_eq!(plan_remove("nosuch", &records).unwrap_err().to_string(), "no such stack: nosuch (there are blog)");
+    assert_eq!(plan_scale("blog_db", 3, &records).unwrap_err().to_string(), "no such service: blog_db (there are blog_web)");
+    let Request::Txn { ops } = plan_remove("blog", &records).unwrap() else { panic!() };
+    assert_eq!(ops.len(), 2, "the stack and its service");
+}
