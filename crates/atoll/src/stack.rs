@@ -216,9 +216,10 @@ pub async fn service(client: &Client, cmd: ServiceCommand) -> anyhow::Result<Exi
                     .iter()
                     .map(|s| {
                         let replicas = format!("{}/{}", s.running, s.desired);
-                        let replicas = match &s.pending {
-                            Some(why) => format!("{replicas} (pending: {why})"),
-                            None => replicas,
+                        let replicas = match (&s.pending, &s.update_status) {
+                            (Some(why), _) => format!("{replicas} (pending: {why})"),
+                            (None, Some(status)) => format!("{replicas} ({status})"),
+                            (None, None) => replicas,
                         };
                         vec![s.name.clone(), s.mode.clone(), s.image.clone(), replicas]
                     })

@@ -200,6 +200,17 @@ fn deploys_go_on_when_the_leader_dies_drain_moves_work_and_updates_roll_one_at_a
     });
     assert!(least >= 2, "parallelism 1 keeps two of three running; saw {least}");
 
+    // An update whose replicas fail is rolled back to the previous spec.
+    let bad = web("exit 3").replace("order: stop-first", "order: stop-first, failure_action: rollback");
+    let file = write(scratch.path(), "v3.yaml", &bad);
+    island.ok("vps2", &["stack", "deploy", "-c", &file, "app"]);
+    wait_for(90, "the failed update to be rolled back", || {
+        let services = island.ok("vps2", &["service", "ls", "--json"]);
+        let tasks = ps(&island, "vps2", "app");
+        services.contains("rolled back to the previous spec")
+            && tasks.iter().filter(|t| t["desired_state"] == "running").all(|t| t["generation"] == 4 && t["current_state"] == "running")
+    });
+
     // Drain: home1's replica moves away, and it takes none.
     island.ok("vps2", &["node", "drain", "home1"]);
     wait_for(60, "home1 to hold no replica", || {

@@ -81,7 +81,16 @@ fn generation_of(c: &ContainerRecord) -> u64 {
 fn task_state(c: &ContainerRecord) -> (TaskState, Option<String>) {
     match c.state {
         State::Running => (TaskState::Running, None),
-        State::Created | State::Restarting => (TaskState::Preparing, None),
+        State::Created => (TaskState::Preparing, None),
+        // Swarm's task would have failed (and a new one started): a rollout must see it.
+        State::Restarting => (
+            TaskState::Failed,
+            Some(format!(
+                "exited with code {}; restarting (restart {})",
+                c.exit_code.map_or("unknown".into(), |c| c.to_string()),
+                c.restart_count
+            )),
+        ),
         State::Exited if c.exit_code == Some(0) => (TaskState::Complete, None),
         State::Exited => (TaskState::Failed, Some(format!("exited with code {}", c.exit_code.map_or("unknown".into(), |c| c.to_string())))),
     }

@@ -216,6 +216,13 @@ fn service_record(stack: &str, s: &ServiceDeploy, old: Option<&Service>) -> Serv
         generation,
         reservations,
         update_config: s.update_config.clone(),
+        pinned: s.spec.mounts.iter().any(|m| m.kind == atoll_spec::MountKind::Volume && !m.source.is_empty()),
+        previous: match old {
+            Some(o) if o.generation != generation => Some(desired::PreviousSpec { spec: o.spec.clone(), reservations: o.reservations }),
+            Some(o) => o.previous.clone(),
+            None => None,
+        },
+        update_status: old.filter(|o| o.generation == generation).and_then(|o| o.update_status.clone()),
         extra: old.map(|o| o.extra.clone()).unwrap_or_default(),
     }
 }

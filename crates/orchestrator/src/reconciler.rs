@@ -2,11 +2,13 @@
 //!
 //! 1. marks members down that have not answered its pings for [`Config::down_after`] (and up
 //!    again when they answer), in `observed/liveness`;
-//! 2. plans the allocations with [`atoll_sched::plan`] from the services, the allocations and
+//! 2. when a replica at its service's generation failed, rolls the service back to its
+//!    previous spec (a new generation; `failure_action: rollback`) or marks it paused;
+//! 3. plans the allocations with [`atoll_sched::plan`] from the services, the allocations and
 //!    the members, holding back rolling changes to `update_config.parallelism` replicas of a
 //!    service at a time (updates in place, and moves off a drained member), `delay` apart, and
 //!    none while a new replica of the service has failed and `failure_action` is `pause`;
-//! 3. forgets allocations their member has confirmed stopped, and reports of allocations that
+//! 4. forgets allocations their member has confirmed stopped, and reports of allocations that
 //!    are gone;
 //!
 //! and writes all of it as one transaction. A write that lost a race is planned again at the
@@ -74,7 +76,40 @@ impl Reconciler {
             }
         }
 
-        // 2. Placement.
+        // 2. Rollouts that failed: rolled back, or marked paused (`failure_action`).
+        for i in 0..records.services.len() {
+            let (svc, v) = &records.services[i];
+            let name = Kind::name(svc);
+            let failed = records
+                .allocations
+                .iter()
+                .filter(|(a, _)| a.service == name && a.desired == Desired::Running && a.generation == svc.generation)
+                .find_map(|(a, _)| {
+                    records
+                        .tasks
+                        .get(&Kind::name(a))
+                        .map(|(t, _)| t)
+                        .filter(|t| t.generation == a.generation && t.state == TaskState::Failed)
+                });
+            let Some(t) = failed else { continue };
+            let why = format!("{} failed ({})", t.alloc, t.error.as_deref().unwrap_or("no reason given"));
+            let mut next = svc.clone();
+            match (next.update_config.failure_action.as_str(), next.previous.take()) {
+                ("rollback", Some(prev)) => {
+                    next.spec = prev.spec;
+                    next.reservations = prev.reservations;
+                    next.generation += 1;
+                    next.update_status = Some(format!("rolled back to the previous spec: {why}"));
+                }
+                ("pause", _) if svc.update_status.is_none() => next.update_status = Some(format!("paused: {why}")),
+                _ => continue,
+            }
+            tracing::warn!(service = %name, status = next.update_status.as_deref().unwrap_or_default(), "a rollout failed");
+            ops.push(desired::put(&next, Expect::Version(*v)));
+            records.services[i].0 = next;
+        }
+
+        // 3. Placement.
         let allocations = records.allocations_only();
         let mut plan = atoll_sched::plan(&records.services_only(), &allocations, &records.nodes(&island));
         self.pace(&mut plan, &records);
@@ -97,7 +132,7 @@ impl Reconciler {
             }
         }
 
-        // 3. Forgetting.
+        // 4. Forgetting.
         for (a, v) in &records.allocations {
             let name = Kind::name(a);
             let confirmed = records.tasks.get(&name).is_some_and(|(t, _)| t.state == TaskState::Shutdown);
@@ -218,6 +253,9 @@ mod tests {
             generation: 2,
             reservations: Resources::default(),
             update_config: update,
+            pinned: false,
+            previous: None,
+            update_status: None,
             extra: Default::default(),
         };
         let mut r = Records { services: vec![(svc, 1)], ..Default::default() };

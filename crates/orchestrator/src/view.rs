@@ -61,6 +61,8 @@ pub struct ServiceSummary {
     pub generation: u64,
     /// Why replicas are not placed, if some are not.
     pub pending: Option<String>,
+    /// How its last rollout ended, when not simply done (`paused: …`, `rolled back …`).
+    pub update_status: Option<String>,
 }
 
 fn image(s: &atoll_state::desired::Service) -> String {
@@ -97,6 +99,9 @@ pub fn tasks(r: &Records, island: &IslandState, which: impl Fn(&atoll_state::des
         let task = r.tasks.get(&id).map(|(t, _)| t).filter(|t| t.generation == a.generation);
         let down = r.liveness.get(&a.node).is_some_and(|(l, _)| l.down);
         let (current, error) = match task {
+            _ if down && svc.pinned => {
+                ("unknown".to_owned(), Some(format!("its node {} is down; it waits there: it has named volumes", name_of(&a.node))))
+            }
             _ if down => ("unknown".to_owned(), Some(format!("its node {} is down", name_of(&a.node)))),
             Some(t) => (state_word(t.state).to_owned(), t.error.clone()),
             None => ("assigned".to_owned(), None),
@@ -172,6 +177,7 @@ pub fn services(r: &Records, island: &IslandState, which: impl Fn(&atoll_state::
                 image: image(s),
                 generation: s.generation,
                 pending: pending.get(name.as_str()).cloned(),
+                update_status: s.update_status.clone(),
             }
         })
         .collect()

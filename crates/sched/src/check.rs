@@ -59,7 +59,8 @@ pub fn violations(svcs: &[Service], allocations: &[Allocation], nodes: &[Node]) 
             wrong.push(format!("{me} is on a node that is gone"));
             continue;
         };
-        if n.state != NodeState::Up {
+        let waits = n.state == NodeState::Down && svcs.get(&a.service).is_some_and(|s| s.svc.pinned);
+        if n.state != NodeState::Up && !waits {
             wrong.push(format!("{me} is on a node that is {:?}", n.state));
         }
         let Some(s) = svcs.get(&a.service) else {

@@ -268,7 +268,9 @@ pub fn plan(services: &[Service], allocations: &[Allocation], nodes: &[Node]) ->
             let at = node_at.get(a.node.as_str()).copied();
             let reason = match at.map(|i| &nodes[i]) {
                 None => Some(StopReason::NodeGone),
-                Some(n) if n.state == NodeState::Down => Some(StopReason::NodeDown),
+                // Unless its named volumes are there: then it waits for its member (and is
+                // judged by everything else as if the member were up).
+                Some(n) if n.state == NodeState::Down && !svc.pinned => Some(StopReason::NodeDown),
                 Some(n) if n.state == NodeState::Drained => Some(StopReason::NodeDrained),
                 Some(n) => match svc.mode {
                     Mode::Replicated => match slot_number(&a.slot) {

@@ -65,6 +65,9 @@ fn arb_service(i: usize) -> impl Strategy<Value = Service> {
             generation,
             reservations: Resources { nano_cpus: cpus * CPU / 4, memory_bytes: mem * GIB / 4 },
             update_config: Default::default(),
+            pinned: false,
+            previous: None,
+            update_status: None,
             extra: serde_json::Map::new(),
         })
 }

@@ -158,10 +158,30 @@ pub struct Service {
     /// `deploy.update_config`: how replicas move to a new generation.
     #[serde(default)]
     pub update_config: UpdateConfig,
+    /// Its replicas mount named volumes, which stay on their member: a replica whose member
+    /// is down waits for it instead of starting empty elsewhere (it still moves off a drained
+    /// member, as Swarm's would).
+    #[serde(default)]
+    pub pinned: bool,
+    /// What a replica ran at the generation before (Swarm's `PreviousSpec`): where
+    /// `failure_action: rollback` goes back to.
+    #[serde(default)]
+    pub previous: Option<PreviousSpec>,
+    /// How its last rollout ended, when not simply done (`paused: …`, `rolled back: …`).
+    #[serde(default)]
+    pub update_status: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 kind!(Service, "service", |r| format!("{}_{}", r.stack, r.name));
+
+/// A service's spec and reservations at an earlier generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousSpec {
+    pub spec: Value,
+    #[serde(default)]
+    pub reservations: Resources,
+}
 
 /// `deploy.update_config`, with swarmkit's defaults (one at a time, no delay, stop-first,
 /// pause on failure, each batch watched for 5 s).
@@ -408,6 +428,9 @@ mod tests {
             generation: 1,
             reservations: Resources { nano_cpus: 500_000_000, memory_bytes: 64 << 20 },
             update_config: Default::default(),
+            pinned: false,
+            previous: None,
+            update_status: None,
             extra: Map::new(),
         };
         apply(&mut ks, 1, put(&svc("web"), Expect::Absent));

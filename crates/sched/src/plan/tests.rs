@@ -39,6 +39,9 @@ fn svc(name: &str, replicas: u32) -> Service {
         generation: 1,
         reservations: Resources::default(),
         update_config: Default::default(),
+        pinned: false,
+        previous: None,
+        update_status: None,
         extra: Map::new(),
     }
 }
@@ -219,6 +222,23 @@ fn a_global_service_no_node_may_run_says_why() {
     agent.constraints = vec!["node.labels.gpu == yes".into()];
     let p = plan(&[agent], &[], &nodes(&["a"]));
     assert_eq!(reason(&p), "s_agent (0 missing): no node that takes work satisfies the constraint `node.labels.gpu == yes`");
+}
+
+/// Named volumes stay on their member: its replica waits for it to come back; a drain still
+/// moves it (the user asked).
+#[test]
+fn a_pinned_replica_waits_for_its_down_node_and_moves_off_a_drained_one() {
+    let mut ns = nodes(&["a", "b"]);
+    let db = Service { pinned: true, ..svc("db", 1) };
+    let mut allocs = Vec::new();
+    converge(std::slice::from_ref(&db), &mut allocs, &ns);
+    let on = allocs[0].node.clone();
+    let i = ns.iter().position(|n| n.id == on).unwrap();
+    ns[i].state = NodeState::Down;
+    assert_eq!(plan(std::slice::from_ref(&db), &allocs, &ns), Plan::default(), "it waits");
+    ns[i].state = NodeState::Drained;
+    let p = converge(std::slice::from_ref(&db), &mut allocs, &ns);
+    assert!(matches!(p.actions[0], Action::Stop { reason: StopReason::NodeDrained, .. }), "{p:?}");
 }
 
 #[test]

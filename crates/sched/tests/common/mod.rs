@@ -56,6 +56,9 @@ pub fn service(rng: &mut fastrand::Rng, i: usize, max_replicas: u32) -> Service 
         generation: 1,
         reservations: Resources { nano_cpus: rng.u64(0..=4) * CPU / 4, memory_bytes: rng.u64(0..=8) * GIB / 8 },
         update_config: Default::default(),
+        pinned: rng.u8(0..4) == 0,
+        previous: None,
+        update_status: None,
         extra: serde_json::Map::new(),
     }
 }
