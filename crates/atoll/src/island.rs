@@ -497,13 +497,15 @@ pub fn nodes_table(list: &[NodeView], now: time::OffsetDateTime) -> String {
                 if n.public.is_empty() { "-".into() } else { n.public.join(",") },
                 role.into(),
                 n.state.clone(),
+                n.availability.clone(),
+                n.resources.as_ref().map_or_else(|| "-".into(), |r| r.replicas.to_string()),
                 n.path.clone().unwrap_or_else(|| "-".into()),
                 ago(Some(&n.joined), now),
                 n.version.clone(),
             ]
         })
         .collect();
-    table(&["NAME", "MESH IP", "PUBLIC", "ROLE", "STATE", "PATH", "JOINED", "VERSION"], &rows)
+    table(&["NAME", "MESH IP", "PUBLIC", "ROLE", "STATE", "AVAILABILITY", "REPLICAS", "PATH", "JOINED", "VERSION"], &rows)
 }
 
 #[cfg(test)]
@@ -525,6 +527,28 @@ mod tests {
         assert_eq!(parse_expires("90m"), Ok(std::time::Duration::from_secs(5400)));
         assert_eq!(parse_expires("2d"), Ok(std::time::Duration::from_secs(2 * 86_400)));
         assert!(parse_expires("1").unwrap_err().contains("no unit"));
+    }
+
+    #[test]
+    fn node_ls_table() {
+        let node = |name: &str, this: bool, availability: &str, replicas: Option<usize>| -> NodeView {
+            serde_json::from_value(serde_json::json!({
+                "id": "a1", "name": name, "mesh_ip": "10.42.0.1", "public": if this { vec!["203.0.113.10:4242"] } else { vec![] },
+                "role": if this { "lighthouse" } else { "member" }, "state": "ready", "labels": {}, "version": "0.1.0",
+                "last_seen": null, "joined": "2026-11-30T10:00:00Z", "ca_host": this, "this": this,
+                "path": if this { None } else { Some("direct (203.0.113.10:4242)") }, "cert_not_after": null,
+                "availability": availability,
+                "resources": replicas.map(|r| serde_json::json!({"nano_cpus": 2_000_000_000u64, "memory_bytes": 1u64 << 30, "reserved_nano_cpus": 0, "reserved_memory_bytes": 0, "replicas": r})),
+            }))
+            .unwrap()
+        };
+        let now = time::OffsetDateTime::parse("2026-11-30T12:00:00Z", &time::format_description::well_known::Rfc3339).unwrap();
+        let t = nodes_table(&[node("vps", true, "active", Some(3)), node("home", false, "drain", None)], now);
+        expect_test::expect![[r#"
+            NAME    MESH IP     PUBLIC              ROLE             STATE   AVAILABILITY   REPLICAS   PATH                         JOINED        VERSION
+            vps *   10.42.0.1   203.0.113.10:4242   lighthouse, ca   ready   active         3          -                            2 hours ago   0.1.0
+            home    10.42.0.1   -                   member           ready   drain          -          direct (203.0.113.10:4242)   2 hours ago   0.1.0
+        "#]].assert_eq(&t);
     }
 
     #[test]

@@ -179,6 +179,8 @@ fn the_island_view_lists_members_and_follows_their_states_and_a_leave_live() {
     let running = "return [...document.querySelectorAll('#placement tr[data-service=\"site_web\"] .task-running')].length";
     wait_for(60, "both replicas shown running in the grid", || b.script(running) == 2);
     assert_eq!(b.script("return getComputedStyle(document.querySelector('#placement .task-running')).color"), "rgb(10, 107, 44)");
+    let shown = b.script("return document.querySelector('#members tr[data-name=\"home1\"] .resources').textContent");
+    assert!(shown.as_str().unwrap_or_default().contains("1 replica · 0/"), "{shown}");
     b.screenshot(&shot("island-stacks"));
     island.ok("vps1", &["stack", "rm", "site"]);
     wait_for(60, "the grid to empty", || b.text("main").contains("No stack is deployed"));

@@ -62,6 +62,7 @@ const STACK: &str = "
 services:
   web:
     image: localhost/busybox
+    stop_grace_period: 1s
     command: [httpd, -f, -p, '8080']
     deploy:
       replicas: 2
@@ -70,6 +71,7 @@ services:
         constraints: [node.role != public]
   edge:
     image: localhost/busybox
+    stop_grace_period: 1s
     command: [sleep, '1d']
     deploy:
       mode: global
@@ -77,6 +79,7 @@ services:
         constraints: [node.role == public]
   pinned:
     image: localhost/busybox
+    stop_grace_period: 1s
     command: [sleep, '1d']
     deploy:
       placement:
@@ -150,7 +153,7 @@ fn a_dead_hosts_replicas_run_elsewhere_and_stop_there_when_it_returns() {
     let file = write(
         scratch.path(),
         "compose.yaml",
-        "services:\n  web:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    deploy:\n      replicas: 2\n      placement: {max_replicas_per_node: 1, constraints: [node.hostname != vps1]}\n",
+        "services:\n  web:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      placement: {max_replicas_per_node: 1, constraints: [node.hostname != vps1]}\n",
     );
     island.ok("vps1", &["stack", "deploy", "-c", &file, "app"]);
     wait_for(60, "two replicas", || placement(&island, "vps1", "app").get("app_web").is_some_and(|n| n.len() == 2));
@@ -181,7 +184,7 @@ fn deploys_go_on_when_the_leader_dies_drain_moves_work_and_updates_roll_one_at_a
     let (mut island, scratch) = island();
     let web = |cmd: &str| {
         format!(
-            "services:\n  web:\n    image: localhost/busybox\n    command: [sh, -c, '{cmd}']\n    deploy:\n      replicas: 3\n      placement: {{constraints: [node.hostname != vps1]}}\n      update_config: {{parallelism: 1, order: stop-first}}\n"
+            "services:\n  web:\n    image: localhost/busybox\n    command: [sh, -c, '{cmd}']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 3\n      placement: {{constraints: [node.hostname != vps1]}}\n      update_config: {{parallelism: 1, order: stop-first}}\n"
         )
     };
     let file = write(scratch.path(), "v1.yaml", &web("sleep 1d"));

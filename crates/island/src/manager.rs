@@ -216,6 +216,29 @@ pub struct NodeView {
     pub path: Option<String>,
     /// When its newest certificates expire (RFC 3339).
     pub cert_not_after: Option<String>,
+    /// `active`, or `drain` (`atoll node drain`: its replicas move away, it takes none).
+    #[serde(default = "active")]
+    pub availability: String,
+    /// What stacks' replicas may reserve on it and what they do, once it has said.
+    #[serde(default)]
+    pub resources: Option<NodeResources>,
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+/// A member's resources as the stacks' scheduler counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeResources {
+    /// Billionths of a CPU.
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+    /// What its replicas desired running reserve.
+    pub reserved_nano_cpus: u64,
+    pub reserved_memory_bytes: u64,
+    /// Replicas desired running on it.
+    pub replicas: usize,
 }
 
 /// The island as this host sees it.
@@ -632,6 +655,7 @@ impl Manager {
         let seen = self.seen.lock().unwrap().clone();
         let now = unix_now();
         let removed = self.removed();
+        let stacks = self.consensus.reader.with(crate::state::node_stacks);
         state
             .members
             .values()
@@ -675,6 +699,8 @@ impl Manager {
                     this,
                     path,
                     cert_not_after: m.certs.iter().map(|c| c.not_after).max().map(crate::model::rfc3339),
+                    availability: stacks.availability.get(&m.id).cloned().unwrap_or_else(active),
+                    resources: stacks.resources.get(&m.id).cloned(),
                 }
             })
             .collect()
@@ -721,6 +747,8 @@ impl Manager {
                 this: true,
                 path: None,
                 cert_not_after: None,
+                availability: active(),
+                resources: None,
             },
         };
         let r = self.renewal.lock().unwrap().clone();

@@ -73,3 +73,39 @@ impl Manager {
             .is_ok()
     }
 }
+
+/// The stacks' view of every member (from `desired/node`, `observed/node` and the
+/// allocations), for `node ls`. Records that do not decode are left out.
+#[derive(Debug, Default)]
+pub(crate) struct NodeStacks {
+    pub availability: BTreeMap<String, String>,
+    pub resources: BTreeMap<String, crate::manager::NodeResources>,
+}
+
+pub(crate) fn node_stacks(ks: &atoll_state::keyspace::Keyspace) -> NodeStacks {
+    use atoll_state::desired::{self, Allocation, Availability, Desired, NodeSpec, NodeStatus};
+    let mut out = NodeStacks::default();
+    for (n, _) in desired::list::<NodeSpec>(ks).unwrap_or_default() {
+        out.availability.insert(n.id, if n.availability == Availability::Drain { "drain" } else { "active" }.into());
+    }
+    for (n, _) in desired::list::<NodeStatus>(ks).unwrap_or_default() {
+        out.resources.insert(
+            n.id,
+            crate::manager::NodeResources {
+                nano_cpus: n.capacity.nano_cpus,
+                memory_bytes: n.capacity.memory_bytes,
+                reserved_nano_cpus: 0,
+                reserved_memory_bytes: 0,
+                replicas: 0,
+            },
+        );
+    }
+    for (a, _) in desired::list::<Allocation>(ks).unwrap_or_default() {
+        if let (Desired::Running, Some(r)) = (a.desired, out.resources.get_mut(&a.node)) {
+            r.reserved_nano_cpus += a.reservations.nano_cpus;
+            r.reserved_memory_bytes += a.reservations.memory_bytes;
+            r.replicas += 1;
+        }
+    }
+    out
+}

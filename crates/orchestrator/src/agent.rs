@@ -32,6 +32,8 @@ pub struct Agent {
     busy: Arc<Mutex<HashSet<String>>>,
     /// The last start that failed, by allocation: (generation, why).
     failed: Arc<Mutex<HashMap<String, (u64, String)>>>,
+    /// Containers being stopped and removed now.
+    stopping: Arc<Mutex<HashSet<String>>>,
 }
 
 /// What this host offers replicas: every CPU and all of its memory (`MemTotal`).
@@ -98,7 +100,7 @@ fn task_state(c: &ContainerRecord) -> (TaskState, Option<String>) {
 
 impl Agent {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Agent { engine, busy: Arc::default(), failed: Arc::default() }
+        Agent { engine, busy: Arc::default(), failed: Arc::default(), stopping: Arc::default() }
     }
 
     /// One look. Errors are the replicated state's (reading or reporting); a replica that
@@ -115,30 +117,31 @@ impl Agent {
             self.engine.list(true).into_iter().filter(|c| c.spec.labels.contains_key(LABEL_ALLOCATION)).collect();
         let busy = self.busy.lock().unwrap().clone();
 
-        // Stop what must not run.
+        // Stop what must not run: gracefully (its stop signal, then its grace period), each in
+        // a task of its own. A stop-first update's old replica is stopped by the task that
+        // starts the new one, so that the two never run together.
+        let stopping = self.stopping.lock().unwrap().clone();
         for c in &containers {
             let name = label(c, LABEL_ALLOCATION).unwrap_or_default();
-            if busy.contains(name) {
+            if busy.contains(name) || stopping.contains(&c.id) {
                 continue;
             }
             let wanted = mine.get(name).filter(|a| a.desired == Desired::Running);
-            let keep = match wanted {
-                Some(a) if a.generation == generation_of(c) => true,
-                // start-first: the old generation runs until the new one does.
+            let stop = match wanted {
+                Some(a) if a.generation == generation_of(c) => false,
                 Some(a) => {
                     let start_first = records.service(&a.service).is_some_and(|(s, _)| s.update_config.start_first);
+                    // start-first: the old generation runs until the new one does.
                     start_first
-                        && !containers.iter().any(|n| {
+                        && containers.iter().any(|n| {
                             label(n, LABEL_ALLOCATION) == Some(name) && generation_of(n) == a.generation && n.state == State::Running
                         })
                 }
-                None => false,
+                None => true,
             };
-            if !keep {
+            if stop {
                 tracing::info!(container = %c.name, allocation = name, "stopping a replica this member no longer runs");
-                if let Err(e) = self.engine.remove(&c.id, true, false).await {
-                    tracing::warn!(container = %c.name, error = %atoll_node::error_chain(&e), "removing a replica");
-                }
+                self.spawn_stop(c.clone());
             }
         }
 
@@ -220,6 +223,17 @@ impl Agent {
         }
     }
 
+    fn spawn_stop(&self, c: ContainerRecord) {
+        self.stopping.lock().unwrap().insert(c.id.clone());
+        let (engine, stopping) = (self.engine.clone(), self.stopping.clone());
+        tokio::spawn(async move {
+            if let Err(e) = stop_and_remove(&engine, &c).await {
+                tracing::warn!(container = %c.name, error = %e, "removing a replica");
+            }
+            stopping.lock().unwrap().remove(&c.id);
+        });
+    }
+
     fn spawn_start(&self, name: String, a: Allocation, service: Service, stack: Stack) {
         self.busy.lock().unwrap().insert(name.clone());
         let (engine, busy, failed) = (self.engine.clone(), self.busy.clone(), self.failed.clone());
@@ -253,9 +267,18 @@ impl Agent {
     }
 }
 
+/// Stops `c` as `docker stop` would (its stop signal, then SIGKILL after its grace period),
+/// then removes it.
+async fn stop_and_remove(engine: &Engine, c: &ContainerRecord) -> Result<(), String> {
+    if c.state == State::Running || c.state == State::Restarting {
+        engine.stop(&c.id, None).await.map_err(|e| atoll_node::error_chain(&e))?;
+    }
+    engine.remove(&c.id, true, false).await.map(|_| ()).map_err(|e| atoll_node::error_chain(&e))
+}
+
 /// Starts allocation `a`: the stack's networks and volumes it uses, then its container (the
-/// image pulled if missing). With `order: stop-first`, the older generation's container was
-/// removed first (the look that spawned this did it); with start-first it goes once this runs.
+/// image pulled if missing). With `order: stop-first`, the older generation's container is
+/// stopped first, here; with start-first, the agent stops it once this one runs.
 async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack) -> Result<ContainerRecord, String> {
     let spec = replica_spec(service, a).map_err(|e| format!("the service's spec does not decode: {e}"))?;
     for att in &spec.networks {
@@ -279,6 +302,15 @@ async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack
     for m in spec.mounts.iter().filter(|m| m.kind == atoll_spec::MountKind::Volume && stack.volumes.contains(&m.source)) {
         let labels = BTreeMap::from([(LABEL_STACK.to_owned(), stack.name.clone())]);
         engine.volumes().create(&m.source, labels).map_err(|e| format!("creating volume {}: {}", m.source, atoll_node::error_chain(&e)))?;
+    }
+    // stop-first: the older generation's replica stops before this one starts.
+    if !service.update_config.start_first {
+        let name = Kind::name(a);
+        for old in
+            engine.list(true).into_iter().filter(|c| label(c, LABEL_ALLOCATION) == Some(name.as_str()) && generation_of(c) != a.generation)
+        {
+            stop_and_remove(engine, &old).await?;
+        }
     }
     // A leftover of an earlier try at this generation (created, never started) goes first.
     if let Some(name) = &spec.name

@@ -177,17 +177,26 @@ async function islandView() {
   if (s.renew_error) html += `<p class="error" role="alert">Renewing this host's certificates failed (retrying): ${esc(s.renew_error)}</p>`;
   html += `<table id="members"><caption>Members, as this host sees them</caption><thead><tr><th scope="col">Name</th><th scope="col">Mesh IP</th>
     <th scope="col" class="wide">Public addresses</th><th scope="col" class="wide">Role</th><th scope="col">State</th><th scope="col">Path</th>
-    <th scope="col">Certificate expires</th><th scope="col" class="wide">Version</th></tr></thead><tbody>`;
+    <th scope="col">Certificate expires</th><th scope="col" class="wide">Version</th><th scope="col">Stacks</th></tr></thead><tbody>`;
   for (const n of nodes) {
     const path = n.this ? "this host" : n.path ?? "no tunnel";
     const stateText = n.state === "unknown" ? "unknown (not heard of yet)" : n.state;
     html += `<tr data-name="${esc(n.name)}"><th scope="row">${esc(n.name)}${n.this ? ` <span class="tag">this host</span>` : ""}</th>
       <td class="mesh-ip">${esc(n.mesh_ip)}</td><td class="wide">${esc(n.public.join(", ") || "—")}</td><td class="wide">${esc(role(n))}</td>
       <td class="state state-${esc(n.state)}">${esc(stateText)}</td><td class="path">${esc(path)}</td>
-      ${certCell(n.cert_not_after, s.cert_lifetime, now)}<td class="wide">${esc(n.version)}</td></tr>`;
+      ${certCell(n.cert_not_after, s.cert_lifetime, now)}<td class="wide">${esc(n.version)}</td><td class="resources">${resources(n)}</td></tr>`;
   }
   html += "</tbody></table>";
   show(html + await stacksGrid(nodes));
+}
+
+// A member's share of the stacks: replicas, and what they reserve of its CPUs and memory.
+function resources(n) {
+  const r = n.resources;
+  const drain = n.availability === "drain" ? `<span class="tag">drained</span> ` : "";
+  if (!r) return drain + "—";
+  const gib = b => (b / 2 ** 30).toFixed(1) + " GiB", cpus = c => +(c / 1e9).toFixed(2);
+  return `${drain}${r.replicas} replica${r.replicas === 1 ? "" : "s"} · ${cpus(r.reserved_nano_cpus)}/${cpus(r.nano_cpus)} CPUs · ${gib(r.reserved_memory_bytes)}/${gib(r.memory_bytes)} reserved`;
 }
 
 // Where each service's replicas run: a row per service, a column per member, a chip per

@@ -38,7 +38,7 @@ fn main() {
     let file = scratch.path().join("twenty.yaml");
     let mut text = String::from("services:\n");
     for i in 0..20 {
-        text.push_str(&format!("  s{i}:\n    image: localhost/busybox\n    command: [sleep, '1d']\n"));
+        text.push_str(&format!("  s{i}:\n    image: localhost/busybox\n    command: [sh, -c, \"trap 'exit 0' TERM; sleep 1d & wait\"]\n"));
     }
     std::fs::write(&file, text).unwrap();
     let file = file.to_str().unwrap();
@@ -50,7 +50,7 @@ fn main() {
     let web = scratch.path().join("web.yaml");
     std::fs::write(
         &web,
-        "services:\n  web:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    deploy:\n      replicas: 2\n      placement: {max_replicas_per_node: 1, constraints: [node.hostname != vps1]}\n",
+        "services:\n  web:\n    image: localhost/busybox\n    command: [sh, -c, \"trap 'exit 0' TERM; sleep 1d & wait\"]\n    deploy:\n      replicas: 2\n      placement: {max_replicas_per_node: 1, constraints: [node.hostname != vps1]}\n",
     )
     .unwrap();
     island.ok("vps1", &["stack", "deploy", "-c", web.to_str().unwrap(), "app"]);
