@@ -31,35 +31,56 @@ impl From<DeployError> for ApiError {
 }
 
 /// Runs the stacks' loops for the daemon's life, on whatever island this daemon is in at each
-/// look: the leader's reconciler and this member's agent, each twice a second.
+/// look: the leader's reconciler and this member's agent, each as soon as the replica changes
+/// (and at least twice a second: liveness and containers change outside it).
 pub async fn run_stacks(state: Arc<AppState>, cfg: atoll_orchestrator::reconciler::Config) {
     let reconciling = {
         let state = state.clone();
         async move {
             let slot: &IslandSlot = &state.island;
             let mut r = atoll_orchestrator::reconciler::Reconciler::new(cfg);
+            let mut seen = 0;
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let Some(m) = slot.manager.read().await.clone() else { continue };
+                let Some(m) = slot.manager.read().await.clone() else {
+                    tokio::time::sleep(LOOK).await;
+                    continue;
+                };
+                m.applied_past(seen, LOOK).await;
+                seen = m.applied_index();
                 if let Err(e) = r.tick(&m).await {
                     tracing::debug!(error = %atoll_island::proto::Problem::from_error(&e), "reconciling the stacks");
                 }
+                tokio::time::sleep(PAUSE).await;
             }
         }
     };
     let running = async move {
         let slot: &IslandSlot = &state.island;
         let agent = atoll_orchestrator::agent::Agent::new(state.engine.clone());
+        let mut seen = 0;
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let Some(m) = slot.manager.read().await.clone() else { continue };
+            let Some(m) = slot.manager.read().await.clone() else {
+                tokio::time::sleep(LOOK).await;
+                continue;
+            };
+            tokio::select! {
+                _ = m.applied_past(seen, LOOK) => {}
+                _ = agent.woken() => {}
+            }
+            seen = m.applied_index();
             if let Err(e) = agent.tick(&m).await {
                 tracing::debug!(error = %atoll_island::proto::Problem::from_error(&e), "running this member's replicas");
             }
+            tokio::time::sleep(PAUSE).await;
         }
     };
     tokio::join!(reconciling, running);
 }
+
+/// The longest between two looks of a stacks' loop.
+const LOOK: Duration = Duration::from_millis(500);
+/// The shortest (a look's own writes change the replica).
+const PAUSE: Duration = Duration::from_millis(20);
 
 async fn records(s: &AppState) -> ApiResult<(Arc<atoll_island::Manager>, Records)> {
     let m = s.island.get().await?;

@@ -109,3 +109,16 @@ pub(crate) fn node_stacks(ks: &atoll_state::keyspace::Keyspace) -> NodeStacks {
     }
     out
 }
+
+impl Manager {
+    /// Waits until this member's replica applies an entry past `index`, or `timeout` passes:
+    /// what the stacks' loops wait on between looks.
+    pub async fn applied_past(&self, index: u64, timeout: Duration) {
+        let _ = self
+            .consensus
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.last_applied.is_some_and(|l| l.index > index), "the replica to change")
+            .await;
+    }
+}

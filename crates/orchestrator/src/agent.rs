@@ -34,6 +34,8 @@ pub struct Agent {
     failed: Arc<Mutex<HashMap<String, (u64, String)>>>,
     /// Containers being stopped and removed now.
     stopping: Arc<Mutex<HashSet<String>>>,
+    /// Told when a start or a stop finished: there is something to report.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// What this host offers replicas: every CPU and all of its memory (`MemTotal`).
@@ -100,7 +102,12 @@ fn task_state(c: &ContainerRecord) -> (TaskState, Option<String>) {
 
 impl Agent {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Agent { engine, busy: Arc::default(), failed: Arc::default(), stopping: Arc::default() }
+        Agent { engine, busy: Arc::default(), failed: Arc::default(), stopping: Arc::default(), wake: Arc::default() }
+    }
+
+    /// Returns when a start or a stop this agent began has finished.
+    pub async fn woken(&self) {
+        self.wake.notified().await
     }
 
     /// One look. Errors are the replicated state's (reading or reporting); a replica that
@@ -225,18 +232,19 @@ impl Agent {
 
     fn spawn_stop(&self, c: ContainerRecord) {
         self.stopping.lock().unwrap().insert(c.id.clone());
-        let (engine, stopping) = (self.engine.clone(), self.stopping.clone());
+        let (engine, stopping, wake) = (self.engine.clone(), self.stopping.clone(), self.wake.clone());
         tokio::spawn(async move {
             if let Err(e) = stop_and_remove(&engine, &c).await {
                 tracing::warn!(container = %c.name, error = %e, "removing a replica");
             }
             stopping.lock().unwrap().remove(&c.id);
+            wake.notify_one();
         });
     }
 
     fn spawn_start(&self, name: String, a: Allocation, service: Service, stack: Stack) {
         self.busy.lock().unwrap().insert(name.clone());
-        let (engine, busy, failed) = (self.engine.clone(), self.busy.clone(), self.failed.clone());
+        let (engine, busy, failed, wake) = (self.engine.clone(), self.busy.clone(), self.failed.clone(), self.wake.clone());
         tokio::spawn(async move {
             match start(&engine, &a, &service, &stack).await {
                 Ok(c) => {
@@ -249,6 +257,7 @@ impl Agent {
                 }
             }
             busy.lock().unwrap().remove(&name);
+            wake.notify_one();
         });
     }
 
