@@ -883,3 +883,26 @@ fn add_host_and_ulimit() {
         d.fails(&args);
     }
 }
+
+/// Regression (found by the API fuzzer, racing a stack's agent): an operation that waited for
+/// a removal to finish went on with the removed container ("mounting the overlay … No such file
+/// or directory", a 500). Now it finds no such container.
+#[test]
+fn operations_racing_a_removal_find_no_container_instead_of_failing() {
+    let e = env();
+    for i in 0..6 {
+        let name = format!("race{i}");
+        e.daemon.ok(&["run", "-d", "--name", &name, e.image, "sleep", "1d"]);
+        let op = ["restart", "start", "stop"][i % 3];
+        std::thread::scope(|s| {
+            let racing = s.spawn(|| if op == "start" { e.daemon.cli(&[op, &name]) } else { e.daemon.cli(&[op, "-t", "0", &name]) });
+            let rm = e.daemon.cli(&["rm", "-f", &name]);
+            let r = racing.join().unwrap();
+            for r in [&r, &rm] {
+                assert!(r.ok() || r.stderr.contains("no such container"), "{op} racing rm: {}", r.stderr);
+            }
+        });
+        assert!(!e.daemon.cli(&["inspect", &name]).ok(), "{name} is gone");
+    }
+    assert!(!e.daemon.log_text().contains("mounting the overlay"), "{}", e.daemon.log_text());
+}

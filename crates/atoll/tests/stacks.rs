@@ -145,6 +145,17 @@ fn a_stack_is_placed_by_its_constraints_and_runs_on_the_hosts_it_names() {
     for h in HOSTS {
         wait_for(30, &format!("{h} to stop the stack's containers"), || running_here(&island, h, "blog").is_empty());
     }
+
+    // Without a majority of voters a deploy is refused, saying what to do, and nothing is written.
+    let mut island = island;
+    let voters: Vec<String> = raft(&island, "vps1")["voters"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let lost: Vec<&String> = voters.iter().filter(|v| *v != "vps1").collect();
+    for h in &lost {
+        island.daemon_mut(h).kill9();
+    }
+    let r = island.cli("vps1", &["stack", "deploy", "-c", &file, "late"]);
+    assert!(!r.ok() && r.stderr.contains("atoll island recover"), "{}", r.stderr);
+    assert!(!island.ok("vps1", &["stack", "ls"]).contains("late"));
 }
 
 #[test]

@@ -160,7 +160,7 @@ struct Slot {
     /// Bumped on every change, so waiters can watch the record.
     changed: watch::Sender<u64>,
     /// Serialises lifecycle operations (start, stop, remove) on one container.
-    op: tokio::sync::Mutex<()>,
+    op: Arc<tokio::sync::Mutex<()>>,
     /// Consecutive restarts without a long-enough run, for the backoff.
     consecutive: Mutex<u32>,
     /// The next start waits for an attacher before running the process.
@@ -172,7 +172,7 @@ impl Slot {
         Arc::new(Self {
             rec: Mutex::new(rec),
             changed: watch::channel(0).0,
-            op: tokio::sync::Mutex::new(()),
+            op: Arc::new(tokio::sync::Mutex::new(())),
             consecutive: Mutex::new(0),
             attach_next: Mutex::new(false),
         })
@@ -435,6 +435,19 @@ impl Engine {
     }
 
     /// Finds a container by exact ID, exact name, or unique ID prefix.
+    /// The container `query` names with its operation lock held, once it is sure to still be
+    /// one of this engine's: a removal that held the lock first makes this `NotFound`, never an
+    /// operation on a container whose directory is gone (found by the API fuzzer: a restart
+    /// racing a removal answered 500).
+    pub(crate) async fn locked_slot(&self, query: &str) -> Result<(Arc<Slot>, tokio::sync::OwnedMutexGuard<()>), EngineError> {
+        let slot = self.slot(query)?;
+        let guard = slot.op.clone().lock_owned().await;
+        if !self.slots.lock().unwrap().contains_key(&slot.get().id) {
+            return Err(EngineError::NotFound(query.to_owned()));
+        }
+        Ok((slot, guard))
+    }
+
     pub(crate) fn slot(&self, query: &str) -> Result<Arc<Slot>, EngineError> {
         let slots = self.slots.lock().unwrap();
         if let Some(s) = slots.get(query) {

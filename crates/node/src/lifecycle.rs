@@ -14,8 +14,7 @@ use crate::{ContainerRecord, DEFAULT_STOP_TIMEOUT, Engine, EngineError, KILL_GRA
 impl Engine {
     /// Stops a container: its stop signal, then SIGKILL after `timeout` seconds.
     pub async fn stop(&self, query: &str, timeout: Option<u64>) -> Result<ContainerRecord, EngineError> {
-        let slot = self.slot(query)?;
-        let _op = slot.op.lock().await;
+        let (slot, _op) = self.locked_slot(query).await?;
         self.stop_and_report(&slot, timeout).await?;
         Ok(slot.get())
     }
@@ -102,8 +101,7 @@ impl Engine {
     }
 
     pub async fn restart(&self, query: &str, timeout: Option<u64>) -> Result<ContainerRecord, EngineError> {
-        let slot = self.slot(query)?;
-        let _op = slot.op.lock().await;
+        let (slot, _op) = self.locked_slot(query).await?;
         self.stop_and_report(&slot, timeout).await?;
         *slot.consecutive.lock().unwrap() = 0;
         self.emit(&slot.get(), "restart", &[]);
@@ -146,8 +144,7 @@ impl Engine {
     /// Removes a container (killing it first with `force`), and with `volumes` its anonymous
     /// volumes that no other container uses (docker's `rm -v`; `run --rm` does it too).
     pub async fn remove(&self, query: &str, force: bool, volumes: bool) -> Result<ContainerRecord, EngineError> {
-        let slot = self.slot(query)?;
-        let _op = slot.op.lock().await;
+        let (slot, _op) = self.locked_slot(query).await?;
         let rec = slot.get();
         if matches!(rec.state, State::Running | State::Restarting) {
             if !force {
@@ -218,8 +215,7 @@ impl Engine {
 
     /// Connects a container to one more network (`atoll network connect`).
     pub async fn connect(&self, query: &str, mut att: atoll_spec::NetworkAttachment) -> Result<ContainerRecord, EngineError> {
-        let slot = self.slot(query)?;
-        let _op = slot.op.lock().await;
+        let (slot, _op) = self.locked_slot(query).await?;
         let rec = slot.get();
         if rec.spec.network != NetworkMode::Bridge {
             let mode = if rec.spec.network == NetworkMode::Host { "host" } else { "none" };
@@ -253,8 +249,7 @@ impl Engine {
 
     /// Disconnects a container from a network (`atoll network disconnect`).
     pub async fn disconnect(&self, query: &str, network: &str) -> Result<ContainerRecord, EngineError> {
-        let slot = self.slot(query)?;
-        let _op = slot.op.lock().await;
+        let (slot, _op) = self.locked_slot(query).await?;
         let rec = slot.get();
         let rest = self.nets.disconnect(&rec.id, network).await?;
         if let Some(e) = rec.endpoints.iter().find(|e| !rest.contains(e)) {
@@ -276,8 +271,7 @@ impl Engine {
         for id in running {
             let e = self.arc();
             tasks.spawn(async move {
-                let slot = e.slot(&id)?;
-                let _op = slot.op.lock().await;
+                let (slot, _op) = e.locked_slot(&id).await?;
                 let was_stopped = slot.get().stopped_by_user;
                 e.stop_locked(&slot, None).await?;
                 // Stopped by the daemon, not the user: unless-stopped comes back at next start.

@@ -216,6 +216,10 @@ impl Engine {
         if start {
             let started = {
                 let _op = slot.op.lock().await;
+                // Removed meanwhile (by its id, which any caller knew as soon as it was made)?
+                if !self.slots.lock().unwrap().contains_key(&id) {
+                    return Err(EngineError::NotFound(id));
+                }
                 self.start_locked(&slot).await
             };
             self.remove_if_start_failed(&slot, started).await?;
@@ -239,9 +243,9 @@ impl Engine {
     /// Starts a stopped container (a running one is left as it is). With `attach`, the process
     /// waits for the first attacher, so a foreground client sees all of its output.
     pub async fn start(&self, query: &str, attach: bool) -> Result<ContainerRecord, EngineError> {
-        let slot = self.slot(query)?;
+        let (slot, op) = self.locked_slot(query).await?;
         let started = {
-            let _op = slot.op.lock().await;
+            let _op = op;
             if slot.get().is_running() {
                 return Ok(slot.get());
             }

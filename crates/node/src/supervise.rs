@@ -178,7 +178,7 @@ impl Engine {
         let engine = self.arc();
         tokio::spawn(async move {
             let _op = slot.op.lock().await;
-            if slot.get().is_running() {
+            if slot.get().is_running() || !engine.slots.lock().unwrap().contains_key(&slot.get().id) {
                 return;
             }
             if count_restart {

@@ -25,13 +25,28 @@ use atoll_state::{Expect, Request};
 use crate::records::Records;
 use crate::{LABEL_ALLOCATION, LABEL_GENERATION, LABEL_SERVICE, LABEL_STACK};
 
+/// A start that failed: at which generation, why, and when to try again.
+#[derive(Debug, Clone)]
+struct Failure {
+    generation: u64,
+    why: String,
+    attempts: u32,
+    retry_at: std::time::Instant,
+}
+
+/// How long after its `n`th failed start (from 1) a replica is tried again: 5 s, doubling, at
+/// most 5 minutes (a registry that was down, a port another program held).
+fn retry_after(n: u32) -> std::time::Duration {
+    std::time::Duration::from_secs((5u64 << n.saturating_sub(1).min(6)).min(300))
+}
+
 /// One member's agent.
 pub struct Agent {
     engine: Arc<Engine>,
     /// Allocations a task is starting or replacing now.
     busy: Arc<Mutex<HashSet<String>>>,
-    /// The last start that failed, by allocation: (generation, why).
-    failed: Arc<Mutex<HashMap<String, (u64, String)>>>,
+    /// The last start that failed, by allocation.
+    failed: Arc<Mutex<HashMap<String, Failure>>>,
     /// Containers being stopped and removed now.
     stopping: Arc<Mutex<HashSet<String>>>,
     /// Told when a start or a stop finished: there is something to report.
@@ -160,8 +175,9 @@ impl Agent {
             if containers.iter().any(|c| label(c, LABEL_ALLOCATION) == Some(name) && generation_of(c) == a.generation) {
                 continue;
             }
-            if self.failed.lock().unwrap().get(name).is_some_and(|(g, _)| *g == a.generation) {
-                // Failed at this generation: a new deploy (a new generation) tries again.
+            if self.failed.lock().unwrap().get(name).is_some_and(|f| f.generation == a.generation && std::time::Instant::now() < f.retry_at)
+            {
+                // Failed at this generation: tried again after a backoff (or at once for a new one).
                 continue;
             }
             let Some((service, _)) = records.service(&a.service) else { continue };
@@ -186,8 +202,8 @@ impl Agent {
                         let (s, e) = task_state(c);
                         (s, Some(c.name.clone()), e)
                     }
-                    None => match self.failed.lock().unwrap().get(name).filter(|(g, _)| *g == a.generation) {
-                        Some((_, why)) => (TaskState::Failed, None, Some(why.clone())),
+                    None => match self.failed.lock().unwrap().get(name).filter(|f| f.generation == a.generation) {
+                        Some(f) => (TaskState::Failed, None, Some(f.why.clone())),
                         None => (TaskState::Preparing, None, None),
                     },
                 },
@@ -253,7 +269,10 @@ impl Agent {
                 }
                 Err(why) => {
                     tracing::warn!(allocation = %name, error = %why, "starting a replica");
-                    failed.lock().unwrap().insert(name.clone(), (a.generation, why));
+                    let mut failed = failed.lock().unwrap();
+                    let attempts = failed.get(&name).filter(|f| f.generation == a.generation).map_or(0, |f| f.attempts) + 1;
+                    let retry_at = std::time::Instant::now() + retry_after(attempts);
+                    failed.insert(name.clone(), Failure { generation: a.generation, why, attempts, retry_at });
                 }
             }
             busy.lock().unwrap().remove(&name);
@@ -328,4 +347,15 @@ async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack
         let _ = engine.remove(&old.id, true, false).await;
     }
     engine.create(spec, true).await.map_err(|e| atoll_node::error_chain(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_starts_are_retried_with_a_capped_backoff() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
 }
