@@ -222,7 +222,13 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::island::node, crate::island::remove_node))
         .routes(routes!(crate::island::label))
         .routes(routes!(crate::stacks::list))
-        .routes(routes!(crate::stacks::deploy, crate::stacks::remove))
+        // A stack's services, specs in full, outgrow the other routes' limit (found by QA: 60
+        // small services did).
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(crate::stacks::deploy, crate::stacks::remove))
+                .layer(DefaultBodyLimit::max(crate::stacks::MAX_STACK_BODY)),
+        )
         .routes(routes!(crate::stacks::tasks))
         .routes(routes!(crate::stacks::services))
         .routes(routes!(crate::stacks::service_tasks))

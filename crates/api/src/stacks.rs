@@ -22,6 +22,9 @@ use crate::server::{ApiError, AppState};
 use crate::types::ErrorBody;
 
 type St = State<Arc<AppState>>;
+
+/// The largest stack a deploy takes, in bytes of JSON (about 2000 services of a typical size).
+pub const MAX_STACK_BODY: usize = 8 << 20;
 type ApiResult<T> = Result<T, ApiError>;
 
 impl From<DeployError> for ApiError {
@@ -99,7 +102,16 @@ pub async fn deploy(
     Path(name): Path<String>,
     body: Result<Json<StackDeploy>, JsonRejection>,
 ) -> ApiResult<Json<DeployReport>> {
-    let Json(req) = body?;
+    let Json(req) = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            body: ErrorBody {
+                message: format!("the stack is larger than {} MiB of JSON: split it into several stacks", MAX_STACK_BODY >> 20),
+                causes: vec![],
+            },
+        },
+        _ => r.into(),
+    })?;
     let m = s.island.get().await?;
     Ok(Json(atoll_orchestrator::deploy(&m, &name, &req).await?))
 }

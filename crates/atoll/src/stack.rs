@@ -102,16 +102,20 @@ pub fn deploy_request(project: &Project) -> anyhow::Result<StackDeploy> {
             RestartCondition::Any => RestartPolicy::Always,
         };
         let u = &d.update_config;
+        // A host port is published once per host (Swarm's `mode: host`): at most one replica
+        // per host unless the file says fewer (found by QA: the second failed for good).
+        let publishes = spec.publish.iter().any(|p| p.host_port != 0 && p.host_port_end.is_none());
+        let max_per_node = d.max_replicas_per_node.map(|m| u32::try_from(m).unwrap_or(u32::MAX)).or(publishes.then_some(1));
         services.push(ServiceDeploy {
             name: ds.name.clone(),
             mode: match d.mode {
                 cstack::Mode::Replicated => Mode::Replicated,
                 cstack::Mode::Global => Mode::Global,
             },
-            replicas: u32::try_from(d.replicas).unwrap_or(u32::MAX),
+            replicas: if d.mode == cstack::Mode::Global { 0 } else { u32::try_from(d.replicas).unwrap_or(u32::MAX) },
             spec,
             constraints: d.constraints.clone(),
-            max_replicas_per_node: d.max_replicas_per_node.map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+            max_replicas_per_node: if d.mode == cstack::Mode::Global { None } else { max_per_node },
             reserve_nano_cpus: d.reservations.cpus_milli.unwrap_or(0) * 1_000_000,
             reserve_memory_bytes: d.reservations.memory.unwrap_or(0),
             labels: d.labels.clone(),
@@ -172,7 +176,12 @@ pub async fn stack(client: &Client, cmd: StackCommand) -> anyhow::Result<ExitCod
                 services: vec![],
                 environ: std::env::vars().collect(),
             };
-            let project = crate::compose::load_options(&opts)?;
+            if !atoll_orchestrator::deploy::valid_stack_name(&name) {
+                anyhow::bail!(
+                    "{name:?} is not a stack name: use 1 to 63 of lowercase letters, digits, '_' and '-', starting with a letter or digit"
+                );
+            }
+            let project = crate::compose::load_options(&opts, true)?;
             let req = deploy_request(&project)?;
             let report: DeployReport = client.json(Method::POST, &format!("/v1/stacks/{}", q(&name)), Some(&req)).await?;
             for (service, what) in &report.services {
@@ -234,8 +243,11 @@ pub async fn service(client: &Client, cmd: ServiceCommand) -> anyhow::Result<Exi
         ServiceCommand::Scale { targets } => {
             let mut parsed = Vec::new();
             for t in &targets {
-                let (svc, n) = t.split_once('=').with_context(|| format!("{t:?}: use SERVICE=REPLICAS"))?;
+                let (svc, n) = t.split_once('=').filter(|(s, _)| !s.is_empty()).with_context(|| format!("{t:?}: use SERVICE=REPLICAS"))?;
                 let n: u32 = n.parse().with_context(|| format!("{t:?}: {n:?} is not a number of replicas"))?;
+                if parsed.iter().any(|(s, _)| s == svc) {
+                    anyhow::bail!("{svc} is named twice: give each service once");
+                }
                 parsed.push((svc.to_owned(), n));
             }
             let names: Vec<String> = parsed.iter().map(|(s, _)| s.clone()).collect();

@@ -102,6 +102,10 @@ fn a_stack_is_placed_by_its_constraints_and_runs_on_the_hosts_it_names() {
     // Each host's engine runs what the state says it runs.
     assert_eq!(running_here(&island, "vps2", "blog").len(), 2, "edge and pinned on vps2");
     assert_eq!(running_here(&island, "home1", "blog").len(), 1);
+    // A replica stopped by hand runs again (found by QA: it stayed down).
+    let replica = running_here(&island, "home1", "blog").remove(0);
+    island.ok("home1", &["stop", "-t", "0", &replica]);
+    wait_for(30, "the stopped replica to run again", || running_here(&island, "home1", "blog") == [replica.clone()]);
     let ls = island.ok("vps2", &["stack", "ls"]);
     assert!(ls.contains("blog") && ls.contains('3'), "{ls}");
     let services = island.ok("home2", &["service", "ls"]);

@@ -177,8 +177,9 @@ fn deploy_spec(d: Option<&crate::model::Deploy>, said: &mut impl FnMut(String)) 
         say("deploy.replicas can only be used with mode replicated: a global service runs one replica on every eligible node".into());
     }
     let placement = d.placement.clone().unwrap_or_default();
+    // 0 is no limit, as swarmkit reads it (found by QA: it pended forever).
     let max_replicas_per_node =
-        placement.max_replicas_per_node.as_ref().map(|v| count("deploy.placement.max_replicas_per_node", Some(v), 0));
+        placement.max_replicas_per_node.as_ref().map(|v| count("deploy.placement.max_replicas_per_node", Some(v), 0)).filter(|m| *m > 0);
     if mode == Mode::Global && max_replicas_per_node.is_some() {
         say("deploy.placement.max_replicas_per_node can only be used with mode replicated".into());
     }

@@ -172,7 +172,12 @@ impl Agent {
             if a.desired != Desired::Running || busy.contains(name) {
                 continue;
             }
-            if containers.iter().any(|c| label(c, LABEL_ALLOCATION) == Some(name) && generation_of(c) == a.generation) {
+            if let Some(c) = containers.iter().find(|c| label(c, LABEL_ALLOCATION) == Some(name) && generation_of(c) == a.generation) {
+                // Stopped by hand (`atoll stop`): its service wants it running, as Swarm would
+                // replace the task (found by QA: it stayed down). Its restart policy decides.
+                if c.state == State::Exited && c.stopped_by_user && c.spec.restart != atoll_spec::RestartPolicy::No {
+                    self.spawn_restart(name.clone(), c.id.clone());
+                }
                 continue;
             }
             if self.failed.lock().unwrap().get(name).is_some_and(|f| f.generation == a.generation && std::time::Instant::now() < f.retry_at)
@@ -254,6 +259,19 @@ impl Agent {
                 tracing::warn!(container = %c.name, error = %e, "removing a replica");
             }
             stopping.lock().unwrap().remove(&c.id);
+            wake.notify_one();
+        });
+    }
+
+    fn spawn_restart(&self, name: String, id: String) {
+        self.busy.lock().unwrap().insert(name.clone());
+        let (engine, busy, wake) = (self.engine.clone(), self.busy.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            tracing::info!(allocation = %name, "starting a replica that was stopped by hand");
+            if let Err(e) = engine.start(&id, false).await {
+                tracing::warn!(allocation = %name, error = %atoll_node::error_chain(&e), "starting a replica again");
+            }
+            busy.lock().unwrap().remove(&name);
             wake.notify_one();
         });
     }

@@ -104,6 +104,8 @@ pub enum DeployError {
     NoSuchService { name: String, known: Vec<String> },
     #[error("{0} is a global service: it runs one replica on every node that may run it, and cannot be scaled")]
     Global(String),
+    #[error("{service}: {replicas} replicas; at most {MAX_REPLICAS}")]
+    TooManyReplicas { service: String, replicas: u32 },
     #[error("the island's state changed under this request {0} times in a row: try again")]
     Busy(u32),
     #[error("the island refused the write: {0}")]
@@ -123,7 +125,7 @@ impl DeployError {
     pub fn kind(&self) -> atoll_util::ErrorKind {
         use atoll_util::ErrorKind as K;
         match self {
-            DeployError::Invalid(_) | DeployError::Global(_) => K::Invalid,
+            DeployError::Invalid(_) | DeployError::Global(_) | DeployError::TooManyReplicas { .. } => K::Invalid,
             DeployError::Unplaceable(_) | DeployError::Busy(_) | DeployError::Refused(_) => K::Conflict,
             DeployError::NoSuchStack { .. } | DeployError::NoSuchService { .. } => K::NotFound,
             DeployError::Island(e) => e.kind(),
@@ -167,8 +169,8 @@ pub fn check(stack: &str, req: &StackDeploy) -> Result<(), DeployError> {
         if !valid_service_name(&s.name) {
             say("not a service name: use letters, digits, '_', '.' and '-'".into());
         }
-        if !seen.insert(&s.name) {
-            say("defined twice".into());
+        if !seen.insert(s.name.to_ascii_lowercase()) {
+            say("defined twice (service names do not differ by case alone)".into());
         }
         if let Err(e) = s.spec.validate() {
             say(e.to_string());
@@ -181,6 +183,13 @@ pub fn check(stack: &str, req: &StackDeploy) -> Result<(), DeployError> {
         }
         if s.mode == Mode::Global && s.max_replicas_per_node.is_some() {
             say("deploy.placement.max_replicas_per_node can only be used with mode replicated".into());
+        }
+        if s.mode == Mode::Global && s.replicas > 0 {
+            say("deploy.replicas can only be used with mode replicated: a global service runs one replica on every eligible node".into());
+        }
+        if s.name.contains('.') {
+            // Replicas are `<service>.<slot>`: `a.1` would be replica 1 of `a`.
+            say("a service of a stack cannot have '.' in its name (its replicas are named <service>.<slot>)".into());
         }
     }
     for n in &req.networks {
@@ -241,7 +250,7 @@ pub fn plan_deploy(name: &str, req: &StackDeploy, records: &Records, island: &Is
     let mut new_services = Vec::new();
     for s in &req.services {
         let full = format!("{name}_{}", s.name);
-        let old = records.service(&full);
+        let old = records.service(&full).filter(|(o, _)| o.stack == name);
         let record = service_record(name, s, old.map(|(o, _)| o));
         let what = match old {
             None => "created",
@@ -255,6 +264,21 @@ pub fn plan_deploy(name: &str, req: &StackDeploy, records: &Records, island: &Is
         }
         new_services.push(record);
     }
+    // `a` + `b_c` and `a_b` + `c` are both `a_b_c`: a name belongs to one stack.
+    let taken: Vec<String> = req
+        .services
+        .iter()
+        .filter_map(|s| {
+            let full = format!("{name}_{}", s.name);
+            records
+                .service(&full)
+                .filter(|(o, _)| o.stack != name)
+                .map(|(o, _)| format!("service {:?}: {full} is already a service of stack {}", s.name, o.stack))
+        })
+        .collect();
+    if !taken.is_empty() {
+        return Err(DeployError::Invalid(taken));
+    }
     for (old, version) in records.services_of(name) {
         if !req.services.iter().any(|s| s.name == old.name) {
             report.insert(Kind::name(old), "removed".into());
@@ -263,7 +287,8 @@ pub fn plan_deploy(name: &str, req: &StackDeploy, records: &Records, island: &Is
     }
 
     // The dry run: every service of the island as it would be, placed from what runs now.
-    let changed: BTreeSet<String> = report.iter().filter(|(_, w)| *w == "created" || *w == "updated").map(|(n, _)| n.clone()).collect();
+    let changed: BTreeSet<String> =
+        report.iter().filter(|(_, w)| matches!(w.as_str(), "created" | "updated" | "scaled")).map(|(n, _)| n.clone()).collect();
     let mut services: Vec<Service> = records.services_only().into_iter().filter(|s| s.stack != name).collect();
     services.extend(new_services);
     let plan = atoll_sched::plan(&services, &records.allocations_only(), &records.nodes(island));
@@ -317,7 +342,7 @@ pub fn plan_scale(full_name: &str, replicas: u32, records: &Records) -> Result<R
         return Err(DeployError::Global(full_name.to_owned()));
     }
     if replicas > MAX_REPLICAS {
-        return Err(DeployError::Invalid(vec![format!("{full_name}: {replicas} replicas; at most {MAX_REPLICAS}")]));
+        return Err(DeployError::TooManyReplicas { service: full_name.to_owned(), replicas });
     }
     let mut s = s.clone();
     s.replicas = replicas;

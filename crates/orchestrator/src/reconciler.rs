@@ -92,6 +92,16 @@ impl Reconciler {
                         .filter(|t| t.generation == a.generation && t.state == TaskState::Failed)
                 });
             let Some(t) = failed else { continue };
+            // Only while a rollout is under way (some replica still at another generation): a
+            // replica that fails later is its restart policy's business (found by QA: any
+            // failure marked the service paused).
+            let rolling = records
+                .allocations
+                .iter()
+                .any(|(a, _)| a.service == name && a.desired == Desired::Running && a.generation != svc.generation);
+            if !rolling {
+                continue;
+            }
             let why = format!("{} failed ({})", t.alloc, t.error.as_deref().unwrap_or("no reason given"));
             let mut next = svc.clone();
             match (next.update_config.failure_action.as_str(), next.previous.take()) {

@@ -210,7 +210,7 @@ fn load_project(a: &ComposeArgs, services: &[String]) -> anyhow::Result<Project>
         services: services.to_vec(),
         environ,
     };
-    let project = load_options(&opts)?;
+    let project = load_options(&opts, false)?;
     for s in services {
         if !project.services.contains_key(s) {
             bail!("no such service: {s} (the project has {})", project.services.keys().cloned().collect::<Vec<_>>().join(", "));
@@ -221,7 +221,8 @@ fn load_project(a: &ComposeArgs, services: &[String]) -> anyhow::Result<Project>
 
 /// Loads and normalises the files `opts` names, as `atoll compose` and `atoll stack deploy`
 /// both do, printing the loader's warnings.
-pub(crate) fn load_options(opts: &Options) -> anyhow::Result<Project> {
+/// A stack runs `deploy.replicas` (`compose up` warns that it does not).
+pub(crate) fn load_options(opts: &Options, stack: bool) -> anyhow::Result<Project> {
     // `-f -`: standard input, read once however often the loader asks.
     let stdin = std::sync::OnceLock::new();
     let read = |p: &std::path::Path| {
@@ -233,7 +234,7 @@ pub(crate) fn load_options(opts: &Options) -> anyhow::Result<Project> {
     };
     let loaded = load(opts, &read)?;
     let project = normalise(&loaded, &read)?;
-    for w in &project.warnings {
+    for w in project.warnings.iter().filter(|w| !(stack && w.contains("deploy.replicas"))) {
         eprintln!("warning: {w}");
     }
     Ok(project)

@@ -149,3 +149,29 @@ fn removing_and_scaling_unknown_things_says_what_exists() {
     let Request::Txn { ops } = plan_remove("blog", &records).unwrap() else { panic!() };
     assert_eq!(ops.len(), 2, "the stack and its service");
 }
+
+/// Found by QA: `a` + `b_c` and `a_b` + `c` are both `a_b_c`; the second deploy took the first
+/// stack's service.
+#[test]
+fn a_service_name_belongs_to_one_stack() {
+    let mut ks = keyspace();
+    let records = Records::read(&ks).unwrap();
+    let (txn, _) = plan_deploy("a", &stack(vec![service("b_c", "nginx")]), &records, &island()).unwrap();
+    apply(&mut ks, &txn);
+    let records = Records::read(&ks).unwrap();
+    let e = plan_deploy("a_b", &stack(vec![service("c", "nginx")]), &records, &island()).unwrap_err().to_string();
+    assert!(e.contains("a_b_c is already a service of stack a"), "{e}");
+}
+
+/// Found by QA: a deploy that only raised `replicas` past what fits was accepted.
+#[test]
+fn scaling_by_a_deploy_is_placed_in_the_dry_run_too() {
+    let mut ks = keyspace();
+    let mut big = service("db", "postgres");
+    big.reserve_memory_bytes = 1 << 50;
+    big.replicas = 0;
+    deploy(&mut ks, &stack(vec![big.clone()])).unwrap();
+    big.replicas = 1;
+    let e = deploy(&mut ks, &stack(vec![big])).unwrap_err().to_string();
+    assert!(e.contains("not enough memory"), "{e}");
+}
