@@ -137,9 +137,7 @@ pub async fn remove(State(s): St, Path(name): Path<String>) -> ApiResult<StatusC
     responses((status = 200, body = Vec<Task>), (status = 404, body = ErrorBody)))]
 pub async fn tasks(State(s): St, Path(name): Path<String>) -> ApiResult<Json<Vec<Task>>> {
     let (m, r) = records(&s).await?;
-    if r.stack(&name).is_none() {
-        return Err(DeployError::NoSuchStack { name, known: r.stacks.iter().map(|(s, _)| s.name.clone()).collect() }.into());
-    }
+    r.existing_stack(&name)?;
     Ok(Json(atoll_orchestrator::view::tasks(&r, &m.state(), |svc| svc.stack == name)))
 }
 
@@ -160,20 +158,12 @@ pub async fn services(State(s): St, q: Result<Query<ServicesQuery>, QueryRejecti
     Ok(Json(atoll_orchestrator::view::services(&r, &m.state(), |svc| q.stack.as_ref().is_none_or(|st| &svc.stack == st))))
 }
 
-fn service_known(r: &Records, name: &str) -> Result<(), DeployError> {
-    if r.service(name).is_some() {
-        return Ok(());
-    }
-    let known = r.services.iter().map(|(s, _)| atoll_state::desired::Kind::name(s)).collect();
-    Err(DeployError::NoSuchService { name: name.to_owned(), known })
-}
-
 /// A service's replicas.
 #[utoipa::path(get, path = "/v1/services/{name}/tasks", tag = "stacks", params(("name" = String, Path, description = "`<stack>_<service>`")),
     responses((status = 200, body = Vec<Task>), (status = 404, body = ErrorBody)))]
 pub async fn service_tasks(State(s): St, Path(name): Path<String>) -> ApiResult<Json<Vec<Task>>> {
     let (m, r) = records(&s).await?;
-    service_known(&r, &name)?;
+    r.existing_service(&name)?;
     Ok(Json(atoll_orchestrator::view::tasks(&r, &m.state(), |svc| atoll_state::desired::Kind::name(svc) == name)))
 }
 

@@ -215,11 +215,8 @@ impl Engine {
         self.emit(&slot.get(), "create", &[]);
         if start {
             let started = {
-                let _op = slot.op.lock().await;
                 // Removed meanwhile (by its id, which any caller knew as soon as it was made)?
-                if !self.slots.lock().unwrap().contains_key(&id) {
-                    return Err(EngineError::NotFound(id));
-                }
+                let (slot, _op) = self.locked_slot(&id).await?;
                 self.start_locked(&slot).await
             };
             self.remove_if_start_failed(&slot, started).await?;

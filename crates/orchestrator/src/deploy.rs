@@ -319,12 +319,7 @@ pub fn plan_deploy(name: &str, req: &StackDeploy, records: &Records, island: &Is
 /// The transaction that removes stack `name` and its services (their replicas stop on every
 /// member as the reconciler marks them).
 pub fn plan_remove(name: &str, records: &Records) -> Result<Request, DeployError> {
-    let Some((_, version)) = records.stack(name) else {
-        return Err(DeployError::NoSuchStack {
-            name: name.to_owned(),
-            known: records.stacks.iter().map(|(s, _)| s.name.clone()).collect(),
-        });
-    };
+    let (_, version) = records.existing_stack(name)?;
     let mut ops = vec![desired::delete::<Stack>(name, Expect::Version(*version))];
     ops.extend(records.services_of(name).map(|(s, v)| desired::delete::<Service>(&Kind::name(s), Expect::Version(*v))));
     Ok(Request::Txn { ops })
@@ -332,12 +327,7 @@ pub fn plan_remove(name: &str, records: &Records) -> Result<Request, DeployError
 
 /// The write that sets service `full_name`'s replicas to `replicas`.
 pub fn plan_scale(full_name: &str, replicas: u32, records: &Records) -> Result<Request, DeployError> {
-    let Some((s, version)) = records.service(full_name) else {
-        return Err(DeployError::NoSuchService {
-            name: full_name.to_owned(),
-            known: records.services.iter().map(|(s, _)| Kind::name(s)).collect(),
-        });
-    };
+    let (s, version) = records.existing_service(full_name)?;
     if s.mode == Mode::Global {
         return Err(DeployError::Global(full_name.to_owned()));
     }

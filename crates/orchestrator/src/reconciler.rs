@@ -203,14 +203,10 @@ impl Reconciler {
         let mut held: BTreeSet<(String, String)> = BTreeSet::new();
         let mut started: BTreeSet<String> = BTreeSet::new();
         for action in &plan.actions {
-            let (alloc, rolling) = match action {
-                Action::Update { alloc, .. } => (alloc, true),
-                Action::Stop { alloc, reason: StopReason::NodeDrained } => (alloc, true),
+            let alloc = match action {
+                Action::Update { alloc, .. } | Action::Stop { alloc, reason: StopReason::NodeDrained } => alloc,
                 _ => continue,
             };
-            if !rolling {
-                continue;
-            }
             let left = budget.entry(alloc.service.clone()).or_insert(usize::MAX);
             if *left == 0 {
                 held.insert(slot(alloc));

@@ -52,6 +52,22 @@ impl Records {
         self.services.iter().find(|(s, _)| Kind::name(s) == full_name)
     }
 
+    /// Stack `name`, or the error that names the stacks there are.
+    pub fn existing_stack(&self, name: &str) -> Result<&(Stack, u64), crate::DeployError> {
+        self.stack(name).ok_or_else(|| crate::DeployError::NoSuchStack {
+            name: name.to_owned(),
+            known: self.stacks.iter().map(|(s, _)| s.name.clone()).collect(),
+        })
+    }
+
+    /// Service `full_name`, or the error that names the services there are.
+    pub fn existing_service(&self, full_name: &str) -> Result<&(Service, u64), crate::DeployError> {
+        self.service(full_name).ok_or_else(|| crate::DeployError::NoSuchService {
+            name: full_name.to_owned(),
+            known: self.services.iter().map(|(s, _)| Kind::name(s)).collect(),
+        })
+    }
+
     /// The members as the scheduler sees them: role from their public addresses, labels from
     /// the membership, availability from `desired/node`, liveness from the leader's reports,
     /// capacity and platform from their own.
