@@ -100,7 +100,7 @@ impl StopQuery {
 pub struct KillQuery {
     /// Signal name or number (default KILL).
     #[param(
-        pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS)|[1-9]|[1-5][0-9]|6[0-4])$"
+        pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS|RTMIN|RTMIN\\+([1-9]|1[0-5])|RTMAX|RTMAX-([1-9]|1[0-4]))|0*([1-9]|[1-5][0-9]|6[0-4]))$"
     )]
     pub signal: Option<String>,
 }

@@ -26,4 +26,28 @@ mod tests {
         let doc = serde_json::to_string_pretty(&crate::server::openapi()).unwrap();
         expect_test::expect_file!["../openapi.json"].assert_eq(&(doc + "\n"));
     }
+
+    /// The patterns written out in attributes (utoipa takes only literals) are the ones
+    /// validation is tested against (a stale copy once refused `SIGRTMIN+3`).
+    #[test]
+    fn attribute_patterns_are_the_tested_ones() {
+        let doc = serde_json::to_value(crate::server::openapi()).unwrap();
+        let mut patterns = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::String(p)) = m.get("pattern") {
+                        out.push(p.clone());
+                    }
+                    m.values().for_each(|v| walk(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        walk(&doc, &mut patterns);
+        let signals: Vec<&String> = patterns.iter().filter(|p| p.contains("STKFLT")).collect();
+        assert!(signals.len() >= 2, "{signals:?}");
+        assert!(signals.iter().all(|p| *p == atoll_spec::openapi::SIGNAL_PATTERN), "{signals:?}");
+    }
 }

@@ -56,8 +56,20 @@ fn schemathesis_finds_no_server_error_hang_or_undocumented_response() {
     );
     wait_for(10, "socat to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/openapi.json");
+    // More examples or another seed shake out rarer faults: `ATOLL_API_FUZZ_EXAMPLES=300
+    // ATOLL_API_FUZZ_SEED=7 cargo test -p atoll --test api_fuzz`.
     let examples = std::env::var("ATOLL_API_FUZZ_EXAMPLES").unwrap_or_else(|_| "30".into());
+    let seed = std::env::var("ATOLL_API_FUZZ_SEED").unwrap_or_else(|_| "1".into());
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    // `ATOLL_API_FUZZ_ONLY=REGEX` fuzzes only the paths it matches, and
+    // `ATOLL_API_FUZZ_REPORT=DIR` keeps a VCR cassette of every request there.
+    let mut extra: Vec<String> = Vec::new();
+    if let Ok(only) = std::env::var("ATOLL_API_FUZZ_ONLY") {
+        extra.extend(["--include-path-regex".into(), only]);
+    }
+    if let Ok(dir) = std::env::var("ATOLL_API_FUZZ_REPORT") {
+        extra.extend(["--report".into(), "vcr".into(), "--report-dir".into(), dir]);
+    }
     let out = Command::new(st)
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
@@ -66,11 +78,12 @@ fn schemathesis_finds_no_server_error_hang_or_undocumented_response() {
         .arg("--config-file")
         .arg(tests.join("schemathesis.toml"))
         .args(["run", doc.to_str().unwrap(), "--url", &format!("http://127.0.0.1:{port}")])
-        .args(["--max-examples", &examples, "--request-timeout", "30", "--seed", "1"])
+        .args(["--max-examples", &examples, "--request-timeout", "30", "--seed", &seed])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
         // Streams that last until the client leaves, waits that last until a container stops
         // (by design), tar uploads it cannot build, and leaving the island (which would take
         // away what the island's other routes are tested on).
+        .args(&extra)
         .args(["--exclude-path-regex", "^/v1/events$|/attach$|/wait$|/run$|^/v1/images/import$|^/v1/island/leave$"])
         .output()
         .unwrap();

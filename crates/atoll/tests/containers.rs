@@ -142,8 +142,21 @@ fn stop_uses_the_stop_signal_then_sigkill_after_the_grace_period() {
         "-c",
         "trap 'echo got-usr1; exit 5' USR1; echo ready; while true; do sleep 0.1; done",
     ]);
+    // ...and a systemd-style one: real-time signals, which `kill` once answered with a 500.
+    e.daemon.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "realtime",
+        "--stop-signal",
+        "SIGRTMIN+3",
+        e.image,
+        "sh",
+        "-c",
+        "trap 'echo got-rtmax' 64; trap 'echo got-rtmin3; exit 3' 37; echo ready; while true; do sleep 0.1; done",
+    ]);
     // Signal only once the traps are installed.
-    for n in ["polite", "stubborn", "custom"] {
+    for n in ["polite", "stubborn", "custom", "realtime"] {
         wait_for(60, "the trap to be set", || e.daemon.cli(&["logs", n]).stdout.contains("ready"));
     }
     e.daemon.ok(&["stop", "-t", "5", "polite"]);
@@ -157,6 +170,10 @@ fn stop_uses_the_stop_signal_then_sigkill_after_the_grace_period() {
     e.daemon.ok(&["stop", "custom"]);
     assert_eq!(e.daemon.container("custom")["exit_code"], 5);
     assert!(e.daemon.ok(&["logs", "custom"]).contains("got-usr1"));
+    e.daemon.ok(&["kill", "--signal", "64", "realtime"]);
+    wait_for(30, "the RTMAX trap to run", || e.daemon.cli(&["logs", "realtime"]).stdout.contains("got-rtmax"));
+    e.daemon.ok(&["stop", "realtime"]);
+    assert_eq!(e.daemon.container("realtime")["exit_code"], 3);
 }
 
 #[test]

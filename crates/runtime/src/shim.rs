@@ -569,6 +569,16 @@ fn write_log(log: &mut Option<LogWriter>, stream: Stream, partial: bool, content
     }
 }
 
+/// Any signal number Linux delivers (1 to 64), real-time ones included: `Signal::from_named_raw`
+/// knows only the named 31, and a container's `SIGRTMIN+3` (systemd's stop signal) is 37.
+fn signal(sig: i32) -> Option<Signal> {
+    // SAFETY: `sig` is within 1..=64, so a valid, non-zero signal number. The value is only sent
+    // to the container's init, another process: it never blocks, consumes or handles a signal in
+    // this one, which is what libc's reservation of some real-time numbers for itself protects.
+    #[allow(unsafe_code)]
+    (1..=64).contains(&sig).then(|| unsafe { Signal::from_raw_unchecked(sig) })
+}
+
 /// Answers one request. `exit` is set once the container has exited; `final_exit` once its
 /// output is also drained (a waiter told of the exit may expect all of the output logged).
 fn handle(line: &[u8], pid: Pid, exit: Option<&ExitStatus>, final_exit: Option<&ExitStatus>, waiting: &mut bool) -> Option<String> {
@@ -586,7 +596,7 @@ fn handle(line: &[u8], pid: Pid, exit: Option<&ExitStatus>, final_exit: Option<&
             }
             let sig = req.signal.unwrap_or(15);
             // The init is our unreaped child until we see its exit, so its pid cannot be reused.
-            match Signal::from_named_raw(sig) {
+            match signal(sig) {
                 Some(s) => match rustix::process::kill_process(pid, s) {
                     Ok(()) => Some(r#"{"ok":true}"#.to_owned()),
                     Err(e) => Some(format!(r#"{{"error":"kill: {e}"}}"#)),

@@ -381,7 +381,7 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     #[schema(
-        pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS)|[1-9]|[1-5][0-9]|6[0-4])$"
+        pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS|RTMIN|RTMIN\\+([1-9]|1[0-5])|RTMAX|RTMAX-([1-9]|1[0-4]))|0*([1-9]|[1-5][0-9]|6[0-4]))$"
     )]
     pub stop_signal: Option<String>,
     /// Seconds between the stop signal and SIGKILL.
@@ -445,7 +445,11 @@ pub fn normalize_cap(c: &str) -> Result<String, SpecError> {
     if ALL_CAPS.contains(&full.as_str()) { Ok(full) } else { Err(SpecError::Capability(c.to_owned())) }
 }
 
-/// Parses a signal name or number (`TERM`, `SIGTERM`, `15`) to its number.
+/// Parses a signal name or number to its number, as docker's `signal.ParseSignal` does on Linux:
+/// a name with or without `SIG` in any case (`TERM`, `sigterm`, and the aliases `CLD`, `IOT`,
+/// `POLL`), a real-time name (`RTMIN`, `RTMIN+1`…`RTMIN+15`, `RTMAX-14`…`RTMAX-1`, `RTMAX`,
+/// signal(7) numbering with glibc's SIGRTMIN of 34, so systemd's `SIGRTMIN+3` is 37), or a
+/// number from 1 to 64 (the kernel's `_NSIG`).
 pub fn parse_signal(s: &str) -> Result<i32, SpecError> {
     const NAMES: &[(&str, i32)] = &[
         ("HUP", 1),
@@ -454,6 +458,7 @@ pub fn parse_signal(s: &str) -> Result<i32, SpecError> {
         ("ILL", 4),
         ("TRAP", 5),
         ("ABRT", 6),
+        ("IOT", 6),
         ("BUS", 7),
         ("FPE", 8),
         ("KILL", 9),
@@ -465,6 +470,7 @@ pub fn parse_signal(s: &str) -> Result<i32, SpecError> {
         ("TERM", 15),
         ("STKFLT", 16),
         ("CHLD", 17),
+        ("CLD", 17),
         ("CONT", 18),
         ("STOP", 19),
         ("TSTP", 20),
@@ -477,15 +483,33 @@ pub fn parse_signal(s: &str) -> Result<i32, SpecError> {
         ("PROF", 27),
         ("WINCH", 28),
         ("IO", 29),
+        ("POLL", 29),
         ("PWR", 30),
         ("SYS", 31),
     ];
-    if let Ok(n) = s.parse::<i32>() {
-        return if (1..=64).contains(&n) { Ok(n) } else { Err(SpecError::Signal(s.to_owned())) };
+    const RTMIN: i32 = 34;
+    const RTMAX: i32 = 64;
+    let bad = || SpecError::Signal(s.to_owned());
+    if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        return s.parse::<i32>().ok().filter(|n| (1..=RTMAX).contains(n)).ok_or_else(bad);
     }
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
-    NAMES.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| SpecError::Signal(s.to_owned()))
+    // An offset is one or two digits without a sign or leading zero, as docker's map spells them.
+    let offset = |o: &str, max: i32| -> Option<i32> {
+        let plain = !o.is_empty() && o.len() <= 2 && !o.starts_with('0') && o.bytes().all(|b| b.is_ascii_digit());
+        o.parse::<i32>().ok().filter(|n| plain && (1..=max).contains(n))
+    };
+    let rt = match name {
+        "RTMIN" => Some(RTMIN),
+        "RTMAX" => Some(RTMAX),
+        _ => match (name.strip_prefix("RTMIN+"), name.strip_prefix("RTMAX-")) {
+            (Some(o), _) => offset(o, 15).map(|n| RTMIN + n),
+            (_, Some(o)) => offset(o, 14).map(|n| RTMAX - n),
+            _ => None,
+        },
+    };
+    rt.or_else(|| NAMES.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)).ok_or_else(bad)
 }
 
 /// Parses a docker env file: `KEY=VALUE` lines, `#` comments, blank lines; a bare `KEY` takes
@@ -742,6 +766,44 @@ mod tests {
         assert_eq!(parse_signal("kill").unwrap(), 9);
         assert_eq!(parse_signal("10").unwrap(), 10);
         assert!(parse_signal("SIGNOPE").is_err());
+    }
+
+    /// Regression: `SIGRTMIN+3` (systemd's stop signal) and the other names docker accepts were
+    /// refused, and an image's `StopSignal` of that kind fell back to TERM without a word.
+    #[test]
+    fn parse_signal_takes_docker_real_time_names_and_aliases() {
+        for (s, n) in [
+            ("SIGRTMIN+3", 37),
+            ("rtmin", 34),
+            ("RTMIN+15", 49),
+            ("RTMAX-14", 50),
+            ("SIGRTMAX", 64),
+            ("IOT", 6),
+            ("SIGCLD", 17),
+            ("poll", 29),
+            ("64", 64),
+            ("1", 1),
+        ] {
+            assert_eq!(parse_signal(s).unwrap(), n, "{s}");
+        }
+        for s in [
+            "0",
+            "65",
+            "-1",
+            "+9",
+            "RTMIN+0",
+            "RTMIN+16",
+            "RTMIN+03",
+            "RTMAX-15",
+            "RTMAX+1",
+            "RTMIN-1",
+            "SIG",
+            "",
+            "SIGSIGTERM",
+            "99999999999",
+        ] {
+            assert!(parse_signal(s).is_err(), "{s}");
+        }
         let mut l = LogOptions::default();
         l.apply("max-size=1m").unwrap();
         l.apply("max-file=2").unwrap();

@@ -10,7 +10,7 @@ use utoipa::openapi::{RefOr, Schema};
 pub const NAME_PATTERN: &str = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$";
 
 /// Signal names (with or without `SIG`) and numbers, as `kill` and `--stop-signal` take them.
-pub const SIGNAL_PATTERN: &str = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS)|[1-9]|[1-5][0-9]|6[0-4])$";
+pub const SIGNAL_PATTERN: &str = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS|RTMIN|RTMIN\\+([1-9]|1[0-5])|RTMAX|RTMAX-([1-9]|1[0-4]))|0*([1-9]|[1-5][0-9]|6[0-4]))$";
 
 /// A docker image reference: `[registry[:port]/]name[:tag][@sha256:digest]`.
 pub const IMAGE_PATTERN: &str = "^([a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9]{1,5})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
@@ -208,8 +208,14 @@ mod tests {
         for s in ["-web", "", "a b", "a/b"] {
             assert!(!matches(NAME_PATTERN, s) && !crate::container::valid_name(s), "{s}");
         }
-        for s in ["KILL", "SIGTERM", "9", "64", "RTMIN"] {
-            assert_eq!(matches(SIGNAL_PATTERN, s), crate::container::parse_signal(s).is_ok() && s != "RTMIN", "{s}");
+        // Every upper-case spelling: the pattern and the parser agree (the parser also takes lower case).
+        let names = "HUP INT QUIT ILL TRAP ABRT IOT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD CLD CONT STOP TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO POLL PWR SYS NOPE";
+        let mut cases: Vec<String> = names.split(' ').flat_map(|n| [n.to_owned(), format!("SIG{n}")]).collect();
+        cases.extend((-1..70).map(|n| n.to_string()));
+        cases.extend(["RTMIN", "RTMAX", "SIGRTMIN", "RTMIN+03", "RTMIN+", "+9", "09", ""].map(String::from));
+        cases.extend((0..20).flat_map(|n| [format!("RTMIN+{n}"), format!("SIGRTMAX-{n}"), format!("RTMIN-{n}")]));
+        for s in &cases {
+            assert_eq!(matches(SIGNAL_PATTERN, s), crate::container::parse_signal(s).is_ok(), "{s}");
         }
         for s in [
             "alpine",
