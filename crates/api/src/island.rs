@@ -81,6 +81,10 @@ pub struct InitRequest {
     /// The mesh's IPv4 prefix [default: 10.42.0.0/16].
     #[serde(default)]
     pub mesh_cidr: Option<String>,
+    /// Where stack networks' subnets come from, /8 to /19 [default: 10.128.0.0/10]: each
+    /// stack network gets a /19, and each member a /26 of that (Swarm's `--default-addr-pool`).
+    #[serde(default)]
+    pub default_addr_pool: Option<String>,
 }
 
 /// `atoll join`.
@@ -161,11 +165,21 @@ pub async fn init(State(s): St, body: Result<Json<InitRequest>, JsonRejection>) 
         }
         None => "10.42.0.0/16".parse().expect("a valid prefix"),
     };
+    let stack_pool = match &req.default_addr_pool {
+        Some(c) => Some(c.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid --default-addr-pool {c:?}: give an IPv4 prefix like {}",
+                atoll_island::model::DEFAULT_STACK_POOL
+            ))
+        })?),
+        None => None,
+    };
     let opts = atoll_island::InitOptions {
         name: req.name,
         node_name: req.node_name,
         public: publics(&req.public, &cfg)?,
         mesh_cidr,
+        stack_pool,
         networks: container_networks(&s).await,
     };
     let m = Manager::init(cfg, opts).await?;

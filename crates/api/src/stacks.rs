@@ -63,6 +63,7 @@ pub async fn run_stacks(state: Arc<AppState>, cfg: atoll_orchestrator::reconcile
         let mut seen = 0;
         loop {
             let Some(m) = slot.manager.read().await.clone() else {
+                agent.off_island().await;
                 tokio::time::sleep(LOOK).await;
                 continue;
             };

@@ -27,6 +27,10 @@ pub struct InitArgs {
     /// The mesh's IPv4 prefix; must not overlap the container pool or the host's networks.
     #[arg(long = "mesh-cidr", value_name = "CIDR")]
     mesh_cidr: Option<String>,
+    /// Where stack networks' subnets come from [default: 10.128.0.0/10]: each stack network
+    /// gets a /19 of it, and each member a /26 of that, routed over the mesh.
+    #[arg(long = "default-addr-pool", value_name = "CIDR")]
+    default_addr_pool: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -338,7 +342,13 @@ pub fn consensus_text(s: &ConsensusStatus) -> String {
 }
 
 pub async fn init(client: &Client, a: InitArgs) -> anyhow::Result<ExitCode> {
-    let req = InitRequest { name: a.name, node_name: a.node_name, public: a.public, mesh_cidr: a.mesh_cidr };
+    let req = InitRequest {
+        name: a.name,
+        node_name: a.node_name,
+        public: a.public,
+        mesh_cidr: a.mesh_cidr,
+        default_addr_pool: a.default_addr_pool,
+    };
     let s: IslandStatus = client.json(Method::POST, "/v1/island/init", Some(&req)).await?;
     println!("Created island {} ({}); this host is {} at {} on the mesh.", s.name, s.id, s.this.name, s.this.mesh_ip);
     if s.this.public.is_empty() {

@@ -196,6 +196,7 @@ mod tests {
             internal: false,
             labels: Default::default(),
             options: Default::default(),
+            overlay4: None,
             created: String::new(),
         };
         let list = [

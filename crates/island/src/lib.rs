@@ -21,6 +21,11 @@ pub mod kv;
 mod lifecycle;
 pub mod manager;
 pub mod model;
+
+/// The UDP port of the stack networks' VXLAN between members, on mesh addresses only (not
+/// Swarm's 4789, so that both can run on one host).
+pub const OVERLAY_PORT: u16 = 4790;
+pub use atoll_mesh::{MTU as MESH_MTU, TUN_DEV as MESH_DEV};
 pub mod proto;
 mod routes;
 mod state;

@@ -51,8 +51,17 @@ pub struct InitOptions {
     /// Public `ADDR:PORT`s (Nebula): this host is a lighthouse, relay and join endpoint.
     pub public: Vec<SocketAddr>,
     pub mesh_cidr: Ipv4Net,
+    /// Where stack networks' subnets come from ([`crate::model::DEFAULT_STACK_POOL`] if none).
+    pub stack_pool: Option<Ipv4Net>,
     /// The container networks of this host (name, subnet), which the mesh may not overlap.
     pub networks: Vec<(String, Ipv4Net)>,
+}
+
+impl InitOptions {
+    /// The stack pool asked for, or the default.
+    pub fn stack_pool(&self) -> Ipv4Net {
+        self.stack_pool.unwrap_or_else(|| crate::model::DEFAULT_STACK_POOL.parse().expect("a valid prefix"))
+    }
 }
 
 /// Writes `data` to `path` (0600, atomically).
@@ -83,6 +92,7 @@ impl Manager {
             return Err(crate::model::ModelError::BadName(opts.name.clone()).into());
         }
         check_mesh_prefix(&cfg, opts.mesh_cidr, &opts.networks)?;
+        check_stack_pool(&cfg, opts.stack_pool(), opts.mesh_cidr, &opts.networks)?;
         // Everything is made in the island directory; on any failure it goes, whole.
         let _ = std::fs::remove_dir_all(&paths.root);
         let made = Self::init_files(&cfg, &paths, &opts, &name).await;
@@ -119,6 +129,7 @@ impl Manager {
             mesh_port: cfg.mesh_port,
             control_port: cfg.control_port,
             cert_lifetime: cfg.cert_lifetime.as_secs(),
+            stack_pool: opts.stack_pool(),
         };
         let authority = authority(cfg, paths, &island)?;
         let issued = issue_own(&authority, paths, 1, &id, name, mesh_ip, &island, &opts.public, now).await?;
@@ -132,6 +143,7 @@ impl Manager {
             version: cfg.version.clone(),
             joined: unix_now(),
             certs: vec![issued],
+            overlay_index: None,
         };
         let state = IslandState::new(island, founder);
         Local { node_id: id, generation: 1, removed: None, raft_group: false, raft_store: false }.save(paths)?;
@@ -244,6 +256,12 @@ impl Manager {
         c.am_lighthouse = me.role == Role::Lighthouse || c.lighthouses.is_empty();
         c.am_relay = me.role == Role::Lighthouse;
         c.blocklist = state.revoked_nebula.keys().cloned().collect();
+        // Stack networks' traffic between members: VXLAN, only over the mesh.
+        c.extra_inbound.push(atoll_mesh::InboundRule {
+            port: atoll_mesh::Port::One(crate::OVERLAY_PORT),
+            proto: atoll_mesh::Proto::Udp,
+            peer: atoll_mesh::Peer::AnyMember,
+        });
         Some(c)
     }
 
@@ -799,6 +817,21 @@ pub(crate) fn check_mesh_prefix(cfg: &Config, mesh: Ipv4Net, networks: &[(String
     }
     match crate::ipam::mesh_conflict(&mesh, &cfg.container_pool, networks, &atoll_util::host_prefixes4()) {
         Some((what, other)) => Err(IslandError::Overlap { mesh, what, other }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a stack pool that overlaps what a mesh prefix may not, or the mesh itself, or that
+/// cannot hold a member's slice.
+pub(crate) fn check_stack_pool(cfg: &Config, pool: Ipv4Net, mesh: Ipv4Net, networks: &[(String, Ipv4Net)]) -> Result<(), IslandError> {
+    if !(8..=crate::model::STACK_NETWORK_PREFIX).contains(&pool.prefix_len()) {
+        return Err(IslandError::StackPool(pool));
+    }
+    if crate::ipam::overlaps(&pool, &mesh) {
+        return Err(IslandError::StackPoolOverlap { pool, what: "the mesh".into(), other: mesh });
+    }
+    match crate::ipam::mesh_conflict(&pool, &cfg.container_pool, networks, &atoll_util::host_prefixes4()) {
+        Some((what, other)) => Err(IslandError::StackPoolOverlap { pool, what, other }),
         None => Ok(()),
     }
 }

@@ -83,6 +83,10 @@ pub enum IslandError {
     JoinOverlap { mesh: Ipv4Net, what: String, other: Ipv4Net },
     #[error("the mesh prefix {0} is not usable: give a prefix of /8 to /29")]
     MeshPrefix(Ipv4Net),
+    #[error("the stack pool {0} is not usable: give a prefix of /8 to /19 (each stack network gets a /19 of it)")]
+    StackPool(Ipv4Net),
+    #[error("the stack pool {pool} overlaps {what} ({other}): pick another with --default-addr-pool")]
+    StackPoolOverlap { pool: Ipv4Net, what: String, other: Ipv4Net },
     #[error("the island has no public member to join through: `atoll init` or `atoll join` a host with --public")]
     NoPublicMember,
     #[error("no member {0}")]
@@ -147,6 +151,8 @@ impl IslandError {
             | Self::Overlap { .. }
             | Self::JoinOverlap { .. }
             | Self::MeshPrefix(_)
+            | Self::StackPool(_)
+            | Self::StackPoolOverlap { .. }
             | Self::Code(_)
             | Self::Mismatch(_) => K::Invalid,
             // The request is fine; the island's state does not allow it yet.

@@ -21,6 +21,29 @@ pub const MAX_NAME: usize = 63;
 /// Most labels one member has (every member holds every member's labels).
 pub const MAX_LABELS: usize = 64;
 
+/// The island's address pool for stack networks when `init` is given none.
+pub const DEFAULT_STACK_POOL: &str = "10.128.0.0/10";
+
+/// Each stack network gets one prefix of this length from the stack pool, island-wide (512 in
+/// the default pool)...
+pub const STACK_NETWORK_PREFIX: u8 = 19;
+
+/// ...and each member the prefix of this length at its [`Member::overlay_index`] inside it:
+/// 61 replicas of one network on one member.
+pub const MEMBER_SLICE_PREFIX: u8 = 26;
+
+/// How many members have an overlay index, so stack networks that span them.
+pub const MAX_OVERLAY_MEMBERS: u16 = 1 << (MEMBER_SLICE_PREFIX - STACK_NETWORK_PREFIX);
+
+/// Member `index`'s part of a stack network's prefix `net`.
+pub fn member_slice(net: Ipv4Net, index: u16) -> Option<Ipv4Net> {
+    net.subnets(MEMBER_SLICE_PREFIX.max(net.prefix_len())).ok()?.nth(usize::from(index))
+}
+
+fn default_stack_pool() -> Ipv4Net {
+    DEFAULT_STACK_POOL.parse().expect("a valid prefix")
+}
+
 /// A member's ID: 16 random hex characters, fixed at join.
 pub type NodeId = String;
 
@@ -81,6 +104,11 @@ pub struct IslandInfo {
     pub control_port: u16,
     /// Lifetime of the certificates members get, in seconds.
     pub cert_lifetime: u64,
+    /// Where stack networks' subnets come from (Swarm's `--default-addr-pool`): each member
+    /// routes its own slice over the mesh.
+    #[serde(default = "default_stack_pool")]
+    #[schema(value_type = String)]
+    pub stack_pool: Ipv4Net,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -120,6 +148,12 @@ pub struct Member {
     pub joined: i64,
     /// Certificates issued to it, newest last (expired ones are pruned).
     pub certs: Vec<Issued>,
+    /// Its place in every stack network: its replicas' addresses are the
+    /// [`member_slice`] at this index of each network's prefix. Given by `apply` at join (a
+    /// member of an island made before stack networks gets one when it next reports its
+    /// version); none once [`MAX_OVERLAY_MEMBERS`] have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_index: Option<u16>,
 }
 
 /// How an invite was used: by whom, with which key (a retried join with the same key gets the
@@ -248,8 +282,9 @@ pub fn rfc3339(secs: i64) -> String {
 
 impl IslandState {
     /// The state of an island just created: its first member is the CA host.
-    pub fn new(island: IslandInfo, founder: Member) -> Self {
+    pub fn new(island: IslandInfo, mut founder: Member) -> Self {
         let mut members = BTreeMap::new();
+        founder.overlay_index = Some(0);
         members.insert(founder.id.clone(), founder);
         Self {
             schema: SCHEMA,
@@ -273,6 +308,12 @@ impl IslandState {
             let hits: Vec<&Member> = self.members.values().filter(|m| query.len() >= 4 && m.id.starts_with(query)).collect();
             if hits.len() == 1 { Some(hits[0]) } else { None }
         })
+    }
+
+    /// The lowest overlay index no member has.
+    pub fn next_overlay_index(&self) -> Option<u16> {
+        let taken: std::collections::BTreeSet<u16> = self.members.values().filter_map(|m| m.overlay_index).collect();
+        (0..MAX_OVERLAY_MEMBERS).find(|i| !taken.contains(i))
     }
 
     /// The lighthouses (public members).
@@ -343,9 +384,10 @@ impl IslandState {
                 if self.members.values().any(|m| m.mesh_ip == member.mesh_ip) {
                     return Err(ModelError::AddressTaken(member.mesh_ip));
                 }
+                let overlay_index = self.next_overlay_index();
                 let inv = self.invites.get_mut(invite_id).ok_or_else(|| ModelError::InviteUnknown(invite_id.clone()))?;
                 inv.used_by = Some(UsedBy { node: member.id.clone(), key_sha256: key_sha256.clone() });
-                self.members.insert(member.id.clone(), member.clone());
+                self.members.insert(member.id.clone(), Member { overlay_index, ..member.clone() });
             }
             Change::Renewed { id, issued, now } => {
                 let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;
@@ -389,8 +431,13 @@ impl IslandState {
                 m.role = if public.is_empty() { Role::Member } else { Role::Lighthouse };
             }
             Change::Version { id, version } => {
+                let index = self.next_overlay_index();
                 let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;
                 m.version.clone_from(version);
+                // A member of an island made before stack networks gets its index now.
+                if m.overlay_index.is_none() {
+                    m.overlay_index = index;
+                }
             }
             Change::Crl { pem } => self.crl = Some(pem.clone()),
         }
@@ -416,6 +463,7 @@ pub(crate) mod tests {
             mesh_port: 4242,
             control_port: 4243,
             cert_lifetime: 86_400,
+            stack_pool: default_stack_pool(),
         };
         IslandState::new(info, member("n1", "vps", "10.42.0.1"))
     }
@@ -431,6 +479,7 @@ pub(crate) mod tests {
             version: "0".into(),
             joined: 0,
             certs: vec![Issued { serial: format!("s-{id}"), nebula_fingerprint: format!("f-{id}"), not_after: 1000 }],
+            overlay_index: None,
         }
     }
 
@@ -485,6 +534,25 @@ pub(crate) mod tests {
             Err(ModelError::InviteUsed("home".into()))
         );
         assert_eq!(s.check_invite("i1", "secret", "k", 500).unwrap().map(|m| m.id.as_str()), Some("n2"), "even after expiry");
+    }
+
+    /// Each member's overlay index is its own: the founder 0, joiners the lowest free, a
+    /// removed member's freed; a member of an island from before gets one at its next report.
+    #[test]
+    fn overlay_indexes_are_unique_and_reused_once_freed() {
+        let mut s = island();
+        assert_eq!(s.members["n1"].overlay_index, Some(0));
+        for (i, (id, ip)) in [("n2", "10.42.0.2"), ("n3", "10.42.0.3")].into_iter().enumerate() {
+            s.apply(&invite(&format!("i{id}"), "secret", 100)).unwrap();
+            s.apply(&join(&format!("i{id}"), "secret", id, member(id, &format!("h{id}"), ip), 10)).unwrap();
+            assert_eq!(s.members[id].overlay_index, Some(i as u16 + 1));
+        }
+        s.apply(&Change::Remove { id: "n2".into(), now: 10 }).unwrap();
+        s.members.get_mut("n3").unwrap().overlay_index = None;
+        s.apply(&Change::Version { id: "n3".into(), version: "2".into() }).unwrap();
+        assert_eq!(s.members["n3"].overlay_index, Some(1), "the lowest free");
+        assert_eq!(member_slice("10.128.0.0/19".parse().unwrap(), 1), Some("10.128.0.64/26".parse().unwrap()));
+        assert_eq!(member_slice("10.128.0.0/19".parse().unwrap(), MAX_OVERLAY_MEMBERS), None);
     }
 
     #[test]

@@ -293,6 +293,7 @@ async fn admit(m: &Manager, req: JoinRequest) -> Result<JoinResponse, IslandErro
                 version: req.version.clone(),
                 joined: unix_now(),
                 certs: vec![signed.issued],
+                overlay_index: None,
             },
             now: unix_now(),
         },

@@ -56,6 +56,12 @@ pub enum Port {
     Range(u16, u16),
 }
 
+/// The tun device Atoll's Nebula uses (one per network namespace).
+pub const TUN_DEV: &str = "atoll0";
+
+/// The tun device's MTU: what fits in one UDP datagram on common paths after Nebula's overhead.
+pub const MTU: u16 = 1300;
+
 /// Who a firewall rule admits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Peer {
@@ -136,8 +142,8 @@ impl MeshConfig {
             am_lighthouse: false,
             am_relay: false,
             relays: Vec::new(),
-            tun_dev: "atoll0".into(),
-            mtu: 1300,
+            tun_dev: TUN_DEV.into(),
+            mtu: MTU,
             unsafe_routes: Vec::new(),
             log_level: LogLevel::Info,
             control_port: 4243,

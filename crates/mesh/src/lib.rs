@@ -17,7 +17,7 @@ pub mod status;
 pub mod supervisor;
 
 pub use cert::{NebulaCert, NebulaCertInfo, SignRequest};
-pub use config::{InboundRule, Lighthouse, LogLevel, MeshConfig, Peer, PkiPaths, Port, Proto, UnsafeRoute, render};
+pub use config::{InboundRule, Lighthouse, LogLevel, MTU, MeshConfig, Peer, PkiPaths, Port, Proto, TUN_DEV, UnsafeRoute, render};
 pub use status::{Tunnel, TunnelPath};
 pub use supervisor::{Applied, Supervisor, SupervisorOptions, stop_orphan};
 

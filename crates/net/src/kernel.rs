@@ -46,7 +46,15 @@ impl Networks {
                 }
             }
         }
-        let mut state = State { networks, ula, owners: BTreeMap::new(), default_warm: false, dying: BTreeMap::new() };
+        let mut state = State {
+            networks,
+            ula,
+            owners: BTreeMap::new(),
+            default_warm: false,
+            dying: BTreeMap::new(),
+            overlay: None,
+            remote: Default::default(),
+        };
         for o in owners {
             // Endpoints of a network that is gone (a crash mid-removal) are dropped.
             let endpoints = o.endpoints.into_iter().filter(|e| state.networks.contains_key(&e.network_id)).collect();
@@ -196,7 +204,7 @@ impl Networks {
         let changed = self.applied.lock().unwrap().as_ref() != Some(&rules);
         if changed {
             let owned = self.owned.load(Ordering::SeqCst);
-            if !rules.bridges.is_empty() && !owned {
+            if !rules.is_empty() && !owned {
                 self.claim(st).await?;
             }
             let owned = self.owned.load(Ordering::SeqCst);
@@ -212,9 +220,9 @@ impl Networks {
             *self.applied.lock().unwrap() = None;
             // With nothing to write and no table of ours, nft is not run at all: a daemon
             // without bridged containers never touches the namespace's tables.
-            if owned || !rules.bridges.is_empty() {
+            if owned || !rules.is_empty() {
                 nft::apply(&rules)?;
-                self.owned.store(!rules.bridges.is_empty(), Ordering::SeqCst);
+                self.owned.store(!rules.is_empty(), Ordering::SeqCst);
             }
             *self.applied.lock().unwrap() = Some(rules.clone());
             if !rules.bridges.is_empty() {
@@ -377,7 +385,10 @@ impl Networks {
         // The default route goes through the first network that has a way out.
         let first_out = o.endpoints.iter().position(|x| st.networks.get(&x.network_id).is_some_and(|n| !n.internal));
         let (gw4, gw6) = if first_out == Some(i) { (Some(net.gateway4), net.gateway6.filter(|_| e.ipv6.is_some())) } else { (None, None) };
-        inside.configure_interface(&peer, &e.interface, parse_mac(&e.mac), &addrs, gw4, gw6).await?;
+        // A stack network's other members' replicas: through this network's gateway.
+        let routes: Vec<(ipnet::Ipv4Net, std::net::Ipv4Addr)> = net.overlay4.iter().map(|o| (*o, net.gateway4)).collect();
+        let cfg = link::Interface { mac: parse_mac(&e.mac), addrs: &addrs, gateway4: gw4, gateway6: gw6, routes4: &routes };
+        inside.configure_interface(&peer, &e.interface, &cfg).await?;
         // The host may still remember this address's previous endpoint (a restored veth, a
         // reused address) as unreachable: it must ask afresh.
         let ips: Vec<IpAddr> = addrs.iter().map(|(ip, _)| *ip).collect();

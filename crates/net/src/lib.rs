@@ -20,6 +20,7 @@ mod kernel;
 pub mod link;
 pub mod netns;
 pub mod nft;
+pub mod overlay;
 mod ports;
 pub mod proxy;
 mod records;
@@ -194,6 +195,17 @@ impl Networks {
     }
 
     pub async fn create(&self, spec: &NetworkSpec) -> Result<NetworkRecord, NetError> {
+        self.create_from(spec, None).await
+    }
+
+    /// Creates a stack network: its subnet is `slice`, this member's part of the network's
+    /// island-wide prefix `overlay`, whose other parts are on other members (see `overlay`).
+    pub async fn create_overlay(&self, spec: &NetworkSpec, slice: Ipv4Net, overlay: Ipv4Net) -> Result<NetworkRecord, NetError> {
+        let spec = NetworkSpec { subnets: vec![slice.to_string()], ..spec.clone() };
+        self.create_from(&spec, Some(overlay)).await
+    }
+
+    async fn create_from(&self, spec: &NetworkSpec, overlay4: Option<Ipv4Net>) -> Result<NetworkRecord, NetError> {
         let (v4, v6) = spec.validate()?;
         let mut st = self.state.lock().await;
         if st.networks.values().any(|n| n.name == spec.name) {
@@ -227,7 +239,7 @@ impl Networks {
             bridge: format!("{}{}", nft::BRIDGE_PREFIX, &id[..12]),
             id: id.clone(),
             name: spec.name.clone(),
-            driver: "bridge".into(),
+            driver: if overlay4.is_some() { "overlay" } else { "bridge" }.into(),
             subnet4,
             gateway4: ipam::gateway4(subnet4),
             subnet6,
@@ -235,6 +247,7 @@ impl Networks {
             internal: spec.internal,
             labels: spec.labels.clone(),
             options: spec.options.clone(),
+            overlay4,
             created: atoll_util::now_rfc3339(),
         };
         self.save(&rec)?;

@@ -164,13 +164,79 @@ impl Netlink {
         for (ip, prefix) in addrs {
             self.add_address(index, *ip, *prefix).await?;
         }
+        self.up(index, name).await?;
+        Ok(index)
+    }
+
+    async fn up(&self, index: u32, name: &str) -> Result<(), LinkError> {
+        self.handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(err(format!("bringing up {name}")))
+    }
+
+    /// Creates a VXLAN device `name` (VNI `vni`, UDP `port`, no learning: every peer is
+    /// written by [`Netlink::add_vxlan_peer`]) with `mac` and `mtu`, and brings it up. Returns
+    /// its index. One that exists is deleted first: it is made whole or not at all.
+    pub async fn create_vxlan(&self, name: &str, vni: u32, port: u16, mac: [u8; 6], mtu: u32) -> Result<u32, LinkError> {
+        self.delete(name).await?;
+        let msg = rtnetlink::LinkVxlan::new(name, vni).port(port).learning(false).address(mac.to_vec()).mtu(mtu).build();
+        self.handle.link().add(msg).execute().await.map_err(err(format!("creating VXLAN device {name}")))?;
+        let index = self
+            .index(name)
+            .await?
+            .ok_or_else(|| LinkError { what: format!("VXLAN device {name} vanished"), source: "not found".into() })?;
+        self.up(index, name).await?;
+        Ok(index)
+    }
+
+    /// Tells the VXLAN device `index` where the peer at underlay address `remote` is: a
+    /// permanent neighbour entry (`remote` → `mac`, the key of on-link routes through the
+    /// device) and a forwarding entry (`mac` → `remote`).
+    pub async fn add_vxlan_peer(&self, index: u32, remote: Ipv4Addr, mac: [u8; 6]) -> Result<(), LinkError> {
+        use rtnetlink::packet_route::neighbour::NeighbourFlags;
         self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .neighbours()
+            .add(index, IpAddr::V4(remote))
+            .link_layer_address(&mac)
+            .replace()
             .execute()
             .await
-            .map_err(err(format!("bringing up {name}")))?;
-        Ok(index)
+            .map_err(err(format!("adding the neighbour entry of {remote}")))?;
+        self.handle
+            .neighbours()
+            .add_bridge(index, &mac)
+            .flags(NeighbourFlags::Own)
+            .destination(IpAddr::V4(remote))
+            .replace()
+            .execute()
+            .await
+            .map_err(err(format!("adding the forwarding entry of {remote}")))
+    }
+
+    fn onlink_route(index: u32, dst: ipnet::Ipv4Net, via: Ipv4Addr) -> rtnetlink::packet_route::route::RouteMessage {
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .gateway(via)
+            .output_interface(index)
+            .onlink()
+            .build()
+    }
+
+    /// Routes `dst` through device `index` to the peer `via` (on-link: flannel's VXLAN backend).
+    pub async fn add_onlink_route(&self, index: u32, dst: ipnet::Ipv4Net, via: Ipv4Addr) -> Result<(), LinkError> {
+        self.handle
+            .route()
+            .add(Self::onlink_route(index, dst, via))
+            .replace()
+            .execute()
+            .await
+            .map_err(err(format!("routing {dst} to {via}")))
+    }
+
+    /// Removes such a route; a missing one is fine.
+    pub async fn delete_onlink_route(&self, index: u32, dst: ipnet::Ipv4Net, via: Ipv4Addr) -> Result<(), LinkError> {
+        match self.handle.route().del(Self::onlink_route(index, dst, via)).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if matches!(e.raw_code(), -3 | -19) => Ok(()), // ESRCH, ENODEV
+            r => r.map_err(err(format!("removing the route of {dst}"))),
+        }
     }
 
     /// Creates a veth pair: `host` enslaved to `bridge` and up, `peer` created directly inside
@@ -196,17 +262,10 @@ impl Netlink {
         Ok(())
     }
 
-    /// Inside a container namespace: loopback up, `peer` renamed to `name` with its MAC,
-    /// addresses and (unless `None`) default routes.
-    pub async fn configure_interface(
-        &self,
-        peer: &str,
-        name: &str,
-        mac: [u8; 6],
-        addrs: &[(IpAddr, u8)],
-        gateway4: Option<Ipv4Addr>,
-        gateway6: Option<Ipv6Addr>,
-    ) -> Result<(), LinkError> {
+    /// Inside a container namespace: loopback up, `peer` renamed to `name` and configured as
+    /// `cfg` says.
+    pub async fn configure_interface(&self, peer: &str, name: &str, cfg: &Interface<'_>) -> Result<(), LinkError> {
+        let Interface { mac, addrs, gateway4, gateway6, routes4 } = *cfg;
         if let Some(lo) = self.index("lo").await? {
             self.handle.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(err("bringing up lo"))?;
         }
@@ -231,6 +290,14 @@ impl Netlink {
             let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).output_interface(index).build();
             self.handle.route().add(r).replace().execute().await.map_err(err(format!("adding the default route via {gw}")))?;
         }
+        for (dst, gw) in routes4 {
+            let r = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst.network(), dst.prefix_len())
+                .gateway(*gw)
+                .output_interface(index)
+                .build();
+            self.handle.route().add(r).replace().execute().await.map_err(err(format!("adding the route to {dst} via {gw}")))?;
+        }
         Ok(())
     }
 }
@@ -241,6 +308,17 @@ const fn libc_enodev() -> i32 {
 
 const fn libc_eexist() -> i32 {
     17
+}
+
+/// How a container's interface is configured: its MAC, addresses, default routes (unless
+/// `None`) and more IPv4 routes (prefix, gateway).
+#[derive(Debug, Clone, Copy)]
+pub struct Interface<'a> {
+    pub mac: [u8; 6],
+    pub addrs: &'a [(IpAddr, u8)],
+    pub gateway4: Option<Ipv4Addr>,
+    pub gateway6: Option<Ipv6Addr>,
+    pub routes4: &'a [(ipnet::Ipv4Net, Ipv4Addr)],
 }
 
 /// Turns on IPv6 forwarding. Forwarding makes the kernel ignore router advertisements on

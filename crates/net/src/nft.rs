@@ -35,6 +35,18 @@ pub struct BridgeRules {
     /// reachable (by whoever routes the subnet to this host), not only published ones.
     pub unprotected4: bool,
     pub unprotected6: bool,
+    /// The same network's replicas on other members (through the overlay): they and only
+    /// they reach this bridge from there, and it reaches them.
+    pub remote: Vec<Ipv4Addr>,
+}
+
+/// The island's overlay (see `overlay`): its device, and the mesh device and UDP port its
+/// outer packets use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayRules {
+    pub dev: String,
+    pub mesh_dev: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -54,6 +66,14 @@ pub struct Ruleset {
     pub comment: Option<String>,
     pub bridges: Vec<BridgeRules>,
     pub ports: Vec<PortRule>,
+    pub overlay: Option<OverlayRules>,
+}
+
+impl Ruleset {
+    /// Nothing to write: no table at all.
+    pub fn is_empty(&self) -> bool {
+        self.bridges.is_empty() && self.overlay.is_none()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +87,7 @@ pub enum NftError {
 /// The `nft -f` script that replaces the table with `rules` (or deletes it when empty).
 pub fn render(rules: &Ruleset) -> String {
     let mut s = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
-    if rules.bridges.is_empty() {
+    if rules.is_empty() {
         return s;
     }
     let _ = writeln!(s, "table inet {TABLE} {{");
@@ -111,6 +131,10 @@ pub fn render(rules: &Ruleset) -> String {
     }
     s.push_str("\t}\n");
     s.push_str("\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
+    if let Some(o) = &rules.overlay {
+        // Replicas reach each other across members by their own addresses.
+        let _ = writeln!(s, "\t\toifname \"{}\" accept", o.dev);
+    }
     for b in &rules.bridges {
         let br = &b.bridge;
         // The host reaching a published port on 127.0.0.1, and containers reaching one on
@@ -126,16 +150,26 @@ pub fn render(rules: &Ruleset) -> String {
     }
     s.push_str("\t}\n");
     s.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n");
+    // A stack network's replicas on other members, both ways, before any isolation.
+    if let Some(o) = &rules.overlay {
+        for b in rules.bridges.iter().filter(|b| !b.remote.is_empty()) {
+            let set = b.remote.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(s, "\t\tiifname \"{}\" oifname \"{}\" ip saddr {{ {set} }} accept", o.dev, b.bridge);
+            let _ = writeln!(s, "\t\tiifname \"{}\" oifname \"{}\" ip daddr {{ {set} }} accept", b.bridge, o.dev);
+        }
+        // Nothing else comes in through the overlay.
+        let _ = writeln!(s, "\t\tiifname \"{}\" ct state != established,related drop", o.dev);
+    }
     for b in rules.bridges.iter().filter(|b| b.internal) {
         let _ = writeln!(s, "\t\tiifname \"{0}\" oifname != \"{0}\" drop", b.bridge);
         let _ = writeln!(s, "\t\toifname \"{0}\" iifname != \"{0}\" drop", b.bridge);
     }
     s.push_str("\t\tct state established,related accept\n");
     s.push_str("\t\tct status dnat accept\n");
-    s.push_str("\t\tiifname . oifname vmap { ");
     let same: Vec<String> = rules.bridges.iter().map(|b| format!("\"{0}\" . \"{0}\" : accept", b.bridge)).collect();
-    s.push_str(&same.join(", "));
-    s.push_str(" }\n");
+    if !same.is_empty() {
+        let _ = writeln!(s, "\t\tiifname . oifname vmap {{ {} }}", same.join(", "));
+    }
     let _ = writeln!(s, "\t\tiifname \"{BRIDGE_PREFIX}*\" oifname \"{BRIDGE_PREFIX}*\" drop");
     // From outside (another host routing a container subnet through this one, another
     // engine's bridge), only published ports: through DNAT (accepted above) or directly on
@@ -158,7 +192,14 @@ pub fn render(rules: &Ruleset) -> String {
             let _ = writeln!(s, "\t\toifname \"{}\" meta nfproto ipv6 drop", b.bridge);
         }
     }
-    s.push_str("\t}\n}\n");
+    s.push_str("\t}\n");
+    if let Some(o) = &rules.overlay {
+        // VXLAN only from the mesh: on any other interface it would let anyone inject packets.
+        s.push_str("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
+        let _ = writeln!(s, "\t\tudp dport {} iifname != \"{}\" drop", o.port, o.mesh_dev);
+        s.push_str("\t}\n");
+    }
+    s.push_str("}\n");
     s
 }
 
@@ -261,6 +302,7 @@ mod tests {
                     internal: false,
                     unprotected4: false,
                     unprotected6: false,
+                    remote: vec![],
                 },
                 BridgeRules {
                     bridge: "at-internal0001".into(),
@@ -270,6 +312,7 @@ mod tests {
                     internal: true,
                     unprotected4: false,
                     unprotected6: false,
+                    remote: vec![],
                 },
                 BridgeRules {
                     bridge: "at-open00000001".into(),
@@ -279,6 +322,7 @@ mod tests {
                     internal: false,
                     unprotected4: true,
                     unprotected6: false,
+                    remote: vec![],
                 },
             ],
             ports: vec![
@@ -308,6 +352,7 @@ mod tests {
                     container_port: 53,
                 },
             ],
+            overlay: None,
         };
         expect_test::expect![[r#"
             table inet atoll
@@ -357,6 +402,68 @@ mod tests {
             		oifname "at-0123456789ab" meta nfproto ipv4 drop
             		oifname "at-0123456789ab" meta nfproto ipv6 drop
             		oifname "at-open00000001" meta nfproto ipv6 drop
+            	}
+            }
+        "#]]
+        .assert_eq(&render(&rules));
+    }
+
+    /// A stack network (internal, to show that its isolation holds) with replicas on other
+    /// members: they reach it through the overlay, nothing else does, and VXLAN is refused
+    /// off the mesh.
+    #[test]
+    fn overlay_ruleset_snapshot() {
+        let rules = Ruleset {
+            comment: None,
+            bridges: vec![BridgeRules {
+                bridge: "at-stack000001".into(),
+                gateway4: "10.128.1.1".parse().unwrap(),
+                subnet4: "10.128.1.0/24".parse().unwrap(),
+                subnet6: None,
+                internal: true,
+                unprotected4: false,
+                unprotected6: false,
+                remote: vec!["10.128.65.2".parse().unwrap(), "10.128.129.7".parse().unwrap()],
+            }],
+            ports: vec![],
+            overlay: Some(OverlayRules { dev: "atoll-vx".into(), mesh_dev: "atoll0".into(), port: 4790 }),
+        };
+        expect_test::expect![[r#"
+            table inet atoll
+            delete table inet atoll
+            table inet atoll {
+            	chain prerouting {
+            		type nat hook prerouting priority dstnat; policy accept;
+            		iifname "at-stack000001" ip daddr 10.128.1.1 meta l4proto { tcp, udp } th dport 53 return
+            		fib daddr type local jump published
+            	}
+            	chain output {
+            		type nat hook output priority -100; policy accept;
+            		fib daddr type local jump published
+            	}
+            	chain published {
+            	}
+            	chain postrouting {
+            		type nat hook postrouting priority srcnat; policy accept;
+            		oifname "atoll-vx" accept
+            		oifname "at-stack000001" ip saddr 127.0.0.0/8 masquerade
+            		iifname "at-stack000001" oifname "at-stack000001" ct status dnat masquerade
+            	}
+            	chain forward {
+            		type filter hook forward priority filter; policy accept;
+            		iifname "atoll-vx" oifname "at-stack000001" ip saddr { 10.128.65.2, 10.128.129.7 } accept
+            		iifname "at-stack000001" oifname "atoll-vx" ip daddr { 10.128.65.2, 10.128.129.7 } accept
+            		iifname "atoll-vx" ct state != established,related drop
+            		iifname "at-stack000001" oifname != "at-stack000001" drop
+            		oifname "at-stack000001" iifname != "at-stack000001" drop
+            		ct state established,related accept
+            		ct status dnat accept
+            		iifname . oifname vmap { "at-stack000001" . "at-stack000001" : accept }
+            		iifname "at-*" oifname "at-*" drop
+            	}
+            	chain input {
+            		type filter hook input priority filter; policy accept;
+            		udp dport 4790 iifname != "atoll0" drop
             	}
             }
         "#]]

@@ -38,6 +38,11 @@ pub struct NetworkRecord {
     /// Driver options as given (validated at create): the gateway modes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
+    /// A stack network's island-wide prefix (driver `overlay`): `subnet4` is this member's
+    /// slice of it, and containers reach the rest through the gateway (the overlay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub overlay4: Option<Ipv4Net>,
     pub created: String,
 }
 
@@ -137,6 +142,10 @@ pub(crate) struct State {
     /// background: it takes an RCU grace period): their addresses are not handed out again
     /// until they are gone.
     pub(crate) dying: BTreeMap<String, Vec<Endpoint>>,
+    /// The island's overlay on this host, if it has one.
+    pub(crate) overlay: Option<crate::overlay::Overlay>,
+    /// Replicas of stack networks on other members, by network name.
+    pub(crate) remote: crate::overlay::Remote,
 }
 
 /// A network's bridge: up with containers, kept up without (the default network), or absent.
@@ -292,6 +301,11 @@ impl State {
                 }
             }
             if !members.is_empty() {
+                // The same network's replicas on other members (never a client here).
+                for r in self.remote.get(&net.name).into_iter().flatten() {
+                    let names = r.names.clone();
+                    members.push(dns::DnsMember { container: format!("remote:{}", r.ipv4), names, ipv4: Some(r.ipv4), ipv6: None });
+                }
                 networks.push(dns::DnsNetwork {
                     name: net.name.clone(),
                     gateway4: net.gateway4,
@@ -343,6 +357,12 @@ impl State {
                 internal: n.internal,
                 unprotected4: n.unprotected().0,
                 unprotected6: n.unprotected().1,
+                remote: self.overlay.as_ref().map_or_else(Vec::new, |_| {
+                    let mut ips: Vec<Ipv4Addr> = self.remote.get(&n.name).into_iter().flatten().map(|r| r.ipv4).collect();
+                    ips.sort();
+                    ips.dedup();
+                    ips
+                }),
             })
             .collect();
         let mut ports = Vec::new();
@@ -359,7 +379,12 @@ impl State {
                 });
             }
         }
-        nft::Ruleset { comment: None, bridges, ports }
+        let overlay = self.overlay.as_ref().map(|o| nft::OverlayRules {
+            dev: crate::overlay::DEV.into(),
+            mesh_dev: o.mesh_dev.clone(),
+            port: o.port,
+        });
+        nft::Ruleset { comment: None, bridges, ports, overlay }
     }
 }
 
@@ -383,6 +408,7 @@ mod tests {
             internal: false,
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
+            overlay4: None,
             created: String::new(),
         };
         let endpoint = |n: &NetworkRecord, o: u8| Endpoint {
@@ -404,6 +430,8 @@ mod tests {
             owners: [("o1".to_owned(), owner(endpoint(&other, 1)))].into(),
             default_warm: true,
             dying: BTreeMap::new(),
+            overlay: None,
+            remote: Default::default(),
         };
         let warm = st.ruleset();
         st.owners.insert("o2".into(), owner(endpoint(&default, 0)));

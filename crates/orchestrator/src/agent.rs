@@ -11,7 +11,12 @@
 //!   generation: the stack's networks and volumes are made first, the image pulled if missing;
 //! - reports each allocation's state in `observed/task` when it changed, and this member's
 //!   capacity and platform in `observed/node` once;
-//! - removes the networks of stacks that no longer exist and no container uses.
+//! - removes the networks of stacks that no longer exist and no container uses;
+//! - keeps the island's overlay up while this member has stack networks (each has a prefix
+//!   island-wide, and this member's bridge the slice of it at its overlay index), and hands
+//!   the networking the other members' running replicas: their addresses, which only the same
+//!   network's replicas here may reach, and the names DNS answers with them (`<service>`,
+//!   `tasks.<service>`, the compose name).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,7 @@ use atoll_node::{ContainerRecord, Engine, State};
 use atoll_spec::{ContainerSpec, NetworkSpec};
 use atoll_state::desired::{self, Allocation, Desired, Kind, NodeStatus, Resources, Service, Stack, TaskState, TaskStatus};
 use atoll_state::{Expect, Request};
+use ipnet::Ipv4Net;
 
 use crate::records::Records;
 use crate::{LABEL_ALLOCATION, LABEL_GENERATION, LABEL_SERVICE, LABEL_STACK};
@@ -69,8 +75,9 @@ pub fn container_name(a: &Allocation) -> String {
     format!("{}.{slot}.{}", a.service, a.generation)
 }
 
-/// The container allocation `a` of `service` runs: its spec, named and labelled, answering to
-/// its service's name and to `tasks.<service>` on each network.
+/// The container allocation `a` of `service` runs: its spec, named and labelled, answering on
+/// each network to its service's names (`web` and `blog_web` for service `web` of stack `blog`)
+/// and to `tasks.` and those, as Swarm's do.
 pub fn replica_spec(service: &Service, a: &Allocation) -> Result<ContainerSpec, serde_json::Error> {
     let mut spec: ContainerSpec = serde_json::from_value(service.spec.clone())?;
     spec.name = Some(container_name(a));
@@ -79,7 +86,8 @@ pub fn replica_spec(service: &Service, a: &Allocation) -> Result<ContainerSpec, 
     spec.labels.insert(LABEL_ALLOCATION.into(), Kind::name(a));
     spec.labels.insert(LABEL_GENERATION.into(), a.generation.to_string());
     for att in &mut spec.networks {
-        for alias in [service.name.clone(), format!("tasks.{}", service.name)] {
+        let names = [service.name.clone(), a.service.clone()];
+        for alias in names.iter().cloned().chain(names.iter().map(|n| format!("tasks.{n}"))) {
             if !att.aliases.contains(&alias) {
                 att.aliases.push(alias);
             }
@@ -187,7 +195,8 @@ impl Agent {
             }
             let Some((service, _)) = records.service(&a.service) else { continue };
             let Some((stack, _)) = records.stack(&service.stack) else { continue };
-            self.spawn_start(name.clone(), (*a).clone(), service.clone(), stack.clone());
+            let index = m.state().members.get(&me).and_then(|x| x.overlay_index);
+            self.spawn_start(name.clone(), (*a).clone(), service.clone(), stack.clone(), index);
         }
 
         // Report.
@@ -199,12 +208,16 @@ impl Agent {
             let current = records.tasks.get(name);
             let at_gen = containers.iter().find(|c| label(c, LABEL_ALLOCATION) == Some(name) && generation_of(c) == a.generation);
             let any = containers.iter().any(|c| label(c, LABEL_ALLOCATION) == Some(name.as_str()));
+            let mut addresses = BTreeMap::new();
             let (state, container, error) = match a.desired {
                 Desired::Shutdown if !any && !busy.contains(name) => (TaskState::Shutdown, None, None),
                 Desired::Shutdown => continue,
                 Desired::Running => match at_gen {
                     Some(c) => {
                         let (s, e) = task_state(c);
+                        if s == TaskState::Running {
+                            addresses = c.endpoints.iter().map(|e| (e.network.clone(), e.ipv4)).collect();
+                        }
                         (s, Some(c.name.clone()), e)
                     }
                     None => match self.failed.lock().unwrap().get(name).filter(|f| f.generation == a.generation) {
@@ -213,8 +226,9 @@ impl Agent {
                     },
                 },
             };
-            let same = current
-                .is_some_and(|(t, _)| t.state == state && t.generation == a.generation && t.container == container && t.error == error);
+            let same = current.is_some_and(|(t, _)| {
+                t.state == state && t.generation == a.generation && t.container == container && t.error == error && t.addresses == addresses
+            });
             if !same {
                 let t = TaskStatus {
                     alloc: name.clone(),
@@ -223,12 +237,14 @@ impl Agent {
                     container,
                     error,
                     since: now,
+                    addresses,
                     extra: Default::default(),
                 };
                 ops.push(desired::put(&t, current.map_or(Expect::Absent, |(_, v)| Expect::Version(*v))));
             }
         }
         self.remove_stale_networks(&records, &containers).await;
+        self.sync_overlay(m, &records).await;
 
         if !ops.is_empty() {
             m.propose(Request::Txn { ops }).await?;
@@ -276,11 +292,11 @@ impl Agent {
         });
     }
 
-    fn spawn_start(&self, name: String, a: Allocation, service: Service, stack: Stack) {
+    fn spawn_start(&self, name: String, a: Allocation, service: Service, stack: Stack, index: Option<u16>) {
         self.busy.lock().unwrap().insert(name.clone());
         let (engine, busy, failed, wake) = (self.engine.clone(), self.busy.clone(), self.failed.clone(), self.wake.clone());
         tokio::spawn(async move {
-            match start(&engine, &a, &service, &stack).await {
+            match start(&engine, &a, &service, &stack, index).await {
                 Ok(c) => {
                     tracing::info!(container = %c.name, allocation = %name, "started a replica");
                     failed.lock().unwrap().remove(&name);
@@ -298,6 +314,31 @@ impl Agent {
         });
     }
 
+    /// The overlay while this member has stack networks (none otherwise), and the other
+    /// members' running replicas. Failures are logged and tried again at the next look.
+    async fn sync_overlay(&self, m: &Manager, records: &Records) {
+        let nets = self.engine.networks();
+        let prefixes: Vec<Ipv4Net> = nets.list().await.iter().filter_map(|n| n.overlay4).collect();
+        let overlay = if prefixes.is_empty() { None } else { overlay(&m.state(), m.id(), &prefixes) };
+        if let Err(e) = nets.set_overlay(overlay).await {
+            tracing::warn!(error = %atoll_node::error_chain(&e), "bringing up the island's overlay");
+        }
+        if let Err(e) = nets.set_remote(remote_endpoints(m.id(), records)).await {
+            tracing::warn!(error = %atoll_node::error_chain(&e), "admitting other members' replicas");
+        }
+    }
+
+    /// Leaves the island's networking (this host is no longer a member).
+    pub async fn off_island(&self) {
+        let nets = self.engine.networks();
+        if nets.overlay().await.is_some() {
+            let _ = nets.set_remote(Default::default()).await;
+            if let Err(e) = nets.set_overlay(None).await {
+                tracing::warn!(error = %atoll_node::error_chain(&e), "removing the island's overlay");
+            }
+        }
+    }
+
     /// Removes networks this agent made for stacks that no longer exist, once no container
     /// uses them.
     async fn remove_stale_networks(&self, records: &Records, containers: &[ContainerRecord]) {
@@ -313,6 +354,60 @@ impl Agent {
     }
 }
 
+/// This member's part of the overlay, for its stack networks' island-wide `prefixes`: every
+/// other member with an overlay index, and its slice of each of those networks.
+pub fn overlay(state: &atoll_island::model::IslandState, me: &str, prefixes: &[Ipv4Net]) -> Option<atoll_net::overlay::Overlay> {
+    let index = state.members.get(me)?.overlay_index?;
+    let mut peers: Vec<atoll_net::overlay::Peer> = state
+        .members
+        .values()
+        .filter(|x| x.id != me)
+        .filter_map(|x| Some(atoll_net::overlay::Peer { index: x.overlay_index?, mesh_ip: x.mesh_ip }))
+        .collect();
+    peers.sort();
+    let mut routes: Vec<(Ipv4Net, std::net::Ipv4Addr)> = peers
+        .iter()
+        .flat_map(|p| prefixes.iter().filter_map(move |n| Some((atoll_island::model::member_slice(*n, p.index)?, p.mesh_ip))))
+        .collect();
+    routes.sort();
+    Some(atoll_net::overlay::Overlay {
+        index,
+        port: atoll_island::OVERLAY_PORT,
+        mesh_dev: atoll_island::MESH_DEV.into(),
+        mesh_mtu: atoll_island::MESH_MTU.into(),
+        peers,
+        routes,
+    })
+}
+
+/// The running replicas of other members, by network: their address and the names their
+/// container answers to there (its name, and its aliases: the service's names).
+pub fn remote_endpoints(me: &str, records: &Records) -> atoll_net::overlay::Remote {
+    let mut out = atoll_net::overlay::Remote::new();
+    for (a, _) in &records.allocations {
+        if a.node == me || a.desired != Desired::Running {
+            continue;
+        }
+        let Some((t, _)) = records.tasks.get(&Kind::name(a)) else { continue };
+        if t.state != TaskState::Running || t.generation != a.generation {
+            continue;
+        }
+        let Some((service, _)) = records.service(&a.service) else { continue };
+        let Ok(spec) = replica_spec(service, a) else { continue };
+        for att in &spec.networks {
+            let Some(ip) = t.addresses.get(&att.network) else { continue };
+            let mut names: Vec<String> =
+                std::iter::once(container_name(a)).chain(att.aliases.iter().cloned()).map(|n| n.to_ascii_lowercase()).collect();
+            names.dedup();
+            out.entry(att.network.clone()).or_default().push(atoll_net::overlay::RemoteEndpoint { names, ipv4: *ip });
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|r| r.ipv4);
+    }
+    out
+}
+
 /// Stops `c` as `docker stop` would (its stop signal, then SIGKILL after its grace period),
 /// then removes it.
 async fn stop_and_remove(engine: &Engine, c: &ContainerRecord) -> Result<(), String> {
@@ -325,7 +420,7 @@ async fn stop_and_remove(engine: &Engine, c: &ContainerRecord) -> Result<(), Str
 /// Starts allocation `a`: the stack's networks and volumes it uses, then its container (the
 /// image pulled if missing). With `order: stop-first`, the older generation's container is
 /// stopped first, here; with start-first, the agent stops it once this one runs.
-async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack) -> Result<ContainerRecord, String> {
+async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack, index: Option<u16>) -> Result<ContainerRecord, String> {
     let spec = replica_spec(service, a).map_err(|e| format!("the service's spec does not decode: {e}"))?;
     for att in &spec.networks {
         let Some(n) =
@@ -338,7 +433,15 @@ async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack
         }
         let mut n = n;
         n.labels.insert(LABEL_STACK.into(), stack.name.clone());
-        match engine.networks().create(&n).await {
+        // Its island-wide prefix (given at deploy), and this member's slice of it.
+        let prefix = n.subnets.first().and_then(|s| s.parse::<Ipv4Net>().ok());
+        let made = match (prefix, index.and_then(|i| Some((i, atoll_island::model::member_slice(prefix?, i)?)))) {
+            (Some(p), Some((_, slice))) => engine.networks().create_overlay(&n, slice, p).await,
+            // A member without an overlay index: its replicas reach only this host's.
+            (Some(_), None) => engine.networks().create(&NetworkSpec { subnets: Vec::new(), ..n.clone() }).await,
+            (None, _) => engine.networks().create(&n).await,
+        };
+        match made {
             Ok(_) => {}
             // Made meanwhile by another replica's start.
             Err(_) if engine.networks().inspect(&n.name).await.is_ok() => {}

@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ipnet::Ipv4Net;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -196,6 +198,13 @@ pub fn check(stack: &str, req: &StackDeploy) -> Result<(), DeployError> {
         if let Err(e) = n.validate() {
             problems.push(format!("network {:?}: {e}", n.name));
         }
+        // Each member gives a stack network its own /24 of its slice of the island's pool.
+        if !n.subnets.is_empty() {
+            problems.push(format!(
+                "network {:?}: a stack network's subnets come from the island's stack pool (a /24 on each member): remove its ipam subnets",
+                n.name
+            ));
+        }
     }
     if problems.is_empty() { Ok(()) } else { Err(DeployError::Invalid(problems)) }
 }
@@ -298,7 +307,8 @@ pub fn plan_deploy(name: &str, req: &StackDeploy, records: &Records, island: &Is
         return Err(DeployError::Unplaceable(unplaceable));
     }
 
-    let networks: Vec<Value> = req.networks.iter().map(|n| serde_json::to_value(n).expect("a spec serialises")).collect();
+    let networks = overlay_prefixes(name, &req.networks, records, island.island.stack_pool)?;
+    let networks: Vec<Value> = networks.iter().map(|n| serde_json::to_value(n).expect("a spec serialises")).collect();
     let mut stack = Stack {
         name: name.to_owned(),
         compose: req.compose.clone(),
@@ -314,6 +324,48 @@ pub fn plan_deploy(name: &str, req: &StackDeploy, records: &Records, island: &Is
         ops.insert(0, desired::put(&stack, expect(old_stack.map(|(_, v)| *v))));
     }
     Ok((Request::Txn { ops }, DeployReport { stack: name.to_owned(), generation: stack.generation, services: report }))
+}
+
+/// The stack's networks, each with its island-wide prefix (a /19 of the stack pool) in
+/// `subnets`: the one it had, or a free one. The search starts at a place given by the
+/// network's name, so that two stacks deployed at once hardly ever pick the same.
+fn overlay_prefixes(stack: &str, networks: &[NetworkSpec], records: &Records, pool: Ipv4Net) -> Result<Vec<NetworkSpec>, DeployError> {
+    let prefix = |n: &NetworkSpec| n.subnets.first().and_then(|s| s.parse::<Ipv4Net>().ok());
+    let spec = |v: &Value| serde_json::from_value::<NetworkSpec>(v.clone()).ok();
+    let mine: BTreeMap<String, Ipv4Net> = records
+        .stack(stack)
+        .into_iter()
+        .flat_map(|(s, _)| s.networks.iter().filter_map(spec))
+        .filter_map(|n| Some((n.name.clone(), prefix(&n)?)))
+        .collect();
+    let mut used: BTreeSet<Ipv4Net> =
+        records.stacks.iter().flat_map(|(s, _)| s.networks.iter().filter_map(spec)).filter_map(|n| prefix(&n)).collect();
+    let candidates: Vec<Ipv4Net> = pool.subnets(atoll_island::model::STACK_NETWORK_PREFIX).map(Iterator::collect).unwrap_or_default();
+    let mut out = Vec::new();
+    for n in networks {
+        let chosen = match mine.get(&n.name) {
+            Some(p) => *p,
+            None => {
+                let start = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::hash::DefaultHasher::new();
+                    n.name.hash(&mut h);
+                    h.finish() as usize % candidates.len().max(1)
+                };
+                let free = (0..candidates.len()).map(|i| candidates[(start + i) % candidates.len()]).find(|c| !used.contains(c));
+                free.ok_or_else(|| {
+                    DeployError::Invalid(vec![format!(
+                        "network {:?}: the island's stack pool {pool} has no /{} left: remove stacks you no longer need",
+                        n.name,
+                        atoll_island::model::STACK_NETWORK_PREFIX
+                    )])
+                })?
+            }
+        };
+        used.insert(chosen);
+        out.push(NetworkSpec { subnets: vec![chosen.to_string()], ..n.clone() });
+    }
+    Ok(out)
 }
 
 /// The transaction that removes stack `name` and its services (their replicas stop on every

@@ -287,6 +287,7 @@ mod tests {
                 container: None,
                 error: None,
                 since: 0,
+                addresses: Default::default(),
                 extra: Default::default(),
             };
             r.tasks.insert(t.alloc.clone(), (t, 1));

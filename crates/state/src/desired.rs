@@ -285,6 +285,10 @@ pub struct TaskStatus {
     pub error: Option<String>,
     /// Unix seconds of the change.
     pub since: i64,
+    /// Its container's IPv4 address on each network, by network name (other members' DNS
+    /// answers with them, and their firewalls admit them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, std::net::Ipv4Addr>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -221,7 +221,8 @@ fn load_project(a: &ComposeArgs, services: &[String]) -> anyhow::Result<Project>
 
 /// Loads and normalises the files `opts` names, as `atoll compose` and `atoll stack deploy`
 /// both do, printing the loader's warnings.
-/// A stack runs `deploy.replicas` (`compose up` warns that it does not).
+/// A stack runs `deploy.replicas` (`compose up` warns that it does not), and its networks
+/// span the island as Swarm's `driver: overlay` ones do.
 pub(crate) fn load_options(opts: &Options, stack: bool) -> anyhow::Result<Project> {
     // `-f -`: standard input, read once however often the loader asks.
     let stdin = std::sync::OnceLock::new();
@@ -234,7 +235,8 @@ pub(crate) fn load_options(opts: &Options, stack: bool) -> anyhow::Result<Projec
     };
     let loaded = load(opts, &read)?;
     let project = normalise(&loaded, &read)?;
-    for w in project.warnings.iter().filter(|w| !(stack && w.contains("deploy.replicas"))) {
+    let stack_only = |w: &str| w.contains("deploy.replicas") || w.contains("driver \"overlay\"");
+    for w in project.warnings.iter().filter(|w| !(stack && stack_only(w))) {
         eprintln!("warning: {w}");
     }
     Ok(project)

@@ -18,6 +18,7 @@ fn member(id: &str, name: &str, public: bool) -> Member {
         version: String::new(),
         joined: 0,
         certs: vec![],
+        overlay_index: None,
     }
 }
 
@@ -34,6 +35,7 @@ fn island() -> IslandState {
         mesh_port: 4242,
         control_port: 4243,
         cert_lifetime: 3600,
+        stack_pool: atoll_island::model::DEFAULT_STACK_POOL.parse().unwrap(),
     };
     let mut s = IslandState::new(info, member("a1", "vps1", true));
     s.members.insert("b2".into(), member("b2", "home1", false));
@@ -174,4 +176,36 @@ fn scaling_by_a_deploy_is_placed_in_the_dry_run_too() {
     big.replicas = 1;
     let e = deploy(&mut ks, &stack(vec![big])).unwrap_err().to_string();
     assert!(e.contains("not enough memory"), "{e}");
+}
+
+#[test]
+fn each_stack_network_gets_its_own_prefix_of_the_pool_and_keeps_it() {
+    let mut ks = keyspace();
+    let net = |name: &str| NetworkSpec { name: name.into(), ..Default::default() };
+    let prefixes = |ks: &Keyspace, stack: &str| -> BTreeMap<String, String> {
+        let records = Records::read(ks).unwrap();
+        let (s, _) = records.stack(stack).unwrap();
+        s.networks
+            .iter()
+            .map(|v| serde_json::from_value::<NetworkSpec>(v.clone()).unwrap())
+            .map(|n| (n.name.clone(), n.subnets.join(",")))
+            .collect()
+    };
+    let mut req = stack(vec![service("web", "nginx")]);
+    req.networks = vec![net("blog_default"), net("blog_back")];
+    deploy(&mut ks, &req).unwrap();
+    let first = prefixes(&ks, "blog");
+    let pool: ipnet::Ipv4Net = atoll_island::model::DEFAULT_STACK_POOL.parse().unwrap();
+    let parsed: Vec<ipnet::Ipv4Net> = first.values().map(|p| p.parse().unwrap()).collect();
+    assert!(parsed.iter().all(|p| p.prefix_len() == atoll_island::model::STACK_NETWORK_PREFIX && pool.contains(p)), "{first:?}");
+    assert_ne!(parsed[0], parsed[1], "{first:?}");
+    // Deploying again keeps them (and so writes nothing).
+    let r = deploy(&mut ks, &req).unwrap();
+    assert_eq!(what(&r), [("blog_web", "unchanged")]);
+    assert_eq!(prefixes(&ks, "blog"), first);
+    // A subnet of the user's own is refused: each member takes its slice of the island's prefix.
+    let mut own = req.clone();
+    own.networks[0].subnets = vec!["192.168.7.0/24".into()];
+    let e = deploy(&mut ks, &own).unwrap_err().to_string();
+    assert!(e.contains("blog_default") && e.contains("stack pool"), "{e}");
 }

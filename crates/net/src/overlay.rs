@@ -1,0 +1,148 @@
+//! Stack networks across an island's members, routed as flannel's VXLAN backend routes pods:
+//! one VXLAN device per host ([`DEV`]) with a MAC derived from the member's overlay index; for
+//! every other member a permanent neighbour entry (its mesh address → its MAC) and a
+//! forwarding entry (its MAC → its mesh address); and for each stack network here, every other
+//! member's slice of it routed on-link through the device to that member's mesh address.
+//! Nothing is learnt or flooded: the island's replicated state says where everything is. The
+//! outer UDP packets go to mesh addresses, so Nebula carries and encrypts them, and the VXLAN
+//! port is refused on every other interface (see `nft`).
+//!
+//! A stack network has one prefix island-wide; each member's bridge holds its own slice of it
+//! and its containers reach the rest through their gateway (a route inside the container), so
+//! a container on several networks answers each from the right address. Which remote
+//! addresses may reach a network here (its replicas on other members, and nothing else) and
+//! the names they answer to are handed in by the agent ([`Networks::set_remote`]).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::{NetError, Networks};
+
+/// The VXLAN device (not `at-…`: the bridge isolation rules match that prefix).
+pub const DEV: &str = "atoll-vx";
+/// Its VXLAN network identifier: one overlay per island, and one island per host.
+pub const VNI: u32 = 4242;
+/// VXLAN's own overhead: outer IPv4, UDP, VXLAN and inner Ethernet headers.
+pub const OVERHEAD: u32 = 50;
+
+/// This host's part of the island's overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// This member's overlay index (its MAC).
+    pub index: u16,
+    /// The VXLAN UDP port.
+    pub port: u16,
+    /// The mesh's device (Nebula's tun), the only one VXLAN is accepted on.
+    pub mesh_dev: String,
+    /// The mesh's MTU; the overlay's is [`OVERHEAD`] less.
+    pub mesh_mtu: u32,
+    /// Every other member with an overlay index.
+    pub peers: Vec<Peer>,
+    /// Other members' slices of this host's stack networks, and the member (mesh address) each
+    /// is on.
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
+}
+
+/// Another member: its overlay index and its mesh address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Peer {
+    pub index: u16,
+    pub mesh_ip: Ipv4Addr,
+}
+
+/// A replica on another member, on one network: the names it answers to and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    /// Lower-case names without a trailing dot.
+    pub names: Vec<String>,
+    pub ipv4: Ipv4Addr,
+}
+
+/// Remote endpoints by network name.
+pub type Remote = BTreeMap<String, Vec<RemoteEndpoint>>;
+
+/// The VXLAN MAC of the member with overlay index `index`: locally administered, so that
+/// every member knows every other's without asking.
+pub fn mac(index: u16) -> [u8; 6] {
+    let [hi, lo] = index.to_be_bytes();
+    [0x0e, 0xa7, 0x0a, 0x7e, hi, lo]
+}
+
+impl Overlay {
+    /// What rebuilding the device is needed for (anything but the routes).
+    fn device(&self) -> (u16, u16, u32, &[Peer]) {
+        (self.index, self.port, self.mesh_mtu, &self.peers)
+    }
+}
+
+impl Networks {
+    /// Brings the overlay device, its peers and routes in line with `overlay` (none: no
+    /// device). A change of members rebuilds the device whole (rare); a change of networks
+    /// adds and removes routes. The nftables table follows.
+    pub async fn set_overlay(&self, overlay: Option<Overlay>) -> Result<(), NetError> {
+        let mut st = self.state.lock().await;
+        if st.overlay == overlay {
+            return Ok(());
+        }
+        match (&st.overlay, &overlay) {
+            (_, None) => self.nl.delete(DEV).await?,
+            (Some(old), Some(new)) if old.device() == new.device() => {
+                let index = self.nl.index(DEV).await?.ok_or_else(|| NetError::NotFound(DEV.into()))?;
+                for (dst, via) in old.routes.iter().filter(|r| !new.routes.contains(r)) {
+                    self.nl.delete_onlink_route(index, *dst, *via).await?;
+                }
+                for (dst, via) in new.routes.iter().filter(|r| !old.routes.contains(r)) {
+                    self.nl.add_onlink_route(index, *dst, *via).await?;
+                }
+            }
+            (_, Some(o)) => {
+                // Marked gone first: a failure halfway leaves a device that the next call rebuilds.
+                st.overlay = None;
+                let mtu = o.mesh_mtu.saturating_sub(OVERHEAD);
+                let index = self.nl.create_vxlan(DEV, VNI, o.port, mac(o.index), mtu).await?;
+                for p in &o.peers {
+                    self.nl.add_vxlan_peer(index, p.mesh_ip, mac(p.index)).await?;
+                }
+                for (dst, via) in &o.routes {
+                    self.nl.add_onlink_route(index, *dst, *via).await?;
+                }
+                crate::link::write_sysctl("net/ipv4/ip_forward", "1")?;
+                tracing::info!(peers = o.peers.len(), routes = o.routes.len(), "the island's overlay is up");
+            }
+        }
+        st.overlay = overlay;
+        self.sync(&mut st).await
+    }
+
+    /// The replicas of stack networks on other members: DNS answers with them too, and they
+    /// may reach this member's replicas on the same network (and nothing else).
+    pub async fn set_remote(&self, remote: Remote) -> Result<(), NetError> {
+        let mut st = self.state.lock().await;
+        if st.remote == remote {
+            return Ok(());
+        }
+        st.remote = remote;
+        self.sync(&mut st).await
+    }
+
+    /// The overlay as last set.
+    pub async fn overlay(&self) -> Option<Overlay> {
+        self.state.lock().await.overlay.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_mac_is_unicast_locally_administered_and_not_a_bridges() {
+        assert_eq!(mac(0x0102), [0x0e, 0xa7, 0x0a, 0x7e, 1, 2]);
+        assert_eq!(mac(7)[0] & 0b11, 0b10);
+        // Bridges' MACs are 02:42:<gateway>.
+        assert_ne!(mac(7)[..2], [0x02, 0x42]);
+    }
+}
