@@ -29,6 +29,22 @@ pub mod exit {
     pub const RUN_FAILED: u8 = 125;
 }
 
+/// `atoll ps | head -1`: once the reader is gone, the CLI ends as a C program killed by SIGPIPE
+/// would (silently, status 141 as the shell reports it) instead of panicking in `println!`.
+/// Rust ignores SIGPIPE, so writes fail with EPIPE; restoring the default action would take
+/// unsafe code.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     // The shim stays small: no async runtime, no threads.
@@ -48,6 +64,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    quiet_on_broken_pipe();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = runtime.block_on(cli::run(args));
     match result {

@@ -40,6 +40,26 @@ fn a_second_daemon_on_the_same_data_dir_is_refused() {
     d.ok(&["images"]);
 }
 
+/// Regression: `atoll … | head -1` panicked ("failed printing to stdout: Broken pipe") once
+/// the reader was gone; it ends quietly with the status a shell gives SIGPIPE.
+#[test]
+fn the_cli_ends_quietly_when_its_reader_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, "services:\n  a:\n    image: busybox\n").unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(BIN)
+        .args(["compose", "-f", file.to_str().unwrap(), "config"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn the_cli_says_clearly_when_no_daemon_runs() {
     let dir = tempfile::tempdir().unwrap();
