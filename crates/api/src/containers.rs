@@ -358,8 +358,14 @@ pub(crate) fn ndjson_line<T: Serialize>(v: &T) -> bytes::Bytes {
     responses((status = 200, description = "Log lines", body = LogLine, content_type = "application/x-ndjson"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn logs_route(State(s): St, Path(id): Path<String>, q: Result<Query<LogsQuery>, QueryRejection>) -> ApiResult<Response> {
     let Query(q) = q?;
-    let (rec, mut changed) = s.engine.watch(&id)?;
-    let path = s.engine.log_path(&rec.id);
+    Ok(ndjson_response(log_lines(&s.engine, &id, &q)?))
+}
+
+/// Container `id`'s output as `q` asks, one `LogLine` per ndjson line, sent as it is read (with
+/// `follow`, until the container stops).
+pub(crate) fn log_lines(engine: &Arc<atoll_node::Engine>, id: &str, q: &LogsQuery) -> ApiResult<tokio::sync::mpsc::Receiver<bytes::Bytes>> {
+    let (rec, mut changed) = engine.watch(id)?;
+    let path = engine.log_path(&rec.id);
     let io_err = |e: std::io::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e);
     let (initial, end) = match (&q.tail, &q.since) {
         (Some(n), _) => logs::tail_and_end(&path, *n).map_err(io_err)?,
@@ -370,7 +376,7 @@ pub async fn logs_route(State(s): St, Path(id): Path<String>, q: Result<Query<Lo
         _ => initial,
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
-    let engine = s.engine.clone();
+    let engine = engine.clone();
     let follow = q.follow.unwrap_or(false);
     tokio::spawn(async move {
         for l in &initial {
@@ -408,7 +414,7 @@ pub async fn logs_route(State(s): St, Path(id): Path<String>, q: Result<Query<Lo
             }
         }
     });
-    Ok(ndjson_response(rx))
+    Ok(rx)
 }
 
 /// Runs a command in a running container. The body is one JSON `ExecRequest` line, then (with

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod networks;
 pub mod serve;
 pub mod server;
+pub mod service_logs;
 pub mod stacks;
 pub mod types;
 pub mod volumes;

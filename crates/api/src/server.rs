@@ -232,6 +232,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::stacks::tasks))
         .routes(routes!(crate::stacks::services))
         .routes(routes!(crate::stacks::service_tasks))
+        .routes(routes!(crate::service_logs::service_logs))
         .routes(routes!(crate::stacks::scale))
         .routes(routes!(crate::stacks::availability))
 }

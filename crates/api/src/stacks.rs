@@ -113,6 +113,18 @@ pub async fn deploy(
         },
         _ => r.into(),
     })?;
+    // An image no registry could hold is refused now, not found out by every replica's start.
+    let bad: Vec<String> = req
+        .services
+        .iter()
+        .filter_map(|svc| {
+            let e = svc.spec.image.parse::<atoll_image::reference::Reference>().err()?;
+            Some(format!("service {:?}: image {:?}: {e}", svc.name, svc.spec.image))
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(DeployError::Invalid(bad).into());
+    }
     let m = s.island.get().await?;
     Ok(Json(atoll_orchestrator::deploy(&m, &name, &req).await?))
 }

@@ -252,7 +252,9 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         nebula: "nebula".into(),
         nebula_cert: "nebula-cert".into(),
         container_pool: args.subnet_pool,
+        logs: Default::default(),
     };
+    let _ = island_config.logs.set(Arc::new(atoll_api::service_logs::EngineLogs(engine.clone())));
     // The island comes back with the daemon (its mesh may never have stopped).
     let island = match atoll_island::Manager::open(island_config.clone()).await {
         Ok(m) => m,

@@ -9,6 +9,7 @@ use anyhow::Context;
 use hyper::Method;
 
 use atoll_api::client::{Client, q};
+use atoll_api::service_logs::ServiceLogLine;
 use atoll_compose::load::Options;
 use atoll_compose::model::Project;
 use atoll_compose::plan;
@@ -67,6 +68,23 @@ pub enum ServiceCommand {
         name: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Show a service's replicas' output, wherever they run (`<task>@<node> | line`).
+    Logs {
+        /// `<stack>_<service>`.
+        name: String,
+        /// Keep following new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines of each replica (or `all`).
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show each line's time.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// Do not prefix lines with their replica and member.
+        #[arg(long)]
+        no_task_ids: bool,
     },
     /// Set replicated services' replicas: `SERVICE=REPLICAS`…
     Scale {
@@ -239,6 +257,31 @@ pub async fn service(client: &Client, cmd: ServiceCommand) -> anyhow::Result<Exi
         ServiceCommand::Ps { name, json } => {
             let tasks: Vec<Task> = client.json(Method::GET, &format!("/v1/services/{}/tasks", q(&name)), None::<&()>).await?;
             if json { print_json(&tasks)? } else { print!("{}", tasks_table(&tasks)) }
+        }
+        ServiceCommand::Logs { name, follow, tail, timestamps, no_task_ids } => {
+            let mut url = format!("/v1/services/{}/logs?follow={follow}", q(&name));
+            if tail != "all" {
+                let n: usize = tail.parse().with_context(|| format!("--tail {tail:?}: use a number or all"))?;
+                url.push_str(&format!("&tail={n}"));
+            }
+            let resp = client.send_ok(Method::GET, &url, None, atoll_api::client::empty()).await?;
+            let mut failed = false;
+            crate::containers::each_line::<ServiceLogLine>(resp.into_body(), |l| {
+                let prefix = if no_task_ids { String::new() } else { format!("{}@{}    | ", l.task, l.node) };
+                match (&l.line, &l.error) {
+                    (Some(line), _) => crate::containers::print_line(line, timestamps, &prefix),
+                    (None, Some(e)) => {
+                        failed = true;
+                        eprintln!("error from {}: {e}", l.node);
+                    }
+                    (None, None) => {}
+                }
+            })
+            .await?;
+            // docker service logs exits non-zero when a replica's output could not be read.
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         ServiceCommand::Scale { targets } => {
             let mut parsed = Vec::new();

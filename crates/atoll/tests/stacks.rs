@@ -63,7 +63,7 @@ services:
   web:
     image: localhost/busybox
     stop_grace_period: 1s
-    command: [sh, -c, 'mkdir -p /www && echo served-by-$$(hostname) > /www/index.html && head -c 300000 /dev/zero > /www/big && exec httpd -f -p 8080 -h /www']
+    command: [sh, -c, 'echo web-up && mkdir -p /www && echo served-by-$$(hostname) > /www/index.html && head -c 300000 /dev/zero > /www/big && exec httpd -f -p 8080 -h /www']
     networks: [default, back]
     deploy:
       replicas: 2
@@ -73,7 +73,7 @@ services:
   edge:
     image: localhost/busybox
     stop_grace_period: 1s
-    command: [sleep, '1d']
+    command: [sh, -c, 'echo edge-up && exec sleep 1d']
     deploy:
       mode: global
       placement:
@@ -167,6 +167,18 @@ fn a_stack_is_placed_by_its_constraints_and_runs_on_the_hosts_it_names() {
     let r = exec_in(&island, "vps1", "spy", "spy_spy", &["nslookup", "web"]);
     assert!(looked_up(&r.stdout).is_empty(), "another stack's DNS names web: {}", r.stdout);
     island.ok("vps1", &["stack", "rm", "spy"]);
+
+    // A service's output, from every member that runs it (here: vps1's own and vps2's).
+    let logs = island.ok("vps1", &["service", "logs", "blog_edge"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    for node in ["vps1", "vps2"] {
+        assert!(lines.iter().any(|l| l.contains(&format!("@{node}")) && l.ends_with("| edge-up")), "{node}: {logs}");
+    }
+    let logs = island.ok("home1", &["service", "logs", "--tail", "1", "--no-task-ids", "blog_web"]);
+    assert_eq!(logs, "web-up\nweb-up\n");
+    let r = island.cli("vps1", &["service", "logs", "blog_nosuch"]);
+    assert!(!r.ok() && r.stderr.contains("blog_nosuch"), "{}", r.stderr);
     // A replica stopped by hand runs again (found by QA: it stayed down).
     let replica = running_here(&island, "home1", "blog").remove(0);
     island.ok("home1", &["stop", "-t", "0", &replica]);
@@ -206,6 +218,11 @@ fn a_stack_is_placed_by_its_constraints_and_runs_on_the_hosts_it_names() {
     let broken = write(scratch.path(), "broken.yaml", "services:\n  x:\n    image: [\n");
     let r = island.cli("home2", &["stack", "deploy", "-c", &broken, "broken"]);
     assert!(!r.ok() && r.stderr.contains("broken.yaml"), "{}", r.stderr);
+    // An image reference no registry could hold, before any replica tries it.
+    let bad_image = write(scratch.path(), "bad-image.yaml", "services:\n  x:\n    image: 'Not/An:Image:At:All'\n");
+    let r = island.cli("home2", &["stack", "deploy", "-c", &bad_image, "badimage"]);
+    assert!(!r.ok() && r.stderr.contains("service \"x\": image"), "{}", r.stderr);
+    assert!(!island.ok("vps1", &["stack", "ls"]).contains("badimage"));
     let r = island.cli("home2", &["stack", "rm", "nosuch"]);
     assert!(!r.ok() && r.stderr.contains("no such stack: nosuch"), "{}", r.stderr);
 

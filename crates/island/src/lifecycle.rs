@@ -192,7 +192,13 @@ impl Manager {
             paths,
             store,
             authority,
-            tls: Tls { control: placeholder(), join: placeholder(), client: shared, long_client: RwLock::new(client) },
+            tls: Tls {
+                control: placeholder(),
+                join: placeholder(),
+                client: shared,
+                long_client: RwLock::new(client.clone()),
+                stream_client: RwLock::new(client),
+            },
             mesh: tokio::sync::Mutex::new(None),
             seen: Mutex::new(BTreeMap::new()),
             write: tokio::sync::Mutex::new(()),
@@ -226,7 +232,8 @@ impl Manager {
         let client = atoll_pki::tls::client_config(ca, Some((&cert, &key)), &crls)?;
         *self.tls.client.write().unwrap_or_else(|p| p.into_inner()) = transport::client(client.clone(), Duration::from_secs(15))?;
         *self.tls.long_client.write().unwrap_or_else(|p| p.into_inner()) =
-            transport::client(client, crate::proto::STATE_WAIT + Duration::from_secs(10))?;
+            transport::client(client.clone(), crate::proto::STATE_WAIT + Duration::from_secs(10))?;
+        *self.tls.stream_client.write().unwrap_or_else(|p| p.into_inner()) = transport::stream_client(client)?;
         if let Ok(info) = atoll_pki::CertInfo::parse(&cert) {
             let mut r = self.renewal.lock().unwrap();
             r.not_after = Some(info.not_after);

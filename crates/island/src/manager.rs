@@ -59,6 +59,18 @@ pub struct Config {
     pub nebula_cert: PathBuf,
     /// The container pool, which the mesh prefix must not overlap.
     pub container_pool: Ipv4Net,
+    /// Where the control plane reads this member's stack replicas' output for other members
+    /// (set once the engine exists; shared by every copy of this config).
+    pub logs: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn LogSource>>>,
+}
+
+/// This member's stack replicas' output, for `service logs` run on another member: the node
+/// engine, which this crate does not know.
+pub trait LogSource: Send + Sync + std::fmt::Debug {
+    /// The output of stack replica `container` as newline-delimited JSON log lines (its last
+    /// `tail` lines, or all; with `follow`, until it stops). Why not, in words, if it is no
+    /// stack replica here.
+    fn logs(&self, container: &str, tail: Option<usize>, follow: bool) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, String>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +304,8 @@ pub(crate) struct Tls {
     pub join: SharedConfig,
     pub client: crate::consensus::SharedClient,
     pub long_client: RwLock<reqwest::Client>,
+    /// Without an overall timeout, for streams that last (followed logs).
+    pub stream_client: RwLock<reqwest::Client>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -441,6 +455,35 @@ impl Manager {
 
     pub(crate) fn client(&self) -> reqwest::Client {
         self.tls.client.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The output of stack replica `container` on member `node` (a name or ID): the answer of
+    /// its control plane, newline-delimited JSON log lines to read as they come.
+    pub async fn member_logs(
+        &self,
+        node: &str,
+        container: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<reqwest::Response, IslandError> {
+        let state = self.state();
+        let m = state.find(node).ok_or_else(|| IslandError::UnknownNode(node.to_owned()))?;
+        let url = format!("https://{}:{}{}", m.mesh_ip, state.island.control_port, crate::proto::LOGS);
+        let client = if follow { self.tls.stream_client.read().unwrap_or_else(|p| p.into_inner()).clone() } else { self.client() };
+        let query = crate::proto::LogsQuery { container: container.to_owned(), tail, follow };
+        let resp = client
+            .get(&url)
+            .query(&query)
+            .send()
+            .await
+            .map_err(|source| crate::transport::TransportError::Connect { url: url.clone(), source })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let problem = serde_json::from_str(&text).unwrap_or(crate::proto::Problem { message: text, causes: vec![] });
+        Err(crate::transport::TransportError::Refused { url, status, problem }.into())
     }
 
     /// Applies `changes` on the CA host: under one lock, all or none, saved before anyone

@@ -37,6 +37,9 @@ pub const RAFT_READ: &str = "/island/v1/raft/read";
 pub const RAFT_STATUS: &str = "/island/v1/raft/status";
 /// `GET` → `204`: the leader asks every member, to know which are up.
 pub const PING: &str = "/island/v1/ping";
+/// A stack replica's output on the member that runs it (`service logs`): `GET` with
+/// [`LogsQuery`], newline-delimited JSON log lines.
+pub const LOGS: &str = "/island/v1/logs";
 
 /// A member's answer to a ping: what its build reads (`atoll_state::schema`). Builds before
 /// schemas answered `204 No Content`, and read schema 1.
@@ -160,4 +163,14 @@ mod tests {
         let pong: Pong = serde_json::from_str(r#"{"schema_reads":3}"#).unwrap();
         assert_eq!(pong.schema_reads, 3);
     }
+}
+
+/// Which replica's output, how much, and whether to follow it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsQuery {
+    pub container: String,
+    #[serde(default)]
+    pub tail: Option<usize>,
+    #[serde(default)]
+    pub follow: bool,
 }

@@ -91,6 +91,7 @@ pub fn control(m: Arc<Manager>) -> Router {
         .route(proto::RAFT_READ, routing::get(raft_read))
         .route(proto::RAFT_STATUS, routing::get(raft_status))
         .route(proto::PING, routing::get(ping))
+        .route(proto::LOGS, routing::get(logs))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .merge(raft)
         .with_state(m)
@@ -221,6 +222,16 @@ async fn raft_status(State(m): M, Extension(peer): Extension<Peer>) -> Result<Js
 async fn ping(Extension(peer): Extension<Peer>) -> Result<Json<proto::Pong>, Refusal> {
     certified(&peer)?;
     Ok(Json(proto::Pong { schema_reads: atoll_state::schema::SCHEMA }))
+}
+
+/// A stack replica's output here, for `service logs` on another member.
+async fn logs(State(m): M, Extension(peer): Extension<Peer>, Query(q): Query<proto::LogsQuery>) -> Result<Response, Refusal> {
+    member(&m, &peer)?;
+    let source = m.cfg.logs.get().ok_or_else(|| refuse(StatusCode::SERVICE_UNAVAILABLE, "this member's engine is not up yet"))?;
+    let rx = source.logs(&q.container, q.tail, q.follow).map_err(|why| refuse(StatusCode::NOT_FOUND, why))?;
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx)) });
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream)).into_response())
 }
 
 async fn handle_join(State(m): M, Json(req): Json<JoinRequest>) -> Result<Json<JoinResponse>, Refusal> {

@@ -159,6 +159,17 @@ pub fn client(config: rustls::ClientConfig, timeout: Duration) -> Result<reqwest
         .map_err(TransportError::Client)
 }
 
+/// The same without an overall timeout (only to connect), for answers that stream as long as
+/// the caller reads.
+pub fn stream_client(config: rustls::ClientConfig) -> Result<reqwest::Client, TransportError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .connect_timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .map_err(TransportError::Client)
+}
+
 /// `POST url` with `body` as JSON; the answer as `R`, or the other side's problem.
 pub async fn post<B: Serialize, R: DeserializeOwned>(client: &reqwest::Client, url: &str, body: &B) -> Result<R, TransportError> {
     let resp = client.post(url).json(body).send().await.map_err(|source| TransportError::Connect { url: url.to_owned(), source })?;

@@ -209,6 +209,7 @@ impl Agent {
             let at_gen = containers.iter().find(|c| label(c, LABEL_ALLOCATION) == Some(name) && generation_of(c) == a.generation);
             let any = containers.iter().any(|c| label(c, LABEL_ALLOCATION) == Some(name.as_str()));
             let mut addresses = BTreeMap::new();
+            let mut healthy = None;
             let (state, container, error) = match a.desired {
                 Desired::Shutdown if !any && !busy.contains(name) => (TaskState::Shutdown, None, None),
                 Desired::Shutdown => continue,
@@ -217,6 +218,7 @@ impl Agent {
                         let (s, e) = task_state(c);
                         if s == TaskState::Running {
                             addresses = c.endpoints.iter().map(|e| (e.network.clone(), e.ipv4)).collect();
+                            healthy = c.health.as_ref().map(|h| h.status == atoll_spec::health::HealthStatus::Healthy);
                         }
                         (s, Some(c.name.clone()), e)
                     }
@@ -227,7 +229,12 @@ impl Agent {
                 },
             };
             let same = current.is_some_and(|(t, _)| {
-                t.state == state && t.generation == a.generation && t.container == container && t.error == error && t.addresses == addresses
+                t.state == state
+                    && t.generation == a.generation
+                    && t.container == container
+                    && t.error == error
+                    && t.addresses == addresses
+                    && t.healthy == healthy
             });
             if !same {
                 let t = TaskStatus {
@@ -238,6 +245,7 @@ impl Agent {
                     error,
                     since: now,
                     addresses,
+                    healthy,
                     extra: Default::default(),
                 };
                 ops.push(desired::put(&t, current.map_or(Expect::Absent, |(_, v)| Expect::Version(*v))));
@@ -399,6 +407,8 @@ pub fn remote_endpoints(me: &str, records: &Records) -> atoll_net::overlay::Remo
             let mut names: Vec<String> =
                 std::iter::once(container_name(a)).chain(att.aliases.iter().cloned()).map(|n| n.to_ascii_lowercase()).collect();
             names.dedup();
+            // A replica whose health check has not passed is reachable, but not named.
+            let names = if t.healthy == Some(false) { Vec::new() } else { names };
             out.entry(att.network.clone()).or_default().push(atoll_net::overlay::RemoteEndpoint { names, ipv4: *ip });
         }
     }
@@ -473,6 +483,68 @@ async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What another member's agent hands its networking: other members' running replicas at
+    /// their generation, under the service's names (none while their health check has not
+    /// passed), per network.
+    #[test]
+    fn remote_endpoints_are_other_members_running_replicas_under_their_names() {
+        use atoll_state::desired::{Mode, UpdateConfig};
+        let svc = Service {
+            stack: "blog".into(),
+            name: "web".into(),
+            mode: Mode::Replicated,
+            replicas: 4,
+            spec: serde_json::json!({"image": "x", "networks": [{"network": "blog_default", "aliases": ["web"]}]}),
+            constraints: vec![],
+            max_replicas_per_node: None,
+            labels: Default::default(),
+            generation: 1,
+            reservations: Resources::default(),
+            update_config: UpdateConfig::default(),
+            pinned: false,
+            previous: None,
+            update_status: None,
+            extra: Default::default(),
+        };
+        let mut r = Records { services: vec![(svc, 1)], ..Default::default() };
+        // Slot 1 here; 2 elsewhere, running; 3 elsewhere, unhealthy; 4 elsewhere, at an old generation.
+        for (slot, node, state, healthy, generation) in [
+            ("1", "me", TaskState::Running, None, 1),
+            ("2", "b", TaskState::Running, Some(true), 1),
+            ("3", "c", TaskState::Running, Some(false), 1),
+            ("4", "d", TaskState::Running, None, 0),
+        ] {
+            let a = Allocation {
+                service: "blog_web".into(),
+                slot: slot.into(),
+                node: node.into(),
+                desired: Desired::Running,
+                generation: 1,
+                reservations: Resources::default(),
+                extra: Default::default(),
+            };
+            let t = TaskStatus {
+                alloc: Kind::name(&a),
+                generation,
+                state,
+                container: Some(container_name(&a)),
+                error: None,
+                since: 0,
+                addresses: BTreeMap::from([("blog_default".to_owned(), std::net::Ipv4Addr::new(10, 128, 0, slot.parse().unwrap()))]),
+                healthy,
+                extra: Default::default(),
+            };
+            r.tasks.insert(t.alloc.clone(), (t, 1));
+            r.allocations.push((a, 1));
+        }
+        let remote = remote_endpoints("me", &r);
+        let net = &remote["blog_default"];
+        let ips: Vec<String> = net.iter().map(|e| e.ipv4.to_string()).collect();
+        assert_eq!(ips, ["10.128.0.2", "10.128.0.3"]);
+        assert_eq!(net[0].names, ["blog_web.2.1", "web", "blog_web", "tasks.web", "tasks.blog_web"]);
+        assert!(net[1].names.is_empty(), "not named while unhealthy: {:?}", net[1].names);
+    }
 
     #[test]
     fn failed_starts_are_retried_with_a_capped_backoff() {

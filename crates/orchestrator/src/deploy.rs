@@ -198,10 +198,10 @@ pub fn check(stack: &str, req: &StackDeploy) -> Result<(), DeployError> {
         if let Err(e) = n.validate() {
             problems.push(format!("network {:?}: {e}", n.name));
         }
-        // Each member gives a stack network its own /24 of its slice of the island's pool.
+        // Each member takes its own /26 of the network's prefix in the island's stack pool.
         if !n.subnets.is_empty() {
             problems.push(format!(
-                "network {:?}: a stack network's subnets come from the island's stack pool (a /24 on each member): remove its ipam subnets",
+                "network {:?}: a stack network's subnets come from the island's stack pool (a /26 on each member): remove its ipam subnets",
                 n.name
             ));
         }

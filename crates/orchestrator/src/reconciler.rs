@@ -288,6 +288,7 @@ mod tests {
                 error: None,
                 since: 0,
                 addresses: Default::default(),
+                healthy: None,
                 extra: Default::default(),
             };
             r.tasks.insert(t.alloc.clone(), (t, 1));

@@ -289,6 +289,10 @@ pub struct TaskStatus {
     /// answers with them, and their firewalls admit them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub addresses: BTreeMap<String, std::net::Ipv4Addr>,
+    /// What its health check says: none without one, `false` while starting or unhealthy
+    /// (DNS leaves it out then, as Swarm's does a task that is not yet running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
