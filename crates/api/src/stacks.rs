@@ -37,6 +37,7 @@ impl From<DeployError> for ApiError {
 /// look: the leader's reconciler and this member's agent, each as soon as the replica changes
 /// (and at least twice a second: liveness and containers change outside it).
 pub async fn run_stacks(state: Arc<AppState>, cfg: atoll_orchestrator::reconciler::Config) {
+    let down_after = cfg.down_after;
     let reconciling = {
         let state = state.clone();
         async move {
@@ -59,7 +60,7 @@ pub async fn run_stacks(state: Arc<AppState>, cfg: atoll_orchestrator::reconcile
     };
     let running = async move {
         let slot: &IslandSlot = &state.island;
-        let agent = atoll_orchestrator::agent::Agent::new(state.engine.clone());
+        let agent = atoll_orchestrator::agent::Agent::new(state.engine.clone(), down_after);
         let mut seen = 0;
         loop {
             let Some(m) = slot.manager.read().await.clone() else {

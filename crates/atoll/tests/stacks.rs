@@ -250,10 +250,14 @@ fn a_dead_hosts_replicas_run_elsewhere_and_stop_there_when_it_returns() {
     let file = write(
         scratch.path(),
         "compose.yaml",
-        "services:\n  web:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      placement: {max_replicas_per_node: 1, constraints: [node.hostname != vps1]}\n",
+        "services:\n  web:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      placement: {max_replicas_per_node: 1, constraints: [node.hostname != vps1]}\n  \
+         lock:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    deploy:\n      replicas: 2\n      labels: {atoll.exclusive: 'true'}\n      placement: {max_replicas_per_node: 1, constraints: [node.hostname != vps1]}\n",
     );
     island.ok("vps1", &["stack", "deploy", "-c", &file, "app"]);
-    wait_for(60, "two replicas", || placement(&island, "vps1", "app").get("app_web").is_some_and(|n| n.len() == 2));
+    wait_for(60, "two replicas of each", || {
+        let p = placement(&island, "vps1", "app");
+        ["app_web", "app_lock"].iter().all(|s| p.get(*s).is_some_and(|n| n.len() == 2))
+    });
     // vps1 leads (it founded the island and runs no replica): kill a host running one.
     let victim = placement(&island, "vps1", "app")["app_web"][0].clone();
     let started = Instant::now();
@@ -264,6 +268,13 @@ fn a_dead_hosts_replicas_run_elsewhere_and_stop_there_when_it_returns() {
     });
     let took = started.elapsed();
     eprintln!("failover: {victim}'s replica ran elsewhere after {:.1} s", took.as_secs_f64());
+    // The exclusive service's replica runs elsewhere too, and by then the cut-off host has
+    // stopped its own (while it still runs the other service's: exclusive is opt-in).
+    wait_for(30, "the exclusive replica to run elsewhere", || {
+        placement(&island, "vps1", "app").get("app_lock").is_some_and(|n| n.len() == 2 && !n.contains(&victim))
+    });
+    let left = running_here(&island, &victim, "app");
+    assert!(left.iter().all(|c| !c.starts_with("app_lock")) && left.iter().any(|c| c.starts_with("app_web")), "{victim} runs {left:?}");
     let ps_now = ps(&island, "vps1", "app");
     assert!(
         ps_now.iter().any(|t| t["node"] == victim.as_str() && t["current_state"] == "unknown"),

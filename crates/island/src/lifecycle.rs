@@ -206,6 +206,7 @@ impl Manager {
             tasks: Mutex::new(Vec::new()),
             renewal: Mutex::new(RenewStatus::default()),
             reopen: Default::default(),
+            pinged: Mutex::new(std::time::Instant::now()),
             consensus,
         });
         m.rebuild_tls()?;

@@ -335,6 +335,8 @@ pub struct Manager {
     /// Set when this member must be opened again (its Raft store is from before a recovery of
     /// the island: [`Manager::reopen`] re-syncs it).
     pub(crate) reopen: std::sync::atomic::AtomicBool,
+    /// When the leader last pinged this member (at first: when this member opened).
+    pub(crate) pinged: Mutex<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Manager {

@@ -219,8 +219,11 @@ async fn raft_status(State(m): M, Extension(peer): Extension<Peer>) -> Result<Js
     Ok(Json(m.consensus.local_status()))
 }
 
-async fn ping(Extension(peer): Extension<Peer>) -> Result<Json<proto::Pong>, Refusal> {
+async fn ping(State(m): M, Extension(peer): Extension<Peer>) -> Result<Json<proto::Pong>, Refusal> {
     certified(&peer)?;
+    if let Some(caller) = &peer.0 {
+        m.pinged_by(caller);
+    }
     Ok(Json(proto::Pong { schema_reads: atoll_state::schema::SCHEMA }))
 }
 

@@ -37,6 +37,20 @@ impl Manager {
         m.state == ServerState::Leader && self.consensus.leader() == Some(self.consensus.id)
     }
 
+    /// How long this member has been cut off from the leader: zero while it leads, else the
+    /// time since the leader last pinged it (the leader pings every member each second, and
+    /// declares one down after its `--failover-after` of silence).
+    pub fn cut_off_for(&self) -> Duration {
+        if self.leads() { Duration::ZERO } else { self.pinged.lock().unwrap().elapsed() }
+    }
+
+    /// Notes a ping from `caller` (a node ID): from the leader, this member is not cut off.
+    pub(crate) fn pinged_by(&self, caller: &str) {
+        if self.consensus.leader() == Some(raft_id(caller)) {
+            *self.pinged.lock().unwrap() = Instant::now();
+        }
+    }
+
     /// While this member leads: how long each member (by id) has been silent, from its pings
     /// (counted from when this member started leading for one never heard since; zero for this
     /// member). `None` when it does not lead.

@@ -6,7 +6,8 @@
 //!
 //! Checked every round: the plan's result keeps every invariant (`check::violations`),
 //! leaves nothing placeable unplaced, is its own fixed point; no slot runs on two reachable
-//! members; a member runs only allocations the state gives it at the generation the state says
+//! members, and no slot of an exclusive service on two members at all (a member cut off stops
+//! those before the leader moves them: the agent's fence); a member runs only allocations the state gives it at the generation the state says
 //! (a returning member stops what was moved away); stopped records remain only on members that
 //! are down. A failing seed prints itself; `SCHED_SIM_SEED=N` replays one, `SCHED_SIM_SEEDS=N`
 //! runs more (a soak); a replayed seed gives the identical history.
@@ -24,6 +25,7 @@ type Containers = BTreeSet<(String, String, u64)>;
 #[derive(Default, Debug)]
 struct Tally {
     moved_off_down: usize,
+    fenced: usize,
     moved_off_drained: usize,
     returned_and_stopped: usize,
     pending_rounds: usize,
@@ -40,7 +42,7 @@ fn run(seed: u64, rounds: usize) -> Result<(u64, Tally), String> {
     let mut tally = Tally::default();
     for round in 0..rounds {
         let at = |what: String| format!("seed {seed}, round {round}: {what}");
-        event(&mut rng, &mut nodes, &mut services, &mut next_service, &mut hosts);
+        tally.fenced += event(&mut rng, &mut nodes, &mut services, &mut next_service, &mut hosts);
 
         // the leader
         let p = plan(&services, &allocs, &nodes);
@@ -92,6 +94,16 @@ fn run(seed: u64, rounds: usize) -> Result<(u64, Tally), String> {
                 }
             }
         }
+        // Exclusive services: one copy of a slot, counting cut-off members too.
+        let exclusive: std::collections::BTreeSet<&str> = services.iter().filter(|s| s.exclusive()).map(|s| s.name.as_str()).collect();
+        let mut anywhere: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+        for (node, held) in &hosts {
+            for (service, slot, _) in held.iter().filter(|(s, _, _)| exclusive.contains(short(s))) {
+                if let Some(other) = anywhere.insert((service, slot), node) {
+                    return Err(at(format!("exclusive {service}.{slot} runs on both {other} and {node}")));
+                }
+            }
+        }
         if let Some(a) =
             allocs.iter().find(|a| a.desired == Desired::Shutdown && nodes.iter().any(|n| n.id == a.node && n.state != NodeState::Down))
         {
@@ -102,20 +114,35 @@ fn run(seed: u64, rounds: usize) -> Result<(u64, Tally), String> {
     Ok((history.finish(), tally))
 }
 
+/// A service's name without its stack (allocations name `<stack>_<name>`).
+fn short(full: &str) -> &str {
+    full.split_once('_').map_or(full, |(_, n)| n)
+}
+
+/// One event; returns how many exclusive replicas a cut-off member stopped.
 fn event(
     rng: &mut fastrand::Rng,
     nodes: &mut [Node],
     services: &mut Vec<Service>,
     next: &mut usize,
     hosts: &mut BTreeMap<String, Containers>,
-) {
+) -> usize {
     let n = rng.usize(..nodes.len());
     match rng.u8(..11) {
         0 | 1 if nodes[n].state != NodeState::Down => {
             nodes[n].state = NodeState::Down;
             if rng.bool() {
-                // it crashed: its containers died with it (else it is cut off, still running them)
+                // it crashed: its containers died with it
                 hosts.insert(nodes[n].id.clone(), Containers::new());
+            } else {
+                // it is cut off, still running them, but its agent stops the exclusive ones
+                // before the leader declares it down (`agent::fence_after`)
+                let exclusive: std::collections::BTreeSet<&str> =
+                    services.iter().filter(|s| s.exclusive()).map(|s| s.name.as_str()).collect();
+                let held = hosts.entry(nodes[n].id.clone()).or_default();
+                let before = held.len();
+                held.retain(|(s, _, _)| !exclusive.contains(short(s)));
+                return before - held.len();
             }
         }
         0..=2 => {
@@ -151,6 +178,7 @@ fn event(
         }
         _ => {}
     }
+    0
 }
 
 fn seeds() -> Vec<u64> {
@@ -168,6 +196,7 @@ fn scheduling_keeps_its_invariants_as_members_die_return_and_drain() {
     for seed in seeds() {
         let (_, t) = run(seed, 150).unwrap_or_else(|e| panic!("{e}\nreplay: SCHED_SIM_SEED={seed} cargo test -p atoll-sched --test sim"));
         total.moved_off_down += t.moved_off_down;
+        total.fenced += t.fenced;
         total.moved_off_drained += t.moved_off_drained;
         total.returned_and_stopped += t.returned_and_stopped;
         total.pending_rounds += t.pending_rounds;
@@ -175,8 +204,11 @@ fn scheduling_keeps_its_invariants_as_members_die_return_and_drain() {
     }
     // the simulation reaches what it claims to check
     if std::env::var("SCHED_SIM_SEED").is_err() {
-        let Tally { moved_off_down, moved_off_drained, returned_and_stopped, pending_rounds, updates } = total;
-        assert!(moved_off_down > 0 && moved_off_drained > 0 && returned_and_stopped > 0 && pending_rounds > 0 && updates > 0, "{total:?}");
+        let Tally { moved_off_down, fenced, moved_off_drained, returned_and_stopped, pending_rounds, updates } = total;
+        assert!(
+            moved_off_down > 0 && fenced > 0 && moved_off_drained > 0 && returned_and_stopped > 0 && pending_rounds > 0 && updates > 0,
+            "{total:?}"
+        );
     }
 }
 

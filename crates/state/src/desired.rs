@@ -130,6 +130,13 @@ pub struct Resources {
     pub memory_bytes: u64,
 }
 
+/// The `deploy.labels` key that makes a service's replicas exclusive when set to `"true"`: a
+/// member cut off from the leader stops them before the leader would start them elsewhere,
+/// so that never two copies of one replica run, even across a partition (Nomad's
+/// `stop_after_client_disconnect`). The price: when no leader can be elected, they stop
+/// everywhere. Off by default, as in Swarm, Nomad and Kubernetes.
+pub const LABEL_EXCLUSIVE: &str = "atoll.exclusive";
+
 /// A service of a stack (Swarm's service, `<stack>_<name>`): what each of its replicas runs
 /// and where they may run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +180,13 @@ pub struct Service {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+impl Service {
+    /// Whether its replicas are exclusive ([`LABEL_EXCLUSIVE`]).
+    pub fn exclusive(&self) -> bool {
+        self.labels.get(LABEL_EXCLUSIVE).is_some_and(|v| v == "true")
+    }
+}
+
 kind!(Service, "service", |r| format!("{}_{}", r.stack, r.name));
 
 /// A service's spec and reservations at an earlier generation.

@@ -52,7 +52,11 @@ pub fn service(rng: &mut fastrand::Rng, i: usize, max_replicas: u32) -> Service 
         spec: serde_json::json!({}),
         constraints,
         max_replicas_per_node: if rng.u8(..4) == 0 { Some(rng.u32(1..=2)) } else { None },
-        labels: BTreeMap::new(),
+        labels: if rng.u8(..3) == 0 {
+            BTreeMap::from([(atoll_state::desired::LABEL_EXCLUSIVE.to_owned(), "true".to_owned())])
+        } else {
+            BTreeMap::new()
+        },
         generation: 1,
         reservations: Resources { nano_cpus: rng.u64(0..=4) * CPU / 4, memory_bytes: rng.u64(0..=8) * GIB / 8 },
         update_config: Default::default(),
