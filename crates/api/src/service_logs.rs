@@ -137,9 +137,15 @@ impl Label {
         self.send(None, Some(why)).await;
     }
 
-    /// Lines of `LogLine` JSON, one per message, labelled.
+    /// Lines of `LogLine` JSON, one per message, labelled; until they end or the client
+    /// leaves (a quiet replica would otherwise keep its reader polling).
     async fn relay_local(self, mut lines: Receiver<bytes::Bytes>) {
-        while let Some(b) = lines.recv().await {
+        loop {
+            let b = tokio::select! {
+                b = lines.recv() => b,
+                _ = self.tx.closed() => return,
+            };
+            let Some(b) = b else { return };
             let Ok(l) = serde_json::from_slice::<LogLine>(&b) else { continue };
             if !self.send(Some(l), None).await {
                 return;
@@ -151,7 +157,12 @@ impl Label {
     async fn relay_remote(self, resp: reqwest::Response) {
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = body.next().await {
+        loop {
+            let chunk = tokio::select! {
+                c = body.next() => c,
+                _ = self.tx.closed() => return,
+            };
+            let Some(chunk) = chunk else { return };
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {

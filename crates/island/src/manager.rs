@@ -471,7 +471,8 @@ impl Manager {
         let state = self.state();
         let m = state.find(node).ok_or_else(|| IslandError::UnknownNode(node.to_owned()))?;
         let url = format!("https://{}:{}{}", m.mesh_ip, state.island.control_port, crate::proto::LOGS);
-        let client = if follow { self.tls.stream_client.read().unwrap_or_else(|p| p.into_inner()).clone() } else { self.client() };
+        // No overall timeout, even without `follow`: a long output takes as long as it takes.
+        let client = self.tls.stream_client.read().unwrap_or_else(|p| p.into_inner()).clone();
         let query = crate::proto::LogsQuery { container: container.to_owned(), tail, follow };
         let resp = client
             .get(&url)

@@ -310,6 +310,17 @@ impl IslandState {
         })
     }
 
+    /// Gives every member without an overlay index the lowest free one (by member ID order).
+    pub fn give_overlay_indexes(&mut self) {
+        let lacking: Vec<NodeId> = self.members.values().filter(|m| m.overlay_index.is_none()).map(|m| m.id.clone()).collect();
+        for id in lacking {
+            let index = self.next_overlay_index();
+            if let Some(m) = self.members.get_mut(&id) {
+                m.overlay_index = index;
+            }
+        }
+    }
+
     /// The lowest overlay index no member has.
     pub fn next_overlay_index(&self) -> Option<u16> {
         let taken: std::collections::BTreeSet<u16> = self.members.values().filter_map(|m| m.overlay_index).collect();
@@ -431,13 +442,11 @@ impl IslandState {
                 m.role = if public.is_empty() { Role::Member } else { Role::Lighthouse };
             }
             Change::Version { id, version } => {
-                let index = self.next_overlay_index();
                 let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;
                 m.version.clone_from(version);
-                // A member of an island made before stack networks gets its index now.
-                if m.overlay_index.is_none() {
-                    m.overlay_index = index;
-                }
+                // Members of an island made before stack networks (the CA host included) get
+                // their indexes now.
+                self.give_overlay_indexes();
             }
             Change::Crl { pem } => self.crl = Some(pem.clone()),
         }
@@ -548,9 +557,12 @@ pub(crate) mod tests {
             assert_eq!(s.members[id].overlay_index, Some(i as u16 + 1));
         }
         s.apply(&Change::Remove { id: "n2".into(), now: 10 }).unwrap();
+        // An island from before: the CA host (n1) and n3 have none; any member's version
+        // report gives both (review: the CA host never reports its own).
+        s.members.get_mut("n1").unwrap().overlay_index = None;
         s.members.get_mut("n3").unwrap().overlay_index = None;
         s.apply(&Change::Version { id: "n3".into(), version: "2".into() }).unwrap();
-        assert_eq!(s.members["n3"].overlay_index, Some(1), "the lowest free");
+        assert_eq!((s.members["n1"].overlay_index, s.members["n3"].overlay_index), (Some(0), Some(1)), "the lowest free");
         assert_eq!(member_slice("10.128.0.0/19".parse().unwrap(), 1), Some("10.128.0.64/26".parse().unwrap()));
         assert_eq!(member_slice("10.128.0.0/19".parse().unwrap(), MAX_OVERLAY_MEMBERS), None);
     }

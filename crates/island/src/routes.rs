@@ -402,7 +402,10 @@ async fn heartbeat(
 ) -> Result<Json<std::collections::BTreeMap<String, i64>>, Refusal> {
     let caller = member(&m, &peer)?;
     m.seen.lock().unwrap().insert(caller.id.clone(), unix_now());
-    if m.is_ca_host() && caller.version != beat.version {
+    // A new version, or members without an overlay index (an island from before stack
+    // networks, whose CA host never heartbeats itself): the CA host records it.
+    let lacking = m.state().members.values().any(|x| x.overlay_index.is_none());
+    if m.is_ca_host() && (caller.version != beat.version || lacking) {
         m.commit(&[Change::Version { id: caller.id, version: beat.version }]).await?;
     }
     let mut seen = m.seen.lock().unwrap().clone();

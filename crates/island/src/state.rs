@@ -41,7 +41,12 @@ impl Manager {
     /// time since the leader last pinged it (the leader pings every member each second, and
     /// declares one down after its `--failover-after` of silence).
     pub fn cut_off_for(&self) -> Duration {
-        if self.leads() { Duration::ZERO } else { self.pinged.lock().unwrap().elapsed() }
+        let mut pinged = self.pinged.lock().unwrap();
+        if self.leads() {
+            // Leading counts as hearing the leader: stepping down starts the clock afresh.
+            *pinged = Instant::now();
+        }
+        pinged.elapsed()
     }
 
     /// Notes a ping from `caller` (a node ID): from the leader, this member is not cut off.

@@ -165,6 +165,11 @@ pub fn stream_client(config: rustls::ClientConfig) -> Result<reqwest::Client, Tr
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .connect_timeout(Duration::from_secs(5))
+        // A member that dies mid-stream is noticed (HTTP/2 pings unanswered), not waited on.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_while_idle(true)
+        .tcp_keepalive(Duration::from_secs(15))
         .no_proxy()
         .build()
         .map_err(TransportError::Client)

@@ -129,6 +129,11 @@ impl Networks {
         let default_bridge = st.find(DEFAULT_NETWORK).map(|n| n.bridge.clone()).ok();
         st.default_warm = self.nl.links().await?.iter().any(|l| Some(&l.name) == default_bridge.as_ref());
         self.remove_leftover_links(&st).await?;
+        // The island's overlay comes back with the agent's first look (nothing here says
+        // whether it should): a device left by an earlier run would listen meanwhile.
+        if st.overlay.is_none() {
+            self.nl.delete(crate::overlay::DEV).await?;
+        }
         let existing: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
         for id in &ids {
             let o = &st.owners[id];

@@ -157,8 +157,10 @@ pub fn render(rules: &Ruleset) -> String {
             let _ = writeln!(s, "\t\tiifname \"{}\" oifname \"{}\" ip saddr {{ {set} }} accept", o.dev, b.bridge);
             let _ = writeln!(s, "\t\tiifname \"{}\" oifname \"{}\" ip daddr {{ {set} }} accept", b.bridge, o.dev);
         }
-        // Nothing else comes in through the overlay.
+        // Nothing else comes in through the overlay, or goes out into it (another stack's
+        // container sending with a replica's address).
         let _ = writeln!(s, "\t\tiifname \"{}\" ct state != established,related drop", o.dev);
+        let _ = writeln!(s, "\t\toifname \"{}\" ct state != established,related drop", o.dev);
     }
     for b in rules.bridges.iter().filter(|b| b.internal) {
         let _ = writeln!(s, "\t\tiifname \"{0}\" oifname != \"{0}\" drop", b.bridge);
@@ -197,6 +199,8 @@ pub fn render(rules: &Ruleset) -> String {
         // VXLAN only from the mesh: on any other interface it would let anyone inject packets.
         s.push_str("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
         let _ = writeln!(s, "\t\tudp dport {} iifname != \"{}\" drop", o.port, o.mesh_dev);
+        // Nor does the overlay reach the host's own services (Nebula's firewall guards the mesh).
+        let _ = writeln!(s, "\t\tiifname \"{}\" ct state != established,related drop", o.dev);
         s.push_str("\t}\n");
     }
     s.push_str("}\n");
@@ -454,6 +458,7 @@ mod tests {
             		iifname "atoll-vx" oifname "at-stack000001" ip saddr { 10.128.65.2, 10.128.129.7 } accept
             		iifname "at-stack000001" oifname "atoll-vx" ip daddr { 10.128.65.2, 10.128.129.7 } accept
             		iifname "atoll-vx" ct state != established,related drop
+            		oifname "atoll-vx" ct state != established,related drop
             		iifname "at-stack000001" oifname != "at-stack000001" drop
             		oifname "at-stack000001" iifname != "at-stack000001" drop
             		ct state established,related accept
@@ -464,6 +469,7 @@ mod tests {
             	chain input {
             		type filter hook input priority filter; policy accept;
             		udp dport 4790 iifname != "atoll0" drop
+            		iifname "atoll-vx" ct state != established,related drop
             	}
             }
         "#]]

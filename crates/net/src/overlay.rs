@@ -87,10 +87,11 @@ impl Networks {
         if st.overlay == overlay {
             return Ok(());
         }
-        match (&st.overlay, &overlay) {
-            (_, None) => self.nl.delete(DEV).await?,
-            (Some(old), Some(new)) if old.device() == new.device() => {
-                let index = self.nl.index(DEV).await?.ok_or_else(|| NetError::NotFound(DEV.into()))?;
+        let existing = self.nl.index(DEV).await?;
+        match (&st.overlay, &overlay, existing) {
+            (_, None, _) => self.nl.delete(DEV).await?,
+            // Only the routes changed (a stack network came or went), and the device is there.
+            (Some(old), Some(new), Some(index)) if old.device() == new.device() => {
                 for (dst, via) in old.routes.iter().filter(|r| !new.routes.contains(r)) {
                     self.nl.delete_onlink_route(index, *dst, *via).await?;
                 }
@@ -98,7 +99,7 @@ impl Networks {
                     self.nl.add_onlink_route(index, *dst, *via).await?;
                 }
             }
-            (_, Some(o)) => {
+            (_, Some(o), _) => {
                 // Marked gone first: a failure halfway leaves a device that the next call rebuilds.
                 st.overlay = None;
                 let mtu = o.mesh_mtu.saturating_sub(OVERHEAD);

@@ -63,11 +63,16 @@ pub struct Agent {
 }
 
 /// When a member stops its exclusive replicas, given after how long the leader declares a
-/// silent member down: 5/8 of it (2.5 s of 4 s), which leaves a tick (0.5 s) and a SIGKILL
-/// before the leader starts them elsewhere.
+/// silent member down: 3/4 of it (3 s of 4 s), which leaves a look (0.5 s, its report bounded
+/// by [`REPORT_TIMEOUT`]) and a SIGKILL before the leader starts them elsewhere, and tolerates
+/// a missed ping round (the leader pings each member every 1–2 s).
 pub fn fence_after(down_after: std::time::Duration) -> std::time::Duration {
-    down_after * 5 / 8
+    down_after * 3 / 4
 }
+
+/// The longest a look waits for its report to be written: a member cut off from the leader
+/// must keep looking (and fencing), not wait on a write that cannot commit.
+pub const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What this host offers replicas: every CPU and all of its memory (`MemTotal`).
 pub fn capacity() -> Resources {
@@ -289,7 +294,10 @@ impl Agent {
         self.sync_overlay(m, &records).await;
 
         if !ops.is_empty() {
-            m.propose(Request::Txn { ops }).await?;
+            // Not written in time: the next look computes the report again.
+            if let Ok(r) = tokio::time::timeout(REPORT_TIMEOUT, m.propose(Request::Txn { ops })).await {
+                r?;
+            }
         }
         Ok(())
     }
@@ -378,7 +386,10 @@ impl Agent {
         if let Err(e) = nets.set_overlay(overlay).await {
             tracing::warn!(error = %atoll_node::error_chain(&e), "bringing up the island's overlay");
         }
-        if let Err(e) = nets.set_remote(remote_endpoints(m.id(), records)).await {
+        let state = m.state();
+        let index_of = |node: &str| state.members.get(node).and_then(|x| x.overlay_index);
+        let prefixes: BTreeMap<String, Ipv4Net> = nets.list().await.into_iter().filter_map(|n| Some((n.name, n.overlay4?))).collect();
+        if let Err(e) = nets.set_remote(remote_endpoints(m.id(), records, &prefixes, index_of)).await {
             tracing::warn!(error = %atoll_node::error_chain(&e), "admitting other members' replicas");
         }
     }
@@ -435,9 +446,18 @@ pub fn overlay(state: &atoll_island::model::IslandState, me: &str, prefixes: &[I
     })
 }
 
-/// The running replicas of other members, by network: their address and the names their
-/// container answers to there (its name, and its aliases: the service's names).
-pub fn remote_endpoints(me: &str, records: &Records) -> atoll_net::overlay::Remote {
+/// The running replicas of other members on this member's stack networks (`prefixes`: their
+/// island-wide prefixes by name), by network: their address and the names their container
+/// answers to there (its name, and its aliases: the service's names). Only an address in its
+/// member's slice of the network's prefix (`index_of` gives a member's overlay index) is taken:
+/// addresses on host-local networks (another member's, an older stack's) mean nothing here,
+/// and may even be a local container's.
+pub fn remote_endpoints(
+    me: &str,
+    records: &Records,
+    prefixes: &BTreeMap<String, Ipv4Net>,
+    index_of: impl Fn(&str) -> Option<u16>,
+) -> atoll_net::overlay::Remote {
     let mut out = atoll_net::overlay::Remote::new();
     for (a, _) in &records.allocations {
         if a.node == me || a.desired != Desired::Running {
@@ -449,8 +469,13 @@ pub fn remote_endpoints(me: &str, records: &Records) -> atoll_net::overlay::Remo
         }
         let Some((service, _)) = records.service(&a.service) else { continue };
         let Ok(spec) = replica_spec(service, a) else { continue };
+        let index = index_of(&a.node);
         for att in &spec.networks {
             let Some(ip) = t.addresses.get(&att.network) else { continue };
+            let slice = prefixes.get(&att.network).zip(index).and_then(|(p, i)| atoll_island::model::member_slice(*p, i));
+            if !slice.is_some_and(|s| s.contains(ip)) {
+                continue;
+            }
             let mut names: Vec<String> =
                 std::iter::once(container_name(a)).chain(att.aliases.iter().cloned()).map(|n| n.to_ascii_lowercase()).collect();
             names.dedup();
@@ -485,15 +510,20 @@ async fn start(engine: &Engine, a: &Allocation, service: &Service, stack: &Stack
         else {
             continue;
         };
-        if engine.networks().inspect(&n.name).await.is_ok() {
-            continue;
+        // Its island-wide prefix (given at deploy), and this member's slice of it.
+        let prefix = n.subnets.first().and_then(|s| s.parse::<Ipv4Net>().ok());
+        let slice = prefix.zip(index).and_then(|(p, i)| atoll_island::model::member_slice(p, i));
+        if let Ok((rec, users)) = engine.networks().inspect(&n.name).await {
+            // Made host-local (before this member had an overlay index, or by an older build):
+            // made again from the island's prefix once nothing uses it.
+            if rec.overlay4.is_some() || slice.is_none() || !users.is_empty() || engine.networks().remove(&rec.id).await.is_err() {
+                continue;
+            }
         }
         let mut n = n;
         n.labels.insert(LABEL_STACK.into(), stack.name.clone());
-        // Its island-wide prefix (given at deploy), and this member's slice of it.
-        let prefix = n.subnets.first().and_then(|s| s.parse::<Ipv4Net>().ok());
-        let made = match (prefix, index.and_then(|i| Some((i, atoll_island::model::member_slice(prefix?, i)?)))) {
-            (Some(p), Some((_, slice))) => engine.networks().create_overlay(&n, slice, p).await,
+        let made = match (prefix, slice) {
+            (Some(p), Some(slice)) => engine.networks().create_overlay(&n, slice, p).await,
             // A member without an overlay index: its replicas reach only this host's.
             (Some(_), None) => engine.networks().create(&NetworkSpec { subnets: Vec::new(), ..n.clone() }).await,
             (None, _) => engine.networks().create(&n).await,
@@ -585,10 +615,24 @@ mod tests {
             r.tasks.insert(t.alloc.clone(), (t, 1));
             r.allocations.push((a, 1));
         }
-        let remote = remote_endpoints("me", &r);
+        // Each member's slice of the network's /19 (a /26 per index): b is 0, c is 0 too here,
+        // so that one address is outside its member's slice and left out; d has no index.
+        let prefixes = BTreeMap::from([("blog_default".to_owned(), "10.128.0.0/19".parse::<Ipv4Net>().unwrap())]);
+        let index_of = |n: &str| match n {
+            "b" | "c" => Some(0),
+            "me" => Some(1),
+            _ => None,
+        };
+        let remote = remote_endpoints("me", &r, &prefixes, index_of);
         let net = &remote["blog_default"];
         let ips: Vec<String> = net.iter().map(|e| e.ipv4.to_string()).collect();
         assert_eq!(ips, ["10.128.0.2", "10.128.0.3"]);
+        // Not a stack network here: nothing.
+        assert!(remote_endpoints("me", &r, &BTreeMap::new(), index_of).is_empty());
+        // An address outside its member's slice (a host-local network's, say): left out.
+        let shifted = |n: &str| if n == "c" { Some(5) } else { index_of(n) };
+        let ips: Vec<String> = remote_endpoints("me", &r, &prefixes, shifted)["blog_default"].iter().map(|e| e.ipv4.to_string()).collect();
+        assert_eq!(ips, ["10.128.0.2"]);
         assert_eq!(net[0].names, ["blog_web.2.1", "web", "blog_web", "tasks.web", "tasks.blog_web"]);
         assert!(net[1].names.is_empty(), "not named while unhealthy: {:?}", net[1].names);
     }

@@ -83,7 +83,11 @@ impl Manager {
     /// One look: pings, then at most one membership change.
     async fn reconcile(&self, leading_since: Instant) -> Result<(), String> {
         let state = self.state();
-        self.ping_members(&state).await;
+        // A leader a majority has not acknowledged lately (cut off with a minority) pings no
+        // one: its followers must see that they are cut off (exclusive services fence).
+        if self.consensus.leader() == Some(self.consensus.id) {
+            self.ping_members(&state).await;
+        }
         let c = &self.consensus;
         let metrics = c.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
