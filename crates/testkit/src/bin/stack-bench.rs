@@ -11,6 +11,10 @@
 //!   running on the island, against `atoll compose up -d` of the same file on vps1 alone (until
 //!   its 20 containers run), interleaved; the stack is removed and the project brought down
 //!   between runs.
+//! - **Throughput across hosts**: a 50 MB HTTP download (busybox httpd and wget, timed by
+//!   busybox's `time` inside the client) from a replica on vps2: by a replica on vps2 (the
+//!   bridge), by a replica on vps1 (the stack network across hosts: VXLAN inside Nebula), and,
+//!   for reference, host to host over the public addresses (no Nebula, no VXLAN).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -62,6 +66,8 @@ fn main() {
         failover.push(took);
     }
 
+    let (bridge, overlay, underlay) = throughput(&island, scratch.path(), runs.min(5));
+
     let (f_med, f_max) = (median(&mut failover), *failover.iter().max().unwrap());
     let (d, c) = (median(&mut deploy), median(&mut compose));
     println!("| Stacks (island of four, real Nebula and runc) | Atoll | Peer | Ratio |");
@@ -79,6 +85,77 @@ fn main() {
         c.as_secs_f64(),
         d.as_secs_f64() / c.as_secs_f64()
     );
+    println!();
+    println!("| 50 MB over HTTP, median of {} (MB/s) | Atoll | Reference | Ratio |", runs.min(5));
+    println!("|---|---|---|---|");
+    println!(
+        "| Replica to replica across hosts (stack network: VXLAN in Nebula) vs host to host without the mesh | {overlay:.0} | {underlay:.0} | {:.2}x |",
+        overlay / underlay
+    );
+    println!("| Replica to replica on one host (bridge) | {bridge:.0} | | |");
+}
+
+/// Median MB/s of a 50 MB download: replica to replica on one host, across hosts, and host to
+/// host over the underlay.
+fn throughput(island: &Island, scratch: &std::path::Path, runs: usize) -> (f64, f64, f64) {
+    const SIZE: f64 = 50_000_000.0;
+    let file = scratch.join("net.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  server:\n    image: localhost/busybox\n    command: [sh, -c, 'head -c 50000000 /dev/zero > /big && exec httpd -f -p 8080 -h /']\n    deploy: {placement: {constraints: [node.hostname == vps2]}}\n  \
+         near:\n    image: localhost/busybox\n    command: [sleep, 1d]\n    deploy: {placement: {constraints: [node.hostname == vps2]}}\n  \
+         far:\n    image: localhost/busybox\n    command: [sleep, 1d]\n    deploy: {placement: {constraints: [node.hostname == vps1]}}\n",
+    )
+    .unwrap();
+    island.ok("vps1", &["stack", "deploy", "-c", file.to_str().unwrap(), "net"]);
+    wait_for(60, "the network bench's three replicas", || running_nodes(island, "net").len() == 3);
+    let container = |host: &str, prefix: &str| -> String {
+        let list: Vec<serde_json::Value> = serde_json::from_str(&island.ok(host, &["ps", "--json"])).unwrap();
+        list.iter().filter_map(|c| c["name"].as_str()).find(|n| n.starts_with(prefix)).unwrap().to_owned()
+    };
+    let (near, far) = (container("vps2", "net_near"), container("vps1", "net_far"));
+    // busybox `time` prints `real\t0m 1.23s` on stderr.
+    let secs = |stderr: &str| -> f64 {
+        let real = stderr.lines().find_map(|l| l.strip_prefix("real")).unwrap_or_else(|| panic!("no time in {stderr:?}")).trim();
+        let (m, s) = real.trim_end_matches('s').split_once('m').unwrap();
+        m.trim().parse::<f64>().unwrap() * 60.0 + s.trim().parse::<f64>().unwrap()
+    };
+    let fetch = |host: &str, c: &str| -> f64 {
+        wait_for(30, "the server to answer", || {
+            island.cli(host, &["exec", c, "wget", "-q", "-O", "/dev/null", "http://server:8080/big"]).ok()
+        });
+        let r = island.cli(host, &["exec", c, "time", "wget", "-q", "-O", "/dev/null", "http://server:8080/big"]);
+        assert!(r.ok(), "{} {}", r.stdout, r.stderr);
+        SIZE / 1e6 / secs(&r.stderr)
+    };
+    // The underlay: the same download between the hosts' own namespaces, public to public.
+    let dir = scratch.join("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("big"), vec![0u8; SIZE as usize]).unwrap();
+    let server = island.host("vps2").addr;
+    let mut httpd = island
+        .command("vps2", "busybox")
+        .args(["httpd", "-f", "-p", &format!("{server}:18080"), "-h", dir.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let url = format!("http://{server}:18080/big");
+    wait_for(30, "the host's httpd", || island.sh("vps1", &format!("busybox wget -q -O /dev/null {url}")).ok());
+    let (mut bridge, mut overlay, mut underlay) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        bridge.push(fetch("vps2", &near));
+        overlay.push(fetch("vps1", &far));
+        let r = island.sh("vps1", &format!("busybox time busybox wget -q -O /dev/null {url}"));
+        assert!(r.ok(), "{}", r.stderr);
+        underlay.push(SIZE / 1e6 / secs(&r.stderr));
+    }
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    island.ok("vps1", &["stack", "rm", "net"]);
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (med(&mut bridge), med(&mut overlay), med(&mut underlay))
 }
 
 /// The stack's tasks as vps1 sees them.
