@@ -211,6 +211,24 @@ impl Netlink {
             .map_err(err(format!("adding the forwarding entry of {remote}")))
     }
 
+    /// Forgets the peer [`Netlink::add_vxlan_peer`] told device `index` of; missing entries
+    /// are fine.
+    pub async fn delete_vxlan_peer(&self, index: u32, remote: Ipv4Addr, mac: [u8; 6]) -> Result<(), LinkError> {
+        use rtnetlink::packet_route::AddressFamily;
+        use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
+        self.forget_neighbours(index, &[IpAddr::V4(remote)]).await?;
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = index;
+        m.header.flags = NeighbourFlags::Own;
+        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(remote)));
+        match self.handle.neighbours().del(m).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -2 => Ok(()), // ENOENT
+            r => r.map_err(err(format!("forgetting the forwarding entry of {remote}"))),
+        }
+    }
+
     fn onlink_route(index: u32, dst: ipnet::Ipv4Net, via: Ipv4Addr) -> rtnetlink::packet_route::route::RouteMessage {
         RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst.network(), dst.prefix_len())

@@ -72,16 +72,17 @@ pub fn mac(index: u16) -> [u8; 6] {
 }
 
 impl Overlay {
-    /// What rebuilding the device is needed for (anything but the routes).
-    fn device(&self) -> (u16, u16, u32, &[Peer]) {
-        (self.index, self.port, self.mesh_mtu, &self.peers)
+    /// What rebuilding the device is needed for (peers and routes change in place).
+    fn device(&self) -> (u16, u16, u32) {
+        (self.index, self.port, self.mesh_mtu)
     }
 }
 
 impl Networks {
     /// Brings the overlay device, its peers and routes in line with `overlay` (none: no
-    /// device). A change of members rebuilds the device whole (rare); a change of networks
-    /// adds and removes routes. The nftables table follows.
+    /// device). Members and networks that come and go change peers and routes in place, so
+    /// the others' traffic flows on; the device is made anew only when it is missing or its
+    /// own settings change. The nftables table follows.
     pub async fn set_overlay(&self, overlay: Option<Overlay>) -> Result<(), NetError> {
         let mut st = self.state.lock().await;
         if st.overlay == overlay {
@@ -90,10 +91,16 @@ impl Networks {
         let existing = self.nl.index(DEV).await?;
         match (&st.overlay, &overlay, existing) {
             (_, None, _) => self.nl.delete(DEV).await?,
-            // Only the routes changed (a stack network came or went), and the device is there.
+            // The device is there as it should be: peers and routes change in place.
             (Some(old), Some(new), Some(index)) if old.device() == new.device() => {
                 for (dst, via) in old.routes.iter().filter(|r| !new.routes.contains(r)) {
                     self.nl.delete_onlink_route(index, *dst, *via).await?;
+                }
+                for p in old.peers.iter().filter(|p| !new.peers.contains(p)) {
+                    self.nl.delete_vxlan_peer(index, p.mesh_ip, mac(p.index)).await?;
+                }
+                for p in new.peers.iter().filter(|p| !old.peers.contains(p)) {
+                    self.nl.add_vxlan_peer(index, p.mesh_ip, mac(p.index)).await?;
                 }
                 for (dst, via) in new.routes.iter().filter(|r| !old.routes.contains(r)) {
                     self.nl.add_onlink_route(index, *dst, *via).await?;
@@ -138,6 +145,47 @@ impl Networks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a throwaway network namespace (root): a peer and its route come and go on the
+    /// device in place, as members join and leave.
+    #[tokio::test]
+    async fn peers_and_routes_come_and_go_on_the_device_in_place() {
+        let name = format!("atoll-vxtest-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output().expect("ip runs (install iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        ip(&["netns", "add", &name]);
+        struct Gone(String);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let _gone = Gone(name.clone());
+        // (With loopback down, the kernel calls any gateway invalid.)
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let nl = crate::link::Netlink::in_netns(&std::path::Path::new("/run/netns").join(&name)).unwrap();
+        let (peer, slice): (Ipv4Addr, Ipv4Net) = ("10.42.0.2".parse().unwrap(), "10.128.0.64/26".parse().unwrap());
+        let index = nl.create_vxlan(DEV, VNI, 4790, mac(0), 1250).await.unwrap();
+        nl.add_vxlan_peer(index, peer, mac(1)).await.unwrap();
+        nl.add_onlink_route(index, slice, peer).await.unwrap();
+        let shown = || {
+            let routes = ip(&["-n", &name, "route", "show", "dev", DEV]);
+            let neigh = ip(&["-n", &name, "neigh", "show", "dev", DEV]);
+            let fdb = ip(&["netns", "exec", &name, "bridge", "fdb", "show", "dev", DEV]);
+            (routes, neigh, fdb)
+        };
+        let (routes, neigh, fdb) = shown();
+        assert!(routes.contains("10.128.0.64/26 via 10.42.0.2") && routes.contains("onlink"), "{routes}");
+        assert!(neigh.contains("10.42.0.2 lladdr 0e:a7:0a:7e:00:01 PERMANENT"), "{neigh}");
+        assert!(fdb.contains("0e:a7:0a:7e:00:01 dst 10.42.0.2"), "{fdb}");
+        nl.delete_onlink_route(index, slice, peer).await.unwrap();
+        nl.delete_vxlan_peer(index, peer, mac(1)).await.unwrap();
+        let (routes, neigh, fdb) = shown();
+        assert!(!routes.contains("10.128.0.64") && !neigh.contains("10.42.0.2") && !fdb.contains("10.42.0.2"), "{routes}{neigh}{fdb}");
+    }
 
     #[test]
     fn a_members_mac_is_unicast_locally_administered_and_not_a_bridges() {
