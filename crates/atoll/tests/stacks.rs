@@ -168,6 +168,26 @@ fn a_stack_is_placed_by_its_constraints_and_runs_on_the_hosts_it_names() {
     assert!(looked_up(&r.stdout).is_empty(), "another stack's DNS names web: {}", r.stdout);
     island.ok("vps1", &["stack", "rm", "spy"]);
 
+    // DNS names a replica once its health check passes, on its own host and across hosts.
+    let health = write(
+        scratch.path(),
+        "health.yaml",
+        "services:\n  ok:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    stop_grace_period: 1s\n    \
+         healthcheck: {test: [CMD, 'true'], interval: 1s, retries: 1}\n    deploy: {placement: {constraints: [node.hostname == vps2]}}\n  \
+         sick:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    stop_grace_period: 1s\n    \
+         healthcheck: {test: [CMD, 'false'], interval: 1s, retries: 1}\n    deploy: {placement: {constraints: [node.hostname == vps1]}}\n  \
+         probe:\n    image: localhost/busybox\n    command: [sleep, '1d']\n    stop_grace_period: 1s\n    deploy: {placement: {constraints: [node.hostname == vps1]}}\n",
+    );
+    island.ok("vps1", &["stack", "deploy", "-c", &health, "health"]);
+    wait_for(60, "the health stack to run", || placement(&island, "vps1", "health").len() == 3);
+    let lookup = |name: &str| looked_up(&exec_in(&island, "vps1", "health", "health_probe", &["nslookup", name]).stdout);
+    wait_for(30, "the healthy replica on vps2 to be named", || lookup("ok").len() == 1);
+    wait_for(30, "the failing replica to be unhealthy", || {
+        island.ok("vps1", &["ps"]).lines().any(|l| l.contains("health_sick") && l.contains("unhealthy"))
+    });
+    assert!(lookup("sick").is_empty(), "an unhealthy replica is named");
+    island.ok("vps1", &["stack", "rm", "health"]);
+
     // A service's output, from every member that runs it (here: vps1's own and vps2's).
     let logs = island.ok("vps1", &["service", "logs", "blog_edge"]);
     let lines: Vec<&str> = logs.lines().collect();

@@ -54,6 +54,7 @@ impl Networks {
             dying: BTreeMap::new(),
             overlay: None,
             remote: Default::default(),
+            unnamed: Default::default(),
         };
         for o in owners {
             // Endpoints of a network that is gone (a crash mid-removal) are dropped.

@@ -136,6 +136,17 @@ impl Networks {
         self.sync(&mut st).await
     }
 
+    /// The containers (by ID) DNS leaves unnamed: stack replicas whose health check has not
+    /// passed, as Swarm's DNS leaves out a task that is not running yet.
+    pub async fn set_unnamed(&self, unnamed: std::collections::BTreeSet<String>) -> Result<(), NetError> {
+        let mut st = self.state.lock().await;
+        if st.unnamed == unnamed {
+            return Ok(());
+        }
+        st.unnamed = unnamed;
+        self.sync(&mut st).await
+    }
+
     /// The overlay as last set.
     pub async fn overlay(&self) -> Option<Overlay> {
         self.state.lock().await.overlay.clone()

@@ -146,6 +146,9 @@ pub(crate) struct State {
     pub(crate) overlay: Option<crate::overlay::Overlay>,
     /// Replicas of stack networks on other members, by network name.
     pub(crate) remote: crate::overlay::Remote,
+    /// Containers DNS does not name (stack replicas whose health check has not passed); they
+    /// stay reachable by address.
+    pub(crate) unnamed: BTreeSet<String>,
 }
 
 /// A network's bridge: up with containers, kept up without (the default network), or absent.
@@ -297,6 +300,9 @@ impl State {
                     let mut names = vec![o.name.to_ascii_lowercase(), id[..12].to_owned()];
                     names.extend(e.aliases.iter().cloned());
                     names.dedup();
+                    if self.unnamed.contains(id) {
+                        names.clear();
+                    }
                     members.push(dns::DnsMember { container: id.clone(), names, ipv4: Some(e.ipv4), ipv6: e.ipv6 });
                 }
             }
@@ -432,6 +438,7 @@ mod tests {
             dying: BTreeMap::new(),
             overlay: None,
             remote: Default::default(),
+            unnamed: BTreeSet::new(),
         };
         let warm = st.ruleset();
         st.owners.insert("o2".into(), owner(endpoint(&default, 0)));
@@ -439,6 +446,25 @@ mod tests {
         assert_eq!(st.bridge_state(&default.id), BridgeState::InUse);
         st.owners.remove("o2");
         assert_eq!(st.bridge_state(&default.id), BridgeState::Warm);
+
+        // DNS: other members' replicas are named with this host's, and a replica whose health
+        // check has not passed is not named (but stays a member: its queries are answered).
+        let id = "o1".repeat(6);
+        let o1 = st.owners.remove("o1").unwrap();
+        st.owners.insert(id.clone(), Owner { endpoints: vec![Endpoint { aliases: vec!["web".into()], ..o1.endpoints[0].clone() }], ..o1 });
+        st.remote.insert(
+            "other".into(),
+            vec![crate::overlay::RemoteEndpoint { names: vec!["web".into()], ipv4: "10.128.0.66".parse().unwrap() }],
+        );
+        let named = |st: &State| -> Vec<String> {
+            let cfg = st.dns_config(&[]);
+            let n = cfg.networks.iter().find(|n| n.name == "other").unwrap();
+            n.members.iter().filter(|m| m.names.contains(&"web".to_owned())).map(|m| m.ipv4.unwrap().to_string()).collect()
+        };
+        assert_eq!(named(&st), ["10.89.1.2", "10.128.0.66"]);
+        st.unnamed.insert(id);
+        assert_eq!(named(&st), ["10.128.0.66"]);
+        assert_eq!(st.dns_config(&[]).networks[0].members.len(), 2, "still a member");
     }
 
     #[test]

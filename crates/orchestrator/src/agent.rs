@@ -392,6 +392,18 @@ impl Agent {
         if let Err(e) = nets.set_remote(remote_endpoints(m.id(), records, &prefixes, index_of)).await {
             tracing::warn!(error = %atoll_node::error_chain(&e), "admitting other members' replicas");
         }
+        // This member's replicas whose health check has not passed: unnamed here too.
+        let unnamed = self
+            .engine
+            .list(false)
+            .into_iter()
+            .filter(|c| c.spec.labels.contains_key(LABEL_ALLOCATION))
+            .filter(|c| c.health.as_ref().is_some_and(|h| h.status != atoll_spec::health::HealthStatus::Healthy))
+            .map(|c| c.id)
+            .collect();
+        if let Err(e) = nets.set_unnamed(unnamed).await {
+            tracing::warn!(error = %atoll_node::error_chain(&e), "naming this member's replicas");
+        }
     }
 
     /// Leaves the island's networking (this host is no longer a member).
