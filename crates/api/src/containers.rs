@@ -342,8 +342,12 @@ fn feed(first: Vec<u8>, mut body: axum::body::BodyDataStream, mut w: impl tokio:
 /// A streaming `application/x-ndjson` response of the lines sent on `rx`, ending when every
 /// sender is gone.
 pub(crate) fn ndjson_response(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Response {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+    ndjson_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }))
+}
+
+/// A streaming `application/x-ndjson` response of `lines`.
+pub(crate) fn ndjson_stream(lines: impl futures_util::Stream<Item = bytes::Bytes> + Send + 'static) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines.map(Ok::<_, Infallible>))).into_response()
 }
 
 pub(crate) fn ndjson_line<T: Serialize>(v: &T) -> bytes::Bytes {

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use atoll_runtime::logs::LogLine;
 use atoll_state::desired::Kind;
 
-use crate::containers::{LogsQuery, log_lines, ndjson_line, ndjson_response};
+use crate::containers::{LogsQuery, log_lines, ndjson_line, ndjson_stream};
 use crate::server::{ApiError, AppState};
 use crate::types::ErrorBody;
 
@@ -75,7 +75,7 @@ pub async fn service_logs(
     records.existing_service(&name)?;
     let state = m.state();
     let follow = q.follow.unwrap_or(false);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ServiceLogLine>(256);
     for (a, _) in records.allocations.iter().filter(|(a, _)| a.service == name) {
         let Some(container) = records.tasks.get(&Kind::name(a)).and_then(|(t, _)| t.container.clone()) else { continue };
         let task = format!("{}.{}", a.service, a.slot);
@@ -101,21 +101,16 @@ pub async fn service_logs(
     }
     drop(tx);
     if follow {
-        return Ok(ndjson_response(rx));
+        let lines = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (ndjson_line(&l), rx)) });
+        return Ok(ndjson_stream(lines));
     }
     // Everything, then in time order (RFC 3339 times of one clock format sort as text).
     let mut all: Vec<ServiceLogLine> = Vec::new();
-    while let Some(b) = rx.recv().await {
-        if let Ok(l) = serde_json::from_slice::<ServiceLogLine>(&b) {
-            all.push(l);
-        }
+    while let Some(l) = rx.recv().await {
+        all.push(l);
     }
     all.sort_by(|a, b| a.line.as_ref().map(|l| &l.time).cmp(&b.line.as_ref().map(|l| &l.time)));
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(all.len().max(1));
-    for l in &all {
-        let _ = tx.try_send(ndjson_line(l));
-    }
-    Ok(ndjson_response(rx))
+    Ok(ndjson_stream(futures_util::stream::iter(all.iter().map(ndjson_line).collect::<Vec<_>>())))
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -124,13 +119,13 @@ type ApiResult<T> = Result<T, ApiError>;
 struct Label {
     task: String,
     node: String,
-    tx: Sender<bytes::Bytes>,
+    tx: Sender<ServiceLogLine>,
 }
 
 impl Label {
     async fn send(&self, line: Option<LogLine>, error: Option<String>) -> bool {
         let l = ServiceLogLine { task: self.task.clone(), node: self.node.clone(), line, error };
-        self.tx.send(ndjson_line(&l)).await.is_ok()
+        self.tx.send(l).await.is_ok()
     }
 
     async fn error(&self, why: String) {

@@ -483,10 +483,7 @@ impl Manager {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let problem = serde_json::from_str(&text).unwrap_or(crate::proto::Problem { message: text, causes: vec![] });
-        Err(crate::transport::TransportError::Refused { url, status, problem }.into())
+        Err(crate::transport::refusal(&url, resp).await.into())
     }
 
     /// Applies `changes` on the CA host: under one lock, all or none, saved before anyone

@@ -395,10 +395,10 @@ impl IslandState {
                 if self.members.values().any(|m| m.mesh_ip == member.mesh_ip) {
                     return Err(ModelError::AddressTaken(member.mesh_ip));
                 }
-                let overlay_index = self.next_overlay_index();
                 let inv = self.invites.get_mut(invite_id).ok_or_else(|| ModelError::InviteUnknown(invite_id.clone()))?;
                 inv.used_by = Some(UsedBy { node: member.id.clone(), key_sha256: key_sha256.clone() });
-                self.members.insert(member.id.clone(), Member { overlay_index, ..member.clone() });
+                self.members.insert(member.id.clone(), Member { overlay_index: None, ..member.clone() });
+                self.give_overlay_indexes();
             }
             Change::Renewed { id, issued, now } => {
                 let m = self.members.get_mut(id).ok_or_else(|| ModelError::UnknownNode(id.clone()))?;

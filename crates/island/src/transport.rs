@@ -150,29 +150,24 @@ async fn connection(
 
 /// An HTTP/2 client over TLS with `config` (mTLS to members, or pinned to the CA for a join).
 pub fn client(config: rustls::ClientConfig, timeout: Duration) -> Result<reqwest::Client, TransportError> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build()
-        .map_err(TransportError::Client)
+    builder(config).timeout(timeout).build().map_err(TransportError::Client)
 }
 
 /// The same without an overall timeout (only to connect), for answers that stream as long as
 /// the caller reads.
 pub fn stream_client(config: rustls::ClientConfig) -> Result<reqwest::Client, TransportError> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .connect_timeout(Duration::from_secs(5))
+    builder(config)
         // A member that dies mid-stream is noticed (HTTP/2 pings unanswered), not waited on.
         .http2_keep_alive_interval(Duration::from_secs(10))
         .http2_keep_alive_timeout(Duration::from_secs(10))
         .http2_keep_alive_while_idle(true)
         .tcp_keepalive(Duration::from_secs(15))
-        .no_proxy()
         .build()
         .map_err(TransportError::Client)
+}
+
+fn builder(config: rustls::ClientConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder().use_preconfigured_tls(config).connect_timeout(Duration::from_secs(5)).no_proxy()
 }
 
 /// `POST url` with `body` as JSON; the answer as `R`, or the other side's problem.
@@ -199,7 +194,13 @@ async fn answer<R: DeserializeOwned>(url: &str, resp: reqwest::Response) -> Resu
         }
         return resp.json().await.map_err(|source| TransportError::Body { url: url.to_owned(), source });
     }
+    Err(refusal(url, resp).await)
+}
+
+/// An answer that is not a success, as the other side's problem.
+pub async fn refusal(url: &str, resp: reqwest::Response) -> TransportError {
+    let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     let problem = serde_json::from_str::<Problem>(&text).unwrap_or(Problem { message: text, causes: vec![] });
-    Err(TransportError::Refused { url: url.to_owned(), status: status.as_u16(), problem })
+    TransportError::Refused { url: url.to_owned(), status, problem }
 }

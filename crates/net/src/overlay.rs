@@ -125,24 +125,17 @@ impl Networks {
         self.sync(&mut st).await
     }
 
-    /// The replicas of stack networks on other members: DNS answers with them too, and they
-    /// may reach this member's replicas on the same network (and nothing else).
-    pub async fn set_remote(&self, remote: Remote) -> Result<(), NetError> {
+    /// What DNS and the firewall know of the island's replicas, in one change (one `sync`):
+    /// `remote`, the replicas of stack networks on other members (DNS answers with them too,
+    /// and they may reach this member's replicas on the same network, and nothing else); and
+    /// `unnamed`, this member's containers (by ID) DNS leaves out, stack replicas whose health
+    /// check has not passed, as Swarm's DNS leaves out a task that is not running yet.
+    pub async fn set_replicas(&self, remote: Remote, unnamed: std::collections::BTreeSet<String>) -> Result<(), NetError> {
         let mut st = self.state.lock().await;
-        if st.remote == remote {
+        if st.remote == remote && st.unnamed == unnamed {
             return Ok(());
         }
         st.remote = remote;
-        self.sync(&mut st).await
-    }
-
-    /// The containers (by ID) DNS leaves unnamed: stack replicas whose health check has not
-    /// passed, as Swarm's DNS leaves out a task that is not running yet.
-    pub async fn set_unnamed(&self, unnamed: std::collections::BTreeSet<String>) -> Result<(), NetError> {
-        let mut st = self.state.lock().await;
-        if st.unnamed == unnamed {
-            return Ok(());
-        }
         st.unnamed = unnamed;
         self.sync(&mut st).await
     }

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use atoll_island::Manager;
+use atoll_island::model::IslandState;
 use atoll_node::{ContainerRecord, Engine, State};
 use atoll_spec::{ContainerSpec, NetworkSpec};
 use atoll_state::desired::{self, Allocation, Desired, Kind, NodeStatus, Resources, Service, Stack, TaskState, TaskStatus};
@@ -161,6 +162,7 @@ impl Agent {
     pub async fn tick(&self, m: &Arc<Manager>) -> Result<(), crate::DeployError> {
         let me = m.id().to_owned();
         let records = m.replica().with(Records::read)?;
+        let island = m.state();
         let mut ops = Vec::new();
         self.report_node(&me, &records, &mut ops);
 
@@ -234,7 +236,7 @@ impl Agent {
                 continue;
             }
             let Some((stack, _)) = records.stack(&service.stack) else { continue };
-            let index = m.state().members.get(&me).and_then(|x| x.overlay_index);
+            let index = island.members.get(&me).and_then(|x| x.overlay_index);
             self.spawn_start(name.clone(), (*a).clone(), service.clone(), stack.clone(), index);
         }
 
@@ -291,7 +293,7 @@ impl Agent {
             }
         }
         self.remove_stale_networks(&records, &containers).await;
-        self.sync_overlay(m, &records).await;
+        self.sync_overlay(&island, &me, &records, &containers).await;
 
         if !ops.is_empty() {
             // Not written in time: the next look computes the report again.
@@ -377,32 +379,26 @@ impl Agent {
         });
     }
 
-    /// The overlay while this member has stack networks (none otherwise), and the other
-    /// members' running replicas. Failures are logged and tried again at the next look.
-    async fn sync_overlay(&self, m: &Manager, records: &Records) {
+    /// The overlay while this member has stack networks (none otherwise), the other members'
+    /// running replicas, and which of this member's `containers` (its stack replicas) DNS
+    /// leaves unnamed: those whose health check has not passed. Failures are logged and tried
+    /// again at the next look.
+    async fn sync_overlay(&self, island: &IslandState, me: &str, records: &Records, containers: &[ContainerRecord]) {
         let nets = self.engine.networks();
-        let prefixes: Vec<Ipv4Net> = nets.list().await.iter().filter_map(|n| n.overlay4).collect();
-        let overlay = if prefixes.is_empty() { None } else { overlay(&m.state(), m.id(), &prefixes) };
+        let prefixes: BTreeMap<String, Ipv4Net> = nets.list().await.into_iter().filter_map(|n| Some((n.name, n.overlay4?))).collect();
+        let overlay = if prefixes.is_empty() { None } else { overlay(island, me, &prefixes.values().copied().collect::<Vec<_>>()) };
         if let Err(e) = nets.set_overlay(overlay).await {
             tracing::warn!(error = %atoll_node::error_chain(&e), "bringing up the island's overlay");
         }
-        let state = m.state();
-        let index_of = |node: &str| state.members.get(node).and_then(|x| x.overlay_index);
-        let prefixes: BTreeMap<String, Ipv4Net> = nets.list().await.into_iter().filter_map(|n| Some((n.name, n.overlay4?))).collect();
-        if let Err(e) = nets.set_remote(remote_endpoints(m.id(), records, &prefixes, index_of)).await {
-            tracing::warn!(error = %atoll_node::error_chain(&e), "admitting other members' replicas");
-        }
-        // This member's replicas whose health check has not passed: unnamed here too.
-        let unnamed = self
-            .engine
-            .list(false)
-            .into_iter()
-            .filter(|c| c.spec.labels.contains_key(LABEL_ALLOCATION))
+        let index_of = |node: &str| island.members.get(node).and_then(|x| x.overlay_index);
+        let remote = remote_endpoints(me, records, &prefixes, index_of);
+        let unnamed = containers
+            .iter()
             .filter(|c| c.health.as_ref().is_some_and(|h| h.status != atoll_spec::health::HealthStatus::Healthy))
-            .map(|c| c.id)
+            .map(|c| c.id.clone())
             .collect();
-        if let Err(e) = nets.set_unnamed(unnamed).await {
-            tracing::warn!(error = %atoll_node::error_chain(&e), "naming this member's replicas");
+        if let Err(e) = nets.set_replicas(remote, unnamed).await {
+            tracing::warn!(error = %atoll_node::error_chain(&e), "telling DNS and the firewall of the island's replicas");
         }
     }
 
@@ -410,7 +406,7 @@ impl Agent {
     pub async fn off_island(&self) {
         let nets = self.engine.networks();
         if nets.overlay().await.is_some() {
-            let _ = nets.set_remote(Default::default()).await;
+            let _ = nets.set_replicas(Default::default(), Default::default()).await;
             if let Err(e) = nets.set_overlay(None).await {
                 tracing::warn!(error = %atoll_node::error_chain(&e), "removing the island's overlay");
             }
@@ -434,7 +430,7 @@ impl Agent {
 
 /// This member's part of the overlay, for its stack networks' island-wide `prefixes`: every
 /// other member with an overlay index, and its slice of each of those networks.
-pub fn overlay(state: &atoll_island::model::IslandState, me: &str, prefixes: &[Ipv4Net]) -> Option<atoll_net::overlay::Overlay> {
+pub fn overlay(state: &IslandState, me: &str, prefixes: &[Ipv4Net]) -> Option<atoll_net::overlay::Overlay> {
     let index = state.members.get(me)?.overlay_index?;
     let mut peers: Vec<atoll_net::overlay::Peer> = state
         .members

@@ -95,7 +95,7 @@ fn run(seed: u64, rounds: usize) -> Result<(u64, Tally), String> {
             }
         }
         // Exclusive services: one copy of a slot, counting cut-off members too.
-        let exclusive: std::collections::BTreeSet<&str> = services.iter().filter(|s| s.exclusive()).map(|s| s.name.as_str()).collect();
+        let exclusive = exclusive(&services);
         let mut anywhere: BTreeMap<(&str, &str), &str> = BTreeMap::new();
         for (node, held) in &hosts {
             for (service, slot, _) in held.iter().filter(|(s, _, _)| exclusive.contains(short(s))) {
@@ -112,6 +112,11 @@ fn run(seed: u64, rounds: usize) -> Result<(u64, Tally), String> {
         format!("{allocs:?}").hash(&mut history);
     }
     Ok((history.finish(), tally))
+}
+
+/// The names of the exclusive services.
+fn exclusive(services: &[Service]) -> std::collections::BTreeSet<&str> {
+    services.iter().filter(|s| s.exclusive()).map(|s| s.name.as_str()).collect()
 }
 
 /// A service's name without its stack (allocations name `<stack>_<name>`).
@@ -137,8 +142,7 @@ fn event(
             } else {
                 // it is cut off, still running them, but its agent stops the exclusive ones
                 // before the leader declares it down (`agent::fence_after`)
-                let exclusive: std::collections::BTreeSet<&str> =
-                    services.iter().filter(|s| s.exclusive()).map(|s| s.name.as_str()).collect();
+                let exclusive = exclusive(services);
                 let held = hosts.entry(nodes[n].id.clone()).or_default();
                 let before = held.len();
                 held.retain(|(s, _, _)| !exclusive.contains(short(s)));
