@@ -9,6 +9,7 @@ pub mod containers;
 pub mod events;
 pub mod island;
 pub mod metrics;
+pub mod names;
 pub mod networks;
 pub mod serve;
 pub mod server;

@@ -134,14 +134,13 @@ pub enum Command {
     /// The services of the island's stacks.
     #[command(subcommand)]
     Service(crate::stack::ServiceCommand),
-    /// (internal) Serve DNS for the networks; started by the daemon.
-    #[command(hide = true)]
-    Dns {
-        #[arg(long)]
-        state: PathBuf,
-        #[arg(long, default_value_t = 53)]
-        port: u16,
-    },
+    /// The island's domains: serve one, see what to set at the registrar, delegate sub-zones
+    /// with TSIG keys.
+    #[command(subcommand)]
+    Domain(crate::names::DomainCommand),
+    /// Records of the island's domains (`dns record add|rm|ls`).
+    #[command(subcommand)]
+    Dns(crate::names::DnsCommand),
     /// (internal) Supervise one container; started by the daemon.
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -448,7 +447,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Island(c) => return crate::island::island(&client, c).await,
         Command::Stack(c) => return crate::stack::stack(&client, c).await,
         Command::Service(c) => return crate::stack::service(&client, c).await,
-        Command::Dns { .. } => unreachable!("handled before the async runtime starts"),
+        Command::Domain(c) => return crate::names::domain(&client, c).await,
+        Command::Dns(c) => return crate::names::dns(&client, c).await,
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }
     Ok(ExitCode::SUCCESS)

@@ -284,6 +284,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     });
     let stacks = atoll_orchestrator::reconciler::Config { down_after: args.failover_after };
     tokio::spawn(atoll_api::stacks::run_stacks(state.clone(), stacks));
+    tokio::spawn(atoll_api::names::run_names(state.clone()));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),

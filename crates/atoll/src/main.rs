@@ -7,6 +7,7 @@ mod compose;
 mod containers;
 mod daemon;
 mod island;
+mod names;
 mod networks;
 mod output;
 mod stack;
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     }
     // The network helper (DNS, published ports): one thread, its own process so it
     // outlives daemon restarts.
-    if let cli::Command::Dns { state, port } = &args.command {
+    if let cli::Command::Dns(names::DnsCommand::Serve { state, port }) = &args.command {
         daemon::init_logging(daemon::LogFormat::Text);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime starts");
         return match rt.block_on(atoll_net::helperd::serve(state.clone(), *port)) {

@@ -15,6 +15,12 @@ pub fn chain(e: &anyhow::Error) -> String {
 }
 
 /// Renders rows under headers, columns padded to their widest cell, like docker's tables.
+/// `v` as indented JSON on standard output (`--json`).
+pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {

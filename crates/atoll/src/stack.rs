@@ -19,7 +19,7 @@ use atoll_orchestrator::{DeployReport, ServiceDeploy, StackDeploy};
 use atoll_spec::RestartPolicy;
 use atoll_state::desired::{Mode, UpdateConfig};
 
-use crate::output::table;
+use crate::output::{print_json, table};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
@@ -174,11 +174,6 @@ fn tasks_table(tasks: &[Task]) -> String {
         })
         .collect();
     table(&["NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"], &rows)
-}
-
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 pub async fn stack(client: &Client, cmd: StackCommand) -> anyhow::Result<ExitCode> {

@@ -455,6 +455,46 @@ impl IslandState {
     }
 }
 
+/// Fixtures for the tests of the crates above (an island and members as they would be made).
+#[doc(hidden)]
+pub mod example {
+    use super::*;
+
+    /// An island named `friends` whose CA host is `a1`.
+    pub fn info() -> IslandInfo {
+        IslandInfo {
+            id: "i".into(),
+            name: "friends".into(),
+            created: 0,
+            mesh_cidr: "10.42.0.0/16".parse().unwrap(),
+            ca_cert: String::new(),
+            ca_fingerprint: String::new(),
+            nebula_ca_cert: String::new(),
+            ca_host: "a1".into(),
+            mesh_port: 4242,
+            control_port: 4243,
+            cert_lifetime: 3600,
+            stack_pool: default_stack_pool(),
+        }
+    }
+
+    /// A member, public at `public` (`ADDR:PORT`) if given, joined at `joined` (unix seconds).
+    pub fn member(id: &str, name: &str, public: Option<&str>, joined: i64) -> Member {
+        Member {
+            id: id.into(),
+            name: name.into(),
+            mesh_ip: "10.42.0.1".parse().unwrap(),
+            public: public.map(|p| vec![p.parse().expect("an ADDR:PORT")]).unwrap_or_default(),
+            role: Role::Member,
+            labels: BTreeMap::new(),
+            version: String::new(),
+            joined,
+            certs: vec![],
+            overlay_index: None,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! `nebula -config FILE` as a managed child that outlives the daemon.
 //!
-//! Like `atoll dns`, Nebula runs in its own process group (a terminal's ^C or the daemon's end
+//! Like `atoll dns serve`, Nebula runs in its own process group (a terminal's ^C or the daemon's end
 //! do not reach it) and keeps working while the daemon is away. Unlike it, it has no control
 //! socket, so the supervisor keeps a pidfile (`nebula.pid`: pid, start time, and the hashes of
 //! the config it runs) in its state directory:

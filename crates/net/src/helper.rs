@@ -1,4 +1,4 @@
-//! The daemon's side of `atoll dns`, the per-host helper process (`helperd`): writing its
+//! The daemon's side of `atoll dns serve`, the per-host helper process (`helperd`): writing its
 //! configuration, starting it when needed (or replacing an older version's) and having it
 //! reload.
 
@@ -82,8 +82,7 @@ impl Networks {
         fs::create_dir_all(&dir).map_err(|e| NetError::Dns(e.to_string()))?;
         let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("dns.log")).map_err(|e| NetError::Dns(e.to_string()))?;
         let mut child = tokio::process::Command::new(&self.cfg.exe)
-            .arg("dns")
-            .arg("--state")
+            .args(["dns", "serve", "--state"])
             .arg(&dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -101,7 +100,7 @@ impl Networks {
         });
         match read {
             Ok(Ok(_)) if line.trim() == "ready" => {
-                tracing::info!("started the network helper (atoll dns)");
+                tracing::info!("started the network helper (atoll dns serve)");
                 Ok(())
             }
             _ => Err(NetError::Dns(format!("it did not start; see {}", dir.join("dns.log").display()))),

@@ -1,4 +1,4 @@
-//! The per-host helper process, `atoll dns`: the resolver on every network's gateway
+//! The per-host helper process, `atoll dns serve`: the resolver on every network's gateway
 //! ([`crate::dns`]) and a socket on every published host port ([`crate::proxy`]). It runs on
 //! its own (re-executed and detached by the daemon), so containers keep resolving, and
 //! published ports stay reserved and reachable over IPv6 loopback, while the daemon is down,
@@ -106,7 +106,7 @@ impl Served {
     }
 }
 
-/// The `atoll dns` process: serves until killed. Prints `ready` on stdout once the control
+/// The `atoll dns serve` process: serves until killed. Prints `ready` on stdout once the control
 /// socket is bound and the current configuration is served.
 pub async fn serve(dir: PathBuf, port: u16) -> std::io::Result<()> {
     // A socket per published port and per relayed connection: the soft descriptor limit

@@ -90,7 +90,7 @@ pub enum NetError {
          start this one in a network namespace of its own (ip netns exec NAME atoll daemon …), or stop the other and remove its containers"
     )]
     Foreign(String),
-    #[error("the network helper (atoll dns): {0}")]
+    #[error("the network helper (atoll dns serve): {0}")]
     Dns(String),
     #[error("saving network {name}")]
     Save {
@@ -131,7 +131,7 @@ impl NetError {
 #[derive(Debug, Clone)]
 pub struct NetConfig {
     pub data_dir: PathBuf,
-    /// This binary, re-executed as `atoll dns`.
+    /// This binary, re-executed as `atoll dns serve`.
     pub exe: PathBuf,
     /// Where new networks' IPv4 subnets come from (/24 each).
     pub pool4: Ipv4Net,

@@ -1,4 +1,4 @@
-//! The other half of published ports, in the helper process (`atoll dns`): a socket bound on
+//! The other half of published ports, in the helper process (`atoll dns serve`): a socket bound on
 //! every published host port. It reserves the port, so no other program (docker's
 //! docker-proxy included) can bind it behind Atoll's back, and it relays to the container what
 //! DNAT does not catch, over TCP and UDP: IPv6 loopback (the kernel cannot DNAT `::1` to

@@ -119,7 +119,7 @@ pub enum DeployError {
 }
 
 fn known_list(known: &[String]) -> String {
-    if known.is_empty() { "there are none".into() } else { format!("there are {}", known.join(", ")) }
+    atoll_util::known_list(known, "there are none")
 }
 
 impl DeployError {

@@ -344,13 +344,33 @@ kind!(Allocation, "allocation", |r| format!("{}.{}/{}", r.service, r.slot, r.nod
 /// A DNS zone the island is authoritative for (`atoll domain add`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Zone {
+    /// The zone's origin, lower case, without the trailing dot (`friends.example`).
     pub domain: String,
     /// The SOA serial (RFC 1035 §3.3.13), bumped with every change to the zone.
     pub serial: u32,
     /// The ACME directory its certificates come from.
     pub acme_directory: String,
+    /// PEM bundle of the CAs the ACME directory's TLS certificate chains to, when it is not
+    /// a public CA (pebble in tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_ca: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
+    /// Secondary servers (`ADDR:PORT`) that transfer the zone (AXFR with `transfer_key`) and
+    /// are sent NOTIFY (RFC 1996) on every change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondaries: Vec<String>,
+    /// The TSIG key (its name, a [`TsigKey`]) secondaries sign transfers with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_key: Option<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: i64,
+    /// The digest of the content `serial` was given for (the names crate computes it from the
+    /// records, the public hosts and the services): the leader bumps the serial when the
+    /// content moves away from it.
+    #[serde(default)]
+    pub digest: String,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -373,6 +393,33 @@ pub struct DnsRecord {
     pub extra: Map<String, Value>,
 }
 kind!(DnsRecord, "dns_record", |r| format!("{}/{}/{}/{}", r.zone, r.name, r.rtype, r.value));
+
+/// A TSIG key (RFC 8945) that may change records inside one sub-zone by RFC 2136 UPDATE
+/// (`atoll domain delegate`): a capability on the wire, usable by certbot, lego or
+/// external-dns. Every public host verifies with it, so the secret is in the replicated state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TsigKey {
+    /// The key's name as it appears in the TSIG record (a domain name, lower case, no
+    /// trailing dot).
+    pub name: String,
+    /// `hmac-sha256` or `hmac-sha512`.
+    pub algorithm: String,
+    /// The shared secret, base64 (as nsupdate's `-y` and certbot's credentials take it).
+    pub secret: String,
+    /// The zone it belongs to.
+    pub zone: String,
+    /// The sub-zone (or the zone itself) inside which it may change names.
+    pub scope: String,
+    /// The member it was made for automatically (its own name), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: i64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(TsigKey, "tsig_key", |r| r.name.clone());
 
 /// Where a certificate is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -115,6 +115,12 @@ impl DirLock {
 }
 
 /// Formats a byte count the way people read them: `0 B`, `1.5 KiB`, `12.3 MiB`.
+/// "there are a, b" for an error saying what exists instead of what was asked for, or `none`
+/// when nothing does (`"there are none"` or a hint of what to do).
+pub fn known_list(known: &[String], none: &str) -> String {
+    if known.is_empty() { none.to_owned() } else { format!("there are {}", known.join(", ")) }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = n as f64;

@@ -1,6 +1,6 @@
 //! Deploys as pure plans over a keyspace: what a second deploy changes, what is refused.
 
-use atoll_island::model::{IslandInfo, IslandState, Member, Role};
+use atoll_island::model::{IslandState, Member, example};
 use atoll_state::keyspace::Keyspace;
 use atoll_state::schema::Code;
 use atoll_state::{Request, Response};
@@ -8,36 +8,11 @@ use atoll_state::{Request, Response};
 use super::*;
 
 fn member(id: &str, name: &str, public: bool) -> Member {
-    Member {
-        id: id.into(),
-        name: name.into(),
-        mesh_ip: "10.42.0.1".parse().unwrap(),
-        public: if public { vec!["203.0.113.10:4242".parse().unwrap()] } else { vec![] },
-        role: Role::Member,
-        labels: BTreeMap::new(),
-        version: String::new(),
-        joined: 0,
-        certs: vec![],
-        overlay_index: None,
-    }
+    example::member(id, name, public.then_some("203.0.113.10:4242"), 0)
 }
 
 fn island() -> IslandState {
-    let info = IslandInfo {
-        id: "i".into(),
-        name: "friends".into(),
-        created: 0,
-        mesh_cidr: "10.42.0.0/16".parse().unwrap(),
-        ca_cert: String::new(),
-        ca_fingerprint: String::new(),
-        nebula_ca_cert: String::new(),
-        ca_host: "a1".into(),
-        mesh_port: 4242,
-        control_port: 4243,
-        cert_lifetime: 3600,
-        stack_pool: atoll_island::model::DEFAULT_STACK_POOL.parse().unwrap(),
-    };
-    let mut s = IslandState::new(info, member("a1", "vps1", true));
+    let mut s = IslandState::new(example::info(), member("a1", "vps1", true));
     s.members.insert("b2".into(), member("b2", "home1", false));
     s
 }

@@ -1,0 +1,207 @@
+//! Public-name routes: `atoll domain add|ls|status|rm`, `atoll dns record add|rm|ls`, and TSIG
+//! keys (`atoll domain delegate|keys|revoke`). They read this member's replica and write
+//! through the leader ([`atoll_names`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use atoll_names::view::{DomainView, KeyView, RecordView};
+use atoll_names::{Delegate, DomainAdd, Names, NamesError, RecordAdd};
+
+use crate::server::{ApiError, AppState};
+use crate::types::ErrorBody;
+
+type St = State<Arc<AppState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+impl From<NamesError> for ApiError {
+    fn from(e: NamesError) -> Self {
+        Self::of_kind(e.kind(), &e)
+    }
+}
+
+/// Runs the names' loops for the daemon's life, on whatever island this daemon is in at each
+/// look: the leader's [`atoll_names::reconciler`] as soon as the replica changes (and at least
+/// twice a second).
+pub async fn run_names(state: Arc<AppState>) {
+    const LOOK: Duration = Duration::from_millis(500);
+    let mut seen = 0;
+    loop {
+        let Some(m) = state.island.manager.read().await.clone() else {
+            tokio::time::sleep(LOOK).await;
+            continue;
+        };
+        m.applied_past(seen, LOOK).await;
+        seen = m.applied_index();
+        if let Err(e) = atoll_names::reconciler::tick(&m).await {
+            tracing::debug!(error = %atoll_island::proto::Problem::from_error(&e), "reconciling the names");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn names(s: &AppState) -> ApiResult<(Arc<atoll_island::Manager>, Names)> {
+    let m = s.island.get().await?;
+    let n = m.replica().with(Names::read).map_err(NamesError::from)?;
+    Ok((m, n))
+}
+
+fn view_of(n: &Names, m: &atoll_island::Manager, domain: &str) -> ApiResult<DomainView> {
+    let domain = atoll_names::zone::normalize(domain);
+    n.existing_zone(&domain)?;
+    Ok(atoll_names::view::domains(n, &m.state()).into_iter().find(|d| d.domain == domain).expect("the zone exists"))
+}
+
+/// The zones the island serves.
+#[utoipa::path(get, path = "/v1/domains", tag = "names", responses((status = 200, body = Vec<DomainView>), (status = 404, body = ErrorBody)))]
+pub async fn list_domains(State(s): St) -> ApiResult<Json<Vec<DomainView>>> {
+    let (m, n) = names(&s).await?;
+    Ok(Json(atoll_names::view::domains(&n, &m.state())))
+}
+
+/// Makes the island authoritative for a domain: its public hosts become the nameservers, and
+/// every member gets a key for its own name.
+#[utoipa::path(post, path = "/v1/domains/{domain}", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
+    request_body = DomainAdd,
+    responses((status = 200, body = DomainView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn add_domain(
+    State(s): St,
+    Path(domain): Path<String>,
+    body: Result<Json<DomainAdd>, JsonRejection>,
+) -> ApiResult<Json<DomainView>> {
+    let Json(req) = body?;
+    let m = s.island.get().await?;
+    let z = atoll_names::add_domain(&m, &domain, &req).await?;
+    let n = m.replica().with(Names::read).map_err(NamesError::from)?;
+    Ok(Json(view_of(&n, &m, &z.domain)?))
+}
+
+/// One zone: its serial and the nameservers (and their glue) to set at the registrar.
+#[utoipa::path(get, path = "/v1/domains/{domain}", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
+    responses((status = 200, body = DomainView), (status = 404, body = ErrorBody)))]
+pub async fn domain(State(s): St, Path(domain): Path<String>) -> ApiResult<Json<DomainView>> {
+    let (m, n) = names(&s).await?;
+    Ok(Json(view_of(&n, &m, &domain)?))
+}
+
+/// Stops serving a domain: its records, keys and certificates go with it.
+#[utoipa::path(delete, path = "/v1/domains/{domain}", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove_domain(State(s): St, Path(domain): Path<String>) -> ApiResult<StatusCode> {
+    let m = s.island.get().await?;
+    atoll_names::remove_domain(&m, &domain).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A zone's records as its nameservers serve them (apart from SOA and NS).
+#[utoipa::path(get, path = "/v1/domains/{domain}/records", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
+    responses((status = 200, body = Vec<RecordView>), (status = 404, body = ErrorBody)))]
+pub async fn records(State(s): St, Path(domain): Path<String>) -> ApiResult<Json<Vec<RecordView>>> {
+    let (m, n) = names(&s).await?;
+    let domain = atoll_names::zone::normalize(&domain);
+    n.existing_zone(&domain)?;
+    Ok(Json(atoll_names::view::records(&n, &m.state(), &domain)))
+}
+
+/// Adds a record to a zone (its serial moves on; every public host serves it within seconds).
+#[utoipa::path(post, path = "/v1/domains/{domain}/records", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
+    request_body = RecordAdd,
+    responses((status = 200, body = RecordView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn add_record(
+    State(s): St,
+    Path(domain): Path<String>,
+    body: Result<Json<RecordAdd>, JsonRejection>,
+) -> ApiResult<Json<RecordView>> {
+    let Json(req) = body?;
+    let m = s.island.get().await?;
+    let r = atoll_names::add_record(&m, &domain, &req).await?;
+    Ok(Json(RecordView { name: r.name, rtype: r.rtype, ttl: r.ttl, value: r.value, source: "user".into() }))
+}
+
+/// `DELETE /v1/domains/{domain}/records`'s selection.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RecordQuery {
+    /// Relative to the zone (`@` the apex).
+    pub name: String,
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub rtype: String,
+    /// Only the record with this value (all of the name's records of the type without it).
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Removed {
+    pub removed: usize,
+}
+
+/// Removes records users added.
+#[utoipa::path(delete, path = "/v1/domains/{domain}/records", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$"), RecordQuery),
+    responses((status = 200, body = Removed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove_record(
+    State(s): St,
+    Path(domain): Path<String>,
+    q: Result<Query<RecordQuery>, QueryRejection>,
+) -> ApiResult<Json<Removed>> {
+    let Query(q) = q?;
+    let m = s.island.get().await?;
+    let removed = atoll_names::remove_record(&m, &domain, &q.name, &q.rtype, q.value.as_deref()).await?;
+    Ok(Json(Removed { removed }))
+}
+
+/// `POST /v1/keys`: a TSIG key for a sub-zone.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreate {
+    /// The sub-zone (or zone) inside which the key may change names.
+    pub scope: String,
+    #[serde(flatten)]
+    pub options: Delegate,
+}
+
+/// Makes a TSIG key that may change records only inside one sub-zone (RFC 2136 UPDATE); the
+/// answer carries its secret.
+#[utoipa::path(post, path = "/v1/keys", tag = "names", request_body = KeyCreate,
+    responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_key(State(s): St, body: Result<Json<KeyCreate>, JsonRejection>) -> ApiResult<Json<KeyView>> {
+    let Json(req) = body?;
+    let m = s.island.get().await?;
+    let k = atoll_names::delegate(&m, &req.scope, &req.options).await?;
+    Ok(Json(KeyView::of(&k, true)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeysQuery {
+    /// Include the secrets.
+    #[serde(default)]
+    pub secrets: bool,
+}
+
+/// The TSIG keys.
+#[utoipa::path(get, path = "/v1/keys", tag = "names", params(KeysQuery), responses((status = 200, body = Vec<KeyView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_keys(State(s): St, q: Result<Query<KeysQuery>, QueryRejection>) -> ApiResult<Json<Vec<KeyView>>> {
+    let Query(q) = q?;
+    let (_, n) = names(&s).await?;
+    Ok(Json(n.keys.iter().map(|(k, _)| KeyView::of(k, q.secrets)).collect()))
+}
+
+/// Revokes a TSIG key: every public host refuses it from then on.
+#[utoipa::path(delete, path = "/v1/keys/{name}", tag = "names", params(("name" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke_key(State(s): St, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let m = s.island.get().await?;
+    atoll_names::revoke(&m, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

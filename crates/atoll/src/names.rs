@@ -1,0 +1,263 @@
+//! `atoll domain …` and `atoll dns record …`: the island's zones, their records and the TSIG
+//! keys that delegate sub-zones. The daemon checks and writes; this prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use hyper::Method;
+
+use atoll_api::client::{Client, q};
+use atoll_api::names::{KeyCreate, Removed};
+use atoll_names::view::{DomainView, KeyView, RecordView};
+use atoll_names::{Delegate, DomainAdd, RecordAdd};
+
+use crate::output::{print_json, table};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DomainCommand {
+    /// Serve DOMAIN from the island: its public hosts become its nameservers.
+    Add {
+        domain: String,
+        /// The ACME directory its certificates come from [default: Let's Encrypt's].
+        #[arg(long, value_name = "URL")]
+        acme_directory: Option<String>,
+        /// PEM file of the CA the ACME directory's TLS certificate chains to (a private CA).
+        #[arg(long, value_name = "PEM")]
+        acme_ca_file: Option<PathBuf>,
+        /// The ACME account's contact address.
+        #[arg(long, value_name = "ADDR")]
+        email: Option<String>,
+    },
+    /// List the domains the island serves.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What to set at the registrar for DOMAIN: its NS records and their glue.
+    Status {
+        domain: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop serving domains: their records, keys and certificates go with them.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Make a TSIG key that may change records inside SUBZONE only (RFC 2136): give it to
+    /// certbot-dns-rfc2136, lego, acme.sh or external-dns.
+    Delegate {
+        subzone: String,
+        /// The key's name [default: SUBZONE].
+        #[arg(long)]
+        name: Option<String>,
+        /// hmac-sha256 (default) or hmac-sha512.
+        #[arg(long)]
+        algorithm: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the TSIG keys.
+    Keys {
+        /// Show their secrets.
+        #[arg(long)]
+        show_secrets: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke TSIG keys: every public host refuses them from then on.
+    Revoke {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DnsCommand {
+    /// A domain's records.
+    #[command(subcommand)]
+    Record(RecordCommand),
+    /// (internal) Serve DNS for the container networks; started by the daemon.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long, default_value_t = 53)]
+        port: u16,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RecordCommand {
+    /// Add a record: NAME relative to DOMAIN (`@` for the apex), TYPE (A, AAAA, CNAME, TXT,
+    /// MX, SRV, CAA, NS), VALUE in zone-file form.
+    Add {
+        domain: String,
+        name: String,
+        #[arg(value_name = "TYPE")]
+        rtype: String,
+        value: String,
+        /// Seconds [default: 300].
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+    /// Remove records at NAME of TYPE (only the one with VALUE, if given).
+    #[command(visible_alias = "remove")]
+    Rm {
+        domain: String,
+        name: String,
+        #[arg(value_name = "TYPE")]
+        rtype: String,
+        value: Option<String>,
+    },
+    /// List a domain's records as its nameservers serve them.
+    #[command(visible_alias = "list")]
+    Ls {
+        domain: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn domain_rows(list: &[DomainView]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            let ns = d.nameservers.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(",");
+            vec![
+                d.domain.clone(),
+                d.serial.to_string(),
+                if ns.is_empty() { "(no public host)".into() } else { ns },
+                d.records.to_string(),
+                d.keys.to_string(),
+            ]
+        })
+        .collect();
+    table(&["DOMAIN", "SERIAL", "NAMESERVERS", "RECORDS", "KEYS"], &rows)
+}
+
+fn status_text(d: &DomainView) -> String {
+    let mut out = format!("Domain:  {}\nSerial:  {}\nACME:    {}\n", d.domain, d.serial, d.acme_directory);
+    if d.nameservers.is_empty() {
+        out.push_str("\nNo public host serves it yet: join a host with a public address (`atoll invite --public`).\n");
+        return out;
+    }
+    out.push_str("\nSet these at the registrar of the parent zone:\n");
+    for n in &d.nameservers {
+        out.push_str(&format!("  {}. NS {}.\n", d.domain, n.name));
+    }
+    out.push_str("and the glue:\n");
+    for n in &d.nameservers {
+        for a in &n.addresses {
+            let t = if a.contains(':') { "AAAA" } else { "A" };
+            out.push_str(&format!("  {}. {t} {a}\n", n.name));
+        }
+    }
+    out
+}
+
+fn key_text(k: &KeyView) -> String {
+    format!(
+        "Key:       {}\nAlgorithm: {}\nSecret:    {}\nScope:     {} (and names below it)\n\nnsupdate -y {}:{}:{}\n",
+        k.name,
+        k.algorithm,
+        k.secret.as_deref().unwrap_or("-"),
+        k.scope,
+        k.algorithm,
+        k.name,
+        k.secret.as_deref().unwrap_or("-")
+    )
+}
+
+pub async fn domain(client: &Client, cmd: DomainCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DomainCommand::Add { domain, acme_directory, acme_ca_file, email } => {
+            let acme_ca = acme_ca_file
+                .map(|p| std::fs::read_to_string(&p).with_context(|| format!("reading --acme-ca-file {}", p.display())))
+                .transpose()?;
+            let req = DomainAdd { acme_directory, acme_ca, email };
+            let d: DomainView = client.json(Method::POST, &format!("/v1/domains/{}", q(&domain)), Some(&req)).await?;
+            print!("{}", status_text(&d));
+        }
+        DomainCommand::Ls { json } => {
+            let list: Vec<DomainView> = client.json(Method::GET, "/v1/domains", None::<&()>).await?;
+            if json { print_json(&list)? } else { print!("{}", domain_rows(&list)) }
+        }
+        DomainCommand::Status { domain, json } => {
+            let d: DomainView = client.json(Method::GET, &format!("/v1/domains/{}", q(&domain)), None::<&()>).await?;
+            if json { print_json(&d)? } else { print!("{}", status_text(&d)) }
+        }
+        DomainCommand::Rm { domains } => {
+            let call = async |d: &str| client.call(Method::DELETE, &format!("/v1/domains/{}", q(d)), None::<&()>).await;
+            return crate::cli::for_each(&domains, call, |d, _| println!("Removed {d}")).await;
+        }
+        DomainCommand::Delegate { subzone, name, algorithm, json } => {
+            let req = KeyCreate { scope: subzone, options: Delegate { name, algorithm } };
+            let k: KeyView = client.json(Method::POST, "/v1/keys", Some(&req)).await?;
+            if json { print_json(&k)? } else { print!("{}", key_text(&k)) }
+        }
+        DomainCommand::Keys { show_secrets, json } => {
+            let list: Vec<KeyView> = client.json(Method::GET, &format!("/v1/keys?secrets={show_secrets}"), None::<&()>).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|k| {
+                        let mut row =
+                            vec![k.name.clone(), k.algorithm.clone(), k.scope.clone(), k.member.clone().unwrap_or_else(|| "-".into())];
+                        if show_secrets {
+                            row.push(k.secret.clone().unwrap_or_default());
+                        }
+                        row
+                    })
+                    .collect();
+                let mut headers = vec!["NAME", "ALGORITHM", "SCOPE", "MEMBER"];
+                if show_secrets {
+                    headers.push("SECRET");
+                }
+                print!("{}", table(&headers, &rows));
+            }
+        }
+        DomainCommand::Revoke { names } => {
+            let call = async |n: &str| client.call(Method::DELETE, &format!("/v1/keys/{}", q(n)), None::<&()>).await;
+            return crate::cli::for_each(&names, call, |n, _| println!("Revoked {n}")).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dns(client: &Client, cmd: DnsCommand) -> anyhow::Result<ExitCode> {
+    let DnsCommand::Record(cmd) = cmd else { unreachable!("`dns serve` runs before the async runtime starts") };
+    match cmd {
+        RecordCommand::Add { domain, name, rtype, value, ttl } => {
+            let req = RecordAdd { name, rtype, value, ttl };
+            let r: RecordView = client.json(Method::POST, &format!("/v1/domains/{}/records", q(&domain)), Some(&req)).await?;
+            println!("{} {} {} {}", r.name, r.ttl, r.rtype, r.value);
+        }
+        RecordCommand::Rm { domain, name, rtype, value } => {
+            let mut url = format!("/v1/domains/{}/records?name={}&type={}", q(&domain), q(&name), q(&rtype));
+            if let Some(v) = &value {
+                url.push_str(&format!("&value={}", q(v)));
+            }
+            let r: Removed = client.json(Method::DELETE, &url, None::<&()>).await?;
+            println!("Removed {} record{}", r.removed, if r.removed == 1 { "" } else { "s" });
+        }
+        RecordCommand::Ls { domain, json } => {
+            let list: Vec<RecordView> = client.json(Method::GET, &format!("/v1/domains/{}/records", q(&domain)), None::<&()>).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|r| vec![r.name.clone(), r.rtype.clone(), r.ttl.to_string(), r.value.clone(), r.source.clone()])
+                    .collect();
+                print!("{}", table(&["NAME", "TYPE", "TTL", "VALUE", "SOURCE"], &rows));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,431 @@
+//! Public names (issue 16): the island's DNS zones, the records users add to them, TSIG keys
+//! that let others change records inside one sub-zone (RFC 2136 UPDATE: the capabilities
+//! certbot, lego and external-dns use), all in the replicated state; the authoritative server
+//! on every public host answers from its own replica.
+//!
+//! - [`records`]: the names' records of one replica, read at once.
+//! - [`zone`]: each zone's content as a pure function of the state (nameservers per public
+//!   host, the hosts' and services' names, users' records).
+//! - this file: the writes (`domain add|rm`, `dns record add|rm`, `domain delegate|revoke`),
+//!   each checked against one replica and committed in one transaction through the leader,
+//!   the zone's serial bumped in the same transaction.
+//! - [`reconciler`]: on the leader, the serial bumps for what changes a zone without writing
+//!   it (members, services), and the members' own keys.
+//!
+//! Invariant: a zone's served content and its serial move together: every write that changes
+//! what a zone holds writes the zone's record too (a new serial and the digest of the new
+//! content), and the leader writes one for changes that come from elsewhere.
+
+use std::time::Duration;
+
+use atoll_island::Manager;
+use atoll_island::model::IslandState;
+use atoll_state::desired::{self, DecodeError, DnsRecord, TsigKey, Zone};
+use atoll_state::{Expect, Request, Response};
+
+pub mod reconciler;
+pub mod records;
+pub mod view;
+pub mod zone;
+
+pub use records::Names;
+
+/// Let's Encrypt's production directory: where certificates come from unless a domain says.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// TSIG algorithms keys are made with (RFC 8945 §6): the first is the default.
+pub const ALGORITHMS: [&str; 2] = ["hmac-sha256", "hmac-sha512"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamesError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such domain: {domain} ({})", known_list(.known))]
+    NoSuchDomain { domain: String, known: Vec<String> },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("the island's state changed under this request {0} times in a row: try again")]
+    Busy(u32),
+    #[error("the island refused the write: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Island(#[from] atoll_island::IslandError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+fn known_list(known: &[String]) -> String {
+    atoll_util::known_list(known, "there are none: `atoll domain add DOMAIN` first")
+}
+
+impl NamesError {
+    /// The error's kind, for the API's status.
+    pub fn kind(&self) -> atoll_util::ErrorKind {
+        use atoll_util::ErrorKind as K;
+        match self {
+            NamesError::Invalid(_) => K::Invalid,
+            NamesError::NoSuchDomain { .. } | NamesError::NotFound(_) => K::NotFound,
+            NamesError::Exists(_) | NamesError::Busy(_) | NamesError::Refused(_) => K::Conflict,
+            NamesError::Island(e) => e.kind(),
+            NamesError::Decode(_) => K::Internal,
+        }
+    }
+}
+
+/// How many times a write that lost a compare-and-set is planned again.
+const ATTEMPTS: u32 = 5;
+
+/// Plans a write from this member's replica with `f`, commits it through the leader, and
+/// plans again when the state moved meanwhile; returns once this member's replica holds it.
+async fn commit<T>(m: &Manager, f: impl Fn(&Names, &IslandState) -> Result<(Vec<Request>, T), NamesError>) -> Result<T, NamesError> {
+    for _ in 0..ATTEMPTS {
+        let names = m.replica().with(Names::read)?;
+        let (ops, out) = f(&names, &m.state())?;
+        if ops.is_empty() {
+            return Ok(out);
+        }
+        match m.propose(Request::Txn { ops }).await? {
+            Response::Done { version } => {
+                m.wait_applied(version, Duration::from_secs(5)).await;
+                return Ok(out);
+            }
+            Response::Conflict { .. } | Response::TxnConflict { .. } => tokio::time::sleep(Duration::from_millis(100)).await,
+            Response::Refused { reason } => return Err(NamesError::Refused(reason)),
+            Response::Empty => return Ok(out),
+        }
+    }
+    Err(NamesError::Busy(ATTEMPTS))
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    atoll_island::manager::unix_now()
+}
+
+/// The serial after `prev` (RFC 1982 arithmetic): the time in seconds if that is ahead (so a
+/// serial says roughly when), else one more.
+pub fn next_serial(prev: u32, now: i64) -> u32 {
+    let now = u32::try_from(now).unwrap_or(u32::MAX);
+    if now.wrapping_sub(prev) as i32 > 0 { now } else { prev.wrapping_add(1) }
+}
+
+/// The zone record `zone` with a new serial for `content`'s digest.
+fn bumped(zone: &Zone, digest: String) -> Zone {
+    Zone { serial: next_serial(zone.serial, unix_now()), digest, ..zone.clone() }
+}
+
+/// The content `zone` would have with `records` (this replica's other inputs unchanged).
+fn content_with(zone: &Zone, records: &[&DnsRecord], names: &Names, island: &IslandState) -> zone::ZoneContent {
+    zone::content(zone, records, island, &names.services)
+}
+
+/// Whether `domain` (normalized) is a name a zone can have: LDH labels of 1–63 characters, two
+/// labels at least, 253 characters at most (RFC 1035 §2.3.1, RFC 1123 §2.1).
+pub fn check_domain(domain: &str) -> Result<(), NamesError> {
+    let bad = |why: &str| Err(NamesError::Invalid(format!("{domain:?} is not a domain name a zone can have: {why}")));
+    if domain.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return bad("a zone needs two labels at least (friends.example)");
+    }
+    for l in &labels {
+        if l.is_empty() || l.len() > 63 {
+            return bad("every label has 1 to 63 characters");
+        }
+        if !l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') || l.starts_with('-') || l.ends_with('-') {
+            return bad(&format!("label {l:?} has characters other than letters, digits and inner hyphens"));
+        }
+    }
+    Ok(())
+}
+
+/// `atoll domain add`'s options.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainAdd {
+    /// The ACME directory certificates come from (Let's Encrypt's by default).
+    #[serde(default)]
+    pub acme_directory: Option<String>,
+    /// PEM of the CA the directory's TLS certificate chains to (for a private CA: pebble).
+    #[serde(default)]
+    pub acme_ca: Option<String>,
+    /// The ACME account's contact.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// Makes the island authoritative for `domain`: its public hosts become its nameservers, and
+/// every member gets a TSIG key for its own name (`<host>.<domain>`).
+pub async fn add_domain(m: &Manager, domain: &str, opts: &DomainAdd) -> Result<Zone, NamesError> {
+    let domain = zone::normalize(domain);
+    check_domain(&domain)?;
+    if let Some(dir) = &opts.acme_directory
+        && !(dir.starts_with("https://") || dir.starts_with("http://"))
+    {
+        return Err(NamesError::Invalid(format!("--acme-directory {dir:?} is not an http(s) URL")));
+    }
+    commit(m, |names, island| {
+        if names.zone(&domain).is_some() {
+            return Err(NamesError::Exists(format!("the island already serves {domain}")));
+        }
+        if let Some((outer, _)) = names.zone_of(&domain) {
+            return Err(NamesError::Invalid(format!(
+                "{domain} is inside {}, which the island serves: add records to it, or `atoll domain delegate {domain}` for a key to manage it",
+                outer.domain
+            )));
+        }
+        if let Some((inner, _)) = names.zones.iter().find(|(z, _)| zone::is_within(&z.domain, &domain)) {
+            return Err(NamesError::Invalid(format!("{} is inside {domain} and served already: remove it first", inner.domain)));
+        }
+        let now = unix_now();
+        let mut z = Zone {
+            domain: domain.clone(),
+            serial: next_serial(0, now),
+            acme_directory: opts.acme_directory.clone().unwrap_or_else(|| LETS_ENCRYPT.to_owned()),
+            acme_ca: opts.acme_ca.clone(),
+            email: opts.email.clone(),
+            secondaries: vec![],
+            transfer_key: None,
+            created: now,
+            digest: String::new(),
+            extra: Default::default(),
+        };
+        z.digest = content_with(&z, &[], names, island).digest();
+        let mut ops = vec![desired::put(&z, Expect::Absent)];
+        for key in reconciler::member_keys(&z, island) {
+            if names.key(&key.name).is_none() {
+                ops.push(desired::put(&key, Expect::Absent));
+            }
+        }
+        Ok((ops, z))
+    })
+    .await
+}
+
+/// Stops serving `domain`: its records, keys and certificates go with it.
+pub async fn remove_domain(m: &Manager, domain: &str) -> Result<(), NamesError> {
+    let domain = zone::normalize(domain);
+    commit(m, |names, _| {
+        let (z, v) = names.existing_zone(&domain)?;
+        let mut ops = vec![desired::delete::<Zone>(&desired::Kind::name(z), Expect::Version(*v))];
+        ops.extend(names.records_of(&domain).map(|(r, v)| desired::delete::<DnsRecord>(&desired::Kind::name(r), Expect::Version(*v))));
+        ops.extend(
+            names.keys.iter().filter(|(k, _)| k.zone == domain).map(|(k, v)| desired::delete::<TsigKey>(&k.name, Expect::Version(*v))),
+        );
+        ops.extend(
+            names
+                .certificates
+                .iter()
+                .filter(|(c, _)| c.names.iter().all(|n| zone::is_within(zone::normalize(n).trim_start_matches("*."), &domain)))
+                .map(|(c, v)| desired::delete::<desired::Certificate>(&desired::Kind::name(c), Expect::Version(*v))),
+        );
+        Ok((ops, ()))
+    })
+    .await
+}
+
+/// Record types users may add (the zone's SOA and apex NS are the island's).
+pub const RECORD_TYPES: [&str; 8] = ["A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "NS"];
+
+/// Checks a record users add: its name inside the zone, a type they may add, and RFC 1034's
+/// CNAME rules against what the zone holds.
+pub fn check_record(zone: &str, name: &str, rtype: &str, content: &zone::ZoneContent) -> Result<(), NamesError> {
+    if !zone::is_within(name, zone) {
+        return Err(NamesError::Invalid(format!("{name} is not inside the zone {zone}")));
+    }
+    if !RECORD_TYPES.contains(&rtype) {
+        return Err(NamesError::Invalid(format!("record type {rtype:?}: one of {} may be added", RECORD_TYPES.join(", "))));
+    }
+    if name == zone && matches!(rtype, "CNAME" | "NS") {
+        return Err(NamesError::Invalid(format!("a {rtype} record at the zone's apex ({zone}) would hide its SOA and nameservers")));
+    }
+    let others: Vec<&zone::Rr> = content.records.iter().filter(|r| r.name == name).collect();
+    if rtype == "CNAME" && others.iter().any(|r| r.rtype != "CNAME") {
+        return Err(NamesError::Invalid(format!("{name} has other records: a CNAME cannot be next to them (RFC 1034 §3.6.2)")));
+    }
+    if others.iter().any(|r| r.rtype == "CNAME") && rtype != "CNAME" {
+        return Err(NamesError::Invalid(format!("{name} is a CNAME: no other record can be next to it (RFC 1034 §3.6.2)")));
+    }
+    if rtype == "CNAME" && others.iter().any(|r| r.rtype == "CNAME") {
+        return Err(NamesError::Invalid(format!("{name} has a CNAME already: remove it first")));
+    }
+    Ok(())
+}
+
+/// A record to add: `NAME` relative to the zone (`@` the apex, or absolute with a final dot).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordAdd {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub value: String,
+    /// Seconds (300 by default).
+    #[serde(default)]
+    pub ttl: Option<u32>,
+}
+
+/// Adds a record to zone `domain`.
+pub async fn add_record(m: &Manager, domain: &str, req: &RecordAdd) -> Result<DnsRecord, NamesError> {
+    let domain = zone::normalize(domain);
+    let rtype = req.rtype.to_ascii_uppercase();
+    let ttl = req.ttl.unwrap_or(zone::DEFAULT_TTL);
+    if ttl > 604_800 {
+        return Err(NamesError::Invalid(format!("--ttl {ttl}: at most a week (604800 seconds)")));
+    }
+    let value = req.value.trim().to_owned();
+    if value.is_empty() {
+        return Err(NamesError::Invalid("the record's value is empty".into()));
+    }
+    commit(m, |names, island| {
+        let (z, v) = names.existing_zone(&domain)?;
+        let abs = zone::absolute(&req.name, &domain);
+        let recs: Vec<&DnsRecord> = names.records_of(&domain).map(|(r, _)| r).collect();
+        let before = content_with(z, &recs, names, island);
+        // Derived names give way to a user's records, so check against the user's records only.
+        let users = zone::ZoneContent {
+            records: before.records.iter().filter(|r| recs.iter().any(|u| zone::absolute(&u.name, &domain) == r.name)).cloned().collect(),
+            ..Default::default()
+        };
+        check_record(&domain, &abs, &rtype, &users)?;
+        let record = DnsRecord {
+            zone: domain.clone(),
+            name: zone::relative(&abs, &domain),
+            rtype: rtype.clone(),
+            value: value.clone(),
+            ttl,
+            extra: Default::default(),
+        };
+        if names.records_of(&domain).any(|(r, _)| desired::Kind::name(r) == desired::Kind::name(&record)) {
+            return Err(NamesError::Exists(format!("{abs} {rtype} {value} is in the zone already")));
+        }
+        let mut after = recs.clone();
+        after.push(&record);
+        let zone = bumped(z, content_with(z, &after, names, island).digest());
+        Ok((vec![desired::put(&record, Expect::Absent), desired::put(&zone, Expect::Version(*v))], record.clone()))
+    })
+    .await
+}
+
+/// Removes zone `domain`'s records at `name` of type `rtype` (those with `value`, if given);
+/// how many it removed.
+pub async fn remove_record(m: &Manager, domain: &str, name: &str, rtype: &str, value: Option<&str>) -> Result<usize, NamesError> {
+    let domain = zone::normalize(domain);
+    let rtype = rtype.to_ascii_uppercase();
+    commit(m, |names, island| {
+        let (z, v) = names.existing_zone(&domain)?;
+        let rel = zone::relative(&zone::absolute(name, &domain), &domain);
+        let (gone, kept): (Vec<_>, Vec<_>) = names
+            .records_of(&domain)
+            .partition(|(r, _)| r.name == rel && r.rtype == rtype && value.is_none_or(|val| r.value == val.trim()));
+        if gone.is_empty() {
+            return Err(NamesError::NotFound(format!(
+                "{domain} has no {rtype} record at {rel}{}",
+                value.map(|v| format!(" with value {v}")).unwrap_or_default()
+            )));
+        }
+        let kept: Vec<&DnsRecord> = kept.into_iter().map(|(r, _)| r).collect();
+        let zone = bumped(z, content_with(z, &kept, names, island).digest());
+        let mut ops: Vec<Request> =
+            gone.iter().map(|(r, v)| desired::delete::<DnsRecord>(&desired::Kind::name(r), Expect::Version(*v))).collect();
+        ops.push(desired::put(&zone, Expect::Version(*v)));
+        Ok((ops, gone.len()))
+    })
+    .await
+}
+
+/// A new TSIG secret: 32 bytes from the system's CSPRNG, base64.
+pub fn new_secret() -> String {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system's random source works");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `atoll domain delegate`'s options.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delegate {
+    /// The key's name (the sub-zone's name by default).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `hmac-sha256` (default) or `hmac-sha512`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+}
+
+/// Makes a TSIG key that may change records inside `subzone` only.
+pub async fn delegate(m: &Manager, subzone: &str, opts: &Delegate) -> Result<TsigKey, NamesError> {
+    let subzone = zone::normalize(subzone);
+    let algorithm = opts.algorithm.clone().unwrap_or_else(|| ALGORITHMS[0].to_owned()).to_ascii_lowercase();
+    if !ALGORITHMS.contains(&algorithm.as_str()) {
+        return Err(NamesError::Invalid(format!("algorithm {algorithm:?}: one of {}", ALGORITHMS.join(", "))));
+    }
+    let key_name = opts.name.as_deref().map(zone::normalize).unwrap_or_else(|| subzone.clone());
+    check_domain(&key_name).map_err(|_| NamesError::Invalid(format!("key name {key_name:?} is not a domain name")))?;
+    let secret = new_secret();
+    commit(m, |names, _| {
+        let Some((z, _)) = names.zone_of(&subzone) else {
+            return Err(NamesError::NoSuchDomain {
+                domain: subzone.clone(),
+                known: names.zones.iter().map(|(z, _)| z.domain.clone()).collect(),
+            });
+        };
+        if names.key(&key_name).is_some() {
+            return Err(NamesError::Exists(format!(
+                "a key named {key_name} exists: `atoll domain revoke {key_name}` first, or give another --name"
+            )));
+        }
+        let key = TsigKey {
+            name: key_name.clone(),
+            algorithm: algorithm.clone(),
+            secret: secret.clone(),
+            zone: z.domain.clone(),
+            scope: subzone.clone(),
+            member: None,
+            created: unix_now(),
+            extra: Default::default(),
+        };
+        Ok((vec![desired::put(&key, Expect::Absent)], key))
+    })
+    .await
+}
+
+/// Revokes the TSIG key `name`: from the next update on, every public host refuses it.
+pub async fn revoke(m: &Manager, name: &str) -> Result<(), NamesError> {
+    let name = zone::normalize(name);
+    commit(m, |names, _| {
+        let Some((k, v)) = names.key(&name) else {
+            return Err(NamesError::NotFound(format!("no such key: {name} (`atoll domain keys` lists them)")));
+        };
+        Ok((vec![desired::delete::<TsigKey>(&k.name, Expect::Version(*v))], ()))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_move_forward_by_time_or_by_one() {
+        assert_eq!(next_serial(0, 1_700_000_000), 1_700_000_000);
+        assert_eq!(next_serial(1_700_000_000, 1_700_000_000), 1_700_000_001);
+        assert_eq!(next_serial(1_700_000_005, 1_700_000_000), 1_700_000_006);
+        // RFC 1982: 5 is after u32::MAX.
+        assert_eq!(next_serial(u32::MAX, 5), 5);
+        assert_eq!(next_serial(u32::MAX, 0), 0);
+    }
+
+    #[test]
+    fn domain_names_are_checked() {
+        check_domain("friends.example").unwrap();
+        for bad in ["example", "a..b", "-a.example", "a_b.example", &"x".repeat(64), &format!("{}.example", "a.".repeat(130))] {
+            assert!(check_domain(bad).is_err(), "{bad}");
+        }
+    }
+}

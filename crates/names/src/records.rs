@@ -1,0 +1,56 @@
+//! The names' part of one replica of the island's state, read at once: zones, their records,
+//! TSIG keys, certificates, and the stacks' services (which get names of their own).
+
+use atoll_state::desired::{self, Certificate, DecodeError, DnsRecord, Service, TsigKey, Zone};
+use atoll_state::keyspace::Keyspace;
+
+use crate::NamesError;
+
+/// One look at the names' records, each with its version (the log index that wrote it).
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    pub zones: Vec<(Zone, u64)>,
+    pub records: Vec<(DnsRecord, u64)>,
+    pub keys: Vec<(TsigKey, u64)>,
+    pub certificates: Vec<(Certificate, u64)>,
+    pub services: Vec<Service>,
+}
+
+impl Names {
+    pub fn read(ks: &Keyspace) -> Result<Self, DecodeError> {
+        Ok(Self {
+            zones: desired::list(ks)?,
+            records: desired::list(ks)?,
+            keys: desired::list(ks)?,
+            certificates: desired::list(ks)?,
+            services: desired::list(ks)?.into_iter().map(|(s, _)| s).collect(),
+        })
+    }
+
+    pub fn zone(&self, domain: &str) -> Option<&(Zone, u64)> {
+        self.zones.iter().find(|(z, _)| z.domain == domain)
+    }
+
+    /// The zone named `domain`, or an error listing the zones there are.
+    pub fn existing_zone(&self, domain: &str) -> Result<&(Zone, u64), NamesError> {
+        self.zone(domain).ok_or_else(|| NamesError::NoSuchDomain {
+            domain: domain.to_owned(),
+            known: self.zones.iter().map(|(z, _)| z.domain.clone()).collect(),
+        })
+    }
+
+    /// The zone that `name` (absolute, lower case, no trailing dot) is in: the longest origin
+    /// it ends with.
+    pub fn zone_of(&self, name: &str) -> Option<&(Zone, u64)> {
+        self.zones.iter().filter(|(z, _)| crate::zone::is_within(name, &z.domain)).max_by_key(|(z, _)| z.domain.len())
+    }
+
+    /// The records of zone `domain`.
+    pub fn records_of<'a>(&'a self, domain: &'a str) -> impl Iterator<Item = &'a (DnsRecord, u64)> + 'a {
+        self.records.iter().filter(move |(r, _)| r.zone == domain)
+    }
+
+    pub fn key(&self, name: &str) -> Option<&(TsigKey, u64)> {
+        self.keys.iter().find(|(k, _)| k.name == name)
+    }
+}
