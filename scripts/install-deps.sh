@@ -15,6 +15,7 @@ packages=(
   iputils-ping    # multi-host tests wait on pings
   nebula          # the island's mesh (nebula, nebula-cert); run by hand as a test and benchmark peer
   dnsmasq-base    # an upstream resolver in DNS tests; benchmark peer
+  bind9-dnsutils knot-dnsutils  # dig, nsupdate, kdig: the island's authoritative DNS tests (crates/dns)
   wrk dnsperf     # network benchmarks
   prometheus      # promtool checks /metrics
   chromium chromium-driver  # dashboard tests in a real browser
