@@ -28,13 +28,17 @@ impl From<NamesError> for ApiError {
 }
 
 /// Runs the names' loops for the daemon's life, on whatever island this daemon is in at each
-/// look: the leader's [`atoll_names::reconciler`] as soon as the replica changes (and at least
-/// twice a second).
+/// look, as soon as the replica changes (and at least twice a second): the leader's
+/// [`atoll_names::reconciler`], and on a public member the authoritative server
+/// ([`atoll_names::serve`]) on its public addresses, fed each new snapshot of the zones.
 pub async fn run_names(state: Arc<AppState>) {
     const LOOK: Duration = Duration::from_millis(500);
     let mut seen = 0;
+    let mut serving: Option<(Arc<atoll_island::Manager>, atoll_names::serve::Serving)> = None;
+    let mut failed: Option<Vec<std::net::SocketAddr>> = None;
     loop {
         let Some(m) = state.island.manager.read().await.clone() else {
+            serving = None;
             tokio::time::sleep(LOOK).await;
             continue;
         };
@@ -42,6 +46,31 @@ pub async fn run_names(state: Arc<AppState>) {
         seen = m.applied_index();
         if let Err(e) = atoll_names::reconciler::tick(&m).await {
             tracing::debug!(error = %atoll_island::proto::Problem::from_error(&e), "reconciling the names");
+        }
+        let addrs: Vec<std::net::SocketAddr> =
+            atoll_names::serve::public_addrs(&m).into_iter().map(|ip| (ip, atoll_names::serve::PORT).into()).collect();
+        let current = serving.as_ref().is_some_and(|(sm, s)| Arc::ptr_eq(sm, &m) && s.addrs == addrs);
+        let snapshot = match m.replica().with(Names::read) {
+            Ok(n) => atoll_names::serve::snapshot(&n, &m.state()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the names from the replica");
+                continue;
+            }
+        };
+        if !current {
+            serving = None;
+            if !addrs.is_empty() && failed.as_ref() != Some(&addrs) {
+                match atoll_names::serve::Serving::start(m.clone(), addrs.clone(), snapshot.clone()).await {
+                    Ok(s) => serving = Some((m.clone(), s)),
+                    Err(e) => {
+                        tracing::error!(addrs = ?addrs, error = %e, "cannot serve the island's zones on this public host's addresses");
+                        failed = Some(addrs);
+                    }
+                }
+            }
+        }
+        if let Some((_, s)) = &serving {
+            s.update(snapshot);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

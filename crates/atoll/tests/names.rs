@@ -37,8 +37,8 @@ fn json(island: &Island, host: &str, args: &[&str]) -> serde_json::Value {
 fn a_domain_its_records_and_keys_are_the_same_on_every_member() {
     let island = island();
     let out = island.ok("home1", &["domain", "add", "Friends.Example."]);
-    assert!(out.contains("friends.example. NS ns1.friends.example."), "{out}");
-    assert!(out.contains("ns2.friends.example. A "), "{out}");
+    assert!(out.contains("friends.example. NS vps1.friends.example."), "{out}");
+    assert!(out.contains("vps2.friends.example. A "), "{out}");
 
     // Refusals name the problem and change nothing.
     let r = island.cli("vps2", &["domain", "add", "friends.example"]);
@@ -92,4 +92,94 @@ fn a_domain_its_records_and_keys_are_the_same_on_every_member() {
     island.ok("vps1", &["domain", "rm", "friends.example"]);
     assert_eq!(json(&island, "vps2", &["domain", "ls"]), serde_json::json!([]));
     assert_eq!(json(&island, "vps2", &["domain", "keys"]), serde_json::json!([]));
+}
+
+/// `dig +norec @server ARGS` from home1 (behind NAT, as a resolver on the internet would be
+/// elsewhere): the whole answer.
+fn dig(island: &Island, server: &str, args: &str) -> String {
+    let ip = island.host(server).addr;
+    let r = island.sh("home1", &format!("dig +norec +time=2 +tries=1 @{ip} {args}"));
+    assert!(r.ok(), "dig @{server} {args}: {r:?}");
+    r.stdout
+}
+
+fn short(island: &Island, server: &str, args: &str) -> String {
+    dig(island, server, &format!("+short {args}")).trim().to_owned()
+}
+
+/// The zone's serial as `server` answers it (0 while it does not answer).
+fn serial(island: &Island, server: &str) -> u64 {
+    let ip = island.host(server).addr;
+    let r = island.sh("home1", &format!("dig +norec +time=1 +tries=1 +short @{ip} friends.example SOA"));
+    r.stdout.split_whitespace().nth(2).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// `nsupdate -y KEY` against `server` with `commands` (then `send`): its output and status.
+fn nsupdate(island: &Island, server: &str, key: Option<&str>, commands: &str) -> atoll_testkit::daemon::Run {
+    let ip = island.host(server).addr;
+    let y = key.map(|k| format!("-y {k}")).unwrap_or_default();
+    island.sh("home1", &format!("printf 'server {ip}\\nzone friends.example\\n{commands}\\nsend\\n' | nsupdate -t 5 {y}"))
+}
+
+#[test]
+fn both_public_hosts_answer_for_the_zone_and_updates_need_a_key_scoped_to_their_names() {
+    let island = island();
+    island.ok("vps1", &["domain", "add", "friends.example"]);
+    wait_for(10, "both public hosts to serve the zone at one serial", || {
+        let s = serial(&island, "vps1");
+        s > 0 && s == serial(&island, "vps2")
+    });
+    let ns = dig(&island, "vps2", "friends.example NS");
+    assert!(ns.contains("flags: qr aa;") && ns.contains("status: NOERROR"), "authoritative, no recursion: {ns}");
+    for want in ["vps1.friends.example.", "vps2.friends.example."] {
+        assert!(ns.contains(want), "{want} in {ns}");
+    }
+    let vps1 = island.host("vps1").addr.to_string();
+    assert!(ns.lines().any(|l| l.starts_with("vps1.friends.example.") && l.ends_with(&format!("IN\tA\t{vps1}"))), "glue for vps1: {ns}");
+    assert_eq!(short(&island, "vps1", "vps2.friends.example A"), island.host("vps2").addr.to_string());
+
+    // A change appears on both, with a higher serial.
+    let before = serial(&island, "vps1");
+    island.ok("home1", &["dns", "record", "add", "friends.example", "www", "A", "192.0.2.7", "--ttl", "120"]);
+    for h in ["vps1", "vps2"] {
+        wait_for(10, "the new record on both", || short(&island, h, "www.friends.example A") == "192.0.2.7");
+    }
+    let after = serial(&island, "vps2");
+    assert!(after > before && after == serial(&island, "vps1"), "{before} → {after}");
+
+    // Negative answers carry the SOA; other zones are refused (kdig agrees with dig).
+    let nx = dig(&island, "vps1", "nope.friends.example A");
+    assert!(nx.contains("status: NXDOMAIN") && nx.contains("AUTHORITY: 1") && nx.contains("SOA"), "{nx}");
+    let nodata = dig(&island, "vps2", "www.friends.example TXT");
+    assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0") && nodata.contains("SOA"), "{nodata}");
+    assert!(dig(&island, "vps1", "example.org A").contains("status: REFUSED"));
+    let ip = island.host("vps2").addr;
+    let k = island.sh("home1", &format!("kdig +norec @{ip} friends.example SOA"));
+    assert!(k.ok() && k.stdout.contains("NOERROR") && k.stdout.contains(&after.to_string()), "{k:?}");
+
+    // A key delegated for alice.friends.example changes names there, and only there.
+    let key = json(&island, "vps2", &["domain", "delegate", "alice.friends.example"]);
+    let y = format!("{}:{}:{}", key["algorithm"].as_str().unwrap(), key["name"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    let r = nsupdate(&island, "vps1", Some(&y), "update add www.alice.friends.example 60 A 192.0.2.9");
+    assert!(r.ok(), "{r:?}");
+    wait_for(10, "the update on the other public host", || short(&island, "vps2", "www.alice.friends.example A") == "192.0.2.9");
+    let ls = json(&island, "home1", &["dns", "record", "ls", "friends.example"]);
+    assert!(ls.as_array().unwrap().iter().any(|r| r["name"] == "www.alice" && r["source"] == "user"), "{ls}");
+
+    let s = serial(&island, "vps1");
+    let r = nsupdate(&island, "vps2", Some(&y), "update add bob.friends.example 60 A 192.0.2.10");
+    assert!(!r.ok() && (r.stdout.contains("REFUSED") || r.stderr.contains("REFUSED")), "outside the key's sub-zone: {r:?}");
+    let r = nsupdate(&island, "vps2", None, "update add www.alice.friends.example 60 A 192.0.2.11");
+    assert!(!r.ok() && (r.stdout.contains("REFUSED") || r.stderr.contains("REFUSED")), "unsigned: {r:?}");
+    let forged = format!("hmac-sha256:alice.friends.example:{}", "A".repeat(43) + "=");
+    let r = nsupdate(&island, "vps2", Some(&forged), "update add www.alice.friends.example 60 A 192.0.2.12");
+    assert!(!r.ok(), "a wrong secret: {r:?}");
+    assert!(short(&island, "vps1", "bob.friends.example A").is_empty());
+    assert_eq!(short(&island, "vps1", "www.alice.friends.example A"), "192.0.2.9");
+    assert_eq!(serial(&island, "vps1"), s, "nothing changed");
+
+    // Revoked, the key is refused.
+    island.ok("home1", &["domain", "revoke", "alice.friends.example"]);
+    wait_for(10, "the revocation on vps1", || !nsupdate(&island, "vps1", Some(&y), "update delete www.alice.friends.example A").ok());
+    assert_eq!(short(&island, "vps2", "www.alice.friends.example A"), "192.0.2.9");
 }

@@ -81,6 +81,18 @@ impl Manager {
 }
 
 impl Manager {
+    /// Makes this member's replica hold `key` as it is now on the island: asks the leader for
+    /// it (ReadIndex) and waits until the replica has applied its version. For a write that
+    /// found `key` missing in a replica that may lag (a member that just joined): true if the
+    /// key exists after all (plan again), false if it does not.
+    pub async fn catch_up_to(&self, key: &str) -> Result<bool, IslandError> {
+        self.present()?;
+        match self.consensus.read(key, true).await? {
+            Some(v) => Ok(self.wait_applied(v.version, Duration::from_secs(5)).await),
+            None => Ok(false),
+        }
+    }
+
     /// Waits (up to `timeout`) until this member's replica has applied the entry at `index`:
     /// after a write, its own reads see it (read-your-writes on one member).
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {

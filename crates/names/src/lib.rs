@@ -18,13 +18,16 @@
 
 use std::time::Duration;
 
+use atoll_dns::{Change, RecordSpec, ZoneSpec};
 use atoll_island::Manager;
 use atoll_island::model::IslandState;
 use atoll_state::desired::{self, DecodeError, DnsRecord, TsigKey, Zone};
 use atoll_state::{Expect, Request, Response};
+use hickory_proto::rr::Name;
 
 pub mod reconciler;
 pub mod records;
+pub mod serve;
 pub mod view;
 pub mod zone;
 
@@ -81,7 +84,16 @@ const ATTEMPTS: u32 = 5;
 async fn commit<T>(m: &Manager, f: impl Fn(&Names, &IslandState) -> Result<(Vec<Request>, T), NamesError>) -> Result<T, NamesError> {
     for _ in 0..ATTEMPTS {
         let names = m.replica().with(Names::read)?;
-        let (ops, out) = f(&names, &m.state())?;
+        let (ops, out) = match f(&names, &m.state()) {
+            // This replica may lag the island (a member that just joined): the leader decides.
+            Err(NamesError::NoSuchDomain { domain, known }) => {
+                if m.catch_up_to(&desired::key::<Zone>(&domain)).await? {
+                    continue;
+                }
+                return Err(NamesError::NoSuchDomain { domain, known });
+            }
+            r => r?,
+        };
         if ops.is_empty() {
             return Ok(out);
         }
@@ -227,32 +239,69 @@ pub async fn remove_domain(m: &Manager, domain: &str) -> Result<(), NamesError> 
     .await
 }
 
-/// Record types users may add (the zone's SOA and apex NS are the island's).
-pub const RECORD_TYPES: [&str; 8] = ["A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "NS"];
+/// The DNS name of `domain` (normalized, no trailing dot), absolute.
+pub fn origin(domain: &str) -> Result<Name, NamesError> {
+    Name::from_ascii(format!("{domain}.")).map_err(|e| NamesError::Invalid(format!("{domain:?} is not a domain name: {e}")))
+}
 
-/// Checks a record users add: its name inside the zone, a type they may add, and RFC 1034's
-/// CNAME rules against what the zone holds.
-pub fn check_record(zone: &str, name: &str, rtype: &str, content: &zone::ZoneContent) -> Result<(), NamesError> {
-    if !zone::is_within(name, zone) {
-        return Err(NamesError::Invalid(format!("{name} is not inside the zone {zone}")));
+/// A stored record as the DNS model has it.
+fn spec_of(r: &DnsRecord, origin: &Name) -> Option<RecordSpec> {
+    let rtype = r.rtype.parse().ok()?;
+    let name = atoll_dns::model::absolute_name(origin, &r.name).ok()?;
+    Some(RecordSpec { name: name.to_string(), ttl: r.ttl, rtype, value: r.value.clone() })
+}
+
+/// Zone `z` with only its users' records (and its nameservers, whose names hold glue): what
+/// users and UPDATE may change, and what their changes are checked against.
+fn users_zone(z: &Zone, names: &Names, island: &IslandState) -> Result<ZoneSpec, NamesError> {
+    let origin = origin(&z.domain)?;
+    let content = zone::content(z, &[], island, &names.services);
+    Ok(ZoneSpec {
+        records: names.records_of(&z.domain).filter_map(|(r, _)| spec_of(r, &origin)).collect(),
+        ..serve::zone_spec(z, &content, &origin)
+    })
+}
+
+/// The stored form of `spec` in zone `domain`.
+fn record_of(spec: &RecordSpec, domain: &str) -> DnsRecord {
+    DnsRecord {
+        zone: domain.to_owned(),
+        name: zone::relative(&zone::normalize(&spec.name), domain),
+        rtype: spec.rtype.to_string(),
+        value: spec.value.clone(),
+        ttl: spec.ttl,
+        extra: Default::default(),
     }
-    if !RECORD_TYPES.contains(&rtype) {
-        return Err(NamesError::Invalid(format!("record type {rtype:?}: one of {} may be added", RECORD_TYPES.join(", "))));
+}
+
+/// The writes that take zone `z`'s users' records from `before` to `after` (each a zone spec
+/// of users' records), with the zone's new serial.
+fn diff_ops(z: &(Zone, u64), names: &Names, island: &IslandState, before: &ZoneSpec, after: &ZoneSpec) -> Vec<Request> {
+    let (z, v) = z;
+    let apex = after.apex();
+    let stored: Vec<&(DnsRecord, u64)> = names.records_of(&z.domain).collect();
+    let mut ops = Vec::new();
+    for old in &before.records {
+        let kept = after.records.iter().find(|n| n.same_data(old, &apex));
+        let doc = stored.iter().find(|(r, _)| spec_of(r, &apex).is_some_and(|s| s.same_data(old, &apex)));
+        match (kept, doc) {
+            (None, Some((r, v))) => ops.push(desired::delete::<DnsRecord>(&desired::Kind::name(r), Expect::Version(*v))),
+            (Some(n), Some((r, v))) if n.ttl != r.ttl => ops.push(desired::put(&record_of(n, &z.domain), Expect::Version(*v))),
+            _ => {}
+        }
     }
-    if name == zone && matches!(rtype, "CNAME" | "NS") {
-        return Err(NamesError::Invalid(format!("a {rtype} record at the zone's apex ({zone}) would hide its SOA and nameservers")));
+    for new in &after.records {
+        if !before.records.iter().any(|o| o.same_data(new, &apex)) {
+            ops.push(desired::put(&record_of(new, &z.domain), Expect::Absent));
+        }
     }
-    let others: Vec<&zone::Rr> = content.records.iter().filter(|r| r.name == name).collect();
-    if rtype == "CNAME" && others.iter().any(|r| r.rtype != "CNAME") {
-        return Err(NamesError::Invalid(format!("{name} has other records: a CNAME cannot be next to them (RFC 1034 §3.6.2)")));
+    if ops.is_empty() {
+        return ops;
     }
-    if others.iter().any(|r| r.rtype == "CNAME") && rtype != "CNAME" {
-        return Err(NamesError::Invalid(format!("{name} is a CNAME: no other record can be next to it (RFC 1034 §3.6.2)")));
-    }
-    if rtype == "CNAME" && others.iter().any(|r| r.rtype == "CNAME") {
-        return Err(NamesError::Invalid(format!("{name} has a CNAME already: remove it first")));
-    }
-    Ok(())
+    let records: Vec<DnsRecord> = after.records.iter().map(|r| record_of(r, &z.domain)).collect();
+    let digest = content_with(z, &records.iter().collect::<Vec<_>>(), names, island).digest();
+    ops.push(desired::put(&bumped(z, digest), Expect::Version(*v)));
+    ops
 }
 
 /// A record to add: `NAME` relative to the zone (`@` the apex, or absolute with a final dot).
@@ -268,44 +317,37 @@ pub struct RecordAdd {
     pub ttl: Option<u32>,
 }
 
-/// Adds a record to zone `domain`.
+/// Adds a record to zone `domain`: checked on its own ([`RecordSpec::parse`]) and against the
+/// zone's other records (a CNAME alone at its name, nothing at the nameservers' names).
 pub async fn add_record(m: &Manager, domain: &str, req: &RecordAdd) -> Result<DnsRecord, NamesError> {
     let domain = zone::normalize(domain);
-    let rtype = req.rtype.to_ascii_uppercase();
-    let ttl = req.ttl.unwrap_or(zone::DEFAULT_TTL);
-    if ttl > 604_800 {
-        return Err(NamesError::Invalid(format!("--ttl {ttl}: at most a week (604800 seconds)")));
-    }
-    let value = req.value.trim().to_owned();
-    if value.is_empty() {
-        return Err(NamesError::Invalid("the record's value is empty".into()));
-    }
+    let origin = origin(&domain)?;
+    let spec = RecordSpec::parse(&origin, &req.name, &req.rtype, &req.value, req.ttl)
+        .map_err(|e| NamesError::Invalid(format!("{}: {e}", req.name)))?;
     commit(m, |names, island| {
-        let (z, v) = names.existing_zone(&domain)?;
-        let abs = zone::absolute(&req.name, &domain);
-        let recs: Vec<&DnsRecord> = names.records_of(&domain).map(|(r, _)| r).collect();
-        let before = content_with(z, &recs, names, island);
-        // Derived names give way to a user's records, so check against the user's records only.
-        let users = zone::ZoneContent {
-            records: before.records.iter().filter(|r| recs.iter().any(|u| zone::absolute(&u.name, &domain) == r.name)).cloned().collect(),
-            ..Default::default()
-        };
-        check_record(&domain, &abs, &rtype, &users)?;
-        let record = DnsRecord {
-            zone: domain.clone(),
-            name: zone::relative(&abs, &domain),
-            rtype: rtype.clone(),
-            value: value.clone(),
-            ttl,
-            extra: Default::default(),
-        };
-        if names.records_of(&domain).any(|(r, _)| desired::Kind::name(r) == desired::Kind::name(&record)) {
-            return Err(NamesError::Exists(format!("{abs} {rtype} {value} is in the zone already")));
+        let z = names.existing_zone(&domain)?;
+        let before = users_zone(&z.0, names, island)?;
+        if before.records.iter().any(|r| r.same_data(&spec, &origin)) {
+            return Err(NamesError::Exists(format!("{spec} is in the zone already")));
         }
-        let mut after = recs.clone();
-        after.push(&record);
-        let zone = bumped(z, content_with(z, &after, names, island).digest());
-        Ok((vec![desired::put(&record, Expect::Absent), desired::put(&zone, Expect::Version(*v))], record.clone()))
+        let mut after = before.clone();
+        after.add_record(spec.clone()).map_err(|e| NamesError::Invalid(e.to_string()))?;
+        Ok((diff_ops(z, names, island, &before, &after), record_of(&spec, &domain)))
+    })
+    .await
+}
+
+/// Carries out an RFC 2136 UPDATE's changes to zone `domain` (checked and planned by the DNS
+/// server, [`atoll_dns::update`]): applied in order to the zone's users' records as §3.4.2
+/// says, and written in one transaction with the zone's new serial.
+pub async fn apply_update(m: &Manager, domain: &str, changes: &[Change]) -> Result<(), NamesError> {
+    let domain = zone::normalize(domain);
+    commit(m, |names, island| {
+        let z = names.existing_zone(&domain)?;
+        let before = users_zone(&z.0, names, island)?;
+        let mut after = before.clone();
+        after.apply(changes).map_err(|e| NamesError::Invalid(e.to_string()))?;
+        Ok((diff_ops(z, names, island, &before, &after), ()))
     })
     .await
 }
@@ -314,25 +356,21 @@ pub async fn add_record(m: &Manager, domain: &str, req: &RecordAdd) -> Result<Dn
 /// how many it removed.
 pub async fn remove_record(m: &Manager, domain: &str, name: &str, rtype: &str, value: Option<&str>) -> Result<usize, NamesError> {
     let domain = zone::normalize(domain);
-    let rtype = rtype.to_ascii_uppercase();
+    let origin = origin(&domain)?;
+    let bad = |e: atoll_dns::RecordError| NamesError::Invalid(format!("{name}: {e}"));
+    let owner = atoll_dns::model::absolute_name(&origin, name).map_err(bad)?;
+    let rtype: atoll_dns::RType = rtype.parse().map_err(bad)?;
+    let value = value.map(|v| RecordSpec::parse(&origin, name, &rtype.to_string(), v, None).map_err(bad)).transpose()?;
     commit(m, |names, island| {
-        let (z, v) = names.existing_zone(&domain)?;
-        let rel = zone::relative(&zone::absolute(name, &domain), &domain);
-        let (gone, kept): (Vec<_>, Vec<_>) = names
-            .records_of(&domain)
-            .partition(|(r, _)| r.name == rel && r.rtype == rtype && value.is_none_or(|val| r.value == val.trim()));
-        if gone.is_empty() {
-            return Err(NamesError::NotFound(format!(
-                "{domain} has no {rtype} record at {rel}{}",
-                value.map(|v| format!(" with value {v}")).unwrap_or_default()
-            )));
+        let z = names.existing_zone(&domain)?;
+        let before = users_zone(&z.0, names, island)?;
+        let mut after = before.clone();
+        let n = after.remove_records(&owner, rtype, value.as_ref());
+        if n == 0 {
+            let what = value.as_ref().map(|v| format!(" with value {}", v.value)).unwrap_or_default();
+            return Err(NamesError::NotFound(format!("{domain} has no {rtype} record at {owner}{what}")));
         }
-        let kept: Vec<&DnsRecord> = kept.into_iter().map(|(r, _)| r).collect();
-        let zone = bumped(z, content_with(z, &kept, names, island).digest());
-        let mut ops: Vec<Request> =
-            gone.iter().map(|(r, v)| desired::delete::<DnsRecord>(&desired::Kind::name(r), Expect::Version(*v))).collect();
-        ops.push(desired::put(&zone, Expect::Version(*v)));
-        Ok((ops, gone.len()))
+        Ok((diff_ops(z, names, island, &before, &after), n))
     })
     .await
 }

@@ -1,5 +1,5 @@
 //! What each zone holds, as a pure function of the replicated state: the zone's nameservers
-//! (one per public host, `ns1.<domain>`…, with glue), the public hosts' own names, the names of
+//! (one per public host, `<host>.<domain>`, with glue), the public hosts' own names, the names of
 //! the stacks' services, and the records users added (by `atoll dns record` or RFC 2136
 //! UPDATE). Every public host computes the same content from the same replica, so they all
 //! answer alike.
@@ -127,8 +127,9 @@ pub fn content(zone: &Zone, records: &[&DnsRecord], island: &IslandState, servic
         v.dedup();
         v
     };
-    let nameservers: Vec<(String, Vec<IpAddr>)> =
-        hosts.iter().enumerate().map(|(i, (_, addrs))| (format!("ns{}.{origin}", i + 1), addrs.clone())).collect();
+    // Named after their hosts, not numbered: a host leaving does not rename the others, whose
+    // names and glue are written at the registrar.
+    let nameservers: Vec<(String, Vec<IpAddr>)> = hosts.iter().map(|(host, addrs)| (format!("{host}.{origin}"), addrs.clone())).collect();
 
     let user: Vec<Rr> = records
         .iter()
@@ -226,16 +227,14 @@ mod tests {
             out.push_str(&format!("{} {} {} {}\n", r.name, r.ttl, r.rtype, r.value));
         }
         expect_test::expect![[r#"
-            NS ns1.friends.example [203.0.113.10]
-            NS ns2.friends.example [2001:db8::2]
+            NS vps1.friends.example [203.0.113.10]
+            NS vps2-local.friends.example [2001:db8::2]
             api-v2.blog.friends.example 60 A 203.0.113.10
             api-v2.blog.friends.example 60 AAAA 2001:db8::2
             api.friends.example 60 A 203.0.113.10
             api.friends.example 60 AAAA 2001:db8::2
             friends.example 60 A 203.0.113.10
             friends.example 60 AAAA 2001:db8::2
-            vps1.friends.example 60 A 203.0.113.10
-            vps2-local.friends.example 60 AAAA 2001:db8::2
             web.blog.friends.example 300 TXT "mine"
             www.friends.example 300 CNAME blog.friends.example.
         "#]]
