@@ -223,7 +223,11 @@ impl Ctx<'_> {
             },
             instant_acme::Error::Timeout(_) => AcmeError::Timeout { step, after: self.config.validation_timeout },
             other => {
-                AcmeError::Acme { step, directory: self.config.directory_url.clone(), problem_type: None, problem: error_text(&other) }
+                let mut problem = error_text(&other);
+                if problem.contains("invalid peer certificate") {
+                    problem.push_str(" (is the directory's CA in the configured CA bundle?)");
+                }
+                AcmeError::Acme { step, directory: self.config.directory_url.clone(), problem_type: None, problem }
             }
         }
     }
