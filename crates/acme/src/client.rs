@@ -262,7 +262,13 @@ impl Http {
             .map_err(|e| AcmeError::CaBundle(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().enable_http2().build();
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        // Without it, a request written in two segments waits ~40 ms for the delayed ACK.
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(REQUEST_TIMEOUT));
+        let https =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().enable_http2().wrap_connector(tcp);
         Ok(Http(Client::builder(TokioExecutor::new()).build(https)))
     }
 }
@@ -389,7 +395,13 @@ async fn run_order(
     }
 
     let retry = RetryPolicy::new().initial_delay(Duration::from_millis(100)).backoff(1.5).timeout(ctx.config.validation_timeout);
-    match order.poll_ready(&retry).await {
+    // Look once at once (a quick CA has validated already), then poll with backoff.
+    let status = match order.refresh().await.map(|s| s.status) {
+        Ok(status @ (OrderStatus::Ready | OrderStatus::Invalid)) => Ok(status),
+        Ok(_) => order.poll_ready(&retry).await,
+        Err(e) => Err(e),
+    };
+    match status {
         Ok(OrderStatus::Ready) => {}
         Ok(_) | Err(instant_acme::Error::Api(_)) => return Err(validation_failure(ctx, &mut order).await),
         Err(e) => return Err(ctx.fail(Step::Validation, e)),
@@ -400,7 +412,11 @@ async fn run_order(
     params.distinguished_name = rcgen::DistinguishedName::new();
     let csr = params.serialize_request(&key).map_err(|e| AcmeError::Csr(e.to_string()))?;
     order.finalize_csr(csr.der()).await.map_err(|e| ctx.fail(Step::Finalize, e))?;
-    let chain_pem = order.poll_certificate(&retry).await.map_err(|e| ctx.fail(Step::Download, e))?;
+    let chain_pem = match order.certificate().await {
+        Ok(Some(chain)) => chain,
+        Ok(None) => order.poll_certificate(&retry).await.map_err(|e| ctx.fail(Step::Download, e))?,
+        Err(e) => return Err(ctx.fail(Step::Download, e)),
+    };
     let key_pem = key.serialize_pem();
     check_key_matches(&chain_pem, &key_pem)?;
     Ok((chain_pem, key_pem))
