@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -35,7 +36,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// `fqdn` is `_acme-challenge.<name>` (no final dot); a wildcard and its base name share one
 /// `fqdn` with two values, so `present` must add a value beside any already there, and
-/// `cleanup` remove only the value it is given.
+/// `cleanup` remove only the value it is given. `present` may be called for several records at
+/// once (concurrently); `cleanup` is called one record at a time, after the CA is done.
 #[async_trait::async_trait]
 pub trait Dns01: Send + Sync {
     async fn present(&self, fqdn: &str, value: &str) -> Result<(), String>;
@@ -377,12 +379,15 @@ async fn run_order(
         let value = challenge.key_authorization().dns_value();
         wanted.push((name, value));
     }
-    // Publish them all, then tell the CA: a wildcard and its base name share one record.
-    for (name, value) in &wanted {
+    // Publish them all (at once: the island's `present` waits for every public host), then
+    // tell the CA. A wildcard and its base name share one record.
+    presented.extend(wanted.iter().map(|(name, value)| (challenge_record(name), value.clone())));
+    let published = join_all(wanted.iter().map(|(name, value)| async move {
         let fqdn = challenge_record(name);
-        presented.push((fqdn.clone(), value.clone()));
-        dns.present(&fqdn, value).await.map_err(|error| AcmeError::Present { name: name.clone(), fqdn, error })?;
-    }
+        dns.present(&fqdn, value).await.map_err(|error| AcmeError::Present { name: name.clone(), fqdn, error })
+    }))
+    .await;
+    published.into_iter().collect::<Result<Vec<()>, _>>()?;
     let mut authzs = order.authorizations();
     while let Some(authz) = authzs.next().await {
         let mut authz = authz.map_err(|e| ctx.fail(Step::Authorization, e))?;

@@ -92,6 +92,20 @@ async fn a_wrong_txt_value_fails_naming_the_name_and_pebbles_problem() {
 }
 
 #[tokio::test]
+async fn a_record_that_cannot_be_published_fails_naming_it_and_the_others_are_cleaned_up() {
+    let pebble = Pebble::start(None);
+    let mut dns = pebble.dns();
+    dns.refuse = Some(("b.friends.test".into(), "the zone is read-only".into()));
+    let err = obtain(&pebble.config(), &names(&["a.friends.test", "b.friends.test"]), &dns).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "could not publish the DNS-01 record _acme-challenge.b.friends.test for b.friends.test: the zone is read-only"
+    );
+    assert_eq!(dns.presented.lock().unwrap().len(), 2);
+    assert_eq!(dns.leftovers(), Default::default());
+}
+
+#[tokio::test]
 async fn an_account_the_ca_forgot_is_replaced_by_a_new_one() {
     let mut pebble = Pebble::start(None);
     let dns = pebble.dns();
@@ -119,4 +133,25 @@ async fn a_directory_whose_tls_certificate_is_not_trusted_is_refused_in_words() 
     assert_eq!(err.to_string(), "the CA bundle for the ACME directory is unusable: it holds no PEM CERTIFICATE block");
     let err = obtain(&pebble.config(), &names(&["a.*.test"]), &dns).await.unwrap_err();
     assert!(err.to_string().contains("\"a.*.test\" is not a DNS name"), "{err}");
+}
+
+#[tokio::test]
+async fn a_short_lived_certificate_is_recorded_valid_and_due_at_two_thirds_of_its_life() {
+    // certificateValidityPeriod: 30 s (what the island's renewal test can use).
+    let pebble = Pebble::start(Some(30));
+    let dns = pebble.dns();
+    let mut record = atoll_acme::CertificateRecord::pending(names(&["short.friends.test"]), now());
+    assert!(record.is_due(now()));
+    record.start_attempt();
+    let issued = obtain(&pebble.config(), &record.names, &dns).await.unwrap();
+    let obtained = now();
+    let data_key = DataKey::generate().unwrap();
+    record.succeeded(issued.into_current(&data_key).unwrap(), obtained);
+    let current = record.current.as_ref().unwrap();
+    assert_eq!(record.state, atoll_acme::CertState::Valid);
+    assert!((current.not_after - current.not_before - 29).abs() <= 1, "{current:?}");
+    let due = record.next_attempt_at;
+    assert!(due > obtained && due < current.not_after, "due {due}, obtained {obtained}, {current:?}");
+    assert!((due - (obtained + (current.not_after - obtained) * 2 / 3)).abs() <= 1, "due {due}, obtained {obtained}, {current:?}");
+    assert!(record.serves_at(obtained) && !record.is_due(obtained));
 }

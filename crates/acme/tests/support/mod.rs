@@ -197,6 +197,8 @@ pub struct ChallTestSrv {
     pub presented: Mutex<Vec<(String, String)>>,
     /// Publish this instead of the value asked for (to make validation fail).
     pub lie: Option<String>,
+    /// Refuse to publish records for names ending so, with this message.
+    pub refuse: Option<(String, String)>,
 }
 
 impl ChallTestSrv {
@@ -207,6 +209,7 @@ impl ChallTestSrv {
             published: Mutex::new(HashMap::new()),
             presented: Mutex::new(Vec::new()),
             lie: None,
+            refuse: None,
         }
     }
 
@@ -226,11 +229,16 @@ impl ChallTestSrv {
     }
 }
 
-#[async_trait::async_trait]
+#[atoll_acme::async_trait]
 impl Dns01 for ChallTestSrv {
     async fn present(&self, fqdn: &str, value: &str) -> Result<(), String> {
         let published = self.lie.clone().unwrap_or_else(|| value.to_owned());
         self.presented.lock().unwrap().push((fqdn.to_owned(), value.to_owned()));
+        if let Some((suffix, message)) = &self.refuse
+            && fqdn.ends_with(suffix.as_str())
+        {
+            return Err(message.clone());
+        }
         self.post("/set-txt", serde_json::json!({"host": format!("{fqdn}."), "value": published})).await?;
         self.published.lock().unwrap().entry(fqdn.to_owned()).or_default().push(published);
         Ok(())
