@@ -116,6 +116,12 @@ impl CertificateRecord {
         self.next_attempt_at = next_retry_at(policy, self.attempts, jitter, now, not_after);
     }
 
+    /// The held certificate's private key, opened with `data_key` (what a public host loads
+    /// into its TLS configuration, and keeps only in memory).
+    pub fn open_key(&self, data_key: &crate::DataKey) -> Result<Option<String>, crate::SealError> {
+        self.current.as_ref().map(|c| crate::open(&c.sealed_key, data_key, &self.names)).transpose()
+    }
+
     /// Marks a held certificate that has expired by `now` as `Failed` (nothing usable is held
     /// any more); returns whether it changed anything.
     pub fn expire(&mut self, now: i64) -> bool {

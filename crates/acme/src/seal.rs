@@ -84,7 +84,7 @@ pub enum SealError {
 }
 
 fn aad(names: &[String]) -> Vec<u8> {
-    let mut sorted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut sorted: Vec<String> = names.iter().map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase()).collect();
     sorted.sort_unstable();
     sorted.dedup();
     let mut out = AAD_PREFIX.to_vec();
@@ -96,7 +96,8 @@ fn cipher(data_key: &DataKey) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &data_key.0).expect("AES-256 takes 32 bytes"))
 }
 
-/// Seals `key_pem` under `data_key`, bound to `names` (order and duplicates do not matter).
+/// Seals `key_pem` under `data_key`, bound to `names` (order, case, a final dot and duplicates
+/// do not matter).
 pub fn seal(key_pem: &str, data_key: &DataKey, names: &[String]) -> Result<SealedKey, SealError> {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new().fill(&mut nonce).map_err(|_| SealError::Random)?;
@@ -140,7 +141,7 @@ mod tests {
         let s = seal(PEM, &k, &names()).unwrap();
         assert!(!s.ciphertext.contains("PRIVATE"));
         assert_eq!(open(&s, &k, &names()).unwrap(), PEM);
-        let reordered = vec!["friends.test".to_owned(), "*.friends.test".to_owned(), "friends.test".to_owned()];
+        let reordered = vec!["friends.test".to_owned(), "*.Friends.test.".to_owned(), "friends.test".to_owned()];
         assert_eq!(open(&s, &k, &reordered).unwrap(), PEM);
         // A fresh nonce each time.
         assert_ne!(seal(PEM, &k, &names()).unwrap().nonce, s.nonce);

@@ -154,4 +154,7 @@ async fn a_short_lived_certificate_is_recorded_valid_and_due_at_two_thirds_of_it
     assert!(due > obtained && due < current.not_after, "due {due}, obtained {obtained}, {current:?}");
     assert!((due - (obtained + (current.not_after - obtained) * 2 / 3)).abs() <= 1, "due {due}, obtained {obtained}, {current:?}");
     assert!(record.serves_at(obtained) && !record.is_due(obtained));
+    let key = record.open_key(&data_key).unwrap().expect("a key is held");
+    check_key_matches(&current.chain_pem, &key).unwrap();
+    assert!(record.open_key(&DataKey::generate().unwrap()).is_err());
 }
