@@ -28,6 +28,8 @@ packages=(
   nebula          # the island's mesh (nebula, nebula-cert)
   openssh-client  # ssh-keygen and ssh: Nebula's sshd reports per-peer tunnels (crates/mesh)
   iperf3          # mesh throughput benchmark (bench/mesh.sh)
+  pebble          # a test ACME CA (pebble, pebble-challtestsrv) for certificate tests (crates/acme)
+  lego            # ACME client, benchmark peer (bench/acme.sh)
 )
 
 if [ "$(id -u)" != 0 ]; then
