@@ -40,6 +40,16 @@ pub const PING: &str = "/island/v1/ping";
 /// A stack replica's output on the member that runs it (`service logs`): `GET` with
 /// [`LogsQuery`], newline-delimited JSON log lines.
 pub const LOGS: &str = "/island/v1/logs";
+/// The names' data key (the CA host answers members): what certificates' private keys are
+/// sealed with in the replicated state, so it never enters the Raft log.
+pub const NAMES_KEY: &str = "/island/v1/secrets/names-key";
+
+/// `GET` [`NAMES_KEY`]'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamesKey {
+    /// 32 bytes, base64.
+    pub key: String,
+}
 
 /// A member's answer to a ping: what its build reads (`atoll_state::schema`). Builds before
 /// schemas answered `204 No Content`, and read schema 1.

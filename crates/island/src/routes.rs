@@ -92,6 +92,7 @@ pub fn control(m: Arc<Manager>) -> Router {
         .route(proto::RAFT_STATUS, routing::get(raft_status))
         .route(proto::PING, routing::get(ping))
         .route(proto::LOGS, routing::get(logs))
+        .route(proto::NAMES_KEY, routing::get(names_key))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .merge(raft)
         .with_state(m)
@@ -235,6 +236,15 @@ async fn logs(State(m): M, Extension(peer): Extension<Peer>, Query(q): Query<pro
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx)) });
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// The names' data key, for a member (the CA host keeps it; others ask it).
+async fn names_key(State(m): M, Extension(peer): Extension<Peer>) -> Result<Json<proto::NamesKey>, Refusal> {
+    member(&m, &peer)?;
+    if !m.is_ca_host() {
+        return Err(refuse(StatusCode::NOT_FOUND, "the CA host keeps the names' data key: ask it"));
+    }
+    Ok(Json(proto::NamesKey { key: m.names_key().await? }))
 }
 
 async fn handle_join(State(m): M, Json(req): Json<JoinRequest>) -> Result<Json<JoinResponse>, Refusal> {

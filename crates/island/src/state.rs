@@ -81,6 +81,33 @@ impl Manager {
 }
 
 impl Manager {
+    /// The names' data key (32 bytes, base64): what certificates' private keys are sealed
+    /// with before they enter the replicated state. The CA host makes it once and keeps it
+    /// with the CA keys; every other member fetches it from the CA host over the control
+    /// plane and caches it (0600), so it never enters the Raft log. Errors while the CA host
+    /// cannot be reached and this member never fetched it.
+    pub async fn names_key(&self) -> Result<String, IslandError> {
+        let ca_host = self.is_ca_host();
+        let path = self.paths.names_key(ca_host);
+        if let Ok(k) = std::fs::read_to_string(&path) {
+            return Ok(k.trim().to_owned());
+        }
+        let key = if ca_host {
+            use base64::Engine;
+            use ring::rand::SecureRandom;
+            let mut bytes = [0u8; 32];
+            ring::rand::SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|_| IslandError::Io { path: path.clone(), source: std::io::Error::other("the system's random source failed") })?;
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        } else {
+            let url = self.ca_url(&self.state(), crate::proto::NAMES_KEY);
+            crate::transport::get::<crate::proto::NamesKey>(&self.client(), &url).await?.key
+        };
+        atoll_util::atomic_write(&path, key.as_bytes(), 0o600).map_err(|e| IslandError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+        Ok(key)
+    }
+
     /// Makes this member's replica hold `key` as it is now on the island: asks the leader for
     /// it (ReadIndex) and waits until the replica has applied its version. For a write that
     /// found `key` missing in a replica that may lag (a member that just joined): true if the

@@ -129,6 +129,11 @@ impl Paths {
     pub fn ca(&self) -> PathBuf {
         self.root.join("ca")
     }
+    /// The names' data key (32 bytes, base64, 0600): made and kept by the CA host (under
+    /// [`Paths::ca`]), cached by every other member that fetched it.
+    pub fn names_key(&self, ca_host: bool) -> PathBuf {
+        if ca_host { self.ca().join("names.key") } else { self.root.join("names.key") }
+    }
     /// The Nebula CA certificate, written from the state for Nebula to read.
     pub fn nebula_ca_cert(&self) -> PathBuf {
         self.root.join("nebula-ca.crt")

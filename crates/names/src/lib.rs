@@ -25,6 +25,8 @@ use atoll_state::desired::{self, DecodeError, DnsRecord, TsigKey, Zone};
 use atoll_state::{Expect, Request, Response};
 use hickory_proto::rr::Name;
 
+pub mod certs;
+pub mod probe;
 pub mod reconciler;
 pub mod records;
 pub mod serve;
@@ -231,8 +233,8 @@ pub async fn remove_domain(m: &Manager, domain: &str) -> Result<(), NamesError> 
             names
                 .certificates
                 .iter()
-                .filter(|(c, _)| c.names.iter().all(|n| zone::is_within(zone::normalize(n).trim_start_matches("*."), &domain)))
-                .map(|(c, v)| desired::delete::<desired::Certificate>(&desired::Kind::name(c), Expect::Version(*v))),
+                .filter(|(c, _)| c.0.names.iter().all(|n| zone::is_within(zone::normalize(n).trim_start_matches("*."), &domain)))
+                .map(|(c, v)| desired::delete::<certs::CertDoc>(&desired::Kind::name(c), Expect::Version(*v))),
         );
         Ok((ops, ()))
     })

@@ -1,7 +1,9 @@
 //! The names' part of one replica of the island's state, read at once: zones, their records,
 //! TSIG keys, certificates, and the stacks' services (which get names of their own).
 
-use atoll_state::desired::{self, Certificate, DecodeError, DnsRecord, Service, TsigKey, Zone};
+use atoll_state::desired::{self, DecodeError, DnsRecord, Service, TsigKey, Zone};
+
+use crate::certs::{AcmeAccount, CertDoc};
 use atoll_state::keyspace::Keyspace;
 
 use crate::NamesError;
@@ -12,7 +14,8 @@ pub struct Names {
     pub zones: Vec<(Zone, u64)>,
     pub records: Vec<(DnsRecord, u64)>,
     pub keys: Vec<(TsigKey, u64)>,
-    pub certificates: Vec<(Certificate, u64)>,
+    pub certificates: Vec<(CertDoc, u64)>,
+    pub accounts: Vec<(AcmeAccount, u64)>,
     pub services: Vec<Service>,
 }
 
@@ -23,6 +26,7 @@ impl Names {
             records: desired::list(ks)?,
             keys: desired::list(ks)?,
             certificates: desired::list(ks)?,
+            accounts: desired::list(ks)?,
             services: desired::list(ks)?.into_iter().map(|(s, _)| s).collect(),
         })
     }

@@ -421,30 +421,8 @@ pub struct TsigKey {
 }
 kind!(TsigKey, "tsig_key", |r| r.name.clone());
 
-/// Where a certificate is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CertState {
-    Pending,
-    Valid,
-    Renewing,
-    Failed,
-}
-
-/// An ACME certificate for names under the island's zones (its key stays on the hosts that
-/// serve it; the state holds what everyone needs to know of it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Certificate {
-    /// The first name, which names the certificate.
-    pub names: Vec<String>,
-    pub issuer: Option<String>,
-    /// Unix seconds.
-    pub not_after: Option<i64>,
-    pub state: CertState,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-kind!(Certificate, "certificate", |r| r.names.first().cloned().unwrap_or_default());
+// Certificates (`desired/certificate/<first name>`) are the `atoll-acme` crate's
+// `CertificateRecord`, stored by `atoll-names`, which owns their shape.
 
 /// A gateway route: host names served by a service's replicas on a container port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
