@@ -323,6 +323,15 @@ impl Server {
         }
     }
 
+    /// The answers (none for what deserves none) to one message received from `src` over UDP
+    /// or TCP, as they would be sent: the fuzzer's and tests' way in.
+    pub async fn answer_bytes(&self, bytes: &[u8], src: SocketAddr, tcp: bool) -> Vec<Vec<u8>> {
+        let capture = Capture { tcp, out: Arc::default() };
+        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        self.handle_bytes(bytes.to_vec(), src, protocol, capture.clone()).await;
+        std::mem::take(&mut *capture.out.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     async fn answer(&self, request: &Request, mut response: impl ResponseHandler) -> ResponseInfo {
         // EDNS (RFC 6891): answer with our version 0 and the smaller of the two payload sizes.
         let edns = request.edns.as_ref().map(|req| {
@@ -473,28 +482,71 @@ impl ResponseHandler for UdpResponder {
         >,
     ) -> Result<ResponseInfo, hickory_net::NetError> {
         let max = response.edns().map(|e| e.max_payload().max(512)).unwrap_or(512);
-        let meta = *response.metadata();
-        let mut bytes = Vec::with_capacity(max as usize);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => {
-                let end = encoder.offset();
-                bytes.truncate(end);
-                info
-            }
-            Err(e) => {
-                warn!(error = %e, "dns: cannot encode an answer");
-                let mut metadata = Metadata::response_from_request(&meta);
-                metadata.response_code = ResponseCode::ServFail;
-                let header = Header { metadata, counts: HeaderCounts::default() };
-                bytes.clear();
-                let mut encoder = BinEncoder::new(&mut bytes);
-                hickory_proto::serialize::binary::BinEncodable::emit(&header, &mut encoder)?;
-                ResponseInfo::from(header)
-            }
-        };
+        let (info, bytes) = encode(response, max)?;
         self.socket.send_to(&bytes, self.dst).await.map_err(hickory_net::NetError::from)?;
+        Ok(info)
+    }
+}
+
+/// Encodes an answer within `max` bytes: whole records only, TC set when some did not fit
+/// (hickory's own encoder leaves the bytes of the record that did not fit at the end).
+fn encode<'a>(
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    max: u16,
+) -> Result<(ResponseInfo, Vec<u8>), hickory_net::NetError> {
+    let meta = *response.metadata();
+    let mut bytes = Vec::with_capacity(usize::from(max).min(4096));
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max);
+    match response.destructive_emit(&mut encoder) {
+        Ok(info) => {
+            let end = encoder.offset();
+            bytes.truncate(end);
+            Ok((info, bytes))
+        }
+        Err(e) => {
+            warn!(error = %e, "dns: cannot encode an answer");
+            let mut metadata = Metadata::response_from_request(&meta);
+            metadata.response_code = ResponseCode::ServFail;
+            let header = Header { metadata, counts: HeaderCounts::default() };
+            bytes.clear();
+            let mut encoder = BinEncoder::new(&mut bytes);
+            hickory_proto::serialize::binary::BinEncodable::emit(&header, &mut encoder)?;
+            Ok((ResponseInfo::from(header), bytes))
+        }
+    }
+}
+
+/// Keeps the answers instead of sending them (see [`Server::answer_bytes`]).
+#[derive(Clone)]
+struct Capture {
+    tcp: bool,
+    out: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_net::NetError> {
+        let max = if self.tcp { u16::MAX } else { response.edns().map(|e| e.max_payload().max(512)).unwrap_or(512) };
+        let (info, bytes) = encode(response, max)?;
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
         Ok(info)
     }
 }
