@@ -94,6 +94,8 @@ struct Served {
     /// SOA first, then everything else (the order of a zone transfer).
     records: Arc<Vec<Record>>,
     handler: Arc<dyn ZoneHandler>,
+    /// Names below the apex with NS records: delegations to other servers.
+    cuts: Vec<Name>,
 }
 
 /// One build of the snapshot.
@@ -132,7 +134,8 @@ fn serve_zone(spec: &ZoneSpec) -> Result<Served, String> {
     let inner = InMemoryZoneHandler::<TokioRuntimeProvider>::new(apex, sets, ZoneType::Primary, AxfrPolicy::Deny, None)?;
     let records = Arc::new(records);
     let handler = crate::glue::Glued { inner, records: records.clone() };
-    Ok(Served { spec: spec.clone(), records, handler: Arc::new(handler) })
+    let cuts = spec.records.iter().filter(|r| r.rtype == crate::model::RType::NS).map(|r| r.owner()).collect();
+    Ok(Served { spec: spec.clone(), records, handler: Arc::new(handler), cuts })
 }
 
 /// Builds `snapshot`; a zone that cannot be served keeps its previous build (if any), so a bad
@@ -352,6 +355,18 @@ impl Server {
                 }
                 let built = self.current();
                 let now = self.shared.clock.now();
+                // At or below a delegation, the answer is a referral: hickory sets AA on it,
+                // RFC 1034 §4.3.2 and RFC 2181 §6.1 say not to.
+                let referral = request.queries.queries().first().is_some_and(|q| {
+                    let qname = Name::from(q.name());
+                    let zone = built.zones.values().filter(|z| z.spec.apex().zone_of(&qname)).max_by_key(|z| z.spec.apex().num_labels());
+                    zone.is_some_and(|z| {
+                        z.cuts.iter().any(|cut| cut.zone_of(&qname) && !(*cut == qname && q.query_type() == RecordType::DS))
+                    })
+                });
+                if referral {
+                    return built.catalog.lookup(request, edns, now, NotAuthoritative(response)).await;
+                }
                 built.catalog.lookup(request, edns, now, response.clone()).await
             }
             OpCode::Update => self.update(request, edns, response).await,
@@ -548,6 +563,28 @@ impl ResponseHandler for Capture {
         let (info, bytes) = encode(response, max)?;
         self.out.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
         Ok(info)
+    }
+}
+
+/// Clears AA on the way out (referrals).
+#[derive(Clone)]
+struct NotAuthoritative<R>(R);
+
+#[async_trait::async_trait]
+impl<R: ResponseHandler> ResponseHandler for NotAuthoritative<R> {
+    async fn send_response<'a>(
+        &mut self,
+        mut response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_net::NetError> {
+        response.metadata_mut().authoritative = false;
+        self.0.send_response(response).await
     }
 }
 
