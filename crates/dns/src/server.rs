@@ -355,6 +355,24 @@ impl Server {
                 }
                 let built = self.current();
                 let now = self.shared.clock.now();
+                if request.signature.is_some() {
+                    // RFC 8945 §5.3: the answer to a signed query is signed (dnspython, which
+                    // certbot's rfc2136 plugin uses, signs its SOA queries).
+                    let signed = match tsig::verify(request.as_slice(), request.metadata.id, request.signature.as_deref(), &built.keys, now)
+                    {
+                        Verdict::Unsigned => unreachable!("the request has a signature"),
+                        Verdict::Failed(f) => return tsig_failure(request, f, edns, response).await,
+                        Verdict::Valid(s) => s,
+                    };
+                    let max = match request.protocol() {
+                        Protocol::Udp => edns.map(|e| e.max_payload()).unwrap_or(512),
+                        _ => u16::MAX,
+                    };
+                    // Room for the TSIG record (name, algorithm, a 64-byte MAC).
+                    let max = max.saturating_sub(TSIG_ROOM).max(256);
+                    let signing = Signing { inner: response, signed, now, max };
+                    return built.catalog.lookup(request, edns, now, signing).await;
+                }
                 // At or below a delegation, the answer is a referral: hickory sets AA on it,
                 // RFC 1034 §4.3.2 and RFC 2181 §6.1 say not to.
                 let referral = request.queries.queries().first().is_some_and(|q| {
@@ -563,6 +581,53 @@ impl ResponseHandler for Capture {
         let (info, bytes) = encode(response, max)?;
         self.out.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
         Ok(info)
+    }
+}
+
+/// Bytes kept free in a signed UDP answer for its TSIG record.
+const TSIG_ROOM: u16 = 400;
+
+/// Signs answers with the key of the request (queries answered by the `Catalog`).
+#[derive(Clone)]
+struct Signing<R> {
+    inner: R,
+    signed: tsig::Signed,
+    now: u64,
+    max: u16,
+}
+
+#[async_trait::async_trait]
+impl<R: ResponseHandler> ResponseHandler for Signing<R> {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_net::NetError> {
+        // The answer as it will go out, minus its TSIG: the MAC covers exactly these bytes.
+        // It is read back and built again to carry the signature (hickory's answers are
+        // iterators, spent by encoding).
+        let (_, bytes) = encode(response, self.max)?;
+        let message = Message::from_vec(&bytes).map_err(|e| hickory_net::NetError::from(e.to_string()))?;
+        let mut decoder = BinDecoder::new(&bytes);
+        let header = Header::read(&mut decoder).map_err(|e| hickory_net::NetError::from(e.to_string()))?;
+        let queries =
+            Queries::read(&mut decoder, usize::from(header.counts.queries)).map_err(|e| hickory_net::NetError::from(e.to_string()))?;
+        let tsig = self.signed.sign(message.metadata.id, self.now, &bytes).ok_or_else(|| hickory_net::NetError::from("cannot sign"))?;
+        let mut out = MessageResponseBuilder::new(&queries, message.edns.as_ref()).build(
+            message.metadata,
+            message.answers.iter(),
+            message.authorities.iter(),
+            iter::empty(),
+            message.additionals.iter(),
+        );
+        out.set_signature(tsig);
+        self.inner.send_response(out).await
     }
 }
 

@@ -562,3 +562,25 @@ async fn a_flood_of_queries_and_oversized_garbage_leave_it_answering() {
     assert!(started.elapsed() < Duration::from_secs(5), "answers within bounds after the flood: {:?}", started.elapsed());
     assert!(!s.task.is_finished());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_query_gets_a_signed_answer() {
+    let s = start().await;
+    let alice = format!("-y hmac-sha256:alice.friends.example:{}", b64(ALICE_SECRET));
+    let out = dig(&s, &format!("{alice} friends.example SOA")).await;
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(!out.contains("tsig verify failure") && !out.contains("Couldn't verify"), "{out}");
+    assert!(out.contains("TSIG\thmac-sha256.") && out.contains("NOERROR 0"), "signed: {out}");
+    // A large signed answer: truncated over UDP with its signature, whole over TCP.
+    let out = dig(&s, &format!("{alice} +ignore big.friends.example TXT")).await;
+    assert!(flags(&out).contains("tc") && !out.contains("tsig verify failure"), "{out}");
+    let out = dig(&s, &format!("{alice} big.friends.example TXT")).await;
+    assert!(!out.contains("tsig verify failure"), "{out}");
+    assert_eq!(section(&out, "ANSWER").len(), 10, "{out}");
+    // kdig checks the signature too.
+    let out = kdig(&s, &format!("-y hmac-sha256:alice.friends.example:{} nope.friends.example A", b64(ALICE_SECRET))).await;
+    assert!(out.contains("status: NXDOMAIN") && !out.to_lowercase().contains("tsig error") && !out.contains("BADSIG"), "{out}");
+    // A query signed with a bad secret: NOTAUTH with BADSIG.
+    let out = dig(&s, &format!("-y hmac-sha256:alice.friends.example:{} friends.example SOA", b64(b"wrong"))).await;
+    assert!(out.contains("NOTAUTH") || out.contains("BADSIG") || out.contains("tsig"), "{out}");
+}
