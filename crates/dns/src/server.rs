@@ -6,13 +6,7 @@
 //! ours around hickory's TCP framing, because hickory's has no connection cap; UDP by a
 //! loop of ours too (see [`Server::serve_udp`]).
 
-use std::{
-    collections::HashMap,
-    io, iter,
-    net::SocketAddr,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{collections::HashMap, io, iter, net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use hickory_net::{
@@ -106,7 +100,8 @@ struct Built {
 }
 
 struct Shared {
-    current: RwLock<Arc<Built>>,
+    /// The build being served; a watch channel so UPDATEs can wait for theirs.
+    current: watch::Sender<Arc<Built>>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     sink: Arc<dyn UpdateSink>,
     clock: Arc<dyn Clock>,
@@ -180,7 +175,7 @@ impl Server {
         let built = build(&first, None);
         Server {
             shared: Arc::new(Shared {
-                current: RwLock::new(Arc::new(built)),
+                current: watch::Sender::new(Arc::new(built)),
                 snapshot,
                 sink: updates,
                 clock,
@@ -192,7 +187,7 @@ impl Server {
     }
 
     fn current(&self) -> Arc<Built> {
-        self.shared.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.current.borrow().clone()
     }
 
     /// Serves until the future is dropped (which stops every task it started), or a socket
@@ -222,7 +217,7 @@ impl Server {
             let snapshot = rx.borrow_and_update().clone();
             let old = self.current();
             let new = Arc::new(build(&snapshot, Some(&old)));
-            *self.shared.current.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+            self.shared.current.send_replace(new.clone());
             for (apex, zone) in &new.zones {
                 let moved = old.zones.get(apex).is_some_and(|o| o.spec.serial != zone.spec.serial);
                 if moved && !zone.spec.secondaries.is_empty() {
@@ -479,15 +474,10 @@ impl Server {
             return reply(ResponseCode::ServFail).await;
         }
         // Answer once this server serves the change, so a client's next query sees it.
-        let mut rx = self.shared.snapshot.clone();
-        let visible = rx.wait_for(|s| s.zones.iter().any(|z| z.apex() == apex && z.serial != before));
+        let mut served = self.shared.current.subscribe();
+        let visible = served.wait_for(|b| b.zones.get(&apex).is_none_or(|z| z.spec.serial != before));
         if tokio::time::timeout(self.shared.limits.update_visible, visible).await.is_err() {
-            warn!(zone = %apex, "dns: an applied UPDATE has not reached the snapshot yet");
-        }
-        // The rebuild follows the watch channel; wait for it too.
-        let deadline = tokio::time::Instant::now() + self.shared.limits.update_visible;
-        while self.current().zones.get(&apex).is_some_and(|z| z.spec.serial == before) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            warn!(zone = %apex, "dns: an applied UPDATE is not served yet");
         }
         reply(ResponseCode::NoError).await
     }
