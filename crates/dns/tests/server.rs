@@ -253,6 +253,11 @@ async fn dig_and_kdig_see_soa_ns_glue_and_records_authoritatively() {
     assert!(out.contains("192.0.2.10"), "{out}");
     let out = kdig(&s, "blog.friends.example A").await;
     assert!(out.contains("CNAME") && out.contains("www.friends.example."), "{out}");
+    // EDNS: a version we do not speak is BADVERS (RFC 6891 §6.1.3); no EDNS, no OPT back.
+    let out = dig(&s, "+edns=1 +noednsnegotiation friends.example SOA").await;
+    assert_eq!(status(&out), "BADVERS", "{out}");
+    let out = dig(&s, "+noedns friends.example SOA").await;
+    assert!(!out.contains("OPT PSEUDOSECTION"), "{out}");
     let out = dig(&s, "friends.example CAA").await;
     assert_eq!(section(&out, "ANSWER"), ["friends.example. 300 IN CAA 0 issue \"letsencrypt.org\""], "{out}");
 }
