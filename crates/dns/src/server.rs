@@ -16,7 +16,7 @@ use hickory_net::{
 };
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
-    rr::{LowerName, Name, Record, RecordType, rdata::TSIG},
+    rr::{LowerName, Name, Record, RecordType},
     serialize::binary::{BinDecodable, BinDecoder, BinEncoder},
 };
 use hickory_server::{
@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     model::{Change, TsigKeySpec, ZoneSpec},
+    respond::{Capture, NotAuthoritative, Signing, TSIG_ROOM, UdpResponder},
     tsig::{self, Clock, SystemClock, Verdict},
     update,
 };
@@ -483,166 +484,6 @@ impl Server {
     }
 }
 
-/// Sends answers over UDP, within the payload size of the answer's EDNS (512 without), with
-/// TC set and only whole records when they do not all fit.
-#[derive(Clone)]
-struct UdpResponder {
-    socket: Arc<UdpSocket>,
-    dst: SocketAddr,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for UdpResponder {
-    async fn send_response<'a>(
-        &mut self,
-        response: hickory_server::zone_handler::MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, hickory_net::NetError> {
-        let max = response.edns().map(|e| e.max_payload().max(512)).unwrap_or(512);
-        let (info, bytes) = encode(response, max)?;
-        self.socket.send_to(&bytes, self.dst).await.map_err(hickory_net::NetError::from)?;
-        Ok(info)
-    }
-}
-
-/// Encodes an answer within `max` bytes: whole records only, TC set when some did not fit
-/// (hickory's own encoder leaves the bytes of the record that did not fit at the end).
-fn encode<'a>(
-    response: hickory_server::zone_handler::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-    max: u16,
-) -> Result<(ResponseInfo, Vec<u8>), hickory_net::NetError> {
-    let meta = *response.metadata();
-    let mut bytes = Vec::with_capacity(usize::from(max).min(4096));
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max);
-    match response.destructive_emit(&mut encoder) {
-        Ok(info) => {
-            let end = encoder.offset();
-            bytes.truncate(end);
-            Ok((info, bytes))
-        }
-        Err(e) => {
-            warn!(error = %e, "dns: cannot encode an answer");
-            let mut metadata = Metadata::response_from_request(&meta);
-            metadata.response_code = ResponseCode::ServFail;
-            let header = Header { metadata, counts: HeaderCounts::default() };
-            bytes.clear();
-            let mut encoder = BinEncoder::new(&mut bytes);
-            hickory_proto::serialize::binary::BinEncodable::emit(&header, &mut encoder)?;
-            Ok((ResponseInfo::from(header), bytes))
-        }
-    }
-}
-
-/// Keeps the answers instead of sending them (see [`Server::answer_bytes`]).
-#[derive(Clone)]
-struct Capture {
-    tcp: bool,
-    out: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for Capture {
-    async fn send_response<'a>(
-        &mut self,
-        response: hickory_server::zone_handler::MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, hickory_net::NetError> {
-        let max = if self.tcp { u16::MAX } else { response.edns().map(|e| e.max_payload().max(512)).unwrap_or(512) };
-        let (info, bytes) = encode(response, max)?;
-        self.out.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
-        Ok(info)
-    }
-}
-
-/// Bytes kept free in a signed UDP answer for its TSIG record.
-const TSIG_ROOM: u16 = 400;
-
-/// Signs answers with the key of the request (queries answered by the `Catalog`).
-#[derive(Clone)]
-struct Signing<R> {
-    inner: R,
-    signed: tsig::Signed,
-    now: u64,
-    max: u16,
-}
-
-#[async_trait::async_trait]
-impl<R: ResponseHandler> ResponseHandler for Signing<R> {
-    async fn send_response<'a>(
-        &mut self,
-        response: hickory_server::zone_handler::MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, hickory_net::NetError> {
-        // The answer as it will go out, minus its TSIG: the MAC covers exactly these bytes.
-        // It is read back and built again to carry the signature (hickory's answers are
-        // iterators, spent by encoding).
-        let (_, bytes) = encode(response, self.max)?;
-        let message = Message::from_vec(&bytes).map_err(|e| hickory_net::NetError::from(e.to_string()))?;
-        let mut decoder = BinDecoder::new(&bytes);
-        let header = Header::read(&mut decoder).map_err(|e| hickory_net::NetError::from(e.to_string()))?;
-        let queries =
-            Queries::read(&mut decoder, usize::from(header.counts.queries)).map_err(|e| hickory_net::NetError::from(e.to_string()))?;
-        let tsig = self.signed.sign(message.metadata.id, self.now, &bytes).ok_or_else(|| hickory_net::NetError::from("cannot sign"))?;
-        let mut out = MessageResponseBuilder::new(&queries, message.edns.as_ref()).build(
-            message.metadata,
-            message.answers.iter(),
-            message.authorities.iter(),
-            iter::empty(),
-            message.additionals.iter(),
-        );
-        out.set_signature(tsig);
-        self.inner.send_response(out).await
-    }
-}
-
-/// Clears AA on the way out (referrals).
-#[derive(Clone)]
-struct NotAuthoritative<R>(R);
-
-#[async_trait::async_trait]
-impl<R: ResponseHandler> ResponseHandler for NotAuthoritative<R> {
-    async fn send_response<'a>(
-        &mut self,
-        mut response: hickory_server::zone_handler::MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, hickory_net::NetError> {
-        response.metadata_mut().authoritative = false;
-        self.0.send_response(response).await
-    }
-}
-
 /// hickory's request handler, over [`Server`].
 struct Handler(Server);
 
@@ -788,6 +629,3 @@ fn fastid() -> u16 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (t as u16) ^ NEXT.fetch_add(7919, Ordering::Relaxed)
 }
-
-/// The TSIG record type, re-exported for callers that sign their own messages.
-pub type TsigRecord = Record<TSIG>;
