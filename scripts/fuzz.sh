@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-15}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(reference manifest image_config tar_layer compose api_bodies)
+[ ${#targets[@]} -gt 0 ] || targets=(reference manifest image_config tar_layer compose api_bodies dns_message)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1

@@ -6,6 +6,7 @@
 
 mod glue;
 pub mod model;
+mod respond;
 pub mod server;
 pub mod tsig;
 pub mod update;

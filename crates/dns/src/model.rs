@@ -3,7 +3,13 @@
 //! pure: validation (with errors naming the bad field and value), the changes an UPDATE makes
 //! ([`Change`], applied by [`ZoneSpec::apply`]) and the translation to hickory's records.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr, net::SocketAddr, str::FromStr};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+    net::IpAddr,
+    net::SocketAddr,
+    str::FromStr,
+};
 
 use hickory_proto::rr::{
     Name, RData, Record, RecordSet, RecordType, RrKey,
@@ -537,7 +543,8 @@ impl ZoneSpec {
         let apex = self.apex();
         let zone = apex.to_string();
         let mut out = vec![self.soa()?];
-        for (ns, name) in self.nameservers.iter().zip(self.nameserver_names()?) {
+        let ns_names = self.nameserver_names()?;
+        for (ns, name) in self.nameservers.iter().zip(ns_names.iter().cloned()) {
             out.push(Record::from_rdata(apex.clone(), INFRA_TTL, RData::NS(NS(name.clone()))));
             if in_zone(&apex, &name) {
                 for addr in &ns.addrs {
@@ -549,14 +556,38 @@ impl ZoneSpec {
                 }
             }
         }
-        let mut seen: Vec<&RecordSpec> = Vec::new();
+        // The CNAME rule over the whole zone in one pass: per owner, a CNAME and anything else
+        // (or two different CNAMEs) cannot meet.
+        let mut at: HashMap<Name, (usize, usize)> = HashMap::new(); // owner -> (CNAMEs, others)
+        let mut seen: HashSet<(Name, RType, String)> = HashSet::new();
         for r in &self.records {
-            let owner = absolute_name(&apex, &r.name).map_err(|source| ZoneError::Record { zone: zone.clone(), source })?;
-            let rdata = r.rdata(&apex).map_err(|source| ZoneError::Record { zone: zone.clone(), source })?;
-            let mut others = ZoneSpec { records: seen.iter().map(|r| (*r).clone()).collect(), ..self.clone() };
-            others.records.retain(|o| !o.same_data(r, &apex));
-            others.check_record(r).map_err(|source| ZoneError::Record { zone: zone.clone(), source })?;
-            seen.push(r);
+            let bad = |source| ZoneError::Record { zone: zone.clone(), source };
+            let owner = absolute_name(&apex, &r.name).map_err(bad)?;
+            if !in_zone(&apex, &owner) {
+                return Err(bad(RecordError::OutsideZone { name: r.name.clone(), zone: zone.clone() }));
+            }
+            let rdata = r.rdata(&apex).map_err(bad)?;
+            let canonical = render_rdata(&rdata);
+            if !seen.insert((owner.clone(), r.rtype, canonical)) {
+                continue;
+            }
+            if owner == apex && matches!(r.rtype, RType::CNAME | RType::NS) {
+                let e =
+                    if r.rtype == RType::CNAME { RecordError::CnameAtApex(r.name.clone()) } else { RecordError::NsAtApex(r.name.clone()) };
+                return Err(bad(e));
+            }
+            if matches!(r.rtype, RType::A | RType::AAAA | RType::CNAME) && ns_names.contains(&owner) {
+                return Err(bad(RecordError::NameserverName(r.name.clone())));
+            }
+            let counts = at.entry(owner.clone()).or_default();
+            if r.rtype == RType::CNAME {
+                counts.0 += 1
+            } else {
+                counts.1 += 1
+            }
+            if counts.0 > 1 || (counts.0 == 1 && counts.1 > 0) {
+                return Err(bad(RecordError::CnameNextToOtherData(r.name.clone())));
+            }
             out.push(Record::from_rdata(owner, r.ttl, rdata));
         }
         Ok(out)
@@ -576,13 +607,13 @@ impl ZoneSpec {
     /// Records at `name` (any type when `rtype` is none), for UPDATE prerequisites: the zone's
     /// own and the island's (SOA, NS, glue).
     pub fn lookup(&self, name: &Name, rtype: Option<RecordType>) -> Vec<Record> {
-        let name = name.to_lowercase();
-        self.records_for_hickory()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.name.to_lowercase() == name && rtype.is_none_or(|t| r.record_type() == t))
-            .collect()
+        lookup_in(&self.records_for_hickory().unwrap_or_default(), name, rtype)
     }
+}
+
+/// The records of `all` at `name` (any type when `rtype` is none).
+pub fn lookup_in(all: &[Record], name: &Name, rtype: Option<RecordType>) -> Vec<Record> {
+    all.iter().filter(|r| r.name == *name && rtype.is_none_or(|t| r.record_type() == t)).cloned().collect()
 }
 
 #[cfg(test)]

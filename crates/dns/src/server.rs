@@ -6,13 +6,7 @@
 //! ours around hickory's TCP framing, because hickory's has no connection cap; UDP by a
 //! loop of ours too (see [`Server::serve_udp`]).
 
-use std::{
-    collections::HashMap,
-    io, iter,
-    net::SocketAddr,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{collections::HashMap, io, iter, net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use hickory_net::{
@@ -22,7 +16,7 @@ use hickory_net::{
 };
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
-    rr::{LowerName, Name, Record, RecordType, rdata::TSIG},
+    rr::{LowerName, Name, Record, RecordType},
     serialize::binary::{BinDecodable, BinDecoder, BinEncoder},
 };
 use hickory_server::{
@@ -39,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     model::{Change, TsigKeySpec, ZoneSpec},
+    respond::{Capture, NotAuthoritative, Signing, TSIG_ROOM, UdpResponder},
     tsig::{self, Clock, SystemClock, Verdict},
     update,
 };
@@ -94,6 +89,8 @@ struct Served {
     /// SOA first, then everything else (the order of a zone transfer).
     records: Arc<Vec<Record>>,
     handler: Arc<dyn ZoneHandler>,
+    /// Names below the apex with NS records: delegations to other servers.
+    cuts: Vec<Name>,
 }
 
 /// One build of the snapshot.
@@ -104,7 +101,8 @@ struct Built {
 }
 
 struct Shared {
-    current: RwLock<Arc<Built>>,
+    /// The build being served; a watch channel so UPDATEs can wait for theirs.
+    current: watch::Sender<Arc<Built>>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     sink: Arc<dyn UpdateSink>,
     clock: Arc<dyn Clock>,
@@ -132,7 +130,8 @@ fn serve_zone(spec: &ZoneSpec) -> Result<Served, String> {
     let inner = InMemoryZoneHandler::<TokioRuntimeProvider>::new(apex, sets, ZoneType::Primary, AxfrPolicy::Deny, None)?;
     let records = Arc::new(records);
     let handler = crate::glue::Glued { inner, records: records.clone() };
-    Ok(Served { spec: spec.clone(), records, handler: Arc::new(handler) })
+    let cuts = spec.records.iter().filter(|r| r.rtype == crate::model::RType::NS).map(|r| r.owner()).collect();
+    Ok(Served { spec: spec.clone(), records, handler: Arc::new(handler), cuts })
 }
 
 /// Builds `snapshot`; a zone that cannot be served keeps its previous build (if any), so a bad
@@ -177,7 +176,7 @@ impl Server {
         let built = build(&first, None);
         Server {
             shared: Arc::new(Shared {
-                current: RwLock::new(Arc::new(built)),
+                current: watch::Sender::new(Arc::new(built)),
                 snapshot,
                 sink: updates,
                 clock,
@@ -189,7 +188,7 @@ impl Server {
     }
 
     fn current(&self) -> Arc<Built> {
-        self.shared.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.current.borrow().clone()
     }
 
     /// Serves until the future is dropped (which stops every task it started), or a socket
@@ -219,7 +218,7 @@ impl Server {
             let snapshot = rx.borrow_and_update().clone();
             let old = self.current();
             let new = Arc::new(build(&snapshot, Some(&old)));
-            *self.shared.current.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+            self.shared.current.send_replace(new.clone());
             for (apex, zone) in &new.zones {
                 let moved = old.zones.get(apex).is_some_and(|o| o.spec.serial != zone.spec.serial);
                 if moved && !zone.spec.secondaries.is_empty() {
@@ -323,6 +322,15 @@ impl Server {
         }
     }
 
+    /// The answers (none for what deserves none) to one message received from `src` over UDP
+    /// or TCP, as they would be sent: the fuzzer's and tests' way in.
+    pub async fn answer_bytes(&self, bytes: &[u8], src: SocketAddr, tcp: bool) -> Vec<Vec<u8>> {
+        let capture = Capture { tcp, out: Arc::default() };
+        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        self.handle_bytes(bytes.to_vec(), src, protocol, capture.clone()).await;
+        std::mem::take(&mut *capture.out.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     async fn answer(&self, request: &Request, mut response: impl ResponseHandler) -> ResponseInfo {
         // EDNS (RFC 6891): answer with our version 0 and the smaller of the two payload sizes.
         let edns = request.edns.as_ref().map(|req| {
@@ -343,6 +351,36 @@ impl Server {
                 }
                 let built = self.current();
                 let now = self.shared.clock.now();
+                if request.signature.is_some() {
+                    // RFC 8945 §5.3: the answer to a signed query is signed (dnspython, which
+                    // certbot's rfc2136 plugin uses, signs its SOA queries).
+                    let signed = match tsig::verify(request.as_slice(), request.metadata.id, request.signature.as_deref(), &built.keys, now)
+                    {
+                        Verdict::Unsigned => unreachable!("the request has a signature"),
+                        Verdict::Failed(f) => return tsig_failure(request, f, edns, response).await,
+                        Verdict::Valid(s) => s,
+                    };
+                    let max = match request.protocol() {
+                        Protocol::Udp => edns.map(|e| e.max_payload()).unwrap_or(512),
+                        _ => u16::MAX,
+                    };
+                    // Room for the TSIG record (name, algorithm, a 64-byte MAC).
+                    let max = max.saturating_sub(TSIG_ROOM).max(256);
+                    let signing = Signing { inner: response, signed, now, max };
+                    return built.catalog.lookup(request, edns, now, signing).await;
+                }
+                // At or below a delegation, the answer is a referral: hickory sets AA on it,
+                // RFC 1034 §4.3.2 and RFC 2181 §6.1 say not to.
+                let referral = request.queries.queries().first().is_some_and(|q| {
+                    let qname = Name::from(q.name());
+                    let zone = built.zones.values().filter(|z| z.spec.apex().zone_of(&qname)).max_by_key(|z| z.spec.apex().num_labels());
+                    zone.is_some_and(|z| {
+                        z.cuts.iter().any(|cut| cut.zone_of(&qname) && !(*cut == qname && q.query_type() == RecordType::DS))
+                    })
+                });
+                if referral {
+                    return built.catalog.lookup(request, edns, now, NotAuthoritative(response)).await;
+                }
                 built.catalog.lookup(request, edns, now, response.clone()).await
             }
             OpCode::Update => self.update(request, edns, response).await,
@@ -437,65 +475,12 @@ impl Server {
             return reply(ResponseCode::ServFail).await;
         }
         // Answer once this server serves the change, so a client's next query sees it.
-        let mut rx = self.shared.snapshot.clone();
-        let visible = rx.wait_for(|s| s.zones.iter().any(|z| z.apex() == apex && z.serial != before));
+        let mut served = self.shared.current.subscribe();
+        let visible = served.wait_for(|b| b.zones.get(&apex).is_none_or(|z| z.spec.serial != before));
         if tokio::time::timeout(self.shared.limits.update_visible, visible).await.is_err() {
-            warn!(zone = %apex, "dns: an applied UPDATE has not reached the snapshot yet");
-        }
-        // The rebuild follows the watch channel; wait for it too.
-        let deadline = tokio::time::Instant::now() + self.shared.limits.update_visible;
-        while self.current().zones.get(&apex).is_some_and(|z| z.spec.serial == before) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            warn!(zone = %apex, "dns: an applied UPDATE is not served yet");
         }
         reply(ResponseCode::NoError).await
-    }
-}
-
-/// Sends answers over UDP, within the payload size of the answer's EDNS (512 without), with
-/// TC set and only whole records when they do not all fit.
-#[derive(Clone)]
-struct UdpResponder {
-    socket: Arc<UdpSocket>,
-    dst: SocketAddr,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for UdpResponder {
-    async fn send_response<'a>(
-        &mut self,
-        response: hickory_server::zone_handler::MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, hickory_net::NetError> {
-        let max = response.edns().map(|e| e.max_payload().max(512)).unwrap_or(512);
-        let meta = *response.metadata();
-        let mut bytes = Vec::with_capacity(max as usize);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => {
-                let end = encoder.offset();
-                bytes.truncate(end);
-                info
-            }
-            Err(e) => {
-                warn!(error = %e, "dns: cannot encode an answer");
-                let mut metadata = Metadata::response_from_request(&meta);
-                metadata.response_code = ResponseCode::ServFail;
-                let header = Header { metadata, counts: HeaderCounts::default() };
-                bytes.clear();
-                let mut encoder = BinEncoder::new(&mut bytes);
-                hickory_proto::serialize::binary::BinEncodable::emit(&header, &mut encoder)?;
-                ResponseInfo::from(header)
-            }
-        };
-        self.socket.send_to(&bytes, self.dst).await.map_err(hickory_net::NetError::from)?;
-        Ok(info)
     }
 }
 
@@ -644,6 +629,3 @@ fn fastid() -> u16 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (t as u16) ^ NEXT.fetch_add(7919, Ordering::Relaxed)
 }
-
-/// The TSIG record type, re-exported for callers that sign their own messages.
-pub type TsigRecord = Record<TSIG>;

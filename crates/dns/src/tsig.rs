@@ -61,6 +61,7 @@ pub enum Verdict {
 }
 
 /// A request signed by a known key.
+#[derive(Clone)]
 pub struct Signed {
     pub key: TsigKeySpec,
     signer: TSigner,

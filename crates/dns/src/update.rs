@@ -8,7 +8,7 @@ use hickory_proto::{
     rr::{DNSClass, Name, RData, Record, RecordType},
 };
 
-use crate::model::{Change, RType, RecordSpec, TsigKeySpec, ZoneSpec, in_zone};
+use crate::model::{Change, RType, RecordSpec, TsigKeySpec, ZoneSpec, in_zone, lookup_in};
 
 /// At most this many records in the prerequisite and update sections together.
 pub const MAX_UPDATE_RECORDS: usize = 256;
@@ -38,6 +38,11 @@ fn rdata_empty(r: &Record) -> bool {
 /// §3.2: evaluates the prerequisites against `zone`.
 pub fn check_prerequisites(zone: &ZoneSpec, prerequisites: &[Record]) -> Result<(), Refusal> {
     let apex = zone.apex();
+    if prerequisites.is_empty() {
+        return Ok(());
+    }
+    let all = zone.records_for_hickory().map_err(|e| refuse(ResponseCode::ServFail, e.to_string()))?;
+    let lookup = |name: &Name, t: Option<RecordType>| lookup_in(&all, name, t);
     // (name, type) -> the records the requestor says are the whole RRset.
     let mut temp: Vec<(Name, RecordType, Vec<RData>)> = Vec::new();
     for rr in prerequisites {
@@ -55,10 +60,10 @@ pub fn check_prerequisites(zone: &ZoneSpec, prerequisites: &[Record]) -> Result<
                     return Err(refuse(ResponseCode::FormErr, "a class ANY prerequisite has data"));
                 }
                 if rtype == RecordType::ANY {
-                    if zone.lookup(&name, None).is_empty() {
+                    if lookup(&name, None).is_empty() {
                         return Err(refuse(ResponseCode::NXDomain, format!("{name} does not exist")));
                     }
-                } else if zone.lookup(&name, Some(rtype)).is_empty() {
+                } else if lookup(&name, Some(rtype)).is_empty() {
                     return Err(refuse(ResponseCode::NXRRSet, format!("{name} has no {rtype} records")));
                 }
             }
@@ -67,10 +72,10 @@ pub fn check_prerequisites(zone: &ZoneSpec, prerequisites: &[Record]) -> Result<
                     return Err(refuse(ResponseCode::FormErr, "a class NONE prerequisite has data"));
                 }
                 if rtype == RecordType::ANY {
-                    if !zone.lookup(&name, None).is_empty() {
+                    if !lookup(&name, None).is_empty() {
                         return Err(refuse(ResponseCode::YXDomain, format!("{name} exists")));
                     }
-                } else if !zone.lookup(&name, Some(rtype)).is_empty() {
+                } else if !lookup(&name, Some(rtype)).is_empty() {
                     return Err(refuse(ResponseCode::YXRRSet, format!("{name} has {rtype} records")));
                 }
             }
@@ -91,7 +96,7 @@ pub fn check_prerequisites(zone: &ZoneSpec, prerequisites: &[Record]) -> Result<
         }
     }
     for (name, rtype, wanted) in temp {
-        let have: Vec<RData> = zone.lookup(&name, Some(rtype)).into_iter().map(|r| r.data).collect();
+        let have: Vec<RData> = lookup(&name, Some(rtype)).into_iter().map(|r| r.data).collect();
         let same = have.len() == wanted.len() && wanted.iter().all(|w| have.contains(w));
         if !same {
             return Err(refuse(ResponseCode::NXRRSet, format!("{name} {rtype} is not the RRset the prerequisite names")));

@@ -253,6 +253,11 @@ async fn dig_and_kdig_see_soa_ns_glue_and_records_authoritatively() {
     assert!(out.contains("192.0.2.10"), "{out}");
     let out = kdig(&s, "blog.friends.example A").await;
     assert!(out.contains("CNAME") && out.contains("www.friends.example."), "{out}");
+    // EDNS: a version we do not speak is BADVERS (RFC 6891 §6.1.3); no EDNS, no OPT back.
+    let out = dig(&s, "+edns=1 +noednsnegotiation friends.example SOA").await;
+    assert_eq!(status(&out), "BADVERS", "{out}");
+    let out = dig(&s, "+noedns friends.example SOA").await;
+    assert!(!out.contains("OPT PSEUDOSECTION"), "{out}");
     let out = dig(&s, "friends.example CAA").await;
     assert_eq!(section(&out, "ANSWER"), ["friends.example. 300 IN CAA 0 issue \"letsencrypt.org\""], "{out}");
 }
@@ -495,4 +500,92 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
     let out = dig(&s, "+tcp www.friends.example A").await;
     assert!(out.contains("192.0.2.10"), "{out}");
     let _ = IpAddr::from([0, 0, 0, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegated_sub_zone_gets_a_referral_with_glue() {
+    let mut z = zone();
+    let o = z.origin.clone();
+    for (n, t, v) in [
+        ("sub.alice", "NS", "ns.sub.alice"),
+        ("sub.alice", "NS", "ns2.sub.alice"),
+        ("ns.sub.alice", "A", "192.0.2.70"),
+        ("ns2.sub.alice", "A", "192.0.2.71"),
+    ] {
+        z.add_record(RecordSpec::parse(&o, n, t, v, None).unwrap()).unwrap();
+    }
+    let s = start_with(Snapshot { zones: vec![z], keys: keys() }, Arc::new(atoll_dns::SystemClock), Limits::default()).await;
+    let out = dig(&s, "host.sub.alice.friends.example A").await;
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(!flags(&out).contains("aa"), "a referral is not authoritative: {out}");
+    assert!(out.contains("ANSWER: 0"), "{out}");
+    let mut auth = section(&out, "AUTHORITY");
+    auth.sort();
+    assert_eq!(
+        auth,
+        [
+            "sub.alice.friends.example. 300 IN NS ns.sub.alice.friends.example.",
+            "sub.alice.friends.example. 300 IN NS ns2.sub.alice.friends.example."
+        ],
+        "{out}"
+    );
+    let glue = section(&out, "ADDITIONAL");
+    assert!(glue.iter().any(|g| g.ends_with("IN A 192.0.2.70")) && glue.iter().any(|g| g.ends_with("IN A 192.0.2.71")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_queries_and_oversized_garbage_leave_it_answering() {
+    use tokio::io::AsyncWriteExt;
+    let s = start().await;
+    // 20,000 queries from 8 sockets, as fast as they go, never reading the answers.
+    let mut query = Message::query();
+    query.add_query(hickory_proto::op::Query::query(name("www.friends.example."), RecordType::A));
+    let bytes = query.to_vec().unwrap();
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let bytes = bytes.clone();
+        let to = s.addr;
+        flood.spawn(async move {
+            let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            for _ in 0..2500 {
+                let _ = sock.send_to(&bytes, to).await;
+            }
+        });
+    }
+    // A 65,535-byte TCP message of garbage, and one that claims more than it sends.
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&u16::MAX.to_be_bytes()).await.unwrap();
+    c.write_all(&vec![0xffu8; 65535]).await.unwrap();
+    let mut d = TcpStream::connect(s.addr).await.unwrap();
+    d.write_all(&[0x40, 0x00, 1, 2, 3]).await.unwrap();
+    while flood.join_next().await.is_some() {}
+    let started = std::time::Instant::now();
+    let out = dig(&s, "www.friends.example A").await;
+    assert!(out.contains("192.0.2.10"), "{out}");
+    let out = dig(&s, "+tcp www.friends.example A").await;
+    assert!(out.contains("192.0.2.10"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answers within bounds after the flood: {:?}", started.elapsed());
+    assert!(!s.task.is_finished());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_query_gets_a_signed_answer() {
+    let s = start().await;
+    let alice = format!("-y hmac-sha256:alice.friends.example:{}", b64(ALICE_SECRET));
+    let out = dig(&s, &format!("{alice} friends.example SOA")).await;
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(!out.contains("tsig verify failure") && !out.contains("Couldn't verify"), "{out}");
+    assert!(out.contains("TSIG\thmac-sha256.") && out.contains("NOERROR 0"), "signed: {out}");
+    // A large signed answer: truncated over UDP with its signature, whole over TCP.
+    let out = dig(&s, &format!("{alice} +ignore big.friends.example TXT")).await;
+    assert!(flags(&out).contains("tc") && !out.contains("tsig verify failure"), "{out}");
+    let out = dig(&s, &format!("{alice} big.friends.example TXT")).await;
+    assert!(!out.contains("tsig verify failure"), "{out}");
+    assert_eq!(section(&out, "ANSWER").len(), 10, "{out}");
+    // kdig checks the signature too.
+    let out = kdig(&s, &format!("-y hmac-sha256:alice.friends.example:{} nope.friends.example A", b64(ALICE_SECRET))).await;
+    assert!(out.contains("status: NXDOMAIN") && !out.to_lowercase().contains("tsig error") && !out.contains("BADSIG"), "{out}");
+    // A query signed with a bad secret: NOTAUTH with BADSIG.
+    let out = dig(&s, &format!("-y hmac-sha256:alice.friends.example:{} friends.example SOA", b64(b"wrong"))).await;
+    assert!(out.contains("NOTAUTH") || out.contains("BADSIG") || out.contains("tsig"), "{out}");
 }

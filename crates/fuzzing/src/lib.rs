@@ -5,6 +5,9 @@
 
 use std::path::Path;
 
+mod dns;
+pub use dns::dns_message;
+
 /// A target: bytes in, panics on a broken promise.
 pub type Target = fn(&[u8]);
 
@@ -16,6 +19,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tar_layer", tar_layer),
     ("compose", compose),
     ("api_bodies", api_bodies),
+    ("dns_message", dns_message),
 ];
 
 /// Image references as users and registries write them.
