@@ -30,6 +30,8 @@ packages=(
   iperf3          # mesh throughput benchmark (bench/mesh.sh)
   pebble          # a test ACME CA (pebble, pebble-challtestsrv) for certificate tests (crates/acme)
   lego            # ACME client, benchmark peer (bench/acme.sh)
+  certbot python3-certbot-dns-rfc2136  # a real ACME client using a delegated TSIG key (tests/names.rs)
+  dnsperf knot    # authoritative DNS benchmark, and its peer (bench/dns.sh)
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use atoll_names::certs::CertView;
 use atoll_names::view::{DomainView, KeyView, RecordView};
 use atoll_names::{Delegate, DomainAdd, Names, NamesError, RecordAdd};
 
@@ -36,6 +37,7 @@ pub async fn run_names(state: Arc<AppState>) {
     let mut seen = 0;
     let mut serving: Option<(Arc<atoll_island::Manager>, atoll_names::serve::Serving)> = None;
     let mut failed: Option<Vec<std::net::SocketAddr>> = None;
+    let certs = atoll_names::certs::Worker::default();
     loop {
         let Some(m) = state.island.manager.read().await.clone() else {
             serving = None;
@@ -46,6 +48,9 @@ pub async fn run_names(state: Arc<AppState>) {
         seen = m.applied_index();
         if let Err(e) = atoll_names::reconciler::tick(&m).await {
             tracing::debug!(error = %atoll_island::proto::Problem::from_error(&e), "reconciling the names");
+        }
+        if let Err(e) = certs.tick(&m).await {
+            tracing::debug!(error = %atoll_island::proto::Problem::from_error(&e), "looking after the certificates");
         }
         let addrs: Vec<std::net::SocketAddr> =
             atoll_names::serve::public_addrs(&m).into_iter().map(|ip| (ip, atoll_names::serve::PORT).into()).collect();
@@ -232,5 +237,57 @@ pub async fn list_keys(State(s): St, q: Result<Query<KeysQuery>, QueryRejection>
 pub async fn revoke_key(State(s): St, Path(name): Path<String>) -> ApiResult<StatusCode> {
     let m = s.island.get().await?;
     atoll_names::revoke(&m, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/certificates`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertRequest {
+    /// The names it is for (the first names it; `*.friends.example` for a wildcard).
+    pub names: Vec<String>,
+}
+
+/// The certificates the island keeps.
+#[utoipa::path(get, path = "/v1/certificates", tag = "names", responses((status = 200, body = Vec<CertView>), (status = 404, body = ErrorBody)))]
+pub async fn list_certificates(State(s): St) -> ApiResult<Json<Vec<CertView>>> {
+    let (_, n) = names(&s).await?;
+    Ok(Json(n.certificates.iter().map(|(c, _)| CertView::of(&c.0, false)).collect()))
+}
+
+/// Asks for a certificate (the leader obtains it by DNS-01 against the island's zone, and
+/// renews it); asking again for a failed one retries it now.
+#[utoipa::path(post, path = "/v1/certificates", tag = "names", request_body = CertRequest,
+    responses((status = 200, body = CertView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn request_certificate(State(s): St, body: Result<Json<CertRequest>, JsonRejection>) -> ApiResult<Json<CertView>> {
+    let Json(req) = body?;
+    if req.names.is_empty() {
+        return Err(NamesError::Invalid("a certificate needs at least one name".into()).into());
+    }
+    let m = s.island.get().await?;
+    Ok(Json(CertView::of(&atoll_names::certs::request(&m, &req.names).await?, false)))
+}
+
+/// One certificate, with its chain.
+#[utoipa::path(get, path = "/v1/certificates/{name}", tag = "names", params(("name" = String, Path, description = "Its first name")),
+    responses((status = 200, body = CertView), (status = 404, body = ErrorBody)))]
+pub async fn certificate(State(s): St, Path(name): Path<String>) -> ApiResult<Json<CertView>> {
+    let (_, n) = names(&s).await?;
+    let name = atoll_names::zone::normalize(&name);
+    let c = n
+        .certificates
+        .iter()
+        .find(|(c, _)| c.0.names.first() == Some(&name))
+        .ok_or_else(|| NamesError::NotFound(format!("no certificate named {name} (`atoll cert ls` lists them)")))?;
+    Ok(Json(CertView::of(&c.0.0, true)))
+}
+
+/// Stops keeping a certificate.
+#[utoipa::path(delete, path = "/v1/certificates/{name}", tag = "names", params(("name" = String, Path, description = "Its first name")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove_certificate(State(s): St, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let m = s.island.get().await?;
+    atoll_names::certs::remove(&m, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -240,6 +240,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::names::records, crate::names::add_record, crate::names::remove_record))
         .routes(routes!(crate::names::create_key, crate::names::list_keys))
         .routes(routes!(crate::names::revoke_key))
+        .routes(routes!(crate::names::list_certificates, crate::names::request_certificate))
+        .routes(routes!(crate::names::certificate, crate::names::remove_certificate))
 }
 
 /// The dashboard's login link (with the token); 404 when the dashboard is off.

@@ -138,6 +138,9 @@ pub enum Command {
     /// with TSIG keys.
     #[command(subcommand)]
     Domain(crate::names::DomainCommand),
+    /// The island's certificates (ACME by DNS-01 against its own zones).
+    #[command(subcommand)]
+    Cert(crate::names::CertCommand),
     /// Records of the island's domains (`dns record add|rm|ls`).
     #[command(subcommand)]
     Dns(crate::names::DnsCommand),
@@ -449,6 +452,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Service(c) => return crate::stack::service(&client, c).await,
         Command::Domain(c) => return crate::names::domain(&client, c).await,
         Command::Dns(c) => return crate::names::dns(&client, c).await,
+        Command::Cert(c) => return crate::names::cert(&client, c).await,
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }
     Ok(ExitCode::SUCCESS)

@@ -9,10 +9,11 @@ use hyper::Method;
 
 use atoll_api::client::{Client, q};
 use atoll_api::names::{KeyCreate, Removed};
+use atoll_names::certs::CertView;
 use atoll_names::view::{DomainView, KeyView, RecordView};
 use atoll_names::{Delegate, DomainAdd, RecordAdd};
 
-use crate::output::{print_json, table};
+use crate::output::{listing, print_json, table};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DomainCommand {
@@ -76,6 +77,36 @@ pub enum DomainCommand {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum CertCommand {
+    /// List the certificates the island keeps: names, issuer, expiry, state, last error.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask for a certificate for NAMEs (`*.friends.example` for a wildcard); the island
+    /// obtains it by DNS-01 against its own zone and renews it. Asking again retries a failed one.
+    Request {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a certificate, with its chain.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop keeping certificates.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum DnsCommand {
     /// A domain's records.
     #[command(subcommand)]
@@ -122,23 +153,6 @@ pub enum RecordCommand {
     },
 }
 
-fn domain_rows(list: &[DomainView]) -> String {
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|d| {
-            let ns = d.nameservers.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(",");
-            vec![
-                d.domain.clone(),
-                d.serial.to_string(),
-                if ns.is_empty() { "(no public host)".into() } else { ns },
-                d.records.to_string(),
-                d.keys.to_string(),
-            ]
-        })
-        .collect();
-    table(&["DOMAIN", "SERIAL", "NAMESERVERS", "RECORDS", "KEYS"], &rows)
-}
-
 fn status_text(d: &DomainView) -> String {
     let mut out = format!("Domain:  {}\nSerial:  {}\nACME:    {}\n", d.domain, d.serial, d.acme_directory);
     if d.nameservers.is_empty() {
@@ -183,8 +197,12 @@ pub async fn domain(client: &Client, cmd: DomainCommand) -> anyhow::Result<ExitC
             print!("{}", status_text(&d));
         }
         DomainCommand::Ls { json } => {
-            let list: Vec<DomainView> = client.json(Method::GET, "/v1/domains", None::<&()>).await?;
-            if json { print_json(&list)? } else { print!("{}", domain_rows(&list)) }
+            let row = |d: &DomainView| {
+                let ns = d.nameservers.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(",");
+                let ns = if ns.is_empty() { "(no public host)".into() } else { ns };
+                vec![d.domain.clone(), d.serial.to_string(), ns, d.records.to_string(), d.keys.to_string()]
+            };
+            listing(client, "/v1/domains", json, &["DOMAIN", "SERIAL", "NAMESERVERS", "RECORDS", "KEYS"], row).await?;
         }
         DomainCommand::Status { domain, json } => {
             let d: DomainView = client.json(Method::GET, &format!("/v1/domains/{}", q(&domain)), None::<&()>).await?;
@@ -230,6 +248,56 @@ pub async fn domain(client: &Client, cmd: DomainCommand) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+fn when(secs: Option<i64>) -> String {
+    secs.map(atoll_island::model::rfc3339).unwrap_or_else(|| "-".into())
+}
+
+fn cert_text(c: &CertView) -> String {
+    let mut out = format!(
+        "Names:      {}\nState:      {}\nIssuer:     {}\nNot before: {}\nNot after:  {}\nNext:       {}\n",
+        c.names.join(", "),
+        c.state,
+        c.issuer.as_deref().unwrap_or("-"),
+        when(c.not_before),
+        when(c.not_after),
+        when(Some(c.next_attempt_at))
+    );
+    if let Some(e) = &c.last_error {
+        out.push_str(&format!("Last error: {e} ({} failed attempts)\n", c.attempts));
+    }
+    if let Some(pem) = &c.chain_pem {
+        out.push('\n');
+        out.push_str(pem);
+    }
+    out
+}
+
+pub async fn cert(client: &Client, cmd: CertCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CertCommand::Ls { json } => {
+            let row = |c: &CertView| {
+                let issuer = c.issuer.clone().unwrap_or_else(|| "-".into());
+                vec![c.names.join(","), c.state.clone(), issuer, when(c.not_after), c.last_error.clone().unwrap_or_default()]
+            };
+            listing(client, "/v1/certificates", json, &["NAMES", "STATE", "ISSUER", "NOT AFTER", "LAST ERROR"], row).await?;
+        }
+        CertCommand::Request { names, json } => {
+            let req = atoll_api::names::CertRequest { names };
+            let c: CertView = client.json(Method::POST, "/v1/certificates", Some(&req)).await?;
+            if json { print_json(&c)? } else { print!("{}", cert_text(&c)) }
+        }
+        CertCommand::Inspect { name, json } => {
+            let c: CertView = client.json(Method::GET, &format!("/v1/certificates/{}", q(&name)), None::<&()>).await?;
+            if json { print_json(&c)? } else { print!("{}", cert_text(&c)) }
+        }
+        CertCommand::Rm { names } => {
+            let call = async |n: &str| client.call(Method::DELETE, &format!("/v1/certificates/{}", q(n)), None::<&()>).await;
+            return crate::cli::for_each(&names, call, |n, _| println!("Removed {n}")).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn dns(client: &Client, cmd: DnsCommand) -> anyhow::Result<ExitCode> {
     let DnsCommand::Record(cmd) = cmd else { unreachable!("`dns serve` runs before the async runtime starts") };
     match cmd {
@@ -247,16 +315,8 @@ pub async fn dns(client: &Client, cmd: DnsCommand) -> anyhow::Result<ExitCode> {
             println!("Removed {} record{}", r.removed, if r.removed == 1 { "" } else { "s" });
         }
         RecordCommand::Ls { domain, json } => {
-            let list: Vec<RecordView> = client.json(Method::GET, &format!("/v1/domains/{}/records", q(&domain)), None::<&()>).await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|r| vec![r.name.clone(), r.rtype.clone(), r.ttl.to_string(), r.value.clone(), r.source.clone()])
-                    .collect();
-                print!("{}", table(&["NAME", "TYPE", "TTL", "VALUE", "SOURCE"], &rows));
-            }
+            let row = |r: &RecordView| vec![r.name.clone(), r.rtype.clone(), r.ttl.to_string(), r.value.clone(), r.source.clone()];
+            listing(client, &format!("/v1/domains/{}/records", q(&domain)), json, &["NAME", "TYPE", "TTL", "VALUE", "SOURCE"], row).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,23 @@ pub fn chain(e: &anyhow::Error) -> String {
 }
 
 /// Renders rows under headers, columns padded to their widest cell, like docker's tables.
+/// `GET url`'s list printed as JSON (`--json`) or as a table of `headers` with a row per item.
+pub async fn listing<T: serde::de::DeserializeOwned + serde::Serialize>(
+    client: &atoll_api::client::Client,
+    url: &str,
+    json: bool,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let list: Vec<T> = client.json(hyper::Method::GET, url, None::<&()>).await?;
+    if json {
+        print_json(&list)
+    } else {
+        print!("{}", table(headers, &list.iter().map(row).collect::<Vec<_>>()));
+        Ok(())
+    }
+}
+
 /// `v` as indented JSON on standard output (`--json`).
 pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);

@@ -19,7 +19,7 @@ use atoll_orchestrator::{DeployReport, ServiceDeploy, StackDeploy};
 use atoll_spec::RestartPolicy;
 use atoll_state::desired::{Mode, UpdateConfig};
 
-use crate::output::{print_json, table};
+use crate::output::{listing, print_json, table};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
@@ -207,13 +207,8 @@ pub async fn stack(client: &Client, cmd: StackCommand) -> anyhow::Result<ExitCod
             }
         }
         StackCommand::Ls { json } => {
-            let list: Vec<StackSummary> = client.json(Method::GET, "/v1/stacks", None::<&()>).await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list.iter().map(|s| vec![s.name.clone(), s.services.to_string()]).collect();
-                print!("{}", table(&["NAME", "SERVICES"], &rows));
-            }
+            listing(client, "/v1/stacks", json, &["NAME", "SERVICES"], |s: &StackSummary| vec![s.name.clone(), s.services.to_string()])
+                .await?;
         }
         StackCommand::Ps { name, json } => {
             let tasks: Vec<Task> = client.json(Method::GET, &format!("/v1/stacks/{}/tasks", q(&name)), None::<&()>).await?;
@@ -230,24 +225,16 @@ pub async fn stack(client: &Client, cmd: StackCommand) -> anyhow::Result<ExitCod
 pub async fn service(client: &Client, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ServiceCommand::Ls { json } => {
-            let list: Vec<ServiceSummary> = client.json(Method::GET, "/v1/services", None::<&()>).await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|s| {
-                        let replicas = format!("{}/{}", s.running, s.desired);
-                        let replicas = match (&s.pending, &s.update_status) {
-                            (Some(why), _) => format!("{replicas} (pending: {why})"),
-                            (None, Some(status)) => format!("{replicas} ({status})"),
-                            (None, None) => replicas,
-                        };
-                        vec![s.name.clone(), s.mode.clone(), s.image.clone(), replicas]
-                    })
-                    .collect();
-                print!("{}", table(&["NAME", "MODE", "IMAGE", "REPLICAS"], &rows));
-            }
+            let row = |s: &ServiceSummary| {
+                let replicas = format!("{}/{}", s.running, s.desired);
+                let replicas = match (&s.pending, &s.update_status) {
+                    (Some(why), _) => format!("{replicas} (pending: {why})"),
+                    (None, Some(status)) => format!("{replicas} ({status})"),
+                    (None, None) => replicas,
+                };
+                vec![s.name.clone(), s.mode.clone(), s.image.clone(), replicas]
+            };
+            listing(client, "/v1/services", json, &["NAME", "MODE", "IMAGE", "REPLICAS"], row).await?;
         }
         ServiceCommand::Ps { name, json } => {
             let tasks: Vec<Task> = client.json(Method::GET, &format!("/v1/services/{}/tasks", q(&name)), None::<&()>).await?;

@@ -6,16 +6,26 @@
 use std::path::Path;
 
 use atoll_testkit::island::{Island, Topology};
+use atoll_testkit::pebble::Pebble;
 use atoll_testkit::wait_for;
 
 const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 
 /// vps1 (founder, public), vps2 (public) and home1 (behind NAT).
 fn island() -> Island {
+    island_and(&[])
+}
+
+/// The island, and `others` on the internet (public addresses from 203.0.113.12 on, their
+/// daemons outside the island).
+fn island_and(others: &[&str]) -> Island {
     let mut t = Topology::new();
     t.add_public("vps1");
     t.add_public("vps2");
     t.add_nat("home1");
+    for o in others {
+        t.add_public(o);
+    }
     let island = Island::start(Path::new(BIN), t, &[]);
     let vps1 = island.host("vps1").addr.to_string();
     island.ok("vps1", &["init", "--name", "friends", "--node-name", "vps1", "--public", &vps1]);
@@ -182,4 +192,150 @@ fn both_public_hosts_answer_for_the_zone_and_updates_need_a_key_scoped_to_their_
     island.ok("home1", &["domain", "revoke", "alice.friends.example"]);
     wait_for(10, "the revocation on vps1", || !nsupdate(&island, "vps1", Some(&y), "update delete www.alice.friends.example A").ok());
     assert_eq!(short(&island, "vps2", "www.alice.friends.example A"), "192.0.2.9");
+}
+
+/// The certificate's leaf verifies against pebble's root through the chain it came with.
+fn verifies(island: &Island, pebble: &Pebble, chain_pem: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("root.pem"), pebble.root()).unwrap();
+    std::fs::write(dir.path().join("chain.pem"), chain_pem).unwrap();
+    let leaf_end = chain_pem.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    std::fs::write(dir.path().join("leaf.pem"), &chain_pem[..leaf_end]).unwrap();
+    let d = dir.path().display();
+    island.sh("home1", &format!("openssl verify -CAfile {d}/root.pem -untrusted {d}/chain.pem {d}/leaf.pem")).ok()
+}
+
+fn certs(island: &Island, host: &str) -> Vec<serde_json::Value> {
+    json(island, host, &["cert", "ls"]).as_array().unwrap().clone()
+}
+
+fn cert<'a>(list: &'a [serde_json::Value], first: &str) -> Option<&'a serde_json::Value> {
+    list.iter().find(|c| c["names"][0] == first)
+}
+
+#[test]
+fn certificates_come_from_pebble_by_dns01_against_the_island_for_a_service_behind_nat_and_renew_before_expiry() {
+    let island = island_and(&["ca"]);
+    let ca = island.host("ca").addr;
+    let vps1 = island.host("vps1").addr;
+    // Certificates of 30 s: renewed at two thirds of their life.
+    let pebble = Pebble::start(&island.host("ca").ns, ca, (vps1, 53).into(), Some(30));
+    let ca_file = pebble.tls_ca_path.to_str().unwrap().to_owned();
+    island.ok(
+        "home1",
+        &[
+            "domain",
+            "add",
+            "friends.example",
+            "--acme-directory",
+            &pebble.directory_url,
+            "--acme-ca-file",
+            &ca_file,
+            "--email",
+            "admin@friends.example",
+        ],
+    );
+
+    // The zone's wildcard and apex, unasked.
+    wait_for(60, "the zone's wildcard certificate", || {
+        cert(&certs(&island, "vps2"), "friends.example").is_some_and(|c| c["state"] == "valid")
+    });
+    let list = certs(&island, "vps2");
+    let wildcard = cert(&list, "friends.example").unwrap();
+    assert_eq!(wildcard["names"], serde_json::json!(["friends.example", "*.friends.example"]));
+    assert!(wildcard["issuer"].as_str().unwrap().starts_with("Pebble"), "{wildcard}");
+    let inspect = json(&island, "home1", &["cert", "inspect", "friends.example"]);
+    assert!(verifies(&island, &pebble, inspect["chain_pem"].as_str().unwrap()), "{inspect}");
+
+    // A service on the host behind NAT declares a name the wildcard does not cover.
+    let scratch = tempfile::tempdir().unwrap();
+    island.daemon("home1").import_busybox(scratch.path());
+    let compose = scratch.path().join("blog.yaml");
+    std::fs::write(
+        &compose,
+        "services:\n  web:\n    image: localhost/busybox\n    command: [\"sleep\", \"3600\"]\n    labels:\n      atoll.domain: web.blog.friends.example\n    deploy:\n      placement:\n        constraints: [node.hostname == home1]\n",
+    )
+    .unwrap();
+    island.ok("vps1", &["stack", "deploy", "-c", compose.to_str().unwrap(), "blog"]);
+    wait_for(60, "the service's certificate", || {
+        cert(&certs(&island, "vps1"), "web.blog.friends.example").is_some_and(|c| c["state"] == "valid")
+    });
+    let inspect = json(&island, "vps1", &["cert", "inspect", "web.blog.friends.example"]);
+    assert!(verifies(&island, &pebble, inspect["chain_pem"].as_str().unwrap()), "{inspect}");
+    assert_eq!(
+        short(&island, "vps2", "web.blog.friends.example A"),
+        island.host("vps1").addr.to_string() + "\n" + &island.host("vps2").addr.to_string()
+    );
+
+    // Asked for by name; a name in no zone is refused.
+    let r = island.cli("home1", &["cert", "request", "mail.other.example"]);
+    assert!(!r.ok() && r.stderr.contains("in no zone the island serves"), "{}", r.stderr);
+    island.ok("home1", &["cert", "request", "mail.friends.example"]);
+    wait_for(60, "the requested certificate", || {
+        cert(&certs(&island, "home1"), "mail.friends.example").is_some_and(|c| c["state"] == "valid")
+    });
+
+    // Renewed before expiry, twice.
+    let mut seen = vec![cert(&certs(&island, "vps1"), "friends.example").unwrap()["not_after"].as_i64().unwrap()];
+    while seen.len() < 3 {
+        let before = *seen.last().unwrap();
+        wait_for(40, "a renewal", || {
+            cert(&certs(&island, "vps1"), "friends.example").is_some_and(|c| c["not_after"].as_i64().unwrap() != before)
+        });
+        let c = cert(&certs(&island, "vps1"), "friends.example").unwrap().clone();
+        assert!(c["not_before"].as_i64().unwrap() < before, "renewed before the old one expired: {c} (old not after {before})");
+        assert_eq!(c["state"], "valid", "{c}");
+        seen.push(c["not_after"].as_i64().unwrap());
+    }
+    // No challenge record is left in the zone.
+    let ls = json(&island, "vps1", &["dns", "record", "ls", "friends.example"]);
+    assert!(!ls.to_string().contains("_acme-challenge"), "{ls}");
+}
+
+#[test]
+fn certbot_with_only_a_delegated_key_gets_a_certificate_inside_its_sub_zone_and_is_refused_outside() {
+    let island = island_and(&["ca"]);
+    let ca = island.host("ca").addr;
+    let vps2 = island.host("vps2").addr;
+    let pebble = Pebble::start(&island.host("ca").ns, ca, (vps2, 53).into(), None);
+    island.ok("vps1", &["domain", "add", "friends.example"]);
+    let key = json(&island, "vps1", &["domain", "delegate", "alice.friends.example"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let creds = dir.path().join("rfc2136.ini");
+    std::fs::write(
+        &creds,
+        format!(
+            "dns_rfc2136_server = {vps2}\ndns_rfc2136_port = 53\ndns_rfc2136_name = {}\ndns_rfc2136_secret = {}\ndns_rfc2136_algorithm = HMAC-SHA256\n",
+            key["name"].as_str().unwrap(),
+            key["secret"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    wait_for(10, "vps2 to serve the zone", || serial(&island, "vps2") > 0);
+    let certbot = |name: &str| {
+        island.sh(
+            "home1",
+            &format!(
+                "REQUESTS_CA_BUNDLE={ca_file} certbot certonly --non-interactive --agree-tos --register-unsafely-without-email \
+                 --server {dir_url} --config-dir {d}/etc --work-dir {d}/work --logs-dir {d}/logs \
+                 --dns-rfc2136 --dns-rfc2136-credentials {creds} --dns-rfc2136-propagation-seconds 1 -d {name}",
+                ca_file = pebble.tls_ca_path.display(),
+                dir_url = pebble.directory_url,
+                creds = creds.display()
+            ),
+        )
+    };
+    let r = certbot("www.alice.friends.example");
+    assert!(r.ok(), "certbot inside the sub-zone: {r:?}\n{}", pebble.log());
+    let live = dir.path().join("etc/live/www.alice.friends.example/fullchain.pem");
+    assert!(verifies(&island, &pebble, &std::fs::read_to_string(&live).unwrap()));
+    let r = certbot("bob.friends.example");
+    assert!(!r.ok(), "certbot outside the sub-zone: {r:?}");
+    let log = std::fs::read_to_string(dir.path().join("logs/letsencrypt.log")).unwrap_or_default();
+    assert!(log.contains("REFUSED"), "the update was refused: {}", &log[log.len().saturating_sub(3000)..]);
+    // Nothing was left in the zone, and nothing was written outside the sub-zone.
+    let ls = json(&island, "vps1", &["dns", "record", "ls", "friends.example"]).to_string();
+    assert!(!ls.contains("_acme-challenge"), "{ls}");
 }

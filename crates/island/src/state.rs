@@ -104,7 +104,8 @@ impl Manager {
             let url = self.ca_url(&self.state(), crate::proto::NAMES_KEY);
             crate::transport::get::<crate::proto::NamesKey>(&self.client(), &url).await?.key
         };
-        atoll_util::atomic_write(&path, key.as_bytes(), 0o600).map_err(|e| IslandError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+        atoll_util::atomic_write(&path, key.as_bytes(), 0o600)
+            .map_err(|e| IslandError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
         Ok(key)
     }
 

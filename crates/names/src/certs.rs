@@ -55,7 +55,9 @@ fn account_name(directory: &str) -> String {
 
 /// Whether certificate `names` covers `name` (exactly, or by a wildcard one label up).
 pub fn covers(names: &[String], name: &str) -> bool {
-    names.iter().any(|n| n == name || n.strip_prefix("*.").is_some_and(|base| name.split_once('.').is_some_and(|(_, parent)| parent == base)))
+    names
+        .iter()
+        .any(|n| n == name || n.strip_prefix("*.").is_some_and(|base| name.split_once('.').is_some_and(|(_, parent)| parent == base)))
 }
 
 /// The name whose zone proves `name` (a wildcard's base).
@@ -110,7 +112,9 @@ pub async fn remove(m: &Manager, name: &str) -> Result<(), NamesError> {
 /// wildcard, and the names services declare that no certificate covers (one per name).
 pub fn wanted(names: &Names) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = Vec::new();
-    let held = |out: &Vec<Vec<String>>, name: &str| names.certificates.iter().any(|(c, _)| covers(&c.0.names, name)) || out.iter().any(|n| covers(n, name));
+    let held = |out: &Vec<Vec<String>>, name: &str| {
+        names.certificates.iter().any(|(c, _)| covers(&c.0.names, name)) || out.iter().any(|n| covers(n, name))
+    };
     for (z, _) in &names.zones {
         if !held(&out, &z.domain) || !held(&out, &format!("*.{}", z.domain)) {
             let set = vec![z.domain.clone(), format!("*.{}", z.domain)];
@@ -276,7 +280,8 @@ async fn attempt(m: &Arc<Manager>, cert_names: &[String]) -> Result<(), NamesErr
 /// Obtains certificate `names` from its zone's ACME directory: the sealed certificate, and the
 /// account to store if it is new.
 async fn obtain(m: &Arc<Manager>, cert_names: &[String]) -> Result<(atoll_acme::CurrentCertificate, Option<AcmeAccount>), String> {
-    let key = m.names_key().await.map_err(|e| format!("the island's data key: {}", atoll_island::proto::Problem::from_error(&e).message))?;
+    let key =
+        m.names_key().await.map_err(|e| format!("the island's data key: {}", atoll_island::proto::Problem::from_error(&e).message))?;
     let key = DataKey::from_base64(&key).map_err(|e| format!("the island's data key: {e}"))?;
     let names = m.replica().with(Names::read).map_err(|e| e.to_string())?;
     let first = cert_names.first().map(String::as_str).unwrap_or_default();

@@ -24,7 +24,10 @@ pub async fn query(server: SocketAddr, name: &str, rtype: RecordType) -> Result<
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
-        let (n, from) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await.map_err(|_| format!("{server} did not answer"))?.map_err(|e| e.to_string())?;
+        let (n, from) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf))
+            .await
+            .map_err(|_| format!("{server} did not answer"))?
+            .map_err(|e| e.to_string())?;
         if from != server {
             continue;
         }

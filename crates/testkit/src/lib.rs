@@ -13,6 +13,7 @@ pub mod docker;
 pub mod forward;
 pub mod island;
 pub mod oci;
+pub mod pebble;
 pub mod proxy;
 pub mod registry;
 pub mod token;
