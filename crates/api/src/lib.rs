@@ -51,5 +51,8 @@ mod tests {
         let signals: Vec<&String> = patterns.iter().filter(|p| p.contains("STKFLT")).collect();
         assert!(signals.len() >= 2, "{signals:?}");
         assert!(signals.iter().all(|p| *p == atoll_spec::openapi::SIGNAL_PATTERN), "{signals:?}");
+        let domains: Vec<&String> = patterns.iter().filter(|p| p.contains("A-Za-z0-9-]{0,61}")).collect();
+        assert!(domains.len() >= 2, "{domains:?}");
+        assert!(domains.iter().all(|p| *p == atoll_names::DOMAIN_PATTERN || *p == atoll_names::CERT_NAME_PATTERN), "{domains:?}");
     }
 }

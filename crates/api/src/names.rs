@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use atoll_names::certs::CertView;
 use atoll_names::view::{DomainView, KeyView, RecordView};
-use atoll_names::{Delegate, DomainAdd, Names, NamesError, RecordAdd};
+use atoll_names::{Delegate, DomainAdd, DomainSet, Names, NamesError, RecordAdd};
 
 use crate::server::{ApiError, AppState};
 use crate::types::ErrorBody;
@@ -87,6 +87,17 @@ async fn names(s: &AppState) -> ApiResult<(Arc<atoll_island::Manager>, Names)> {
     Ok((m, n))
 }
 
+/// [`names`], for a request about zone `domain`: a replica that lacks it (a member that just
+/// joined may lag) asks the leader before the request is answered with "no such domain".
+async fn names_of(s: &AppState, domain: &str) -> ApiResult<(Arc<atoll_island::Manager>, Names)> {
+    let (m, n) = names(s).await?;
+    let domain = atoll_names::zone::normalize(domain);
+    if n.zone(&domain).is_none() && m.catch_up_to(&atoll_state::desired::key::<atoll_state::desired::Zone>(&domain)).await? {
+        return names(s).await;
+    }
+    Ok((m, n))
+}
+
 fn view_of(n: &Names, m: &atoll_island::Manager, domain: &str) -> ApiResult<DomainView> {
     let domain = atoll_names::zone::normalize(domain);
     n.existing_zone(&domain)?;
@@ -102,7 +113,7 @@ pub async fn list_domains(State(s): St) -> ApiResult<Json<Vec<DomainView>>> {
 
 /// Makes the island authoritative for a domain: its public hosts become the nameservers, and
 /// every member gets a key for its own name.
-#[utoipa::path(post, path = "/v1/domains/{domain}", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
+#[utoipa::path(post, path = "/v1/domains/{domain}", tag = "names", params(("domain" = String, Path, description = "A domain name of two labels at least, 253 characters at most", pattern = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){1,8}[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$")),
     request_body = DomainAdd,
     responses((status = 200, body = DomainView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -118,12 +129,35 @@ pub async fn add_domain(
     Ok(Json(view_of(&n, &m, &z.domain)?))
 }
 
-/// One zone: its serial and the nameservers (and their glue) to set at the registrar.
+/// One zone: its serial, the nameservers (and their glue) to set at the registrar, and
+/// whether this host's resolver sees them yet.
 #[utoipa::path(get, path = "/v1/domains/{domain}", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
     responses((status = 200, body = DomainView), (status = 404, body = ErrorBody)))]
 pub async fn domain(State(s): St, Path(domain): Path<String>) -> ApiResult<Json<DomainView>> {
-    let (m, n) = names(&s).await?;
-    Ok(Json(view_of(&n, &m, &domain)?))
+    let (m, n) = names_of(&s, &domain).await?;
+    let mut view = view_of(&n, &m, &domain)?;
+    let ours: Vec<String> = view.nameservers.iter().map(|ns| ns.name.clone()).collect();
+    let resolvers = &s.engine.networks().config().upstreams;
+    view.delegation = Some(atoll_names::probe::delegation(&view.domain, &ours, resolvers).await);
+    Ok(Json(view))
+}
+
+/// Changes how a domain is transferred: its secondaries (sent NOTIFY on every change) and the
+/// TSIG key they sign AXFR/IXFR with.
+#[utoipa::path(patch, path = "/v1/domains/{domain}", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
+    request_body = DomainSet,
+    responses((status = 200, body = DomainView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_domain(
+    State(s): St,
+    Path(domain): Path<String>,
+    body: Result<Json<DomainSet>, JsonRejection>,
+) -> ApiResult<Json<DomainView>> {
+    let Json(req) = body?;
+    let m = s.island.get().await?;
+    let z = atoll_names::set_domain(&m, &domain, &req).await?;
+    let n = m.replica().with(Names::read).map_err(NamesError::from)?;
+    Ok(Json(view_of(&n, &m, &z.domain)?))
 }
 
 /// Stops serving a domain: its records, keys and certificates go with it.
@@ -139,7 +173,7 @@ pub async fn remove_domain(State(s): St, Path(domain): Path<String>) -> ApiResul
 #[utoipa::path(get, path = "/v1/domains/{domain}/records", tag = "names", params(("domain" = String, Path, pattern = "^[A-Za-z0-9.-]{1,253}$")),
     responses((status = 200, body = Vec<RecordView>), (status = 404, body = ErrorBody)))]
 pub async fn records(State(s): St, Path(domain): Path<String>) -> ApiResult<Json<Vec<RecordView>>> {
-    let (m, n) = names(&s).await?;
+    let (m, n) = names_of(&s, &domain).await?;
     let domain = atoll_names::zone::normalize(&domain);
     n.existing_zone(&domain)?;
     Ok(Json(atoll_names::view::records(&n, &m.state(), &domain)))
@@ -198,9 +232,16 @@ pub async fn remove_record(
 #[serde(deny_unknown_fields)]
 pub struct KeyCreate {
     /// The sub-zone (or zone) inside which the key may change names.
+    #[schema(pattern = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){1,8}[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$")]
     pub scope: String,
-    #[serde(flatten)]
-    pub options: Delegate,
+    /// The key's name (the sub-zone's name by default).
+    #[serde(default)]
+    #[schema(pattern = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){1,8}[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$")]
+    pub name: Option<String>,
+    /// `hmac-sha256` (default) or `hmac-sha512`.
+    #[serde(default)]
+    #[schema(pattern = "^(hmac-sha256|hmac-sha512)$")]
+    pub algorithm: Option<String>,
 }
 
 /// Makes a TSIG key that may change records only inside one sub-zone (RFC 2136 UPDATE); the
@@ -211,7 +252,7 @@ pub struct KeyCreate {
 pub async fn create_key(State(s): St, body: Result<Json<KeyCreate>, JsonRejection>) -> ApiResult<Json<KeyView>> {
     let Json(req) = body?;
     let m = s.island.get().await?;
-    let k = atoll_names::delegate(&m, &req.scope, &req.options).await?;
+    let k = atoll_names::delegate(&m, &req.scope, &Delegate { name: req.name, algorithm: req.algorithm }).await?;
     Ok(Json(KeyView::of(&k, true)))
 }
 
@@ -240,12 +281,19 @@ pub async fn revoke_key(State(s): St, Path(name): Path<String>) -> ApiResult<Sta
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A name a certificate is for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(pattern = "^(\\*\\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){1,8}[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$")]
+pub struct CertName(pub String);
+
 /// `POST /v1/certificates`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertRequest {
     /// The names it is for (the first names it; `*.friends.example` for a wildcard).
-    pub names: Vec<String>,
+    #[schema(min_items = 1, max_items = 100)]
+    pub names: Vec<CertName>,
 }
 
 /// The certificates the island keeps.
@@ -266,7 +314,8 @@ pub async fn request_certificate(State(s): St, body: Result<Json<CertRequest>, J
         return Err(NamesError::Invalid("a certificate needs at least one name".into()).into());
     }
     let m = s.island.get().await?;
-    Ok(Json(CertView::of(&atoll_names::certs::request(&m, &req.names).await?, false)))
+    let names: Vec<String> = req.names.into_iter().map(|n| n.0).collect();
+    Ok(Json(CertView::of(&atoll_names::certs::request(&m, &names).await?, false)))
 }
 
 /// One certificate, with its chain.

@@ -236,7 +236,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::stacks::scale))
         .routes(routes!(crate::stacks::availability))
         .routes(routes!(crate::names::list_domains))
-        .routes(routes!(crate::names::add_domain, crate::names::domain, crate::names::remove_domain))
+        .routes(routes!(crate::names::add_domain, crate::names::domain, crate::names::set_domain, crate::names::remove_domain))
         .routes(routes!(crate::names::records, crate::names::add_record, crate::names::remove_record))
         .routes(routes!(crate::names::create_key, crate::names::list_keys))
         .routes(routes!(crate::names::revoke_key))

@@ -11,7 +11,7 @@ use atoll_api::client::{Client, q};
 use atoll_api::names::{KeyCreate, Removed};
 use atoll_names::certs::CertView;
 use atoll_names::view::{DomainView, KeyView, RecordView};
-use atoll_names::{Delegate, DomainAdd, RecordAdd};
+use atoll_names::{DomainAdd, DomainSet, RecordAdd};
 
 use crate::output::{listing, print_json, table};
 
@@ -29,6 +29,20 @@ pub enum DomainCommand {
         /// The ACME account's contact address.
         #[arg(long, value_name = "ADDR")]
         email: Option<String>,
+    },
+    /// Set how DOMAIN is transferred: secondaries (NOTIFY on every change; AXFR/IXFR signed
+    /// with the transfer key).
+    Set {
+        domain: String,
+        /// A secondary, `ADDR:PORT` (repeat for several; replaces the list).
+        #[arg(long = "secondary", value_name = "ADDR:PORT")]
+        secondaries: Vec<String>,
+        /// Forget the secondaries.
+        #[arg(long, conflicts_with = "secondaries")]
+        no_secondaries: bool,
+        /// The TSIG key (its name, from `domain delegate`) transfers are signed with; "" for none.
+        #[arg(long, value_name = "NAME")]
+        transfer_key: Option<String>,
     },
     /// List the domains the island serves.
     #[command(visible_alias = "list")]
@@ -155,6 +169,13 @@ pub enum RecordCommand {
 
 fn status_text(d: &DomainView) -> String {
     let mut out = format!("Domain:  {}\nSerial:  {}\nACME:    {}\n", d.domain, d.serial, d.acme_directory);
+    if !d.secondaries.is_empty() {
+        out.push_str(&format!(
+            "Secondaries: {} (transfer key: {})\n",
+            d.secondaries.join(", "),
+            d.transfer_key.as_deref().unwrap_or("none")
+        ));
+    }
     if d.nameservers.is_empty() {
         out.push_str("\nNo public host serves it yet: join a host with a public address (`atoll invite --public`).\n");
         return out;
@@ -169,6 +190,15 @@ fn status_text(d: &DomainView) -> String {
             let t = if a.contains(':') { "AAAA" } else { "A" };
             out.push_str(&format!("  {}. {t} {a}\n", n.name));
         }
+    }
+    if let Some(del) = &d.delegation {
+        let by = del.resolver.as_deref().unwrap_or("no resolver");
+        let line = match (&del.error, del.matches) {
+            (_, true) => format!("\nSeen: yes, {by} answers these nameservers.\n"),
+            (Some(e), false) => format!("\nSeen: not yet ({e}).\n"),
+            (None, false) => format!("\nSeen: not as set here: {by} answers {}.\n", del.seen.join(", ")),
+        };
+        out.push_str(&line);
     }
     out
 }
@@ -196,6 +226,12 @@ pub async fn domain(client: &Client, cmd: DomainCommand) -> anyhow::Result<ExitC
             let d: DomainView = client.json(Method::POST, &format!("/v1/domains/{}", q(&domain)), Some(&req)).await?;
             print!("{}", status_text(&d));
         }
+        DomainCommand::Set { domain, secondaries, no_secondaries, transfer_key } => {
+            let secondaries = (no_secondaries || !secondaries.is_empty()).then_some(secondaries);
+            let req = DomainSet { secondaries, transfer_key };
+            let d: DomainView = client.json(Method::PATCH, &format!("/v1/domains/{}", q(&domain)), Some(&req)).await?;
+            print!("{}", status_text(&d));
+        }
         DomainCommand::Ls { json } => {
             let row = |d: &DomainView| {
                 let ns = d.nameservers.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(",");
@@ -213,7 +249,7 @@ pub async fn domain(client: &Client, cmd: DomainCommand) -> anyhow::Result<ExitC
             return crate::cli::for_each(&domains, call, |d, _| println!("Removed {d}")).await;
         }
         DomainCommand::Delegate { subzone, name, algorithm, json } => {
-            let req = KeyCreate { scope: subzone, options: Delegate { name, algorithm } };
+            let req = KeyCreate { scope: subzone, name, algorithm };
             let k: KeyView = client.json(Method::POST, "/v1/keys", Some(&req)).await?;
             if json { print_json(&k)? } else { print!("{}", key_text(&k)) }
         }
@@ -282,7 +318,7 @@ pub async fn cert(client: &Client, cmd: CertCommand) -> anyhow::Result<ExitCode>
             listing(client, "/v1/certificates", json, &["NAMES", "STATE", "ISSUER", "NOT AFTER", "LAST ERROR"], row).await?;
         }
         CertCommand::Request { names, json } => {
-            let req = atoll_api::names::CertRequest { names };
+            let req = atoll_api::names::CertRequest { names: names.into_iter().map(atoll_api::names::CertName).collect() };
             let c: CertView = client.json(Method::POST, "/v1/certificates", Some(&req)).await?;
             if json { print_json(&c)? } else { print!("{}", cert_text(&c)) }
         }

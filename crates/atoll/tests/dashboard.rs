@@ -185,6 +185,21 @@ fn the_island_view_lists_members_and_follows_their_states_and_a_leave_live() {
     island.ok("vps1", &["stack", "rm", "site"]);
     wait_for(60, "the grid to empty", || b.text("main").contains("No stack is deployed"));
 
+    // The names view: the island's domain, its nameservers and records, keys and certificates.
+    island.ok("vps1", &["domain", "add", "friends.example"]);
+    island.ok("vps1", &["dns", "record", "add", "friends.example", "www", "A", "192.0.2.7"]);
+    b.type_into("nav a[href='#/names']", "\u{E007}");
+    wait_for(30, "the names view", || {
+        let t = b.text("main");
+        t.contains("vps1.friends.example (")
+            && t.contains("192.0.2.7")
+            && t.contains("home1.friends.example")
+            && t.contains("*.friends.example")
+    });
+    b.screenshot(&shot("names"));
+    b.type_into("nav a[href='#/island']", "\u{E007}");
+    wait_for(30, "the island view again", || b.text("main").contains("Island friends"));
+
     // home1's daemon dies: shown down; back: ready again.
     island.daemon_mut("home1").kill9();
     wait_for(60, "home1 shown down", || row(&member_rows(&b), "home1").is_some_and(|r| r[2] == "down" && r[3].contains("state-down")));

@@ -13,12 +13,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 
 /// vps1 (founder, public), vps2 (public) and home1 (behind NAT).
 fn island() -> Island {
-    island_and(&[])
+    island_and(&[], &[])
 }
 
-/// The island, and `others` on the internet (public addresses from 203.0.113.12 on, their
-/// daemons outside the island).
-fn island_and(others: &[&str]) -> Island {
+/// The island (its daemons started with `args`), and `others` on the internet (public
+/// addresses from 203.0.113.12 on, their daemons outside the island).
+fn island_and(others: &[&str], args: &[&str]) -> Island {
     let mut t = Topology::new();
     t.add_public("vps1");
     t.add_public("vps2");
@@ -26,7 +26,7 @@ fn island_and(others: &[&str]) -> Island {
     for o in others {
         t.add_public(o);
     }
-    let island = Island::start(Path::new(BIN), t, &[]);
+    let island = Island::start(Path::new(BIN), t, args);
     let vps1 = island.host("vps1").addr.to_string();
     island.ok("vps1", &["init", "--name", "friends", "--node-name", "vps1", "--public", &vps1]);
     let vps2 = island.host("vps2").addr.to_string();
@@ -60,7 +60,10 @@ fn a_domain_its_records_and_keys_are_the_same_on_every_member() {
     let r = island.cli("vps2", &["dns", "record", "add", "nope.example", "www", "A", "192.0.2.1"]);
     assert!(!r.ok() && r.stderr.contains("no such domain: nope.example (there are friends.example)"), "{}", r.stderr);
 
-    let serial = json(&island, "vps1", &["domain", "status", "friends.example"])["serial"].as_u64().unwrap();
+    let status = json(&island, "vps1", &["domain", "status", "friends.example"]);
+    assert_eq!(status["delegation"]["matches"], false, "{status}");
+    assert!(status["delegation"]["error"].as_str().unwrap().contains("no resolver"), "{status}");
+    let serial = status["serial"].as_u64().unwrap();
     island.ok("vps2", &["dns", "record", "add", "friends.example", "www", "CNAME", "vps1.friends.example."]);
     let r = island.cli("vps2", &["dns", "record", "add", "friends.example", "www", "A", "192.0.2.1"]);
     assert!(!r.ok() && r.stderr.contains("CNAME"), "{}", r.stderr);
@@ -133,7 +136,8 @@ fn nsupdate(island: &Island, server: &str, key: Option<&str>, commands: &str) ->
 
 #[test]
 fn both_public_hosts_answer_for_the_zone_and_updates_need_a_key_scoped_to_their_names() {
-    let island = island();
+    // Their resolver is vps2 (for `domain status`'s look at the delegation).
+    let mut island = island_and(&[], &["--dns-upstream", "203.0.113.11"]);
     island.ok("vps1", &["domain", "add", "friends.example"]);
     wait_for(10, "both public hosts to serve the zone at one serial", || {
         let s = serial(&island, "vps1");
@@ -144,6 +148,8 @@ fn both_public_hosts_answer_for_the_zone_and_updates_need_a_key_scoped_to_their_
     for want in ["vps1.friends.example.", "vps2.friends.example."] {
         assert!(ns.contains(want), "{want} in {ns}");
     }
+    let status = island.ok("home1", &["domain", "status", "friends.example"]);
+    assert!(status.contains("Seen: yes, 203.0.113.11:53 answers these nameservers."), "{status}");
     let vps1 = island.host("vps1").addr.to_string();
     assert!(ns.lines().any(|l| l.starts_with("vps1.friends.example.") && l.ends_with(&format!("IN\tA\t{vps1}"))), "glue for vps1: {ns}");
     assert_eq!(short(&island, "vps1", "vps2.friends.example A"), island.host("vps2").addr.to_string());
@@ -192,6 +198,26 @@ fn both_public_hosts_answer_for_the_zone_and_updates_need_a_key_scoped_to_their_
     island.ok("home1", &["domain", "revoke", "alice.friends.example"]);
     wait_for(10, "the revocation on vps1", || !nsupdate(&island, "vps1", Some(&y), "update delete www.alice.friends.example A").ok());
     assert_eq!(short(&island, "vps2", "www.alice.friends.example A"), "192.0.2.9");
+
+    // Zone transfers need the zone's transfer key.
+    assert!(dig(&island, "vps2", "friends.example AXFR").contains("Transfer failed"));
+    let xfr = json(&island, "vps1", &["domain", "delegate", "friends.example", "--name", "xfr.friends.example"]);
+    let r = island.cli("vps1", &["domain", "set", "friends.example", "--transfer-key", "nope.friends.example"]);
+    assert!(!r.ok() && r.stderr.contains("no such key"), "{}", r.stderr);
+    island.ok("vps1", &["domain", "set", "friends.example", "--transfer-key", "xfr.friends.example", "--secondary", "198.51.100.53:53"]);
+    let xy = format!("hmac-sha256:xfr.friends.example:{}", xfr["secret"].as_str().unwrap());
+    wait_for(10, "a transfer with the key", || {
+        let axfr = dig(&island, "vps2", &format!("-y {xy} friends.example AXFR"));
+        axfr.matches("\tSOA\t").count() == 2 && axfr.contains("www.alice.friends.example.")
+    });
+
+    // The leader goes away: the public hosts still answer from their replicas.
+    let leader = json(&island, "vps1", &["island", "status"])["leader"].as_str().unwrap_or_default().to_owned();
+    let name = ["vps1", "vps2", "home1"].into_iter().find(|h| leader.contains(h)).unwrap_or_else(|| panic!("the leader {leader:?}"));
+    island.daemon_mut(name).kill9();
+    for h in ["vps1", "vps2"].into_iter().filter(|h| *h != name) {
+        assert_eq!(short(&island, h, "www.friends.example A"), "192.0.2.7", "{h} with the leader ({name}) away");
+    }
 }
 
 /// The certificate's leaf verifies against pebble's root through the chain it came with.
@@ -215,7 +241,7 @@ fn cert<'a>(list: &'a [serde_json::Value], first: &str) -> Option<&'a serde_json
 
 #[test]
 fn certificates_come_from_pebble_by_dns01_against_the_island_for_a_service_behind_nat_and_renew_before_expiry() {
-    let island = island_and(&["ca"]);
+    let island = island_and(&["ca"], &[]);
     let ca = island.host("ca").addr;
     let vps1 = island.host("vps1").addr;
     // Certificates of 30 s: renewed at two thirds of their life.
@@ -294,7 +320,7 @@ fn certificates_come_from_pebble_by_dns01_against_the_island_for_a_service_behin
 
 #[test]
 fn certbot_with_only_a_delegated_key_gets_a_certificate_inside_its_sub_zone_and_is_refused_outside() {
-    let island = island_and(&["ca"]);
+    let island = island_and(&["ca"], &[]);
     let ca = island.host("ca").addr;
     let vps2 = island.host("vps2").addr;
     let pebble = Pebble::start(&island.host("ca").ns, ca, (vps2, 53).into(), None);

@@ -72,7 +72,7 @@ pub async fn request(m: &Manager, names: &[String]) -> Result<CertificateRecord,
     crate::commit(m, |n, _| {
         for name in &names {
             if n.zone_of(base(name)).is_none() {
-                return Err(NamesError::Invalid(format!(
+                return Err(NamesError::NotFound(format!(
                     "{name} is in no zone the island serves ({}): `atoll domain add` its domain first",
                     atoll_util::known_list(&n.zones.iter().map(|(z, _)| z.domain.clone()).collect::<Vec<_>>(), "there are none")
                 )));

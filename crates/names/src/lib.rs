@@ -35,6 +35,14 @@ pub mod zone;
 
 pub use records::Names;
 
+/// The domain names the API takes for a zone (OpenAPI `pattern`): LDH labels of 1–63
+/// characters, two to nine of them, an optional final dot; [`check_domain`] also wants 253
+/// characters at most.
+pub const DOMAIN_PATTERN: &str = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$";
+/// The names a certificate may be for: a domain name, or a wildcard one label up.
+pub const CERT_NAME_PATTERN: &str =
+    r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$";
+
 /// Let's Encrypt's production directory: where certificates come from unless a domain says.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// TSIG algorithms keys are made with (RFC 8945 §6): the first is the default.
@@ -162,6 +170,7 @@ pub fn check_domain(domain: &str) -> Result<(), NamesError> {
 pub struct DomainAdd {
     /// The ACME directory certificates come from (Let's Encrypt's by default).
     #[serde(default)]
+    #[schema(pattern = "^https?://[^ ]+$")]
     pub acme_directory: Option<String>,
     /// PEM of the CA the directory's TLS certificate chains to (for a private CA: pebble).
     #[serde(default)]
@@ -215,6 +224,50 @@ pub async fn add_domain(m: &Manager, domain: &str, opts: &DomainAdd) -> Result<Z
             }
         }
         Ok((ops, z))
+    })
+    .await
+}
+
+/// `atoll domain set`: zone transfers to secondaries.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSet {
+    /// Secondary servers (`ADDR:PORT`) sent NOTIFY on every change (replaces the list).
+    #[serde(default)]
+    pub secondaries: Option<Vec<String>>,
+    /// The TSIG key (its name) secondaries sign AXFR/IXFR with; `""` for none.
+    #[serde(default)]
+    pub transfer_key: Option<String>,
+}
+
+/// Changes how zone `domain` is transferred: its secondaries and their key.
+pub async fn set_domain(m: &Manager, domain: &str, req: &DomainSet) -> Result<Zone, NamesError> {
+    let domain = zone::normalize(domain);
+    if let Some(list) = &req.secondaries {
+        for s in list {
+            s.parse::<std::net::SocketAddr>()
+                .map_err(|_| NamesError::Invalid(format!("--secondary {s:?}: give ADDR:PORT (192.0.2.53:53, [2001:db8::53]:53)")))?;
+        }
+    }
+    commit(m, |names, _| {
+        let (z, v) = names.existing_zone(&domain)?;
+        let mut next = z.clone();
+        if let Some(list) = &req.secondaries {
+            next.secondaries = list.clone();
+        }
+        match req.transfer_key.as_deref().map(zone::normalize) {
+            Some(k) if k.is_empty() => next.transfer_key = None,
+            Some(k) => {
+                if names.key(&k).is_none() {
+                    return Err(NamesError::NotFound(format!(
+                        "no such key: {k} (make one with `atoll domain delegate {domain} --name {k}`)"
+                    )));
+                }
+                next.transfer_key = Some(k);
+            }
+            None => {}
+        }
+        Ok((if next == *z { vec![] } else { vec![desired::put(&next, Expect::Version(*v))] }, next))
     })
     .await
 }
@@ -312,6 +365,7 @@ fn diff_ops(z: &(Zone, u64), names: &Names, island: &IslandState, before: &ZoneS
 pub struct RecordAdd {
     pub name: String,
     #[serde(rename = "type")]
+    #[schema(pattern = "^(A|AAAA|CNAME|TXT|MX|SRV|CAA|NS)$")]
     pub rtype: String,
     pub value: String,
     /// Seconds (300 by default).
@@ -459,6 +513,26 @@ mod tests {
         // RFC 1982: 5 is after u32::MAX.
         assert_eq!(next_serial(u32::MAX, 5), 5);
         assert_eq!(next_serial(u32::MAX, 0), 0);
+    }
+
+    fn unanchored(p: &str) -> &str {
+        p.trim_start_matches('^').trim_end_matches('$')
+    }
+
+    proptest::proptest! {
+        /// What the OpenAPI document says a domain is, the API takes (up to its length).
+        #[test]
+        fn the_documented_domain_pattern_is_what_add_takes(name in proptest::string::string_regex(unanchored(DOMAIN_PATTERN)).unwrap()) {
+            let name = zone::normalize(&name);
+            proptest::prop_assume!(name.len() <= 253);
+            proptest::prop_assert!(check_domain(&name).is_ok(), "{}", name);
+        }
+
+        #[test]
+        fn the_documented_certificate_name_pattern_is_what_a_request_takes(name in proptest::string::string_regex(unanchored(CERT_NAME_PATTERN)).unwrap()) {
+            proptest::prop_assume!(name.len() <= 253);
+            proptest::prop_assert!(atoll_acme::normalize_names(std::slice::from_ref(&name)).is_ok(), "{}", name);
+        }
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub struct DomainView {
     pub records: usize,
     /// TSIG keys that may change names in it.
     pub keys: usize,
+    /// Secondaries sent NOTIFY (`ADDR:PORT`).
+    pub secondaries: Vec<String>,
+    /// The key secondaries sign transfers with.
+    pub transfer_key: Option<String>,
+    /// What this host's resolver sees of the delegation (`domain status` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<crate::probe::Delegation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -49,6 +56,9 @@ pub fn domains(names: &Names, island: &IslandState) -> Vec<DomainView> {
                 email: z.email.clone(),
                 records: recs.len(),
                 keys: names.keys.iter().filter(|(k, _)| k.zone == z.domain).count(),
+                secondaries: z.secondaries.clone(),
+                transfer_key: z.transfer_key.clone(),
+                delegation: None,
             }
         })
         .collect()

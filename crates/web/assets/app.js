@@ -222,12 +222,55 @@ async function stacksGrid(nodes) {
   return html + "</tbody></table>";
 }
 
+// The island's public names: its zones (what to set at the registrar), their records, the keys
+// that delegate sub-zones, and the certificates with their expiry.
+async function namesView() {
+  const info = await api("/v1/info");
+  if (!info.island) { show(`<h1>Names</h1><p id="no-island">This host is in no island: names are the island's.</p>`); return; }
+  const [domains, keys, certs] = await Promise.all([api("/v1/domains"), api("/v1/keys"), api("/v1/certificates")]);
+  if (!domains.length) {
+    show(`<h1>Names</h1><p id="no-domains">The island serves no domain. Serve one with <code>atoll domain add DOMAIN</code>: its public hosts become the domain's nameservers.</p>`);
+    return;
+  }
+  const now = Date.now();
+  let html = "<h1>Names</h1>";
+  for (const d of domains) {
+    const records = await api(`/v1/domains/${encodeURIComponent(d.domain)}/records`).catch(() => []);
+    const ns = d.nameservers.map(n => `${esc(n.name)} (${esc(n.addresses.join(", "))})`).join(", ") || "no public host serves it yet";
+    html += `<section class="domain" data-domain="${esc(d.domain)}"><h2>${esc(d.domain)}</h2><div class="summary">
+      <div><b>Serial</b>${esc(d.serial)}</div><div><b>Nameservers</b>${ns}</div><div><b>ACME</b>${esc(d.acme_directory)}</div></div>
+      <table class="records"><caption>Records of ${esc(d.domain)} as its nameservers serve them</caption><thead><tr><th scope="col">Name</th>
+      <th scope="col">Type</th><th scope="col">TTL</th><th scope="col">Value</th><th scope="col">Source</th></tr></thead><tbody>`;
+    for (const r of records) {
+      html += `<tr><th scope="row">${esc(r.name)}</th><td>${esc(r.type)}</td><td>${esc(r.ttl)}</td><td class="value">${esc(r.value)}</td><td>${esc(r.source)}</td></tr>`;
+    }
+    html += "</tbody></table></section>";
+  }
+  html += `<h2>Delegations</h2><table id="keys"><caption>TSIG keys: each may change names in its scope only</caption><thead><tr>
+    <th scope="col">Key</th><th scope="col">Scope</th><th scope="col">Algorithm</th><th scope="col">Member</th></tr></thead><tbody>`;
+  for (const k of keys) html += `<tr><th scope="row">${esc(k.name)}</th><td>${esc(k.scope)}</td><td>${esc(k.algorithm)}</td><td>${esc(k.member ?? "—")}</td></tr>`;
+  html += `</tbody></table><h2>Certificates</h2>`;
+  if (!certs.length) html += `<p id="no-certs">No certificate yet.</p>`;
+  else {
+    html += `<table id="certs"><caption>Certificates, renewed at two thirds of their life</caption><thead><tr><th scope="col">Names</th>
+      <th scope="col">State</th><th scope="col">Issuer</th><th scope="col">Expires</th><th scope="col">Last error</th></tr></thead><tbody>`;
+    for (const c of certs) {
+      const expiry = c.not_after ? certCell(new Date(c.not_after * 1000).toISOString(), c.not_after - c.not_before, now) : "<td>—</td>";
+      html += `<tr data-cert="${esc(c.names[0])}"><th scope="row">${esc(c.names.join(", "))}</th><td class="cert-state-${esc(c.state)}">${esc(c.state)}</td>
+        <td>${esc(c.issuer ?? "—")}</td>${expiry}<td class="error">${esc(c.last_error ?? "")}</td></tr>`;
+    }
+    html += "</tbody></table>";
+  }
+  show(html);
+}
+
 function route() {
   const h = location.hash || "#/";
   if (h.startsWith("#/c/")) return () => containerView(decodeURIComponent(h.slice(4)));
   if (h === "#/images") return imagesView;
   if (h === "#/networks") return networksView;
   if (h === "#/island") return islandView;
+  if (h === "#/names") return namesView;
   return containersView;
 }
 async function render() { try { await view(); } catch (e) { if (e.name !== "AbortError") fail(e); } }
@@ -241,7 +284,7 @@ function navigate(moved) {
   }
   // After following a link, keyboard and screen-reader users start at the new view.
   render().then(() => { if (moved) main.focus({ preventScroll: true }); });
-  if (view === islandView) viewTimer = setInterval(() => { if (!document.hidden) render(); }, POLL_MS);
+  if (view === islandView || view === namesView) viewTimer = setInterval(() => { if (!document.hidden) render(); }, POLL_MS);
 }
 window.addEventListener("hashchange", () => navigate(true));
 navigate(false);
