@@ -299,8 +299,10 @@ pub struct CertRequest {
 /// The certificates the island keeps.
 #[utoipa::path(get, path = "/v1/certificates", tag = "names", responses((status = 200, body = Vec<CertView>), (status = 404, body = ErrorBody)))]
 pub async fn list_certificates(State(s): St) -> ApiResult<Json<Vec<CertView>>> {
-    let (_, n) = names(&s).await?;
-    Ok(Json(n.certificates.iter().map(|(c, _)| CertView::of(&c.0, false)).collect()))
+    let (m, n) = names(&s).await?;
+    let records: Vec<&atoll_acme::CertificateRecord> = n.certificates.iter().map(|(c, _)| &c.0).collect();
+    let usable = atoll_names::certs::usable_here(&m, &records).await;
+    Ok(Json(records.iter().zip(usable).map(|(r, u)| CertView { usable_here: u, ..CertView::of(r, false) }).collect()))
 }
 
 /// Asks for a certificate (the leader obtains it by DNS-01 against the island's zone, and

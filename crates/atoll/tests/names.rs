@@ -272,6 +272,10 @@ fn certificates_come_from_pebble_by_dns01_against_the_island_for_a_service_behin
     assert!(wildcard["issuer"].as_str().unwrap().starts_with("Pebble"), "{wildcard}");
     let inspect = json(&island, "home1", &["cert", "inspect", "friends.example"]);
     assert!(verifies(&island, &pebble, inspect["chain_pem"].as_str().unwrap()), "{inspect}");
+    // Every public host can open its key (the data key fetched from the CA host, vps1).
+    for h in ["vps1", "vps2"] {
+        assert_eq!(cert(&certs(&island, h), "friends.example").unwrap()["usable_here"], true, "{h}");
+    }
 
     // A service on the host behind NAT declares a name the wildcard does not cover.
     let scratch = tempfile::tempdir().unwrap();

@@ -137,6 +137,9 @@ pub fn wanted(names: &Names) -> Vec<Vec<String>> {
 /// returns once every public host serves the value.
 struct IslandDns01 {
     m: Arc<Manager>,
+    /// What was presented and not cleaned up yet: an attempt cut short (its future dropped at
+    /// the deadline) cleans these up after it.
+    presented: Mutex<Vec<(String, String)>>,
 }
 
 impl IslandDns01 {
@@ -156,6 +159,7 @@ const PROPAGATION: Duration = Duration::from_secs(60);
 impl atoll_acme::Dns01 for IslandDns01 {
     async fn present(&self, fqdn: &str, value: &str) -> Result<(), String> {
         let (zone, change) = self.change(fqdn, value, true)?;
+        self.presented.lock().unwrap().push((fqdn.to_owned(), value.to_owned()));
         crate::apply_update(&self.m, &zone, &[change]).await.map_err(|e| e.to_string())?;
         let hosts = zone::public_hosts(&self.m.state());
         let deadline = tokio::time::Instant::now() + PROPAGATION;
@@ -180,7 +184,9 @@ impl atoll_acme::Dns01 for IslandDns01 {
 
     async fn cleanup(&self, fqdn: &str, value: &str) -> Result<(), String> {
         let (zone, change) = self.change(fqdn, value, false)?;
-        crate::apply_update(&self.m, &zone, &[change]).await.map_err(|e| e.to_string())
+        crate::apply_update(&self.m, &zone, &[change]).await.map_err(|e| e.to_string())?;
+        self.presented.lock().unwrap().retain(|(f, v)| !(f == fqdn && v == value));
+        Ok(())
     }
 }
 
@@ -291,9 +297,17 @@ async fn obtain(m: &Arc<Manager>, cert_names: &[String]) -> Result<(atoll_acme::
     cfg.contact_email = z.email.clone();
     let stored = names.accounts.iter().find(|(a, _)| a.directory == z.acme_directory);
     cfg.account = stored.and_then(|(a, _)| atoll_acme::open(&a.sealed, &key, std::slice::from_ref(&a.directory)).ok());
-    let dns = IslandDns01 { m: m.clone() };
-    let issued = tokio::time::timeout(ATTEMPT, atoll_acme::obtain(&cfg, cert_names, &dns))
-        .await
+    let dns = IslandDns01 { m: m.clone(), presented: Mutex::new(Vec::new()) };
+    let outcome = tokio::time::timeout(ATTEMPT, atoll_acme::obtain(&cfg, cert_names, &dns)).await;
+    if outcome.is_err() {
+        let left = std::mem::take(&mut *dns.presented.lock().unwrap());
+        for (fqdn, value) in left {
+            if let Err(e) = atoll_acme::Dns01::cleanup(&dns, &fqdn, &value).await {
+                tracing::warn!(record = %fqdn, error = %e, "removing a challenge record after an attempt cut short");
+            }
+        }
+    }
+    let issued = outcome
         .map_err(|_| format!("the ACME exchange with {} took longer than {ATTEMPT:?}", z.acme_directory))?
         .map_err(|e| e.to_string())?;
     let account = (cfg.account.as_deref() != Some(issued.account_credentials.as_str()))
@@ -325,9 +339,27 @@ pub struct CertView {
     pub attempts: u32,
     /// Unix seconds: the next renewal or retry.
     pub next_attempt_at: i64,
+    /// Whether this host can open the certificate's key (it holds the island's data key, and
+    /// the key opens with it): what a gateway here needs to serve it. None while there is no
+    /// certificate yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usable_here: Option<bool>,
     /// The chain (leaf first), PEM: only in `cert inspect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_pem: Option<String>,
+}
+
+/// Which of `records` this member can open the key of (`None` for one without a certificate):
+/// it fetches the data key from the CA host the first time.
+pub async fn usable_here(m: &Manager, records: &[&CertificateRecord]) -> Vec<Option<bool>> {
+    let key = match m.names_key().await {
+        Ok(k) => DataKey::from_base64(&k).ok(),
+        Err(e) => {
+            tracing::warn!(error = %atoll_island::proto::Problem::from_error(&e), "fetching the island's data key");
+            None
+        }
+    };
+    records.iter().map(|r| r.current.as_ref().map(|_| key.as_ref().is_some_and(|k| matches!(r.open_key(k), Ok(Some(_)))))).collect()
 }
 
 impl CertView {
@@ -341,6 +373,7 @@ impl CertView {
             last_error: r.last_error.clone(),
             attempts: r.attempts,
             next_attempt_at: r.next_attempt_at,
+            usable_here: None,
             chain_pem: if with_chain { r.current.as_ref().map(|c| c.chain_pem.clone()) } else { None },
         }
     }

@@ -317,6 +317,22 @@ fn users_zone(z: &Zone, names: &Names, island: &IslandState) -> Result<ZoneSpec,
     })
 }
 
+/// The most records users (and UPDATE) may keep in one zone: a zone's transfer is one message
+/// (64 KiB), and every public host holds every zone in memory.
+pub const MAX_RECORDS: usize = 1000;
+
+/// Refuses a change that grows zone `after` past [`MAX_RECORDS`].
+fn check_size(before: &ZoneSpec, after: &ZoneSpec) -> Result<(), NamesError> {
+    if after.records.len() > MAX_RECORDS && after.records.len() > before.records.len() {
+        return Err(NamesError::Invalid(format!(
+            "{} would hold {} records of users: at most {MAX_RECORDS} (remove some first)",
+            after.apex(),
+            after.records.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The stored form of `spec` in zone `domain`.
 fn record_of(spec: &RecordSpec, domain: &str) -> DnsRecord {
     DnsRecord {
@@ -388,6 +404,7 @@ pub async fn add_record(m: &Manager, domain: &str, req: &RecordAdd) -> Result<Dn
         }
         let mut after = before.clone();
         after.add_record(spec.clone()).map_err(|e| NamesError::Invalid(e.to_string()))?;
+        check_size(&before, &after)?;
         Ok((diff_ops(z, names, island, &before, &after), record_of(&spec, &domain)))
     })
     .await
@@ -403,6 +420,7 @@ pub async fn apply_update(m: &Manager, domain: &str, changes: &[Change]) -> Resu
         let before = users_zone(&z.0, names, island)?;
         let mut after = before.clone();
         after.apply(changes).map_err(|e| NamesError::Invalid(e.to_string()))?;
+        check_size(&before, &after)?;
         Ok((diff_ops(z, names, island, &before, &after), ()))
     })
     .await
@@ -533,6 +551,25 @@ mod tests {
             proptest::prop_assume!(name.len() <= 253);
             proptest::prop_assert!(atoll_acme::normalize_names(std::slice::from_ref(&name)).is_ok(), "{}", name);
         }
+    }
+
+    #[test]
+    fn a_zone_holds_at_most_max_records_of_users() {
+        let origin = origin("friends.example").unwrap();
+        let zone = |n: usize| ZoneSpec {
+            origin: origin.clone(),
+            serial: 1,
+            nameservers: vec![],
+            hostmaster: "hostmaster.friends.example.".into(),
+            records: (0..n).map(|i| RecordSpec::parse(&origin, &format!("h{i}"), "A", "192.0.2.1", None).unwrap()).collect(),
+            secondaries: vec![],
+            transfer_key: None,
+        };
+        check_size(&zone(MAX_RECORDS - 1), &zone(MAX_RECORDS)).unwrap();
+        let e = check_size(&zone(MAX_RECORDS), &zone(MAX_RECORDS + 1)).unwrap_err();
+        assert_eq!(e.to_string(), "friends.example. would hold 1001 records of users: at most 1000 (remove some first)");
+        // A zone over the limit (an older build's) may still shrink.
+        check_size(&zone(MAX_RECORDS + 2), &zone(MAX_RECORDS + 1)).unwrap();
     }
 
     #[test]
