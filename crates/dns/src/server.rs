@@ -307,7 +307,15 @@ impl Server {
         if header.metadata.message_type == MessageType::Response {
             return;
         }
-        match Request::from_bytes(bytes.clone(), src, protocol) {
+        let parsed = if compressed_question(&bytes) {
+            // hickory echoes a question's bytes as received, and a pointer in the question can
+            // only point into the header (changed in the answer) or at itself: found by the
+            // fuzzer, an answer that no longer parsed.
+            Err("a compression pointer in the question section".to_string())
+        } else {
+            Request::from_bytes(bytes.clone(), src, protocol).map_err(|e| e.to_string())
+        };
+        match parsed {
             Ok(request) => {
                 Handler(self.clone()).handle_request::<R, TokioTime>(&request, response).await;
             }
@@ -544,6 +552,27 @@ async fn tsig_failure(request: &Request, failure: tsig::Failure, edns: Option<&E
     send(&mut response, request, message).await
 }
 
+/// Whether the question section of `msg` (a message as received) holds a compression pointer
+/// (RFC 1035 §4.1.4): the first name of a message has nothing before it to point at but the
+/// header, so such a question is malformed (a later question could point at the first, but the
+/// server answers only one-question messages).
+fn compressed_question(msg: &[u8]) -> bool {
+    let qdcount = msg.get(4..6).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let mut at = 12;
+    for _ in 0..qdcount.min(4) {
+        loop {
+            let Some(&len) = msg.get(at) else { return false };
+            match len {
+                0 => break,
+                l if l & 0xC0 != 0 => return true,
+                l => at += 1 + usize::from(l),
+            }
+        }
+        at += 1 + 4; // the root label, QTYPE and QCLASS
+    }
+    false
+}
+
 /// An answer signed with the request's key.
 #[allow(clippy::too_many_arguments)]
 async fn signed_answer(
@@ -628,4 +657,24 @@ fn fastid() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (t as u16) ^ NEXT.fetch_add(7919, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compressed_question;
+
+    /// Regression (fuzzer, `dns_message-crash-e90cd74b…`): a question whose name pointed into
+    /// the header was echoed as received, and the answer's changed header made it unreadable.
+    #[test]
+    fn a_question_with_a_compression_pointer_is_malformed() {
+        let mut q = vec![0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let plain =
+            [q.clone(), vec![3, b'w', b'w', b'w', 7], b"friends".to_vec(), vec![7], b"example".to_vec(), vec![0, 0, 1, 0, 1]].concat();
+        assert!(!compressed_question(&plain));
+        q.extend([3, b'w', b'w', b'w', 0xC0, 2, 0, 1, 0, 1]);
+        assert!(compressed_question(&q));
+        // Truncated or empty messages are for the parser to refuse.
+        assert!(!compressed_question(&[0, 2, 0, 0, 0, 1]));
+        assert!(!compressed_question(&[]));
+    }
 }
