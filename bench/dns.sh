@@ -74,7 +74,7 @@ for port in 5301 5302; do
   dig +short -p "$port" @127.0.0.1 host1.friends.example A | grep -q 192.0.2.2 || { echo "the server on $port does not answer" >&2; cat serve.log knot.log >&2; exit 1; }
 done
 
-qps() { dnsperf -s 127.0.0.1 -p "$1" -d queries.txt -l 10 -q 100 -c 4 2>/dev/null | awk '/Queries per second/ {print $4}'; }
+qps() { dnsperf -s 127.0.0.1 -p "$1" -d queries.txt -l 10 -q 100 -c 4 2>/dev/null | awk '/Queries per second/ {printf "%.0f\n", $4}'; }
 lat() {  # p50 and p99 in ms at 5000 queries/s
   dnsperf -s 127.0.0.1 -p "$1" -d queries.txt -l 5 -Q 5000 -v 2>/dev/null \
     | awk '$1 == ">" {print $NF}' | sort -n | awk '{a[NR]=$1} END {printf "%.3f %.3f\n", a[int(NR*0.5)]*1000, a[int(NR*0.99)]*1000}'

@@ -8,7 +8,11 @@
 //!   the new record (`dig` in the namespace of home1 every few milliseconds).
 //! - **Certificates**: a certificate for a new name from pebble by DNS-01 against the island's
 //!   zone: `atoll cert request` (until `cert ls` shows it valid) against Debian's lego
-//!   (`--dns rfc2136` with a TSIG key the island delegated, against vps1), interleaved.
+//!   (`--dns rfc2136` with a TSIG key the island delegated, against vps1), interleaved. lego asks
+//!   vps1 to find the zone (`--dns.resolvers`: the stage has no other resolver) and skips its
+//!   propagation check (`--dns.disable-cp`, which would look up the nameservers' addresses
+//!   through the system's resolver): an UPDATE is answered only once vps1, which pebble asks,
+//!   serves it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -88,7 +92,7 @@ fn main() {
                 "LEGO_CA_CERTIFICATES={ca_file} RFC2136_NAMESERVER={vps1}:53 RFC2136_TSIG_ALGORITHM=hmac-sha256. \
                  RFC2136_TSIG_KEY=lego.friends.example. RFC2136_TSIG_SECRET={secret} RFC2136_POLLING_INTERVAL=1 \
                  RFC2136_PROPAGATION_TIMEOUT=60 lego --accept-tos --email admin@friends.example --server {dir_url} \
-                 --path {path} --dns rfc2136 --dns.resolvers {vps1}:53 --domains {name} run",
+                 --path {path} --dns rfc2136 --dns.resolvers {vps1}:53 --dns.disable-cp --domains {name} run",
                 secret = key["secret"].as_str().unwrap(),
                 dir_url = pebble.directory_url,
                 path = dir.display()
