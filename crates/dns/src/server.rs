@@ -553,13 +553,15 @@ async fn tsig_failure(request: &Request, failure: tsig::Failure, edns: Option<&E
 }
 
 /// Whether the question section of `msg` (a message as received) holds a compression pointer
-/// (RFC 1035 §4.1.4): the first name of a message has nothing before it to point at but the
-/// header, so such a question is malformed (a later question could point at the first, but the
-/// server answers only one-question messages).
+/// (RFC 1035 §4.1.4) or a reserved label type, in any of its questions: hickory echoes the
+/// questions' bytes as received, so a pointer into the header (which the answer changes) or
+/// past the questions (which the answer does not carry) would make the answer unreadable. The
+/// first name of a message has nothing before it but the header, and real clients send one
+/// question, so such a message is refused as malformed rather than told apart.
 fn compressed_question(msg: &[u8]) -> bool {
     let qdcount = msg.get(4..6).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
     let mut at = 12;
-    for _ in 0..qdcount.min(4) {
+    for _ in 0..qdcount {
         loop {
             let Some(&len) = msg.get(at) else { return false };
             match len {
@@ -673,6 +675,14 @@ mod tests {
         assert!(!compressed_question(&plain));
         q.extend([3, b'w', b'w', b'w', 0xC0, 2, 0, 1, 0, 1]);
         assert!(compressed_question(&q));
+        // In a later question too (fuzzer, `dns_message-crash-2872cd5e…`: the fifth of 19).
+        let mut many = vec![0, 2, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0];
+        for _ in 0..5 {
+            many.extend([1, b'a', 0, 0, 1, 0, 1]);
+        }
+        assert!(!compressed_question(&many));
+        many.extend([1, b'b', 0xC0, 3, 0, 1, 0, 1]);
+        assert!(compressed_question(&many));
         // Truncated or empty messages are for the parser to refuse.
         assert!(!compressed_question(&[0, 2, 0, 0, 0, 1]));
         assert!(!compressed_question(&[]));
