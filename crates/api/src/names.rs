@@ -54,6 +54,12 @@ pub async fn run_names(state: Arc<AppState>) {
         }
         let addrs: Vec<std::net::SocketAddr> =
             atoll_names::serve::public_addrs(&m).into_iter().map(|ip| (ip, atoll_names::serve::PORT).into()).collect();
+        if addrs.is_empty() {
+            // Not a public host: nothing to serve, and no zone to build on every change.
+            serving = None;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
         let current = serving.as_ref().is_some_and(|(sm, s)| Arc::ptr_eq(sm, &m) && s.addrs == addrs);
         let snapshot = match m.replica().with(Names::read) {
             Ok(n) => atoll_names::serve::snapshot(&n, &m.state()),
@@ -64,7 +70,7 @@ pub async fn run_names(state: Arc<AppState>) {
         };
         if !current {
             serving = None;
-            if !addrs.is_empty() && failed.as_ref() != Some(&addrs) {
+            if failed.as_ref() != Some(&addrs) {
                 match atoll_names::serve::Serving::start(m.clone(), addrs.clone(), snapshot.clone()).await {
                     Ok(s) => serving = Some((m.clone(), s)),
                     Err(e) => {

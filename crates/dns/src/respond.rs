@@ -6,7 +6,7 @@ use std::{iter, net::SocketAddr, sync::Arc};
 
 use hickory_net::NetError;
 use hickory_proto::{
-    op::{Header, HeaderCounts, Message, Metadata, ResponseCode},
+    op::{Edns, Header, HeaderCounts, Message, Metadata, ResponseCode},
     rr::Record,
     serialize::binary::{BinDecodable, BinDecoder, BinEncoder},
 };
@@ -40,11 +40,17 @@ impl ResponseHandler for UdpResponder {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let max = response.edns().map(|e| e.max_payload().max(512)).unwrap_or(512);
+        let max = udp_max(response.edns());
         let (info, bytes) = encode(response, max)?;
         self.socket.send_to(&bytes, self.dst).await.map_err(NetError::from)?;
         Ok(info)
     }
+}
+
+/// The most an answer over UDP may take: the client's EDNS payload size, 512 without EDNS
+/// (RFC 1035 §4.2.1, RFC 6891 §6.2.5).
+fn udp_max(edns: Option<&Edns>) -> u16 {
+    edns.map(|e| e.max_payload().max(512)).unwrap_or(512)
 }
 
 /// Encodes an answer within `max` bytes: whole records only, TC set when some did not fit
@@ -103,7 +109,7 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let max = if self.tcp { u16::MAX } else { response.edns().map(|e| e.max_payload().max(512)).unwrap_or(512) };
+        let max = if self.tcp { u16::MAX } else { udp_max(response.edns()) };
         let (info, bytes) = encode(response, max)?;
         self.out.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
         Ok(info)
