@@ -1,0 +1,112 @@
+//! Bodies as they stream through: counted (bytes in and out), capped (a request body over the
+//! route's `max_body`), and closing the access log record when they end or are dropped.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, SizeHint};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type on both sides of the proxy.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A request body went past the route's cap.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than this route accepts ({limit} bytes)")]
+pub struct TooLarge {
+    pub limit: u64,
+}
+
+/// A body whose data bytes are counted into `count`; past `limit`, it fails with [`TooLarge`]
+/// (and sets `exceeded`). `on_drop` runs once, when the body is dropped (finished or not).
+pub struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+    limit: Option<u64>,
+    exceeded: Arc<AtomicBool>,
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+        Counted { inner, count, limit: None, exceeded: Arc::default(), on_drop: None }
+    }
+
+    pub fn limit(mut self, limit: Option<u64>, exceeded: Arc<AtomicBool>) -> Self {
+        self.limit = limit;
+        self.exceeded = exceeded;
+        self
+    }
+
+    pub fn on_drop(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_drop = Some(Box::new(f));
+        self
+    }
+}
+
+impl<B> Drop for Counted<B> {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(f))) => f,
+        };
+        if let Some(d) = frame.data_ref() {
+            let total = self.count.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
+            if let Some(limit) = self.limit
+                && total > limit
+            {
+                self.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(TooLarge { limit }))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A whole body from a string or bytes.
+pub fn full(data: impl Into<Bytes>) -> ProxyBody {
+    http_body_util::Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty() -> ProxyBody {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn boxed<B>(b: B) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed_unsync()
+}
