@@ -110,3 +110,93 @@ where
 {
     b.map_err(Into::into).boxed_unsync()
 }
+
+/// Where a request body that was not read to its end waits until the response has been sent.
+pub type Parking = Arc<std::sync::Mutex<Option<ProxyBody>>>;
+
+/// How much of a parked request body is read (and thrown away) after the response.
+const DRAIN_BYTES: u64 = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A request body that, dropped before its end (the upstream answered without reading it all,
+/// or the gateway refused the request), is parked instead of dropped. Dropping an HTTP/2
+/// request body makes hyper reset the stream, with CANCEL if the response is not complete
+/// yet, which clients take as a failed request. Once the response is complete, [`drain`] reads
+/// what is left (up to 1 MiB, 5 s) so that small bodies end normally; beyond, the reset is
+/// NO_ERROR (RFC 9113 §8.1).
+pub struct KeepUnfinished<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    inner: Option<B>,
+    parking: Parking,
+}
+
+impl<B> KeepUnfinished<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(inner: B, parking: Parking) -> Self {
+        KeepUnfinished { inner: Some(inner), parking }
+    }
+}
+
+impl<B> Drop for KeepUnfinished<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn drop(&mut self) {
+        if let Some(b) = self.inner.take()
+            && !b.is_end_stream()
+        {
+            *self.parking.lock().unwrap_or_else(|e| e.into_inner()) = Some(boxed(b));
+        }
+    }
+}
+
+impl<B> Body for KeepUnfinished<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Reads a parked body to its end in the background (bounded), then drops it.
+pub fn drain(parking: &Parking) {
+    let Some(mut body) = parking.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut read = 0u64;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while read <= DRAIN_BYTES {
+                match body.frame().await {
+                    Some(Ok(f)) => read += f.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    });
+}

@@ -14,7 +14,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Counted, ProxyBody, boxed};
+use crate::body::{Counted, KeepUnfinished, Parking, ProxyBody, boxed};
 use crate::config::RouteKind;
 use crate::headers::{self, Forwarding};
 use crate::limits::InFlight;
@@ -38,6 +38,7 @@ struct Log {
     start: Instant,
     bytes_in: Arc<AtomicU64>,
     in_flight: InFlight,
+    parking: Parking,
 }
 
 impl Log {
@@ -49,7 +50,8 @@ impl Log {
         let out = bytes_out.clone();
         let metrics = shared.metrics.clone();
         let body = Counted::new(body, bytes_out).on_drop(move || {
-            let Log { mut rec, start, bytes_in, in_flight } = self;
+            let Log { mut rec, start, bytes_in, in_flight, parking } = self;
+            crate::body::drain(&parking);
             rec.bytes_in = bytes_in.load(Ordering::Relaxed);
             rec.bytes_out = out.load(Ordering::Relaxed);
             rec.duration = start.elapsed();
@@ -62,7 +64,9 @@ impl Log {
 }
 
 /// Serves one request that arrived on the HTTPS listener.
-pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, mut req: Request<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
+pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
+    let parking = Parking::default();
+    let mut req = req.map(|b| KeepUnfinished::new(b, parking.clone()));
     let host = headers::request_host(req.uri(), req.headers());
     let mut log = Log {
         rec: AccessRecord {
@@ -83,6 +87,7 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, mut req: Request<Incomi
         start: Instant::now(),
         bytes_in: Arc::default(),
         in_flight,
+        parking,
     };
     macro_rules! fail {
         ($status:expr, $what:expr) => {{

@@ -1,0 +1,326 @@
+//! The gateway proxying HTTPS to in-process upstreams, driven by real `curl` (HTTP/1.1 and
+//! HTTP/2) and small TLS clients: what the upstream sees, the redirect, error pages, failover,
+//! WebSocket tunnels, TLS pass-through, TCP and UDP forwarding, and a route change with a
+//! download and a WebSocket open.
+
+mod support;
+
+use std::time::Duration;
+
+use atoll_gateway::{GatewayConfig, RateLimit, Route, RouteKind, Upstream, UpstreamError};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(pki: &Pki, routes: Vec<Route>) -> GatewayConfig {
+    GatewayConfig { routes, certificates: vec![pki.cert(&["*.example.test"]), pki.cert(&["exact.example.test"])], ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sees_forwarding_headers_and_no_hop_by_hop_ones() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![up.up()])])).await;
+    for proto in ["--http1.1", "--http2"] {
+        let r = curl(
+            &pki,
+            &gw,
+            "app.example.test",
+            "/headers?x=1",
+            &[
+                proto,
+                "-H",
+                "Connection: X-Private",
+                "-H",
+                "X-Private: secret",
+                "-H",
+                "Keep-Alive: 5",
+                "-H",
+                "X-Forwarded-For: 198.51.100.7",
+            ],
+        );
+        assert_eq!(r.status, 200, "{proto}: {}", r.stderr);
+        let seen = String::from_utf8(r.body).unwrap().to_ascii_lowercase();
+        assert!(seen.starts_with("get /headers?x=1 http/1.1\n"), "{proto}: {seen}");
+        let port = gw.https().port();
+        assert!(seen.contains(&format!("\nhost: app.example.test:{port}\n")), "{proto}: {seen}");
+        assert!(seen.contains("\nx-forwarded-for: 198.51.100.7, 127.0.0.1\n"), "{proto}: {seen}");
+        assert!(seen.contains("\nx-forwarded-proto: https\n"), "{proto}: {seen}");
+        assert!(seen.contains(&format!("\nx-forwarded-host: app.example.test:{port}\n")), "{proto}: {seen}");
+        assert!(seen.contains(&format!("\nforwarded: for=127.0.0.1;proto=https;host=\"app.example.test:{port}\"\n")), "{proto}: {seen}");
+        // (curl sends no Connection header over HTTP/2, where it is not allowed)
+        if proto == "--http1.1" {
+            assert!(!seen.contains("x-private"), "{proto}: a header named in Connection was forwarded: {seen}");
+        }
+        assert!(!seen.contains("keep-alive: 5"), "{proto}: {seen}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_redirects_to_https_except_acme_challenges() {
+    let pki = Pki::new();
+    let gw = TestGateway::start(config(&pki, vec![])).await;
+    let port = gw.handle.http_addr().port();
+    let run = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "--resolve",
+                &format!("app.example.test:{port}:127.0.0.1"),
+            ])
+            .arg(format!("http://app.example.test:{port}{path}"))
+            .output()
+            .expect("curl must be installed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let https = gw.https().port();
+    assert_eq!(run("/a/b?c=d"), format!("308 https://app.example.test:{https}/a/b?c=d"));
+    assert_eq!(run("/.well-known/acme-challenge/token"), "404 ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_say_what_failed() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let refused = refused_addr().await;
+    let mut slow = http_route(&["slow.example.test"], vec![up.up()]);
+    if let RouteKind::Http(h) = &mut slow.kind {
+        h.timeout = Duration::from_millis(300);
+    }
+    let gw = TestGateway::start(config(
+        &pki,
+        vec![
+            http_route(&["sick.example.test"], vec![Upstream { addr: up.addr, healthy: false }]),
+            http_route(&["down.example.test"], vec![Upstream { addr: refused, healthy: true }]),
+            slow,
+        ],
+    ))
+    .await;
+    for (host, path, status, words) in [
+        ("nothing.example.test", "/", 502, "No route for this host"),
+        ("sick.example.test", "/", 503, "No healthy replica"),
+        ("down.example.test", "/", 502, "The upstream refused the connection"),
+        ("slow.example.test", "/hang", 504, "The upstream timed out"),
+    ] {
+        let r = curl(&pki, &gw, host, path, &[]);
+        assert_eq!(r.status, status, "{host}: {}", r.stderr);
+        let page = String::from_utf8(r.body).unwrap();
+        assert!(page.contains(words), "{host}: {page}");
+    }
+    assert_eq!(gw.handle.metrics().upstream_errors("slow.example.test", UpstreamError::Timeout), 1);
+    assert_eq!(gw.handle.metrics().requests("sick.example.test", 503), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_fail_over_when_an_upstream_is_down() {
+    let pki = Pki::new();
+    let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
+    let refused = refused_addr().await;
+    let ups = vec![a.up(), Upstream { addr: refused, healthy: true }, b.up()];
+    let gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], ups)])).await;
+    let mut failed = 0;
+    let mut names = std::collections::BTreeMap::new();
+    for i in 0..30 {
+        // POST too: a refused connection means nothing was sent, so any method may go elsewhere.
+        let extra: &[&str] = if i % 2 == 0 { &[] } else { &["-X", "POST", "--data", "x"] };
+        let r = curl(&pki, &gw, "app.example.test", "/id", extra);
+        if r.status != 200 {
+            eprintln!("request {i} {extra:?} failed: {} {} {}", r.status, r.stderr, String::from_utf8_lossy(&r.body));
+            failed += 1;
+        }
+        *names.entry(String::from_utf8(r.body).unwrap()).or_insert(0) += 1;
+    }
+    eprintln!("failover: {failed} of 30 requests failed, served by {names:?}");
+    assert_eq!(failed, 0);
+    assert_eq!(names.len(), 2, "both live upstreams serve: {names:?}");
+    assert!(names.values().all(|n| *n >= 10), "round robin spreads the load: {names:?}");
+    assert_eq!(gw.handle.metrics().upstream_errors("app.example.test", UpstreamError::Connect), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_and_host_must_agree() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(config(&pki, vec![http_route(&["*.example.test", "exact.example.test"], vec![up.up()])])).await;
+    // A connection for exact.example.test (its own certificate) asked for another name: 421.
+    let mut s = pki.connect(gw.https(), "exact.example.test", &["http/1.1"]).await;
+    s.write_all(b"GET /id HTTP/1.1\r\nHost: other.example.test\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (head, _) = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 421"), "{head}");
+    // Both names under the same wildcard certificate: fine (HTTP/2 connection reuse).
+    let mut s = pki.connect(gw.https(), "one.example.test", &["http/1.1"]).await;
+    s.write_all(b"GET /id HTTP/1.1\r\nHost: two.example.test\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (head, _) = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_tunnelled() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![up.up()])])).await;
+    let mut ws = open_ws(&pki, &gw, "app.example.test").await;
+    for i in 0..20 {
+        echo(&mut ws, format!("message {i}").as_bytes()).await;
+    }
+    echo(&mut ws, &vec![7u8; 200_000]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_cap_and_rate_limit_per_route() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let mut capped = http_route(&["capped.example.test"], vec![up.up()]);
+    let mut limited = http_route(&["limited.example.test"], vec![up.up()]);
+    if let RouteKind::Http(h) = &mut capped.kind {
+        h.max_body = Some(1000);
+    }
+    if let RouteKind::Http(h) = &mut limited.kind {
+        h.rate_limit = Some(RateLimit { per_second: 0.01, burst: 3 });
+    }
+    let gw = TestGateway::start(config(&pki, vec![capped, limited, http_route(&["free.example.test"], vec![up.up()])])).await;
+    let body = pki.dir.path().join("body");
+    std::fs::write(&body, vec![b'x'; 5000]).unwrap();
+    let data = format!("@{}", body.display());
+    // declared length over the cap, and chunked (no length) over the cap
+    assert_eq!(curl(&pki, &gw, "capped.example.test", "/upload", &["--data-binary", &data]).status, 413);
+    let r = curl(&pki, &gw, "capped.example.test", "/upload", &["--http1.1", "-H", "Transfer-Encoding: chunked", "--data-binary", &data]);
+    assert_eq!(r.status, 413, "{} {}", r.stderr, String::from_utf8_lossy(&r.body));
+    assert_eq!(curl(&pki, &gw, "capped.example.test", "/upload", &["--data-binary", "small"]).status, 200);
+    let statuses: Vec<u16> = (0..5).map(|_| curl(&pki, &gw, "limited.example.test", "/id", &[]).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert!((0..5).all(|_| curl(&pki, &gw, "free.example.test", "/id", &[]).status == 200), "no limit unless the route sets one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_change_keeps_a_download_and_a_websocket_open() {
+    let pki = Pki::new();
+    let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
+    let mut gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![a.up()])])).await;
+
+    // A long download, read a little, over HTTP/2.
+    let tls = pki.connect(gw.https(), "app.example.test", &["h2"]).await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let n: u64 = 32 << 20;
+    let req =
+        hyper::Request::get(format!("https://app.example.test/big?n={n}")).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut hash = Sha256::new();
+    let mut got = 0u64;
+    while got < (1 << 20) {
+        let f = body.frame().await.unwrap().unwrap();
+        if let Some(d) = f.data_ref() {
+            got += d.len() as u64;
+            hash.update(d);
+        }
+    }
+    let mut ws = open_ws(&pki, &gw, "app.example.test").await;
+    echo(&mut ws, b"before").await;
+
+    // The route moves to another upstream, a new route and certificate appear.
+    let mut cfg = config(&pki, vec![http_route(&["app.example.test"], vec![b.up()]), http_route(&["new.other.test"], vec![b.up()])]);
+    cfg.certificates.push(pki.cert(&["new.other.test"]));
+    assert_eq!(gw.reconfigure(cfg).await.error, None);
+    assert_eq!(curl(&pki, &gw, "app.example.test", "/id", &[]).body, b"b");
+    assert_eq!(curl(&pki, &gw, "new.other.test", "/id", &[]).body, b"b");
+
+    echo(&mut ws, b"after").await;
+    while let Some(f) = body.frame().await {
+        if let Some(d) = f.unwrap().data_ref() {
+            got += d.len() as u64;
+            hash.update(d);
+        }
+    }
+    assert_eq!(got, n);
+    assert_eq!(hex::encode(hash.finalize()), sha256_of_content(n));
+
+    // A configuration that does not validate is refused; the one in force stays.
+    let bad = GatewayConfig { routes: vec![http_route(&["bad host"], vec![])], ..Default::default() };
+    let applied = gw.reconfigure(bad).await;
+    assert!(applied.error.unwrap().contains("\"bad host\" is not a valid DNS name"));
+    assert_eq!(curl(&pki, &gw, "app.example.test", "/id", &[]).body, b"b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_passthrough_by_sni_and_tcp_udp_forwarding() {
+    let pki = Pki::new();
+    // An upstream that terminates TLS itself: a gateway of its own with its own certificate.
+    let inner_up = TestUpstream::start("inner").await;
+    let inner = TestGateway::start(GatewayConfig {
+        routes: vec![http_route(&["pass.example.test"], vec![inner_up.up()])],
+        certificates: vec![pki.cert(&["pass.example.test"])],
+        ..Default::default()
+    })
+    .await;
+    let tcp_port = refused_addr().await.port();
+    let udp_echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_up = udp_echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = udp_echo.recv_from(&mut buf).await {
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = udp_echo.send_to(&reply, from).await;
+        }
+    });
+    let udp_port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let up = TestUpstream::start("plain").await;
+    let routes = vec![
+        Route {
+            hosts: vec!["pass.example.test".into()],
+            kind: RouteKind::TlsPassthrough { upstreams: vec![Upstream { addr: inner.https(), healthy: true }] },
+        },
+        Route { hosts: vec![], kind: RouteKind::Tcp { listen_port: tcp_port, upstreams: vec![up.up()] } },
+        Route { hosts: vec![], kind: RouteKind::Udp { listen_port: udp_port, upstreams: vec![Upstream { addr: udp_up, healthy: true }] } },
+    ];
+    let gw = TestGateway::start(config(&pki, routes)).await;
+
+    // The certificate curl sees is the inner one (only it has pass.example.test); the outer
+    // gateway holds none for that name.
+    let r = curl(&pki, &gw, "pass.example.test", "/id", &["--http2"]);
+    assert_eq!((r.status, r.body.as_slice()), (200, b"inner".as_slice()), "{}", r.stderr);
+
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    tcp.write_all(b"GET /id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("plain"), "{out}");
+
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(("127.0.0.1", udp_port)).await.unwrap();
+    for i in 0..3 {
+        let msg = format!("ping {i}");
+        client.send(msg.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 100];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf)).await.expect("UDP echo within 5 s").unwrap();
+        assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_and_metrics_per_route() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![up.up()])])).await;
+    for _ in 0..3 {
+        assert_eq!(curl(&pki, &gw, "app.example.test", "/big?n=1000", &[]).status, 200);
+    }
+    assert_eq!(curl(&pki, &gw, "app.example.test", "/missing", &[]).status, 404);
+    let text = gw.handle.metrics().encode();
+    assert!(text.contains(r#"atoll_gateway_requests_total{route="app.example.test",code="200"} 3"#), "{text}");
+    assert!(text.contains(r#"atoll_gateway_requests_total{route="app.example.test",code="404"} 1"#), "{text}");
+    assert!(text.contains(r#"atoll_gateway_sent_bytes_total{route="app.example.test"} 3009"#), "{text}");
+    assert!(text.contains(r#"atoll_gateway_request_duration_seconds_count{route="app.example.test"} 4"#), "{text}");
+}
