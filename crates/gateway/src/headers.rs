@@ -137,6 +137,14 @@ pub fn request_authority(uri: &hyper::Uri, headers: &HeaderMap) -> Option<Header
     }
 }
 
+/// A `Sec-WebSocket-Key` (RFC 6455 §4.1: 16 random bytes, base64) for an upgrade the gateway
+/// makes on behalf of an HTTP/2 client, which sends none (RFC 8441 §5).
+pub fn websocket_key(random: u128) -> HeaderValue {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(random.to_le_bytes());
+    HeaderValue::from_str(&key).expect("base64 is a valid header value")
+}
+
 /// Whether retrying a request with this method is safe once it may have reached the upstream
 /// (RFC 9110 §9.2.2).
 pub fn idempotent(m: &hyper::Method) -> bool {

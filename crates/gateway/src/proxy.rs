@@ -133,7 +133,16 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
         }
     }
 
-    let client_upgrade = headers::strip_hop_by_hop(req.headers_mut()).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    let mut client_upgrade = headers::strip_hop_by_hop(req.headers_mut()).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    // HTTP/2 extended CONNECT (RFC 8441): a WebSocket over one stream, an HTTP/1.1 upgrade upstream.
+    let extended_connect = req.method() == hyper::Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some();
+    if extended_connect {
+        let proto = req.extensions().get::<hyper::ext::Protocol>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let Ok(proto) = HeaderValue::from_str(&proto) else {
+            fail!(StatusCode::BAD_REQUEST, "The :protocol of this CONNECT is not a valid token.".into())
+        };
+        client_upgrade = Some((proto, hyper::upgrade::on(&mut req)));
+    }
     let authority = headers::request_authority(req.uri(), req.headers());
     let (mut parts, body) = req.into_parts();
     join_cookies(&mut parts.headers);
@@ -147,6 +156,12 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
     }
     if let Some((p, _)) = &client_upgrade {
         headers::set_upgrade(&mut parts.headers, p.clone());
+    }
+    if extended_connect {
+        parts.method = hyper::Method::GET;
+        if !parts.headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+            parts.headers.insert(header::SEC_WEBSOCKET_KEY, headers::websocket_key(fastrand::u128(..)));
+        }
     }
     parts.uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
     parts.version = Version::HTTP_11;
@@ -194,7 +209,7 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
         Ok(Ok(pair)) => pair,
     };
     log.rec.upstream = Some(addr);
-    let resp = respond(resp, client_upgrade);
+    let resp = respond(resp, client_upgrade, extended_connect);
     log.finish(&shared, resp)
 }
 
@@ -270,7 +285,13 @@ async fn send(
 
 /// The upstream's response as the client gets it; a 101 to an upgrade the client asked for
 /// becomes a tunnel between the two upgraded connections.
-fn respond(mut resp: Response<Incoming>, client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>) -> Response<ProxyBody> {
+/// A tunnel opened by HTTP/2 extended CONNECT is answered 200 without the upgrade headers
+/// (RFC 8441 §5).
+fn respond(
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    extended_connect: bool,
+) -> Response<ProxyBody> {
     let upstream_side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
     let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
@@ -278,7 +299,12 @@ fn respond(mut resp: Response<Incoming>, client_upgrade: Option<(HeaderValue, hy
         let (Some((_, client_side)), Some(proto)) = (client_upgrade, upgrade) else {
             return error_page(StatusCode::BAD_GATEWAY, "The upstream failed: it switched protocols without being asked to.");
         };
-        headers::set_upgrade(&mut parts.headers, proto);
+        if extended_connect {
+            parts.status = StatusCode::OK;
+            parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+        } else {
+            headers::set_upgrade(&mut parts.headers, proto);
+        }
         tokio::spawn(async move {
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((c, u)) => {

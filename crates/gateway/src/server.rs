@@ -281,6 +281,7 @@ fn builder(l: &Limits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(l.h2_max_pending_accept_reset_streams)
         .max_local_error_reset_streams(Some(l.h2_max_local_error_reset_streams))
+        .enable_connect_protocol()
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     b

@@ -173,6 +173,36 @@ async fn websocket_upgrade_is_tunnelled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![up.up()])])).await;
+    let tls = pki.connect(gw.https(), "app.example.test", &["h2"]).await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    // One request first: the server's SETTINGS (ENABLE_CONNECT_PROTOCOL) have arrived after it.
+    let get = hyper::Request::get("https://app.example.test/id").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    assert_eq!(send.send_request(get).await.unwrap().status(), 200);
+    let mut req = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri("https://app.example.test/ws")
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert!(resp.headers().get("sec-websocket-accept").is_none() && resp.headers().get("upgrade").is_none());
+    let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    for msg in [b"over h2".to_vec(), vec![9u8; 100_000]] {
+        io.write_all(&msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), io.read_exact(&mut back)).await.unwrap().unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_cap_and_rate_limit_per_route() {
     let pki = Pki::new();
     let up = TestUpstream::start("a").await;

@@ -158,6 +158,12 @@ async fn upstream_handle(name: String, mut req: Request<Incoming>) -> Result<Res
             text(format!("{} {len}", hex::encode(h.finalize())))
         }
         "/ws" => {
+            let upgrade = req.headers().get("upgrade").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !upgrade.eq_ignore_ascii_case("websocket") || !req.headers().contains_key("sec-websocket-key") {
+                let mut r = text(format!("not a WebSocket handshake: {:?}", req.headers()));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                return Ok(r);
+            }
             let on = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 if let Ok(up) = on.await {
