@@ -105,6 +105,10 @@ pub struct Limits {
     /// Time for a request's headers to arrive (slowloris), HTTP/1.1.
     #[serde(with = "millis")]
     pub header_read_timeout: Duration,
+    /// Time to open a connection to an upstream; beyond, the next upstream is tried (a host
+    /// that died drops packets rather than refusing).
+    #[serde(with = "millis")]
+    pub upstream_connect_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     #[serde(with = "millis")]
     pub idle_timeout: Duration,
@@ -126,6 +130,7 @@ impl Default for Limits {
             max_connections: 10_000,
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            upstream_connect_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(75),
             max_header_bytes: 64 * 1024,
             h2_max_concurrent_streams: 250,
@@ -277,6 +282,7 @@ impl GatewayConfig {
             ("max_connections", l.max_connections == 0),
             ("tls_handshake_timeout", l.tls_handshake_timeout.is_zero()),
             ("header_read_timeout", l.header_read_timeout.is_zero()),
+            ("upstream_connect_timeout", l.upstream_connect_timeout.is_zero()),
             ("idle_timeout", l.idle_timeout.is_zero()),
             ("max_header_bytes", l.max_header_bytes == 0),
             ("h2_max_concurrent_streams", l.h2_max_concurrent_streams == 0),

@@ -112,14 +112,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
 /// Connects to the first healthy upstream that accepts, in round-robin order.
 async fn connect_any(shared: &Shared, route: &str, upstreams: &[Upstream]) -> Option<TcpStream> {
-    let order = candidates(upstreams, shared.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let order = candidates(upstreams, shared.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed), |a| shared.pool.is_suspect(a));
+    let timeout = shared.snapshot().config.limits.upstream_connect_timeout;
     for addr in order {
-        match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Some(s);
-            }
-            _ => shared.metrics.upstream_error(route, crate::metrics::UpstreamError::Connect),
+        match shared.pool.connect(addr, timeout).await {
+            Ok(s) => return Some(s),
+            Err(_) => shared.metrics.upstream_error(route, crate::metrics::UpstreamError::Connect),
         }
     }
     tracing::debug!(route, "gateway: no upstream reachable");
@@ -227,7 +225,9 @@ async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
             Some(up) => up,
             None => {
                 let Some(route) = shared.snapshot().table.by_port(true, port).cloned() else { continue };
-                let order = candidates(route.upstreams(), shared.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                let order = candidates(route.upstreams(), shared.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed), |a| {
+                    shared.pool.is_suspect(a)
+                });
                 let Some(&addr) = order.first() else { continue };
                 let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
                 let Ok(up) = UdpSocket::bind(bind).await else { continue };

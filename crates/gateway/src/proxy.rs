@@ -178,11 +178,12 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
     });
     let upstream_req = Request::from_parts(parts, boxed(body));
 
-    let order = candidates(&http.upstreams, shared.turn.fetch_add(1, Ordering::Relaxed));
+    let order = candidates(&http.upstreams, shared.turn.fetch_add(1, Ordering::Relaxed), |a| shared.pool.is_suspect(a));
     if order.is_empty() {
         fail!(StatusCode::SERVICE_UNAVAILABLE, format!("No healthy replica: every replica behind {host} is failing its health check."))
     }
-    let sent = tokio::time::timeout(http.timeout, send(&shared, &log.rec.route, &order, upstream_req, replay)).await;
+    let connect_timeout = snapshot.config.limits.upstream_connect_timeout.min(http.timeout);
+    let sent = tokio::time::timeout(http.timeout, send(&shared, &log.rec.route, &order, upstream_req, replay, connect_timeout)).await;
     let (addr, resp) = match sent {
         Err(_) => {
             shared.metrics.upstream_error(&log.rec.route, UpstreamError::Timeout);
@@ -250,6 +251,7 @@ async fn send(
     order: &[SocketAddr],
     req: Request<ProxyBody>,
     replay: Option<Request<()>>,
+    connect_timeout: std::time::Duration,
 ) -> Result<(SocketAddr, Response<Incoming>), Failure> {
     let mut req = Some(req);
     let mut last = None;
@@ -265,7 +267,7 @@ async fn send(
             }
             (None, None) => break,
         };
-        match shared.pool.send(addr, r).await {
+        match shared.pool.send(addr, r, connect_timeout).await {
             Ok(resp) => return Ok((addr, resp)),
             Err(SendError::Connect(e, back)) => {
                 shared.metrics.upstream_error(route, UpstreamError::Connect);

@@ -66,14 +66,21 @@ impl RouteTable {
 }
 
 /// The healthy upstreams in the order to try them: round robin by `turn` (a counter the caller
-/// increments per request), the others following as fallbacks.
-pub fn candidates(upstreams: &[Upstream], turn: usize) -> Vec<SocketAddr> {
+/// increments per request) over those not `suspect` (recently refused a connection), then the
+/// suspects, as a last resort.
+pub fn candidates(upstreams: &[Upstream], turn: usize, suspect: impl Fn(SocketAddr) -> bool) -> Vec<SocketAddr> {
     let healthy: Vec<SocketAddr> = upstreams.iter().filter(|u| u.healthy).map(|u| u.addr).collect();
-    if healthy.is_empty() {
-        return healthy;
-    }
-    let start = turn % healthy.len();
-    healthy[start..].iter().chain(&healthy[..start]).copied().collect()
+    let (good, bad): (Vec<SocketAddr>, Vec<SocketAddr>) = healthy.into_iter().partition(|a| !suspect(*a));
+    let rotate = |v: Vec<SocketAddr>| -> Vec<SocketAddr> {
+        if v.is_empty() {
+            return v;
+        }
+        let start = turn % v.len();
+        v[start..].iter().chain(&v[..start]).copied().collect()
+    };
+    let mut order = rotate(good);
+    order.extend(rotate(bad));
+    order
 }
 
 #[cfg(test)]
@@ -113,9 +120,21 @@ mod tests {
     #[test]
     fn candidates_skip_unhealthy_and_rotate() {
         let ups = [up(1, true), up(2, false), up(3, true)];
-        assert_eq!(candidates(&ups, 0).iter().map(|a| a.port()).collect::<Vec<_>>(), [1, 3]);
-        assert_eq!(candidates(&ups, 1).iter().map(|a| a.port()).collect::<Vec<_>>(), [3, 1]);
-        assert!(candidates(&[up(1, false)], 7).is_empty());
+        let none = |_| false;
+        assert_eq!(candidates(&ups, 0, none).iter().map(|a| a.port()).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(candidates(&ups, 1, none).iter().map(|a| a.port()).collect::<Vec<_>>(), [3, 1]);
+        assert!(candidates(&[up(1, false)], 7, none).is_empty());
+    }
+
+    #[test]
+    fn suspects_go_last() {
+        let ups = [up(1, true), up(2, true), up(3, true), up(4, false)];
+        let suspect = |a: SocketAddr| a.port() == 1;
+        for turn in 0..4 {
+            let order: Vec<u16> = candidates(&ups, turn, suspect).iter().map(|a| a.port()).collect();
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[2], 1, "turn {turn}: {order:?}");
+        }
     }
 
     proptest::proptest! {
@@ -125,7 +144,7 @@ mod tests {
             let n = health.iter().filter(|h| **h).count();
             let mut firsts = HashMap::new();
             for turn in 0..n * rounds {
-                let c = candidates(&ups, turn);
+                let c = candidates(&ups, turn, |_| false);
                 proptest::prop_assert_eq!(c.len(), n);
                 *firsts.entry(c[0]).or_insert(0) += 1;
             }

@@ -35,7 +35,11 @@ type Idle = (Instant, SendRequest<ProxyBody>);
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    suspects: Mutex<HashMap<SocketAddr, Instant>>,
 }
+
+/// How long an upstream that refused a connection is tried only after the others.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,8 +79,49 @@ impl Pool {
         });
     }
 
-    /// Sends `req` (origin-form URI, HTTP/1.1) to `addr` and returns the response head.
-    pub async fn send(self: &Arc<Self>, addr: SocketAddr, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
+    /// Whether `addr` refused (or did not answer) a connection in the last few seconds.
+    pub fn is_suspect(&self, addr: SocketAddr) -> bool {
+        let s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(&addr).is_some_and(|until| Instant::now() < *until)
+    }
+
+    pub fn suspect(&self, addr: SocketAddr) {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        s.retain(|_, until| Instant::now() < *until);
+        s.insert(addr, Instant::now() + SUSPECT_FOR);
+    }
+
+    fn connected(&self, addr: SocketAddr) {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.is_empty() {
+            s.remove(&addr);
+        }
+    }
+
+    /// Connects to `addr` within `timeout`; a failure marks it suspect.
+    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+        let r = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {timeout:?}"))),
+        };
+        match &r {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                self.connected(addr);
+            }
+            Err(_) => self.suspect(addr),
+        }
+        r
+    }
+
+    /// Sends `req` (origin-form URI, HTTP/1.1) to `addr` and returns the response head; a new
+    /// connection must be made within `connect_timeout`.
+    pub async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut req: Request<ProxyBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
         while let Some(mut tx) = self.take(addr) {
             match tx.try_send_request(req).await {
                 Ok(resp) => {
@@ -89,11 +134,10 @@ impl Pool {
                 },
             }
         }
-        let stream = match TcpStream::connect(addr).await {
+        let stream = match self.connect(addr, connect_timeout).await {
             Ok(s) => s,
             Err(e) => return Err(SendError::Connect(e, Box::new(req))),
         };
-        let _ = stream.set_nodelay(true);
         let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
             Ok(pair) => pair,
             Err(e) => return Err(SendError::Connect(std::io::Error::other(e), Box::new(req))),

@@ -140,7 +140,43 @@ async fn requests_fail_over_when_an_upstream_is_down() {
     assert_eq!(failed, 0);
     assert_eq!(names.len(), 2, "both live upstreams serve: {names:?}");
     assert!(names.values().all(|n| *n >= 10), "round robin spreads the load: {names:?}");
-    assert_eq!(gw.handle.metrics().upstream_errors("app.example.test", UpstreamError::Connect), 10);
+    // The refused upstream is tried last for a few seconds after each refusal, so only the
+    // first request (and one per few seconds, were the test slow) pays for it.
+    let refusals = gw.handle.metrics().upstream_errors("app.example.test", UpstreamError::Connect);
+    assert!((1..=3).contains(&refusals), "{refusals} refusals");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_does_not_answer_is_passed_over_after_the_connect_timeout() {
+    let pki = Pki::new();
+    let good = TestUpstream::start("good").await;
+    // A listener whose accept queue is full: the kernel drops further SYNs, as a dead host would.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let black = socket.listen(0).unwrap();
+    let black_addr = black.local_addr().unwrap();
+    let mut fill = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(black_addr)).await {
+            Ok(Ok(s)) => fill.push(s),
+            _ => break,
+        }
+    }
+    let mut cfg = config(&pki, vec![http_route(&["app.example.test"], vec![Upstream { addr: black_addr, healthy: true }, good.up()])]);
+    cfg.limits.upstream_connect_timeout = Duration::from_millis(300);
+    let gw = TestGateway::start(cfg).await;
+    let start = std::time::Instant::now();
+    let r = curl(&pki, &gw, "app.example.test", "/id", &[]);
+    assert_eq!((r.status, r.body.as_slice()), (200, b"good".as_slice()), "{}", r.stderr);
+    assert!(start.elapsed() >= Duration::from_millis(300), "{:?}", start.elapsed());
+    assert_eq!(gw.handle.metrics().upstream_errors("app.example.test", UpstreamError::Connect), 1);
+    // Now suspect, it is tried last: the next requests do not wait.
+    let start = std::time::Instant::now();
+    for _ in 0..4 {
+        assert_eq!(curl(&pki, &gw, "app.example.test", "/id", &[]).body, b"good");
+    }
+    assert_eq!(gw.handle.metrics().upstream_errors("app.example.test", UpstreamError::Connect), 1, "after {:?}", start.elapsed());
+    drop(black);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
