@@ -156,11 +156,8 @@ async fn an_upstream_that_does_not_answer_is_passed_over_after_the_connect_timeo
     let black = socket.listen(0).unwrap();
     let black_addr = black.local_addr().unwrap();
     let mut fill = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(black_addr)).await {
-            Ok(Ok(s)) => fill.push(s),
-            _ => break,
-        }
+    while let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(black_addr)).await {
+        fill.push(s);
     }
     let mut cfg = config(&pki, vec![http_route(&["app.example.test"], vec![Upstream { addr: black_addr, healthy: true }, good.up()])]);
     cfg.limits.upstream_connect_timeout = Duration::from_millis(300);
