@@ -1,17 +1,13 @@
 //! Limits that keep the gateway up under abuse: the token bucket behind per-client rate limits
-//! (pure, time passed in), the connection count, and the activity an idle timeout watches.
+//! (pure, time passed in), the connection count, and the requests an idle timeout watches.
 //! Header size and read time and the HTTP/2 limits are hyper's, set in `server`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Instant;
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::RateLimit;
 
@@ -110,7 +106,8 @@ impl Drop for ConnGuard {
 }
 
 /// What an idle timeout looks at for one connection: requests in flight (a response body still
-/// streaming counts) and when bytes last moved.
+/// streaming counts) and when the last one started or ended. Bytes moving do not count: a
+/// client dribbling an HTTP/2 header block, or pinging, with no request is idle.
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
@@ -140,6 +137,7 @@ impl Activity {
 
     /// Counts a request in flight until the guard drops.
     pub fn request(self: &Arc<Self>) -> InFlight {
+        self.touch();
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
@@ -148,54 +146,17 @@ impl Activity {
 #[derive(Debug)]
 pub struct InFlight(Arc<Activity>);
 
+impl InFlight {
+    /// One more request in flight on the same connection (a tunnel outliving its response).
+    pub fn another(&self) -> InFlight {
+        self.0.request()
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// An IO that records in [`Activity`] when bytes move.
-#[derive(Debug)]
-pub struct Watched<S> {
-    pub inner: S,
-    pub activity: Arc<Activity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

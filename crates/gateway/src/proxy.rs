@@ -210,7 +210,8 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
         Ok(Ok(pair)) => pair,
     };
     log.rec.upstream = Some(addr);
-    let resp = respond(resp, client_upgrade, extended_connect);
+    let tunnel_guard = log.in_flight.another();
+    let resp = respond(resp, client_upgrade, extended_connect, tunnel_guard);
     log.finish(&shared, resp)
 }
 
@@ -288,11 +289,13 @@ async fn send(
 /// The upstream's response as the client gets it; a 101 to an upgrade the client asked for
 /// becomes a tunnel between the two upgraded connections.
 /// A tunnel opened by HTTP/2 extended CONNECT is answered 200 without the upgrade headers
-/// (RFC 8441 §5).
+/// (RFC 8441 §5). A tunnel counts as a request in flight on its connection (`in_flight`)
+/// while it is open, so an HTTP/2 connection carrying one is not closed as idle.
 fn respond(
     mut resp: Response<Incoming>,
     client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
     extended_connect: bool,
+    in_flight: InFlight,
 ) -> Response<ProxyBody> {
     let upstream_side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
@@ -308,6 +311,7 @@ fn respond(
             headers::set_upgrade(&mut parts.headers, proto);
         }
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((c, u)) => {
                     let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::body::ProxyBody;
 use crate::config::{GatewayConfig, Limits};
 use crate::l4::{PortListeners, Prefixed};
-use crate::limits::{Activity, ConnCount, ConnGuard, RateLimiter, Watched};
+use crate::limits::{Activity, ConnCount, ConnGuard, RateLimiter};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::routes::RouteTable;
@@ -293,7 +293,7 @@ where
 {
     let activity = Arc::new(Activity::default());
     let client = info.client;
-    let io = TokioIo::new(Watched { inner: io, activity: activity.clone() });
+    let io = TokioIo::new(io);
     let svc = {
         let shared = shared.clone();
         let activity = activity.clone();
@@ -318,7 +318,10 @@ where
     tokio::pin!(conn);
     let idle = limits.idle_timeout;
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(20)));
-    let mut closing = false;
+    // Idle: a graceful shutdown (HTTP/2: GOAWAY, then the client's PING answer), and if the
+    // client does not play along, still idle after `grace`, the connection is dropped.
+    let grace = (idle / 2).min(Duration::from_secs(5));
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -327,10 +330,18 @@ where
                 }
                 break;
             }
-            _ = tick.tick(), if !closing => {
-                if activity.idle_for().is_some_and(|d| d >= idle) {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+            _ = tick.tick() => match closing {
+                None => {
+                    if activity.idle_for().is_some_and(|d| d >= idle) {
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(tokio::time::Instant::now());
+                    }
+                }
+                Some(since) => {
+                    if since.elapsed() >= grace && activity.idle_for().is_some() {
+                        tracing::debug!(%client, "gateway: idle connection dropped: the client did not close it");
+                        break;
+                    }
                 }
             }
         }

@@ -251,3 +251,41 @@ async fn h2load_many_streams_all_succeed() {
     assert!(text.contains("status codes: 2000 2xx"), "{text}");
     assert!(text.contains("Application protocol: h2"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_header_block_dribbled_is_cut_off_as_idle() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let gw = gateway(&pki, &up, Limits { idle_timeout: Duration::from_secs(1), ..Default::default() }).await;
+    let s = pki.connect(gw.https(), HOST, &["h2"]).await;
+    let (mut r, mut w) = tokio::io::split(s);
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    w.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    w.write_all(&frame(4, 0, 0, &[])).await.unwrap(); // SETTINGS
+    w.write_all(&frame(1, 0, 1, &[0x82])).await.unwrap(); // HEADERS without END_HEADERS: :method GET
+    let start = Instant::now();
+    let dribble = tokio::spawn(async move {
+        for _ in 0..100 {
+            // CONTINUATION without END_HEADERS, one field each (`x: y`, literal, not indexed)
+            if w.write_all(&frame(9, 0, 1, &[0x00, 0x01, b'x', 0x01, b'y'])).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+    });
+    served(&pki, &gw);
+    let got = closed_within(&mut r, Duration::from_secs(8)).await;
+    // By the idle timeout (GOAWAY NO_ERROR, then dropped half the timeout later since the
+    // client answers no PING), before h2's own limit on CONTINUATION frames (the fourth, at
+    // 2.7 s) would have.
+    let after = start.elapsed();
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_millis(2600), "cut off after {after:?}: {got:02x?}");
+    dribble.abort();
+    served(&pki, &gw);
+}

@@ -209,7 +209,9 @@ async fn websocket_upgrade_is_tunnelled() {
 async fn websocket_over_http2_extended_connect() {
     let pki = Pki::new();
     let up = TestUpstream::start("a").await;
-    let gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![up.up()])])).await;
+    let mut cfg = config(&pki, vec![http_route(&["app.example.test"], vec![up.up()])]);
+    cfg.limits.idle_timeout = Duration::from_millis(300);
+    let gw = TestGateway::start(cfg).await;
     let tls = pki.connect(gw.https(), "app.example.test", &["h2"]).await;
     let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
@@ -227,7 +229,11 @@ async fn websocket_over_http2_extended_connect() {
     assert_eq!(resp.status(), 200, "{resp:?}");
     assert!(resp.headers().get("sec-websocket-accept").is_none() && resp.headers().get("upgrade").is_none());
     let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
-    for msg in [b"over h2".to_vec(), vec![9u8; 100_000]] {
+    for (i, msg) in [b"over h2".to_vec(), vec![9u8; 100_000]].into_iter().enumerate() {
+        if i == 1 {
+            // Longer than the idle timeout and its grace: an open tunnel is not idle.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
         io.write_all(&msg).await.unwrap();
         let mut back = vec![0u8; msg.len()];
         tokio::time::timeout(Duration::from_secs(10), io.read_exact(&mut back)).await.unwrap().unwrap();
@@ -386,4 +392,69 @@ async fn access_log_and_metrics_per_route() {
     assert!(text.contains(r#"atoll_gateway_requests_total{route="app.example.test",code="404"} 1"#), "{text}");
     assert!(text.contains(r#"atoll_gateway_sent_bytes_total{route="app.example.test"} 3009"#), "{text}");
     assert!(text.contains(r#"atoll_gateway_request_duration_seconds_count{route="app.example.test"} 4"#), "{text}");
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A current-thread runtime: every task of the gateway logs through this thread's subscriber.
+#[tokio::test]
+async fn access_log_is_one_json_line_per_request() {
+    let captured = Captured::default();
+    let c = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || c.clone())
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("{}=info", atoll_gateway::ACCESS_LOG_TARGET)))
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![up.up()])])).await;
+    for (host, path) in [("app.example.test", "/big?n=1234"), ("else.example.test", "/x")] {
+        let mut s = pki.connect(gw.https(), host, &["http/1.1"]).await;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+    }
+    let lines = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l.trim()).expect(l)).collect();
+            if lines.len() >= 2 {
+                return lines;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("two access log lines");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (ok, bad) = (&lines[0], &lines[1]);
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["host"], "app.example.test");
+    assert_eq!(ok["path"], "/big?n=1234");
+    assert_eq!(ok["route"], "app.example.test");
+    assert_eq!(ok["bytes_out"], 1234);
+    assert_eq!(ok["client"], "127.0.0.1");
+    assert_eq!(ok["upstream"], up.addr.to_string());
+    assert!(ok["duration_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(bad["status"], 502);
+    assert_eq!(bad["route"], "-");
+    assert!(bad["error"].as_str().unwrap().starts_with("No route for this host"), "{bad}");
 }
