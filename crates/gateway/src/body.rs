@@ -111,8 +111,40 @@ where
     b.map_err(Into::into).boxed_unsync()
 }
 
-/// Where a request body that was not read to its end waits until the response has been sent.
-pub type Parking = Arc<std::sync::Mutex<Option<ProxyBody>>>;
+/// Where a request body that was not read to its end waits until the response has been sent;
+/// shared by the request body and the response.
+#[derive(Clone, Default)]
+pub struct Parking(Arc<std::sync::Mutex<ParkingState>>);
+
+#[derive(Default)]
+struct ParkingState {
+    body: Option<ProxyBody>,
+    response_done: bool,
+}
+
+impl Parking {
+    /// The request body was dropped unfinished: drained now if the response is complete, else
+    /// kept until it is.
+    fn park(&self, body: ProxyBody) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if st.response_done {
+            drop(st);
+            drain(body);
+        } else {
+            st.body = Some(body);
+        }
+    }
+
+    /// The response has been sent (or abandoned): what was parked is drained.
+    pub fn response_done(&self) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.response_done = true;
+        if let Some(body) = st.body.take() {
+            drop(st);
+            drain(body);
+        }
+    }
+}
 
 /// How much of a parked request body is read (and thrown away) after the response.
 const DRAIN_BYTES: u64 = 1 << 20;
@@ -152,7 +184,7 @@ where
         if let Some(b) = self.inner.take()
             && !b.is_end_stream()
         {
-            *self.parking.lock().unwrap_or_else(|e| e.into_inner()) = Some(boxed(b));
+            self.parking.park(boxed(b));
         }
     }
 }
@@ -181,9 +213,8 @@ where
     }
 }
 
-/// Reads a parked body to its end in the background (bounded), then drops it.
-pub fn drain(parking: &Parking) {
-    let Some(mut body) = parking.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+/// Reads an unfinished body to its end in the background (bounded), then drops it.
+fn drain(mut body: ProxyBody) {
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }

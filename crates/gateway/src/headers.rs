@@ -145,6 +145,15 @@ pub fn websocket_key(random: u128) -> HeaderValue {
     HeaderValue::from_str(&key).expect("base64 is a valid header value")
 }
 
+/// A `Content-Length` the body's framing does not back goes: a message that came with both
+/// `Content-Length` and `Transfer-Encoding: chunked` was read as chunked (RFC 9112 §6.3), and
+/// forwarding its `Content-Length` would frame it differently on the next hop (smuggling).
+pub fn length_follows_body(headers: &mut HeaderMap, hint: hyper::body::SizeHint) {
+    if hint.exact().is_none() {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
 /// Whether retrying a request with this method is safe once it may have reached the upstream
 /// (RFC 9110 §9.2.2).
 pub fn idempotent(m: &hyper::Method) -> bool {
@@ -208,6 +217,15 @@ mod tests {
         add_forwarding(&mut h, &Forwarding { client: "::ffff:192.0.2.7".parse().unwrap(), proto: "http", host: "a.example" });
         assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http;host=a.example");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn content_length_goes_unless_the_body_is_sized() {
+        let mut h = map(&[("content-length", "5")]);
+        length_follows_body(&mut h, hyper::body::SizeHint::with_exact(5));
+        assert_eq!(h["content-length"], "5");
+        length_follows_body(&mut h, hyper::body::SizeHint::default());
+        assert!(h.get("content-length").is_none());
     }
 
     #[test]

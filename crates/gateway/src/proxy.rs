@@ -51,7 +51,7 @@ impl Log {
         let metrics = shared.metrics.clone();
         let body = Counted::new(body, bytes_out).on_drop(move || {
             let Log { mut rec, start, bytes_in, in_flight, parking } = self;
-            crate::body::drain(&parking);
+            parking.response_done();
             rec.bytes_in = bytes_in.load(Ordering::Relaxed);
             rec.bytes_out = out.load(Ordering::Relaxed);
             rec.duration = start.elapsed();
@@ -167,6 +167,7 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
     parts.version = Version::HTTP_11;
     let exceeded = Arc::new(AtomicBool::new(false));
     let bodiless = hyper::body::Body::is_end_stream(&body);
+    headers::length_follows_body(&mut parts.headers, hyper::body::Body::size_hint(&body));
     let body = Counted::new(body, log.bytes_in.clone()).limit(http.max_body, exceeded.clone());
     // A bodiless idempotent request may be sent again after a failure.
     let replay = (bodiless && headers::idempotent(&parts.method)).then(|| {
@@ -324,5 +325,6 @@ fn respond(
         });
         return Response::from_parts(parts, crate::body::empty());
     }
+    headers::length_follows_body(&mut parts.headers, hyper::body::Body::size_hint(&body));
     Response::from_parts(parts, boxed(body))
 }
