@@ -97,7 +97,8 @@ fn default_timeout() -> Duration {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Limits {
-    /// Client connections open at once (HTTP and HTTPS together); beyond, new ones are closed.
+    /// Client connections open at once (HTTP, HTTPS and TCP routes together); beyond, new ones
+    /// are closed.
     pub max_connections: usize,
     /// Time for a TLS handshake to finish.
     #[serde(with = "millis")]

@@ -2,7 +2,8 @@
 //! of the bytes, which are then forwarded or handed to the TLS acceptor), TLS pass-through to a
 //! route's upstreams, and plain TCP and UDP port forwarding. Listeners follow the configuration
 //! (opened for new ports, closed for removed ones); connections and UDP sessions already open
-//! keep going.
+//! keep going. TCP connections count against `max_connections` with HTTP's; UDP sessions are
+//! capped per port.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +24,9 @@ use crate::server::Shared;
 const MAX_HELLO: usize = 16 * 1024;
 /// A UDP session with no datagram either way for this long is forgotten.
 const UDP_SESSION_IDLE: Duration = Duration::from_secs(60);
+/// UDP sessions per port; datagrams from further clients are dropped (source addresses are
+/// easy to forge, and each session is a socket).
+const MAX_UDP_SESSIONS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelloError {
@@ -203,9 +207,14 @@ async fn tcp_loop(shared: Arc<Shared>, listener: TcpListener, port: u16) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Some(guard) = shared.conns.try_open(shared.snapshot().config.limits.max_connections) else {
+            shared.metrics.connections_refused.inc();
+            continue;
+        };
         let _ = client.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             let Some(route) = shared.snapshot().table.by_port(false, port).cloned() else { return };
             forward(&shared, &route.label(), route.upstreams(), client, &[]).await;
         });
@@ -224,6 +233,9 @@ async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
         let up = match existing {
             Some(up) => up,
             None => {
+                if sessions.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_UDP_SESSIONS {
+                    continue;
+                }
                 let Some(route) = shared.snapshot().table.by_port(true, port).cloned() else { continue };
                 let order = candidates(route.upstreams(), shared.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed), |a| {
                     shared.pool.is_suspect(a)

@@ -45,7 +45,7 @@ pub struct Shared {
     pub(crate) turn: AtomicUsize,
     pub(crate) resolver: Arc<SniResolver>,
     tls: Arc<rustls::ServerConfig>,
-    conns: Arc<ConnCount>,
+    pub(crate) conns: Arc<ConnCount>,
     https_port: u16,
 }
 
