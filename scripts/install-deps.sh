@@ -32,6 +32,7 @@ packages=(
   lego            # ACME client, benchmark peer (bench/acme.sh)
   certbot python3-certbot-dns-rfc2136  # a real ACME client using a delegated TSIG key (tests/names.rs)
   dnsperf knot    # authoritative DNS benchmark, and its peer (bench/dns.sh)
+  nghttp2-client  # h2load: HTTP/2 abuse (rapid reset) against the gateway (crates/gateway)
 )
 
 if [ "$(id -u)" != 0 ]; then

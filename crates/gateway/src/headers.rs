@@ -1,0 +1,274 @@
+//! Header rewriting between client and upstream (pure): hop-by-hop headers go (RFC 9110
+//! §7.6.1, including those the `Connection` header names), except the upgrade pair of a
+//! WebSocket handshake; `X-Forwarded-For/-Proto/-Host` and `Forwarded` (RFC 7239) say who asked.
+
+use std::net::IpAddr;
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1, and the
+/// non-standard ones proxies still see).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes the hop-by-hop headers: the fixed ones and those `Connection` names. Returns the
+/// `Upgrade` value when `Connection` asked for an upgrade (the caller forwards it when it
+/// proxies the upgrade).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut upgrade_requested = false;
+    for v in headers.get_all(header::CONNECTION) {
+        for token in v.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("upgrade") {
+                upgrade_requested = true;
+            }
+            if let Ok(n) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
+                named.push(n);
+            }
+        }
+    }
+    let upgrade = if upgrade_requested { headers.get(header::UPGRADE).cloned() } else { None };
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    upgrade
+}
+
+/// Puts back the pair that asks for (or accepts) an upgrade to `protocol`.
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Who asked, as the upstream is told.
+#[derive(Clone, Debug)]
+pub struct Forwarding<'a> {
+    pub client: IpAddr,
+    /// `https` or `http`.
+    pub proto: &'static str,
+    /// The host the client asked for (as in its `Host` or `:authority`).
+    pub host: &'a str,
+}
+
+/// `X-Forwarded-For` gets the client appended (what came before is kept: the upstream decides
+/// whom to trust), `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and `Forwarded` gets
+/// one more element.
+pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let ip = f.client.to_canonical();
+    let xff = match headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
+        prior if prior.is_empty() => ip.to_string(),
+        prior => format!("{}, {ip}", prior.join(", ")),
+    };
+    headers.remove("x-forwarded-for");
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(f.proto));
+    if let Ok(v) = HeaderValue::from_str(f.host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    let element = forwarded_element(ip, f.proto, f.host);
+    let value = match headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
+        prior if prior.is_empty() => element,
+        prior => format!("{}, {element}", prior.join(", ")),
+    };
+    headers.remove(header::FORWARDED);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// One `Forwarded` element (RFC 7239 §4): IPv6 addresses bracketed and quoted, values that are
+/// not tokens quoted.
+pub fn forwarded_element(client: IpAddr, proto: &str, host: &str) -> String {
+    let for_ = match client {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    format!("for={for_};proto={proto};host={}", quote_unless_token(host))
+}
+
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+fn quote_unless_token(v: &str) -> String {
+    if !v.is_empty() && v.chars().all(is_tchar) {
+        v.to_owned()
+    } else {
+        let escaped: String = v.chars().flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] }).collect();
+        format!("\"{escaped}\"")
+    }
+}
+
+/// The host a request is for, without its port, lowercase, without a trailing dot: from the
+/// URI's authority (HTTP/2 `:authority`, absolute-form) or else the `Host` header.
+pub fn request_host(uri: &hyper::Uri, headers: &HeaderMap) -> Option<String> {
+    let raw = match uri.authority() {
+        Some(a) => a.host().to_owned(),
+        None => {
+            let h = headers.get(header::HOST)?.to_str().ok()?;
+            let a: hyper::http::uri::Authority = h.parse().ok()?;
+            a.host().to_owned()
+        }
+    };
+    let host = raw.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// The `Host` (with its port, if any) as the client sent it, for the upstream's `Host` header.
+pub fn request_authority(uri: &hyper::Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    match uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
+    }
+}
+
+/// A `Sec-WebSocket-Key` (RFC 6455 §4.1: 16 random bytes, base64) for an upgrade the gateway
+/// makes on behalf of an HTTP/2 client, which sends none (RFC 8441 §5).
+pub fn websocket_key(random: u128) -> HeaderValue {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(random.to_le_bytes());
+    HeaderValue::from_str(&key).expect("base64 is a valid header value")
+}
+
+/// A `Content-Length` the body's framing does not back goes: a message that came with both
+/// `Content-Length` and `Transfer-Encoding: chunked` was read as chunked (RFC 9112 §6.3), and
+/// forwarding its `Content-Length` would frame it differently on the next hop (smuggling).
+pub fn length_follows_body(headers: &mut HeaderMap, hint: hyper::body::SizeHint) {
+    if hint.exact().is_none() {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
+/// Whether retrying a request with this method is safe once it may have reached the upstream
+/// (RFC 9110 §9.2.2).
+pub fn idempotent(m: &hyper::Method) -> bool {
+    use hyper::Method as M;
+    [M::GET, M::HEAD, M::OPTIONS, M::TRACE, M::PUT, M::DELETE].contains(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("trailer", "x"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn upgrade_is_reported_when_connection_asks() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")]);
+        assert_eq!(strip_hop_by_hop(&mut h), Some(HeaderValue::from_static("websocket")));
+        assert!(h.get("upgrade").is_none() && h.get("sec-websocket-key").is_some());
+        set_upgrade(&mut h, HeaderValue::from_static("websocket"));
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarding_appends_and_sets() {
+        let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("forwarded", "for=203.0.113.9"), ("x-forwarded-proto", "gopher")]);
+        add_forwarding(&mut h, &Forwarding { client: "2001:db8::1".parse().unwrap(), proto: "https", host: "blog.example:8443" });
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "blog.example:8443");
+        assert_eq!(h["forwarded"], "for=203.0.113.9, for=\"[2001:db8::1]\";proto=https;host=\"blog.example:8443\"");
+    }
+
+    #[test]
+    fn v4_mapped_clients_are_written_as_v4() {
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, &Forwarding { client: "::ffff:192.0.2.7".parse().unwrap(), proto: "http", host: "a.example" });
+        assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http;host=a.example");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn content_length_goes_unless_the_body_is_sized() {
+        let mut h = map(&[("content-length", "5")]);
+        length_follows_body(&mut h, hyper::body::SizeHint::with_exact(5));
+        assert_eq!(h["content-length"], "5");
+        length_follows_body(&mut h, hyper::body::SizeHint::default());
+        assert!(h.get("content-length").is_none());
+    }
+
+    #[test]
+    fn host_from_authority_or_header() {
+        let h = map(&[("host", "Blog.Example.:8443")]);
+        assert_eq!(request_host(&"/x".parse().unwrap(), &h).as_deref(), Some("blog.example"));
+        assert_eq!(request_host(&"https://a.example/x".parse().unwrap(), &h).as_deref(), Some("a.example"));
+        assert_eq!(request_host(&"/x".parse().unwrap(), &map(&[("host", "[::1]:80")])).as_deref(), Some("[::1]"));
+        assert_eq!(request_host(&"/x".parse().unwrap(), &HeaderMap::new()), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_hop_by_hop_header_survives(names in proptest::collection::vec("[a-z][a-z0-9-]{0,8}", 0..6)) {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_str(&names.join(", ")).unwrap());
+            for n in names.iter().chain(HOP_BY_HOP.iter().map(|s| s.to_string()).collect::<Vec<_>>().iter()) {
+                h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+            }
+            h.insert("x-kept-header", HeaderValue::from_static("v"));
+            strip_hop_by_hop(&mut h);
+            for n in names.iter().map(String::as_str).chain(HOP_BY_HOP) {
+                proptest::prop_assert!(h.get(n).is_none() || n == "x-kept-header");
+            }
+            proptest::prop_assert!(h.get("x-kept-header").is_some() || names.iter().any(|n| n == "x-kept-header"));
+        }
+
+        #[test]
+        fn forwarded_element_parses_back(host in "[a-zA-Z0-9.:\"\\\\ -]{1,20}", v6 in proptest::bool::ANY) {
+            let ip: IpAddr = if v6 { "2001:db8::5".parse().unwrap() } else { "192.0.2.5".parse().unwrap() };
+            let e = forwarded_element(ip, "https", &host);
+            // the host parameter is the last one: unquote it and get the host back
+            let v = e.rsplit_once(";host=").unwrap().1;
+            let back = if let Some(q) = v.strip_prefix('"') {
+                let q = q.strip_suffix('"').unwrap();
+                let mut out = String::new();
+                let mut esc = false;
+                for c in q.chars() {
+                    if esc { out.push(c); esc = false } else if c == '\\' { esc = true } else { out.push(c) }
+                }
+                out
+            } else { v.to_owned() };
+            proptest::prop_assert_eq!(back, host);
+        }
+    }
+}

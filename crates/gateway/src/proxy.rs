@@ -1,0 +1,330 @@
+//! One HTTP request through the gateway: the route by host (which must agree with the SNI the
+//! connection was opened for), the route's limits, the upstream request (hop-by-hop headers
+//! out, forwarding headers in), the healthy upstreams tried in round-robin order (another one
+//! only when the request was not sent, or when it is idempotent and bodiless), streaming both
+//! ways, WebSocket (HTTP/1.1 Upgrade) tunnels, and the access log and metrics when it ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+
+use crate::body::{Counted, KeepUnfinished, Parking, ProxyBody, boxed};
+use crate::config::RouteKind;
+use crate::headers::{self, Forwarding};
+use crate::limits::InFlight;
+use crate::metrics::{AccessRecord, UpstreamError, now_rfc3339};
+use crate::pages::error_page;
+use crate::routes::candidates;
+use crate::server::Shared;
+use crate::upstream::SendError;
+
+/// The connection a request came on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    /// `Some` for HTTPS: the SNI the client sent (none if it sent none).
+    pub tls_sni: Option<Option<String>>,
+}
+
+/// What the access log and metrics need, filled as the request goes.
+struct Log {
+    rec: AccessRecord,
+    start: Instant,
+    bytes_in: Arc<AtomicU64>,
+    in_flight: InFlight,
+    parking: Parking,
+}
+
+impl Log {
+    /// Wraps the response body so that the record is finished when it ends.
+    fn finish(mut self, shared: &Arc<Shared>, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        self.rec.status = resp.status().as_u16();
+        let bytes_out = Arc::new(AtomicU64::new(0));
+        let (parts, body) = resp.into_parts();
+        let out = bytes_out.clone();
+        let metrics = shared.metrics.clone();
+        let body = Counted::new(body, bytes_out).on_drop(move || {
+            let Log { mut rec, start, bytes_in, in_flight, parking } = self;
+            parking.response_done();
+            rec.bytes_in = bytes_in.load(Ordering::Relaxed);
+            rec.bytes_out = out.load(Ordering::Relaxed);
+            rec.duration = start.elapsed();
+            metrics.finished(&rec);
+            rec.log();
+            drop(in_flight);
+        });
+        Response::from_parts(parts, boxed(body))
+    }
+}
+
+/// Serves one request that arrived on the HTTPS listener.
+pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
+    let parking = Parking::default();
+    let mut req = req.map(|b| KeepUnfinished::new(b, parking.clone()));
+    let host = headers::request_host(req.uri(), req.headers());
+    let mut log = Log {
+        rec: AccessRecord {
+            time: now_rfc3339(),
+            client: conn.client.ip().to_canonical(),
+            method: req.method().to_string(),
+            host: host.clone().unwrap_or_default(),
+            path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            version: format!("{:?}", req.version()),
+            status: 0,
+            route: "-".into(),
+            upstream: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Default::default(),
+            error: None,
+        },
+        start: Instant::now(),
+        bytes_in: Arc::default(),
+        in_flight,
+        parking,
+    };
+    macro_rules! fail {
+        ($status:expr, $what:expr) => {{
+            let what: String = $what;
+            log.rec.error = Some(what.clone());
+            return log.finish(&shared, error_page($status, &what));
+        }};
+    }
+
+    let Some(host) = host else { fail!(StatusCode::BAD_REQUEST, "The request names no host (Host header or :authority).".into()) };
+    let snapshot = shared.snapshot();
+    if let Some(sni) = &conn.tls_sni
+        && !sni_agrees(&shared, sni.as_deref(), &host)
+    {
+        fail!(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "This connection was opened for {}, which does not cover {host}; open a new connection for it.",
+                sni.as_deref().unwrap_or("no name")
+            )
+        )
+    }
+    let Some(route) = snapshot.table.lookup(&host).cloned() else {
+        fail!(StatusCode::BAD_GATEWAY, format!("No route for this host: the gateway serves nothing at {host}."))
+    };
+    log.rec.route = route.label();
+    let RouteKind::Http(http) = &route.kind else {
+        fail!(StatusCode::MISDIRECTED_REQUEST, format!("{host} is served by TLS pass-through: open a connection with SNI {host}."))
+    };
+    if let Some(rl) = http.rate_limit
+        && !shared.limiter.allow(&log.rec.route, conn.client.ip(), rl)
+    {
+        let mut resp =
+            error_page(StatusCode::TOO_MANY_REQUESTS, &format!("Too many requests from {} for {host}; try again shortly.", log.rec.client));
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        log.rec.error = Some("rate limited".into());
+        return log.finish(&shared, resp);
+    }
+    if let Some(max) = http.max_body {
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            fail!(StatusCode::PAYLOAD_TOO_LARGE, format!("The request body is larger than {host} accepts ({max} bytes)."))
+        }
+    }
+
+    let mut client_upgrade = headers::strip_hop_by_hop(req.headers_mut()).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    // HTTP/2 extended CONNECT (RFC 8441): a WebSocket over one stream, an HTTP/1.1 upgrade upstream.
+    let extended_connect = req.method() == hyper::Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some();
+    if extended_connect {
+        let proto = req.extensions().get::<hyper::ext::Protocol>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let Ok(proto) = HeaderValue::from_str(&proto) else {
+            fail!(StatusCode::BAD_REQUEST, "The :protocol of this CONNECT is not a valid token.".into())
+        };
+        client_upgrade = Some((proto, hyper::upgrade::on(&mut req)));
+    }
+    let authority = headers::request_authority(req.uri(), req.headers());
+    let (mut parts, body) = req.into_parts();
+    join_cookies(&mut parts.headers);
+    let proto = if conn.tls_sni.is_some() { "https" } else { "http" };
+    headers::add_forwarding(
+        &mut parts.headers,
+        &Forwarding { client: conn.client.ip(), proto, host: authority.as_ref().and_then(|a| a.to_str().ok()).unwrap_or(&host) },
+    );
+    if let Some(a) = authority {
+        parts.headers.insert(header::HOST, a);
+    }
+    if let Some((p, _)) = &client_upgrade {
+        headers::set_upgrade(&mut parts.headers, p.clone());
+    }
+    if extended_connect {
+        parts.method = hyper::Method::GET;
+        if !parts.headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+            parts.headers.insert(header::SEC_WEBSOCKET_KEY, headers::websocket_key(fastrand::u128(..)));
+        }
+    }
+    parts.uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
+    parts.version = Version::HTTP_11;
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let bodiless = hyper::body::Body::is_end_stream(&body);
+    headers::length_follows_body(&mut parts.headers, hyper::body::Body::size_hint(&body));
+    let body = Counted::new(body, log.bytes_in.clone()).limit(http.max_body, exceeded.clone());
+    // A bodiless idempotent request may be sent again after a failure.
+    let replay = (bodiless && headers::idempotent(&parts.method)).then(|| {
+        let mut r = Request::new(());
+        *r.method_mut() = parts.method.clone();
+        *r.uri_mut() = parts.uri.clone();
+        *r.headers_mut() = parts.headers.clone();
+        r
+    });
+    let upstream_req = Request::from_parts(parts, boxed(body));
+
+    let order = candidates(&http.upstreams, shared.turn.fetch_add(1, Ordering::Relaxed), |a| shared.pool.is_suspect(a));
+    if order.is_empty() {
+        fail!(StatusCode::SERVICE_UNAVAILABLE, format!("No healthy replica: every replica behind {host} is failing its health check."))
+    }
+    let connect_timeout = snapshot.config.limits.upstream_connect_timeout.min(http.timeout);
+    let sent = tokio::time::timeout(http.timeout, send(&shared, &log.rec.route, &order, upstream_req, replay, connect_timeout)).await;
+    let (addr, resp) = match sent {
+        Err(_) => {
+            shared.metrics.upstream_error(&log.rec.route, UpstreamError::Timeout);
+            fail!(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("The upstream timed out: no response from the replicas of {host} within {:?}.", http.timeout)
+            )
+        }
+        Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+            fail!(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The request body is larger than {host} accepts ({} bytes).", http.max_body.unwrap_or(0))
+            )
+        }
+        Ok(Err(Failure::Refused(e))) => {
+            fail!(StatusCode::BAD_GATEWAY, format!("The upstream refused the connection: no replica of {host} could be reached ({e})."))
+        }
+        Ok(Err(Failure::Broken(e))) => {
+            fail!(
+                StatusCode::BAD_GATEWAY,
+                format!("The upstream failed: the connection to a replica of {host} broke before it answered ({e}).")
+            )
+        }
+        Ok(Ok(pair)) => pair,
+    };
+    log.rec.upstream = Some(addr);
+    let tunnel_guard = log.in_flight.another();
+    let resp = respond(resp, client_upgrade, extended_connect, tunnel_guard);
+    log.finish(&shared, resp)
+}
+
+/// Whether a request for `host` may use a connection opened with SNI `sni`: the same name, or a
+/// name the same certificate covers (browsers reuse HTTP/2 connections that way).
+fn sni_agrees(shared: &Shared, sni: Option<&str>, host: &str) -> bool {
+    let Some(sni) = sni else { return true };
+    if sni.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    let certs = shared.resolver.current();
+    match (certs.select(sni), certs.select(host)) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+fn join_cookies(h: &mut hyper::HeaderMap) {
+    let all: Vec<&str> = h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    if all.len() > 1
+        && let Ok(v) = HeaderValue::from_str(&all.join("; "))
+    {
+        h.insert(header::COOKIE, v);
+    }
+}
+
+enum Failure {
+    Refused(std::io::Error),
+    Broken(hyper::Error),
+}
+
+/// Tries the upstreams in order: on to the next when the request was not sent (connection
+/// refused), or when it failed but can be replayed (idempotent, bodiless).
+async fn send(
+    shared: &Arc<Shared>,
+    route: &str,
+    order: &[SocketAddr],
+    req: Request<ProxyBody>,
+    replay: Option<Request<()>>,
+    connect_timeout: std::time::Duration,
+) -> Result<(SocketAddr, Response<Incoming>), Failure> {
+    let mut req = Some(req);
+    let mut last = None;
+    for &addr in order {
+        let r = match (req.take(), &replay) {
+            (Some(r), _) => r,
+            (None, Some(template)) => {
+                let mut r = Request::new(crate::body::empty());
+                *r.method_mut() = template.method().clone();
+                *r.uri_mut() = template.uri().clone();
+                *r.headers_mut() = template.headers().clone();
+                r
+            }
+            (None, None) => break,
+        };
+        match shared.pool.send(addr, r, connect_timeout).await {
+            Ok(resp) => return Ok((addr, resp)),
+            Err(SendError::Connect(e, back)) => {
+                shared.metrics.upstream_error(route, UpstreamError::Connect);
+                tracing::debug!(%addr, "gateway: upstream connect failed: {e}");
+                req = Some(*back);
+                last = Some(Failure::Refused(e));
+            }
+            Err(SendError::Failed(e)) => {
+                shared.metrics.upstream_error(route, UpstreamError::Failed);
+                tracing::debug!(%addr, "gateway: upstream failed: {e}");
+                last = Some(Failure::Broken(e));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Failure::Refused(std::io::Error::other("no upstream tried"))))
+}
+
+/// The upstream's response as the client gets it; a 101 to an upgrade the client asked for
+/// becomes a tunnel between the two upgraded connections.
+/// A tunnel opened by HTTP/2 extended CONNECT is answered 200 without the upgrade headers
+/// (RFC 8441 §5). A tunnel counts as a request in flight on its connection (`in_flight`)
+/// while it is open, so an HTTP/2 connection carrying one is not closed as idle.
+fn respond(
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    extended_connect: bool,
+    in_flight: InFlight,
+) -> Response<ProxyBody> {
+    let upstream_side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+    let (mut parts, body) = resp.into_parts();
+    let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(upstream_side) = upstream_side {
+        let (Some((_, client_side)), Some(proto)) = (client_upgrade, upgrade) else {
+            return error_page(StatusCode::BAD_GATEWAY, "The upstream failed: it switched protocols without being asked to.");
+        };
+        if extended_connect {
+            parts.status = StatusCode::OK;
+            parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+        } else {
+            headers::set_upgrade(&mut parts.headers, proto);
+        }
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            match tokio::try_join!(client_side, upstream_side) {
+                Ok((c, u)) => {
+                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                        tracing::debug!("gateway: upgraded connection ended: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!("gateway: upgrade failed: {e}"),
+            }
+        });
+        return Response::from_parts(parts, crate::body::empty());
+    }
+    headers::length_follows_body(&mut parts.headers, hyper::body::Body::size_hint(&body));
+    Response::from_parts(parts, boxed(body))
+}

@@ -1,0 +1,161 @@
+//! Connections to upstreams: HTTP/1.1 over TCP, kept alive in a pool per address. A pooled
+//! connection is handed back when its response has been read to the end; one that was closed
+//! meanwhile gives the request back unsent, and the next (or a new connection) takes it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+
+/// How long a connection may wait in the pool.
+const IDLE: Duration = Duration::from_secs(60);
+/// Idle connections kept per upstream.
+const MAX_IDLE_PER_UPSTREAM: usize = 128;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made; the request was not sent and comes back.
+    Connect(std::io::Error, Box<Request<ProxyBody>>),
+    /// The request was (perhaps partly) sent and the connection failed before a response.
+    Failed(hyper::Error),
+}
+
+/// A pooled connection and since when it waits.
+type Idle = (Instant, SendRequest<ProxyBody>);
+
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    suspects: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+/// How long an upstream that refused a connection is tried only after the others.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+impl Pool {
+    fn take(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&addr)?;
+        while let Some((since, tx)) = list.pop() {
+            if since.elapsed() < IDLE && !tx.is_closed() && tx.is_ready() {
+                return Some(tx);
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, tx: SendRequest<ProxyBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr).or_default();
+        list.retain(|(since, tx)| since.elapsed() < IDLE && !tx.is_closed());
+        if list.len() < MAX_IDLE_PER_UPSTREAM {
+            list.push((Instant::now(), tx));
+        }
+    }
+
+    /// Back to the pool once the response has been read (the connection is ready again); an
+    /// upgraded or closed connection never is.
+    fn recycle(self: &Arc<Self>, addr: SocketAddr, mut tx: SendRequest<ProxyBody>) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if tx.ready().await.is_ok() {
+                pool.put(addr, tx);
+            }
+        });
+    }
+
+    /// Whether `addr` refused (or did not answer) a connection in the last few seconds.
+    pub fn is_suspect(&self, addr: SocketAddr) -> bool {
+        let s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(&addr).is_some_and(|until| Instant::now() < *until)
+    }
+
+    pub fn suspect(&self, addr: SocketAddr) {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        s.retain(|_, until| Instant::now() < *until);
+        s.insert(addr, Instant::now() + SUSPECT_FOR);
+    }
+
+    fn connected(&self, addr: SocketAddr) {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.is_empty() {
+            s.remove(&addr);
+        }
+    }
+
+    /// Connects to `addr` within `timeout`; a failure marks it suspect.
+    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+        let r = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {timeout:?}"))),
+        };
+        match &r {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                self.connected(addr);
+            }
+            Err(_) => self.suspect(addr),
+        }
+        r
+    }
+
+    /// Sends `req` (origin-form URI, HTTP/1.1) to `addr` and returns the response head; a new
+    /// connection must be made within `connect_timeout`.
+    pub async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut req: Request<ProxyBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        while let Some(mut tx) = self.take(addr) {
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    self.recycle(addr, tx);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(SendError::Failed(e.into_error())),
+                },
+            }
+        }
+        let stream = match self.connect(addr, connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+        };
+        let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(e) => return Err(SendError::Connect(std::io::Error::other(e), Box::new(req))),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, "gateway: upstream connection ended: {e}");
+            }
+        });
+        match tx.try_send_request(req).await {
+            Ok(resp) => {
+                self.recycle(addr, tx);
+                Ok(resp)
+            }
+            Err(mut e) => match e.take_message() {
+                Some(back) => Err(SendError::Connect(std::io::Error::other(e.into_error()), Box::new(back))),
+                None => Err(SendError::Failed(e.into_error())),
+            },
+        }
+    }
+}
