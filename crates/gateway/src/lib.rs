@@ -21,5 +21,5 @@ pub mod tls;
 pub mod upstream;
 
 pub use config::{CertPair, ConfigError, GatewayConfig, HttpRoute, Limits, RateLimit, Route, RouteKind, Upstream};
-pub use metrics::{ACCESS_LOG_TARGET, AccessRecord, Metrics, UpstreamError};
+pub use metrics::{ACCESS_LOG_TARGET, AccessRecord, Metrics, RouteTotals, UpstreamError};
 pub use server::{Applied, Gateway, GatewayHandle};

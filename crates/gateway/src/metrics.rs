@@ -48,6 +48,17 @@ pub struct Metrics {
     pub(crate) connections_open: Gauge,
     pub(crate) connections_refused: Counter,
     pub(crate) tls_handshake_failures: Counter,
+    /// Requests and errors by route, for [`Metrics::totals`] (a Prometheus family cannot be
+    /// read back whole).
+    totals: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, RouteTotals>>>,
+}
+
+/// One route's requests since the gateway's metrics were made, and how many of them failed
+/// (a 5xx answer: the gateway's 502/503/504, or the upstream's own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteTotals {
+    pub requests: u64,
+    pub errors: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -67,6 +78,7 @@ impl Default for Metrics {
             connections_open: Gauge::default(),
             connections_refused: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            totals: Default::default(),
         }
     }
 }
@@ -130,7 +142,18 @@ impl Metrics {
         self.requests.get_or_create(&RequestLabels { route: route.to_owned(), code: code.to_string() }).get()
     }
 
+    /// Requests and errors of every route that has served one, by route label.
+    pub fn totals(&self) -> std::collections::BTreeMap<String, RouteTotals> {
+        self.totals.lock().unwrap().clone()
+    }
+
     pub(crate) fn finished(&self, rec: &AccessRecord) {
+        {
+            let mut totals = self.totals.lock().unwrap();
+            let t = totals.entry(rec.route.clone()).or_default();
+            t.requests += 1;
+            t.errors += u64::from(rec.status >= 500);
+        }
         let route = RouteLabels { route: rec.route.clone() };
         self.requests.get_or_create(&RequestLabels { route: rec.route.clone(), code: rec.status.to_string() }).inc();
         self.latency.get_or_create(&route).observe(rec.duration.as_secs_f64());

@@ -202,6 +202,12 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
         Ok(Err(Failure::Refused(e))) => {
             fail!(StatusCode::BAD_GATEWAY, format!("The upstream refused the connection: no replica of {host} could be reached ({e})."))
         }
+        Ok(Err(Failure::Removed)) => {
+            fail!(
+                StatusCode::BAD_GATEWAY,
+                format!("The upstream went away: the replica of {host} this request was sent to left the route before it answered.")
+            )
+        }
         Ok(Err(Failure::Broken(e))) => {
             fail!(
                 StatusCode::BAD_GATEWAY,
@@ -243,6 +249,8 @@ fn join_cookies(h: &mut hyper::HeaderMap) {
 enum Failure {
     Refused(std::io::Error),
     Broken(hyper::Error),
+    /// The replica it was sent to left the route before it answered.
+    Removed,
 }
 
 /// Tries the upstreams in order: on to the next when the request was not sent (connection
@@ -281,6 +289,11 @@ async fn send(
                 shared.metrics.upstream_error(route, UpstreamError::Failed);
                 tracing::debug!(%addr, "gateway: upstream failed: {e}");
                 last = Some(Failure::Broken(e));
+            }
+            Err(SendError::Removed) => {
+                shared.metrics.upstream_error(route, UpstreamError::Failed);
+                tracing::debug!(%addr, "gateway: upstream left the route before it answered");
+                last = Some(Failure::Removed);
             }
         }
     }

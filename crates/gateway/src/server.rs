@@ -131,6 +131,17 @@ impl Gateway {
         http_addr: SocketAddr,
         https_addr: SocketAddr,
     ) -> std::io::Result<GatewayHandle> {
+        Self::start_with_metrics(config, http_addr, https_addr, Metrics::default()).await
+    }
+
+    /// [`Gateway::start`], counting into `metrics` (kept by the caller across restarts of the
+    /// gateway, so a scrape's counters never go back).
+    pub async fn start_with_metrics(
+        config: watch::Receiver<GatewayConfig>,
+        http_addr: SocketAddr,
+        https_addr: SocketAddr,
+        metrics: Metrics,
+    ) -> std::io::Result<GatewayHandle> {
         let http = TcpListener::bind(http_addr).await?;
         let https = TcpListener::bind(https_addr).await?;
         let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);
@@ -139,7 +150,7 @@ impl Gateway {
         let resolver = Arc::new(SniResolver::default());
         let shared = Arc::new(Shared {
             state: state_rx,
-            metrics: Metrics::default(),
+            metrics,
             pool: Arc::default(),
             limiter: RateLimiter::default(),
             turn: AtomicUsize::new(0),
@@ -152,7 +163,9 @@ impl Gateway {
         // The first configuration is in force before the listeners accept.
         let mut ports = PortListeners::default();
         let mut generation = 0;
-        apply(&shared, &state_tx, &applied_tx, &mut ports, https_addr.ip(), &config.borrow_and_update().clone(), &mut generation).await;
+        // (Cloned first: the channel's read guard must not be held across the await.)
+        let first = config.borrow_and_update().clone();
+        apply(&shared, &state_tx, &applied_tx, &mut ports, https_addr.ip(), &first, &mut generation).await;
         let cfg_task = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -188,6 +201,7 @@ async fn apply(
     }
     shared.resolver.replace(CertSet::build(&cfg.certificates));
     let table = RouteTable::build(cfg);
+    shared.pool.retain_upstreams(&cfg.routes.iter().flat_map(|r| r.upstreams().iter().map(|u| u.addr)).collect());
     let (tcp, udp) = table.ports();
     state.send_replace(Arc::new(Snapshot { config: cfg.clone(), table }));
     let errors = ports.reconcile(shared, ip, &tcp, &udp).await;

@@ -27,6 +27,9 @@ pub enum SendError {
     Connect(std::io::Error, Box<Request<ProxyBody>>),
     /// The request was (perhaps partly) sent and the connection failed before a response.
     Failed(hyper::Error),
+    /// The request was sent, and the upstream left the configuration before it answered (its
+    /// host died, most likely: its connections hang rather than fail).
+    Removed,
 }
 
 /// A pooled connection and since when it waits.
@@ -36,6 +39,8 @@ type Idle = (Instant, SendRequest<ProxyBody>);
 pub struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     suspects: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Told when an upstream leaves the configuration: requests waiting on it give up.
+    removed: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Notify>>>,
 }
 
 /// How long an upstream that refused a connection is tried only after the others.
@@ -77,6 +82,25 @@ impl Pool {
                 pool.put(addr, tx);
             }
         });
+    }
+
+    /// Forgets every upstream not in `live`: its idle connections are closed, and requests
+    /// waiting for its response give up ([`SendError::Removed`]), to be replayed on another
+    /// replica where that is safe. Responses already streaming, and tunnels, go on.
+    pub fn retain_upstreams(&self, live: &std::collections::HashSet<SocketAddr>) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).retain(|a, _| live.contains(a));
+        let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        removed.retain(|a, n| {
+            let keep = live.contains(a);
+            if !keep {
+                n.notify_waiters();
+            }
+            keep
+        });
+    }
+
+    fn removal(&self, addr: SocketAddr) -> Arc<tokio::sync::Notify> {
+        self.removed.lock().unwrap_or_else(|e| e.into_inner()).entry(addr).or_default().clone()
     }
 
     /// Whether `addr` refused (or did not answer) a connection in the last few seconds.
@@ -122,8 +146,15 @@ impl Pool {
         mut req: Request<ProxyBody>,
         connect_timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
+        let removal = self.removal(addr);
+        let removed = removal.notified();
+        tokio::pin!(removed);
         while let Some(mut tx) = self.take(addr) {
-            match tx.try_send_request(req).await {
+            let sent = tokio::select! {
+                r = tx.try_send_request(req) => r,
+                () = &mut removed => return Err(SendError::Removed),
+            };
+            match sent {
                 Ok(resp) => {
                     self.recycle(addr, tx);
                     return Ok(resp);
@@ -147,7 +178,11 @@ impl Pool {
                 tracing::debug!(%addr, "gateway: upstream connection ended: {e}");
             }
         });
-        match tx.try_send_request(req).await {
+        let sent = tokio::select! {
+            r = tx.try_send_request(req) => r,
+            () = &mut removed => return Err(SendError::Removed),
+        };
+        match sent {
             Ok(resp) => {
                 self.recycle(addr, tx);
                 Ok(resp)

@@ -146,6 +146,32 @@ async fn requests_fail_over_when_an_upstream_is_down() {
     assert!((1..=3).contains(&refusals), "{refusals} refusals");
 }
 
+/// A replica whose host died keeps its connections open without answering; once the island
+/// takes it out of the route, a request waiting on it is replayed on another replica (it is
+/// idempotent and bodiless) instead of waiting for the route's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_on_an_upstream_removed_from_the_route_is_replayed_on_another() {
+    let pki = std::sync::Arc::new(Pki::new());
+    let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
+    let mut gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![a.up(), b.up()])])).await;
+    let started = std::time::Instant::now();
+    // Round robin: of two requests, one goes to `a` first, and hangs there.
+    let reqs: Vec<_> = (0..2)
+        .map(|_| {
+            let (pki, port) = (pki.clone(), gw.https().port());
+            tokio::task::spawn_blocking(move || curl_port(&pki, port, "app.example.test", "/stuck-if/a", &[]))
+        })
+        .collect();
+    wait_until(|| a.served.load(std::sync::atomic::Ordering::Relaxed) == 1).await;
+    gw.reconfigure(config(&pki, vec![http_route(&["app.example.test"], vec![b.up()])])).await;
+    for r in reqs {
+        let r = r.await.unwrap();
+        assert_eq!((r.status, String::from_utf8_lossy(&r.body).into_owned()), (200, "b".to_owned()), "{}", r.stderr);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "well before the route's timeout: {:?}", started.elapsed());
+    assert_eq!(gw.handle.metrics().upstream_errors("app.example.test", UpstreamError::Failed), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_does_not_answer_is_passed_over_after_the_connect_timeout() {
     let pki = Pki::new();

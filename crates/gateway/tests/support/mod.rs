@@ -97,7 +97,8 @@ pub fn sha256_of_content(n: u64) -> String {
 
 /// An in-process upstream. Paths: `/id` (its name), `/headers` (the request head as it arrived,
 /// one `name: value` per line), `/big?n=BYTES` (a streamed download), `/upload` (streams the
-/// body, answers `sha256 length`), `/ws` (101 then echoes bytes), `/hang` (never answers).
+/// body, answers `sha256 length`), `/ws` (101 then echoes bytes), `/hang` (never answers),
+/// `/stuck-if/NAME` (never answers if this upstream is NAME, else its name).
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub name: String,
@@ -186,6 +187,11 @@ async fn upstream_handle(name: String, mut req: Request<Incoming>) -> Result<Res
             std::future::pending::<()>().await;
             unreachable!()
         }
+        p if p.strip_prefix("/stuck-if/") == Some(name.as_str()) => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        p if p.starts_with("/stuck-if/") => text(name),
         _ => {
             let mut r = text("not found");
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -272,7 +278,11 @@ pub struct Curl {
 }
 
 pub fn curl(pki: &Pki, gw: &TestGateway, host: &str, path: &str, extra: &[&str]) -> Curl {
-    let port = gw.https().port();
+    curl_port(pki, gw.https().port(), host, path, extra)
+}
+
+/// [`curl`] to the gateway's HTTPS `port` (for a thread that cannot hold the gateway).
+pub fn curl_port(pki: &Pki, port: u16, host: &str, path: &str, extra: &[&str]) -> Curl {
     let out_file = pki.dir.path().join(format!("curl-out-{}", fastrand_name()));
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--max-time", "60", "--resolve", &format!("{host}:{port}:127.0.0.1"), "--cacert"])
@@ -329,4 +339,13 @@ pub async fn echo(s: &mut tokio_rustls::client::TlsStream<TcpStream>, msg: &[u8]
     let mut back = vec![0u8; msg.len()];
     tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back)).await.expect("echo within 10 s").unwrap();
     assert_eq!(back, msg);
+}
+
+/// Polls `cond` every 10 ms until it holds; panics after 10 s.
+pub async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "the condition did not hold within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
