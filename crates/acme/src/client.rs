@@ -28,6 +28,16 @@ use crate::seal::{DataKey, SealError, seal};
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
+/// Whether `url` can be an ACME directory: an absolute `http(s)` URI with a host (instant-acme
+/// panics on one it cannot send a request to). The error says what is wrong.
+pub fn check_directory_url(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https" | "http"), Some(h)) if !h.is_empty() => Ok(()),
+        _ => Err(format!("{url:?} is not an http(s) URL with a host")),
+    }
+}
+
 /// How long one HTTP request to the CA may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -453,5 +463,18 @@ async fn validation_failure(ctx: &Ctx<'_>, order: &mut Order) -> AcmeError {
             problem_type: None,
             problem: "the order became invalid and no authorization says why".into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn a_directory_url_must_be_absolute_http_with_a_host() {
+        super::check_directory_url(super::LETS_ENCRYPT).unwrap();
+        super::check_directory_url("https://127.0.0.1:14000/dir").unwrap();
+        // What the API fuzzer sent, that instant-acme panicked on.
+        for bad in ["https://a b/dir", "https://\u{9f}/x", "ftp://ca/dir", "/dir", "https://", "http://[::1/x"] {
+            assert!(super::check_directory_url(bad).is_err(), "{bad}");
+        }
     }
 }

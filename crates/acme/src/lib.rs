@@ -17,7 +17,7 @@ pub mod seal;
 /// Implementations of [`Dns01`] use this attribute.
 pub use async_trait::async_trait;
 pub use chain::{ChainError, ChainInfo, check_key_matches, parse_chain};
-pub use client::{AcmeConfig, AcmeError, Dns01, Issued, LETS_ENCRYPT, Step, obtain};
+pub use client::{AcmeConfig, AcmeError, Dns01, Issued, LETS_ENCRYPT, Step, check_directory_url, obtain};
 pub use model::{CertState, CertificateRecord, CurrentCertificate, RetryPolicy, next_retry_at, renewal_due, retry_delay};
 pub use names::{NameError, challenge_record, normalize_name, normalize_names};
 pub use seal::{DataKey, SealError, SealedKey, open, seal};

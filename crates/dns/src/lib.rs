@@ -11,6 +11,6 @@ pub mod server;
 pub mod tsig;
 pub mod update;
 
-pub use model::{Change, Nameserver, RType, RecordError, RecordSpec, TsigKeySpec, ZoneError, ZoneSpec};
+pub use model::{Change, Nameserver, RType, RecordError, RecordSpec, TsigKeySpec, ZoneError, ZoneSpec, rname};
 pub use server::{Limits, Server, Snapshot, UpdateSink};
 pub use tsig::{Clock, SystemClock};

@@ -239,13 +239,25 @@ impl Worker {
             }
             let (m, busy, names) = (m.clone(), self.in_flight.clone(), c.0.names.clone());
             tokio::spawn(async move {
+                // The slot is given back however the attempt ends, a panic included (found by
+                // the API fuzzer: instant-acme panicked on a directory URL it could not send
+                // to, and two such attempts held both slots for good).
+                let _slot = Slot(busy, name.clone());
                 if let Err(e) = attempt(&m, &names).await {
                     tracing::warn!(certificate = %name, error = %e, "recording a certificate attempt");
                 }
-                busy.lock().unwrap().remove(&name);
             });
         }
         Ok(())
+    }
+}
+
+/// A certificate's place among the attempts under way, given back when dropped.
+struct Slot(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
     }
 }
 

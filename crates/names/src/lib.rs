@@ -186,9 +186,17 @@ pub async fn add_domain(m: &Manager, domain: &str, opts: &DomainAdd) -> Result<Z
     let domain = zone::normalize(domain);
     check_domain(&domain)?;
     if let Some(dir) = &opts.acme_directory
-        && !(dir.starts_with("https://") || dir.starts_with("http://"))
+        && let Err(why) = atoll_acme::check_directory_url(dir)
     {
-        return Err(NamesError::Invalid(format!("--acme-directory {dir:?} is not an http(s) URL")));
+        return Err(NamesError::Invalid(format!("--acme-directory: {why}")));
+    }
+    if let Some(email) = &opts.email
+        && (email.is_empty()
+            || email.len() > 254
+            || !email.bytes().all(|b| b.is_ascii_graphic())
+            || atoll_dns::rname(&origin(&domain)?, email).is_none())
+    {
+        return Err(NamesError::Invalid(format!("--email {email:?} is not a mail address (user@example.org)")));
     }
     commit(m, |names, island| {
         if names.zone(&domain).is_some() {
