@@ -33,6 +33,7 @@ packages=(
   certbot python3-certbot-dns-rfc2136  # a real ACME client using a delegated TSIG key (tests/names.rs)
   dnsperf knot    # authoritative DNS benchmark, and its peer (bench/dns.sh)
   nghttp2-client  # h2load: HTTP/2 abuse (rapid reset) against the gateway (crates/gateway)
+  libnss3-tools   # certutil: the browser in the gateway tests trusts pebble's root (tests/gateway.rs)
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod containers;
 pub mod events;
+pub mod gateway;
 pub mod island;
 pub mod metrics;
 pub mod names;

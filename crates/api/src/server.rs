@@ -41,6 +41,8 @@ pub struct AppState {
     pub web_login: std::sync::Mutex<Option<String>>,
     /// The island this daemon is in, if any.
     pub island: crate::island::IslandSlot,
+    /// The gateway, which runs while this member is public.
+    pub ingress: Arc<atoll_ingress::serve::Ingress>,
 }
 
 type St = State<Arc<AppState>>;
@@ -242,6 +244,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::names::revoke_key))
         .routes(routes!(crate::names::list_certificates, crate::names::request_certificate))
         .routes(routes!(crate::names::certificate, crate::names::remove_certificate))
+        .routes(routes!(crate::gateway::list_routes, crate::gateway::add_route))
+        .routes(routes!(crate::gateway::remove_route))
 }
 
 /// The dashboard's login link (with the token); 404 when the dashboard is off.

@@ -144,6 +144,9 @@ pub enum Command {
     /// Records of the island's domains (`dns record add|rm|ls`).
     #[command(subcommand)]
     Dns(crate::names::DnsCommand),
+    /// The HTTPS gateway on the public hosts: its routes (`gateway ls`, `gateway route add|rm`).
+    #[command(subcommand)]
+    Gateway(crate::gateway::GatewayCommand),
     /// (internal) Supervise one container; started by the daemon.
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -453,6 +456,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Domain(c) => return crate::names::domain(&client, c).await,
         Command::Dns(c) => return crate::names::dns(&client, c).await,
         Command::Cert(c) => return crate::names::cert(&client, c).await,
+        Command::Gateway(c) => return crate::gateway::gateway(&client, c).await,
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }
     Ok(ExitCode::SUCCESS)

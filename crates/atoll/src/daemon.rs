@@ -66,6 +66,13 @@ pub struct DaemonArgs {
     /// of the voters remains.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_lifetime)]
     pub replace_voter_after: std::time::Duration,
+    /// Where the gateway takes HTTP (redirected to HTTPS) while this host is a public member.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:80")]
+    pub gateway_http: std::net::SocketAddr,
+    /// Where the gateway takes HTTPS (and TLS pass-through) while this host is a public member;
+    /// TCP and UDP routes listen on its address.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:443")]
+    pub gateway_https: std::net::SocketAddr,
 }
 
 /// A duration as Go writes them (`90s`, `12h`), or whole days (`7d`).
@@ -275,6 +282,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         metrics: Default::default(),
         web_login: std::sync::Mutex::new(None),
         island: atoll_api::island::IslandSlot { config: Some(island_config), manager: tokio::sync::RwLock::new(island) },
+        ingress: Arc::new(atoll_ingress::serve::Ingress::new(args.gateway_http, args.gateway_https)),
     });
     // An island whose Raft store turns out to be from before a recovery asks to be opened
     // again (it re-syncs).
@@ -285,6 +293,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     let stacks = atoll_orchestrator::reconciler::Config { down_after: args.failover_after };
     tokio::spawn(atoll_api::stacks::run_stacks(state.clone(), stacks));
     tokio::spawn(atoll_api::names::run_names(state.clone()));
+    tokio::spawn(atoll_api::gateway::run_gateway(state.clone()));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),

@@ -6,6 +6,7 @@ mod cli;
 mod compose;
 mod containers;
 mod daemon;
+mod gateway;
 mod island;
 mod names;
 mod networks;

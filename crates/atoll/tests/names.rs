@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use atoll_testkit::island::{Island, Topology};
+use atoll_testkit::island::Island;
 use atoll_testkit::pebble::Pebble;
 use atoll_testkit::wait_for;
 
@@ -16,25 +16,9 @@ fn island() -> Island {
     island_and(&[], &[])
 }
 
-/// The island (its daemons started with `args`), and `others` on the internet (public
-/// addresses from 203.0.113.12 on, their daemons outside the island).
+/// The island (its daemons started with `args`), and `others` on the internet, outside it.
 fn island_and(others: &[&str], args: &[&str]) -> Island {
-    let mut t = Topology::new();
-    t.add_public("vps1");
-    t.add_public("vps2");
-    t.add_nat("home1");
-    for o in others {
-        t.add_public(o);
-    }
-    let island = Island::start(Path::new(BIN), t, args);
-    let vps1 = island.host("vps1").addr.to_string();
-    island.ok("vps1", &["init", "--name", "friends", "--node-name", "vps1", "--public", &vps1]);
-    let vps2 = island.host("vps2").addr.to_string();
-    let code = island.invite("vps1", &["--public", "--name", "vps2"]);
-    island.ok("vps2", &["join", "--public", &vps2, &code]);
-    let code = island.invite("vps1", &[]);
-    island.ok("home1", &["join", "--name", "home1", &code]);
-    island
+    Island::three_and(Path::new(BIN), others, args)
 }
 
 fn json(island: &Island, host: &str, args: &[&str]) -> serde_json::Value {

@@ -25,6 +25,10 @@ pub mod model;
 /// The UDP port of the stack networks' VXLAN between members, on mesh addresses only (not
 /// Swarm's 4789, so that both can run on one host).
 pub const OVERLAY_PORT: u16 = 4790;
+/// The ports a member forwards from its mesh address to its replicas for the gateway on the
+/// public hosts (`atoll_state::ingress`), both ends included: a thousand, below Linux's
+/// ephemeral range (32768-60999), so no outgoing connection of the host holds one.
+pub const FORWARD_PORTS: (u16, u16) = (30800, 31799);
 pub use atoll_mesh::{MTU as MESH_MTU, TUN_DEV as MESH_DEV};
 pub mod proto;
 mod routes;

@@ -270,6 +270,14 @@ impl Manager {
             proto: atoll_mesh::Proto::Udp,
             peer: atoll_mesh::Peer::AnyMember,
         });
+        // Replicas' ports forwarded for the gateway on the public hosts.
+        for proto in [atoll_mesh::Proto::Tcp, atoll_mesh::Proto::Udp] {
+            c.extra_inbound.push(atoll_mesh::InboundRule {
+                port: atoll_mesh::Port::Range(crate::FORWARD_PORTS.0, crate::FORWARD_PORTS.1),
+                proto,
+                peer: atoll_mesh::Peer::AnyMember,
+            });
+        }
         Some(c)
     }
 

@@ -55,6 +55,7 @@ impl Networks {
             overlay: None,
             remote: Default::default(),
             unnamed: Default::default(),
+            forwards: Default::default(),
         };
         for o in owners {
             // Endpoints of a network that is gone (a crash mid-removal) are dropped.

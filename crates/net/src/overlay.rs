@@ -64,6 +64,26 @@ pub struct RemoteEndpoint {
 /// Remote endpoints by network name.
 pub type Remote = BTreeMap<String, Vec<RemoteEndpoint>>;
 
+/// A port of a container here forwarded from this member's mesh address (DNAT, as a published
+/// port is): how the gateway on a public member reaches a replica on any member. Only while
+/// the container runs; its address is the one on its first network that is not internal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MeshForward {
+    /// The container's ID.
+    pub owner: String,
+    /// The port on the mesh address.
+    pub host_port: u16,
+    pub protocol: atoll_spec::Protocol,
+    pub container_port: u16,
+}
+
+/// This member's mesh address and the ports forwarded from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshForwards {
+    pub mesh_ip: Option<Ipv4Addr>,
+    pub forwards: Vec<MeshForward>,
+}
+
 /// The VXLAN MAC of the member with overlay index `index`: locally administered, so that
 /// every member knows every other's without asking.
 pub fn mac(index: u16) -> [u8; 6] {
@@ -138,6 +158,23 @@ impl Networks {
         st.remote = remote;
         st.unnamed = unnamed;
         self.sync(&mut st).await
+    }
+
+    /// Replaces the ports forwarded from this member's mesh address (none: no mesh address).
+    /// Like the overlay, they come back with the agent's first look after a restart.
+    pub async fn set_forwards(&self, mut forwards: MeshForwards) -> Result<(), NetError> {
+        forwards.forwards.sort();
+        let mut st = self.state.lock().await;
+        if st.forwards == forwards {
+            return Ok(());
+        }
+        st.forwards = forwards;
+        self.sync(&mut st).await
+    }
+
+    /// The forwards as last set.
+    pub async fn forwards(&self) -> MeshForwards {
+        self.state.lock().await.forwards.clone()
     }
 
     /// The overlay as last set.

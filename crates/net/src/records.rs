@@ -149,6 +149,8 @@ pub(crate) struct State {
     /// Containers DNS does not name (stack replicas whose health check has not passed); they
     /// stay reachable by address.
     pub(crate) unnamed: BTreeSet<String>,
+    /// Ports of containers here forwarded from the mesh address, for the gateway.
+    pub(crate) forwards: crate::overlay::MeshForwards,
 }
 
 /// A network's bridge: up with containers, kept up without (the default network), or absent.
@@ -385,6 +387,20 @@ impl State {
                 });
             }
         }
+        if let Some(mesh_ip) = self.forwards.mesh_ip {
+            for f in &self.forwards.forwards {
+                let Some(o) = self.owners.get(&f.owner).filter(|o| o.active) else { continue };
+                let Some(e) = o.endpoints.iter().find(|e| self.networks.get(&e.network_id).is_some_and(|n| !n.internal)) else { continue };
+                ports.push(nft::PortRule {
+                    host_ip: Some(mesh_ip.into()),
+                    host_port: f.host_port,
+                    protocol: f.protocol,
+                    target4: e.ipv4,
+                    target6: None,
+                    container_port: f.container_port,
+                });
+            }
+        }
         let overlay = self.overlay.as_ref().map(|o| nft::OverlayRules {
             dev: crate::overlay::DEV.into(),
             mesh_dev: o.mesh_dev.clone(),
@@ -439,6 +455,7 @@ mod tests {
             overlay: None,
             remote: Default::default(),
             unnamed: BTreeSet::new(),
+            forwards: Default::default(),
         };
         let warm = st.ruleset();
         st.owners.insert("o2".into(), owner(endpoint(&default, 0)));
@@ -462,9 +479,25 @@ mod tests {
             n.members.iter().filter(|m| m.names.contains(&"web".to_owned())).map(|m| m.ipv4.unwrap().to_string()).collect()
         };
         assert_eq!(named(&st), ["10.89.1.2", "10.128.0.66"]);
-        st.unnamed.insert(id);
+        st.unnamed.insert(id.clone());
         assert_eq!(named(&st), ["10.128.0.66"]);
         assert_eq!(st.dns_config(&[]).networks[0].members.len(), 2, "still a member");
+
+        // Mesh forwards: DNAT from the mesh address to a running container, none once it stops.
+        st.forwards = crate::overlay::MeshForwards {
+            mesh_ip: Some("10.42.0.3".parse().unwrap()),
+            forwards: vec![crate::overlay::MeshForward {
+                owner: id.clone(),
+                host_port: 30800,
+                protocol: atoll_spec::Protocol::Tcp,
+                container_port: 2368,
+            }],
+        };
+        let rule = |st: &State| st.ruleset().ports.into_iter().find(|p| p.host_port == 30800);
+        let r = rule(&st).expect("forwarded while the container runs");
+        assert_eq!((r.host_ip, r.target4, r.container_port), (Some("10.42.0.3".parse().unwrap()), "10.89.1.2".parse().unwrap(), 2368));
+        st.owners.get_mut(&id).unwrap().active = false;
+        assert_eq!(rule(&st), None, "not forwarded once stopped");
     }
 
     #[test]

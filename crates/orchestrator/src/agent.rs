@@ -243,6 +243,7 @@ impl Agent {
         // Report.
         let containers: Vec<ContainerRecord> =
             self.engine.list(true).into_iter().filter(|c| c.spec.labels.contains_key(LABEL_ALLOCATION)).collect();
+        let mut forwarded = self.sync_forwards(&island, &me, &records, &containers).await;
         let busy = self.busy.lock().unwrap().clone();
         let now = atoll_island::manager::unix_now();
         for (name, a) in &mine {
@@ -251,6 +252,7 @@ impl Agent {
             let any = containers.iter().any(|c| label(c, LABEL_ALLOCATION) == Some(name.as_str()));
             let mut addresses = BTreeMap::new();
             let mut healthy = None;
+            let mut forwards = BTreeMap::new();
             let (state, container, error) = match a.desired {
                 Desired::Shutdown if !any && !busy.contains(name) => (TaskState::Shutdown, None, None),
                 Desired::Shutdown => continue,
@@ -260,6 +262,7 @@ impl Agent {
                         if s == TaskState::Running {
                             addresses = c.endpoints.iter().map(|e| (e.network.clone(), e.ipv4)).collect();
                             healthy = c.health.as_ref().map(|h| h.status == atoll_spec::health::HealthStatus::Healthy);
+                            forwards = forwarded.remove(&c.id).unwrap_or_default();
                         }
                         (s, Some(c.name.clone()), e)
                     }
@@ -276,6 +279,7 @@ impl Agent {
                     && t.error == error
                     && t.addresses == addresses
                     && t.healthy == healthy
+                    && t.forwards == forwards
             });
             if !same {
                 let t = TaskStatus {
@@ -287,6 +291,7 @@ impl Agent {
                     since: now,
                     addresses,
                     healthy,
+                    forwards,
                     extra: Default::default(),
                 };
                 ops.push(desired::put(&t, current.map_or(Expect::Absent, |(_, v)| Expect::Version(*v))));
@@ -402,9 +407,67 @@ impl Agent {
         }
     }
 
+    /// Forwards from this member's mesh address the ports the gateway needs of each running
+    /// replica here ([`atoll_state::ingress::forwarded_ports`]): a forward that stays keeps its
+    /// port, a new one takes the lowest free in [`atoll_island::FORWARD_PORTS`]. Returns them
+    /// by container ID, as tasks report them (`2368/tcp` → port).
+    async fn sync_forwards(
+        &self,
+        island: &IslandState,
+        me: &str,
+        records: &Records,
+        containers: &[ContainerRecord],
+    ) -> BTreeMap<String, BTreeMap<String, u16>> {
+        use atoll_net::overlay::{MeshForward, MeshForwards};
+        use atoll_state::ingress::{Transport, forwarded_ports, port_key};
+        let nets = self.engine.networks();
+        let current = nets.forwards().await;
+        let mesh_ip = island.members.get(me).map(|m| m.mesh_ip);
+        let routes: Vec<atoll_state::ingress::GatewayRoute> = records.routes.iter().map(|(r, _)| r.clone()).collect();
+        let protocol = |t| match t {
+            Transport::Tcp => atoll_spec::Protocol::Tcp,
+            Transport::Udp => atoll_spec::Protocol::Udp,
+        };
+        let wanted: Vec<(&ContainerRecord, u16, Transport)> = containers
+            .iter()
+            .filter(|c| c.state == State::Running)
+            .filter_map(|c| Some((c, &label(c, LABEL_SERVICE).and_then(|s| records.service(s))?.0)))
+            .flat_map(|(c, svc)| forwarded_ports(svc, &routes).into_iter().map(move |(p, t)| (c, p, t)))
+            .collect();
+        let kept = |c: &ContainerRecord, port: u16, t: Transport| {
+            current
+                .forwards
+                .iter()
+                .find(|f| current.mesh_ip == mesh_ip && f.owner == c.id && f.container_port == port && f.protocol == protocol(t))
+                .map(|f| f.host_port)
+        };
+        let used: std::collections::BTreeSet<u16> = wanted.iter().filter_map(|(c, p, t)| kept(c, *p, *t)).collect();
+        let mut free = (atoll_island::FORWARD_PORTS.0..=atoll_island::FORWARD_PORTS.1).filter(|p| !used.contains(p));
+        let mut forwards = Vec::new();
+        let mut out: BTreeMap<String, BTreeMap<String, u16>> = BTreeMap::new();
+        for (c, port, t) in wanted {
+            let Some(host_port) = kept(c, port, t).or_else(|| free.next()) else {
+                tracing::warn!(container = %c.name, port, "every port the gateway's forwards may use is taken: this replica is not reachable from the public hosts");
+                continue;
+            };
+            forwards.push(MeshForward { owner: c.id.clone(), host_port, protocol: protocol(t), container_port: port });
+            out.entry(c.id.clone()).or_default().insert(port_key(port, t), host_port);
+        }
+        if mesh_ip.is_none() {
+            out.clear();
+            forwards.clear();
+        }
+        if let Err(e) = nets.set_forwards(MeshForwards { mesh_ip, forwards }).await {
+            tracing::warn!(error = %atoll_node::error_chain(&e), "forwarding replicas' ports from the mesh address");
+            out.clear();
+        }
+        out
+    }
+
     /// Leaves the island's networking (this host is no longer a member).
     pub async fn off_island(&self) {
         let nets = self.engine.networks();
+        let _ = nets.set_forwards(Default::default()).await;
         if nets.overlay().await.is_some() {
             let _ = nets.set_replicas(Default::default(), Default::default()).await;
             if let Err(e) = nets.set_overlay(None).await {
@@ -618,6 +681,7 @@ mod tests {
                 since: 0,
                 addresses: BTreeMap::from([("blog_default".to_owned(), std::net::Ipv4Addr::new(10, 128, 0, slot.parse().unwrap()))]),
                 healthy,
+                forwards: Default::default(),
                 extra: Default::default(),
             };
             r.tasks.insert(t.alloc.clone(), (t, 1));

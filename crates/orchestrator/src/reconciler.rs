@@ -289,6 +289,7 @@ mod tests {
                 since: 0,
                 addresses: Default::default(),
                 healthy: None,
+                forwards: Default::default(),
                 extra: Default::default(),
             };
             r.tasks.insert(t.alloc.clone(), (t, 1));

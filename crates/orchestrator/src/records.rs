@@ -19,6 +19,8 @@ pub struct Records {
     pub node_specs: BTreeMap<String, (NodeSpec, u64)>,
     pub node_status: BTreeMap<String, (NodeStatus, u64)>,
     pub liveness: BTreeMap<String, (Liveness, u64)>,
+    /// The routes users added to the gateway (`atoll gateway route add`).
+    pub routes: Vec<(atoll_state::ingress::GatewayRoute, u64)>,
 }
 
 fn by_name<K: Kind>(v: Vec<(K, u64)>) -> BTreeMap<String, (K, u64)> {
@@ -36,6 +38,7 @@ impl Records {
             node_specs: by_name(desired::list(ks)?),
             node_status: by_name(desired::list(ks)?),
             liveness: by_name(desired::list(ks)?),
+            routes: desired::list(ks)?,
         })
     }
 

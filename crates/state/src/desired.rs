@@ -307,6 +307,10 @@ pub struct TaskStatus {
     /// (DNS leaves it out then, as Swarm's does a task that is not yet running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+    /// The container ports its member forwards from its mesh address for the gateway (see
+    /// [`crate::ingress`]): `2368/tcp` → the port on the mesh address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forwards: BTreeMap<String, u16>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -9,6 +9,7 @@
 //! schema version for their migrations.
 
 pub mod desired;
+pub mod ingress;
 pub mod keyspace;
 pub mod local;
 pub mod schema;

@@ -63,6 +63,29 @@ pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A free TCP port on 127.0.0.1.
+/// Byte `i` of the test web app's downloads (`netcheck http-serve`'s `/big`): a pattern the
+/// tests compute too, so a download through the gateway is checked by digest.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+/// The SHA-256 (hex) of the first `n` bytes of [`pattern_byte`]'s pattern.
+pub fn pattern_sha256(n: u64) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut i = 0;
+    while i < n {
+        let len = (n - i).min(buf.len() as u64) as usize;
+        for (j, b) in buf[..len].iter_mut().enumerate() {
+            *b = pattern_byte(i + j as u64);
+        }
+        h.update(&buf[..len]);
+        i += len as u64;
+    }
+    hex::encode(h.finalize())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

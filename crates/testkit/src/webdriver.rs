@@ -71,25 +71,44 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium with the flags this sandbox needs.
     pub fn start() -> Self {
+        Self::start_with(&[], None)
+    }
+
+    /// [`Browser::start`] with more Chromium flags (`--host-resolver-rules=…`) and, if given,
+    /// `home` as its `HOME` (where it finds the NSS database of the CAs it trusts, `.pki/nssdb`).
+    pub fn start_with(extra_args: &[String], home: Option<&Path>) -> Self {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let driver = Command::new(crate::require("chromedriver"))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut driver = Command::new(crate::require("chromedriver"));
+        driver.arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(home) = home {
+            driver.env("HOME", home);
+        }
+        let driver = driver.spawn().unwrap();
         crate::wait_for(30, "chromedriver", || {
             TcpStream::connect(("127.0.0.1", port)).is_ok() && http(port, "GET", "/status", None)["value"]["ready"] == true
         });
         let profile = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1200,900",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra_args.iter().cloned());
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": crate::require("chromium"),
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1200,900", format!("--user-data-dir={}", profile.path().display())]
+            "args": args
         }}}});
         let v = http(port, "POST", "/session", Some(&caps));
         let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_owned();

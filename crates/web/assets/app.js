@@ -264,6 +264,34 @@ async function namesView() {
   show(html);
 }
 
+// The gateway: every route the public hosts serve, its replicas (green when healthy), its
+// certificate, and its traffic summed over the public hosts: a bar per route for requests per
+// second (scaled to the busiest route), errors in red.
+async function gatewayView() {
+  const info = await api("/v1/info");
+  if (!info.island) { show(`<h1>Gateway</h1><p id="no-island">This host is in no island: the gateway is the island's public hosts'.</p>`); return; }
+  const routes = await api("/v1/gateway/routes");
+  if (!routes.length) {
+    show(`<h1>Gateway</h1><p id="no-routes">No route yet. Give a service an <code>atoll.http.host</code> label (and <code>atoll.http.port</code>), or add one with <code>atoll gateway route add</code>.</p>`);
+    return;
+  }
+  const busiest = Math.max(1, ...routes.map(r => r.requests_per_s));
+  let html = `<h1>Gateway</h1><table id="routes"><caption>Routes of the public hosts, with their traffic over the last few seconds</caption><thead><tr>
+    <th scope="col">Route</th><th scope="col">Hosts</th><th scope="col">Service</th><th scope="col">Replicas</th><th scope="col">Certificate</th>
+    <th scope="col">Requests/s</th><th scope="col">Errors</th></tr></thead><tbody>`;
+  for (const r of routes) {
+    const where = r.listen_port ? `${esc(r.mode)} port ${esc(r.listen_port)}` : r.hosts.map(esc).join("<br>");
+    const replicas = r.backends.map(b => `<span class="chip ${b.healthy ? "task-running" : "task-failed"}" title="${esc(b.replica + " at " + b.addr)}">${esc(b.host)}</span>`).join(" ") || "none";
+    const width = Math.round(100 * r.requests_per_s / busiest);
+    html += `<tr data-route="${esc(r.name)}"><th scope="row">${esc(r.name)}</th><td>${where}</td><td>${esc(r.service)}:${esc(r.port)}</td>
+      <td class="replicas">${replicas}</td><td>${esc(r.certificate ?? "—")}</td>
+      <td class="rate"><span class="bar" style="width:${width}%"></span> <span class="rps">${r.requests_per_s.toFixed(1)}</span> <small>(${esc(r.requests)} in all)</small></td>
+      <td class="${r.errors ? "error" : ""}">${esc(r.errors)} <small>(${r.errors_per_s.toFixed(1)}/s)</small></td></tr>`;
+    if (r.error) html += `<tr class="pending"><td></td><td colspan="6" class="error">Not served: ${esc(r.error)}</td></tr>`;
+  }
+  show(html + "</tbody></table>");
+}
+
 function route() {
   const h = location.hash || "#/";
   if (h.startsWith("#/c/")) return () => containerView(decodeURIComponent(h.slice(4)));
@@ -271,6 +299,7 @@ function route() {
   if (h === "#/networks") return networksView;
   if (h === "#/island") return islandView;
   if (h === "#/names") return namesView;
+  if (h === "#/gateway") return gatewayView;
   return containersView;
 }
 async function render() { try { await view(); } catch (e) { if (e.name !== "AbortError") fail(e); } }
@@ -284,7 +313,7 @@ function navigate(moved) {
   }
   // After following a link, keyboard and screen-reader users start at the new view.
   render().then(() => { if (moved) main.focus({ preventScroll: true }); });
-  if (view === islandView || view === namesView) viewTimer = setInterval(() => { if (!document.hidden) render(); }, POLL_MS);
+  if (view === islandView || view === namesView || view === gatewayView) viewTimer = setInterval(() => { if (!document.hidden) render(); }, POLL_MS);
 }
 window.addEventListener("hashchange", () => navigate(true));
 navigate(false);

@@ -59,6 +59,28 @@ impl Island {
         island
     }
 
+    /// An island of three, made with `init`, `invite` and `join`: vps1 (founder, public), vps2
+    /// (public) and home1 (behind NAT); and `others` on the internet (public addresses after
+    /// theirs), whose daemons stay outside the island (a CA, clients).
+    pub fn three_and(bin: &Path, others: &[&str], args: &[&str]) -> Self {
+        let mut t = Topology::new();
+        t.add_public("vps1");
+        t.add_public("vps2");
+        t.add_nat("home1");
+        for o in others {
+            t.add_public(o);
+        }
+        let island = Island::start(bin, t, args);
+        let vps1 = island.host("vps1").addr.to_string();
+        island.ok("vps1", &["init", "--name", "friends", "--node-name", "vps1", "--public", &vps1]);
+        let vps2 = island.host("vps2").addr.to_string();
+        let code = island.invite("vps1", &["--public", "--name", "vps2"]);
+        island.ok("vps2", &["join", "--public", &vps2, &code]);
+        let code = island.invite("vps1", &[]);
+        island.ok("home1", &["join", "--name", "home1", &code]);
+        island
+    }
+
     /// `atoll invite ARGS` on `at`: the code.
     pub fn invite(&self, at: &str, args: &[&str]) -> String {
         let mut a = vec!["invite"];

@@ -4,7 +4,10 @@
 //! ```text
 //! netcheck udp-serve PORT            echo every datagram back, forever
 //! netcheck udp-ask HOST PORT MSG     send MSG, print the reply; exit 1 after 3 s of silence
+//! netcheck http-serve PORT           a web app for the gateway's tests (see `http`)
 //! ```
+
+mod http;
 
 use std::net::{ToSocketAddrs, UdpSocket};
 use std::time::Duration;
@@ -41,8 +44,9 @@ fn main() {
                 }
             }
         }
+        ["http-serve", port] => http::serve(port.parse().expect("port")),
         _ => {
-            eprintln!("usage: netcheck udp-serve PORT | netcheck udp-ask HOST PORT MSG");
+            eprintln!("usage: netcheck udp-serve PORT | netcheck udp-ask HOST PORT MSG | netcheck http-serve PORT");
             std::process::exit(2);
         }
     }
