@@ -8,6 +8,7 @@
 
 pub mod aturi;
 pub mod blob;
+pub mod bundle;
 mod error;
 mod http;
 pub mod identity;
