@@ -48,6 +48,12 @@ pub enum Error {
     BadJson { what: &'static str, url: String, message: String },
     #[error("{nsid} on {pds}: {message}")]
     Xrpc { nsid: &'static str, pds: String, message: String },
+    #[error("{uri}: no such record")]
+    RecordNotFound { uri: String },
+    #[error("{uri}: {source}")]
+    InvalidRecord { uri: String, source: crate::bundle::ManifestError },
+    #[error("{uri} is in the collection {collection}, which is not a bundle (expected dev.atoll.bundle or at.functions.metadata)")]
+    NotABundle { uri: String, collection: String },
     #[error("`{cid}` is not a blob CID Atoll accepts: {reason}")]
     UnsupportedCid { cid: String, reason: String },
     #[error("blob {expected} from {source_name}: its bytes hash to {actual}, not to the CID they were asked for; refusing them")]

@@ -13,6 +13,7 @@ mod error;
 mod http;
 pub mod identity;
 pub mod limits;
+pub mod repo;
 pub mod xrpc;
 
 use std::net::SocketAddr;

@@ -164,15 +164,13 @@ impl Client {
             repo: repo.parse::<AtIdentifier>().map_err(|e| bad(format!("repo `{repo}`: {e}")))?,
             rkey: RecordKey::new(rkey.to_owned()).map_err(|e| bad(format!("record key `{rkey}`: {e}")))?,
         };
-        let out = self
-            .conn(pds, None)?
-            .service
-            .com
-            .atproto
-            .repo
-            .get_record(params.into())
-            .await
-            .map_err(|e| xrpc_error(get_record::NSID, pds, e))?;
+        let out = self.conn(pds, None)?.service.com.atproto.repo.get_record(params.into()).await.map_err(|e| match e {
+            atrium_xrpc::Error::XrpcResponse(atrium_xrpc::error::XrpcError {
+                error: Some(atrium_xrpc::error::XrpcErrorKind::Custom(get_record::Error::RecordNotFound(_))),
+                ..
+            }) => Error::RecordNotFound { uri: format!("at://{repo}/{collection}/{rkey}") },
+            e => xrpc_error(get_record::NSID, pds, e),
+        })?;
         let value = serde_json::to_value(&out.data.value).map_err(|e| bad(format!("the record's value: {e}")))?;
         Ok(Record { uri: out.data.uri, cid: out.data.cid.map(|c| c.as_ref().to_string()), value })
     }

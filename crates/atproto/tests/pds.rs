@@ -72,7 +72,7 @@ async fn a_handle_resolves_both_ways_and_a_blob_comes_back_verified_by_its_cid()
     assert_eq!(c.fetch_blob(&cache, &id.pds, &id.did, &referenced.cid).await.unwrap(), code);
 
     let e = c.get_record(&id.pds, &id.did, "dev.atoll.test", "missing").await.unwrap_err();
-    assert!(e.to_string().contains("RecordNotFound"), "{e}");
+    assert!(matches!(e, Error::RecordNotFound { .. }), "{e}");
     let e = c.create_session(&id.pds, "alice.test", "wrong-password").await.unwrap_err();
     assert!(e.to_string().contains("com.atproto.server.createSession"), "{e}");
 }

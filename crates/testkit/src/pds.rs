@@ -193,6 +193,12 @@ impl Pds {
         Some((code.trim().parse().ok()?, body.to_owned()))
     }
 
+    /// Where the PDS keeps `did`'s blob `cid` (a test may tamper with it, as a hostile or
+    /// broken PDS would serve other bytes).
+    pub fn blob_path(&self, did: &str, cid: &str) -> PathBuf {
+        self.dir.path().join("data/blobs").join(did).join(cid)
+    }
+
     /// Both servers' logs, for failure messages.
     pub fn logs(&self) -> String {
         let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
