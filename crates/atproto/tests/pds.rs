@@ -108,6 +108,15 @@ async fn hostile_records_from_a_real_pds_are_refused_with_the_limit_they_broke()
 fn hostile_server(response: Option<Vec<u8>>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    serve_or_hold(listener, response);
+    port
+}
+
+fn serve(listener: TcpListener, response: Vec<u8>) {
+    serve_or_hold(listener, Some(response));
+}
+
+fn serve_or_hold(listener: TcpListener, response: Option<Vec<u8>>) {
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for conn in listener.incoming() {
@@ -122,7 +131,6 @@ fn hostile_server(response: Option<Vec<u8>>) -> u16 {
             }
         }
     });
-    port
 }
 
 fn http_response(content_type: &str, body: &[u8]) -> Vec<u8> {
@@ -179,6 +187,35 @@ async fn oversized_blobs_and_silent_servers_are_cut_off() {
     .unwrap();
     let e = c.resolve_did(did).await.unwrap_err();
     assert!(matches!(e, Error::TooDeep { what: "a DID document", .. }), "{e}");
+}
+
+#[tokio::test]
+async fn a_did_web_document_is_fetched_from_its_host_and_must_be_that_dids() {
+    let pds = Pds::start();
+    let dns = HandleDns::start(&[]);
+    let c = client(&pds, &dns);
+    // did:web:web.test%3APORT: the port is percent-encoded; dnsmasq sends web.test to 127.0.0.1.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let did = format!("did:web:web.test%3A{port}");
+    let doc = serde_json::json!({
+        "id": did, "alsoKnownAs": ["at://web.test"],
+        "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": format!("http://localhost:{}", pds.port)}]
+    });
+    serve(listener, http_response("application/json", doc.to_string().as_bytes()));
+    let got = c.resolve_did(&did).await.unwrap();
+    assert_eq!(got.id, did);
+    let id = c.resolve(&did).await.unwrap();
+    assert_eq!(id.pds, format!("http://localhost:{}", pds.port));
+    assert_eq!(id.handle, None, "web.test names no DID, so the claimed handle is not verified");
+
+    // A document served for another DID is refused.
+    let other = hostile_server(Some(http_response("application/json", doc.to_string().as_bytes())));
+    let e = c.resolve_did(&format!("did:web:web.test%3A{other}")).await.unwrap_err();
+    assert!(matches!(e, Error::DocumentIdMismatch { .. }), "{e}");
+    // ATProto's did:web names a host, not a path.
+    let e = c.resolve_did("did:web:web.test:users:alice").await.unwrap_err();
+    assert!(matches!(e, Error::InvalidDid(_)), "{e}");
 }
 
 #[tokio::test]

@@ -234,8 +234,21 @@ pub struct HandleDns {
 impl HandleDns {
     /// Starts dnsmasq with `txt` records (`(name, text)`), and waits until it answers.
     pub fn start(txt: &[(&str, &str)]) -> HandleDns {
-        let port = crate::free_port();
-        let mut cmd = Command::new(crate::require("dnsmasq"));
+        Self::start_inner(None, txt)
+    }
+
+    /// The same inside `ns` (on its 127.0.0.1, port 5353).
+    pub fn start_in(ns: &Netns, txt: &[(&str, &str)]) -> HandleDns {
+        Self::start_inner(Some(ns), txt)
+    }
+
+    fn start_inner(ns: Option<&Netns>, txt: &[(&str, &str)]) -> HandleDns {
+        let port = if ns.is_some() { 5353 } else { crate::free_port() };
+        let command = |program: &PathBuf| match ns {
+            Some(ns) => ns.command(program),
+            None => Command::new(program),
+        };
+        let mut cmd = command(&crate::require("dnsmasq"));
         cmd.args(["--no-daemon", "--no-resolv", "--no-hosts", "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file="])
             .arg(format!("--port={port}"))
             .args(["--address=/test/127.0.0.1", "--address=/localhost/127.0.0.1"]);
@@ -247,7 +260,7 @@ impl HandleDns {
         let dig = crate::require("dig");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let out = Command::new(&dig)
+            let out = command(&dig)
                 .args(["+short", "+time=1", "+tries=1", "-p", &port.to_string(), "@127.0.0.1", "ready.test", "A"])
                 .output()
                 .unwrap();

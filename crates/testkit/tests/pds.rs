@@ -31,3 +31,15 @@ fn curl(args: &[&str]) -> String {
     assert!(out.status.success(), "curl {args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[test]
+fn the_test_pds_runs_inside_a_network_namespace() {
+    let ns = atoll_testkit::daemon::Netns::new();
+    let pds = Pds::start_in(&ns);
+    let bob = pds.create_account("bob.test");
+    let (ok, doc) = ns.sh(&format!("curl -sf {}/{}", pds.plc_url, bob.did));
+    assert!(ok && doc.contains("at://bob.test"), "{doc}");
+    let dns = HandleDns::start_in(&ns, &[("_atproto.bob.test", &format!("did={}", bob.did))]);
+    let (ok, txt) = ns.sh(&format!("dig +short -p {} @127.0.0.1 _atproto.bob.test TXT", dns.addr.port()));
+    assert!(ok && txt.contains(&bob.did), "{txt}");
+}
