@@ -69,3 +69,6 @@ if ! schemathesis --version 2>/dev/null | grep -q "$schemathesis_version"; then
   echo "install-deps.sh: installing schemathesis $schemathesis_version (PyPI)"
   python3 -m pip install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
 fi
+
+# A real ATProto PDS and PLC directory (npm, Node 22) for the bundle tests, cached outside the clone.
+scripts/install-pds.sh

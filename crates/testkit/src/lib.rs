@@ -2,7 +2,8 @@
 //! `busybox-static`, generated content and Debian packages (`apps`: PostgreSQL, Redis, nginx,
 //! a Python web app), run a real `docker-registry`, push with `skopeo`, drive the real `atoll`
 //! binary (and a real docker engine beside it), stall or cut connections deterministically,
-//! and build a small internet of network namespaces for multi-host tests (`island`).
+//! build a small internet of network namespaces for multi-host tests (`island`), and run a real
+//! ATProto PDS and PLC directory (`pds`).
 //!
 //! Missing tools are a failure, never a skip: `scripts/install-deps.sh` installs them.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod docker;
 pub mod forward;
 pub mod island;
 pub mod oci;
+pub mod pds;
 pub mod pebble;
 pub mod proxy;
 pub mod registry;
