@@ -1,0 +1,109 @@
+//! Why a bundle does not load ([`LoadError`]) and why a request fails ([`RunError`], with the
+//! HTTP status the caller answers).
+
+use http::StatusCode;
+
+/// Why a bundle cannot run; nothing of it is kept.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the wasm engine cannot start: {0}")]
+    Engine(String),
+    #[error("bundle `{name}` is a {runtime} bundle; this runner runs wasm")]
+    NotWasm { name: String, runtime: &'static str },
+    #[error("the module is {size} bytes; the island accepts at most {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the code is not a WebAssembly module: {0}")]
+    Compile(String),
+    #[error("the module imports what this runtime does not provide (WASI preview 1 only): {0}")]
+    Link(String),
+    #[error("routes[{route}].handler `{handler}` is not a function the module exports (it exports: {exports})")]
+    MissingExport { route: usize, handler: String, exports: String },
+    #[error("export `{export}` has type {found}; {wanted}")]
+    WrongSignature { export: String, found: String, wanted: &'static str },
+    #[error("the module needs {needed_mb} MiB of memory to start; its limit is {limit_mb} MiB")]
+    MemoryTooLarge { needed_mb: u64, limit_mb: u64 },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{abi} functions import nothing, but the module imports `{module}::{name}`")]
+    PureImports { abi: &'static str, module: String, name: String },
+    #[error("the module's start function failed: {0}")]
+    Start(String),
+    #[error("secret `{0}` is required by the manifest and was not given")]
+    MissingSecret(String),
+    #[error("secret `{0}` is not declared in the manifest's secrets")]
+    UndeclaredSecret(String),
+    #[error("the bundle declares file permissions ({0}) but the runner was given no data directory")]
+    NoDataDir(String),
+    #[error("cannot prepare `{guest}` under the data directory {data_dir}")]
+    DataDir {
+        guest: String,
+        data_dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a request got no response from the bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no route of the bundle matches {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("{path} does not answer {method}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body is not JSON (at.functions take JSON): {0}")]
+    NotJson(String),
+    #[error("the bundle is busy: {concurrent} requests running and none finished within {waited_ms} ms")]
+    Busy { concurrent: usize, waited_ms: u64 },
+    #[error("the request used more than its {limit_ms} ms of CPU time and was stopped")]
+    CpuLimit { limit_ms: u64 },
+    #[error("the request ran longer than its {limit_ms} ms wall timeout and was stopped")]
+    WallTimeout { limit_ms: u64 },
+    #[error("the bundle tried to grow its memory to {wanted_mb} MiB past its {limit_mb} MiB limit{}", stderr_tail(.stderr))]
+    MemoryLimit { wanted_mb: u64, limit_mb: u64, stderr: String },
+    #[error("the bundle wrote more than {limit} bytes of output")]
+    OutputTooLarge { limit: usize },
+    #[error("the bundle trapped: {trap}{}", stderr_tail(.stderr))]
+    Trap { trap: String, stderr: String },
+    #[error("the bundle exited with status {code}{}", stderr_tail(.stderr))]
+    Exit { code: i32, stderr: String },
+    #[error("the bundle's response is not a CGI response: {0}")]
+    BadResponse(#[from] crate::cgi::BadResponse),
+    #[error("the function's output {0}")]
+    BadOutput(String),
+    #[error("the runner failed: {0}")]
+    Internal(String),
+}
+
+fn stderr_tail(stderr: &str) -> String {
+    let s = stderr.trim_end();
+    if s.is_empty() {
+        return String::new();
+    }
+    let start = s.char_indices().rev().nth(499).map_or(0, |(i, _)| i);
+    format!(" (stderr: {})", &s[start..])
+}
+
+impl RunError {
+    /// The status the caller answers with: 4xx for the client's mistakes, 504 when a time limit
+    /// cut the request, 503 when the bundle is busy, 502 when the bundle misbehaved, 500 for
+    /// the runner's own failures.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RunError::NotFound { .. } => StatusCode::NOT_FOUND,
+            RunError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            RunError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RunError::NotJson(_) => StatusCode::BAD_REQUEST,
+            RunError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RunError::CpuLimit { .. } | RunError::WallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            RunError::MemoryLimit { .. }
+            | RunError::OutputTooLarge { .. }
+            | RunError::Trap { .. }
+            | RunError::Exit { .. }
+            | RunError::BadResponse(_)
+            | RunError::BadOutput(_) => StatusCode::BAD_GATEWAY,
+            RunError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
