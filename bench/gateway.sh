@@ -106,13 +106,15 @@ https://bench.example:8445 {
 }
 EOF
 
-declare -A port=([atoll]=8443 [nginx]=8444 [caddy]=8445) pid=()
-read -ra proxies <<<"${PROXIES:-atoll nginx caddy}"  # PROXIES and TESTS pick a subset, for a quick look
+declare -A port=([atoll]=8443 [nginx]=8444 [caddy]=8445 [atoll-base]=8446) pid=()
+# ATOLL_BASE=path/to/another/bench_serve adds it as `atoll-base` (before/after a change, same run).
+read -ra proxies <<<"${PROXIES:-atoll nginx caddy${ATOLL_BASE:+ atoll-base}}"  # PROXIES and TESTS pick a subset, for a quick look
 read -ra tests <<<"${TESTS:-h1-small h1-large h2-small h2-large}"
 taskset -c 0 nginx -p "$work" -c upstream.conf -e "$work/upstream.err" & pids+=($!)
 start_proxy() {
   case "$1" in
     atoll) taskset -c 1 "$CARGO_TARGET_DIR/release/examples/bench_serve" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll.log 2>&1 & ;;
+    atoll-base) taskset -c 1 "$ATOLL_BASE" 127.0.0.1:8446 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll-base.log 2>&1 & ;;
     nginx) taskset -c 1 nginx -p "$work" -c nginx.conf -e "$work/nginx.err" & ;;
     caddy) HOME="$work/caddy" XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" GOMAXPROCS=1 \
              taskset -c 1 caddy run --config Caddyfile --adapter caddyfile >caddy.log 2>&1 & ;;
@@ -236,7 +238,7 @@ data = {}
 for p, t, r, *vals in rows:
     data.setdefault((p, t), []).append([float(v) for v in vals])
 med = {k: [statistics.median(x[i] for x in v) for i in range(6)] for k, v in data.items()}
-proxies = [p for p in ["atoll", "nginx", "caddy"] if (p, "mem") in data]
+proxies = [p for p in ["atoll", "atoll-base", "nginx", "caddy"] if (p, "mem") in data]
 names = {"h1-small": "HTTP/1.1, 100 B (wrk, 50 conns)", "h1-large": "HTTP/1.1, 4 MiB (wrk, 8 conns)",
          "h2-small": "HTTP/2, 100 B (h2load, 10 conns × 10 streams)", "h2-large": "HTTP/2, 4 MiB (h2load, 4 conns × 2 streams)"}
 def ratio(a, b):

@@ -293,6 +293,8 @@ where
 {
     let activity = Arc::new(Activity::default());
     let client = info.client;
+    // Shared by the connection's requests (a clone per request would copy the SNI).
+    let info = Arc::new(info);
     let io = TokioIo::new(io);
     let svc = {
         let shared = shared.clone();
