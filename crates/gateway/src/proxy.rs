@@ -48,14 +48,14 @@ impl Log {
         let bytes_out = Arc::new(AtomicU64::new(0));
         let (parts, body) = resp.into_parts();
         let out = bytes_out.clone();
-        let metrics = shared.metrics.clone();
+        let shared = shared.clone(); // (one Arc, where the metrics are eight)
         let body = Counted::new(body, bytes_out).on_drop(move || {
             let Log { mut rec, start, bytes_in, in_flight, parking } = self;
             parking.response_done();
             rec.bytes_in = bytes_in.load(Ordering::Relaxed);
             rec.bytes_out = out.load(Ordering::Relaxed);
             rec.duration = start.elapsed();
-            metrics.finished(&rec);
+            shared.metrics.finished(&rec);
             rec.log();
             drop(in_flight);
         });
