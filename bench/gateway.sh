@@ -110,7 +110,7 @@ declare -A port=([atoll]=8443 [nginx]=8444 [caddy]=8445 [atoll-base]=8446) pid=(
 # ATOLL_BASE=path/to/another/bench_serve adds it as `atoll-base` (before/after a change, same run).
 read -ra proxies <<<"${PROXIES:-atoll nginx caddy${ATOLL_BASE:+ atoll-base}}"  # PROXIES and TESTS pick a subset, for a quick look
 read -ra tests <<<"${TESTS:-h1-small h1-large h2-small h2-large}"
-taskset -c 0 nginx -p "$work" -c upstream.conf -e "$work/upstream.err" & pids+=($!)
+taskset -c 0 nginx -p "$work" -c upstream.conf -e "$work/upstream.err" & pids+=($!) upstream=$!
 start_proxy() {
   case "$1" in
     atoll) taskset -c 1 "$CARGO_TARGET_DIR/release/examples/bench_serve" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll.log 2>&1 & ;;
@@ -188,17 +188,17 @@ done
 h2_lat() { sort -n -k3 "$1" | awk '{a[NR]=$3} END {printf "%.3f %.3f\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}'; }
 # wrk's latency ("123.45us", "1.23ms", "1.2s") in ms.
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v/1000; else if (v ~ /ms$/) print v+0; else if (v ~ /s$/) print v*1000; else print v }'; }
-# Busy and total ticks of CPU 0 and of CPU 1.
-cpus() { awk '$1 ~ /^cpu[01]$/ {printf "%d %d ", $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8} END {print ""}' /proc/stat; }
+# Ticks of CPU 0 and of CPU 1: in processes (user, nice, system), in interrupts, in all.
+cpus() { awk '$1 ~ /^cpu[01]$/ {printf "%d %d %d ", $2 + $3 + $4, $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8} END {print ""}' /proc/stat; }
 run() {  # run PROXY TEST ROUND
-  local p=$1 t=$2 url="https://bench.example:${port[$1]}" out rps p50 p99 t0 t1 w0 w1 b0 a0 c0 d0 b1 a1 c1 d1
-  t0=$(cpu_ticks "${pid[$p]}") w0=$(date +%s%N)
-  read -r b0 a0 c0 d0 < <(cpus)
+  local p=$1 t=$2 url="https://bench.example:${port[$1]}" out rps p50 p99 t0 t1 u0 u1 w0 w1 b0 q0 a0 c0 r0 d0 b1 q1 a1 c1 r1 d1
+  t0=$(cpu_ticks "${pid[$p]}") u0=$(cpu_ticks "$upstream") w0=$(date +%s%N)
+  read -r b0 q0 a0 c0 r0 d0 < <(cpus)
   case "$t" in
     h1-small | h1-large)
       local c=50 path=small
       [ "$t" = h1-large ] && c=8 path=large
-      out=$(taskset -c 0 wrk -t1 -c"$c" -d"${duration}s" --latency "$url/$path")
+      out=$( { time taskset -c 0 wrk -t1 -c"$c" -d"${duration}s" --latency "$url/$path"; } 2>loadgen.time)
       if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "$p $t: errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2; fi
       rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
       p50=$(ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
@@ -208,25 +208,34 @@ run() {  # run PROXY TEST ROUND
       local c=10 m=10 path=small
       [ "$t" = h2-large ] && c=4 m=2 path=large
       rm -f h2.log
-      out=$(taskset -c 0 h2load -c"$c" -m"$m" -D "$duration" --warm-up-time=1 --log-file=h2.log "$url/$path")
+      out=$( { time taskset -c 0 h2load -c"$c" -m"$m" -D "$duration" --warm-up-time=1 --log-file=h2.log "$url/$path"; } 2>loadgen.time)
       grep -q "h2" <<<"$(grep -i 'Application protocol' <<<"$out")" || echo "$p $t: not HTTP/2: $(grep -i 'protocol' <<<"$out")" >&2
       awk '/^requests:/ && ($10 != 0 || $12 != 0) {print "'"$p $t"': " $0; f=1} /^status codes:/ && ($5+$7+$9 != 0) {print "'"$p $t"': " $0}' <<<"$out" >&2
       rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")
       read -r p50 p99 < <(awk '$2 == 200' h2.log | h2_lat /dev/stdin)
       ;;
   esac
-  t1=$(cpu_ticks "${pid[$p]}") w1=$(date +%s%N)
-  read -r b1 a1 c1 d1 < <(cpus)
-  echo "$p $t $3 $rps $p50 $p99 $(( (t1 - t0) * 100 * 1000000000 / $(getconf CLK_TCK) / (w1 - w0) )) $(( (b1 - b0) * 100 / (a1 - a0) )) $(( (c1 - c0) * 100 / (d1 - d0) ))" >>"$results"
+  t1=$(cpu_ticks "${pid[$p]}") u1=$(cpu_ticks "$upstream") w1=$(date +%s%N)
+  read -r b1 q1 a1 c1 r1 d1 < <(cpus)
+  # Proxy CPU %, CPU 0 busy %, and the CPU others took (process time on both CPUs that was
+  # neither the proxy, the upstream nor the load generator), in % of one CPU: a noisy neighbour.
+  awk -v hz="$(getconf CLK_TCK)" -v wall="$(( w1 - w0 ))" -v proxy="$(( t1 - t0 ))" -v up="$(( u1 - u0 ))" \
+      -v busy0="$(( b1 - b0 + q1 - q0 ))" -v all0="$(( a1 - a0 ))" -v busy="$(( b1 - b0 + c1 - c0 ))" -v lg="$(tail -1 loadgen.time)" \
+      -v head="$p $t $3 $rps $p50 $p99" 'BEGIN {
+        split(lg, l, " "); secs = wall / 1e9
+        printf "%s %.1f %.1f %.1f\n", head, proxy / hz / secs * 100, busy0 * 100 / all0, (busy / hz - proxy / hz - up / hz - l[1] - l[2]) / secs * 100
+      }' >>"$results"
 }
 ciphers=""
 for p in "${proxies[@]}"; do
   ciphers+="$p: $(openssl s_client -connect "bench.example:${port[$p]}" -servername bench.example -alpn h2 </dev/null 2>/dev/null \
     | awk '/^New,/ {print $2, $NF}' | head -1); "
 done
+TIMEFORMAT='%U %S'  # `time`: the load generator's user and system CPU seconds
 for r in $(seq 1 "$rounds"); do
   for t in "${tests[@]}"; do
-    for p in "${proxies[@]}"; do run "$p" "$t" "$r"; done
+    # Each round starts with another proxy, so that none always runs first (or last).
+    for i in "${!proxies[@]}"; do run "${proxies[$(( (i + r - 1) % ${#proxies[@]} ))]}" "$t" "$r"; done
   done
 done
 
@@ -245,19 +254,20 @@ def ratio(a, b):
     return f"{a / b:.2f}×" if b else "-"
 print(f"Atoll's gateway, nginx and Caddy as TLS reverse proxies to one upstream; medians of {rounds} rounds of {duration} s, interleaved.")
 print(f"Each proxy alone on CPU 1 (one worker); load generator and upstream on CPU 0. Negotiated: {ciphers.strip().rstrip(';')}.")
-print("CPU µs/req: the proxy's CPU time (user + system) per request, whichever side was the bottleneck.")
+print("CPU µs/req: the proxy's CPU time (user + system) per request, whichever side was the bottleneck. Others: CPU time (% of one CPU) of")
+print("processes outside the benchmark during the runs (other builds on the machine); high values mean a noisy run.")
 print()
-print("| load | proxy | requests/s | p50 ms | p99 ms | CPU % proxy / CPU 0 | CPU µs/req | req/s vs nginx | req/s vs Caddy | p99 vs Caddy | CPU/req vs nginx |")
+print("| load | proxy | requests/s | p50 ms | p99 ms | CPU % proxy / CPU 0 / others | CPU µs/req | req/s vs nginx | req/s vs Caddy | p99 vs Caddy | CPU/req vs nginx |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for t in names:
     for p in proxies:
         if (p, t) not in med:
             continue
-        rps, p50, p99, cpu, cpu0, cpu1 = med[(p, t)]
+        rps, p50, p99, cpu, cpu0, others = med[(p, t)]
         us = statistics.median(x[3] * 1e4 / x[0] for x in data[(p, t)])
         n, c = med.get(("nginx", t)), med.get(("caddy", t))
         nus = statistics.median(x[3] * 1e4 / x[0] for x in data[("nginx", t)]) if n else 0
-        print(f"| {names[t]} | {p} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.0f} / {cpu0:.0f} | {us:,.0f} "
+        print(f"| {names[t]} | {p} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.0f} / {cpu0:.0f} / {others:.0f} | {us:,.0f} "
               f"| {ratio(rps, n[0]) if n else '-'} | {ratio(rps, c[0]) if c else '-'} | {ratio(p99, c[2]) if c else '-'} | {ratio(us, nus)} |")
 print()
 print("| proxy | RSS per 1000 idle TLS connections (MiB) |")
