@@ -12,11 +12,15 @@
 # - CPUs: every proxy is pinned to CPU 1; the upstream and the load generators share CPU 0.
 # - Load: wrk (HTTP/1.1, 1 thread; small: 50 connections, large: 8) and h2load (HTTP/2; small:
 #   10 connections x 10 streams, large: 4 x 2), DURATION seconds each (default 10); rounds
-#   alternate between the three proxies; medians of the rounds. Latency: p50/p99 of wrk's
-#   --latency and of h2load's per-request log, under that (saturating) load.
+#   alternate between the proxies (each round starting with another); medians of the rounds.
+#   Latency: p50/p99 of wrk's --latency and of h2load's per-request log, under that (saturating)
+#   load. Beside requests/s: the proxy's CPU time per request (from /proc, whichever side was
+#   the bottleneck), CPU 0's load, and the CPU that processes outside the benchmark took.
 # - Memory: 1000 TLS connections opened to each fresh proxy (handshake, one small request,
 #   then left idle); the RSS of the proxy's processes after, minus before.
 # Usage: sudo bench/gateway.sh [ROUNDS]   (default 3). Prints Markdown for BENCHMARKS.md.
+# PROXIES="atoll nginx" and TESTS="h1-small h2-small" pick a subset; ATOLL_BASE=path/to/another
+# bench_serve runs it beside the current one as `atoll-base` (before/after a change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
