@@ -32,7 +32,8 @@ packages=(
   lego            # ACME client, benchmark peer (bench/acme.sh)
   certbot python3-certbot-dns-rfc2136  # a real ACME client using a delegated TSIG key (tests/names.rs)
   dnsperf knot    # authoritative DNS benchmark, and its peer (bench/dns.sh)
-  nghttp2-client  # h2load: HTTP/2 abuse (rapid reset) against the gateway (crates/gateway)
+  nghttp2-client  # h2load: HTTP/2 abuse (rapid reset) against the gateway (crates/gateway); HTTP/2 benchmark
+  nginx caddy     # the gateway's benchmark peers, and the benchmark's upstream (bench/gateway.sh)
   libnss3-tools   # certutil: the browser in the gateway tests trusts pebble's root (tests/gateway.rs)
 )
 

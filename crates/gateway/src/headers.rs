@@ -7,18 +7,22 @@ use std::net::IpAddr;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1, and the
-/// non-standard ones proxies still see).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// non-standard ones proxies still see). Names made once, not parsed per request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes the hop-by-hop headers: the fixed ones and those `Connection` names. Returns the
 /// `Upgrade` value when `Connection` asked for an upgrade (the caller forwards it when it
@@ -41,7 +45,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     for n in named {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         headers.remove(n);
     }
     upgrade
@@ -67,25 +71,27 @@ pub struct Forwarding<'a> {
 /// whom to trust), `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and `Forwarded` gets
 /// one more element.
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    use std::fmt::Write;
     let ip = f.client.to_canonical();
-    let xff = match headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
-        prior if prior.is_empty() => ip.to_string(),
-        prior => format!("{}, {ip}", prior.join(", ")),
-    };
-    headers.remove("x-forwarded-for");
+    let mut xff = String::with_capacity(48);
+    for prior in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
+        xff.push_str(prior);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{ip}");
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(f.proto));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     if let Ok(v) = HeaderValue::from_str(f.host) {
-        headers.insert("x-forwarded-host", v);
+        headers.insert(X_FORWARDED_HOST, v);
     }
-    let element = forwarded_element(ip, f.proto, f.host);
-    let value = match headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
-        prior if prior.is_empty() => element,
-        prior => format!("{}, {element}", prior.join(", ")),
-    };
-    headers.remove(header::FORWARDED);
+    let mut value = String::with_capacity(64);
+    for prior in headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()) {
+        value.push_str(prior);
+        value.push_str(", ");
+    }
+    write_forwarded_element(&mut value, ip, f.proto, f.host);
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(header::FORWARDED, v);
     }
@@ -94,39 +100,47 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 /// One `Forwarded` element (RFC 7239 §4): IPv6 addresses bracketed and quoted, values that are
 /// not tokens quoted.
 pub fn forwarded_element(client: IpAddr, proto: &str, host: &str) -> String {
-    let for_ = match client {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    let mut out = String::new();
+    write_forwarded_element(&mut out, client, proto, host);
+    out
+}
+
+fn write_forwarded_element(out: &mut String, client: IpAddr, proto: &str, host: &str) {
+    use std::fmt::Write;
+    let _ = match client {
+        IpAddr::V4(v4) => write!(out, "for={v4}"),
+        IpAddr::V6(v6) => write!(out, "for=\"[{v6}]\""),
     };
-    format!("for={for_};proto={proto};host={}", quote_unless_token(host))
+    let _ = write!(out, ";proto={proto};host=");
+    if !host.is_empty() && host.chars().all(is_tchar) {
+        out.push_str(host);
+    } else {
+        out.push('"');
+        for c in host.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
 }
 
 fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-fn quote_unless_token(v: &str) -> String {
-    if !v.is_empty() && v.chars().all(is_tchar) {
-        v.to_owned()
-    } else {
-        let escaped: String = v.chars().flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] }).collect();
-        format!("\"{escaped}\"")
-    }
-}
-
 /// The host a request is for, without its port, lowercase, without a trailing dot: from the
 /// URI's authority (HTTP/2 `:authority`, absolute-form) or else the `Host` header.
 pub fn request_host(uri: &hyper::Uri, headers: &HeaderMap) -> Option<String> {
-    let raw = match uri.authority() {
-        Some(a) => a.host().to_owned(),
-        None => {
-            let h = headers.get(header::HOST)?.to_str().ok()?;
-            let a: hyper::http::uri::Authority = h.parse().ok()?;
-            a.host().to_owned()
-        }
+    let host = |a: &hyper::http::uri::Authority| {
+        let h = a.host().trim_end_matches('.');
+        (!h.is_empty()).then(|| h.to_ascii_lowercase())
     };
-    let host = raw.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    match uri.authority() {
+        Some(a) => host(a),
+        None => host(&headers.get(header::HOST)?.to_str().ok()?.parse().ok()?),
+    }
 }
 
 /// The `Host` (with its port, if any) as the client sent it, for the upstream's `Host` header.
@@ -242,12 +256,12 @@ mod tests {
         fn no_hop_by_hop_header_survives(names in proptest::collection::vec("[a-z][a-z0-9-]{0,8}", 0..6)) {
             let mut h = HeaderMap::new();
             h.insert(header::CONNECTION, HeaderValue::from_str(&names.join(", ")).unwrap());
-            for n in names.iter().chain(HOP_BY_HOP.iter().map(|s| s.to_string()).collect::<Vec<_>>().iter()) {
+            for n in names.iter().cloned().chain(HOP_BY_HOP.iter().map(|n| n.as_str().to_owned())) {
                 h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("v"));
             }
             h.insert("x-kept-header", HeaderValue::from_static("v"));
             strip_hop_by_hop(&mut h);
-            for n in names.iter().map(String::as_str).chain(HOP_BY_HOP) {
+            for n in names.iter().map(String::as_str).chain(HOP_BY_HOP.iter().map(HeaderName::as_str)) {
                 proptest::prop_assert!(h.get(n).is_none() || n == "x-kept-header");
             }
             proptest::prop_assert!(h.get("x-kept-header").is_some() || names.iter().any(|n| n == "x-kept-header"));

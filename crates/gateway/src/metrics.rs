@@ -188,8 +188,16 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
     s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
+/// Whether anyone listens to the access log (else no line is made).
+pub(crate) fn access_log_enabled() -> bool {
+    tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO)
+}
+
 impl AccessRecord {
     pub(crate) fn log(&self) {
+        if !access_log_enabled() {
+            return;
+        }
         if let Ok(line) = serde_json::to_string(self) {
             tracing::info!(target: ACCESS_LOG_TARGET, "{line}");
         }

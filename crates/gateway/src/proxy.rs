@@ -18,7 +18,7 @@ use crate::body::{Counted, KeepUnfinished, Parking, ProxyBody, boxed};
 use crate::config::RouteKind;
 use crate::headers::{self, Forwarding};
 use crate::limits::InFlight;
-use crate::metrics::{AccessRecord, UpstreamError, now_rfc3339};
+use crate::metrics::{AccessRecord, UpstreamError, access_log_enabled, now_rfc3339};
 use crate::pages::error_page;
 use crate::routes::candidates;
 use crate::server::Shared;
@@ -48,14 +48,14 @@ impl Log {
         let bytes_out = Arc::new(AtomicU64::new(0));
         let (parts, body) = resp.into_parts();
         let out = bytes_out.clone();
-        let metrics = shared.metrics.clone();
+        let shared = shared.clone(); // (one Arc, where the metrics are eight)
         let body = Counted::new(body, bytes_out).on_drop(move || {
             let Log { mut rec, start, bytes_in, in_flight, parking } = self;
             parking.response_done();
             rec.bytes_in = bytes_in.load(Ordering::Relaxed);
             rec.bytes_out = out.load(Ordering::Relaxed);
             rec.duration = start.elapsed();
-            metrics.finished(&rec);
+            shared.metrics.finished(&rec);
             rec.log();
             drop(in_flight);
         });
@@ -64,18 +64,19 @@ impl Log {
 }
 
 /// Serves one request that arrived on the HTTPS listener.
-pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
     let parking = Parking::default();
     let mut req = req.map(|b| KeepUnfinished::new(b, parking.clone()));
     let host = headers::request_host(req.uri(), req.headers());
     let mut log = Log {
         rec: AccessRecord {
-            time: now_rfc3339(),
+            // Only the access log shows it: not made when no one reads the log.
+            time: if access_log_enabled() { now_rfc3339() } else { String::new() },
             client: conn.client.ip().to_canonical(),
             method: req.method().to_string(),
             host: host.clone().unwrap_or_default(),
             path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned(),
-            version: format!("{:?}", req.version()),
+            version: version_name(req.version()).to_owned(),
             status: 0,
             route: "-".into(),
             upstream: None,
@@ -169,8 +170,12 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
     let bodiless = hyper::body::Body::is_end_stream(&body);
     headers::length_follows_body(&mut parts.headers, hyper::body::Body::size_hint(&body));
     let body = Counted::new(body, log.bytes_in.clone()).limit(http.max_body, exceeded.clone());
-    // A bodiless idempotent request may be sent again after a failure.
-    let replay = (bodiless && headers::idempotent(&parts.method)).then(|| {
+    let order = candidates(&http.upstreams, shared.turn.fetch_add(1, Ordering::Relaxed), |a| shared.pool.is_suspect(a));
+    if order.is_empty() {
+        fail!(StatusCode::SERVICE_UNAVAILABLE, format!("No healthy replica: every replica behind {host} is failing its health check."))
+    }
+    // A bodiless idempotent request may be sent again after a failure, to another upstream.
+    let replay = (order.len() > 1 && bodiless && headers::idempotent(&parts.method)).then(|| {
         let mut r = Request::new(());
         *r.method_mut() = parts.method.clone();
         *r.uri_mut() = parts.uri.clone();
@@ -179,10 +184,6 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
     });
     let upstream_req = Request::from_parts(parts, boxed(body));
 
-    let order = candidates(&http.upstreams, shared.turn.fetch_add(1, Ordering::Relaxed), |a| shared.pool.is_suspect(a));
-    if order.is_empty() {
-        fail!(StatusCode::SERVICE_UNAVAILABLE, format!("No healthy replica: every replica behind {host} is failing its health check."))
-    }
     let connect_timeout = snapshot.config.limits.upstream_connect_timeout.min(http.timeout);
     let sent = tokio::time::timeout(http.timeout, send(&shared, &log.rec.route, &order, upstream_req, replay, connect_timeout)).await;
     let (addr, resp) = match sent {
@@ -220,6 +221,18 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>,
     let tunnel_guard = log.in_flight.another();
     let resp = respond(resp, client_upgrade, extended_connect, tunnel_guard);
     log.finish(&shared, resp)
+}
+
+/// The HTTP version as the access log writes it.
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
 }
 
 /// Whether a request for `host` may use a connection opened with SNI `sni`: the same name, or a

@@ -307,6 +307,8 @@ where
 {
     let activity = Arc::new(Activity::default());
     let client = info.client;
+    // Shared by the connection's requests (a clone per request would copy the SNI).
+    let info = Arc::new(info);
     let io = TokioIo::new(io);
     let svc = {
         let shared = shared.clone();
@@ -315,7 +317,9 @@ where
             let shared = shared.clone();
             let info = info.clone();
             let in_flight = activity.request();
-            async move {
+            // Boxed: the request's future (~4 KiB) is moved by hyper (into a task per HTTP/2
+            // stream); a pointer moves cheaper.
+            Box::pin(async move {
                 let resp: Response<ProxyBody> = if info.tls_sni.is_some() {
                     proxy::handle(shared, info, req, in_flight).await
                 } else {
@@ -324,7 +328,7 @@ where
                     crate::pages::redirect(host.as_deref(), req.uri().path_and_query().map_or("/", |p| p.as_str()), shared.https_port)
                 };
                 Ok::<_, Infallible>(resp)
-            }
+            })
         })
     };
     let b = builder(limits);

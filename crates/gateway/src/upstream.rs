@@ -67,9 +67,11 @@ impl Pool {
     fn put(&self, addr: SocketAddr, tx: SendRequest<ProxyBody>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(addr).or_default();
-        list.retain(|(since, tx)| since.elapsed() < IDLE && !tx.is_closed());
+        // One clock read for the whole list (this runs once per request).
+        let now = Instant::now();
+        list.retain(|(since, tx)| now.duration_since(*since) < IDLE && !tx.is_closed());
         if list.len() < MAX_IDLE_PER_UPSTREAM {
-            list.push((Instant::now(), tx));
+            list.push((now, tx));
         }
     }
 

@@ -124,6 +124,8 @@ pub fn build(
             if here {
                 continue;
             }
+            // The gateway's own ports are routed by host name, not forwarded whole.
+            let own = p.transport == Transport::Tcp && crate::write::GATEWAY_PORTS.contains(&p.host_port);
             let backends = backends(island, records, &full, p.container_port, p.transport);
             let ups = upstreams(&backends);
             let kind = match p.transport {
@@ -131,6 +133,9 @@ pub fn build(
                 Transport::Udp => RouteKind::Udp { listen_port: p.host_port, upstreams: ups },
             };
             let route = Route { hosts: vec![], kind };
+            let error = own.then(|| {
+                format!("port {} is the gateway's own: give the service an atoll.http.host label to be served there by name", p.host_port)
+            });
             let plan = RoutePlan {
                 name: format!("{full}:{}/{}", p.host_port, p.transport.as_str()),
                 origin: Origin::Ports,
@@ -141,9 +146,9 @@ pub fn build(
                 port: p.container_port,
                 label: route.label(),
                 backends,
-                error: None,
+                error,
             };
-            plans.push((plan, Some(route)));
+            plans.push((plan, (!own).then_some(route)));
         }
     }
 

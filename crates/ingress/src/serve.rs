@@ -1,7 +1,9 @@
-//! The gateway on this member while it is public: [`Ingress::tick`] builds the configuration
-//! from this member's replica at each look (certificates opened with the island's data key),
-//! hands it to the running gateway (which changes routes without closing a connection), starts
-//! the gateway when this member becomes public and stops it when it no longer is, and reports
+//! The gateway on this member while it is public and the island has a route: [`Ingress::tick`]
+//! builds the configuration from this member's replica at each look (certificates opened with
+//! the island's data key), hands it to the running gateway (which changes routes without
+//! closing a connection), starts the gateway when this member becomes public and there is a
+//! route to serve, and stops it when either ends (so a public member without routes leaves
+//! ports 80 and 443 to its own programs), and reports
 //! the traffic every few seconds in `observed/gateway/<member id>` for `atoll gateway ls`.
 
 use std::collections::BTreeMap;
@@ -97,6 +99,16 @@ impl Ingress {
         let (records, names) = m.replica().with(|ks| Ok::<_, atoll_state::desired::DecodeError>((Records::read(ks)?, Names::read(ks)?)))?;
         let certs = open_certificates(&names, r.key.as_ref());
         let (config, _) = crate::config::build(&m.state(), &records, Some(m.id()), certs, Limits::default());
+        // Nothing to serve: the ports stay free for the host's own programs (a user's reverse
+        // proxy publishing 80 and 443 on a public member keeps working until a route exists).
+        if config.routes.is_empty() {
+            if r.gateway.take().is_some() {
+                tracing::info!("no route left: the gateway stops");
+            }
+            r.failed = None;
+            self.report(m, &mut r).await;
+            return Ok(());
+        }
         self.config.send_if_modified(|c| {
             let changed = *c != config;
             if changed {

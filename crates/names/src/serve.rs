@@ -23,7 +23,12 @@ pub fn zone_spec(z: &Zone, content: &zone::ZoneContent, origin: &Name) -> ZoneSp
         origin: origin.clone(),
         serial: z.serial,
         nameservers: content.nameservers.iter().map(|(n, addrs)| Nameserver { name: format!("{n}."), addrs: addrs.clone() }).collect(),
-        hostmaster: z.email.clone().unwrap_or_else(|| format!("hostmaster.{}.", z.domain)),
+        // A contact the SOA cannot spell (a dot in its local part) gives way to hostmaster@.
+        hostmaster: z
+            .email
+            .clone()
+            .filter(|e| atoll_dns::rname(origin, e).is_some())
+            .unwrap_or_else(|| format!("hostmaster.{}.", z.domain)),
         records: vec![],
         secondaries: z.secondaries.iter().filter_map(|s| s.parse().ok()).collect(),
         transfer_key: z.transfer_key.as_ref().and_then(|k| Name::from_ascii(format!("{k}.")).ok()),

@@ -155,7 +155,11 @@ fn port_routes_and_a_route_to_a_service_not_deployed() {
 fn published_ports_are_served_by_every_public_host_but_one_running_a_replica_that_publishes_them() {
     let mut r = Records::default();
     let mut mail = service("mail", "smtp", json!({}));
-    mail.spec["publish"] = json!([{"host_port": 25, "container_port": 2525}, {"host_port": 5353, "container_port": 53, "protocol": "udp"}]);
+    mail.spec["publish"] = json!([
+        {"host_port": 25, "container_port": 2525},
+        {"host_port": 5353, "container_port": 53, "protocol": "udp"},
+        {"host_port": 443, "container_port": 8443}
+    ]);
     r.services.push((mail, 1));
     replica(&mut r, "mail_smtp", "1", "b2", None, &[("2525/tcp", 30800), ("53/udp", 30801)]);
     let (config, plans) = build(&island(), &r, Some("a1"), vec![], Limits::default());
@@ -163,6 +167,8 @@ fn published_ports_are_served_by_every_public_host_but_one_running_a_replica_tha
     assert_eq!(config.routes[0].upstreams(), [Upstream { addr: "10.42.0.2:30800".parse().unwrap(), healthy: true }]);
     assert_eq!(plans[0].name, "mail_smtp:25/tcp");
     assert_eq!(plans[0].origin, Origin::Ports);
+    let https = plans.iter().find(|p| p.listen_port == Some(443)).unwrap();
+    assert!(https.error.as_deref().unwrap().contains("the gateway's own"), "{https:?}");
     // On the member running the replica, its own published port serves.
     let (config, _) = build(&island(), &r, Some("b2"), vec![], Limits::default());
     assert!(config.routes.is_empty(), "{:?}", config.routes);
