@@ -43,6 +43,8 @@ pub struct AppState {
     pub island: crate::island::IslandSlot,
     /// The gateway, which runs while this member is public.
     pub ingress: Arc<atoll_ingress::serve::Ingress>,
+    /// The bundles this host runs, or why they cannot run here.
+    pub bundles: Result<Arc<atoll_bundles::Bundles>, String>,
 }
 
 type St = State<Arc<AppState>>;
@@ -84,6 +86,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -246,6 +249,10 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::names::certificate, crate::names::remove_certificate))
         .routes(routes!(crate::gateway::list_routes, crate::gateway::add_route))
         .routes(routes!(crate::gateway::remove_route))
+        .routes(routes!(crate::bundles::list_allowed, crate::bundles::allow))
+        .routes(routes!(crate::bundles::disallow))
+        .routes(routes!(crate::bundles::list, crate::bundles::run))
+        .routes(routes!(crate::bundles::inspect, crate::bundles::remove))
 }
 
 /// The dashboard's login link (with the token); 404 when the dashboard is off.

@@ -147,6 +147,9 @@ pub enum Command {
     /// The HTTPS gateway on the public hosts: its routes (`gateway ls`, `gateway route add|rm`).
     #[command(subcommand)]
     Gateway(crate::gateway::GatewayCommand),
+    /// Bundles: code people publish on their ATProto PDS, run here (`bundle publish|allow|run|ls`).
+    #[command(subcommand)]
+    Bundle(crate::bundles::BundleCommand),
     /// (internal) Supervise one container; started by the daemon.
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -457,6 +460,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dns(c) => return crate::names::dns(&client, c).await,
         Command::Cert(c) => return crate::names::cert(&client, c).await,
         Command::Gateway(c) => return crate::gateway::gateway(&client, c).await,
+        Command::Bundle(c) => return crate::bundles::bundle(&client, c).await,
         Command::Shim(_) => unreachable!("handled before the async runtime starts"),
     }
     Ok(ExitCode::SUCCESS)

@@ -73,6 +73,17 @@ pub struct DaemonArgs {
     /// TCP and UDP routes listen on its address.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:443")]
     pub gateway_https: std::net::SocketAddr,
+    /// The PLC directory `did:plc` identities are resolved against (bundles).
+    #[arg(long, value_name = "URL", default_value = atoll_atproto::DEFAULT_PLC_URL)]
+    pub plc_url: String,
+    /// The DNS server for ATProto handles (`_atproto` TXT) and PDS host names [default: the
+    /// host's resolver].
+    #[arg(long, value_name = "IP:PORT", hide = true)]
+    pub atproto_nameserver: Option<std::net::SocketAddr>,
+    /// Tests only: allow plain http to PDSes, the PLC directory and well-known lookups, made
+    /// on this port.
+    #[arg(long, value_name = "PORT", hide = true)]
+    pub atproto_insecure_http_port: Option<u16>,
 }
 
 /// A duration as Go writes them (`90s`, `12h`), or whole days (`7d`).
@@ -270,6 +281,17 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
             None
         }
     };
+    let atproto = atoll_atproto::Config {
+        plc_url: args.plc_url.clone(),
+        nameserver: args.atproto_nameserver,
+        insecure_http_port: args.atproto_insecure_http_port,
+        ..Default::default()
+    };
+    let bundles = atoll_bundles::Bundles::open(&data_dir, atproto).await.map_err(|e| {
+        let why = crate::output::chain(&anyhow::Error::new(e));
+        tracing::error!(error = %why, "bundles cannot run on this host");
+        why
+    });
     let listener = bind_socket(&socket).await?;
     let state = Arc::new(AppState {
         images,
@@ -283,6 +305,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         web_login: std::sync::Mutex::new(None),
         island: atoll_api::island::IslandSlot { config: Some(island_config), manager: tokio::sync::RwLock::new(island) },
         ingress: Arc::new(atoll_ingress::serve::Ingress::new(args.gateway_http, args.gateway_https)),
+        bundles,
     });
     // An island whose Raft store turns out to be from before a recovery asks to be opened
     // again (it re-syncs).

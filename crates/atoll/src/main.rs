@@ -2,6 +2,7 @@
 //! the library crates, and printing.
 #![forbid(unsafe_code)]
 
+mod bundles;
 mod cli;
 mod compose;
 mod containers;

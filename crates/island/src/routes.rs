@@ -41,6 +41,7 @@ impl From<IslandError> for Refusal {
                 atoll_util::ErrorKind::NotFound => StatusCode::NOT_FOUND,
                 atoll_util::ErrorKind::Conflict => StatusCode::CONFLICT,
                 atoll_util::ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+                atoll_util::ErrorKind::Forbidden => StatusCode::FORBIDDEN,
                 atoll_util::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
         };

@@ -179,6 +179,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state (in use, ambiguous).
     Conflict,
+    /// The request is understood and refused (a bundle by an author this host does not allow).
+    Forbidden,
     /// A registry failed or refused.
     Upstream,
     /// Atoll's own fault (disk, bugs).

@@ -1,0 +1,104 @@
+//! Bundle routes (issue 18): the authors this host runs bundles of, and the bundles it runs
+//! (`atoll bundle allow|run|ls|inspect|rm`), over [`atoll_bundles::Bundles`].
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use atoll_bundles::{Allowed, BundleError, BundleView, Bundles};
+
+use crate::server::{ApiError, AppState};
+use crate::types::ErrorBody;
+
+type St = State<Arc<AppState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+impl From<BundleError> for ApiError {
+    fn from(e: BundleError) -> Self {
+        Self::of_kind(e.kind(), &e)
+    }
+}
+
+fn bundles(s: &AppState) -> ApiResult<Arc<Bundles>> {
+    s.bundles.clone().map_err(|why| ApiError::of_kind(atoll_util::ErrorKind::Internal, &BundleError::Invalid(format!("bundles are unavailable on this host: {why}"))))
+}
+
+/// An author to allow: a DID (`did:plc:…`, `did:web:…`) or a handle.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRequest {
+    #[schema(min_length = 1, max_length = 2048)]
+    pub who: String,
+}
+
+/// A bundle to run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// `at://AUTHORITY/COLLECTION/RKEY` (`dev.atoll.bundle` or `at.functions.metadata`).
+    #[schema(min_length = 1, max_length = 2048)]
+    pub uri: String,
+    /// The name it runs under here [default: its manifest's name].
+    #[serde(default)]
+    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
+    pub name: Option<String>,
+}
+
+/// The authors whose bundles this host runs.
+#[utoipa::path(get, path = "/v1/bundle-authors", tag = "bundles", responses((status = 200, body = Vec<Allowed>), (status = 500, body = ErrorBody)))]
+pub async fn list_allowed(State(s): St) -> ApiResult<Json<Vec<Allowed>>> {
+    Ok(Json(bundles(&s)?.allowed()?))
+}
+
+/// Allows an author's bundles: the DID or handle is resolved and checked both ways first.
+#[utoipa::path(post, path = "/v1/bundle-authors", tag = "bundles", request_body = AllowRequest,
+    responses((status = 200, body = Allowed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn allow(State(s): St, body: Result<Json<AllowRequest>, JsonRejection>) -> ApiResult<Json<Allowed>> {
+    let Json(req) = body?;
+    Ok(Json(bundles(&s)?.allow(&req.who).await?))
+}
+
+/// Stops allowing an author (its bundles running here keep running).
+#[utoipa::path(delete, path = "/v1/bundle-authors/{who}", tag = "bundles", params(("who" = String, Path, description = "A DID or handle")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub async fn disallow(State(s): St, Path(who): Path<String>) -> ApiResult<StatusCode> {
+    bundles(&s)?.disallow(&who)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The bundles this host runs.
+#[utoipa::path(get, path = "/v1/bundles", tag = "bundles", responses((status = 200, body = Vec<BundleView>), (status = 500, body = ErrorBody)))]
+pub async fn list(State(s): St) -> ApiResult<Json<Vec<BundleView>>> {
+    Ok(Json(bundles(&s)?.list().await?))
+}
+
+/// Fetches a bundle from its author's PDS (its code checked against its CID) and runs it.
+#[utoipa::path(post, path = "/v1/bundles", tag = "bundles", request_body = RunRequest,
+    responses((status = 200, body = BundleView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn run(State(s): St, body: Result<Json<RunRequest>, JsonRejection>) -> ApiResult<Json<BundleView>> {
+    let Json(req) = body?;
+    Ok(Json(bundles(&s)?.run(&req.uri, req.name.as_deref()).await?))
+}
+
+/// One bundle: where it comes from, its version and routes, and where they answer here.
+#[utoipa::path(get, path = "/v1/bundles/{name}", tag = "bundles", params(("name" = String, Path)),
+    responses((status = 200, body = BundleView), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub async fn inspect(State(s): St, Path(name): Path<String>) -> ApiResult<Json<BundleView>> {
+    Ok(Json(bundles(&s)?.inspect(&name).await?))
+}
+
+/// Stops a bundle and forgets it.
+#[utoipa::path(delete, path = "/v1/bundles/{name}", tag = "bundles", params(("name" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub async fn remove(State(s): St, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    bundles(&s)?.remove(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

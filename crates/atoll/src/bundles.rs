@@ -1,0 +1,145 @@
+//! `atoll bundle …`: publish a bundle to one's own PDS (this process talks to the PDS
+//! directly), and allow, run, list, inspect and remove bundles on this host (through the
+//! daemon).
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use hyper::Method;
+
+use atoll_api::bundles::{AllowRequest, RunRequest};
+use atoll_api::client::{Client, q};
+use atoll_bundles::{Allowed, BundleView};
+
+use crate::output::{listing, print_json};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BundleCommand {
+    /// Publish the bundle in DIR (`bundle.json` and its code) to your PDS; prints its at:// URI.
+    Publish {
+        dir: PathBuf,
+        /// Your PDS (`https://bsky.social`, or your own).
+        #[arg(long, value_name = "URL")]
+        pds: String,
+        /// Your handle or DID.
+        #[arg(long, value_name = "HANDLE")]
+        identifier: String,
+        /// Read the app password from standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Tests only: allow a plain-http PDS on this port.
+        #[arg(long, value_name = "PORT", hide = true)]
+        insecure_http_port: Option<u16>,
+    },
+    /// Run bundles by an author (a DID, or a handle checked both ways) on this host.
+    Allow {
+        who: Option<String>,
+        /// List the authors allowed.
+        #[arg(long, conflicts_with = "who")]
+        list: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop allowing an author (its bundles running here keep running).
+    Disallow { who: String },
+    /// Fetch the bundle at AT-URI from its author's PDS and run it here.
+    Run {
+        uri: String,
+        /// The name it runs under here [default: its manifest's].
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the bundles this host runs.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One bundle: its source, version, routes and where they answer.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop bundles and forget them.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn text(b: &BundleView) -> String {
+    let mut out = format!(
+        "Name:     {}\nSource:   {}\nAuthor:   {}{}\nVersion:  {}\nRuntime:  {}\nState:    {}\nURL:      {}\nCode:     {}\nRoutes:\n",
+        b.name,
+        b.uri,
+        b.did,
+        b.handle.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(),
+        b.version,
+        b.runtime,
+        b.state,
+        b.url.as_deref().unwrap_or("-"),
+        b.code_cid.as_deref().unwrap_or("-"),
+    );
+    for r in &b.routes {
+        out.push_str(&format!("  {r}\n"));
+    }
+    out
+}
+
+pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BundleCommand::Publish { dir, pds, identifier, password_stdin: _, insecure_http_port } => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password).context("reading the app password from standard input")?;
+            let bundle = atoll_runner::dir::read(&dir).with_context(|| format!("reading the bundle in {}", dir.display()))?;
+            let config = atoll_atproto::Config { insecure_http_port, ..Default::default() };
+            let at = atoll_atproto::Client::new(config).context("setting up the ATProto client")?;
+            let session = at.create_session(&pds, &identifier, password.trim()).await.with_context(|| format!("logging in to {pds} as {identifier}"))?;
+            let code = bundle.code.as_ref().map(|(b, mime)| (b.clone(), *mime));
+            let (uri, cid) = at.publish_bundle(&session, &bundle.manifest, code).await.context("publishing the bundle")?;
+            eprintln!("Published {} {} (record {cid})", bundle.manifest.name, bundle.manifest.version);
+            println!("{uri}");
+        }
+        BundleCommand::Allow { who: Some(who), json, .. } => {
+            let a: Allowed = client.json(Method::POST, "/v1/bundle-authors", Some(&AllowRequest { who })).await?;
+            if json {
+                print_json(&a)?;
+            } else {
+                println!("Allowed {}{}", a.did, a.handle.map(|h| format!(" ({h})")).unwrap_or_default());
+            }
+        }
+        BundleCommand::Allow { who: None, json, .. } => {
+            let row = |a: &Allowed| vec![a.did.clone(), a.handle.clone().unwrap_or_else(|| "-".into())];
+            listing(client, "/v1/bundle-authors", json, &["DID", "HANDLE"], row).await?;
+        }
+        BundleCommand::Disallow { who } => {
+            client.call(Method::DELETE, &format!("/v1/bundle-authors/{}", q(&who)), None::<&()>).await?;
+            println!("Disallowed {who}");
+        }
+        BundleCommand::Run { uri, name, json } => {
+            let b: BundleView = client.json(Method::POST, "/v1/bundles", Some(&RunRequest { uri, name })).await?;
+            if json { print_json(&b)? } else { print!("{}", text(&b)) }
+        }
+        BundleCommand::Ls { json } => {
+            let row = |b: &BundleView| {
+                vec![b.name.clone(), b.version.clone(), b.runtime.clone(), b.handle.clone().unwrap_or_else(|| b.did.clone()), b.state.clone(), b.url.clone().unwrap_or_default()]
+            };
+            listing(client, "/v1/bundles", json, &["NAME", "VERSION", "RUNTIME", "AUTHOR", "STATE", "URL"], row).await?;
+        }
+        BundleCommand::Inspect { name, json } => {
+            let b: BundleView = client.json(Method::GET, &format!("/v1/bundles/{}", q(&name)), None::<&()>).await?;
+            if json { print_json(&b)? } else { print!("{}", text(&b)) }
+        }
+        BundleCommand::Rm { names } => {
+            let call = async |n: &str| client.call(Method::DELETE, &format!("/v1/bundles/{}", q(n)), None::<&()>).await;
+            return crate::cli::for_each(&names, call, |n, _| println!("Removed {n}")).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
