@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   ca-certificates curl openssl
+  binutils        # strip: test images carry a stripped netcheck (crates/testkit)
   busybox-static  # a real static userland for test and demo images
   docker-registry # a real registry v2 for tests and the demo
   skopeo          # pushes test images into that registry; benchmark peer

@@ -114,7 +114,7 @@ impl LayerBuilder {
     /// test (`cargo test --workspace` builds it).
     pub fn netcheck(self) -> Self {
         match netcheck_binary() {
-            Some(p) => self.exe("bin/netcheck", &std::fs::read(p).unwrap()),
+            Some(p) => self.exe("bin/netcheck", stripped(&p)),
             None => self,
         }
     }
@@ -140,6 +140,20 @@ impl LayerBuilder {
     pub fn build(self, compression: Compression) -> Layer {
         Layer { tar: self.tar.into_inner().unwrap(), compression }
     }
+}
+
+/// `path`'s bytes without debug information (binutils' `strip`), read once per process: a
+/// debug build of `netcheck` is 48 MB, nearly all of it debug information, and every busybox
+/// test image carries it (the full-disk tests' 48 MiB data dir could not pull one).
+fn stripped(path: &std::path::Path) -> &'static [u8] {
+    static STRIPPED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    STRIPPED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("netcheck");
+        let status = std::process::Command::new(crate::require("strip")).arg("-o").arg(&out).arg(path).status().unwrap();
+        assert!(status.success(), "strip {} failed", path.display());
+        std::fs::read(&out).unwrap()
+    })
 }
 
 /// The `netcheck` binary of this build (target/debug/netcheck), if built.
