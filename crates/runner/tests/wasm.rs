@@ -88,6 +88,7 @@ async fn route_params_and_cgi_variables_reach_the_module() {
         .header("host", "t.example:8080")
         .header("x-test", "yes")
         .header("authorization", "Bearer not-for-the-bundle")
+        .extension(atoll_runner::ClientAddr("192.0.2.7:5555".parse().unwrap()))
         .body(Bytes::from_static(b"12345"))
         .unwrap();
     let r = b.handle(req).await.unwrap();
@@ -104,6 +105,7 @@ async fn route_params_and_cgi_variables_reach_the_module() {
         ("HTTP_X_TEST", "yes"),
         ("X_MATCHED_ROUTE", "/users/:id/*"),
         ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REMOTE_ADDR", "192.0.2.7"),
     ] {
         assert_eq!(env.get(k).map(String::as_str), Some(v), "{k} in {env:?}");
     }
@@ -301,6 +303,17 @@ async fn hostile_modules_are_refused_at_load_with_clear_errors() {
     deno.runtime = atoll_atproto::bundle::Runtime::Deno;
     let e = load_with(Policy::default(), code, &deno, Grants::default()).await.unwrap_err();
     assert!(matches!(e, LoadError::NotWasm { runtime: "deno", .. }), "{e}");
+}
+
+/// The daemon awaits `handle` inside axum handlers and shares bundles between tasks.
+#[test]
+fn bundles_and_their_requests_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b = rt.block_on(load(wat("wagi.wat"), json!({"routes": routes(&["_start"])})));
+    send_sync(&b);
+    send(b.handle(get("/_start")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
