@@ -364,4 +364,28 @@ async fn at_functions_pure_v1_take_and_give_json() {
     with_imports.code = manifest(&wagi, json!({})).code;
     let e = load_with(Policy::default(), wagi, &with_imports, Grants::default()).await.unwrap_err();
     assert!(matches!(e, LoadError::PureImports { .. }), "{e}");
+
+    // Hostile pure-v1 functions: pointers and lengths outside their memory or past the cap.
+    let hostile = |alloc: &str, run: &str| {
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "alloc") (param i32) (result i32) {alloc})
+                 (func (export "run") (param i32 i32) (result i64) {run}))"#
+        ))
+        .unwrap()
+    };
+    let cases = [
+        (hostile("i32.const 65530", "i64.const 0"), "`alloc(11)` returned 65530, outside the function's memory"),
+        (hostile("i32.const 0", "i64.const 0x0001000000000010"), "(16 bytes at 65536) lies outside the function's memory"),
+        (hostile("i32.const 0", "i64.const -1"), "more than 16777216 bytes of output"),
+        (hostile("i32.const 0", "i64.const 4"), "is not JSON"),
+    ];
+    for (code, want) in cases {
+        let mut pm = m.clone();
+        pm.code = manifest(&code, json!({})).code;
+        let b = load_with(Policy::default(), Bytes::from(code), &pm, Grants::default()).await.unwrap();
+        let e = b.handle(Request::post("/").body(Bytes::from_static(br#"{"a":[1,2]}"#)).unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains(want), "{want}: {e}");
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    }
 }
