@@ -88,6 +88,7 @@ async fn route_params_and_cgi_variables_reach_the_module() {
         .header("host", "t.example:8080")
         .header("x-test", "yes")
         .header("authorization", "Bearer not-for-the-bundle")
+        .extension(atoll_runner::ClientAddr("192.0.2.7:5555".parse().unwrap()))
         .body(Bytes::from_static(b"12345"))
         .unwrap();
     let r = b.handle(req).await.unwrap();
@@ -104,6 +105,7 @@ async fn route_params_and_cgi_variables_reach_the_module() {
         ("HTTP_X_TEST", "yes"),
         ("X_MATCHED_ROUTE", "/users/:id/*"),
         ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REMOTE_ADDR", "192.0.2.7"),
     ] {
         assert_eq!(env.get(k).map(String::as_str), Some(v), "{k} in {env:?}");
     }
@@ -303,6 +305,17 @@ async fn hostile_modules_are_refused_at_load_with_clear_errors() {
     assert!(matches!(e, LoadError::NotWasm { runtime: "deno", .. }), "{e}");
 }
 
+/// The daemon awaits `handle` inside axum handlers and shares bundles between tasks.
+#[test]
+fn bundles_and_their_requests_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b = rt.block_on(load(wat("wagi.wat"), json!({"routes": routes(&["_start"])})));
+    send_sync(&b);
+    send(b.handle(get("/_start")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_each_get_their_own_instance() {
     let b = Arc::new(load(wat("wagi.wat"), json!({"routes": routes(&["echo", "spin"]), "limits": {"cpuMsPerRequest": 100}})).await);
@@ -351,4 +364,28 @@ async fn at_functions_pure_v1_take_and_give_json() {
     with_imports.code = manifest(&wagi, json!({})).code;
     let e = load_with(Policy::default(), wagi, &with_imports, Grants::default()).await.unwrap_err();
     assert!(matches!(e, LoadError::PureImports { .. }), "{e}");
+
+    // Hostile pure-v1 functions: pointers and lengths outside their memory or past the cap.
+    let hostile = |alloc: &str, run: &str| {
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "alloc") (param i32) (result i32) {alloc})
+                 (func (export "run") (param i32 i32) (result i64) {run}))"#
+        ))
+        .unwrap()
+    };
+    let cases = [
+        (hostile("i32.const 65530", "i64.const 0"), "`alloc(11)` returned 65530, outside the function's memory"),
+        (hostile("i32.const 0", "i64.const 0x0001000000000010"), "(16 bytes at 65536) lies outside the function's memory"),
+        (hostile("i32.const 0", "i64.const -1"), "more than 16777216 bytes of output"),
+        (hostile("i32.const 0", "i64.const 4"), "is not JSON"),
+    ];
+    for (code, want) in cases {
+        let mut pm = m.clone();
+        pm.code = manifest(&code, json!({})).code;
+        let b = load_with(Policy::default(), Bytes::from(code), &pm, Grants::default()).await.unwrap();
+        let e = b.handle(Request::post("/").body(Bytes::from_static(br#"{"a":[1,2]}"#)).unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains(want), "{want}: {e}");
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    }
 }
