@@ -25,7 +25,9 @@ impl From<BundleError> for ApiError {
 }
 
 fn bundles(s: &AppState) -> ApiResult<Arc<Bundles>> {
-    s.bundles.clone().map_err(|why| ApiError::of_kind(atoll_util::ErrorKind::Internal, &BundleError::Invalid(format!("bundles are unavailable on this host: {why}"))))
+    s.bundles.clone().map_err(|why| {
+        ApiError::of_kind(atoll_util::ErrorKind::Internal, &BundleError::Invalid(format!("bundles are unavailable on this host: {why}")))
+    })
 }
 
 /// An author to allow: a DID (`did:plc:…`, `did:web:…`) or a handle.

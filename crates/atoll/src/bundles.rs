@@ -100,7 +100,10 @@ pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitC
             let bundle = atoll_runner::dir::read(&dir).with_context(|| format!("reading the bundle in {}", dir.display()))?;
             let config = atoll_atproto::Config { insecure_http_port, ..Default::default() };
             let at = atoll_atproto::Client::new(config).context("setting up the ATProto client")?;
-            let session = at.create_session(&pds, &identifier, password.trim()).await.with_context(|| format!("logging in to {pds} as {identifier}"))?;
+            let session = at
+                .create_session(&pds, &identifier, password.trim())
+                .await
+                .with_context(|| format!("logging in to {pds} as {identifier}"))?;
             let code = bundle.code.as_ref().map(|(b, mime)| (b.clone(), *mime));
             let (uri, cid) = at.publish_bundle(&session, &bundle.manifest, code).await.context("publishing the bundle")?;
             eprintln!("Published {} {} (record {cid})", bundle.manifest.name, bundle.manifest.version);
@@ -128,7 +131,14 @@ pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitC
         }
         BundleCommand::Ls { json } => {
             let row = |b: &BundleView| {
-                vec![b.name.clone(), b.version.clone(), b.runtime.clone(), b.handle.clone().unwrap_or_else(|| b.did.clone()), b.state.clone(), b.url.clone().unwrap_or_default()]
+                vec![
+                    b.name.clone(),
+                    b.version.clone(),
+                    b.runtime.clone(),
+                    b.handle.clone().unwrap_or_else(|| b.did.clone()),
+                    b.state.clone(),
+                    b.url.clone().unwrap_or_default(),
+                ]
             };
             listing(client, "/v1/bundles", json, &["NAME", "VERSION", "RUNTIME", "AUTHOR", "STATE", "URL"], row).await?;
         }

@@ -107,7 +107,17 @@ impl std::fmt::Debug for Bundles {
 }
 
 fn names(m: &Manifest) -> Vec<String> {
-    m.routes.iter().map(|r| format!("{} {} → {}", serde_json::to_value(r.method).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), r.path, r.handler)).collect()
+    m.routes
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} → {}",
+                serde_json::to_value(r.method).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                r.path,
+                r.handler
+            )
+        })
+        .collect()
 }
 
 impl Bundles {
@@ -213,10 +223,9 @@ impl Bundles {
         std::fs::create_dir_all(&data).map_err(|source| BundleError::Store { path: data.clone(), source })?;
         let grants = Grants { data_dir: Some(data), env: BTreeMap::new(), secrets: BTreeMap::new() };
         let bundle = self.runtime.load(&cid, code.into(), &manifest, grants).await?;
-        let running = serve::Running::start(rec.name.clone(), Arc::new(bundle), rec.port).await.map_err(|source| BundleError::Store {
-            path: self.dir.clone(),
-            source,
-        })?;
+        let running = serve::Running::start(rec.name.clone(), Arc::new(bundle), rec.port)
+            .await
+            .map_err(|source| BundleError::Store { path: self.dir.clone(), source })?;
         rec.port = Some(running.addr.port());
         tracing::info!(bundle = %rec.name, uri = %rec.uri, url = %format!("http://{}", running.addr), "serving a bundle");
         self.running.lock().await.insert(rec.name.clone(), running);

@@ -74,7 +74,12 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     let body = match Limited::new(body, max_body).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {max_body} bytes, the most bundle {name} takes\n")),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {max_body} bytes, the most bundle {name} takes\n"),
+            );
+        }
     };
     parts.extensions.insert(atoll_runner::ClientAddr(client));
     let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());

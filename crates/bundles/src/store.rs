@@ -39,7 +39,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
 
 fn write_json(path: &Path, v: &impl Serialize) -> Result<(), BundleError> {
     let bytes = serde_json::to_vec_pretty(v).map_err(|e| BundleError::Store { path: path.to_owned(), source: e.into() })?;
-    atoll_util::atomic_write(path, &bytes, 0o600).map_err(|e| BundleError::Store { path: path.to_owned(), source: std::io::Error::other(e) })
+    atoll_util::atomic_write(path, &bytes, 0o600)
+        .map_err(|e| BundleError::Store { path: path.to_owned(), source: std::io::Error::other(e) })
 }
 
 fn record_path(dir: &Path, name: &str) -> PathBuf {
