@@ -287,7 +287,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         insecure_http_port: args.atproto_insecure_http_port,
         ..Default::default()
     };
-    let bundles = atoll_bundles::Bundles::open(&data_dir, atproto).await.map_err(|e| {
+    let bundles = atoll_bundles::Bundles::open(data_dir, atproto).await.map_err(|e| {
         let why = crate::output::chain(&anyhow::Error::new(e));
         tracing::error!(error = %why, "bundles cannot run on this host");
         why
