@@ -106,7 +106,8 @@ impl std::fmt::Debug for Bundles {
     }
 }
 
-fn names(m: &Manifest) -> Vec<String> {
+/// `METHOD PATH → handler` for each of the manifest's routes.
+fn route_lines(m: &Manifest) -> Vec<String> {
     m.routes
         .iter()
         .map(|r| {
@@ -133,7 +134,7 @@ impl Bundles {
         for rec in store::list(&b.dir)? {
             let name = rec.name.clone();
             if let Err(e) = b.start(rec).await {
-                tracing::error!(bundle = %name, error = %atoll_node_error_chain(&e), "cannot start a bundle");
+                tracing::error!(bundle = %name, error = %error_chain(&e), "cannot start a bundle");
             }
         }
         Ok(b)
@@ -245,7 +246,7 @@ impl Bundles {
             runtime: manifest.as_ref().map(|m| format!("{:?}", m.runtime).to_lowercase()).unwrap_or_default(),
             record_cid: rec.record_cid.clone(),
             code_cid: rec.code_cid.clone(),
-            routes: manifest.as_ref().map(names).unwrap_or_default(),
+            routes: manifest.as_ref().map(route_lines).unwrap_or_default(),
             url: r.map(|r| format!("http://{}", r.addr)),
             state: if r.is_some() { "running".into() } else { "stopped".into() },
             created: rec.created,
@@ -286,7 +287,7 @@ fn unix_now() -> i64 {
 }
 
 /// `message: cause: cause`.
-fn atoll_node_error_chain(e: &dyn std::error::Error) -> String {
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

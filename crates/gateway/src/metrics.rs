@@ -150,7 +150,11 @@ impl Metrics {
     pub(crate) fn finished(&self, rec: &AccessRecord) {
         {
             let mut totals = self.totals.lock().unwrap();
-            let t = totals.entry(rec.route.clone()).or_default();
+            // Looked up by reference: the route's name is allocated once, not per request.
+            let t = match totals.get_mut(&rec.route) {
+                Some(t) => t,
+                None => totals.entry(rec.route.clone()).or_default(),
+            };
             t.requests += 1;
             t.errors += u64::from(rec.status >= 500);
         }
