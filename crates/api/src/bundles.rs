@@ -49,6 +49,23 @@ pub struct RunRequest {
     #[serde(default)]
     #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     pub name: Option<String>,
+    /// Secrets by name, each a NaCl sealed box (base64) to this host's key
+    /// (`GET /v1/bundle-key`); `atoll bundle run --secret` seals them.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// Instances kept warm; 0 (the default) lets an idle bundle scale to zero.
+    #[serde(default)]
+    #[schema(maximum = 1)]
+    pub min_instances: u32,
+}
+
+/// This host's runner key.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunnerKey {
+    /// X25519, base64: authors seal secrets to it.
+    pub public_key: String,
+    /// How: `x25519-xsalsa20poly1305-sealed-box` (libsodium's `crypto_box_seal`).
+    pub algorithm: String,
 }
 
 /// The authors whose bundles this host runs.
@@ -87,7 +104,14 @@ pub async fn list(State(s): St) -> ApiResult<Json<Vec<BundleView>>> {
         (status = 500, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn run(State(s): St, body: Result<Json<RunRequest>, JsonRejection>) -> ApiResult<Json<BundleView>> {
     let Json(req) = body?;
-    Ok(Json(bundles(&s)?.run(&req.uri, req.name.as_deref()).await?))
+    let opts = atoll_bundles::RunOptions { name: req.name, secrets: req.secrets, min_instances: req.min_instances };
+    Ok(Json(bundles(&s)?.run(&req.uri, opts).await?))
+}
+
+/// This host's public key for bundle secrets.
+#[utoipa::path(get, path = "/v1/bundle-key", tag = "bundles", responses((status = 200, body = RunnerKey), (status = 500, body = ErrorBody)))]
+pub async fn key(State(s): St) -> ApiResult<Json<RunnerKey>> {
+    Ok(Json(RunnerKey { public_key: bundles(&s)?.public_key(), algorithm: "x25519-xsalsa20poly1305-sealed-box".into() }))
 }
 
 /// One bundle: where it comes from, its version and routes, and where they answer here.

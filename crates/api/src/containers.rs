@@ -52,7 +52,8 @@ pub struct HostBinding {
     pub host_port: u16,
 }
 
-pub fn info(rec: ContainerRecord) -> ContainerInfo {
+pub fn info(mut rec: ContainerRecord) -> ContainerInfo {
+    redact_secrets(&mut rec.spec);
     let status = rec.status_text(time::OffsetDateTime::now_utc());
     let mut port_bindings: std::collections::BTreeMap<String, Vec<HostBinding>> = Default::default();
     for p in &rec.ports {
@@ -60,6 +61,23 @@ pub fn info(rec: ContainerRecord) -> ContainerInfo {
         port_bindings.entry(format!("{}/{}", p.container_port, p.protocol)).or_default().extend(bound);
     }
     ContainerInfo { record: rec, status, port_bindings }
+}
+
+/// The label naming environment variables whose values the API never shows (a bundle's
+/// secrets: [`atoll_bundles::oci`]), comma-separated.
+pub const SECRET_ENV_LABEL: &str = atoll_bundles::oci::SECRET_ENV_LABEL;
+
+/// Replaces the values of the variables [`SECRET_ENV_LABEL`] names with `<redacted>`.
+fn redact_secrets(spec: &mut ContainerSpec) {
+    let Some(names) = spec.labels.get(SECRET_ENV_LABEL) else { return };
+    let names: Vec<&str> = names.split(',').collect();
+    for e in &mut spec.env {
+        if let Some((k, _)) = e.split_once('=')
+            && names.contains(&k)
+        {
+            *e = format!("{k}=<redacted>");
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

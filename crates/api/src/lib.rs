@@ -4,6 +4,7 @@
 //! this crate as `openapi.json`; a test fails when the two differ (`UPDATE_EXPECT=1` rewrites).
 #![forbid(unsafe_code)]
 
+pub mod bundle_containers;
 pub mod bundles;
 pub mod client;
 pub mod containers;

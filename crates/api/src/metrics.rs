@@ -129,6 +129,9 @@ fn scrape(s: &AppState) -> Registry {
     r.register("image_pulls", "Image pulls by result", m.pulls.clone());
     r.register_with_unit("image_pulled", "Unpacked bytes of pulled images", Unit::Bytes, m.pull_bytes.clone());
     s.ingress.metrics().register(&mut r);
+    if let Ok(b) = &s.bundles {
+        b.metrics().register(&mut r);
+    }
 
     let cpu = Family::<ContainerLabels, Counter<f64>>::default();
     let mem = Family::<ContainerLabels, Gauge>::default();

@@ -251,6 +251,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::gateway::remove_route))
         .routes(routes!(crate::bundles::list_allowed, crate::bundles::allow))
         .routes(routes!(crate::bundles::disallow))
+        .routes(routes!(crate::bundles::key))
         .routes(routes!(crate::bundles::list, crate::bundles::run))
         .routes(routes!(crate::bundles::inspect, crate::bundles::remove))
 }

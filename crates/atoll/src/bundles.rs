@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use hyper::Method;
 
-use atoll_api::bundles::{AllowRequest, RunRequest};
+use atoll_api::bundles::{AllowRequest, RunRequest, RunnerKey};
 use atoll_api::client::{Client, q};
+use atoll_bundles::secrets::{parse_arg, seal};
 use atoll_bundles::{Allowed, BundleView};
 
 use crate::output::{listing, print_json};
@@ -50,8 +51,29 @@ pub enum BundleCommand {
         /// The name it runs under here [default: its manifest's].
         #[arg(long)]
         name: Option<String>,
+        /// A secret the bundle declares: `KEY=VALUE` or `KEY=@FILE`; sealed to this host's key
+        /// before it leaves this process (repeatable).
+        #[arg(long = "secret", value_name = "KEY=VALUE|KEY=@FILE")]
+        secrets: Vec<String>,
+        /// Instances kept warm; 0 lets it scale to zero when idle (the daemon's
+        /// --bundle-idle-timeout) and start again on its next request.
+        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1))]
+        min_instances: u32,
         #[arg(long)]
         json: bool,
+    },
+    /// Print this host's public key, which bundle authors seal secrets to.
+    Key {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seal secrets to a host's key, for the `secrets` of a bundle.json (prints them as JSON).
+    Seal {
+        /// The host's key (`atoll bundle key` on it).
+        #[arg(long, value_name = "KEY")]
+        recipient: String,
+        #[arg(required = true, value_name = "KEY=VALUE|KEY=@FILE")]
+        secrets: Vec<String>,
     },
     /// List the bundles this host runs.
     #[command(visible_alias = "list")]
@@ -73,6 +95,11 @@ pub enum BundleCommand {
     },
 }
 
+/// `--secret` arguments, files read here.
+fn read_secrets(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter().map(|a| parse_arg(a, |f| std::fs::read_to_string(f)).map_err(anyhow::Error::msg)).collect()
+}
+
 fn text(b: &BundleView) -> String {
     let mut out = format!(
         "Name:     {}\nSource:   {}\nAuthor:   {}{}\nVersion:  {}\nRuntime:  {}\nState:    {}\nURL:      {}\nCode:     {}\nRoutes:\n",
@@ -88,6 +115,9 @@ fn text(b: &BundleView) -> String {
     );
     for r in &b.routes {
         out.push_str(&format!("  {r}\n"));
+    }
+    if !b.secrets.is_empty() {
+        out.push_str(&format!("Secrets:  {}\n", b.secrets.join(", ")));
     }
     out
 }
@@ -125,9 +155,30 @@ pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitC
             client.call(Method::DELETE, &format!("/v1/bundle-authors/{}", q(&who)), None::<&()>).await?;
             println!("Disallowed {who}");
         }
-        BundleCommand::Run { uri, name, json } => {
-            let b: BundleView = client.json(Method::POST, "/v1/bundles", Some(&RunRequest { uri, name })).await?;
+        BundleCommand::Run { uri, name, secrets, min_instances, json } => {
+            let mut sealed = std::collections::BTreeMap::new();
+            if !secrets.is_empty() {
+                let key: RunnerKey = client.json(Method::GET, "/v1/bundle-key", None::<&()>).await?;
+                for (k, v) in read_secrets(&secrets)? {
+                    let s = seal(&key.public_key, &v).map_err(anyhow::Error::msg)?;
+                    sealed.insert(k, s.ciphertext);
+                }
+            }
+            let b: BundleView =
+                client.json(Method::POST, "/v1/bundles", Some(&RunRequest { uri, name, secrets: sealed, min_instances })).await?;
             if json { print_json(&b)? } else { print!("{}", text(&b)) }
+        }
+        BundleCommand::Key { json } => {
+            let key: RunnerKey = client.json(Method::GET, "/v1/bundle-key", None::<&()>).await?;
+            if json { print_json(&key)? } else { println!("{}", key.public_key) }
+        }
+        BundleCommand::Seal { recipient, secrets } => {
+            let mut out = Vec::new();
+            for (k, v) in read_secrets(&secrets)? {
+                let s = seal(&recipient, &v).map_err(anyhow::Error::msg)?;
+                out.push(serde_json::json!({"name": k, "sealed": [s]}));
+            }
+            print_json(&out)?;
         }
         BundleCommand::Ls { json } => {
             let row = |b: &BundleView| {

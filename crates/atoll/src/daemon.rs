@@ -84,6 +84,14 @@ pub struct DaemonArgs {
     /// on this port.
     #[arg(long, value_name = "PORT", hide = true)]
     pub atproto_insecure_http_port: Option<u16>,
+    /// How often each bundle's record is checked for a new version, which is then warmed and
+    /// swapped in (hot reload): `30s`, `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_days_or_duration)]
+    pub bundle_poll: std::time::Duration,
+    /// A bundle not kept warm (`bundle run --min-instances 0`, the default) is scaled to zero
+    /// after this long without requests; its next request starts it again (`0s`: never).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_days_or_duration)]
+    pub bundle_idle_timeout: std::time::Duration,
 }
 
 /// A duration as Go writes them (`90s`, `12h`), or whole days (`7d`).
@@ -287,7 +295,15 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         insecure_http_port: args.atproto_insecure_http_port,
         ..Default::default()
     };
-    let bundles = atoll_bundles::Bundles::open(data_dir, atproto).await.map_err(|e| {
+    let containers = Arc::new(atoll_api::bundle_containers::EngineContainers(engine.clone()));
+    let bundles = atoll_bundles::Bundles::open(
+        data_dir,
+        atproto,
+        containers,
+        atoll_bundles::Options { poll: args.bundle_poll, idle_timeout: args.bundle_idle_timeout },
+    )
+    .await
+    .map_err(|e| {
         let why = crate::output::chain(&anyhow::Error::new(e));
         tracing::error!(error = %why, "bundles cannot run on this host");
         why

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use atoll_testkit::daemon::{Daemon, Netns};
+use atoll_testkit::forward::Forward;
 use atoll_testkit::pds::{Account, HandleDns, Pds};
+use atoll_testkit::webdriver::Browser;
 
 const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 
@@ -46,7 +48,7 @@ fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_t
     );
     let root = tempfile::tempdir().unwrap();
     let (ns_addr, port) = (dns.addr.to_string(), pds.port.to_string());
-    let args = ["--plc-url", &pds.plc_url, "--atproto-nameserver", &ns_addr, "--atproto-insecure-http-port", &port];
+    let args = ["--plc-url", &pds.plc_url, "--atproto-nameserver", &ns_addr, "--atproto-insecure-http-port", &port, "--bundle-poll", "1s"];
     let mut d = Daemon::start_in_netns(Path::new(BIN), root.path(), &args, &ns);
 
     let uri = publish(&ns, &pds, &alice, &example("hello-wasm"));
@@ -89,8 +91,174 @@ fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_t
     let (ok, out) = get(v["url"].as_str().unwrap(), "/hello");
     assert!(ok && out.trim() == "hello from wasm", "{out}");
 
+    // Hot reload: a new version published while requests keep coming is warmed and swapped
+    // in, and none of them fails.
+    let v2 = root.path().join("hello-wasm-v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    let wat = std::fs::read_to_string(example("hello-wasm").join("main.wat")).unwrap();
+    std::fs::write(v2.join("main.wat"), wat.replace("hello from wasm", "hello, version2")).unwrap();
+    let manifest = std::fs::read_to_string(example("hello-wasm").join("bundle.json")).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_str(&manifest.replace("\"1.0.0\"", "\"1.0.1\"")).unwrap();
+    manifest["cron"] = serde_json::json!([{"schedule": "* * * * * *", "handler": "_start"}]);
+    std::fs::write(v2.join("bundle.json"), manifest.to_string()).unwrap();
+    let url = v["url"].as_str().unwrap().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = std::thread::spawn({
+        let (stop, ns, url) = (stop.clone(), ns.handle(), url.clone());
+        move || {
+            let (mut sent, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 5 {url}/hello"));
+                sent += 1;
+                if !ok || !["hello from wasm", "hello, version2"].contains(&out.trim()) {
+                    failed.push(out);
+                }
+            }
+            (sent, failed)
+        }
+    });
+    assert_eq!(publish(&ns, &pds, &alice, &v2), uri, "the same record, updated");
+    atoll_testkit::wait_for(30, "the new version to answer", || get(&url, "/hello").1.trim() == "hello, version2");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = load.join().unwrap();
+    assert!(failed.is_empty() && sent > 0, "{} of {sent} requests failed during the reload: {failed:?}", failed.len());
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "inspect", "hello-wasm", "--json"])).unwrap();
+    assert_eq!((v["version"].as_str(), v["url"].as_str()), (Some("1.0.1"), Some(url.as_str())), "{v}");
+    // The new version's cron job (every second) fires.
+    let runs = || {
+        let m = String::from_utf8_lossy(&d.http("GET", "/metrics", None, b"").body).into_owned();
+        m.lines()
+            .find(|l| l.starts_with("atoll_bundle_cron_runs_total{") && l.contains("hello-wasm") && l.contains("outcome=\"ok\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    atoll_testkit::wait_for(15, "the cron job to run twice", || runs() >= 2);
+
     assert_eq!(d.ok(&["bundle", "rm", "hello-wasm"]).trim(), "Removed hello-wasm");
     assert!(!get(&url, "/hello").0, "no longer served");
     let r = d.cli(&["bundle", "inspect", "hello-wasm"]);
     assert!(!r.ok() && r.stderr.contains("no bundle named hello-wasm"), "{}", r.stderr);
+}
+
+/// `examples/bundles/hello-oci` with its image swapped for busybox imported from the host
+/// (these tests are offline; the example names docker.io's busybox), and a CGI script that
+/// shows the secret `TOKEN` it declares.
+fn offline_oci_example(scratch: &Path, image: &str) -> PathBuf {
+    let dir = scratch.join("hello-oci");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(example("hello-oci").join("bundle.json")).unwrap()).unwrap();
+    m["entry"] = image.into();
+    let script = r#"mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "token=$TOKEN"\n' > /tmp/www/cgi-bin/token && chmod +x /tmp/www/cgi-bin/token && "#;
+    m["command"][2] = format!("{script}{}", m["command"][2].as_str().unwrap()).into();
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/token", "handler": "http"}));
+    m["secrets"] = serde_json::json!([{"name": "TOKEN", "description": "shown by /cgi-bin/token"}]);
+    std::fs::write(dir.join("bundle.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_stops() {
+    let ns = Netns::new();
+    let pds = Pds::start_in(&ns);
+    let alice = pds.create_account("alice.test");
+    let dns = HandleDns::start_in(&ns, &[("_atproto.alice.test", &format!("did={}", alice.did))]);
+    let root = tempfile::tempdir().unwrap();
+    let (ns_addr, port) = (dns.addr.to_string(), pds.port.to_string());
+    let args = [
+        "--plc-url",
+        &pds.plc_url,
+        "--atproto-nameserver",
+        &ns_addr,
+        "--atproto-insecure-http-port",
+        &port,
+        "--bundle-idle-timeout",
+        "5s",
+        "--web",
+        "127.0.0.1:0",
+    ];
+    let d = Daemon::start_in_netns(Path::new(BIN), root.path(), &args, &ns);
+    let image = d.import_busybox(root.path());
+
+    let uri = publish(&ns, &pds, &alice, &offline_oci_example(root.path(), image));
+    d.ok(&["bundle", "allow", "alice.test"]);
+    let r = d.cli(&["bundle", "run", &uri]);
+    assert!(!r.ok() && r.stderr.contains("secret TOKEN is required") && r.stderr.contains("--secret TOKEN=@FILE"), "{}", r.stderr);
+    let secret = "s3cret-7c1e0d9a";
+    let file = root.path().join("token");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let arg = format!("TOKEN=@{}", file.display());
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "run", &uri, "--secret", &arg, "--json"])).unwrap();
+    assert_eq!((v["runtime"].as_str(), v["state"].as_str()), (Some("oci"), Some("running")), "{v}");
+    let url = v["url"].as_str().unwrap().to_owned();
+    let get = |path: &str| ns.sh(&format!("curl -sS --fail --max-time 10 {url}{path}"));
+    let cid = v["record_cid"].as_str().unwrap();
+    let container = format!("atoll-bundle-hello-oci-{}", &cid[cid.len() - 8..]);
+    let (ok, out) = get("/hello");
+    assert!(ok && out.trim() == "hello from oci", "{out}");
+    // Only the manifest's routes reach the container.
+    let (ok, out) = ns.sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {url}/index.html"));
+    assert!(ok && out.trim() == "404", "{out}");
+
+    // The secret reaches the bundle, and nothing that shows the bundle or its container.
+    let (ok, out) = get("/cgi-bin/token");
+    assert!(ok && out.trim() == format!("token={secret}"), "{out}");
+    for shown in [
+        d.ok(&["bundle", "inspect", "hello-oci", "--json"]),
+        d.ok(&["bundle", "ls", "--json"]),
+        d.ok(&["inspect", &container]),
+        String::from_utf8_lossy(&d.http("GET", "/metrics", None, b"").body).into_owned(),
+        d.log_text(),
+    ] {
+        assert!(!shown.contains(secret), "the secret shows: {shown}");
+    }
+    assert!(d.ok(&["bundle", "inspect", "hello-oci"]).contains("Secrets:  TOKEN"));
+
+    // Its container: labelled, on the internal network (no permissions.net declared).
+    let c = d.container(&container);
+    assert_eq!(c["spec"]["labels"]["atoll.bundle"], "hello-oci", "{c}");
+    let nets: Vec<&str> = c["endpoints"].as_array().unwrap().iter().map(|e| e["network"].as_str().unwrap()).collect();
+    assert_eq!(nets, ["atoll-bundles"], "{c}");
+    let net: serde_json::Value = serde_json::from_str(&d.ok(&["network", "inspect", "atoll-bundles"])).unwrap();
+    assert_eq!(net[0]["internal"], true, "{net}");
+
+    // A container that stops is replaced on the next request.
+    d.ok(&["rm", "-f", &container]);
+    let (ok, out) = get("/hello");
+    assert!(ok && out.trim() == "hello from oci", "{out}");
+
+    // Idle: scaled to zero; the next request starts it again (a cold start).
+    let stats = || -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "inspect", "hello-oci", "--json"])).unwrap();
+        v["stats"].clone()
+    };
+    atoll_testkit::wait_for(30, "the idle bundle to scale to zero", || stats()["instances"] == 0);
+    let r = d.cli(&["inspect", &container]);
+    assert!(!r.ok() && r.stderr.contains("no such container"), "{}", r.stderr);
+    let cold = stats()["cold_starts"].as_u64().unwrap();
+    let (ok, out) = get("/hello");
+    assert!(ok && out.trim() == "hello from oci", "{out}");
+    let v = stats();
+    assert_eq!((v["instances"].as_i64(), v["cold_starts"].as_u64()), (Some(1), Some(cold + 1)), "{v}");
+    let metrics = String::from_utf8_lossy(&d.http("GET", "/metrics", None, b"").body).into_owned();
+    assert!(
+        metrics.contains(&format!("atoll_bundle_requests_total{{bundle=\"hello-oci\",did=\"{}\",status=\"200\"}}", alice.did)),
+        "{metrics}"
+    );
+
+    // The dashboard lists it: owner, version, routes, instances, traffic.
+    let login = d.ok(&["web", "token"]).trim().to_owned();
+    let target: std::net::SocketAddr = login.strip_prefix("http://").unwrap().split('/').next().unwrap().parse().unwrap();
+    let relay = Forward::start(&ns, target);
+    let browser = Browser::start();
+    browser.goto(&login.replacen(&target.to_string(), &relay.addr.to_string(), 1));
+    atoll_testkit::wait_for(30, "the dashboard", || browser.find("nav a[href='#/bundles']").is_some());
+    browser.type_into("nav a[href='#/bundles']", "\u{E007}");
+    atoll_testkit::wait_for(30, "the bundles view", || {
+        let row = browser.text("#bundles tr[data-bundle='hello-oci']");
+        row.contains("alice.test") && row.contains("1.0.0") && row.contains("GET /hello") && row.contains("running")
+    });
+
+    assert_eq!(d.ok(&["bundle", "rm", "hello-oci"]).trim(), "Removed hello-oci");
+    let r = d.cli(&["inspect", &container]);
+    assert!(!r.ok(), "the container went with the bundle");
 }

@@ -4,14 +4,21 @@
 //! - The allow-list (`atoll bundle allow DID|HANDLE`): identities resolved and checked both
 //!   ways ([`atoll_atproto::Client::resolve`]) before they are written down.
 //! - `atoll bundle run AT-URI`: the record fetched from its author's PDS, its code checked
-//!   against its CID, refused unless its DID is allowed; a wasm bundle loaded
-//!   ([`atoll_runner::WasmRuntime`]) and served on `127.0.0.1:PORT` (`url` in `inspect`).
+//!   against its CID, refused unless its DID is allowed; then loaded by its runtime — wasm
+//!   in-process ([`atoll_runner::WasmRuntime`]), oci as a container of the engine's
+//!   ([`oci`], through the [`Containers`] seam) — and served on `127.0.0.1:PORT` (`url` in
+//!   `inspect`), whatever the runtime ([`instance::Instance`]).
 //! - Records in `<data>/bundles/` (one JSON file per bundle, `allow.json`), so bundles come back
 //!   with the daemon; their code from the blob cache (`<data>/bundles/blobs`, by CID).
 //!
-//! Not yet: deno and oci runtimes (refused with a message), placement across an island and
+//! Not yet: the deno runtime (refused with a message), placement across an island and
 //! routes through the gateway, secrets, cron, hot reload and scale to zero.
 
+pub mod cron;
+pub mod instance;
+pub mod metrics;
+pub mod oci;
+pub mod secrets;
 mod serve;
 mod store;
 
@@ -19,12 +26,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use atoll_atproto::bundle::{Manifest, Runtime};
+use atoll_atproto::bundle::{Isolation, Manifest, Runtime};
 use atoll_atproto::{AtUri, BlobCache, BlobCid};
 use atoll_runner::{Grants, WasmRuntime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+pub use instance::Instance;
+pub use oci::Containers;
 pub use store::{Allowed, BundleRecord};
 
 /// What bundle requests fail with.
@@ -40,6 +49,9 @@ pub enum BundleError {
     NotAllowed(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Its instance could not be started (a container that would not run or serve).
+    #[error("{0}")]
+    Start(String),
     #[error(transparent)]
     AtProto(#[from] atoll_atproto::Error),
     #[error(transparent)]
@@ -61,7 +73,7 @@ impl BundleError {
             BundleError::NotFound(_) => K::NotFound,
             BundleError::Exists(_) => K::Conflict,
             BundleError::NotAllowed(_) => K::Forbidden,
-            BundleError::AtProto(_) => K::Upstream,
+            BundleError::AtProto(_) | BundleError::Start(_) => K::Upstream,
             BundleError::Store { .. } => K::Internal,
         }
     }
@@ -83,10 +95,14 @@ pub struct BundleView {
     pub code_cid: Option<String>,
     /// `METHOD PATH → handler`, one per route.
     pub routes: Vec<String>,
+    /// The names of the secrets it declares (never their values).
+    pub secrets: Vec<String>,
     /// Where its routes answer on this host (`http://127.0.0.1:PORT`).
     pub url: Option<String>,
     /// `running`, or why not.
     pub state: String,
+    /// Requests, errors, cold starts, instances and the last failures.
+    pub stats: metrics::Summary,
     /// Unix seconds.
     pub created: i64,
 }
@@ -97,7 +113,31 @@ pub struct Bundles {
     client: atoll_atproto::Client,
     cache: BlobCache,
     runtime: WasmRuntime,
+    containers: Arc<dyn Containers>,
+    key: secrets::RunnerKey,
+    options: Options,
+    metrics: metrics::Metrics,
     running: Mutex<BTreeMap<String, serve::Running>>,
+}
+
+/// How the daemon runs bundles.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How often each bundle's record is checked for a new version (hot reload).
+    pub poll: std::time::Duration,
+    /// A bundle not kept warm is scaled to zero after this long without requests (0: never).
+    pub idle_timeout: std::time::Duration,
+}
+
+/// How `bundle run` asks a bundle to be run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The name it runs under [default: its manifest's].
+    pub name: Option<String>,
+    /// Secrets by name, each sealed to [`Bundles::public_key`].
+    pub secrets: BTreeMap<String, String>,
+    /// Instances kept warm; 0 lets an idle bundle scale to zero.
+    pub min_instances: u32,
 }
 
 impl std::fmt::Debug for Bundles {
@@ -124,19 +164,56 @@ fn route_lines(m: &Manifest) -> Vec<String> {
 impl Bundles {
     /// Opens `<data_dir>/bundles` and starts every bundle recorded there (one whose code is no
     /// longer in the cache, or no longer loads, is listed with why).
-    pub async fn open(data_dir: &Path, config: atoll_atproto::Config) -> Result<Arc<Bundles>, BundleError> {
+    pub async fn open(
+        data_dir: &Path,
+        config: atoll_atproto::Config,
+        containers: Arc<dyn Containers>,
+        options: Options,
+    ) -> Result<Arc<Bundles>, BundleError> {
         let dir = data_dir.join("bundles");
         std::fs::create_dir_all(&dir).map_err(|source| BundleError::Store { path: dir.clone(), source })?;
         let cache = BlobCache::open(dir.join("blobs"))?;
         let client = atoll_atproto::Client::new(config)?;
         let runtime = WasmRuntime::new(atoll_runner::Policy::default())?;
-        let b = Arc::new(Bundles { dir, client, cache, runtime, running: Mutex::default() });
-        for rec in store::list(&b.dir)? {
-            let name = rec.name.clone();
-            if let Err(e) = b.start(rec).await {
-                tracing::error!(bundle = %name, error = %error_chain(&e), "cannot start a bundle");
+        let key = secrets::RunnerKey::open(&dir)?;
+        let b = Arc::new(Bundles {
+            dir,
+            client,
+            cache,
+            runtime,
+            containers,
+            key,
+            options,
+            metrics: metrics::Metrics::default(),
+            running: Mutex::default(),
+        });
+        // In the background: an oci bundle's image may take a while to pull, and the daemon
+        // serves its API meanwhile.
+        let records = store::list(&b.dir)?;
+        tokio::spawn({
+            let b = b.clone();
+            async move {
+                for rec in records {
+                    let name = rec.name.clone();
+                    if let Err(e) = b.start(rec).await {
+                        tracing::error!(bundle = %name, error = %error_chain(&e), "cannot start a bundle");
+                    }
+                }
             }
-        }
+        });
+        // Hot reload, holding the bundles weakly: the loop ends with them.
+        let weak = Arc::downgrade(&b);
+        let poll = options.poll.max(std::time::Duration::from_millis(200));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(b) = weak.upgrade() else { break };
+                b.refresh().await;
+            }
+        });
         Ok(b)
     }
 
@@ -158,9 +235,22 @@ impl Bundles {
         store::disallow(&self.dir, did_or_handle)
     }
 
+    /// The bundles' metrics, for `/metrics`.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// This host's public key, base64: what authors seal secrets to ([`secrets`]).
+    pub fn public_key(&self) -> String {
+        self.key.public()
+    }
+
     /// Fetches the bundle at `uri`, checks its author is allowed, and runs it as `name` (its
-    /// manifest's name by default).
-    pub async fn run(&self, uri: &str, name: Option<&str>) -> Result<BundleView, BundleError> {
+    /// manifest's name by default). `secrets`: values by name, each sealed to
+    /// [`Bundles::public_key`] (the CLI seals them, so they never cross the API in the clear).
+    pub async fn run(&self, uri: &str, opts: RunOptions) -> Result<BundleView, BundleError> {
+        let RunOptions { name, secrets, min_instances } = opts;
+        let name = name.as_deref();
         let at = AtUri::parse(uri)?;
         if let Some(n) = name {
             check_name(n)?;
@@ -188,6 +278,8 @@ impl Bundles {
             code_cid: fetched.manifest.code.as_ref().map(|c| c.cid.to_string()),
             manifest: serde_json::to_value(&fetched.manifest).unwrap_or_default(),
             port: None,
+            secrets,
+            min_instances,
             created: unix_now(),
         };
         let rec = self.start(rec).await?;
@@ -195,42 +287,137 @@ impl Bundles {
         self.view(&name).await
     }
 
-    /// Loads `rec`'s code and serves it; returns the record with the port it got.
-    async fn start(&self, mut rec: BundleRecord) -> Result<BundleRecord, BundleError> {
+    /// Loads `rec`'s version: its code from the cache, its secrets opened, its instance
+    /// started (a container, for oci) and ready.
+    async fn load(&self, rec: &BundleRecord) -> Result<Instance, BundleError> {
         let manifest = Manifest::from_record(&rec.manifest)
             .or_else(|_| serde_json::from_value::<Manifest>(rec.manifest.clone()).map_err(|e| BundleError::Invalid(e.to_string())))
             .map_err(|e| BundleError::Invalid(format!("bundle {}: its stored manifest: {e}", rec.name)))?;
-        match manifest.runtime {
-            Runtime::Wasm => {}
-            other => {
-                return Err(BundleError::Unsupported(format!(
-                    "bundle {}: the {other:?} runtime is not available yet on this host (only wasm is)",
-                    rec.name
-                )));
-            }
-        }
-        if manifest.isolation == atoll_atproto::bundle::Isolation::Vm {
+        if manifest.isolation == Isolation::Vm {
             return Err(BundleError::Unsupported(format!(
                 "bundle {}: isolation: vm needs microVMs, which this host does not have yet; use auto",
                 rec.name
             )));
         }
-        let cid = rec.code_cid.clone().ok_or_else(|| BundleError::Invalid(format!("bundle {}: a wasm bundle needs code", rec.name)))?;
-        let code = self
-            .cache
-            .get(&BlobCid::parse(&cid)?)?
-            .ok_or_else(|| BundleError::NotFound(format!("bundle {}: its code {cid} is no longer cached: run it again", rec.name)))?;
         let data = self.dir.join("data").join(&rec.name);
         std::fs::create_dir_all(&data).map_err(|source| BundleError::Store { path: data.clone(), source })?;
-        let grants = Grants { data_dir: Some(data), env: BTreeMap::new(), secrets: BTreeMap::new() };
-        let bundle = self.runtime.load(&cid, code.into(), &manifest, grants).await?;
-        let running = serve::Running::start(rec.name.clone(), Arc::new(bundle), rec.port)
+        let secrets = secrets::open_all(&self.key, &manifest, &rec.secrets).map_err(|e| match e {
+            BundleError::Invalid(why) => BundleError::Invalid(format!("bundle {}: {why}", rec.name)),
+            other => other,
+        })?;
+        let grants = Grants { data_dir: Some(data), env: BTreeMap::new(), secrets };
+        Ok(match (manifest.runtime, manifest.isolation) {
+            (Runtime::Wasm, Isolation::Container) => {
+                return Err(BundleError::Unsupported(format!(
+                    "bundle {}: wasm bundles run in wasmtime's sandbox, in-process; isolation: container is not available for them (use auto)",
+                    rec.name
+                )));
+            }
+            (Runtime::Wasm, _) => {
+                let cid =
+                    rec.code_cid.clone().ok_or_else(|| BundleError::Invalid(format!("bundle {}: a wasm bundle needs code", rec.name)))?;
+                let code = self.cache.get(&BlobCid::parse(&cid)?)?.ok_or_else(|| {
+                    BundleError::NotFound(format!("bundle {}: its code {cid} is no longer cached: run it again", rec.name))
+                })?;
+                let b = self.runtime.load(&cid, code.into(), &manifest, grants).await?;
+                self.metrics.cold_start(&labels(rec));
+                Instance::Wasm(Box::new(b))
+            }
+            (Runtime::Oci, Isolation::None) => {
+                return Err(BundleError::Unsupported(format!(
+                    "bundle {}: an oci bundle always runs in a container; isolation: none cannot be met (use auto)",
+                    rec.name
+                )));
+            }
+            (Runtime::Oci, _) => {
+                let limits = self.runtime.policy().effective(&manifest);
+                let container = oci::container_name(&rec.name, rec.record_cid.as_deref());
+                let lifecycle = oci::Lifecycle { keep_warm: rec.min_instances > 0, idle_timeout: self.options.idle_timeout };
+                let b = oci::OciBundle::start(
+                    &rec.name,
+                    &container,
+                    &manifest,
+                    &grants,
+                    limits,
+                    self.containers.clone(),
+                    lifecycle,
+                    oci::Observe { metrics: self.metrics.clone(), labels: labels(rec) },
+                )
+                .await
+                .map_err(|why| BundleError::Start(format!("bundle {}: {why}", rec.name)))?;
+                Instance::Oci(b)
+            }
+            (Runtime::Deno, _) => {
+                return Err(BundleError::Unsupported(format!(
+                    "bundle {}: the deno runtime is not available yet on this host (wasm and oci are)",
+                    rec.name
+                )));
+            }
+        })
+    }
+
+    /// Loads `rec` and serves it; returns the record with the port it got.
+    async fn start(&self, mut rec: BundleRecord) -> Result<BundleRecord, BundleError> {
+        let instance = self.load(&rec).await?;
+        let cx = serve::Context { labels: labels(&rec), metrics: self.metrics.clone() };
+        let running = serve::Running::start(Arc::new(instance), rec.port, cx)
             .await
             .map_err(|source| BundleError::Store { path: self.dir.clone(), source })?;
         rec.port = Some(running.addr.port());
         tracing::info!(bundle = %rec.name, uri = %rec.uri, url = %format!("http://{}", running.addr), "serving a bundle");
         self.running.lock().await.insert(rec.name.clone(), running);
         Ok(rec)
+    }
+
+    /// Hot reload: fetches every bundle's record again; one whose record changed is loaded,
+    /// warmed, and swapped in under live traffic, and the version it replaces is drained
+    /// (requests under way finish on it). A version that fails to load leaves the running one
+    /// in place. Returns the names of the bundles reloaded.
+    pub async fn refresh(&self) -> Vec<String> {
+        let mut reloaded = Vec::new();
+        let Ok(records) = store::list(&self.dir) else { return reloaded };
+        for rec in records {
+            let name = rec.name.clone();
+            match self.refresh_one(rec).await {
+                Ok(true) => reloaded.push(name),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(bundle = %name, error = %error_chain(&e), "checking a bundle for a new version"),
+            }
+        }
+        reloaded
+    }
+
+    async fn refresh_one(&self, rec: BundleRecord) -> Result<bool, BundleError> {
+        let at = AtUri::parse(&rec.uri)?;
+        let fetched = self.client.fetch_bundle(&self.cache, &at, Some(&rec.name)).await?;
+        if fetched.record_cid == rec.record_cid {
+            return Ok(false);
+        }
+        if !store::allowed(&self.dir)?.iter().any(|a| a.did == fetched.identity.did) {
+            return Err(BundleError::NotAllowed(format!("{} is no longer allowed: the running version stays", rec.did)));
+        }
+        let next = BundleRecord {
+            record_cid: fetched.record_cid.clone(),
+            code_cid: fetched.manifest.code.as_ref().map(|c| c.cid.to_string()),
+            manifest: serde_json::to_value(&fetched.manifest).unwrap_or_default(),
+            handle: fetched.identity.handle.clone(),
+            ..rec.clone()
+        };
+        let instance = Arc::new(self.load(&next).await?);
+        let old = {
+            let running = self.running.lock().await;
+            let Some(r) = running.get(&rec.name) else {
+                // Removed meanwhile: the new version is not wanted.
+                drop(running);
+                instance.stop().await;
+                return Ok(false);
+            };
+            r.replace(instance)
+        };
+        store::put(&self.dir, &next)?;
+        tracing::info!(bundle = %rec.name, version = %fetched.manifest.version, record = ?next.record_cid, "reloaded a bundle");
+        old.stop().await;
+        Ok(true)
     }
 
     async fn view_of(&self, rec: &BundleRecord) -> BundleView {
@@ -247,8 +434,10 @@ impl Bundles {
             record_cid: rec.record_cid.clone(),
             code_cid: rec.code_cid.clone(),
             routes: manifest.as_ref().map(route_lines).unwrap_or_default(),
+            secrets: manifest.as_ref().map(|m| m.secrets.iter().map(|s| s.name.clone()).collect()).unwrap_or_default(),
             url: r.map(|r| format!("http://{}", r.addr)),
             state: if r.is_some() { "running".into() } else { "stopped".into() },
+            stats: self.metrics.summary(&labels(rec)),
             created: rec.created,
         }
     }
@@ -274,12 +463,18 @@ impl Bundles {
 
     /// Stops a bundle (requests under way finish) and forgets it.
     pub async fn remove(&self, name: &str) -> Result<(), BundleError> {
-        store::get(&self.dir, name)?.ok_or_else(|| not_found(name))?;
-        if let Some(r) = self.running.lock().await.remove(name) {
-            r.stop();
+        let rec = store::get(&self.dir, name)?.ok_or_else(|| not_found(name))?;
+        let running = self.running.lock().await.remove(name);
+        if let Some(r) = running {
+            r.stop().await;
         }
+        self.metrics.forget(&labels(&rec));
         store::remove(&self.dir, name)
     }
+}
+
+fn labels(rec: &BundleRecord) -> metrics::BundleLabels {
+    metrics::BundleLabels { bundle: rec.name.clone(), did: rec.did.clone() }
 }
 
 fn unix_now() -> i64 {

@@ -1,6 +1,9 @@
-//! One bundle's HTTP listener on this host's loopback: every request goes to the bundle's
-//! routes ([`atoll_runner::WasmBundle::handle`]); a [`atoll_runner::RunError`] becomes its status
-//! with the reason in words (504 for a request over its time).
+//! One bundle's HTTP listener on this host's loopback: every request goes to the version
+//! being served ([`Instance::handle`]), and a [`atoll_runner::RunError`] becomes its status
+//! with the reason in words (504 for a request over its time). The version can be replaced
+//! under live traffic ([`Running::replace`]): each request finishes on the version it started
+//! on. The bundle's cron jobs ([`crate::cron`]) run beside the listener, against the version
+//! being served.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,22 +15,38 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-/// A bundle being served; dropping it (or [`Running::stop`]) closes its listener.
+use crate::instance::Instance;
+use crate::metrics::{BundleLabels, Metrics};
+
+/// A bundle being served; dropping it closes its listener and stops its cron jobs,
+/// [`Running::stop`] also drains it.
 pub struct Running {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The version requests go to.
+    current: watch::Sender<Arc<Instance>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
+}
+
+/// What a listener labels its requests with.
+#[derive(Clone)]
+pub struct Context {
+    pub labels: BundleLabels,
+    pub metrics: Metrics,
 }
 
 impl Running {
     /// Serves `bundle` on `127.0.0.1:PORT` (`port` again if free, else one the OS picks).
-    pub async fn start(name: String, bundle: Arc<atoll_runner::WasmBundle>, port: Option<u16>) -> std::io::Result<Running> {
+    pub async fn start(bundle: Arc<Instance>, port: Option<u16>, cx: Context) -> std::io::Result<Running> {
         let listener = match port {
             Some(p) => match TcpListener::bind(("127.0.0.1", p)).await {
                 Ok(l) => l,
@@ -36,24 +55,46 @@ impl Running {
             None => TcpListener::bind(("127.0.0.1", 0)).await?,
         };
         let addr = listener.local_addr()?;
-        let max_body = bundle.limits().max_body_bytes;
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, client)) = listener.accept().await else { continue };
-                let (bundle, name) = (bundle.clone(), name.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (bundle, name) = (bundle.clone(), name.clone());
-                        async move { Ok::<_, Infallible>(handle(&bundle, &name, req, client, max_body).await) }
+        let (current, versions) = watch::channel(bundle);
+        let serve = tokio::spawn({
+            let (versions, cx) = (versions.clone(), cx.clone());
+            async move {
+                loop {
+                    let Ok((stream, client)) = listener.accept().await else { continue };
+                    let (versions, cx) = (versions.clone(), cx.clone());
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                            // Each request holds the version it started on to its end.
+                            let bundle = versions.borrow().clone();
+                            let cx = cx.clone();
+                            async move { Ok::<_, Infallible>(handle(&bundle, &cx, req, client).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
+                }
             }
         });
-        Ok(Running { addr, task })
+        let cron = tokio::spawn(crate::cron::run(cx.labels.bundle.clone(), versions, cx.metrics.clone()));
+        Ok(Running { addr, tasks: vec![serve, cron], current })
     }
 
-    pub fn stop(self) {}
+    /// The version being served.
+    pub fn current(&self) -> Arc<Instance> {
+        self.current.borrow().clone()
+    }
+
+    /// Sends new requests to `next`; returns the version they went to, which the caller
+    /// drains ([`Instance::stop`]).
+    pub fn replace(&self, next: Arc<Instance>) -> Arc<Instance> {
+        self.current.send_replace(next)
+    }
+
+    /// Closes the listener, then lets the requests under way finish.
+    pub async fn stop(self) {
+        let last = self.current();
+        drop(self);
+        last.stop().await;
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -63,13 +104,9 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(
-    bundle: &atoll_runner::WasmBundle,
-    name: &str,
-    req: Request<Incoming>,
-    client: SocketAddr,
-    max_body: usize,
-) -> Response<Full<Bytes>> {
+async fn handle(bundle: &Instance, cx: &Context, req: Request<Incoming>, client: SocketAddr) -> Response<Full<Bytes>> {
+    let name = &cx.labels.bundle;
+    let max_body = bundle.limits().max_body_bytes;
     let id = format!("{:016x}", fastrand::u64(..));
     let (mut parts, body) = req.into_parts();
     let body = match Limited::new(body, max_body).collect().await {
@@ -84,15 +121,29 @@ async fn handle(
     parts.extensions.insert(atoll_runner::ClientAddr(client));
     let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
     let start = std::time::Instant::now();
-    match bundle.handle(Request::from_parts(parts, body)).await {
-        Ok(resp) => {
-            tracing::info!(target: "atoll_bundles::access", bundle = name, request_id = %id, %method, %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64);
+    let result = bundle.handle(Request::from_parts(parts, body)).await;
+    let elapsed = start.elapsed();
+    let ms = elapsed.as_millis() as u64;
+    match result {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            cx.metrics.request(&cx.labels, status, elapsed.as_secs_f64());
+            tracing::info!(target: "atoll_bundles::access", bundle = %name, did = %cx.labels.did, request_id = %id, %method, %path, status, ms);
+            resp.headers_mut().insert("x-request-id", hyper::header::HeaderValue::from_str(&id).expect("hex"));
             resp.map(Full::new)
         }
         Err(e) => {
             let status = e.status();
-            tracing::warn!(target: "atoll_bundles::access", bundle = name, request_id = %id, %method, %path, status = status.as_u16(), error = %e);
-            text(status, format!("bundle {name}: {e} (request {id})\n"))
+            cx.metrics.request(&cx.labels, status.as_u16(), elapsed.as_secs_f64());
+            tracing::warn!(target: "atoll_bundles::access", bundle = %name, did = %cx.labels.did, request_id = %id, %method, %path, status = status.as_u16(), ms, error = %e);
+            if status.is_server_error() {
+                let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                let message = format!("{method} {path}: {e}");
+                cx.metrics.failed(name, crate::metrics::RecentError { time, status: status.as_u16(), request_id: id.clone(), message });
+            }
+            let mut resp = text(status, format!("bundle {name}: {e} (request {id})\n"));
+            resp.headers_mut().insert("x-request-id", hyper::header::HeaderValue::from_str(&id).expect("hex"));
+            resp
         }
     }
 }

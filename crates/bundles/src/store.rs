@@ -30,6 +30,12 @@ pub struct BundleRecord {
     pub manifest: serde_json::Value,
     /// The port it was served on, asked for again after a restart.
     pub port: Option<u16>,
+    /// Instances kept warm (0: scaled to zero when idle).
+    #[serde(default)]
+    pub min_instances: u32,
+    /// Secrets given at `bundle run`, by name, each sealed to this host's key (base64).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, String>,
     pub created: i64,
 }
 

@@ -72,6 +72,8 @@ pub enum RunError {
     BadResponse(#[from] crate::cgi::BadResponse),
     #[error("the function's output {0}")]
     BadOutput(String),
+    #[error("the bundle's instance cannot be reached: {0}")]
+    Unreachable(String),
     #[error("the runner failed: {0}")]
     Internal(String),
 }
@@ -102,7 +104,8 @@ impl RunError {
             | RunError::Trap { .. }
             | RunError::Exit { .. }
             | RunError::BadResponse(_)
-            | RunError::BadOutput(_) => StatusCode::BAD_GATEWAY,
+            | RunError::BadOutput(_)
+            | RunError::Unreachable(_) => StatusCode::BAD_GATEWAY,
             RunError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

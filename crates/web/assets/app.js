@@ -292,8 +292,34 @@ async function gatewayView() {
   show(html + "</tbody></table>");
 }
 
+// Bundles: what this host runs for whom — owner, version, routes, instances, traffic, and
+// the last failures in words.
+async function bundlesView() {
+  const bundles = await api("/v1/bundles");
+  if (!bundles.length) {
+    show(`<h1>Bundles</h1><p id="no-bundles">No bundle yet. Allow an author with <code>atoll bundle allow HANDLE</code>, then <code>atoll bundle run at://…</code>.</p>`);
+    return;
+  }
+  let html = `<h1>Bundles</h1><table id="bundles"><caption>Bundles this host runs</caption><thead><tr>
+    <th scope="col">Bundle</th><th scope="col">Owner</th><th scope="col">Version</th><th scope="col">Runtime</th><th scope="col">Routes</th>
+    <th scope="col">Instances</th><th scope="col">Requests</th><th scope="col">Errors</th><th scope="col">URL</th></tr></thead><tbody>`;
+  for (const b of bundles) {
+    const st = b.stats;
+    html += `<tr data-bundle="${esc(b.name)}"><th scope="row">${esc(b.name)}</th><td title="${esc(b.did)}">${esc(b.handle ?? b.did)}</td>
+      <td>${esc(b.version)}</td><td>${esc(b.runtime)}</td><td class="routes">${b.routes.map(esc).join("<br>")}</td>
+      <td><span class="chip ${b.state === "running" ? "task-running" : "task-failed"}">${esc(b.state)}</span> ${esc(st.instances)} <small>(${esc(st.cold_starts)} cold starts)</small></td>
+      <td>${esc(st.requests)}</td><td class="${st.errors ? "error" : ""}">${esc(st.errors)}</td>
+      <td>${b.url ? `<a href="${esc(b.url)}">${esc(b.url)}</a>` : "—"}</td></tr>`;
+    for (const e of st.recent_errors) {
+      html += `<tr class="pending"><td></td><td colspan="8" class="error">${esc(new Date(e.time * 1000).toLocaleTimeString())} ${esc(e.status)}: ${esc(e.message)} <small>(request ${esc(e.request_id)})</small></td></tr>`;
+    }
+  }
+  show(html + "</tbody></table>");
+}
+
 function route() {
   const h = location.hash || "#/";
+  if (h === "#/bundles") return bundlesView;
   if (h.startsWith("#/c/")) return () => containerView(decodeURIComponent(h.slice(4)));
   if (h === "#/images") return imagesView;
   if (h === "#/networks") return networksView;
@@ -313,7 +339,7 @@ function navigate(moved) {
   }
   // After following a link, keyboard and screen-reader users start at the new view.
   render().then(() => { if (moved) main.focus({ preventScroll: true }); });
-  if (view === islandView || view === namesView || view === gatewayView) viewTimer = setInterval(() => { if (!document.hidden) render(); }, POLL_MS);
+  if (view === islandView || view === namesView || view === gatewayView || view === bundlesView) viewTimer = setInterval(() => { if (!document.hidden) render(); }, POLL_MS);
 }
 window.addEventListener("hashchange", () => navigate(true));
 navigate(false);

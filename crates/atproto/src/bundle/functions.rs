@@ -118,6 +118,8 @@ impl FunctionRecord {
             code: Some(self.code.clone()),
             previous_code: Vec::new(),
             routes: vec![Route { method: Method::Post, path: "/".into(), handler: "run".into() }],
+            command: Vec::new(),
+            port: None,
             permissions: Permissions::default(),
             limits: Limits {
                 memory_mb: Some(self.max_memory_mb.unwrap_or(32)),

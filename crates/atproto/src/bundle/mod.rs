@@ -8,6 +8,8 @@
 pub mod functions;
 mod validate;
 
+pub use validate::cron_parser;
+
 use serde::{Deserialize, Serialize};
 
 use crate::xrpc::Blob;
@@ -35,6 +37,13 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_code: Vec<Blob>,
     pub routes: Vec<Route>,
+    /// oci only: replaces the image's command (its `Cmd`; the entrypoint stays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// oci only: the container port it serves HTTP on (also given to it as `PORT`); 8080 by
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(default)]
     pub permissions: Permissions,
     #[serde(default)]

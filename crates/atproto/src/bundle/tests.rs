@@ -62,7 +62,7 @@ fn each_bad_field_is_named() {
         ("permissions", json!({"write": ["/a/../etc"]}), "normal"),
         ("permissions", json!({"env": ["1BAD"]}), "environment variable"),
         ("cron", json!([{"schedule": "61 * * * *", "handler": "t"}]), "61"),
-        ("cron", json!([{"schedule": "* * * * * *", "handler": "t"}]), "five fields"),
+        ("cron", json!([{"schedule": "* * * * * * *", "handler": "t"}]), "five fields"),
         ("secrets", json!([{"name": "GREETING"}]), "also in permissions.env"),
         ("secrets", json!([{"name": "K", "sealed": [{"recipient": "short", "ciphertext": "x"}]}]), "X25519"),
         ("unknown", json!(1), "unknown field `unknown`"),
@@ -161,6 +161,9 @@ fn the_lexicon_and_the_type_list_the_same_fields() {
     full.description = Some("d".into());
     full.previous_code = vec![full.code.clone().unwrap()];
     full.created_at = Some("2026-01-01T00:00:00Z".into());
+    // oci's (not valid with wasm; to_record does not check).
+    full.command = vec!["serve".into()];
+    full.port = Some(9000);
     let mut ours = full.to_record();
     ours.as_object_mut().unwrap().remove("$type");
     assert_eq!(keys(&ours), keys(&record["properties"]));
@@ -265,6 +268,8 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 code: Some(Blob { cid: BlobCid::of(b"m"), mime_type: "application/wasm".into(), size: 1 }),
                 previous_code: vec![],
                 routes,
+                command: Vec::new(),
+                port: None,
                 permissions: Permissions { net, read, write: vec![], env: vec![] },
                 limits: Limits { memory_mb, wall_timeout_ms, ..Limits::default() },
                 cron: vec![],

@@ -71,6 +71,20 @@ fn entry_and_code(m: &Manifest, problems: &mut Vec<Problem>) {
         }
         _ => {}
     }
+    if m.runtime != Runtime::Oci {
+        if !m.command.is_empty() {
+            push(problems, "command", "is for the oci runtime only");
+        }
+        if m.port.is_some() {
+            push(problems, "port", "is for the oci runtime only");
+        }
+    }
+    if m.command.len() > 64 || m.command.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
+        push(problems, "command", "must be at most 64 arguments of at most 4096 bytes, without NUL");
+    }
+    if m.port == Some(0) {
+        push(problems, "port", "must be 1-65535");
+    }
     if m.runtime == Runtime::Deno && m.entry.split('/').any(|s| s == "..") {
         push(problems, "entry", "must stay inside the bundle (no ..)");
     }
@@ -248,16 +262,23 @@ fn limits(m: &Manifest, problems: &mut Vec<Problem>) {
 }
 
 /// Five-field cron (or `@hourly`, `@daily`…), as croner parses it.
+/// Cron's five fields, or six with seconds first (croner's and Quartz's order).
+pub fn cron_parser() -> croner::parser::CronParser {
+    croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Optional).build()
+}
+
 pub(super) fn cron_schedule(schedule: &str) -> Result<(), String> {
     let s = schedule.trim();
     if s.len() > 128 {
         return Err("is longer than 128 bytes".into());
     }
     let nickname = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s);
-    if !nickname && s.split_whitespace().count() != 5 {
-        return Err(format!("`{schedule}` must have five fields (minute hour day-of-month month day-of-week) or be @hourly, @daily…"));
+    if !nickname && !matches!(s.split_whitespace().count(), 5 | 6) {
+        return Err(format!(
+            "`{schedule}` must have five fields (minute hour day-of-month month day-of-week), six (seconds first), or be @hourly, @daily…"
+        ));
     }
-    s.parse::<croner::Cron>().map(|_| ()).map_err(|e| format!("`{schedule}`: {e}"))
+    cron_parser().parse(s).map(|_| ()).map_err(|e| format!("`{schedule}`: {e}"))
 }
 
 fn secrets(m: &Manifest, problems: &mut Vec<Problem>) {

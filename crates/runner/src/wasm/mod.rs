@@ -389,16 +389,34 @@ impl WasmBundle {
     /// runs the handler in a fresh instance under the bundle's limits, and returns the
     /// response, with [`Stderr`] and [`Usage`] in its extensions.
     pub async fn handle(&self, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
-        let started = Instant::now();
-        let (head, body) = req.into_parts();
-        let path = head.uri.path();
-        let m = route(&self.manifest, head.method.as_str(), path).map_err(|e| {
-            let (method, path) = (head.method.to_string(), path.to_owned());
+        let path = req.uri().path();
+        let m = route(&self.manifest, req.method().as_str(), path).map_err(|e| {
+            let (method, path) = (req.method().to_string(), path.to_owned());
             match e {
                 NoRoute::NotFound => RunError::NotFound { method, path },
                 NoRoute::MethodNotAllowed => RunError::MethodNotAllowed { method, path },
             }
         })?;
+        let pattern = self.manifest.routes[m.index].path.clone();
+        self.run(req, m, &pattern).await
+    }
+
+    /// Runs `handler` (an export) for `req` without routing it: how cron jobs and background
+    /// tasks call a bundle. The CGI script name is `/`, the path all `PATH_INFO`.
+    pub async fn invoke(&self, handler: &str, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
+        let m = crate::RouteMatch {
+            index: usize::MAX,
+            handler: handler.to_owned(),
+            params: Vec::new(),
+            script_name: String::new(),
+            rest: req.uri().path().to_owned(),
+        };
+        self.run(req, m, "").await
+    }
+
+    async fn run(&self, req: Request<Bytes>, m: crate::RouteMatch, pattern: &str) -> Result<Response<Bytes>, RunError> {
+        let started = Instant::now();
+        let (head, body) = req.into_parts();
         if body.len() > self.limits.max_body_bytes {
             return Err(RunError::BodyTooLarge { limit: self.limits.max_body_bytes });
         }
@@ -410,7 +428,7 @@ impl WasmBundle {
         let (mut response, cpu) = match self.abi {
             Abi::Wagi => {
                 let info = cgi::RequestInfo {
-                    route_pattern: &self.manifest.routes[m.index].path,
+                    route_pattern: pattern,
                     body_len: body.len(),
                     remote_addr: head.extensions.get::<ClientAddr>().map(|a| a.0.ip()),
                 };

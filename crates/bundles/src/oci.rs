@@ -1,0 +1,364 @@
+//! oci bundles: the manifest's `entry` names an image, and the bundle runs as one Atoll
+//! container of it (the host's engine, behind [`Containers`]) serving HTTP on its `port`
+//! (8080 by default, also given to it as `PORT`). Requests are checked against the manifest's
+//! routes here, then proxied to the container's address on its bridge.
+//!
+//! What the container gets: the declared `permissions.env` names with values and the secrets
+//! as environment; the memory limit as its cgroup's; no way out of the host (an `--internal`
+//! network) unless the manifest declares `permissions.net` hosts, and then the default bridge
+//! (egress is not narrowed to the declared hosts yet for oci). A request over its wall time
+//! gets a 504 and the container is replaced; so is one that stopped.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atoll_atproto::bundle::Manifest;
+use atoll_runner::{Effective, Grants, NoRoute, RunError, route};
+use atoll_spec::ContainerSpec;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{Mutex, Semaphore};
+
+/// The container label listing the environment variables that hold secrets (comma-separated):
+/// the API shows their values as `<redacted>`.
+pub const SECRET_ENV_LABEL: &str = "atoll.bundle.secret-env";
+
+/// The port an oci bundle serves on when its manifest names none.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// How long a new container may take to accept connections (its image may be pulled first).
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+/// A container the engine started for a bundle.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub id: String,
+    /// Its address on its bridge network, which this host reaches directly.
+    pub ip: IpAddr,
+}
+
+/// The host's container engine, as bundles use it.
+#[async_trait::async_trait]
+pub trait Containers: Send + Sync + 'static {
+    /// Creates and starts `spec` (pulling its image if missing), replacing a container of the
+    /// same name. `egress`: whether it may reach beyond this host.
+    async fn run(&self, spec: ContainerSpec, egress: bool) -> Result<Started, String>;
+    /// Its exit code, once it has stopped.
+    async fn exited(&self, id: &str) -> Option<i32>;
+    /// The last lines it wrote, for error messages.
+    async fn log_tail(&self, id: &str) -> String;
+    /// Stops (within `grace`) and removes it.
+    async fn remove(&self, id: &str, grace: Duration);
+}
+
+/// The container name of bundle `name`'s instance of the record version `record_cid`: the
+/// CID's last 8 characters tell versions apart while a new one warms beside the old.
+pub fn container_name(name: &str, record_cid: Option<&str>) -> String {
+    match record_cid {
+        Some(cid) if cid.len() >= 8 => format!("atoll-bundle-{name}-{}", &cid[cid.len() - 8..]),
+        _ => format!("atoll-bundle-{name}"),
+    }
+}
+
+/// The container spec an oci bundle runs as. Pure.
+pub fn container_spec(name: &str, container: &str, manifest: &Manifest, grants: &Grants, limits: &Effective) -> ContainerSpec {
+    let port = manifest.port.unwrap_or(DEFAULT_PORT);
+    let mut env = vec![format!("PORT={port}")];
+    for k in &manifest.permissions.env {
+        if let Some(v) = grants.env.get(k) {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    for (k, v) in &grants.secrets {
+        env.push(format!("{k}={v}"));
+    }
+    let mut spec = ContainerSpec {
+        name: Some(container.to_owned()),
+        image: manifest.entry.clone(),
+        cmd: (!manifest.command.is_empty()).then(|| manifest.command.clone()),
+        env,
+        labels: BTreeMap::from([("atoll.bundle".to_owned(), name.to_owned())]),
+        init: false,
+        ..Default::default()
+    };
+    if !grants.secrets.is_empty() {
+        spec.labels.insert(SECRET_ENV_LABEL.to_owned(), grants.secrets.keys().cloned().collect::<Vec<_>>().join(","));
+    }
+    // The engine's floor is 6 MiB (docker's).
+    spec.resources.memory = Some((limits.memory_bytes as u64).max(6 << 20));
+    spec.security.no_new_privileges = true;
+    spec
+}
+
+/// How an oci bundle's instance lives: kept warm, or stopped when idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// Never stop the container for idleness (pre-warmed: `--min-instances 1`).
+    pub keep_warm: bool,
+    /// With `keep_warm` off: stop the container after this long without requests (scale to
+    /// zero); the next request starts one again (a cold start).
+    pub idle_timeout: Duration,
+}
+
+/// A running oci bundle.
+pub struct OciBundle {
+    inner: Arc<Inner>,
+    reaper: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct Inner {
+    name: String,
+    manifest: Manifest,
+    limits: Effective,
+    spec: ContainerSpec,
+    port: u16,
+    containers: Arc<dyn Containers>,
+    live: Mutex<Option<Started>>,
+    slots: Semaphore,
+    /// When the last request finished (or the bundle started).
+    last_used: std::sync::Mutex<Instant>,
+    observe: Observe,
+}
+
+/// Where an oci bundle reports its cold starts and instances.
+#[derive(Clone)]
+pub struct Observe {
+    pub metrics: crate::metrics::Metrics,
+    pub labels: crate::metrics::BundleLabels,
+}
+
+impl Drop for OciBundle {
+    fn drop(&mut self) {
+        if let Some(r) = &self.reaper {
+            r.abort();
+        }
+    }
+}
+
+impl OciBundle {
+    /// Starts `name`'s container and waits until it accepts connections (so a bundle that
+    /// cannot run is refused at `bundle run`, not at its first request).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        name: &str,
+        container: &str,
+        manifest: &Manifest,
+        grants: &Grants,
+        limits: Effective,
+        containers: Arc<dyn Containers>,
+        lifecycle: Lifecycle,
+        observe: Observe,
+    ) -> Result<OciBundle, String> {
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            manifest: manifest.clone(),
+            spec: container_spec(name, container, manifest, grants, &limits),
+            port: manifest.port.unwrap_or(DEFAULT_PORT),
+            containers,
+            live: Mutex::new(None),
+            slots: Semaphore::new(limits.concurrent),
+            limits,
+            last_used: std::sync::Mutex::new(Instant::now()),
+            observe,
+        });
+        let started = inner.launch().await?;
+        *inner.live.lock().await = Some(started);
+        let reaper = (!lifecycle.keep_warm && !lifecycle.idle_timeout.is_zero())
+            .then(|| tokio::spawn(reap(Arc::downgrade(&inner), lifecycle.idle_timeout)));
+        Ok(OciBundle { inner, reaper })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    pub fn limits(&self) -> &Effective {
+        &self.inner.limits
+    }
+
+    /// Answers one request: routed by the manifest, proxied to the container within the
+    /// bundle's wall time.
+    pub async fn handle(&self, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
+        let (method, path) = (req.method().as_str(), req.uri().path());
+        route(&self.inner.manifest, method, path).map_err(|no| {
+            let (method, path) = (method.to_owned(), path.to_owned());
+            match no {
+                NoRoute::NotFound => RunError::NotFound { method, path },
+                NoRoute::MethodNotAllowed => RunError::MethodNotAllowed { method, path },
+            }
+        })?;
+        self.inner.send(req).await
+    }
+
+    /// Runs a cron job or background task: `POST /.well-known/atoll/cron/HANDLER` to the
+    /// container, bypassing the routes.
+    pub async fn invoke(&self, handler: &str, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = format!("/.well-known/atoll/cron/{handler}").parse().map_err(|e| RunError::Internal(format!("{e}")))?;
+        self.inner.send(Request::from_parts(parts, body)).await
+    }
+
+    /// Stops taking requests, lets those under way finish (up to the wall time), and removes
+    /// the container.
+    pub async fn stop(&self) {
+        let inner = &self.inner;
+        let all = u32::try_from(inner.limits.concurrent).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(inner.limits.wall, inner.slots.acquire_many(all)).await;
+        inner.slots.close();
+        inner.retire(Duration::from_secs(2)).await;
+    }
+}
+
+/// Stops the container of an idle bundle (scale to zero).
+async fn reap(inner: std::sync::Weak<Inner>, idle: Duration) {
+    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let quiet = || inner.last_used.lock().expect("not poisoned").elapsed() >= idle;
+        if !quiet() {
+            continue;
+        }
+        // Only with no request under way: holding every slot keeps new ones out meanwhile;
+        // idleness is checked again under them (a request may have ended since).
+        let all = u32::try_from(inner.limits.concurrent).unwrap_or(u32::MAX);
+        let Ok(_all) = inner.slots.try_acquire_many(all) else { continue };
+        if quiet() && inner.live.lock().await.is_some() {
+            tracing::info!(bundle = %inner.name, idle_s = idle.as_secs(), "scaling an idle bundle to zero");
+            inner.retire(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+impl Inner {
+    fn egress(&self) -> bool {
+        !self.manifest.permissions.net.is_empty()
+    }
+
+    /// Runs a new container and waits for its port.
+    async fn launch(&self) -> Result<Started, String> {
+        let started = self.containers.run(self.spec.clone(), self.egress()).await?;
+        let addr = SocketAddr::new(started.ip, self.port);
+        let deadline = Instant::now() + READY_WITHIN;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                self.observe.metrics.cold_start(&self.observe.labels);
+                self.observe.metrics.instances(&self.observe.labels).set(1);
+                return Ok(started);
+            }
+            if let Some(code) = self.containers.exited(&started.id).await {
+                let tail = self.containers.log_tail(&started.id).await;
+                self.containers.remove(&started.id, Duration::ZERO).await;
+                return Err(format!("its container exited with status {code} before serving on port {}: {tail}", self.port));
+            }
+            if Instant::now() >= deadline {
+                self.containers.remove(&started.id, Duration::ZERO).await;
+                return Err(format!(
+                    "its container did not accept connections on port {} within {} s (does the image serve HTTP there? set `port`)",
+                    self.port,
+                    READY_WITHIN.as_secs()
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The live container, started anew if it was recycled, scaled to zero or has stopped.
+    async fn instance(&self) -> Result<SocketAddr, RunError> {
+        let mut live = self.live.lock().await;
+        if let Some(s) = live.as_ref()
+            && let Some(code) = self.containers.exited(&s.id).await
+        {
+            tracing::warn!(bundle = %self.name, container = %s.id, code, "the bundle's container stopped; starting another");
+            self.containers.remove(&s.id, Duration::ZERO).await;
+            *live = None;
+        }
+        if live.is_none() {
+            *live = Some(self.launch().await.map_err(RunError::Unreachable)?);
+        }
+        Ok(SocketAddr::new(live.as_ref().expect("set above").ip, self.port))
+    }
+
+    /// Removes the container (after a request it did not answer in time, when idle, or at
+    /// stop).
+    async fn retire(&self, grace: Duration) {
+        if let Some(s) = self.live.lock().await.take() {
+            self.containers.remove(&s.id, grace).await;
+            self.observe.metrics.instances(&self.observe.labels).set(0);
+        }
+    }
+
+    /// Proxies `req` to the container within the bundle's wall time.
+    async fn send(&self, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
+        let wall = self.limits.wall;
+        let start = Instant::now();
+        let _slot = tokio::time::timeout(wall, self.slots.acquire())
+            .await
+            .map_err(|_| RunError::Busy { concurrent: self.limits.concurrent, waited_ms: wall.as_millis() as u64 })?
+            .map_err(|_| RunError::Internal("the bundle is stopping".into()))?;
+        let addr = self.instance().await?;
+        let left = wall.saturating_sub(start.elapsed());
+        let result = match tokio::time::timeout(left, forward(addr, req, self.limits.max_output_bytes)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(bundle = %self.name, "a request ran past its wall time: replacing the container");
+                self.retire(Duration::ZERO).await;
+                Err(RunError::WallTimeout { limit_ms: wall.as_millis() as u64 })
+            }
+        };
+        *self.last_used.lock().expect("not poisoned") = Instant::now();
+        result
+    }
+}
+
+/// Sends `req` to `addr` over a new HTTP/1.1 connection.
+async fn forward(addr: SocketAddr, req: Request<Bytes>, max_output: usize) -> Result<Response<Bytes>, RunError> {
+    let unreachable = |e: &dyn std::fmt::Display| RunError::Unreachable(format!("{addr}: {e}"));
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| unreachable(&e))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
+    tokio::spawn(conn);
+    let (parts, body) = req.into_parts();
+    let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| unreachable(&e))?;
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, max_output).collect().await.map_err(|_| RunError::OutputTooLarge { limit: max_output })?.to_bytes();
+    Ok(Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_carries_port_env_secrets_limits_and_label() {
+        let m = Manifest::from_record(&serde_json::json!({
+            "name": "hello-oci", "version": "1.0.0", "runtime": "oci", "entry": "docker.io/library/busybox:1.36",
+            "command": ["httpd", "-f", "-p", "9000"], "port": 9000,
+            "routes": [{"method": "GET", "path": "/hello", "handler": "http"}],
+            "permissions": {"env": ["GREETING", "UNSET"]},
+            "limits": {"memoryMb": 32},
+        }))
+        .unwrap();
+        let grants = Grants {
+            data_dir: None,
+            env: BTreeMap::from([("GREETING".into(), "hi".into()), ("UNDECLARED".into(), "x".into())]),
+            secrets: BTreeMap::from([("TOKEN".into(), "s3cret".into())]),
+        };
+        let limits = atoll_runner::Policy::default().effective(&m);
+        let spec = container_spec("hello", &container_name("hello", Some("bafyreiabcdefgh12345678")), &m, &grants, &limits);
+        assert_eq!(spec.name.as_deref(), Some("atoll-bundle-hello-12345678"));
+        assert_eq!(spec.image, "docker.io/library/busybox:1.36");
+        assert_eq!(spec.cmd.as_deref(), Some(&["httpd".to_owned(), "-f".into(), "-p".into(), "9000".into()][..]));
+        assert_eq!(spec.env, ["PORT=9000", "GREETING=hi", "TOKEN=s3cret"]);
+        assert_eq!(spec.resources.memory, Some(32 << 20));
+        assert_eq!(spec.labels.get("atoll.bundle").map(String::as_str), Some("hello"));
+        assert!(spec.security.no_new_privileges);
+        assert_eq!(spec.labels.get(SECRET_ENV_LABEL).map(String::as_str), Some("TOKEN"));
+        spec.validate().unwrap();
+    }
+}
