@@ -74,3 +74,5 @@ fi
 
 # A real ATProto PDS and PLC directory (npm, Node 22) for the bundle tests, cached outside the clone.
 scripts/install-pds.sh
+# The Deno binary the deno bundle runtime runs (npm's @deno/linux-x64-glibc), cached outside the clone.
+scripts/install-deno.sh

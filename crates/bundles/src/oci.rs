@@ -280,7 +280,7 @@ impl Inner {
             *live = None;
         }
         if live.is_none() {
-            *live = Some(self.launch().await.map_err(RunError::Unreachable)?);
+            *live = Some(self.launch().await.map_err(RunError::InstanceStart)?);
         }
         Ok(SocketAddr::new(live.as_ref().expect("set above").ip, self.port))
     }
@@ -301,7 +301,7 @@ impl Inner {
         let _slot = tokio::time::timeout(wall, self.slots.acquire())
             .await
             .map_err(|_| RunError::Busy { concurrent: self.limits.concurrent, waited_ms: wall.as_millis() as u64 })?
-            .map_err(|_| RunError::Internal("the bundle is stopping".into()))?;
+            .map_err(|_| RunError::Stopping)?;
         let addr = self.instance().await?;
         let left = wall.saturating_sub(start.elapsed());
         let result = match tokio::time::timeout(left, forward(addr, req, self.limits.max_output_bytes)).await {
@@ -319,7 +319,7 @@ impl Inner {
 
 /// Sends `req` to `addr` over a new HTTP/1.1 connection.
 async fn forward(addr: SocketAddr, req: Request<Bytes>, max_output: usize) -> Result<Response<Bytes>, RunError> {
-    let unreachable = |e: &dyn std::fmt::Display| RunError::Unreachable(format!("{addr}: {e}"));
+    let unreachable = |e: &dyn std::fmt::Display| RunError::Instance(format!("{addr}: {e}"));
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| unreachable(&e))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
     tokio::spawn(conn);

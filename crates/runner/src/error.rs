@@ -10,6 +10,28 @@ pub enum LoadError {
     Engine(String),
     #[error("bundle `{name}` is a {runtime} bundle; this runner runs wasm")]
     NotWasm { name: String, runtime: &'static str },
+    #[error("bundle `{name}` is a {runtime} bundle; this runner runs deno")]
+    NotDeno { name: String, runtime: &'static str },
+    #[error("no deno binary: {0}")]
+    NoDeno(String),
+    #[error("`code.mimeType` is `{0}`; the deno runner runs one JavaScript or TypeScript module (tar archives are not run yet)")]
+    DenoCode(String),
+    #[error("`entry` is `{entry}`; a single-module bundle's entry is `{expected}` (the code blob, by its MIME type)")]
+    Entry { entry: String, expected: &'static str },
+    #[error("the bundle asks for isolation `{asked}`; this runner's sandbox is `{given}`")]
+    Isolation { asked: &'static str, given: &'static str },
+    #[error("{path}: {why}")]
+    Path { path: std::path::PathBuf, why: &'static str },
+    #[error("cannot prepare the work directory {path}")]
+    WorkDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the bundle's instance")]
+    Launch(#[from] crate::launch::LaunchError),
+    #[error("the bundle's instance did not start: {0}")]
+    InstanceStart(String),
     #[error("the module is {size} bytes; the island accepts at most {limit}")]
     TooLarge { size: usize, limit: usize },
     #[error("the code is not a WebAssembly module: {0}")]
@@ -72,10 +94,27 @@ pub enum RunError {
     BadResponse(#[from] crate::cgi::BadResponse),
     #[error("the function's output {0}")]
     BadOutput(String),
-    #[error("the bundle's instance cannot be reached: {0}")]
-    Unreachable(String),
+    #[error("the bundle's instance exited{} while answering{}", exit_status(.code), stderr_tail(.stderr))]
+    InstanceExited { code: Option<i32>, stderr: String },
+    #[error("the bundle's instance ran out of its {limit_mb} MiB of memory and was stopped{}", stderr_tail(.stderr))]
+    InstanceMemory { limit_mb: u64, stderr: String },
+    #[error("the bundle's instance did not start: {0}")]
+    InstanceStart(String),
+    #[error("the bundle's instance was restarted while this request ran: {0}")]
+    Recycled(String),
+    #[error("the bundle is stopping")]
+    Stopping,
+    #[error("the bundle's instance did not answer: {0}")]
+    Instance(String),
     #[error("the runner failed: {0}")]
     Internal(String),
+}
+
+fn exit_status(code: &Option<i32>) -> String {
+    match code {
+        Some(c) => format!(" with status {c}"),
+        None => " on a signal".to_owned(),
+    }
 }
 
 fn stderr_tail(stderr: &str) -> String {
@@ -89,7 +128,8 @@ fn stderr_tail(stderr: &str) -> String {
 
 impl RunError {
     /// The status the caller answers with: 4xx for the client's mistakes, 504 when a time limit
-    /// cut the request, 503 when the bundle is busy, 502 when the bundle misbehaved, 500 for
+    /// cut the request, 503 when the bundle is busy, stopping, or its instance was restarted
+    /// under the request (another request's limit), 502 when the bundle misbehaved, 500 for
     /// the runner's own failures.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -97,7 +137,7 @@ impl RunError {
             RunError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RunError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RunError::NotJson(_) => StatusCode::BAD_REQUEST,
-            RunError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RunError::Busy { .. } | RunError::Recycled(_) | RunError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             RunError::CpuLimit { .. } | RunError::WallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             RunError::MemoryLimit { .. }
             | RunError::OutputTooLarge { .. }
@@ -105,7 +145,10 @@ impl RunError {
             | RunError::Exit { .. }
             | RunError::BadResponse(_)
             | RunError::BadOutput(_)
-            | RunError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            | RunError::InstanceExited { .. }
+            | RunError::InstanceMemory { .. }
+            | RunError::InstanceStart(_)
+            | RunError::Instance(_) => StatusCode::BAD_GATEWAY,
             RunError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -17,11 +17,11 @@
 //! recorded but wasm bundles cannot reach them. No host environment, arguments, or files
 //! beyond those.
 
-mod fs;
+pub(crate) mod fs;
 mod meter;
 mod pipe;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,32 +36,13 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use crate::cgi;
+pub use crate::grants::Grants;
+use crate::grants::bundle_env;
 use crate::policy::{Effective, Policy};
 use crate::route::{NoRoute, route};
 use crate::{LoadError, RunError};
 use meter::{Meter, Metered, Ticker};
 use pipe::CappedPipe;
-
-/// What the caller gives a bundle besides its manifest.
-#[derive(Default, Clone)]
-pub struct Grants {
-    /// The bundle's own directory; its declared `read`/`write` paths are directories under it.
-    pub data_dir: Option<PathBuf>,
-    /// Values for environment variables; only the names in `permissions.env` reach the module.
-    pub env: BTreeMap<String, String>,
-    /// Decrypted secrets, by name; each must be declared in the manifest's `secrets`.
-    pub secrets: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for Grants {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Grants")
-            .field("data_dir", &self.data_dir)
-            .field("env", &self.env.keys().collect::<Vec<_>>())
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
 
 /// Put in a request's extensions by the caller: the client's address (`REMOTE_ADDR`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,21 +239,6 @@ impl WasmRuntime {
 enum Abi {
     Wagi,
     Pure,
-}
-
-/// The declared env names the caller gave values for, and the secrets (all declared, the
-/// required ones present).
-fn bundle_env(manifest: &Manifest, grants: &Grants) -> Result<Vec<(String, String)>, LoadError> {
-    for name in grants.secrets.keys() {
-        if !manifest.secrets.iter().any(|s| &s.name == name) {
-            return Err(LoadError::UndeclaredSecret(name.clone()));
-        }
-    }
-    if let Some(s) = manifest.secrets.iter().find(|s| s.required && !grants.secrets.contains_key(&s.name)) {
-        return Err(LoadError::MissingSecret(s.name.clone()));
-    }
-    let declared = grants.env.iter().filter(|(k, _)| manifest.permissions.env.contains(k));
-    Ok(declared.chain(&grants.secrets).map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 fn signature(ty: &FuncType) -> String {
