@@ -12,12 +12,15 @@ use atoll_spec::{ContainerSpec, NetworkAttachment, NetworkSpec};
 /// The network of bundles that declare no `permissions.net` hosts: no route out of the host.
 pub const INTERNAL_NETWORK: &str = "atoll-bundles";
 
-/// [`atoll_bundles::Containers`] over the engine.
-pub struct EngineContainers(pub Arc<Engine>);
+/// [`atoll_bundles::Containers`] over the engine (and its image store, for the sandbox image).
+pub struct EngineContainers {
+    pub engine: Arc<Engine>,
+    pub images: Arc<atoll_image::ImageService>,
+}
 
 impl EngineContainers {
     async fn internal_network(&self) -> Result<(), String> {
-        let nets = self.0.networks();
+        let nets = self.engine.networks();
         if nets.inspect(INTERNAL_NETWORK).await.is_ok() {
             return Ok(());
         }
@@ -38,34 +41,55 @@ impl EngineContainers {
 impl atoll_bundles::Containers for EngineContainers {
     async fn run(&self, mut spec: ContainerSpec, egress: bool) -> Result<Started, String> {
         if let Some(name) = &spec.name {
-            match self.0.remove(name, true, false).await {
+            match self.engine.remove(name, true, false).await {
                 Ok(_) | Err(EngineError::NotFound(_)) => {}
                 Err(e) => return Err(format!("replacing container {name}: {}", atoll_node::error_chain(&e))),
             }
         }
-        if !egress {
+        if !egress && spec.network == atoll_spec::NetworkMode::Bridge {
             self.internal_network().await?;
             spec.networks = vec![NetworkAttachment::new(INTERNAL_NETWORK)];
         }
-        let rec = self.0.create(spec, true).await.map_err(|e| atoll_node::error_chain(&e))?;
-        let ip = rec
-            .endpoints
-            .first()
-            .map(|e| std::net::IpAddr::V4(e.ipv4))
-            .ok_or_else(|| format!("container {} has no address on a bridge", rec.name))?;
+        let rec = self.engine.create(spec, true).await.map_err(|e| atoll_node::error_chain(&e))?;
+        let ip = rec.endpoints.first().map(|e| std::net::IpAddr::V4(e.ipv4));
         Ok(Started { id: rec.id, ip })
     }
 
     async fn exited(&self, id: &str) -> Option<i32> {
-        match self.0.get(id) {
+        match self.engine.get(id) {
             Ok(rec) if rec.is_running() => None,
             Ok(rec) => Some(rec.exit_code.unwrap_or(-1)),
             Err(_) => Some(-1),
         }
     }
 
+    async fn wait(&self, id: &str) -> Option<i32> {
+        match self.engine.waiter(id, atoll_node::WaitCondition::NotRunning) {
+            Ok(w) => Some(w.await),
+            Err(_) => None,
+        }
+    }
+
+    async fn ensure_image(&self, reference: &str, build: fn() -> Vec<u8>) -> Result<(), String> {
+        if self.images.inspect(reference).is_ok() {
+            return Ok(());
+        }
+        let dir = tempfile::tempdir().map_err(|e| format!("a scratch directory for {reference}: {e}"))?;
+        let path = dir.path().join("layout.tar");
+        std::fs::write(&path, build()).map_err(|e| format!("writing {reference}'s layout: {e}"))?;
+        let name = reference.rsplit_once(':').map_or(reference, |(n, _)| n);
+        let tagged =
+            self.images.import(&path, Some(name)).await.map_err(|e| format!("importing {reference}: {}", atoll_node::error_chain(&e)))?;
+        if self.images.inspect(reference).is_err() {
+            // Imported under the name, with the layout's own tag: give it ours.
+            let id = tagged.first().map(|i| i.id.clone()).ok_or_else(|| format!("importing {reference}: nothing imported"))?;
+            self.images.tag(&id, reference).map_err(|e| format!("tagging {reference}: {}", atoll_node::error_chain(&e)))?;
+        }
+        Ok(())
+    }
+
     async fn log_tail(&self, id: &str) -> String {
-        let path = self.0.log_path(id);
+        let path = self.engine.log_path(id);
         let lines = tokio::task::spawn_blocking(move || atoll_runtime::logs::tail_and_end(&path, 5))
             .await
             .ok()
@@ -78,9 +102,9 @@ impl atoll_bundles::Containers for EngineContainers {
 
     async fn remove(&self, id: &str, grace: Duration) {
         if !grace.is_zero() {
-            let _ = self.0.stop(id, Some(grace.as_secs().max(1))).await;
+            let _ = self.engine.stop(id, Some(grace.as_secs().max(1))).await;
         }
-        if let Err(e) = self.0.remove(id, true, false).await
+        if let Err(e) = self.engine.remove(id, true, false).await
             && !matches!(e, EngineError::NotFound(_))
         {
             tracing::warn!(container = id, error = %atoll_node::error_chain(&e), "removing a bundle's container");

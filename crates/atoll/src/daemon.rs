@@ -295,7 +295,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         insecure_http_port: args.atproto_insecure_http_port,
         ..Default::default()
     };
-    let containers = Arc::new(atoll_api::bundle_containers::EngineContainers(engine.clone()));
+    let containers = Arc::new(atoll_api::bundle_containers::EngineContainers { engine: engine.clone(), images: images.clone() });
     let bundles = atoll_bundles::Bundles::open(
         data_dir,
         atproto,

@@ -262,3 +262,66 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     let r = d.cli(&["inspect", &container]);
     assert!(!r.ok(), "the container went with the bundle");
 }
+
+#[test]
+fn a_deno_bundle_runs_in_a_container_sandbox_with_only_what_it_declares() {
+    let ns = Netns::new();
+    let pds = Pds::start_in(&ns);
+    let alice = pds.create_account("alice.test");
+    let dns = HandleDns::start_in(&ns, &[("_atproto.alice.test", &format!("did={}", alice.did))]);
+    let root = tempfile::tempdir().unwrap();
+    let (ns_addr, port) = (dns.addr.to_string(), pds.port.to_string());
+    let args = ["--plc-url", &pds.plc_url, "--atproto-nameserver", &ns_addr, "--atproto-insecure-http-port", &port];
+    let d = Daemon::start_in_netns(Path::new(BIN), root.path(), &args, &ns);
+
+    // The example, plus a route that tries what it did not declare, and a cron job.
+    let dir = root.path().join("hello-deno");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(example("hello-deno").join("bundle.json")).unwrap()).unwrap();
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/peek", "handler": "peek"}));
+    m["cron"] = serde_json::json!([{"schedule": "* * * * * *", "handler": "tick"}]);
+    std::fs::write(dir.join("bundle.json"), m.to_string()).unwrap();
+    let code = std::fs::read_to_string(example("hello-deno").join("main.ts")).unwrap();
+    let extra = r#"
+export async function peek(_req: Request): Promise<Response> {
+  return new Response(await Deno.readTextFile("/etc/hostname"));
+}
+export function tick(_req: Request): Response {
+  return new Response("ticked");
+}
+"#;
+    std::fs::write(dir.join("main.ts"), format!("{code}{extra}")).unwrap();
+
+    let uri = publish(&ns, &pds, &alice, &dir);
+    d.ok(&["bundle", "allow", "alice.test"]);
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "run", &uri, "--json"])).unwrap();
+    assert_eq!((v["runtime"].as_str(), v["state"].as_str()), (Some("deno"), Some("running")), "{v}");
+    let url = v["url"].as_str().unwrap().to_owned();
+    let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 10 {url}/hello"));
+    assert!(ok && out.trim() == "hello from deno", "{out}");
+    // Reading a path it did not declare is denied, and the next request still answers.
+    let (ok, out) = ns.sh(&format!("curl -sS -w ' %{{http_code}}' --max-time 10 {url}/peek"));
+    assert!(ok && out.trim().ends_with("403") && out.contains("denied"), "{out}");
+    let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 10 {url}/hello"));
+    assert!(ok && out.trim() == "hello from deno", "{out}");
+
+    // Its instance is a sandbox container: no network, read-only root, no capabilities.
+    let ps: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--json"])).unwrap();
+    let name = ps.as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).find(|n| n.starts_with("atoll-sandbox-hello-deno"));
+    let name = name.unwrap_or_else(|| panic!("no sandbox container in {ps}")).to_owned();
+    let sandbox = d.container(&name);
+    let spec = &sandbox["spec"];
+    assert!(spec["labels"]["atoll.bundle.sandbox"].is_string(), "{spec}");
+    assert_eq!((spec["network"].as_str(), spec["read_only"].as_bool()), (Some("none"), Some(true)), "{spec}");
+    assert_eq!(spec["cap_drop"], serde_json::json!(["ALL"]), "{spec}");
+
+    // The cron job runs.
+    let runs = || {
+        let m = String::from_utf8_lossy(&d.http("GET", "/metrics", None, b"").body).into_owned();
+        m.lines().any(|l| l.starts_with("atoll_bundle_cron_runs_total{") && l.contains("handler=\"tick\"") && l.contains("outcome=\"ok\""))
+    };
+    atoll_testkit::wait_for(20, "the deno bundle's cron job to run", runs);
+
+    assert_eq!(d.ok(&["bundle", "rm", "hello-deno"]).trim(), "Removed hello-deno");
+    assert!(!d.cli(&["inspect", &name]).ok(), "the sandbox went with the bundle");
+}

@@ -2,6 +2,7 @@
 //! lifecycle treat wasm, deno and oci bundles alike through [`Instance`].
 
 use atoll_atproto::bundle::Manifest;
+use atoll_runner::deno::DenoBundle;
 use atoll_runner::{Effective, RunError, WasmBundle};
 use bytes::Bytes;
 use hyper::{Request, Response};
@@ -14,6 +15,8 @@ pub enum Instance {
     Wasm(Box<WasmBundle>),
     /// A container of the image `entry` names.
     Oci(OciBundle),
+    /// A Deno process in a container sandbox.
+    Deno(DenoBundle),
 }
 
 impl Instance {
@@ -21,6 +24,7 @@ impl Instance {
         match self {
             Instance::Wasm(b) => b.manifest(),
             Instance::Oci(b) => b.manifest(),
+            Instance::Deno(b) => b.manifest(),
         }
     }
 
@@ -28,6 +32,7 @@ impl Instance {
         match self {
             Instance::Wasm(b) => b.limits(),
             Instance::Oci(b) => b.limits(),
+            Instance::Deno(b) => b.limits(),
         }
     }
 
@@ -36,6 +41,7 @@ impl Instance {
         match self {
             Instance::Wasm(b) => b.handle(req).await,
             Instance::Oci(b) => b.handle(req).await,
+            Instance::Deno(b) => b.handle(req).await,
         }
     }
 
@@ -44,6 +50,7 @@ impl Instance {
         match self {
             Instance::Wasm(b) => b.invoke(handler, req).await,
             Instance::Oci(b) => b.invoke(handler, req).await,
+            Instance::Deno(b) => b.invoke(handler, req).await,
         }
     }
 
@@ -52,6 +59,7 @@ impl Instance {
         match self {
             Instance::Wasm(_) => {}
             Instance::Oci(b) => b.stop().await,
+            Instance::Deno(b) => b.stop().await,
         }
     }
 }

@@ -11,13 +11,14 @@
 //! - Records in `<data>/bundles/` (one JSON file per bundle, `allow.json`), so bundles come back
 //!   with the daemon; their code from the blob cache (`<data>/bundles/blobs`, by CID).
 //!
-//! Not yet: the deno runtime (refused with a message), placement across an island and
+//! Deno bundles run in the container sandbox ([`sandbox`]). Not yet: placement across an island and
 //! routes through the gateway, secrets, cron, hot reload and scale to zero.
 
 pub mod cron;
 pub mod instance;
 pub mod metrics;
 pub mod oci;
+pub mod sandbox;
 pub mod secrets;
 mod serve;
 mod store;
@@ -113,6 +114,8 @@ pub struct Bundles {
     client: atoll_atproto::Client,
     cache: BlobCache,
     runtime: WasmRuntime,
+    /// Deno bundles' runtime, in the container sandbox; or why deno bundles cannot run here.
+    deno: Result<atoll_runner::deno::DenoRuntime, String>,
     containers: Arc<dyn Containers>,
     key: secrets::RunnerKey,
     options: Options,
@@ -176,11 +179,16 @@ impl Bundles {
         let client = atoll_atproto::Client::new(config)?;
         let runtime = WasmRuntime::new(atoll_runner::Policy::default())?;
         let key = secrets::RunnerKey::open(&dir)?;
+        let deno = atoll_runner::deno::locate().map_err(|e| e.to_string()).map(|path| {
+            let launcher = Arc::new(sandbox::ContainerLauncher::new(containers.clone()));
+            atoll_runner::deno::DenoRuntime::new(atoll_runner::Policy::default(), path, launcher)
+        });
         let b = Arc::new(Bundles {
             dir,
             client,
             cache,
             runtime,
+            deno,
             containers,
             key,
             options,
@@ -348,10 +356,19 @@ impl Bundles {
                 Instance::Oci(b)
             }
             (Runtime::Deno, _) => {
-                return Err(BundleError::Unsupported(format!(
-                    "bundle {}: the deno runtime is not available yet on this host (wasm and oci are)",
-                    rec.name
-                )));
+                let deno = self
+                    .deno
+                    .as_ref()
+                    .map_err(|why| BundleError::Unsupported(format!("bundle {}: deno bundles cannot run on this host: {why}", rec.name)))?;
+                let cid =
+                    rec.code_cid.clone().ok_or_else(|| BundleError::Invalid(format!("bundle {}: a deno bundle needs code", rec.name)))?;
+                let code = self.cache.get(&BlobCid::parse(&cid)?)?.ok_or_else(|| {
+                    BundleError::NotFound(format!("bundle {}: its code {cid} is no longer cached: run it again", rec.name))
+                })?;
+                let work = self.dir.join("work").join(format!("{}-{}", rec.name, &cid[cid.len().saturating_sub(8)..]));
+                let b = deno.load(&cid, code.into(), &manifest, grants, &work).await?;
+                self.metrics.cold_start(&labels(rec));
+                Instance::Deno(b)
             }
         })
     }

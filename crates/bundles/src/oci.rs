@@ -37,8 +37,9 @@ const READY_WITHIN: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct Started {
     pub id: String,
-    /// Its address on its bridge network, which this host reaches directly.
-    pub ip: IpAddr,
+    /// Its address on its bridge network, which this host reaches directly (none without a
+    /// network).
+    pub ip: Option<IpAddr>,
 }
 
 /// The host's container engine, as bundles use it.
@@ -49,6 +50,11 @@ pub trait Containers: Send + Sync + 'static {
     async fn run(&self, spec: ContainerSpec, egress: bool) -> Result<Started, String>;
     /// Its exit code, once it has stopped.
     async fn exited(&self, id: &str) -> Option<i32>;
+    /// Resolves when it stops, with its exit code (none if it was removed).
+    async fn wait(&self, id: &str) -> Option<i32>;
+    /// Imports the image `reference` from the OCI layout archive `build` makes, unless the
+    /// image is there already.
+    async fn ensure_image(&self, reference: &str, build: fn() -> Vec<u8>) -> Result<(), String>;
     /// The last lines it wrote, for error messages.
     async fn log_tail(&self, id: &str) -> String;
     /// Stops (within `grace`) and removes it.
@@ -242,7 +248,11 @@ impl Inner {
     /// Runs a new container and waits for its port.
     async fn launch(&self) -> Result<Started, String> {
         let started = self.containers.run(self.spec.clone(), self.egress()).await?;
-        let addr = SocketAddr::new(started.ip, self.port);
+        let Some(ip) = started.ip else {
+            self.containers.remove(&started.id, Duration::ZERO).await;
+            return Err("its container has no address on a bridge".into());
+        };
+        let addr = SocketAddr::new(ip, self.port);
         let deadline = Instant::now() + READY_WITHIN;
         let mut pause = Duration::from_millis(5);
         loop {
@@ -282,7 +292,8 @@ impl Inner {
         if live.is_none() {
             *live = Some(self.launch().await.map_err(RunError::InstanceStart)?);
         }
-        Ok(SocketAddr::new(live.as_ref().expect("set above").ip, self.port))
+        let ip = live.as_ref().and_then(|s| s.ip).expect("set above, with an address");
+        Ok(SocketAddr::new(ip, self.port))
     }
 
     /// Removes the container (after a request it did not answer in time, when idle, or at

@@ -334,19 +334,36 @@ impl DenoBundle {
     /// returns the answer, with [`Denied`] in its extensions when the handler was denied a
     /// permission.
     pub async fn handle(&self, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
-        let inner = &self.inner;
-        if inner.stopping.load(Ordering::SeqCst) {
-            return Err(RunError::Stopping);
-        }
-        let (head, body) = req.into_parts();
-        let path = head.uri.path();
-        let m = route(&inner.manifest, head.method.as_str(), path).map_err(|e| {
-            let (method, path) = (head.method.to_string(), path.to_owned());
+        let path = req.uri().path();
+        let m = route(&self.inner.manifest, req.method().as_str(), path).map_err(|e| {
+            let (method, path) = (req.method().to_string(), path.to_owned());
             match e {
                 NoRoute::NotFound => RunError::NotFound { method, path },
                 NoRoute::MethodNotAllowed => RunError::MethodNotAllowed { method, path },
             }
         })?;
+        self.call(req, m).await
+    }
+
+    /// Calls the exported function `handler` with `req`, without routing it: how cron jobs and
+    /// background tasks call a bundle (`ctx.params` is empty).
+    pub async fn invoke(&self, handler: &str, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
+        let m = crate::RouteMatch {
+            index: usize::MAX,
+            handler: handler.to_owned(),
+            params: Vec::new(),
+            script_name: String::new(),
+            rest: req.uri().path().to_owned(),
+        };
+        self.call(req, m).await
+    }
+
+    async fn call(&self, req: Request<Bytes>, m: crate::RouteMatch) -> Result<Response<Bytes>, RunError> {
+        let inner = &self.inner;
+        if inner.stopping.load(Ordering::SeqCst) {
+            return Err(RunError::Stopping);
+        }
+        let (head, body) = req.into_parts();
         if body.len() > inner.limits.max_body_bytes {
             return Err(RunError::BodyTooLarge { limit: inner.limits.max_body_bytes });
         }
