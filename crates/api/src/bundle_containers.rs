@@ -1,6 +1,6 @@
-//! The host's engine as oci bundles use it ([`atoll_bundles::Containers`]): a bundle's
-//! container is created like `atoll run -d` would, on the default bridge when the bundle may
-//! reach out and on the `--internal` network [`INTERNAL_NETWORK`] (made on first use) when not.
+//! The host's engine as bundles use it ([`atoll_bundles::Containers`]): a bundle's container
+//! is created like `atoll run -d` would, on the `--internal` network [`INTERNAL_NETWORK`] (made
+//! on first use; its gateway address is where bundles' egress proxies listen).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use atoll_bundles::oci::Started;
 use atoll_node::{Engine, EngineError};
 use atoll_spec::{ContainerSpec, NetworkAttachment, NetworkSpec};
 
-/// The network of bundles that declare no `permissions.net` hosts: no route out of the host.
+/// The network of bundles' containers: no route out of the host.
 pub const INTERNAL_NETWORK: &str = "atoll-bundles";
 
 /// [`atoll_bundles::Containers`] over the engine (and its image store, for the sandbox image).
@@ -39,14 +39,14 @@ impl EngineContainers {
 
 #[async_trait::async_trait]
 impl atoll_bundles::Containers for EngineContainers {
-    async fn run(&self, mut spec: ContainerSpec, egress: bool) -> Result<Started, String> {
+    async fn run(&self, mut spec: ContainerSpec) -> Result<Started, String> {
         if let Some(name) = &spec.name {
             match self.engine.remove(name, true, false).await {
                 Ok(_) | Err(EngineError::NotFound(_)) => {}
                 Err(e) => return Err(format!("replacing container {name}: {}", atoll_node::error_chain(&e))),
             }
         }
-        if !egress && spec.network == atoll_spec::NetworkMode::Bridge {
+        if spec.network == atoll_spec::NetworkMode::Bridge {
             self.internal_network().await?;
             spec.networks = vec![NetworkAttachment::new(INTERNAL_NETWORK)];
         }
@@ -61,6 +61,17 @@ impl atoll_bundles::Containers for EngineContainers {
             Ok(rec) => Some(rec.exit_code.unwrap_or(-1)),
             Err(_) => Some(-1),
         }
+    }
+
+    async fn egress_gateway(&self) -> Result<std::net::IpAddr, String> {
+        self.internal_network().await?;
+        let (net, _) = self
+            .engine
+            .networks()
+            .inspect(INTERNAL_NETWORK)
+            .await
+            .map_err(|e| format!("network {INTERNAL_NETWORK}: {}", atoll_node::error_chain(&e)))?;
+        Ok(net.gateway4.into())
     }
 
     async fn wait(&self, id: &str) -> Option<i32> {

@@ -143,14 +143,22 @@ fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_t
 /// `examples/bundles/hello-oci` with its image swapped for busybox imported from the host
 /// (these tests are offline; the example names docker.io's busybox), and a CGI script that
 /// shows the secret `TOKEN` it declares.
-fn offline_oci_example(scratch: &Path, image: &str) -> PathBuf {
+fn offline_oci_example(scratch: &Path, image: &str, net: &[String]) -> PathBuf {
     let dir = scratch.join("hello-oci");
     std::fs::create_dir_all(&dir).unwrap();
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(example("hello-oci").join("bundle.json")).unwrap()).unwrap();
     m["entry"] = image.into();
-    let script = r#"mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "token=$TOKEN"\n' > /tmp/www/cgi-bin/token && chmod +x /tmp/www/cgi-bin/token && "#;
+    let script = concat!(
+        r#"mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "token=$TOKEN"\n' > /tmp/www/cgi-bin/token && "#,
+        // An HTTP request through the proxy the bundle was given (busybox's nc).
+        r#"printf '%s\n' '#!/bin/sh' 'echo Content-Type: text/plain' 'echo' 'p=${http_proxy#http://}' "#,
+        r#"'printf "GET http://%s HTTP/1.0\r\n\r\n" "$QUERY_STRING" | nc -w 5 ${p%:*} ${p##*:} 2>&1 || echo "fetch failed through $p"' > /tmp/www/cgi-bin/fetch && "#,
+        r#"chmod +x /tmp/www/cgi-bin/token /tmp/www/cgi-bin/fetch && "#
+    );
     m["command"][2] = format!("{script}{}", m["command"][2].as_str().unwrap()).into();
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/token", "handler": "http"}));
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/fetch", "handler": "http"}));
+    m["permissions"] = serde_json::json!({"net": net});
     m["secrets"] = serde_json::json!([{"name": "TOKEN", "description": "shown by /cgi-bin/token"}]);
     std::fs::write(dir.join("bundle.json"), serde_json::to_vec(&m).unwrap()).unwrap();
     dir
@@ -179,7 +187,9 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     let d = Daemon::start_in_netns(Path::new(BIN), root.path(), &args, &ns);
     let image = d.import_busybox(root.path());
 
-    let uri = publish(&ns, &pds, &alice, &offline_oci_example(root.path(), image));
+    // It may reach the PDS (by address and port), and nothing else.
+    let allowed = format!("127.0.0.1:{}", pds.port);
+    let uri = publish(&ns, &pds, &alice, &offline_oci_example(root.path(), image, std::slice::from_ref(&allowed)));
     d.ok(&["bundle", "allow", "alice.test"]);
     let r = d.cli(&["bundle", "run", &uri]);
     assert!(!r.ok() && r.stderr.contains("secret TOKEN is required") && r.stderr.contains("--secret TOKEN=@FILE"), "{}", r.stderr);
@@ -213,7 +223,16 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     }
     assert!(d.ok(&["bundle", "inspect", "hello-oci"]).contains("Secrets:  TOKEN"));
 
-    // Its container: labelled, on the internal network (no permissions.net declared).
+    // Egress: the declared host through the bundle's proxy; another is refused by it, and
+    // going around the proxy finds no way out.
+    let (ok, out) = get(&format!("/cgi-bin/fetch?{allowed}/xrpc/_health"));
+    assert!(ok && out.contains("version"), "{out}");
+    let plc = pds.plc_url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let (ok, out) = get(&format!("/cgi-bin/fetch?127.0.0.1:{plc}/"));
+    assert!(ok && out.contains("403") && out.contains("not in the bundle's permissions.net"), "{out}");
+    assert!(d.log_text().contains("denied: a connection to a host the bundle did not declare"));
+
+    // Its container: labelled, on the internal network.
     let c = d.container(&container);
     assert_eq!(c["spec"]["labels"]["atoll.bundle"], "hello-oci", "{c}");
     let nets: Vec<&str> = c["endpoints"].as_array().unwrap().iter().map(|e| e["network"].as_str().unwrap()).collect();
@@ -264,7 +283,7 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
 }
 
 #[test]
-fn a_deno_bundle_runs_in_a_container_sandbox_with_only_what_it_declares() {
+fn a_deno_bundle_runs_in_a_container_sandbox_and_reaches_only_what_it_declares() {
     let ns = Netns::new();
     let pds = Pds::start_in(&ns);
     let alice = pds.create_account("alice.test");
@@ -279,12 +298,18 @@ fn a_deno_bundle_runs_in_a_container_sandbox_with_only_what_it_declares() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(example("hello-deno").join("bundle.json")).unwrap()).unwrap();
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/peek", "handler": "peek"}));
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/out/:port", "handler": "out"}));
     m["cron"] = serde_json::json!([{"schedule": "* * * * * *", "handler": "tick"}]);
+    m["permissions"] = serde_json::json!({"net": [format!("127.0.0.1:{}", pds.port)]});
     std::fs::write(dir.join("bundle.json"), m.to_string()).unwrap();
     let code = std::fs::read_to_string(example("hello-deno").join("main.ts")).unwrap();
     let extra = r#"
 export async function peek(_req: Request): Promise<Response> {
   return new Response(await Deno.readTextFile("/etc/hostname"));
+}
+export async function out(_req: Request, ctx: { params: Record<string, string> }): Promise<Response> {
+  const r = await fetch(`http://127.0.0.1:${ctx.params.port}/xrpc/_health`);
+  return new Response(await r.text(), { status: r.status });
 }
 export function tick(_req: Request): Response {
   return new Response("ticked");
@@ -305,14 +330,24 @@ export function tick(_req: Request): Response {
     let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 10 {url}/hello"));
     assert!(ok && out.trim() == "hello from deno", "{out}");
 
-    // Its instance is a sandbox container: no network, read-only root, no capabilities.
+    // The declared host is reached (through the sandbox's egress proxy); another is denied.
+    let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 10 {url}/out/{}", pds.port));
+    assert!(ok && out.contains("version"), "{out}");
+    let plc = pds.plc_url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let (ok, out) = ns.sh(&format!("curl -sS -w ' %{{http_code}}' --max-time 10 {url}/out/{plc}"));
+    assert!(ok && out.trim().ends_with("403") && out.contains("denied"), "{out}");
+
+    // Its instance is a sandbox container: on the internal network, read-only root, no
+    // capabilities.
     let ps: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--json"])).unwrap();
     let name = ps.as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).find(|n| n.starts_with("atoll-sandbox-hello-deno"));
     let name = name.unwrap_or_else(|| panic!("no sandbox container in {ps}")).to_owned();
     let sandbox = d.container(&name);
     let spec = &sandbox["spec"];
     assert!(spec["labels"]["atoll.bundle.sandbox"].is_string(), "{spec}");
-    assert_eq!((spec["network"].as_str(), spec["read_only"].as_bool()), (Some("none"), Some(true)), "{spec}");
+    assert_eq!((spec["network"].as_str(), spec["read_only"].as_bool()), (Some("bridge"), Some(true)), "{spec}");
+    let nets: Vec<&str> = sandbox["endpoints"].as_array().unwrap().iter().map(|e| e["network"].as_str().unwrap()).collect();
+    assert_eq!(nets, ["atoll-bundles"], "{sandbox}");
     assert_eq!(spec["cap_drop"], serde_json::json!(["ALL"]), "{spec}");
 
     // The cron job runs.

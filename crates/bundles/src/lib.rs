@@ -15,6 +15,7 @@
 //! routes through the gateway, secrets, cron, hot reload and scale to zero.
 
 pub mod cron;
+pub mod egress;
 pub mod instance;
 pub mod metrics;
 pub mod oci;

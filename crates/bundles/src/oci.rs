@@ -4,10 +4,10 @@
 //! routes here, then proxied to the container's address on its bridge.
 //!
 //! What the container gets: the declared `permissions.env` names with values and the secrets
-//! as environment; the memory limit as its cgroup's; no way out of the host (an `--internal`
-//! network) unless the manifest declares `permissions.net` hosts, and then the default bridge
-//! (egress is not narrowed to the declared hosts yet for oci). A request over its wall time
-//! gets a 504 and the container is replaced; so is one that stopped.
+//! as environment; the memory limit as its cgroup's; no way out of the host (the `--internal`
+//! network `atoll-bundles`) but, when the manifest declares `permissions.net` hosts, an egress
+//! proxy that reaches those only ([`crate::egress`]; `HTTP_PROXY`/`HTTPS_PROXY`). A request
+//! over its wall time gets a 504 and the container is replaced; so is one that stopped.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -46,8 +46,11 @@ pub struct Started {
 #[async_trait::async_trait]
 pub trait Containers: Send + Sync + 'static {
     /// Creates and starts `spec` (pulling its image if missing), replacing a container of the
-    /// same name. `egress`: whether it may reach beyond this host.
-    async fn run(&self, spec: ContainerSpec, egress: bool) -> Result<Started, String>;
+    /// same name. A bridged container goes on the `--internal` network, which has no way out
+    /// of the host (egress goes through [`crate::egress`]).
+    async fn run(&self, spec: ContainerSpec) -> Result<Started, String>;
+    /// The host's address on that internal network, where egress proxies listen.
+    async fn egress_gateway(&self) -> Result<IpAddr, String>;
     /// Its exit code, once it has stopped.
     async fn exited(&self, id: &str) -> Option<i32>;
     /// Resolves when it stops, with its exit code (none if it was removed).
@@ -128,6 +131,8 @@ struct Inner {
     /// When the last request finished (or the bundle started).
     last_used: std::sync::Mutex<Instant>,
     observe: Observe,
+    /// The way out to the declared hosts, if any.
+    _egress: Option<crate::egress::EgressProxy>,
 }
 
 /// Where an oci bundle reports its cold starts and instances.
@@ -159,10 +164,21 @@ impl OciBundle {
         lifecycle: Lifecycle,
         observe: Observe,
     ) -> Result<OciBundle, String> {
+        let mut spec = container_spec(name, container, manifest, grants, &limits);
+        let egress = if manifest.permissions.net.is_empty() {
+            None
+        } else {
+            let gw = containers.egress_gateway().await?;
+            let proxy = crate::egress::EgressProxy::start(gw, name.to_owned(), manifest.permissions.net.clone())
+                .await
+                .map_err(|e| format!("starting its egress proxy on {gw}: {e}"))?;
+            spec.env.extend(proxy.env().into_iter().map(|(k, v)| format!("{k}={v}")));
+            Some(proxy)
+        };
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             manifest: manifest.clone(),
-            spec: container_spec(name, container, manifest, grants, &limits),
+            spec,
             port: manifest.port.unwrap_or(DEFAULT_PORT),
             containers,
             live: Mutex::new(None),
@@ -170,6 +186,7 @@ impl OciBundle {
             limits,
             last_used: std::sync::Mutex::new(Instant::now()),
             observe,
+            _egress: egress,
         });
         let started = inner.launch().await?;
         *inner.live.lock().await = Some(started);
@@ -241,13 +258,9 @@ async fn reap(inner: std::sync::Weak<Inner>, idle: Duration) {
 }
 
 impl Inner {
-    fn egress(&self) -> bool {
-        !self.manifest.permissions.net.is_empty()
-    }
-
     /// Runs a new container and waits for its port.
     async fn launch(&self) -> Result<Started, String> {
-        let started = self.containers.run(self.spec.clone(), self.egress()).await?;
+        let started = self.containers.run(self.spec.clone()).await?;
         let Some(ip) = started.ip else {
             self.containers.remove(&started.id, Duration::ZERO).await;
             return Err("its container has no address on a bridge".into());

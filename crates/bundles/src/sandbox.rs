@@ -4,8 +4,10 @@
 //! into which the host's `/usr/lib` and `/usr/lib64` (the C library the program links to) and
 //! the spec's paths are bind-mounted read-only, each at its own path; only the spec's
 //! writable paths can be written. The container has no network at all unless the spec needs
-//! one (then the default bridge; the runtime narrows it to the declared hosts), its memory
-//! limit, no capabilities, `no-new-privileges` and a read-only root.
+//! one, its memory
+//! limit, no capabilities, `no-new-privileges` and a read-only root. A program that declared
+//! hosts gets the `--internal` network and an egress proxy that lets only those through
+//! ([`crate::egress`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +19,7 @@ use atoll_runner::launch::{LaunchError, LaunchSpec, Launched, Launcher};
 use atoll_spec::{ContainerSpec, Mount, MountKind, NetworkMode};
 use sha2::{Digest, Sha256};
 
+use crate::egress::EgressProxy;
 use crate::oci::Containers;
 
 /// The sandbox image's reference.
@@ -76,9 +79,20 @@ pub fn container_spec(spec: &LaunchSpec) -> ContainerSpec {
 impl Launcher for ContainerLauncher {
     async fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Launched>, LaunchError> {
         self.containers.ensure_image(SANDBOX_IMAGE, layout).await.map_err(LaunchError::Sandbox)?;
-        let c = container_spec(&spec);
-        let started = self.containers.run(c, spec.network).await.map_err(LaunchError::Sandbox)?;
-        Ok(Box::new(Sandboxed { id: started.id, containers: self.containers.clone(), exited: None }))
+        let mut c = container_spec(&spec);
+        // A way out only to the declared hosts: the internal network and an egress proxy.
+        let proxy = if spec.network {
+            let gw = self.containers.egress_gateway().await.map_err(LaunchError::Sandbox)?;
+            let proxy = EgressProxy::start(gw, spec.name.clone(), spec.egress.clone())
+                .await
+                .map_err(|e| LaunchError::Sandbox(format!("starting the egress proxy on {gw}: {e}")))?;
+            c.env.extend(proxy.env().into_iter().map(|(k, v)| format!("{k}={v}")));
+            Some(proxy)
+        } else {
+            None
+        };
+        let started = self.containers.run(c).await.map_err(LaunchError::Sandbox)?;
+        Ok(Box::new(Sandboxed { id: started.id, containers: self.containers.clone(), exited: None, _proxy: proxy }))
     }
 
     fn isolation(&self) -> &'static str {
@@ -90,6 +104,7 @@ struct Sandboxed {
     id: String,
     containers: Arc<dyn Containers>,
     exited: Option<(Option<i32>, String)>,
+    _proxy: Option<EgressProxy>,
 }
 
 impl Drop for Sandboxed {
@@ -203,6 +218,7 @@ mod tests {
             env: BTreeMap::from([("TOKEN".into(), "s3cret".into())]),
             mounts: vec![(PathBuf::from("/opt/deno/deno"), false), (PathBuf::from("/var/lib/atoll/bundles/work/hello"), true)],
             network: false,
+            egress: vec![],
             memory_bytes: Some(96 << 20),
             workdir: PathBuf::from("/var/lib/atoll/bundles/work/hello"),
         };

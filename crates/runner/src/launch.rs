@@ -35,6 +35,9 @@ pub struct LaunchSpec {
     pub mounts: Vec<(PathBuf, bool)>,
     /// Whether it may open network connections at all (the runtime narrows them to hosts).
     pub network: bool,
+    /// The hosts it may reach (`permissions.net`): a sandbox with a network of its own lets
+    /// only these through.
+    pub egress: Vec<String>,
     /// The most memory it may use, all of it counted (the sandbox's cgroup limit).
     pub memory_bytes: Option<u64>,
     /// Its working directory.
@@ -50,6 +53,7 @@ impl std::fmt::Debug for LaunchSpec {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("mounts", &self.mounts)
             .field("network", &self.network)
+            .field("egress", &self.egress)
             .field("memory_bytes", &self.memory_bytes)
             .field("workdir", &self.workdir)
             .finish()
@@ -248,6 +252,7 @@ mod tests {
             env: [("ONLY".to_owned(), "this".to_owned())].into(),
             mounts: Vec::new(),
             network: false,
+            egress: vec![],
             memory_bytes: None,
             workdir: std::env::temp_dir(),
         }

@@ -186,6 +186,7 @@ impl DenoRuntime {
             env,
             mounts,
             network: !manifest.permissions.net.is_empty(),
+            egress: manifest.permissions.net.clone(),
             memory_bytes: Some(limits.memory_bytes as u64 + RUNTIME_OVERHEAD_BYTES),
             workdir: paths.data_dir.clone().unwrap_or_else(|| work.clone()),
         };
