@@ -91,7 +91,10 @@ async fn main() {
     let manifest = dir.manifest;
     let rt = DenoRuntime::new(Policy::default(), deno.clone(), Arc::new(ProcessLauncher));
     let tmp = tempfile::tempdir().unwrap();
-    println!("{}", String::from_utf8_lossy(&std::process::Command::new(&deno).arg("--version").output().unwrap().stdout).lines().next().unwrap());
+    println!(
+        "{}",
+        String::from_utf8_lossy(&std::process::Command::new(&deno).arg("--version").output().unwrap().stdout).lines().next().unwrap()
+    );
     println!();
     println!("| Measure | n | median ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|");
@@ -126,8 +129,11 @@ async fn main() {
         "import { hello } from \"./main.ts\";\nDeno.serve({ path: Deno.args[0], onListen() {} }, (req) => hello(req, { params: {} }));\n",
     )
     .unwrap();
-    std::fs::write(direct.join("once.ts"), "import { hello } from \"./main.ts\";\nconsole.log(await hello(new Request(\"http://localhost/hello\"), { params: {} }).text());\n")
-        .unwrap();
+    std::fs::write(
+        direct.join("once.ts"),
+        "import { hello } from \"./main.ts\";\nconsole.log(await hello(new Request(\"http://localhost/hello\"), { params: {} }).text());\n",
+    )
+    .unwrap();
     let socket = direct.join("http.sock");
     let perms = vec![
         format!("--allow-read={}", direct.display()),
