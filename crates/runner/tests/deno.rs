@@ -276,7 +276,7 @@ async fn a_request_over_its_wall_time_gets_504_and_the_next_one_answers() {
     assert_eq!(ok(b, "/hello").await, "hello");
     assert_eq!(b.instance_starts(), 2, "the looping instance was replaced");
     assert_ne!(b.instance_id().await.unwrap(), pid);
-    assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z "));
+    assert!(gone(&pid), "the looping instance {pid} still runs");
 }
 
 #[tokio::test]
@@ -328,8 +328,7 @@ async fn stop_lets_requests_in_flight_finish_then_ends_the_instance() {
     let (slow, (), after) = tokio::join!(biased; b.handle(get("/slow?ms=300")), b.stop(), b.handle(get("/hello")));
     assert_eq!(slow.unwrap().into_body(), "slept 300");
     assert!(matches!(after, Err(RunError::Stopping)), "{after:?}");
-    let gone = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
-    assert!(gone, "the instance {pid} outlived stop");
+    assert!(gone(&pid), "the instance {pid} outlived stop");
     assert_eq!(b.instance_id().await, None);
 }
 
@@ -362,4 +361,26 @@ async fn bad_bundles_do_not_load_and_say_why() {
     assert!(matches!(e, LoadError::NotDeno { runtime: "wasm", .. }), "{e}");
     let e = load_with(code.clone(), &manifest(&code, json!({"secrets": [{"name": "TOKEN"}]})), Grants::default()).await.err().unwrap();
     assert!(matches!(e, LoadError::MissingSecret(_)), "{e}");
+    let mut tar = manifest(&code, json!({}));
+    tar.code.as_mut().unwrap().mime_type = "application/x-tar".into();
+    let e = load_with(code.clone(), &tar, Grants::default()).await.err().unwrap();
+    assert!(matches!(e, LoadError::DenoCode(_)), "{e}");
+}
+
+/// Whether process `pid` is gone (or a zombie about to be).
+fn gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+#[tokio::test]
+async fn dropping_a_bundle_ends_its_instance() {
+    let l = load(json!({})).await;
+    let pid = l.bundle.instance_id().await.unwrap();
+    assert!(!gone(&pid));
+    drop(l.bundle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(&pid) {
+        assert!(Instant::now() < deadline, "instance {pid} outlived its bundle");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -93,7 +93,8 @@ async function serve(req) {
     url = new URL(`http://localhost${pathname}${search}`);
   }
   const body = req.method === "GET" || req.method === "HEAD" ? undefined : await req.arrayBuffer();
-  const request = new Request(url, { method: req.method, headers, body, signal: req.signal });
+  // (Not `req.signal`: Deno 2.9 warns about its legacy abort on every instance that reads it.)
+  const request = new Request(url, { method: req.method, headers, body });
   let res;
   try {
     res = await handler(request, { params, paths, remoteAddr });

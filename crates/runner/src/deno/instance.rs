@@ -22,8 +22,10 @@ use crate::launch::{LaunchError, LaunchSpec, Launcher};
 /// How an instance ended: its exit code (none for a signal) and the tail of its stderr.
 pub(crate) type Exit = (Option<i32>, String);
 
-/// The longest wait between two tries of a starting instance's socket.
-const POLL_MAX: Duration = Duration::from_millis(20);
+/// The first and the longest wait between two tries of a starting instance's socket (a
+/// failed connect costs microseconds; a start takes 15-40 ms).
+const POLL_FIRST: Duration = Duration::from_micros(250);
+const POLL_MAX: Duration = Duration::from_millis(2);
 /// How long a dead connection waits for the process's exit to be reported.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
@@ -126,7 +128,7 @@ impl Instance {
 
     async fn ready(&self) -> Result<(), String> {
         let mut exit = self.exit.clone();
-        let mut pause = Duration::from_millis(1);
+        let mut pause = POLL_FIRST;
         let stream = loop {
             if let Some(e) = exit.borrow_and_update().clone() {
                 return Err(exited(&e));

@@ -27,7 +27,7 @@
 //! is not measured: requests share one process (the sandbox's CPU limit holds the whole).
 //! An instance that exits is started again by the next request.
 
-pub mod bootstrap;
+mod bootstrap;
 pub mod flags;
 mod instance;
 mod proxy;
