@@ -99,6 +99,15 @@ impl atoll_bundles::Containers for EngineContainers {
         Ok(())
     }
 
+    async fn remove_labelled(&self, label: &str) {
+        for rec in self.engine.list(true) {
+            if rec.spec.labels.contains_key(label) {
+                tracing::info!(container = %rec.name, "removing a bundle's container left from before");
+                self.remove(&rec.id, Duration::ZERO).await;
+            }
+        }
+    }
+
     async fn log_tail(&self, id: &str) -> String {
         let path = self.engine.log_path(id);
         let lines = tokio::task::spawn_blocking(move || atoll_runtime::logs::tail_and_end(&path, 5))

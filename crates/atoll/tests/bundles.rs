@@ -134,10 +134,79 @@ fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_t
     };
     atoll_testkit::wait_for(15, "the cron job to run twice", || runs() >= 2);
 
+    // Slow clients holding far more connections than a bundle serves at once cost that bundle
+    // a wait, not the daemon its descriptors: the API answers, and so does the bundle once
+    // their heads time out.
+    let port = url.rsplit(':').next().unwrap();
+    let slow = concat!(
+        "import socket, sys, time\n",
+        "held = []\n",
+        "for _ in range(400):\n",
+        "    s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n",
+        "    s.sendall(b'GET /hello HTTP/1.1\\r\\nHost: x\\r\\n')\n",
+        "    held.append(s)\n",
+        "print('held', flush=True)\n",
+        "time.sleep(60)\n",
+    );
+    let mut slowloris = ns.command("python3").args(["-c", slow, port]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(slowloris.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "held");
+    let started = std::time::Instant::now();
+    assert!(d.ok(&["bundle", "ls"]).contains("hello-wasm"), "the API answers");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the API answered in {:?}", started.elapsed());
+    let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 30 {url}/hello"));
+    assert!(ok && out.trim() == "hello, version2", "the bundle answers once the slow heads time out: {out}");
+    let _ = slowloris.kill();
+    let _ = slowloris.wait();
+
+    // Names the store uses, or that are no DNS label, are refused; so is a path for one.
+    let r = d.cli(&["bundle", "run", &by_handle, "--name", "allow"]);
+    assert!(!r.ok() && r.stderr.contains("reserved"), "{}", r.stderr);
+    let r = d.cli(&["bundle", "run", &by_handle, "--name", "-"]);
+    assert!(!r.ok() && r.stderr.contains("DNS label"), "{}", r.stderr);
+    assert_eq!(d.http("DELETE", "/v1/bundles/..%2F..%2Fbundles%2Fallow", None, b"").status, 404);
+
+    let data = root.path().join("data/bundles/data/hello-wasm");
+    assert!(data.is_dir(), "{} while it runs", data.display());
     assert_eq!(d.ok(&["bundle", "rm", "hello-wasm"]).trim(), "Removed hello-wasm");
+    assert!(!data.exists(), "its files went with it: the next bundle of that name starts empty");
     assert!(!get(&url, "/hello").0, "no longer served");
     let r = d.cli(&["bundle", "inspect", "hello-wasm"]);
     assert!(!r.ok() && r.stderr.contains("no bundle named hello-wasm"), "{}", r.stderr);
+}
+
+/// A web server at a public-looking address of `ns` (TEST-NET-2, on its loopback device):
+/// what bundles may reach when they declare it. Serves `/xrpc/_health` → `{"version":"test"}`.
+struct PublicServer {
+    addr: String,
+    child: std::process::Child,
+}
+
+impl Drop for PublicServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn public_server(ns: &Netns, scratch: &Path) -> PublicServer {
+    let (ok, out) = ns.sh("ip addr add 198.51.100.7/32 dev lo");
+    assert!(ok, "{out}");
+    let dir = scratch.join("public-www");
+    std::fs::create_dir_all(dir.join("xrpc")).unwrap();
+    std::fs::write(dir.join("xrpc/_health"), r#"{"version":"test"}"#).unwrap();
+    let child = ns
+        .command("python3")
+        .args(["-m", "http.server", "8081", "--bind", "198.51.100.7", "--directory"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = PublicServer { addr: "198.51.100.7:8081".into(), child };
+    atoll_testkit::wait_for(20, "the public web server", || ns.sh(&format!("curl -sS --fail http://{}/xrpc/_health", server.addr)).0);
+    server
 }
 
 /// `examples/bundles/hello-oci` with its image swapped for busybox imported from the host
@@ -187,9 +256,11 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     let d = Daemon::start_in_netns(Path::new(BIN), root.path(), &args, &ns);
     let image = d.import_busybox(root.path());
 
-    // It may reach the PDS (by address and port), and nothing else.
-    let allowed = format!("127.0.0.1:{}", pds.port);
-    let uri = publish(&ns, &pds, &alice, &offline_oci_example(root.path(), image, std::slice::from_ref(&allowed)));
+    // It may reach a public server, and declares a loopback address too (which it may not).
+    let public = public_server(&ns, root.path());
+    let allowed = public.addr.clone();
+    let loopback = format!("127.0.0.1:{}", pds.port);
+    let uri = publish(&ns, &pds, &alice, &offline_oci_example(root.path(), image, &[allowed.clone(), loopback.clone()]));
     d.ok(&["bundle", "allow", "alice.test"]);
     let r = d.cli(&["bundle", "run", &uri]);
     assert!(!r.ok() && r.stderr.contains("secret TOKEN is required") && r.stderr.contains("--secret TOKEN=@FILE"), "{}", r.stderr);
@@ -230,6 +301,8 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     let plc = pds.plc_url.rsplit(':').next().unwrap().trim_end_matches('/');
     let (ok, out) = get(&format!("/cgi-bin/fetch?127.0.0.1:{plc}/"));
     assert!(ok && out.contains("403") && out.contains("not in the bundle's permissions.net"), "{out}");
+    let (ok, out) = get(&format!("/cgi-bin/fetch?{loopback}/xrpc/_health"));
+    assert!(ok && out.contains("403") && out.contains("loopback") && !out.contains("version"), "declared, still refused: {out}");
     assert!(d.log_text().contains("denied: a connection to a host the bundle did not declare"));
 
     // Its container: labelled, on the internal network.
@@ -298,9 +371,11 @@ fn a_deno_bundle_runs_in_a_container_sandbox_and_reaches_only_what_it_declares()
     std::fs::create_dir_all(&dir).unwrap();
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(example("hello-deno").join("bundle.json")).unwrap()).unwrap();
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/peek", "handler": "peek"}));
-    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/out/:port", "handler": "out"}));
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/out/:target", "handler": "out"}));
     m["cron"] = serde_json::json!([{"schedule": "* * * * * *", "handler": "tick"}]);
-    m["permissions"] = serde_json::json!({"net": [format!("127.0.0.1:{}", pds.port)]});
+    let public = public_server(&ns, root.path());
+    let loopback = format!("127.0.0.1:{}", pds.port);
+    m["permissions"] = serde_json::json!({"net": [public.addr.clone(), loopback.clone()]});
     std::fs::write(dir.join("bundle.json"), m.to_string()).unwrap();
     let code = std::fs::read_to_string(example("hello-deno").join("main.ts")).unwrap();
     let extra = r#"
@@ -308,7 +383,7 @@ export async function peek(_req: Request): Promise<Response> {
   return new Response(await Deno.readTextFile("/etc/hostname"));
 }
 export async function out(_req: Request, ctx: { params: Record<string, string> }): Promise<Response> {
-  const r = await fetch(`http://127.0.0.1:${ctx.params.port}/xrpc/_health`);
+  const r = await fetch(`http://${ctx.params.target}/xrpc/_health`);
   return new Response(await r.text(), { status: r.status });
 }
 export function tick(_req: Request): Response {
@@ -331,11 +406,14 @@ export function tick(_req: Request): Response {
     assert!(ok && out.trim() == "hello from deno", "{out}");
 
     // The declared host is reached (through the sandbox's egress proxy); another is denied.
-    let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 10 {url}/out/{}", pds.port));
+    let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 10 {url}/out/{}", public.addr));
     assert!(ok && out.contains("version"), "{out}");
     let plc = pds.plc_url.rsplit(':').next().unwrap().trim_end_matches('/');
-    let (ok, out) = ns.sh(&format!("curl -sS -w ' %{{http_code}}' --max-time 10 {url}/out/{plc}"));
-    assert!(ok && out.trim().ends_with("403") && out.contains("denied"), "{out}");
+    let (ok, out) = ns.sh(&format!("curl -sS -w ' %{{http_code}}' --max-time 10 {url}/out/127.0.0.1:{plc}"));
+    assert!(ok && out.trim().ends_with("403") && out.contains("denied"), "undeclared: {out}");
+    // Declared, but loopback: Deno lets it go, the sandbox's proxy does not.
+    let (ok, out) = ns.sh(&format!("curl -sS -w ' %{{http_code}}' --max-time 10 {url}/out/{loopback}"));
+    assert!(ok && out.trim().ends_with("403") && out.contains("loopback") && !out.contains("version"), "declared loopback: {out}");
 
     // Its instance is a sandbox container: on the internal network, read-only root, no
     // capabilities.
@@ -349,6 +427,9 @@ export function tick(_req: Request): Response {
     let nets: Vec<&str> = sandbox["endpoints"].as_array().unwrap().iter().map(|e| e["network"].as_str().unwrap()).collect();
     assert_eq!(nets, ["atoll-bundles"], "{sandbox}");
     assert_eq!(spec["cap_drop"], serde_json::json!(["ALL"]), "{spec}");
+
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "inspect", "hello-deno", "--json"])).unwrap();
+    assert_eq!((v["stats"]["instances"].as_i64(), v["stats"]["cold_starts"].as_u64()), (Some(1), Some(1)), "{v}");
 
     // The cron job runs.
     let runs = || {

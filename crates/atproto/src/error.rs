@@ -50,7 +50,7 @@ pub enum Error {
     Xrpc { nsid: &'static str, pds: String, message: String },
     #[error("{uri}: no such record")]
     RecordNotFound { uri: String },
-    #[error("{uri}: {source}")]
+    #[error("{uri} is not a valid bundle record")]
     InvalidRecord { uri: String, source: crate::bundle::ManifestError },
     #[error("{uri} is in the collection {collection}, which is not a bundle (expected dev.atoll.bundle or at.functions.metadata)")]
     NotABundle { uri: String, collection: String },

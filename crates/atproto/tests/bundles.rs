@@ -141,7 +141,9 @@ async fn hostile_bundle_records_and_blobs_are_refused_naming_the_problem() {
     put("wrong", wrong).await;
     let err = e.client.fetch_bundle(&e.cache, &at("wrong"), None).await.unwrap_err();
     assert!(matches!(&err, Error::InvalidRecord { source, .. } if source.names("routes")), "{err}");
-    assert!(err.to_string().contains("`routes`: invalid type: string"), "{err}");
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("is not a valid bundle record: ") && chain.contains("`routes`: invalid type: string"), "{chain}");
+    assert_eq!(chain.matches("invalid type").count(), 1, "said once: {chain}");
 
     // Huge: over the client's record limit (256 KiB here).
     let mut huge = base.clone();

@@ -3,8 +3,9 @@
 //! forward proxy of its own on that network's gateway address (`HTTP_PROXY`/`HTTPS_PROXY`
 //! point at it). The proxy takes `CONNECT host:port` (HTTPS, and any TCP) and absolute-form
 //! `GET http://host/…` requests, resolves the name itself (the internal network's resolver
-//! answers no outside name), and lets through only the declared hosts ([`allows`]); anything
-//! else gets a 403 that says so, and the attempt is logged on the target
+//! answers no outside name), and lets through only the declared hosts ([`allows`]) at public
+//! addresses ([`forbidden`]: never this host, loopback, link-local or private ranges, even if
+//! declared); anything else gets a 403 that says so, and the attempt is logged on the target
 //! `atoll_bundles::denied`.
 
 use std::convert::Infallible;
@@ -42,6 +43,35 @@ pub fn allows(net: &[String], host: &str, port: u16) -> bool {
         };
         host_ok && want_port.is_none_or(|p| p == port)
     })
+}
+
+/// Whether `ip` is an address a bundle may never reach, declared or not: this host and its
+/// loopback, link-local (cloud metadata services), private, shared (CGNAT) and unique-local
+/// ranges (the island's mesh and containers among them), multicast, broadcast, unspecified.
+/// Checked on the resolved address, so a name that resolves there (DNS rebinding) is refused
+/// too. Pure.
+pub fn forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (seg[0] & 0xfe00) == 0xfc00 || (seg[0] & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 /// A bundle's egress proxy; dropping it closes it.
@@ -123,7 +153,20 @@ async fn handle(bundle: &str, net: &[String], req: Request<Incoming>) -> Respons
         tracing::warn!(target: "atoll_bundles::denied", bundle, host = %host, port, "denied: a connection to a host the bundle did not declare");
         return answer(StatusCode::FORBIDDEN, format!("denied: {host}:{port} is not in the bundle's permissions.net\n"));
     }
-    let upstream = match TcpStream::connect((host.as_str(), port)).await {
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(a) => a.collect(),
+        Err(e) => return answer(StatusCode::BAD_GATEWAY, format!("{host}: {e}\n")),
+    };
+    let (refused, allowed): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.into_iter().partition(|a| forbidden(a.ip()));
+    if allowed.is_empty() {
+        tracing::warn!(target: "atoll_bundles::denied", bundle, host = %host, port, addrs = ?refused, "denied: a connection to this host, a private network or loopback");
+        return answer(
+            StatusCode::FORBIDDEN,
+            format!("denied: {host}:{port} is on this host, a private network or loopback, which bundles may not reach\n"),
+        );
+    }
+    // The vetted addresses themselves: no second lookup that could answer otherwise.
+    let upstream = match TcpStream::connect(allowed.as_slice()).await {
         Ok(s) => s,
         Err(e) => return answer(StatusCode::BAD_GATEWAY, format!("{host}:{port}: {e}\n")),
     };
@@ -171,5 +214,28 @@ mod tests {
         assert!(allows(&n, "[::1]", 8080) && !allows(&n, "::1", 8081));
         assert!(allows(&n, "db.example.net", 5432) && !allows(&n, "db.example.net", 5433));
         assert!(!allows(&n, "example.com", 443) && !allows(&[], "api.example.com", 443));
+    }
+
+    #[test]
+    fn this_host_and_private_networks_are_never_reached() {
+        for bad in [
+            "127.0.0.1",
+            "10.89.1.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(forbidden(bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["1.1.1.1", "198.51.100.7", "2606:4700::1111"] {
+            assert!(!forbidden(good.parse().unwrap()), "{good}");
+        }
     }
 }

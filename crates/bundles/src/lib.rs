@@ -122,6 +122,22 @@ pub struct Bundles {
     options: Options,
     metrics: metrics::Metrics,
     running: Mutex<BTreeMap<String, serve::Running>>,
+    /// Names being started by `run`.
+    starting: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Why a recorded bundle is not running (its start failed; tried again with every poll).
+    failed: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+/// A name held in [`Bundles::starting`] until dropped.
+struct Held<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    name: String,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.set.lock().expect("not poisoned").remove(&self.name);
+    }
 }
 
 /// How the daemon runs bundles.
@@ -195,6 +211,8 @@ impl Bundles {
             options,
             metrics: metrics::Metrics::default(),
             running: Mutex::default(),
+            starting: Default::default(),
+            failed: Default::default(),
         });
         // In the background: an oci bundle's image may take a while to pull, and the daemon
         // serves its API meanwhile.
@@ -202,11 +220,12 @@ impl Bundles {
         tokio::spawn({
             let b = b.clone();
             async move {
+                // Containers of a daemon that stopped (instances, sandboxes) are started anew.
+                for label in [oci::BUNDLE_LABEL, sandbox::SANDBOX_LABEL] {
+                    b.containers.remove_labelled(label).await;
+                }
                 for rec in records {
-                    let name = rec.name.clone();
-                    if let Err(e) = b.start(rec).await {
-                        tracing::error!(bundle = %name, error = %error_chain(&e), "cannot start a bundle");
-                    }
+                    b.start_recorded(rec).await;
                 }
             }
         });
@@ -275,8 +294,20 @@ impl Bundles {
         }
         let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
         check_name(&name)?;
+        if min_instances > 1 {
+            return Err(BundleError::Invalid(format!(
+                "min_instances: {min_instances}: one instance per bundle is all this host runs yet (0 or 1)"
+            )));
+        }
+        // The name is held from here until the bundle runs or fails: a second run of the same
+        // name meanwhile is refused.
+        let exists = || BundleError::Exists(format!("a bundle named {name} runs here: `atoll bundle rm {name}` first, or --name another"));
+        if !self.starting.lock().expect("not poisoned").insert(name.clone()) {
+            return Err(exists());
+        }
+        let _held = Held { set: &self.starting, name: name.clone() };
         if self.running.lock().await.contains_key(&name) || store::get(&self.dir, &name)?.is_some() {
-            return Err(BundleError::Exists(format!("a bundle named {name} runs here: `atoll bundle rm {name}` first, or --name another")));
+            return Err(exists());
         }
         let rec = BundleRecord {
             name: name.clone(),
@@ -291,9 +322,30 @@ impl Bundles {
             min_instances,
             created: unix_now(),
         };
-        let rec = self.start(rec).await?;
+        let rec = match self.start(rec).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                // Nothing of a bundle that did not start stays behind.
+                self.forget_files(&name);
+                return Err(e);
+            }
+        };
         store::put(&self.dir, &rec)?;
         self.view(&name).await
+    }
+
+    /// Deletes a bundle's data and work directories (its files, and its deno instances' caches).
+    fn forget_files(&self, name: &str) {
+        let _ = std::fs::remove_dir_all(self.dir.join("data").join(name));
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("work")) {
+            for e in entries.flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if n.rsplit_once('-').is_some_and(|(prefix, _)| prefix == name) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 
     /// Loads `rec`'s version: its code from the cache, its secrets opened, its instance
@@ -366,7 +418,10 @@ impl Bundles {
                 let code = self.cache.get(&BlobCid::parse(&cid)?)?.ok_or_else(|| {
                     BundleError::NotFound(format!("bundle {}: its code {cid} is no longer cached: run it again", rec.name))
                 })?;
-                let work = self.dir.join("work").join(format!("{}-{}", rec.name, &cid[cid.len().saturating_sub(8)..]));
+                // Named after the bundle here and its record version: a new version warms beside
+                // the old, and two bundles of the same code never share.
+                let version = rec.record_cid.as_deref().unwrap_or(&cid);
+                let work = self.dir.join("work").join(format!("{}-{}", rec.name, &version[version.len().saturating_sub(8)..]));
                 let b = deno.load(&cid, code.into(), &manifest, grants, &work).await?;
                 self.metrics.cold_start(&labels(rec));
                 Instance::Deno(b)
@@ -387,6 +442,23 @@ impl Bundles {
         Ok(rec)
     }
 
+    /// Starts a recorded bundle, remembering why it failed (shown in `inspect`).
+    async fn start_recorded(&self, rec: BundleRecord) {
+        let name = rec.name.clone();
+        match self.start(rec).await {
+            Ok(_) => {
+                self.failed.lock().expect("not poisoned").remove(&name);
+            }
+            Err(e) => {
+                let why = error_chain(&e);
+                let before = self.failed.lock().expect("not poisoned").insert(name.clone(), why.clone());
+                if before.as_deref() != Some(why.as_str()) {
+                    tracing::error!(bundle = %name, error = %why, "cannot start a bundle; trying again with the next poll");
+                }
+            }
+        }
+    }
+
     /// Hot reload: fetches every bundle's record again; one whose record changed is loaded,
     /// warmed, and swapped in under live traffic, and the version it replaces is drained
     /// (requests under way finish on it). A version that fails to load leaves the running one
@@ -396,6 +468,13 @@ impl Bundles {
         let Ok(records) = store::list(&self.dir) else { return reloaded };
         for rec in records {
             let name = rec.name.clone();
+            let running = self.running.lock().await.contains_key(&name);
+            if !running {
+                if !self.starting.lock().expect("not poisoned").contains(&name) {
+                    self.start_recorded(rec).await;
+                }
+                continue;
+            }
             match self.refresh_one(rec).await {
                 Ok(true) => reloaded.push(name),
                 Ok(false) => {}
@@ -435,6 +514,9 @@ impl Bundles {
         store::put(&self.dir, &next)?;
         tracing::info!(bundle = %rec.name, version = %fetched.manifest.version, record = ?next.record_cid, "reloaded a bundle");
         old.stop().await;
+        if let Some(v) = &rec.record_cid {
+            let _ = std::fs::remove_dir_all(self.dir.join("work").join(format!("{}-{}", rec.name, &v[v.len().saturating_sub(8)..])));
+        }
         Ok(true)
     }
 
@@ -442,6 +524,12 @@ impl Bundles {
         let running = self.running.lock().await;
         let r = running.get(&rec.name);
         let manifest: Option<Manifest> = serde_json::from_value(rec.manifest.clone()).ok();
+        let mut stats = self.metrics.summary(&labels(rec));
+        // A deno bundle's instances are its runner's: one process, restarted as needed.
+        if let Some(Instance::Deno(d)) = r.map(|r| r.current()).as_deref() {
+            stats.cold_starts = d.instance_starts();
+            stats.instances = i64::from(d.instance_id().await.is_some());
+        }
         BundleView {
             name: rec.name.clone(),
             uri: rec.uri.clone(),
@@ -454,13 +542,18 @@ impl Bundles {
             routes: manifest.as_ref().map(route_lines).unwrap_or_default(),
             secrets: manifest.as_ref().map(|m| m.secrets.iter().map(|s| s.name.clone()).collect()).unwrap_or_default(),
             url: r.map(|r| format!("http://{}", r.addr)),
-            state: if r.is_some() { "running".into() } else { "stopped".into() },
-            stats: self.metrics.summary(&labels(rec)),
+            state: match (r.is_some(), self.failed.lock().expect("not poisoned").get(&rec.name)) {
+                (true, _) => "running".into(),
+                (false, Some(why)) => format!("failed: {why}"),
+                (false, None) => "starting".into(),
+            },
+            stats,
             created: rec.created,
         }
     }
 
     async fn view(&self, name: &str) -> Result<BundleView, BundleError> {
+        check_name(name).map_err(|_| not_found(name))?;
         let rec = store::get(&self.dir, name)?.ok_or_else(|| not_found(name))?;
         Ok(self.view_of(&rec).await)
     }
@@ -481,13 +574,17 @@ impl Bundles {
 
     /// Stops a bundle (requests under way finish) and forgets it.
     pub async fn remove(&self, name: &str) -> Result<(), BundleError> {
+        check_name(name).map_err(|_| not_found(name))?;
         let rec = store::get(&self.dir, name)?.ok_or_else(|| not_found(name))?;
         let running = self.running.lock().await.remove(name);
         if let Some(r) = running {
             r.stop().await;
         }
         self.metrics.forget(&labels(&rec));
-        store::remove(&self.dir, name)
+        store::remove(&self.dir, name)?;
+        // Its files go too: a later bundle of the same name, maybe another author's, starts empty.
+        self.forget_files(name);
+        Ok(())
     }
 }
 
@@ -515,9 +612,22 @@ fn not_found(name: &str) -> BundleError {
     BundleError::NotFound(format!("no bundle named {name} (`atoll bundle ls` lists them)"))
 }
 
+/// File names in the bundles directory a bundle's name must not take (`<name>.json`).
+const RESERVED_NAMES: &[&str] = &["allow"];
+
+/// A bundle's name here: a DNS label (it becomes a host name on the island), not one the
+/// store uses itself.
 fn check_name(name: &str) -> Result<(), BundleError> {
-    if name.is_empty() || name.len() > 63 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(BundleError::Invalid(format!("name: {name:?} must be 1 to 63 lower-case letters, digits or '-'")));
+    let label = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !label {
+        return Err(BundleError::Invalid(format!("name: {name:?} must be a DNS label: 1 to 63 lower-case letters, digits or inner '-'")));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(BundleError::Invalid(format!("name: {name:?} is reserved; choose another with --name")));
     }
     Ok(())
 }

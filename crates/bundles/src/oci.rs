@@ -27,6 +27,9 @@ use tokio::sync::{Mutex, Semaphore};
 /// the API shows their values as `<redacted>`.
 pub const SECRET_ENV_LABEL: &str = "atoll.bundle.secret-env";
 
+/// The label of oci bundles' containers (the bundle's name).
+pub const BUNDLE_LABEL: &str = "atoll.bundle";
+
 /// The port an oci bundle serves on when its manifest names none.
 pub const DEFAULT_PORT: u16 = 8080;
 
@@ -62,6 +65,8 @@ pub trait Containers: Send + Sync + 'static {
     async fn log_tail(&self, id: &str) -> String;
     /// Stops (within `grace`) and removes it.
     async fn remove(&self, id: &str, grace: Duration);
+    /// Removes every container that has `label` (whatever its value).
+    async fn remove_labelled(&self, label: &str);
 }
 
 /// The container name of bundle `name`'s instance of the record version `record_cid`: the
@@ -90,7 +95,7 @@ pub fn container_spec(name: &str, container: &str, manifest: &Manifest, grants: 
         image: manifest.entry.clone(),
         cmd: (!manifest.command.is_empty()).then(|| manifest.command.clone()),
         env,
-        labels: BTreeMap::from([("atoll.bundle".to_owned(), name.to_owned())]),
+        labels: BTreeMap::from([(BUNDLE_LABEL.to_owned(), name.to_owned())]),
         init: false,
         ..Default::default()
     };

@@ -25,6 +25,9 @@ use crate::oci::Containers;
 /// The sandbox image's reference.
 pub const SANDBOX_IMAGE: &str = "localhost/atoll-sandbox:1";
 
+/// The label of sandbox containers (the instance's name).
+pub const SANDBOX_LABEL: &str = "atoll.bundle.sandbox";
+
 /// Host directories every sandboxed program sees, read-only (when they exist).
 const HOST_LIBS: &[&str] = &["/usr/lib", "/usr/lib64"];
 
@@ -63,7 +66,7 @@ pub fn container_spec(spec: &LaunchSpec) -> ContainerSpec {
         read_only: true,
         cap_drop: vec!["ALL".into()],
         network: if spec.network { NetworkMode::Bridge } else { NetworkMode::None },
-        labels: BTreeMap::from([("atoll.bundle.sandbox".to_owned(), spec.name.clone())]),
+        labels: BTreeMap::from([(SANDBOX_LABEL.to_owned(), spec.name.clone())]),
         ..Default::default()
     };
     c.security.no_new_privileges = true;

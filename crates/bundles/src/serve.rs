@@ -37,6 +37,16 @@ impl Drop for Running {
     }
 }
 
+/// Connections one bundle's listener serves at once (slow or idle clients cannot hold more,
+/// nor the daemon's descriptors).
+pub const MAX_CONNECTIONS: usize = 256;
+/// A request's head must arrive within this.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A request's body must arrive within this (or the bundle's wall time, if longer).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The pause after a failed accept (out of descriptors).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a listener labels its requests with.
 #[derive(Clone)]
 pub struct Context {
@@ -59,17 +69,33 @@ impl Running {
         let serve = tokio::spawn({
             let (versions, cx) = (versions.clone(), cx.clone());
             async move {
+                let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
                 loop {
-                    let Ok((stream, client)) = listener.accept().await else { continue };
+                    // At most MAX_CONNECTIONS at once: more wait in the kernel's backlog.
+                    let Ok(permit) = connections.clone().acquire_owned().await else { return };
+                    let (stream, client) = match listener.accept().await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of descriptors, most likely: give the others time to close.
+                            tracing::warn!(bundle = %cx.labels.bundle, error = %e, "accepting a connection");
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                            continue;
+                        }
+                    };
                     let (versions, cx) = (versions.clone(), cx.clone());
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                             // Each request holds the version it started on to its end.
                             let bundle = versions.borrow().clone();
                             let cx = cx.clone();
                             async move { Ok::<_, Infallible>(handle(&bundle, &cx, req, client).await) }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
                     });
                 }
             }
@@ -109,9 +135,13 @@ async fn handle(bundle: &Instance, cx: &Context, req: Request<Incoming>, client:
     let max_body = bundle.limits().max_body_bytes;
     let id = format!("{:016x}", fastrand::u64(..));
     let (mut parts, body) = req.into_parts();
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(b) => b.to_bytes(),
+    let within = BODY_TIMEOUT.max(bundle.limits().wall);
+    let body = match tokio::time::timeout(within, Limited::new(body, max_body).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
         Err(_) => {
+            return text(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {} s\n", within.as_secs()));
+        }
+        Ok(Err(_)) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the request body is over {max_body} bytes, the most bundle {name} takes\n"),
@@ -136,12 +166,16 @@ async fn handle(bundle: &Instance, cx: &Context, req: Request<Incoming>, client:
             let status = e.status();
             cx.metrics.request(&cx.labels, status.as_u16(), elapsed.as_secs_f64());
             tracing::warn!(target: "atoll_bundles::access", bundle = %name, did = %cx.labels.did, request_id = %id, %method, %path, status = status.as_u16(), ms, error = %e);
+            // What the bundle wrote to stderr stays in the operator's log: it may hold anything
+            // (secrets, other requests' data, host paths).
+            let full = e.to_string();
+            let public = full.split(" (stderr: ").next().unwrap_or(&full);
             if status.is_server_error() {
                 let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                let message = format!("{method} {path}: {e}");
+                let message = format!("{method} {path}: {public}");
                 cx.metrics.failed(name, crate::metrics::RecentError { time, status: status.as_u16(), request_id: id.clone(), message });
             }
-            let mut resp = text(status, format!("bundle {name}: {e} (request {id})\n"));
+            let mut resp = text(status, format!("bundle {name}: {public} (request {id})\n"));
             resp.headers_mut().insert("x-request-id", hyper::header::HeaderValue::from_str(&id).expect("hex"));
             resp
         }

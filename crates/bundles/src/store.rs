@@ -104,7 +104,9 @@ pub fn allow(dir: &Path, a: Allowed) -> Result<(), BundleError> {
 pub fn disallow(dir: &Path, who: &str) -> Result<(), BundleError> {
     let mut list = allowed(dir)?;
     let before = list.len();
-    list.retain(|x| x.did != who && x.handle.as_deref() != Some(who));
+    // Handles are case-insensitive (as DNS names are); DIDs are not.
+    let who = who.trim();
+    list.retain(|x| x.did != who && !x.handle.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(who)));
     if list.len() == before {
         return Err(BundleError::NotFound(format!("{who} is not on the allow-list (`atoll bundle allow --list` shows it)")));
     }

@@ -34,7 +34,7 @@ pub enum DirError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not JSON: {source}")]
+    #[error("{path} is not JSON")]
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{path} must not set `{field}`: publishing fills it in")]
     Reserved { path: PathBuf, field: &'static str },

@@ -29,6 +29,10 @@ pub struct Policy {
     pub max_stderr_bytes: usize,
     /// The largest module accepted.
     pub max_module_bytes: usize,
+    /// Memory of all wasm instances at once, MiB: a request waits (up to its wall time, then
+    /// 503) until its bundle's memory limit fits, so many requests of large bundles cannot
+    /// take the host's memory.
+    pub total_memory_mb: u64,
 }
 
 impl Default for Policy {
@@ -46,6 +50,7 @@ impl Default for Policy {
             max_output_bytes: 16 << 20,
             max_stderr_bytes: 64 << 10,
             max_module_bytes: 64 << 20,
+            total_memory_mb: 2048,
         }
     }
 }

@@ -8,7 +8,7 @@
 pub mod functions;
 mod validate;
 
-pub use validate::cron_parser;
+pub use validate::{cron_parser, reserved_env};
 
 use serde::{Deserialize, Serialize};
 

@@ -65,6 +65,9 @@ fn each_bad_field_is_named() {
         ("cron", json!([{"schedule": "* * * * * * *", "handler": "t"}]), "five fields"),
         ("secrets", json!([{"name": "GREETING"}]), "also in permissions.env"),
         ("secrets", json!([{"name": "K", "sealed": [{"recipient": "short", "ciphertext": "x"}]}]), "X25519"),
+        ("secrets", json!([{"name": "LD_PRELOAD"}]), "reserved"),
+        ("secrets", json!([{"name": "deno_v8_flags"}]), "reserved"),
+        ("permissions", json!({"env": ["HTTPS_PROXY"]}), "reserved"),
         ("unknown", json!(1), "unknown field `unknown`"),
     ];
     let field_of = |e: &ManifestError| e.problems.iter().map(|p| p.field.clone()).collect::<Vec<_>>();

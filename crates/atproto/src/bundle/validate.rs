@@ -196,6 +196,8 @@ fn permissions(m: &Manifest, problems: &mut Vec<Problem>) {
     for (i, e) in p.env.iter().enumerate() {
         if !is_env_name(e) {
             push(problems, format!("permissions.env[{i}]"), format!("`{e}` is not an environment variable name"));
+        } else if reserved_env(e) {
+            push(problems, format!("permissions.env[{i}]"), format!("`{e}` is reserved (the loader's, the runtime's or the runner's own)"));
         }
     }
 }
@@ -289,6 +291,12 @@ fn secrets(m: &Manifest, problems: &mut Vec<Problem>) {
     for (i, s) in m.secrets.iter().enumerate() {
         if !is_env_name(&s.name) {
             push(problems, format!("secrets[{i}].name"), format!("`{}` is not an environment variable name", s.name));
+        } else if reserved_env(&s.name) {
+            push(
+                problems,
+                format!("secrets[{i}].name"),
+                format!("`{}` is reserved (the loader's, the runtime's or the runner's own)", s.name),
+            );
         } else if !names.insert(s.name.as_str()) {
             push(problems, format!("secrets[{i}].name"), format!("`{}` is declared twice", s.name));
         } else if m.permissions.env.contains(&s.name) {
@@ -330,6 +338,35 @@ fn is_identifier(s: &str) -> bool {
 
 pub(super) fn is_env_name(s: &str) -> bool {
     s.len() <= 128 && is_identifier(s)
+}
+
+/// Variables a bundle may not set or read through `permissions.env` or `secrets`: the
+/// dynamic loader's (`LD_*`), the runtimes' own (`DENO_*`, `NODE_*`, `V8_*`), the shell's
+/// (`BASH_*`, `ENV`, `IFS`), and what the runner sets itself (`PATH`, `HOME`, `PORT`, the
+/// proxy variables). Case-insensitive, as some programs read them either way.
+pub fn reserved_env(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["LD_", "DENO_", "NODE_", "V8_", "BASH_", "GCONV_", "MALLOC_"].iter().any(|p| n.starts_with(p))
+        || [
+            "PATH",
+            "HOME",
+            "PORT",
+            "ENV",
+            "IFS",
+            "SHELL",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "NO_PROXY",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "NO_COLOR",
+            "TZDIR",
+            "LOCALDOMAIN",
+            "RES_OPTIONS",
+            "HOSTALIASES",
+        ]
+        .contains(&n.as_str())
 }
 
 fn is_handler(s: &str) -> bool {

@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn flags_for_a_bundle_that_asks_for_everything() {
         let m = manifest(json!({
-            "permissions": {"net": ["api.example.com", "*.cdn.example.org:443", "[::1]:8080"], "read": ["/config"], "write": ["/cache", "/state/db"], "env": ["LOG_LEVEL", "HOME"]},
+            "permissions": {"net": ["api.example.com", "*.cdn.example.org:443", "[::1]:8080"], "read": ["/config"], "write": ["/cache", "/state/db"], "env": ["LOG_LEVEL", "REGION"]},
             "secrets": [{"name": "TOKEN"}, {"name": "OTHER", "required": false}],
             "limits": {"memoryMb": 48},
         }));
@@ -187,7 +187,7 @@ mod tests {
                 "--allow-read=/w/b2,/data/b2/config,/data/b2/cache,/data/b2/state/db",
                 "--allow-write=/w/b2/http.sock,/data/b2/cache,/data/b2/state/db",
                 "--allow-net=unix:/w/b2/http.sock,api.example.com,*.cdn.example.org:443,[::1]:8080",
-                "--allow-env=LOG_LEVEL,HOME,TOKEN,OTHER",
+                "--allow-env=LOG_LEVEL,REGION,TOKEN,OTHER",
                 "--v8-flags=--max-old-space-size=48",
                 "/w/b2/atoll-bootstrap.js",
             ]
@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn the_env_is_the_declared_names_the_secrets_and_denos_own() {
-        let m = manifest(json!({"permissions": {"env": ["LOG_LEVEL", "DENO_DIR"]}, "secrets": [{"name": "TOKEN"}]}));
+        // (A manifest cannot declare `DENO_DIR` itself: reserved names are refused at validation.)
+        let m = manifest(json!({"permissions": {"env": ["LOG_LEVEL"]}, "secrets": [{"name": "TOKEN"}]}));
         let paths = Paths::new(Path::new("/w"), None, &m).unwrap();
         let grants = Grants {
             env: [("LOG_LEVEL", "debug"), ("UNDECLARED", "x"), ("DENO_DIR", "/elsewhere")]

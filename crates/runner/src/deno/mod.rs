@@ -197,7 +197,13 @@ impl DenoRuntime {
             limits,
             spec,
             socket: paths.socket.clone(),
-            prefix: format!("{}-{short}", manifest.name),
+            // The work directory's name when it has one (the daemon names it after the bundle as
+            // it runs here, unique on this host), else the manifest's name and the code's CID.
+            prefix: work
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+                .map_or_else(|| format!("{}-{short}", manifest.name), str::to_owned),
             starts: AtomicU64::new(0),
             current: tokio::sync::Mutex::new(None),
             slots: tokio::sync::Semaphore::new(limits.concurrent),

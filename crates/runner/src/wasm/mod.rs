@@ -72,6 +72,9 @@ struct Shared {
     wasi: Linker<State>,
     pure: Linker<State>,
     ticker: Ticker,
+    /// The memory all requests' instances may hold at once, in MiB ([`Policy::total_memory_mb`]):
+    /// each request takes its bundle's memory limit from it before it starts.
+    memory: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -138,7 +141,8 @@ impl WasmRuntime {
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let pure = Linker::new(&engine);
         let ticker = Ticker::start(engine.clone()).map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
-        Ok(WasmRuntime { shared: Arc::new(Shared { engine, policy, modules: Mutex::default(), wasi, pure, ticker }) })
+        let memory = Arc::new(tokio::sync::Semaphore::new(usize::try_from(policy.total_memory_mb).unwrap_or(usize::MAX)));
+        Ok(WasmRuntime { shared: Arc::new(Shared { engine, policy, modules: Mutex::default(), wasi, pure, ticker, memory }) })
     }
 
     pub fn policy(&self) -> &Policy {
@@ -386,9 +390,14 @@ impl WasmBundle {
         if body.len() > self.limits.max_body_bytes {
             return Err(RunError::BodyTooLarge { limit: self.limits.max_body_bytes });
         }
-        let _slot = tokio::time::timeout(self.limits.wall, self.slots.acquire())
+        let busy = || RunError::Busy { concurrent: self.limits.concurrent, waited_ms: self.limits.wall.as_millis() as u64 };
+        let _slot = tokio::time::timeout(self.limits.wall, self.slots.acquire()).await.map_err(|_| busy())?;
+        // The host's budget: every instance at its limit at once must fit in it.
+        let mb = u32::try_from(self.limits.memory_bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX);
+        let _memory = tokio::time::timeout(self.limits.wall.saturating_sub(started.elapsed()), self.runtime.shared.memory.acquire_many(mb))
             .await
-            .map_err(|_| RunError::Busy { concurrent: self.limits.concurrent, waited_ms: self.limits.wall.as_millis() as u64 })?;
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
         let stdout = CappedPipe::new(self.limits.max_output_bytes, true);
         let stderr = CappedPipe::new(self.limits.max_stderr_bytes, false);
         let (mut response, cpu) = match self.abi {
