@@ -119,6 +119,15 @@ fn text(b: &BundleView) -> String {
     if !b.secrets.is_empty() {
         out.push_str(&format!("Secrets:  {}\n", b.secrets.join(", ")));
     }
+    let p = &b.permissions;
+    for (what, list) in [("Net", &p.net), ("Read", &p.read), ("Write", &p.write), ("Env", &p.env)] {
+        if !list.is_empty() {
+            out.push_str(&format!("{:<10}{}\n", format!("{what}:"), list.join(", ")));
+        }
+    }
+    if let Some(why) = &b.update_held {
+        out.push_str(&format!("Update:   {why}\n"));
+    }
     out
 }
 

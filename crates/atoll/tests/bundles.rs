@@ -134,6 +134,18 @@ fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_t
     };
     atoll_testkit::wait_for(15, "the cron job to run twice", || runs() >= 2);
 
+    // A version that asks for more (a host to reach) is held for the operator, not swapped in.
+    manifest["version"] = "1.0.2".into();
+    manifest["permissions"] = serde_json::json!({"net": ["api.example.com"]});
+    std::fs::write(v2.join("bundle.json"), manifest.to_string()).unwrap();
+    publish(&ns, &pds, &alice, &v2);
+    let held = || -> serde_json::Value { serde_json::from_str(&d.ok(&["bundle", "inspect", "hello-wasm", "--json"])).unwrap() };
+    atoll_testkit::wait_for(30, "the wider version to be held", || held()["update_held"].is_string());
+    let v = held();
+    assert_eq!(v["version"], "1.0.1", "{v}");
+    assert!(v["update_held"].as_str().unwrap().contains("net +api.example.com"), "{v}");
+    assert!(d.ok(&["bundle", "inspect", "hello-wasm"]).contains("Update:   version 1.0.2 is held"));
+
     // Slow clients holding far more connections than a bundle serves at once cost that bundle
     // a wait, not the daemon its descriptors: the API answers, and so does the bundle once
     // their heads time out.

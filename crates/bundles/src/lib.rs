@@ -103,10 +103,23 @@ pub struct BundleView {
     pub url: Option<String>,
     /// `running`, or why not.
     pub state: String,
+    /// What it may reach: `net` hosts, `read`/`write` paths, `env` names (the manifest's).
+    pub permissions: BundlePermissions,
+    /// Why a newer version of its record is not running (it asks for more), if one is waiting.
+    pub update_held: Option<String>,
     /// Requests, errors, cold starts, instances and the last failures.
     pub stats: metrics::Summary,
     /// Unix seconds.
     pub created: i64,
+}
+
+/// A bundle's permissions, as `inspect` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BundlePermissions {
+    pub net: Vec<String>,
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub env: Vec<String>,
 }
 
 /// The bundles of one daemon.
@@ -126,6 +139,53 @@ pub struct Bundles {
     starting: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Why a recorded bundle is not running (its start failed; tried again with every poll).
     failed: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Why a new version of a bundle is not swapped in ([`asks_for_more`]).
+    held: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+/// What `next` asks for that `running` did not, in words (`net +api.example.com; runtime wasm →
+/// oci`), or `None` when it asks for nothing more: more hosts, paths, env names or secrets, a
+/// different runtime or isolation, or higher limits need the operator again. Pure.
+pub fn asks_for_more(running: &Manifest, next: &Manifest) -> Option<String> {
+    let mut more = Vec::new();
+    let added = |a: &[String], b: &[String]| b.iter().filter(|x| !a.contains(x)).cloned().collect::<Vec<_>>();
+    let (p, q) = (&running.permissions, &next.permissions);
+    for (what, a, b) in [("net", &p.net, &q.net), ("read", &p.read, &q.read), ("write", &p.write, &q.write), ("env", &p.env, &q.env)] {
+        let new = added(a, b);
+        if !new.is_empty() {
+            more.push(format!("{what} +{}", new.join(" +")));
+        }
+    }
+    let names = |m: &Manifest| m.secrets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    let new = added(&names(running), &names(next));
+    if !new.is_empty() {
+        more.push(format!("secrets +{}", new.join(" +")));
+    }
+    if running.runtime != next.runtime {
+        more.push(format!("runtime {:?} → {:?}", running.runtime, next.runtime).to_lowercase());
+    }
+    if running.isolation != next.isolation {
+        more.push(format!("isolation {:?} → {:?}", running.isolation, next.isolation).to_lowercase());
+    }
+    if running.runtime == Runtime::Oci && running.entry != next.entry {
+        more.push(format!("image {} → {}", running.entry, next.entry));
+    }
+    let (l, m) = (&running.limits, &next.limits);
+    for (what, a, b) in [
+        ("memoryMb", l.memory_mb, m.memory_mb),
+        ("cpuMsPerRequest", l.cpu_ms_per_request, m.cpu_ms_per_request),
+        ("wallTimeoutMs", l.wall_timeout_ms, m.wall_timeout_ms),
+        ("maxConcurrent", l.max_concurrent, m.max_concurrent),
+    ] {
+        if b.unwrap_or(u64::MAX) > a.unwrap_or(u64::MAX) || (a.is_some() && b.is_none()) {
+            more.push(format!(
+                "limits.{what} {} → {}",
+                a.map_or("default".into(), |v| v.to_string()),
+                b.map_or("default".into(), |v| v.to_string())
+            ));
+        }
+    }
+    (!more.is_empty()).then(|| more.join("; "))
 }
 
 /// A name held in [`Bundles::starting`] until dropped.
@@ -213,6 +273,7 @@ impl Bundles {
             running: Mutex::default(),
             starting: Default::default(),
             failed: Default::default(),
+            held: Default::default(),
         });
         // In the background: an oci bundle's image may take a while to pull, and the daemon
         // serves its API meanwhile.
@@ -493,6 +554,21 @@ impl Bundles {
         if !store::allowed(&self.dir)?.iter().any(|a| a.did == fetched.identity.did) {
             return Err(BundleError::NotAllowed(format!("{} is no longer allowed: the running version stays", rec.did)));
         }
+        // A version that asks for more than the operator agreed to waits for them.
+        if let Ok(old) = serde_json::from_value::<Manifest>(rec.manifest.clone())
+            && let Some(more) = asks_for_more(&old, &fetched.manifest)
+        {
+            let why = format!(
+                "version {} is held: it asks for more than the running one ({more}); to accept it, `atoll bundle rm {} && atoll bundle run {}`",
+                fetched.manifest.version, rec.name, rec.uri
+            );
+            let before = self.held.lock().expect("not poisoned").insert(rec.name.clone(), why.clone());
+            if before.as_deref() != Some(why.as_str()) {
+                tracing::warn!(bundle = %rec.name, "{why}");
+            }
+            return Ok(false);
+        }
+        self.held.lock().expect("not poisoned").remove(&rec.name);
         let next = BundleRecord {
             record_cid: fetched.record_cid.clone(),
             code_cid: fetched.manifest.code.as_ref().map(|c| c.cid.to_string()),
@@ -548,6 +624,16 @@ impl Bundles {
                 (false, None) => "starting".into(),
             },
             stats,
+            permissions: manifest
+                .as_ref()
+                .map(|m| BundlePermissions {
+                    net: m.permissions.net.clone(),
+                    read: m.permissions.read.clone(),
+                    write: m.permissions.write.clone(),
+                    env: m.permissions.env.clone(),
+                })
+                .unwrap_or_default(),
+            update_held: self.held.lock().expect("not poisoned").get(&rec.name).cloned(),
             created: rec.created,
         }
     }
@@ -581,6 +667,8 @@ impl Bundles {
             r.stop().await;
         }
         self.metrics.forget(&labels(&rec));
+        self.held.lock().expect("not poisoned").remove(name);
+        self.failed.lock().expect("not poisoned").remove(name);
         store::remove(&self.dir, name)?;
         // Its files go too: a later bundle of the same name, maybe another author's, starts empty.
         self.forget_files(name);
@@ -630,4 +718,47 @@ fn check_name(name: &str) -> Result<(), BundleError> {
         return Err(BundleError::Invalid(format!("name: {name:?} is reserved; choose another with --name")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(extra: serde_json::Value) -> Manifest {
+        let mut v = serde_json::json!({
+            "name": "b", "version": "1.0.0", "runtime": "oci", "entry": "busybox",
+            "routes": [{"method": "GET", "path": "/", "handler": "http"}],
+            "permissions": {"net": ["api.example.com"], "env": ["A"]},
+            "limits": {"memoryMb": 32},
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        Manifest::from_record(&v).unwrap()
+    }
+
+    #[test]
+    fn a_version_asking_for_more_is_held_and_one_asking_for_less_is_not() {
+        let running = manifest(serde_json::json!({}));
+        assert_eq!(asks_for_more(&running, &manifest(serde_json::json!({"version": "1.0.1"}))), None);
+        assert_eq!(asks_for_more(&running, &manifest(serde_json::json!({"permissions": {}, "limits": {"memoryMb": 16}}))), None);
+        let more = asks_for_more(
+            &running,
+            &manifest(serde_json::json!({"permissions": {"net": ["api.example.com", "127.0.0.1"], "write": ["/x"]}, "limits": {}})),
+        )
+        .unwrap();
+        assert_eq!(more, "net +127.0.0.1; write +/x; limits.memoryMb 32 → default");
+        let other = asks_for_more(&running, &manifest(serde_json::json!({"entry": "evil", "secrets": [{"name": "K"}]}))).unwrap();
+        assert_eq!(other, "secrets +K; image busybox → evil");
+    }
+
+    #[test]
+    fn names_are_dns_labels_and_not_the_stores() {
+        for ok in ["hello", "a", "hello-2", "x1"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", "-", "-a", "a-", "Hello", "a_b", "../x", "allow", &"a".repeat(64)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
 }
