@@ -108,6 +108,55 @@ pub async fn run(State(s): St, body: Result<Json<RunRequest>, JsonRejection>) ->
     Ok(Json(bundles(&s)?.run(&req.uri, opts).await?))
 }
 
+/// What `GET /v1/bundles/{name}/logs` takes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BundleLogsQuery {
+    /// Go on with new entries as they come, until the bundle is removed.
+    pub follow: Option<bool>,
+    /// Only the last N entries kept (the daemon keeps the last 1000 per bundle).
+    #[param(maximum = 1000)]
+    pub tail: Option<usize>,
+}
+
+/// A bundle's log (requests with their IDs, statuses and times, denials, cron runs, its
+/// instances' starts), one JSON entry per line.
+#[utoipa::path(get, path = "/v1/bundles/{name}/logs", tag = "bundles", params(("name" = String, Path), BundleLogsQuery),
+    responses((status = 200, description = "Log entries", body = atoll_bundles::journal::Entry, content_type = "application/x-ndjson"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub async fn logs(
+    State(s): St,
+    Path(name): Path<String>,
+    q: Result<axum::extract::Query<BundleLogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::response::Response> {
+    let axum::extract::Query(q) = q?;
+    let (initial, mut rx) = bundles(&s)?.logs(&name, q.tail).await?;
+    let (tx, out) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
+    let follow = q.follow.unwrap_or(false);
+    tokio::spawn(async move {
+        for e in &initial {
+            if tx.send(crate::containers::ndjson_line(e)).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if tx.send(crate::containers::ndjson_line(&e)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(crate::containers::ndjson_response(out))
+}
+
 /// This host's public key for bundle secrets.
 #[utoipa::path(get, path = "/v1/bundle-key", tag = "bundles", responses((status = 200, body = RunnerKey), (status = 500, body = ErrorBody)))]
 pub async fn key(State(s): St) -> ApiResult<Json<RunnerKey>> {

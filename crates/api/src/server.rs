@@ -252,6 +252,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(crate::bundles::list_allowed, crate::bundles::allow))
         .routes(routes!(crate::bundles::disallow))
         .routes(routes!(crate::bundles::key))
+        .routes(routes!(crate::bundles::logs))
         .routes(routes!(crate::bundles::list, crate::bundles::run))
         .routes(routes!(crate::bundles::inspect, crate::bundles::remove))
 }

@@ -87,6 +87,20 @@ pub enum BundleCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A bundle's log: its requests (with their IDs, statuses and times), denials, cron runs
+    /// and instance starts.
+    Logs {
+        name: String,
+        /// Go on with new entries as they come.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N entries.
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<usize>,
+        /// Print the entries as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop bundles and forget them.
     #[command(visible_alias = "remove")]
     Rm {
@@ -205,6 +219,24 @@ pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitC
         BundleCommand::Inspect { name, json } => {
             let b: BundleView = client.json(Method::GET, &format!("/v1/bundles/{}", q(&name)), None::<&()>).await?;
             if json { print_json(&b)? } else { print!("{}", text(&b)) }
+        }
+        BundleCommand::Logs { name, follow, tail, json } => {
+            let mut url = format!("/v1/bundles/{}/logs?follow={follow}", q(&name));
+            if let Some(n) = tail {
+                url.push_str(&format!("&tail={n}"));
+            }
+            let resp = client.send_ok(Method::GET, &url, None, atoll_api::client::empty()).await?;
+            crate::containers::each_line::<atoll_bundles::journal::Entry>(resp.into_body(), |e| {
+                if json {
+                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                    return;
+                }
+                let status = e.status.map(|s| format!(" {s}")).unwrap_or_default();
+                let ms = e.ms.map(|m| format!(" {m}ms")).unwrap_or_default();
+                let id = e.request_id.map(|i| format!(" (request {i})")).unwrap_or_default();
+                println!("{} {:<8}{status}{ms} {}{id}", e.time, e.kind, e.message);
+            })
+            .await?;
         }
         BundleCommand::Rm { names } => {
             let call = async |n: &str| client.call(Method::DELETE, &format!("/v1/bundles/{}", q(n)), None::<&()>).await;

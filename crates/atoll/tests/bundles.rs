@@ -349,6 +349,27 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
         "{metrics}"
     );
 
+    // Its log: requests with their IDs, the denied connection, its containers' starts; and a
+    // follower sees new requests as they come, until the bundle goes.
+    let log = d.ok(&["bundle", "logs", "hello-oci"]);
+    for want in ["access   200", "GET /hello", "(request ", "denied", "not in the bundle's permissions.net", "instance", "a cold start"] {
+        assert!(log.contains(want), "{want} in {log}");
+    }
+    assert!(!log.contains(secret), "{log}");
+    assert_eq!(d.ok(&["bundle", "logs", "-n", "1", "--json", "hello-oci"]).lines().count(), 1);
+    let mut follower = std::process::Command::new(BIN)
+        .args(["bundle", "logs", "-f", "-n", "0", "hello-oci"])
+        .env("ATOLL_SOCKET", &d.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
+    let (ok, out) = get("/hello?followed");
+    assert!(ok, "{out}");
+    // (A cold start may come first, if the bundle went idle meanwhile.)
+    let line = lines.by_ref().map(Result::unwrap).find(|l| l.contains(" access ")).unwrap();
+    assert!(line.contains("GET /hello") && line.contains(" 200 "), "{line}");
+
     // The dashboard lists it: owner, version, routes, instances, traffic.
     let login = d.ok(&["web", "token"]).trim().to_owned();
     let target: std::net::SocketAddr = login.strip_prefix("http://").unwrap().split('/').next().unwrap().parse().unwrap();
@@ -363,6 +384,7 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     });
 
     assert_eq!(d.ok(&["bundle", "rm", "hello-oci"]).trim(), "Removed hello-oci");
+    assert!(follower.wait().unwrap().success(), "the follower ends with the bundle");
     let r = d.cli(&["inspect", &container]);
     assert!(!r.ok(), "the container went with the bundle");
 }
@@ -442,6 +464,8 @@ export function tick(_req: Request): Response {
 
     let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "inspect", "hello-deno", "--json"])).unwrap();
     assert_eq!((v["stats"]["instances"].as_i64(), v["stats"]["cold_starts"].as_u64()), (Some(1), Some(1)), "{v}");
+    let log = d.ok(&["bundle", "logs", "hello-deno"]);
+    assert!(log.contains("denied") && log.contains("GET /peek: denied:"), "the denied read is in the bundle's log: {log}");
 
     // The cron job runs.
     let runs = || {

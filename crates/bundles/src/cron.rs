@@ -26,7 +26,7 @@ pub fn next_fire(schedule: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> 
 }
 
 /// Runs `bundle`'s cron jobs until the task is aborted.
-pub(crate) async fn run(bundle: String, mut versions: watch::Receiver<Arc<Instance>>, metrics: Metrics) {
+pub(crate) async fn run(bundle: String, mut versions: watch::Receiver<Arc<Instance>>, metrics: Metrics, journal: crate::journal::Journal) {
     let slots = Arc::new(Semaphore::new(MAX_BACKGROUND));
     let busy: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
     let mut last = Utc::now();
@@ -56,9 +56,17 @@ pub(crate) async fn run(bundle: String, mut versions: watch::Receiver<Arc<Instan
             if !busy.lock().expect("not poisoned").insert(key.clone()) {
                 tracing::warn!(target: "atoll_bundles::cron", bundle = %bundle, handler = %job.handler, "skipped: the previous run is still going");
                 metrics.cron(&bundle, &job.handler, "skipped");
+                journal.add(
+                    &bundle,
+                    crate::journal::Entry::new(
+                        "cron",
+                        format!("{} ({}): skipped, the previous run is still going", job.handler, job.schedule),
+                    ),
+                );
                 continue;
             }
-            let (instance, slots, busy, metrics, bundle) = (instance.clone(), slots.clone(), busy.clone(), metrics.clone(), bundle.clone());
+            let (instance, slots, busy, metrics, bundle, journal) =
+                (instance.clone(), slots.clone(), busy.clone(), metrics.clone(), bundle.clone(), journal.clone());
             tokio::spawn(async move {
                 let _slot = slots.acquire().await;
                 let req = hyper::Request::post("/")
@@ -69,6 +77,17 @@ pub(crate) async fn run(bundle: String, mut versions: watch::Receiver<Arc<Instan
                 let start = std::time::Instant::now();
                 let outcome = instance.invoke(&key.1, req).await;
                 let ms = start.elapsed().as_millis() as u64;
+                let mut entry = crate::journal::Entry::new("cron", format!("{} ({})", key.1, key.0));
+                entry.ms = Some(ms);
+                match &outcome {
+                    Ok(r) => entry.status = Some(r.status().as_u16()),
+                    Err(e) => {
+                        let full = e.to_string();
+                        entry.message = format!("{}: {}", entry.message, full.split(" (stderr: ").next().unwrap_or(&full));
+                        entry.status = Some(e.status().as_u16());
+                    }
+                }
+                journal.add(&bundle, entry);
                 match outcome {
                     Ok(r) if r.status().is_success() => {
                         tracing::info!(target: "atoll_bundles::cron", bundle = %bundle, handler = %key.1, status = r.status().as_u16(), ms, "cron job ran");

@@ -74,6 +74,9 @@ pub fn forbidden(ip: IpAddr) -> bool {
     }
 }
 
+/// Told of each connection refused, in words (the bundle's log).
+pub type OnDenied = Arc<dyn Fn(String) + Send + Sync>;
+
 /// A bundle's egress proxy; dropping it closes it.
 pub struct EgressProxy {
     pub addr: SocketAddr,
@@ -90,7 +93,7 @@ impl EgressProxy {
     /// Listens on `ip` (a port the OS picks) for bundle `bundle`'s connections to `net`. The
     /// address may not be up yet (a bridge comes up with its first container): the socket
     /// binds with `IP_FREEBIND`.
-    pub async fn start(ip: IpAddr, bundle: String, net: Vec<String>) -> std::io::Result<EgressProxy> {
+    pub async fn start(ip: IpAddr, bundle: String, net: Vec<String>, on_denied: Option<OnDenied>) -> std::io::Result<EgressProxy> {
         let domain = if ip.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
         let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         if ip.is_ipv4() {
@@ -103,7 +106,7 @@ impl EgressProxy {
         socket.listen(128)?;
         let listener = TcpListener::from_std(socket.into())?;
         let addr = listener.local_addr()?;
-        let cx = Arc::new((bundle, net));
+        let cx = Arc::new((bundle, net, on_denied));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
@@ -111,7 +114,7 @@ impl EgressProxy {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let cx = cx.clone();
-                        async move { Ok::<_, Infallible>(handle(&cx.0, &cx.1, req).await) }
+                        async move { Ok::<_, Infallible>(handle(&cx.0, &cx.1, cx.2.as_ref(), req).await) }
                     });
                     // Half-closing clients (nc, some proxies' CONNECT users) still get their answer.
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -140,7 +143,7 @@ fn answer(status: StatusCode, text: String) -> Response<Body> {
     r
 }
 
-async fn handle(bundle: &str, net: &[String], req: Request<Incoming>) -> Response<Body> {
+async fn handle(bundle: &str, net: &[String], on_denied: Option<&OnDenied>, req: Request<Incoming>) -> Response<Body> {
     let (host, port) = match (req.method(), req.uri().host()) {
         (&Method::CONNECT, _) => match req.uri().authority() {
             Some(a) => (a.host().to_owned(), a.port_u16().unwrap_or(443)),
@@ -149,9 +152,15 @@ async fn handle(bundle: &str, net: &[String], req: Request<Incoming>) -> Respons
         (_, Some(h)) => (h.to_owned(), req.uri().port_u16().unwrap_or(80)),
         _ => return answer(StatusCode::BAD_REQUEST, "a proxy request names its host (absolute form)\n".into()),
     };
+    let deny = |why: String| {
+        if let Some(f) = on_denied {
+            f(why.clone());
+        }
+        answer(StatusCode::FORBIDDEN, format!("{why}\n"))
+    };
     if !allows(net, &host, port) {
         tracing::warn!(target: "atoll_bundles::denied", bundle, host = %host, port, "denied: a connection to a host the bundle did not declare");
-        return answer(StatusCode::FORBIDDEN, format!("denied: {host}:{port} is not in the bundle's permissions.net\n"));
+        return deny(format!("denied: {host}:{port} is not in the bundle's permissions.net"));
     }
     let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
         Ok(a) => a.collect(),
@@ -160,10 +169,7 @@ async fn handle(bundle: &str, net: &[String], req: Request<Incoming>) -> Respons
     let (refused, allowed): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.into_iter().partition(|a| forbidden(a.ip()));
     if allowed.is_empty() {
         tracing::warn!(target: "atoll_bundles::denied", bundle, host = %host, port, addrs = ?refused, "denied: a connection to this host, a private network or loopback");
-        return answer(
-            StatusCode::FORBIDDEN,
-            format!("denied: {host}:{port} is on this host, a private network or loopback, which bundles may not reach\n"),
-        );
+        return deny(format!("denied: {host}:{port} is on this host, a private network or loopback, which bundles may not reach"));
     }
     // The vetted addresses themselves: no second lookup that could answer otherwise.
     let upstream = match TcpStream::connect(allowed.as_slice()).await {

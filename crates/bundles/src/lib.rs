@@ -17,6 +17,7 @@
 pub mod cron;
 pub mod egress;
 pub mod instance;
+pub mod journal;
 pub mod metrics;
 pub mod oci;
 pub mod sandbox;
@@ -134,6 +135,7 @@ pub struct Bundles {
     key: secrets::RunnerKey,
     options: Options,
     metrics: metrics::Metrics,
+    journal: journal::Journal,
     running: Mutex<BTreeMap<String, serve::Running>>,
     /// Names being started by `run`.
     starting: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -270,6 +272,7 @@ impl Bundles {
             key,
             options,
             metrics: metrics::Metrics::default(),
+            journal: journal::Journal::default(),
             running: Mutex::default(),
             starting: Default::default(),
             failed: Default::default(),
@@ -322,6 +325,18 @@ impl Bundles {
     /// Stops allowing `did_or_handle` (bundles already running keep running).
     pub fn disallow(&self, did_or_handle: &str) -> Result<(), BundleError> {
         store::disallow(&self.dir, did_or_handle)
+    }
+
+    /// Bundle `name`'s log: the last `tail` entries (all kept, if `None`), and a receiver of
+    /// those after them (for `--follow`).
+    pub async fn logs(
+        &self,
+        name: &str,
+        tail: Option<usize>,
+    ) -> Result<(Vec<journal::Entry>, tokio::sync::broadcast::Receiver<journal::Entry>), BundleError> {
+        check_name(name).map_err(|_| not_found(name))?;
+        store::get(&self.dir, name)?.ok_or_else(|| not_found(name))?;
+        Ok(self.journal.read(name, tail))
     }
 
     /// The bundles' metrics, for `/metrics`.
@@ -463,7 +478,7 @@ impl Bundles {
                     limits,
                     self.containers.clone(),
                     lifecycle,
-                    oci::Observe { metrics: self.metrics.clone(), labels: labels(rec) },
+                    oci::Observe { metrics: self.metrics.clone(), labels: labels(rec), journal: self.journal.clone() },
                 )
                 .await
                 .map_err(|why| BundleError::Start(format!("bundle {}: {why}", rec.name)))?;
@@ -493,7 +508,7 @@ impl Bundles {
     /// Loads `rec` and serves it; returns the record with the port it got.
     async fn start(&self, mut rec: BundleRecord) -> Result<BundleRecord, BundleError> {
         let instance = self.load(&rec).await?;
-        let cx = serve::Context { labels: labels(&rec), metrics: self.metrics.clone() };
+        let cx = serve::Context { labels: labels(&rec), metrics: self.metrics.clone(), journal: self.journal.clone() };
         let running = serve::Running::start(Arc::new(instance), rec.port, cx)
             .await
             .map_err(|source| BundleError::Store { path: self.dir.clone(), source })?;
@@ -565,6 +580,7 @@ impl Bundles {
             let before = self.held.lock().expect("not poisoned").insert(rec.name.clone(), why.clone());
             if before.as_deref() != Some(why.as_str()) {
                 tracing::warn!(bundle = %rec.name, "{why}");
+                self.journal.add(&rec.name, journal::Entry::new("instance", why));
             }
             return Ok(false);
         }
@@ -589,6 +605,8 @@ impl Bundles {
         };
         store::put(&self.dir, &next)?;
         tracing::info!(bundle = %rec.name, version = %fetched.manifest.version, record = ?next.record_cid, "reloaded a bundle");
+        self.journal
+            .add(&rec.name, journal::Entry::new("instance", format!("version {} swapped in (hot reload)", fetched.manifest.version)));
         old.stop().await;
         if let Some(v) = &rec.record_cid {
             let _ = std::fs::remove_dir_all(self.dir.join("work").join(format!("{}-{}", rec.name, &v[v.len().saturating_sub(8)..])));
@@ -667,6 +685,7 @@ impl Bundles {
             r.stop().await;
         }
         self.metrics.forget(&labels(&rec));
+        self.journal.forget(name);
         self.held.lock().expect("not poisoned").remove(name);
         self.failed.lock().expect("not poisoned").remove(name);
         store::remove(&self.dir, name)?;

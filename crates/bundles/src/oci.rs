@@ -145,6 +145,7 @@ struct Inner {
 pub struct Observe {
     pub metrics: crate::metrics::Metrics,
     pub labels: crate::metrics::BundleLabels,
+    pub journal: crate::journal::Journal,
 }
 
 impl Drop for OciBundle {
@@ -174,7 +175,11 @@ impl OciBundle {
             None
         } else {
             let gw = containers.egress_gateway().await?;
-            let proxy = crate::egress::EgressProxy::start(gw, name.to_owned(), manifest.permissions.net.clone())
+            let journal = observe.journal.clone();
+            let bundle = name.to_owned();
+            let on_denied: crate::egress::OnDenied =
+                Arc::new(move |why: String| journal.add(&bundle, crate::journal::Entry::new("denied", why)));
+            let proxy = crate::egress::EgressProxy::start(gw, name.to_owned(), manifest.permissions.net.clone(), Some(on_denied))
                 .await
                 .map_err(|e| format!("starting its egress proxy on {gw}: {e}"))?;
             spec.env.extend(proxy.env().into_iter().map(|(k, v)| format!("{k}={v}")));
@@ -257,6 +262,8 @@ async fn reap(inner: std::sync::Weak<Inner>, idle: Duration) {
         let Ok(_all) = inner.slots.try_acquire_many(all) else { continue };
         if quiet() && inner.live.lock().await.is_some() {
             tracing::info!(bundle = %inner.name, idle_s = idle.as_secs(), "scaling an idle bundle to zero");
+            let entry = format!("idle for {} s: scaled to zero", idle.as_secs());
+            inner.observe.journal.add(&inner.name, crate::journal::Entry::new("instance", entry));
             inner.retire(Duration::from_secs(2)).await;
         }
     }
@@ -275,6 +282,8 @@ impl Inner {
         let mut pause = Duration::from_millis(5);
         loop {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                let entry = format!("container {} ready on port {} (a cold start)", &started.id[..12.min(started.id.len())], self.port);
+                self.observe.journal.add(&self.name, crate::journal::Entry::new("instance", entry));
                 self.observe.metrics.cold_start(&self.observe.labels);
                 self.observe.metrics.instances(&self.observe.labels).set(1);
                 return Ok(started);

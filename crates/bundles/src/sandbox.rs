@@ -86,7 +86,7 @@ impl Launcher for ContainerLauncher {
         // A way out only to the declared hosts: the internal network and an egress proxy.
         let proxy = if spec.network {
             let gw = self.containers.egress_gateway().await.map_err(LaunchError::Sandbox)?;
-            let proxy = EgressProxy::start(gw, spec.name.clone(), spec.egress.clone())
+            let proxy = EgressProxy::start(gw, spec.name.clone(), spec.egress.clone(), None)
                 .await
                 .map_err(|e| LaunchError::Sandbox(format!("starting the egress proxy on {gw}: {e}")))?;
             c.env.extend(proxy.env().into_iter().map(|(k, v)| format!("{k}={v}")));

@@ -52,6 +52,7 @@ const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100
 pub struct Context {
     pub labels: BundleLabels,
     pub metrics: Metrics,
+    pub journal: crate::journal::Journal,
 }
 
 impl Running {
@@ -100,7 +101,7 @@ impl Running {
                 }
             }
         });
-        let cron = tokio::spawn(crate::cron::run(cx.labels.bundle.clone(), versions, cx.metrics.clone()));
+        let cron = tokio::spawn(crate::cron::run(cx.labels.bundle.clone(), versions, cx.metrics.clone(), cx.journal.clone()));
         Ok(Running { addr, tasks: vec![serve, cron], current })
     }
 
@@ -159,6 +160,14 @@ async fn handle(bundle: &Instance, cx: &Context, req: Request<Incoming>, client:
             let status = resp.status().as_u16();
             cx.metrics.request(&cx.labels, status, elapsed.as_secs_f64());
             tracing::info!(target: "atoll_bundles::access", bundle = %name, did = %cx.labels.did, request_id = %id, %method, %path, status, ms);
+            if let Some(atoll_runner::deno::Denied(what)) = resp.extensions().get() {
+                let mut e = crate::journal::Entry::new("denied", format!("{method} {path}: denied: {what}"));
+                e.request_id = Some(id.clone());
+                cx.journal.add(name, e);
+            }
+            let mut e = crate::journal::Entry::new("access", format!("{method} {path}"));
+            (e.request_id, e.status, e.ms) = (Some(id.clone()), Some(status), Some(ms));
+            cx.journal.add(name, e);
             resp.headers_mut().insert("x-request-id", hyper::header::HeaderValue::from_str(&id).expect("hex"));
             resp.map(Full::new)
         }
@@ -170,6 +179,9 @@ async fn handle(bundle: &Instance, cx: &Context, req: Request<Incoming>, client:
             // (secrets, other requests' data, host paths).
             let full = e.to_string();
             let public = full.split(" (stderr: ").next().unwrap_or(&full);
+            let mut entry = crate::journal::Entry::new("access", format!("{method} {path}: {public}"));
+            (entry.request_id, entry.status, entry.ms) = (Some(id.clone()), Some(status.as_u16()), Some(ms));
+            cx.journal.add(name, entry);
             if status.is_server_error() {
                 let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
                 let message = format!("{method} {path}: {public}");
