@@ -519,8 +519,16 @@ impl Bundles {
     }
 
     /// Starts a recorded bundle, remembering why it failed (shown in `inspect`).
+    /// Skips a bundle already being started (the first start after the daemon's, a slow pull).
     async fn start_recorded(&self, rec: BundleRecord) {
         let name = rec.name.clone();
+        if !self.starting.lock().expect("not poisoned").insert(name.clone()) {
+            return;
+        }
+        let _held = Held { set: &self.starting, name: name.clone() };
+        if self.running.lock().await.contains_key(&name) {
+            return;
+        }
         match self.start(rec).await {
             Ok(_) => {
                 self.failed.lock().expect("not poisoned").remove(&name);
@@ -546,9 +554,7 @@ impl Bundles {
             let name = rec.name.clone();
             let running = self.running.lock().await.contains_key(&name);
             if !running {
-                if !self.starting.lock().expect("not poisoned").contains(&name) {
-                    self.start_recorded(rec).await;
-                }
+                self.start_recorded(rec).await;
                 continue;
             }
             match self.refresh_one(rec).await {
@@ -680,6 +686,9 @@ impl Bundles {
     pub async fn remove(&self, name: &str) -> Result<(), BundleError> {
         check_name(name).map_err(|_| not_found(name))?;
         let rec = store::get(&self.dir, name)?.ok_or_else(|| not_found(name))?;
+        if self.starting.lock().expect("not poisoned").contains(name) {
+            return Err(BundleError::Exists(format!("bundle {name} is starting (its image may be pulling): remove it once it runs")));
+        }
         let running = self.running.lock().await.remove(name);
         if let Some(r) = running {
             r.stop().await;
