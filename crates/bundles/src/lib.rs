@@ -508,7 +508,8 @@ impl Bundles {
     /// Loads `rec` and serves it; returns the record with the port it got.
     async fn start(&self, mut rec: BundleRecord) -> Result<BundleRecord, BundleError> {
         let instance = self.load(&rec).await?;
-        let cx = serve::Context { labels: labels(&rec), metrics: self.metrics.clone(), journal: self.journal.clone() };
+        let idle_timeout = (rec.min_instances == 0).then_some(self.options.idle_timeout);
+        let cx = serve::Context { labels: labels(&rec), metrics: self.metrics.clone(), journal: self.journal.clone(), idle_timeout };
         let running = serve::Running::start(Arc::new(instance), rec.port, cx)
             .await
             .map_err(|source| BundleError::Store { path: self.dir.clone(), source })?;

@@ -53,6 +53,24 @@ pub struct Context {
     pub labels: BundleLabels,
     pub metrics: Metrics,
     pub journal: crate::journal::Journal,
+    /// Scale a deno bundle's instance to zero after this long without requests (oci bundles
+    /// do it themselves; wasm instances live for one request).
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+/// Stops the served deno version's instance once idle; the next request starts another.
+async fn park_idle(versions: watch::Receiver<Arc<Instance>>, idle: std::time::Duration, cx: Context) {
+    let mut tick = tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(100)));
+    loop {
+        tick.tick().await;
+        let current = versions.borrow().clone();
+        if let Instance::Deno(d) = &*current
+            && d.park(idle).await
+        {
+            let entry = format!("idle for {} s: scaled to zero", idle.as_secs());
+            cx.journal.add(&cx.labels.bundle, crate::journal::Entry::new("instance", entry));
+        }
+    }
 }
 
 impl Running {
@@ -101,8 +119,12 @@ impl Running {
                 }
             }
         });
-        let cron = tokio::spawn(crate::cron::run(cx.labels.bundle.clone(), versions, cx.metrics.clone(), cx.journal.clone()));
-        Ok(Running { addr, tasks: vec![serve, cron], current })
+        let cron = tokio::spawn(crate::cron::run(cx.labels.bundle.clone(), versions.clone(), cx.metrics.clone(), cx.journal.clone()));
+        let mut tasks = vec![serve, cron];
+        if let Some(idle) = cx.idle_timeout.filter(|d| !d.is_zero()) {
+            tasks.push(tokio::spawn(park_idle(versions, idle, cx.clone())));
+        }
+        Ok(Running { addr, tasks, current })
     }
 
     /// The version being served.

@@ -275,6 +275,20 @@ async fn a_request_over_its_wall_time_gets_504_and_the_next_one_answers() {
 }
 
 #[tokio::test]
+async fn an_idle_bundle_scales_to_zero_and_its_next_request_starts_an_instance() {
+    let l = load(json!({"routes": routes(&["hello"])})).await;
+    let b = &l.bundle;
+    assert_eq!(ok(b, "/hello").await, "hello");
+    let pid = b.instance_id().await.unwrap();
+    assert!(!b.park(Duration::from_secs(3600)).await, "not idle for an hour yet");
+    assert!(b.park(Duration::ZERO).await, "idle: parked");
+    assert!(b.instance_id().await.is_none() && gone(&pid), "the instance {pid} is gone");
+    assert_eq!(ok(b, "/hello").await, "hello");
+    assert_eq!(b.instance_starts(), 2, "a cold start");
+    assert!(b.idle_for() < Duration::from_secs(60));
+}
+
+#[tokio::test]
 async fn a_heap_past_memory_mb_fails_the_request_and_the_next_one_answers() {
     let l = load(json!({"routes": routes(&["hog", "hello"]), "limits": {"memoryMb": 32, "wallTimeoutMs": 20000}})).await;
     let b = &l.bundle;

@@ -208,6 +208,7 @@ impl DenoRuntime {
             current: tokio::sync::Mutex::new(None),
             slots: tokio::sync::Semaphore::new(limits.concurrent),
             stopping: AtomicBool::new(false),
+            last_used: std::sync::Mutex::new(Instant::now()),
         });
         let deadline = Instant::now() + START_TIMEOUT;
         inner.instance(deadline).await.map_err(|e| match e {
@@ -224,6 +225,15 @@ pub struct DenoBundle {
     inner: Arc<Inner>,
 }
 
+/// Marks the bundle used when a request ends, however it ends.
+struct Used<'a>(&'a std::sync::Mutex<Instant>);
+
+impl Drop for Used<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+}
+
 struct Inner {
     runtime: DenoRuntime,
     manifest: Manifest,
@@ -237,6 +247,8 @@ struct Inner {
     current: tokio::sync::Mutex<Option<Arc<Instance>>>,
     slots: tokio::sync::Semaphore,
     stopping: AtomicBool,
+    /// When the last request ended (or the bundle loaded).
+    last_used: std::sync::Mutex<Instant>,
 }
 
 impl std::fmt::Debug for DenoBundle {
@@ -377,6 +389,7 @@ impl DenoBundle {
         let wall = inner.limits.wall;
         let busy = || RunError::Busy { concurrent: inner.limits.concurrent, waited_ms: wall.as_millis() as u64 };
         let _slot = tokio::time::timeout(wall, inner.slots.acquire()).await.map_err(|_| busy())?.map_err(|_| RunError::Stopping)?;
+        let _used = Used(&inner.last_used);
         if inner.stopping.load(Ordering::SeqCst) {
             return Err(RunError::Stopping);
         }
@@ -409,6 +422,30 @@ impl DenoBundle {
             response.extensions_mut().insert(Denied(what));
         }
         Ok(response)
+    }
+
+    /// How long since the last request ended.
+    pub fn idle_for(&self) -> Duration {
+        self.inner.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+
+    /// Scale to zero: stops the instance if at least `idle` passed since the last request and
+    /// none runs now; the next request starts one (a cold start). Returns whether it stopped
+    /// one.
+    pub async fn park(&self, idle: Duration) -> bool {
+        let inner = &self.inner;
+        let all = u32::try_from(inner.limits.concurrent).unwrap_or(u32::MAX);
+        // Holding every slot keeps requests out while the instance goes.
+        let Ok(_all) = inner.slots.try_acquire_many(all) else { return false };
+        if self.idle_for() < idle {
+            return false;
+        }
+        let instance = inner.current.lock().await.take();
+        let Some(i) = instance else { return false };
+        tracing::info!(bundle = %inner.manifest.name, instance = i.id(), idle_s = idle.as_secs(), "scaling an idle bundle to zero");
+        i.kill("the bundle was idle");
+        i.exited(Duration::from_secs(10)).await;
+        true
     }
 
     /// Stops taking requests (they get [`RunError::Stopping`]), lets those in flight finish
