@@ -82,8 +82,7 @@ pub(crate) async fn run(bundle: String, mut versions: watch::Receiver<Arc<Instan
                 match &outcome {
                     Ok(r) => entry.status = Some(r.status().as_u16()),
                     Err(e) => {
-                        let full = e.to_string();
-                        entry.message = format!("{}: {}", entry.message, full.split(" (stderr: ").next().unwrap_or(&full));
+                        entry.message = format!("{}: {}", entry.message, e.without_stderr());
                         entry.status = Some(e.status().as_u16());
                     }
                 }

@@ -410,6 +410,11 @@ impl Bundles {
         self.view(&name).await
     }
 
+    /// The work directory of bundle `name`'s version `record_cid` (its last 8 characters).
+    fn work_dir(&self, name: &str, record_cid: &str) -> PathBuf {
+        self.dir.join("work").join(format!("{name}-{}", &record_cid[record_cid.len().saturating_sub(8)..]))
+    }
+
     /// Deletes a bundle's data and work directories (its files, and its deno instances' caches).
     fn forget_files(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.dir.join("data").join(name));
@@ -496,8 +501,7 @@ impl Bundles {
                 })?;
                 // Named after the bundle here and its record version: a new version warms beside
                 // the old, and two bundles of the same code never share.
-                let version = rec.record_cid.as_deref().unwrap_or(&cid);
-                let work = self.dir.join("work").join(format!("{}-{}", rec.name, &version[version.len().saturating_sub(8)..]));
+                let work = self.work_dir(&rec.name, rec.record_cid.as_deref().unwrap_or(&cid));
                 let b = deno.load(&cid, code.into(), &manifest, grants, &work).await?;
                 self.metrics.cold_start(&labels(rec));
                 Instance::Deno(b)
@@ -616,7 +620,7 @@ impl Bundles {
             .add(&rec.name, journal::Entry::new("instance", format!("version {} swapped in (hot reload)", fetched.manifest.version)));
         old.stop().await;
         if let Some(v) = &rec.record_cid {
-            let _ = std::fs::remove_dir_all(self.dir.join("work").join(format!("{}-{}", rec.name, &v[v.len().saturating_sub(8)..])));
+            let _ = std::fs::remove_dir_all(self.work_dir(&rec.name, v));
         }
         Ok(true)
     }

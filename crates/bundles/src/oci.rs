@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll_atproto::bundle::Manifest;
-use atoll_runner::{Effective, Grants, NoRoute, RunError, route};
+use atoll_runner::{Effective, Grants, RunError};
 use atoll_spec::ContainerSpec;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -216,14 +216,7 @@ impl OciBundle {
     /// Answers one request: routed by the manifest, proxied to the container within the
     /// bundle's wall time.
     pub async fn handle(&self, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
-        let (method, path) = (req.method().as_str(), req.uri().path());
-        route(&self.inner.manifest, method, path).map_err(|no| {
-            let (method, path) = (method.to_owned(), path.to_owned());
-            match no {
-                NoRoute::NotFound => RunError::NotFound { method, path },
-                NoRoute::MethodNotAllowed => RunError::MethodNotAllowed { method, path },
-            }
-        })?;
+        atoll_runner::route::route_request(&self.inner.manifest, &req)?;
         self.inner.send(req).await
     }
 

@@ -199,8 +199,7 @@ async fn handle(bundle: &Instance, cx: &Context, req: Request<Incoming>, client:
             tracing::warn!(target: "atoll_bundles::access", bundle = %name, did = %cx.labels.did, request_id = %id, %method, %path, status = status.as_u16(), ms, error = %e);
             // What the bundle wrote to stderr stays in the operator's log: it may hold anything
             // (secrets, other requests' data, host paths).
-            let full = e.to_string();
-            let public = full.split(" (stderr: ").next().unwrap_or(&full);
+            let public = e.without_stderr();
             let mut entry = crate::journal::Entry::new("access", format!("{method} {path}: {public}"));
             (entry.request_id, entry.status, entry.ms) = (Some(id.clone()), Some(status.as_u16()), Some(ms));
             cx.journal.add(name, entry);

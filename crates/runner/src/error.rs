@@ -117,16 +117,29 @@ fn exit_status(code: &Option<i32>) -> String {
     }
 }
 
+/// How a message introduces the instance's stderr.
+const STDERR_MARK: &str = " (stderr: ";
+
 fn stderr_tail(stderr: &str) -> String {
     let s = stderr.trim_end();
     if s.is_empty() {
         return String::new();
     }
     let start = s.char_indices().rev().nth(499).map_or(0, |(i, _)| i);
-    format!(" (stderr: {})", &s[start..])
+    format!("{STDERR_MARK}{})", &s[start..])
 }
 
 impl RunError {
+    /// The message without what the instance wrote to stderr (which may hold anything: its
+    /// secrets, other requests' data): what a client or a summary may see.
+    pub fn without_stderr(&self) -> String {
+        let full = self.to_string();
+        match full.find(STDERR_MARK) {
+            Some(i) => full[..i].to_owned(),
+            None => full,
+        }
+    }
+
     /// The status the caller answers with: 4xx for the client's mistakes, 504 when a time limit
     /// cut the request, 503 when the bundle is busy, stopping, or its instance was restarted
     /// under the request (another request's limit), 502 when the bundle misbehaved, 500 for

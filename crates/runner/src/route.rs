@@ -23,6 +23,18 @@ pub struct RouteMatch {
     pub rest: String,
 }
 
+/// [`route`], with no route as the [`crate::RunError`] a runtime answers (404, or 405).
+pub fn route_request<B>(manifest: &Manifest, req: &http::Request<B>) -> Result<RouteMatch, crate::RunError> {
+    let (method, path) = (req.method().as_str(), req.uri().path());
+    route(manifest, method, path).map_err(|no| {
+        let (method, path) = (method.to_owned(), path.to_owned());
+        match no {
+            NoRoute::NotFound => crate::RunError::NotFound { method, path },
+            NoRoute::MethodNotAllowed => crate::RunError::MethodNotAllowed { method, path },
+        }
+    })
+}
+
 /// Why no route answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoRoute {

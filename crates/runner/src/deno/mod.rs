@@ -44,7 +44,6 @@ use tokio::time::Instant;
 
 use crate::launch::{LaunchSpec, Launcher};
 use crate::policy::{Effective, Policy};
-use crate::route::{NoRoute, route};
 use crate::wasm::ClientAddr;
 use crate::{Grants, LoadError, RunError};
 pub use flags::{Paths, env, flags};
@@ -353,14 +352,7 @@ impl DenoBundle {
     /// returns the answer, with [`Denied`] in its extensions when the handler was denied a
     /// permission.
     pub async fn handle(&self, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
-        let path = req.uri().path();
-        let m = route(&self.inner.manifest, req.method().as_str(), path).map_err(|e| {
-            let (method, path) = (req.method().to_string(), path.to_owned());
-            match e {
-                NoRoute::NotFound => RunError::NotFound { method, path },
-                NoRoute::MethodNotAllowed => RunError::MethodNotAllowed { method, path },
-            }
-        })?;
+        let m = crate::route::route_request(&self.inner.manifest, &req)?;
         self.call(req, m).await
     }
 

@@ -39,7 +39,6 @@ use crate::cgi;
 pub use crate::grants::Grants;
 use crate::grants::bundle_env;
 use crate::policy::{Effective, Policy};
-use crate::route::{NoRoute, route};
 use crate::{LoadError, RunError};
 use meter::{Meter, Metered, Ticker};
 use pipe::CappedPipe;
@@ -359,14 +358,7 @@ impl WasmBundle {
     /// runs the handler in a fresh instance under the bundle's limits, and returns the
     /// response, with [`Stderr`] and [`Usage`] in its extensions.
     pub async fn handle(&self, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
-        let path = req.uri().path();
-        let m = route(&self.manifest, req.method().as_str(), path).map_err(|e| {
-            let (method, path) = (req.method().to_string(), path.to_owned());
-            match e {
-                NoRoute::NotFound => RunError::NotFound { method, path },
-                NoRoute::MethodNotAllowed => RunError::MethodNotAllowed { method, path },
-            }
-        })?;
+        let m = crate::route::route_request(&self.manifest, &req)?;
         let pattern = self.manifest.routes[m.index].path.clone();
         self.run(req, m, &pattern).await
     }
