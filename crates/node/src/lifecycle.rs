@@ -90,9 +90,10 @@ impl Engine {
                 self.emit(&rec, "kill", &[("signal", signal.to_string())]);
                 Ok(())
             }
-            // It exited between the look and the signal (found by the API fuzzer): not a fault
-            // of the daemon's, and nobody stopped it.
-            Err(atoll_runtime::driver::DriverError::Gone(_)) => {
+            // It exited between the look and the signal (found by the API fuzzer, twice): the shim
+            // is gone, or it answers that its container has exited. Not a fault of the daemon's,
+            // and nobody stopped it.
+            Err(e) if exited(&e) => {
                 let _ = self.update(&slot, |r| r.stopped_by_user = was);
                 Err(EngineError::NotRunning(rec.name))
             }
@@ -279,5 +280,16 @@ impl Engine {
             });
         }
         while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Whether a signal failed because the container had already exited: its shim is gone, or
+/// answers that its init was reaped.
+fn exited(e: &atoll_runtime::driver::DriverError) -> bool {
+    use atoll_runtime::driver::DriverError as D;
+    match e {
+        D::Gone(_) => true,
+        D::Refused(why) => why == atoll_runtime::shim::NOT_RUNNING,
+        _ => false,
     }
 }

@@ -59,6 +59,8 @@ pub struct ShimConfig {
 
 /// How long a `wait_attach` container waits for its attacher before starting anyway.
 pub const ATTACH_WAIT: Duration = Duration::from_secs(30);
+/// What the shim answers a signal for a container that has exited (its init reaped).
+pub const NOT_RUNNING: &str = "not running";
 
 /// Output kept for the first attacher.
 pub const REPLAY_MAX: usize = 64 * 1024;
@@ -592,7 +594,7 @@ fn handle(line: &[u8], pid: Pid, exit: Option<&ExitStatus>, final_exit: Option<&
         }),
         "kill" => {
             if exit.is_some() {
-                return Some(r#"{"error":"not running"}"#.to_owned());
+                return Some(serde_json::json!({ "error": NOT_RUNNING }).to_string());
             }
             let sig = req.signal.unwrap_or(15);
             // The init is our unreaped child until we see its exit, so its pid cannot be reused.
