@@ -1,5 +1,6 @@
 //! Bundle routes (issue 18): the authors this host runs bundles of, and the bundles it runs
-//! (`atoll bundle allow|run|ls|inspect|rm`), over [`atoll_bundles::Bundles`].
+//! (`atoll bundle allow|run|ls|inspect|rm`), over [`atoll_bundles::Bundles`]. On an island
+//! member they act on the island's ([`crate::bundle_island`]).
 
 use std::sync::Arc;
 
@@ -28,6 +29,11 @@ fn bundles(s: &AppState) -> ApiResult<Arc<Bundles>> {
     s.bundles.clone().map_err(|why| {
         ApiError::of_kind(atoll_util::ErrorKind::Internal, &BundleError::Invalid(format!("bundles are unavailable on this host: {why}")))
     })
+}
+
+/// The island this host is a member of, if any: bundle commands then act on the island's.
+async fn island(s: &AppState) -> Option<Arc<atoll_island::Manager>> {
+    s.island.manager.read().await.clone()
 }
 
 /// An author to allow: a DID (`did:plc:…`, `did:web:…`) or a handle.
@@ -59,7 +65,7 @@ pub struct RunRequest {
     pub min_instances: u32,
 }
 
-/// This host's runner key.
+/// The runner key secrets are sealed to: the island's on a member, else this host's.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunnerKey {
     /// X25519, base64: authors seal secrets to it.
@@ -71,7 +77,11 @@ pub struct RunnerKey {
 /// The authors whose bundles this host runs.
 #[utoipa::path(get, path = "/v1/bundle-authors", tag = "bundles", responses((status = 200, body = Vec<Allowed>), (status = 500, body = ErrorBody)))]
 pub async fn list_allowed(State(s): St) -> ApiResult<Json<Vec<Allowed>>> {
-    Ok(Json(bundles(&s)?.allowed()?))
+    let b = bundles(&s)?;
+    if let Some(m) = island(&s).await {
+        return Ok(Json(crate::bundle_island::authors(&m).await?));
+    }
+    Ok(Json(b.allowed()?))
 }
 
 /// Allows an author's bundles: the DID or handle is resolved and checked both ways first.
@@ -80,21 +90,34 @@ pub async fn list_allowed(State(s): St) -> ApiResult<Json<Vec<Allowed>>> {
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn allow(State(s): St, body: Result<Json<AllowRequest>, JsonRejection>) -> ApiResult<Json<Allowed>> {
     let Json(req) = body?;
-    Ok(Json(bundles(&s)?.allow(&req.who).await?))
+    let b = bundles(&s)?;
+    if let Some(m) = island(&s).await {
+        return Ok(Json(crate::bundle_island::allow(&m, &b, &req.who).await?));
+    }
+    Ok(Json(b.allow(&req.who).await?))
 }
 
 /// Stops allowing an author (its bundles running here keep running).
 #[utoipa::path(delete, path = "/v1/bundle-authors/{who}", tag = "bundles", params(("who" = String, Path, description = "A DID or handle")),
     responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn disallow(State(s): St, Path(who): Path<String>) -> ApiResult<StatusCode> {
-    bundles(&s)?.disallow(&who)?;
+    let b = bundles(&s)?;
+    if let Some(m) = island(&s).await {
+        crate::bundle_island::disallow(&m, &who).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    b.disallow(&who)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The bundles this host runs.
 #[utoipa::path(get, path = "/v1/bundles", tag = "bundles", responses((status = 200, body = Vec<BundleView>), (status = 500, body = ErrorBody)))]
 pub async fn list(State(s): St) -> ApiResult<Json<Vec<BundleView>>> {
-    Ok(Json(bundles(&s)?.list().await?))
+    let b = bundles(&s)?;
+    if let Some(m) = island(&s).await {
+        return Ok(Json(crate::bundle_island::list(&m, &b).await?));
+    }
+    Ok(Json(b.list().await?))
 }
 
 /// Fetches a bundle from its author's PDS (its code checked against its CID) and runs it.
@@ -104,8 +127,12 @@ pub async fn list(State(s): St) -> ApiResult<Json<Vec<BundleView>>> {
         (status = 500, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn run(State(s): St, body: Result<Json<RunRequest>, JsonRejection>) -> ApiResult<Json<BundleView>> {
     let Json(req) = body?;
-    let opts = atoll_bundles::RunOptions { name: req.name, secrets: req.secrets, min_instances: req.min_instances };
-    Ok(Json(bundles(&s)?.run(&req.uri, opts).await?))
+    let opts = atoll_bundles::RunOptions { name: req.name, secrets: req.secrets, min_instances: req.min_instances, island: None };
+    let b = bundles(&s)?;
+    if let Some(m) = island(&s).await {
+        return Ok(Json(crate::bundle_island::run(&m, &b, &req.uri, opts).await?));
+    }
+    Ok(Json(b.run(&req.uri, opts).await?))
 }
 
 /// What `GET /v1/bundles/{name}/logs` takes.
@@ -130,7 +157,14 @@ pub async fn logs(
     q: Result<axum::extract::Query<BundleLogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::response::Response> {
     let axum::extract::Query(q) = q?;
-    let (initial, mut rx) = bundles(&s)?.logs(&name, q.tail).await?;
+    let b = bundles(&s)?;
+    if let Some(m) = island(&s).await
+        && !b.island_placed()?.contains_key(&name)
+        && b.inspect(&name).await.is_err()
+    {
+        crate::bundle_island::logs_here(&m, &name)?;
+    }
+    let (initial, mut rx) = b.logs(&name, q.tail).await?;
     let (tx, out) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
     let follow = q.follow.unwrap_or(false);
     tokio::spawn(async move {
@@ -167,13 +201,22 @@ pub async fn key(State(s): St) -> ApiResult<Json<RunnerKey>> {
 #[utoipa::path(get, path = "/v1/bundles/{name}", tag = "bundles", params(("name" = String, Path)),
     responses((status = 200, body = BundleView), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn inspect(State(s): St, Path(name): Path<String>) -> ApiResult<Json<BundleView>> {
-    Ok(Json(bundles(&s)?.inspect(&name).await?))
+    let b = bundles(&s)?;
+    if let Some(m) = island(&s).await {
+        return Ok(Json(crate::bundle_island::view(&m, &b, &name).await?));
+    }
+    Ok(Json(b.inspect(&name).await?))
 }
 
 /// Stops a bundle and forgets it.
 #[utoipa::path(delete, path = "/v1/bundles/{name}", tag = "bundles", params(("name" = String, Path)),
     responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn remove(State(s): St, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    bundles(&s)?.remove(&name).await?;
+    let b = bundles(&s)?;
+    if let Some(m) = island(&s).await {
+        crate::bundle_island::remove(&m, &name).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    b.remove(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

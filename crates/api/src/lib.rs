@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle_containers;
+pub mod bundle_island;
 pub mod bundles;
 pub mod client;
 pub mod containers;

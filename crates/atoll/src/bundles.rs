@@ -130,6 +130,12 @@ fn text(b: &BundleView) -> String {
     for r in &b.routes {
         out.push_str(&format!("  {r}\n"));
     }
+    if let Some(node) = &b.node {
+        out.push_str(&format!("Node:     {node}\n"));
+    }
+    if !b.public_urls.is_empty() {
+        out.push_str(&format!("Public:   {}\n", b.public_urls.join(", ")));
+    }
     if !b.secrets.is_empty() {
         out.push_str(&format!("Secrets:  {}\n", b.secrets.join(", ")));
     }
@@ -211,10 +217,12 @@ pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitC
                     b.runtime.clone(),
                     b.handle.clone().unwrap_or_else(|| b.did.clone()),
                     b.state.clone(),
-                    b.url.clone().unwrap_or_default(),
+                    b.node.clone().unwrap_or_else(|| "-".into()),
+                    // On an island, where the gateway serves it; else where it answers here.
+                    b.public_urls.first().cloned().or_else(|| b.url.clone()).unwrap_or_default(),
                 ]
             };
-            listing(client, "/v1/bundles", json, &["NAME", "VERSION", "RUNTIME", "AUTHOR", "STATE", "URL"], row).await?;
+            listing(client, "/v1/bundles", json, &["NAME", "VERSION", "RUNTIME", "AUTHOR", "STATE", "NODE", "URL"], row).await?;
         }
         BundleCommand::Inspect { name, json } => {
             let b: BundleView = client.json(Method::GET, &format!("/v1/bundles/{}", q(&name)), None::<&()>).await?;

@@ -333,6 +333,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     tokio::spawn(atoll_api::stacks::run_stacks(state.clone(), stacks));
     tokio::spawn(atoll_api::names::run_names(state.clone()));
     tokio::spawn(atoll_api::gateway::run_gateway(state.clone()));
+    tokio::spawn(atoll_api::bundle_island::run_island_bundles(state.clone()));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),

@@ -20,8 +20,16 @@ fn example(name: &str) -> PathBuf {
 
 /// `atoll bundle publish DIR` as `account`, in `ns` (where the PDS is `localhost`): the URI.
 fn publish(ns: &Netns, pds: &Pds, account: &Account, dir: &Path) -> String {
-    let mut child = ns
-        .command(BIN)
+    publish_by(ns.command(BIN), pds, account, dir)
+}
+
+/// The same from the test's own namespace (the PDS there).
+fn publish_from_host(pds: &Pds, account: &Account, dir: &Path) -> String {
+    publish_by(std::process::Command::new(BIN), pds, account, dir)
+}
+
+fn publish_by(mut cmd: std::process::Command, pds: &Pds, account: &Account, dir: &Path) -> String {
+    let mut child = cmd
         .args(["bundle", "publish"])
         .arg(dir)
         .args(["--pds", &format!("http://localhost:{}", pds.port), "--identifier", &account.handle, "--password-stdin"])
@@ -476,4 +484,141 @@ export function tick(_req: Request): Response {
 
     assert_eq!(d.ok(&["bundle", "rm", "hello-deno"]).trim(), "Removed hello-deno");
     assert!(!d.cli(&["inspect", &name]).ok(), "the sandbox went with the bundle");
+}
+
+/// An island (vps1, public; home1, behind NAT; `ca` on the internet: pebble and the client)
+/// runs a bundle: allowed and run from any member, placed by the leader (on home1, vps1 being
+/// drained), served on home1's mesh address, and reached through vps1's gateway at
+/// `https://hello-wasm.alice.friends.example` with a certificate from pebble; drained off home1
+/// it moves to vps1 and the name follows; removed, it stops everywhere.
+#[test]
+fn an_islands_bundle_is_placed_on_a_member_and_served_by_the_gateway_under_its_authors_name() {
+    use atoll_testkit::island::{Island, Topology};
+    use atoll_testkit::wait_for;
+
+    let pds = Pds::start();
+    let alice = pds.create_account("alice.test");
+    let mut t = Topology::new();
+    t.add_public("vps1");
+    t.add_nat("home1");
+    t.add_public("ca");
+    let (plc_port, pds_port) = (pds.plc_url.rsplit(':').next().unwrap().to_owned(), pds.port.to_string());
+    let args = [
+        "--plc-url",
+        &pds.plc_url,
+        "--atproto-nameserver",
+        "127.0.0.1:5353",
+        "--atproto-insecure-http-port",
+        &pds_port,
+        "--bundle-poll",
+        "1s",
+    ];
+    let island = Island::start(Path::new(BIN), t, &args);
+    // Every member finds the PDS and the PLC directory at its own loopback, as the DID
+    // documents say (`http://localhost:PORT`), and alice's handle in its own resolver.
+    let mut relays = Vec::new();
+    let mut resolvers = Vec::new();
+    for h in ["vps1", "home1"] {
+        let ns = &island.host(h).ns;
+        for port in [pds.port, plc_port.parse().unwrap()] {
+            relays.push(Forward::listen_in(ns, port, (std::net::Ipv4Addr::LOCALHOST, port).into()));
+        }
+        resolvers.push(HandleDns::start_in(ns, &[("_atproto.alice.test", &format!("did={}", alice.did))]));
+    }
+    let vps1 = island.host("vps1").addr.to_string();
+    island.ok("vps1", &["init", "--name", "friends", "--node-name", "vps1", "--public", &vps1]);
+    let code = island.invite("vps1", &[]);
+    island.ok("home1", &["join", "--name", "home1", &code]);
+    let ca = island.host("ca").addr;
+    let pebble = atoll_testkit::pebble::Pebble::start(&island.host("ca").ns, ca, (island.host("vps1").addr, 53).into(), None);
+    let ca_file = pebble.tls_ca_path.to_str().unwrap().to_owned();
+    island.ok("vps1", &["domain", "add", "friends.example", "--acme-directory", &pebble.directory_url, "--acme-ca-file", &ca_file]);
+
+    // The island's runner key is the same on every member.
+    let key =
+        |h: &str| serde_json::from_str::<serde_json::Value>(&island.ok(h, &["bundle", "key", "--json"])).unwrap()["public_key"].clone();
+    wait_for(30, "the island's runner key on both members", || key("vps1") == key("home1"));
+
+    let root = tempfile::tempdir().unwrap();
+    let uri = publish_from_host(&pds, &alice, &example("hello-wasm"));
+    let mut image = String::new();
+    for h in ["vps1", "home1"] {
+        image = island.daemon(h).import_busybox(root.path()).to_owned();
+    }
+    let oci = publish_from_host(&pds, &alice, &offline_oci_example(root.path(), &image, &[]));
+    let r = island.cli("home1", &["bundle", "run", &uri]);
+    assert!(!r.ok() && r.stderr.contains("not allowed to run bundles on the island"), "{}", r.stderr);
+    island.ok("home1", &["bundle", "allow", "alice.test"]);
+    let listed: serde_json::Value = serde_json::from_str(&island.ok("vps1", &["bundle", "allow", "--list", "--json"])).unwrap();
+    assert_eq!(listed[0]["did"], alice.did.as_str(), "allowed on one member, allowed on the island");
+
+    island.ok("vps1", &["node", "drain", "vps1"]);
+    let v: serde_json::Value = serde_json::from_str(&island.ok("vps1", &["bundle", "run", &uri, "--json"])).unwrap();
+    let host = "hello-wasm.alice.friends.example";
+    assert_eq!((v["state"].as_str(), v["node"].as_str()), (Some("running"), Some("home1")), "{v}");
+    assert_eq!(v["public_urls"][0], format!("https://{host}"));
+    let r = island.cli("home1", &["bundle", "run", &uri]);
+    assert!(!r.ok() && r.stderr.contains("a bundle named hello-wasm runs on the island"), "{}", r.stderr);
+    // A secret given on vps1 is sealed to the island's key, and opens on home1.
+    let secret = "island-s3cret-41d";
+    let v: serde_json::Value =
+        serde_json::from_str(&island.ok("vps1", &["bundle", "run", &oci, "--secret", &format!("TOKEN={secret}"), "--json"])).unwrap();
+    assert_eq!((v["state"].as_str(), v["node"].as_str()), (Some("running"), Some("home1")), "{v}");
+    // Its log is on the member that runs it.
+    let r = island.cli("vps1", &["bundle", "logs", "hello-wasm"]);
+    assert!(!r.ok() && r.stderr.contains("runs on home1"), "{}", r.stderr);
+
+    // The name is in the zone, with a certificate of its own (two labels below the zone: the
+    // wildcard does not cover it), and the gateway serves it from home1 over the mesh.
+    let dig = island.sh("ca", &format!("dig +short @{vps1} {host} A"));
+    assert_eq!(dig.stdout.trim(), vps1, "{dig:?}");
+    let pem = root.path().join("root.pem");
+    std::fs::write(&pem, pebble.root()).unwrap();
+    let get = |path: &str| {
+        island
+            .sh("ca", &format!("curl -sS --fail --max-time 10 --cacert {} --resolve {host}:443:{vps1} https://{host}{path}", pem.display()))
+    };
+    let token = || {
+        let host = "hello-oci.alice.friends.example";
+        island.sh(
+            "ca",
+            &format!("curl -sS --fail --max-time 10 --cacert {} --resolve {host}:443:{vps1} https://{host}/cgi-bin/token", pem.display()),
+        )
+    };
+    wait_for(120, "the bundle served through the gateway with a valid certificate", || get("/hello").ok());
+    assert_eq!(get("/hello").stdout.trim(), "hello from wasm");
+    wait_for(60, "the oci bundle through the gateway", || token().ok());
+    assert_eq!(token().stdout.trim(), format!("token={secret}"));
+    let routes: serde_json::Value = serde_json::from_str(&island.ok("home1", &["gateway", "ls", "--json"])).unwrap();
+    let route = routes.as_array().unwrap().iter().find(|r| r["name"] == "bundle/hello-wasm").expect("the bundle's route");
+    assert_eq!(route["backends"][0]["host"], "home1", "{route}");
+    let ls = island.ok("vps1", &["bundle", "ls"]);
+    assert!(ls.contains("home1") && ls.contains(&format!("https://{host}")), "{ls}");
+
+    // Drained off home1, it moves to vps1; the name follows.
+    island.ok("vps1", &["node", "activate", "vps1"]);
+    island.ok("vps1", &["node", "drain", "home1"]);
+    wait_for(60, "the bundle moved to vps1", || {
+        let v: serde_json::Value = serde_json::from_str(&island.ok("home1", &["bundle", "inspect", "hello-wasm", "--json"])).unwrap();
+        v["node"] == "vps1" && v["state"] == "running"
+    });
+    wait_for(30, "the gateway to follow it", || {
+        let routes: serde_json::Value = serde_json::from_str(&island.ok("vps1", &["gateway", "ls", "--json"])).unwrap();
+        routes.as_array().unwrap().iter().any(|r| r["name"] == "bundle/hello-wasm" && r["backends"][0]["host"] == "vps1")
+    });
+    assert_eq!(get("/hello").stdout.trim(), "hello from wasm");
+    wait_for(60, "the oci bundle moved with its secret", || token().stdout.trim() == format!("token={secret}"));
+    wait_for(30, "home1 to forget the bundles it no longer runs", || {
+        ["hello-wasm", "hello-oci"].iter().all(|b| !island.daemon("home1").data_dir.join(format!("bundles/{b}.json")).exists())
+    });
+
+    // Removed from a member: gone from the island, its route and its member.
+    island.ok("home1", &["bundle", "rm", "hello-wasm"]);
+    island.ok("home1", &["bundle", "rm", "hello-oci"]);
+    wait_for(30, "the route gone", || !get("/hello").ok());
+    let ls: serde_json::Value = serde_json::from_str(&island.ok("vps1", &["bundle", "ls", "--json"])).unwrap();
+    assert_eq!(ls, serde_json::json!([]));
+    wait_for(30, "vps1 to stop it", || !island.daemon("vps1").data_dir.join("bundles/hello-wasm.json").exists());
+    drop(relays);
+    drop(resolvers);
 }

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Whether `net` (a manifest's `permissions.net`: `host`, `host:port`, `*.domain`, an IP,
 /// `[v6]:port`) lets a connection to `host` on `port` through. A host without a port allows
@@ -94,17 +94,7 @@ impl EgressProxy {
     /// address may not be up yet (a bridge comes up with its first container): the socket
     /// binds with `IP_FREEBIND`.
     pub async fn start(ip: IpAddr, bundle: String, net: Vec<String>, on_denied: Option<OnDenied>) -> std::io::Result<EgressProxy> {
-        let domain = if ip.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        if ip.is_ipv4() {
-            socket.set_freebind_v4(true)?;
-        } else {
-            socket.set_freebind_v6(true)?;
-        }
-        socket.set_nonblocking(true)?;
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
-        socket.listen(128)?;
-        let listener = TcpListener::from_std(socket.into())?;
+        let listener = crate::serve::listen_freebind(SocketAddr::new(ip, 0))?;
         let addr = listener.local_addr()?;
         let cx = Arc::new((bundle, net, on_denied));
         let task = tokio::spawn(async move {

@@ -11,8 +11,9 @@
 //! - Records in `<data>/bundles/` (one JSON file per bundle, `allow.json`), so bundles come back
 //!   with the daemon; their code from the blob cache (`<data>/bundles/blobs`, by CID).
 //!
-//! Deno bundles run in the container sandbox ([`sandbox`]). Not yet: placement across an island and
-//! routes through the gateway, secrets, cron, hot reload and scale to zero.
+//! Deno bundles run in the container sandbox ([`sandbox`]). On an island, the API places bundles
+//! on members and hands each member its own ([`RunOptions::island`]): served on the member's mesh
+//! address too, for the public hosts' gateway, with secrets sealed to the island's key.
 
 pub mod cron;
 pub mod egress;
@@ -37,7 +38,7 @@ use tokio::sync::Mutex;
 
 pub use instance::Instance;
 pub use oci::Containers;
-pub use store::{Allowed, BundleRecord};
+pub use store::{Allowed, BundleRecord, IslandPlacement};
 
 /// What bundle requests fail with.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,10 @@ pub struct BundleView {
     pub stats: metrics::Summary,
     /// Unix seconds.
     pub created: i64,
+    /// The member it runs on, for the island's bundles.
+    pub node: Option<String>,
+    /// Where the island's gateway serves it (`https://hello.alice.friends.example`).
+    pub public_urls: Vec<String>,
 }
 
 /// A bundle's permissions, as `inspect` shows them.
@@ -133,6 +138,9 @@ pub struct Bundles {
     deno: Result<atoll_runner::deno::DenoRuntime, String>,
     containers: Arc<dyn Containers>,
     key: secrets::RunnerKey,
+    /// The island's runner key, while this host is a member: what the island's bundles'
+    /// secrets are sealed to.
+    island_key: std::sync::RwLock<Option<secrets::RunnerKey>>,
     options: Options,
     metrics: metrics::Metrics,
     journal: journal::Journal,
@@ -190,6 +198,26 @@ pub fn asks_for_more(running: &Manifest, next: &Manifest) -> Option<String> {
     (!more.is_empty()).then(|| more.join("; "))
 }
 
+/// A bundle as fetched for the island ([`Bundles::fetch_for_island`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub name: String,
+    pub uri: String,
+    pub did: String,
+    pub handle: Option<String>,
+    pub record_cid: String,
+}
+
+/// One of the island's bundles as this member serves it ([`Bundles::island_endpoints`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IslandEndpoint {
+    /// Its port on loopback and the mesh address, while it runs.
+    pub port: Option<u16>,
+    /// `running`, `starting`, or `failed: why`.
+    pub state: String,
+    pub version: Option<String>,
+}
+
 /// A name held in [`Bundles::starting`] until dropped.
 struct Held<'a> {
     set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
@@ -220,6 +248,9 @@ pub struct RunOptions {
     pub secrets: BTreeMap<String, String>,
     /// Instances kept warm; 0 lets an idle bundle scale to zero.
     pub min_instances: u32,
+    /// Placed here by the island, which checked its author: served on the mesh address too,
+    /// its secrets sealed to the island's key.
+    pub island: Option<IslandPlacement>,
 }
 
 impl std::fmt::Debug for Bundles {
@@ -270,6 +301,7 @@ impl Bundles {
             deno,
             containers,
             key,
+            island_key: std::sync::RwLock::new(None),
             options,
             metrics: metrics::Metrics::default(),
             journal: journal::Journal::default(),
@@ -288,7 +320,8 @@ impl Bundles {
                 for label in [oci::BUNDLE_LABEL, sandbox::SANDBOX_LABEL] {
                     b.containers.remove_labelled(label).await;
                 }
-                for rec in records {
+                // The island's are started by its agent, once it has the island's key.
+                for rec in records.into_iter().filter(|r| r.island.is_none()) {
                     b.start_recorded(rec).await;
                 }
             }
@@ -344,16 +377,69 @@ impl Bundles {
         &self.metrics
     }
 
-    /// This host's public key, base64: what authors seal secrets to ([`secrets`]).
+    /// The public key authors seal secrets to, base64 ([`secrets`]): the island's while this
+    /// host is a member, else this host's.
     pub fn public_key(&self) -> String {
-        self.key.public()
+        match &*self.island_key.read().expect("not poisoned") {
+            Some(k) => k.public(),
+            None => self.key.public(),
+        }
+    }
+
+    /// Sets the island's runner key (none: this host left its island), derived from the
+    /// island's secret `seed` ([`secrets::RunnerKey::derive`]).
+    pub fn set_island_key(&self, seed: Option<&[u8]>) {
+        *self.island_key.write().expect("not poisoned") = seed.map(secrets::RunnerKey::derive);
+    }
+
+    /// Resolves an author (a DID or a handle), checked both ways, without writing it down
+    /// (the island keeps its own list).
+    pub async fn resolve_author(&self, who: &str) -> Result<Allowed, BundleError> {
+        let id = self.client.resolve(who.trim()).await?;
+        Ok(Allowed { did: id.did, handle: id.handle, added: unix_now() })
+    }
+
+    /// Fetches the bundle at `uri` (its code checked against its CID) and says what the island
+    /// records of it: its name (`name`, else its manifest's), its URI with its author's DID,
+    /// its author, and the record's CID.
+    pub async fn fetch_for_island(&self, uri: &str, name: Option<&str>) -> Result<Fetched, BundleError> {
+        let at = AtUri::parse(uri)?;
+        if let Some(n) = name {
+            check_name(n)?;
+        }
+        let fetched = self.client.fetch_bundle(&self.cache, &at, name).await?;
+        let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
+        check_name(&name)?;
+        Ok(Fetched {
+            name,
+            uri: fetched.uri.to_string(),
+            did: fetched.identity.did.clone(),
+            handle: fetched.identity.handle.clone(),
+            record_cid: fetched.record_cid.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The island's bundles placed here: name → URI.
+    pub fn island_placed(&self) -> Result<BTreeMap<String, String>, BundleError> {
+        Ok(store::list(&self.dir)?.into_iter().filter(|r| r.island.is_some()).map(|r| (r.name, r.uri)).collect())
+    }
+
+    /// The island's bundles placed here as this member reports them: port, state, version.
+    pub async fn island_endpoints(&self) -> Result<BTreeMap<String, IslandEndpoint>, BundleError> {
+        let mut out = BTreeMap::new();
+        for rec in store::list(&self.dir)?.into_iter().filter(|r| r.island.is_some()) {
+            let v = self.view_of(&rec).await;
+            let port = v.url.as_deref().and_then(|u| u.rsplit(':').next()?.parse().ok());
+            out.insert(rec.name, IslandEndpoint { port, state: v.state, version: Some(v.version).filter(|v| !v.is_empty()) });
+        }
+        Ok(out)
     }
 
     /// Fetches the bundle at `uri`, checks its author is allowed, and runs it as `name` (its
     /// manifest's name by default). `secrets`: values by name, each sealed to
     /// [`Bundles::public_key`] (the CLI seals them, so they never cross the API in the clear).
     pub async fn run(&self, uri: &str, opts: RunOptions) -> Result<BundleView, BundleError> {
-        let RunOptions { name, secrets, min_instances } = opts;
+        let RunOptions { name, secrets, min_instances, island } = opts;
         let name = name.as_deref();
         let at = AtUri::parse(uri)?;
         if let Some(n) = name {
@@ -361,7 +447,8 @@ impl Bundles {
         }
         let fetched = self.client.fetch_bundle(&self.cache, &at, name).await?;
         let did = &fetched.identity.did;
-        if !store::allowed(&self.dir)?.iter().any(|a| &a.did == did) {
+        // The island checked its author against its own list before placing it here.
+        if island.is_none() && !store::allowed(&self.dir)?.iter().any(|a| &a.did == did) {
             return Err(BundleError::NotAllowed(format!(
                 "{} is not allowed to run bundles here: `atoll bundle allow {}` first",
                 fetched.identity.handle.as_deref().unwrap_or(did),
@@ -397,6 +484,7 @@ impl Bundles {
             secrets,
             min_instances,
             created: unix_now(),
+            island,
         };
         let rec = match self.start(rec).await {
             Ok(rec) => rec,
@@ -443,7 +531,21 @@ impl Bundles {
         }
         let data = self.dir.join("data").join(&rec.name);
         std::fs::create_dir_all(&data).map_err(|source| BundleError::Store { path: data.clone(), source })?;
-        let secrets = secrets::open_all(&self.key, &manifest, &rec.secrets).map_err(|e| match e {
+        let secrets = {
+            let island_key = self.island_key.read().expect("not poisoned");
+            let key = match (&rec.island, &*island_key) {
+                (None, _) => &self.key,
+                (Some(_), Some(k)) => k,
+                (Some(_), None) => {
+                    return Err(BundleError::Start(format!(
+                        "bundle {}: the island's runner key is not here yet (this member has not heard from the CA host)",
+                        rec.name
+                    )));
+                }
+            };
+            secrets::open_all(key, &manifest, &rec.secrets)
+        };
+        let secrets = secrets.map_err(|e| match e {
             BundleError::Invalid(why) => BundleError::Invalid(format!("bundle {}: {why}", rec.name)),
             other => other,
         })?;
@@ -514,7 +616,8 @@ impl Bundles {
         let instance = self.load(&rec).await?;
         let idle_timeout = (rec.min_instances == 0).then_some(self.options.idle_timeout);
         let cx = serve::Context { labels: labels(&rec), metrics: self.metrics.clone(), journal: self.journal.clone(), idle_timeout };
-        let running = serve::Running::start(Arc::new(instance), rec.port, cx)
+        let listen = serve::Listen { port: rec.port, mesh: rec.island.map(|i| (i.mesh_ip, i.ports)) };
+        let running = serve::Running::start(Arc::new(instance), listen, cx)
             .await
             .map_err(|source| BundleError::Store { path: self.dir.clone(), source })?;
         rec.port = Some(running.addr.port());
@@ -577,7 +680,7 @@ impl Bundles {
         if fetched.record_cid == rec.record_cid {
             return Ok(false);
         }
-        if !store::allowed(&self.dir)?.iter().any(|a| a.did == fetched.identity.did) {
+        if rec.island.is_none() && !store::allowed(&self.dir)?.iter().any(|a| a.did == fetched.identity.did) {
             return Err(BundleError::NotAllowed(format!("{} is no longer allowed: the running version stays", rec.did)));
         }
         // A version that asks for more than the operator agreed to waits for them.
@@ -664,6 +767,8 @@ impl Bundles {
                 .unwrap_or_default(),
             update_held: self.held.lock().expect("not poisoned").get(&rec.name).cloned(),
             created: rec.created,
+            node: None,
+            public_urls: vec![],
         }
     }
 

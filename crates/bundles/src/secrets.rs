@@ -49,6 +49,18 @@ impl RunnerKey {
         }
     }
 
+    /// The island's key, the same on every member: derived from the island's secret `seed`
+    /// (32 bytes the CA host made and members fetch over mTLS, never in the log) by
+    /// HKDF-SHA256 (RFC 5869) under its own label, so it is independent of the seed's other uses.
+    pub fn derive(seed: &[u8]) -> RunnerKey {
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"atoll").extract(seed);
+        let mut raw = [0u8; 32];
+        prk.expand(&[b"bundle runner key v1"], ring::hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut raw))
+            .expect("32 bytes is within HKDF-SHA256's output");
+        RunnerKey { secret: SecretKey::from(raw) }
+    }
+
     /// The public key, base64 (what `atoll bundle key` prints and authors seal to).
     pub fn public(&self) -> String {
         B64.encode(self.secret.public_key().as_bytes())
@@ -158,6 +170,23 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(key.open_sealed(&B64.encode(tampered)).is_err());
         assert!(seal("not-a-key", "x").unwrap_err().contains("atoll bundle key"));
+    }
+
+    /// Every member derives the same island key from the island's seed; another seed, or a
+    /// host's own key, opens nothing sealed to it.
+    #[test]
+    fn the_island_key_is_the_same_on_every_member_and_only_there() {
+        let seed = [7u8; 32];
+        let (a, b) = (RunnerKey::derive(&seed), RunnerKey::derive(&seed));
+        assert_eq!(a.public(), b.public());
+        let sealed = seal(&a.public(), "on any member").unwrap();
+        assert_eq!(b.open_sealed(&sealed.ciphertext).unwrap(), "on any member");
+        assert!(RunnerKey::derive(&[8u8; 32]).open_sealed(&sealed.ciphertext).is_err());
+        let host = RunnerKey::open(tempfile::tempdir().unwrap().path()).unwrap();
+        assert!(host.open_sealed(&sealed.ciphertext).is_err());
+        // Not the seed itself used as a key: the seed's other use (sealing certificates' keys)
+        // and this one are independent.
+        assert_ne!(a.secret.to_bytes(), seed);
     }
 
     #[test]

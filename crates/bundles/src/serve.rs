@@ -1,4 +1,5 @@
-//! One bundle's HTTP listener on this host's loopback: every request goes to the version
+//! One bundle's HTTP listener on this host's loopback (and, for the island's bundles, on the
+//! member's mesh address, for the gateway): every request goes to the version
 //! being served ([`Instance::handle`]), and a [`atoll_runner::RunError`] becomes its status
 //! with the reason in words (504 for a request over its time). The version can be replaced
 //! under live traffic ([`Running::replace`]): each request finishes on the version it started
@@ -6,7 +7,7 @@
 //! being served.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -74,53 +75,19 @@ async fn park_idle(versions: watch::Receiver<Arc<Instance>>, idle: std::time::Du
 }
 
 impl Running {
-    /// Serves `bundle` on `127.0.0.1:PORT` (`port` again if free, else one the OS picks).
-    pub async fn start(bundle: Arc<Instance>, port: Option<u16>, cx: Context) -> std::io::Result<Running> {
-        let listener = match port {
-            Some(p) => match TcpListener::bind(("127.0.0.1", p)).await {
-                Ok(l) => l,
-                Err(_) => TcpListener::bind(("127.0.0.1", 0)).await?,
-            },
-            None => TcpListener::bind(("127.0.0.1", 0)).await?,
-        };
-        let addr = listener.local_addr()?;
+    /// Serves `bundle` where `listen` says: `127.0.0.1:PORT` (`port` again if free, else one
+    /// the OS picks), or for the island on `127.0.0.1:PORT` and the member's mesh address at
+    /// the same port, from the island's range.
+    pub async fn start(bundle: Arc<Instance>, listen: Listen, cx: Context) -> std::io::Result<Running> {
+        let listeners = bind(listen).await?;
+        let addr = listeners[0].local_addr()?;
         let (current, versions) = watch::channel(bundle);
-        let serve = tokio::spawn({
-            let (versions, cx) = (versions.clone(), cx.clone());
-            async move {
-                let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-                loop {
-                    // At most MAX_CONNECTIONS at once: more wait in the kernel's backlog.
-                    let Ok(permit) = connections.clone().acquire_owned().await else { return };
-                    let (stream, client) = match listener.accept().await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of descriptors, most likely: give the others time to close.
-                            tracing::warn!(bundle = %cx.labels.bundle, error = %e, "accepting a connection");
-                            tokio::time::sleep(ACCEPT_BACKOFF).await;
-                            continue;
-                        }
-                    };
-                    let (versions, cx) = (versions.clone(), cx.clone());
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                            // Each request holds the version it started on to its end.
-                            let bundle = versions.borrow().clone();
-                            let cx = cx.clone();
-                            async move { Ok::<_, Infallible>(handle(&bundle, &cx, req, client).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            }
-        });
+        // At most MAX_CONNECTIONS at once over all its listeners: more wait in the kernel's backlog.
+        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> =
+            listeners.into_iter().map(|l| tokio::spawn(accept_loop(l, connections.clone(), versions.clone(), cx.clone()))).collect();
         let cron = tokio::spawn(crate::cron::run(cx.labels.bundle.clone(), versions.clone(), cx.metrics.clone(), cx.journal.clone()));
-        let mut tasks = vec![serve, cron];
+        tasks.push(cron);
         if let Some(idle) = cx.idle_timeout.filter(|d| !d.is_zero()) {
             tasks.push(tokio::spawn(park_idle(versions, idle, cx.clone())));
         }
@@ -143,6 +110,85 @@ impl Running {
         let last = self.current();
         drop(self);
         last.stop().await;
+    }
+}
+
+/// Where a bundle is served ([`Running::start`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listen {
+    /// The port it had before (asked for again).
+    pub port: Option<u16>,
+    /// For the island: also on this mesh address, at a port of this range (both ends included).
+    pub mesh: Option<(IpAddr, (u16, u16))>,
+}
+
+async fn bind(listen: Listen) -> std::io::Result<Vec<TcpListener>> {
+    let Some((ip, (lo, hi))) = listen.mesh else {
+        if let Some(p) = listen.port
+            && let Ok(l) = TcpListener::bind(("127.0.0.1", p)).await
+        {
+            return Ok(vec![l]);
+        }
+        return Ok(vec![TcpListener::bind(("127.0.0.1", 0)).await?]);
+    };
+    for p in listen.port.filter(|p| (lo..=hi).contains(p)).into_iter().chain(lo..=hi) {
+        let Ok(local) = TcpListener::bind(("127.0.0.1", p)).await else { continue };
+        let Ok(mesh) = listen_freebind(SocketAddr::new(ip, p)) else { continue };
+        return Ok(vec![local, mesh]);
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("every port of {lo}-{hi} on {ip} and loopback is taken")))
+}
+
+/// A listener on `addr`, which may not be up yet (a bridge before its first container, the
+/// mesh's device before Nebula is): bound with `IP_FREEBIND`.
+pub(crate) fn listen_freebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves one listener's connections, each request on the version being served.
+async fn accept_loop(
+    listener: TcpListener,
+    connections: Arc<tokio::sync::Semaphore>,
+    versions: watch::Receiver<Arc<Instance>>,
+    cx: Context,
+) {
+    loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else { return };
+        let (stream, client) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, most likely: give the others time to close.
+                tracing::warn!(bundle = %cx.labels.bundle, error = %e, "accepting a connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let (versions, cx) = (versions.clone(), cx.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                // Each request holds the version it started on to its end.
+                let bundle = versions.borrow().clone();
+                let cx = cx.clone();
+                async move { Ok::<_, Infallible>(handle(&bundle, &cx, req, client).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
     }
 }
 

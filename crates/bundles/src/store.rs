@@ -37,6 +37,19 @@ pub struct BundleRecord {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub secrets: std::collections::BTreeMap<String, String>,
     pub created: i64,
+    /// Placed here by the island (`desired/bundle`): its secrets are sealed to the island's
+    /// key, it is served on the mesh address too, and the island's agent removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub island: Option<IslandPlacement>,
+}
+
+/// How the island placed a bundle on this member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IslandPlacement {
+    /// This member's mesh address, which the bundle is also served on.
+    pub mesh_ip: std::net::IpAddr,
+    /// The island's range of bundle ports (both ends included).
+    pub ports: (u16, u16),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {

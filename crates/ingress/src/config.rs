@@ -27,6 +27,8 @@ pub enum Origin {
     User,
     /// A port the service publishes (`ports:`): Swarm's routing mesh.
     Ports,
+    /// A bundle the island runs (`atoll bundle run`), at `<name>.<author's label>.<zone>`.
+    Bundle,
 }
 
 /// One replica behind a route.
@@ -112,6 +114,10 @@ pub fn build(
             error,
         };
         plans.push((plan, route));
+    }
+
+    for (b, _) in &records.bundles {
+        plans.push(bundle_route(island, records, b));
     }
 
     let mut services: Vec<_> = records.services.iter().map(|(s, _)| s).collect();
@@ -210,6 +216,51 @@ fn user_route(island: &IslandState, records: &Records, r: &GatewayRoute) -> (Rou
     // A route to a service not deployed (yet) is kept out: its host would answer 503 for
     // nothing, where the gateway's "no route" says more.
     (plan, missing.is_none().then_some(route))
+}
+
+/// A bundle's route: its host names in every zone, to the one member serving it, at the port it
+/// reports there.
+fn bundle_route(island: &IslandState, records: &Records, b: &atoll_state::desired::Bundle) -> (RoutePlan, Option<Route>) {
+    let hosts = atoll_state::ingress::bundle_hosts(b, &records.zones);
+    let endpoint = b.node.as_deref().and_then(|n| Some((island.members.get(n)?, records.bundle_endpoints.get(n)?.0.bundles.get(&b.name)?)));
+    let down = b.node.as_deref().is_some_and(|n| records.liveness.get(n).is_some_and(|(l, _)| l.down));
+    let backends: Vec<Backend> = match endpoint {
+        Some((member, e)) if !down => e
+            .port
+            .map(|port| Backend {
+                replica: format!("{}/{}", b.name, member.id),
+                host: member.name.clone(),
+                addr: SocketAddr::new(member.mesh_ip.into(), port),
+                healthy: e.state == "running",
+            })
+            .into_iter()
+            .collect(),
+        _ => vec![],
+    };
+    let error = if hosts.is_empty() && records.zones.is_empty() {
+        Some("the island has no zone to serve it under: `atoll domain add DOMAIN`".to_owned())
+    } else if hosts.is_empty() {
+        Some(format!("its author ({}) has no verified handle to name its host after", b.did))
+    } else {
+        None
+    };
+    let route = error.is_none().then(|| Route {
+        hosts: hosts.clone(),
+        kind: RouteKind::Http(HttpRoute { upstreams: upstreams(&backends), max_body: None, timeout: DEFAULT_TIMEOUT, rate_limit: None }),
+    });
+    let plan = RoutePlan {
+        name: format!("bundle/{}", b.name),
+        origin: Origin::Bundle,
+        mode: RouteMode::Http,
+        label: hosts.first().cloned().unwrap_or_default(),
+        hosts,
+        listen_port: None,
+        service: b.name.clone(),
+        port: backends.first().map_or(0, |x| x.addr.port()),
+        backends,
+        error,
+    };
+    (plan, route)
 }
 
 /// A rate limit's burst: a second's worth, at least one request.

@@ -29,6 +29,10 @@ pub const OVERLAY_PORT: u16 = 4790;
 /// public hosts (`atoll_state::ingress`), both ends included: a thousand, below Linux's
 /// ephemeral range (32768-60999), so no outgoing connection of the host holds one.
 pub const FORWARD_PORTS: (u16, u16) = (30800, 31799);
+/// The ports a member serves the island's bundles on (its mesh address and loopback), for the
+/// gateway on the public hosts, both ends included: beside [`FORWARD_PORTS`], below the
+/// ephemeral range too.
+pub const BUNDLE_PORTS: (u16, u16) = (31800, 32299);
 pub use atoll_mesh::{MTU as MESH_MTU, TUN_DEV as MESH_DEV};
 pub mod proto;
 mod routes;

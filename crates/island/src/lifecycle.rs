@@ -278,6 +278,12 @@ impl Manager {
                 peer: atoll_mesh::Peer::AnyMember,
             });
         }
+        // Bundles' listeners, for the gateway on the public hosts.
+        c.extra_inbound.push(atoll_mesh::InboundRule {
+            port: atoll_mesh::Port::Range(crate::BUNDLE_PORTS.0, crate::BUNDLE_PORTS.1),
+            proto: atoll_mesh::Proto::Tcp,
+            peer: atoll_mesh::Peer::AnyMember,
+        });
         Some(c)
     }
 

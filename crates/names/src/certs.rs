@@ -109,7 +109,8 @@ pub async fn remove(m: &Manager, name: &str) -> Result<(), NamesError> {
 }
 
 /// The certificates the island should hold that nobody asked for: each zone's apex and
-/// wildcard, and the names services declare that no certificate covers (one per name).
+/// wildcard, and the names services declare or bundles are served at that no certificate
+/// covers (one per name).
 pub fn wanted(names: &Names) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = Vec::new();
     let held = |out: &Vec<Vec<String>>, name: &str| {
@@ -123,11 +124,10 @@ pub fn wanted(names: &Names) -> Vec<Vec<String>> {
             }
         }
     }
-    for svc in &names.services {
-        for name in zone::declared_names(svc) {
-            if names.zone_of(&name).is_some() && !held(&out, &name) {
-                out.push(vec![name]);
-            }
+    let declared = names.services.iter().flat_map(zone::declared_names).chain(names.bundle_hosts.iter().cloned());
+    for name in declared {
+        if names.zone_of(&name).is_some() && !held(&out, &name) {
+            out.push(vec![name]);
         }
     }
     out

@@ -139,7 +139,7 @@ fn bumped(zone: &Zone, digest: String) -> Zone {
 
 /// The content `zone` would have with `records` (this replica's other inputs unchanged).
 fn content_with(zone: &Zone, records: &[&DnsRecord], names: &Names, island: &IslandState) -> zone::ZoneContent {
-    zone::content(zone, records, island, &names.services)
+    zone::content(zone, records, island, &names.services, &names.bundle_hosts)
 }
 
 /// Whether `domain` (normalized) is a name a zone can have: LDH labels of 1–63 characters, two
@@ -324,7 +324,7 @@ fn spec_of(r: &DnsRecord, origin: &Name) -> Option<RecordSpec> {
 /// users and UPDATE may change, and what their changes are checked against.
 fn users_zone(z: &Zone, names: &Names, island: &IslandState) -> Result<ZoneSpec, NamesError> {
     let origin = origin(&z.domain)?;
-    let content = zone::content(z, &[], island, &names.services);
+    let content = zone::content(z, &[], island, &names.services, &names.bundle_hosts);
     Ok(ZoneSpec {
         records: names.records_of(&z.domain).filter_map(|(r, _)| spec_of(r, &origin)).collect(),
         ..serve::zone_spec(z, &content, &origin)

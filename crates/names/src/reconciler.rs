@@ -40,7 +40,7 @@ pub fn plan(names: &Names, island: &IslandState) -> Vec<Request> {
     let mut ops = Vec::new();
     for (z, v) in &names.zones {
         let recs: Vec<&DnsRecord> = names.records_of(&z.domain).map(|(r, _)| r).collect();
-        let digest = zone::content(z, &recs, island, &names.services).digest();
+        let digest = zone::content(z, &recs, island, &names.services, &names.bundle_hosts).digest();
         if digest != z.digest {
             ops.push(desired::put(&crate::bumped(z, digest), Expect::Version(*v)));
         }

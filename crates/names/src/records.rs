@@ -17,6 +17,8 @@ pub struct Names {
     pub certificates: Vec<(CertDoc, u64)>,
     pub accounts: Vec<(AcmeAccount, u64)>,
     pub services: Vec<Service>,
+    /// The host names the island's bundles are served at ([`atoll_state::ingress::bundle_hosts`]).
+    pub bundle_hosts: Vec<String>,
 }
 
 impl Names {
@@ -28,7 +30,15 @@ impl Names {
             certificates: desired::list(ks)?,
             accounts: desired::list(ks)?,
             services: desired::list(ks)?.into_iter().map(|(s, _)| s).collect(),
-        })
+            bundle_hosts: Vec::new(),
+        }
+        .with_bundles(desired::list(ks)?.into_iter().map(|(b, _)| b).collect()))
+    }
+
+    fn with_bundles(mut self, bundles: Vec<desired::Bundle>) -> Self {
+        let zones: Vec<String> = self.zones.iter().map(|(z, _)| z.domain.clone()).collect();
+        self.bundle_hosts = bundles.iter().flat_map(|b| atoll_state::ingress::bundle_hosts(b, &zones)).collect();
+        self
     }
 
     pub fn zone(&self, domain: &str) -> Option<&(Zone, u64)> {

@@ -42,7 +42,7 @@ pub fn snapshot(names: &Names, island: &IslandState) -> Snapshot {
     for (z, _) in &names.zones {
         let Ok(origin) = crate::origin(&z.domain) else { continue };
         let recs: Vec<&DnsRecord> = names.records_of(&z.domain).map(|(r, _)| r).collect();
-        let content = zone::content(z, &recs, island, &names.services);
+        let content = zone::content(z, &recs, island, &names.services, &names.bundle_hosts);
         if content.nameservers.is_empty() {
             continue;
         }

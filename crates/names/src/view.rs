@@ -43,7 +43,7 @@ pub fn domains(names: &Names, island: &IslandState) -> Vec<DomainView> {
         .iter()
         .map(|(z, _)| {
             let recs: Vec<&DnsRecord> = names.records_of(&z.domain).map(|(r, _)| r).collect();
-            let content = zone::content(z, &recs, island, &names.services);
+            let content = zone::content(z, &recs, island, &names.services, &names.bundle_hosts);
             DomainView {
                 domain: z.domain.clone(),
                 serial: z.serial,
@@ -82,7 +82,7 @@ pub struct RecordView {
 pub fn records(names: &Names, island: &IslandState, domain: &str) -> Vec<RecordView> {
     let Some((z, _)) = names.zone(domain) else { return vec![] };
     let recs: Vec<&DnsRecord> = names.records_of(domain).map(|(r, _)| r).collect();
-    let content = zone::content(z, &recs, island, &names.services);
+    let content = zone::content(z, &recs, island, &names.services, &names.bundle_hosts);
     let mut out: Vec<RecordView> = content
         .nameservers
         .iter()

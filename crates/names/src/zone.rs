@@ -117,8 +117,9 @@ pub fn declared_names(svc: &Service) -> Vec<String> {
 }
 
 /// The content of `zone`: nameservers with glue, the public hosts' names and the apex, each
-/// service's `<service>.<stack>.<domain>` and the names it declares, and the user's records.
-pub fn content(zone: &Zone, records: &[&DnsRecord], island: &IslandState, services: &[Service]) -> ZoneContent {
+/// service's `<service>.<stack>.<domain>` and the names it declares, the names `bundles` are
+/// served at, and the user's records.
+pub fn content(zone: &Zone, records: &[&DnsRecord], island: &IslandState, services: &[Service], bundles: &[String]) -> ZoneContent {
     let origin = zone.domain.clone();
     let hosts = public_hosts(island);
     let all_addrs: Vec<IpAddr> = {
@@ -148,6 +149,11 @@ pub fn content(zone: &Zone, records: &[&DnsRecord], island: &IslandState, servic
             if is_within(&name, &origin) {
                 derived.insert(name, all_addrs.clone());
             }
+        }
+    }
+    for name in bundles {
+        if is_within(name, &origin) {
+            derived.insert(name.clone(), all_addrs.clone());
         }
     }
     let mut out = ZoneContent { origin: origin.clone(), nameservers, records: user.iter().cloned().collect() };
@@ -218,7 +224,13 @@ mod tests {
         let recs = [record("www", "CNAME", "blog.friends.example."), record("web.blog", "TXT", "\"mine\"")];
         let services =
             [service("blog", "web", json!({})), service("blog", "api_v2", json!({"atoll.domain": "API.friends.example, other.test"}))];
-        let c = content(&zone(), &recs.iter().collect::<Vec<_>>(), &island(), &services);
+        let c = content(
+            &zone(),
+            &recs.iter().collect::<Vec<_>>(),
+            &island(),
+            &services,
+            &["hello.alice.friends.example".into(), "hello.alice.other.example".into()],
+        );
         let mut out = String::new();
         for (ns, addrs) in &c.nameservers {
             out.push_str(&format!("NS {ns} {addrs:?}\n"));
@@ -235,6 +247,8 @@ mod tests {
             api.friends.example 60 AAAA 2001:db8::2
             friends.example 60 A 203.0.113.10
             friends.example 60 AAAA 2001:db8::2
+            hello.alice.friends.example 60 A 203.0.113.10
+            hello.alice.friends.example 60 AAAA 2001:db8::2
             web.blog.friends.example 300 TXT "mine"
             www.friends.example 300 CNAME blog.friends.example.
         "#]]
@@ -243,15 +257,15 @@ mod tests {
 
     #[test]
     fn the_digest_moves_with_the_content_only() {
-        let a = content(&zone(), &[], &island(), &[]);
+        let a = content(&zone(), &[], &island(), &[], &[]);
         let mut moved = island();
         moved.members.remove("c3");
-        assert_eq!(a.digest(), content(&Zone { serial: 9, ..zone() }, &[], &island(), &[]).digest());
-        assert_ne!(a.digest(), content(&zone(), &[], &moved, &[]).digest());
+        assert_eq!(a.digest(), content(&Zone { serial: 9, ..zone() }, &[], &island(), &[], &[]).digest());
+        assert_ne!(a.digest(), content(&zone(), &[], &moved, &[], &[]).digest());
         // A private host joining changes nothing served.
         let mut more = island();
         more.members.insert("d4".into(), example::member("d4", "laptop", None, 4));
-        assert_eq!(a.digest(), content(&zone(), &[], &more, &[]).digest());
+        assert_eq!(a.digest(), content(&zone(), &[], &more, &[], &[]).digest());
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The stacks' part of the replicated state, read at once from one replica: stacks, services,
-//! allocations and what members report of them, and the members as the scheduler sees them.
+//! allocations and what members report of them, the members as the scheduler sees them, and
+//! what the gateway serves besides (users' routes, the island's bundles, the zones' names).
 
 use std::collections::BTreeMap;
 
 use atoll_island::model::IslandState;
 use atoll_sched::{Node, NodeState, Role};
-use atoll_state::desired::{self, Allocation, Availability, DecodeError, Kind, Liveness, NodeSpec, NodeStatus, Service, Stack, TaskStatus};
+use atoll_state::desired::{
+    self, Allocation, Availability, Bundle, BundleEndpoints, DecodeError, Kind, Liveness, NodeSpec, NodeStatus, Service, Stack, TaskStatus,
+};
 use atoll_state::keyspace::Keyspace;
 
 /// Everything of the stacks in one replica, each record with its version.
@@ -21,6 +24,12 @@ pub struct Records {
     pub liveness: BTreeMap<String, (Liveness, u64)>,
     /// The routes users added to the gateway (`atoll gateway route add`).
     pub routes: Vec<(atoll_state::ingress::GatewayRoute, u64)>,
+    /// The island's bundles (`atoll bundle run` on a member), and where each member serves its.
+    pub bundles: Vec<(Bundle, u64)>,
+    /// By member id.
+    pub bundle_endpoints: BTreeMap<String, (BundleEndpoints, u64)>,
+    /// The island's zones' domains (`atoll domain add`).
+    pub zones: Vec<String>,
 }
 
 fn by_name<K: Kind>(v: Vec<(K, u64)>) -> BTreeMap<String, (K, u64)> {
@@ -39,6 +48,9 @@ impl Records {
             node_status: by_name(desired::list(ks)?),
             liveness: by_name(desired::list(ks)?),
             routes: desired::list(ks)?,
+            bundles: desired::list(ks)?,
+            bundle_endpoints: by_name(desired::list(ks)?),
+            zones: desired::list::<desired::Zone>(ks)?.into_iter().map(|(z, _)| z.domain).collect(),
         })
     }
 

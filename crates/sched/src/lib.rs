@@ -6,6 +6,8 @@
 //! - [`constraint`]: Swarm's placement constraints, parsed and evaluated as swarmkit does.
 //! - [`plan`](mod@plan): constraints, then resources, then spread; stable (what is placed stays
 //!   placed), with moved replicas' old allocations marked to stop at their generation.
+//! - [`bundles`]: where the island's bundles run (one member each, spread, moved off members
+//!   down or drained).
 //! - [`check`]: the invariants a plan's result keeps, for tests and simulations here and in
 //!   the island.
 
@@ -13,6 +15,7 @@ use std::collections::BTreeMap;
 
 pub use atoll_state::desired::{Allocation, Desired, Mode, Resources, Service};
 
+pub mod bundles;
 pub mod check;
 pub mod constraint;
 pub mod plan;

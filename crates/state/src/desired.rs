@@ -440,18 +440,79 @@ pub struct Route {
 }
 kind!(Route, "route", |r| r.hosts.first().cloned().unwrap_or_default());
 
-/// A bundle the island runs: a record in someone's ATProto repository.
+/// A bundle the island runs (`desired/bundle/<name>`, `atoll bundle run` on a member): a
+/// record in someone's ATProto repository, placed on one member, which fetches and serves it
+/// and reports where ([`BundleEndpoints`]); the gateway serves it at
+/// `<name>.<first label of the author's handle>.<zone>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bundle {
     pub name: String,
     /// `at://did/collection/rkey`.
     pub uri: String,
-    /// The CID of the record version it runs.
+    /// The CID of the record version it was run at (members follow newer ones: hot reload).
     pub version: String,
+    /// The author's DID, and handle when verified both ways.
+    #[serde(default)]
+    pub did: String,
+    #[serde(default)]
+    pub handle: Option<String>,
+    /// The member (id) it is placed on; none until the leader places it.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Instances kept warm (0: scaled to zero when idle).
+    #[serde(default)]
+    pub min_instances: u32,
+    /// Secrets given at `bundle run`, by name, each sealed to the island's runner key (base64).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: i64,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 kind!(Bundle, "bundle", |r| r.name.clone());
+
+/// An author whose bundles the island runs (`desired/bundle_author/<did>`, `atoll bundle allow`
+/// on a member).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleAuthor {
+    pub did: String,
+    /// Its handle when it was allowed, verified both ways.
+    #[serde(default)]
+    pub handle: Option<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub added: i64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(BundleAuthor, "bundle_author", |r| r.did.clone());
+
+/// The island's bundles a member serves (`observed/bundle/<member id>`), written by it when
+/// they change: each bundle's port on the member's mesh address, or why it does not run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleEndpoints {
+    pub member: String,
+    #[serde(default)]
+    pub bundles: BTreeMap<String, BundleEndpoint>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+kind!(BundleEndpoints, OBSERVED, "bundle", |r| r.member.clone());
+
+/// One bundle as its member serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleEndpoint {
+    /// Its port on the member's mesh address (and loopback); none while it does not run.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `running`, or why not, in words.
+    pub state: String,
+    /// The version it serves (the manifest's).
+    #[serde(default)]
+    pub version: Option<String>,
+}
 
 #[cfg(test)]
 mod tests {

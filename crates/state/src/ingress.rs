@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::desired::{Kind, OBSERVED, Service};
+use crate::desired::{Bundle, Kind, OBSERVED, Service};
 
 /// The service label naming the host names its HTTP route answers (comma-separated).
 pub const LABEL_HTTP_HOST: &str = "atoll.http.host";
@@ -220,6 +220,15 @@ impl Kind for GatewayStatus {
     }
 }
 
+/// The host names the gateway serves bundle `b` at: `<name>.<first label of its author's
+/// handle>.<zone>` in each of the island's zones (`hello.alice.friends.example` for
+/// `alice.bsky.social`'s bundle `hello`), lower case. None when the author has no verified
+/// handle (a DID names no host).
+pub fn bundle_hosts(b: &Bundle, zones: &[String]) -> Vec<String> {
+    let Some(label) = b.handle.as_deref().and_then(|h| h.split('.').next()).filter(|l| !l.is_empty()) else { return vec![] };
+    zones.iter().map(|z| format!("{}.{}.{}", b.name, label, z.trim_end_matches('.')).to_ascii_lowercase()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +315,13 @@ mod tests {
         let got: Vec<(u16, u16, Transport)> = published_ports(&s).iter().map(|p| (p.host_port, p.container_port, p.transport)).collect();
         assert_eq!(got, [(2222, 22, Transport::Tcp), (5353, 53, Transport::Udp), (8080, 80, Transport::Tcp)]);
         assert_eq!(forwarded_ports(&s, &[]), [(22, Transport::Tcp), (53, Transport::Udp), (80, Transport::Tcp)]);
+    }
+
+    #[test]
+    fn a_bundle_is_served_under_its_authors_first_handle_label_in_every_zone() {
+        let b: Bundle = serde_json::from_value(serde_json::json!({"name": "hello", "uri": "at://did:plc:x/dev.atoll.bundle/hello", "version": "b", "handle": "Alice.bsky.social"})).unwrap();
+        assert_eq!(bundle_hosts(&b, &["friends.example".into(), "b.org.".into()]), ["hello.alice.friends.example", "hello.alice.b.org"]);
+        let anonymous = Bundle { handle: None, ..b };
+        assert!(bundle_hosts(&anonymous, &["friends.example".into()]).is_empty());
     }
 }

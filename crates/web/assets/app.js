@@ -300,18 +300,18 @@ async function bundlesView() {
     show(`<h1>Bundles</h1><p id="no-bundles">No bundle yet. Allow an author with <code>atoll bundle allow HANDLE</code>, then <code>atoll bundle run at://…</code>.</p>`);
     return;
   }
-  let html = `<h1>Bundles</h1><table id="bundles"><caption>Bundles this host runs</caption><thead><tr>
+  let html = `<h1>Bundles</h1><table id="bundles"><caption>${bundles.some((b) => b.node) ? "The island's bundles" : "Bundles this host runs"}</caption><thead><tr>
     <th scope="col">Bundle</th><th scope="col">Owner</th><th scope="col">Version</th><th scope="col">Runtime</th><th scope="col">Routes</th>
-    <th scope="col">Instances</th><th scope="col">Requests</th><th scope="col">Errors</th><th scope="col">URL</th></tr></thead><tbody>`;
+    <th scope="col">Instances</th><th scope="col">Node</th><th scope="col">Requests</th><th scope="col">Errors</th><th scope="col">URL</th></tr></thead><tbody>`;
   for (const b of bundles) {
     const st = b.stats;
     html += `<tr data-bundle="${esc(b.name)}"><th scope="row">${esc(b.name)}</th><td title="${esc(b.did)}">${esc(b.handle ?? b.did)}</td>
       <td>${esc(b.version)}</td><td>${esc(b.runtime)}</td><td class="routes">${b.routes.map(esc).join("<br>")}</td>
       <td><span class="chip ${b.state === "running" ? "task-running" : "task-failed"}">${esc(b.state)}</span> ${esc(st.instances)} <small>(${esc(st.cold_starts)} cold starts)</small></td>
-      <td>${esc(st.requests)}</td><td class="${st.errors ? "error" : ""}">${esc(st.errors)}</td>
-      <td>${b.url ? `<a href="${esc(b.url)}">${esc(b.url)}</a>` : "—"}</td></tr>`;
+      <td>${esc(b.node ?? "this host")}</td><td>${esc(st.requests)}</td><td class="${st.errors ? "error" : ""}">${esc(st.errors)}</td>
+      <td>${[...b.public_urls, ...(b.url ? [b.url] : [])].map((u) => `<a href="${esc(u)}">${esc(u)}</a>`).join("<br>") || "—"}</td></tr>`;
     for (const e of st.recent_errors) {
-      html += `<tr class="pending"><td></td><td colspan="8" class="error">${esc(new Date(e.time * 1000).toLocaleTimeString())} ${esc(e.status)}: ${esc(e.message)} <small>(request ${esc(e.request_id)})</small></td></tr>`;
+      html += `<tr class="pending"><td></td><td colspan="9" class="error">${esc(new Date(e.time * 1000).toLocaleTimeString())} ${esc(e.status)}: ${esc(e.message)} <small>(request ${esc(e.request_id)})</small></td></tr>`;
     }
   }
   show(html + "</tbody></table>");

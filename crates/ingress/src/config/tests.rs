@@ -96,6 +96,33 @@ fn a_labelled_service_is_served_by_its_running_replicas_over_the_mesh() {
 }
 
 #[test]
+fn a_bundle_is_served_at_its_authors_label_in_each_zone_by_the_member_it_is_placed_on() {
+    let mut r = blog();
+    r.zones = vec!["friends.example".into()];
+    let bundle = |name: &str, handle: Option<&str>| -> atoll_state::desired::Bundle {
+        serde_json::from_value(json!({"name": name, "uri": "at://did:plc:a/dev.atoll.bundle/x", "version": "c", "did": "did:plc:a", "handle": handle, "node": "b2"}))
+            .unwrap()
+    };
+    r.bundles = vec![(bundle("hello", Some("alice.test")), 1), (bundle("anon", None), 2)];
+    let endpoint = |port, state: &str| atoll_state::desired::BundleEndpoint { port, state: state.into(), version: None };
+    let endpoints = atoll_state::desired::BundleEndpoints {
+        member: "b2".into(),
+        bundles: [("hello".to_owned(), endpoint(Some(31800), "running")), ("anon".to_owned(), endpoint(None, "failed"))].into(),
+        extra: Default::default(),
+    };
+    r.bundle_endpoints.insert("b2".into(), (endpoints, 1));
+    let (config, plans) = build(&island(), &r, None, vec![], Limits::default());
+    let served = config.routes.iter().find(|x| x.hosts == ["hello.alice.friends.example"]).expect("the bundle's route");
+    assert_eq!(served.upstreams(), [Upstream { addr: "10.42.0.2:31800".parse().unwrap(), healthy: true }]);
+    let anon = plans.iter().find(|p| p.name == "bundle/anon").unwrap();
+    assert_eq!(anon.error.as_deref(), Some("its author (did:plc:a) has no verified handle to name its host after"));
+    // Its member down: no upstream (the gateway answers 503 saying so).
+    r.liveness.insert("b2".into(), (Liveness { id: "b2".into(), down: true, since: 0, extra: Default::default() }, 1));
+    let (config, _) = build(&island(), &r, None, vec![], Limits::default());
+    assert!(config.routes.iter().find(|x| x.hosts == ["hello.alice.friends.example"]).unwrap().upstreams().is_empty());
+}
+
+#[test]
 fn a_replica_on_a_member_that_is_down_or_not_running_is_left_out() {
     let mut r = blog();
     r.liveness.insert("b2".into(), (Liveness { id: "b2".into(), down: true, since: 0, extra: Default::default() }, 1));

@@ -1,0 +1,384 @@
+//! The island's bundles (issue 18). On a member, `atoll bundle allow|run|rm` act on the
+//! replicated state, through the leader: the authors the island runs bundles of
+//! (`desired/bundle_author/<did>`) and its bundles (`desired/bundle/<name>`). The leader places
+//! each bundle on one member ([`atoll_sched::bundles`]); every member runs the bundles placed on
+//! it with [`atoll_bundles`] (served on its mesh address too, at a port of
+//! [`atoll_island::BUNDLE_PORTS`], which Nebula admits from members) and reports them in
+//! `observed/bundle/<member>`; the public hosts' gateways serve them at
+//! `<name>.<author's label>.<zone>` ([`atoll_ingress::config`]), and the names crate gives
+//! those names records and certificates. Secrets given at `bundle run` are sealed to the
+//! island's runner key, which every member derives from the island's secret seed (the names'
+//! data key, fetched over mTLS, never in the log).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atoll_bundles::{Allowed, BundleError, BundleView, Bundles, IslandPlacement};
+use atoll_island::Manager;
+use atoll_orchestrator::records::Records;
+use atoll_state::Response;
+use atoll_state::desired::{self, Bundle, BundleAuthor, BundleEndpoint, BundleEndpoints, Desired, Kind};
+use atoll_state::keyspace::{Expect, Request};
+use atoll_util::ErrorKind;
+
+use crate::server::{ApiError, AppState};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The longest between two looks of the loop; the shortest.
+const LOOK: Duration = Duration::from_millis(500);
+const PAUSE: Duration = Duration::from_millis(20);
+/// A bundle that failed to start here is tried again after this long.
+const RETRY: Duration = Duration::from_secs(10);
+/// How long `bundle run` waits for its member to report it running.
+const RUN_WAIT: Duration = Duration::from_secs(90);
+
+fn err(kind: ErrorKind, e: impl std::error::Error + 'static) -> ApiError {
+    ApiError::of_kind(kind, &e)
+}
+
+fn read(m: &Manager) -> ApiResult<Records> {
+    m.replica().with(Records::read).map_err(|e| err(ErrorKind::Internal, e))
+}
+
+/// Writes `ops` through the leader; a lost compare-and-set is an error the caller words.
+async fn write(m: &Manager, ops: Vec<Request>) -> ApiResult<bool> {
+    match m.propose(Request::Txn { ops }).await? {
+        Response::Done { version } => {
+            m.wait_applied(version, Duration::from_secs(5)).await;
+            Ok(true)
+        }
+        Response::Conflict { .. } | Response::TxnConflict { .. } => Ok(false),
+        Response::Refused { reason } => Err(err(ErrorKind::Conflict, BundleError::Invalid(reason))),
+        Response::Empty => Ok(true),
+    }
+}
+
+/// The island's authors, as `bundle allow --list` shows them.
+pub async fn authors(m: &Manager) -> ApiResult<Vec<Allowed>> {
+    let list = m.replica().with(desired::list::<BundleAuthor>).map_err(|e| err(ErrorKind::Internal, e))?;
+    Ok(list.into_iter().map(|(a, _)| Allowed { did: a.did, handle: a.handle, added: a.added }).collect())
+}
+
+/// Allows `who`'s bundles on the whole island (resolved and checked both ways here first).
+pub async fn allow(m: &Manager, b: &Bundles, who: &str) -> ApiResult<Allowed> {
+    let a = b.resolve_author(who).await?;
+    let rec = BundleAuthor { did: a.did.clone(), handle: a.handle.clone(), added: a.added, extra: Default::default() };
+    write(m, vec![desired::put(&rec, Expect::Any)]).await?;
+    Ok(a)
+}
+
+/// Stops allowing an author on the island (its bundles keep running).
+pub async fn disallow(m: &Manager, who: &str) -> ApiResult<()> {
+    let list = m.replica().with(desired::list::<BundleAuthor>).map_err(|e| err(ErrorKind::Internal, e))?;
+    let who = who.trim();
+    let Some((a, v)) = list.into_iter().find(|(a, _)| a.did == who || a.handle.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(who)))
+    else {
+        return Err(BundleError::NotFound(format!("{who} is not allowed on the island (`atoll bundle allow --list`)")).into());
+    };
+    write(m, vec![desired::delete::<BundleAuthor>(&a.did, Expect::Version(v))]).await?;
+    Ok(())
+}
+
+/// Runs the bundle at `uri` on the island: its author must be allowed there; it is placed by
+/// the leader and started by its member, and this waits (up to 90 s) to say how that went. A
+/// bundle its member could not start is removed again, with the member's reason.
+pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOptions) -> ApiResult<BundleView> {
+    if opts.min_instances > 1 {
+        return Err(BundleError::Invalid(format!(
+            "min_instances: {}: one instance per bundle is all a member runs yet (0 or 1)",
+            opts.min_instances
+        ))
+        .into());
+    }
+    let f = b.fetch_for_island(uri, opts.name.as_deref()).await?;
+    let allowed = authors(m).await?;
+    if !allowed.iter().any(|a| a.did == f.did) {
+        let who = f.handle.as_deref().unwrap_or(&f.did);
+        return Err(BundleError::NotAllowed(format!(
+            "{who} is not allowed to run bundles on the island: `atoll bundle allow {who}` first"
+        ))
+        .into());
+    }
+    let rec = Bundle {
+        name: f.name.clone(),
+        uri: f.uri,
+        version: f.record_cid,
+        did: f.did,
+        handle: f.handle,
+        node: None,
+        min_instances: opts.min_instances,
+        secrets: opts.secrets,
+        created: atoll_island::manager::unix_now(),
+        extra: Default::default(),
+    };
+    if !write(m, vec![desired::put(&rec, Expect::Absent)]).await? {
+        return Err(BundleError::Exists(format!(
+            "a bundle named {} runs on the island: `atoll bundle rm {}` first, or --name another",
+            rec.name, rec.name
+        ))
+        .into());
+    }
+    let deadline = Instant::now() + RUN_WAIT;
+    loop {
+        let seen = m.applied_index();
+        let records = read(m)?;
+        let Some((now, version)) = records.bundles.iter().find(|(x, _)| x.name == rec.name).cloned() else {
+            return Err(BundleError::NotFound(format!("bundle {} was removed while it started", rec.name)).into());
+        };
+        let endpoint = now.node.as_deref().and_then(|n| records.bundle_endpoints.get(n)?.0.bundles.get(&rec.name).cloned());
+        if let Some(e) = &endpoint
+            && let Some(why) = e.state.strip_prefix("failed: ")
+        {
+            let _ = write(m, vec![desired::delete::<Bundle>(&rec.name, Expect::Version(version))]).await;
+            return Err(BundleError::Start(format!("bundle {}: {why}", rec.name)).into());
+        }
+        if endpoint.as_ref().is_some_and(|e| e.state == "running") || Instant::now() >= deadline {
+            return view(m, b, &rec.name).await;
+        }
+        m.applied_past(seen, LOOK).await;
+    }
+}
+
+/// Removes one of the island's bundles (its member stops it).
+pub async fn remove(m: &Manager, name: &str) -> ApiResult<()> {
+    let records = read(m)?;
+    let Some((_, v)) = records.bundles.iter().find(|(x, _)| x.name == name) else {
+        return Err(not_found(name));
+    };
+    write(m, vec![desired::delete::<Bundle>(name, Expect::Version(*v))]).await?;
+    Ok(())
+}
+
+fn not_found(name: &str) -> ApiError {
+    BundleError::NotFound(format!("no bundle named {name} on the island (`atoll bundle ls` lists them)")).into()
+}
+
+/// The island's bundles: those running here as this host sees them, the others as their
+/// members report them; each with its member and public addresses.
+pub async fn list(m: &Manager, b: &Bundles) -> ApiResult<Vec<BundleView>> {
+    let records = read(m)?;
+    let mut out = Vec::new();
+    for (rec, _) in &records.bundles {
+        out.push(view_of(m, b, &records, rec).await);
+    }
+    Ok(out)
+}
+
+/// One of the island's bundles.
+pub async fn view(m: &Manager, b: &Bundles, name: &str) -> ApiResult<BundleView> {
+    let records = read(m)?;
+    let rec = records.bundles.iter().find(|(x, _)| x.name == name).map(|(x, _)| x.clone()).ok_or_else(|| not_found(name))?;
+    Ok(view_of(m, b, &records, &rec).await)
+}
+
+/// Where bundle `name`'s log is: `Ok(())` when here, else an error naming its member.
+pub fn logs_here(m: &Manager, name: &str) -> ApiResult<()> {
+    let records = read(m)?;
+    let rec = records.bundles.iter().find(|(x, _)| x.name == name).map(|(x, _)| x).ok_or_else(|| not_found(name))?;
+    match rec.node.as_deref() {
+        Some(n) if n == m.id() => Ok(()),
+        other => {
+            let member = other.and_then(|n| m.state().members.get(n).map(|x| x.name.clone()));
+            Err(BundleError::NotFound(match member {
+                Some(host) => format!("bundle {name} runs on {host}: run `atoll bundle logs {name}` against that member's daemon"),
+                None => format!("bundle {name} is not placed on a member yet"),
+            })
+            .into())
+        }
+    }
+}
+
+async fn view_of(m: &Manager, b: &Bundles, records: &Records, rec: &Bundle) -> BundleView {
+    let island = m.state();
+    let member = rec.node.as_deref().and_then(|n| island.members.get(n));
+    let public_urls = atoll_state::ingress::bundle_hosts(rec, &records.zones).into_iter().map(|h| format!("https://{h}")).collect();
+    let here = rec.node.as_deref() == Some(m.id());
+    let mut v = match b.inspect(&rec.name).await {
+        Ok(v) if here => v,
+        _ => {
+            let endpoint = rec.node.as_deref().and_then(|n| records.bundle_endpoints.get(n)?.0.bundles.get(&rec.name).cloned());
+            BundleView {
+                name: rec.name.clone(),
+                uri: rec.uri.clone(),
+                did: rec.did.clone(),
+                handle: rec.handle.clone(),
+                version: endpoint.as_ref().and_then(|e| e.version.clone()).unwrap_or_default(),
+                runtime: String::new(),
+                record_cid: Some(rec.version.clone()),
+                code_cid: None,
+                routes: vec![],
+                secrets: rec.secrets.keys().cloned().collect(),
+                url: None,
+                state: match (member, endpoint) {
+                    (None, _) => "pending: no member can take it".into(),
+                    (Some(_), Some(e)) => e.state,
+                    (Some(_), None) => "starting".into(),
+                },
+                permissions: Default::default(),
+                update_held: None,
+                stats: Default::default(),
+                created: rec.created,
+                node: None,
+                public_urls: vec![],
+            }
+        }
+    };
+    v.node = member.map(|x| x.name.clone());
+    v.public_urls = public_urls;
+    v
+}
+
+/// Runs the island's bundles on this member for the daemon's life: the leader's placement and
+/// this member's share, as soon as the replica changes (and at least twice a second).
+pub async fn run_island_bundles(state: Arc<AppState>) {
+    let Ok(bundles) = state.bundles.clone() else { return };
+    let mut agent = Agent { bundles, keyed: None, starting: Arc::default(), failed: Arc::default() };
+    let mut seen = 0;
+    loop {
+        let Some(m) = state.island.manager.read().await.clone() else {
+            if agent.keyed.take().is_some() {
+                agent.bundles.set_island_key(None);
+            }
+            tokio::time::sleep(LOOK).await;
+            continue;
+        };
+        m.applied_past(seen, LOOK).await;
+        seen = m.applied_index();
+        if let Err(e) = agent.tick(&m).await {
+            tracing::debug!(error = %e.body.message, "running the island's bundles");
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+}
+
+struct Agent {
+    bundles: Arc<Bundles>,
+    /// The island (its id) whose runner key is set.
+    keyed: Option<String>,
+    /// Bundles being started here.
+    starting: Arc<Mutex<BTreeSet<String>>>,
+    /// Bundles that failed to start here: why, and when.
+    failed: Arc<Mutex<BTreeMap<String, (String, Instant)>>>,
+}
+
+impl Agent {
+    async fn tick(&mut self, m: &Arc<Manager>) -> ApiResult<()> {
+        let island = m.state();
+        if self.keyed.as_deref() != Some(island.island.id.as_str()) {
+            use base64::Engine as _;
+            let seed = m.names_key().await?;
+            let seed = base64::engine::general_purpose::STANDARD
+                .decode(seed.trim())
+                .map_err(|e| err(ErrorKind::Internal, BundleError::Invalid(format!("the island's secret seed is not base64: {e}"))))?;
+            self.bundles.set_island_key(Some(&seed));
+            self.keyed = Some(island.island.id.clone());
+        }
+        let records = read(m)?;
+        if m.silence().is_some() {
+            place(m, &records).await?;
+        }
+        let me = m.id().to_owned();
+        let Some(mesh_ip) = island.members.get(&me).map(|x| std::net::IpAddr::from(x.mesh_ip)) else { return Ok(()) };
+        let here: BTreeMap<&str, &Bundle> = records
+            .bundles
+            .iter()
+            .map(|(x, _)| x)
+            .filter(|x| x.node.as_deref() == Some(me.as_str()))
+            .map(|x| (x.name.as_str(), x))
+            .collect();
+        let placed = self.bundles.island_placed()?;
+        for (name, uri) in &placed {
+            if here.get(name.as_str()).is_none_or(|x| &x.uri != uri) {
+                match self.bundles.remove(name).await {
+                    Ok(()) => tracing::info!(bundle = %name, "stopped a bundle the island no longer places here"),
+                    Err(e) => tracing::debug!(bundle = %name, error = %e, "stopping a bundle the island no longer places here"),
+                }
+            }
+        }
+        self.failed.lock().expect("not poisoned").retain(|name, _| here.contains_key(name.as_str()));
+        for (name, rec) in &here {
+            if placed.contains_key(*name) {
+                continue;
+            }
+            let due = self.failed.lock().expect("not poisoned").get(*name).is_none_or(|(_, at)| at.elapsed() >= RETRY);
+            if !due || !self.starting.lock().expect("not poisoned").insert((*name).to_owned()) {
+                continue;
+            }
+            let opts = atoll_bundles::RunOptions {
+                name: Some((*name).to_owned()),
+                secrets: rec.secrets.clone(),
+                min_instances: rec.min_instances,
+                island: Some(IslandPlacement { mesh_ip, ports: atoll_island::BUNDLE_PORTS }),
+            };
+            let (bundles, starting, failed, uri, name) =
+                (self.bundles.clone(), self.starting.clone(), self.failed.clone(), rec.uri.clone(), (*name).to_owned());
+            tokio::spawn(async move {
+                match bundles.run(&uri, opts).await {
+                    Ok(_) => {
+                        failed.lock().expect("not poisoned").remove(&name);
+                        tracing::info!(bundle = %name, %uri, "running a bundle the island placed here");
+                    }
+                    Err(e) => {
+                        let why = atoll_node::error_chain(&e);
+                        tracing::warn!(bundle = %name, error = %why, "cannot run a bundle the island placed here");
+                        failed.lock().expect("not poisoned").insert(name.clone(), (why, Instant::now()));
+                    }
+                }
+                starting.lock().expect("not poisoned").remove(&name);
+            });
+        }
+        // Report what runs here, what starts and what failed.
+        let mut report: BTreeMap<String, BundleEndpoint> = self
+            .bundles
+            .island_endpoints()
+            .await?
+            .into_iter()
+            .map(|(n, e)| (n, BundleEndpoint { port: e.port, state: e.state, version: e.version }))
+            .collect();
+        for name in here.keys() {
+            if report.contains_key(*name) {
+                continue;
+            }
+            let state = match self.failed.lock().expect("not poisoned").get(*name) {
+                Some((why, _)) => format!("failed: {why}"),
+                None => "starting".into(),
+            };
+            report.insert((*name).to_owned(), BundleEndpoint { port: None, state, version: None });
+        }
+        let current = records.bundle_endpoints.get(&me);
+        if current.map(|(c, _)| &c.bundles) != Some(&report) {
+            let rec = BundleEndpoints { member: me, bundles: report, extra: Default::default() };
+            write(m, vec![desired::put(&rec, current.map_or(Expect::Absent, |(_, v)| Expect::Version(*v)))]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The leader's look: bundles on members down, drained or gone move; new ones are placed.
+async fn place(m: &Manager, records: &Records) -> ApiResult<()> {
+    let nodes = records.nodes(&m.state());
+    let slots: Vec<atoll_sched::bundles::BundleSlot> =
+        records.bundles.iter().map(|(b, _)| atoll_sched::bundles::BundleSlot { name: b.name.clone(), node: b.node.clone() }).collect();
+    let mut replicas: BTreeMap<String, usize> = BTreeMap::new();
+    for (a, _) in records.allocations.iter().filter(|(a, _)| a.desired == Desired::Running) {
+        *replicas.entry(a.node.clone()).or_default() += 1;
+    }
+    let mut ops = Vec::new();
+    for (name, node) in atoll_sched::bundles::place_bundles(&slots, &nodes, &replicas) {
+        let Some((b, v)) = records.bundles.iter().find(|(b, _)| b.name == name) else { continue };
+        tracing::info!(bundle = %name, from = ?b.node, to = ?node, "placing a bundle");
+        ops.push(desired::put(&Bundle { node, ..b.clone() }, Expect::Version(*v)));
+    }
+    // Members that left report nothing any more.
+    for (id, (e, v)) in &records.bundle_endpoints {
+        if !m.state().members.contains_key(id) {
+            ops.push(desired::delete::<BundleEndpoints>(&e.name(), Expect::Version(*v)));
+        }
+    }
+    if !ops.is_empty() {
+        write(m, ops).await?;
+    }
+    Ok(())
+}
