@@ -14,10 +14,15 @@
 # handler run by `deno run` directly (Deno.serve on a unix socket: start → first response and
 # warm requests; and a script calling it once: process start → exit).
 #
-# Usage: bench/bundles.sh [ITERATIONS]   (default 2000).
+# Through the daemon (as root; crates/testkit/src/bin/bundle-bench.rs): oci and deno bundles'
+# cold starts after scale to zero and warm requests, against `docker run -d -p` of the same
+# image (dockerd in the same namespace) and `deno run` of the same handler, interleaved.
+#
+# Usage: bench/bundles.sh [ITERATIONS] [DAEMON_RUNS]   (defaults 2000 and 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 iterations="${1:-2000}"
+daemon_runs="${2:-15}"
 scripts/install-deno.sh
 cargo build --release --locked -q -p atoll-runner --example bundle_bench --example deno_bench
 examples="$(realpath "${CARGO_TARGET_DIR:-target}")/release/examples"
@@ -28,3 +33,15 @@ echo
 echo "### deno"
 echo
 "$examples/deno_bench" "$iterations"
+
+echo
+echo "### through the daemon"
+echo
+if [ "$(id -u)" != 0 ]; then
+  echo "(skipped: run as root for the daemon's part)"
+  exit 0
+fi
+scripts/install-deps.sh >/dev/null
+cargo build --release --locked -q -p atoll -p atoll-testkit
+bin="$(realpath "${CARGO_TARGET_DIR:-target}")/release"
+"$bin/bundle-bench" "$daemon_runs" "$bin/atoll"

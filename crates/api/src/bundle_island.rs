@@ -58,26 +58,32 @@ async fn write(m: &Manager, ops: Vec<Request>) -> ApiResult<bool> {
 /// The island's authors, as `bundle allow --list` shows them.
 pub async fn authors(m: &Manager) -> ApiResult<Vec<Allowed>> {
     let list = m.replica().with(desired::list::<BundleAuthor>).map_err(|e| err(ErrorKind::Internal, e))?;
-    Ok(list.into_iter().map(|(a, _)| Allowed { did: a.did, handle: a.handle, added: a.added }).collect())
+    Ok(list.into_iter().map(|(a, _)| Allowed { did: a.did, handle: a.handle, added: a.added, follows_of: a.follows_of }).collect())
 }
 
-/// Allows `who`'s bundles on the whole island (resolved and checked both ways here first).
-pub async fn allow(m: &Manager, b: &Bundles, who: &str) -> ApiResult<Allowed> {
-    let a = b.resolve_author(who).await?;
-    let rec = BundleAuthor { did: a.did.clone(), handle: a.handle.clone(), added: a.added, extra: Default::default() };
+/// Allows `who`'s bundles (with `follows_of`: those of every account `who` follows) on the
+/// whole island (resolved and checked both ways here first).
+pub async fn allow(m: &Manager, b: &Bundles, who: &str, follows_of: bool) -> ApiResult<Allowed> {
+    let a = b.resolve_author(who, follows_of).await?;
+    let rec = BundleAuthor { did: a.did.clone(), handle: a.handle.clone(), added: a.added, follows_of, extra: Default::default() };
     write(m, vec![desired::put(&rec, Expect::Any)]).await?;
     Ok(a)
 }
 
-/// Stops allowing an author on the island (its bundles keep running).
+/// Stops allowing an author on the island, and the accounts it follows (bundles running keep
+/// running).
 pub async fn disallow(m: &Manager, who: &str) -> ApiResult<()> {
     let list = m.replica().with(desired::list::<BundleAuthor>).map_err(|e| err(ErrorKind::Internal, e))?;
     let who = who.trim();
-    let Some((a, v)) = list.into_iter().find(|(a, _)| a.did == who || a.handle.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(who)))
-    else {
+    let ops: Vec<Request> = list
+        .iter()
+        .filter(|(a, _)| a.did == who || a.handle.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(who)))
+        .map(|(a, v)| desired::delete::<BundleAuthor>(&a.name(), Expect::Version(*v)))
+        .collect();
+    if ops.is_empty() {
         return Err(BundleError::NotFound(format!("{who} is not allowed on the island (`atoll bundle allow --list`)")).into());
-    };
-    write(m, vec![desired::delete::<BundleAuthor>(&a.did, Expect::Version(v))]).await?;
+    }
+    write(m, ops).await?;
     Ok(())
 }
 
@@ -85,16 +91,11 @@ pub async fn disallow(m: &Manager, who: &str) -> ApiResult<()> {
 /// the leader and started by its member, and this waits (up to 90 s) to say how that went. A
 /// bundle its member could not start is removed again, with the member's reason.
 pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOptions) -> ApiResult<BundleView> {
-    if opts.min_instances > 1 {
-        return Err(BundleError::Invalid(format!(
-            "min_instances: {}: one instance per bundle is all a member runs yet (0 or 1)",
-            opts.min_instances
-        ))
-        .into());
-    }
     let f = b.fetch_for_island(uri, opts.name.as_deref()).await?;
+    atoll_bundles::check_env(&f.manifest, &opts.env)?;
+    atoll_bundles::check_instances(&f.manifest, opts.min_instances, opts.max_instances)?;
     let allowed = authors(m).await?;
-    if !allowed.iter().any(|a| a.did == f.did) {
+    if !b.is_allowed(&f.did, &allowed).await? {
         let who = f.handle.as_deref().unwrap_or(&f.did);
         return Err(BundleError::NotAllowed(format!(
             "{who} is not allowed to run bundles on the island: `atoll bundle allow {who}` first"
@@ -109,7 +110,9 @@ pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOp
         handle: f.handle,
         node: None,
         min_instances: opts.min_instances,
+        max_instances: opts.max_instances,
         secrets: opts.secrets,
+        env: opts.env,
         created: atoll_island::manager::unix_now(),
         extra: Default::default(),
     };
@@ -266,14 +269,16 @@ struct Agent {
 impl Agent {
     async fn tick(&mut self, m: &Arc<Manager>) -> ApiResult<()> {
         let island = m.state();
+        // Without the key (the CA host out of reach), bundles without secrets still run; the
+        // others fail to start, saying so, and are tried again.
         if self.keyed.as_deref() != Some(island.island.id.as_str()) {
-            use base64::Engine as _;
-            let seed = m.names_key().await?;
-            let seed = base64::engine::general_purpose::STANDARD
-                .decode(seed.trim())
-                .map_err(|e| err(ErrorKind::Internal, BundleError::Invalid(format!("the island's secret seed is not base64: {e}"))))?;
-            self.bundles.set_island_key(Some(&seed));
-            self.keyed = Some(island.island.id.clone());
+            match island_seed(m).await {
+                Ok(seed) => {
+                    self.bundles.set_island_key(Some(&seed));
+                    self.keyed = Some(island.island.id.clone());
+                }
+                Err(e) => tracing::debug!(error = %e.body.message, "fetching the island's secret seed for bundles"),
+            }
         }
         let records = read(m)?;
         if m.silence().is_some() {
@@ -309,7 +314,9 @@ impl Agent {
             let opts = atoll_bundles::RunOptions {
                 name: Some((*name).to_owned()),
                 secrets: rec.secrets.clone(),
+                env: rec.env.clone(),
                 min_instances: rec.min_instances,
+                max_instances: rec.max_instances,
                 island: Some(IslandPlacement { mesh_ip, ports: atoll_island::BUNDLE_PORTS }),
             };
             let (bundles, starting, failed, uri, name) =
@@ -354,6 +361,15 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// The island's secret seed (the names' data key), from the CA host.
+async fn island_seed(m: &Manager) -> ApiResult<Vec<u8>> {
+    use base64::Engine as _;
+    let seed = m.names_key().await?;
+    base64::engine::general_purpose::STANDARD
+        .decode(seed.trim())
+        .map_err(|e| err(ErrorKind::Internal, BundleError::Invalid(format!("the island's secret seed is not base64: {e}"))))
 }
 
 /// The leader's look: bundles on members down, drained or gone move; new ones are placed.

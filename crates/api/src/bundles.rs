@@ -42,6 +42,9 @@ async fn island(s: &AppState) -> Option<Arc<atoll_island::Manager>> {
 pub struct AllowRequest {
     #[schema(min_length = 1, max_length = 2048)]
     pub who: String,
+    /// Allow every account `who` follows instead (`app.bsky.graph.follow` records).
+    #[serde(default)]
+    pub follows_of: bool,
 }
 
 /// A bundle to run.
@@ -61,8 +64,16 @@ pub struct RunRequest {
     pub secrets: std::collections::BTreeMap<String, String>,
     /// Instances kept warm; 0 (the default) lets an idle bundle scale to zero.
     #[serde(default)]
-    #[schema(maximum = 1)]
+    #[schema(maximum = 16)]
     pub min_instances: u32,
+    /// The most instances under load (oci and deno bundles; 0, the default: as many as
+    /// `min_instances`, at least one).
+    #[serde(default)]
+    #[schema(maximum = 16)]
+    pub max_instances: u32,
+    /// Values for env names the bundle declares (`permissions.env`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// The runner key secrets are sealed to: the island's on a member, else this host's.
@@ -92,9 +103,9 @@ pub async fn allow(State(s): St, body: Result<Json<AllowRequest>, JsonRejection>
     let Json(req) = body?;
     let b = bundles(&s)?;
     if let Some(m) = island(&s).await {
-        return Ok(Json(crate::bundle_island::allow(&m, &b, &req.who).await?));
+        return Ok(Json(crate::bundle_island::allow(&m, &b, &req.who, req.follows_of).await?));
     }
-    Ok(Json(b.allow(&req.who).await?))
+    Ok(Json(b.allow(&req.who, req.follows_of).await?))
 }
 
 /// Stops allowing an author (its bundles running here keep running).
@@ -127,7 +138,14 @@ pub async fn list(State(s): St) -> ApiResult<Json<Vec<BundleView>>> {
         (status = 500, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn run(State(s): St, body: Result<Json<RunRequest>, JsonRejection>) -> ApiResult<Json<BundleView>> {
     let Json(req) = body?;
-    let opts = atoll_bundles::RunOptions { name: req.name, secrets: req.secrets, min_instances: req.min_instances, island: None };
+    let opts = atoll_bundles::RunOptions {
+        name: req.name,
+        secrets: req.secrets,
+        min_instances: req.min_instances,
+        max_instances: req.max_instances,
+        env: req.env,
+        island: None,
+    };
     let b = bundles(&s)?;
     if let Some(m) = island(&s).await {
         return Ok(Json(crate::bundle_island::run(&m, &b, &req.uri, opts).await?));

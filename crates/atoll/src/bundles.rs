@@ -34,9 +34,14 @@ pub enum BundleCommand {
         #[arg(long, value_name = "PORT", hide = true)]
         insecure_http_port: Option<u16>,
     },
-    /// Run bundles by an author (a DID, or a handle checked both ways) on this host.
+    /// Run bundles by an author (a DID, or a handle checked both ways) on this host (on its
+    /// island, on a member).
     Allow {
         who: Option<String>,
+        /// Instead: run bundles by every account HANDLE follows (its `app.bsky.graph.follow`
+        /// records, read again when a bundle is run or updated).
+        #[arg(long, value_name = "HANDLE", conflicts_with_all = ["who", "list"])]
+        follows_of: Option<String>,
         /// List the authors allowed.
         #[arg(long, conflicts_with = "who")]
         list: bool,
@@ -55,10 +60,19 @@ pub enum BundleCommand {
         /// before it leaves this process (repeatable).
         #[arg(long = "secret", value_name = "KEY=VALUE|KEY=@FILE")]
         secrets: Vec<String>,
+        /// A value for an env name the bundle declares (`permissions.env`), as docker's
+        /// `--env`: `KEY=VALUE` (repeatable; not secret: `inspect` shows the names).
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
         /// Instances kept warm; 0 lets it scale to zero when idle (the daemon's
         /// --bundle-idle-timeout) and start again on its next request.
-        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1))]
+        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
         min_instances: u32,
+        /// The most instances under load, for oci and deno bundles: another starts when every
+        /// one is at the manifest's limits.maxConcurrent, and those beyond --min-instances stop
+        /// when idle [default: --min-instances, at least 1].
+        #[arg(long, value_name = "M", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+        max_instances: u32,
         #[arg(long)]
         json: bool,
     },
@@ -168,23 +182,38 @@ pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitC
             eprintln!("Published {} {} (record {cid})", bundle.manifest.name, bundle.manifest.version);
             println!("{uri}");
         }
-        BundleCommand::Allow { who: Some(who), json, .. } => {
-            let a: Allowed = client.json(Method::POST, "/v1/bundle-authors", Some(&AllowRequest { who })).await?;
+        BundleCommand::Allow { who, follows_of, list: false, json } if who.is_some() || follows_of.is_some() => {
+            let req = AllowRequest { follows_of: follows_of.is_some(), who: who.or(follows_of).unwrap_or_default() };
+            let a: Allowed = client.json(Method::POST, "/v1/bundle-authors", Some(&req)).await?;
             if json {
                 print_json(&a)?;
             } else {
-                println!("Allowed {}{}", a.did, a.handle.map(|h| format!(" ({h})")).unwrap_or_default());
+                let whose = if a.follows_of { "the accounts followed by " } else { "" };
+                println!("Allowed {whose}{}{}", a.did, a.handle.map(|h| format!(" ({h})")).unwrap_or_default());
             }
         }
-        BundleCommand::Allow { who: None, json, .. } => {
-            let row = |a: &Allowed| vec![a.did.clone(), a.handle.clone().unwrap_or_else(|| "-".into())];
-            listing(client, "/v1/bundle-authors", json, &["DID", "HANDLE"], row).await?;
+        BundleCommand::Allow { json, .. } => {
+            let row = |a: &Allowed| {
+                vec![
+                    a.did.clone(),
+                    a.handle.clone().unwrap_or_else(|| "-".into()),
+                    if a.follows_of { "accounts it follows" } else { "itself" }.to_owned(),
+                ]
+            };
+            listing(client, "/v1/bundle-authors", json, &["DID", "HANDLE", "ALLOWS"], row).await?;
         }
         BundleCommand::Disallow { who } => {
             client.call(Method::DELETE, &format!("/v1/bundle-authors/{}", q(&who)), None::<&()>).await?;
             println!("Disallowed {who}");
         }
-        BundleCommand::Run { uri, name, secrets, min_instances, json } => {
+        BundleCommand::Run { uri, name, secrets, env, min_instances, max_instances, json } => {
+            let env = env
+                .iter()
+                .map(|e| match e.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                    _ => Err(anyhow::anyhow!("--env {e:?}: give KEY=VALUE")),
+                })
+                .collect::<anyhow::Result<std::collections::BTreeMap<_, _>>>()?;
             let mut sealed = std::collections::BTreeMap::new();
             if !secrets.is_empty() {
                 let key: RunnerKey = client.json(Method::GET, "/v1/bundle-key", None::<&()>).await?;
@@ -193,8 +222,9 @@ pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitC
                     sealed.insert(k, s.ciphertext);
                 }
             }
-            let b: BundleView =
-                client.json(Method::POST, "/v1/bundles", Some(&RunRequest { uri, name, secrets: sealed, min_instances })).await?;
+            let b: BundleView = client
+                .json(Method::POST, "/v1/bundles", Some(&RunRequest { uri, name, secrets: sealed, min_instances, max_instances, env }))
+                .await?;
             if json { print_json(&b)? } else { print!("{}", text(&b)) }
         }
         BundleCommand::Key { json } => {

@@ -3,7 +3,6 @@
 //! CLI from `examples/bundles/`, allowed by handle, run from their `at://` URI, answered over
 //! HTTP. Run as root.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -20,39 +19,26 @@ fn example(name: &str) -> PathBuf {
 
 /// `atoll bundle publish DIR` as `account`, in `ns` (where the PDS is `localhost`): the URI.
 fn publish(ns: &Netns, pds: &Pds, account: &Account, dir: &Path) -> String {
-    publish_by(ns.command(BIN), pds, account, dir)
+    pds.publish(ns.command(BIN), account, dir)
 }
 
 /// The same from the test's own namespace (the PDS there).
 fn publish_from_host(pds: &Pds, account: &Account, dir: &Path) -> String {
-    publish_by(std::process::Command::new(BIN), pds, account, dir)
-}
-
-fn publish_by(mut cmd: std::process::Command, pds: &Pds, account: &Account, dir: &Path) -> String {
-    let mut child = cmd
-        .args(["bundle", "publish"])
-        .arg(dir)
-        .args(["--pds", &format!("http://localhost:{}", pds.port), "--identifier", &account.handle, "--password-stdin"])
-        .args(["--insecure-http-port", &pds.port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(account.app_password.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    pds.publish(std::process::Command::new(BIN), account, dir)
 }
 
 #[test]
 fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_the_daemon() {
     let ns = Netns::new();
     let pds = Pds::start_in(&ns);
-    let (alice, bob) = (pds.create_account("alice.test"), pds.create_account("bob.test"));
+    let (alice, bob, carol) = (pds.create_account("alice.test"), pds.create_account("bob.test"), pds.create_account("carol.test"));
     let dns = HandleDns::start_in(
         &ns,
-        &[("_atproto.alice.test", &format!("did={}", alice.did)), ("_atproto.bob.test", &format!("did={}", bob.did))],
+        &[
+            ("_atproto.alice.test", &format!("did={}", alice.did)),
+            ("_atproto.bob.test", &format!("did={}", bob.did)),
+            ("_atproto.carol.test", &format!("did={}", carol.did)),
+        ],
     );
     let root = tempfile::tempdir().unwrap();
     let (ns_addr, port) = (dns.addr.to_string(), pds.port.to_string());
@@ -87,8 +73,44 @@ fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_t
     assert!(!r.ok() && r.stderr.contains("bob.test is not allowed"), "{}", r.stderr);
     let r = d.cli(&["bundle", "run", &by_handle]);
     assert!(!r.ok() && r.stderr.contains("a bundle named hello-wasm runs here"), "{}", r.stderr);
+    // Trust follows the social graph: allowing whom alice follows lets bob in (she follows him),
+    // and not carol (she does not).
+    pds.follow(&alice, &bob.did);
+    let out = d.ok(&["bundle", "allow", "--follows-of", "alice.test"]);
+    assert!(out.contains("the accounts followed by") && out.contains(&alice.did), "{out}");
+    let listed = d.ok(&["bundle", "allow", "--list"]);
+    assert!(listed.contains("accounts it follows"), "{listed}");
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "run", &bobs, "--name", "other", "--json"])).unwrap();
+    assert_eq!(v["did"], bob.did.as_str(), "{v}");
+    let carols = publish(&ns, &pds, &carol, &example("hello-wasm"));
+    let r = d.cli(&["bundle", "run", &carols, "--name", "third"]);
+    assert!(!r.ok() && r.stderr.contains("carol.test is not allowed"), "{}", r.stderr);
+    d.ok(&["bundle", "rm", "other"]);
     let r = d.cli(&["bundle", "run", "at://alice.test/app.bsky.feed.post/3k"]);
     assert!(!r.ok() && r.stderr.contains("app.bsky.feed.post"), "{}", r.stderr);
+    // Hostile records through the daemon: a wrong type, nesting past the limit; each refused
+    // naming the problem, and the daemon serves on.
+    let session = pds.xrpc_post(
+        "com.atproto.server.createSession",
+        None,
+        &serde_json::json!({"identifier": alice.handle, "password": alice.password}),
+    );
+    let jwt = session["accessJwt"].as_str().unwrap().to_owned();
+    let put = |rkey: &str, record: serde_json::Value| {
+        let body =
+            serde_json::json!({"repo": alice.did, "collection": "dev.atoll.bundle", "rkey": rkey, "record": record, "validate": false});
+        pds.xrpc_post("com.atproto.repo.putRecord", Some(&jwt), &body);
+        format!("at://alice.test/dev.atoll.bundle/{rkey}")
+    };
+    let base = serde_json::json!({"$type": "dev.atoll.bundle", "name": "bad", "version": "1.0.0", "runtime": "oci", "entry": "x", "routes": "GET /hello"});
+    let r = d.cli(&["bundle", "run", &put("wrong", base.clone())]);
+    assert!(!r.ok() && r.stderr.contains("`routes`: invalid type: string"), "{}", r.stderr);
+    let mut deep = serde_json::json!(1);
+    for _ in 0..40 {
+        deep = serde_json::json!([deep]);
+    }
+    let r = d.cli(&["bundle", "run", &put("deep", serde_json::json!({"$type": "dev.atoll.bundle", "name": "deep", "x": deep}))]);
+    assert!(!r.ok() && r.stderr.contains("nests deeper than the limit of 32 levels"), "{}", r.stderr);
 
     // Listed; back with the daemon, on the same port.
     let ls = d.ok(&["bundle", "ls"]);
@@ -239,15 +261,21 @@ fn offline_oci_example(scratch: &Path, image: &str, net: &[String]) -> PathBuf {
     m["entry"] = image.into();
     let script = concat!(
         r#"mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "token=$TOKEN"\n' > /tmp/www/cgi-bin/token && "#,
+        r#"printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "greeting=$GREETING"\n' > /tmp/www/cgi-bin/greeting && "#,
+        r#"printf '#!/bin/sh\nsleep 2\necho Content-Type: text/plain\necho\necho slow\n' > /tmp/www/cgi-bin/slow && "#,
         // An HTTP request through the proxy the bundle was given (busybox's nc).
         r#"printf '%s\n' '#!/bin/sh' 'echo Content-Type: text/plain' 'echo' 'p=${http_proxy#http://}' "#,
         r#"'printf "GET http://%s HTTP/1.0\r\n\r\n" "$QUERY_STRING" | nc -w 5 ${p%:*} ${p##*:} 2>&1 || echo "fetch failed through $p"' > /tmp/www/cgi-bin/fetch && "#,
-        r#"chmod +x /tmp/www/cgi-bin/token /tmp/www/cgi-bin/fetch && "#
+        r#"chmod +x /tmp/www/cgi-bin/token /tmp/www/cgi-bin/fetch /tmp/www/cgi-bin/greeting /tmp/www/cgi-bin/slow && "#
     );
     m["command"][2] = format!("{script}{}", m["command"][2].as_str().unwrap()).into();
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/token", "handler": "http"}));
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/fetch", "handler": "http"}));
-    m["permissions"] = serde_json::json!({"net": net});
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/greeting", "handler": "http"}));
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/slow", "handler": "http"}));
+    // Two requests at once per instance: a third waits, or another instance starts.
+    m["limits"]["maxConcurrent"] = 2.into();
+    m["permissions"] = serde_json::json!({"net": net, "env": ["GREETING"]});
     m["secrets"] = serde_json::json!([{"name": "TOKEN", "description": "shown by /cgi-bin/token"}]);
     std::fs::write(dir.join("bundle.json"), serde_json::to_vec(&m).unwrap()).unwrap();
     dir
@@ -288,7 +316,14 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     let file = root.path().join("token");
     std::fs::write(&file, format!("{secret}\n")).unwrap();
     let arg = format!("TOKEN=@{}", file.display());
-    let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "run", &uri, "--secret", &arg, "--json"])).unwrap();
+    let r = d.cli(&["bundle", "run", &uri, "--secret", &arg, "--env", "NOPE=1"]);
+    assert!(
+        !r.ok() && r.stderr.contains("env NOPE: bundle hello-oci does not declare it in permissions.env (it declares GREETING)"),
+        "{}",
+        r.stderr
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["bundle", "run", &uri, "--secret", &arg, "-e", "GREETING=hi there", "--json"])).unwrap();
     assert_eq!((v["runtime"].as_str(), v["state"].as_str()), (Some("oci"), Some("running")), "{v}");
     let url = v["url"].as_str().unwrap().to_owned();
     let get = |path: &str| ns.sh(&format!("curl -sS --fail --max-time 10 {url}{path}"));
@@ -296,6 +331,8 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     let container = format!("atoll-bundle-hello-oci-{}", &cid[cid.len() - 8..]);
     let (ok, out) = get("/hello");
     assert!(ok && out.trim() == "hello from oci", "{out}");
+    let (ok, out) = get("/cgi-bin/greeting");
+    assert!(ok && out.trim() == "greeting=hi there", "a declared env name gets its value: {out}");
     // Only the manifest's routes reach the container.
     let (ok, out) = ns.sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {url}/index.html"));
     assert!(ok && out.trim() == "404", "{out}");
@@ -395,6 +432,51 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     assert!(follower.wait().unwrap().success(), "the follower ends with the bundle");
     let r = d.cli(&["inspect", &container]);
     assert!(!r.ok(), "the container went with the bundle");
+
+    // Several instances: two kept warm; a third starts when both are full, and stops once idle.
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "bundle",
+        "run",
+        &uri,
+        "--name",
+        "pair",
+        "--secret",
+        &arg,
+        "--min-instances",
+        "2",
+        "--max-instances",
+        "3",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!((v["state"].as_str(), v["stats"]["instances"].as_i64()), (Some("running"), Some(2)), "{v}");
+    let base = format!("atoll-bundle-pair-{}", &cid[cid.len() - 8..]);
+    for c in [base.clone(), format!("{base}-1")] {
+        assert_eq!(d.container(&c)["spec"]["labels"]["atoll.bundle"], "pair", "{c}");
+    }
+    let pair = v["url"].as_str().unwrap().to_owned();
+    let instances = || -> i64 {
+        let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "inspect", "pair", "--json"])).unwrap();
+        v["stats"]["instances"].as_i64().unwrap()
+    };
+    let burst = std::thread::spawn({
+        let (ns, pair) = (ns.handle(), pair.clone());
+        move || ns.sh(&format!("for i in 1 2 3 4 5; do curl -sS --max-time 10 {pair}/cgi-bin/slow & done; wait"))
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while instances() != 3 {
+        assert!(std::time::Instant::now() < deadline, "a third instance did not start under the burst:\n{}", d.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let burst = burst.join().unwrap();
+    assert!(burst.1.matches("slow").count() >= 4, "{burst:?}");
+    atoll_testkit::wait_for(30, "the extra instance to stop once idle", || instances() == 2);
+    d.ok(&["bundle", "rm", "pair"]);
+    for c in [base.clone(), format!("{base}-1"), format!("{base}-2")] {
+        assert!(!d.cli(&["inspect", &c]).ok(), "{c} went with the bundle: {}\n{}", d.ok(&["ps", "-a"]), d.log_text());
+    }
+    let r = d.cli(&["bundle", "run", &uri, "--name", "many", "--min-instances", "3", "--max-instances", "2"]);
+    assert!(!r.ok() && r.stderr.contains("max_instances: 2 is fewer than min_instances (3)"), "{}", r.stderr);
 }
 
 #[test]

@@ -24,7 +24,45 @@ pub struct Fetched {
     pub code: Option<Vec<u8>>,
 }
 
+/// The collection of follows in a repository (Bluesky's social graph, `app.bsky.graph.follow`:
+/// each record's `subject` is the DID followed).
+pub const FOLLOW_NSID: &str = "app.bsky.graph.follow";
+
+/// The most follows [`Client::follows`] reads of one account (pages of 100).
+pub const MAX_FOLLOWS: usize = 10_000;
+
 impl Client {
+    /// The DIDs `who` (a handle or DID, resolved both ways) follows: the `subject` of every
+    /// `app.bsky.graph.follow` record in its repository, read page by page (at most
+    /// [`MAX_FOLLOWS`]; more is an error, not a silent cut). Records that name no DID are skipped.
+    pub async fn follows(&self, who: &str) -> Result<(Identity, Vec<String>)> {
+        let id = self.resolve(who).await?;
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = self.list_records(&id.pds, &id.did, FOLLOW_NSID, 100, cursor).await?;
+            let empty = page.is_empty();
+            out.extend(page.iter().filter_map(|r| r.value.get("subject")?.as_str()).filter(|d| d.starts_with("did:")).map(str::to_owned));
+            if out.len() > MAX_FOLLOWS {
+                return Err(Error::Xrpc {
+                    nsid: "com.atproto.repo.listRecords",
+                    pds: id.pds.clone(),
+                    message: format!(
+                        "{} follows more than {MAX_FOLLOWS} accounts, more than Atoll reads: allow authors one by one",
+                        id.did
+                    ),
+                });
+            }
+            match next {
+                Some(c) if !empty => cursor = Some(c),
+                _ => break,
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok((id, out))
+    }
+
     /// Fetches the bundle at `uri` (`dev.atoll.bundle`, or `at.functions.metadata`, run under
     /// `name`, or its record key): resolves the authority both ways, reads the record,
     /// validates it, and fetches its code into `cache` checked against its CID.

@@ -175,6 +175,42 @@ impl Client {
         Ok(Record { uri: out.data.uri, cid: out.data.cid.map(|c| c.as_ref().to_string()), value })
     }
 
+    /// `com.atproto.repo.listRecords`: one page (at most `limit`, 1 to 100) of `repo`'s records
+    /// in `collection`, from `cursor`; and the cursor of the next page, if any.
+    pub async fn list_records(
+        &self,
+        pds: &str,
+        repo: &str,
+        collection: &str,
+        limit: u8,
+        cursor: Option<String>,
+    ) -> Result<(Vec<Record>, Option<String>)> {
+        use atrium_api::com::atproto::repo::list_records;
+        let bad = |m: String| Error::Xrpc { nsid: list_records::NSID, pds: pds.to_owned(), message: m };
+        let params = list_records::ParametersData {
+            collection: Nsid::new(collection.to_owned()).map_err(|e| bad(format!("collection `{collection}`: {e}")))?,
+            cursor,
+            limit: Some(limit.clamp(1, 100).try_into().map_err(|e| bad(format!("limit: {e}")))?),
+            repo: repo.parse::<AtIdentifier>().map_err(|e| bad(format!("repo `{repo}`: {e}")))?,
+            reverse: None,
+        };
+        let out = self
+            .conn(pds, None)?
+            .service
+            .com
+            .atproto
+            .repo
+            .list_records(params.into())
+            .await
+            .map_err(|e| xrpc_error(list_records::NSID, pds, e))?;
+        let mut records = Vec::with_capacity(out.data.records.len());
+        for r in out.data.records {
+            let value = serde_json::to_value(&r.data.value).map_err(|e| bad(format!("a record's value: {e}")))?;
+            records.push(Record { uri: r.data.uri, cid: Some(r.data.cid.as_ref().to_string()), value });
+        }
+        Ok((records, out.data.cursor))
+    }
+
     /// `com.atproto.repo.putRecord`: writes `record` (its `$type` must be `collection`) at
     /// `collection/rkey` in the session's repo; returns the record's `at://` URI and CID.
     pub async fn put_record(

@@ -17,6 +17,8 @@ pub enum Instance {
     Oci(OciBundle),
     /// A Deno process in a container sandbox.
     Deno(DenoBundle),
+    /// Several oci or deno instances (`--min-instances`/`--max-instances` above 1).
+    Replicas(Box<crate::replicas::Replicas>),
 }
 
 impl Instance {
@@ -25,6 +27,7 @@ impl Instance {
             Instance::Wasm(b) => b.manifest(),
             Instance::Oci(b) => b.manifest(),
             Instance::Deno(b) => b.manifest(),
+            Instance::Replicas(r) => r.manifest(),
         }
     }
 
@@ -33,6 +36,7 @@ impl Instance {
             Instance::Wasm(b) => b.limits(),
             Instance::Oci(b) => b.limits(),
             Instance::Deno(b) => b.limits(),
+            Instance::Replicas(r) => r.limits(),
         }
     }
 
@@ -42,6 +46,8 @@ impl Instance {
             Instance::Wasm(b) => b.handle(req).await,
             Instance::Oci(b) => b.handle(req).await,
             Instance::Deno(b) => b.handle(req).await,
+            // Boxed: a replica is an instance itself.
+            Instance::Replicas(r) => Box::pin(r.handle(req)).await,
         }
     }
 
@@ -51,6 +57,7 @@ impl Instance {
             Instance::Wasm(b) => b.invoke(handler, req).await,
             Instance::Oci(b) => b.invoke(handler, req).await,
             Instance::Deno(b) => b.invoke(handler, req).await,
+            Instance::Replicas(r) => Box::pin(r.invoke(handler, req)).await,
         }
     }
 
@@ -60,6 +67,7 @@ impl Instance {
             Instance::Wasm(_) => {}
             Instance::Oci(b) => b.stop().await,
             Instance::Deno(b) => b.stop().await,
+            Instance::Replicas(r) => Box::pin(r.stop()).await,
         }
     }
 }

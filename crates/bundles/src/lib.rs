@@ -21,6 +21,7 @@ pub mod instance;
 pub mod journal;
 pub mod metrics;
 pub mod oci;
+pub mod replicas;
 pub mod sandbox;
 pub mod secrets;
 mod serve;
@@ -151,7 +152,14 @@ pub struct Bundles {
     failed: std::sync::Mutex<BTreeMap<String, String>>,
     /// Why a new version of a bundle is not swapped in ([`asks_for_more`]).
     held: std::sync::Mutex<BTreeMap<String, String>>,
+    /// This, for the instances [`replicas`] start later.
+    me: std::sync::OnceLock<std::sync::Weak<Bundles>>,
+    /// Whom `--follows-of` authors follow, as last read, and when.
+    follows: Mutex<BTreeMap<String, (std::time::Instant, Vec<String>)>>,
 }
+
+/// How long what an account follows is trusted before it is read again.
+const FOLLOWS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What `next` asks for that `running` did not, in words (`net +api.example.com; runtime wasm →
 /// oci`), or `None` when it asks for nothing more: more hosts, paths, env names or secrets, a
@@ -199,9 +207,10 @@ pub fn asks_for_more(running: &Manifest, next: &Manifest) -> Option<String> {
 }
 
 /// A bundle as fetched for the island ([`Bundles::fetch_for_island`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Fetched {
     pub name: String,
+    pub manifest: Manifest,
     pub uri: String,
     pub did: String,
     pub handle: Option<String>,
@@ -248,6 +257,10 @@ pub struct RunOptions {
     pub secrets: BTreeMap<String, String>,
     /// Instances kept warm; 0 lets an idle bundle scale to zero.
     pub min_instances: u32,
+    /// The most instances under load (0: `min_instances`, at least one); oci and deno only.
+    pub max_instances: u32,
+    /// Values for env names its manifest declares (`permissions.env`); others are refused.
+    pub env: BTreeMap<String, String>,
     /// Placed here by the island, which checked its author: served on the mesh address too,
     /// its secrets sealed to the island's key.
     pub island: Option<IslandPlacement>,
@@ -309,7 +322,10 @@ impl Bundles {
             starting: Default::default(),
             failed: Default::default(),
             held: Default::default(),
+            follows: Mutex::default(),
+            me: std::sync::OnceLock::new(),
         });
+        let _ = b.me.set(Arc::downgrade(&b));
         // In the background: an oci bundle's image may take a while to pull, and the daemon
         // serves its API meanwhile.
         let records = store::list(&b.dir)?;
@@ -342,12 +358,38 @@ impl Bundles {
         Ok(b)
     }
 
-    /// Allows bundles by `who` (a DID or a handle), resolved and checked both ways.
-    pub async fn allow(&self, who: &str) -> Result<Allowed, BundleError> {
-        let id = self.client.resolve(who.trim()).await?;
-        let a = Allowed { did: id.did, handle: id.handle, added: unix_now() };
+    /// Allows bundles by `who` (a DID or a handle), resolved and checked both ways; with
+    /// `follows_of`, by every account `who` follows instead (read now, so a repository that
+    /// cannot be read is an error here, not at the first `run`).
+    pub async fn allow(&self, who: &str, follows_of: bool) -> Result<Allowed, BundleError> {
+        let a = self.resolve_author(who, follows_of).await?;
         store::allow(&self.dir, a.clone())?;
         Ok(a)
+    }
+
+    /// Whether `did`'s bundles may run under `list`: it is on it, or an account on it as
+    /// `follows_of` follows it (what each follows is read at most once a minute).
+    pub async fn is_allowed(&self, did: &str, list: &[Allowed]) -> Result<bool, BundleError> {
+        if list.iter().any(|a| !a.follows_of && a.did == did) {
+            return Ok(true);
+        }
+        for a in list.iter().filter(|a| a.follows_of) {
+            if self.followed_by(&a.did).await?.iter().any(|d| d == did) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn followed_by(&self, did: &str) -> Result<Vec<String>, BundleError> {
+        if let Some((at, list)) = self.follows.lock().await.get(did)
+            && at.elapsed() < FOLLOWS_TTL
+        {
+            return Ok(list.clone());
+        }
+        let (_, list) = self.client.follows(did).await?;
+        self.follows.lock().await.insert(did.to_owned(), (std::time::Instant::now(), list.clone()));
+        Ok(list)
     }
 
     /// The allow-list.
@@ -393,10 +435,16 @@ impl Bundles {
     }
 
     /// Resolves an author (a DID or a handle), checked both ways, without writing it down
-    /// (the island keeps its own list).
-    pub async fn resolve_author(&self, who: &str) -> Result<Allowed, BundleError> {
-        let id = self.client.resolve(who.trim()).await?;
-        Ok(Allowed { did: id.did, handle: id.handle, added: unix_now() })
+    /// (the island keeps its own list); with `follows_of`, reads whom it follows too.
+    pub async fn resolve_author(&self, who: &str, follows_of: bool) -> Result<Allowed, BundleError> {
+        let id = if follows_of {
+            let (id, list) = self.client.follows(who.trim()).await?;
+            self.follows.lock().await.insert(id.did.clone(), (std::time::Instant::now(), list));
+            id
+        } else {
+            self.client.resolve(who.trim()).await?
+        };
+        Ok(Allowed { did: id.did, handle: id.handle, added: unix_now(), follows_of })
     }
 
     /// Fetches the bundle at `uri` (its code checked against its CID) and says what the island
@@ -411,6 +459,7 @@ impl Bundles {
         let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
         check_name(&name)?;
         Ok(Fetched {
+            manifest: fetched.manifest.clone(),
             name,
             uri: fetched.uri.to_string(),
             did: fetched.identity.did.clone(),
@@ -439,7 +488,7 @@ impl Bundles {
     /// manifest's name by default). `secrets`: values by name, each sealed to
     /// [`Bundles::public_key`] (the CLI seals them, so they never cross the API in the clear).
     pub async fn run(&self, uri: &str, opts: RunOptions) -> Result<BundleView, BundleError> {
-        let RunOptions { name, secrets, min_instances, island } = opts;
+        let RunOptions { name, secrets, min_instances, max_instances, env, island } = opts;
         let name = name.as_deref();
         let at = AtUri::parse(uri)?;
         if let Some(n) = name {
@@ -448,7 +497,7 @@ impl Bundles {
         let fetched = self.client.fetch_bundle(&self.cache, &at, name).await?;
         let did = &fetched.identity.did;
         // The island checked its author against its own list before placing it here.
-        if island.is_none() && !store::allowed(&self.dir)?.iter().any(|a| &a.did == did) {
+        if island.is_none() && !self.is_allowed(did, &store::allowed(&self.dir)?).await? {
             return Err(BundleError::NotAllowed(format!(
                 "{} is not allowed to run bundles here: `atoll bundle allow {}` first",
                 fetched.identity.handle.as_deref().unwrap_or(did),
@@ -457,11 +506,8 @@ impl Bundles {
         }
         let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
         check_name(&name)?;
-        if min_instances > 1 {
-            return Err(BundleError::Invalid(format!(
-                "min_instances: {min_instances}: one instance per bundle is all this host runs yet (0 or 1)"
-            )));
-        }
+        check_env(&fetched.manifest, &env)?;
+        check_instances(&fetched.manifest, min_instances, max_instances)?;
         // The name is held from here until the bundle runs or fails: a second run of the same
         // name meanwhile is refused.
         let exists = || BundleError::Exists(format!("a bundle named {name} runs here: `atoll bundle rm {name}` first, or --name another"));
@@ -482,7 +528,9 @@ impl Bundles {
             manifest: serde_json::to_value(&fetched.manifest).unwrap_or_default(),
             port: None,
             secrets,
+            env,
             min_instances,
+            max_instances,
             created: unix_now(),
             island,
         };
@@ -517,9 +565,35 @@ impl Bundles {
         }
     }
 
-    /// Loads `rec`'s version: its code from the cache, its secrets opened, its instance
-    /// started (a container, for oci) and ready.
+    /// Loads `rec`'s version: its instances (one, or several for oci and deno bundles asked to
+    /// run more: [`replicas`]) started and ready.
     async fn load(&self, rec: &BundleRecord) -> Result<Instance, BundleError> {
+        let several = rec.min_instances > 1 || rec.max_instances > 1;
+        let runtime = rec.manifest.get("runtime").and_then(|r| r.as_str());
+        if !several || runtime == Some("wasm") {
+            return self.load_one(rec, 0, rec.min_instances > 0).await;
+        }
+        let weak = self.me.get().cloned().unwrap_or_default();
+        let shared = Arc::new(rec.clone());
+        let start: replicas::Start = Arc::new(move |n| {
+            let (weak, rec) = (weak.clone(), shared.clone());
+            Box::pin(async move {
+                let b = weak.upgrade().ok_or_else(|| "the daemon is stopping".to_owned())?;
+                b.load_one(&rec, n, true).await.map_err(|e| error_chain(&e))
+            })
+        });
+        let manifest = serde_json::from_value::<Manifest>(rec.manifest.clone())
+            .map_err(|e| BundleError::Invalid(format!("bundle {}: its stored manifest: {e}", rec.name)))?;
+        let limits = self.runtime.policy().effective(&manifest);
+        let r = replicas::Replicas::start(manifest, limits, rec.min_instances, rec.max_instances, start)
+            .await
+            .map_err(|why| BundleError::Start(format!("bundle {}: {why}", rec.name)))?;
+        Ok(Instance::Replicas(Box::new(r)))
+    }
+
+    /// Loads instance `n` of `rec`'s version: its code from the cache, its secrets opened, its
+    /// instance started (a container, for oci) and ready; kept warm, or left to scale to zero.
+    async fn load_one(&self, rec: &BundleRecord, n: usize, keep_warm: bool) -> Result<Instance, BundleError> {
         let manifest = Manifest::from_record(&rec.manifest)
             .or_else(|_| serde_json::from_value::<Manifest>(rec.manifest.clone()).map_err(|e| BundleError::Invalid(e.to_string())))
             .map_err(|e| BundleError::Invalid(format!("bundle {}: its stored manifest: {e}", rec.name)))?;
@@ -549,7 +623,7 @@ impl Bundles {
             BundleError::Invalid(why) => BundleError::Invalid(format!("bundle {}: {why}", rec.name)),
             other => other,
         })?;
-        let grants = Grants { data_dir: Some(data), env: BTreeMap::new(), secrets };
+        let grants = Grants { data_dir: Some(data), env: rec.env.clone(), secrets };
         Ok(match (manifest.runtime, manifest.isolation) {
             (Runtime::Wasm, Isolation::Container) => {
                 return Err(BundleError::Unsupported(format!(
@@ -575,8 +649,11 @@ impl Bundles {
             }
             (Runtime::Oci, _) => {
                 let limits = self.runtime.policy().effective(&manifest);
-                let container = oci::container_name(&rec.name, rec.record_cid.as_deref());
-                let lifecycle = oci::Lifecycle { keep_warm: rec.min_instances > 0, idle_timeout: self.options.idle_timeout };
+                let mut container = oci::container_name(&rec.name, rec.record_cid.as_deref());
+                if n > 0 {
+                    container.push_str(&format!("-{n}"));
+                }
+                let lifecycle = oci::Lifecycle { keep_warm, idle_timeout: self.options.idle_timeout };
                 let b = oci::OciBundle::start(
                     &rec.name,
                     &container,
@@ -603,7 +680,10 @@ impl Bundles {
                 })?;
                 // Named after the bundle here and its record version: a new version warms beside
                 // the old, and two bundles of the same code never share.
-                let work = self.work_dir(&rec.name, rec.record_cid.as_deref().unwrap_or(&cid));
+                let mut work = self.work_dir(&rec.name, rec.record_cid.as_deref().unwrap_or(&cid));
+                if n > 0 {
+                    work.as_mut_os_string().push(format!(".{n}"));
+                }
                 let b = deno.load(&cid, code.into(), &manifest, grants, &work).await?;
                 self.metrics.cold_start(&labels(rec));
                 Instance::Deno(b)
@@ -614,7 +694,8 @@ impl Bundles {
     /// Loads `rec` and serves it; returns the record with the port it got.
     async fn start(&self, mut rec: BundleRecord) -> Result<BundleRecord, BundleError> {
         let instance = self.load(&rec).await?;
-        let idle_timeout = (rec.min_instances == 0).then_some(self.options.idle_timeout);
+        // Instances beyond the warm ones are stopped when idle (all of them when none is kept warm).
+        let idle_timeout = (rec.min_instances == 0 || rec.max_instances > rec.min_instances).then_some(self.options.idle_timeout);
         let cx = serve::Context { labels: labels(&rec), metrics: self.metrics.clone(), journal: self.journal.clone(), idle_timeout };
         let listen = serve::Listen { port: rec.port, mesh: rec.island.map(|i| (i.mesh_ip, i.ports)) };
         let running = serve::Running::start(Arc::new(instance), listen, cx)
@@ -680,7 +761,7 @@ impl Bundles {
         if fetched.record_cid == rec.record_cid {
             return Ok(false);
         }
-        if rec.island.is_none() && !store::allowed(&self.dir)?.iter().any(|a| a.did == fetched.identity.did) {
+        if rec.island.is_none() && !self.is_allowed(&fetched.identity.did, &store::allowed(&self.dir)?).await? {
             return Err(BundleError::NotAllowed(format!("{} is no longer allowed: the running version stays", rec.did)));
         }
         // A version that asks for more than the operator agreed to waits for them.
@@ -734,9 +815,13 @@ impl Bundles {
         let manifest: Option<Manifest> = serde_json::from_value(rec.manifest.clone()).ok();
         let mut stats = self.metrics.summary(&labels(rec));
         // A deno bundle's instances are its runner's: one process, restarted as needed.
-        if let Some(Instance::Deno(d)) = r.map(|r| r.current()).as_deref() {
-            stats.cold_starts = d.instance_starts();
-            stats.instances = i64::from(d.instance_id().await.is_some());
+        match r.map(|r| r.current()).as_deref() {
+            Some(Instance::Deno(d)) => {
+                stats.cold_starts = d.instance_starts();
+                stats.instances = i64::from(d.instance_id().await.is_some());
+            }
+            Some(Instance::Replicas(x)) => stats.instances = x.len() as i64,
+            _ => {}
         }
         BundleView {
             name: rec.name.clone(),
@@ -838,6 +923,43 @@ fn not_found(name: &str) -> BundleError {
     BundleError::NotFound(format!("no bundle named {name} (`atoll bundle ls` lists them)"))
 }
 
+/// Instances asked for at `bundle run`: at most [`replicas::MAX_INSTANCES`]; the most no fewer
+/// than the least; more than one only for oci and deno bundles (a wasm bundle starts a fresh
+/// instance per request, from a module kept compiled).
+pub fn check_instances(manifest: &Manifest, min: u32, max: u32) -> Result<(), BundleError> {
+    let most = replicas::MAX_INSTANCES;
+    if min > most || max > most {
+        return Err(BundleError::Invalid(format!("instances: at most {most} of one bundle run on a host")));
+    }
+    if max != 0 && max < min {
+        return Err(BundleError::Invalid(format!("max_instances: {max} is fewer than min_instances ({min})")));
+    }
+    if manifest.runtime == Runtime::Wasm && (min > 1 || max > 1) {
+        return Err(BundleError::Invalid(format!(
+            "instances: bundle {} is wasm, which starts a fresh instance per request from a module kept compiled; \
+             --min-instances and --max-instances above 1 are for oci and deno bundles (its limits.maxConcurrent bounds it)",
+            manifest.name
+        )));
+    }
+    Ok(())
+}
+
+/// Values given at `bundle run --env` must be for names the manifest declares.
+pub fn check_env(manifest: &Manifest, env: &BTreeMap<String, String>) -> Result<(), BundleError> {
+    let declared = &manifest.permissions.env;
+    match env.keys().find(|k| !declared.contains(k)) {
+        None => Ok(()),
+        Some(k) if declared.is_empty() => {
+            Err(BundleError::Invalid(format!("env {k}: bundle {} declares no env names (permissions.env)", manifest.name)))
+        }
+        Some(k) => Err(BundleError::Invalid(format!(
+            "env {k}: bundle {} does not declare it in permissions.env (it declares {})",
+            manifest.name,
+            declared.join(", ")
+        ))),
+    }
+}
+
 /// File names in the bundles directory a bundle's name must not take (`<name>.json`).
 const RESERVED_NAMES: &[&str] = &["allow"];
 
@@ -888,6 +1010,18 @@ mod tests {
         assert_eq!(more, "net +127.0.0.1; write +/x; limits.memoryMb 32 → default");
         let other = asks_for_more(&running, &manifest(serde_json::json!({"entry": "evil", "secrets": [{"name": "K"}]}))).unwrap();
         assert_eq!(other, "secrets +K; image busybox → evil");
+    }
+
+    #[test]
+    fn env_values_are_only_for_declared_names() {
+        let m = manifest(serde_json::json!({}));
+        let env = |k: &str| BTreeMap::from([(k.to_owned(), "v".to_owned())]);
+        check_env(&m, &env("A")).unwrap();
+        check_env(&m, &BTreeMap::new()).unwrap();
+        let e = check_env(&m, &env("B")).unwrap_err().to_string();
+        assert_eq!(e, "env B: bundle b does not declare it in permissions.env (it declares A)");
+        let none = manifest(serde_json::json!({"permissions": {}}));
+        assert_eq!(check_env(&none, &env("A")).unwrap_err().to_string(), "env A: bundle b declares no env names (permissions.env)");
     }
 
     #[test]

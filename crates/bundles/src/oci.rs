@@ -278,7 +278,7 @@ impl Inner {
                 let entry = format!("container {} ready on port {} (a cold start)", &started.id[..12.min(started.id.len())], self.port);
                 self.observe.journal.add(&self.name, crate::journal::Entry::new("instance", entry));
                 self.observe.metrics.cold_start(&self.observe.labels);
-                self.observe.metrics.instances(&self.observe.labels).set(1);
+                self.observe.metrics.instances(&self.observe.labels).inc();
                 return Ok(started);
             }
             if let Some(code) = self.containers.exited(&started.id).await {
@@ -307,6 +307,7 @@ impl Inner {
         {
             tracing::warn!(bundle = %self.name, container = %s.id, code, "the bundle's container stopped; starting another");
             self.containers.remove(&s.id, Duration::ZERO).await;
+            self.observe.metrics.instances(&self.observe.labels).dec();
             *live = None;
         }
         if live.is_none() {
@@ -321,7 +322,7 @@ impl Inner {
     async fn retire(&self, grace: Duration) {
         if let Some(s) = self.live.lock().await.take() {
             self.containers.remove(&s.id, grace).await;
-            self.observe.metrics.instances(&self.observe.labels).set(0);
+            self.observe.metrics.instances(&self.observe.labels).dec();
         }
     }
 

@@ -65,12 +65,15 @@ async fn park_idle(versions: watch::Receiver<Arc<Instance>>, idle: std::time::Du
     loop {
         tick.tick().await;
         let current = versions.borrow().clone();
-        if let Instance::Deno(d) = &*current
-            && d.park(idle).await
-        {
-            let entry = format!("idle for {} s: scaled to zero", idle.as_secs());
-            cx.journal.add(&cx.labels.bundle, crate::journal::Entry::new("instance", entry));
-        }
+        let entry = match &*current {
+            Instance::Deno(d) if d.park(idle).await => format!("idle for {} s: scaled to zero", idle.as_secs()),
+            Instance::Replicas(r) => match r.shrink(idle).await {
+                0 => continue,
+                n => format!("idle for {} s: {n} instance(s) stopped, {} left", idle.as_secs(), r.len()),
+            },
+            _ => continue,
+        };
+        cx.journal.add(&cx.labels.bundle, crate::journal::Entry::new("instance", entry));
     }
 }
 

@@ -15,6 +15,10 @@ pub struct Allowed {
     pub handle: Option<String>,
     /// Unix seconds.
     pub added: i64,
+    /// Not this author, but every account it follows (`atoll bundle allow --follows-of`), read
+    /// from its repository when a bundle is run or updated.
+    #[serde(default)]
+    pub follows_of: bool,
 }
 
 /// A bundle this host runs.
@@ -33,9 +37,15 @@ pub struct BundleRecord {
     /// Instances kept warm (0: scaled to zero when idle).
     #[serde(default)]
     pub min_instances: u32,
+    /// The most instances under load (0: as many as `min_instances`, at least one).
+    #[serde(default)]
+    pub max_instances: u32,
     /// Secrets given at `bundle run`, by name, each sealed to this host's key (base64).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub secrets: std::collections::BTreeMap<String, String>,
+    /// Values for the env names the manifest declares (`bundle run --env`), in the clear.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
     pub created: i64,
     /// Placed here by the island (`desired/bundle`): its secrets are sealed to the island's
     /// key, it is served on the mesh address too, and the island's agent removes it.
@@ -109,7 +119,7 @@ pub fn allowed(dir: &Path) -> Result<Vec<Allowed>, BundleError> {
 
 pub fn allow(dir: &Path, a: Allowed) -> Result<(), BundleError> {
     let mut list = allowed(dir)?;
-    list.retain(|x| x.did != a.did);
+    list.retain(|x| x.did != a.did || x.follows_of != a.follows_of);
     list.push(a);
     write_json(&dir.join("allow.json"), &list)
 }

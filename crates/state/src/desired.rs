@@ -462,9 +462,15 @@ pub struct Bundle {
     /// Instances kept warm (0: scaled to zero when idle).
     #[serde(default)]
     pub min_instances: u32,
+    /// The most instances under load (0: as many as `min_instances`, at least one).
+    #[serde(default)]
+    pub max_instances: u32,
     /// Secrets given at `bundle run`, by name, each sealed to the island's runner key (base64).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// Values for the env names its manifest declares (`bundle run --env`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
     /// Unix seconds.
     #[serde(default)]
     pub created: i64,
@@ -473,7 +479,8 @@ pub struct Bundle {
 }
 kind!(Bundle, "bundle", |r| r.name.clone());
 
-/// An author whose bundles the island runs (`desired/bundle_author/<did>`, `atoll bundle allow`
+/// An author whose bundles the island runs (`desired/bundle_author/<did>`, or
+/// `follows-of.<did>` for those it follows; `atoll bundle allow`
 /// on a member).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BundleAuthor {
@@ -484,10 +491,13 @@ pub struct BundleAuthor {
     /// Unix seconds.
     #[serde(default)]
     pub added: i64,
+    /// Not this author, but every account it follows (`atoll bundle allow --follows-of`).
+    #[serde(default)]
+    pub follows_of: bool,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
-kind!(BundleAuthor, "bundle_author", |r| r.did.clone());
+kind!(BundleAuthor, "bundle_author", |r| if r.follows_of { format!("follows-of.{}", r.did) } else { r.did.clone() });
 
 /// The island's bundles a member serves (`observed/bundle/<member id>`), written by it when
 /// they change: each bundle's port on the member's mesh address, or why it does not run.

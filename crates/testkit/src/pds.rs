@@ -148,6 +148,39 @@ impl Pds {
         Account { handle: handle.to_owned(), did, password, app_password: app["password"].as_str().unwrap().to_owned() }
     }
 
+    /// `atoll bundle publish DIR` as `account`, run by `atoll` (a command for the `atoll` binary,
+    /// in the namespace where this PDS is `localhost`): the record's `at://` URI.
+    pub fn publish(&self, mut atoll: Command, account: &Account, dir: &std::path::Path) -> String {
+        use std::io::Write;
+        let mut child = atoll
+            .args(["bundle", "publish"])
+            .arg(dir)
+            .args(["--pds", &format!("http://localhost:{}", self.port), "--identifier", &account.handle, "--password-stdin"])
+            .args(["--insecure-http-port", &self.port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(account.app_password.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// `account` follows `subject` (a DID): an `app.bsky.graph.follow` record in its repository.
+    pub fn follow(&self, account: &Account, subject: &str) {
+        let session = self.xrpc_post(
+            "com.atproto.server.createSession",
+            None,
+            &serde_json::json!({"identifier": account.handle, "password": account.password}),
+        );
+        let jwt = session["accessJwt"].as_str().unwrap();
+        let record = serde_json::json!({"$type": "app.bsky.graph.follow", "subject": subject, "createdAt": "2026-12-01T00:00:00.000Z"});
+        let body = serde_json::json!({"repo": account.did, "collection": "app.bsky.graph.follow", "record": record});
+        self.xrpc_post("com.atproto.repo.createRecord", Some(jwt), &body);
+    }
+
     /// `POST /xrpc/NSID` with a JSON body; panics with the PDS's answer unless it is a 200.
     pub fn xrpc_post(&self, nsid: &str, bearer: Option<&str>, body: &serde_json::Value) -> serde_json::Value {
         let url = format!("{}/xrpc/{nsid}", self.url);

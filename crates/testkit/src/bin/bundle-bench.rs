@@ -1,0 +1,216 @@
+//! `bundle-bench RUNS ATOLL`: bundles through the daemon, printed as Markdown (`bench/bundles.sh`
+//! runs it after the in-process runtimes). Run as root.
+//!
+//! A daemon in a network namespace of its own, with the official PDS and a PLC directory
+//! beside it (the testkit's), runs two bundles published there: `examples/bundles/hello-oci`
+//! (busybox's httpd; the image swapped for a local busybox, this is offline) and
+//! `examples/bundles/hello-deno` (in its sandbox container). Scale to zero after 1 s idle, so
+//! each cold start is a real one: the request that finds no instance starts its container
+//! (and, for deno, the Deno process in it) and is answered once it serves. Side by side in the
+//! same run, interleaved: `docker run -d -p` of the same busybox image and command (dockerd in
+//! the same namespace) until its first answer, and `deno run` of the same handler under
+//! `Deno.serve` as a plain process until its first answer. Warm requests: a new connection
+//! each, through the bundle's listener (Atoll) and docker's published port (docker-proxy on
+//! loopback) or Deno's own listener.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use atoll_testkit::daemon::{Daemon, Netns};
+use atoll_testkit::docker::Dockerd;
+use atoll_testkit::pds::{HandleDns, Pds};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let runs: usize = args.next().map(|r| r.parse().expect("RUNS: a number")).unwrap_or(15);
+    let atoll = PathBuf::from(args.next().expect("usage: bundle-bench RUNS ATOLL (the atoll binary)"));
+    let deno = atoll_runner_deno();
+
+    let ns = Netns::new();
+    let pds = Pds::start_in(&ns);
+    let alice = pds.create_account("alice.test");
+    let dns = HandleDns::start_in(&ns, &[("_atproto.alice.test", &format!("did={}", alice.did))]);
+    let dir = tempfile::Builder::new().prefix("atoll-bench-bundles.").tempdir().unwrap();
+    let (ns_addr, port) = (dns.addr.to_string(), pds.port.to_string());
+    let daemon_args =
+        ["--plc-url", &pds.plc_url, "--atproto-nameserver", &ns_addr, "--atproto-insecure-http-port", &port, "--bundle-idle-timeout", "1s"];
+    std::fs::create_dir_all(dir.path().join("atoll")).unwrap();
+    let d = Daemon::start_in_netns(&atoll, &dir.path().join("atoll"), &daemon_args, &ns);
+    let image = d.import_busybox(dir.path());
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bundles");
+    let oci_dir = dir.path().join("hello-oci");
+    std::fs::create_dir_all(&oci_dir).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(examples.join("hello-oci/bundle.json")).unwrap()).unwrap();
+    m["entry"] = image.into();
+    let command: Vec<String> = serde_json::from_value(m["command"].clone()).unwrap();
+    std::fs::write(oci_dir.join("bundle.json"), m.to_string()).unwrap();
+    let oci = pds.publish(ns.command(&atoll), &alice, &oci_dir);
+    let deno_uri = pds.publish(ns.command(&atoll), &alice, &examples.join("hello-deno"));
+    d.ok(&["bundle", "allow", "alice.test"]);
+    let url = |uri: &str| -> SocketAddr {
+        let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "run", uri, "--json"])).unwrap();
+        v["url"].as_str().unwrap().trim_start_matches("http://").parse().unwrap()
+    };
+    let (oci_addr, deno_addr) = (url(&oci), url(&deno_uri));
+    let instances = |name: &str| -> i64 {
+        let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "inspect", name, "--json"])).unwrap();
+        v["stats"]["instances"].as_i64().unwrap_or(-1)
+    };
+
+    // The peers: dockerd in the same namespace with the same image; Deno.serve of the same module.
+    let docker = Dockerd::start(&ns.path(), &dir.path().join("docker"));
+    docker.load(&dir.path().join("busybox-layout"), "localhost/busybox:latest");
+    let serve = dir.path().join("serve.ts");
+    std::fs::write(
+        &serve,
+        format!(
+            "import * as m from {:?};\nDeno.serve({{ port: 18090, hostname: \"127.0.0.1\", onListen() {{}} }}, (req) => m.hello(req, {{ params: {{}} }}));\n",
+            examples.join("hello-deno/main.ts").display().to_string()
+        ),
+    )
+    .unwrap();
+
+    // From here on this thread is in the namespace: its connections reach the listeners.
+    enter(&ns);
+    let hello = "/hello";
+    let (docker_addr, deno_direct): (SocketAddr, SocketAddr) = ("127.0.0.1:18080".parse().unwrap(), "127.0.0.1:18090".parse().unwrap());
+    // The peers, each started and waited for until its first answer.
+    let docker_run = || {
+        let mut run = vec!["run", "-d", "-p", "127.0.0.1:18080:8080", "-e", "PORT=8080", "localhost/busybox:latest"];
+        run.extend(command.iter().map(String::as_str));
+        let id = docker.ok(&run).trim().to_owned();
+        first_answer(docker_addr, hello, "hello from oci");
+        id
+    };
+    let deno_run = || {
+        let child = Command::new(&deno)
+            .args(["run", "--no-prompt", "--allow-net=127.0.0.1:18090", "--allow-read"])
+            .arg(&serve)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        first_answer(deno_direct, hello, "hello from deno");
+        child
+    };
+    let mut rows: Vec<(&str, Vec<Duration>)> = vec![
+        ("oci, Atoll: cold start after scale to zero → first response", vec![]),
+        ("oci, `docker run -d -p` → first response", vec![]),
+        ("deno, Atoll: cold start after scale to zero → first response", vec![]),
+        ("deno, `deno run` serve.ts → first response", vec![]),
+    ];
+    for _ in 0..runs {
+        atoll_testkit::wait_for(30, "the oci bundle to scale to zero", || instances("hello-oci") == 0);
+        let t = Instant::now();
+        assert_eq!(get(oci_addr, hello).trim(), "hello from oci");
+        rows[0].1.push(t.elapsed());
+
+        let t = Instant::now();
+        let id = docker_run();
+        rows[1].1.push(t.elapsed());
+        docker.ok(&["rm", "-f", &id]);
+
+        atoll_testkit::wait_for(30, "the deno bundle to scale to zero", || instances("hello-deno") == 0);
+        let t = Instant::now();
+        assert_eq!(get(deno_addr, hello).trim(), "hello from deno");
+        rows[2].1.push(t.elapsed());
+
+        let t = Instant::now();
+        let mut child = deno_run();
+        rows[3].1.push(t.elapsed());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    // Warm: a container of docker's kept running, the bundles kept warm by the requests.
+    let id = docker_run();
+    let mut child = deno_run();
+    let warm = runs * 20;
+    let mut warm_rows: Vec<(&str, Vec<Duration>)> = vec![
+        ("oci, Atoll: warm request (new connection)", vec![]),
+        ("oci, docker's published port: warm request (new connection)", vec![]),
+        ("deno, Atoll: warm request (new connection)", vec![]),
+        ("deno, `deno run` serve.ts: warm request (new connection)", vec![]),
+    ];
+    for _ in 0..warm {
+        for (i, addr) in [oci_addr, docker_addr, deno_addr, deno_direct].into_iter().enumerate() {
+            let t = Instant::now();
+            let body = get(addr, hello);
+            warm_rows[i].1.push(t.elapsed());
+            assert!(body.starts_with("hello from"), "{addr}: {body}");
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    docker.ok(&["rm", "-f", &id]);
+
+    println!("| Measure | n | median ms | p90 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    let mut medians = Vec::new();
+    for (name, times) in rows.iter_mut().chain(warm_rows.iter_mut()) {
+        times.sort();
+        let (med, p90, max) = (ms(times[times.len() / 2]), ms(times[times.len() * 9 / 10]), ms(*times.last().unwrap()));
+        println!("| {name} | {} | {med:.3} | {p90:.3} | {max:.3} |", times.len());
+        medians.push(med);
+    }
+    println!();
+    println!(
+        "Atoll / peer, medians: oci cold start **{:.2}x** `docker run`, deno cold start **{:.2}x** `deno run`; \
+         warm requests: oci **{:.2}x** docker's published port, deno **{:.2}x** `Deno.serve`.",
+        medians[0] / medians[1],
+        medians[2] / medians[3],
+        medians[4] / medians[5],
+        medians[6] / medians[7]
+    );
+}
+
+/// The Deno binary Atoll uses (`scripts/install-deno.sh`).
+fn atoll_runner_deno() -> PathBuf {
+    let p = std::env::var_os("ATOLL_DENO").map_or_else(|| PathBuf::from("/var/cache/atoll-deno/bin/deno"), PathBuf::from);
+    assert!(p.is_file(), "no Deno at {}: run scripts/install-deno.sh", p.display());
+    p
+}
+
+fn enter(ns: &Netns) {
+    let f = std::fs::File::open(ns.path()).unwrap();
+    rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(rustix::thread::LinkNameSpaceType::Network)).unwrap();
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `GET path` over a new connection (HTTP/1.1, `Connection: close`): the body, or "" when the
+/// connection failed or the answer was not a 200.
+fn try_get(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(10)) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = s.set_nodelay(true);
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n").as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") => body.to_owned(),
+        _ => String::new(),
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let body = try_get(addr, path);
+    assert!(!body.is_empty(), "GET {path} on {addr} failed");
+    body
+}
+
+/// Polls `addr` (every 1 ms) until `path` answers `want`.
+fn first_answer(addr: SocketAddr, path: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while try_get(addr, path).trim() != want {
+        assert!(Instant::now() < deadline, "{addr}{path} did not answer {want:?} within 30 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
