@@ -43,8 +43,11 @@ fn read(m: &Manager) -> ApiResult<Records> {
 }
 
 /// Writes `ops` through the leader; a lost compare-and-set is an error the caller words.
-async fn write(m: &Manager, ops: Vec<Request>) -> ApiResult<bool> {
-    match m.propose(Request::Txn { ops }).await? {
+async fn write(m: &Manager, mut ops: Vec<Request>) -> ApiResult<bool> {
+    // One write alone is a plain put or delete: an island still at schema 1 (a rolling
+    // upgrade) takes it, where it would refuse a `Txn`.
+    let req = if ops.len() == 1 { ops.pop().expect("one") } else { Request::Txn { ops } };
+    match m.propose(req).await? {
         Response::Done { version } => {
             m.wait_applied(version, Duration::from_secs(5)).await;
             Ok(true)
@@ -73,18 +76,23 @@ pub async fn allow(m: &Manager, b: &Bundles, who: &str, follows_of: bool) -> Api
 /// Stops allowing an author on the island, and the accounts it follows (bundles running keep
 /// running).
 pub async fn disallow(m: &Manager, who: &str) -> ApiResult<()> {
-    let list = m.replica().with(desired::list::<BundleAuthor>).map_err(|e| err(ErrorKind::Internal, e))?;
     let who = who.trim();
-    let ops: Vec<Request> = list
-        .iter()
-        .filter(|(a, _)| a.did == who || a.handle.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(who)))
-        .map(|(a, v)| desired::delete::<BundleAuthor>(&a.name(), Expect::Version(*v)))
-        .collect();
-    if ops.is_empty() {
-        return Err(BundleError::NotFound(format!("{who} is not allowed on the island (`atoll bundle allow --list`)")).into());
+    for _ in 0..ATTEMPTS {
+        let list = m.replica().with(desired::list::<BundleAuthor>).map_err(|e| err(ErrorKind::Internal, e))?;
+        let ops: Vec<Request> = list
+            .iter()
+            .filter(|(a, _)| a.did == who || a.handle.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(who)))
+            .map(|(a, v)| desired::delete::<BundleAuthor>(&a.name(), Expect::Version(*v)))
+            .collect();
+        if ops.is_empty() {
+            return Err(BundleError::NotFound(format!("{who} is not allowed on the island (`atoll bundle allow --list`)")).into());
+        }
+        if write(m, ops).await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    write(m, ops).await?;
-    Ok(())
+    Err(busy())
 }
 
 /// Runs the bundle at `uri` on the island: its author must be allowed there; it is placed by
@@ -113,6 +121,7 @@ pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOp
         max_instances: opts.max_instances,
         secrets: opts.secrets,
         env: opts.env,
+        manifest: serde_json::to_value(&f.manifest).ok(),
         created: atoll_island::manager::unix_now(),
         extra: Default::default(),
     };
@@ -134,7 +143,9 @@ pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOp
         if let Some(e) = &endpoint
             && let Some(why) = e.state.strip_prefix("failed: ")
         {
-            let _ = write(m, vec![desired::delete::<Bundle>(&rec.name, Expect::Version(version))]).await;
+            if !write(m, vec![desired::delete::<Bundle>(&rec.name, Expect::Version(version))]).await? {
+                let _ = remove(m, &rec.name).await;
+            }
             return Err(BundleError::Start(format!("bundle {}: {why}", rec.name)).into());
         }
         if endpoint.as_ref().is_some_and(|e| e.state == "running") || Instant::now() >= deadline {
@@ -144,14 +155,27 @@ pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOp
     }
 }
 
-/// Removes one of the island's bundles (its member stops it).
+/// Removes one of the island's bundles (its member stops it). A write that lost to another
+/// (the leader moving it meanwhile) is planned again.
 pub async fn remove(m: &Manager, name: &str) -> ApiResult<()> {
-    let records = read(m)?;
-    let Some((_, v)) = records.bundles.iter().find(|(x, _)| x.name == name) else {
-        return Err(not_found(name));
-    };
-    write(m, vec![desired::delete::<Bundle>(name, Expect::Version(*v))]).await?;
-    Ok(())
+    for _ in 0..ATTEMPTS {
+        let records = read(m)?;
+        let Some((_, v)) = records.bundles.iter().find(|(x, _)| x.name == name) else {
+            return Err(not_found(name));
+        };
+        if write(m, vec![desired::delete::<Bundle>(name, Expect::Version(*v))]).await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(busy())
+}
+
+/// How many times a write that lost a compare-and-set is planned again.
+const ATTEMPTS: u32 = 5;
+
+fn busy() -> ApiError {
+    err(ErrorKind::Conflict, BundleError::Exists(format!("the island's bundles kept changing under {ATTEMPTS} attempts: try again")))
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -293,6 +317,7 @@ impl Agent {
             .filter(|x| x.node.as_deref() == Some(me.as_str()))
             .map(|x| (x.name.as_str(), x))
             .collect();
+        self.bundles.set_island_authors(authors(m).await?);
         let placed = self.bundles.island_placed()?;
         for (name, uri) in &placed {
             if here.get(name.as_str()).is_none_or(|x| &x.uri != uri) {
@@ -304,11 +329,22 @@ impl Agent {
         }
         self.failed.lock().expect("not poisoned").retain(|name, _| here.contains_key(name.as_str()));
         for (name, rec) in &here {
-            if placed.contains_key(*name) {
-                continue;
-            }
             let due = self.failed.lock().expect("not poisoned").get(*name).is_none_or(|(_, at)| at.elapsed() >= RETRY);
             if !due || !self.starting.lock().expect("not poisoned").insert((*name).to_owned()) {
+                continue;
+            }
+            if placed.contains_key(*name) {
+                // Recorded here: started again if it does not run (after a daemon restart, or a
+                // failed start), at most every RETRY.
+                let (bundles, starting, failed, name) =
+                    (self.bundles.clone(), self.starting.clone(), self.failed.clone(), (*name).to_owned());
+                tokio::spawn(async move {
+                    bundles.start_if_stopped(&name).await;
+                    if let Some(why) = bundles.failure(&name) {
+                        failed.lock().expect("not poisoned").insert(name.clone(), (why, Instant::now()));
+                    }
+                    starting.lock().expect("not poisoned").remove(&name);
+                });
                 continue;
             }
             let opts = atoll_bundles::RunOptions {
@@ -318,6 +354,7 @@ impl Agent {
                 min_instances: rec.min_instances,
                 max_instances: rec.max_instances,
                 island: Some(IslandPlacement { mesh_ip, ports: atoll_island::BUNDLE_PORTS }),
+                accepted: rec.manifest.clone(),
             };
             let (bundles, starting, failed, uri, name) =
                 (self.bundles.clone(), self.starting.clone(), self.failed.clone(), rec.uri.clone(), (*name).to_owned());

@@ -145,6 +145,7 @@ pub async fn run(State(s): St, body: Result<Json<RunRequest>, JsonRejection>) ->
         max_instances: req.max_instances,
         env: req.env,
         island: None,
+        accepted: None,
     };
     let b = bundles(&s)?;
     if let Some(m) = island(&s).await {
@@ -210,9 +211,23 @@ pub async fn logs(
 }
 
 /// This host's public key for bundle secrets.
-#[utoipa::path(get, path = "/v1/bundle-key", tag = "bundles", responses((status = 200, body = RunnerKey), (status = 500, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/bundle-key", tag = "bundles", responses((status = 200, body = RunnerKey), (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn key(State(s): St) -> ApiResult<Json<RunnerKey>> {
-    Ok(Json(RunnerKey { public_key: bundles(&s)?.public_key(), algorithm: "x25519-xsalsa20poly1305-sealed-box".into() }))
+    let b = bundles(&s)?;
+    // A member without the island's key yet must not hand out its own: nothing sealed to it
+    // would open on the member the bundle runs on.
+    if island(&s).await.is_some() && !b.has_island_key() {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: ErrorBody {
+                message:
+                    "the island's runner key is not here yet (the CA host is out of reach, or this member just joined): try again shortly"
+                        .into(),
+                causes: vec![],
+            },
+        });
+    }
+    Ok(Json(RunnerKey { public_key: b.public_key(), algorithm: "x25519-xsalsa20poly1305-sealed-box".into() }))
 }
 
 /// One bundle: where it comes from, its version and routes, and where they answer here.

@@ -617,9 +617,12 @@ fn an_islands_bundle_is_placed_on_a_member_and_served_by_the_gateway_under_its_a
     island.ok("vps1", &["domain", "add", "friends.example", "--acme-directory", &pebble.directory_url, "--acme-ca-file", &ca_file]);
 
     // The island's runner key is the same on every member.
-    let key =
-        |h: &str| serde_json::from_str::<serde_json::Value>(&island.ok(h, &["bundle", "key", "--json"])).unwrap()["public_key"].clone();
-    wait_for(30, "the island's runner key on both members", || key("vps1") == key("home1"));
+    // (503 until a member has it.)
+    let key = |h: &str| {
+        let r = island.cli(h, &["bundle", "key", "--json"]);
+        r.ok().then(|| serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["public_key"].clone())
+    };
+    wait_for(30, "the island's runner key on both members", || key("vps1").is_some() && key("vps1") == key("home1"));
 
     let root = tempfile::tempdir().unwrap();
     let uri = publish_from_host(&pds, &alice, &example("hello-wasm"));

@@ -38,9 +38,9 @@ impl Client {
     pub async fn follows(&self, who: &str) -> Result<(Identity, Vec<String>)> {
         let id = self.resolve(who).await?;
         let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let (page, next) = self.list_records(&id.pds, &id.did, FOLLOW_NSID, 100, cursor).await?;
+        let mut cursor: Option<String> = None;
+        for _ in 0..=MAX_FOLLOWS / 100 {
+            let (page, next) = self.list_records(&id.pds, &id.did, FOLLOW_NSID, 100, cursor.clone()).await?;
             let empty = page.is_empty();
             out.extend(page.iter().filter_map(|r| r.value.get("subject")?.as_str()).filter(|d| d.starts_with("did:")).map(str::to_owned));
             if out.len() > MAX_FOLLOWS {
@@ -54,13 +54,24 @@ impl Client {
                 });
             }
             match next {
-                Some(c) if !empty => cursor = Some(c),
-                _ => break,
+                // A cursor that does not move would page forever.
+                Some(c) if !empty && cursor.as_ref() != Some(&c) => cursor = Some(c),
+                _ => {
+                    out.sort();
+                    out.dedup();
+                    return Ok((id, out));
+                }
             }
         }
-        out.sort();
-        out.dedup();
-        Ok((id, out))
+        Err(Error::Xrpc {
+            nsid: "com.atproto.repo.listRecords",
+            pds: id.pds.clone(),
+            message: format!(
+                "{}'s follows run past {} pages, more than Atoll reads: allow authors one by one",
+                id.did,
+                MAX_FOLLOWS / 100 + 1
+            ),
+        })
     }
 
     /// Fetches the bundle at `uri` (`dev.atoll.bundle`, or `at.functions.metadata`, run under

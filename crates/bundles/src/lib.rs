@@ -142,6 +142,9 @@ pub struct Bundles {
     /// The island's runner key, while this host is a member: what the island's bundles'
     /// secrets are sealed to.
     island_key: std::sync::RwLock<Option<secrets::RunnerKey>>,
+    /// The island's authors (`desired/bundle_author`), as its agent last read them: what the
+    /// island's bundles placed here are checked against when run and when a new version loads.
+    island_authors: std::sync::RwLock<Vec<Allowed>>,
     options: Options,
     metrics: metrics::Metrics,
     journal: journal::Journal,
@@ -261,6 +264,9 @@ pub struct RunOptions {
     pub max_instances: u32,
     /// Values for env names its manifest declares (`permissions.env`); others are refused.
     pub env: BTreeMap<String, String>,
+    /// The manifest the operator accepted (the island's, at `bundle run`): a newer version that
+    /// asks for more ([`asks_for_more`]) is refused.
+    pub accepted: Option<serde_json::Value>,
     /// Placed here by the island, which checked its author: served on the mesh address too,
     /// its secrets sealed to the island's key.
     pub island: Option<IslandPlacement>,
@@ -315,6 +321,7 @@ impl Bundles {
             containers,
             key,
             island_key: std::sync::RwLock::new(None),
+            island_authors: std::sync::RwLock::default(),
             options,
             metrics: metrics::Metrics::default(),
             journal: journal::Journal::default(),
@@ -434,6 +441,39 @@ impl Bundles {
         *self.island_key.write().expect("not poisoned") = seed.map(secrets::RunnerKey::derive);
     }
 
+    /// Whether this member has the island's runner key (secrets sealed to it open here).
+    pub fn has_island_key(&self) -> bool {
+        self.island_key.read().expect("not poisoned").is_some()
+    }
+
+    /// Sets the island's authors (its agent, at each look).
+    pub fn set_island_authors(&self, authors: Vec<Allowed>) {
+        *self.island_authors.write().expect("not poisoned") = authors;
+    }
+
+    /// Whether `did` may run bundles under the allow-list that applies to `rec` (the island's
+    /// for a bundle it placed here, else this host's).
+    async fn allowed_for(&self, island: bool, did: &str) -> Result<bool, BundleError> {
+        let list = if island { self.island_authors.read().expect("not poisoned").clone() } else { store::allowed(&self.dir)? };
+        self.is_allowed(did, &list).await
+    }
+
+    /// Starts bundle `name` if it is recorded here and neither runs nor is starting (the
+    /// island's, after a daemon restart: `open` leaves them to the agent).
+    pub async fn start_if_stopped(&self, name: &str) {
+        if self.running.lock().await.contains_key(name) {
+            return;
+        }
+        if let Ok(Some(rec)) = store::get(&self.dir, name) {
+            self.start_recorded(rec).await;
+        }
+    }
+
+    /// Why bundle `name` failed to start here, if it did.
+    pub fn failure(&self, name: &str) -> Option<String> {
+        self.failed.lock().expect("not poisoned").get(name).cloned()
+    }
+
     /// Resolves an author (a DID or a handle), checked both ways, without writing it down
     /// (the island keeps its own list); with `follows_of`, reads whom it follows too.
     pub async fn resolve_author(&self, who: &str, follows_of: bool) -> Result<Allowed, BundleError> {
@@ -488,7 +528,7 @@ impl Bundles {
     /// manifest's name by default). `secrets`: values by name, each sealed to
     /// [`Bundles::public_key`] (the CLI seals them, so they never cross the API in the clear).
     pub async fn run(&self, uri: &str, opts: RunOptions) -> Result<BundleView, BundleError> {
-        let RunOptions { name, secrets, min_instances, max_instances, env, island } = opts;
+        let RunOptions { name, secrets, min_instances, max_instances, env, island, accepted } = opts;
         let name = name.as_deref();
         let at = AtUri::parse(uri)?;
         if let Some(n) = name {
@@ -496,8 +536,8 @@ impl Bundles {
         }
         let fetched = self.client.fetch_bundle(&self.cache, &at, name).await?;
         let did = &fetched.identity.did;
-        // The island checked its author against its own list before placing it here.
-        if island.is_none() && !self.is_allowed(did, &store::allowed(&self.dir)?).await? {
+        // The island's bundles are checked against the island's list, others against this host's.
+        if !self.allowed_for(island.is_some(), did).await? {
             return Err(BundleError::NotAllowed(format!(
                 "{} is not allowed to run bundles here: `atoll bundle allow {}` first",
                 fetched.identity.handle.as_deref().unwrap_or(did),
@@ -506,6 +546,16 @@ impl Bundles {
         }
         let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
         check_name(&name)?;
+        // A version newer than the one the operator accepted may not ask for more (as hot
+        // reload holds such a version).
+        if let Some(accepted) = accepted.as_ref().and_then(|a| serde_json::from_value::<Manifest>(a.clone()).ok())
+            && let Some(more) = asks_for_more(&accepted, &fetched.manifest)
+        {
+            return Err(BundleError::NotAllowed(format!(
+                "version {} asks for more than the version accepted at `bundle run` ({more}): to accept it, `atoll bundle rm {name} && atoll bundle run {uri}`",
+                fetched.manifest.version
+            )));
+        }
         check_env(&fetched.manifest, &env)?;
         check_instances(&fetched.manifest, min_instances, max_instances)?;
         // The name is held from here until the bundle runs or fails: a second run of the same
@@ -607,9 +657,12 @@ impl Bundles {
         std::fs::create_dir_all(&data).map_err(|source| BundleError::Store { path: data.clone(), source })?;
         let secrets = {
             let island_key = self.island_key.read().expect("not poisoned");
+            let no_secrets = rec.secrets.is_empty() && manifest.secrets.is_empty();
             let key = match (&rec.island, &*island_key) {
                 (None, _) => &self.key,
                 (Some(_), Some(k)) => k,
+                // Nothing to open: the key is not needed.
+                (Some(_), None) if no_secrets => &self.key,
                 (Some(_), None) => {
                     return Err(BundleError::Start(format!(
                         "bundle {}: the island's runner key is not here yet (this member has not heard from the CA host)",
@@ -698,9 +751,15 @@ impl Bundles {
         let idle_timeout = (rec.min_instances == 0 || rec.max_instances > rec.min_instances).then_some(self.options.idle_timeout);
         let cx = serve::Context { labels: labels(&rec), metrics: self.metrics.clone(), journal: self.journal.clone(), idle_timeout };
         let listen = serve::Listen { port: rec.port, mesh: rec.island.map(|i| (i.mesh_ip, i.ports)) };
-        let running = serve::Running::start(Arc::new(instance), listen, cx)
-            .await
-            .map_err(|source| BundleError::Store { path: self.dir.clone(), source })?;
+        let instance = Arc::new(instance);
+        let running = match serve::Running::start(instance.clone(), listen, cx).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing of it stays up: its containers or processes go with the error.
+                instance.stop().await;
+                return Err(BundleError::Start(format!("bundle {}: listening for its requests: {e}", rec.name)));
+            }
+        };
         rec.port = Some(running.addr.port());
         tracing::info!(bundle = %rec.name, uri = %rec.uri, url = %format!("http://{}", running.addr), "serving a bundle");
         self.running.lock().await.insert(rec.name.clone(), running);
@@ -718,6 +777,11 @@ impl Bundles {
         if self.running.lock().await.contains_key(&name) {
             return;
         }
+        // Read again under the hold: a removal since the caller read it wins.
+        let rec = match store::get(&self.dir, &name) {
+            Ok(Some(current)) => BundleRecord { port: current.port, ..rec },
+            _ => return,
+        };
         match self.start(rec).await {
             Ok(_) => {
                 self.failed.lock().expect("not poisoned").remove(&name);
@@ -761,7 +825,7 @@ impl Bundles {
         if fetched.record_cid == rec.record_cid {
             return Ok(false);
         }
-        if rec.island.is_none() && !self.is_allowed(&fetched.identity.did, &store::allowed(&self.dir)?).await? {
+        if !self.allowed_for(rec.island.is_some(), &fetched.identity.did).await? {
             return Err(BundleError::NotAllowed(format!("{} is no longer allowed: the running version stays", rec.did)));
         }
         // A version that asks for more than the operator agreed to waits for them.

@@ -284,7 +284,13 @@ impl Inner {
             if let Some(code) = self.containers.exited(&started.id).await {
                 let tail = self.containers.log_tail(&started.id).await;
                 self.containers.remove(&started.id, Duration::ZERO).await;
-                return Err(format!("its container exited with status {code} before serving on port {}: {tail}", self.port));
+                // The tail stays in this host's log and the bundle's journal: it may hold anything.
+                tracing::warn!(bundle = %self.name, code, output = %tail, "a bundle's container exited before serving");
+                self.observe.journal.add(&self.name, crate::journal::Entry::new("instance", format!("exited with status {code}: {tail}")));
+                return Err(format!(
+                    "its container exited with status {code} before serving on port {} (its output: `atoll bundle logs {}` on this host)",
+                    self.port, self.name
+                ));
             }
             if Instant::now() >= deadline {
                 self.containers.remove(&started.id, Duration::ZERO).await;

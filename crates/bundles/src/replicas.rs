@@ -50,6 +50,9 @@ pub struct Replicas {
     start: Start,
     /// An instance is starting beside the others.
     growing: Arc<AtomicBool>,
+    /// Set by [`Replicas::stop`]: no request is taken and no instance started after it (a
+    /// keep-alive connection still holding this version must not bring it back).
+    stopped: Arc<AtomicBool>,
     /// Held while the first instance starts after a scale to zero.
     cold: tokio::sync::Mutex<()>,
     /// Instances being stopped: in tasks of their own, so that a caller cancelled meanwhile
@@ -82,6 +85,7 @@ impl Replicas {
             members: Arc::default(),
             start,
             growing: Arc::default(),
+            stopped: Arc::default(),
             cold: tokio::sync::Mutex::new(()),
             stopping: Mutex::default(),
             next: Arc::default(),
@@ -113,20 +117,24 @@ impl Replicas {
     }
 
     async fn add(&self) -> Result<Arc<Member>, String> {
-        add(&self.start, &self.next, &self.members).await
+        add(&self.start, &self.next, &self.members, &self.stopped).await
     }
 
     /// The member for the next request, counted as busy; another started beside when all are full.
     async fn choose(&self) -> Result<InFlight, RunError> {
         loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return Err(RunError::Stopping);
+            }
             let chosen = {
                 let members = self.members.lock().expect("not poisoned");
                 let loads: Vec<usize> = members.iter().map(|m| m.in_flight.load(Ordering::SeqCst)).collect();
                 let (best, grow) = pick(&loads, self.limits.concurrent, self.max);
                 if grow && !members.is_empty() && !self.growing.swap(true, Ordering::SeqCst) {
-                    let (start, next, all, growing) = (self.start.clone(), self.next.clone(), self.members.clone(), self.growing.clone());
+                    let (start, next, all, growing, stopped) =
+                        (self.start.clone(), self.next.clone(), self.members.clone(), self.growing.clone(), self.stopped.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = add(&start, &next, &all).await {
+                        if let Err(e) = add(&start, &next, &all, &stopped).await {
                             tracing::warn!(error = %e, "starting another instance of a busy bundle");
                         }
                         growing.store(false, Ordering::SeqCst);
@@ -192,7 +200,11 @@ impl Replicas {
 
     /// Stops every instance (requests under way finish first).
     pub async fn stop(&self) {
-        let all: Vec<Arc<Member>> = std::mem::take(&mut *self.members.lock().expect("not poisoned"));
+        let all: Vec<Arc<Member>> = {
+            let mut members = self.members.lock().expect("not poisoned");
+            self.stopped.store(true, Ordering::SeqCst);
+            std::mem::take(&mut *members)
+        };
         for m in all {
             m.instance.stop().await;
         }
@@ -203,11 +215,25 @@ impl Replicas {
     }
 }
 
-async fn add(start: &Start, next: &AtomicUsize, members: &Mutex<Vec<Arc<Member>>>) -> Result<Arc<Member>, String> {
+/// Starts another instance; one that comes up after [`Replicas::stop`] is stopped again.
+async fn add(start: &Start, next: &AtomicUsize, members: &Mutex<Vec<Arc<Member>>>, stopped: &AtomicBool) -> Result<Arc<Member>, String> {
     let n = next.fetch_add(1, Ordering::SeqCst);
     let instance = start(n).await?;
     let m = Arc::new(Member { n, instance, in_flight: AtomicUsize::new(0), last_used: Mutex::new(Instant::now()) });
-    members.lock().expect("not poisoned").push(m.clone());
+    let late = {
+        let mut all = members.lock().expect("not poisoned");
+        // Checked under the lock `stop` takes the members with: either it sees this one, or
+        // this sees it stopped.
+        let late = stopped.load(Ordering::SeqCst);
+        if !late {
+            all.push(m.clone());
+        }
+        late
+    };
+    if late {
+        m.instance.stop().await;
+        return Err("the bundle was stopped meanwhile".into());
+    }
     Ok(m)
 }
 

@@ -471,6 +471,10 @@ pub struct Bundle {
     /// Values for the env names its manifest declares (`bundle run --env`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The manifest accepted at `bundle run`: a member refuses a newer version that asks for
+    /// more (hosts, paths, env names, secrets, runtime, image, limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Value>,
     /// Unix seconds.
     #[serde(default)]
     pub created: i64,
