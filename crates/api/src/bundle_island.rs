@@ -341,7 +341,8 @@ impl Agent {
                 tokio::spawn(async move {
                     bundles.start_if_stopped(&name).await;
                     if let Some(why) = bundles.failure(&name) {
-                        failed.lock().expect("not poisoned").insert(name.clone(), (why, Instant::now()));
+                        let public = atoll_bundles::cut_stderr(&why).to_owned();
+                        failed.lock().expect("not poisoned").insert(name.clone(), (public, Instant::now()));
                     }
                     starting.lock().expect("not poisoned").remove(&name);
                 });
@@ -367,7 +368,8 @@ impl Agent {
                     Err(e) => {
                         let why = atoll_node::error_chain(&e);
                         tracing::warn!(bundle = %name, error = %why, "cannot run a bundle the island placed here");
-                        failed.lock().expect("not poisoned").insert(name.clone(), (why, Instant::now()));
+                        let public = atoll_bundles::cut_stderr(&why).to_owned();
+                        failed.lock().expect("not poisoned").insert(name.clone(), (public, Instant::now()));
                     }
                 }
                 starting.lock().expect("not poisoned").remove(&name);

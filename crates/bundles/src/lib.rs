@@ -37,6 +37,7 @@ use atoll_runner::{Grants, WasmRuntime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+pub use atoll_runner::cut_stderr;
 pub use instance::Instance;
 pub use oci::Containers;
 pub use store::{Allowed, BundleRecord, IslandPlacement};
@@ -519,7 +520,9 @@ impl Bundles {
         for rec in store::list(&self.dir)?.into_iter().filter(|r| r.island.is_some()) {
             let v = self.view_of(&rec).await;
             let port = v.url.as_deref().and_then(|u| u.rsplit(':').next()?.parse().ok());
-            out.insert(rec.name, IslandEndpoint { port, state: v.state, version: Some(v.version).filter(|v| !v.is_empty()) });
+            // What the bundle wrote to stderr stays on this host (the report reaches every member).
+            let state = cut_stderr(&v.state).to_owned();
+            out.insert(rec.name, IslandEndpoint { port, state, version: Some(v.version).filter(|v| !v.is_empty()) });
         }
         Ok(out)
     }

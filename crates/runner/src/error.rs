@@ -129,15 +129,20 @@ fn stderr_tail(stderr: &str) -> String {
     format!("{STDERR_MARK}{})", &s[start..])
 }
 
+/// `message` without what an instance wrote to stderr (which may hold anything: its secrets,
+/// other requests' data), for anything that leaves this host: a load or run error's message
+/// (or a chain of them) up to where it quotes the stderr.
+pub fn cut_stderr(message: &str) -> &str {
+    match message.find(STDERR_MARK) {
+        Some(i) => &message[..i],
+        None => message,
+    }
+}
+
 impl RunError {
-    /// The message without what the instance wrote to stderr (which may hold anything: its
-    /// secrets, other requests' data): what a client or a summary may see.
+    /// The message without what the instance wrote to stderr: what a client or a summary may see.
     pub fn without_stderr(&self) -> String {
-        let full = self.to_string();
-        match full.find(STDERR_MARK) {
-            Some(i) => full[..i].to_owned(),
-            None => full,
-        }
+        cut_stderr(&self.to_string()).to_owned()
     }
 
     /// The status the caller answers with: 4xx for the client's mistakes, 504 when a time limit
@@ -164,5 +169,27 @@ impl RunError {
             | RunError::Instance(_) => StatusCode::BAD_GATEWAY,
             RunError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an instance wrote to stderr never leaves in a message meant for others, whichever
+    /// error quotes it, and however deep in a chain.
+    #[test]
+    fn stderr_is_cut_from_messages_that_leave_the_host() {
+        let e = RunError::Exit { code: 1, stderr: "TOKEN=hunter2\n".into() };
+        assert_eq!(e.to_string(), "the bundle exited with status 1 (stderr: TOKEN=hunter2)");
+        assert_eq!(e.without_stderr(), "the bundle exited with status 1");
+        let chain = format!("bundle x: {}: {}", LoadError::InstanceStart("it was not ready in time".into()), e);
+        assert_eq!(
+            cut_stderr(&chain),
+            "bundle x: the bundle's instance did not start: it was not ready in time: the bundle exited with status 1"
+        );
+        assert_eq!(cut_stderr("no output quoted"), "no output quoted");
+        let quiet = RunError::Exit { code: 2, stderr: " \n".into() };
+        assert_eq!(quiet.without_stderr(), quiet.to_string());
     }
 }

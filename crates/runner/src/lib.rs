@@ -29,7 +29,7 @@ pub mod route;
 pub mod wasm;
 
 pub use deno::{Denied, DenoBundle, DenoRuntime};
-pub use error::{LoadError, RunError};
+pub use error::{LoadError, RunError, cut_stderr};
 pub use grants::Grants;
 pub use launch::{LaunchError, LaunchSpec, Launched, Launcher, ProcessLauncher};
 pub use policy::{Effective, Policy};

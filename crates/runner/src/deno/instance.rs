@@ -274,6 +274,7 @@ fn describe_stderr(stderr: &str) -> String {
         return String::new();
     }
     let start = s.char_indices().rev().nth(999).map_or(0, |(i, _)| i);
+    // The mark `crate::cut_stderr` cuts at.
     format!(" (stderr: {})", &s[start..])
 }
 
