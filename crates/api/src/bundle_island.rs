@@ -261,16 +261,24 @@ async fn view_of(m: &Manager, b: &Bundles, records: &Records, rec: &Bundle) -> B
 /// this member's share, as soon as the replica changes (and at least twice a second).
 pub async fn run_island_bundles(state: Arc<AppState>) {
     let Ok(bundles) = state.bundles.clone() else { return };
-    let mut agent = Agent { bundles, keyed: None, starting: Arc::default(), failed: Arc::default() };
+    let mut agent = Agent { bundles, keyed: None, member: false, starting: Arc::default(), failed: Arc::default() };
     let mut seen = 0;
     loop {
         let Some(m) = state.island.manager.read().await.clone() else {
-            if agent.keyed.take().is_some() {
+            // This host left its island: its bundles stop here too.
+            if std::mem::take(&mut agent.member) {
                 agent.bundles.set_island_key(None);
+                agent.keyed = None;
+                for name in agent.bundles.island_placed().map(|p| p.into_keys().collect::<Vec<_>>()).unwrap_or_default() {
+                    if let Err(e) = agent.bundles.remove(&name).await {
+                        tracing::warn!(bundle = %name, error = %e, "stopping the island's bundle after leaving it");
+                    }
+                }
             }
             tokio::time::sleep(LOOK).await;
             continue;
         };
+        agent.member = true;
         m.applied_past(seen, LOOK).await;
         seen = m.applied_index();
         if let Err(e) = agent.tick(&m).await {
@@ -284,6 +292,8 @@ struct Agent {
     bundles: Arc<Bundles>,
     /// The island (its id) whose runner key is set.
     keyed: Option<String>,
+    /// This host was a member at the last look.
+    member: bool,
     /// Bundles being started here.
     starting: Arc<Mutex<BTreeSet<String>>>,
     /// Bundles that failed to start here: why, and when.
