@@ -122,6 +122,7 @@ pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOp
         secrets: opts.secrets,
         env: opts.env,
         manifest: serde_json::to_value(&f.manifest).ok(),
+        failed_on: vec![],
         created: atoll_island::manager::unix_now(),
         extra: Default::default(),
     };
@@ -139,7 +140,12 @@ pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOp
         let Some((now, version)) = records.bundles.iter().find(|(x, _)| x.name == rec.name).cloned() else {
             return Err(BundleError::NotFound(format!("bundle {} was removed while it started", rec.name)).into());
         };
-        let endpoint = now.node.as_deref().and_then(|n| records.bundle_endpoints.get(n)?.0.bundles.get(&rec.name).cloned());
+        // Only a report on this bundle: one on an earlier bundle of the same name may linger.
+        let endpoint = now
+            .node
+            .as_deref()
+            .and_then(|n| records.bundle_endpoints.get(n)?.0.bundles.get(&rec.name).cloned())
+            .filter(|e| e.created == rec.created);
         if let Some(e) = &endpoint
             && let Some(why) = e.state.strip_prefix("failed: ")
         {
@@ -288,6 +294,9 @@ pub async fn run_island_bundles(state: Arc<AppState>) {
     }
 }
 
+/// Why a bundle failed to start here, when, and the `created` of the record it was.
+type Failure = (String, Instant, i64);
+
 struct Agent {
     bundles: Arc<Bundles>,
     /// The island (its id) whose runner key is set.
@@ -296,8 +305,8 @@ struct Agent {
     member: bool,
     /// Bundles being started here.
     starting: Arc<Mutex<BTreeSet<String>>>,
-    /// Bundles that failed to start here: why, and when.
-    failed: Arc<Mutex<BTreeMap<String, (String, Instant)>>>,
+    /// Bundles that failed to start here, by name.
+    failed: Arc<Mutex<BTreeMap<String, Failure>>>,
 }
 
 impl Agent {
@@ -337,9 +346,14 @@ impl Agent {
                 }
             }
         }
-        self.failed.lock().expect("not poisoned").retain(|name, _| here.contains_key(name.as_str()));
+        // A failure of an earlier bundle of the same name is forgotten.
+        self.failed
+            .lock()
+            .expect("not poisoned")
+            .retain(|name, (_, _, created)| here.get(name.as_str()).is_some_and(|b| b.created == *created));
         for (name, rec) in &here {
-            let due = self.failed.lock().expect("not poisoned").get(*name).is_none_or(|(_, at)| at.elapsed() >= RETRY);
+            let due = self.failed.lock().expect("not poisoned").get(*name).is_none_or(|(_, at, _)| at.elapsed() >= RETRY);
+            let created = rec.created;
             if !due || !self.starting.lock().expect("not poisoned").insert((*name).to_owned()) {
                 continue;
             }
@@ -352,7 +366,7 @@ impl Agent {
                     bundles.start_if_stopped(&name).await;
                     if let Some(why) = bundles.failure(&name) {
                         let public = atoll_bundles::cut_stderr(&why).to_owned();
-                        failed.lock().expect("not poisoned").insert(name.clone(), (public, Instant::now()));
+                        failed.lock().expect("not poisoned").insert(name.clone(), (public, Instant::now(), created));
                     }
                     starting.lock().expect("not poisoned").remove(&name);
                 });
@@ -379,7 +393,7 @@ impl Agent {
                         let why = atoll_node::error_chain(&e);
                         tracing::warn!(bundle = %name, error = %why, "cannot run a bundle the island placed here");
                         let public = atoll_bundles::cut_stderr(&why).to_owned();
-                        failed.lock().expect("not poisoned").insert(name.clone(), (public, Instant::now()));
+                        failed.lock().expect("not poisoned").insert(name.clone(), (public, Instant::now(), created));
                     }
                 }
                 starting.lock().expect("not poisoned").remove(&name);
@@ -391,17 +405,20 @@ impl Agent {
             .island_endpoints()
             .await?
             .into_iter()
-            .map(|(n, e)| (n, BundleEndpoint { port: e.port, state: e.state, version: e.version }))
+            .map(|(n, e)| {
+                let created = here.get(n.as_str()).map_or(0, |b| b.created);
+                (n, BundleEndpoint { port: e.port, state: e.state, version: e.version, created })
+            })
             .collect();
-        for name in here.keys() {
+        for (name, b) in &here {
             if report.contains_key(*name) {
                 continue;
             }
             let state = match self.failed.lock().expect("not poisoned").get(*name) {
-                Some((why, _)) => format!("failed: {why}"),
+                Some((why, _, _)) => format!("failed: {why}"),
                 None => "starting".into(),
             };
-            report.insert((*name).to_owned(), BundleEndpoint { port: None, state, version: None });
+            report.insert((*name).to_owned(), BundleEndpoint { port: None, state, version: None, created: b.created });
         }
         let current = records.bundle_endpoints.get(&me);
         if current.map(|(c, _)| &c.bundles) != Some(&report) {
@@ -424,16 +441,38 @@ async fn island_seed(m: &Manager) -> ApiResult<Vec<u8>> {
 /// The leader's look: bundles on members down, drained or gone move; new ones are placed.
 async fn place(m: &Manager, records: &Records) -> ApiResult<()> {
     let nodes = records.nodes(&m.state());
-    let slots: Vec<atoll_sched::bundles::BundleSlot> =
-        records.bundles.iter().map(|(b, _)| atoll_sched::bundles::BundleSlot { name: b.name.clone(), node: b.node.clone() }).collect();
+    // A bundle its member reports failed is marked to avoid that member (and moves, if it can).
+    let mut bundles: Vec<(Bundle, u64)> = records.bundles.clone();
+    let mut marked = BTreeSet::new();
+    for (b, _) in &mut bundles {
+        let Some(node) = b.node.clone() else { continue };
+        let failed = records
+            .bundle_endpoints
+            .get(&node)
+            .and_then(|(e, _)| e.bundles.get(&b.name))
+            .is_some_and(|e| e.created == b.created && e.state.starts_with("failed: "));
+        if failed && !b.failed_on.contains(&node) {
+            b.failed_on.push(node);
+            marked.insert(b.name.clone());
+        }
+    }
+    let slots: Vec<atoll_sched::bundles::BundleSlot> = bundles
+        .iter()
+        .map(|(b, _)| atoll_sched::bundles::BundleSlot { name: b.name.clone(), node: b.node.clone(), avoid: b.failed_on.clone() })
+        .collect();
     let mut replicas: BTreeMap<String, usize> = BTreeMap::new();
     for (a, _) in records.allocations.iter().filter(|(a, _)| a.desired == Desired::Running) {
         *replicas.entry(a.node.clone()).or_default() += 1;
     }
     let mut ops = Vec::new();
-    for (name, node) in atoll_sched::bundles::place_bundles(&slots, &nodes, &replicas) {
-        let Some((b, v)) = records.bundles.iter().find(|(b, _)| b.name == name) else { continue };
-        tracing::info!(bundle = %name, from = ?b.node, to = ?node, "placing a bundle");
+    let changes = atoll_sched::bundles::place_bundles(&slots, &nodes, &replicas);
+    for (b, v) in &bundles {
+        let moved = changes.iter().find(|(n, _)| *n == b.name).map(|(_, to)| to.clone());
+        if moved.is_none() && !marked.contains(&b.name) {
+            continue;
+        }
+        let node = moved.unwrap_or_else(|| b.node.clone());
+        tracing::info!(bundle = %b.name, from = ?b.node, to = ?node, failed_on = ?b.failed_on, "placing a bundle");
         ops.push(desired::put(&Bundle { node, ..b.clone() }, Expect::Version(*v)));
     }
     // Members that left report nothing any more.

@@ -3,7 +3,9 @@
 //! a bundle stays where it is while its member is up and active (no churn); one whose member
 //! is down, drained or gone moves; a new or moved one goes to the up member that holds the
 //! fewest bundles (then the fewest replicas of stacks, then by id), counting those placed in
-//! this same look. With no member up, a bundle waits unplaced. Pure.
+//! this same look. A bundle that failed to start on a member leaves it for one where it has not
+//! failed; where it failed everywhere up, it stays (its member keeps trying). With no member
+//! up, a bundle waits unplaced. Pure.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,8 @@ use crate::{Node, NodeState};
 pub struct BundleSlot {
     pub name: String,
     pub node: Option<String>,
+    /// Members it failed to start on.
+    pub avoid: Vec<String>,
 }
 
 /// The bundles whose member changes, with their new member (`None`: no member can take it).
@@ -32,11 +36,23 @@ pub fn place_bundles(bundles: &[BundleSlot], nodes: &[Node], replicas: &BTreeMap
     let mut sorted: Vec<&BundleSlot> = bundles.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     for b in sorted {
-        if b.node.as_deref().is_some_and(eligible) {
+        let avoided = |id: &str| b.avoid.iter().any(|a| a == id);
+        let here_ok = b.node.as_deref().is_some_and(eligible);
+        if here_ok && !b.node.as_deref().is_some_and(avoided) {
             continue;
         }
-        let best =
-            load.iter().min_by_key(|(id, count)| (**count, replicas.get(**id).copied().unwrap_or(0), **id)).map(|(id, _)| (*id).to_owned());
+        let least = |avoid: bool| {
+            load.iter()
+                .filter(|(id, _)| !avoid || !avoided(id))
+                .min_by_key(|(id, count)| (**count, replicas.get(**id).copied().unwrap_or(0), **id))
+                .map(|(id, _)| (*id).to_owned())
+        };
+        let best = match least(true) {
+            Some(id) => Some(id),
+            // It failed on every member up: where it is, it keeps being tried.
+            None if here_ok => continue,
+            None => least(false),
+        };
         if best != b.node {
             if let Some(id) = &best {
                 *load.get_mut(id.as_str()).expect("a member of the load map") += 1;
@@ -68,14 +84,14 @@ mod tests {
     }
 
     fn slot(name: &str, node: Option<&str>) -> BundleSlot {
-        BundleSlot { name: name.into(), node: node.map(String::from) }
+        BundleSlot { name: name.into(), node: node.map(String::from), avoid: vec![] }
     }
 
     fn applied(bundles: &[BundleSlot], changes: &[(String, Option<String>)]) -> Vec<BundleSlot> {
         bundles
             .iter()
             .map(|b| match changes.iter().find(|(n, _)| *n == b.name) {
-                Some((_, to)) => BundleSlot { name: b.name.clone(), node: to.clone() },
+                Some((_, to)) => BundleSlot { node: to.clone(), ..b.clone() },
                 None => b.clone(),
             })
             .collect()
@@ -99,6 +115,20 @@ mod tests {
             ]
         );
         assert!(place_bundles(&applied(&bundles, &changes), &nodes, &busy).is_empty(), "planning again changes nothing");
+    }
+
+    #[test]
+    fn a_bundle_leaves_a_member_it_failed_on_unless_it_failed_everywhere() {
+        let nodes = [node("a", NodeState::Up), node("b", NodeState::Up)];
+        let failed = |on: &[&str], at: &str| BundleSlot { avoid: on.iter().map(|s| (*s).to_owned()).collect(), ..slot("x", Some(at)) };
+        assert_eq!(place_bundles(&[failed(&["a"], "a")], &nodes, &BTreeMap::new()), [("x".into(), Some("b".into()))]);
+        assert!(place_bundles(&[failed(&["a", "b"], "b")], &nodes, &BTreeMap::new()).is_empty(), "stays where it is tried");
+        let gone = BundleSlot { avoid: vec!["a".into(), "b".into()], ..slot("x", Some("c")) };
+        assert_eq!(
+            place_bundles(&[gone], &nodes, &BTreeMap::new()),
+            [("x".into(), Some("a".into()))],
+            "placed anyway when its member left"
+        );
     }
 
     #[test]

@@ -475,6 +475,9 @@ pub struct Bundle {
     /// more (hosts, paths, env names, secrets, runtime, image, limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Value>,
+    /// Members it failed to start on (placement avoids them while others are up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_on: Vec<String>,
     /// Unix seconds.
     #[serde(default)]
     pub created: i64,
@@ -526,6 +529,10 @@ pub struct BundleEndpoint {
     /// The version it serves (the manifest's).
     #[serde(default)]
     pub version: Option<String>,
+    /// The `created` of the `desired/bundle` record this is about (a report on an earlier
+    /// bundle of the same name is not this one's).
+    #[serde(default)]
+    pub created: i64,
 }
 
 #[cfg(test)]

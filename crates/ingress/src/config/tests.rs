@@ -104,7 +104,7 @@ fn a_bundle_is_served_at_its_authors_label_in_each_zone_by_the_member_it_is_plac
             .unwrap()
     };
     r.bundles = vec![(bundle("hello", Some("alice.test")), 1), (bundle("anon", None), 2)];
-    let endpoint = |port, state: &str| atoll_state::desired::BundleEndpoint { port, state: state.into(), version: None };
+    let endpoint = |port, state: &str| atoll_state::desired::BundleEndpoint { port, state: state.into(), version: None, created: 0 };
     let endpoints = atoll_state::desired::BundleEndpoints {
         member: "b2".into(),
         bundles: [("hello".to_owned(), endpoint(Some(31800), "running")), ("anon".to_owned(), endpoint(None, "failed"))].into(),
