@@ -176,7 +176,8 @@ impl Manager {
             code.ca_fingerprint.parse().map_err(|_| crate::invite::CodeError::Malformed("its CA fingerprint".into()))?;
         let client = transport::client(atoll_pki::tls::pinned_client_config(fp)?, Duration::from_secs(30))?;
         // Each endpoint in turn: a refusal is final (it came from the island), a connection
-        // failure tries the next.
+        // failure tries the next, and so does a 5xx: a member that forwards joins to the CA
+        // host may not reach it yet (its mesh still coming up), where the next endpoint can.
         let mut last = None;
         let mut resp: Option<JoinResponse> = None;
         for e in &code.endpoints {
@@ -193,7 +194,7 @@ impl Manager {
                         "{e}'s certificate is not from the island CA the code names: the code was altered, or that address is no longer the island's"
                     )));
                 }
-                Err(err @ transport::TransportError::Refused { .. }) => {
+                Err(err @ transport::TransportError::Refused { status: ..500, .. }) => {
                     // Refused for good: the keys made for it go (no state was written).
                     let _ = std::fs::remove_dir_all(&paths.root);
                     return Err(err.into());
