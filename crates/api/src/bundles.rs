@@ -177,8 +177,8 @@ pub async fn logs(
 ) -> ApiResult<axum::response::Response> {
     let axum::extract::Query(q) = q?;
     let b = bundles(&s)?;
+    // A bundle of the island's that runs elsewhere: its log is its member's.
     if let Some(m) = island(&s).await
-        && !b.island_placed()?.contains_key(&name)
         && b.inspect(&name).await.is_err()
     {
         crate::bundle_island::logs_here(&m, &name)?;

@@ -470,6 +470,15 @@ impl Bundles {
         }
     }
 
+    /// `running`, `failed: why` or `starting`, for bundle `name` (which runs here or not).
+    fn state_of(&self, name: &str, running: bool) -> String {
+        match (running, self.failed.lock().expect("not poisoned").get(name)) {
+            (true, _) => "running".into(),
+            (false, Some(why)) => format!("failed: {why}"),
+            (false, None) => "starting".into(),
+        }
+    }
+
     /// Why bundle `name` failed to start here, if it did.
     pub fn failure(&self, name: &str) -> Option<String> {
         self.failed.lock().expect("not poisoned").get(name).cloned()
@@ -492,12 +501,7 @@ impl Bundles {
     /// records of it: its name (`name`, else its manifest's), its URI with its author's DID,
     /// its author, and the record's CID.
     pub async fn fetch_for_island(&self, uri: &str, name: Option<&str>) -> Result<Fetched, BundleError> {
-        let at = AtUri::parse(uri)?;
-        if let Some(n) = name {
-            check_name(n)?;
-        }
-        let fetched = self.client.fetch_bundle(&self.cache, &at, name).await?;
-        let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
+        let (fetched, name) = self.fetch_named(uri, name).await?;
         check_name(&name)?;
         Ok(Fetched {
             manifest: fetched.manifest.clone(),
@@ -518,11 +522,11 @@ impl Bundles {
     pub async fn island_endpoints(&self) -> Result<BTreeMap<String, IslandEndpoint>, BundleError> {
         let mut out = BTreeMap::new();
         for rec in store::list(&self.dir)?.into_iter().filter(|r| r.island.is_some()) {
-            let v = self.view_of(&rec).await;
-            let port = v.url.as_deref().and_then(|u| u.rsplit(':').next()?.parse().ok());
+            let port = self.running.lock().await.get(&rec.name).map(|r| r.addr.port());
             // What the bundle wrote to stderr stays on this host (the report reaches every member).
-            let state = cut_stderr(&v.state).to_owned();
-            out.insert(rec.name, IslandEndpoint { port, state, version: Some(v.version).filter(|v| !v.is_empty()) });
+            let state = cut_stderr(&self.state_of(&rec.name, port.is_some())).to_owned();
+            let version = rec.manifest.get("version").and_then(|v| v.as_str()).map(str::to_owned);
+            out.insert(rec.name, IslandEndpoint { port, state, version });
         }
         Ok(out)
     }
@@ -532,12 +536,7 @@ impl Bundles {
     /// [`Bundles::public_key`] (the CLI seals them, so they never cross the API in the clear).
     pub async fn run(&self, uri: &str, opts: RunOptions) -> Result<BundleView, BundleError> {
         let RunOptions { name, secrets, min_instances, max_instances, env, island, accepted } = opts;
-        let name = name.as_deref();
-        let at = AtUri::parse(uri)?;
-        if let Some(n) = name {
-            check_name(n)?;
-        }
-        let fetched = self.client.fetch_bundle(&self.cache, &at, name).await?;
+        let (fetched, name) = self.fetch_named(uri, name.as_deref()).await?;
         let did = &fetched.identity.did;
         // The island's bundles are checked against the island's list, others against this host's.
         if !self.allowed_for(island.is_some(), did).await? {
@@ -547,7 +546,6 @@ impl Bundles {
                 fetched.identity.handle.as_deref().unwrap_or(did)
             )));
         }
-        let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
         check_name(&name)?;
         // A version newer than the one the operator accepted may not ask for more (as hot
         // reload holds such a version).
@@ -599,6 +597,18 @@ impl Bundles {
         self.view(&name).await
     }
 
+    /// Fetches the bundle at `uri` (its code checked against its CID), and the name it runs
+    /// under: `name` (checked), else its manifest's (for the caller to check).
+    async fn fetch_named(&self, uri: &str, name: Option<&str>) -> Result<(atoll_atproto::repo::Fetched, String), BundleError> {
+        let at = AtUri::parse(uri)?;
+        if let Some(n) = name {
+            check_name(n)?;
+        }
+        let fetched = self.client.fetch_bundle(&self.cache, &at, name).await?;
+        let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
+        Ok((fetched, name))
+    }
+
     /// The work directory of bundle `name`'s version `record_cid` (its last 8 characters).
     fn work_dir(&self, name: &str, record_cid: &str) -> PathBuf {
         self.dir.join("work").join(format!("{name}-{}", &record_cid[record_cid.len().saturating_sub(8)..]))
@@ -621,9 +631,8 @@ impl Bundles {
     /// Loads `rec`'s version: its instances (one, or several for oci and deno bundles asked to
     /// run more: [`replicas`]) started and ready.
     async fn load(&self, rec: &BundleRecord) -> Result<Instance, BundleError> {
-        let several = rec.min_instances > 1 || rec.max_instances > 1;
-        let runtime = rec.manifest.get("runtime").and_then(|r| r.as_str());
-        if !several || runtime == Some("wasm") {
+        let manifest = stored_manifest(rec)?;
+        if !(rec.min_instances > 1 || rec.max_instances > 1) || manifest.runtime == Runtime::Wasm {
             return self.load_one(rec, 0, rec.min_instances > 0).await;
         }
         let weak = self.me.get().cloned().unwrap_or_default();
@@ -635,8 +644,6 @@ impl Bundles {
                 b.load_one(&rec, n, true).await.map_err(|e| error_chain(&e))
             })
         });
-        let manifest = serde_json::from_value::<Manifest>(rec.manifest.clone())
-            .map_err(|e| BundleError::Invalid(format!("bundle {}: its stored manifest: {e}", rec.name)))?;
         let limits = self.runtime.policy().effective(&manifest);
         let r = replicas::Replicas::start(manifest, limits, rec.min_instances, rec.max_instances, start)
             .await
@@ -647,9 +654,7 @@ impl Bundles {
     /// Loads instance `n` of `rec`'s version: its code from the cache, its secrets opened, its
     /// instance started (a container, for oci) and ready; kept warm, or left to scale to zero.
     async fn load_one(&self, rec: &BundleRecord, n: usize, keep_warm: bool) -> Result<Instance, BundleError> {
-        let manifest = Manifest::from_record(&rec.manifest)
-            .or_else(|_| serde_json::from_value::<Manifest>(rec.manifest.clone()).map_err(|e| BundleError::Invalid(e.to_string())))
-            .map_err(|e| BundleError::Invalid(format!("bundle {}: its stored manifest: {e}", rec.name)))?;
+        let manifest = stored_manifest(rec)?;
         if manifest.isolation == Isolation::Vm {
             return Err(BundleError::Unsupported(format!(
                 "bundle {}: isolation: vm needs microVMs, which this host does not have yet; use auto",
@@ -902,11 +907,7 @@ impl Bundles {
             routes: manifest.as_ref().map(route_lines).unwrap_or_default(),
             secrets: manifest.as_ref().map(|m| m.secrets.iter().map(|s| s.name.clone()).collect()).unwrap_or_default(),
             url: r.map(|r| format!("http://{}", r.addr)),
-            state: match (r.is_some(), self.failed.lock().expect("not poisoned").get(&rec.name)) {
-                (true, _) => "running".into(),
-                (false, Some(why)) => format!("failed: {why}"),
-                (false, None) => "starting".into(),
-            },
+            state: self.state_of(&rec.name, r.is_some()),
             stats,
             permissions: manifest
                 .as_ref()
@@ -964,6 +965,13 @@ impl Bundles {
         self.forget_files(name);
         Ok(())
     }
+}
+
+/// The manifest a record keeps (as fetched, or as this build serialised it).
+fn stored_manifest(rec: &BundleRecord) -> Result<Manifest, BundleError> {
+    Manifest::from_record(&rec.manifest)
+        .or_else(|_| serde_json::from_value::<Manifest>(rec.manifest.clone()).map_err(|e| BundleError::Invalid(e.to_string())))
+        .map_err(|e| BundleError::Invalid(format!("bundle {}: its stored manifest: {e}", rec.name)))
 }
 
 fn labels(rec: &BundleRecord) -> metrics::BundleLabels {
