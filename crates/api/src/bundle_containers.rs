@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use atoll_bundles::oci::Started;
 use atoll_node::{Engine, EngineError};
+use atoll_runner::cpu::CpuClock;
 use atoll_spec::{ContainerSpec, NetworkAttachment, NetworkSpec};
 
 /// The network of bundles' containers: no route out of the host.
@@ -52,7 +53,11 @@ impl atoll_bundles::Containers for EngineContainers {
         }
         let rec = self.engine.create(spec, true).await.map_err(|e| atoll_node::error_chain(&e))?;
         let ip = rec.endpoints.first().map(|e| std::net::IpAddr::V4(e.ipv4));
-        Ok(Started { id: rec.id, ip })
+        let cpu = Some(match self.engine.cpu_usage_file(&rec.id) {
+            (atoll_runtime::probe::CgroupMode::V2, file) => CpuClock::Cgroup2(file),
+            (_, file) => CpuClock::Cgroup1(file),
+        });
+        Ok(Started { id: rec.id, ip, cpu })
     }
 
     async fn exited(&self, id: &str) -> Option<i32> {

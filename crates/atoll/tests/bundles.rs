@@ -263,22 +263,36 @@ fn offline_oci_example(scratch: &Path, image: &str, net: &[String]) -> PathBuf {
         r#"mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "token=$TOKEN"\n' > /tmp/www/cgi-bin/token && "#,
         r#"printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "greeting=$GREETING"\n' > /tmp/www/cgi-bin/greeting && "#,
         r#"printf '#!/bin/sh\nsleep 2\necho Content-Type: text/plain\necho\necho slow\n' > /tmp/www/cgi-bin/slow && "#,
+        r#"printf '#!/bin/sh\nwhile :; do :; done\n' > /tmp/www/cgi-bin/spin && "#,
         // An HTTP request through the proxy the bundle was given (busybox's nc).
         r#"printf '%s\n' '#!/bin/sh' 'echo Content-Type: text/plain' 'echo' 'p=${http_proxy#http://}' "#,
         r#"'printf "GET http://%s HTTP/1.0\r\n\r\n" "$QUERY_STRING" | nc -w 5 ${p%:*} ${p##*:} 2>&1 || echo "fetch failed through $p"' > /tmp/www/cgi-bin/fetch && "#,
-        r#"chmod +x /tmp/www/cgi-bin/token /tmp/www/cgi-bin/fetch /tmp/www/cgi-bin/greeting /tmp/www/cgi-bin/slow && "#
+        r#"chmod +x /tmp/www/cgi-bin/token /tmp/www/cgi-bin/fetch /tmp/www/cgi-bin/greeting /tmp/www/cgi-bin/slow /tmp/www/cgi-bin/spin && "#
     );
     m["command"][2] = format!("{script}{}", m["command"][2].as_str().unwrap()).into();
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/token", "handler": "http"}));
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/fetch", "handler": "http"}));
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/greeting", "handler": "http"}));
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/slow", "handler": "http"}));
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/cgi-bin/spin", "handler": "http"}));
     // Two requests at once per instance: a third waits, or another instance starts.
     m["limits"]["maxConcurrent"] = 2.into();
+    m["limits"]["cpuMsPerRequest"] = 300.into();
     m["permissions"] = serde_json::json!({"net": net, "env": ["GREETING"]});
     m["secrets"] = serde_json::json!([{"name": "TOKEN", "description": "shown by /cgi-bin/token"}]);
     std::fs::write(dir.join("bundle.json"), serde_json::to_vec(&m).unwrap()).unwrap();
     dir
+}
+
+/// GETs `url` from `ns`, expecting a 504 for CPU time well within the bundle's wall time (5 s
+/// or more); returns curl's success and the body.
+fn cut_by_cpu(ns: &Netns, url: &str) -> (bool, String) {
+    let started = std::time::Instant::now();
+    let (ok, out) = ns.sh(&format!("curl -sS -w ' %{{http_code}}' --max-time 20 {url}"));
+    let took = started.elapsed();
+    assert!(out.trim().ends_with("504"), "{out}");
+    assert!(took < std::time::Duration::from_secs(4), "cut by CPU time, not the wall time: {took:?} ({out})");
+    (ok, out)
 }
 
 #[test]
@@ -374,6 +388,15 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
     d.ok(&["rm", "-f", &container]);
     let (ok, out) = get("/hello");
     assert!(ok && out.trim() == "hello from oci", "{out}");
+
+    // Its cgroup holds it to one CPU; a request past its 300 ms of CPU time (a CGI loop) is
+    // cut with a 504 well before its 5 s wall time, and the container replaced.
+    assert_eq!(d.container(&container)["spec"]["resources"]["cpus_milli"], 1000);
+    let (ok, out) = cut_by_cpu(&ns, &format!("{url}/cgi-bin/spin"));
+    assert!(ok && out.contains("300 ms of CPU time"), "{out}");
+    let (ok, out) = get("/hello");
+    assert!(ok && out.trim() == "hello from oci", "{out}");
+    assert!(d.ok(&["bundle", "logs", "hello-oci"]).contains("ms of CPU time"), "the cut is in the bundle's log");
 
     // Idle: scaled to zero; the next request starts it again (a cold start).
     let stats = || -> serde_json::Value {
@@ -496,6 +519,8 @@ fn a_deno_bundle_runs_in_a_container_sandbox_and_reaches_only_what_it_declares()
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(example("hello-deno").join("bundle.json")).unwrap()).unwrap();
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/peek", "handler": "peek"}));
     m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/out/:target", "handler": "out"}));
+    m["routes"].as_array_mut().unwrap().push(serde_json::json!({"method": "GET", "path": "/spin", "handler": "spin"}));
+    m["limits"] = serde_json::json!({"cpuMsPerRequest": 300, "wallTimeoutMs": 20000});
     m["cron"] = serde_json::json!([{"schedule": "* * * * * *", "handler": "tick"}]);
     let public = public_server(&ns, root.path());
     let loopback = format!("127.0.0.1:{}", pds.port);
@@ -512,6 +537,9 @@ export async function out(_req: Request, ctx: { params: Record<string, string> }
 }
 export function tick(_req: Request): Response {
   return new Response("ticked");
+}
+export function spin(): Response {
+  for (;;) {}
 }
 "#;
     std::fs::write(dir.join("main.ts"), format!("{code}{extra}")).unwrap();
@@ -551,11 +579,19 @@ export function tick(_req: Request): Response {
     let nets: Vec<&str> = sandbox["endpoints"].as_array().unwrap().iter().map(|e| e["network"].as_str().unwrap()).collect();
     assert_eq!(nets, ["atoll-bundles"], "{sandbox}");
     assert_eq!(spec["cap_drop"], serde_json::json!(["ALL"]), "{spec}");
+    assert_eq!(spec["resources"]["cpus_milli"], 1000, "{spec}");
 
     let v: serde_json::Value = serde_json::from_str(&d.ok(&["bundle", "inspect", "hello-deno", "--json"])).unwrap();
     assert_eq!((v["stats"]["instances"].as_i64(), v["stats"]["cold_starts"].as_u64()), (Some(1), Some(1)), "{v}");
     let log = d.ok(&["bundle", "logs", "hello-deno"]);
     assert!(log.contains("denied") && log.contains("GET /peek: denied:"), "the denied read is in the bundle's log: {log}");
+
+    // A loop is cut by its 300 ms of CPU time (read from the sandbox's cgroup), long before its
+    // 20 s wall time; a new instance answers next.
+    let (ok, out) = cut_by_cpu(&ns, &format!("{url}/spin"));
+    assert!(ok && out.contains("300 ms of CPU time"), "{out}");
+    let (ok, out) = ns.sh(&format!("curl -sS --fail --max-time 10 {url}/hello"));
+    assert!(ok && out.trim() == "hello from deno", "{out}");
 
     // The cron job runs.
     let runs = || {

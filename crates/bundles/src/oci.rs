@@ -4,10 +4,12 @@
 //! routes here, then proxied to the container's address on its bridge.
 //!
 //! What the container gets: the declared `permissions.env` names with values and the secrets
-//! as environment; the memory limit as its cgroup's; no way out of the host (the `--internal`
+//! as environment; the memory limit and CPU quota as its cgroup's (and CPU time per request
+//! shared out from the cgroup's, [`atoll_runner::cpu`]); no way out of the host (the `--internal`
 //! network `atoll-bundles`) but, when the manifest declares `permissions.net` hosts, an egress
 //! proxy that reaches those only ([`crate::egress`]; `HTTP_PROXY`/`HTTPS_PROXY`). A request
-//! over its wall time gets a 504 and the container is replaced; so is one that stopped.
+//! over its wall time or CPU time gets a 504 and the container is replaced; so is one that
+//! stopped.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll_atproto::bundle::Manifest;
+use atoll_runner::cpu::{CpuClock, Meter};
 use atoll_runner::{Effective, Grants, RunError};
 use atoll_spec::ContainerSpec;
 use bytes::Bytes;
@@ -43,6 +46,8 @@ pub struct Started {
     /// Its address on its bridge network, which this host reaches directly (none without a
     /// network).
     pub ip: Option<IpAddr>,
+    /// Where its CPU time is read (its cgroup's), for per-request CPU limits.
+    pub cpu: Option<CpuClock>,
 }
 
 /// The host's container engine, as bundles use it.
@@ -104,6 +109,7 @@ pub fn container_spec(name: &str, container: &str, manifest: &Manifest, grants: 
     }
     // The engine's floor is 6 MiB (docker's).
     spec.resources.memory = Some((limits.memory_bytes as u64).max(6 << 20));
+    spec.resources.cpus_milli = Some(limits.cpus_milli);
     spec.security.no_new_privileges = true;
     spec
 }
@@ -132,6 +138,8 @@ struct Inner {
     port: u16,
     containers: Arc<dyn Containers>,
     live: Mutex<Option<Started>>,
+    /// The live container's CPU time, shared out among its requests.
+    meter: Meter,
     slots: Semaphore,
     /// When the last request finished (or the bundle started).
     last_used: std::sync::Mutex<Instant>,
@@ -192,6 +200,7 @@ impl OciBundle {
             port: manifest.port.unwrap_or(DEFAULT_PORT),
             containers,
             live: Mutex::new(None),
+            meter: Meter::default(),
             slots: Semaphore::new(limits.concurrent),
             limits,
             last_used: std::sync::Mutex::new(Instant::now()),
@@ -305,8 +314,9 @@ impl Inner {
         }
     }
 
-    /// The live container, started anew if it was recycled, scaled to zero or has stopped.
-    async fn instance(&self) -> Result<SocketAddr, RunError> {
+    /// The live container's address and CPU clock, started anew if it was recycled, scaled to
+    /// zero or has stopped.
+    async fn instance(&self) -> Result<(SocketAddr, Option<CpuClock>), RunError> {
         let mut live = self.live.lock().await;
         if let Some(s) = live.as_ref()
             && let Some(code) = self.containers.exited(&s.id).await
@@ -319,8 +329,9 @@ impl Inner {
         if live.is_none() {
             *live = Some(self.launch().await.map_err(RunError::InstanceStart)?);
         }
-        let ip = live.as_ref().and_then(|s| s.ip).expect("set above, with an address");
-        Ok(SocketAddr::new(ip, self.port))
+        let s = live.as_ref().expect("set above");
+        let ip = s.ip.expect("launched with an address");
+        Ok((SocketAddr::new(ip, self.port), s.cpu.clone()))
     }
 
     /// Removes the container (after a request it did not answer in time, when idle, or at
@@ -332,7 +343,7 @@ impl Inner {
         }
     }
 
-    /// Proxies `req` to the container within the bundle's wall time.
+    /// Proxies `req` to the container within the bundle's wall time and CPU time.
     async fn send(&self, req: Request<Bytes>) -> Result<Response<Bytes>, RunError> {
         let wall = self.limits.wall;
         let start = Instant::now();
@@ -340,10 +351,19 @@ impl Inner {
             .await
             .map_err(|_| RunError::Busy { concurrent: self.limits.concurrent, waited_ms: wall.as_millis() as u64 })?
             .map_err(|_| RunError::Stopping)?;
-        let addr = self.instance().await?;
+        let (addr, clock) = self.instance().await?;
         let left = wall.saturating_sub(start.elapsed());
-        let result = match tokio::time::timeout(left, forward(addr, req, self.limits.max_output_bytes)).await {
-            Ok(r) => r,
+        let cpu = self.limits.cpu;
+        let request = self.meter.limit(clock.as_ref(), cpu, forward(addr, req, self.limits.max_output_bytes));
+        let result = match tokio::time::timeout(left, request).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(over)) => {
+                tracing::warn!(bundle = %self.name, "a request ran past its {} ms of CPU time ({over}): replacing the container", cpu.as_millis());
+                let entry = format!("a request ran past its {} ms of CPU time ({over}): container replaced", cpu.as_millis());
+                self.observe.journal.add(&self.name, crate::journal::Entry::new("limit", entry));
+                self.retire(Duration::ZERO).await;
+                Err(RunError::CpuLimit { limit_ms: cpu.as_millis() as u64 })
+            }
             Err(_) => {
                 tracing::warn!(bundle = %self.name, "a request ran past its wall time: replacing the container");
                 self.retire(Duration::ZERO).await;
@@ -393,7 +413,7 @@ mod tests {
         assert_eq!(spec.image, "docker.io/library/busybox:1.36");
         assert_eq!(spec.cmd.as_deref(), Some(&["httpd".to_owned(), "-f".into(), "-p".into(), "9000".into()][..]));
         assert_eq!(spec.env, ["PORT=9000", "GREETING=hi", "TOKEN=s3cret"]);
-        assert_eq!(spec.resources.memory, Some(32 << 20));
+        assert_eq!((spec.resources.memory, spec.resources.cpus_milli), (Some(32 << 20), Some(1000)));
         assert_eq!(spec.labels.get("atoll.bundle").map(String::as_str), Some("hello"));
         assert!(spec.security.no_new_privileges);
         assert_eq!(spec.labels.get(SECRET_ENV_LABEL).map(String::as_str), Some("TOKEN"));

@@ -4,8 +4,7 @@
 //! into which the host's `/usr/lib` and `/usr/lib64` (the C library the program links to) and
 //! the spec's paths are bind-mounted read-only, each at its own path; only the spec's
 //! writable paths can be written. The container has no network at all unless the spec needs
-//! one, its memory
-//! limit, no capabilities, `no-new-privileges` and a read-only root. A program that declared
+//! one, its memory limit and CPU quota, no capabilities, `no-new-privileges` and a read-only root. A program that declared
 //! hosts gets the `--internal` network and an egress proxy that lets only those through
 //! ([`crate::egress`]).
 
@@ -15,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use atoll_runner::cpu::CpuClock;
 use atoll_runner::launch::{LaunchError, LaunchSpec, Launched, Launcher};
 use atoll_spec::{ContainerSpec, Mount, MountKind, NetworkMode};
 use sha2::{Digest, Sha256};
@@ -71,6 +71,7 @@ pub fn container_spec(spec: &LaunchSpec) -> ContainerSpec {
     };
     c.security.no_new_privileges = true;
     c.resources.memory = spec.memory_bytes.map(|m| m.max(6 << 20));
+    c.resources.cpus_milli = spec.cpus_milli;
     if !spec.env.is_empty() {
         // The values may be secrets: the API shows them redacted.
         c.labels.insert(crate::oci::SECRET_ENV_LABEL.to_owned(), spec.env.keys().cloned().collect::<Vec<_>>().join(","));
@@ -95,7 +96,7 @@ impl Launcher for ContainerLauncher {
             None
         };
         let started = self.containers.run(c).await.map_err(LaunchError::Sandbox)?;
-        Ok(Box::new(Sandboxed { id: started.id, containers: self.containers.clone(), exited: None, _proxy: proxy }))
+        Ok(Box::new(Sandboxed { id: started.id, cpu: started.cpu, containers: self.containers.clone(), exited: None, _proxy: proxy }))
     }
 
     fn isolation(&self) -> &'static str {
@@ -105,6 +106,7 @@ impl Launcher for ContainerLauncher {
 
 struct Sandboxed {
     id: String,
+    cpu: Option<CpuClock>,
     containers: Arc<dyn Containers>,
     exited: Option<(Option<i32>, String)>,
     _proxy: Option<EgressProxy>,
@@ -141,6 +143,10 @@ impl Launched for Sandboxed {
 
     async fn kill(&mut self) {
         self.containers.remove(&self.id, Duration::ZERO).await;
+    }
+
+    fn cpu_clock(&self) -> Option<CpuClock> {
+        self.cpu.clone()
     }
 }
 
@@ -223,6 +229,7 @@ mod tests {
             network: false,
             egress: vec![],
             memory_bytes: Some(96 << 20),
+            cpus_milli: Some(500),
             workdir: PathBuf::from("/var/lib/atoll/bundles/work/hello"),
         };
         let c = container_spec(&spec);
@@ -230,7 +237,7 @@ mod tests {
         assert_eq!(c.name.as_deref(), Some("atoll-sandbox-hello-12345678-1"));
         assert_eq!((c.network, c.read_only, c.cap_drop.as_slice()), (NetworkMode::None, true, &["ALL".to_owned()][..]));
         assert!(c.security.no_new_privileges);
-        assert_eq!(c.resources.memory, Some(96 << 20));
+        assert_eq!((c.resources.memory, c.resources.cpus_milli), (Some(96 << 20), Some(500)));
         assert_eq!(c.env, ["TOKEN=s3cret"]);
         assert_eq!(c.labels.get(crate::oci::SECRET_ENV_LABEL).map(String::as_str), Some("TOKEN"));
         let binds: Vec<(&str, bool)> =

@@ -319,6 +319,12 @@ impl Engine {
         rec.is_running().then(|| atoll_runtime::stats::read_usage(self.cfg.cgroup_mode, &format!("/atoll/{}", rec.id), rec.pid))
     }
 
+    /// The file holding container `id`'s CPU time while it runs, and the cgroup version that
+    /// says its format ([`atoll_runtime::stats::cpu_usage_file`]).
+    pub fn cpu_usage_file(&self, id: &str) -> (atoll_runtime::probe::CgroupMode, std::path::PathBuf) {
+        (self.cfg.cgroup_mode, atoll_runtime::stats::cpu_usage_file(self.cfg.cgroup_mode, &format!("/atoll/{id}")))
+    }
+
     /// Lifecycle events of this daemon.
     pub fn events(&self) -> &Arc<events::EventBus> {
         &self.events

@@ -3,10 +3,10 @@
 //! kill. [`ProcessLauncher`] is the plain implementation (isolation `none`): a child process
 //! of the daemon in its own process group, with only the spec's environment, its standard
 //! output and error logged line by line (target `atoll_bundles::output`) and the tail of its
-//! standard error kept for the exit report. It applies neither `mounts`, `network` nor
-//! `memory_bytes` (a process cannot be held to them without a sandbox): the deno runtime's own
-//! permission flags and heap limit are then all there is. A container launcher (the daemon's)
-//! applies all three.
+//! standard error kept for the exit report. It applies none of `mounts`, `network`,
+//! `memory_bytes` and `cpus_milli` (a process cannot be held to them without a sandbox): the
+//! deno runtime's own permission flags and heap limit are then all there is. A container
+//! launcher (the daemon's) applies all four.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -40,6 +40,8 @@ pub struct LaunchSpec {
     pub egress: Vec<String>,
     /// The most memory it may use, all of it counted (the sandbox's cgroup limit).
     pub memory_bytes: Option<u64>,
+    /// The most CPU it may use at once, in thousandths of a CPU (the sandbox's cgroup quota).
+    pub cpus_milli: Option<u64>,
     /// Its working directory.
     pub workdir: PathBuf,
 }
@@ -55,6 +57,7 @@ impl std::fmt::Debug for LaunchSpec {
             .field("network", &self.network)
             .field("egress", &self.egress)
             .field("memory_bytes", &self.memory_bytes)
+            .field("cpus_milli", &self.cpus_milli)
             .field("workdir", &self.workdir)
             .finish()
     }
@@ -92,6 +95,10 @@ pub trait Launched: Send + Sync {
     async fn wait(&mut self) -> (Option<i32>, String);
     /// Kills it (and whatever it started) at once; [`Launched::wait`] then resolves.
     async fn kill(&mut self);
+    /// Where its CPU time is read (per-request CPU limits need it), if anywhere.
+    fn cpu_clock(&self) -> Option<crate::cpu::CpuClock> {
+        None
+    }
 }
 
 /// Children of this process, isolation `none` (see the module's documentation).
@@ -148,6 +155,10 @@ struct Process {
 impl Launched for Process {
     fn id(&self) -> String {
         self.pid.to_string()
+    }
+
+    fn cpu_clock(&self) -> Option<crate::cpu::CpuClock> {
+        Some(crate::cpu::CpuClock::Process(self.pid))
     }
 
     async fn wait(&mut self) -> (Option<i32>, String) {
@@ -254,6 +265,7 @@ mod tests {
             network: false,
             egress: vec![],
             memory_bytes: None,
+            cpus_milli: None,
             workdir: std::env::temp_dir(),
         }
     }

@@ -19,6 +19,7 @@
 //! [`RunError::status`]; a deno bundle is ended with `bundle.stop().await` (or dropped).
 
 pub mod cgi;
+pub mod cpu;
 pub mod deno;
 pub mod dir;
 mod error;

@@ -15,6 +15,9 @@ pub struct Policy {
     /// CPU time of one request, ms.
     pub default_cpu_ms: u64,
     pub max_cpu_ms: u64,
+    /// The CPU one deno or oci instance may use at once, thousandths of a CPU (its cgroup's
+    /// quota, docker's `--cpus`).
+    pub instance_cpus_milli: u64,
     /// Wall time of one request, ms (the 504).
     pub default_wall_ms: u64,
     pub max_wall_ms: u64,
@@ -42,6 +45,7 @@ impl Default for Policy {
             max_memory_mb: 512,
             default_cpu_ms: 1_000,
             max_cpu_ms: 30_000,
+            instance_cpus_milli: 1_000,
             default_wall_ms: 10_000,
             max_wall_ms: 60_000,
             default_concurrent: 32,
@@ -60,6 +64,8 @@ impl Default for Policy {
 pub struct Effective {
     pub memory_bytes: usize,
     pub cpu: Duration,
+    /// Of a deno or oci instance, thousandths of a CPU.
+    pub cpus_milli: u64,
     pub wall: Duration,
     pub concurrent: usize,
     pub max_body_bytes: usize,
@@ -75,6 +81,7 @@ impl Policy {
         Effective {
             memory_bytes: usize::try_from(pick(l.memory_mb, self.default_memory_mb, self.max_memory_mb) << 20).unwrap_or(usize::MAX),
             cpu: Duration::from_millis(pick(l.cpu_ms_per_request, self.default_cpu_ms, self.max_cpu_ms)),
+            cpus_milli: self.instance_cpus_milli,
             wall: Duration::from_millis(pick(l.wall_timeout_ms, self.default_wall_ms, self.max_wall_ms)),
             concurrent: usize::try_from(pick(l.max_concurrent, self.default_concurrent, self.max_concurrent)).unwrap_or(usize::MAX),
             max_body_bytes: self.max_body_bytes,

@@ -275,6 +275,27 @@ async fn a_request_over_its_wall_time_gets_504_and_the_next_one_answers() {
 }
 
 #[tokio::test]
+async fn a_request_over_its_cpu_time_gets_504_long_before_its_wall_time_and_a_waiting_one_does_not() {
+    let l = load(json!({"routes": routes(&["spin", "slow", "hello"]), "limits": {"cpuMsPerRequest": 300, "wallTimeoutMs": 30000}})).await;
+    let b = &l.bundle;
+    let pid = b.instance_id().await.unwrap();
+    // Waiting costs no CPU: 1.5 s asleep is not cut by a 300 ms CPU budget.
+    let r = b.handle(get("/slow?ms=1500")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(b.instance_starts(), 1);
+    let started = Instant::now();
+    let e = b.handle(get("/spin")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, RunError::CpuLimit { limit_ms: 300 }), "{e}");
+    assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+    // At one CPU it is cut near 300 ms; other tests share this machine's CPUs.
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(ok(b, "/hello").await, "hello");
+    assert_eq!(b.instance_starts(), 2, "the spinning instance was replaced");
+    assert!(gone(&pid), "the spinning instance {pid} still runs");
+}
+
+#[tokio::test]
 async fn an_idle_bundle_scales_to_zero_and_its_next_request_starts_an_instance() {
     let l = load(json!({"routes": routes(&["hello"])})).await;
     let b = &l.bundle;

@@ -76,6 +76,16 @@ fn read(path: PathBuf) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The file holding the CPU time of the container in cgroup `cgroups_path`: v2's `cpu.stat`
+/// (its `usage_usec` line) or v1's `cpuacct.usage` (nanoseconds).
+pub fn cpu_usage_file(mode: CgroupMode, cgroups_path: &str) -> PathBuf {
+    let rel = cgroups_path.trim_start_matches('/');
+    match mode {
+        CgroupMode::V2 => Path::new("/sys/fs/cgroup").join(rel).join("cpu.stat"),
+        _ => Path::new("/sys/fs/cgroup/cpuacct").join(rel).join("cpuacct.usage"),
+    }
+}
+
 /// Reads the usage of the container in cgroup `cgroups_path` (as given to the runtime, e.g.
 /// `/atoll/<id>`) whose init is `pid`.
 pub fn read_usage(mode: CgroupMode, cgroups_path: &str, pid: Option<i32>) -> Usage {
@@ -85,7 +95,7 @@ pub fn read_usage(mode: CgroupMode, cgroups_path: &str, pid: Option<i32>) -> Usa
     match mode {
         CgroupMode::V2 => {
             let dir = root.join(rel);
-            u.cpu_ns = keyed(&read(dir.join("cpu.stat")), "usage_usec").unwrap_or(0) * 1000;
+            u.cpu_ns = keyed(&read(cpu_usage_file(mode, cgroups_path)), "usage_usec").unwrap_or(0) * 1000;
             let current = read(dir.join("memory.current")).trim().parse().unwrap_or(0);
             let inactive = keyed(&read(dir.join("memory.stat")), "inactive_file").unwrap_or(0);
             u.memory_bytes = current - inactive.min(current);
@@ -95,7 +105,7 @@ pub fn read_usage(mode: CgroupMode, cgroups_path: &str, pid: Option<i32>) -> Usa
         }
         _ => {
             let c = |ctrl: &str, file: &str| read(root.join(ctrl).join(rel).join(file));
-            u.cpu_ns = c("cpuacct", "cpuacct.usage").trim().parse().unwrap_or(0);
+            u.cpu_ns = read(cpu_usage_file(mode, cgroups_path)).trim().parse().unwrap_or(0);
             let usage: u64 = c("memory", "memory.usage_in_bytes").trim().parse().unwrap_or(0);
             let inactive = keyed(&c("memory", "memory.stat"), "total_inactive_file").unwrap_or(0);
             u.memory_bytes = usage - inactive.min(usage);

@@ -17,6 +17,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use crate::cpu::{CpuClock, CpuExceeded, Meter};
 use crate::launch::{LaunchError, LaunchSpec, Launcher};
 
 /// How an instance ended: its exit code (none for a signal) and the tail of its stderr.
@@ -59,6 +60,9 @@ pub(crate) struct Instance {
     kill: Mutex<Option<oneshot::Sender<()>>>,
     /// Why the runner stopped it, if it did.
     recycled: Mutex<Option<String>>,
+    /// Its CPU time, shared out among its requests.
+    cpu: Option<CpuClock>,
+    meter: Meter,
 }
 
 impl std::fmt::Debug for Instance {
@@ -87,6 +91,7 @@ impl Instance {
         let name = spec.name.clone();
         let mut launched = launcher.launch(spec).await?;
         let id = launched.id();
+        let cpu = launched.cpu_clock();
         let (exit_tx, exit) = watch::channel(None);
         let (kill_tx, mut kill_rx) = oneshot::channel::<()>();
         // The process's owner: reports its exit; kills it when told or when the instance is
@@ -114,6 +119,8 @@ impl Instance {
             exit,
             kill: Mutex::new(Some(kill_tx)),
             recycled: Mutex::new(None),
+            cpu,
+            meter: Meter::default(),
         });
         match tokio::time::timeout_at(deadline, instance.ready()).await {
             Ok(Ok(())) => Ok(instance),
@@ -201,6 +208,17 @@ impl Instance {
             Ok(Ok(e)) => e.clone(),
             _ => self.exit.borrow().clone(),
         }
+    }
+
+    /// [`Instance::call`], stopped once the request's share of the instance's CPU time passes
+    /// `cpu` ([`crate::cpu`]).
+    pub(crate) async fn metered_call(
+        &self,
+        req: Request<Full<Bytes>>,
+        max_body: usize,
+        cpu: Duration,
+    ) -> Result<Result<Response<Bytes>, CallError>, CpuExceeded> {
+        self.meter.limit(self.cpu.as_ref(), cpu, self.call(req, max_body)).await
     }
 
     /// Sends `req` and reads its whole response, the body at most `max_body` bytes.

@@ -23,8 +23,10 @@
 //! semaphore; more wait up to their wall time, then 503); the JavaScript heap
 //! (`--max-old-space-size`: a bundle past it crashes its instance, the request fails with
 //! [`RunError::InstanceMemory`], the next one gets a new instance) and, given to the launcher,
-//! the process's memory (the heap limit plus [`RUNTIME_OVERHEAD_BYTES`]). CPU time per request
-//! is not measured: requests share one process (the sandbox's CPU limit holds the whole).
+//! the process's memory (the heap limit plus [`RUNTIME_OVERHEAD_BYTES`]) and its CPU quota; CPU
+//! time per request, the instance's CPU time shared out among the requests under way
+//! ([`crate::cpu`]: a request past it gets [`RunError::CpuLimit`], and the instance is recycled
+//! as for a wall timeout).
 //! An instance that exits is started again by the next request.
 
 mod bootstrap;
@@ -187,6 +189,7 @@ impl DenoRuntime {
             network: !manifest.permissions.net.is_empty(),
             egress: manifest.permissions.net.clone(),
             memory_bytes: Some(limits.memory_bytes as u64 + RUNTIME_OVERHEAD_BYTES),
+            cpus_milli: Some(limits.cpus_milli),
             workdir: paths.data_dir.clone().unwrap_or_else(|| work.clone()),
         };
         let short = &cid[cid.len().saturating_sub(8)..];
@@ -399,14 +402,19 @@ impl DenoBundle {
         let head_request = head.method == http::Method::HEAD;
         let remote = head.extensions.get::<ClientAddr>().map(|a| a.0);
         let upstream = proxy::upstream(head, body, &m, remote);
-        let response = match tokio::time::timeout_at(deadline, instance.call(upstream, inner.limits.max_output_bytes)).await {
+        let cpu = inner.limits.cpu;
+        let response = match tokio::time::timeout_at(deadline, instance.metered_call(upstream, inner.limits.max_output_bytes, cpu)).await {
             Err(_) => {
                 inner.recycle(&instance, &format!("a request ran over its {} ms wall timeout", wall.as_millis()));
                 return Err(timeout());
             }
-            Ok(Err(CallError::TooLarge(limit))) => return Err(RunError::OutputTooLarge { limit }),
-            Ok(Err(e)) => return Err(inner.failure(&instance, e).await),
-            Ok(Ok(r)) => r,
+            Ok(Err(over)) => {
+                inner.recycle(&instance, &format!("a request ran over its {} ms of CPU time ({over})", cpu.as_millis()));
+                return Err(RunError::CpuLimit { limit_ms: cpu.as_millis() as u64 });
+            }
+            Ok(Ok(Err(CallError::TooLarge(limit)))) => return Err(RunError::OutputTooLarge { limit }),
+            Ok(Ok(Err(e))) => return Err(inner.failure(&instance, e).await),
+            Ok(Ok(Ok(r))) => r,
         };
         let (mut response, denied) = proxy::downstream(response, head_request);
         if let Some(what) = denied {
