@@ -438,24 +438,36 @@ async fn island_seed(m: &Manager) -> ApiResult<Vec<u8>> {
         .map_err(|e| err(ErrorKind::Internal, BundleError::Invalid(format!("the island's secret seed is not base64: {e}"))))
 }
 
+/// What members reported of the bundles placed on them, noted in `failed_on`: a member that
+/// reports a bundle failed is added (placement then moves it, if another member can take it);
+/// once it runs somewhere, the list is emptied (the failures may have been passing: the PDS
+/// down, a full disk; a later move may try those members again). Returns the bundles
+/// changed. Pure.
+fn note_outcomes(bundles: &mut [(Bundle, u64)], endpoints: &BTreeMap<String, (BundleEndpoints, u64)>) -> BTreeSet<String> {
+    let mut changed = BTreeSet::new();
+    for (b, _) in bundles {
+        let Some(node) = b.node.clone() else { continue };
+        let Some(state) =
+            endpoints.get(&node).and_then(|(e, _)| e.bundles.get(&b.name)).filter(|e| e.created == b.created).map(|e| &e.state)
+        else {
+            continue;
+        };
+        if state.starts_with("failed: ") && !b.failed_on.contains(&node) {
+            b.failed_on.push(node);
+            changed.insert(b.name.clone());
+        } else if state == "running" && !b.failed_on.is_empty() {
+            b.failed_on.clear();
+            changed.insert(b.name.clone());
+        }
+    }
+    changed
+}
+
 /// The leader's look: bundles on members down, drained or gone move; new ones are placed.
 async fn place(m: &Manager, records: &Records) -> ApiResult<()> {
     let nodes = records.nodes(&m.state());
-    // A bundle its member reports failed is marked to avoid that member (and moves, if it can).
     let mut bundles: Vec<(Bundle, u64)> = records.bundles.clone();
-    let mut marked = BTreeSet::new();
-    for (b, _) in &mut bundles {
-        let Some(node) = b.node.clone() else { continue };
-        let failed = records
-            .bundle_endpoints
-            .get(&node)
-            .and_then(|(e, _)| e.bundles.get(&b.name))
-            .is_some_and(|e| e.created == b.created && e.state.starts_with("failed: "));
-        if failed && !b.failed_on.contains(&node) {
-            b.failed_on.push(node);
-            marked.insert(b.name.clone());
-        }
-    }
+    let marked = note_outcomes(&mut bundles, &records.bundle_endpoints);
     let slots: Vec<atoll_sched::bundles::BundleSlot> = bundles
         .iter()
         .map(|(b, _)| atoll_sched::bundles::BundleSlot { name: b.name.clone(), node: b.node.clone(), avoid: b.failed_on.clone() })
@@ -485,4 +497,43 @@ async fn place(m: &Manager, records: &Records) -> ApiResult<()> {
         write(m, ops).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(node: &str, failed_on: &[&str]) -> (Bundle, u64) {
+        let b = serde_json::json!({"name": "hello", "uri": "at://did:plc:a/dev.atoll.bundle/hello", "version": "bafy", "node": node, "failed_on": failed_on, "created": 7});
+        (serde_json::from_value(b).expect("a bundle record"), 1)
+    }
+
+    fn report(member: &str, state: &str, created: i64) -> BTreeMap<String, (BundleEndpoints, u64)> {
+        let e = BundleEndpoint { port: None, state: state.into(), version: None, created };
+        let rec = BundleEndpoints { member: member.into(), bundles: [("hello".to_owned(), e)].into(), extra: Default::default() };
+        [(member.to_owned(), (rec, 1))].into()
+    }
+
+    #[test]
+    fn a_failure_marks_its_member_and_running_elsewhere_clears_the_marks() {
+        let mut bs = [bundle("a", &[])];
+        assert_eq!(note_outcomes(&mut bs, &report("a", "failed: no deno", 7)), BTreeSet::from(["hello".to_owned()]));
+        assert_eq!(bs[0].0.failed_on, ["a"]);
+        assert!(note_outcomes(&mut bs, &report("a", "failed: no deno", 7)).is_empty(), "marked once");
+        // Moved to b, where it runs: a may be tried again by a later move.
+        bs[0].0.node = Some("b".into());
+        assert!(note_outcomes(&mut bs, &report("b", "starting", 7)).is_empty());
+        assert_eq!(note_outcomes(&mut bs, &report("b", "running", 7)).len(), 1);
+        assert!(bs[0].0.failed_on.is_empty());
+        assert!(note_outcomes(&mut bs, &report("b", "running", 7)).is_empty(), "nothing to write when nothing changed");
+    }
+
+    #[test]
+    fn reports_about_an_earlier_bundle_of_the_name_or_another_member_count_for_nothing() {
+        let mut bs = [bundle("a", &["c"])];
+        assert!(note_outcomes(&mut bs, &report("a", "failed: old", 6)).is_empty());
+        assert!(note_outcomes(&mut bs, &report("a", "running", 6)).is_empty());
+        assert!(note_outcomes(&mut bs, &report("b", "running", 7)).is_empty());
+        assert_eq!(bs[0].0.failed_on, ["c"]);
+    }
 }
