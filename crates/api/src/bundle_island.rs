@@ -255,11 +255,13 @@ async fn view_of(m: &Manager, b: &Bundles, records: &Records, rec: &Bundle) -> B
                 created: rec.created,
                 node: None,
                 public_urls: vec![],
+                failed_on: vec![],
             }
         }
     };
     v.node = member.map(|x| x.name.clone());
     v.public_urls = public_urls;
+    v.failed_on = rec.failed_on.iter().map(|id| island.members.get(id).map_or_else(|| id.clone(), |x| x.name.clone())).collect();
     v
 }
 

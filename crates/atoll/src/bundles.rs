@@ -150,6 +150,9 @@ fn text(b: &BundleView) -> String {
     if !b.public_urls.is_empty() {
         out.push_str(&format!("Public:   {}\n", b.public_urls.join(", ")));
     }
+    if !b.failed_on.is_empty() {
+        out.push_str(&format!("Failed:   on {} (avoided while another member is up)\n", b.failed_on.join(", ")));
+    }
     if !b.secrets.is_empty() {
         out.push_str(&format!("Secrets:  {}\n", b.secrets.join(", ")));
     }

@@ -740,6 +740,38 @@ fn an_islands_bundle_is_placed_on_a_member_and_served_by_the_gateway_under_its_a
     let ls: serde_json::Value = serde_json::from_str(&island.ok("vps1", &["bundle", "ls", "--json"])).unwrap();
     assert_eq!(ls, serde_json::json!([]));
     wait_for(30, "vps1 to stop it", || !island.daemon("vps1").data_dir.join("bundles/hello-wasm.json").exists());
+
+    // A bundle that cannot start on a member (its image is only on vps1, and home1 cannot
+    // pull it) is moved off it as soon as another member is up, and tried there again later.
+    // (Also the regression test of a removal racing the poller: vps1 stopped the bundle as it
+    // moved away, the poller saw its record and started it again, and the zombie kept the
+    // bundle from ever running on vps1 again: "a bundle named vps1-only runs here".)
+    island.ok("vps1", &["tag", &image, "localhost/vps1-only:1"]);
+    let dir = root.path().join("vps1-only");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(root.path().join("hello-oci/bundle.json")).unwrap()).unwrap();
+    (m["name"], m["entry"]) = ("vps1-only".into(), "localhost/vps1-only:1".into());
+    std::fs::write(dir.join("bundle.json"), m.to_string()).unwrap();
+    let only = publish_from_host(&pds, &alice, &dir);
+    let v: serde_json::Value =
+        serde_json::from_str(&island.ok("home1", &["bundle", "run", &only, "--secret", "TOKEN=t", "--json"])).unwrap();
+    assert_eq!((v["state"].as_str(), v["node"].as_str()), (Some("running"), Some("vps1")), "home1 is drained: {v}");
+    let inspect =
+        || -> serde_json::Value { serde_json::from_str(&island.ok("home1", &["bundle", "inspect", "vps1-only", "--json"])).unwrap() };
+    island.ok("vps1", &["node", "activate", "home1"]);
+    island.ok("vps1", &["node", "drain", "vps1"]);
+    wait_for(60, "the bundle to fail on home1, the only member up", || {
+        let v = inspect();
+        v["node"] == "home1" && v["state"].as_str().unwrap().starts_with("failed: ") && v["failed_on"] == serde_json::json!(["home1"])
+    });
+    let text = island.ok("vps1", &["bundle", "inspect", "vps1-only"]);
+    assert!(text.contains("Failed:   on home1 (avoided while another member is up)"), "{text}");
+    island.ok("vps1", &["node", "activate", "vps1"]);
+    wait_for(60, "the bundle moved back to vps1, where it runs and its failures are forgotten", || {
+        let v = inspect();
+        v["node"] == "vps1" && v["state"] == "running" && v["failed_on"] == serde_json::json!([])
+    });
+    island.ok("home1", &["bundle", "rm", "vps1-only"]);
     drop(relays);
     drop(resolvers);
 }

@@ -119,6 +119,10 @@ pub struct BundleView {
     pub node: Option<String>,
     /// Where the island's gateway serves it (`https://hello.alice.friends.example`).
     pub public_urls: Vec<String>,
+    /// The island's members (names) it failed to start on since it last ran: placement
+    /// avoids them while another member is up.
+    #[serde(default)]
+    pub failed_on: Vec<String>,
 }
 
 /// A bundle's permissions, as `inspect` shows them.
@@ -922,6 +926,7 @@ impl Bundles {
             created: rec.created,
             node: None,
             public_urls: vec![],
+            failed_on: vec![],
         }
     }
 
@@ -949,9 +954,12 @@ impl Bundles {
     pub async fn remove(&self, name: &str) -> Result<(), BundleError> {
         check_name(name).map_err(|_| not_found(name))?;
         let rec = store::get(&self.dir, name)?.ok_or_else(|| not_found(name))?;
-        if self.starting.lock().expect("not poisoned").contains(name) {
+        // Held until its record is gone: a start meanwhile (the poller's, of a recorded bundle
+        // that does not run) would bring it back after the removal.
+        if !self.starting.lock().expect("not poisoned").insert(name.to_owned()) {
             return Err(BundleError::Exists(format!("bundle {name} is starting (its image may be pulling): remove it once it runs")));
         }
+        let _held = Held { set: &self.starting, name: name.to_owned() };
         let running = self.running.lock().await.remove(name);
         if let Some(r) = running {
             r.stop().await;
