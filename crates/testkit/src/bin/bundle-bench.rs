@@ -11,7 +11,8 @@
 //! the same namespace) until its first answer, and `deno run` of the same handler under
 //! `Deno.serve` as a plain process until its first answer. Warm requests: a new connection
 //! each, through the bundle's listener (Atoll) and docker's published port (docker-proxy on
-//! loopback) or Deno's own listener.
+//! loopback) or Deno's own listener. Then requests/s with 16 clients for the same four, and the
+//! memory of an idle warm oci instance under each engine.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -145,6 +146,38 @@ fn main() {
             assert!(body.starts_with("hello from"), "{addr}: {body}");
         }
     }
+    // Requests a second with 16 clients (a new connection per request), in rounds taken in
+    // turn; and the memory each idle warm oci instance holds (its container's cgroup, the same
+    // reading for both engines).
+    let peers = [
+        ("oci, Atoll", oci_addr),
+        ("oci, docker's published port", docker_addr),
+        ("deno, Atoll", deno_addr),
+        ("deno, `Deno.serve`", deno_direct),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    for _ in 0..5 {
+        for (i, (_, addr)) in peers.iter().enumerate() {
+            rates[i].push(throughput(*addr, hello, 16, Duration::from_secs(2)));
+        }
+    }
+    let cid = oci.rsplit('/').next().unwrap().to_owned();
+    // (Scaled to zero after 1 s idle: a request wakes it, then it is read at once.)
+    let atoll_pid = {
+        get(oci_addr, hello);
+        let ps: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--json"])).unwrap();
+        let name = ps
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .find(|n| n.starts_with("atoll-bundle-hello-oci"))
+            .unwrap()
+            .to_owned();
+        d.container(&name)["pid"].as_u64().unwrap_or_else(|| panic!("no pid for {name} ({cid})"))
+    };
+    let docker_pid: u64 = docker.ok(&["inspect", "--format", "{{.State.Pid}}", &id]).trim().parse().unwrap();
+    let memory = [("oci, Atoll", cgroup_memory(atoll_pid)), ("oci, docker", cgroup_memory(docker_pid))];
     let _ = child.kill();
     let _ = child.wait();
     docker.ok(&["rm", "-f", &id]);
@@ -168,6 +201,59 @@ fn main() {
         medians[4] / medians[5],
         medians[6] / medians[7]
     );
+    println!();
+    println!("| Requests/s, 16 clients, a new connection each (5 rounds of 2 s, in turn) | median | min | max |");
+    println!("|---|---|---|---|");
+    let mut rate_medians = Vec::new();
+    for ((name, _), r) in peers.iter().zip(&mut rates) {
+        r.sort_by(f64::total_cmp);
+        println!("| {name} | {:.0} | {:.0} | {:.0} |", r[r.len() / 2], r[0], r[r.len() - 1]);
+        rate_medians.push(r[r.len() / 2]);
+    }
+    println!();
+    println!(
+        "Atoll / peer, requests/s medians: oci **{:.2}x** docker's published port, deno **{:.2}x** `Deno.serve`.",
+        rate_medians[0] / rate_medians[1],
+        rate_medians[2] / rate_medians[3]
+    );
+    println!();
+    println!("| Memory of an idle warm oci instance (its cgroup: memory.current − inactive_file) | KiB |");
+    println!("|---|---|");
+    for (name, bytes) in memory {
+        println!("| {name} | {} |", bytes >> 10);
+    }
+}
+
+/// Requests a second from `clients` threads, each GETting `path` over new connections for
+/// `time`.
+fn throughput(addr: SocketAddr, path: &'static str, clients: usize, time: Duration) -> f64 {
+    let start = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while start.elapsed() < time {
+                    assert!(!try_get(addr, path).is_empty(), "GET {path} on {addr} failed under load");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The memory the cgroup of process `pid` holds, less its inactive file cache (as `docker
+/// stats` and `atoll stats` count it), bytes.
+fn cgroup_memory(pid: u64) -> u64 {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let rel = line.lines().find_map(|l| l.strip_prefix("0::")).expect("cgroup v2");
+    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    let current: u64 = std::fs::read_to_string(dir.join("memory.current")).unwrap().trim().parse().unwrap();
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap();
+    let inactive: u64 = stat.lines().find_map(|l| l.strip_prefix("inactive_file ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    current - inactive.min(current)
 }
 
 /// The Deno binary Atoll uses (`scripts/install-deno.sh`).
