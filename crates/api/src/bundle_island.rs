@@ -99,17 +99,9 @@ pub async fn disallow(m: &Manager, who: &str) -> ApiResult<()> {
 /// the leader and started by its member, and this waits (up to 90 s) to say how that went. A
 /// bundle its member could not start is removed again, with the member's reason.
 pub async fn run(m: &Manager, b: &Bundles, uri: &str, opts: atoll_bundles::RunOptions) -> ApiResult<BundleView> {
-    let f = b.fetch_for_island(uri, opts.name.as_deref()).await?;
+    let f = b.fetch_for_island(uri, opts.name.as_deref(), &authors(m).await?).await?;
     atoll_bundles::check_env(&f.manifest, &opts.env)?;
     atoll_bundles::check_instances(&f.manifest, opts.min_instances, opts.max_instances)?;
-    let allowed = authors(m).await?;
-    if !b.is_allowed(&f.did, &allowed).await? {
-        let who = f.handle.as_deref().unwrap_or(&f.did);
-        return Err(BundleError::NotAllowed(format!(
-            "{who} is not allowed to run bundles on the island: `atoll bundle allow {who}` first"
-        ))
-        .into());
-    }
     let rec = Bundle {
         name: f.name.clone(),
         uri: f.uri,

@@ -71,6 +71,13 @@ fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_t
     let bobs = publish(&ns, &pds, &bob, &example("hello-wasm"));
     let r = d.cli(&["bundle", "run", &bobs, "--name", "other"]);
     assert!(!r.ok() && r.stderr.contains("bob.test is not allowed"), "{}", r.stderr);
+    // Who it is is checked before anything of theirs is fetched: a record bob never wrote
+    // gets the same answer, not "no such record".
+    let r = d.cli(&["bundle", "run", "at://bob.test/dev.atoll.bundle/nope"]);
+    assert!(!r.ok() && r.stderr.contains("bob.test is not allowed"), "{}", r.stderr);
+    // An unregistered did:plc is named as such.
+    let r = d.cli(&["bundle", "run", "at://did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/dev.atoll.bundle/x"]);
+    assert!(!r.ok() && r.stderr.contains("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa is not registered"), "{}", r.stderr);
     let r = d.cli(&["bundle", "run", &by_handle]);
     assert!(!r.ok() && r.stderr.contains("a bundle named hello-wasm runs here"), "{}", r.stderr);
     // Trust follows the social graph: allowing whom alice follows lets bob in (she follows him),

@@ -14,7 +14,9 @@ pub enum Error {
     UnsupportedDidMethod(String),
     #[error("`{uri}` is not an at:// URI of a record (at://AUTHORITY/COLLECTION/RKEY): {reason}")]
     InvalidAtUri { uri: String, reason: String },
-    #[error("refusing plain-http URL {0}: ATProto endpoints must use https")]
+    #[error(
+        "refusing plain-http URL {0}: ATProto endpoints must use https (a local test PDS: see --insecure-http-port, scripts/dev-pds.sh)"
+    )]
     InsecureUrl(String),
     #[error("{0} is not an http(s) URL")]
     InvalidUrl(String),
@@ -40,6 +42,8 @@ pub enum Error {
     Timeout { url: String, timeout: Duration },
     #[error("{url}: HTTP {status}: {body}")]
     Status { url: String, status: u16, body: String },
+    #[error("{did} is not registered: {url} has no DID document for it (check the DID, or the daemon's --plc-url)")]
+    DidNotFound { did: String, url: String },
     #[error("{what} from {url} is larger than the limit of {limit} bytes")]
     TooLarge { what: &'static str, url: String, limit: u64 },
     #[error("{what} from {url} nests deeper than the limit of {limit} levels")]

@@ -37,7 +37,16 @@ impl reqwest::dns::Resolve for HickoryDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let resolver = self.0.clone();
         Box::pin(async move {
-            let ips = resolver.lookup_ip(name.as_str()).await?;
+            // hickory's own text prints its whole query with Debug: say it in words.
+            let ips = resolver.lookup_ip(name.as_str()).await.map_err(|e| {
+                let host = name.as_str().trim_end_matches('.');
+                let why = if e.is_no_records_found() {
+                    format!("{host} has no address (no A or AAAA record)")
+                } else {
+                    format!("resolving {host}: {e}")
+                };
+                Box::new(std::io::Error::other(why)) as Box<dyn std::error::Error + Send + Sync>
+            })?;
             let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(ip, 0)).collect();
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -160,7 +169,11 @@ impl Http {
             let mut message = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                message = format!("{message}: {s}");
+                // Wrappers often repeat their cause's text: once is enough.
+                let text = s.to_string();
+                if !message.contains(&text) {
+                    message = format!("{message}: {text}");
+                }
                 source = s.source();
             }
             Error::Http { url: url.to_owned(), message }

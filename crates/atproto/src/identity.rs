@@ -117,11 +117,11 @@ impl Client {
     }
 
     async fn txt(&self, name: &str) -> Result<Vec<String>> {
-        let lookup = self
-            .dns
-            .lookup(name, RecordType::TXT)
-            .await
-            .map_err(|e| Error::Dns { name: name.trim_end_matches('.').to_owned(), message: e.to_string() })?;
+        let lookup = self.dns.lookup(name, RecordType::TXT).await.map_err(|e| {
+            // hickory's own text prints its whole query with Debug: say it in words.
+            let message = if e.is_no_records_found() { "no such record".to_owned() } else { e.to_string() };
+            Error::Dns { name: name.trim_end_matches('.').to_owned(), message }
+        })?;
         Ok(lookup
             .answers()
             .iter()
@@ -159,7 +159,10 @@ impl Client {
             };
             self.http.host_url(&name, port, "/.well-known/did.json")
         };
-        let document: DidDocument = self.http.get_json("a DID document", &url).await?;
+        let document: DidDocument = match self.http.get_json("a DID document", &url).await {
+            Err(Error::Status { status: 404 | 410, .. }) => return Err(Error::DidNotFound { did, url }),
+            other => other?,
+        };
         if document.id != did {
             return Err(Error::DocumentIdMismatch { did, url, found: document.id });
         }

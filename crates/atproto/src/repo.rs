@@ -78,10 +78,24 @@ impl Client {
     /// `name`, or its record key): resolves the authority both ways, reads the record,
     /// validates it, and fetches its code into `cache` checked against its CID.
     pub async fn fetch_bundle(&self, cache: &BlobCache, uri: &AtUri, name: Option<&str>) -> Result<Fetched> {
+        self.check_bundle_uri(uri)?;
+        let identity = self.resolve(&uri.authority).await?;
+        self.fetch_bundle_of(cache, uri, identity, name).await
+    }
+
+    /// Whether `uri` names a bundle's collection ([`Error::NotABundle`] if not).
+    pub fn check_bundle_uri(&self, uri: &AtUri) -> Result<()> {
         if uri.collection != bundle::NSID && uri.collection != functions::NSID {
             return Err(Error::NotABundle { uri: uri.to_string(), collection: uri.collection.clone() });
         }
-        let identity = self.resolve(&uri.authority).await?;
+        Ok(())
+    }
+
+    /// [`Client::fetch_bundle`] of an author already resolved (`identity`, from
+    /// [`Client::resolve`] of `uri`'s authority): so a caller can check who it is before
+    /// anything of theirs is downloaded.
+    pub async fn fetch_bundle_of(&self, cache: &BlobCache, uri: &AtUri, identity: Identity, name: Option<&str>) -> Result<Fetched> {
+        self.check_bundle_uri(uri)?;
         let at_did = AtUri { authority: identity.did.clone(), ..uri.clone() };
         let record = self.get_record(&identity.pds, &identity.did, &uri.collection, &uri.rkey).await?;
         let invalid = |source| Error::InvalidRecord { uri: at_did.to_string(), source };

@@ -459,8 +459,12 @@ impl Bundles {
     /// Whether `did` may run bundles under the allow-list that applies to `rec` (the island's
     /// for a bundle it placed here, else this host's).
     async fn allowed_for(&self, island: bool, did: &str) -> Result<bool, BundleError> {
-        let list = if island { self.island_authors.read().expect("not poisoned").clone() } else { store::allowed(&self.dir)? };
-        self.is_allowed(did, &list).await
+        self.is_allowed(did, &self.authors_for(island)?).await
+    }
+
+    /// The authors whose bundles run: the island's (`island`) or this host's.
+    fn authors_for(&self, island: bool) -> Result<Vec<Allowed>, BundleError> {
+        Ok(if island { self.island_authors.read().expect("not poisoned").clone() } else { store::allowed(&self.dir)? })
     }
 
     /// Starts bundle `name` if it is recorded here and neither runs nor is starting (the
@@ -504,8 +508,8 @@ impl Bundles {
     /// Fetches the bundle at `uri` (its code checked against its CID) and says what the island
     /// records of it: its name (`name`, else its manifest's), its URI with its author's DID,
     /// its author, and the record's CID.
-    pub async fn fetch_for_island(&self, uri: &str, name: Option<&str>) -> Result<Fetched, BundleError> {
-        let (fetched, name) = self.fetch_named(uri, name).await?;
+    pub async fn fetch_for_island(&self, uri: &str, name: Option<&str>, authors: &[Allowed]) -> Result<Fetched, BundleError> {
+        let (fetched, name) = self.fetch_named(uri, name, authors, "on the island").await?;
         check_name(&name)?;
         Ok(Fetched {
             manifest: fetched.manifest.clone(),
@@ -540,16 +544,11 @@ impl Bundles {
     /// [`Bundles::public_key`] (the CLI seals them, so they never cross the API in the clear).
     pub async fn run(&self, uri: &str, opts: RunOptions) -> Result<BundleView, BundleError> {
         let RunOptions { name, secrets, min_instances, max_instances, env, island, accepted } = opts;
-        let (fetched, name) = self.fetch_named(uri, name.as_deref()).await?;
-        let did = &fetched.identity.did;
         // The island's bundles are checked against the island's list, others against this host's.
-        if !self.allowed_for(island.is_some(), did).await? {
-            return Err(BundleError::NotAllowed(format!(
-                "{} is not allowed to run bundles here: `atoll bundle allow {}` first",
-                fetched.identity.handle.as_deref().unwrap_or(did),
-                fetched.identity.handle.as_deref().unwrap_or(did)
-            )));
-        }
+        let authors = self.authors_for(island.is_some())?;
+        let place = if island.is_some() { "on the island" } else { "here" };
+        let (fetched, name) = self.fetch_named(uri, name.as_deref(), &authors, place).await?;
+        let did = &fetched.identity.did;
         check_name(&name)?;
         // A version newer than the one the operator accepted may not ask for more (as hot
         // reload holds such a version).
@@ -603,12 +602,27 @@ impl Bundles {
 
     /// Fetches the bundle at `uri` (its code checked against its CID), and the name it runs
     /// under: `name` (checked), else its manifest's (for the caller to check).
-    async fn fetch_named(&self, uri: &str, name: Option<&str>) -> Result<(atoll_atproto::repo::Fetched, String), BundleError> {
+    /// Fetches the bundle at `uri` by an author of `authors` (checked before anything of
+    /// theirs is downloaded; `place`: "here" or "on the island", for the refusal), and its
+    /// name (`name`, else its manifest's).
+    async fn fetch_named(
+        &self,
+        uri: &str,
+        name: Option<&str>,
+        authors: &[Allowed],
+        place: &str,
+    ) -> Result<(atoll_atproto::repo::Fetched, String), BundleError> {
         let at = AtUri::parse(uri)?;
         if let Some(n) = name {
             check_name(n)?;
         }
-        let fetched = self.client.fetch_bundle(&self.cache, &at, name).await?;
+        self.client.check_bundle_uri(&at)?;
+        let identity = self.client.resolve(&at.authority).await?;
+        if !self.is_allowed(&identity.did, authors).await? {
+            let who = identity.handle.as_deref().unwrap_or(&identity.did);
+            return Err(BundleError::NotAllowed(format!("{who} is not allowed to run bundles {place}: `atoll bundle allow {who}` first")));
+        }
+        let fetched = self.client.fetch_bundle_of(&self.cache, &at, identity, name).await?;
         let name = name.map_or_else(|| fetched.manifest.name.clone(), str::to_owned);
         Ok((fetched, name))
     }
