@@ -11,7 +11,7 @@ source scripts/as-root.sh
 scripts/install-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
 cargo build --release --locked -p atoll -p atoll-testkit
-install -m 0755 "$CARGO_TARGET_DIR/release/atoll" /usr/local/bin/atoll
+install -s -m 0755 "$CARGO_TARGET_DIR/release/atoll" /usr/local/bin/atoll  # stripped: the build keeps debug info for profiling
 
 state=/var/lib/atoll
 mkdir -p /var/log/atoll

@@ -30,8 +30,8 @@ pub enum BundleCommand {
         /// Read the app password from standard input.
         #[arg(long, required = true)]
         password_stdin: bool,
-        /// Tests only: allow a plain-http PDS on this port.
-        #[arg(long, value_name = "PORT", hide = true)]
+        /// For a local PDS only (`scripts/dev-pds.sh`): allow a plain-http PDS on this port.
+        #[arg(long, value_name = "PORT")]
         insecure_http_port: Option<u16>,
     },
     /// Run bundles by an author (a DID, or a handle checked both ways) on this host (on its

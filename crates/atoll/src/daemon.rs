@@ -77,12 +77,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "URL", default_value = atoll_atproto::DEFAULT_PLC_URL)]
     pub plc_url: String,
     /// The DNS server for ATProto handles (`_atproto` TXT) and PDS host names [default: the
-    /// host's resolver].
-    #[arg(long, value_name = "IP:PORT", hide = true)]
+    /// host's resolver]; `scripts/dev-pds.sh` prints the one of its local PDS.
+    #[arg(long, value_name = "IP:PORT")]
     pub atproto_nameserver: Option<std::net::SocketAddr>,
-    /// Tests only: allow plain http to PDSes, the PLC directory and well-known lookups, made
-    /// on this port.
-    #[arg(long, value_name = "PORT", hide = true)]
+    /// For a local PDS only (`scripts/dev-pds.sh`): allow plain http to PDSes, the PLC
+    /// directory and well-known lookups on this port (ATProto wants https otherwise).
+    #[arg(long, value_name = "PORT")]
     pub atproto_insecure_http_port: Option<u16>,
     /// How often each bundle's record is checked for a new version, which is then warmed and
     /// swapped in (hot reload): `30s`, `5m`.
@@ -155,6 +155,15 @@ fn pick_runtime(args: &DaemonArgs) -> anyhow::Result<(atoll_runtime::probe::Runt
         Some(rt) => Ok((rt, rejected)),
         None => {
             let why = rejected.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; ");
+            // `ip netns exec` mounts a fresh /sys, without the cgroup filesystem.
+            if !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+                && !std::path::Path::new("/sys/fs/cgroup/memory").exists()
+            {
+                bail!(
+                    "no OCI runtime can run containers on this host ({why}): no cgroup filesystem is mounted at /sys/fs/cgroup; \
+                     under `ip netns exec`, which mounts a /sys without it, start the daemon with `nsenter --net=/run/netns/NAME` instead"
+                )
+            }
             bail!("no OCI runtime can run containers on this host ({why}); install runc or crun (scripts/install-deps.sh does)")
         }
     }

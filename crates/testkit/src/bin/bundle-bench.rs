@@ -245,14 +245,27 @@ fn throughput(addr: SocketAddr, path: &'static str, clients: usize, time: Durati
 }
 
 /// The memory the cgroup of process `pid` holds, less its inactive file cache (as `docker
-/// stats` and `atoll stats` count it), bytes.
+/// stats` and `atoll stats` count it), bytes; cgroup v1 or v2.
 fn cgroup_memory(pid: u64) -> u64 {
-    let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let rel = line.lines().find_map(|l| l.strip_prefix("0::")).expect("cgroup v2");
-    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
-    let current: u64 = std::fs::read_to_string(dir.join("memory.current")).unwrap().trim().parse().unwrap();
-    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap();
-    let inactive: u64 = stat.lines().find_map(|l| l.strip_prefix("inactive_file ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let lines = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let read = |path: PathBuf| std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let keyed = |text: &str, key: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
+    };
+    // cgroup v1 (or hybrid): the memory controller's own hierarchy; else the unified one.
+    let (current, inactive) = match lines.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p)) {
+        Some(rel) => {
+            let dir = Path::new("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/'));
+            let current: u64 = read(dir.join("memory.usage_in_bytes")).trim().parse().unwrap();
+            (current, keyed(&read(dir.join("memory.stat")), "total_inactive_file"))
+        }
+        None => {
+            let rel = lines.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 line");
+            let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+            let current: u64 = read(dir.join("memory.current")).trim().parse().unwrap();
+            (current, keyed(&read(dir.join("memory.stat")), "inactive_file"))
+        }
+    };
     current - inactive.min(current)
 }
 
