@@ -217,7 +217,7 @@ fn main() {
         rate_medians[2] / rate_medians[3]
     );
     println!();
-    println!("| Memory of an idle warm oci instance (its cgroup: memory.current − inactive_file) | KiB |");
+    println!("| Memory of an idle warm oci instance (its cgroup's usage less inactive file cache) | KiB |");
     println!("|---|---|");
     for (name, bytes) in memory {
         println!("| {name} | {} |", bytes >> 10);
