@@ -33,6 +33,13 @@ const PAUSE: Duration = Duration::from_millis(20);
 const RETRY: Duration = Duration::from_secs(10);
 /// How long `bundle run` waits for its member to report it running.
 const RUN_WAIT: Duration = Duration::from_secs(90);
+/// A bundle moved to another member is served here until that member reports it running,
+/// at most this long (a move is make-before-break: the gateway sends requests here meanwhile).
+const HANDOVER_MAX: Duration = Duration::from_secs(90);
+/// Once the new member serves it, this member goes on serving a moved bundle this long more:
+/// the time for every gateway to take in the new member's report and route there (each does
+/// as soon as its replica applies it, milliseconds after this member sees it).
+const HANDOVER_DRAIN: Duration = Duration::from_secs(2);
 
 fn err(kind: ErrorKind, e: impl std::error::Error + 'static) -> ApiError {
     ApiError::of_kind(kind, &e)
@@ -261,7 +268,8 @@ async fn view_of(m: &Manager, b: &Bundles, records: &Records, rec: &Bundle) -> B
 /// this member's share, as soon as the replica changes (and at least twice a second).
 pub async fn run_island_bundles(state: Arc<AppState>) {
     let Ok(bundles) = state.bundles.clone() else { return };
-    let mut agent = Agent { bundles, keyed: None, member: false, starting: Arc::default(), failed: Arc::default() };
+    let mut agent =
+        Agent { bundles, keyed: None, member: false, starting: Arc::default(), failed: Arc::default(), handing_over: BTreeMap::new() };
     let mut seen = 0;
     loop {
         let Some(m) = state.island.manager.read().await.clone() else {
@@ -301,6 +309,9 @@ struct Agent {
     starting: Arc<Mutex<BTreeSet<String>>>,
     /// Bundles that failed to start here, by name.
     failed: Arc<Mutex<BTreeMap<String, Failure>>>,
+    /// Bundles moved to another member and still served here: since when, and since when the
+    /// new member serves them.
+    handing_over: BTreeMap<String, (Instant, Option<Instant>)>,
 }
 
 impl Agent {
@@ -332,8 +343,16 @@ impl Agent {
             .collect();
         self.bundles.set_island_authors(authors(m).await?);
         let placed = self.bundles.island_placed()?;
+        let all: BTreeMap<&str, &Bundle> = records.bundles.iter().map(|(x, _)| (x.name.as_str(), x)).collect();
+        self.handing_over.retain(|name, _| placed.contains_key(name) && !here.contains_key(name.as_str()));
         for (name, uri) in &placed {
             if here.get(name.as_str()).is_none_or(|x| &x.uri != uri) {
+                if let Some(b) = all.get(name.as_str()).filter(|b| &b.uri == uri)
+                    && self.hand_over(b, &records)
+                {
+                    continue;
+                }
+                self.handing_over.remove(name);
                 match self.bundles.remove(name).await {
                     Ok(()) => tracing::info!(bundle = %name, "stopped a bundle the island no longer places here"),
                     Err(e) => tracing::debug!(bundle = %name, error = %e, "stopping a bundle the island no longer places here"),
@@ -400,7 +419,8 @@ impl Agent {
             .await?
             .into_iter()
             .map(|(n, e)| {
-                let created = here.get(n.as_str()).map_or(0, |b| b.created);
+                // (A bundle handed over is still reported: the gateway serves it from here.)
+                let created = all.get(n.as_str()).map_or(0, |b| b.created);
                 (n, BundleEndpoint { port: e.port, state: e.state, version: e.version, created })
             })
             .collect();
@@ -420,6 +440,30 @@ impl Agent {
             write(m, vec![desired::put(&rec, current.map_or(Expect::Absent, |(_, v)| Expect::Version(*v)))]).await?;
         }
         Ok(())
+    }
+
+    /// Whether bundle `b`, which runs here but is placed on another member now, is still
+    /// served here: until that member reports it running (and [`HANDOVER_DRAIN`] more), at
+    /// most [`HANDOVER_MAX`], and only while that member is up.
+    fn hand_over(&mut self, b: &Bundle, records: &Records) -> bool {
+        let Some(to) = b.node.as_deref() else { return false };
+        if records.liveness.get(to).is_some_and(|(l, _)| l.down) {
+            return false;
+        }
+        let serves = records
+            .bundle_endpoints
+            .get(to)
+            .and_then(|(r, _)| r.bundles.get(&b.name))
+            .is_some_and(|e| e.created == b.created && e.state == "running");
+        let (since, served) = self.handing_over.entry(b.name.clone()).or_insert((Instant::now(), None));
+        if serves && served.is_none() {
+            *served = Some(Instant::now());
+            tracing::info!(bundle = %b.name, to, "the member a bundle moved to serves it: handing over");
+        }
+        match served {
+            Some(at) => at.elapsed() < HANDOVER_DRAIN,
+            None => since.elapsed() < HANDOVER_MAX,
+        }
     }
 }
 

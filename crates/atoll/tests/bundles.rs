@@ -713,7 +713,29 @@ fn an_islands_bundle_is_placed_on_a_member_and_served_by_the_gateway_under_its_a
             &format!("curl -sS --fail --max-time 10 --cacert {} --resolve {host}:443:{vps1} https://{host}/cgi-bin/token", pem.display()),
         )
     };
-    wait_for(120, "the bundle served through the gateway with a valid certificate", || get("/hello").ok());
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !get("/hello").ok() {
+        if std::time::Instant::now() > deadline {
+            let out = get("/hello");
+            last = format!("{}{}", out.stdout, out.stderr);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        last.is_empty(),
+        "the bundle not served through the gateway with a valid certificate within 120 s: {last}\ngateway: {}\ncertificates: {}\nvps1's log:\n{}",
+        island.ok("vps1", &["gateway", "ls"]),
+        island.cli("vps1", &["cert", "ls"]).stdout,
+        island
+            .daemon("vps1")
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("hello-wasm") || l.contains("certificate") || l.contains("gateway"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(get("/hello").stdout.trim(), "hello from wasm");
     wait_for(60, "the oci bundle through the gateway", || token().ok());
     assert_eq!(token().stdout.trim(), format!("token={secret}"));
@@ -723,7 +745,19 @@ fn an_islands_bundle_is_placed_on_a_member_and_served_by_the_gateway_under_its_a
     let ls = island.ok("vps1", &["bundle", "ls"]);
     assert!(ls.contains("home1") && ls.contains(&format!("https://{host}")), "{ls}");
 
-    // Drained off home1, it moves to vps1; the name follows.
+    // Drained off home1, it moves to vps1; the name follows. The move is make-before-break:
+    // home1 serves it until vps1 does, so a client asking all along sees no failure.
+    let stop = root.path().join("stop-asking");
+    let asking = std::thread::spawn({
+        let (ns, pem, stop) = (island.host("ca").ns.handle(), pem.display().to_string(), stop.display().to_string());
+        let vps1 = vps1.clone();
+        move || {
+            ns.sh(&format!(
+                "while [ ! -e {stop} ]; do c=$(curl -sS -o {stop}.body -w '%{{http_code}}' --max-time 10 --cacert {pem} \
+                 --resolve {host}:443:{vps1} https://{host}/hello 2>&1); [ \"$c\" = 200 ] && echo 200 || echo \"$c $(cat {stop}.body)\"; done"
+            ))
+        }
+    });
     island.ok("vps1", &["node", "activate", "vps1"]);
     island.ok("vps1", &["node", "drain", "home1"]);
     wait_for(60, "the bundle moved to vps1", || {
@@ -739,6 +773,10 @@ fn an_islands_bundle_is_placed_on_a_member_and_served_by_the_gateway_under_its_a
     wait_for(30, "home1 to forget the bundles it no longer runs", || {
         ["hello-wasm", "hello-oci"].iter().all(|b| !island.daemon("home1").data_dir.join(format!("bundles/{b}.json")).exists())
     });
+    std::fs::write(&stop, "").unwrap();
+    let (_, codes) = asking.join().unwrap();
+    let codes: Vec<&str> = codes.lines().collect();
+    assert!(codes.len() >= 10 && codes.iter().all(|c| *c == "200"), "requests during the move: {codes:?}");
 
     // Removed from a member: gone from the island, its route and its member.
     island.ok("home1", &["bundle", "rm", "hello-wasm"]);

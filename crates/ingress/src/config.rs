@@ -218,25 +218,32 @@ fn user_route(island: &IslandState, records: &Records, r: &GatewayRoute) -> (Rou
     (plan, missing.is_none().then_some(route))
 }
 
-/// A bundle's route: its host names in every zone, to the one member serving it, at the port it
-/// reports there.
+/// A bundle's route: its host names in every zone, to the member it is placed on, at the port it
+/// reports there; while that member does not serve it yet (a move), to whichever member up
+/// still reports this bundle running (the one it leaves, which hands over once the new one
+/// serves: `bundle_island`). Once the new one serves, the one it leaves stays in the route,
+/// unhealthy, until it stops: it takes no new request, and those it is answering finish (the
+/// gateway gives up on requests to an upstream that leaves its route).
 fn bundle_route(island: &IslandState, records: &Records, b: &atoll_state::desired::Bundle) -> (RoutePlan, Option<Route>) {
     let hosts = atoll_state::ingress::bundle_hosts(b, &records.zones);
-    let endpoint = b.node.as_deref().and_then(|n| Some((island.members.get(n)?, records.bundle_endpoints.get(n)?.0.bundles.get(&b.name)?)));
-    let down = b.node.as_deref().is_some_and(|n| records.liveness.get(n).is_some_and(|(l, _)| l.down));
-    let backends: Vec<Backend> = match endpoint {
-        Some((member, e)) if !down => e
-            .port
-            .map(|port| Backend {
-                replica: format!("{}/{}", b.name, member.id),
-                host: member.name.clone(),
-                addr: SocketAddr::new(member.mesh_ip.into(), port),
-                healthy: e.state == "running",
-            })
-            .into_iter()
-            .collect(),
-        _ => vec![],
+    let up = |id: &str| !records.liveness.get(id).is_some_and(|(l, _)| l.down);
+    let backend = |id: &str, e: &atoll_state::desired::BundleEndpoint| {
+        let member = island.members.get(id)?;
+        Some(Backend {
+            replica: format!("{}/{}", b.name, member.id),
+            host: member.name.clone(),
+            addr: SocketAddr::new(member.mesh_ip.into(), e.port?),
+            healthy: e.state == "running",
+        })
     };
+    let report = |id: &str| records.bundle_endpoints.get(id).and_then(|(r, _)| r.bundles.get(&b.name));
+    let mut backends: Vec<Backend> = b.node.as_deref().filter(|n| up(n)).and_then(|n| backend(n, report(n)?)).into_iter().collect();
+    let placed_serves = backends.iter().any(|x| x.healthy);
+    for id in records.bundle_endpoints.keys().filter(|id| Some(id.as_str()) != b.node.as_deref() && up(id)) {
+        if let Some(e) = report(id).filter(|e| e.created == b.created && e.state == "running") {
+            backends.extend(backend(id, e).map(|x| Backend { healthy: !placed_serves, ..x }));
+        }
+    }
     let error = if hosts.is_empty() && records.zones.is_empty() {
         Some("the island has no zone to serve it under: `atoll domain add DOMAIN`".to_owned())
     } else if hosts.is_empty() {

@@ -123,6 +123,48 @@ fn a_bundle_is_served_at_its_authors_label_in_each_zone_by_the_member_it_is_plac
 }
 
 #[test]
+fn a_moving_bundle_is_served_by_the_member_it_leaves_until_the_new_one_serves_it() {
+    let mut r = blog();
+    r.zones = vec!["friends.example".into()];
+    let bundle: atoll_state::desired::Bundle = serde_json::from_value(
+        json!({"name": "hello", "uri": "at://did:plc:a/dev.atoll.bundle/x", "version": "c", "did": "did:plc:a", "handle": "alice.test", "node": "c3", "created": 7}),
+    )
+    .unwrap();
+    r.bundles = vec![(bundle, 1)];
+    let report = |member: &str, port: Option<u16>, state: &str, created: i64| {
+        let e = atoll_state::desired::BundleEndpoint { port, state: state.into(), version: None, created };
+        let rec = atoll_state::desired::BundleEndpoints {
+            member: member.into(),
+            bundles: [("hello".to_owned(), e)].into(),
+            extra: Default::default(),
+        };
+        (rec, 1)
+    };
+    let upstreams = |r: &Records| {
+        let (config, _) = build(&island(), r, None, vec![], Limits::default());
+        config.routes.iter().find(|x| x.hosts == ["hello.alice.friends.example"]).unwrap().upstreams().to_vec()
+    };
+    let up = |addr: &str, healthy| Upstream { addr: addr.parse().unwrap(), healthy };
+    // Placed on c3, which is starting it; b2 still runs it: b2 serves.
+    r.bundle_endpoints.insert("c3".into(), report("c3", None, "starting", 7));
+    r.bundle_endpoints.insert("b2".into(), report("b2", Some(31800), "running", 7));
+    assert_eq!(upstreams(&r), [up("10.42.0.2:31800", true)]);
+    // A report about an earlier bundle of the name counts for nothing.
+    r.bundle_endpoints.insert("b2".into(), report("b2", Some(31800), "running", 6));
+    assert_eq!(upstreams(&r), []);
+    // c3 serves it: c3 takes every new request; b2, until it stops, only finishes its own.
+    r.bundle_endpoints.insert("b2".into(), report("b2", Some(31800), "running", 7));
+    r.bundle_endpoints.insert("c3".into(), report("c3", Some(31805), "running", 7));
+    assert_eq!(upstreams(&r), [up("10.42.0.3:31805", true), up("10.42.0.2:31800", false)]);
+    r.bundle_endpoints.remove("b2");
+    assert_eq!(upstreams(&r), [up("10.42.0.3:31805", true)]);
+    // The member it leaves, down: not a fallback.
+    r.bundle_endpoints.insert("c3".into(), report("c3", None, "starting", 7));
+    r.liveness.insert("b2".into(), (Liveness { id: "b2".into(), down: true, since: 0, extra: Default::default() }, 1));
+    assert_eq!(upstreams(&r), []);
+}
+
+#[test]
 fn a_replica_on_a_member_that_is_down_or_not_running_is_left_out() {
     let mut r = blog();
     r.liveness.insert("b2".into(), (Liveness { id: "b2".into(), down: true, since: 0, extra: Default::default() }, 1));
