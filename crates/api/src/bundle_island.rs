@@ -268,8 +268,15 @@ async fn view_of(m: &Manager, b: &Bundles, records: &Records, rec: &Bundle) -> B
 /// this member's share, as soon as the replica changes (and at least twice a second).
 pub async fn run_island_bundles(state: Arc<AppState>) {
     let Ok(bundles) = state.bundles.clone() else { return };
-    let mut agent =
-        Agent { bundles, keyed: None, member: false, starting: Arc::default(), failed: Arc::default(), handing_over: BTreeMap::new() };
+    let mut agent = Agent {
+        bundles,
+        keyed: None,
+        seed_error: None,
+        member: false,
+        starting: Arc::default(),
+        failed: Arc::default(),
+        handing_over: BTreeMap::new(),
+    };
     let mut seen = 0;
     loop {
         let Some(m) = state.island.manager.read().await.clone() else {
@@ -303,6 +310,8 @@ struct Agent {
     bundles: Arc<Bundles>,
     /// The island (its id) whose runner key is set.
     keyed: Option<String>,
+    /// Why the last fetch of the island's secret seed failed, if it did.
+    seed_error: Option<String>,
     /// This host was a member at the last look.
     member: bool,
     /// Bundles being started here.
@@ -324,8 +333,15 @@ impl Agent {
                 Ok(seed) => {
                     self.bundles.set_island_key(Some(&seed));
                     self.keyed = Some(island.island.id.clone());
+                    self.seed_error = None;
                 }
-                Err(e) => tracing::debug!(error = %e.body.message, "fetching the island's secret seed for bundles"),
+                Err(e) => {
+                    // Said once per reason: bundles with secrets wait for it.
+                    if self.seed_error.as_deref() != Some(e.body.message.as_str()) {
+                        tracing::warn!(error = %e.body.message, "fetching the island's secret seed for bundles (trying again)");
+                        self.seed_error = Some(e.body.message.clone());
+                    }
+                }
             }
         }
         let records = read(m)?;

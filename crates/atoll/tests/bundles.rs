@@ -665,7 +665,21 @@ fn an_islands_bundle_is_placed_on_a_member_and_served_by_the_gateway_under_its_a
         let r = island.cli(h, &["bundle", "key", "--json"]);
         r.ok().then(|| serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["public_key"].clone())
     };
-    wait_for(30, "the island's runner key on both members", || key("vps1").is_some() && key("vps1") == key("home1"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !(key("vps1").is_some() && key("vps1") == key("home1")) {
+        if std::time::Instant::now() > deadline {
+            let why: Vec<String> = ["vps1", "home1"]
+                .iter()
+                .map(|h| {
+                    let log = island.daemon(h).log_text();
+                    let seed: Vec<&str> = log.lines().filter(|l| l.contains("secret seed") || l.contains("data key")).collect();
+                    format!("{h}: {}\n{}", island.cli(h, &["bundle", "key"]).stderr, seed.join("\n"))
+                })
+                .collect();
+            panic!("the island's runner key is not on both members after 90 s:\n{}", why.join("\n"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     let root = tempfile::tempdir().unwrap();
     let uri = publish_from_host(&pds, &alice, &example("hello-wasm"));
