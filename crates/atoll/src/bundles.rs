@@ -71,8 +71,9 @@ pub enum BundleCommand {
         /// The most instances under load, for oci and deno bundles: another starts when every
         /// one is at the manifest's limits.maxConcurrent, and those beyond --min-instances stop
         /// when idle [default: --min-instances, at least 1].
-        #[arg(long, value_name = "M", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+        #[arg(long, value_name = "M", default_value_t = 0, hide_default_value = true, value_parser = clap::value_parser!(u32).range(0..=16))]
         max_instances: u32,
+        /// Print the bundle as JSON (as `inspect --json`).
         #[arg(long)]
         json: bool,
     },
@@ -173,6 +174,11 @@ pub async fn bundle(client: &Client, cmd: BundleCommand) -> anyhow::Result<ExitC
         BundleCommand::Publish { dir, pds, identifier, password_stdin: _, insecure_http_port } => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password).context("reading the app password from standard input")?;
+            if password.trim().is_empty() {
+                anyhow::bail!(
+                    "no app password on standard input: --password-stdin reads it from there (`echo $APP_PASSWORD | atoll bundle publish …`)"
+                );
+            }
             let bundle = atoll_runner::dir::read(&dir).with_context(|| format!("reading the bundle in {}", dir.display()))?;
             let config = atoll_atproto::Config { insecure_http_port, ..Default::default() };
             let at = atoll_atproto::Client::new(config).context("setting up the ATProto client")?;

@@ -45,7 +45,23 @@ fn a_published_wasm_bundle_runs_for_an_allowed_author_only_and_comes_back_with_t
     let args = ["--plc-url", &pds.plc_url, "--atproto-nameserver", &ns_addr, "--atproto-insecure-http-port", &port, "--bundle-poll", "1s"];
     let mut d = Daemon::start_in_netns(Path::new(BIN), root.path(), &args, &ns);
 
-    let uri = publish(&ns, &pds, &alice, &example("hello-wasm"));
+    let dir = example("hello-wasm");
+    let (pds_url, pds_port) = (format!("http://localhost:{}", pds.port), pds.port.to_string());
+    let publish_args = [
+        "bundle",
+        "publish",
+        dir.to_str().unwrap(),
+        "--pds",
+        &pds_url,
+        "--identifier",
+        "alice.test",
+        "--password-stdin",
+        "--insecure-http-port",
+        &pds_port,
+    ];
+    let r = d.cli(&publish_args);
+    assert!(!r.ok() && r.stderr.contains("no app password on standard input"), "nothing sent without a password: {}", r.stderr);
+    let uri = publish(&ns, &pds, &alice, &dir);
     assert_eq!(uri, format!("at://{}/dev.atoll.bundle/hello-wasm", alice.did));
     let by_handle = uri.replace(&alice.did, "alice.test");
 
