@@ -600,11 +600,10 @@ impl Bundles {
         self.view(&name).await
     }
 
-    /// Fetches the bundle at `uri` (its code checked against its CID), and the name it runs
-    /// under: `name` (checked), else its manifest's (for the caller to check).
-    /// Fetches the bundle at `uri` by an author of `authors` (checked before anything of
-    /// theirs is downloaded; `place`: "here" or "on the island", for the refusal), and its
-    /// name (`name`, else its manifest's).
+    /// Fetches the bundle at `uri` (its code checked against its CID) by an author of
+    /// `authors` (checked before anything of theirs is downloaded; `place`: "here" or "on the
+    /// island", for the refusal), and the name it runs under: `name` (checked), else its
+    /// manifest's (for the caller to check).
     async fn fetch_named(
         &self,
         uri: &str,
