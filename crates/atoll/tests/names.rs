@@ -51,8 +51,10 @@ fn a_domain_its_records_and_keys_are_the_same_on_every_member() {
     island.ok("vps2", &["dns", "record", "add", "friends.example", "www", "CNAME", "vps1.friends.example."]);
     let r = island.cli("vps2", &["dns", "record", "add", "friends.example", "www", "A", "192.0.2.1"]);
     assert!(!r.ok() && r.stderr.contains("CNAME"), "{}", r.stderr);
-    let after = json(&island, "vps1", &["domain", "status", "friends.example"])["serial"].as_u64().unwrap();
-    assert!(after > serial, "the serial moved on: {serial} → {after}");
+    // Written through vps2; vps1 reads its own replica.
+    wait_for(10, "the serial to move on", || {
+        json(&island, "vps1", &["domain", "status", "friends.example"])["serial"].as_u64().unwrap() > serial
+    });
 
     // Every member reads the same records from its replica.
     for h in ["vps1", "vps2", "home1"] {
@@ -167,11 +169,19 @@ fn both_public_hosts_answer_for_the_zone_and_updates_need_a_key_scoped_to_their_
     // A key delegated for alice.friends.example changes names there, and only there.
     let key = json(&island, "vps2", &["domain", "delegate", "alice.friends.example"]);
     let y = format!("{}:{}:{}", key["algorithm"].as_str().unwrap(), key["name"].as_str().unwrap(), key["secret"].as_str().unwrap());
-    let r = nsupdate(&island, "vps1", Some(&y), "update add www.alice.friends.example 60 A 192.0.2.9");
-    assert!(r.ok(), "{r:?}");
+    // The key was made on vps2: vps1's server knows it once vps1 applied it (the update is
+    // refused, and changes nothing, until then).
+    wait_for(10, "vps1 to take an update signed with the new key", || {
+        nsupdate(&island, "vps1", Some(&y), "update add www.alice.friends.example 60 A 192.0.2.9").ok()
+    });
     wait_for(10, "the update on the other public host", || short(&island, "vps2", "www.alice.friends.example A") == "192.0.2.9");
-    let ls = json(&island, "home1", &["dns", "record", "ls", "friends.example"]);
-    assert!(ls.as_array().unwrap().iter().any(|r| r["name"] == "www.alice" && r["source"] == "user"), "{ls}");
+    wait_for(10, "the updated record in home1's replica", || {
+        json(&island, "home1", &["dns", "record", "ls", "friends.example"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "www.alice" && r["source"] == "user")
+    });
 
     let s = serial(&island, "vps1");
     let r = nsupdate(&island, "vps2", Some(&y), "update add bob.friends.example 60 A 192.0.2.10");
@@ -261,6 +271,9 @@ fn certificates_come_from_pebble_by_dns01_against_the_island_for_a_service_behin
     let wildcard = cert(&list, "friends.example").unwrap();
     assert_eq!(wildcard["names"], serde_json::json!(["friends.example", "*.friends.example"]));
     assert!(wildcard["issuer"].as_str().unwrap().starts_with("Pebble"), "{wildcard}");
+    wait_for(10, "the valid certificate in home1's replica", || {
+        cert(&certs(&island, "home1"), "friends.example").is_some_and(|c| c["state"] == "valid")
+    });
     let inspect = json(&island, "home1", &["cert", "inspect", "friends.example"]);
     assert!(verifies(&island, &pebble, inspect["chain_pem"].as_str().unwrap()), "{inspect}");
     // Every public host can open its key (the data key fetched from the CA host, vps1).

@@ -205,8 +205,11 @@ fn a_stack_is_placed_by_its_constraints_and_runs_on_the_hosts_it_names() {
     wait_for(30, "the stopped replica to run again", || running_here(&island, "home1", "blog") == [replica.clone()]);
     let ls = island.ok("vps2", &["stack", "ls"]);
     assert!(ls.contains("blog") && ls.contains('3'), "{ls}");
-    let services = island.ok("home2", &["service", "ls"]);
-    assert!(services.contains("blog_web") && services.contains("2/2"), "{services}");
+    // home1 reports the replica running again; home2 reads its own replica of that report.
+    wait_for(10, "home2 to count both replicas running", || {
+        let services = island.ok("home2", &["service", "ls"]);
+        services.contains("blog_web") && services.contains("2/2")
+    });
 
     // Deploying the same file again changes nothing.
     let before = ps(&island, "vps1", "blog");
