@@ -102,8 +102,11 @@ pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
 idle_rss=$(rss_kib "$daemon_pid")
 
 for i in $(seq 1 50); do "$bin/atoll" run -d --name "s$i" localhost/busybox sleep 3600 >/dev/null; done
-# This run's shims only (others may run on the machine): their bundles are under $work.
-shims=$(pgrep -f "atoll shim --id .* --bundle $work/" || true)
+# This run's containers' shims only (others may run on the machine, and the standby shim has
+# no container yet): a shim works in its container's directory, under $work.
+shims=$(for p in $(pgrep -f "atoll shim" || true); do
+  case "$(readlink "/proc/$p/cwd" 2>/dev/null)" in "$work"/data/containers/*) echo "$p" ;; esac
+done)
 n=$(echo "$shims" | wc -w)
 rss_sum=0; pss_sum=0
 for p in $shims; do rss_sum=$((rss_sum + $(rss_kib "$p"))); pss_sum=$((pss_sum + $(pss_kib "$p"))); done

@@ -150,7 +150,8 @@ pub enum Command {
     /// Bundles: code people publish on their ATProto PDS, run here (`bundle publish|allow|run|ls`).
     #[command(subcommand)]
     Bundle(crate::bundles::BundleCommand),
-    /// (internal) Supervise one container; started by the daemon.
+    /// (internal) Supervise one container; started by the daemon. `atoll shim --standby`
+    /// (alone) is a shim started ahead of need, that reads these arguments as JSON on stdin.
     #[command(hide = true)]
     Shim(ShimArgs),
 }

@@ -49,6 +49,11 @@ fn quiet_on_broken_pipe() {
 }
 
 fn main() -> ExitCode {
+    // A standby shim takes no other argument, and its parse is the whole of its startup:
+    // it skips building the CLI's command tree.
+    if std::env::args_os().skip(1).eq(["shim", "--standby"]) {
+        return ExitCode::from(atoll_runtime::shim::standby() as u8);
+    }
     let args = cli::Cli::parse();
     // The shim stays small: no async runtime, no threads.
     if let cli::Command::Shim(s) = &args.command {

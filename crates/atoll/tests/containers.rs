@@ -923,3 +923,48 @@ fn operations_racing_a_removal_find_no_container_instead_of_failing() {
     }
     assert!(!e.daemon.log_text().contains("mounting the overlay"), "{}", e.daemon.log_text());
 }
+
+/// The daemon's shims that have no container yet (standbys): its children whose working
+/// directory is not a container's.
+fn standby_shims(daemon: &Daemon) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep").args(["-P", &daemon.pid().to_string(), "-f", "atoll shim"]).output().unwrap();
+    let containers = daemon.data_dir.join("containers");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|cwd| !cwd.starts_with(&containers)))
+        .collect()
+}
+
+/// A container's shim is started ahead of need (a standby that gets its container on stdin):
+/// it runs the next container, another takes its place, one killed by hand costs the next
+/// start nothing but its own spawn, and a standby goes with its daemon.
+#[test]
+fn a_standby_shim_runs_the_next_container_and_a_dead_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(Path::new(BIN), dir.path(), &[]);
+    let image = daemon.import_busybox(dir.path());
+    daemon.ok(&["run", "--rm", "--network", "none", image, "true"]);
+    wait_for(10, "a standby shim", || standby_shims(&daemon).len() == 1);
+    let first = standby_shims(&daemon)[0];
+    daemon.ok(&["run", "-d", "--name", "a", image, "sleep", "300"]);
+    let id = daemon.container("a")["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{first}/cwd")).unwrap(),
+        daemon.data_dir.join("containers").join(&id),
+        "the standby took a"
+    );
+    assert_eq!(daemon.ok(&["top", "a"]).lines().filter(|l| l.contains("sleep")).count(), 1);
+    wait_for(10, "the next standby", || standby_shims(&daemon).iter().any(|p| *p != first));
+    let second = standby_shims(&daemon)[0];
+    std::process::Command::new("kill").args(["-9", &second.to_string()]).status().unwrap();
+    let out = daemon.cli(&["run", "--rm", image, "echo", "after"]);
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "after\n"), "{out:?}");
+    wait_for(10, "a standby again", || standby_shims(&daemon).iter().any(|p| *p != second));
+    let third = standby_shims(&daemon)[0];
+    daemon.ok(&["rm", "-f", "a"]);
+    daemon.terminate();
+    wait_for(10, "the standby to go with its daemon", || {
+        std::fs::read_to_string(format!("/proc/{third}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+}

@@ -200,8 +200,14 @@ fn assert_consistent(d: &Daemon) {
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let data = d.data_dir.display().to_string();
-    let shims = Command::new("pgrep").arg("-af").arg("atoll shim").output().unwrap();
-    let shims = String::from_utf8_lossy(&shims.stdout).into_owned();
+    // A shim works in its container's directory (one handed its container on standby has
+    // no ID on its command line).
+    let shims = Command::new("pgrep").arg("-f").arg("atoll shim").output().unwrap();
+    let shims: String = String::from_utf8_lossy(&shims.stdout)
+        .lines()
+        .filter_map(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok())
+        .map(|cwd| format!("{}\n", cwd.display()))
+        .collect();
     // Removed containers' veths are deleted in the background.
     let owned = |l: &String| !l.starts_with("av") || ids.iter().any(|id| id.starts_with(&l[2..12]));
     atoll_testkit::wait_for(10, "removed containers' veths to go", || {

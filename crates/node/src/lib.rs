@@ -190,6 +190,8 @@ pub struct Engine {
     events: Arc<events::EventBus>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     volumes: volumes::Volumes,
+    /// The next container's shim, already started.
+    shims: Arc<atoll_runtime::driver::Standby>,
     this: Weak<Engine>,
 }
 
@@ -263,7 +265,9 @@ impl Engine {
         let nets = atoll_net::Networks::open(net, owners).await?;
         let events = Arc::new(events::EventBus::default());
         let volumes = volumes::Volumes::new(&cfg.data_dir);
-        let engine = Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), volumes, this: this.clone() });
+        let shims = Arc::new(atoll_runtime::driver::Standby::new(&cfg.exe));
+        let engine =
+            Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), volumes, shims, this: this.clone() });
         for id in half_made {
             // Its shim may still be finishing (its runtime delete), or have died before it did.
             engine.wait_shim_done(&id).await;

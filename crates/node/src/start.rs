@@ -341,7 +341,7 @@ impl Engine {
             wait_attach: std::mem::take(&mut *slot.attach_next.lock().unwrap()),
             no_fsync: rec.spec.auto_remove,
         };
-        let (pid, started_at) = driver::spawn_shim(&self.cfg.exe, &shim).await.map_err(|source| match &source {
+        let (pid, started_at) = self.shims.start(&shim).await.map_err(|source| match &source {
             driver::DriverError::Start(m) if atoll_runtime::failure::is_mount_type_mismatch(m) => {
                 EngineError::StartMountType { name: rec.name.clone(), source }
             }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::process::{ChildStdin, ChildStdout};
 
 use crate::shim::{self, ExitStatus, ShimConfig, Started};
 
@@ -34,7 +35,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Starts `atoll shim` for `cfg` (detached in its own process group) and returns what it
 /// reported: the container's pid and start time.
 pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), DriverError> {
-    let log = cfg.state_dir.join("shim.log");
+    let log = cfg.state_dir.join(shim::SHIM_LOG);
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(DriverError::Spawn)?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("shim");
@@ -50,8 +51,7 @@ pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), D
     if cfg.no_fsync {
         cmd.arg("--no-fsync");
     }
-    let mut child = cmd
-        .arg("--id")
+    cmd.arg("--id")
         .arg(&cfg.id)
         .arg("--bundle")
         .arg(&cfg.bundle)
@@ -65,18 +65,26 @@ pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), D
         .arg(cfg.log_max_size.to_string())
         .arg("--log-max-files")
         .arg(cfg.log_max_files.to_string())
-        .process_group(0)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(log_file)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(DriverError::Spawn)?;
+        .stderr(log_file);
+    let (_, stdout) = spawn_detached(cmd)?;
+    read_report(stdout, log).await
+}
+
+/// Spawns a shim command in its own process group with its stdout piped, and reaps it
+/// whenever it exits, so it never lingers as a zombie of the daemon.
+fn spawn_detached(mut cmd: tokio::process::Command) -> Result<(Option<ChildStdin>, ChildStdout), DriverError> {
+    let mut child = cmd.process_group(0).stdout(std::process::Stdio::piped()).kill_on_drop(false).spawn().map_err(DriverError::Spawn)?;
     let stdout = child.stdout.take().expect("piped");
-    // Reap the shim whenever it exits, so it never lingers as a zombie of the daemon.
+    let stdin = child.stdin.take();
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
+    Ok((stdin, stdout))
+}
+
+/// The shim's one report line: the container's pid and start time, or why it did not start.
+async fn read_report(stdout: ChildStdout, log: PathBuf) -> Result<(i32, String), DriverError> {
     let mut line = String::new();
     let mut reader = BufReader::new(stdout);
     let read = reader.read_line(&mut line);
@@ -89,6 +97,69 @@ pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), D
             Ok(Started::Failed { error }) => Err(DriverError::Start(error)),
             Err(_) => Err(DriverError::Protocol(line)),
         },
+    }
+}
+
+/// Shims started before they are needed (`atoll shim --standby`, see [`shim::standby`]): a
+/// start hands its [`ShimConfig`] to one that has already been executed and initialised,
+/// instead of waiting for a new process to get that far (about 2.5 ms of `atoll run`'s
+/// critical path); the next standby is started as this one is handed its container. At most one waits;
+/// a start that finds none (the first, or one of several at once) spawns its shim as before.
+/// A standby whose daemon is gone reads EOF and exits.
+#[derive(Debug)]
+pub struct Standby {
+    exe: PathBuf,
+    ready: std::sync::Mutex<Option<(ChildStdin, ChildStdout)>>,
+}
+
+impl Standby {
+    /// Standbys of `exe` (this binary); none is started until the first container start.
+    pub fn new(exe: &Path) -> Self {
+        Self { exe: exe.to_owned(), ready: std::sync::Mutex::new(None) }
+    }
+
+    /// Starts the shim of `cfg` on a standby if one is ready, else as [`spawn_shim`] does;
+    /// then makes sure another is ready for the next start.
+    pub async fn start(self: &std::sync::Arc<Self>, cfg: &ShimConfig) -> Result<(i32, String), DriverError> {
+        let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handed = match ready {
+            Some((stdin, stdout)) => Self::hand_over(stdin, cfg).await.map(|()| stdout),
+            None => Err(std::io::ErrorKind::NotFound.into()),
+        };
+        // The next one starts while the runtime creates this container, off the async
+        // threads: the spawn holds its thread until the child has executed (about 1 ms here).
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.refill());
+        match handed {
+            Ok(stdout) => read_report(stdout, cfg.state_dir.join(shim::SHIM_LOG)).await,
+            // None was ready, or it died (killed by hand, say) before it got its container.
+            Err(_) => spawn_shim(&self.exe, cfg).await,
+        }
+    }
+
+    async fn hand_over(mut stdin: ChildStdin, cfg: &ShimConfig) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(cfg).expect("a shim config serialises");
+        line.push(b'\n');
+        stdin.write_all(&line).await?;
+        stdin.flush().await
+    }
+
+    /// Starts a standby unless one is ready. A failure is logged and the next start spawns
+    /// its shim itself.
+    fn refill(&self) {
+        if self.ready.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return;
+        }
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.args(["shim", "--standby"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+        match spawn_detached(cmd) {
+            // Two refills at once: the second standby reads EOF as it is dropped, and exits.
+            Ok((Some(stdin), stdout)) => {
+                self.ready.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert((stdin, stdout));
+            }
+            Ok((None, _)) => unreachable!("stdin is piped"),
+            Err(e) => tracing::warn!(error = %e, "starting a standby shim"),
+        }
     }
 }
 

@@ -22,7 +22,7 @@
 //! shim then reads output from and writes input to the master.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::logs::{LineSplitter, LogWriter, MAX_LINE, Stream, timestamp};
 
-/// Arguments of `atoll shim`.
-#[derive(Debug, Clone)]
+/// Arguments of `atoll shim`, or the JSON line a standby shim reads ([`standby`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShimConfig {
     pub id: String,
     pub bundle: PathBuf,
@@ -97,6 +97,8 @@ pub enum Started {
 }
 
 pub const SOCKET: &str = "shim.sock";
+/// The shim's stderr, in the state dir.
+pub const SHIM_LOG: &str = "shim.log";
 pub const EXIT_FILE: &str = "exit.json";
 pub const PID_FILE: &str = "init.pid";
 pub const RUNTIME_LOG: &str = "runtime.log";
@@ -170,6 +172,39 @@ pub fn run(cfg: ShimConfig) -> i32 {
             1
         }
     }
+}
+
+/// `atoll shim --standby`: a shim started before it is needed ([`crate::driver::Standby`]).
+/// It waits for its container's [`ShimConfig`] as one JSON line on stdin, takes
+/// [`SHIM_LOG`] in that state dir as its stderr, then runs as [`run`] does. EOF before the
+/// line (the daemon is gone) ends it with 0.
+pub fn standby() -> i32 {
+    let mut line = String::new();
+    match io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => return 0,
+        Ok(_) => {}
+    }
+    let cfg: ShimConfig = match serde_json::from_str(&line) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&Started::Failed { error: format!("the standby shim's configuration: {e}") });
+            return 1;
+        }
+    };
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+    let log = cfg.state_dir.join(SHIM_LOG);
+    match File::options().create(true).append(true).open(&log) {
+        Ok(f) => {
+            let _ = rustix::stdio::dup2_stderr(&f);
+        }
+        Err(e) => {
+            report(&Started::Failed { error: format!("opening {}: {e}", log.display()) });
+            return 1;
+        }
+    }
+    run(cfg)
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
