@@ -73,7 +73,14 @@ fn main() -> ExitCode {
         };
     }
     quiet_on_broken_pipe();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    // The daemon's work is parallel; a CLI command's is a few requests, and worker threads
+    // would only cost it their start (every `atoll run` pays for them).
+    let runtime = if matches!(args.command, cli::Command::Daemon(_)) {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    }
+    .expect("tokio runtime starts");
     let result = runtime.block_on(cli::run(args));
     match result {
         Ok(code) => code,
