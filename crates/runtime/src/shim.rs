@@ -251,14 +251,17 @@ fn start(cfg: &ShimConfig) -> Result<(Pid, OwnedFd, Io), String> {
     let pid_file = cfg.state_dir.join(PID_FILE);
     let _ = fs::remove_file(&pid_file);
     // `run --detach` creates and starts in one runtime invocation; `create` alone when the
-    // container must wait for its attacher.
+    // container must wait for its attacher. Only `create` is given a pid file: `run` writes
+    // it after the container's process has started, and a process that fills the disk at
+    // once (the data dir's, where the file is) made that write, and so the start, fail. The
+    // container's init is our only child once the runtime has exited (we are its subreaper).
     let mut create = runtime(cfg);
     if cfg.wait_attach {
-        create.arg("create");
+        create.arg("create").arg("--pid-file").arg(&pid_file);
     } else {
         create.arg("run").arg("--detach");
     }
-    create.arg("--bundle").arg(&cfg.bundle).arg("--pid-file").arg(&pid_file);
+    create.arg("--bundle").arg(&cfg.bundle);
     let mut outputs = Vec::new();
     let mut input = None;
     let mut console = None;
@@ -292,12 +295,16 @@ fn start(cfg: &ShimConfig) -> Result<(Pid, OwnedFd, Io), String> {
         let _ = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
         return Err(format!("the runtime could not create the container: {why}"));
     }
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
-        .trim()
-        .parse()
-        .map_err(|_| "bad pid file".to_owned())?;
-    let pid = Pid::from_raw(pid).ok_or("pid 0 in pid file")?;
+    let pid = if cfg.wait_attach {
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
+            .trim()
+            .parse()
+            .map_err(|_| "bad pid file".to_owned())?;
+        Pid::from_raw(pid).ok_or("pid 0 in pid file")?
+    } else {
+        only_child()?
+    };
     let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
     if let Some((l, path)) = console {
         let master = receive_console(&l);
@@ -310,6 +317,16 @@ fn start(cfg: &ShimConfig) -> Result<(Pid, OwnedFd, Io), String> {
         outputs.push((master, Stream::Stdout));
     }
     Ok((pid, pidfd, Io { outputs, input }))
+}
+
+/// This (single-threaded) process's one child, from `/proc/thread-self/children`.
+fn only_child() -> Result<Pid, String> {
+    let path = "/proc/thread-self/children";
+    let text = fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+    match text.split_whitespace().map(str::parse::<i32>).collect::<Result<Vec<_>, _>>().as_deref() {
+        Ok([pid]) => Pid::from_raw(*pid).ok_or_else(|| "pid 0 among our children".to_owned()),
+        _ => Err(format!("the runtime left {} children, not the container's init alone: {text:?}", text.split_whitespace().count())),
+    }
 }
 
 struct Client {
@@ -651,5 +668,24 @@ fn handle(line: &[u8], pid: Pid, exit: Option<&ExitStatus>, final_exit: Option<&
         // Answered by closing the connection, when the shim exits.
         "done" => None,
         _ => Some(r#"{"error":"unknown op"}"#.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How the shim finds the container's init after `run --detach`: its one child.
+    #[test]
+    fn the_only_child_is_found_and_two_are_refused() {
+        let mut first = Command::new("sleep").arg("30").spawn().unwrap();
+        assert_eq!(only_child().unwrap().as_raw_nonzero().get() as u32, first.id());
+        let mut second = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(only_child().unwrap_err().contains("2 children"));
+        for c in [&mut first, &mut second] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        assert!(only_child().unwrap_err().contains("0 children"));
     }
 }

@@ -313,7 +313,9 @@ impl Daemon {
         let Ok(dirs) = std::fs::read_dir(self.data_dir.join("containers")) else { return };
         let dirs: Vec<PathBuf> = dirs.filter_map(Result::ok).map(|d| d.path()).collect();
         for d in &dirs {
-            if let Some(pid) = std::fs::read_to_string(d.join("init.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok())
+            // The record's pid: the container's init.
+            let record = std::fs::read(d.join("container.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            if let Some(pid) = record.and_then(|r| r["pid"].as_i64()).and_then(|p| i32::try_from(p).ok())
                 && d.join("shim.sock").exists()
             {
                 // The pid namespace goes with its init; the shim then deletes the container.
