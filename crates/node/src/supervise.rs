@@ -38,14 +38,22 @@ impl Engine {
         {
             tracing::warn!(error = %e, "unmounting a stopped container's rootfs");
         }
-        let _ = self.update(slot, |r| {
+        let exited = |r: &mut ContainerRecord| {
             r.state = State::Exited;
             r.pid = None;
             r.exit_code = Some(exit.exit_code);
             r.exit_unknown = exit.unknown;
             r.oom_killed = exit.oom_killed;
             r.finished_at = Some(exit.finished_at.clone());
-        });
+        };
+        if slot.get().spec.auto_remove {
+            // Removed next, record and all: not written (a daemon that dies first finds it
+            // running, reads the shim's `exit.json` at its next start, and removes it then).
+            exited(&mut slot.rec.lock().unwrap());
+            slot.changed.send_modify(|v| *v += 1);
+        } else {
+            let _ = self.update(slot, exited);
+        }
         if exit.oom_killed {
             self.emit(&slot.get(), "oom", &[]);
         }
