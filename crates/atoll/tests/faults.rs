@@ -208,15 +208,25 @@ fn assert_consistent(d: &Daemon) {
         .filter_map(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok())
         .map(|cwd| format!("{}\n", cwd.display()))
         .collect();
-    // Removed containers' veths are deleted in the background.
-    let owned = |l: &String| !l.starts_with("av") || ids.iter().any(|id| id.starts_with(&l[2..12]));
+    // Every host-side veth is a listed container's endpoint's (named after the container, or
+    // after the spare namespace it took), or the default network's one spare; removed
+    // containers' veths are deleted in the background.
+    let veths: Vec<String> = list
+        .iter()
+        .flat_map(|c| c["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["host_veth"].as_str().map(str::to_owned))
+        .collect();
+    let owned = |l: &String| !l.starts_with("av") || l.starts_with("avspare-") || veths.contains(l);
+    let spares = |links: &[String]| links.iter().filter(|l| l.starts_with("avspare-")).count();
     atoll_testkit::wait_for(10, "removed containers' veths to go", || {
-        d.netns.as_ref().map(|ns| ns.atoll_links()).unwrap_or_default().iter().all(owned)
+        let links = d.netns.as_ref().map(|ns| ns.atoll_links()).unwrap_or_default();
+        links.iter().all(owned) && spares(&links) <= 1
     });
     let links = d.netns.as_ref().map(|ns| ns.atoll_links()).unwrap_or_default();
     for l in links.iter().filter(|l| l.starts_with("av")) {
-        assert!(ids.iter().any(|id| id.starts_with(&l[2..12])), "veth {l} belongs to no container");
+        assert!(owned(l), "veth {l} belongs to no container");
     }
+    assert!(spares(&links) <= 1, "one spare at most: {links:?}");
     for c in &list {
         let id = c["id"].as_str().unwrap();
         let running = c["state"] == "running";
@@ -229,8 +239,8 @@ fn assert_consistent(d: &Daemon) {
             assert!(shim, "{id} is running without its shim");
             assert!(mountinfo.contains(&rootfs), "{id} is running without its rootfs");
             if d.netns.is_some() {
-                for i in 0..c["endpoints"].as_array().map_or(0, Vec::len) {
-                    let veth = format!("av{}{i:x}", &id[..10]);
+                for e in c["endpoints"].as_array().cloned().unwrap_or_default() {
+                    let veth = e["host_veth"].as_str().unwrap().to_owned();
                     assert!(links.contains(&veth), "{id} is running without its veth {veth}: {links:?}");
                 }
             }

@@ -242,7 +242,9 @@ fn removing_everything_leaves_only_the_warm_default_bridge() {
     e.daemon.ok(&["network", "connect", "n1", "b"]);
     e.daemon.ok(&["run", "-d", "--name", "c", e.image, "sleep", "600"]);
     let ns = e.daemon.ns();
-    assert_eq!(ns.atoll_links().len(), 7, "3 bridges and 4 veths: {:?}", ns.atoll_links());
+    // The default network's spare (made in the background) aside.
+    let links = || ns.atoll_links().into_iter().filter(|l| !l.starts_with("avspare-")).collect::<Vec<_>>();
+    assert_eq!(links().len(), 7, "3 bridges and 4 veths: {:?}", links());
     assert!(ns.sh("nft list ruleset").1.contains("table inet atoll"));
     // In use: refused, with the containers named.
     let r = e.daemon.fails(&["network", "rm", "n1"]);
@@ -263,8 +265,12 @@ fn removing_everything_leaves_only_the_warm_default_bridge() {
     let default = e.daemon.ok(&["network", "inspect", "bridge"]);
     let default: serde_json::Value = serde_json::from_str(&default).unwrap();
     let bridge = default[0]["bridge"].as_str().unwrap();
-    // Removed containers' veths go in the background.
-    wait_for(10, "only the default bridge to be left", || ns.atoll_links() == [bridge]);
+    // Removed containers' veths go in the background; the default network keeps one spare
+    // namespace plumbed for its next container.
+    wait_for(10, "only the default bridge and its spare to be left", || {
+        let all = ns.atoll_links();
+        links() == [bridge] && all.iter().filter(|l| l.starts_with("avspare-")).count() == 1
+    });
     let ls = e.daemon.ok(&["network", "ls"]);
     assert!(ls.lines().next().unwrap().ends_with("BRIDGE") && ls.lines().nth(1).unwrap().ends_with("warm"), "{ls}");
     let (_, rules) = ns.sh("nft list ruleset");
@@ -272,7 +278,12 @@ fn removing_everything_leaves_only_the_warm_default_bridge() {
     assert!(!rules.contains(" dnat ip") && named.iter().all(|n| bridge.ends_with(n)), "rules left:\n{rules}");
     let (_, addrs) = ns.sh("ip -br addr");
     assert_eq!(addrs.matches("10.89.").count(), 1, "addresses left:\n{addrs}");
-    assert_eq!(std::fs::read_dir(e.daemon.data_dir.join("netns")).unwrap().count(), 0, "namespaces left");
+    let left: Vec<String> = std::fs::read_dir(e.daemon.data_dir.join("netns"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.len() == 1 && left[0].starts_with("spare-"), "namespaces left: {left:?}");
 }
 
 #[test]
@@ -518,7 +529,8 @@ fn two_daemons_in_one_namespace_do_not_replace_each_others_networking() {
     b.restart();
     assert!(b.log_text().contains("belongs to another Atoll daemon"), "{}", b.log_text());
     let links = a.daemon.ns().atoll_links();
-    assert_eq!(links.len(), 2, "A's bridge and veth: {links:?}");
+    let spares = links.iter().filter(|l| l.starts_with("avspare-")).count();
+    assert_eq!(links.len() - spares, 2, "A's bridge and veth: {links:?}");
     let (ok, out) = a.daemon.ns().sh("curl -s --max-time 5 http://127.0.0.1:8080/");
     assert!(ok && out.contains("first-daemon"), "A's published port: {out}");
 
@@ -743,4 +755,62 @@ fn a_foreign_forward_chain_dropping_by_default_is_named_with_the_fix() {
     );
     assert!(ok, "{out}");
     wait_for(30, "the warning to go", || !e.daemon.ok(&["info"]).contains(want));
+}
+
+/// The default network keeps one namespace plumbed ahead of need (a spare): the next container
+/// there takes it, reaches the others by name, and another spare is made; a container that
+/// asks for the spare's address gets it (the spare makes way); a daemon restart leaves no
+/// spare behind it.
+#[test]
+fn a_container_on_the_default_network_starts_in_the_spare_namespace() {
+    let mut e = env();
+    let netns_dir = e.daemon.data_dir.join("netns");
+    let spares = || -> Vec<String> {
+        std::fs::read_dir(&netns_dir)
+            .unwrap()
+            .flatten()
+            .map(|d| d.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("spare-"))
+            .collect()
+    };
+    // The IPv4 address of a spare's eth0, seen inside its namespace.
+    let address = |key: &str| -> String {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", netns_dir.join(key).display()))
+            .args(["ip", "-4", "-o", "addr", "show", "eth0"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned()
+    };
+    e.web("web", &[], "spared");
+    wait_for(10, "a spare namespace", || spares().len() == 1);
+    let spare = spares().remove(0);
+    let spare_ip = address(&spare);
+    e.daemon.ok(&["run", "-d", "--name", "next", "--network-alias", "Nxt", e.image, "sleep", "300"]);
+    let next = e.daemon.container("next");
+    let endpoint = &next["endpoints"][0];
+    assert_eq!(endpoint["ipv4"], spare_ip.as_str(), "{next}");
+    assert!(endpoint["host_veth"].as_str().unwrap().starts_with(&format!("av{}", &spare[..10])), "{next}");
+    assert_eq!(endpoint["aliases"], serde_json::json!(["nxt"]));
+    let inside = e.daemon.ok(&["exec", "next", "sh", "-c", &format!("ip -4 addr show eth0; {GET} | nc web 80; ip route")]);
+    assert!(inside.contains(&format!("inet {spare_ip}/24")) && inside.contains("spared") && inside.contains("default via"), "{inside}");
+    assert!(!netns_dir.join(&spare).exists(), "the namespace moved to the container's own path");
+    wait_for(10, "the next spare", || spares().iter().any(|s| *s != spare));
+
+    // Asking for the spare's address: the spare makes way.
+    let second = spares().remove(0);
+    let second_ip = address(&second);
+    let out = e.sh(&["--ip", &second_ip], "ip -4 addr show eth0");
+    assert!(out.ok() && out.stdout.contains(&format!("inet {second_ip}/24")), "{out:?}");
+
+    // A restart leaves no spare from before it.
+    e.daemon.ok(&["rm", "-f", "next", "web"]);
+    e.daemon.restart();
+    assert_eq!(spares(), Vec::<String>::new(), "none until the next start on the default network");
 }

@@ -92,7 +92,10 @@ pub fn live(other: &Mark) -> Option<String> {
     }
     let dir = other.data_dir.as_deref()?;
     let namespaces = std::fs::read_dir(Path::new(dir).join("netns")).ok()?;
-    let connected = namespaces.flatten().any(|e| crate::netns::is_live(&e.path()));
+    // A spare namespace has no container (its veth is a leftover like the rest).
+    let connected = namespaces
+        .flatten()
+        .any(|e| !e.file_name().to_string_lossy().starts_with(crate::records::SPARE_PREFIX) && crate::netns::is_live(&e.path()));
     connected.then(|| format!("{who}, whose containers are still connected while it is stopped"))
 }
 

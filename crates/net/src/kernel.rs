@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::claim::{self, Mark, TableOwner};
 use crate::helper::Reload;
 use crate::link::{self, Netlink};
-use crate::records::{NetworkRecord, Owner, OwnerInit, State, parse_mac};
+use crate::records::{NetworkRecord, Owner, OwnerInit, SPARE_PREFIX, Spare, State, parse_mac};
 use crate::{NetConfig, NetError, Networks, firewall, ipam, netns, nft};
 
 impl Networks {
@@ -56,11 +56,12 @@ impl Networks {
             remote: Default::default(),
             unnamed: Default::default(),
             forwards: Default::default(),
+            spare: None,
         };
         for o in owners {
             // Endpoints of a network that is gone (a crash mid-removal) are dropped.
             let endpoints = o.endpoints.into_iter().filter(|e| state.networks.contains_key(&e.network_id)).collect();
-            state.owners.insert(o.id, Owner { name: o.name, endpoints, ports: o.ports, active: false });
+            state.owners.insert(o.id, Owner { name: o.name, endpoints, ports: o.ports, active: false, spare: None });
         }
         let mark = Mark::of(&cfg.data_dir);
         let this = Arc::new_cyclic(|me| Self {
@@ -106,7 +107,7 @@ impl Networks {
         if let Ok(dir) = fs::read_dir(self.cfg.data_dir.join("netns")) {
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !st.owners.contains_key(&name) {
+                if !st.owners.contains_key(&name) && st.spare.as_ref().is_none_or(|s| s.key != name) {
                     tracing::info!(netns = %name, "removing a leftover network namespace");
                     let _ = netns::remove(&e.path());
                 }
@@ -155,8 +156,13 @@ impl Networks {
     /// or those of a dead daemon whose table it replaces.
     async fn remove_leftover_links(&self, st: &State) -> Result<(), NetError> {
         let wanted_bridges: BTreeSet<String> = st.bridged_networks().iter().map(|n| n.bridge.clone()).collect();
-        let wanted_veths: BTreeSet<String> =
-            st.owners.values().filter(|o| o.active).flat_map(|o| o.endpoints.iter().map(|e| e.host_veth.clone())).collect();
+        let wanted_veths: BTreeSet<String> = st
+            .owners
+            .values()
+            .filter(|o| o.active)
+            .flat_map(|o| o.endpoints.iter().map(|e| e.host_veth.clone()))
+            .chain(st.spare.iter().map(|s| s.endpoint.host_veth.clone()))
+            .collect();
         for l in self.nl.links().await? {
             let stale_bridge =
                 l.name.starts_with(nft::BRIDGE_PREFIX) && l.kind.as_deref() == Some("bridge") && !wanted_bridges.contains(&l.name);
@@ -374,24 +380,36 @@ impl Networks {
         let o = &st.owners[owner];
         let e = &o.endpoints[i];
         let net = st.networks.get(&e.network_id).ok_or_else(|| NetError::NotFound(e.network.clone()))?;
-        let path = self.netns_path(owner);
+        // The default route goes through the first network that has a way out.
+        let first_out = o.endpoints.iter().position(|x| st.networks.get(&x.network_id).is_some_and(|n| !n.internal));
+        self.plumb_endpoint(&self.netns_path(owner), e, net, first_out == Some(i)).await
+    }
+
+    /// Plumbs `e` (on `net`) into the namespace at `path`: a veth on the network's bridge, the
+    /// other end inside under its final name, with its addresses, the network's routes and,
+    /// with `default_route`, the default routes through its gateway.
+    pub(crate) async fn plumb_endpoint(
+        &self,
+        path: &std::path::Path,
+        e: &crate::Endpoint,
+        net: &NetworkRecord,
+        default_route: bool,
+    ) -> Result<(), NetError> {
         // Created inside the container's namespace under its final name.
         let peer = e.interface.clone();
         let bridge = self.bridge(net).await?;
-        if self.nl.create_veth(&e.host_veth, &peer, bridge, &path).await.is_err() {
+        if self.nl.create_veth(&e.host_veth, &peer, bridge, path).await.is_err() {
             // The bridge may have been deleted behind this daemon's back: once more, anew.
             self.bridge_index.lock().unwrap().remove(&net.bridge);
             let bridge = self.ensure_bridge(net).await?;
-            self.nl.create_veth(&e.host_veth, &peer, bridge, &path).await?;
+            self.nl.create_veth(&e.host_veth, &peer, bridge, path).await?;
         }
-        let inside = Netlink::in_netns(&path)?;
+        let inside = Netlink::in_netns(path)?;
         let mut addrs = vec![(IpAddr::V4(e.ipv4), net.subnet4.prefix_len())];
         if let (Some(ip), Some(s)) = (e.ipv6, net.subnet6) {
             addrs.push((IpAddr::V6(ip), s.prefix_len()));
         }
-        // The default route goes through the first network that has a way out.
-        let first_out = o.endpoints.iter().position(|x| st.networks.get(&x.network_id).is_some_and(|n| !n.internal));
-        let (gw4, gw6) = if first_out == Some(i) { (Some(net.gateway4), net.gateway6.filter(|_| e.ipv6.is_some())) } else { (None, None) };
+        let (gw4, gw6) = if default_route { (Some(net.gateway4), net.gateway6.filter(|_| e.ipv6.is_some())) } else { (None, None) };
         // A stack network's other members' replicas: through this network's gateway.
         let routes: Vec<(ipnet::Ipv4Net, std::net::Ipv4Addr)> = net.overlay4.iter().map(|o| (*o, net.gateway4)).collect();
         let cfg = link::Interface { mac: parse_mac(&e.mac), addrs: &addrs, gateway4: gw4, gateway6: gw6, routes4: &routes };
@@ -401,6 +419,88 @@ impl Networks {
         let ips: Vec<IpAddr> = addrs.iter().map(|(ip, _)| *ip).collect();
         self.nl.forget_neighbours(self.bridge(net).await?, &ips).await?;
         Ok(())
+    }
+
+    /// Makes the default network's spare ([`Spare`]) in the background, unless there is one.
+    pub(crate) fn make_spare_later(&self) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let Some(this) = me.upgrade() else { return };
+            if let Err(e) = this.make_spare().await {
+                tracing::warn!(error = %e, "making a spare network namespace (the next start makes its own)");
+            }
+        });
+    }
+
+    /// Reserves the spare's addresses under the state's lock, plumbs it without (a start
+    /// meanwhile does not wait for it), then marks it ready, unless it was let go meanwhile.
+    async fn make_spare(&self) -> Result<(), NetError> {
+        let (key, endpoint, net) = {
+            let mut st = self.state.lock().await;
+            if st.spare.is_some() || !st.default_warm || !self.owned.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let net = st.find(DEFAULT_NETWORK)?.clone();
+            // Its veth is `av` + the key's first ten characters: unlike every other one.
+            let key = loop {
+                let key = format!("{SPARE_PREFIX}{:016x}", fastrand::u64(..));
+                let veth = format!("av{}0", &key[..10]);
+                if !st.all_endpoints().any(|e| e.host_veth == veth) {
+                    break key;
+                }
+            };
+            let endpoint = st.endpoint(&key, &atoll_spec::NetworkAttachment::new(DEFAULT_NETWORK), 0)?;
+            st.spare = Some(Spare { key: key.clone(), endpoint: endpoint.clone(), ready: false });
+            (key, endpoint, net)
+        };
+        let path = self.netns_path(&key);
+        let made = async {
+            netns::create(&path).map_err(|source| NetError::Netns { id: key.clone(), source })?;
+            self.plumb_endpoint(&path, &endpoint, &net, true).await
+        }
+        .await;
+        let mut st = self.state.lock().await;
+        let ours = st.spare.as_ref().is_some_and(|s| s.key == key);
+        match made {
+            Ok(()) if ours => {
+                st.spare.as_mut().expect("ours").ready = true;
+                Ok(())
+            }
+            made => {
+                if ours {
+                    st.spare = None;
+                }
+                drop(st);
+                let _ = netns::remove(&path);
+                let _ = self.nl.delete(&endpoint.host_veth).await;
+                made
+            }
+        }
+    }
+
+    /// Lets the spare go (an address it holds was asked for): its addresses are free once its
+    /// veth is deleted, in the background.
+    pub(crate) fn discard_spare(&self, st: &mut State) {
+        let Some(s) = st.spare.take() else { return };
+        let _ = netns::remove(&self.netns_path(&s.key));
+        st.dying.insert(s.key.clone(), vec![s.endpoint.clone()]);
+        self.teardown_later(&s.key, vec![s.endpoint]);
+    }
+
+    /// Moves the spare `key`'s namespace to `path` for the container whose first endpoint is
+    /// `first` (the spare's). False if it cannot be (its namespace is gone): it is cleared, and
+    /// the caller plumbs the container as if there had been no spare.
+    pub(crate) async fn adopt_spare(&self, key: &str, path: &std::path::Path, first: &crate::Endpoint) -> bool {
+        let from = self.netns_path(key);
+        if netns::is_live(&from) && netns::rename(&from, path).is_ok() {
+            return true;
+        }
+        tracing::warn!(spare = key, "the spare network namespace is gone; plumbing the container anew");
+        let _ = netns::remove(&from);
+        let _ = netns::remove(path);
+        // Its veth goes first: the container's is made under the same name.
+        let _ = self.nl.delete(&first.host_veth).await;
+        false
     }
 
     /// Deletes the container's veths and its namespace.

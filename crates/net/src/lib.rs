@@ -329,13 +329,28 @@ impl Networks {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let mut st = self.state.lock().await;
+            // An address the spare holds is asked for: it goes (and the address is free once
+            // its veth is, below).
+            if st.spare_in_the_way(attachments) {
+                self.discard_spare(&mut st);
+            }
             let result = Self::allocate_in(&mut st, owner, name, attachments, publish, exposed, publish_all);
-            if result.is_err() {
-                st.owners.remove(owner);
+            if result.is_err()
+                && let Some(o) = st.owners.remove(owner)
+                && let (Some(key), Some(e)) = (o.spare, o.endpoints.into_iter().next())
+            {
+                // Not used after all: it is the spare again.
+                st.spare = Some(records::Spare { key, endpoint: Endpoint { aliases: vec![], ..e }, ready: true });
             }
             match result {
-                // The last free address may be a removed container's whose veth is going.
+                // The last free address may be a removed container's whose veth is going, or
+                // the address asked for may be.
                 Err(NetError::Full(n)) if st.dying.values().flatten().any(|e| e.network == n) && tokio::time::Instant::now() < deadline => {
+                    let torn_down = self.torn_down.notified();
+                    drop(st);
+                    let _ = tokio::time::timeout_at(deadline, torn_down).await;
+                }
+                Err(NetError::AddressTaken { ip, network }) if st.dying_holds(&network, ip) && tokio::time::Instant::now() < deadline => {
                     let torn_down = self.torn_down.notified();
                     drop(st);
                     let _ = tokio::time::timeout_at(deadline, torn_down).await;
@@ -355,21 +370,32 @@ impl Networks {
         publish_all: bool,
     ) -> Result<(Vec<Endpoint>, Vec<PublishedPort>), NetError> {
         let mut endpoints: Vec<Endpoint> = Vec::new();
-        for (i, a) in attachments.iter().enumerate() {
+        let spare = st.take_spare(attachments).map(|(key, e)| {
+            endpoints.push(e);
+            key
+        });
+        let new_owner = |endpoints: &[Endpoint], ports: Vec<PublishedPort>| Owner {
+            name: name.to_owned(),
+            endpoints: endpoints.to_vec(),
+            ports,
+            active: false,
+            spare: spare.clone(),
+        };
+        st.owners.insert(owner.to_owned(), new_owner(&endpoints, vec![]));
+        for (i, a) in attachments.iter().enumerate().skip(endpoints.len()) {
             // Register as we go so two endpoints of one container never share an address.
             let e = st.endpoint(owner, a, i)?;
             if endpoints.iter().any(|x| x.network_id == e.network_id) {
                 return Err(NetError::AlreadyConnected(e.network));
             }
             endpoints.push(e);
-            st.owners.insert(owner.to_owned(), Owner { name: name.to_owned(), endpoints: endpoints.clone(), ports: vec![], active: false });
+            st.owners.insert(owner.to_owned(), new_owner(&endpoints, vec![]));
         }
         if (!publish.is_empty() || publish_all) && !endpoints.iter().any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal)) {
             return Err(NetError::InternalPublish(endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(", ")));
         }
         let ports = st.ports(publish, exposed, publish_all)?;
-        st.owners
-            .insert(owner.to_owned(), Owner { name: name.to_owned(), endpoints: endpoints.clone(), ports: ports.clone(), active: false });
+        st.owners.insert(owner.to_owned(), new_owner(&endpoints, ports.clone()));
         Ok((endpoints, ports))
     }
 
@@ -383,13 +409,23 @@ impl Networks {
             return Ok(path);
         }
         let n = o.endpoints.len();
+        let spare = o.spare.clone();
         if n > 0 {
             self.claim(&st).await?;
         }
         let _ = netns::remove(&path);
-        netns::create(&path).map_err(|source| NetError::Netns { id: owner.to_owned(), source })?;
+        // The spare's namespace, plumbed already, becomes the container's: only the rest of
+        // its endpoints (usually none) are left to plumb.
+        let adopted = match &spare {
+            Some(key) => self.adopt_spare(key, &path, &o.endpoints[0]).await,
+            None => false,
+        };
+        st.owners.get_mut(owner).expect("checked").spare = None;
+        if !adopted {
+            netns::create(&path).map_err(|source| NetError::Netns { id: owner.to_owned(), source })?;
+        }
         let plumbed = async {
-            for i in 0..n {
+            for i in usize::from(adopted)..n {
                 self.plumb(&st, owner, i).await?;
             }
             Ok::<(), NetError>(())
@@ -414,6 +450,9 @@ impl Networks {
             let _ = self.sync(&mut st).await;
             return Err(e);
         }
+        if st.owners[owner].endpoints.iter().any(|e| e.network == DEFAULT_NETWORK) {
+            self.make_spare_later();
+        }
         Ok(path)
     }
 
@@ -424,9 +463,18 @@ impl Networks {
         if let Err(err) = netns::remove(&self.netns_path(owner)) {
             tracing::warn!(error = %err, container = owner, "removing a network namespace");
         }
-        if o.active && !o.endpoints.is_empty() {
-            st.dying.insert(owner.to_owned(), o.endpoints.clone());
-            self.teardown_later(owner, o.endpoints);
+        // Never started: of its endpoints only the spare's has a veth.
+        let plumbed = match &o.spare {
+            Some(key) => {
+                let _ = netns::remove(&self.netns_path(key));
+                o.endpoints.iter().take(1).cloned().collect()
+            }
+            None if o.active => o.endpoints.clone(),
+            None => vec![],
+        };
+        if !plumbed.is_empty() {
+            st.dying.insert(owner.to_owned(), plumbed.clone());
+            self.teardown_later(owner, plumbed);
         }
         // Its names can go from DNS without waiting; its ports must be free when this returns.
         let reload = if o.ports.is_empty() { helper::Reload::Later } else { helper::Reload::Wait };
@@ -442,6 +490,7 @@ impl Networks {
             endpoints: vec![],
             ports: vec![],
             active: false,
+            spare: None,
         });
         if o.endpoints.iter().any(|e| e.network_id == net_id) {
             return Err(NetError::AlreadyConnected(att.network.clone()));
@@ -473,6 +522,15 @@ impl Networks {
         let o = st.owners.get_mut(owner).ok_or_else(|| NetError::NotConnected(network.to_owned()))?;
         let pos = o.endpoints.iter().position(|e| e.network_id == net_id).ok_or_else(|| NetError::NotConnected(network.to_owned()))?;
         let e = o.endpoints.remove(pos);
+        // Not started, and leaving the spare's network: the spare's namespace goes now.
+        if pos == 0
+            && let Some(key) = o.spare.take()
+        {
+            let _ = netns::remove(&self.netns_path(&key));
+            st.dying.insert(key.clone(), vec![e.clone()]);
+            self.teardown_later(&key, vec![e.clone()]);
+        }
+        let o = st.owners.get_mut(owner).expect("found above");
         let (active, rest) = (o.active, o.endpoints.clone());
         if active {
             self.nl.delete(&e.host_veth).await?;

@@ -57,6 +57,19 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Moves the namespace bound at `from` to `to` (bound there, then unbound from `from`).
+pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::File::create(to)?;
+    if let Err(e) = mount_bind(from, to) {
+        let _ = fs::remove_file(to);
+        return Err(e.into());
+    }
+    remove(from)
+}
+
 /// Runs `f` on a thread that has joined the namespace at `path` (sockets made there stay in it).
 pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
     let fd = open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;

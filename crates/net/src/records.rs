@@ -128,7 +128,27 @@ pub(crate) struct Owner {
     pub(crate) ports: Vec<PublishedPort>,
     /// Its namespace exists and its endpoints are plumbed.
     pub(crate) active: bool,
+    /// Its first endpoint is the spare's ([`Spare`]), whose namespace it takes at its start.
+    pub(crate) spare: Option<String>,
 }
+
+/// A namespace made ahead of need on the default network: a veth on its bridge, the other end
+/// inside configured with an address and the routes, as `eth0`. The next container there that
+/// asks for nothing else takes its endpoint at `create` and its namespace at `start` (moved to
+/// its own path), so its start makes no link, address or route (most of a bridged start's
+/// netlink work, and the RTNL waits behind the last container's teardown). Its addresses count
+/// as taken; nothing lists it. Made again after each start on the default network.
+#[derive(Debug, Clone)]
+pub(crate) struct Spare {
+    /// Its namespace's name under `netns/` (`spare-…`; never a container ID).
+    pub(crate) key: String,
+    pub(crate) endpoint: Endpoint,
+    /// Plumbed: it may be taken (until then only its addresses are reserved).
+    pub(crate) ready: bool,
+}
+
+/// The prefix of spare namespaces' keys.
+pub(crate) const SPARE_PREFIX: &str = "spare-";
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -151,6 +171,8 @@ pub(crate) struct State {
     pub(crate) unnamed: BTreeSet<String>,
     /// Ports of containers here forwarded from the mesh address, for the gateway.
     pub(crate) forwards: crate::overlay::MeshForwards,
+    /// The default network's spare namespace, if one is made or being made.
+    pub(crate) spare: Option<Spare>,
 }
 
 /// A network's bridge: up with containers, kept up without (the default network), or absent.
@@ -233,9 +255,40 @@ impl State {
         self.owners.iter().filter(|(_, o)| o.endpoints.iter().any(|e| e.network_id == network_id)).map(|(_, o)| o.name.as_str()).collect()
     }
 
-    /// Every endpoint whose addresses are taken: the owners', and the dying ones.
-    fn all_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.owners.values().flat_map(|o| &o.endpoints).chain(self.dying.values().flatten())
+    /// Every endpoint whose addresses are taken: the owners', the dying ones and the spare's.
+    pub(crate) fn all_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.owners.values().flat_map(|o| &o.endpoints).chain(self.dying.values().flatten()).chain(self.spare.iter().map(|s| &s.endpoint))
+    }
+
+    /// Whether `ip` on network `network` (by name) is held by an endpoint that is going (a removed
+    /// container's, or a discarded spare's): free once its veth is deleted.
+    pub(crate) fn dying_holds(&self, network: &str, ip: IpAddr) -> bool {
+        self.dying.values().flatten().any(|e| e.network == network && (IpAddr::V4(e.ipv4) == ip || e.ipv6.map(IpAddr::V6) == Some(ip)))
+    }
+
+    /// The ready spare's endpoint for a container whose attachments are `attachments`: one
+    /// attachment, to the default network, asking for no address; with its aliases. The
+    /// spare leaves the state (the caller records the owner's claim on its namespace).
+    pub(crate) fn take_spare(&mut self, attachments: &[NetworkAttachment]) -> Option<(String, Endpoint)> {
+        let [att] = attachments else { return None };
+        if att.ipv4.is_some() || att.ipv6.is_some() || self.find(&att.network).ok()?.name != DEFAULT_NETWORK {
+            return None;
+        }
+        if !self.spare.as_ref().is_some_and(|s| s.ready) {
+            return None;
+        }
+        let s = self.spare.take()?;
+        let endpoint = Endpoint { aliases: att.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(), ..s.endpoint };
+        Some((s.key, endpoint))
+    }
+
+    /// Whether one of `attachments` asks for an address the spare holds.
+    pub(crate) fn spare_in_the_way(&self, attachments: &[NetworkAttachment]) -> bool {
+        let Some(s) = &self.spare else { return false };
+        attachments.iter().any(|a| {
+            self.find(&a.network).is_ok_and(|n| n.id == s.endpoint.network_id)
+                && (a.ipv4 == Some(s.endpoint.ipv4) || (a.ipv6.is_some() && a.ipv6 == s.endpoint.ipv6))
+        })
     }
 
     pub(crate) fn used4(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
@@ -416,9 +469,9 @@ mod tests {
 
     /// Whether the default network has containers or is only kept warm, the ruleset is the
     /// same: a `run` on it alone runs no `nft`.
-    #[test]
-    fn a_warm_default_network_does_not_change_the_ruleset() {
-        let net = |id: &str, name: &str, o: u8| NetworkRecord {
+    /// Network `name` (ID `id`) on `10.89.{o}.0/24`, IPv4 only.
+    fn net(id: &str, name: &str, o: u8) -> NetworkRecord {
+        NetworkRecord {
             id: id.into(),
             name: name.into(),
             driver: "bridge".into(),
@@ -432,7 +485,55 @@ mod tests {
             options: BTreeMap::new(),
             overlay4: None,
             created: String::new(),
-        };
+        }
+    }
+
+    fn state_of(networks: &[&NetworkRecord]) -> State {
+        State {
+            networks: networks.iter().map(|n| (n.id.clone(), (*n).clone())).collect(),
+            ula: "fd00::/48".parse().unwrap(),
+            owners: BTreeMap::new(),
+            default_warm: true,
+            dying: BTreeMap::new(),
+            overlay: None,
+            remote: Default::default(),
+            unnamed: BTreeSet::new(),
+            forwards: Default::default(),
+            spare: None,
+        }
+    }
+
+    /// The spare's address is taken while it waits; a container on the default network that
+    /// asks for nothing else takes it (with its own aliases), any other does not; one that asks
+    /// for its address finds it in the way; a discarded spare's address is dying.
+    #[test]
+    fn the_spare_is_taken_only_by_a_container_that_asks_for_nothing_else() {
+        let (default, other) = (net("aaa", DEFAULT_NETWORK, 0), net("zzz", "other", 1));
+        let mut st = state_of(&[&default, &other]);
+        let att = |network: &str| NetworkAttachment { aliases: vec!["Web".into()], ..NetworkAttachment::new(network) };
+        let e = st.endpoint("spare-0123456789abcdef", &NetworkAttachment::new(DEFAULT_NETWORK), 0).unwrap();
+        assert_eq!((e.ipv4.to_string().as_str(), e.host_veth.as_str()), ("10.89.0.2", "avspare-01230"));
+        st.spare = Some(Spare { key: "spare-0123456789abcdef".into(), endpoint: e.clone(), ready: false });
+        assert_eq!(st.endpoint("c1", &att(DEFAULT_NETWORK), 0).unwrap().ipv4.to_string(), "10.89.0.3", "the spare's address is taken");
+        assert_eq!(st.take_spare(&[att(DEFAULT_NETWORK)]), None, "not ready yet");
+        st.spare.as_mut().unwrap().ready = true;
+        assert_eq!(st.take_spare(&[att("other")]), None);
+        assert_eq!(st.take_spare(&[att(DEFAULT_NETWORK), att("other")]), None);
+        let fixed = NetworkAttachment { ipv4: Some("10.89.0.9".parse().unwrap()), ..att(DEFAULT_NETWORK) };
+        assert_eq!(st.take_spare(std::slice::from_ref(&fixed)), None);
+        assert!(!st.spare_in_the_way(&[fixed]));
+        let its = NetworkAttachment { ipv4: Some(e.ipv4), ..att(DEFAULT_NETWORK) };
+        assert!(st.spare_in_the_way(&[its]));
+        let (key, taken) = st.take_spare(&[att(DEFAULT_NETWORK)]).unwrap();
+        assert_eq!((key.as_str(), taken.ipv4, taken.aliases.clone()), ("spare-0123456789abcdef", e.ipv4, vec!["web".to_owned()]));
+        assert!(st.spare.is_none());
+        st.dying.insert(key, vec![taken]);
+        assert!(st.dying_holds(DEFAULT_NETWORK, IpAddr::V4(e.ipv4)));
+        assert!(!st.dying_holds("other", IpAddr::V4(e.ipv4)));
+    }
+
+    #[test]
+    fn a_warm_default_network_does_not_change_the_ruleset() {
         let endpoint = |n: &NetworkRecord, o: u8| Endpoint {
             network_id: n.id.clone(),
             network: n.name.clone(),
@@ -445,18 +546,9 @@ mod tests {
         };
         // The default network sorts before the other by id.
         let (other, default) = (net("zzz", "other", 1), net("aaa", DEFAULT_NETWORK, 0));
-        let owner = |e: Endpoint| Owner { name: "c".into(), endpoints: vec![e], ports: vec![], active: true };
-        let mut st = State {
-            networks: [(other.id.clone(), other.clone()), (default.id.clone(), default.clone())].into(),
-            ula: "fd00::/48".parse().unwrap(),
-            owners: [("o1".to_owned(), owner(endpoint(&other, 1)))].into(),
-            default_warm: true,
-            dying: BTreeMap::new(),
-            overlay: None,
-            remote: Default::default(),
-            unnamed: BTreeSet::new(),
-            forwards: Default::default(),
-        };
+        let owner = |e: Endpoint| Owner { name: "c".into(), endpoints: vec![e], ports: vec![], active: true, spare: None };
+        let mut st = state_of(&[&other, &default]);
+        st.owners.insert("o1".to_owned(), owner(endpoint(&other, 1)));
         let warm = st.ruleset();
         st.owners.insert("o2".into(), owner(endpoint(&default, 0)));
         assert_eq!(st.ruleset(), warm);
