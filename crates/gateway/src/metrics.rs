@@ -235,10 +235,17 @@ mod tests {
             error: None,
         };
         m.finished(&rec);
+        // Later requests go through the route's cached handles, into the same families.
+        m.finished(&AccessRecord { status: 502, bytes_out: 8, ..rec.clone() });
+        m.finished(&rec);
         m.upstream_error("a.example", UpstreamError::Connect);
         let text = m.encode();
-        assert!(text.contains(r#"atoll_gateway_requests_total{route="a.example",code="200"} 1"#), "{text}");
-        assert!(text.contains(r#"atoll_gateway_sent_bytes_total{route="a.example"} 42"#), "{text}");
+        assert!(text.contains(r#"atoll_gateway_requests_total{route="a.example",code="200"} 2"#), "{text}");
+        assert!(text.contains(r#"atoll_gateway_requests_total{route="a.example",code="502"} 1"#), "{text}");
+        assert!(text.contains(r#"atoll_gateway_sent_bytes_total{route="a.example"} 92"#), "{text}");
+        assert!(text.contains(r#"atoll_gateway_request_duration_seconds_count{route="a.example"} 3"#), "{text}");
+        assert_eq!(m.totals()["a.example"], RouteTotals { requests: 3, errors: 1 });
+        assert_eq!(m.requests("a.example", 200), 2);
         assert!(text.contains(r#"atoll_gateway_upstream_errors_total{route="a.example",kind="connect"} 1"#), "{text}");
         assert!(text.contains("atoll_gateway_request_duration_seconds_bucket"), "{text}");
         let line = serde_json::to_value(&rec).unwrap();
