@@ -32,7 +32,17 @@ impl Engine {
         if rec.state != State::Running {
             return Ok(());
         }
-        self.update(slot, |r| r.stopped_by_user = true)?;
+        // The container may have exited since `rec` was read, and its monitor may have set a
+        // restart going: the stop cancels that too.
+        self.update(slot, |r| {
+            r.stopped_by_user = true;
+            if r.state == State::Restarting {
+                r.state = State::Exited;
+            }
+        })?;
+        if !slot.get().is_running() {
+            return Ok(());
+        }
         let secs = timeout.or(rec.spec.stop_timeout).unwrap_or(DEFAULT_STOP_TIMEOUT);
         let signal = self.stop_signal(&rec);
         let client = ShimClient::new(&self.state_dir(&rec.id));

@@ -89,7 +89,19 @@ impl Engine {
             *c = next;
             d
         };
-        let _ = self.update(slot, |r| r.state = State::Restarting);
+        // A stop that came since the exit was recorded wins (it set `stopped_by_user` under
+        // the same lock): found by CI, a `stop` racing a quick container's exit left it
+        // restarting.
+        let mut restarting = false;
+        let _ = self.update(slot, |r| {
+            if r.state == State::Exited && !r.stopped_by_user {
+                r.state = State::Restarting;
+                restarting = true;
+            }
+        });
+        if !restarting {
+            return;
+        }
         tracing::info!(container = %rec.name, delay_ms = delay.as_millis() as u64, "restarting after backoff");
         let engine = self.arc();
         let slot = slot.clone();
