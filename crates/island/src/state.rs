@@ -104,9 +104,17 @@ impl Manager {
             let url = self.ca_url(&self.state(), crate::proto::NAMES_KEY);
             crate::transport::get::<crate::proto::NamesKey>(&self.client(), &url).await?.key
         };
-        atoll_util::atomic_write(&path, key.as_bytes(), 0o600)
-            .map_err(|e| IslandError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
-        Ok(key)
+        // Two callers at once (the certificate worker and the gateway, as the daemon starts)
+        // must end with one key: the first to store it wins, the other takes what it stored.
+        // (Found by CI: two keys were made on the CA host, certificates sealed under one and
+        // opened with the other.)
+        match atoll_util::write_new(&path, key.as_bytes(), 0o600) {
+            Ok(()) => Ok(key),
+            Err(atoll_util::Error::Write { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::read_to_string(&path).map(|k| k.trim().to_owned()).map_err(|source| IslandError::Io { path: path.clone(), source })
+            }
+            Err(e) => Err(IslandError::Io { path: path.clone(), source: std::io::Error::other(e) }),
+        }
     }
 
     /// Makes this member's replica hold `key` as it is now on the island: asks the leader for

@@ -37,40 +37,43 @@ fn parent_dir(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// Writes `data` to `path` so that readers see either the old content or the new, never a mix,
-/// even across a crash: write a sibling temp file, fsync it, rename it over `path`, fsync the
-/// directory. `mode` is applied to the new file before it becomes visible.
-pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    let wrap = |source| Error::Write { path: path.to_owned(), source };
+/// Writes `data` to a new temp file beside `path` (fsynced if `durable`), then `place`s it
+/// there (a rename, or a link); the temp file does not outlive the call.
+fn via_temp(path: &Path, data: &[u8], mode: u32, durable: bool, place: impl FnOnce(&Path, &Path) -> io::Result<()>) -> Result<(), Error> {
     let dir = parent_dir(path);
     let tmp = dir.join(format!(".{}.tmp-{:016x}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), fastrand::u64(..)));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fsync_dir(dir)
+        if durable {
+            f.sync_all()?;
+        }
+        place(&tmp, path)?;
+        if durable { fsync_dir(dir) } else { Ok(()) }
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(wrap)
+    // Gone already after a rename; the link's other name after a link.
+    let _ = fs::remove_file(&tmp);
+    result.map_err(|source| Error::Write { path: path.to_owned(), source })
+}
+
+/// Writes `data` to `path` so that readers see either the old content or the new, never a mix,
+/// even across a crash: write a sibling temp file, fsync it, rename it over `path`, fsync the
+/// directory. `mode` is applied to the new file before it becomes visible.
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    via_temp(path, data, mode, true, |tmp, path| fs::rename(tmp, path))
+}
+
+/// Writes `data` to `path` unless `path` exists, atomically and durably (temp file, fsync, a
+/// hard link that never replaces, fsync of the directory): of writers racing to create the
+/// same file, exactly one wins. Errors with `AlreadyExists` for the others (read what won).
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    via_temp(path, data, mode, true, |tmp, path| fs::hard_link(tmp, path))
 }
 
 /// Replaces `path` atomically (temp file, rename) without fsync: readers never see a torn file,
 /// but a power loss may lose the update. For files regenerated on every use.
 pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    let dir = parent_dir(path);
-    let tmp = dir.join(format!(".{}.tmp-{:016x}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), fastrand::u64(..)));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        f.write_all(data)?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|source| Error::Write { path: path.to_owned(), source })
+    via_temp(path, data, mode, false, |tmp, path| fs::rename(tmp, path))
 }
 
 /// fsyncs a directory so that renames and creations inside it survive a crash.
@@ -290,6 +293,33 @@ pub fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Of writers racing to create one file, one wins and the others see `AlreadyExists`.
+    #[test]
+    fn write_new_lets_the_first_writer_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let path = &path;
+                    s.spawn(move || write_new(path, &[b'a' + i], 0o600).map(|()| i))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<u8> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        assert_eq!(fs::read(&path).unwrap(), [b'a' + won[0]]);
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| matches!(e, Error::Write { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)),
+            "{results:?}"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
 
     /// Regression: CI failed a volume copy with `EAGAIN` from openat2 because another test
     /// renamed a file while a `..` was being resolved inside the root.
