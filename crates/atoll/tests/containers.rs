@@ -945,6 +945,7 @@ fn a_standby_shim_runs_the_next_container_and_a_dead_one_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(Path::new(BIN), dir.path(), &[]);
     let image = daemon.import_busybox(dir.path());
+    wait_for(10, "a standby from the daemon's start", || standby_shims(&daemon).len() == 1);
     daemon.ok(&["run", "--rm", "--network", "none", image, "true"]);
     wait_for(10, "a standby shim", || standby_shims(&daemon).len() == 1);
     let first = standby_shims(&daemon)[0];

@@ -808,9 +808,17 @@ fn a_container_on_the_default_network_starts_in_the_spare_namespace() {
     let second_ip = address(&second);
     let out = e.sh(&["--ip", &second_ip], "ip -4 addr show eth0");
     assert!(out.ok() && out.stdout.contains(&format!("inet {second_ip}/24")), "{out:?}");
+    // So does `network connect --ip` (found by a helper: "already used", by nothing listed).
+    wait_for(10, "a third spare", || spares().iter().any(|s| *s != second));
+    let third_ip = address(&spares().remove(0));
+    e.daemon.ok(&["network", "create", "side"]);
+    e.daemon.ok(&["run", "-d", "--name", "aside", "--network", "side", e.image, "sleep", "300"]);
+    e.daemon.ok(&["network", "connect", "--ip", &third_ip, "bridge", "aside"]);
+    let inside = e.daemon.ok(&["exec", "aside", "ip", "-4", "addr"]);
+    assert!(inside.contains(&format!("inet {third_ip}/24")), "{inside}");
 
     // A restart leaves no spare from before it.
-    e.daemon.ok(&["rm", "-f", "next", "web"]);
+    e.daemon.ok(&["rm", "-f", "next", "web", "aside"]);
     e.daemon.restart();
     assert_eq!(spares(), Vec::<String>::new(), "none until the next start on the default network");
 }

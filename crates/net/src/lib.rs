@@ -483,7 +483,7 @@ impl Networks {
 
     /// Connects a container to one more network (plumbed at once if it has a namespace).
     pub async fn connect(&self, owner: &str, name: &str, att: &NetworkAttachment) -> Result<Endpoint, NetError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.address_free(att).await;
         let net_id = st.find(&att.network)?.id.clone();
         let o = st.owners.entry(owner.to_owned()).or_insert_with(|| Owner {
             name: name.to_owned(),
@@ -513,6 +513,27 @@ impl Networks {
             self.sync(&mut st).await?;
         }
         Ok(e)
+    }
+
+    /// The state, once the address `att` asks for (if any) is not held by the spare (which
+    /// goes) or by an endpoint that is going (waited for, up to 5 s, as `allocate` does).
+    async fn address_free(&self, att: &NetworkAttachment) -> tokio::sync::MutexGuard<'_, State> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut st = self.state.lock().await;
+            if st.spare_in_the_way(std::slice::from_ref(att)) {
+                self.discard_spare(&mut st);
+            }
+            let network = st.find(&att.network).map(|n| n.name.clone()).unwrap_or_default();
+            let asked = att.ipv4.map(IpAddr::V4).into_iter().chain(att.ipv6.map(IpAddr::V6));
+            let held = asked.into_iter().any(|ip| st.dying_holds(&network, ip));
+            if !held || tokio::time::Instant::now() >= deadline {
+                return st;
+            }
+            let torn_down = self.torn_down.notified();
+            drop(st);
+            let _ = tokio::time::timeout_at(deadline, torn_down).await;
+        }
     }
 
     /// Disconnects a container from a network; returns its remaining endpoints.

@@ -266,6 +266,8 @@ impl Engine {
         let events = Arc::new(events::EventBus::default());
         let volumes = volumes::Volumes::new(&cfg.data_dir);
         let shims = Arc::new(atoll_runtime::driver::Standby::new(&cfg.exe));
+        // Ready for the first start too.
+        shims.warm();
         let engine =
             Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), volumes, shims, this: this.clone() });
         for id in half_made {

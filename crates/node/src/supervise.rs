@@ -125,8 +125,10 @@ impl Engine {
         let engine = self.arc();
         let id = id.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = engine.remove(&id, true, true).await {
-                tracing::warn!(container = %id, error = %e, "auto-remove failed");
+            match engine.remove(&id, true, true).await {
+                // Removed meanwhile (`rm -f` of a running --rm container): what was asked.
+                Ok(_) | Err(EngineError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(container = %id, error = %e, "auto-remove failed"),
             }
         });
     }

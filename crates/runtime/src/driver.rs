@@ -113,7 +113,7 @@ pub struct Standby {
 }
 
 impl Standby {
-    /// Standbys of `exe` (this binary); none is started until the first container start.
+    /// Standbys of `exe` (this binary); [`Standby::warm`] starts the first.
     pub fn new(exe: &Path) -> Self {
         Self { exe: exe.to_owned(), ready: std::sync::Mutex::new(None) }
     }
@@ -128,13 +128,18 @@ impl Standby {
         };
         // The next one starts while the runtime creates this container, off the async
         // threads: the spawn holds its thread until the child has executed (about 1 ms here).
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.refill());
+        self.warm();
         match handed {
             Ok(stdout) => read_report(stdout, cfg.state_dir.join(shim::SHIM_LOG)).await,
             // None was ready, or it died (killed by hand, say) before it got its container.
             Err(_) => spawn_shim(&self.exe, cfg).await,
         }
+    }
+
+    /// Starts a standby (off the async threads) unless one is ready.
+    pub fn warm(self: &std::sync::Arc<Self>) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.refill());
     }
 
     async fn hand_over(mut stdin: ChildStdin, cfg: &ShimConfig) -> std::io::Result<()> {
