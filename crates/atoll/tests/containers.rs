@@ -939,7 +939,8 @@ fn standby_shims(daemon: &Daemon) -> Vec<u32> {
 
 /// A container's shim is started ahead of need (a standby that gets its container on stdin):
 /// it runs the next container, another takes its place, one killed by hand costs the next
-/// start nothing but its own spawn, and a standby goes with its daemon.
+/// start nothing but its own spawn, one stopped by hand is killed and not used, and a standby
+/// goes with its daemon.
 #[test]
 fn a_standby_shim_runs_the_next_container_and_a_dead_one_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
@@ -964,9 +965,20 @@ fn a_standby_shim_runs_the_next_container_and_a_dead_one_is_replaced() {
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "after\n"), "{out:?}");
     wait_for(10, "a standby again", || standby_shims(&daemon).iter().any(|p| *p != second));
     let third = standby_shims(&daemon)[0];
+    // Stopped (SIGSTOP, a debugger): not handed the container, whose start would wait a
+    // minute for a report and fail; it is killed and the start spawns its own.
+    std::process::Command::new("kill").args(["-STOP", &third.to_string()]).status().unwrap();
+    wait_for(10, "the standby stopped", || std::fs::read_to_string(format!("/proc/{third}/stat")).is_ok_and(|s| s.contains(") T ")));
+    let out = daemon.cli(&["run", "--rm", image, "echo", "past a stopped standby"]);
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "past a stopped standby\n"), "{out:?}");
+    wait_for(10, "the stopped standby gone", || {
+        std::fs::read_to_string(format!("/proc/{third}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+    wait_for(10, "a standby once more", || standby_shims(&daemon).iter().any(|p| *p != third));
+    let fourth = standby_shims(&daemon).into_iter().find(|p| *p != third).unwrap();
     daemon.ok(&["rm", "-f", "a"]);
     daemon.terminate();
     wait_for(10, "the standby to go with its daemon", || {
-        std::fs::read_to_string(format!("/proc/{third}/stat")).map_or(true, |s| s.contains(") Z "))
+        std::fs::read_to_string(format!("/proc/{fourth}/stat")).map_or(true, |s| s.contains(") Z "))
     });
 }

@@ -67,20 +67,22 @@ pub async fn spawn_shim(exe: &Path, cfg: &ShimConfig) -> Result<(i32, String), D
         .arg(cfg.log_max_files.to_string())
         .stdin(std::process::Stdio::null())
         .stderr(log_file);
-    let (_, stdout) = spawn_detached(cmd)?;
+    let (_, stdout, _) = spawn_detached(cmd)?;
     read_report(stdout, log).await
 }
 
 /// Spawns a shim command in its own process group with its stdout piped, and reaps it
 /// whenever it exits, so it never lingers as a zombie of the daemon.
-fn spawn_detached(mut cmd: tokio::process::Command) -> Result<(Option<ChildStdin>, ChildStdout), DriverError> {
+/// Returns its stdin (if piped), stdout and pid (also its process group's id).
+fn spawn_detached(mut cmd: tokio::process::Command) -> Result<(Option<ChildStdin>, ChildStdout, Option<u32>), DriverError> {
     let mut child = cmd.process_group(0).stdout(std::process::Stdio::piped()).kill_on_drop(false).spawn().map_err(DriverError::Spawn)?;
     let stdout = child.stdout.take().expect("piped");
     let stdin = child.stdin.take();
+    let pid = child.id();
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    Ok((stdin, stdout))
+    Ok((stdin, stdout, pid))
 }
 
 /// The shim's one report line: the container's pid and start time, or why it did not start.
@@ -105,11 +107,24 @@ async fn read_report(stdout: ChildStdout, log: PathBuf) -> Result<(i32, String),
 /// instead of waiting for a new process to get that far (about 2.5 ms of `atoll run`'s
 /// critical path); the next standby is started as this one is handed its container. At most one waits;
 /// a start that finds none (the first, or one of several at once) spawns its shim as before.
-/// A standby whose daemon is gone reads EOF and exits.
+/// A standby whose daemon is gone reads EOF and exits; one found stopped (SIGSTOP, a
+/// debugger) is killed and not used, since nothing would answer its start for a minute.
 #[derive(Debug)]
 pub struct Standby {
     exe: PathBuf,
-    ready: std::sync::Mutex<Option<(ChildStdin, ChildStdout)>>,
+    ready: std::sync::Mutex<Option<Ready>>,
+}
+
+/// A standby waiting for its container: its stdin, stdout and pid.
+type Ready = (ChildStdin, ChildStdout, u32);
+
+/// Whether process `pid` is stopped or traced (state `T` or `t` in `/proc/PID/stat`, proc(5)).
+/// A process that is gone is not.
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+        .is_some_and(|state| matches!(state, 'T' | 't'))
 }
 
 impl Standby {
@@ -123,7 +138,16 @@ impl Standby {
     pub async fn start(self: &std::sync::Arc<Self>, cfg: &ShimConfig) -> Result<(i32, String), DriverError> {
         let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner()).take();
         let handed = match ready {
-            Some((stdin, stdout)) => Self::hand_over(stdin, cfg).await.map(|()| stdout),
+            Some((_, _, pid)) if stopped(pid) => {
+                tracing::warn!(pid, "the standby shim is stopped: killed, and this start spawns its own");
+                if let Ok(pid) = i32::try_from(pid)
+                    && let Some(pid) = rustix::process::Pid::from_raw(pid)
+                {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                Err(std::io::ErrorKind::NotFound.into())
+            }
+            Some((stdin, stdout, _)) => Self::hand_over(stdin, cfg).await.map(|()| stdout),
             None => Err(std::io::ErrorKind::NotFound.into()),
         };
         // The next one starts while the runtime creates this container, off the async
@@ -159,10 +183,12 @@ impl Standby {
         cmd.args(["shim", "--standby"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
         match spawn_detached(cmd) {
             // Two refills at once: the second standby reads EOF as it is dropped, and exits.
-            Ok((Some(stdin), stdout)) => {
-                self.ready.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert((stdin, stdout));
+            Ok((Some(stdin), stdout, Some(pid))) => {
+                self.ready.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert((stdin, stdout, pid));
             }
-            Ok((None, _)) => unreachable!("stdin is piped"),
+            // Exited already: the next start spawns its own.
+            Ok((_, _, None)) => {}
+            Ok((None, _, _)) => unreachable!("stdin is piped"),
             Err(e) => tracing::warn!(error = %e, "starting a standby shim"),
         }
     }
@@ -255,4 +281,29 @@ impl ShimClient {
 /// Reads `exit.json` if the shim wrote one.
 pub fn read_exit(state_dir: &Path) -> Option<ExitStatus> {
     serde_json::from_slice(&std::fs::read(state_dir.join(shim::EXIT_FILE)).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stopped;
+
+    /// Regression: a standby shim stopped by hand was handed its container, and the start
+    /// waited a minute for a report that could not come.
+    #[test]
+    fn stopped_tells_a_stopped_process_from_a_running_or_gone_one() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert!(!stopped(pid), "sleeping is not stopped");
+        let raw = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::kill_process(raw, rustix::process::Signal::STOP).unwrap();
+        // The state changes once the signal is delivered.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !stopped(pid) {
+            assert!(std::time::Instant::now() < deadline, "sleep never showed as stopped");
+            std::thread::yield_now();
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!stopped(pid), "a reaped process is gone, not stopped");
+    }
 }
