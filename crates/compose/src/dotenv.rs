@@ -11,6 +11,12 @@ pub enum DotenvError {
     Line { line: usize, text: String },
     #[error("line {line}: the quoted value never ends")]
     Unterminated { line: usize },
+    #[error(
+        "line {line}: the value of {key} is longer than {MAX_VALUE} bytes, the most one environment variable can hold (execve's MAX_ARG_STRLEN)"
+    )]
+    ValueTooLong { line: usize, key: String },
+    #[error("line {line}: the values add up to more than {MAX_TOTAL} bytes, more than a process's environment can hold (execve's ARG_MAX)")]
+    TooLarge { line: usize },
     #[error("line {line}")]
     Interpolate {
         line: usize,
@@ -18,6 +24,15 @@ pub enum DotenvError {
         source: InterpolateError,
     },
 }
+
+/// The longest value a variable may have: execve(2)'s limit on one environment string
+/// (`MAX_ARG_STRLEN`, 32 pages), which a longer one could not be passed in anyway. Checked as a
+/// value is expanded, so lines that refer to earlier ones (`A=$A$A`, again and again) cannot
+/// grow a value exponentially.
+pub const MAX_VALUE: usize = 32 * 4096;
+/// The most all the values together may hold: `ARG_MAX` as Linux sets it by default (a quarter
+/// of the 8 MiB stack limit).
+pub const MAX_TOTAL: usize = 2 * 1024 * 1024;
 
 fn valid_key(k: &str) -> bool {
     !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) && !k.starts_with(|c: char| c.is_ascii_digit())
@@ -27,6 +42,16 @@ fn valid_key(k: &str) -> bool {
 /// earlier in the file take precedence over it).
 pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, DotenvError> {
     let mut out: Vec<(String, String)> = Vec::new();
+    // The bytes of `out` as an environment holds them (`KEY=VALUE\0`).
+    let mut total = 0usize;
+    let set = |out: &mut Vec<(String, String)>, total: &mut usize, key: &str, value: String| {
+        if let Some(old) = out.iter().position(|(e, _)| e == key) {
+            let (k, v) = out.remove(old);
+            *total -= k.len() + v.len() + 2;
+        }
+        *total += key.len() + value.len() + 2;
+        out.push((key.to_owned(), value));
+    };
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
     while i < lines.len() {
@@ -40,8 +65,7 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
         let Some((k, v)) = l.split_once('=') else {
             if valid_key(l) {
                 if let Some(v) = lookup(l) {
-                    out.retain(|(e, _)| e != l);
-                    out.push((l.to_owned(), v));
+                    set(&mut out, &mut total, l, v);
                 }
                 continue;
             }
@@ -52,8 +76,21 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
             return Err(DotenvError::Line { line: line_no, text: raw.to_owned() });
         }
         let v = v.trim_start();
-        let known = |name: &str| out.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| lookup(name));
-        let interp = |s: &str| interpolate(s, &known).map(|r| r.value).map_err(|source| DotenvError::Interpolate { line: line_no, source });
+        // Bytes the line's variables have expanded to so far: past MAX_VALUE, no more are.
+        let expanded = std::cell::Cell::new(0usize);
+        let known = |name: &str| {
+            if expanded.get() > MAX_VALUE {
+                return None;
+            }
+            let v = out.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| lookup(name))?;
+            expanded.set(expanded.get() + v.len());
+            (expanded.get() <= MAX_VALUE).then_some(v)
+        };
+        let too_long = || DotenvError::ValueTooLong { line: line_no, key: key.to_owned() };
+        let interp = |s: &str| {
+            let r = interpolate(s, &known).map_err(|source| DotenvError::Interpolate { line: line_no, source })?;
+            if expanded.get() > MAX_VALUE { Err(too_long()) } else { Ok(r.value) }
+        };
         let value = if let Some(rest) = v.strip_prefix('\'') {
             let mut body = rest.to_owned();
             while !body.contains('\'') {
@@ -83,8 +120,13 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
             };
             interp(v.trim_end())?
         };
-        out.retain(|(e, _)| e != key);
-        out.push((key.to_owned(), value));
+        if value.len() > MAX_VALUE {
+            return Err(too_long());
+        }
+        set(&mut out, &mut total, key, value);
+        if total > MAX_TOTAL {
+            return Err(DotenvError::TooLarge { line: line_no });
+        }
     }
     Ok(out)
 }
@@ -150,6 +192,22 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(p(text), want);
+    }
+
+    /// Regression (found by the `api_bodies` fuzzer, out of memory): each line doubling the
+    /// one before (`S=$S$S`) grew a 3 KB file's value past 2 GB.
+    #[test]
+    fn values_that_refer_to_earlier_ones_cannot_grow_without_bound() {
+        let doubling = format!("S=x\n{}", "S=$S$S\n".repeat(40));
+        let err = parse(&doubling, &|_| None).unwrap_err();
+        assert!(matches!(err, DotenvError::ValueTooLong { line: 19, ref key } if key == "S"), "{err}");
+        assert!(err.to_string().contains("longer than 131072 bytes"), "{err}");
+        let braced = format!("S=x\n{}", "S=\"${S}${S:-y}\"\n".repeat(40));
+        assert!(matches!(parse(&braced, &|_| None), Err(DotenvError::ValueTooLong { .. })));
+        let big = "y".repeat(MAX_VALUE);
+        assert_eq!(parse(&format!("S='{big}'\n"), &|_| None).unwrap()[0].1.len(), MAX_VALUE, "the limit itself is allowed");
+        let many: String = (0..20).map(|i| format!("K{i}='{big}'\n")).collect();
+        assert!(matches!(parse(&many, &|_| None), Err(DotenvError::TooLarge { line: 16 })));
     }
 
     #[test]
