@@ -10,7 +10,13 @@ pub enum InterpolateError {
     Required { var: String, message: String },
     #[error("invalid interpolation format in {text:?}: {why}")]
     Syntax { text: String, why: &'static str },
+    #[error("the value expands to more than {MAX_OUTPUT} bytes (a variable used over and over?)")]
+    TooLong,
 }
+
+/// The longest string one interpolation may produce: a compose value or `.env` line that
+/// refers to a long variable many times (`$S$S$S…`) is refused before it fills the memory.
+pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// The result, and the variables that were used without a value (docker compose warns
 /// about them and substitutes the empty string).
@@ -63,6 +69,10 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>, out: &mut Interpolat
     let syntax = |why| InterpolateError::Syntax { text: s.to_owned(), why };
     let mut chars = s.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
+        // Each step adds one character or one variable's value (a nested word checks its own).
+        if out.value.len() > MAX_OUTPUT {
+            return Err(InterpolateError::TooLong);
+        }
         if c != '$' {
             out.value.push(c);
             continue;
@@ -100,6 +110,9 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>, out: &mut Interpolat
             // A `$` not followed by a name is kept, as compose does.
             _ => out.value.push('$'),
         }
+    }
+    if out.value.len() > MAX_OUTPUT {
+        return Err(InterpolateError::TooLong);
     }
     Ok(())
 }
@@ -152,6 +165,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
+
+    /// A sibling of the `.env` regression in `dotenv`: one string that uses a long variable
+    /// over and over is refused, not expanded into gigabytes.
+    #[test]
+    fn a_value_that_expands_past_the_limit_is_refused() {
+        let long = "x".repeat(128 * 1024);
+        let lookup = |k: &str| (k == "S").then(|| long.clone());
+        assert_eq!(interpolate(&"$S".repeat(1000), &lookup), Err(InterpolateError::TooLong));
+        assert_eq!(interpolate(&"${S:-}".repeat(1000), &lookup), Err(InterpolateError::TooLong));
+        assert_eq!(interpolate("${U:-$S$S$S$S$S$S$S$S$S}", &lookup), Err(InterpolateError::TooLong));
+        assert_eq!(interpolate(&"$S".repeat(8), &lookup).unwrap().value.len(), MAX_OUTPUT, "the limit itself is allowed");
+    }
 
     fn env() -> HashMap<&'static str, &'static str> {
         [("A", "alpha"), ("EMPTY", ""), ("PORT", "8080")].into_iter().collect()
