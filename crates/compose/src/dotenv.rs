@@ -26,8 +26,8 @@ pub enum DotenvError {
 }
 
 /// The longest value a variable may have: execve(2)'s limit on one environment string
-/// (`MAX_ARG_STRLEN`, 32 pages), which a longer one could not be passed in anyway. Checked as a
-/// value is expanded, so lines that refer to earlier ones (`A=$A$A`, again and again) cannot
+/// (`MAX_ARG_STRLEN`, 32 pages), which a longer one could not be passed in anyway. Checked on
+/// each value stored, so lines that refer to earlier ones (`A=$A$A`, again and again) cannot
 /// grow a value exponentially.
 pub const MAX_VALUE: usize = 32 * 4096;
 /// The most all the values together may hold: `ARG_MAX` as Linux sets it by default (a quarter
@@ -76,21 +76,9 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
             return Err(DotenvError::Line { line: line_no, text: raw.to_owned() });
         }
         let v = v.trim_start();
-        // Bytes the line's variables have expanded to so far: past MAX_VALUE, no more are.
-        let expanded = std::cell::Cell::new(0usize);
-        let known = |name: &str| {
-            if expanded.get() > MAX_VALUE {
-                return None;
-            }
-            let v = out.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| lookup(name))?;
-            expanded.set(expanded.get() + v.len());
-            (expanded.get() <= MAX_VALUE).then_some(v)
-        };
-        let too_long = || DotenvError::ValueTooLong { line: line_no, key: key.to_owned() };
-        let interp = |s: &str| {
-            let r = interpolate(s, &known).map_err(|source| DotenvError::Interpolate { line: line_no, source })?;
-            if expanded.get() > MAX_VALUE { Err(too_long()) } else { Ok(r.value) }
-        };
+        let known = |name: &str| out.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| lookup(name));
+        // One expansion is bounded by `interpolate` (MAX_OUTPUT); a stored value, by MAX_VALUE below.
+        let interp = |s: &str| interpolate(s, &known).map(|r| r.value).map_err(|source| DotenvError::Interpolate { line: line_no, source });
         let value = if let Some(rest) = v.strip_prefix('\'') {
             let mut body = rest.to_owned();
             while !body.contains('\'') {
@@ -121,7 +109,7 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
             interp(v.trim_end())?
         };
         if value.len() > MAX_VALUE {
-            return Err(too_long());
+            return Err(DotenvError::ValueTooLong { line: line_no, key: key.to_owned() });
         }
         set(&mut out, &mut total, key, value);
         if total > MAX_TOTAL {
