@@ -310,6 +310,18 @@ impl Daemon {
             }
         }
         self.kill9();
+        self.kill_containers();
+        // Network namespaces are bind-mounted under the data dir: the spare one on purpose
+        // outlives its daemon (for the next start to adopt), and any container's would pin
+        // an empty namespace and keep the test's temp dir from being removed.
+        if let Ok(entries) = std::fs::read_dir(self.data_dir.join("netns")) {
+            for e in entries.filter_map(Result::ok) {
+                let _ = Command::new("umount").arg("-l").arg(e.path()).stderr(Stdio::null()).status();
+            }
+        }
+    }
+
+    fn kill_containers(&self) {
         let Ok(dirs) = std::fs::read_dir(self.data_dir.join("containers")) else { return };
         let dirs: Vec<PathBuf> = dirs.filter_map(Result::ok).map(|d| d.path()).collect();
         for d in &dirs {
