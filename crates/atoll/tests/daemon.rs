@@ -26,7 +26,7 @@ fn a_second_daemon_on_the_same_data_dir_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("locked by another process"), "{err}");
+    assert!(err.contains("locked by another process (pid "), "{err}");
     // A second daemon on the same socket (another data dir) is refused too, and the first
     // one keeps serving.
     let out = std::process::Command::new(BIN)

@@ -27,8 +27,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("{path} is locked by another process (is another atoll daemon using this data dir?)")]
-    Locked { path: PathBuf },
+    #[error(
+        "{path} is locked by another process ({}): another atoll daemon uses this data dir; stop it, or give this one another --data-dir",
+        holder.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"))
+    )]
+    Locked { path: PathBuf, holder: Option<u32> },
 }
 
 /// The directory `path` is in: `.` for a bare file name (whose `parent()` is empty, which no
@@ -37,22 +40,40 @@ fn parent_dir(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+/// How the temp file becomes `path`.
+#[derive(Clone, Copy)]
+enum Place {
+    /// rename(2): replaces `path`; the temp name is gone after.
+    Rename,
+    /// link(2): never replaces; the temp name stays and is removed after.
+    Link,
+}
+
 /// Writes `data` to a new temp file beside `path` (fsynced if `durable`), then `place`s it
-/// there (a rename, or a link); the temp file does not outlive the call.
-fn via_temp(path: &Path, data: &[u8], mode: u32, durable: bool, place: impl FnOnce(&Path, &Path) -> io::Result<()>) -> Result<(), Error> {
+/// there; the temp file does not outlive the call (it is unlinked only where a rename did
+/// not already take its name: one failing syscall less per write).
+fn via_temp(path: &Path, data: &[u8], mode: u32, durable: bool, place: Place) -> Result<(), Error> {
     let dir = parent_dir(path);
     let tmp = dir.join(format!(".{}.tmp-{:016x}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), fastrand::u64(..)));
+    let mut renamed = false;
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         if durable {
             f.sync_all()?;
         }
-        place(&tmp, path)?;
+        match place {
+            Place::Rename => {
+                fs::rename(&tmp, path)?;
+                renamed = true;
+            }
+            Place::Link => fs::hard_link(&tmp, path)?,
+        }
         if durable { fsync_dir(dir) } else { Ok(()) }
     })();
-    // Gone already after a rename; the link's other name after a link.
-    let _ = fs::remove_file(&tmp);
+    if !renamed {
+        let _ = fs::remove_file(&tmp);
+    }
     result.map_err(|source| Error::Write { path: path.to_owned(), source })
 }
 
@@ -60,20 +81,20 @@ fn via_temp(path: &Path, data: &[u8], mode: u32, durable: bool, place: impl FnOn
 /// even across a crash: write a sibling temp file, fsync it, rename it over `path`, fsync the
 /// directory. `mode` is applied to the new file before it becomes visible.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    via_temp(path, data, mode, true, |tmp, path| fs::rename(tmp, path))
+    via_temp(path, data, mode, true, Place::Rename)
 }
 
 /// Writes `data` to `path` unless `path` exists, atomically and durably (temp file, fsync, a
 /// hard link that never replaces, fsync of the directory): of writers racing to create the
 /// same file, exactly one wins. Errors with `AlreadyExists` for the others (read what won).
 pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    via_temp(path, data, mode, true, |tmp, path| fs::hard_link(tmp, path))
+    via_temp(path, data, mode, true, Place::Link)
 }
 
 /// Replaces `path` atomically (temp file, rename) without fsync: readers never see a torn file,
 /// but a power loss may lose the update. For files regenerated on every use.
 pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    via_temp(path, data, mode, false, |tmp, path| fs::rename(tmp, path))
+    via_temp(path, data, mode, false, Place::Rename)
 }
 
 /// fsyncs a directory so that renames and creations inside it survive a crash.
@@ -87,17 +108,29 @@ pub fn is_atomic_write_leftover(name: &str) -> bool {
 }
 
 /// An exclusive lock on a file, held for as long as the value lives (the kernel drops it when the
-/// process dies, so a `kill -9` never leaves a stale lock behind).
+/// process dies, so a `kill -9` never leaves a stale lock behind). The file holds the holder's
+/// pid, for the error of the next one to try.
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
     path: PathBuf,
 }
 
+/// How long [`DirLock::acquire`] waits for a holder to let go: a process killed with `kill -9`
+/// holds its locks until the kernel has torn it down (for a daemon with a large address space,
+/// some milliseconds after `kill` returns), and a restart at once should not fail on it.
+pub const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl DirLock {
-    /// Takes the lock without waiting; fails with [`Error::Locked`] if another process holds it.
+    /// Takes the lock, waiting up to [`LOCK_GRACE`] for another holder to let go; fails with
+    /// [`Error::Locked`] (naming the holder's pid when the file has it) if it does not.
     pub fn acquire(path: &Path) -> Result<Self, Error> {
-        let file = OpenOptions::new()
+        Self::acquire_within(path, LOCK_GRACE)
+    }
+
+    /// [`DirLock::acquire`] with another grace period (zero: try once).
+    pub fn acquire_within(path: &Path, grace: std::time::Duration) -> Result<Self, Error> {
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -105,11 +138,24 @@ impl DirLock {
             .mode(0o600)
             .open(path)
             .map_err(|source| Error::OpenLock { path: path.to_owned(), source })?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(Self { _file: file, path: path.to_owned() }),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Locked { path: path.to_owned() }),
-            Err(e) => Err(Error::OpenLock { path: path.to_owned(), source: e.into() }),
+        let deadline = std::time::Instant::now() + grace;
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                    if std::time::Instant::now() >= deadline {
+                        let holder = fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
+                        return Err(Error::Locked { path: path.to_owned(), holder });
+                    }
+                    // flock(2) has no timeout; the holder's exit cannot be waited on otherwise.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(Error::OpenLock { path: path.to_owned(), source: e.into() }),
+            }
         }
+        // The pid is advice for an error message: failing to write it loses nothing else.
+        let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(Self { _file: file, path: path.to_owned() })
     }
 
     pub fn path(&self) -> &Path {
@@ -379,12 +425,36 @@ mod tests {
     }
 
     #[test]
-    fn second_lock_on_same_file_is_refused() {
+    fn second_lock_on_same_file_is_refused_naming_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("lock");
         let _held = DirLock::acquire(&p).unwrap();
-        let err = DirLock::acquire(&p).unwrap_err();
-        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        let err = DirLock::acquire_within(&p, std::time::Duration::from_millis(30)).unwrap_err();
+        let me = std::process::id();
+        assert!(matches!(err, Error::Locked { holder: Some(pid), .. } if pid == me), "{err}");
+        assert!(err.to_string().contains(&format!("pid {me}")), "{err}");
+    }
+
+    /// Regression: a daemon restarted right after `kill -9` of the last one failed with
+    /// "locked by another process" while the kernel was still tearing the old one down.
+    #[test]
+    fn a_lock_let_go_within_the_grace_period_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let held = DirLock::acquire(&p).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                // Held when the wait starts.
+                assert!(DirLock::acquire_within(&p, std::time::Duration::ZERO).is_err());
+                tx.send(()).unwrap();
+                DirLock::acquire(&p)
+            })
+        };
+        rx.recv().unwrap();
+        drop(held);
+        waiter.join().unwrap().unwrap();
     }
 
     #[test]
