@@ -1,6 +1,7 @@
-//! Connections to upstreams: HTTP/1.1 over TCP, kept alive in a pool per address. A pooled
-//! connection is handed back when its response has been read to the end; one that was closed
-//! meanwhile gives the request back unsent, and the next (or a new connection) takes it.
+//! Connections to upstreams: HTTP/1.1 over TCP, kept alive in a pool per address. A connection
+//! goes back to the pool as soon as its response head is in, and is taken again only once it is
+//! ready (that response read to its end); one that was closed meanwhile gives the request back
+//! unsent, and the next (or a new connection) takes it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +16,8 @@ use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 
-/// How long a connection may wait in the pool.
+/// How long a connection may wait in the pool: an older one is not used again (it is dropped
+/// when [`Pool::take`] or a full pool's prune comes to it).
 const IDLE: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 128;
@@ -32,7 +34,8 @@ pub enum SendError {
     Removed,
 }
 
-/// A pooled connection and since when it waits.
+/// A pooled connection and since when it is in the pool (its last response may still be
+/// streaming then: it is not ready until that ends).
 type Idle = (Instant, SendRequest<ProxyBody>);
 
 #[derive(Default)]
@@ -53,37 +56,46 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
+    /// A ready connection to `addr`, the most recently pooled first. Closed ones, and ready
+    /// ones pooled longer than [`IDLE`] ago, are dropped on the way; busy ones stay. It stops
+    /// at the first it can use: with many requests in flight the list is long (each stream of
+    /// an HTTP/2 client holds a connection), and older entries wait for [`Pool::put`]'s prune.
     fn take(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&addr)?;
-        while let Some((since, tx)) = list.pop() {
-            if since.elapsed() < IDLE && !tx.is_closed() && tx.is_ready() {
-                return Some(tx);
+        let mut now = None;
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let (since, tx) = &list[i];
+            let since = *since;
+            if tx.is_closed() {
+                list.remove(i);
+            } else if tx.is_ready() {
+                let (_, tx) = list.remove(i);
+                if now.get_or_insert_with(Instant::now).duration_since(since) < IDLE {
+                    return Some(tx);
+                }
             }
         }
         None
     }
 
+    /// Pools `tx` with its response head in (no task waits for it to be ready: [`Pool::take`]
+    /// checks). Past [`MAX_IDLE_PER_UPSTREAM`] it is dropped, and its connection closes once
+    /// the response it carries has ended (hyper finishes the exchange in flight). An upgraded
+    /// connection never becomes ready, and goes once it is seen closed.
     fn put(&self, addr: SocketAddr, tx: SendRequest<ProxyBody>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(addr).or_default();
-        // One clock read for the whole list (this runs once per request).
         let now = Instant::now();
-        list.retain(|(since, tx)| now.duration_since(*since) < IDLE && !tx.is_closed());
+        if list.len() >= MAX_IDLE_PER_UPSTREAM {
+            // Closed ones, and ready ones pooled longer than IDLE ago, make room.
+            list.retain(|(since, tx)| !tx.is_closed() && (now.duration_since(*since) < IDLE || !tx.is_ready()));
+        }
         if list.len() < MAX_IDLE_PER_UPSTREAM {
             list.push((now, tx));
         }
-    }
-
-    /// Back to the pool once the response has been read (the connection is ready again); an
-    /// upgraded or closed connection never is.
-    fn recycle(self: &Arc<Self>, addr: SocketAddr, mut tx: SendRequest<ProxyBody>) {
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if tx.ready().await.is_ok() {
-                pool.put(addr, tx);
-            }
-        });
     }
 
     /// Forgets every upstream not in `live`: its idle connections are closed, and requests
@@ -158,7 +170,7 @@ impl Pool {
             };
             match sent {
                 Ok(resp) => {
-                    self.recycle(addr, tx);
+                    self.put(addr, tx);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -186,7 +198,7 @@ impl Pool {
         };
         match sent {
             Ok(resp) => {
-                self.recycle(addr, tx);
+                self.put(addr, tx);
                 Ok(resp)
             }
             Err(mut e) => match e.take_message() {

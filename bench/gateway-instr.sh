@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Benchmark: the HTTPS gateway's user-space instructions per proxied request (issue 17), under
+# callgrind, for two builds of the `bench_serve` example side by side. Timings on these shared
+# 2-core VMs drift ±10% from run to run and the VM has no hardware counters (`perf stat -e
+# instructions`: not supported); callgrind's instruction counts repeat to within 1%, so a change
+# of a few percent in the gateway's own work shows here when bench/gateway.sh cannot see it.
+# It counts user space only: the kernel's half of the cost (TCP on loopback) is not in it.
+# - One upstream nginx serving 100 B; bench_serve (one worker) under valgrind --tool=callgrind.
+# - Per build and protocol: 500 warm-up requests, counters zeroed, then N requests with h2load
+#   (10 connections × 10 streams; `--h1` for HTTP/1.1), counters dumped: Ir / N.
+# Usage: sudo bench/gateway-instr.sh [N]   (default 3000). ATOLL_BASE=path/to/another bench_serve
+# adds it as `atoll-base` (before/after a change). Prints Markdown.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n="${1:-3000}"
+[ "$(id -u)" = 0 ] || { echo "bench/gateway-instr.sh: run as root" >&2; exit 1; }
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
+if [ -z "${ATOLL_BENCH_GWI_NETNS:-}" ]; then
+  scripts/install-deps.sh >&2
+  command -v valgrind >/dev/null || apt-get install -y -qq valgrind >&2
+  cargo build --release --locked -q -p atoll-gateway --example bench_serve
+  ATOLL_BENCH_GWI_NETNS=1 exec unshare --net --mount "$0" "$@"
+fi
+ip link set lo up
+work="$(mktemp -d /var/lib/atoll-bench-gwi.XXXXXX)"
+pids=()
+# nginx's master is stopped with TERM: killed, it would leave its worker (and our stdout) behind.
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+cd "$work"
+echo "127.0.0.1 localhost bench.example" >hosts
+mount --bind "$work/hosts" /etc/hosts  # this mount namespace only
+mkdir -p www tmp
+head -c 100 /dev/zero | tr '\0' x >www/small
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.example \
+  -addext subjectAltName=DNS:bench.example -keyout key.pem -out cert.pem 2>/dev/null
+cat >upstream.conf <<EOF
+user root; worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
+events { worker_connections 8192; }
+http {
+  client_body_temp_path $work/tmp/b; proxy_temp_path $work/tmp/p; fastcgi_temp_path $work/tmp/f;
+  uwsgi_temp_path $work/tmp/u; scgi_temp_path $work/tmp/s;
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s; default_type application/octet-stream;
+  server { listen 127.0.0.1:8080; root $work/www; }
+}
+EOF
+nginx -c "$work/upstream.conf" & pids+=($!)
+until curl -s http://127.0.0.1:8080/small >/dev/null; do sleep 0.05; done
+
+builds=("atoll=$CARGO_TARGET_DIR/release/examples/bench_serve")
+[ -n "${ATOLL_BASE:-}" ] && builds+=("atoll-base=$ATOLL_BASE")
+echo "| build | HTTP/1.1 instructions/request | HTTP/2 instructions/request |"
+echo "|---|---|---|"
+for b in "${builds[@]}"; do
+  name="${b%%=*}"; bin="${b#*=}"; row="| $name |"
+  for proto in h1 h2; do
+    flag=(); [ "$proto" = h1 ] && flag=(--h1)
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.$proto.%p" \
+      "$bin" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >"$work/serve.log" 2>&1 &
+    p=$!; pids+=("$p")
+    until curl -sk --resolve bench.example:8443:127.0.0.1 https://bench.example:8443/small >/dev/null 2>&1; do
+      kill -0 "$p" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
+      sleep 0.1
+    done
+    h2load "${flag[@]}" -n 500 -c 10 -m 10 https://bench.example:8443/small >/dev/null
+    callgrind_control -z "$p" >/dev/null 2>&1
+    out=$(h2load "${flag[@]}" -n "$n" -c 10 -m 10 https://bench.example:8443/small)
+    ok=$(echo "$out" | awk '/^requests:/ {print $8}')
+    [ "$ok" = "$n" ] || { echo "bench/gateway-instr.sh: $name $proto: $ok of $n requests succeeded" >&2; exit 1; }
+    # The dump is written by the tool's own thread after the command returns.
+    callgrind_control -d "$p" >/dev/null 2>&1
+    f=""
+    for _ in $(seq 100); do
+      f=$(ls "$work/cg.$name.$proto.$p"* 2>/dev/null | grep -v "\.$p$" | head -1 || true)
+      [ -n "$f" ] && grep -q "^totals:" "$f" && break
+      sleep 0.1
+    done
+    ir=$(awk '/^totals:/ {print $2; exit}' "$f")
+    row="$row $((ir / n)) |"
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  echo "$row"
+done
