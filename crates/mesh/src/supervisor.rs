@@ -143,9 +143,8 @@ fn sha256_hex(s: &str) -> String {
 
 fn start_time(pid: Pid) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    // Field 22 of proc(5), the 20th after the command name.
+    atoll_util::proc_stat_fields(&stat)?.nth(19)?.parse().ok()
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MeshError + '_ {

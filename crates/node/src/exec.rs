@@ -97,8 +97,7 @@ impl Engine {
             .into_iter()
             .filter_map(|pid| {
                 let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let after = stat.rsplit_once(')')?.1;
-                let f: Vec<&str> = after.split_whitespace().collect();
+                let f: Vec<&str> = atoll_util::proc_stat_fields(&stat)?.collect();
                 let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
                 let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
                 let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()?;

@@ -123,7 +123,7 @@ type Ready = (ChildStdin, ChildStdout, u32);
 fn stopped(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+        .and_then(|stat| atoll_util::proc_stat_fields(&stat).and_then(|mut f| f.next()).and_then(|state| state.chars().next()))
         .is_some_and(|state| matches!(state, 'T' | 't'))
 }
 

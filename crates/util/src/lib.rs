@@ -107,6 +107,13 @@ pub fn is_atomic_write_leftover(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp-")
 }
 
+/// The fields of a `/proc/PID/stat` line after the command name, the state (field 3 in
+/// proc(5)) first. The command name may hold spaces and parentheses, so they are counted from
+/// its last `)`. None if the line has none.
+pub fn proc_stat_fields(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace())
+}
+
 /// An exclusive lock on a file, held for as long as the value lives (the kernel drops it when the
 /// process dies, so a `kill -9` never leaves a stale lock behind). The file holds the holder's
 /// pid, for the error of the next one to try.
@@ -422,6 +429,13 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn proc_stat_fields_start_after_a_command_name_with_spaces_and_parentheses() {
+        let mut f = proc_stat_fields("42 (a) b (c)) S 1 42 42 0 -1").unwrap();
+        assert_eq!((f.next(), f.next()), (Some("S"), Some("1")));
+        assert!(proc_stat_fields("no command name").is_none());
     }
 
     #[test]
