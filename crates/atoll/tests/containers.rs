@@ -62,6 +62,17 @@ fn run_in_the_foreground_streams_output_and_returns_the_exit_code() {
     assert_eq!(e.daemon.ok(&["wait", "kept"]).trim(), "3");
 }
 
+/// Neither the runtime's state of container `id` nor any of its cgroup directories (v1's in
+/// every hierarchy, v2's) is left: the shim deletes them itself when the container exits.
+fn assert_no_runtime_leftovers(daemon: &Daemon, id: &str) {
+    let state = daemon.data_dir.join("runtime/runc").join(id);
+    assert!(!state.exists(), "the runtime's state is left: {}", state.display());
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|h| h.path());
+    for dir in hierarchies.chain([std::path::PathBuf::from("/sys/fs/cgroup")]).map(|h| h.join("atoll").join(id)) {
+        assert!(!dir.exists(), "cgroup left: {}", dir.display());
+    }
+}
+
 #[test]
 fn detached_lifecycle_by_name_and_id_prefix() {
     let e = env();
@@ -109,6 +120,7 @@ fn detached_lifecycle_by_name_and_id_prefix() {
     e.daemon.ok(&["rm", "-f", "svc"]);
     assert!(e.daemon.ok(&["ps", "-aq"]).trim().is_empty());
     assert_eq!(std::fs::read_dir(e.daemon.data_dir.join("containers")).unwrap().count(), 0, "rm leaves nothing behind");
+    assert_no_runtime_leftovers(&e.daemon, &id);
     let out = e.daemon.fails(&["inspect", "svc"]);
     assert!(out.stderr.contains("no such container"), "{}", out.stderr);
 }

@@ -2,12 +2,13 @@
 //! shim (one small process per container that outlives the daemon), its client, container
 //! logs and overlay root filesystems.
 //!
-//! Pure modules: `bundle`, `seccomp`, `user`, `failure`, and the parsing parts of `logs`. `shim` is a
+//! Pure modules: `bundle`, `delete::plan`, `seccomp`, `user`, `failure`, and the parsing parts of `logs`. `shim` is a
 //! separate process (`atoll shim`); `driver` is the daemon's side of it.
 // Denied, not forbidden: the shim names real-time signals, which rustix offers only unsafely.
 #![deny(unsafe_code)]
 
 pub mod bundle;
+pub mod delete;
 pub mod driver;
 pub mod failure;
 pub mod logs;

@@ -4,7 +4,8 @@
 //!
 //! Lifecycle: `runtime create` (stdout/stderr wired to pipes it owns) → `runtime start` →
 //! report `{"pid": N}` (or `{"error": …}`) on stdout to the daemon → serve `shim.sock` and
-//! copy output into the rotating log → on exit answer waiters, start `runtime delete`, write
+//! copy output into the rotating log → on exit answer waiters, delete the runtime's state
+//! ([`crate::delete`], or `runtime delete` for what it cannot do), write
 //! `exit.json` atomically, and go on answering requests until the delete is over → remove the
 //! socket, exit.
 //!
@@ -587,15 +588,20 @@ fn serve(cfg: &ShimConfig, pid: Pid, pidfd: OwnedFd, io: Io, listener: UnixListe
 }
 
 /// The runtime's cleanup of an exited container (`runtime delete`), run as a child the poll
-/// loop watches through a pidfd, so the shim keeps answering while it runs.
+/// loop watches through a pidfd, so the shim keeps answering while it runs — when the shim
+/// could not delete the runtime's state itself ([`crate::delete`]).
 struct Cleanup {
     child: std::process::Child,
     pidfd: OwnedFd,
 }
 
 impl Cleanup {
-    /// None if it could not be started (then there is nothing to wait for).
+    /// None if the shim deleted the runtime's state itself, or the runtime could not be
+    /// started (then there is nothing to wait for).
     fn start(cfg: &ShimConfig) -> Option<Self> {
+        if crate::delete::delete_stopped(&cfg.runtime_root, &cfg.id).is_ok() {
+            return None;
+        }
         let child = runtime(cfg).args(["delete", "--force"]).arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
         let pid = Pid::from_raw(child.id() as i32)?;
         match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
