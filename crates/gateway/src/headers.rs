@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1, and the
-/// non-standard ones proxies still see). Names made once, not parsed per request.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// non-standard ones proxies still see). Names made once, not parsed per request; a `static`,
+/// as a `const` array is made (and dropped) again wherever it is used.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -26,26 +27,32 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Removes the hop-by-hop headers: the fixed ones and those `Connection` names. Returns the
 /// `Upgrade` value when `Connection` asked for an upgrade (the caller forwards it when it
-/// proxies the upgrade).
+/// proxies the upgrade). One pass over the fields finds what is there; only those are
+/// removed (a map lookup per name hashes it, and most messages carry none of the nine).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    let mut named: Vec<HeaderName> = Vec::new();
+    let mut doomed: Vec<HeaderName> = Vec::new();
     let mut upgrade_requested = false;
-    for v in headers.get_all(header::CONNECTION) {
-        for token in v.to_str().unwrap_or("").split(',') {
-            let token = token.trim();
-            if token.eq_ignore_ascii_case("upgrade") {
-                upgrade_requested = true;
+    for (name, v) in headers.iter() {
+        if name == header::CONNECTION {
+            for token in v.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("upgrade") {
+                    upgrade_requested = true;
+                }
+                // `from_bytes` lowercases, as names compare.
+                if let Ok(n) = HeaderName::from_bytes(token.as_bytes())
+                    && !doomed.contains(&n)
+                {
+                    doomed.push(n);
+                }
             }
-            if let Ok(n) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
-                named.push(n);
-            }
+        }
+        if HOP_BY_HOP.contains(name) && !doomed.contains(name) {
+            doomed.push(name.clone());
         }
     }
     let upgrade = if upgrade_requested { headers.get(header::UPGRADE).cloned() } else { None };
-    for n in named {
-        headers.remove(n);
-    }
-    for n in &HOP_BY_HOP {
+    for n in doomed {
         headers.remove(n);
     }
     upgrade
@@ -69,49 +76,90 @@ pub struct Forwarding<'a> {
 
 /// `X-Forwarded-For` gets the client appended (what came before is kept: the upstream decides
 /// whom to trust), `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and `Forwarded` gets
-/// one more element.
+/// one more element. Each header is looked up once (an entry), and the map grows at most once.
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    use std::fmt::Write;
     let ip = f.client.to_canonical();
-    let mut xff = String::with_capacity(48);
-    for prior in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
-        xff.push_str(prior);
-        xff.push_str(", ");
-    }
-    let _ = write!(xff, "{ip}");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    let mut ip_text = String::with_capacity(40);
+    push_ip(&mut ip_text, ip);
+    headers.reserve(4);
+    set_appended(headers, X_FORWARDED_FOR, &ip_text);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     if let Ok(v) = HeaderValue::from_str(f.host) {
         headers.insert(X_FORWARDED_HOST, v);
     }
-    let mut value = String::with_capacity(64);
-    for prior in headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()) {
-        value.push_str(prior);
-        value.push_str(", ");
+    // `for="[` (6) + an address (≤ 39) + `]";proto=` (9) + the scheme (≤ 5) + `;host="` (7) + `"`.
+    let mut element = String::with_capacity(72 + f.host.len());
+    write_forwarded_element(&mut element, ip, &ip_text, f.proto, f.host);
+    set_appended(headers, header::FORWARDED, &element);
+}
+
+/// Sets `name` to its values so far, joined with `, `, then `last`.
+fn set_appended(headers: &mut HeaderMap, name: HeaderName, last: &str) {
+    match headers.entry(name) {
+        header::Entry::Vacant(e) => {
+            if let Ok(v) = HeaderValue::from_str(last) {
+                e.insert(v);
+            }
+        }
+        header::Entry::Occupied(mut e) => {
+            let mut joined = String::with_capacity(64);
+            for prior in e.iter().filter_map(|v| v.to_str().ok()) {
+                joined.push_str(prior);
+                joined.push_str(", ");
+            }
+            joined.push_str(last);
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                e.insert(v);
+            }
+        }
     }
-    write_forwarded_element(&mut value, ip, f.proto, f.host);
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(header::FORWARDED, v);
+}
+
+/// An address as text: IPv4 digit by digit (`Display` goes through the formatting machinery,
+/// a tenth of this header work per request), IPv6 by `Display`.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
 /// One `Forwarded` element (RFC 7239 §4): IPv6 addresses bracketed and quoted, values that are
 /// not tokens quoted.
 pub fn forwarded_element(client: IpAddr, proto: &str, host: &str) -> String {
+    let mut ip_text = String::new();
+    push_ip(&mut ip_text, client);
     let mut out = String::new();
-    write_forwarded_element(&mut out, client, proto, host);
+    write_forwarded_element(&mut out, client, &ip_text, proto, host);
     out
 }
 
-fn write_forwarded_element(out: &mut String, client: IpAddr, proto: &str, host: &str) {
-    use std::fmt::Write;
-    let _ = match client {
-        IpAddr::V4(v4) => write!(out, "for={v4}"),
-        IpAddr::V6(v6) => write!(out, "for=\"[{v6}]\""),
-    };
-    let _ = write!(out, ";proto={proto};host=");
+/// `ip_text` is `client` as [`push_ip`] writes it.
+fn write_forwarded_element(out: &mut String, client: IpAddr, ip_text: &str, proto: &str, host: &str) {
+    out.push_str(if client.is_ipv4() { "for=" } else { "for=\"[" });
+    out.push_str(ip_text);
+    if client.is_ipv6() {
+        out.push_str("]\"");
+    }
+    out.push_str(";proto=");
+    out.push_str(proto);
+    out.push_str(";host=");
     if !host.is_empty() && host.chars().all(is_tchar) {
         out.push_str(host);
     } else {
@@ -126,8 +174,9 @@ fn write_forwarded_element(out: &mut String, client: IpAddr, proto: &str, host: 
     }
 }
 
+/// A `tchar` (RFC 9110 §5.6.2).
 fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+    c.is_ascii_alphanumeric() || matches!(c, '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '-' | '.' | '^' | '_' | '`' | '|' | '~')
 }
 
 /// The host a request is for, without its port, lowercase, without a trailing dot: from the
@@ -265,6 +314,15 @@ mod tests {
                 proptest::prop_assert!(h.get(n).is_none() || n == "x-kept-header");
             }
             proptest::prop_assert!(h.get("x-kept-header").is_some() || names.iter().any(|n| n == "x-kept-header"));
+        }
+
+        #[test]
+        fn addresses_are_written_as_display_writes_them(bits in proptest::num::u32::ANY, v6 in proptest::num::u128::ANY) {
+            for ip in [IpAddr::from(std::net::Ipv4Addr::from(bits)), IpAddr::from(std::net::Ipv6Addr::from(v6))] {
+                let mut out = String::new();
+                push_ip(&mut out, ip);
+                proptest::prop_assert_eq!(out, ip.to_string());
+            }
         }
 
         #[test]

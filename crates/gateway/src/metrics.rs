@@ -2,7 +2,10 @@
 //! errors by kind, open and refused connections) and the access log: one JSON line per request
 //! on the `tracing` target [`ACCESS_LOG_TARGET`].
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -48,9 +51,22 @@ pub struct Metrics {
     pub(crate) connections_open: Gauge,
     pub(crate) connections_refused: Counter,
     pub(crate) tls_handshake_failures: Counter,
-    /// Requests and errors by route, for [`Metrics::totals`] (a Prometheus family cannot be
-    /// read back whole).
-    totals: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, RouteTotals>>>,
+    /// Each route's handles, by route label, made at its first request.
+    routes: Arc<RwLock<HashMap<String, Arc<RouteHandles>>>>,
+}
+
+/// One route's members of the families (prometheus-client's metrics share their value when
+/// cloned), so that a finished request updates them without a family lookup per metric (each
+/// hashes and allocates its labels); and its totals, for [`Metrics::totals`] (a Prometheus
+/// family cannot be read back whole).
+struct RouteHandles {
+    latency: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    /// Requests by status code: the few codes a route answers with.
+    by_code: Mutex<Vec<(u16, Counter)>>,
+    requests: AtomicU64,
+    errors: AtomicU64,
 }
 
 /// One route's requests since the gateway's metrics were made, and how many of them failed
@@ -78,7 +94,7 @@ impl Default for Metrics {
             connections_open: Gauge::default(),
             connections_refused: Counter::default(),
             tls_handshake_failures: Counter::default(),
-            totals: Default::default(),
+            routes: Default::default(),
         }
     }
 }
@@ -143,26 +159,61 @@ impl Metrics {
     }
 
     /// Requests and errors of every route that has served one, by route label.
-    pub fn totals(&self) -> std::collections::BTreeMap<String, RouteTotals> {
-        self.totals.lock().unwrap().clone()
+    pub fn totals(&self) -> BTreeMap<String, RouteTotals> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        routes
+            .iter()
+            .map(|(r, h)| {
+                (r.clone(), RouteTotals { requests: h.requests.load(Ordering::Relaxed), errors: h.errors.load(Ordering::Relaxed) })
+            })
+            .collect()
+    }
+
+    /// The handles of `route`, made at its first request.
+    fn route(&self, route: &str) -> Arc<RouteHandles> {
+        if let Some(h) = self.routes.read().unwrap_or_else(PoisonError::into_inner).get(route) {
+            return h.clone();
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let labels = RouteLabels { route: route.to_owned() };
+        routes
+            .entry(route.to_owned())
+            .or_insert_with(|| {
+                Arc::new(RouteHandles {
+                    latency: self.latency.get_or_create(&labels).clone(),
+                    bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+                    bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+                    by_code: Mutex::default(),
+                    requests: AtomicU64::new(0),
+                    errors: AtomicU64::new(0),
+                })
+            })
+            .clone()
     }
 
     pub(crate) fn finished(&self, rec: &AccessRecord) {
-        {
-            let mut totals = self.totals.lock().unwrap();
-            // Looked up by reference: the route's name is allocated once, not per request.
-            let t = match totals.get_mut(&rec.route) {
-                Some(t) => t,
-                None => totals.entry(rec.route.clone()).or_default(),
-            };
-            t.requests += 1;
-            t.errors += u64::from(rec.status >= 500);
+        let h = self.route(&rec.route);
+        h.requests.fetch_add(1, Ordering::Relaxed);
+        if rec.status >= 500 {
+            h.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let route = RouteLabels { route: rec.route.clone() };
-        self.requests.get_or_create(&RequestLabels { route: rec.route.clone(), code: rec.status.to_string() }).inc();
-        self.latency.get_or_create(&route).observe(rec.duration.as_secs_f64());
-        self.bytes_in.get_or_create(&route).inc_by(rec.bytes_in);
-        self.bytes_out.get_or_create(&route).inc_by(rec.bytes_out);
+        {
+            let mut by_code = h.by_code.lock().unwrap_or_else(PoisonError::into_inner);
+            match by_code.iter().find(|(c, _)| *c == rec.status) {
+                Some((_, counter)) => {
+                    counter.inc();
+                }
+                None => {
+                    let counter =
+                        self.requests.get_or_create(&RequestLabels { route: rec.route.clone(), code: rec.status.to_string() }).clone();
+                    counter.inc();
+                    by_code.push((rec.status, counter));
+                }
+            }
+        }
+        h.latency.observe(rec.duration.as_secs_f64());
+        h.bytes_in.inc_by(rec.bytes_in);
+        h.bytes_out.inc_by(rec.bytes_out);
     }
 }
 

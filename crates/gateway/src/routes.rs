@@ -29,8 +29,16 @@ impl RouteTable {
 
     /// The route serving `host` (lowercase, no port): exact, else `*.` one label up.
     pub fn lookup(&self, host: &str) -> Option<&Arc<Route>> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let i = self.by_host.get(&host).or_else(|| {
+        let host = host.trim_end_matches('.');
+        // Requests' hosts come lowercased already: copied only when they are not.
+        let lowered: String;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            &lowered
+        } else {
+            host
+        };
+        let i = self.by_host.get(host).or_else(|| {
             let (_, parent) = host.split_once('.')?;
             self.by_host.get(&format!("*.{parent}"))
         })?;
