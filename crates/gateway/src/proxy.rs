@@ -185,7 +185,9 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
     let upstream_req = Request::from_parts(parts, boxed(body));
 
     let connect_timeout = snapshot.config.limits.upstream_connect_timeout.min(http.timeout);
-    let sent = tokio::time::timeout(http.timeout, send(&shared, &log.rec.route, &order, upstream_req, replay, connect_timeout)).await;
+    // Boxed: the exchange's future is most of this one's size, which its callers move.
+    let exchange = Box::pin(send(&shared, &log.rec.route, &order, upstream_req, replay, connect_timeout));
+    let sent = tokio::time::timeout(http.timeout, exchange).await;
     let (addr, resp) = match sent {
         Err(_) => {
             shared.metrics.upstream_error(&log.rec.route, UpstreamError::Timeout);

@@ -40,10 +40,17 @@ type Idle = (Instant, SendRequest<ProxyBody>);
 
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    /// By address, looked up once per request.
+    upstreams: Mutex<HashMap<SocketAddr, Arc<UpstreamConns>>>,
     suspects: Mutex<HashMap<SocketAddr, Instant>>,
-    /// Told when an upstream leaves the configuration: requests waiting on it give up.
-    removed: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Notify>>>,
+}
+
+/// One upstream's idle connections, and the signal that it left the configuration.
+#[derive(Default)]
+struct UpstreamConns {
+    idle: Mutex<Vec<Idle>>,
+    /// Told when the upstream leaves the configuration: requests waiting on it give up.
+    removed: tokio::sync::Notify,
 }
 
 /// How long an upstream that refused a connection is tried only after the others.
@@ -56,13 +63,12 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// A ready connection to `addr`, the most recently pooled first. Closed ones, and ready
+    /// A ready connection of the upstream, the most recently pooled first. Closed ones, and ready
     /// ones pooled longer than [`IDLE`] ago, are dropped on the way; busy ones stay. It stops
     /// at the first it can use: with many requests in flight the list is long (each stream of
     /// an HTTP/2 client holds a connection), and older entries wait for [`Pool::put`]'s prune.
-    fn take(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&addr)?;
+    fn take(up: &UpstreamConns) -> Option<SendRequest<ProxyBody>> {
+        let mut list = up.idle.lock().unwrap_or_else(|e| e.into_inner());
         let mut now = None;
         let mut i = list.len();
         while i > 0 {
@@ -85,9 +91,8 @@ impl Pool {
     /// checks). Past [`MAX_IDLE_PER_UPSTREAM`] it is dropped, and its connection closes once
     /// the response it carries has ended (hyper finishes the exchange in flight). An upgraded
     /// connection never becomes ready, and goes once it is seen closed.
-    fn put(&self, addr: SocketAddr, tx: SendRequest<ProxyBody>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(addr).or_default();
+    fn put(up: &UpstreamConns, tx: SendRequest<ProxyBody>) {
+        let mut list = up.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if list.len() >= MAX_IDLE_PER_UPSTREAM {
             // Closed ones, and ready ones pooled longer than IDLE ago, make room.
@@ -102,19 +107,20 @@ impl Pool {
     /// waiting for its response give up ([`SendError::Removed`]), to be replayed on another
     /// replica where that is safe. Responses already streaming, and tunnels, go on.
     pub fn retain_upstreams(&self, live: &std::collections::HashSet<SocketAddr>) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).retain(|a, _| live.contains(a));
-        let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
-        removed.retain(|a, n| {
+        self.upstreams.lock().unwrap_or_else(|e| e.into_inner()).retain(|a, up| {
             let keep = live.contains(a);
             if !keep {
-                n.notify_waiters();
+                up.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                up.removed.notify_waiters();
             }
             keep
         });
     }
 
-    fn removal(&self, addr: SocketAddr) -> Arc<tokio::sync::Notify> {
-        self.removed.lock().unwrap_or_else(|e| e.into_inner()).entry(addr).or_default().clone()
+    /// The connections of `addr`. A request in flight to an upstream that leaves keeps them:
+    /// a connection it pools afterwards goes with the last request.
+    fn upstream(&self, addr: SocketAddr) -> Arc<UpstreamConns> {
+        self.upstreams.lock().unwrap_or_else(|e| e.into_inner()).entry(addr).or_default().clone()
     }
 
     /// Whether `addr` refused (or did not answer) a connection in the last few seconds.
@@ -160,17 +166,17 @@ impl Pool {
         mut req: Request<ProxyBody>,
         connect_timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
-        let removal = self.removal(addr);
-        let removed = removal.notified();
+        let up = self.upstream(addr);
+        let removed = up.removed.notified();
         tokio::pin!(removed);
-        while let Some(mut tx) = self.take(addr) {
+        while let Some(mut tx) = Self::take(&up) {
             let sent = tokio::select! {
                 r = tx.try_send_request(req) => r,
                 () = &mut removed => return Err(SendError::Removed),
             };
             match sent {
                 Ok(resp) => {
-                    self.put(addr, tx);
+                    Self::put(&up, tx);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -198,7 +204,7 @@ impl Pool {
         };
         match sent {
             Ok(resp) => {
-                self.put(addr, tx);
+                Self::put(&up, tx);
                 Ok(resp)
             }
             Err(mut e) => match e.take_message() {
