@@ -68,15 +68,17 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
     let parking = Parking::default();
     let mut req = req.map(|b| KeepUnfinished::new(b, parking.clone()));
     let host = headers::request_host(req.uri(), req.headers());
+    // Only the access log shows the request's time, method, host, path and version: not
+    // copied when no one reads the log (the metrics need the route, status, sizes and time).
+    let logged = access_log_enabled();
     let mut log = Log {
         rec: AccessRecord {
-            // Only the access log shows it: not made when no one reads the log.
-            time: if access_log_enabled() { now_rfc3339() } else { String::new() },
+            time: if logged { now_rfc3339() } else { String::new() },
             client: conn.client.ip().to_canonical(),
-            method: req.method().to_string(),
-            host: host.clone().unwrap_or_default(),
-            path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned(),
-            version: version_name(req.version()).to_owned(),
+            method: if logged { req.method().to_string() } else { String::new() },
+            host: if logged { host.clone().unwrap_or_default() } else { String::new() },
+            path: if logged { req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned() } else { String::new() },
+            version: if logged { version_name(req.version()).to_owned() } else { String::new() },
             status: 0,
             route: "-".into(),
             upstream: None,
@@ -164,7 +166,10 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
             parts.headers.insert(header::SEC_WEBSOCKET_KEY, headers::websocket_key(fastrand::u128(..)));
         }
     }
-    parts.uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
+    // Origin-form upstream (RFC 9112 §3.2.1); HTTP/1.1 clients send it already.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() || parts.uri.path().is_empty() {
+        parts.uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
+    }
     parts.version = Version::HTTP_11;
     let exceeded = Arc::new(AtomicBool::new(false));
     let bodiless = hyper::body::Body::is_end_stream(&body);

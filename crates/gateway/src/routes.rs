@@ -77,17 +77,18 @@ impl RouteTable {
 /// increments per request) over those not `suspect` (recently refused a connection), then the
 /// suspects, as a last resort.
 pub fn candidates(upstreams: &[Upstream], turn: usize, suspect: impl Fn(SocketAddr) -> bool) -> Vec<SocketAddr> {
-    let healthy: Vec<SocketAddr> = upstreams.iter().filter(|u| u.healthy).map(|u| u.addr).collect();
-    let (good, bad): (Vec<SocketAddr>, Vec<SocketAddr>) = healthy.into_iter().partition(|a| !suspect(*a));
-    let rotate = |v: Vec<SocketAddr>| -> Vec<SocketAddr> {
-        if v.is_empty() {
-            return v;
+    let mut order = Vec::with_capacity(upstreams.len());
+    let mut suspects = Vec::new();
+    for u in upstreams.iter().filter(|u| u.healthy) {
+        if suspect(u.addr) { suspects.push(u.addr) } else { order.push(u.addr) }
+    }
+    for v in [&mut order, &mut suspects] {
+        if !v.is_empty() {
+            let start = turn % v.len();
+            v.rotate_left(start);
         }
-        let start = turn % v.len();
-        v[start..].iter().chain(&v[..start]).copied().collect()
-    };
-    let mut order = rotate(good);
-    order.extend(rotate(bad));
+    }
+    order.append(&mut suspects);
     order
 }
 
