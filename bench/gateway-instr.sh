@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Benchmark: the HTTPS gateway's user-space instructions per proxied request (issue 17), under
-# callgrind, for two builds of the `bench_serve` example side by side. Timings on these shared
+# callgrind, for builds of the `bench_serve` example and for nginx as the same reverse proxy,
+# side by side. Timings on these shared
 # 2-core VMs drift ±10% from run to run and the VM has no hardware counters (`perf stat -e
 # instructions`: not supported); callgrind's instruction counts repeat to within 1%, so a change
 # of a few percent in the gateway's own work shows here when bench/gateway.sh cannot see it.
 # It counts user space only: the kernel's half of the cost (TCP on loopback) is not in it.
-# - One upstream nginx serving 100 B; bench_serve (one worker) under valgrind --tool=callgrind.
+# - One upstream nginx serving 100 B; bench_serve (one worker), then nginx (one process:
+#   `master_process off`, configured as bench/gateway.sh configures it), under
+#   valgrind --tool=callgrind. nginx's TLS is OpenSSL's, Atoll's rustls with ring: both
+#   assembly for AES-GCM, counted alike.
 # - Per build and protocol: 500 warm-up requests, counters zeroed, then N requests with h2load
 #   (10 connections × 10 streams; `--h1` for HTTP/1.1), counters dumped: Ir / N.
 # Usage: sudo bench/gateway-instr.sh [N]   (default 3000). ATOLL_BASE=path/to/another bench_serve
-# adds it as `atoll-base` (before/after a change). Prints Markdown.
+# adds it as `atoll-base` (before/after a change); PROXIES="atoll" leaves nginx out. Prints Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-3000}"
@@ -47,16 +51,46 @@ EOF
 nginx -c "$work/upstream.conf" & pids+=($!)
 until curl -s http://127.0.0.1:8080/small >/dev/null; do sleep 0.05; done
 
+cat >nginx.conf <<EOF
+user root; worker_processes 1; daemon off; master_process off; pid $work/nginx.pid; error_log $work/nginx.err warn;
+events { worker_connections 8192; }
+http {
+  client_body_temp_path $work/tmp/b; proxy_temp_path $work/tmp/p; fastcgi_temp_path $work/tmp/f;
+  uwsgi_temp_path $work/tmp/u; scgi_temp_path $work/tmp/s;
+  access_log off; keepalive_requests 10000000; keepalive_timeout 75s;
+  upstream backend { server 127.0.0.1:8080; keepalive 128; }
+  server {
+    listen 127.0.0.1:8443 ssl http2;
+    server_name bench.example;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+EOF
+
 builds=("atoll=$CARGO_TARGET_DIR/release/examples/bench_serve")
 [ -n "${ATOLL_BASE:-}" ] && builds+=("atoll-base=$ATOLL_BASE")
-echo "| build | HTTP/1.1 instructions/request | HTTP/2 instructions/request |"
+[[ " ${PROXIES:-atoll nginx} " == *" nginx "* ]] && builds+=("nginx=$(command -v nginx)")
+echo "| proxy | HTTP/1.1 instructions/request | HTTP/2 instructions/request |"
 echo "|---|---|---|"
 for b in "${builds[@]}"; do
   name="${b%%=*}"; bin="${b#*=}"; row="| $name |"
+  args=(127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1)
+  [ "$name" = nginx ] && args=(-c "$work/nginx.conf")
   for proto in h1 h2; do
     flag=(); [ "$proto" = h1 ] && flag=(--h1)
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.$proto.%p" \
-      "$bin" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >"$work/serve.log" 2>&1 &
+      "$bin" "${args[@]}" >"$work/serve.log" 2>&1 &
     p=$!; pids+=("$p")
     until curl -sk --resolve bench.example:8443:127.0.0.1 https://bench.example:8443/small >/dev/null 2>&1; do
       kill -0 "$p" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
