@@ -136,6 +136,8 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         }
     }
 
+    // Read before the hop-by-hop headers go: `Connection: host` names Host itself.
+    let authority = headers::request_authority(req.uri(), req.headers());
     let mut client_upgrade = headers::strip_hop_by_hop(req.headers_mut()).map(|proto| (proto, hyper::upgrade::on(&mut req)));
     // HTTP/2 extended CONNECT (RFC 8441): a WebSocket over one stream, an HTTP/1.1 upgrade upstream.
     let extended_connect = req.method() == hyper::Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some();
@@ -146,7 +148,6 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         };
         client_upgrade = Some((proto, hyper::upgrade::on(&mut req)));
     }
-    let authority = headers::request_authority(req.uri(), req.headers());
     let (mut parts, body) = req.into_parts();
     join_cookies(&mut parts.headers);
     let proto = if conn.tls_sni.is_some() { "https" } else { "http" };
@@ -313,6 +314,11 @@ async fn send(
             Err(SendError::Removed) => {
                 shared.metrics.upstream_error(route, UpstreamError::Failed);
                 tracing::debug!(%addr, "gateway: upstream left the route before it answered");
+                last = Some(Failure::Removed);
+            }
+            Err(SendError::Gone(back)) => {
+                tracing::debug!(%addr, "gateway: upstream left the route before the request was sent");
+                req = Some(*back);
                 last = Some(Failure::Removed);
             }
         }

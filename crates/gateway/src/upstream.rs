@@ -3,8 +3,9 @@
 //! ready (that response read to its end); one that was closed meanwhile gives the request back
 //! unsent, and the next (or a new connection) takes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,9 @@ pub enum SendError {
     /// The request was sent, and the upstream left the configuration before it answered (its
     /// host died, most likely: its connections hang rather than fail).
     Removed,
+    /// The upstream is not in the configuration (any more): the request was not sent and
+    /// comes back.
+    Gone(Box<Request<ProxyBody>>),
 }
 
 /// A pooled connection and since when it is in the pool (its last response may still be
@@ -40,15 +44,26 @@ type Idle = (Instant, SendRequest<ProxyBody>);
 
 #[derive(Default)]
 pub struct Pool {
-    /// By address, looked up once per request.
-    upstreams: Mutex<HashMap<SocketAddr, Arc<UpstreamConns>>>,
+    upstreams: Mutex<Upstreams>,
     suspects: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+#[derive(Default)]
+struct Upstreams {
+    /// By address, looked up once per request.
+    by_addr: HashMap<SocketAddr, Arc<UpstreamConns>>,
+    /// The configured upstreams, from the first [`Pool::retain_upstreams`] on (before it, any
+    /// address is taken as configured).
+    live: Option<HashSet<SocketAddr>>,
 }
 
 /// One upstream's idle connections, and the signal that it left the configuration.
 #[derive(Default)]
 struct UpstreamConns {
     idle: Mutex<Vec<Idle>>,
+    /// Set, then `removed` told, when the upstream leaves the configuration: a request that
+    /// looks after the signal went still sees it.
+    gone: AtomicBool,
     /// Told when the upstream leaves the configuration: requests waiting on it give up.
     removed: tokio::sync::Notify,
 }
@@ -106,21 +121,30 @@ impl Pool {
     /// Forgets every upstream not in `live`: its idle connections are closed, and requests
     /// waiting for its response give up ([`SendError::Removed`]), to be replayed on another
     /// replica where that is safe. Responses already streaming, and tunnels, go on.
-    pub fn retain_upstreams(&self, live: &std::collections::HashSet<SocketAddr>) {
-        self.upstreams.lock().unwrap_or_else(|e| e.into_inner()).retain(|a, up| {
+    pub fn retain_upstreams(&self, live: &HashSet<SocketAddr>) {
+        let mut ups = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        ups.by_addr.retain(|a, up| {
             let keep = live.contains(a);
             if !keep {
                 up.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                up.gone.store(true, Ordering::Release);
                 up.removed.notify_waiters();
             }
             keep
         });
+        ups.live = Some(live.clone());
     }
 
     /// The connections of `addr`. A request in flight to an upstream that leaves keeps them:
-    /// a connection it pools afterwards goes with the last request.
+    /// a connection it pools afterwards goes with the last request. An address no longer
+    /// configured (a request that began on the previous configuration) gets an entry of its
+    /// own, already gone, not kept.
     fn upstream(&self, addr: SocketAddr) -> Arc<UpstreamConns> {
-        self.upstreams.lock().unwrap_or_else(|e| e.into_inner()).entry(addr).or_default().clone()
+        let mut ups = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        if ups.live.as_ref().is_some_and(|live| !live.contains(&addr)) {
+            return Arc::new(UpstreamConns { gone: AtomicBool::new(true), ..Default::default() });
+        }
+        ups.by_addr.entry(addr).or_default().clone()
     }
 
     /// Whether `addr` refused (or did not answer) a connection in the last few seconds.
@@ -169,6 +193,11 @@ impl Pool {
         let up = self.upstream(addr);
         let removed = up.removed.notified();
         tokio::pin!(removed);
+        // Registered before `gone` is read: a removal after this point wakes it.
+        removed.as_mut().enable();
+        if up.gone.load(Ordering::Acquire) {
+            return Err(SendError::Gone(Box::new(req)));
+        }
         while let Some(mut tx) = Self::take(&up) {
             let sent = tokio::select! {
                 r = tx.try_send_request(req) => r,
@@ -212,5 +241,30 @@ impl Pool {
                 None => Err(SendError::Failed(e.into_error())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a request that began on the previous configuration and went on to an
+    /// upstream that configuration change removed made a fresh pool entry that no removal
+    /// would ever signal, and hung until the route's timeout (a 504 where another replica
+    /// could answer).
+    #[tokio::test]
+    async fn an_upstream_no_longer_configured_gives_the_request_back_unsent() {
+        let pool = Arc::new(Pool::default());
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        // Taken before the change: marked gone by it.
+        let held = pool.upstream(a);
+        pool.retain_upstreams(&HashSet::from([b]));
+        assert!(held.gone.load(Ordering::Acquire));
+        let req = Request::builder().uri("/x").body(crate::body::empty()).unwrap();
+        match pool.send(a, req, Duration::from_secs(1)).await {
+            Err(SendError::Gone(back)) => assert_eq!(back.uri(), "/x"),
+            other => panic!("expected the request back unsent, got {:?}", other.map(|r| r.status())),
+        }
+        assert!(!pool.upstreams.lock().unwrap().by_addr.contains_key(&a), "no entry is kept for it");
     }
 }

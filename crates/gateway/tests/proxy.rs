@@ -58,6 +58,20 @@ async fn upstream_sees_forwarding_headers_and_no_hop_by_hop_ones() {
     }
 }
 
+/// Regression: `Connection: host` made the hop-by-hop strip take the Host header before the
+/// gateway read it, and the request went upstream without one (an HTTP/1.1 server answers 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_header_naming_host_does_not_take_the_host_away() {
+    let pki = Pki::new();
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(config(&pki, vec![http_route(&["app.example.test"], vec![up.up()])])).await;
+    let r = curl(&pki, &gw, "app.example.test", "/headers", &["--http1.1", "-H", "Connection: Host, X-Private", "-H", "X-Private: 1"]);
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    let seen = String::from_utf8(r.body).unwrap().to_ascii_lowercase();
+    assert!(seen.contains(&format!("\nhost: app.example.test:{}\n", gw.https().port())), "{seen}");
+    assert!(!seen.contains("x-private"), "{seen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_redirects_to_https_except_acme_challenges() {
     let pki = Pki::new();
