@@ -50,11 +50,10 @@ pub struct Pool {
 
 #[derive(Default)]
 struct Upstreams {
-    /// By address, looked up once per request.
+    /// By address, looked up once per request: from the first [`Pool::retain_upstreams`] on,
+    /// exactly the configured upstreams (before it, any address gets an entry when first used).
     by_addr: HashMap<SocketAddr, Arc<UpstreamConns>>,
-    /// The configured upstreams, from the first [`Pool::retain_upstreams`] on (before it, any
-    /// address is taken as configured).
-    live: Option<HashSet<SocketAddr>>,
+    configured: bool,
 }
 
 /// One upstream's idle connections, and the signal that it left the configuration.
@@ -132,19 +131,21 @@ impl Pool {
             }
             keep
         });
-        ups.live = Some(live.clone());
+        for &a in live {
+            ups.by_addr.entry(a).or_default();
+        }
+        ups.configured = true;
     }
 
-    /// The connections of `addr`. A request in flight to an upstream that leaves keeps them:
-    /// a connection it pools afterwards goes with the last request. An address no longer
-    /// configured (a request that began on the previous configuration) gets an entry of its
-    /// own, already gone, not kept.
-    fn upstream(&self, addr: SocketAddr) -> Arc<UpstreamConns> {
+    /// The connections of `addr`, or None if it is not configured (any more: a request that
+    /// began on the previous configuration). A request in flight to an upstream that leaves
+    /// keeps them: a connection it pools afterwards goes with the last request.
+    fn upstream(&self, addr: SocketAddr) -> Option<Arc<UpstreamConns>> {
         let mut ups = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-        if ups.live.as_ref().is_some_and(|live| !live.contains(&addr)) {
-            return Arc::new(UpstreamConns { gone: AtomicBool::new(true), ..Default::default() });
+        if ups.configured {
+            return ups.by_addr.get(&addr).cloned();
         }
-        ups.by_addr.entry(addr).or_default().clone()
+        Some(ups.by_addr.entry(addr).or_default().clone())
     }
 
     /// Whether `addr` refused (or did not answer) a connection in the last few seconds.
@@ -190,7 +191,9 @@ impl Pool {
         mut req: Request<ProxyBody>,
         connect_timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
-        let up = self.upstream(addr);
+        let Some(up) = self.upstream(addr) else {
+            return Err(SendError::Gone(Box::new(req)));
+        };
         let removed = up.removed.notified();
         tokio::pin!(removed);
         // Registered before `gone` is read: a removal after this point wakes it.
@@ -257,7 +260,7 @@ mod tests {
         let pool = Arc::new(Pool::default());
         let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
         // Taken before the change: marked gone by it.
-        let held = pool.upstream(a);
+        let held = pool.upstream(a).unwrap();
         pool.retain_upstreams(&HashSet::from([b]));
         assert!(held.gone.load(Ordering::Acquire));
         let req = Request::builder().uri("/x").body(crate::body::empty()).unwrap();
