@@ -16,6 +16,7 @@
 # adds it as `atoll-base` (before/after a change); PROXIES="atoll" leaves nginx out. Prints Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx-proxy.sh
 n="${1:-3000}"
 [ "$(id -u)" = 0 ] || { echo "bench/gateway-instr.sh: run as root" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
@@ -51,32 +52,13 @@ EOF
 nginx -c "$work/upstream.conf" & pids+=($!)
 until curl -s http://127.0.0.1:8080/small >/dev/null; do sleep 0.05; done
 
-cat >nginx.conf <<EOF
+{
+  cat <<EOF
 user root; worker_processes 1; daemon off; master_process off; pid $work/nginx.pid; error_log $work/nginx.err warn;
 events { worker_connections 8192; }
-http {
-  client_body_temp_path $work/tmp/b; proxy_temp_path $work/tmp/p; fastcgi_temp_path $work/tmp/f;
-  uwsgi_temp_path $work/tmp/u; scgi_temp_path $work/tmp/s;
-  access_log off; keepalive_requests 10000000; keepalive_timeout 75s;
-  upstream backend { server 127.0.0.1:8080; keepalive 128; }
-  server {
-    listen 127.0.0.1:8443 ssl http2;
-    server_name bench.example;
-    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-      proxy_max_temp_file_size 0;
-    }
-  }
-}
 EOF
+  nginx_proxy_http "$work" 8443
+} >nginx.conf
 
 builds=("atoll=$CARGO_TARGET_DIR/release/examples/bench_serve")
 [ -n "${ATOLL_BASE:-}" ] && builds+=("atoll-base=$ATOLL_BASE")

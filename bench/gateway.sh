@@ -23,6 +23,7 @@
 # bench_serve runs it beside the current one as `atoll-base` (before/after a change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx-proxy.sh
 rounds="${1:-3}"
 duration="${DURATION:-10}"
 [ "$(id -u)" = 0 ] || { echo "bench/gateway.sh: run as root" >&2; exit 1; }
@@ -61,33 +62,14 @@ http {
   server { listen 127.0.0.1:8080; root $work/www; }
 }
 EOF
-cat >nginx.conf <<EOF
+{
+  cat <<EOF
 user root; worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
 worker_rlimit_nofile 16384;
 events { worker_connections 16384; }
-http {
-  $temps
-  access_log off;
-  keepalive_requests 10000000; keepalive_timeout 75s;
-  upstream backend { server 127.0.0.1:8080; keepalive 128; }
-  server {
-    listen 127.0.0.1:8444 ssl http2;
-    server_name bench.example;
-    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-      proxy_max_temp_file_size 0;
-    }
-  }
-}
 EOF
+  nginx_proxy_http "$work" 8444
+} >nginx.conf
 cat >Caddyfile <<EOF
 {
   admin off

@@ -1,0 +1,32 @@
+# Sourced by bench/gateway.sh and bench/gateway-instr.sh: the `http` block of nginx as the
+# TLS reverse proxy the gateway is compared with, the same in both (one upstream with
+# `keepalive 128`, the forwarding headers the gateway also sends, no temp files).
+# Usage: nginx_proxy_http WORK_DIR PORT — WORK_DIR holds cert.pem, key.pem and tmp/.
+nginx_proxy_http() {
+  local work="$1" port="$2"
+  cat <<EOF
+http {
+  client_body_temp_path $work/tmp/b; proxy_temp_path $work/tmp/p; fastcgi_temp_path $work/tmp/f;
+  uwsgi_temp_path $work/tmp/u; scgi_temp_path $work/tmp/s;
+  access_log off;
+  keepalive_requests 10000000; keepalive_timeout 75s;
+  upstream backend { server 127.0.0.1:8080; keepalive 128; }
+  server {
+    listen 127.0.0.1:$port ssl http2;
+    server_name bench.example;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+EOF
+}
