@@ -20,6 +20,8 @@ impl Engine {
     /// A `runtime exec` command for `req` in container `rec` (not yet spawned); the runtime's
     /// own messages go to `log` (JSON lines) when given.
     pub fn exec_command(&self, rec: &ContainerRecord, req: &ExecRequest, log: Option<&ExecLog>) -> tokio::process::Command {
+        // `runtime exec` moves its process into the container's cgroups too (see `migration`).
+        self.primer.prime();
         let mut c = tokio::process::Command::new(&self.cfg.runtime.path);
         c.arg("--root").arg(self.runtime_root());
         if let Some(l) = log {

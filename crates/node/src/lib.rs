@@ -192,6 +192,8 @@ pub struct Engine {
     volumes: volumes::Volumes,
     /// The next container's shim, already started.
     shims: Arc<atoll_runtime::driver::Standby>,
+    /// Makes the kernel ready for the runtime's cgroup migration as a start is requested.
+    primer: atoll_runtime::migration::Primer,
     this: Weak<Engine>,
 }
 
@@ -268,8 +270,9 @@ impl Engine {
         let shims = Arc::new(atoll_runtime::driver::Standby::new(&cfg.exe));
         // Ready for the first start too.
         shims.warm();
+        let primer = atoll_runtime::migration::Primer::new(cfg.cgroup_mode);
         let engine =
-            Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), volumes, shims, this: this.clone() });
+            Arc::new_cyclic(|this| Self { cfg, images, nets, events, slots: Mutex::default(), volumes, shims, primer, this: this.clone() });
         for id in half_made {
             // Its shim may still be finishing (its runtime delete), or have died before it did.
             engine.wait_shim_done(&id).await;

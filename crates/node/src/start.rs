@@ -72,6 +72,9 @@ impl Engine {
     /// Creates a container (pulling its image if missing) and, if `start`, starts it.
     pub async fn create(&self, mut spec: ContainerSpec, start: bool) -> Result<ContainerRecord, EngineError> {
         spec.validate()?;
+        // A start usually follows within milliseconds (`run` is a create, then a start): the
+        // earlier the priming, the less of its grace period the runtime waits for.
+        self.primer.prime();
         if spec.network == NetworkMode::Bridge && spec.networks.is_empty() {
             spec.networks.push(atoll_spec::NetworkAttachment::new(atoll_spec::DEFAULT_NETWORK));
         }
@@ -275,6 +278,8 @@ impl Engine {
     }
 
     pub(crate) async fn start_inner(&self, slot: &Arc<Slot>) -> Result<(), EngineError> {
+        // The runtime's cgroup migration comes about 10 ms from here (see `migration`).
+        self.primer.prime();
         let rec = slot.get();
         let dir = self.state_dir(&rec.id);
         let store = self.images.store();

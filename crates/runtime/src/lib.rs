@@ -2,7 +2,7 @@
 //! shim (one small process per container that outlives the daemon), its client, container
 //! logs and overlay root filesystems.
 //!
-//! Pure modules: `bundle`, `delete::plan`, `seccomp`, `user`, `failure`, and the parsing parts of `logs`. `shim` is a
+//! Pure modules: `bundle`, `delete::plan`, `seccomp`, `user`, `failure`, `migration::own_procs_candidates`, and the parsing parts of `logs`. `shim` is a
 //! separate process (`atoll shim`); `driver` is the daemon's side of it.
 // Denied, not forbidden: the shim names real-time signals, which rustix offers only unsafely.
 #![deny(unsafe_code)]
@@ -12,6 +12,7 @@ pub mod delete;
 pub mod driver;
 pub mod failure;
 pub mod logs;
+pub mod migration;
 pub mod probe;
 pub mod rootfs;
 pub mod seccomp;
