@@ -20,8 +20,6 @@ impl Engine {
     /// A `runtime exec` command for `req` in container `rec` (not yet spawned); the runtime's
     /// own messages go to `log` (JSON lines) when given.
     pub fn exec_command(&self, rec: &ContainerRecord, req: &ExecRequest, log: Option<&ExecLog>) -> tokio::process::Command {
-        // `runtime exec` moves its process into the container's cgroups too (see `migration`).
-        self.primer.prime();
         let mut c = tokio::process::Command::new(&self.cfg.runtime.path);
         c.arg("--root").arg(self.runtime_root());
         if let Some(l) = log {
@@ -60,6 +58,10 @@ impl Engine {
         if let Some(bad) = all.into_iter().find(|s| s.contains('\0')) {
             return Err(EngineError::Spec(atoll_spec::SpecError::Nul(bad.replace('\0', "\\0"))));
         }
+        // `runtime exec` moves its process into the container's cgroups too (see `migration`).
+        // Not for health probes: they do not wait on a user, and each priming write takes a
+        // host-wide lock.
+        self.primer.prime();
         let what = || format!("exec in {}", rec.name);
         let log = ExecLog { path: self.state_dir(&rec.id).join(format!("exec-{}.log", atoll_util::random_hex(8))) };
         let mut c = self.exec_command(&rec, req, Some(&log));
