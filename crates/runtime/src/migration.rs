@@ -14,8 +14,9 @@
 //! blocking thread — the daemon's PID into the cgroup it is already in (the file is checked to
 //! list it first, so a cgroup namespace whose paths do not match the mounted hierarchy is
 //! skipped), which moves nothing — and the runtime's own write, some 10 ms later, finds the
-//! grace period behind it or under way. The kernel's own remedy, the `favordynmods` cgroup mount option (Linux 6.0), makes
-//! every fork and exit on the host slower for good; that is the administrator's call, not ours.
+//! grace period behind it or under way. The kernel's own remedy, the `favordynmods` cgroup
+//! mount option (Linux 6.0), makes every fork and exit on the host slower for good; that is
+//! the administrator's call, not ours.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
