@@ -454,11 +454,39 @@ fn an_oci_bundle_runs_as_a_container_without_a_way_out_and_is_replaced_when_it_s
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
-    let (ok, out) = get("/hello?followed");
-    assert!(ok, "{out}");
-    // (A cold start may come first, if the bundle went idle meanwhile.)
-    let line = lines.by_ref().map(Result::unwrap).find(|l| l.contains(" access ")).unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // Regression: a request made before the follower had found the log's end (it starts there,
+    // `-n 0`) was never shown to it, and the test waited forever. Requests are made until one
+    // is seen; each waits a few seconds for its line. (A cold start may come first, if the
+    // bundle went idle meanwhile.)
+    let mut seen = None;
+    for _ in 0..10 {
+        let (ok, out) = get("/hello?followed");
+        assert!(ok, "{out}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(l) if l.contains(" access ") => {
+                    seen = Some(l);
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if seen.is_some() {
+            break;
+        }
+    }
+    let line = seen.expect("the follower shows a request made after it started");
     assert!(line.contains("GET /hello") && line.contains(" 200 "), "{line}");
 
     // The dashboard lists it: owner, version, routes, instances, traffic.
