@@ -13,7 +13,8 @@
 # - Per build and protocol: 500 warm-up requests, counters zeroed, then N requests with h2load
 #   (10 connections × 10 streams; `--h1` for HTTP/1.1), counters dumped: Ir / N.
 # Usage: sudo bench/gateway-instr.sh [N]   (default 3000). ATOLL_BASE=path/to/another bench_serve
-# adds it as `atoll-base` (before/after a change); PROXIES="atoll" leaves nginx out. Prints Markdown.
+# adds it as `atoll-base` (before/after a change); PROXIES="atoll" leaves nginx out; KEEP=dir keeps
+# the profiles there (callgrind.NAME.h1|h2, for callgrind_annotate --inclusive=yes). Prints Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/nginx-proxy.sh
@@ -92,6 +93,7 @@ for b in "${builds[@]}"; do
       sleep 0.1
     done
     ir=$(awk '/^totals:/ {print $2; exit}' "$f")
+    [ -n "${KEEP:-}" ] && cp "$f" "$KEEP/callgrind.$name.$proto"
     row="$row $((ir / n)) |"
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true

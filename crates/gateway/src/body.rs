@@ -2,8 +2,8 @@
 //! route's `max_body`), and closing the access log record when they end or are dropped.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -23,34 +23,97 @@ pub struct TooLarge {
     pub limit: u64,
 }
 
-/// A body whose data bytes are counted into `count`; past `limit`, it fails with [`TooLarge`]
-/// (and sets `exceeded`). `on_drop` runs once, when the body is dropped (finished or not).
-pub struct Counted<B> {
+/// What one request's bodies and its response share, in one allocation: the data bytes
+/// counted each way, whether the request body went past the route's cap, and the request body
+/// parked until the response is done (see [`KeepUnfinished`]).
+#[derive(Default)]
+pub struct Exchange {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    exceeded: AtomicBool,
+    parking: Mutex<ParkingState>,
+}
+
+impl Exchange {
+    /// Request body bytes read so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Response body bytes sent so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// Whether the request body went past the route's cap.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// The request body was dropped unfinished: drained now if the response is complete, else
+    /// kept until it is.
+    fn park(&self, body: ProxyBody) {
+        let mut st = self.parking.lock().unwrap_or_else(|e| e.into_inner());
+        if st.response_done {
+            drop(st);
+            drain(body);
+        } else {
+            st.body = Some(body);
+        }
+    }
+
+    /// The response has been sent (or abandoned): what was parked is drained.
+    pub fn response_done(&self) {
+        let mut st = self.parking.lock().unwrap_or_else(|e| e.into_inner());
+        st.response_done = true;
+        if let Some(body) = st.body.take() {
+            drop(st);
+            drain(body);
+        }
+    }
+}
+
+#[derive(Default)]
+struct ParkingState {
+    body: Option<ProxyBody>,
+    response_done: bool,
+}
+
+/// Which of an [`Exchange`]'s counts a [`Counted`] body adds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// The request body, from the client.
+    In,
+    /// The response body, to the client.
+    Out,
+}
+
+/// A body whose data bytes are counted into its exchange; past `limit`, it fails with
+/// [`TooLarge`] (and marks the exchange exceeded). `on_drop` runs once, when the body is
+/// dropped (finished or not); its type is a parameter, so that it lives in the body's own box.
+pub struct Counted<B, F: FnOnce() = fn()> {
     inner: B,
-    count: Arc<AtomicU64>,
+    exchange: Arc<Exchange>,
+    direction: Direction,
     limit: Option<u64>,
-    exceeded: Arc<AtomicBool>,
-    on_drop: Option<Box<dyn FnOnce() + Send>>,
+    on_drop: Option<F>,
 }
 
 impl<B> Counted<B> {
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
-        Counted { inner, count, limit: None, exceeded: Arc::default(), on_drop: None }
-    }
-
-    pub fn limit(mut self, limit: Option<u64>, exceeded: Arc<AtomicBool>) -> Self {
-        self.limit = limit;
-        self.exceeded = exceeded;
-        self
-    }
-
-    pub fn on_drop(mut self, f: impl FnOnce() + Send + 'static) -> Self {
-        self.on_drop = Some(Box::new(f));
-        self
+    /// A request body, counted into `exchange`'s bytes in, failing past `limit` bytes.
+    pub fn request(inner: B, exchange: Arc<Exchange>, limit: Option<u64>) -> Self {
+        Counted { inner, exchange, direction: Direction::In, limit, on_drop: None }
     }
 }
 
-impl<B> Drop for Counted<B> {
+impl<B, F: FnOnce()> Counted<B, F> {
+    /// A response body, counted into `exchange`'s bytes out; `on_drop` runs when it is dropped.
+    pub fn response(inner: B, exchange: Arc<Exchange>, on_drop: F) -> Self {
+        Counted { inner, exchange, direction: Direction::Out, limit: None, on_drop: Some(on_drop) }
+    }
+}
+
+impl<B, F: FnOnce()> Drop for Counted<B, F> {
     fn drop(&mut self) {
         if let Some(f) = self.on_drop.take() {
             f();
@@ -58,10 +121,11 @@ impl<B> Drop for Counted<B> {
     }
 }
 
-impl<B> Body for Counted<B>
+impl<B, F> Body for Counted<B, F>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
+    F: FnOnce() + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -74,11 +138,15 @@ where
             Poll::Ready(Some(Ok(f))) => f,
         };
         if let Some(d) = frame.data_ref() {
-            let total = self.count.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
+            let count = match self.direction {
+                Direction::In => &self.exchange.bytes_in,
+                Direction::Out => &self.exchange.bytes_out,
+            };
+            let total = count.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
             if let Some(limit) = self.limit
                 && total > limit
             {
-                self.exceeded.store(true, Ordering::Relaxed);
+                self.exchange.exceeded.store(true, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(Box::new(TooLarge { limit }))));
             }
         }
@@ -111,41 +179,6 @@ where
     b.map_err(Into::into).boxed_unsync()
 }
 
-/// Where a request body that was not read to its end waits until the response has been sent;
-/// shared by the request body and the response.
-#[derive(Clone, Default)]
-pub struct Parking(Arc<std::sync::Mutex<ParkingState>>);
-
-#[derive(Default)]
-struct ParkingState {
-    body: Option<ProxyBody>,
-    response_done: bool,
-}
-
-impl Parking {
-    /// The request body was dropped unfinished: drained now if the response is complete, else
-    /// kept until it is.
-    fn park(&self, body: ProxyBody) {
-        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if st.response_done {
-            drop(st);
-            drain(body);
-        } else {
-            st.body = Some(body);
-        }
-    }
-
-    /// The response has been sent (or abandoned): what was parked is drained.
-    pub fn response_done(&self) {
-        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        st.response_done = true;
-        if let Some(body) = st.body.take() {
-            drop(st);
-            drain(body);
-        }
-    }
-}
-
 /// How much of a parked request body is read (and thrown away) after the response.
 const DRAIN_BYTES: u64 = 1 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
@@ -162,7 +195,7 @@ where
     B::Error: Into<BoxError>,
 {
     inner: Option<B>,
-    parking: Parking,
+    exchange: Arc<Exchange>,
 }
 
 impl<B> KeepUnfinished<B>
@@ -170,8 +203,8 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    pub fn new(inner: B, parking: Parking) -> Self {
-        KeepUnfinished { inner: Some(inner), parking }
+    pub fn new(inner: B, exchange: Arc<Exchange>) -> Self {
+        KeepUnfinished { inner: Some(inner), exchange }
     }
 }
 
@@ -184,7 +217,7 @@ where
         if let Some(b) = self.inner.take()
             && !b.is_end_stream()
         {
-            self.parking.park(boxed(b));
+            self.exchange.park(boxed(b));
         }
     }
 }

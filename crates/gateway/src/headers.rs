@@ -72,43 +72,57 @@ pub struct Forwarding<'a> {
     pub proto: &'static str,
     /// The host the client asked for (as in its `Host` or `:authority`).
     pub host: &'a str,
+    /// `host` as a header value, when the caller has one (shared, where text would be copied).
+    pub host_value: Option<&'a HeaderValue>,
 }
+
+/// A header value being written: on the stack unless it is long, then copied once, into the
+/// value.
+type ValueBuf = smallvec::SmallVec<[u8; 128]>;
+
+/// Header map entries a request's map is given room for. hyper's HTTP/1.1 client reads the
+/// upstream's response head into the request's map once the request is written (it keeps it
+/// for that): room for a response of up to this many fields spares it a reallocation, and a
+/// rehash, per request (HTTP/2 requests come with a map just big enough for their own fields).
+const MAP_ROOM: usize = 16;
+/// The fields [`add_forwarding`] adds, and `Host`.
+const FORWARDING_FIELDS: usize = 5;
 
 /// `X-Forwarded-For` gets the client appended (what came before is kept: the upstream decides
 /// whom to trust), `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and `Forwarded` gets
-/// one more element. Each header is looked up once (an entry), and the map grows at most once.
+/// one more element. Each header is looked up once (an entry), and the map grows at most once
+/// (with room for the upstream's response, [`MAP_ROOM`]).
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let ip = f.client.to_canonical();
-    let mut ip_text = String::with_capacity(40);
+    let mut ip_text = ValueBuf::new();
     push_ip(&mut ip_text, ip);
-    headers.reserve(4);
+    headers.reserve(FORWARDING_FIELDS.max(MAP_ROOM.saturating_sub(headers.len())));
+    let mut element = ValueBuf::new();
+    write_forwarded_element(&mut element, ip, &ip_text, f.proto, f.host);
     set_appended(headers, X_FORWARDED_FOR, &ip_text);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    if let Ok(v) = HeaderValue::from_str(f.host) {
+    if let Some(v) = f.host_value.cloned().or_else(|| HeaderValue::from_str(f.host).ok()) {
         headers.insert(X_FORWARDED_HOST, v);
     }
-    // `for="[` (6) + an address (≤ 39) + `]";proto=` (9) + the scheme (≤ 5) + `;host="` (7) + `"`.
-    let mut element = String::with_capacity(72 + f.host.len());
-    write_forwarded_element(&mut element, ip, &ip_text, f.proto, f.host);
     set_appended(headers, header::FORWARDED, &element);
 }
 
 /// Sets `name` to its values so far, joined with `, `, then `last`.
-fn set_appended(headers: &mut HeaderMap, name: HeaderName, last: &str) {
+fn set_appended(headers: &mut HeaderMap, name: HeaderName, last: &[u8]) {
     match headers.entry(name) {
         header::Entry::Vacant(e) => {
-            if let Ok(v) = HeaderValue::from_str(last) {
+            if let Ok(v) = HeaderValue::from_bytes(last) {
                 e.insert(v);
             }
         }
         header::Entry::Occupied(mut e) => {
-            let mut joined = String::with_capacity(64);
-            for prior in e.iter().filter_map(|v| v.to_str().ok()) {
-                joined.push_str(prior);
-                joined.push_str(", ");
+            let mut joined = ValueBuf::new();
+            for prior in e.iter() {
+                joined.extend_from_slice(prior.as_bytes());
+                joined.extend_from_slice(b", ");
             }
-            joined.push_str(last);
-            if let Ok(v) = HeaderValue::from_str(&joined) {
+            joined.extend_from_slice(last);
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
                 e.insert(v);
             }
         }
@@ -117,24 +131,24 @@ fn set_appended(headers: &mut HeaderMap, name: HeaderName, last: &str) {
 
 /// An address as text: IPv4 digit by digit (`Display` goes through the formatting machinery,
 /// a tenth of this header work per request), IPv6 by `Display`.
-fn push_ip(out: &mut String, ip: IpAddr) {
+fn push_ip(out: &mut ValueBuf, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    out.push(b'.');
                 }
                 if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
+                    out.push(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
+                    out.push(b'0' + octet / 10 % 10);
                 }
-                out.push(char::from(b'0' + octet % 10));
+                out.push(b'0' + octet % 10);
             }
         }
         IpAddr::V6(v6) => {
-            use std::fmt::Write;
+            use std::io::Write;
             let _ = write!(out, "{v6}");
         }
     }
@@ -143,34 +157,34 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 /// One `Forwarded` element (RFC 7239 §4): IPv6 addresses bracketed and quoted, values that are
 /// not tokens quoted.
 pub fn forwarded_element(client: IpAddr, proto: &str, host: &str) -> String {
-    let mut ip_text = String::new();
+    let mut ip_text = ValueBuf::new();
     push_ip(&mut ip_text, client);
-    let mut out = String::new();
+    let mut out = ValueBuf::new();
     write_forwarded_element(&mut out, client, &ip_text, proto, host);
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `ip_text` is `client` as [`push_ip`] writes it.
-fn write_forwarded_element(out: &mut String, client: IpAddr, ip_text: &str, proto: &str, host: &str) {
-    out.push_str(if client.is_ipv4() { "for=" } else { "for=\"[" });
-    out.push_str(ip_text);
+fn write_forwarded_element(out: &mut ValueBuf, client: IpAddr, ip_text: &[u8], proto: &str, host: &str) {
+    out.extend_from_slice(if client.is_ipv4() { b"for=" } else { b"for=\"[" });
+    out.extend_from_slice(ip_text);
     if client.is_ipv6() {
-        out.push_str("]\"");
+        out.extend_from_slice(b"]\"");
     }
-    out.push_str(";proto=");
-    out.push_str(proto);
-    out.push_str(";host=");
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b";host=");
     if !host.is_empty() && host.chars().all(is_tchar) {
-        out.push_str(host);
+        out.extend_from_slice(host.as_bytes());
     } else {
-        out.push('"');
-        for c in host.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
+        out.push(b'"');
+        for &b in host.as_bytes() {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
             }
-            out.push(c);
+            out.push(b);
         }
-        out.push('"');
+        out.push(b'"');
     }
 }
 
@@ -267,17 +281,35 @@ mod tests {
     #[test]
     fn forwarding_appends_and_sets() {
         let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("forwarded", "for=203.0.113.9"), ("x-forwarded-proto", "gopher")]);
-        add_forwarding(&mut h, &Forwarding { client: "2001:db8::1".parse().unwrap(), proto: "https", host: "blog.example:8443" });
+        add_forwarding(
+            &mut h,
+            &Forwarding { client: "2001:db8::1".parse().unwrap(), proto: "https", host: "blog.example:8443", host_value: None },
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "blog.example:8443");
         assert_eq!(h["forwarded"], "for=203.0.113.9, for=\"[2001:db8::1]\";proto=https;host=\"blog.example:8443\"");
     }
 
+    /// Regression (work per HTTP/2 request): hyper's client reads the upstream's response head
+    /// into the request's map, and the map of a short HTTP/2 request, just big enough for its
+    /// fields and the forwarding ones, was reallocated for every response.
+    #[test]
+    fn the_request_map_has_room_for_the_response_head() {
+        let mut h = map(&[("user-agent", "h2load")]);
+        add_forwarding(&mut h, &Forwarding { client: "192.0.2.7".parse().unwrap(), proto: "https", host: "a.example", host_value: None });
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        h.clear();
+        assert!(h.capacity() >= MAP_ROOM, "room for {} fields", h.capacity());
+    }
+
     #[test]
     fn v4_mapped_clients_are_written_as_v4() {
         let mut h = HeaderMap::new();
-        add_forwarding(&mut h, &Forwarding { client: "::ffff:192.0.2.7".parse().unwrap(), proto: "http", host: "a.example" });
+        add_forwarding(
+            &mut h,
+            &Forwarding { client: "::ffff:192.0.2.7".parse().unwrap(), proto: "http", host: "a.example", host_value: None },
+        );
         assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http;host=a.example");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     }
@@ -319,9 +351,9 @@ mod tests {
         #[test]
         fn addresses_are_written_as_display_writes_them(bits in proptest::num::u32::ANY, v6 in proptest::num::u128::ANY) {
             for ip in [IpAddr::from(std::net::Ipv4Addr::from(bits)), IpAddr::from(std::net::Ipv6Addr::from(v6))] {
-                let mut out = String::new();
+                let mut out = ValueBuf::new();
                 push_ip(&mut out, ip);
-                proptest::prop_assert_eq!(out, ip.to_string());
+                proptest::prop_assert_eq!(std::str::from_utf8(&out).unwrap(), ip.to_string());
             }
         }
 

@@ -4,18 +4,22 @@
 //! only when the request was not sent, or when it is idempotent and bodiless), streaming both
 //! ways, WebSocket (HTTP/1.1 Upgrade) tunnels, and the access log and metrics when it ends.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Counted, KeepUnfinished, Parking, ProxyBody, boxed};
-use crate::config::RouteKind;
+use crate::body::{BoxError, Counted, Exchange, KeepUnfinished, ProxyBody, boxed};
+use crate::config::{Route, RouteKind};
 use crate::headers::{self, Forwarding};
 use crate::limits::InFlight;
 use crate::metrics::{AccessRecord, UpstreamError, access_log_enabled, now_rfc3339};
@@ -36,24 +40,26 @@ pub struct ConnInfo {
 struct Log {
     rec: AccessRecord,
     start: Instant,
-    bytes_in: Arc<AtomicU64>,
+    exchange: Arc<Exchange>,
     in_flight: InFlight,
-    parking: Parking,
 }
 
 impl Log {
-    /// Wraps the response body so that the record is finished when it ends.
-    fn finish(mut self, shared: &Arc<Shared>, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    /// Wraps the response body so that the record is finished when it ends (the body and the
+    /// record in one box).
+    fn finish<B>(mut self, shared: &Arc<Shared>, resp: Response<B>) -> Response<ProxyBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         self.rec.status = resp.status().as_u16();
-        let bytes_out = Arc::new(AtomicU64::new(0));
         let (parts, body) = resp.into_parts();
-        let out = bytes_out.clone();
         let shared = shared.clone(); // (one Arc, where the metrics are eight)
-        let body = Counted::new(body, bytes_out).on_drop(move || {
-            let Log { mut rec, start, bytes_in, in_flight, parking } = self;
-            parking.response_done();
-            rec.bytes_in = bytes_in.load(Ordering::Relaxed);
-            rec.bytes_out = out.load(Ordering::Relaxed);
+        let body = Counted::response(body, self.exchange.clone(), move || {
+            let Log { mut rec, start, exchange, in_flight } = self;
+            exchange.response_done();
+            rec.bytes_in = exchange.bytes_in();
+            rec.bytes_out = exchange.bytes_out();
             rec.duration = start.elapsed();
             shared.metrics.finished(&rec);
             rec.log();
@@ -63,10 +69,58 @@ impl Log {
     }
 }
 
-/// Serves one request that arrived on the HTTPS listener.
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
-    let parking = Parking::default();
-    let mut req = req.map(|b| KeepUnfinished::new(b, parking.clone()));
+/// Serves one request that arrived on the HTTPS listener. What needs no waiting (the route,
+/// its limits, the upstream request) is done now; the future returned only waits for the
+/// upstream. Kept apart because that future is boxed and moved per request: an `async fn`
+/// keeps its arguments, and every local that may still be live at an await, for its whole
+/// life (the request's head among them, twice), which took this one past the allocator's
+/// small-size cache (1.5 KiB; now about a third of that).
+pub fn handle(
+    shared: Arc<Shared>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    in_flight: InFlight,
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+    match prepare(&shared, conn, req, in_flight) {
+        Prepared::Forward(log, pending) => futures_util::future::Either::Left(forward(shared, log, pending)),
+        Prepared::Answered(resp) => futures_util::future::Either::Right(std::future::ready(resp)),
+    }
+}
+
+/// What [`prepare`] made of a request. (Returned once and taken apart at once: not worth a box.)
+#[allow(clippy::large_enum_variant)]
+enum Prepared {
+    /// To the upstream, recorded by the log.
+    Forward(Log, Pending),
+    /// Answered by the gateway (refused: no route, a limit, a bad request).
+    Answered(Response<ProxyBody>),
+}
+
+/// The exchange with the upstreams, under way: the replica that answered, and its response.
+type Sending = Pin<Box<dyn Future<Output = Result<(SocketAddr, Response<Incoming>), Failure>> + Send>>;
+
+/// A request ready to go upstream: sent by `sending`, and what its answer needs.
+struct Pending {
+    host: String,
+    timeout: Duration,
+    max_body: Option<u64>,
+    client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    extended_connect: bool,
+    sending: Sending,
+}
+
+/// The record of a request refused with `status`, saying `what` (in its page and its log).
+fn failed(mut log: Log, shared: &Arc<Shared>, status: StatusCode, what: String) -> Response<ProxyBody> {
+    let page = error_page(status, &what);
+    log.rec.error = Some(what);
+    log.finish(shared, page)
+}
+
+/// Everything before the upstream: the route by host, its limits, the upstream request and
+/// the order of replicas to try; or the answer when the request goes no further.
+fn prepare(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incoming>, in_flight: InFlight) -> Prepared {
+    let exchange = Arc::new(Exchange::default());
+    let mut req = req.map(|b| KeepUnfinished::new(b, exchange.clone()));
     let host = headers::request_host(req.uri(), req.headers());
     // Only the access log shows the request's time, method, host, path and version: not
     // copied when no one reads the log (the metrics need the route, status, sizes and time).
@@ -88,22 +142,19 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
             error: None,
         },
         start: Instant::now(),
-        bytes_in: Arc::default(),
+        exchange,
         in_flight,
-        parking,
     };
     macro_rules! fail {
-        ($status:expr, $what:expr) => {{
-            let what: String = $what;
-            log.rec.error = Some(what.clone());
-            return log.finish(&shared, error_page($status, &what));
-        }};
+        ($status:expr, $what:expr) => {
+            return Prepared::Answered(failed(log, shared, $status, $what))
+        };
     }
 
     let Some(host) = host else { fail!(StatusCode::BAD_REQUEST, "The request names no host (Host header or :authority).".into()) };
     let snapshot = shared.snapshot();
     if let Some(sni) = &conn.tls_sni
-        && !sni_agrees(&shared, sni.as_deref(), &host)
+        && !sni_agrees(shared, sni.as_deref(), &host)
     {
         fail!(
             StatusCode::MISDIRECTED_REQUEST,
@@ -127,7 +178,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
             error_page(StatusCode::TOO_MANY_REQUESTS, &format!("Too many requests from {} for {host}; try again shortly.", log.rec.client));
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         log.rec.error = Some("rate limited".into());
-        return log.finish(&shared, resp);
+        return Prepared::Answered(log.finish(shared, resp));
     }
     if let Some(max) = http.max_body {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -153,7 +204,12 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
     let proto = if conn.tls_sni.is_some() { "https" } else { "http" };
     headers::add_forwarding(
         &mut parts.headers,
-        &Forwarding { client: conn.client.ip(), proto, host: authority.as_ref().and_then(|a| a.to_str().ok()).unwrap_or(&host) },
+        &Forwarding {
+            client: conn.client.ip(),
+            proto,
+            host: authority.as_ref().and_then(|a| a.to_str().ok()).unwrap_or(&host),
+            host_value: authority.as_ref().filter(|a| a.to_str().is_ok()),
+        },
     );
     if let Some(a) = authority {
         parts.headers.insert(header::HOST, a);
@@ -172,10 +228,9 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         parts.uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
     }
     parts.version = Version::HTTP_11;
-    let exceeded = Arc::new(AtomicBool::new(false));
     let bodiless = hyper::body::Body::is_end_stream(&body);
     headers::length_follows_body(&mut parts.headers, hyper::body::Body::size_hint(&body));
-    let body = Counted::new(body, log.bytes_in.clone()).limit(http.max_body, exceeded.clone());
+    let body = Counted::request(body, log.exchange.clone(), http.max_body);
     let order = candidates(&http.upstreams, shared.turn.fetch_add(1, Ordering::Relaxed), |a| shared.pool.is_suspect(a));
     if order.is_empty() {
         fail!(StatusCode::SERVICE_UNAVAILABLE, format!("No healthy replica: every replica behind {host} is failing its health check."))
@@ -186,49 +241,66 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         *r.method_mut() = parts.method.clone();
         *r.uri_mut() = parts.uri.clone();
         *r.headers_mut() = parts.headers.clone();
-        r
+        Box::new(r)
     });
     let upstream_req = Request::from_parts(parts, boxed(body));
 
     let connect_timeout = snapshot.config.limits.upstream_connect_timeout.min(http.timeout);
-    // Boxed: the exchange's future is most of this one's size, which its callers move.
-    let exchange = Box::pin(send(&shared, &log.rec.route, &order, upstream_req, replay, connect_timeout));
-    let sent = tokio::time::timeout(http.timeout, exchange).await;
-    let (addr, resp) = match sent {
-        Err(_) => {
-            shared.metrics.upstream_error(&log.rec.route, UpstreamError::Timeout);
-            fail!(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("The upstream timed out: no response from the replicas of {host} within {:?}.", http.timeout)
-            )
+    let (timeout, max_body) = (http.timeout, http.max_body);
+    let sending = Box::pin(send(shared.clone(), route, order, Some(Box::new(upstream_req)), replay, connect_timeout));
+    Prepared::Forward(log, Pending { host, timeout, max_body, client_upgrade, extended_connect, sending })
+}
+
+/// Waits for the upstream's answer to a prepared request (within the route's timeout), and
+/// passes it on, or says what failed.
+/// (A function returning an `async` block, not an `async fn`: the block uses what it captures
+/// in place, where an `async fn` would keep a second copy of its arguments.)
+#[allow(clippy::manual_async_fn)]
+fn forward(shared: Arc<Shared>, mut log: Log, pending: Pending) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+    async move {
+        let host = &pending.host;
+        let timeout = pending.timeout;
+        macro_rules! fail {
+            ($status:expr, $what:expr) => {
+                return failed(log, &shared, $status, $what)
+            };
         }
-        Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
-            fail!(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("The request body is larger than {host} accepts ({} bytes).", http.max_body.unwrap_or(0))
-            )
-        }
-        Ok(Err(Failure::Refused(e))) => {
-            fail!(StatusCode::BAD_GATEWAY, format!("The upstream refused the connection: no replica of {host} could be reached ({e})."))
-        }
-        Ok(Err(Failure::Removed)) => {
-            fail!(
-                StatusCode::BAD_GATEWAY,
-                format!("The upstream went away: the replica of {host} this request was sent to left the route before it answered.")
-            )
-        }
-        Ok(Err(Failure::Broken(e))) => {
-            fail!(
-                StatusCode::BAD_GATEWAY,
-                format!("The upstream failed: the connection to a replica of {host} broke before it answered ({e}).")
-            )
-        }
-        Ok(Ok(pair)) => pair,
-    };
-    log.rec.upstream = Some(addr);
-    let tunnel_guard = log.in_flight.another();
-    let resp = respond(resp, client_upgrade, extended_connect, tunnel_guard);
-    log.finish(&shared, resp)
+        let (addr, resp) = match tokio::time::timeout(timeout, pending.sending).await {
+            Err(_) => {
+                shared.metrics.upstream_error(&log.rec.route, UpstreamError::Timeout);
+                fail!(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("The upstream timed out: no response from the replicas of {host} within {timeout:?}.")
+                )
+            }
+            Ok(Err(_)) if log.exchange.exceeded() => {
+                fail!(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("The request body is larger than {host} accepts ({} bytes).", pending.max_body.unwrap_or(0))
+                )
+            }
+            Ok(Err(Failure::Refused(e))) => {
+                fail!(StatusCode::BAD_GATEWAY, format!("The upstream refused the connection: no replica of {host} could be reached ({e})."))
+            }
+            Ok(Err(Failure::Removed)) => {
+                fail!(
+                    StatusCode::BAD_GATEWAY,
+                    format!("The upstream went away: the replica of {host} this request was sent to left the route before it answered.")
+                )
+            }
+            Ok(Err(Failure::Broken(e))) => {
+                fail!(
+                    StatusCode::BAD_GATEWAY,
+                    format!("The upstream failed: the connection to a replica of {host} broke before it answered ({e}).")
+                )
+            }
+            Ok(Ok(pair)) => pair,
+        };
+        log.rec.upstream = Some(addr);
+        let tunnel_guard = log.in_flight.another();
+        let resp = respond(resp, pending.client_upgrade, pending.extended_connect, tunnel_guard);
+        log.finish(&shared, resp)
+    }
 }
 
 /// The HTTP version as the access log writes it.
@@ -275,55 +347,59 @@ enum Failure {
 }
 
 /// Tries the upstreams in order: on to the next when the request was not sent (connection
-/// refused), or when it failed but can be replayed (idempotent, bodiless).
-async fn send(
-    shared: &Arc<Shared>,
-    route: &str,
-    order: &[SocketAddr],
-    req: Request<ProxyBody>,
-    replay: Option<Request<()>>,
+/// refused), or when it failed but can be replayed (idempotent, bodiless). Failures are
+/// counted for `route`. (An `async` block, as [`forward`]'s; the requests come boxed, see
+/// [`Pool::send`](crate::upstream::Pool::send).)
+#[allow(clippy::manual_async_fn)]
+fn send(
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    order: Vec<SocketAddr>,
+    mut req: Option<Box<Request<ProxyBody>>>,
+    replay: Option<Box<Request<()>>>,
     connect_timeout: std::time::Duration,
-) -> Result<(SocketAddr, Response<Incoming>), Failure> {
-    let mut req = Some(req);
-    let mut last = None;
-    for &addr in order {
-        let r = match (req.take(), &replay) {
-            (Some(r), _) => r,
-            (None, Some(template)) => {
-                let mut r = Request::new(crate::body::empty());
-                *r.method_mut() = template.method().clone();
-                *r.uri_mut() = template.uri().clone();
-                *r.headers_mut() = template.headers().clone();
-                r
-            }
-            (None, None) => break,
-        };
-        match shared.pool.send(addr, r, connect_timeout).await {
-            Ok(resp) => return Ok((addr, resp)),
-            Err(SendError::Connect(e, back)) => {
-                shared.metrics.upstream_error(route, UpstreamError::Connect);
-                tracing::debug!(%addr, "gateway: upstream connect failed: {e}");
-                req = Some(*back);
-                last = Some(Failure::Refused(e));
-            }
-            Err(SendError::Failed(e)) => {
-                shared.metrics.upstream_error(route, UpstreamError::Failed);
-                tracing::debug!(%addr, "gateway: upstream failed: {e}");
-                last = Some(Failure::Broken(e));
-            }
-            Err(SendError::Removed) => {
-                shared.metrics.upstream_error(route, UpstreamError::Failed);
-                tracing::debug!(%addr, "gateway: upstream left the route before it answered");
-                last = Some(Failure::Removed);
-            }
-            Err(SendError::Gone(back)) => {
-                tracing::debug!(%addr, "gateway: upstream left the route before the request was sent");
-                req = Some(*back);
-                last = Some(Failure::Removed);
+) -> impl Future<Output = Result<(SocketAddr, Response<Incoming>), Failure>> + Send + 'static {
+    async move {
+        let mut last = None;
+        for &addr in &order {
+            let r = match (req.take(), &replay) {
+                (Some(r), _) => r,
+                (None, Some(template)) => {
+                    let mut r = Request::new(crate::body::empty());
+                    *r.method_mut() = template.method().clone();
+                    *r.uri_mut() = template.uri().clone();
+                    *r.headers_mut() = template.headers().clone();
+                    Box::new(r)
+                }
+                (None, None) => break,
+            };
+            match shared.pool.send(addr, r, connect_timeout).await {
+                Ok(resp) => return Ok((addr, resp)),
+                Err(SendError::Connect(e, back)) => {
+                    shared.metrics.upstream_error(&route.label(), UpstreamError::Connect);
+                    tracing::debug!(%addr, "gateway: upstream connect failed: {e}");
+                    req = Some(back);
+                    last = Some(Failure::Refused(e));
+                }
+                Err(SendError::Failed(e)) => {
+                    shared.metrics.upstream_error(&route.label(), UpstreamError::Failed);
+                    tracing::debug!(%addr, "gateway: upstream failed: {e}");
+                    last = Some(Failure::Broken(e));
+                }
+                Err(SendError::Removed) => {
+                    shared.metrics.upstream_error(&route.label(), UpstreamError::Failed);
+                    tracing::debug!(%addr, "gateway: upstream left the route before it answered");
+                    last = Some(Failure::Removed);
+                }
+                Err(SendError::Gone(back)) => {
+                    tracing::debug!(%addr, "gateway: upstream left the route before the request was sent");
+                    req = Some(back);
+                    last = Some(Failure::Removed);
+                }
             }
         }
+        Err(last.unwrap_or_else(|| Failure::Refused(std::io::Error::other("no upstream tried"))))
     }
-    Err(last.unwrap_or_else(|| Failure::Refused(std::io::Error::other("no upstream tried"))))
 }
 
 /// The upstream's response as the client gets it; a 101 to an upgrade the client asked for
@@ -336,13 +412,14 @@ fn respond(
     client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
     extended_connect: bool,
     in_flight: InFlight,
-) -> Response<ProxyBody> {
+) -> Response<Either<Incoming, ProxyBody>> {
     let upstream_side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
     let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(upstream_side) = upstream_side {
         let (Some((_, client_side)), Some(proto)) = (client_upgrade, upgrade) else {
-            return error_page(StatusCode::BAD_GATEWAY, "The upstream failed: it switched protocols without being asked to.");
+            return error_page(StatusCode::BAD_GATEWAY, "The upstream failed: it switched protocols without being asked to.")
+                .map(Either::Right);
         };
         if extended_connect {
             parts.status = StatusCode::OK;
@@ -362,8 +439,8 @@ fn respond(
                 Err(e) => tracing::debug!("gateway: upgrade failed: {e}"),
             }
         });
-        return Response::from_parts(parts, crate::body::empty());
+        return Response::from_parts(parts, Either::Right(crate::body::empty()));
     }
     headers::length_follows_body(&mut parts.headers, hyper::body::Body::size_hint(&body));
-    Response::from_parts(parts, boxed(body))
+    Response::from_parts(parts, Either::Left(body))
 }

@@ -4,11 +4,14 @@
 //! HTTP/2) under the limits.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -317,18 +320,19 @@ where
             let shared = shared.clone();
             let info = info.clone();
             let in_flight = activity.request();
-            // Boxed: the request's future (~4 KiB) is moved by hyper (into a task per HTTP/2
-            // stream); a pointer moves cheaper.
-            Box::pin(async move {
-                let resp: Response<ProxyBody> = if info.tls_sni.is_some() {
-                    proxy::handle(shared, info, req, in_flight).await
-                } else {
-                    drop(in_flight);
-                    let host = crate::headers::request_host(req.uri(), req.headers());
-                    crate::pages::redirect(host.as_deref(), req.uri().path_and_query().map_or("/", |p| p.as_str()), shared.https_port)
-                };
-                Ok::<_, Infallible>(resp)
-            })
+            // Boxed: the request's future (~1.5 KiB) is moved by hyper (into a task per HTTP/2
+            // stream); a pointer moves cheaper. `handle`'s own future, not one around it: an
+            // async block awaiting it would keep another copy of the request (its captures).
+            let fut: Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>> = if info.tls_sni.is_some() {
+                Box::pin(proxy::handle(shared, &info, req, in_flight).map(Ok))
+            } else {
+                drop(in_flight);
+                let host = crate::headers::request_host(req.uri(), req.headers());
+                let resp =
+                    crate::pages::redirect(host.as_deref(), req.uri().path_and_query().map_or("/", |p| p.as_str()), shared.https_port);
+                Box::pin(std::future::ready(Ok(resp)))
+            };
+            fut
         })
     };
     let b = builder(limits);

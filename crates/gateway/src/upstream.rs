@@ -4,6 +4,7 @@
 //! unsent, and the next (or a new connection) takes it.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -184,66 +185,76 @@ impl Pool {
     }
 
     /// Sends `req` (origin-form URI, HTTP/1.1) to `addr` and returns the response head; a new
-    /// connection must be made within `connect_timeout`.
-    pub async fn send(
+    /// connection must be made within `connect_timeout`. The request comes boxed (and goes
+    /// back so when it was not sent): the futures that carry it are boxed per request, and
+    /// small boxes are cheap ones. (For that too an `async` block, not an `async fn`, which
+    /// would keep a second copy of its arguments, and the handshake in a box of its own.)
+    pub fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
-        mut req: Request<ProxyBody>,
+        mut req: Box<Request<ProxyBody>>,
         connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
-        let Some(up) = self.upstream(addr) else {
-            return Err(SendError::Gone(Box::new(req)));
-        };
-        let removed = up.removed.notified();
-        tokio::pin!(removed);
-        // Registered before `gone` is read: a removal after this point wakes it.
-        removed.as_mut().enable();
-        if up.gone.load(Ordering::Acquire) {
-            return Err(SendError::Gone(Box::new(req)));
-        }
-        while let Some(mut tx) = Self::take(&up) {
+    ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + Send + 'static {
+        let pool = self.clone();
+        async move {
+            let Some(up) = pool.upstream(addr) else {
+                return Err(SendError::Gone(req));
+            };
+            let removed = up.removed.notified();
+            tokio::pin!(removed);
+            // Registered before `gone` is read: a removal after this point wakes it.
+            removed.as_mut().enable();
+            if up.gone.load(Ordering::Acquire) {
+                return Err(SendError::Gone(req));
+            }
+            while let Some(mut tx) = Self::take(&up) {
+                let sent = tokio::select! {
+                    r = tx.try_send_request(*req) => r,
+                    () = &mut removed => return Err(SendError::Removed),
+                };
+                match sent {
+                    Ok(resp) => {
+                        Self::put(&up, tx);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(back) => *req = back,
+                        None => return Err(SendError::Failed(e.into_error())),
+                    },
+                }
+            }
+            let mut tx = match Box::pin(pool.open(addr, connect_timeout)).await {
+                Ok(tx) => tx,
+                Err(e) => return Err(SendError::Connect(e, req)),
+            };
             let sent = tokio::select! {
-                r = tx.try_send_request(req) => r,
+                r = tx.try_send_request(*req) => r,
                 () = &mut removed => return Err(SendError::Removed),
             };
             match sent {
                 Ok(resp) => {
                     Self::put(&up, tx);
-                    return Ok(resp);
+                    Ok(resp)
                 }
                 Err(mut e) => match e.take_message() {
-                    Some(back) => req = back,
-                    None => return Err(SendError::Failed(e.into_error())),
+                    Some(back) => Err(SendError::Connect(std::io::Error::other(e.into_error()), Box::new(back))),
+                    None => Err(SendError::Failed(e.into_error())),
                 },
             }
         }
-        let stream = match self.connect(addr, connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => return Err(SendError::Connect(e, Box::new(req))),
-        };
-        let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
-            Ok(pair) => pair,
-            Err(e) => return Err(SendError::Connect(std::io::Error::other(e), Box::new(req))),
-        };
+    }
+
+    /// A new connection to `addr` (made within `connect_timeout`), its HTTP/1.1 handshake done
+    /// and its task spawned.
+    async fn open(&self, addr: SocketAddr, connect_timeout: Duration) -> std::io::Result<SendRequest<ProxyBody>> {
+        let stream = self.connect(addr, connect_timeout).await?;
+        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, "gateway: upstream connection ended: {e}");
             }
         });
-        let sent = tokio::select! {
-            r = tx.try_send_request(req) => r,
-            () = &mut removed => return Err(SendError::Removed),
-        };
-        match sent {
-            Ok(resp) => {
-                Self::put(&up, tx);
-                Ok(resp)
-            }
-            Err(mut e) => match e.take_message() {
-                Some(back) => Err(SendError::Connect(std::io::Error::other(e.into_error()), Box::new(back))),
-                None => Err(SendError::Failed(e.into_error())),
-            },
-        }
+        Ok(tx)
     }
 }
 
@@ -264,7 +275,7 @@ mod tests {
         pool.retain_upstreams(&HashSet::from([b]));
         assert!(held.gone.load(Ordering::Acquire));
         let req = Request::builder().uri("/x").body(crate::body::empty()).unwrap();
-        match pool.send(a, req, Duration::from_secs(1)).await {
+        match pool.send(a, Box::new(req), Duration::from_secs(1)).await {
             Err(SendError::Gone(back)) => assert_eq!(back.uri(), "/x"),
             other => panic!("expected the request back unsent, got {:?}", other.map(|r| r.status())),
         }
