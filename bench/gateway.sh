@@ -18,6 +18,10 @@
 #   the bottleneck), CPU 0's load, and the CPU that processes outside the benchmark took.
 # - Memory: 1000 TLS connections opened to each fresh proxy (handshake, one small request,
 #   then left idle); the RSS of the proxy's processes after, minus before.
+# - CPU_LIMIT=P (percent of one CPU) runs the proxies in a cgroup with that CPU quota (10 ms
+#   period): the proxy is then the bottleneck, not the load generator, and requests/s compare
+#   the proxies' throughput for the same CPU (on 2 cores, uncapped, the client side saturates
+#   first and the proxies let the same load through).
 # Usage: sudo bench/gateway.sh [ROUNDS]   (default 3). Prints Markdown for BENCHMARKS.md.
 # PROXIES="atoll nginx" and TESTS="h1-small h2-small" pick a subset; ATOLL_BASE=path/to/another
 # bench_serve runs it beside the current one as `atoll-base` (before/after a change).
@@ -39,8 +43,39 @@ ulimit -n "$(ulimit -Hn)"
 repo="$PWD"
 work="$(mktemp -d /var/tmp/atoll-bench-gw.XXXXXX)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+limit_cg=""
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+  if [ -n "$limit_cg" ]; then rmdir "$limit_cg" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
+if [ -n "${CPU_LIMIT:-}" ]; then
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then  # cgroup v2
+    grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+    limit_cg=/sys/fs/cgroup/atoll-bench-gw.$$
+    mkdir "$limit_cg"
+    echo "$((CPU_LIMIT * 100)) 10000" >"$limit_cg/cpu.max"
+  else  # cgroup v1
+    limit_cg=$(find /sys/fs/cgroup -maxdepth 1 -name 'cpu*' -type d | while read -r d; do [ -f "$d/cpu.cfs_quota_us" ] && echo "$d" && break; done)
+    [ -n "$limit_cg" ] || { echo "bench/gateway.sh: no cpu controller for CPU_LIMIT" >&2; exit 1; }
+    limit_cg="$limit_cg/atoll-bench-gw.$$"
+    mkdir "$limit_cg"
+    echo 10000 >"$limit_cg/cpu.cfs_period_us"
+    echo "$((CPU_LIMIT * 100))" >"$limit_cg/cpu.cfs_quota_us"
+  fi
+fi
+# Runs a proxy pinned to CPU 1, in the CPU_LIMIT cgroup if there is one (joined before the exec,
+# so that every process it starts is in it).
+# Called as `on_cpu1 … &`: it replaces the subshell `&` made, so that `$!` is the proxy's PID.
+on_cpu1() {
+  if [ -n "$limit_cg" ]; then
+    exec sh -c 'echo $$ >"$0/cgroup.procs" && exec taskset -c 1 "$@"' "$limit_cg" "$@"
+  else
+    exec taskset -c 1 "$@"
+  fi
+}
 cd "$work"
 echo "127.0.0.1 localhost bench.example" >hosts
 mount --bind "$work/hosts" /etc/hosts  # this mount namespace only: bench.example for SNI and Host
@@ -99,11 +134,11 @@ read -ra tests <<<"${TESTS:-h1-small h1-large h2-small h2-large}"
 taskset -c 0 nginx -p "$work" -c upstream.conf -e "$work/upstream.err" & pids+=($!) upstream=$!
 start_proxy() {
   case "$1" in
-    atoll) taskset -c 1 "$CARGO_TARGET_DIR/release/examples/bench_serve" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll.log 2>&1 & ;;
-    atoll-base) taskset -c 1 "$ATOLL_BASE" 127.0.0.1:8446 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll-base.log 2>&1 & ;;
-    nginx) taskset -c 1 nginx -p "$work" -c nginx.conf -e "$work/nginx.err" & ;;
+    atoll) on_cpu1 "$CARGO_TARGET_DIR/release/examples/bench_serve" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll.log 2>&1 & ;;
+    atoll-base) on_cpu1 "$ATOLL_BASE" 127.0.0.1:8446 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll-base.log 2>&1 & ;;
+    nginx) on_cpu1 nginx -p "$work" -c nginx.conf -e "$work/nginx.err" & ;;
     caddy) HOME="$work/caddy" XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" GOMAXPROCS=1 \
-             taskset -c 1 caddy run --config Caddyfile --adapter caddyfile >caddy.log 2>&1 & ;;
+             on_cpu1 caddy run --config Caddyfile --adapter caddyfile >caddy.log 2>&1 & ;;
   esac
   pid[$1]=$!; pids+=($!)
   for _ in $(seq 1 100); do curl -sfk -o /dev/null "https://bench.example:${port[$1]}/small" && break; sleep 0.1; done
@@ -225,10 +260,10 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
-python3 - "$results" "$rounds" "$duration" "$ciphers" <<'PY'
+python3 - "$results" "$rounds" "$duration" "$ciphers" "${CPU_LIMIT:-}" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-rounds, duration, ciphers = sys.argv[2], sys.argv[3], sys.argv[4]
+rounds, duration, ciphers, limit = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 data = {}
 for p, t, r, *vals in rows:
     data.setdefault((p, t), []).append([float(v) for v in vals])
@@ -240,6 +275,8 @@ def ratio(a, b):
     return f"{a / b:.2f}×" if b else "-"
 print(f"Atoll's gateway, nginx and Caddy as TLS reverse proxies to one upstream; medians of {rounds} rounds of {duration} s, interleaved.")
 print(f"Each proxy alone on CPU 1 (one worker); load generator and upstream on CPU 0. Negotiated: {ciphers.strip().rstrip(';')}.")
+if limit:
+    print(f"Each proxy limited to {limit}% of one CPU (a cgroup quota per 10 ms): requests/s is the proxy's throughput for that CPU.")
 print("CPU µs/req: the proxy's CPU time (user + system) per request, whichever side was the bottleneck. Others: CPU time (% of one CPU) of")
 print("processes outside the benchmark during the runs (other builds on the machine); high values mean a noisy run.")
 print()

@@ -207,7 +207,15 @@ impl Pool {
             if up.gone.load(Ordering::Acquire) {
                 return Err(SendError::Gone(req));
             }
-            while let Some(mut tx) = Self::take(&up) {
+            loop {
+                // A pooled connection, else a new one.
+                let (mut tx, fresh) = match Self::take(&up) {
+                    Some(tx) => (tx, false),
+                    None => match Box::pin(pool.open(addr, connect_timeout)).await {
+                        Ok(tx) => (tx, true),
+                        Err(e) => return Err(SendError::Connect(e, req)),
+                    },
+                };
                 let sent = tokio::select! {
                     r = tx.try_send_request(*req) => r,
                     () = &mut removed => return Err(SendError::Removed),
@@ -218,28 +226,16 @@ impl Pool {
                         return Ok(resp);
                     }
                     Err(mut e) => match e.take_message() {
-                        Some(back) => *req = back,
+                        // A pooled connection closed meanwhile: the next one takes it.
+                        Some(back) if !fresh => *req = back,
+                        // A new connection that took nothing: as good as refused.
+                        Some(back) => {
+                            *req = back;
+                            return Err(SendError::Connect(std::io::Error::other(e.into_error()), req));
+                        }
                         None => return Err(SendError::Failed(e.into_error())),
                     },
                 }
-            }
-            let mut tx = match Box::pin(pool.open(addr, connect_timeout)).await {
-                Ok(tx) => tx,
-                Err(e) => return Err(SendError::Connect(e, req)),
-            };
-            let sent = tokio::select! {
-                r = tx.try_send_request(*req) => r,
-                () = &mut removed => return Err(SendError::Removed),
-            };
-            match sent {
-                Ok(resp) => {
-                    Self::put(&up, tx);
-                    Ok(resp)
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(back) => Err(SendError::Connect(std::io::Error::other(e.into_error()), Box::new(back))),
-                    None => Err(SendError::Failed(e.into_error())),
-                },
             }
         }
     }
