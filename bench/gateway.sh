@@ -43,35 +43,48 @@ ulimit -n "$(ulimit -Hn)"
 repo="$PWD"
 work="$(mktemp -d /var/tmp/atoll-bench-gw.XXXXXX)"
 pids=()
-limit_cg=""
+limit_cgs=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
-  if [ -n "$limit_cg" ]; then rmdir "$limit_cg" 2>/dev/null || true; fi
+  for cg in "${limit_cgs[@]}"; do rmdir "$cg" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+cpu_root=""
 if [ -n "${CPU_LIMIT:-}" ]; then
-  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then  # cgroup v2
-    grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
-    limit_cg=/sys/fs/cgroup/atoll-bench-gw.$$
-    mkdir "$limit_cg"
-    echo "$((CPU_LIMIT * 100)) 10000" >"$limit_cg/cpu.max"
+  [[ "$CPU_LIMIT" =~ ^[0-9]+$ ]] && [ "$CPU_LIMIT" -ge 10 ] && [ "$CPU_LIMIT" -le 100 ] \
+    || { echo "bench/gateway.sh: CPU_LIMIT is a whole percentage of one CPU, 10 to 100" >&2; exit 1; }
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then  # cgroup v2 (the cpu controller is left enabled)
+    cpu_root=/sys/fs/cgroup
+    grep -qw cpu "$cpu_root/cgroup.subtree_control" || echo +cpu 2>/dev/null >"$cpu_root/cgroup.subtree_control" \
+      || { echo "bench/gateway.sh: cannot enable the cpu controller in $cpu_root (a container's cgroup?)" >&2; exit 1; }
   else  # cgroup v1
-    limit_cg=$(find /sys/fs/cgroup -maxdepth 1 -name 'cpu*' -type d | while read -r d; do [ -f "$d/cpu.cfs_quota_us" ] && echo "$d" && break; done)
-    [ -n "$limit_cg" ] || { echo "bench/gateway.sh: no cpu controller for CPU_LIMIT" >&2; exit 1; }
-    limit_cg="$limit_cg/atoll-bench-gw.$$"
-    mkdir "$limit_cg"
-    echo 10000 >"$limit_cg/cpu.cfs_period_us"
-    echo "$((CPU_LIMIT * 100))" >"$limit_cg/cpu.cfs_quota_us"
+    cpu_root=$(for d in /sys/fs/cgroup/cpu /sys/fs/cgroup/cpu,cpuacct; do [ -f "$d/cpu.cfs_quota_us" ] && echo "$d" && break; done || true)
+    [ -n "$cpu_root" ] || { echo "bench/gateway.sh: no cgroup cpu controller for CPU_LIMIT" >&2; exit 1; }
   fi
 fi
-# Runs a proxy pinned to CPU 1, in the CPU_LIMIT cgroup if there is one (joined before the exec,
-# so that every process it starts is in it).
-# Called as `on_cpu1 … &`: it replaces the subshell `&` made, so that `$!` is the proxy's PID.
+# A cgroup of its own for proxy $1 (an idle proxy's timers are not charged to another's quota),
+# with the CPU_LIMIT quota per 10 ms; prints its path.
+limit_cgroup() {
+  local cg="$cpu_root/atoll-bench-gw.$$.$1"
+  mkdir "$cg"
+  if [ -f "$cg/cpu.max" ]; then
+    echo "$((CPU_LIMIT * 100)) 10000" >"$cg/cpu.max"
+  else
+    echo 10000 >"$cg/cpu.cfs_period_us"
+    echo "$((CPU_LIMIT * 100))" >"$cg/cpu.cfs_quota_us"
+  fi
+  echo "$cg"
+}
+# `on_cpu1 CGROUP COMMAND…` runs a proxy pinned to CPU 1, in CGROUP unless it is empty (joined
+# before the exec, so that every process it starts is in it). Called as `on_cpu1 … &`: it
+# replaces the subshell `&` made, so that `$!` is the proxy's PID.
 on_cpu1() {
-  if [ -n "$limit_cg" ]; then
-    exec sh -c 'echo $$ >"$0/cgroup.procs" && exec taskset -c 1 "$@"' "$limit_cg" "$@"
+  local cg=$1
+  shift
+  if [ -n "$cg" ]; then
+    exec sh -c 'echo $$ >"$0/cgroup.procs" && exec taskset -c 1 "$@"' "$cg" "$@"
   else
     exec taskset -c 1 "$@"
   fi
@@ -133,12 +146,17 @@ read -ra proxies <<<"${PROXIES:-atoll nginx caddy${ATOLL_BASE:+ atoll-base}}"  #
 read -ra tests <<<"${TESTS:-h1-small h1-large h2-small h2-large}"
 taskset -c 0 nginx -p "$work" -c upstream.conf -e "$work/upstream.err" & pids+=($!) upstream=$!
 start_proxy() {
+  local cg=""
+  if [ -n "$cpu_root" ]; then
+    cg=$(limit_cgroup "$1")
+    limit_cgs+=("$cg")
+  fi
   case "$1" in
-    atoll) on_cpu1 "$CARGO_TARGET_DIR/release/examples/bench_serve" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll.log 2>&1 & ;;
-    atoll-base) on_cpu1 "$ATOLL_BASE" 127.0.0.1:8446 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll-base.log 2>&1 & ;;
-    nginx) on_cpu1 nginx -p "$work" -c nginx.conf -e "$work/nginx.err" & ;;
+    atoll) on_cpu1 "$cg" "$CARGO_TARGET_DIR/release/examples/bench_serve" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll.log 2>&1 & ;;
+    atoll-base) on_cpu1 "$cg" "$ATOLL_BASE" 127.0.0.1:8446 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll-base.log 2>&1 & ;;
+    nginx) on_cpu1 "$cg" nginx -p "$work" -c nginx.conf -e "$work/nginx.err" & ;;
     caddy) HOME="$work/caddy" XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" GOMAXPROCS=1 \
-             on_cpu1 caddy run --config Caddyfile --adapter caddyfile >caddy.log 2>&1 & ;;
+             on_cpu1 "$cg" caddy run --config Caddyfile --adapter caddyfile >caddy.log 2>&1 & ;;
   esac
   pid[$1]=$!; pids+=($!)
   for _ in $(seq 1 100); do curl -sfk -o /dev/null "https://bench.example:${port[$1]}/small" && break; sleep 0.1; done

@@ -98,7 +98,8 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let ip = f.client.to_canonical();
     let mut ip_text = ValueBuf::new();
     push_ip(&mut ip_text, ip);
-    headers.reserve(FORWARDING_FIELDS.max(MAP_ROOM.saturating_sub(headers.len())));
+    // (`reserve` counts names, not values.)
+    headers.reserve(FORWARDING_FIELDS.max(MAP_ROOM.saturating_sub(headers.keys_len())));
     let mut element = ValueBuf::new();
     write_forwarded_element(&mut element, ip, &ip_text, f.proto, f.host);
     set_appended(headers, X_FORWARDED_FOR, &ip_text);
@@ -119,7 +120,9 @@ fn set_appended(headers: &mut HeaderMap, name: HeaderName, last: &[u8]) {
         }
         header::Entry::Occupied(mut e) => {
             let mut joined = ValueBuf::new();
-            for prior in e.iter() {
+            // Values that are not visible ASCII are left out, as before: an upstream reading
+            // the joined header as text would lose the whole of it (the client's address too).
+            for prior in e.iter().filter(|v| v.to_str().is_ok()) {
                 joined.extend_from_slice(prior.as_bytes());
                 joined.extend_from_slice(b", ");
             }
@@ -291,6 +294,17 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "blog.example:8443");
         assert_eq!(h["forwarded"], "for=203.0.113.9, for=\"[2001:db8::1]\";proto=https;host=\"blog.example:8443\"");
+    }
+
+    /// Regression: a prior `X-Forwarded-For` that is not visible ASCII is left out of the
+    /// joined value (an upstream reading it as text would lose the client's address too).
+    #[test]
+    fn opaque_prior_forwarding_values_are_left_out() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        add_forwarding(&mut h, &Forwarding { client: "192.0.2.7".parse().unwrap(), proto: "https", host: "a.example", host_value: None });
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
     }
 
     /// Regression (work per HTTP/2 request): hyper's client reads the upstream's response head

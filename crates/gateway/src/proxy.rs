@@ -81,9 +81,17 @@ pub fn handle(
     req: Request<Incoming>,
     in_flight: InFlight,
 ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
-    match prepare(&shared, conn, req, in_flight) {
-        Prepared::Forward(log, pending) => futures_util::future::Either::Left(forward(shared, log, pending)),
-        Prepared::Answered(resp) => futures_util::future::Either::Right(std::future::ready(resp)),
+    // `prepare` runs on the connection's task (hyper calls the service there, and spawns the
+    // future for an HTTP/2 stream): a panic in it would end every stream of the connection,
+    // where one in the future ends its own. Caught, it fails this request alone.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&shared, conn, req, in_flight))) {
+        Ok(Prepared::Forward(log, pending)) => futures_util::future::Either::Left(forward(shared, log, pending)),
+        Ok(Prepared::Answered(resp)) => futures_util::future::Either::Right(std::future::ready(resp)),
+        Err(_) => {
+            tracing::error!("gateway: a request could not be prepared (a bug: the panic is above)");
+            let page = error_page(StatusCode::INTERNAL_SERVER_ERROR, "The gateway failed on this request (a bug, logged); try again.");
+            futures_util::future::Either::Right(std::future::ready(page))
+        }
     }
 }
 

@@ -310,17 +310,14 @@ where
 {
     let activity = Arc::new(Activity::default());
     let client = info.client;
-    // Shared by the connection's requests (a clone per request would copy the SNI).
-    let info = Arc::new(info);
     let io = TokioIo::new(io);
     let svc = {
         let shared = shared.clone();
         let activity = activity.clone();
         service_fn(move |req: Request<Incoming>| {
             let shared = shared.clone();
-            let info = info.clone();
             let in_flight = activity.request();
-            // Boxed: the request's future (~1.5 KiB) is moved by hyper (into a task per HTTP/2
+            // Boxed: the request's future (~600 bytes) is moved by hyper (into a task per HTTP/2
             // stream); a pointer moves cheaper. `handle`'s own future, not one around it: an
             // async block awaiting it would keep another copy of the request (its captures).
             let fut: Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>> = if info.tls_sni.is_some() {
