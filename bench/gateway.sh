@@ -18,8 +18,8 @@
 #   the bottleneck), CPU 0's load, and the CPU that processes outside the benchmark took.
 # - Memory: 1000 TLS connections opened to each fresh proxy (handshake, one small request,
 #   then left idle); the RSS of the proxy's processes after, minus before.
-# - CPU_LIMIT=P (percent of one CPU) runs the proxies in a cgroup with that CPU quota (10 ms
-#   period): the proxy is then the bottleneck, not the load generator, and requests/s compare
+# - CPU_LIMIT=P (percent of one CPU) runs each proxy in a cgroup of its own with that CPU quota
+#   (10 ms period): the proxy is then the bottleneck, not the load generator, and requests/s compare
 #   the proxies' throughput for the same CPU (on 2 cores, uncapped, the client side saturates
 #   first and the proxies let the same load through).
 # Usage: sudo bench/gateway.sh [ROUNDS]   (default 3). Prints Markdown for BENCHMARKS.md.

@@ -210,13 +210,14 @@ fn prepare(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incoming>, in_fli
     let (mut parts, body) = req.into_parts();
     join_cookies(&mut parts.headers);
     let proto = if conn.tls_sni.is_some() { "https" } else { "http" };
+    let authority_text = authority.as_ref().and_then(|a| a.to_str().ok());
     headers::add_forwarding(
         &mut parts.headers,
         &Forwarding {
             client: conn.client.ip(),
             proto,
-            host: authority.as_ref().and_then(|a| a.to_str().ok()).unwrap_or(&host),
-            host_value: authority.as_ref().filter(|a| a.to_str().is_ok()),
+            host: authority_text.unwrap_or(&host),
+            host_value: authority_text.and(authority.as_ref()),
         },
     );
     if let Some(a) = authority {
@@ -255,7 +256,7 @@ fn prepare(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incoming>, in_fli
 
     let connect_timeout = snapshot.config.limits.upstream_connect_timeout.min(http.timeout);
     let (timeout, max_body) = (http.timeout, http.max_body);
-    let sending = Box::pin(send(shared.clone(), route, order, Some(Box::new(upstream_req)), replay, connect_timeout));
+    let sending = Box::pin(send(shared.clone(), route, order, Box::new(upstream_req), replay, connect_timeout));
     Prepared::Forward(log, Pending { host, timeout, max_body, client_upgrade, extended_connect, sending })
 }
 
@@ -363,11 +364,12 @@ fn send(
     shared: Arc<Shared>,
     route: Arc<Route>,
     order: Vec<SocketAddr>,
-    mut req: Option<Box<Request<ProxyBody>>>,
+    req: Box<Request<ProxyBody>>,
     replay: Option<Box<Request<()>>>,
     connect_timeout: std::time::Duration,
 ) -> impl Future<Output = Result<(SocketAddr, Response<Incoming>), Failure>> + Send + 'static {
     async move {
+        let mut req = Some(req);
         let mut last = None;
         for &addr in &order {
             let r = match (req.take(), &replay) {
