@@ -14,7 +14,9 @@
 #   (10 connections × 10 streams; `--h1` for HTTP/1.1), counters dumped: Ir / N.
 # Usage: sudo bench/gateway-instr.sh [N]   (default 3000). ATOLL_BASE=path/to/another bench_serve
 # adds it as `atoll-base` (before/after a change); PROXIES="atoll" leaves nginx out; KEEP=dir keeps
-# the profiles there (callgrind.NAME.h1|h2, for callgrind_annotate --inclusive=yes). Prints Markdown.
+# the profiles there (callgrind.NAME.h1|h2, for callgrind_annotate --inclusive=yes); CACHE=1 also
+# simulates the caches (callgrind --cache-sim=yes: first-level instruction and data misses and
+# L2 misses per request — how much code and memory each request touches; ~2x slower). Prints Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/nginx-proxy.sh
@@ -24,7 +26,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
 if [ -z "${ATOLL_BENCH_GWI_NETNS:-}" ]; then
   scripts/install-deps.sh >&2
   command -v valgrind >/dev/null || apt-get install -y -qq valgrind >&2
-  cargo build --release --locked -q -p atoll-gateway --example bench_serve
+  # Built as scripts/up.sh builds the daemon (the request path optimized with a profile);
+  # ATOLL_PGO=off for a build without one.
+  scripts/pgo.sh -q -p atoll-gateway --example bench_serve >/dev/null
   ATOLL_BENCH_GWI_NETNS=1 exec unshare --net --mount "$0" "$@"
 fi
 ip link set lo up
@@ -40,16 +44,7 @@ mkdir -p www tmp
 head -c 100 /dev/zero | tr '\0' x >www/small
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.example \
   -addext subjectAltName=DNS:bench.example -keyout key.pem -out cert.pem 2>/dev/null
-cat >upstream.conf <<EOF
-user root; worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
-events { worker_connections 8192; }
-http {
-  client_body_temp_path $work/tmp/b; proxy_temp_path $work/tmp/p; fastcgi_temp_path $work/tmp/f;
-  uwsgi_temp_path $work/tmp/u; scgi_temp_path $work/tmp/s;
-  access_log off; keepalive_requests 10000000; keepalive_timeout 300s; default_type application/octet-stream;
-  server { listen 127.0.0.1:8080; root $work/www; }
-}
-EOF
+nginx_upstream_conf "$work" >upstream.conf
 nginx -c "$work/upstream.conf" & pids+=($!)
 until curl -s http://127.0.0.1:8080/small >/dev/null; do sleep 0.05; done
 
@@ -61,10 +56,19 @@ EOF
   nginx_proxy_http "$work" 8443
 } >nginx.conf
 
-builds=("atoll=$CARGO_TARGET_DIR/release/examples/bench_serve")
+builds=("atoll=$CARGO_TARGET_DIR/pgo/use/release/examples/bench_serve")
 [ -n "${ATOLL_BASE:-}" ] && builds+=("atoll-base=$ATOLL_BASE")
 [[ " ${PROXIES:-atoll nginx} " == *" nginx "* ]] && builds+=("nginx=$(command -v nginx)")
-echo "| proxy | HTTP/1.1 instructions/request | HTTP/2 instructions/request |"
+vg=(--tool=callgrind)
+if [ -n "${CACHE:-}" ]; then
+  # This machine's caches per core, fixed so that runs elsewhere compare: 32 KiB 8-way L1i and
+  # L1d, 2 MiB 16-way L2 as the last level (the L3 is shared with the other core and the VM's
+  # neighbours).
+  vg+=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=2097152,16,64)
+  echo "| proxy | HTTP/1.1 per request: instructions / L1i misses / L1d misses / L2 misses | HTTP/2 per request: the same |"
+else
+  echo "| proxy | HTTP/1.1 instructions/request | HTTP/2 instructions/request |"
+fi
 echo "|---|---|---|"
 for b in "${builds[@]}"; do
   name="${b%%=*}"; bin="${b#*=}"; row="| $name |"
@@ -72,7 +76,7 @@ for b in "${builds[@]}"; do
   [ "$name" = nginx ] && args=(-c "$work/nginx.conf")
   for proto in h1 h2; do
     flag=(); [ "$proto" = h1 ] && flag=(--h1)
-    valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.$proto.%p" \
+    valgrind "${vg[@]}" --callgrind-out-file="$work/cg.$name.$proto.%p" \
       "$bin" "${args[@]}" >"$work/serve.log" 2>&1 &
     p=$!; pids+=("$p")
     until curl -sk --resolve bench.example:8443:127.0.0.1 https://bench.example:8443/small >/dev/null 2>&1; do
@@ -92,9 +96,16 @@ for b in "${builds[@]}"; do
       [ -n "$f" ] && grep -q "^totals:" "$f" && break
       sleep 0.1
     done
-    ir=$(awk '/^totals:/ {print $2; exit}' "$f")
+    # The counts per request, by event name (callgrind orders them its own way).
+    declare -A ev=()
+    while read -r k v; do ev[$k]=$v; done < <(awk -v n="$n" '/^events:/ {for (i = 2; i <= NF; i++) name[i] = $i}
+      /^totals:/ {for (i = 2; i <= NF; i++) printf "%s %d\n", name[i], $i / n; exit}' "$f")
     [ -n "${KEEP:-}" ] && cp "$f" "$KEEP/callgrind.$name.$proto"
-    row="$row $((ir / n)) |"
+    if [ -n "${CACHE:-}" ]; then
+      row="$row ${ev[Ir]} / ${ev[I1mr]} / $((ev[D1mr] + ev[D1mw])) / $((ev[ILmr] + ev[DLmr] + ev[DLmw])) |"
+    else
+      row="$row ${ev[Ir]} |"
+    fi
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done

@@ -34,7 +34,9 @@ duration="${DURATION:-10}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
 if [ -z "${ATOLL_BENCH_GW_NETNS:-}" ]; then
   scripts/install-deps.sh >&2
-  cargo build --release --locked -q -p atoll-gateway --example bench_serve
+  # Built as scripts/up.sh builds the daemon (the request path optimized with a profile);
+  # ATOLL_PGO=off for a build without one.
+  scripts/pgo.sh -q -p atoll-gateway --example bench_serve >/dev/null
   ATOLL_BENCH_GW_NETNS=1 exec unshare --net --mount "$0" "$@"
 fi
 [ "$(nproc --all)" -ge 2 ] || { echo "bench/gateway.sh: needs 2 CPUs (proxies on CPU 1, the rest on CPU 0)" >&2; exit 1; }
@@ -98,18 +100,7 @@ head -c $((4 << 20)) /dev/urandom >www/large
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.example \
   -addext subjectAltName=DNS:bench.example -keyout key.pem -out cert.pem 2>/dev/null
 
-temps="client_body_temp_path $work/tmp/b; proxy_temp_path $work/tmp/p; fastcgi_temp_path $work/tmp/f; uwsgi_temp_path $work/tmp/u; scgi_temp_path $work/tmp/s;"
-cat >upstream.conf <<EOF
-user root; worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
-events { worker_connections 8192; }
-http {
-  $temps
-  access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_requests 10000000; keepalive_timeout 300s;
-  default_type application/octet-stream;
-  server { listen 127.0.0.1:8080; root $work/www; }
-}
-EOF
+nginx_upstream_conf "$work" >upstream.conf
 {
   cat <<EOF
 user root; worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
@@ -152,7 +143,7 @@ start_proxy() {
     limit_cgs+=("$cg")
   fi
   case "$1" in
-    atoll) on_cpu1 "$cg" "$CARGO_TARGET_DIR/release/examples/bench_serve" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll.log 2>&1 & ;;
+    atoll) on_cpu1 "$cg" "$CARGO_TARGET_DIR/pgo/use/release/examples/bench_serve" 127.0.0.1:8443 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll.log 2>&1 & ;;
     atoll-base) on_cpu1 "$cg" "$ATOLL_BASE" 127.0.0.1:8446 127.0.0.1:8080 bench.example cert.pem key.pem 1 >atoll-base.log 2>&1 & ;;
     nginx) on_cpu1 "$cg" nginx -p "$work" -c nginx.conf -e "$work/nginx.err" & ;;
     caddy) HOME="$work/caddy" XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" GOMAXPROCS=1 \

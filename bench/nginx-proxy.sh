@@ -1,7 +1,28 @@
-# Sourced by bench/gateway.sh and bench/gateway-instr.sh: the `http` block of nginx as the
-# TLS reverse proxy the gateway is compared with, the same in both (one upstream with
-# `keepalive 128`, the forwarding headers the gateway also sends, no temp files).
-# Usage: nginx_proxy_http WORK_DIR PORT — WORK_DIR holds cert.pem, key.pem and tmp/.
+# Sourced by bench/gateway.sh, bench/gateway-instr.sh and scripts/pgo.sh (the training).
+#
+# nginx_upstream_conf WORK_DIR: the configuration of the upstream every proxy forwards to —
+# nginx, one worker, serving WORK_DIR/www on 127.0.0.1:8080, access log off, keep-alive without
+# a request cap. WORK_DIR holds tmp/.
+nginx_upstream_conf() {
+  local work="$1"
+  cat <<EOF
+user root; worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
+events { worker_connections 8192; }
+http {
+  client_body_temp_path $work/tmp/b; proxy_temp_path $work/tmp/p; fastcgi_temp_path $work/tmp/f;
+  uwsgi_temp_path $work/tmp/u; scgi_temp_path $work/tmp/s;
+  access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 10000000; keepalive_timeout 300s;
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:8080; root $work/www; }
+}
+EOF
+}
+
+# nginx_proxy_http WORK_DIR PORT: the `http` block of nginx as the TLS reverse proxy the gateway
+# is compared with, the same in both benchmarks (one upstream with `keepalive 128`, the
+# forwarding headers the gateway also sends, no temp files). WORK_DIR holds cert.pem, key.pem
+# and tmp/.
 nginx_proxy_http() {
   local work="$1" port="$2"
   cat <<EOF

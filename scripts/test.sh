@@ -22,5 +22,7 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 # Coverage-guided fuzzing of every parser of outside input, short mode (scripts/fuzz.sh 3600 for long runs).
 scripts/fuzz.sh "${ATOLL_FUZZ_SECONDS:-15}"
+# The release build scripts/up.sh makes: the gateway's profile taken and applied (bench_serve only).
+ATOLL_PGO=require scripts/pgo.sh -q -p atoll-gateway --example bench_serve >/dev/null
 # One closing line with the totals of every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$log"

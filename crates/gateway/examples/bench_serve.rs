@@ -2,7 +2,7 @@
 //! certificate `CERT`/`KEY` (PEM), proxied to the one upstream `UPSTREAM` (plain HTTP/1.1), on a
 //! tokio runtime of `THREADS` worker threads (default 1). HTTP (redirects) goes to a port the OS
 //! picks. Access logs are off (only warnings go to stderr), as for the peers it is compared with.
-//! Usage: `bench_serve LISTEN UPSTREAM HOST CERT KEY [THREADS]`.
+//! Usage: `bench_serve LISTEN UPSTREAM HOST CERT KEY [THREADS]`; SIGTERM stops it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,6 +47,10 @@ fn main() -> std::io::Result<()> {
         let (_tx, rx) = tokio::sync::watch::channel(config);
         let gw = Gateway::start(rx, "127.0.0.1:0".parse().expect("an address"), listen).await?;
         println!("serving https://{host} on {}", gw.https_addr());
-        std::future::pending::<std::io::Result<()>>().await
+        // SIGTERM ends it through main's return, so that exit handlers run: an instrumented
+        // build (scripts/pgo.sh) writes its profile in one.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        term.recv().await;
+        Ok(())
     })
 }
