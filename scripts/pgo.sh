@@ -83,12 +83,26 @@ if [ "${1:-}" = --train ]; then
   exit 0
 fi
 
+# take_profile FILE: the instrumented build, its training, and the merged profile in FILE.
+take_profile() {
+  local raw="$pgo/raw"
+  rm -rf "$raw"
+  # Everything instrumented: the runtime that writes the profile is linked only into a binary
+  # built so itself.
+  CARGO_TARGET_DIR="$pgo/generate" RUSTFLAGS="-Cprofile-generate=$raw" \
+    cargo build --release --locked -q -p atoll-gateway --example bench_serve || return 1
+  rm -rf "$raw" # what the build scripts wrote
+  unshare --net --mount "$root/scripts/pgo.sh" --train "$pgo/generate/release/examples/bench_serve" || return 1
+  ls "$raw"/*.profraw >/dev/null 2>&1 || { say "the training wrote no profile"; return 1; }
+  rm -f "$pgo"/gateway-*.profdata
+  "$profdata" merge -o "$1.tmp" "$raw" || return 1
+  mv "$1.tmp" "$1"
+  rm -rf "$raw"
+}
 keep_going_without() {
   [ "${ATOLL_PGO:-on}" = require ] && { say "$1"; exit 1; }
   say "$1: building without a profile"
-  key=none
 }
-key=none
 profile=""
 if [ "${ATOLL_PGO:-on}" != off ]; then
   sysroot="$(rustc --print sysroot)"
@@ -110,20 +124,11 @@ if [ "${ATOLL_PGO:-on}" != off ]; then
     profile="$pgo/gateway-$key.profdata"
     if [ ! -s "$profile" ]; then
       say "taking a profile of the gateway (an instrumented build, then ~20 s of load)"
-      raw="$pgo/raw"
-      rm -rf "$raw"
-      # Everything instrumented: the runtime that writes the profile is linked only into a
-      # binary built so itself.
-      CARGO_TARGET_DIR="$pgo/generate" RUSTFLAGS="-Cprofile-generate=$raw" \
-        cargo build --release --locked -q -p atoll-gateway --example bench_serve
-      rm -rf "$raw" # what the build scripts wrote
-      unshare --net --mount "$0" --train "$pgo/generate/release/examples/bench_serve"
-      ls "$raw"/*.profraw >/dev/null 2>&1 || { say "the training wrote no profile"; exit 1; }
-      rm -f "$pgo"/gateway-*.profdata
-      "$profdata" merge -o "$profile.tmp" "$raw"
-      mv "$profile.tmp" "$profile"
-      rm -rf "$raw"
+      take_profile "$profile" || { profile=""; keep_going_without "taking the profile failed (above)"; }
+    else
+      say "the gateway's profile for this source and toolchain, taken before: $profile"
     fi
+    [ -n "$profile" ] && say "building the request path with it"
   fi
 fi
 

@@ -283,12 +283,9 @@ async fn not_found() -> ApiError {
 /// Daemon and API version.
 #[utoipa::path(get, path = "/v1/version", tag = "system", responses((status = 200, body = VersionInfo)))]
 async fn version() -> Json<VersionInfo> {
-    Json(VersionInfo {
-        version: env!("CARGO_PKG_VERSION").into(),
-        api_version: "1".into(),
-        os: std::env::consts::OS.into(),
-        arch: std::env::consts::ARCH.into(),
-    })
+    // The OCI (Go) names, as `docker version` and `/v1/info`'s platform give them: amd64, not x86_64.
+    let host = atoll_image::Platform::host();
+    Json(VersionInfo { version: env!("CARGO_PKG_VERSION").into(), api_version: "1".into(), os: host.os, arch: host.architecture })
 }
 
 /// What this daemon is and holds.

@@ -42,6 +42,7 @@ pub struct VersionInfo {
     pub version: String,
     pub api_version: String,
     pub os: String,
+    /// The OCI (Go) architecture name: `amd64`, `arm64`.
     pub arch: String,
 }
 

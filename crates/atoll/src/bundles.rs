@@ -45,6 +45,7 @@ pub enum BundleCommand {
         /// List the authors allowed.
         #[arg(long, conflicts_with = "who")]
         list: bool,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -79,6 +80,7 @@ pub enum BundleCommand {
     },
     /// Print this host's public key, which bundle authors seal secrets to.
     Key {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -93,12 +95,14 @@ pub enum BundleCommand {
     /// List the bundles this host runs.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// One bundle: its source, version, routes and where they answer.
     Inspect {
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

@@ -223,6 +223,7 @@ pub enum ImageCommand {
         /// Accepted for docker compatibility; prune never asks.
         #[arg(short, long)]
         force: bool,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -237,6 +238,7 @@ pub enum ImageCommand {
         /// Repository for images the archive names only by tag (or not at all), e.g. `localhost/app`.
         #[arg(long)]
         name: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

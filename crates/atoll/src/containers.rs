@@ -532,6 +532,7 @@ pub struct PsArgs {
     /// Only IDs.
     #[arg(short, long)]
     quiet: bool,
+    /// Print JSON.
     #[arg(long)]
     json: bool,
     #[arg(long)]

@@ -19,6 +19,7 @@ pub enum GatewayCommand {
     /// certificate, requests/s and errors.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

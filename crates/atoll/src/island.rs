@@ -56,6 +56,7 @@ enum InviteCommand {
     /// List invites not used yet.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -84,6 +85,7 @@ pub enum NodeCommand {
     /// List the island's members.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
         /// Only names.
@@ -125,6 +127,7 @@ pub enum IslandCommand {
     /// The replicated state: leader, term, voters and learners, each member's log and lag,
     /// and what Atoll will do next about the voters.
     Status {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -170,6 +173,7 @@ pub enum KvCommand {
         /// Read this host's replica instead of asking the leader (may lag it slightly).
         #[arg(long)]
         stale: bool,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

@@ -47,12 +47,14 @@ pub enum DomainCommand {
     /// List the domains the island serves.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// What to set at the registrar for DOMAIN: its NS records and their glue.
     Status {
         domain: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -72,6 +74,7 @@ pub enum DomainCommand {
         /// hmac-sha256 (default) or hmac-sha512.
         #[arg(long)]
         algorithm: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +83,7 @@ pub enum DomainCommand {
         /// Show their secrets.
         #[arg(long)]
         show_secrets: bool,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -95,6 +99,7 @@ pub enum CertCommand {
     /// List the certificates the island keeps: names, issuer, expiry, state, last error.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -103,12 +108,14 @@ pub enum CertCommand {
     Request {
         #[arg(required = true)]
         names: Vec<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show a certificate, with its chain.
     Inspect {
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -162,6 +169,7 @@ pub enum RecordCommand {
     #[command(visible_alias = "list")]
     Ls {
         domain: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

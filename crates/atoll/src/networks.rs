@@ -69,6 +69,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
+    /// Print JSON.
     #[arg(long)]
     json: bool,
     /// Only names.

@@ -37,12 +37,14 @@ pub enum StackCommand {
     /// List the stacks.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// List a stack's replicas: where each runs, its state, and those that cannot be placed.
     Ps {
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -59,6 +61,7 @@ pub enum ServiceCommand {
     /// List the services of every stack.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -66,6 +69,7 @@ pub enum ServiceCommand {
     Ps {
         /// `<stack>_<service>`.
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

@@ -19,6 +19,7 @@ pub enum VolumeCommand {
     /// List volumes.
     #[command(visible_alias = "list")]
     Ls {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
         /// Only names.

@@ -130,6 +130,7 @@ struct PsArgs {
     /// Include stopped containers (and one-off ones).
     #[arg(short, long)]
     all: bool,
+    /// Print JSON.
     #[arg(long)]
     json: bool,
     /// Only IDs.
