@@ -7,5 +7,5 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
   fi
   exec sudo env PATH="$PATH" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
-    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-}" "$0" "$@"
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-}" ATOLL_PGO="${ATOLL_PGO:-}" "$0" "$@"
 fi

@@ -16,8 +16,8 @@
 # 3. The request path's crates (the gateway and the libraries it uses) are built with the
 #    profile (through scripts/rustc-pgo); everything else as usual.
 # The profile is kept in $CARGO_TARGET_DIR/pgo, keyed by the toolchain, Cargo.lock, the
-# workspace's Cargo.toml and crates/gateway: taken again only when one of them changes (or when
-# that directory is removed, e.g. after a change to the training below).
+# workspace's Cargo.toml, crates/gateway and the training (this script, bench/nginx-proxy.sh):
+# taken again only when one of them changes.
 # Without llvm-profdata the same build is made without a profile (and says so). Needs root (the
 # training's namespace). ATOLL_PGO=off builds without a profile; ATOLL_PGO=require fails where
 # it would have to (scripts/test.sh).
@@ -25,10 +25,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 . bench/nginx-proxy.sh
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/atoll-target}"
-pgo="$CARGO_TARGET_DIR/pgo"
-mkdir -p "$pgo"
 say() { echo "pgo.sh: $*" >&2; }
+# Absolute: the training runs in a directory of its own.
+export CARGO_TARGET_DIR="$(realpath -m "${CARGO_TARGET_DIR:-/var/cache/atoll-target}")"
+pgo="$CARGO_TARGET_DIR/pgo"
+mkdir -p "$pgo" || { say "cannot create $pgo (run as root, or set CARGO_TARGET_DIR)"; exit 1; }
+if [ "${1:-}" != --train ]; then
+  # One at a time: runs share the profile, its raw files and the stamp.
+  exec 9>"$pgo/lock"
+  flock 9
+fi
 
 # The training: called as `pgo.sh --train BIN RAWDIR` inside `unshare --net --mount`.
 if [ "${1:-}" = --train ]; then
@@ -37,10 +43,22 @@ if [ "${1:-}" = --train ]; then
   work="$(mktemp -d /tmp/atoll-pgo.XXXXXX)"
   up="" gw=""
   cleanup() {
-    [ -n "$gw" ] && kill "$gw" 2>/dev/null
-    [ -n "$up" ] && kill "$up" 2>/dev/null
+    if [ -n "$gw" ]; then kill "$gw" 2>/dev/null || true; fi
+    if [ -n "$up" ]; then kill "$up" 2>/dev/null || true; fi
     wait 2>/dev/null || true
     rm -rf "$work"
+  }
+  # until_up WHAT PID URL [CURL_ARGS]: waits (≤ 30 s) for URL to answer while PID lives.
+  until_up() {
+    local what="$1" pid="$2" url="$3" _
+    shift 3
+    for _ in $(seq 300); do
+      curl -s "$@" "$url" >/dev/null 2>&1 && return 0
+      kill -0 "$pid" 2>/dev/null || { say "$what exited before it answered"; return 1; }
+      sleep 0.1
+    done
+    say "$what did not answer $url within 30 s"
+    return 1
   }
   trap cleanup EXIT
   cd "$work"
@@ -56,13 +74,10 @@ if [ "${1:-}" = --train ]; then
   nginx_upstream_conf "$work" >upstream.conf
   nginx -c "$work/upstream.conf" &
   up=$!
-  until curl -s http://127.0.0.1:8080/small >/dev/null; do sleep 0.05; done
+  until_up "the upstream (nginx)" "$up" http://127.0.0.1:8080/small || { cat upstream.err >&2; exit 1; }
   "$bin" 127.0.0.1:8443 127.0.0.1:8080 train.example cert.pem key.pem 1 >serve.log 2>&1 &
   gw=$!
-  until curl -sk https://train.example:8443/small >/dev/null 2>&1; do
-    kill -0 "$gw" 2>/dev/null || { cat serve.log >&2; exit 1; }
-    sleep 0.1
-  done
+  until_up "the instrumented gateway" "$gw" https://train.example:8443/small -k || { cat serve.log >&2; exit 1; }
   url=https://train.example:8443
   load() {
     local out
@@ -78,7 +93,8 @@ if [ "${1:-}" = --train ]; then
   load -n 2000 -c 10 -m 10 "$url/missing"         # 404
   # bench_serve exits on SIGTERM through main's return, which writes the profile.
   kill -TERM "$gw"
-  wait "$gw"
+  for _ in $(seq 300); do kill -0 "$gw" 2>/dev/null || break; sleep 0.1; done
+  wait "$gw" || { say "the instrumented gateway did not exit cleanly"; exit 1; }
   gw=""
   exit 0
 fi
@@ -92,11 +108,15 @@ take_profile() {
   CARGO_TARGET_DIR="$pgo/generate" RUSTFLAGS="-Cprofile-generate=$raw" \
     cargo build --release --locked -q -p atoll-gateway --example bench_serve || return 1
   rm -rf "$raw" # what the build scripts wrote
-  unshare --net --mount "$root/scripts/pgo.sh" --train "$pgo/generate/release/examples/bench_serve" || return 1
+  # Its output to stderr: stdout is our caller's (a command substitution in scripts/up.sh).
+  unshare --net --mount "$root/scripts/pgo.sh" --train "$pgo/generate/release/examples/bench_serve" >&2 || return 1
   ls "$raw"/*.profraw >/dev/null 2>&1 || { say "the training wrote no profile"; return 1; }
   rm -f "$pgo"/gateway-*.profdata
   "$profdata" merge -o "$1.tmp" "$raw" || return 1
-  mv "$1.tmp" "$1"
+  # It must hold the gateway's own functions (grep -c reads it all: no SIGPIPE under pipefail).
+  [ "$("$profdata" show --all-functions "$1.tmp" | grep -c atoll_gateway)" -gt 0 ] ||
+    { say "the profile holds none of the gateway's functions"; return 1; }
+  mv "$1.tmp" "$1" || return 1
   rm -rf "$raw"
 }
 keep_going_without() {
@@ -109,7 +129,13 @@ if [ "${ATOLL_PGO:-on}" != off ]; then
   host="$(rustc -vV | awk '/^host:/ {print $2}')"
   profdata="$sysroot/lib/rustlib/$host/bin/llvm-profdata"
   if [ ! -x "$profdata" ] && command -v rustup >/dev/null; then
-    rustup component add llvm-tools >&2 || true
+    # As the toolchain's owner when run through sudo: root-owned files in their ~/.rustup
+    # would break their later `rustup update`.
+    if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+      sudo -u "$SUDO_USER" env PATH="$PATH" ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} rustup component add llvm-tools >&2 || true
+    else
+      rustup component add llvm-tools >&2 || true
+    fi
   fi
   if [ ! -x "$profdata" ]; then
     keep_going_without "no llvm-profdata in the toolchain (rustup component add llvm-tools)"
@@ -118,8 +144,8 @@ if [ "${ATOLL_PGO:-on}" != off ]; then
   else
     key="$( {
       rustc -vV
-      cat Cargo.lock Cargo.toml
-      find crates/gateway -type f \( -name '*.rs' -o -name Cargo.toml \) | sort | xargs cat
+      cat Cargo.lock Cargo.toml scripts/pgo.sh bench/nginx-proxy.sh
+      find crates/gateway -type f \( -name '*.rs' -o -name Cargo.toml \) | LC_ALL=C sort | xargs cat
     } | sha256sum | cut -c1-16)"
     profile="$pgo/gateway-$key.profdata"
     if [ ! -s "$profile" ]; then
@@ -135,13 +161,14 @@ fi
 # The request path: the gateway and the libraries it runs (not proc-macros); the profile is
 # applied to these alone, and to binaries (scripts/rustc-pgo). ATOLL_PGO_CRATES has their names
 # as rustc's --crate-name; `clean` their package specs.
+tree="$(cargo tree --locked -p atoll-gateway -e normal,no-proc-macro --prefix none --format '{p}|{lib}')"
 names=() clean=()
 while IFS='|' read -r pkg lib; do
   ver="${pkg#* v}"
   clean+=(-p "${pkg%% *}@${ver%% *}")
   names+=("$lib")
-done < <(cargo tree --locked -p atoll-gateway -e normal,no-proc-macro --prefix none --format '{p}|{lib}' |
-  sed 's/ (\*)$//' | sort -u)
+done < <(sed 's/ (\*)$//' <<<"$tree" | LC_ALL=C sort -u)
+[ "${#names[@]}" -gt 0 ] || { say "cargo tree listed no crates for atoll-gateway"; exit 1; }
 export ATOLL_PGO_CRATES="${names[*]}"
 # Cargo does not know what the wrapper adds: when the profile, the wrapper or the crates change,
 # those crates are cleaned here so that they (and all that depends on them: the binaries) are
