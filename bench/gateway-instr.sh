@@ -38,12 +38,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 cd "$work"
-echo "127.0.0.1 localhost bench.example" >hosts
-mount --bind "$work/hosts" /etc/hosts  # this mount namespace only
-mkdir -p www tmp
-head -c 100 /dev/zero | tr '\0' x >www/small
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.example \
-  -addext subjectAltName=DNS:bench.example -keyout key.pem -out cert.pem 2>/dev/null
+stage_files bench.example
 nginx_upstream_conf "$work" >upstream.conf
 nginx -c "$work/upstream.conf" & pids+=($!)
 until curl -s http://127.0.0.1:8080/small >/dev/null; do sleep 0.05; done

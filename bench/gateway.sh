@@ -92,13 +92,9 @@ on_cpu1() {
   fi
 }
 cd "$work"
-echo "127.0.0.1 localhost bench.example" >hosts
-mount --bind "$work/hosts" /etc/hosts  # this mount namespace only: bench.example for SNI and Host
-mkdir -p www tmp caddy
-head -c 100 /dev/zero | tr '\0' x >www/small
+stage_files bench.example # bench.example for SNI and Host
+mkdir -p caddy
 head -c $((4 << 20)) /dev/urandom >www/large
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.example \
-  -addext subjectAltName=DNS:bench.example -keyout key.pem -out cert.pem 2>/dev/null
 
 nginx_upstream_conf "$work" >upstream.conf
 {

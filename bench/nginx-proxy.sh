@@ -1,5 +1,18 @@
 # Sourced by bench/gateway.sh, bench/gateway-instr.sh and scripts/pgo.sh (the training).
 #
+# stage_files HOST: in the current directory (a fresh one, in a mount namespace of our own),
+# HOST resolving to 127.0.0.1 (./hosts bound over /etc/hosts, in this namespace only), www/small
+# (100 B) and tmp/, and an ECDSA P-256 certificate for HOST (cert.pem, key.pem).
+stage_files() {
+  local host="$1"
+  echo "127.0.0.1 localhost $host" >hosts
+  mount --bind "$PWD/hosts" /etc/hosts
+  mkdir -p www tmp
+  head -c 100 /dev/zero | tr '\0' x >www/small
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=$host" \
+    -addext "subjectAltName=DNS:$host" -keyout key.pem -out cert.pem 2>/dev/null
+}
+
 # nginx_upstream_conf WORK_DIR: the configuration of the upstream every proxy forwards to —
 # nginx, one worker, serving WORK_DIR/www on 127.0.0.1:8080, access log off, keep-alive without
 # a request cap. WORK_DIR holds tmp/.

@@ -30,13 +30,9 @@ say() { echo "pgo.sh: $*" >&2; }
 export CARGO_TARGET_DIR="$(realpath -m "${CARGO_TARGET_DIR:-/var/cache/atoll-target}")"
 pgo="$CARGO_TARGET_DIR/pgo"
 mkdir -p "$pgo" || { say "cannot create $pgo (run as root, or set CARGO_TARGET_DIR)"; exit 1; }
-if [ "${1:-}" != --train ]; then
-  # One at a time: runs share the profile, its raw files and the stamp.
-  exec 9>"$pgo/lock"
-  flock 9
-fi
 
-# The training: called as `pgo.sh --train BIN RAWDIR` inside `unshare --net --mount`.
+# The training: called as `pgo.sh --train BIN` inside `unshare --net --mount` (BIN writes its
+# profile where its build said).
 if [ "${1:-}" = --train ]; then
   bin="$2"
   ip link set lo up
@@ -62,15 +58,9 @@ if [ "${1:-}" = --train ]; then
   }
   trap cleanup EXIT
   cd "$work"
-  echo "127.0.0.1 localhost train.example" >hosts
-  mount --bind "$work/hosts" /etc/hosts # this mount namespace only
-  mkdir -p www tmp
-  head -c 100 /dev/zero | tr '\0' x >www/small
+  stage_files train.example
   head -c 1048576 /dev/zero >www/large
   head -c 65536 /dev/zero >upload
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=train.example -addext subjectAltName=DNS:train.example \
-    -keyout key.pem -out cert.pem 2>/dev/null
   nginx_upstream_conf "$work" >upstream.conf
   nginx -c "$work/upstream.conf" &
   up=$!
@@ -98,6 +88,10 @@ if [ "${1:-}" = --train ]; then
   gw=""
   exit 0
 fi
+
+# One at a time: runs share the profile, its raw files and the stamp.
+exec 9>"$pgo/lock"
+flock 9
 
 # take_profile FILE: the instrumented build, its training, and the merged profile in FILE.
 take_profile() {
